@@ -1,0 +1,126 @@
+//! Per-kind routing indexes over an exchange's bindings.
+//!
+//! The exchange keeps the canonical binding set; the index holds only what
+//! routing needs, shaped so routing does not look at unrelated bindings:
+//! - direct: key → destinations (one hash lookup per key);
+//! - fanout: the destinations;
+//! - topic: a trie of patterns;
+//! - headers: every binding's compiled matcher (each must be tried).
+//!
+//! Slots count destinations: two bindings that differ only in a part the
+//! kind ignores (arguments on a direct exchange, say) share a slot, and the
+//! destination stays until both are gone.
+
+use super::binding::{Binding, Destination};
+use super::headers::HeadersMatcher;
+use super::kind::ExchangeKind;
+use super::multiset::Multiset;
+use super::topic::TopicTrie;
+use amq_protocol_types::FieldTable;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub(crate) enum RouteIndex {
+    Direct(HashMap<Box<str>, Multiset<Destination>>),
+    Fanout(Multiset<Destination>),
+    Topic(TopicTrie<Destination>),
+    Headers(Vec<(Destination, HeadersMatcher)>),
+}
+
+impl RouteIndex {
+    pub(crate) fn new(kind: ExchangeKind) -> Self {
+        match kind {
+            ExchangeKind::Direct => Self::Direct(HashMap::new()),
+            ExchangeKind::Fanout => Self::Fanout(Multiset::default()),
+            ExchangeKind::Topic => Self::Topic(TopicTrie::new()),
+            ExchangeKind::Headers => Self::Headers(Vec::new()),
+        }
+    }
+
+    /// Adds a binding (not already in the exchange's set).
+    pub(crate) fn insert(&mut self, b: &Binding) {
+        let d = b.destination.clone();
+        match self {
+            Self::Direct(map) => match map.get_mut(b.routing_key.as_str()) {
+                Some(set) => set.insert(d),
+                None => {
+                    let mut set = Multiset::default();
+                    set.insert(d);
+                    map.insert(b.routing_key.as_str().into(), set);
+                }
+            },
+            Self::Fanout(set) => set.insert(d),
+            Self::Topic(trie) => trie.insert(&b.routing_key, d),
+            Self::Headers(list) => list.push((d, HeadersMatcher::new(&b.arguments))),
+        }
+    }
+
+    /// Removes a binding (that was in the exchange's set).
+    pub(crate) fn remove(&mut self, b: &Binding) {
+        let d = &b.destination;
+        match self {
+            Self::Direct(map) => {
+                if let Some(set) = map.get_mut(b.routing_key.as_str()) {
+                    set.remove(d);
+                    if set.is_empty() {
+                        map.remove(b.routing_key.as_str());
+                    }
+                }
+            }
+            Self::Fanout(set) => {
+                set.remove(d);
+            }
+            Self::Topic(trie) => {
+                trie.remove(&b.routing_key, d);
+            }
+            Self::Headers(list) => {
+                // Entries with equal (destination, matcher) route the same,
+                // so dropping any one of them is exact.
+                let m = HeadersMatcher::new(&b.arguments);
+                if let Some(i) = list.iter().position(|(ld, lm)| ld == d && *lm == m) {
+                    list.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Appends the destinations for a message with these routing keys and
+    /// headers. May append duplicates (several topic patterns or headers
+    /// bindings, several keys); the exchange deduplicates.
+    pub(crate) fn route(
+        &self,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        match self {
+            Self::Direct(map) => {
+                for k in keys {
+                    if let Some(set) = map.get(*k) {
+                        out.extend(set.iter().cloned());
+                    }
+                }
+            }
+            Self::Fanout(set) => out.extend(set.iter().cloned()),
+            Self::Topic(trie) => {
+                for k in keys {
+                    trie.matches(k, out);
+                }
+            }
+            Self::Headers(list) => out.extend(
+                list.iter()
+                    .filter(|(_, m)| m.matches(headers))
+                    .map(|(d, _)| d.clone()),
+            ),
+        }
+    }
+
+    /// Whether [`route`](Self::route) may append a destination twice.
+    pub(crate) fn may_repeat(&self, keys: usize) -> bool {
+        match self {
+            Self::Direct(_) => keys > 1,
+            Self::Fanout(_) => false,
+            Self::Topic(_) | Self::Headers(_) => true,
+        }
+    }
+}

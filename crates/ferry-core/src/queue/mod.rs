@@ -1,0 +1,10 @@
+//! Queues: a deterministic state machine (`state`) fed by a command log
+//! (`record`), wrapped with consumers and group commit (`queue`).
+
+pub mod queue;
+pub mod record;
+pub mod sinks;
+pub mod state;
+
+pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
+pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};

@@ -1,0 +1,623 @@
+//! A virtual host: its exchanges, queues and bindings, and the operations
+//! AMQP's exchange.* / queue.* methods map to, with RabbitMQ's checks and
+//! error texts. Durable changes are written to the vhost's definitions file
+//! before the operation returns.
+//!
+//! Lock order: `defs_lock` → `exchanges` → `queues` → a queue's lock.
+
+use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::exchange::{route_all, Binding, Destination, Exchange, ExchangeKind};
+use crate::message::Message;
+use crate::queue::{Queue, QueueEnv, QueueSpec};
+use amq_protocol_types::FieldTable;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The predeclared exchanges every vhost has.
+const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// Flags of exchange.declare.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeArgs {
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted with its last binding.
+    pub auto_delete: bool,
+    /// Clients cannot publish to it.
+    pub internal: bool,
+    /// x-arguments.
+    pub arguments: FieldTable,
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    name: Arc<str>,
+    dir: PathBuf,
+    transient_dir: PathBuf,
+    env: QueueEnv,
+    exchanges: RwLock<HashMap<Arc<str>, Exchange>>,
+    queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+    storage: Mutex<HashMap<Arc<str>, String>>,
+    defs_lock: Mutex<()>,
+}
+
+fn refused(text: String) -> CoreError {
+    CoreError::request(ErrorKind::AccessRefused, text)
+}
+
+fn precondition(text: String) -> CoreError {
+    CoreError::request(ErrorKind::PreconditionFailed, text)
+}
+
+fn storage_name() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn default_exchange_refused() -> CoreError {
+    refused("operation not permitted on the default exchange".into())
+}
+
+impl VHost {
+    /// Opens a vhost from its directory: definitions, then every durable
+    /// queue's log (replayed). Non-durable queues do not survive.
+    pub fn open(
+        name: &str,
+        dir: PathBuf,
+        transient_dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
+        let vh = Arc::new(VHost {
+            name: Arc::from(name),
+            dir,
+            transient_dir,
+            env,
+            exchanges: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+            storage: Mutex::new(HashMap::new()),
+            defs_lock: Mutex::new(()),
+        });
+        vh.load()?;
+        Ok(vh)
+    }
+
+    fn load(&self) -> Result<()> {
+        let defs = definitions::load(self.env.io.as_ref(), &self.dir)?;
+        let mut exchanges = self.exchanges.write();
+        for (n, k) in STANDARD_EXCHANGES {
+            let x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            exchanges.insert(Arc::from(*n), x);
+        }
+        for x in defs.exchanges {
+            let Some(kind) = ExchangeKind::parse(&x.kind) else {
+                return Err(CoreError::Corrupt(format!("exchange type '{}'", x.kind)));
+            };
+            let name: Arc<str> = Arc::from(x.name.as_str());
+            let ex = Exchange::new(
+                name.clone(),
+                kind,
+                true,
+                x.auto_delete,
+                x.internal,
+                x.arguments,
+            );
+            exchanges.insert(name, ex);
+        }
+        let mut queues = self.queues.write();
+        let mut storage = self.storage.lock();
+        for q in defs.queues {
+            let dir = self.dir.join("queues").join(&q.storage);
+            let queue = Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())?;
+            storage.insert(q.spec.name.clone(), q.storage);
+            queues.insert(q.spec.name.clone(), queue);
+        }
+        for b in defs.bindings {
+            if let Some(x) = exchanges.get_mut(b.source.as_str()) {
+                x.bind(Binding {
+                    destination: b.destination,
+                    routing_key: b.routing_key,
+                    arguments: b.arguments,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Writes the durable definitions. Called with `defs_lock` held.
+    fn save(&self) -> Result<()> {
+        let exchanges = self.exchanges.read();
+        let queues = self.queues.read();
+        let storage = self.storage.lock();
+        let mut defs = Definitions {
+            version: 1,
+            ..Definitions::default()
+        };
+        let durable_queue = |n: &str| queues.get(n).is_some_and(|q| q.spec().durable);
+        let durable_exchange = |n: &str| exchanges.get(n).is_some_and(|x| x.durable);
+        for (name, x) in exchanges.iter() {
+            if x.durable && !STANDARD_EXCHANGES.iter().any(|(n, _)| *n == &**name) {
+                defs.exchanges.push(ExchangeDef {
+                    name: name.to_string(),
+                    kind: x.kind.as_str().to_string(),
+                    auto_delete: x.auto_delete,
+                    internal: x.internal,
+                    arguments: x.arguments.clone(),
+                });
+            }
+            if !x.durable {
+                continue;
+            }
+            for b in x.bindings() {
+                let ok = match &b.destination {
+                    Destination::Queue(q) => durable_queue(q),
+                    Destination::Exchange(e) => durable_exchange(e),
+                };
+                if ok {
+                    defs.bindings.push(BindingDef {
+                        source: name.to_string(),
+                        destination: b.destination.clone(),
+                        routing_key: b.routing_key.clone(),
+                        arguments: b.arguments.clone(),
+                    });
+                }
+            }
+        }
+        for (name, q) in queues.iter() {
+            if q.spec().durable && q.spec().exclusive_owner.is_none() {
+                if let Some(s) = storage.get(name) {
+                    defs.queues.push(QueueDef {
+                        spec: q.spec().clone(),
+                        storage: s.clone(),
+                    });
+                }
+            }
+        }
+        defs.exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        defs.queues.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        definitions::save(self.env.io.as_ref(), &self.dir, &defs)
+    }
+
+    // ----- exchanges -------------------------------------------------------
+
+    /// exchange.declare.
+    pub fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        a: ExchangeArgs,
+    ) -> Result<()> {
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if passive {
+            return match self.exchanges.read().contains_key(name) {
+                true => Ok(()),
+                false => Err(CoreError::not_found("exchange", name, &self.name)),
+            };
+        }
+        let Some(kind) = ExchangeKind::parse(kind) else {
+            return Err(CoreError::request(
+                ErrorKind::CommandInvalid,
+                format!("unknown exchange type '{kind}'"),
+            ));
+        };
+        let _d = self.defs_lock.lock();
+        {
+            let mut exchanges = self.exchanges.write();
+            if let Some(x) = exchanges.get(name) {
+                return x
+                    .check_equivalent(
+                        kind,
+                        a.durable,
+                        a.auto_delete,
+                        a.internal,
+                        &a.arguments,
+                        &self.name,
+                    )
+                    .map_err(precondition);
+            }
+            if name.starts_with("amq.") {
+                return Err(refused(format!(
+                    "exchange name '{name}' contains reserved prefix 'amq.*'"
+                )));
+            }
+            let n: Arc<str> = Arc::from(name);
+            let x = Exchange::new(
+                n.clone(),
+                kind,
+                a.durable,
+                a.auto_delete,
+                a.internal,
+                a.arguments,
+            );
+            exchanges.insert(n, x);
+        }
+        if a.durable {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if STANDARD_EXCHANGES.iter().any(|(n, _)| *n == name) {
+            return Err(refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let _d = self.defs_lock.lock();
+        let durable = {
+            let mut exchanges = self.exchanges.write();
+            let Some(x) = exchanges.get(name) else {
+                return Ok(());
+            };
+            let dest = Destination::Exchange(Arc::from(name));
+            // As in RabbitMQ, only bindings with this exchange as source count.
+            if if_unused && x.has_bindings() {
+                return Err(precondition(format!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+            let durable = x.durable;
+            exchanges.remove(name);
+            remove_destination(&mut exchanges, &dest);
+            durable
+        };
+        if durable {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn check_bindable_source(
+        &self,
+        exchanges: &HashMap<Arc<str>, Exchange>,
+        source: &str,
+    ) -> Result<()> {
+        if source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if !exchanges.contains_key(source) {
+            return Err(CoreError::not_found("exchange", source, &self.name));
+        }
+        Ok(())
+    }
+
+    /// queue.bind / exchange.bind (`bind`=true) and their unbinds.
+    pub fn binding(
+        &self,
+        bind: bool,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+        conn: u64,
+    ) -> Result<()> {
+        let _d = self.defs_lock.lock();
+        let durable = {
+            let mut exchanges = self.exchanges.write();
+            self.check_bindable_source(&exchanges, source)?;
+            let dest_durable = match &destination {
+                Destination::Queue(q) => {
+                    let queues = self.queues.read();
+                    let queue = queues
+                        .get(q)
+                        .ok_or_else(|| CoreError::not_found("queue", q, &self.name))?;
+                    self.check_exclusive(queue, conn)?;
+                    queue.spec().durable
+                }
+                Destination::Exchange(e) => {
+                    if e.is_empty() {
+                        return Err(default_exchange_refused());
+                    }
+                    exchanges
+                        .get(&**e)
+                        .ok_or_else(|| CoreError::not_found("exchange", e, &self.name))?
+                        .durable
+                }
+            };
+            let Some(x) = exchanges.get_mut(source) else {
+                return Err(CoreError::not_found("exchange", source, &self.name));
+            };
+            let b = Binding {
+                destination,
+                routing_key: routing_key.to_string(),
+                arguments,
+            };
+            if bind {
+                x.validate_binding(&b)
+                    .map_err(|e| precondition(e.to_string()))?;
+            }
+            let changed = if bind { x.bind(b) } else { x.unbind(&b) };
+            let durable = changed && x.durable && dest_durable;
+            if !bind && changed && x.auto_delete && !x.has_bindings() {
+                exchanges.remove(source);
+                return self.save_if(true);
+            }
+            durable
+        };
+        self.save_if(durable)
+    }
+
+    fn save_if(&self, durable: bool) -> Result<()> {
+        if durable {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    // ----- queues ----------------------------------------------------------
+
+    fn check_exclusive(&self, q: &Queue, conn: u64) -> Result<()> {
+        match q.spec().exclusive_owner {
+            Some(owner) if owner != conn => Err(CoreError::request(
+                ErrorKind::ResourceLocked,
+                format!(
+                    "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                    q.name(),
+                    self.name
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Looks a queue up for use by connection `conn` (consume, get, purge).
+    pub fn queue_for(&self, name: &str, conn: u64) -> Result<Arc<Queue>> {
+        let q = self
+            .queues
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::not_found("queue", name, &self.name))?;
+        self.check_exclusive(&q, conn)?;
+        Ok(q)
+    }
+
+    /// queue.declare. Returns (name, ready messages, consumers).
+    pub fn declare_queue(
+        &self,
+        mut spec: QueueSpec,
+        passive: bool,
+        conn: u64,
+    ) -> Result<(Arc<str>, u32, u32)> {
+        if passive {
+            let q = self.queue_for(&spec.name, conn)?;
+            let (m, c) = q.counts();
+            return Ok((q.name().clone(), m, c));
+        }
+        let generated = spec.name.is_empty();
+        if generated {
+            spec.name = Arc::from(crate::names::server_named_queue().as_str());
+        }
+        let _d = self.defs_lock.lock();
+        if let Some(q) = self.queues.read().get(&spec.name).cloned() {
+            self.check_exclusive(&q, conn)?;
+            check_queue_equivalent(q.spec(), &spec, &self.name)?;
+            let (m, c) = q.counts();
+            return Ok((q.name().clone(), m, c));
+        }
+        if spec.name.starts_with("amq.") && !generated {
+            return Err(refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        // An exclusive queue is deleted with its connection, so its messages
+        // never outlive the process: keep it out of the durable storage.
+        let persisted = spec.durable && spec.exclusive_owner.is_none();
+        let storage = storage_name();
+        let dir = if persisted {
+            self.dir.join("queues").join(&storage)
+        } else {
+            self.transient_dir.join(&storage)
+        };
+        let q = Queue::open(spec.clone(), self.name.clone(), dir, self.env.clone())?;
+        let name = spec.name.clone();
+        self.storage.lock().insert(name.clone(), storage);
+        self.queues.write().insert(name.clone(), q.clone());
+        if persisted {
+            self.save()?;
+        }
+        Ok((name, 0, 0))
+    }
+
+    /// queue.delete. Returns the number of messages deleted.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> Result<u32> {
+        let _d = self.defs_lock.lock();
+        let Some(q) = self.queues.read().get(name).cloned() else {
+            return Ok(0);
+        };
+        self.check_exclusive(&q, conn)?;
+        let (ready, consumers) = q.counts();
+        if if_unused && consumers > 0 {
+            return Err(precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && (ready > 0 || q.unacked_count() > 0) {
+            return Err(precondition(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        self.remove_queue_locked(&q)
+    }
+
+    fn remove_queue_locked(&self, q: &Arc<Queue>) -> Result<u32> {
+        let name = q.name().clone();
+        self.queues.write().remove(&name);
+        self.storage.lock().remove(&name);
+        {
+            let mut exchanges = self.exchanges.write();
+            remove_destination(&mut exchanges, &Destination::Queue(name));
+        }
+        let n = q.delete()?;
+        if q.spec().durable {
+            self.save()?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes a queue without checks (auto-delete, exclusive owner gone).
+    pub fn drop_queue(&self, q: &Arc<Queue>) -> Result<()> {
+        let _d = self.defs_lock.lock();
+        let current = self.queues.read().get(q.name()).cloned();
+        if current.is_some_and(|c| Arc::ptr_eq(&c, q)) {
+            self.remove_queue_locked(q)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every exclusive queue of a closed connection.
+    pub fn connection_closed(&self, conn: u64) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.spec().exclusive_owner == Some(conn))
+            .cloned()
+            .collect();
+        for q in owned {
+            if let Err(e) = self.drop_queue(&q) {
+                tracing::warn!(queue = %q.name(), error = %e, "cannot delete exclusive queue");
+            }
+        }
+    }
+
+    /// queue.purge.
+    pub fn purge_queue(&self, name: &str, conn: u64) -> Result<u32> {
+        self.queue_for(name, conn)?.purge()
+    }
+
+    // ----- publishing ------------------------------------------------------
+
+    /// Routes a message published to `exchange` and returns the queues it
+    /// goes to (deduplicated). `headers` are the parsed message headers,
+    /// needed only by headers exchanges.
+    pub fn route(
+        &self,
+        exchange: &str,
+        msg: &Message,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) -> Result<()> {
+        let queues = self.queues.read();
+        if exchange.is_empty() {
+            if let Some(q) = queues.get(&*msg.routing_key) {
+                out.push(q.clone());
+            }
+            return Ok(());
+        }
+        let exchanges = self.exchanges.read();
+        let Some(x) = exchanges.get(exchange) else {
+            return Err(CoreError::not_found("exchange", exchange, &self.name));
+        };
+        if x.internal {
+            return Err(refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        let mut names: Vec<Arc<str>> = Vec::new();
+        route_all(
+            |n| exchanges.get(n),
+            exchange,
+            &msg.routing_key,
+            headers,
+            &mut names,
+        );
+        out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
+        Ok(())
+    }
+
+    /// Every queue (for shutdown syncs and listings).
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    /// Whether an exchange exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.exchanges.read().contains_key(name)
+    }
+}
+
+fn remove_destination(exchanges: &mut HashMap<Arc<str>, Exchange>, dest: &Destination) {
+    let mut emptied: Vec<Arc<str>> = Vec::new();
+    for (name, x) in exchanges.iter_mut() {
+        if x.unbind_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
+            emptied.push(name.clone());
+        }
+    }
+    for n in emptied {
+        exchanges.remove(&n);
+        remove_destination(exchanges, &Destination::Exchange(n));
+    }
+}
+
+fn check_queue_equivalent(cur: &QueueSpec, new: &QueueSpec, vhost: &str) -> Result<()> {
+    let mismatch = |field: &str, got: String, have: String| {
+        Err(precondition(format!(
+            "inequivalent arg '{field}' for queue '{}' in vhost '{vhost}': received '{got}' but current is '{have}'",
+            cur.name
+        )))
+    };
+    if cur.durable != new.durable {
+        return mismatch("durable", new.durable.to_string(), cur.durable.to_string());
+    }
+    if cur.auto_delete != new.auto_delete {
+        return mismatch(
+            "auto_delete",
+            new.auto_delete.to_string(),
+            cur.auto_delete.to_string(),
+        );
+    }
+    if cur.exclusive_owner.is_some() != new.exclusive_owner.is_some() {
+        return mismatch(
+            "exclusive",
+            new.exclusive_owner.is_some().to_string(),
+            cur.exclusive_owner.is_some().to_string(),
+        );
+    }
+    for (k, v) in new.arguments.inner() {
+        match cur.arguments.inner().get(k) {
+            Some(c) if c == v => {}
+            Some(c) => return mismatch(k.as_str(), format!("{v:?}"), format!("{c:?}")),
+            None => return mismatch(k.as_str(), format!("{v:?}"), "none".into()),
+        }
+    }
+    for (k, c) in cur.arguments.inner() {
+        if !new.arguments.inner().contains_key(k) {
+            return mismatch(k.as_str(), "none".into(), format!("{c:?}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,529 @@
+//! [`Log`]: appends into an in-memory buffer, flushes with one write per
+//! batch, and tracks what is durable. Roll, truncate and purge live in
+//! `log/maintenance.rs`, replay in `reader.rs`.
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::io::FileIo;
+use crate::reader::LogReader;
+use crate::record::{self, Defect, Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
+use crate::recovery::{self, RecoveryReport};
+use crate::scan::{ScanError, Scanner};
+use crate::segment::{seal_bytes, SealState, Segment, SEGMENT_HEADER_LEN};
+use crate::sync::{Receipt, SealWrite, SegmentReceipt, SyncJob, SyncOutcome, SyncStep};
+use crate::waiters::{DurableCallback, Waiters};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod maintenance;
+
+/// Appends are flushed once this many bytes are buffered, so a burst with
+/// no sync in sight does not grow memory without bound.
+const WRITE_BUFFER_LIMIT: usize = 256 * 1024;
+/// Read size for replay.
+pub(crate) const READER_CHUNK: usize = 256 * 1024;
+
+/// A segmented, append-only log of opaque records with dense indexes.
+///
+/// Single writer: wrap it in a mutex. The fsync runs outside that mutex
+/// through [`Log::prepare_sync`] / [`SyncJob::run`] / [`Log::complete_sync`].
+pub struct Log {
+    io: Arc<dyn FileIo>,
+    dir: PathBuf,
+    cfg: LogConfig,
+    /// Rolled segments, oldest first.
+    sealed: Vec<Segment>,
+    active: Segment,
+    /// Appended records not yet written; they belong at `active.size`.
+    buf: Vec<u8>,
+    next_index: u64,
+    /// Every record below this index is durable.
+    durable_next: u64,
+    poisoned: bool,
+    waiters: Waiters,
+    next_segment_id: u64,
+    /// Bumped when segment files are created or removed; `dir_synced_gen`
+    /// is the value the last completed sync covered.
+    dir_gen: u64,
+    dir_synced_gen: u64,
+    /// Truncations while syncs were in flight: `(trunc_gen, new next index)`.
+    /// A job prepared before a truncation cannot vouch for what follows it.
+    trunc_gen: u64,
+    trunc_floors: Vec<(u64, u64)>,
+    inflight_syncs: usize,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("first_index", &self.first_index())
+            .field("next_index", &self.next_index)
+            .field("durable_next", &self.durable_next)
+            .field("segments", &(self.sealed.len() + 1))
+            .field("buffered", &self.buf.len())
+            .field("waiters", &self.waiters.len())
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens (recovering) or creates the log in `dir`. Everything recovered
+    /// is synced before this returns, so it all counts as durable.
+    pub fn open(
+        io: Arc<dyn FileIo>,
+        dir: &Path,
+        cfg: LogConfig,
+    ) -> Result<(Log, RecoveryReport), LogError> {
+        cfg.validate()?;
+        io.create_dir_all(dir)
+            .map_err(|e| LogError::io("create directory", dir, e))?;
+        let recovered = recovery::recover(&*io, dir, &cfg)?;
+        let report = recovered.report;
+        let mut sealed = recovered.segments;
+        let Some(active) = sealed.pop() else {
+            return Err(LogError::corrupt(dir, 0, "recovery produced no segment"));
+        };
+        let next_segment_id = active.id + 1;
+        let next_index = active.end_index();
+        let first = sealed.first().map_or(active.base, |s| s.base);
+        let mut log = Log {
+            io,
+            dir: dir.to_path_buf(),
+            cfg,
+            sealed,
+            active,
+            buf: Vec::new(),
+            next_index,
+            durable_next: first,
+            poisoned: false,
+            waiters: Waiters::default(),
+            next_segment_id,
+            dir_gen: 1,
+            dir_synced_gen: 0,
+            trunc_gen: 0,
+            trunc_floors: Vec::new(),
+            inflight_syncs: 0,
+        };
+        // Make everything recovery kept durable (and write missing seals)
+        // before anything is reported durable.
+        if let Some(job) = log.prepare_sync()? {
+            let SyncOutcome { receipt, result } = job.run();
+            result?;
+            log.complete_sync(SyncOutcome {
+                receipt,
+                result: Ok(()),
+            });
+        }
+        tracing::debug!(dir = %log.dir.display(), ?report, "log opened");
+        Ok((log, report))
+    }
+
+    /// First retained index (equal to `next_index` when the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.sealed.first().map_or(self.active.base, |s| s.base)
+    }
+
+    /// The index the next append gets.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// `Some(i)`: every record up to `i` is durable (records below
+    /// `first_index` count as durable: synced before they were purged, or
+    /// never there). `None` while nothing is durable in a log that starts
+    /// at index 0.
+    pub fn durable_index(&self) -> Option<u64> {
+        self.durable_next.checked_sub(1)
+    }
+
+    /// Whether an earlier I/O failure made the log refuse changes.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of segments and indexes, including appends not yet flushed.
+    pub fn disk_bytes(&self) -> u64 {
+        self.sealed.iter().map(Segment::disk_bytes).sum::<u64>()
+            + self.active.disk_bytes()
+            + self.buf.len() as u64
+    }
+
+    fn check_poisoned(&self) -> Result<(), LogError> {
+        if self.poisoned {
+            Err(LogError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses everything from now on and fails all waiters.
+    fn poison(&mut self) {
+        if !self.poisoned {
+            self.poisoned = true;
+            self.waiters.fail_all();
+        }
+    }
+
+    /// Poisons and passes the error on.
+    fn fail(&mut self, err: LogError) -> LogError {
+        tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
+        self.poison();
+        err
+    }
+
+    fn check_range(&self, index: u64) -> Result<(), LogError> {
+        let first = self.first_index();
+        if index < first || index >= self.next_index {
+            return Err(LogError::OutOfRange {
+                index,
+                first,
+                next: self.next_index,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends a record (buffered in memory; see `flush` and `prepare_sync`).
+    pub fn append(&mut self, payload: &[u8]) -> Result<RecordPos, LogError> {
+        self.check_poisoned()?;
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(LogError::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        let len = (RECORD_HEADER_LEN + payload.len()) as u64;
+        let end = self.active.size + self.buf.len() as u64;
+        if end > SEGMENT_HEADER_LEN && end + len > self.cfg.segment_bytes {
+            self.roll_active()?;
+        }
+        let offset = self.active.size + self.buf.len() as u64;
+        let index = self.next_index;
+        record::encode_into(&mut self.buf, index, payload);
+        // Fits: records are at least 16 bytes and segments at most
+        // u32::MAX bytes, so a segment holds far fewer than 2^32 records.
+        let rel = (index - self.active.base) as u32;
+        self.active.index.observe(rel, offset);
+        self.active.records += 1;
+        self.next_index += 1;
+        let pos = RecordPos {
+            index,
+            segment: self.active.base,
+            offset,
+            len: len as u32,
+        };
+        if self.buf.len() >= WRITE_BUFFER_LIMIT {
+            self.flush()?;
+        }
+        Ok(pos)
+    }
+
+    /// Hands buffered appends to the OS in one write (no fsync).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        if !self.buf.is_empty() {
+            if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.size) {
+                let err = LogError::io("write", &self.active.path, e);
+                return Err(self.fail(err));
+            }
+            self.active.size += self.buf.len() as u64;
+            self.active.mod_gen += 1;
+            self.buf.clear();
+            if self.buf.capacity() > 4 * WRITE_BUFFER_LIMIT {
+                // One huge record should not pin its buffer forever.
+                self.buf = Vec::new();
+            }
+        }
+        if let Err(e) = self.active.index.flush() {
+            let err = LogError::io("write index", self.active.index.path(), e);
+            return Err(self.fail(err));
+        }
+        Ok(())
+    }
+
+    /// Calls `cb` once every record up to `index` is durable: right away if
+    /// it already is, with `Err(Poisoned)` if the log is or becomes
+    /// poisoned, with `Err(Truncated)` if `index` is truncated first.
+    /// Callbacks run under the caller's lock on the log; keep them short.
+    pub fn on_durable(&mut self, index: u64, cb: DurableCallback) {
+        if self.poisoned {
+            cb(Err(LogError::Poisoned));
+        } else if index < self.durable_next {
+            cb(Ok(()));
+        } else {
+            self.waiters.push(index, cb);
+        }
+    }
+
+    /// Flushes and captures what the next fsync round must cover. `None`
+    /// if everything written is already durable.
+    pub fn prepare_sync(&mut self) -> Result<Option<SyncJob>, LogError> {
+        self.check_poisoned()?;
+        self.flush()?;
+        // Settled segments form a prefix: every job covers the whole
+        // unsettled suffix, and only the newest segments change.
+        let start = self
+            .sealed
+            .iter()
+            .rposition(Segment::is_settled)
+            .map_or(0, |i| i + 1);
+        let mut steps = Vec::new();
+        let mut receipts = Vec::new();
+        let mut sealing_active = false;
+        for (i, seg) in self.sealed.iter().enumerate().skip(start) {
+            let next = self.sealed.get(i + 1).unwrap_or(&self.active);
+            let seal = (seg.seal == SealState::Pending).then(|| SealWrite {
+                file: next.file.clone(),
+                path: next.path.clone(),
+                bytes: seal_bytes(seg.base, next.base),
+            });
+            sealing_active = seal.is_some() && i + 1 == self.sealed.len();
+            receipts.push(SegmentReceipt {
+                id: seg.id,
+                mod_gen: seg.mod_gen,
+                sealed: seal.is_some(),
+            });
+            steps.push(SyncStep {
+                file: seg.file.clone(),
+                path: seg.path.clone(),
+                seal,
+            });
+        }
+        if self.active.is_dirty() || sealing_active {
+            receipts.push(SegmentReceipt {
+                id: self.active.id,
+                mod_gen: self.active.mod_gen,
+                sealed: false,
+            });
+            steps.push(SyncStep {
+                file: self.active.file.clone(),
+                path: self.active.path.clone(),
+                seal: None,
+            });
+        }
+        let dir =
+            (self.dir_gen != self.dir_synced_gen).then(|| (self.io.clone(), self.dir.clone()));
+        if steps.is_empty() && dir.is_none() {
+            self.mark_durable(self.next_index);
+            return Ok(None);
+        }
+        self.inflight_syncs += 1;
+        Ok(Some(SyncJob {
+            dir,
+            steps,
+            receipt: Receipt {
+                segments: receipts,
+                dir_gen: self.dir_gen,
+                target_next: self.next_index,
+                trunc_gen: self.trunc_gen,
+            },
+        }))
+    }
+
+    /// Records a finished job: advances the durable index and fires
+    /// callbacks, or, if any fsync failed, poisons the log.
+    pub fn complete_sync(&mut self, outcome: SyncOutcome) {
+        self.inflight_syncs = self.inflight_syncs.saturating_sub(1);
+        match outcome.result {
+            Err(e) => {
+                // fsync failure leaves the page cache in an unknown state;
+                // retrying could report lost data as durable.
+                let _ = self.fail(e);
+            }
+            Ok(()) if !self.poisoned => {
+                let r = outcome.receipt;
+                for s in &r.segments {
+                    if let Some(seg) = self.segment_by_id_mut(s.id) {
+                        seg.synced_gen = seg.synced_gen.max(s.mod_gen);
+                        if s.sealed && seg.seal == SealState::Pending {
+                            seg.seal = SealState::Durable;
+                        }
+                    }
+                }
+                self.dir_synced_gen = self.dir_synced_gen.max(r.dir_gen);
+                let mut target = r.target_next;
+                for &(gen, floor) in &self.trunc_floors {
+                    if gen > r.trunc_gen {
+                        target = target.min(floor);
+                    }
+                }
+                self.mark_durable(target);
+            }
+            Ok(()) => {}
+        }
+        if self.inflight_syncs == 0 {
+            self.trunc_floors.clear();
+        }
+    }
+
+    fn mark_durable(&mut self, next: u64) {
+        let next = next.min(self.next_index);
+        if next > self.durable_next {
+            self.durable_next = next;
+            self.waiters.fire_below(next);
+        }
+    }
+
+    fn segment_by_id_mut(&mut self, id: u64) -> Option<&mut Segment> {
+        if self.active.id == id {
+            return Some(&mut self.active);
+        }
+        let i = self.sealed.binary_search_by_key(&id, |s| s.id).ok()?;
+        self.sealed.get_mut(i)
+    }
+
+    /// The segment holding `index` (which must be in range), and whether
+    /// it is the active one.
+    fn segment_containing(&self, index: u64) -> (&Segment, bool) {
+        if index >= self.active.base {
+            return (&self.active, true);
+        }
+        let i = self.sealed.partition_point(|s| s.base <= index);
+        match i.checked_sub(1).and_then(|i| self.sealed.get(i)) {
+            Some(s) => (s, false),
+            None => (&self.active, true),
+        }
+    }
+
+    /// Reads the record at `pos` (as returned by `append` or `reader`).
+    pub fn read(&self, pos: &RecordPos) -> Result<Record, LogError> {
+        self.check_range(pos.index)?;
+        let invalid = |reason| LogError::InvalidPosition {
+            index: pos.index,
+            reason,
+        };
+        let (seg, is_active) = self.segment_containing(pos.index);
+        if seg.base != pos.segment {
+            return Err(invalid("the record is not in that segment"));
+        }
+        let len = pos.len as usize;
+        if len < RECORD_HEADER_LEN || pos.offset < SEGMENT_HEADER_LEN {
+            return Err(invalid("impossible offset or length"));
+        }
+        let verified = |bytes: &[u8]| match record::verify(bytes, pos.index) {
+            Ok(_) => Ok(()),
+            Err(Defect::BadChecksum) => Err(LogError::corrupt(
+                &seg.path,
+                pos.offset,
+                "checksum mismatch",
+            )),
+            Err(_) => Err(invalid("a different record is stored there")),
+        };
+        if is_active && pos.offset >= seg.size {
+            let from = (pos.offset - seg.size) as usize;
+            let bytes = self
+                .buf
+                .get(from..from + len)
+                .ok_or_else(|| invalid("beyond the end of the log"))?;
+            verified(bytes)?;
+            return Ok(Record {
+                index: pos.index,
+                payload: Bytes::copy_from_slice(&bytes[RECORD_HEADER_LEN..]),
+            });
+        }
+        if pos.offset + len as u64 > seg.size {
+            return Err(invalid("beyond the end of the segment"));
+        }
+        let bytes = seg
+            .read_exact_at(pos.offset, len)
+            .map_err(|e| LogError::io("read", &seg.path, e))?
+            .ok_or_else(|| {
+                LogError::corrupt(&seg.path, pos.offset, "segment shorter than recorded")
+            })?;
+        verified(&bytes)?;
+        Ok(Record {
+            index: pos.index,
+            payload: bytes.slice(RECORD_HEADER_LEN..),
+        })
+    }
+
+    /// Reads record `index`: sparse-index lookup, then a short scan.
+    pub fn read_index(&self, index: u64) -> Result<Record, LogError> {
+        let chunk = (self.cfg.index_interval_bytes as usize)
+            .saturating_add(16 * 1024)
+            .min(1 << 20);
+        let (mut scanner, seg) = self.scanner_at(index, chunk)?;
+        match scanner.next_record() {
+            Ok(Some(r)) => Ok(Record {
+                index,
+                // Copied so the caller does not pin the whole read chunk.
+                payload: Bytes::copy_from_slice(&r.payload),
+            }),
+            Ok(None) => Err(LogError::corrupt(
+                &seg.path,
+                scanner.pos(),
+                "segment ends early",
+            )),
+            Err(e) => Err(e.into_log_error(&seg.path)),
+        }
+    }
+
+    /// Replays records from `from` onwards, in order, checksums verified.
+    /// Payloads share read buffers of a few hundred KiB; copy any you keep
+    /// for long. Starting below `first_index` yields one `OutOfRange`.
+    pub fn reader(&self, from: u64) -> LogReader<'_> {
+        LogReader::new(self, from)
+    }
+
+    /// A scanner whose next record is `index`, over the segment holding it.
+    pub(crate) fn scanner_at(
+        &self,
+        index: u64,
+        chunk: usize,
+    ) -> Result<(Scanner<'_>, &Segment), LogError> {
+        self.check_range(index)?;
+        let (seg, is_active) = self.segment_containing(index);
+        let tail: &[u8] = if is_active { &self.buf } else { &[] };
+        let seek = |pos: u64, at: u64| -> Result<Scanner<'_>, ScanError> {
+            let mut sc = Scanner::new(&*seg.file, pos, seg.size, at, chunk)
+                .with_tail(tail)
+                .stop_at(seg.end_index());
+            while sc.next_index() < index {
+                if !sc.skip_record()? {
+                    return Err(ScanError::Defect {
+                        pos: sc.pos(),
+                        defect: Defect::ShortHeader,
+                    });
+                }
+            }
+            Ok(sc)
+        };
+        let rel = (index - seg.base) as u32;
+        if let Some(hint) = seg.index.lookup(rel) {
+            match seek(u64::from(hint.pos), seg.base + u64::from(hint.rel)) {
+                Ok(sc) => return Ok((sc, seg)),
+                // The index is only a hint; a stale entry costs a rescan.
+                Err(ScanError::Defect { .. }) => {
+                    tracing::debug!(segment = %seg.path.display(), "stale index entry; scanning from the start");
+                }
+                Err(e) => return Err(e.into_log_error(&seg.path)),
+            }
+        }
+        seek(SEGMENT_HEADER_LEN, seg.base)
+            .map(|sc| (sc, seg))
+            .map_err(|e| e.into_log_error(&seg.path))
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Best effort, like a process exit: the OS gets the bytes, nothing
+        // more is promised.
+        if !self.poisoned && !self.buf.is_empty() {
+            if let Err(e) = self.flush() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "flush on drop failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! One AMQP channel: its state machine and the method families it handles
+//! (one file each: `declare` for exchange/queue, `basic` for consumers and
+//! acks, `publish` for content assembly, confirms and transactions).
+
+mod basic;
+pub mod confirms;
+mod declare;
+pub mod delivery;
+mod publish;
+
+use crate::error::AmqpError;
+use crate::outbox::Outbox;
+use crate::ServerConfig;
+use confirms::ConfirmTracker;
+use delivery::{ChannelShared, Unacked};
+use ferry_amqp::amq_protocol::protocol::{channel, confirm, tx};
+use ferry_amqp::{AMQPClass, Frame, ReplyCode};
+use ferry_core::queue::Queue;
+use ferry_core::VHost;
+use publish::{PendingContent, TxBuffer};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a channel needs from its connection.
+#[derive(Debug)]
+pub struct ChannelCtx<'a> {
+    /// The connection's vhost.
+    pub vhost: &'a Arc<VHost>,
+    /// Connection id (exclusive queue ownership).
+    pub conn_id: u64,
+    /// Authenticated user (checked against the user_id property).
+    pub user: &'a str,
+    /// Limits.
+    pub config: &'a ServerConfig,
+}
+
+#[derive(Debug)]
+struct ConsumerRef {
+    queue: Arc<Queue>,
+    id: u64,
+}
+
+/// A channel as its connection task owns it.
+#[derive(Debug)]
+pub struct Channel {
+    id: u16,
+    shared: Arc<ChannelShared>,
+    outbox: Outbox,
+    pending: Option<PendingContent>,
+    confirms: Option<Arc<ConfirmTracker>>,
+    tx: Option<TxBuffer>,
+    consumers: HashMap<Arc<str>, ConsumerRef>,
+    prefetch: u32,
+    last_queue: Option<Arc<str>>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub fn new(id: u16, outbox: Outbox, cancel_notify: bool) -> Self {
+        Channel {
+            id,
+            shared: ChannelShared::new(id, outbox.clone(), cancel_notify),
+            outbox,
+            pending: None,
+            confirms: None,
+            tx: None,
+            consumers: HashMap::new(),
+            prefetch: 0,
+            last_queue: None,
+        }
+    }
+
+    fn reply(&self, m: AMQPClass) {
+        self.outbox.method(self.id, m);
+    }
+
+    /// Handles one frame addressed to this (open) channel.
+    pub fn handle(&mut self, ctx: &ChannelCtx<'_>, frame: Frame) -> Result<(), AmqpError> {
+        self.forget_server_cancelled();
+        match frame {
+            Frame::Method { method, .. } => {
+                if self.pending.is_some() {
+                    return Err(AmqpError::new(
+                        ReplyCode::UNEXPECTED_FRAME,
+                        "expected content header for class 60, got non content header frame instead",
+                    ));
+                }
+                self.handle_method(ctx, method)
+            }
+            Frame::Header {
+                class_id,
+                body_size,
+                properties,
+                raw_properties,
+                ..
+            } => self.content_header(ctx, class_id, body_size, properties, raw_properties),
+            Frame::Body { payload, .. } => self.content_body(ctx, payload),
+            Frame::Heartbeat { .. } => Err(AmqpError::new(
+                ReplyCode::UNEXPECTED_FRAME,
+                "heartbeat frame on a non-zero channel",
+            )),
+        }
+    }
+
+    fn handle_method(&mut self, ctx: &ChannelCtx<'_>, method: AMQPClass) -> Result<(), AmqpError> {
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        let r = match method {
+            AMQPClass::Exchange(m) => self.exchange_method(ctx, m),
+            AMQPClass::Queue(m) => self.queue_method(ctx, m),
+            AMQPClass::Basic(m) => self.basic_method(ctx, m),
+            AMQPClass::Channel(m) => self.channel_method(m),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => self.confirm_select(s.nowait),
+            AMQPClass::Tx(m) => self.tx_method(ctx, m),
+            _ => Err(AmqpError::new(
+                ReplyCode::COMMAND_INVALID,
+                format!("unexpected method {class_id}.{method_id} on a channel"),
+            )),
+        };
+        r.map_err(|e| {
+            if e.class_id == 0 {
+                e.on(class_id, method_id)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn channel_method(&mut self, m: channel::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            channel::AMQPMethod::Flow(f) => {
+                self.shared.state.lock().flow_active = f.active;
+                self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                    channel::FlowOk { active: f.active },
+                )));
+                if f.active {
+                    self.dispatch_consumers();
+                }
+                Ok(())
+            }
+            channel::AMQPMethod::FlowOk(_) => Ok(()),
+            channel::AMQPMethod::Open(_) => Err(AmqpError::new(
+                ReplyCode::CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            )),
+            other => Err(AmqpError::new(
+                ReplyCode::COMMAND_INVALID,
+                format!("unexpected {other:?}"),
+            )),
+        }
+    }
+
+    fn confirm_select(&mut self, nowait: bool) -> Result<(), AmqpError> {
+        if self.tx.is_some() {
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                "cannot switch from tx to confirm mode",
+            ));
+        }
+        if self.confirms.is_none() {
+            self.confirms = Some(Arc::new(ConfirmTracker::new(self.id, self.outbox.clone())));
+        }
+        if !nowait {
+            self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                confirm::SelectOk {},
+            )));
+        }
+        Ok(())
+    }
+
+    fn tx_method(&mut self, ctx: &ChannelCtx<'_>, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                if self.tx.is_none() {
+                    self.tx = Some(TxBuffer::default());
+                }
+                self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => self.tx_commit(ctx),
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(buf) = self.tx.as_mut() else {
+                    return Err(AmqpError::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                };
+                let acks = buf.rollback();
+                // Acks taken back: the messages return to the unacked map's
+                // owners, as RabbitMQ leaves them unacknowledged.
+                self.restore_unacked(acks);
+                self.reply(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                Ok(())
+            }
+            other => Err(AmqpError::new(
+                ReplyCode::COMMAND_INVALID,
+                format!("unexpected {other:?}"),
+            )),
+        }
+    }
+
+    fn forget_server_cancelled(&mut self) {
+        let gone: Vec<Arc<str>> = std::mem::take(&mut *self.shared.server_cancelled.lock());
+        for tag in gone {
+            self.consumers.remove(&tag);
+            self.shared.state.lock().forget_consumer(&tag);
+        }
+    }
+
+    /// Gives every queue this channel consumes from a chance to deliver.
+    fn dispatch_consumers(&self) {
+        let mut seen: Vec<&Arc<Queue>> = Vec::new();
+        for c in self.consumers.values() {
+            if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                seen.push(&c.queue);
+                c.queue.dispatch();
+            }
+        }
+    }
+
+    /// Closes the channel's business: consumers cancelled, unacked messages
+    /// requeued. Used for channel.close, errors and connection end.
+    pub fn cleanup(&mut self, ctx: &ChannelCtx<'_>) {
+        self.shared.state.lock().closed = true;
+        for (_, c) in self.consumers.drain() {
+            if c.queue.cancel(c.id) {
+                if let Err(e) = ctx.vhost.drop_queue(&c.queue) {
+                    tracing::warn!(error = %e, "auto-delete failed");
+                }
+            }
+        }
+        let unacked = self.shared.take_all();
+        for (q, ids) in group_by_queue(unacked) {
+            if let Err(e) = q.requeue(&ids) {
+                tracing::error!(queue = %q.name(), error = %e, "requeue on close failed");
+            }
+        }
+        self.pending = None;
+        self.tx = None;
+    }
+}
+
+/// Groups unacked messages by queue, keeping their order.
+fn group_by_queue(items: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<u64>)> {
+    let mut out: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    for u in items {
+        let Some(q) = u.queue.upgrade() else { continue };
+        match out.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &q)) {
+            Some((_, ids)) => ids.push(u.msg_id),
+            None => out.push((q, vec![u.msg_id])),
+        }
+    }
+    out
+}

@@ -1,0 +1,33 @@
+//! Front-end settings.
+
+use std::net::SocketAddr;
+
+/// Settings of the AMQP listener and its connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where AMQP clients connect.
+    pub amqp_listen: SocketAddr,
+    /// Largest frame we accept and propose in connection.tune.
+    pub frame_max: u32,
+    /// Highest channel number we propose.
+    pub channel_max: u16,
+    /// Heartbeat interval (seconds) we propose; 0 disables.
+    pub heartbeat: u16,
+    /// Largest message body accepted (RabbitMQ's max_message_size).
+    pub max_message_size: u64,
+    /// Bytes queued for a socket above which no-ack consumers pause.
+    pub socket_buffer_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            amqp_listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 << 20,
+            socket_buffer_limit: 4 << 20,
+        }
+    }
+}

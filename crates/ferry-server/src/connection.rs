@@ -1,0 +1,546 @@
+//! One AMQP connection: protocol header, handshake (start / tune / open),
+//! then the frame loop that feeds channels. Replies and deliveries leave
+//! through the outbox and the writer task; this task only reads.
+//!
+//! Errors follow RabbitMQ's scoping: a soft error closes its channel
+//! (channel.close, then everything on that channel but close/close-ok is
+//! discarded until the client answers); a hard error closes the connection
+//! (connection.close, wait briefly for close-ok, then drop the socket).
+
+use crate::channel::{Channel, ChannelCtx};
+use crate::error::AmqpError;
+use crate::outbox::{Outbound, Outbox};
+use crate::writer::{self, WriterParams};
+use crate::Shared;
+use bytes::{Buf, BytesMut};
+use ferry_amqp::amq_protocol::protocol::{channel, connection};
+use ferry_amqp::{
+    check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
+    Frame, HeaderCheck, ReplyCode, PROTOCOL_HEADER,
+};
+use ferry_core::VHost;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why reading stopped.
+enum ReadEnd {
+    /// Peer closed or socket error.
+    Gone,
+    /// No traffic for two heartbeat intervals.
+    Silent,
+    /// Undecodable frame: a hard error.
+    Bad(AmqpError),
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+struct Reader<R> {
+    rd: R,
+    buf: BytesMut,
+    frame_max: u32,
+    idle_limit: Option<Duration>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    async fn fill(&mut self) -> Result<(), ReadEnd> {
+        if self.buf.capacity() - self.buf.len() < 8192 {
+            self.buf.reserve(64 * 1024);
+        }
+        let read = self.rd.read_buf(&mut self.buf);
+        let n = tokio::select! {
+            r = async {
+                match self.idle_limit {
+                    Some(d) => tokio::time::timeout(d, read).await.map_err(|_| ReadEnd::Silent)?,
+                    None => read.await,
+                }
+                .map_err(|_| ReadEnd::Gone)
+            } => r?,
+            _ = self.shutdown.changed() => return Err(ReadEnd::Shutdown),
+        };
+        if n == 0 {
+            return Err(ReadEnd::Gone);
+        }
+        Ok(())
+    }
+
+    async fn frame(&mut self) -> Result<Frame, ReadEnd> {
+        loop {
+            match check_frame(&self.buf, self.frame_max) {
+                Ok(Some(len)) => {
+                    let bytes = self.buf.split_to(len).freeze();
+                    return parse_frame(bytes).map_err(|e| ReadEnd::Bad(e.into()));
+                }
+                Ok(None) => self.fill().await?,
+                Err(e) => return Err(ReadEnd::Bad(e.into())),
+            }
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    params: Arc<WriterParams>,
+    vhost: Option<Arc<VHost>>,
+    user: String,
+    channel_max: u16,
+    cancel_notify: bool,
+    channels: HashMap<u16, Channel>,
+    closing: HashMap<u16, ()>,
+}
+
+fn conn_method(m: connection::AMQPMethod) -> AMQPClass {
+    AMQPClass::Connection(m)
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, id: u64)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = Reader {
+        rd,
+        buf: BytesMut::with_capacity(64 * 1024),
+        frame_max: shared.config.frame_max,
+        idle_limit: Some(HANDSHAKE_TIMEOUT),
+        shutdown: shared.shutdown.clone(),
+    };
+    loop {
+        match check_protocol_header(&reader.buf) {
+            HeaderCheck::Ok => {
+                reader.buf.advance(8);
+                break;
+            }
+            HeaderCheck::Bad => {
+                let _ = wr.write_all(PROTOCOL_HEADER).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            HeaderCheck::Incomplete => {
+                if reader.fill().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let (outbox, rx, oshared) = Outbox::new(shared.config.socket_buffer_limit);
+    let params = Arc::new(WriterParams::default());
+    params
+        .frame_max
+        .store(shared.config.frame_max, Ordering::Relaxed);
+    let writer = tokio::spawn(writer::run(wr, rx, oshared, params.clone()));
+    let mut conn = Conn {
+        id,
+        shared: shared.clone(),
+        outbox,
+        params,
+        vhost: None,
+        user: String::new(),
+        channel_max: shared.config.channel_max,
+        cancel_notify: false,
+        channels: HashMap::new(),
+        closing: HashMap::new(),
+    };
+    tracing::debug!(conn = id, %peer, "connection accepted");
+    let end = match conn.handshake(&mut reader, peer).await {
+        Ok(()) => conn.run(&mut reader).await,
+        Err(end) => end,
+    };
+    match end {
+        ReadEnd::Bad(e) => conn.close_connection(&mut reader, e).await,
+        ReadEnd::Shutdown => {
+            let e = AmqpError::new(
+                ReplyCode::CONNECTION_FORCED,
+                "broker forced connection closure with reason 'shutdown'",
+            );
+            conn.close_connection(&mut reader, e).await;
+        }
+        ReadEnd::Silent => {
+            tracing::info!(conn = id, %peer, "missed heartbeats from client, closing connection");
+        }
+        ReadEnd::Gone => {}
+    }
+    conn.cleanup();
+    conn.outbox.send(Outbound::Shutdown);
+    drop(conn);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    tracing::debug!(conn = id, %peer, "connection closed");
+}
+
+impl Conn {
+    async fn expect<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        what: &str,
+    ) -> Result<connection::AMQPMethod, ReadEnd> {
+        loop {
+            match r.frame().await? {
+                Frame::Heartbeat { .. } => continue,
+                Frame::Method {
+                    channel: 0,
+                    method: AMQPClass::Connection(m),
+                } => return Ok(m),
+                _ => {
+                    return Err(ReadEnd::Bad(AmqpError::new(
+                        ReplyCode::COMMAND_INVALID,
+                        format!("expected '{what}'"),
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn handshake<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        peer: SocketAddr,
+    ) -> Result<(), ReadEnd> {
+        let props = ferry_amqp::server_properties(
+            "Ferry",
+            env!("CARGO_PKG_VERSION"),
+            &ferry_amqp::Capabilities::default(),
+        );
+        self.outbox.method(0, ferry_amqp::connection_start(props));
+        let connection::AMQPMethod::StartOk(start_ok) =
+            self.expect(r, "connection.start_ok").await?
+        else {
+            return Err(bad(
+                ReplyCode::COMMAND_INVALID,
+                "expected 'connection.start_ok'",
+            ));
+        };
+        if let Some(AMQPValue::FieldTable(caps)) =
+            start_ok.client_properties.inner().get("capabilities")
+        {
+            self.cancel_notify = matches!(
+                caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            );
+        }
+        let mechanism = start_ok.mechanism.as_str().to_string();
+        let creds = match parse_sasl_response(&mechanism, start_ok.response.as_bytes()) {
+            Ok(c) => c,
+            Err(_) => {
+                return Err(bad(
+                    ReplyCode::ACCESS_REFUSED,
+                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                ))
+            }
+        };
+        let auth = self
+            .shared
+            .broker
+            .users()
+            .authenticate(&creds.username, &creds.password, peer.ip().is_loopback())
+            .map(|u| u.name.clone());
+        match auth {
+            Ok(name) => self.user = name,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "login refused");
+                return Err(bad(
+                    ReplyCode::ACCESS_REFUSED,
+                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                ));
+            }
+        }
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: cfg.channel_max,
+                frame_max: cfg.frame_max,
+                heartbeat: cfg.heartbeat,
+            })),
+        );
+        let connection::AMQPMethod::TuneOk(t) = self.expect(r, "connection.tune_ok").await? else {
+            return Err(bad(
+                ReplyCode::COMMAND_INVALID,
+                "expected 'connection.tune_ok'",
+            ));
+        };
+        let frame_max = match t.frame_max {
+            0 => cfg.frame_max,
+            n => n.clamp(ferry_amqp::FRAME_MIN_SIZE, cfg.frame_max),
+        };
+        self.channel_max = match t.channel_max {
+            0 => cfg.channel_max,
+            n => n.min(cfg.channel_max),
+        };
+        r.frame_max = frame_max;
+        self.params.frame_max.store(frame_max, Ordering::Relaxed);
+        self.params
+            .heartbeat
+            .store(u32::from(t.heartbeat), Ordering::Relaxed);
+        r.idle_limit = (t.heartbeat > 0).then(|| Duration::from_secs(u64::from(t.heartbeat) * 2));
+        let connection::AMQPMethod::Open(open) = self.expect(r, "connection.open").await? else {
+            return Err(bad(
+                ReplyCode::COMMAND_INVALID,
+                "expected 'connection.open'",
+            ));
+        };
+        let vhost = match self.shared.broker.vhost(open.virtual_host.as_str()) {
+            Ok(v) => v,
+            Err(_) => {
+                return Err(bad(
+                    ReplyCode::NOT_ALLOWED,
+                    format!("vhost {} not found", open.virtual_host.as_str()),
+                ))
+            }
+        };
+        self.vhost = Some(vhost);
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        Ok(())
+    }
+
+    async fn run<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>) -> ReadEnd {
+        loop {
+            let frame = match r.frame().await {
+                Ok(f) => f,
+                Err(end) => return end,
+            };
+            match self.handle(frame) {
+                Ok(true) => {}
+                Ok(false) => return ReadEnd::Gone,
+                Err(e) => return ReadEnd::Bad(e),
+            }
+        }
+    }
+
+    /// Handles a frame after the handshake. Ok(false) = connection closed
+    /// cleanly by the client.
+    fn handle(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+        let ch = frame.channel();
+        if ch == 0 {
+            return self.connection_frame(frame);
+        }
+        if self.closing.contains_key(&ch) {
+            // After channel.close only close / close-ok count.
+            match frame {
+                Frame::Method {
+                    method: AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)),
+                    ..
+                } => {
+                    self.closing.remove(&ch);
+                }
+                Frame::Method {
+                    method: AMQPClass::Channel(channel::AMQPMethod::Close(_)),
+                    ..
+                } => {
+                    self.outbox.method(
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(true);
+        }
+        if !self.channels.contains_key(&ch) {
+            return match frame {
+                Frame::Method {
+                    method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
+                    ..
+                } => {
+                    if ch > self.channel_max {
+                        return Err(AmqpError::new(
+                            ReplyCode::CHANNEL_ERROR,
+                            format!(
+                                "channel number {ch} exceeds channel_max {}",
+                                self.channel_max
+                            ),
+                        )
+                        .on(20, 10));
+                    }
+                    self.channels.insert(
+                        ch,
+                        Channel::new(ch, self.outbox.clone(), self.cancel_notify),
+                    );
+                    self.outbox.method(
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                    );
+                    Ok(true)
+                }
+                _ => Err(AmqpError::new(
+                    ReplyCode::CHANNEL_ERROR,
+                    format!("expected 'channel.open' on channel {ch}"),
+                )),
+            };
+        }
+        if let Frame::Method {
+            method: AMQPClass::Channel(channel::AMQPMethod::Close(_)),
+            ..
+        } = &frame
+        {
+            self.drop_channel(ch);
+            self.outbox.method(
+                ch,
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+            );
+            return Ok(true);
+        }
+        let Some(vhost) = self.vhost.clone() else {
+            return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, "no vhost"));
+        };
+        let ctx = ChannelCtx {
+            vhost: &vhost,
+            conn_id: self.id,
+            user: &self.user,
+            config: &self.shared.config,
+        };
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Ok(true);
+        };
+        match channel.handle(&ctx, frame) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_connection_error() => Err(e),
+            Err(e) => {
+                tracing::debug!(conn = self.id, channel = ch, error = %e, "channel error");
+                self.drop_channel(ch);
+                self.closing.insert(ch, ());
+                self.outbox.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                        reply_code: e.code_u16(),
+                        reply_text: e.text.into(),
+                        class_id: e.class_id,
+                        method_id: e.method_id,
+                    })),
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    fn connection_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+        match frame {
+            Frame::Heartbeat { .. } => Ok(true),
+            Frame::Method {
+                method: AMQPClass::Connection(m),
+                ..
+            } => match m {
+                connection::AMQPMethod::Close(_) => {
+                    self.cleanup();
+                    self.outbox.method(
+                        0,
+                        conn_method(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                    );
+                    Ok(false)
+                }
+                connection::AMQPMethod::CloseOk(_) => Ok(false),
+                connection::AMQPMethod::UpdateSecret(_) => {
+                    self.outbox.method(
+                        0,
+                        conn_method(connection::AMQPMethod::UpdateSecretOk(
+                            connection::UpdateSecretOk {},
+                        )),
+                    );
+                    Ok(true)
+                }
+                connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_) => {
+                    Ok(true)
+                }
+                other => Err(AmqpError::new(
+                    ReplyCode::COMMAND_INVALID,
+                    format!("unexpected {} on channel 0", method_label(&other)),
+                )),
+            },
+            Frame::Method { method, .. } => Err(AmqpError::new(
+                ReplyCode::COMMAND_INVALID,
+                "unexpected method on channel 0",
+            )
+            .on(method.get_amqp_class_id(), method.get_amqp_method_id())),
+            _ => Err(AmqpError::new(
+                ReplyCode::UNEXPECTED_FRAME,
+                "content frame on channel 0",
+            )),
+        }
+    }
+
+    fn drop_channel(&mut self, ch: u16) {
+        if let Some(mut c) = self.channels.remove(&ch) {
+            if let Some(vhost) = self.vhost.clone() {
+                let ctx = ChannelCtx {
+                    vhost: &vhost,
+                    conn_id: self.id,
+                    user: &self.user,
+                    config: &self.shared.config,
+                };
+                c.cleanup(&ctx);
+            }
+        }
+    }
+
+    /// Sends connection.close and waits (briefly) for close-ok.
+    async fn close_connection<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>, e: AmqpError) {
+        tracing::info!(conn = self.id, code = e.code_u16(), text = %e.text, "closing connection");
+        self.cleanup();
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code_u16(),
+                reply_text: e.text.clone().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        r.idle_limit = Some(CLOSE_OK_TIMEOUT);
+        // A shutdown already fired; don't let it cut the wait short.
+        r.shutdown = watch::channel(false).1;
+        let deadline = tokio::time::Instant::now() + CLOSE_OK_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            match r.frame().await {
+                Ok(Frame::Method {
+                    channel: 0,
+                    method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                }) => return,
+                Ok(Frame::Method {
+                    channel: 0,
+                    method: AMQPClass::Connection(connection::AMQPMethod::Close(_)),
+                }) => {
+                    self.outbox.method(
+                        0,
+                        conn_method(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        let chans: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in chans {
+            self.drop_channel(ch);
+        }
+        if let Some(v) = &self.vhost {
+            v.connection_closed(self.id);
+        }
+    }
+}
+
+fn bad(code: ReplyCode, text: impl AsRef<str>) -> ReadEnd {
+    ReadEnd::Bad(AmqpError::new(code, text))
+}
+
+fn method_label(m: &connection::AMQPMethod) -> String {
+    let s = format!("{m:?}");
+    s.split('(').next().unwrap_or("method").to_string()
+}

@@ -1,0 +1,133 @@
+//! # ferry-server: the AMQP 0-9-1 front end
+//!
+//! Owns listeners, connections, the AMQP handshake, channel state machines,
+//! content assembly, delivery tags and acks, publisher confirms and
+//! transactions, heartbeats, limits and shutdown.
+//!
+//! Must not: hold routing or storage rules (those live in `ferry-core`),
+//! parse bytes by hand (the codec is `ferry-amqp`), or touch files.
+//!
+//! ```text
+//! socket ─▶ connection (reader task) ─ frames ─▶ channel ─▶ ferry-core
+//!    ▲                                                       │
+//!    └──── writer task ◀── outbox ◀── replies, deliveries, confirms
+//! ```
+
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod outbox;
+pub mod writer;
+
+pub use config::ServerConfig;
+pub use error::{AmqpError, ServerError};
+
+use ferry_core::Broker;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The broker core.
+    pub broker: Arc<Broker>,
+    /// Front-end settings.
+    pub config: ServerConfig,
+    /// Flips to true when the broker shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    live: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// A running AMQP listener.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    local_addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Server {
+    /// Binds the AMQP listener and starts accepting.
+    pub async fn start(broker: Arc<Broker>, config: ServerConfig) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(config.amqp_listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            broker,
+            config,
+            shutdown: shutdown_rx,
+            live: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Server {
+            shared,
+            shutdown_tx,
+            local_addr,
+            accept,
+        })
+    }
+
+    /// The bound AMQP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection with 320
+    /// CONNECTION_FORCED, waits for them (bounded), then flushes and
+    /// fsyncs all queues.
+    pub async fn shutdown(self) {
+        self.accept.abort();
+        let _ = self.shutdown_tx.send(true);
+        let wait = async {
+            loop {
+                let notified = self.shared.all_closed.notified();
+                if self.shared.live.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        let broker = self.shared.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let s = shared.clone();
+        s.live.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            connection::serve(stream, peer, s.clone(), id).await;
+            if s.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                s.all_closed.notify_waiters();
+            }
+        });
+    }
+}

@@ -1,0 +1,936 @@
+//! Error handling: channel-level (soft) errors close only their channel with RabbitMQ's exact
+//! code and text; connection-level (hard) errors close the connection. Protocol violations
+//! are driven with a raw socket client (`common::raw`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::raw::{encode_frame, method_payload, Args, Event, RawConn};
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ExchangeKind};
+
+/// The other channel on the same connection keeps working after a channel error.
+async fn assert_still_works(conn: &Connection, ch: &Channel) {
+    assert!(
+        conn.status().connected(),
+        "connection must survive a channel error"
+    );
+    let q = declare_queue(ch, "survivor").await;
+    publish(ch, "", &q, b"alive").await;
+    let mut c = consume(
+        ch,
+        &q,
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(body_str(&recv_one(&mut c, STEP).await), "alive");
+    ch.basic_cancel(c.tag(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+}
+
+fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn consume_from_missing_queue_is_404_and_closes_only_that_channel() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let bad = conn.create_channel().await.unwrap();
+    let missing = unique("missing");
+    let res = bad
+        .basic_consume(
+            missing.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let err = res.expect_err("consume from a missing queue");
+    assert!(!is_hard(&err), "must be a channel-level error: {err}");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            404,
+            format!("NOT_FOUND - no queue '{missing}' in vhost '/'")
+        )
+    );
+    assert!(!bad.status().connected(), "the failed channel is closed");
+    // Further use of the closed channel fails client-side without touching the connection.
+    assert!(bad.basic_qos(1, BasicQosOptions::default()).await.is_err());
+    assert_still_works(&conn, &good).await;
+    // New channels can still be opened.
+    let fresh = conn.create_channel().await.unwrap();
+    assert_still_works(&conn, &fresh).await;
+}
+
+#[tokio::test]
+async fn passive_declares_and_get_on_missing_entities_are_404() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let q = unique("nope-q");
+    let x = unique("nope-x");
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(q.as_str().into(), passive(), FieldTable::default())
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "passive queue"),
+        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
+    );
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "passive exchange"),
+        (404, format!("NOT_FOUND - no exchange '{x}' in vhost '/'"))
+    );
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .basic_get(q.as_str().into(), BasicGetOptions::default())
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "get"),
+        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
+    );
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "purge"),
+        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
+    );
+
+    // Binding: the exchange is checked first, then the queue.
+    let existing_q = declare_queue(&good, "bind-target").await;
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_bind(
+            existing_q.as_str().into(),
+            x.as_str().into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "bind to missing exchange"),
+        (404, format!("NOT_FOUND - no exchange '{x}' in vhost '/'"))
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_bind(
+            q.as_str().into(),
+            "amq.direct".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "bind missing queue"),
+        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
+    );
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn queue_redeclare_with_different_properties_is_406() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let q = declare_queue(&good, "mismatch").await; // non-durable, no args
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
+    let err = r.expect_err("durable mismatch");
+    assert!(!is_hard(&err));
+    assert_eq!(
+        amqp_error(&err),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
+    );
+    assert!(!ch.status().connected());
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default().auto_delete(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "auto_delete mismatch"),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
+    );
+
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(10));
+    let r = ch
+        .queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "x-max-length mismatch"),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{q}' in vhost '/': received the value '10' of type 'signedint' but current is none"
+            )
+        )
+    );
+
+    // A passive declare ignores the other flags entirely.
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn exchange_redeclare_with_different_type_or_durability_is_406() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let x = unique("xmismatch");
+    declare_exchange(&good, &x, ExchangeKind::Direct, FieldTable::default()).await;
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "type mismatch"),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': received 'fanout' but current is 'direct'"
+            )
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "durable mismatch"),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange '{x}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
+    );
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn exclusive_queue_is_locked_to_its_connection_405() {
+    let broker = Broker::start().await;
+    let owner = connect(&broker.amqp_url()).await;
+    let och = owner.create_channel().await.unwrap();
+    let q = unique("exclusive");
+    och.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let locked = format!(
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+    );
+
+    let other = connect(&broker.amqp_url()).await;
+    let ch = other.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(q.as_str().into(), passive(), FieldTable::default())
+        .await;
+    assert_eq!(expect_amqp_err(r, "passive"), (405, locked.clone()));
+    let ch = other.create_channel().await.unwrap();
+    let r = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(expect_amqp_err(r, "consume"), (405, locked.clone()));
+    let ch = other.create_channel().await.unwrap();
+    let r = ch
+        .basic_get(q.as_str().into(), BasicGetOptions::default())
+        .await;
+    assert_eq!(expect_amqp_err(r, "get"), (405, locked.clone()));
+    let ch = other.create_channel().await.unwrap();
+    let r = ch
+        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    assert_eq!(expect_amqp_err(r, "delete"), (405, locked.clone()));
+
+    // Publishing into it from another connection is allowed.
+    let pch = confirm_channel(&other).await;
+    publish(&pch, "", &q, b"from-outside").await;
+    settle(&pch).await;
+    let m = och
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("message published by another connection");
+    assert_eq!(body_str(&m.delivery), "from-outside");
+
+    // The owner closing its connection deletes the queue.
+    owner.close(200, "bye".into()).await.unwrap();
+    let ch = other.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(q.as_str().into(), passive(), FieldTable::default())
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "passive after owner left"),
+        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
+    );
+}
+
+#[tokio::test]
+async fn exclusive_consumer_refuses_other_consumers_403() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = declare_queue(&ch, "excl-consumer").await;
+    let _c = consume(
+        &ch,
+        &q,
+        BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ch2 = conn.create_channel().await.unwrap();
+    let r = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "second consumer"),
+        (
+            403,
+            format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use")
+        )
+    );
+
+    // And an exclusive consumer cannot join a queue that already has consumers.
+    let q2 = declare_queue(&ch, "excl-consumer-2").await;
+    let _plain = consume(&ch, &q2, BasicConsumeOptions::default()).await;
+    let ch3 = conn.create_channel().await.unwrap();
+    let r = ch3
+        .basic_consume(
+            q2.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "exclusive consume on busy queue"),
+        (
+            403,
+            format!("ACCESS_REFUSED - queue '{q2}' in vhost '/' in exclusive use")
+        )
+    );
+    let good = conn.create_channel().await.unwrap();
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn reserved_names_and_default_exchange_are_403() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let q = declare_queue(&good, "dflt-bind").await;
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(
+            "amq.ferry-test".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "amq. queue"),
+        (
+            403,
+            "ACCESS_REFUSED - queue name 'amq.ferry-test' contains reserved prefix 'amq.*'"
+                .to_string()
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            "amq.ferry-test".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "amq. exchange"),
+        (
+            403,
+            "ACCESS_REFUSED - exchange name 'amq.ferry-test' contains reserved prefix 'amq.*'"
+                .to_string()
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_bind(
+            q.as_str().into(),
+            "".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "bind to default exchange"),
+        (
+            403,
+            "ACCESS_REFUSED - operation not permitted on the default exchange".to_string()
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_delete("".into(), ExchangeDeleteOptions::default())
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "delete default exchange"),
+        (
+            403,
+            "ACCESS_REFUSED - operation not permitted on the default exchange".to_string()
+        )
+    );
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn publish_to_internal_exchange_is_403() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = conn.create_channel().await.unwrap();
+    let x = unique("internal");
+    good.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            internal: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut watch = watch_channel(&ch).await;
+    publish(&ch, &x, "", b"nope").await;
+    assert_eq!(
+        expect_channel_error(&mut watch).await,
+        (
+            403,
+            format!("ACCESS_REFUSED - cannot publish to internal exchange '{x}' in vhost '/'")
+        )
+    );
+    assert_still_works(&conn, &good).await;
+}
+
+#[tokio::test]
+async fn conditional_deletes_are_406() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let good = confirm_channel(&conn).await;
+    let q = declare_queue(&good, "cond-del").await;
+    publish_settled(&good, &q, &["keep"]).await;
+
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "if_empty"),
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
+        )
+    );
+    let _c = consume(&good, &q, BasicConsumeOptions::default()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "if_unused"),
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")
+        )
+    );
+
+    let x = unique("cond-del-x");
+    declare_exchange(&good, &x, ExchangeKind::Fanout, FieldTable::default()).await;
+    bind(&good, &q, &x, "", FieldTable::default()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_delete(
+            x.as_str().into(),
+            ExchangeDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(r, "exchange if_unused"),
+        (
+            406,
+            format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use")
+        )
+    );
+    // Deleting a missing exchange is not an error.
+    good.exchange_delete(
+        unique("never-existed").as_str().into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let other = conn.create_channel().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = declare_queue(&ch, "dup-tag").await;
+    let tag = unique("tag");
+    let _c = ch
+        .basic_consume(
+            q.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let r = ch
+        .basic_consume(
+            q.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let err = r.expect_err("duplicate consumer tag");
+    assert!(is_hard(&err), "connection-level error expected: {err}");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            530,
+            format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'")
+        )
+    );
+    // The whole connection is gone, including the other channel.
+    assert!(other
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .is_err());
+    assert!(!conn.status().connected());
+}
+
+#[tokio::test]
+async fn unknown_exchange_type_is_a_503_connection_error() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            unique("weird").as_str().into(),
+            ExchangeKind::Custom("x-no-such-type".into()),
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let err = r.expect_err("unknown exchange type");
+    assert!(is_hard(&err), "connection-level error expected: {err}");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            503,
+            "COMMAND_INVALID - unknown exchange type 'x-no-such-type'".to_string()
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_and_unknown_vhost_are_refused() {
+    let broker = Broker::start().await;
+    let url = broker.amqp_url();
+    let bad_pw = url.replacen("guest:guest@", "guest:wrong@", 1);
+    assert_ne!(bad_pw, url);
+    let r = tokio::time::timeout(
+        STEP,
+        Connection::connect(&bad_pw, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect with bad password hung");
+    let err = r.expect_err("bad password");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            403,
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.".to_string()
+        )
+    );
+
+    let base = url.rsplit_once('/').unwrap().0;
+    let no_vhost = format!("{base}/no-such-vhost");
+    let r = tokio::time::timeout(
+        STEP,
+        Connection::connect(&no_vhost, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect to a missing vhost hung");
+    let err = r.expect_err("missing vhost");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            530,
+            "NOT_ALLOWED - vhost no-such-vhost not found".to_string()
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Raw protocol violations
+
+fn qos_args() -> Args {
+    Args::new().u32(0).u16(1).u8(0)
+}
+
+#[tokio::test]
+async fn method_on_a_never_opened_channel_is_504() {
+    let broker = Broker::start().await;
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    // queue.declare on channel 7 without channel.open
+    c.send_method(
+        7,
+        50,
+        10,
+        Args::new().u16(0).shortstr("x").u8(0).empty_table(),
+    )
+    .await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 504);
+    assert_eq!(close.text, "CHANNEL_ERROR - expected 'channel.open'");
+    assert_eq!((close.class_id, close.method_id), (50, 10));
+}
+
+#[tokio::test]
+async fn method_on_a_closed_channel_is_504() {
+    let broker = Broker::start().await;
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        20,
+        40,
+        Args::new().u16(200).shortstr("bye").u16(0).u16(0),
+    )
+    .await;
+    c.expect_method(1, 20, 41).await;
+    c.send_method(1, 60, 10, qos_args()).await; // basic.qos on the closed channel
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 504);
+    assert_eq!(close.text, "CHANNEL_ERROR - expected 'channel.open'");
+    assert_eq!((close.class_id, close.method_id), (60, 10));
+}
+
+#[tokio::test]
+async fn second_channel_open_is_504() {
+    let broker = Broker::start().await;
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, 20, 10, Args::new().shortstr("")).await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 504);
+    assert_eq!(close.text, "CHANNEL_ERROR - second 'channel.open' seen");
+    assert_eq!((close.class_id, close.method_id), (20, 10));
+}
+
+#[tokio::test]
+async fn content_frames_out_of_sequence_are_505_unexpected_frame() {
+    let broker = Broker::start().await;
+    // A body frame with no publish/header before it.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(3, 1, b"body").await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 505);
+    assert_eq!(
+        close.text,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+    );
+
+    // A content header with no publish before it.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(2, 1, &Args::new().u16(60).u16(0).u64(4).u16(0).0)
+        .await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 505);
+    assert_eq!(
+        close.text,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+    );
+
+    // basic.publish followed by a method instead of the content header.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        60,
+        40,
+        Args::new().u16(0).shortstr("").shortstr("x").u8(0),
+    )
+    .await;
+    c.send_method(1, 60, 10, qos_args()).await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 505);
+    assert_eq!(
+        close.text,
+        "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+    );
+    assert_eq!((close.class_id, close.method_id), (60, 40));
+
+    // A heartbeat frame must use channel 0.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.send_frame(8, 1, b"").await;
+    let close = c.expect_connection_close().await;
+    assert_eq!(close.code, 505);
+    assert!(close.text.starts_with("UNEXPECTED_FRAME"), "{}", close.text);
+}
+
+#[tokio::test]
+async fn malformed_frames_are_501_frame_error() {
+    let broker = Broker::start().await;
+    // Wrong frame-end octet.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    let mut f = encode_frame(1, 1, &method_payload(60, 10, qos_args()));
+    *f.last_mut().unwrap() = 0x00;
+    c.send_bytes(&f).await;
+    let close = c.expect_connection_close_no_eof().await;
+    assert_eq!(close.code, 501);
+    assert!(close.text.starts_with("FRAME_ERROR - "), "{}", close.text);
+
+    // Unknown frame type.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(9, 1, b"x").await;
+    let close = c.expect_connection_close_no_eof().await;
+    assert_eq!(close.code, 501);
+    assert!(close.text.starts_with("FRAME_ERROR - "), "{}", close.text);
+
+    // A frame larger than the negotiated frame_max.
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    let big = vec![0u8; c.frame_max as usize + 100];
+    c.send_method(
+        1,
+        60,
+        40,
+        Args::new().u16(0).shortstr("").shortstr("x").u8(0),
+    )
+    .await;
+    c.send_frame(
+        2,
+        1,
+        &Args::new().u16(60).u16(0).u64(big.len() as u64).u16(0).0,
+    )
+    .await;
+    c.send_frame(3, 1, &big).await;
+    let close = c.expect_connection_close_no_eof().await;
+    assert_eq!(close.code, 501);
+    assert!(close.text.starts_with("FRAME_ERROR - "), "{}", close.text);
+}
+
+#[tokio::test]
+async fn unknown_method_terminates_the_connection() {
+    let broker = Broker::start().await;
+    for (class, method) in [(60u16, 999u16), (999, 10)] {
+        let mut c = RawConn::open(&broker.amqp_addr()).await;
+        c.open_channel(1).await;
+        c.send_method(1, class, method, Args::new()).await;
+        // RabbitMQ 3.10 drops the socket without a connection.close; a connection.close
+        // with a hard error code (503 COMMAND_INVALID / 540 NOT_IMPLEMENTED) is also fine.
+        match c.next_event(STEP).await {
+            Event::Eof => {}
+            Event::Frame(f) => {
+                let close = common::raw::parse_close(&f)
+                    .unwrap_or_else(|| panic!("expected connection.close, got {f:?}"));
+                assert_eq!(f.channel, 0, "must be connection.close, not channel.close");
+                assert!(
+                    close.code == 503 || close.code == 540,
+                    "unexpected close {close:?}"
+                );
+            }
+            Event::Timeout => panic!("{class}.{method}: broker kept the connection open"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_after_a_channel_error_are_discarded_until_close_ok_then_channel_reopens() {
+    let broker = Broker::start().await;
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    let missing = unique("raw-missing");
+    // passive queue.declare of a missing queue
+    c.send_method(
+        1,
+        50,
+        10,
+        Args::new().u16(0).shortstr(&missing).u8(1).empty_table(),
+    )
+    .await;
+    let f = c.expect_method(1, 20, 40).await;
+    let close = common::raw::parse_close(&f).unwrap();
+    assert_eq!(close.code, 404);
+    assert_eq!(
+        close.text,
+        format!("NOT_FOUND - no queue '{missing}' in vhost '/'")
+    );
+    assert_eq!((close.class_id, close.method_id), (50, 10));
+    // The client has not yet answered close-ok: these are silently dropped.
+    c.send_method(1, 60, 10, qos_args()).await;
+    c.publish(1, "", &missing, b"dropped", 1).await;
+    c.send_method(1, 20, 41, Args::new()).await; // channel.close-ok
+                                                 // Channel 1 can be opened again and works.
+    c.open_channel(1).await;
+    c.send_method(1, 60, 10, qos_args()).await;
+    c.expect_method(1, 60, 11).await;
+}
+
+#[tokio::test]
+async fn bad_protocol_header_gets_the_supported_header_back() {
+    let broker = Broker::start().await;
+    for header in [
+        &b"AMQP\x00\x00\x09\x00"[..],
+        &b"AMQP\x01\x01\x00\x0a"[..],
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+    ] {
+        let mut c = RawConn::tcp(&broker.amqp_addr()).await;
+        c.send_bytes(header).await;
+        let (bytes, closed) = c.read_raw(STEP).await;
+        assert_eq!(bytes, b"AMQP\x00\x00\x09\x01", "reply to {header:?}");
+        assert!(closed, "connection must be closed after a bad header");
+    }
+}
+
+#[tokio::test]
+async fn connection_close_from_client_is_answered_with_close_ok() {
+    let broker = Broker::start().await;
+    let mut c = RawConn::open(&broker.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        0,
+        10,
+        50,
+        Args::new().u16(200).shortstr("Goodbye").u16(0).u16(0),
+    )
+    .await;
+    c.expect_method(0, 10, 51).await;
+    // After close-ok the client closes the socket (the broker may close it first).
+}

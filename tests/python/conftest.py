@@ -1,0 +1,170 @@
+"""Fixtures for the Ferry AMQP 0-9-1 compatibility suite.
+
+Every test that takes ``broker`` (or ``restartable_broker`` / ``localhost_broker``) runs once
+per broker kind:
+
+* ``ferry``     always; the binary is $FERRY_BIN or <repo>/target/debug/ferry
+* ``rabbitmq``  when FERRY_ORACLE=1: the oracle. The suite must pass against it unchanged.
+
+Select one with ``-k ferry`` / ``-k rabbitmq``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+from pathlib import Path
+
+import pika
+import pytest
+
+from harness.brokers import (BrokerError, Epmd, FerryBroker, RabbitBroker, port_accepts,
+                             port_is_free, rabbitmq_available, RABBITMQ_SERVER)
+
+REPO = Path(__file__).resolve().parents[2]
+FERRY_BIN = Path(os.environ.get("FERRY_BIN") or REPO / "target" / "debug" / "ferry")
+ORACLE = os.environ.get("FERRY_ORACLE") == "1"
+KINDS = ["ferry"] + (["rabbitmq"] if ORACLE else [])
+
+
+
+class BrokerFactory:
+    """Creates brokers in per-broker temp dirs and makes sure every one of them is stopped."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp = tmp_path_factory
+        self.epmd: Epmd | None = None
+        self.created: list = []
+
+    def make(self, kind: str, name: str, port: int | None = None):
+        if kind == "ferry":
+            if not FERRY_BIN.is_file():
+                pytest.fail(f"ferry binary not found at {FERRY_BIN}: run `cargo build --bin ferry` "
+                            f"or set FERRY_BIN (use -k rabbitmq to run only the oracle)",
+                            pytrace=False)
+            base = self.tmp.mktemp(f"ferry-{name}")
+            b = FerryBroker(FERRY_BIN, base / "data", base, port=port or 0)
+        elif kind == "rabbitmq":
+            if not rabbitmq_available():
+                pytest.skip(f"FERRY_ORACLE=1 but {RABBITMQ_SERVER} is missing "
+                            "(apt-get install rabbitmq-server)")
+            if self.epmd is None:
+                self.epmd = Epmd(self.tmp.mktemp("epmd"))
+            base = self.tmp.mktemp(f"rabbitmq-{name}")
+            b = RabbitBroker(base, self.epmd, port=port)
+        else:
+            raise ValueError(kind)
+        self.created.append(b)
+        return b
+
+    def start(self, broker):
+        try:
+            broker.start()
+            return broker
+        except BrokerError as e:
+            msg = str(e)
+        pytest.fail(msg, pytrace=False)
+
+    def close(self):
+        for b in self.created:
+            b.close()
+        if self.epmd is not None:
+            self.epmd.close()
+
+
+@pytest.fixture(scope="session")
+def broker_factory(tmp_path_factory, pytestconfig):
+    f = BrokerFactory(tmp_path_factory)
+    pytestconfig._ferry_broker_factory = f  # for the log list in the terminal summary
+    yield f
+    f.close()
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def broker_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def broker(broker_kind, broker_factory):
+    """One broker per kind for the whole session, on a free loopback port."""
+    b = broker_factory.start(broker_factory.make(broker_kind, "session"))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def restartable_broker(broker_kind, broker_factory):
+    """A private broker for this test only, with .restart(), .stop(), .kill9() and .start()."""
+    b = broker_factory.start(broker_factory.make(broker_kind, "restartable"))
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def localhost_broker(broker_kind, broker_factory):
+    """A broker on 127.0.0.1:5672, for code that hard-codes ConnectionParameters('localhost')."""
+    busy = [p for p in ([5672] + ([25672] if broker_kind == "rabbitmq" else []))
+            if not port_is_free(p)]
+    if busy or port_accepts(5672, "::1"):
+        pytest.skip(f"port 5672 is already in use on this machine ({'127.0.0.1' if busy else '::1'}"
+                    f"{', dist port 25672' if 25672 in busy else ''}); the seed snippets "
+                    "hard-code localhost:5672, so they cannot be pointed at a test broker")
+    b = broker_factory.start(broker_factory.make(broker_kind, "localhost5672", port=5672))
+    yield b
+    b.close()
+
+
+# -- helpers for tests -----------------------------------------------------------------------------
+
+@pytest.fixture
+def uniq(request):
+    """uniq('q') -> a fresh, readable, collision-free queue/exchange name for this test."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40]
+    token = secrets.token_hex(3)
+    counter = itertools.count()
+
+    def make(prefix: str = "q") -> str:
+        return f"ferrytest.{base}.{prefix}{next(counter)}.{token}"
+
+    return make
+
+
+@pytest.fixture
+def connect(broker):
+    """connect(**params) -> an open pika BlockingConnection to the session broker; closed after."""
+    conns = []
+
+    def make(target=None, **kw) -> pika.BlockingConnection:
+        c = pika.BlockingConnection((target or broker).params(**kw))
+        conns.append(c)
+        return c
+
+    yield make
+    for c in conns:
+        if c.is_open:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def conn(connect):
+    return connect()
+
+
+@pytest.fixture
+def ch(conn):
+    return conn.channel()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """On failure, say where each broker's logs are."""
+    f = getattr(config, "_ferry_broker_factory", None)
+    if exitstatus != 0 and f is not None and f.created:
+        terminalreporter.section("broker logs")
+        for b in f.created:
+            terminalreporter.write_line(f"{b.kind} {b.host}:{b.port}: {b.log_path}")

@@ -1,0 +1,241 @@
+"""A tiny raw-socket AMQP 0-9-1 client for the tests that pika cannot express
+(bad protocol headers, a client that goes silent after negotiating heartbeats, reading the
+exact Connection.Start / Connection.Tune the broker sends, methods pika refuses to send).
+
+Frames are encoded and decoded with pika's own codec (pika.frame / pika.spec), so the
+bytes on the wire are the standard ones.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pika.frame
+import pika.spec as spec
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+class Closed(Exception):
+    """The broker closed the TCP connection."""
+
+
+class RawAMQP:
+    def __init__(self, host: str, port: int, timeout: float = 5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.start: spec.Connection.Start | None = None
+        self.tune: spec.Connection.Tune | None = None
+        self.frames_seen: list = []
+
+    # -- bytes -----------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_some(self, timeout: float) -> bytes:
+        """Up to 64 KiB; b'' means EOF. Raises socket.timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    def read_exactly(self, n: int, timeout: float = 5.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"wanted {n} bytes, have {len(self.buf)}: {self.buf!r}")
+            chunk = self.recv_some(left)
+            if not chunk:
+                break
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def wait_eof(self, timeout: float) -> tuple[float, bytes]:
+        """Read (and keep) everything until EOF; returns (seconds waited, bytes read)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        data = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"socket still open after {timeout}s")
+            try:
+                chunk = self.recv_some(left)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return time.monotonic() - t0, data
+            data += chunk
+
+    # -- frames ----------------------------------------------------------------
+    def send_frame(self, frame) -> None:
+        self.send(frame.marshal())
+
+    def send_method(self, channel: int, method) -> None:
+        self.send_frame(pika.frame.Method(channel, method))
+
+    def recv_frame(self, timeout: float = 5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.buf:
+                consumed, frame = pika.frame.decode_frame(self.buf)
+                if frame is not None:
+                    self.buf = self.buf[consumed:]
+                    self.frames_seen.append(frame)
+                    return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete frame")
+            chunk = self.recv_some(left)
+            if not chunk:
+                raise Closed(f"EOF; unparsed bytes {self.buf!r}")
+            self.buf += chunk
+
+    def recv_method(self, timeout: float = 5.0, skip_heartbeats: bool = True):
+        while True:
+            f = self.recv_frame(timeout)
+            if isinstance(f, pika.frame.Heartbeat) and skip_heartbeats:
+                continue
+            if not isinstance(f, pika.frame.Method):
+                raise AssertionError(f"expected a method frame, got {f!r}")
+            return f
+
+    def expect(self, method_cls, timeout: float = 5.0):
+        f = self.recv_method(timeout)
+        assert isinstance(f.method, method_cls), f"expected {method_cls.NAME}, got {f.method!r}"
+        return f
+
+    # -- handshake -------------------------------------------------------------
+    def handshake(self, user: str = "guest", password: str = "guest", heartbeat: int | None = None,
+                  frame_max: int | None = None, channel_max: int | None = None,
+                  vhost: str = "/", open_connection: bool = True):
+        """Header, Start/StartOk (PLAIN), Tune/TuneOk, Open/OpenOk. Values of None accept the
+        broker's proposal."""
+        self.send(PROTOCOL_HEADER)
+        self.start = self.expect(spec.Connection.Start).method
+        self.send_method(0, spec.Connection.StartOk(
+            client_properties={"product": "ferry-tests-raw",
+                               "capabilities": {"authentication_failure_close": True}},
+            mechanism="PLAIN", response=b"\0" + user.encode() + b"\0" + password.encode(),
+            locale="en_US"))
+        self.tune = self.expect(spec.Connection.Tune).method
+        self.send_method(0, spec.Connection.TuneOk(
+            channel_max=self.tune.channel_max if channel_max is None else channel_max,
+            frame_max=self.tune.frame_max if frame_max is None else frame_max,
+            heartbeat=self.tune.heartbeat if heartbeat is None else heartbeat))
+        if open_connection:
+            self.send_method(0, spec.Connection.Open(virtual_host=vhost))
+            self.expect(spec.Connection.OpenOk)
+        return self
+
+    def open_channel(self, channel: int = 1) -> None:
+        self.send_method(channel, spec.Channel.Open())
+        self.expect(spec.Channel.OpenOk)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# -- raw frames and hand-encoded field tables (every AMQP 0-9-1 / RabbitMQ field type) ----------
+
+def recv_raw_frame(r: RawAMQP, timeout: float = 5.0) -> tuple[int, int, bytes]:
+    """(frame_type, channel, payload) without decoding the payload; skips heartbeats."""
+    deadline = time.monotonic() + timeout
+    while True:
+        while len(r.buf) < 7 or len(r.buf) < 8 + struct.unpack(">I", r.buf[3:7])[0]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete frame")
+            chunk = r.recv_some(left)
+            if not chunk:
+                raise Closed("EOF")
+            r.buf += chunk
+        ftype, chan, size = struct.unpack(">BHI", r.buf[:7])
+        payload, end = r.buf[7:7 + size], r.buf[7 + size]
+        assert end == 0xCE, f"bad frame end byte {end:#x}"
+        r.buf = r.buf[8 + size:]
+        if ftype == 8:
+            continue
+        return ftype, chan, payload
+
+
+def shortstr(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    assert len(b) < 256
+    return struct.pack(">B", len(b)) + b
+
+
+def longstr(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack(">I", len(b)) + b
+
+
+def fv(tag: str, value) -> bytes:
+    """One field value with an explicit type tag (RabbitMQ's tags, see rabbit_binary_parser)."""
+    t = tag.encode()
+    if tag in "tbB":
+        return t + struct.pack({"t": ">B", "b": ">b", "B": ">B"}[tag], int(value))
+    if tag in "su":
+        return t + struct.pack(">h" if tag == "s" else ">H", value)
+    if tag in "Ii":
+        return t + struct.pack(">i" if tag == "I" else ">I", value)
+    if tag == "l":
+        return t + struct.pack(">q", value)
+    if tag == "f":
+        return t + struct.pack(">f", value)
+    if tag == "d":
+        return t + struct.pack(">d", value)
+    if tag == "D":
+        scale, unscaled = value
+        return t + struct.pack(">Bi", scale, unscaled)
+    if tag in "Sx":
+        return t + longstr(value)
+    if tag == "T":
+        return t + struct.pack(">Q", value)
+    if tag == "V":
+        return t
+    if tag == "A":                       # value: list of already-encoded field values
+        body = b"".join(value)
+        return t + struct.pack(">I", len(body)) + body
+    if tag == "F":                       # value: list of (name, encoded field value)
+        return t + table(value)
+    raise ValueError(tag)
+
+
+def table(items) -> bytes:
+    body = b"".join(shortstr(k) + v for k, v in items)
+    return struct.pack(">I", len(body)) + body
+
+
+def basic_properties_payload(body_size: int, props: dict) -> bytes:
+    """A content-header payload for class basic with the given raw-encoded properties.
+    props maps property name -> already-encoded bytes."""
+    order = ["content_type", "content_encoding", "headers", "delivery_mode", "priority",
+             "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
+             "user_id", "app_id", "cluster_id"]
+    flags, parts = 0, []
+    for i, name in enumerate(order):
+        if name in props:
+            flags |= 1 << (15 - i)
+            parts.append(props[name])
+    assert set(props) <= set(order), set(props) - set(order)
+    return struct.pack(">HHQH", 60, 0, body_size, flags) + b"".join(parts)
+
+
+def raw_frame(ftype: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", ftype, channel, len(payload)) + payload + b"\xce"
