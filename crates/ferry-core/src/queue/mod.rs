@@ -8,3 +8,6 @@ pub mod state;
 
 pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
+
+#[cfg(test)]
+mod tests;

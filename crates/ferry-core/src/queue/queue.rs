@@ -388,9 +388,13 @@ impl Queue {
         inner.log.append(&inner.scratch)?;
         if !requeue {
             inner.settles_since_gc += ids.len();
-            if inner.settles_since_gc >= 4096 || inner.state.ready_len() == 0 {
+            if inner.settles_since_gc >= 4096 {
                 inner.settles_since_gc = 0;
                 self.gc_segments(inner);
+                // The log removes only fsynced segments; a queue that never
+                // needs a sync for confirms (transient traffic) gets one here
+                // so its settled segments can go.
+                self.schedule_sync();
             }
         }
         Ok(())
