@@ -15,6 +15,8 @@ import itertools
 import os
 import re
 import secrets
+import socket
+import threading
 from pathlib import Path
 
 import pika
@@ -144,11 +146,34 @@ def connect(broker):
 
     yield make
     for c in conns:
-        if c.is_open:
-            try:
-                c.close()
-            except Exception:
-                pass
+        close_quietly(c)
+
+
+def close_quietly(c: pika.BlockingConnection, timeout: float = 5.0) -> None:
+    """Close a pika connection without ever hanging the run: pika waits forever for
+    connection.close-ok, so if the broker does not answer within `timeout` the socket is
+    shut down underneath it."""
+    if not c.is_open:
+        return
+    sock = getattr(getattr(getattr(c, "_impl", None), "_transport", None), "_sock", None)
+
+    def cut():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except Exception:
+            pass
+
+    timer = threading.Timer(timeout, cut) if sock is not None else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        c.close()
+    except Exception:
+        pass
+    finally:
+        if timer:
+            timer.cancel()
 
 
 @pytest.fixture
@@ -168,3 +193,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("broker logs")
         for b in f.created:
             terminalreporter.write_line(f"{b.kind} {b.host}:{b.port}: {b.log_path}")
+
+
+@pytest.fixture(autouse=True)
+def _ferry_pending(request):
+    """`@pytest.mark.ferry_pending("issue N: ...")`: the scenario is RabbitMQ
+    behaviour Ferry does not have yet; it still runs against the oracle, and
+    is skipped (with the reason) against Ferry until that issue lands."""
+    m = request.node.get_closest_marker("ferry_pending")
+    if m is not None and "broker_kind" in request.fixturenames:
+        if request.getfixturevalue("broker_kind") == "ferry":
+            pytest.skip(f"pending in Ferry: {m.args[0]}")

@@ -170,7 +170,8 @@ def test_queue_purge_returns_count_and_keeps_unacked(connect, uniq):
     assert ch.queue_purge(q).method.message_count == 6
     assert ch.queue_purge(q).method.message_count == 0
     ch.basic_nack(held.delivery_tag, requeue=True)                  # unacked survives the purge
-    assert message_count(ch, q) == 1
+    # (nack has no reply, and RabbitMQ answers a passive declare ahead of queued work: poll)
+    assert eventually(lambda: message_count(ch, q), 1) == 1
 
 
 def test_queue_purge_of_missing_queue_is_404(conn, uniq):
@@ -223,6 +224,7 @@ def test_queue_bound_to_exchange_also_reachable_by_default_exchange(ch, uniq):
     assert message_count(ch, q) == 2
 
 
+@pytest.mark.ferry_pending("issue 5: x-max-length")
 def test_max_length_drops_oldest(ch, uniq):
     q = uniq()
     ch.queue_declare(q, exclusive=True, arguments={"x-max-length": 3})

@@ -165,11 +165,13 @@ pub fn reply_text(code: ReplyCode, detail: &str) -> String {
         format!("{} - {}", code.name(), detail)
     };
     if text.len() > MAX_REPLY_TEXT {
-        let mut end = MAX_REPLY_TEXT;
+        // RabbitMQ keeps 252 bytes and marks the cut with "...".
+        let mut end = MAX_REPLY_TEXT - 3;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         text.truncate(end);
+        text.push_str("...");
     }
     text
 }

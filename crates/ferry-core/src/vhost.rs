@@ -7,7 +7,10 @@
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::exchange::{route_all, Binding, Destination, Exchange, ExchangeKind};
+use crate::exchange::{
+    describe_bare, describe_typed, equivalent_arg, route_all, Binding, Destination, Exchange,
+    ExchangeKind,
+};
 use crate::message::Message;
 use crate::queue::{Queue, QueueEnv, QueueSpec};
 use amq_protocol_types::FieldTable;
@@ -351,11 +354,13 @@ impl VHost {
             }
             let changed = if bind { x.bind(b) } else { x.unbind(&b) };
             let durable = changed && x.durable && dest_durable;
-            if !bind && changed && x.auto_delete && !x.has_bindings() {
+            let auto_deleted = !bind && changed && x.auto_delete && !x.has_bindings();
+            let x_durable = x.durable;
+            if auto_deleted {
                 exchanges.remove(source);
-                return self.save_if(true);
+                remove_destination(&mut exchanges, &Destination::Exchange(Arc::from(source)));
             }
-            durable
+            durable || (auto_deleted && x_durable)
         };
         self.save_if(durable)
     }
@@ -369,16 +374,20 @@ impl VHost {
 
     // ----- queues ----------------------------------------------------------
 
+    fn locked(&self, q: &Queue) -> CoreError {
+        CoreError::request(
+            ErrorKind::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                q.name(),
+                self.name
+            ),
+        )
+    }
+
     fn check_exclusive(&self, q: &Queue, conn: u64) -> Result<()> {
         match q.spec().exclusive_owner {
-            Some(owner) if owner != conn => Err(CoreError::request(
-                ErrorKind::ResourceLocked,
-                format!(
-                    "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                    q.name(),
-                    self.name
-                ),
-            )),
+            Some(owner) if owner != conn => Err(self.locked(q)),
             _ => Ok(()),
         }
     }
@@ -413,7 +422,11 @@ impl VHost {
         }
         let _d = self.defs_lock.lock();
         if let Some(q) = self.queues.read().get(&spec.name).cloned() {
-            self.check_exclusive(&q, conn)?;
+            // RabbitMQ's "strict" check: the declared exclusivity must match
+            // exactly, even for the owner (405, not 406).
+            if q.spec().exclusive_owner != spec.exclusive_owner {
+                return Err(self.locked(&q));
+            }
             check_queue_equivalent(q.spec(), &spec, &self.name)?;
             let (m, c) = q.counts();
             return Ok((q.name().clone(), m, c));
@@ -465,7 +478,7 @@ impl VHost {
         }
         if if_empty && (ready > 0 || q.unacked_count() > 0) {
             return Err(precondition(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }
@@ -583,40 +596,55 @@ fn remove_destination(exchanges: &mut HashMap<Arc<str>, Exchange>, dest: &Destin
     }
 }
 
+/// Queue arguments RabbitMQ 3.10 checks on redeclaration.
+const COMPARED_QUEUE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-queue-master-locator",
+];
+
 fn check_queue_equivalent(cur: &QueueSpec, new: &QueueSpec, vhost: &str) -> Result<()> {
+    let quoted = |b: bool| format!("'{b}'");
     let mismatch = |field: &str, got: String, have: String| {
         Err(precondition(format!(
-            "inequivalent arg '{field}' for queue '{}' in vhost '{vhost}': received '{got}' but current is '{have}'",
+            "inequivalent arg '{field}' for queue '{}' in vhost '{vhost}': received {got} but current is {have}",
             cur.name
         )))
     };
     if cur.durable != new.durable {
-        return mismatch("durable", new.durable.to_string(), cur.durable.to_string());
+        return mismatch("durable", quoted(new.durable), quoted(cur.durable));
     }
     if cur.auto_delete != new.auto_delete {
         return mismatch(
             "auto_delete",
-            new.auto_delete.to_string(),
-            cur.auto_delete.to_string(),
+            quoted(new.auto_delete),
+            quoted(cur.auto_delete),
         );
     }
-    if cur.exclusive_owner.is_some() != new.exclusive_owner.is_some() {
-        return mismatch(
-            "exclusive",
-            new.exclusive_owner.is_some().to_string(),
-            cur.exclusive_owner.is_some().to_string(),
-        );
-    }
-    for (k, v) in new.arguments.inner() {
-        match cur.arguments.inner().get(k) {
-            Some(c) if c == v => {}
-            Some(c) => return mismatch(k.as_str(), format!("{v:?}"), format!("{c:?}")),
-            None => return mismatch(k.as_str(), format!("{v:?}"), "none".into()),
-        }
-    }
-    for (k, c) in cur.arguments.inner() {
-        if !new.arguments.inner().contains_key(k) {
-            return mismatch(k.as_str(), "none".into(), format!("{c:?}"));
+    // RabbitMQ compares only the arguments it gives meaning to; others may
+    // differ between declarations. Integers of any width are one type class.
+    for key in COMPARED_QUEUE_ARGS {
+        let got = new.arguments.inner().get(*key);
+        let have = cur.arguments.inner().get(*key);
+        match (got, have) {
+            (None, None) => {}
+            (Some(g), Some(h)) if equivalent_arg(h, g) => {}
+            (Some(g), Some(h)) => return mismatch(key, describe_bare(g), describe_bare(h)),
+            (Some(g), None) => return mismatch(key, describe_typed(g), "none".into()),
+            (None, Some(h)) => return mismatch(key, "none".into(), describe_typed(h)),
         }
     }
     Ok(())

@@ -220,23 +220,30 @@ impl Conn {
                 "expected 'connection.start_ok'",
             ));
         };
+        let mut auth_failure_close = false;
         if let Some(AMQPValue::FieldTable(caps)) =
             start_ok.client_properties.inner().get("capabilities")
         {
-            self.cancel_notify = matches!(
-                caps.inner().get("consumer_cancel_notify"),
-                Some(AMQPValue::Boolean(true))
-            );
+            let has = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+            self.cancel_notify = has("consumer_cancel_notify");
+            auth_failure_close = has("authentication_failure_close");
         }
+        // A client that cannot take connection.close during the handshake
+        // just sees the socket close, as RabbitMQ does.
+        let refuse = |mechanism: &str| {
+            if auth_failure_close {
+                bad(
+                    ReplyCode::ACCESS_REFUSED,
+                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                )
+            } else {
+                ReadEnd::Gone
+            }
+        };
         let mechanism = start_ok.mechanism.as_str().to_string();
         let creds = match parse_sasl_response(&mechanism, start_ok.response.as_bytes()) {
             Ok(c) => c,
-            Err(_) => {
-                return Err(bad(
-                    ReplyCode::ACCESS_REFUSED,
-                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
-                ))
-            }
+            Err(_) => return Err(refuse(&mechanism)),
         };
         let auth = self
             .shared
@@ -248,10 +255,7 @@ impl Conn {
             Ok(name) => self.user = name,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "login refused");
-                return Err(bad(
-                    ReplyCode::ACCESS_REFUSED,
-                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
-                ));
+                return Err(refuse(&mechanism));
             }
         }
         let shared = self.shared.clone();
@@ -328,6 +332,12 @@ impl Conn {
         if ch == 0 {
             return self.connection_frame(frame);
         }
+        if let Frame::Heartbeat { .. } = frame {
+            return Err(AmqpError::new(
+                ReplyCode::UNEXPECTED_FRAME,
+                "heartbeat frame on a non-zero channel",
+            ));
+        }
         if self.closing.contains_key(&ch) {
             // After channel.close only close / close-ok count.
             match frame {
@@ -376,9 +386,14 @@ impl Conn {
                     );
                     Ok(true)
                 }
+                Frame::Method { method, .. } => Err(AmqpError::new(
+                    ReplyCode::CHANNEL_ERROR,
+                    "expected 'channel.open'",
+                )
+                .on(method.get_amqp_class_id(), method.get_amqp_method_id())),
                 _ => Err(AmqpError::new(
                     ReplyCode::CHANNEL_ERROR,
-                    format!("expected 'channel.open' on channel {ch}"),
+                    "expected 'channel.open'",
                 )),
             };
         }

@@ -343,16 +343,31 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
         .expect("message published by another connection");
     assert_eq!(body_str(&m.delivery), "from-outside");
 
-    // The owner closing its connection deletes the queue.
+    // The owner closing its connection deletes the queue. (RabbitMQ deletes it
+    // asynchronously after close-ok, so poll, bounded.)
     owner.close(200, "bye".into()).await.unwrap();
-    let ch = other.create_channel().await.unwrap();
-    let r = ch
-        .queue_declare(q.as_str().into(), passive(), FieldTable::default())
-        .await;
-    assert_eq!(
-        expect_amqp_err(r, "passive after owner left"),
-        (404, format!("NOT_FOUND - no queue '{q}' in vhost '/'"))
-    );
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let ch = other.create_channel().await.unwrap();
+        let r = ch
+            .queue_declare(q.as_str().into(), passive(), FieldTable::default())
+            .await;
+        let (code, text) = expect_amqp_err(r, "passive declare of another's exclusive queue");
+        if code == 404 {
+            assert_eq!(text, format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
+            break;
+        }
+        assert_eq!(
+            (code, &text),
+            (405, &locked),
+            "while the queue still exists"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exclusive queue outlived its connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -311,15 +311,10 @@ async fn basic_get_reports_remaining_message_count() {
     // Unacked gets come back (redelivered) when the channel goes away.
     ch.close(200, "bye".into()).await.unwrap();
     let ch2 = conn.create_channel().await.unwrap();
-    assert_eq!(message_count(&ch2, &q).await, 5);
-    let m = ch2
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(m.delivery.redelivered);
-    assert_eq!(body_str(&m.delivery), "g0");
-    assert_eq!(m.message_count, 4);
+    let mut c = consume(&ch2, &q, BasicConsumeOptions::default()).await;
+    let back = recv_n(&mut c, 5, STEP).await;
+    assert_eq!(bodies(&back), ["g0", "g1", "g2", "g3", "g4"]);
+    assert!(back.iter().all(|d| d.redelivered));
 }
 
 #[tokio::test]
@@ -401,6 +396,7 @@ async fn purge_counts_only_ready_messages_and_keeps_unacked() {
         0
     );
     // The unacked message survives the purge and comes back on requeue.
+    let mut c = consume(&ch, &q, BasicConsumeOptions::default()).await;
     held.delivery
         .nack(BasicNackOptions {
             requeue: true,
@@ -408,13 +404,9 @@ async fn purge_counts_only_ready_messages_and_keeps_unacked() {
         })
         .await
         .unwrap();
-    let again = ch
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("requeued message");
-    assert_eq!(body_str(&again.delivery), "p0");
-    assert!(again.delivery.redelivered);
+    let again = recv_one(&mut c, STEP).await;
+    assert_eq!(body_str(&again), "p0");
+    assert!(again.redelivered);
 }
 
 #[tokio::test]

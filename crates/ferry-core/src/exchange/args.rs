@@ -254,7 +254,7 @@ fn type_class(v: &AMQPValue) -> TypeClass {
 /// Whether a redeclared argument value is equivalent to the current one:
 /// same type class and equal value (Erlang `==`, so `1` and `1.0` would be
 /// equal, but they are never in the same class).
-pub(crate) fn equivalent_arg(current: &AMQPValue, requested: &AMQPValue) -> bool {
+pub fn equivalent_arg(current: &AMQPValue, requested: &AMQPValue) -> bool {
     type_class(current) == type_class(requested)
         && match (plain(current), plain(requested)) {
             (Plain::Int(x), Plain::Int(y)) => x == y,
@@ -266,12 +266,12 @@ pub(crate) fn equivalent_arg(current: &AMQPValue, requested: &AMQPValue) -> bool
 
 /// A value as RabbitMQ prints a bare field value in an error text
 /// (`'~ts'` for binaries, `'~tp'` otherwise).
-pub(crate) fn describe_bare(v: &AMQPValue) -> String {
+pub fn describe_bare(v: &AMQPValue) -> String {
     format!("'{}'", display(v))
 }
 
 /// A typed value as RabbitMQ prints it: `the value 'x' of type 'longstr'`.
-pub(crate) fn describe_typed(v: &AMQPValue) -> String {
+pub fn describe_typed(v: &AMQPValue) -> String {
     format!("the value '{}' of type '{}'", display(v), type_name(v))
 }
 

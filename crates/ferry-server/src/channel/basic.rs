@@ -28,7 +28,10 @@ impl Channel {
                 if q.global {
                     self.shared.state.lock().global_prefetch = u32::from(q.prefetch_count);
                 } else {
+                    // As RabbitMQ: a per-consumer qos also lifts the
+                    // channel-wide limit.
                     self.prefetch = u32::from(q.prefetch_count);
+                    self.shared.state.lock().global_prefetch = 0;
                 }
                 self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
                 self.dispatch_consumers();
@@ -53,14 +56,8 @@ impl Channel {
                 Ok(())
             }
             basic::AMQPMethod::Get(g) => self.get(ctx, g.queue.as_str(), g.no_ack),
-            basic::AMQPMethod::Recover(r) => {
-                self.recover(r.requeue)?;
-                self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
-                    basic::RecoverOk {},
-                )));
-                Ok(())
-            }
-            basic::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue),
+            basic::AMQPMethod::Recover(r) => self.recover(r.requeue, true),
+            basic::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue, false),
             other => Err(AmqpError::new(
                 ReplyCode::COMMAND_INVALID,
                 format!("unexpected method {other:?} from a client"),
@@ -171,11 +168,18 @@ impl Channel {
         Ok(())
     }
 
-    fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
+    fn recover(&mut self, requeue: bool, reply: bool) -> Result<(), AmqpError> {
         if !requeue {
             return Err(AmqpError::new(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
         }
         let all = self.shared.take_all();
+        // recover-ok goes first: clients (lapin) drop deliveries they
+        // buffered before it, expecting the redeliveries to follow it.
+        if reply {
+            self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
+                basic::RecoverOk {},
+            )));
+        }
         for (q, ids) in group_by_queue(all) {
             q.requeue(&ids)?;
         }

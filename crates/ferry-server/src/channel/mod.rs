@@ -83,7 +83,8 @@ impl Channel {
                     return Err(AmqpError::new(
                         ReplyCode::UNEXPECTED_FRAME,
                         "expected content header for class 60, got non content header frame instead",
-                    ));
+                    )
+                    .on(60, 40));
                 }
                 self.handle_method(ctx, method)
             }
@@ -127,6 +128,10 @@ impl Channel {
 
     fn channel_method(&mut self, m: channel::AMQPMethod) -> Result<(), AmqpError> {
         match m {
+            channel::AMQPMethod::Flow(f) if !f.active => {
+                // RabbitMQ 3.x does not let clients stop deliveries this way.
+                Err(AmqpError::new(ReplyCode::NOT_IMPLEMENTED, "active=false"))
+            }
             channel::AMQPMethod::Flow(f) => {
                 self.shared.state.lock().flow_active = f.active;
                 self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(

@@ -208,6 +208,15 @@ impl Channel {
                 .on(60, 40));
             }
         }
+        if let Some(exp) = props.expiration() {
+            if let Err(reason) = ferry_core::message::parse_expiration(exp.as_str()) {
+                return Err(AmqpError::new(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!("invalid expiration '{}': {reason}", exp.as_str()),
+                )
+                .on(60, 40));
+            }
+        }
         let msg = Arc::new(Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,

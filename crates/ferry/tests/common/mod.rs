@@ -10,6 +10,9 @@
 //! * `FERRY_TEST_BIN` overrides the binary path (default: `CARGO_BIN_EXE_ferry`), e.g. to run
 //!   the restart/crash scenarios against a wrapper script around another broker.
 //! * `FERRY_TEST_ECHO_STDERR=1` copies the broker's stderr to the test's stderr live.
+//! * `FERRY_TEST_TIMEOUT_SECS` (default 60): a watchdog SIGKILLs a spawned broker that is
+//!   still running after that long, so a hung call fails its test instead of the suite.
+//! * When a test panics, the broker's stderr (last 64 KiB) is printed with its output.
 //!
 //! Each test binary compiles this module separately and uses a different subset of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -47,6 +50,7 @@ pub struct Broker {
     addr: Option<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
     starts: u32,
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 impl Broker {
@@ -60,6 +64,7 @@ impl Broker {
                 addr: None,
                 stderr: Arc::default(),
                 starts: 0,
+                watchdog: None,
             };
         }
         let dir = tempfile::Builder::new()
@@ -73,6 +78,7 @@ impl Broker {
             addr: None,
             stderr: Arc::default(),
             starts: 0,
+            watchdog: Some(Watchdog::start(test_budget())),
         };
         broker.spawn().await;
         broker
@@ -159,6 +165,8 @@ impl Broker {
     pub async fn kill9(&mut self) {
         self.assert_owned("kill9");
         let mut child = self.child.take().expect("ferry is not running");
+        let wd = self.watchdog.clone();
+        let _guard = lock_watchdog_pid(&wd, true);
         kill_group(&mut child);
         let _ = child.wait();
         self.addr = None;
@@ -181,15 +189,26 @@ impl Broker {
     async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child.as_mut().expect("ferry is not running");
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
+            {
+                let wd = self.watchdog.clone();
+                let mut guard = lock_watchdog_pid(&wd, false);
+                let child = self.child.as_mut().expect("ferry is not running");
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    if let Some(g) = guard.as_mut() {
+                        **g = None;
+                    }
+                    drop(guard);
+                    self.child = None;
+                    return status;
+                }
             }
             if Instant::now() >= deadline {
                 let mut child = self.child.take().unwrap();
+                let wd = self.watchdog.clone();
+                let guard = lock_watchdog_pid(&wd, true);
                 kill_group(&mut child);
                 let _ = child.wait();
+                drop(guard);
                 panic!(
                     "ferry did not exit within {timeout:?} after SIGTERM (killed it)\n--- ferry stderr ---\n{}",
                     self.stderr()
@@ -308,12 +327,19 @@ impl Broker {
             "READY line must carry the bound port, got {addr}"
         );
         self.addr = Some(addr);
+        if let Some(w) = &self.watchdog {
+            *w.pid.lock().unwrap() = Some(child.id());
+        }
         self.child = Some(child);
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some(w) = &self.watchdog {
+            w.disarm();
+            *w.pid.lock().unwrap() = None;
+        }
         if std::thread::panicking() && self.external_url.is_none() {
             // Shown by libtest with the failing test's output.
             eprintln!(
@@ -326,6 +352,78 @@ impl Drop for Broker {
             kill_group(&mut child);
             let _ = child.wait();
         }
+    }
+}
+
+/// Per-broker time budget: past it, the watchdog SIGKILLs the broker so that a hung test
+/// (e.g. an RPC the broker never answers) fails promptly instead of blocking the suite.
+pub fn test_budget() -> Duration {
+    let secs = std::env::var("FERRY_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+struct Watchdog {
+    pid: Mutex<Option<u32>>,
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Watchdog {
+    fn start(budget: Duration) -> Arc<Watchdog> {
+        let w = Arc::new(Watchdog {
+            pid: Mutex::new(None),
+            done: Mutex::new(false),
+            cv: std::sync::Condvar::new(),
+        });
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + budget;
+            let mut done = w2.done.lock().unwrap();
+            while !*done {
+                let now = Instant::now();
+                if now >= deadline {
+                    if let Some(pid) = *w2.pid.lock().unwrap() {
+                        eprintln!(
+                            "WATCHDOG: test still running after {budget:?} (FERRY_TEST_TIMEOUT_SECS); \
+                             SIGKILLing ferry (pid {pid}) so that hung calls fail"
+                        );
+                        kill_pgid(pid);
+                    }
+                    return;
+                }
+                done = w2.cv.wait_timeout(done, deadline - now).unwrap().0;
+            }
+        });
+        w
+    }
+
+    fn disarm(&self) {
+        *self.done.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Lock the watchdog's pid slot (so it cannot fire at a pid being reaped), optionally
+/// clearing it.
+fn lock_watchdog_pid(
+    wd: &Option<Arc<Watchdog>>,
+    clear: bool,
+) -> Option<std::sync::MutexGuard<'_, Option<u32>>> {
+    let mut g = wd.as_ref()?.pid.lock().unwrap();
+    if clear {
+        *g = None;
+    }
+    Some(g)
+}
+
+#[allow(unsafe_code)]
+fn kill_pgid(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
     }
 }
 
