@@ -130,18 +130,22 @@ impl Outbox {
         if self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit {
             return true;
         }
-        let mut w = self.shared.waiting.lock();
-        if !w.iter().any(|q| q.ptr_eq(queue)) {
-            w.push(queue.clone());
+        {
+            let mut w = self.shared.waiting.lock();
+            if !w.iter().any(|q| q.ptr_eq(queue)) {
+                w.push(queue.clone());
+            }
         }
-        false
+        // The writer may have drained between the check and the
+        // registration; look again so no wake-up is lost.
+        self.shared.queued_bytes.load(Ordering::Acquire) < self.shared.limit
     }
 }
 
 impl OutboxShared {
     /// Called by the writer after it wrote `bytes` of deliveries.
     pub fn written(&self, bytes: usize) {
-        let before = self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let before = self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if before - bytes < self.limit / 2 {
             let waiting: Vec<Weak<Queue>> = std::mem::take(&mut *self.waiting.lock());
             for q in waiting.iter().filter_map(Weak::upgrade) {

@@ -4,10 +4,12 @@
 
 use crate::outbox::{Outbound, OutboxShared};
 use bytes::BytesMut;
+use ferry_amqp::CodecError;
 use ferry_amqp::{
     encode_basic_ack, encode_basic_deliver, encode_basic_get_ok, encode_basic_nack,
     encode_basic_return, encode_content, encode_heartbeat, encode_method,
 };
+use ferry_core::Message;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +91,16 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let _ = sock.shutdown().await;
 }
 
+/// The content header and body frames of a message.
+fn content(
+    buf: &mut BytesMut,
+    channel: u16,
+    m: &Message,
+    frame_max: u32,
+) -> Result<(), CodecError> {
+    encode_content(buf, channel, CLASS_BASIC, &m.properties, &m.body, frame_max)
+}
+
 /// Encodes one item; returns true for `Shutdown`.
 fn encode(buf: &mut BytesMut, item: Outbound, frame_max: u32, delivered: &mut usize) -> bool {
     let result = match item {
@@ -110,16 +122,7 @@ fn encode(buf: &mut BytesMut, item: Outbound, frame_max: u32, delivered: &mut us
                 &message.exchange,
                 &message.routing_key,
             )
-            .and_then(|()| {
-                encode_content(
-                    buf,
-                    channel,
-                    CLASS_BASIC,
-                    &message.properties,
-                    &message.body,
-                    frame_max,
-                )
-            })
+            .and_then(|()| content(buf, channel, &message, frame_max))
         }
         Outbound::GetOk {
             channel,
@@ -138,16 +141,7 @@ fn encode(buf: &mut BytesMut, item: Outbound, frame_max: u32, delivered: &mut us
                 &message.routing_key,
                 message_count,
             )
-            .and_then(|()| {
-                encode_content(
-                    buf,
-                    channel,
-                    CLASS_BASIC,
-                    &message.properties,
-                    &message.body,
-                    frame_max,
-                )
-            })
+            .and_then(|()| content(buf, channel, &message, frame_max))
         }
         Outbound::Return {
             channel,
@@ -162,16 +156,7 @@ fn encode(buf: &mut BytesMut, item: Outbound, frame_max: u32, delivered: &mut us
             &message.exchange,
             &message.routing_key,
         )
-        .and_then(|()| {
-            encode_content(
-                buf,
-                channel,
-                CLASS_BASIC,
-                &message.properties,
-                &message.body,
-                frame_max,
-            )
-        }),
+        .and_then(|()| content(buf, channel, &message, frame_max)),
         Outbound::Confirm {
             channel,
             ack,

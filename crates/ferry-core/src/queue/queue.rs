@@ -413,26 +413,16 @@ impl Queue {
 
     /// Settles checked-out messages (ack, or reject/nack without requeue).
     pub fn settle(&self, ids: &[u64]) -> Result<()> {
-        let mut g = self.inner.lock();
-        if g.deleted {
-            return Ok(());
-        }
-        let inner = &mut *g;
-        let done: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|id| inner.state.settle(*id))
-            .collect();
-        if !done.is_empty() {
-            self.write_ids(inner, false, &done)?;
-        }
-        self.dispatch_locked(inner);
-        Ok(())
+        self.release(ids, false)
     }
 
     /// Returns checked-out messages to their place (nack/reject with
     /// requeue, channel closed, recover).
     pub fn requeue(&self, ids: &[u64]) -> Result<()> {
+        self.release(ids, true)
+    }
+
+    fn release(&self, ids: &[u64], requeue: bool) -> Result<()> {
         let mut g = self.inner.lock();
         if g.deleted {
             return Ok(());
@@ -441,10 +431,16 @@ impl Queue {
         let done: Vec<u64> = ids
             .iter()
             .copied()
-            .filter(|id| inner.state.requeue(*id))
+            .filter(|id| {
+                if requeue {
+                    inner.state.requeue(*id)
+                } else {
+                    inner.state.settle(*id)
+                }
+            })
             .collect();
         if !done.is_empty() {
-            self.write_ids(inner, true, &done)?;
+            self.write_ids(inner, requeue, &done)?;
         }
         self.dispatch_locked(inner);
         Ok(())

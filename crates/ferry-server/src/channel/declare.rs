@@ -3,7 +3,7 @@
 use super::{Channel, ChannelCtx};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
-use ferry_amqp::{AMQPClass, ReplyCode};
+use ferry_amqp::{AMQPClass, FieldTable, ReplyCode, ShortString};
 use ferry_core::exchange::Destination;
 use ferry_core::queue::QueueSpec;
 use ferry_core::ExchangeArgs;
@@ -43,42 +43,50 @@ impl Channel {
                     )));
                 }
             }
-            exchange::AMQPMethod::Bind(b) => {
-                ctx.vhost.binding(
-                    true,
-                    b.source.as_str(),
-                    Destination::Exchange(Arc::from(b.destination.as_str())),
-                    b.routing_key.as_str(),
-                    b.arguments,
-                    ctx.conn_id,
-                )?;
-                if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(
-                        exchange::BindOk {},
-                    )));
-                }
-            }
-            exchange::AMQPMethod::Unbind(b) => {
-                ctx.vhost.binding(
-                    false,
-                    b.source.as_str(),
-                    Destination::Exchange(Arc::from(b.destination.as_str())),
-                    b.routing_key.as_str(),
-                    b.arguments,
-                    ctx.conn_id,
-                )?;
-                if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(
-                        exchange::UnbindOk {},
-                    )));
-                }
-            }
+            exchange::AMQPMethod::Bind(b) => self.exchange_binding(
+                ctx,
+                true,
+                (b.source, b.destination, b.routing_key, b.arguments),
+                b.nowait,
+            )?,
+            exchange::AMQPMethod::Unbind(b) => self.exchange_binding(
+                ctx,
+                false,
+                (b.source, b.destination, b.routing_key, b.arguments),
+                b.nowait,
+            )?,
             other => {
                 return Err(AmqpError::new(
                     ReplyCode::COMMAND_INVALID,
                     format!("unexpected method {other:?} from a client"),
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// exchange.bind / exchange.unbind: (source, destination, key, arguments).
+    fn exchange_binding(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        bind: bool,
+        (source, destination, key, arguments): (ShortString, ShortString, ShortString, FieldTable),
+        nowait: bool,
+    ) -> Result<(), AmqpError> {
+        ctx.vhost.binding(
+            bind,
+            source.as_str(),
+            Destination::Exchange(Arc::from(destination.as_str())),
+            key.as_str(),
+            arguments,
+            ctx.conn_id,
+        )?;
+        if !nowait {
+            self.reply(AMQPClass::Exchange(if bind {
+                exchange::AMQPMethod::BindOk(exchange::BindOk {})
+            } else {
+                exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})
+            }));
         }
         Ok(())
     }

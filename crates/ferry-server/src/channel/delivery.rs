@@ -180,16 +180,23 @@ impl ConsumerSink for ChannelConsumer {
         if st.closed || !st.flow_active {
             return false;
         }
+        if !self.no_ack {
+            let mine = st.per_consumer.get(&self.tag).copied().unwrap_or(0);
+            if self.prefetch > 0 && mine >= self.prefetch {
+                return false;
+            }
+            if st.global_prefetch > 0 && st.global_unacked >= st.global_prefetch {
+                return false;
+            }
+        }
+        // Credit flow towards the socket: without it an auto-ack or
+        // unlimited-prefetch consumer on a slow connection would pull the
+        // whole queue (bodies included) into memory.
+        if !self.channel.outbox.has_room(&self.queue) {
+            return false;
+        }
         if self.no_ack {
-            drop(st);
-            return self.channel.outbox.has_room(&self.queue);
-        }
-        let mine = st.per_consumer.get(&self.tag).copied().unwrap_or(0);
-        if self.prefetch > 0 && mine >= self.prefetch {
-            return false;
-        }
-        if st.global_prefetch > 0 && st.global_unacked >= st.global_prefetch {
-            return false;
+            return true;
         }
         *st.per_consumer.entry(self.tag.clone()).or_insert(0) += 1;
         st.global_unacked += 1;
