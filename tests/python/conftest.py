@@ -22,8 +22,9 @@ from pathlib import Path
 import pika
 import pytest
 
+from harness.rawamqp import RawAMQP
 from harness.brokers import (BrokerError, Epmd, FerryBroker, RabbitBroker, port_accepts,
-                             port_is_free, rabbitmq_available, RABBITMQ_SERVER)
+                             port_is_free, rabbitmq_available, tail, RABBITMQ_SERVER)
 
 REPO = Path(__file__).resolve().parents[2]
 FERRY_BIN = Path(os.environ.get("FERRY_BIN") or REPO / "target" / "debug" / "ferry")
@@ -114,9 +115,62 @@ def localhost_broker(broker_kind, broker_factory):
         pytest.skip(f"port 5672 is already in use on this machine ({'127.0.0.1' if busy else '::1'}"
                     f"{', dist port 25672' if 25672 in busy else ''}); the seed snippets "
                     "hard-code localhost:5672, so they cannot be pointed at a test broker")
-    b = broker_factory.start(broker_factory.make(broker_kind, "localhost5672", port=5672))
+    b = broker_factory.make(broker_kind, "localhost5672", port=5672)
+    try:
+        b.start()
+    except BrokerError as e:
+        if not port_is_free(5672) and not b.running:   # somebody else took it meanwhile
+            pytest.skip("port 5672 was taken by another process while the broker started")
+        pytest.fail(str(e), pytrace=False)
     yield b
     b.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)      # lets fixtures see whether the test failed
+    return rep
+
+
+def _answers_amqp(b, timeout: float = 5.0) -> bool:
+    try:
+        with RawAMQP(b.host, b.port, timeout=timeout) as r:
+            r.handshake()
+            r.open_channel(1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _session_broker_health(request):
+    """Keep one broken test from turning every later test into noise. If the shared broker
+    died during a test, or stopped answering new connections after a failed test, fail that
+    test with the exit code and log tail, and start the broker again for the next tests."""
+    if "broker" not in request.fixturenames:
+        yield
+        return
+    b = request.getfixturevalue("broker")
+    if b.reap() is not None:                   # died outside any test (e.g. during a teardown)
+        b.start()
+    yield
+    code = b.reap()
+    rep = getattr(request.node, "rep_call", None)
+    if code is None and rep is not None and rep.failed and not _answers_amqp(b):
+        b.kill9()
+        code = "wedged: no AMQP handshake within 5s, killed with SIGKILL"
+    if code is None:
+        return
+    log = b.log_path
+    log_tail = tail(log)
+    try:
+        b.start()
+        again = "restarted it for the next tests"
+    except BrokerError as e:
+        again = f"could not restart it: {e}"
+    pytest.fail(f"the {b.kind} broker broke during this test ({code}); {again}.\n"
+                f"log {log}:\n{log_tail}", pytrace=False)
 
 
 # -- helpers for tests -----------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pika
-
 from harness.expect import (channel_closed, connection_closed, counts, drain, ensure_confirms, eventually,
                             message_count, sync, wait_for)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pika
 import pytest
 
-from harness.expect import (bodies, channel_closed, connection_closed, ensure_confirms, eventually,
+from harness.expect import (bodies, channel_closed, connection_closed, ensure_confirms,
                             message_count, sync)
 
 V = "in vhost '/'"
@@ -31,7 +31,7 @@ def test_passive_declare_ignores_type_and_flags(ch, uniq):
     ("durable", dict(), dict(durable=True), "received 'true' but current is 'false'"),
     ("auto_delete", dict(), dict(auto_delete=True), "received 'true' but current is 'false'"),
     ("internal", dict(), dict(internal=True), "received 'true' but current is 'false'"),
-])
+], ids=["type", "durable", "auto_delete", "internal"])
 def test_redeclare_exchange_with_different_properties_is_406(conn, uniq, field, first, second, text):
     ex = uniq("x")
     ch = conn.channel()

@@ -53,7 +53,10 @@ def tail(path: Path, n: int = 40) -> str:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Could a server listen there? SO_REUSEADDR like a server: TIME_WAIT leftovers from an
+    earlier broker on the same port (e.g. the previous kind's 5672 broker) do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -161,6 +164,17 @@ class _Broker:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def reap(self) -> int | None:
+        """If the broker process has exited on its own, forget it and return its exit code."""
+        if self.proc is not None and self.proc.poll() is not None:
+            code = self.proc.returncode
+            if self.kind == "rabbitmq":
+                self.kill9()          # make sure no beam.smp is left behind the wrapper
+            self.proc = None
+            self.last_exit_code = code
+            return code
+        return None
 
     def restart(self) -> int:
         code = self.stop()

@@ -57,6 +57,9 @@ pub struct QueueEnv {
     pub cache_used: Arc<AtomicI64>,
 }
 
+/// Largest encode buffer a queue keeps between publishes.
+const SCRATCH_KEEP: usize = 1 << 20;
+
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
@@ -187,6 +190,10 @@ impl Queue {
         inner.scratch.clear();
         record::encode_enqueue(msg, &mut inner.scratch);
         let pos = inner.log.append(&inner.scratch)?;
+        if inner.scratch.capacity() > SCRATCH_KEEP {
+            // One huge message must not pin its size in memory forever.
+            inner.scratch = Vec::new();
+        }
         let size = u32::try_from(msg.body.len() + msg.properties.len()).unwrap_or(u32::MAX);
         let cached = self.try_cache(inner, size).then(|| msg.clone());
         inner.state.enqueue(Entry {
