@@ -23,7 +23,14 @@ def test_sigterm_closes_clients_with_320_and_exits_0(restartable_broker):
     ch.queue_declare("", exclusive=True)
     code = b.stop()
     assert code == 0, f"{b.kind} exited {code} after SIGTERM"
-    f = raw.expect(spec.Connection.Close)
+    try:
+        f = raw.expect(spec.Connection.Close)
+    except (TimeoutError, ConnectionError):
+        if b.kind == "rabbitmq":
+            # Seen in CI under load: RabbitMQ 3.10 sometimes drops a connection at
+            # shutdown without sending connection.close. Ferry must always send it.
+            pytest.xfail("RabbitMQ dropped the connection without connection.close")
+        raise
     assert f.channel_number == 0
     m = f.method
     assert (m.reply_code, m.reply_text, m.class_id, m.method_id) == (320, FORCED, 0, 0)
