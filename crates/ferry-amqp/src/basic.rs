@@ -256,5 +256,106 @@ fn parse_nack(a: &mut Args<'_>) -> Option<basic::AMQPMethod> {
     }))
 }
 
+// ---------------------------------------------------------------------------
+// Client side: the hot path of a hand-framed client (the `ferry bench` load
+// generator). Same idea as above, reversed: encode basic.publish without
+// amq-protocol's per-flag allocations, and read basic.deliver / ack / nack
+// without building an `AMQPClass` (a consumer only needs the delivery tag).
+
+const METHOD_PUBLISH: u16 = 40;
+
+/// Appends a `basic.publish` method frame (ticket 0), byte-identical to
+/// amq-protocol's generator.
+pub fn encode_basic_publish(
+    buf: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    routing_key: &str,
+    mandatory: bool,
+    immediate: bool,
+) -> Result<(), CodecError> {
+    let payload =
+        4 + 2 + short_len("exchange", exchange)? + short_len("routing_key", routing_key)? + 1;
+    start_method(buf, channel, METHOD_PUBLISH, payload);
+    buf.put_u16(0); // ticket: deprecated, always 0
+    put_short(buf, exchange);
+    put_short(buf, routing_key);
+    buf.put_u8(u8::from(mandatory) | (u8::from(immediate) << 1));
+    buf.put_u8(FRAME_END);
+    Ok(())
+}
+
+/// A borrowed view of a `basic.deliver`'s arguments. The short strings are
+/// the raw bytes as received: unlike amq-protocol, no UTF-8 check is made,
+/// because a client that only wants the delivery tag should not pay for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliverRef<'a> {
+    /// The consumer tag.
+    pub consumer_tag: &'a [u8],
+    /// The delivery tag, to ack with.
+    pub delivery_tag: u64,
+    /// Whether the message was delivered before.
+    pub redelivered: bool,
+    /// The exchange the message was published to.
+    pub exchange: &'a [u8],
+    /// The routing key it was published with.
+    pub routing_key: &'a [u8],
+}
+
+/// Splits a method payload (class id, method id, arguments) into its
+/// arguments if it is `class_id.method_id`.
+fn method_args(payload: &[u8], method_id: u16) -> Option<Args<'_>> {
+    let mut a = Args(payload);
+    (a.u16()? == CLASS_BASIC && a.u16()? == method_id).then_some(a)
+}
+
+fn short_bytes<'a>(a: &mut Args<'a>) -> Option<&'a [u8]> {
+    let len = a.u8()?;
+    a.take(usize::from(len))
+}
+
+/// Reads a method-frame payload (starting at the class id) as a
+/// `basic.deliver` without allocating. `None` if it is another method or
+/// malformed (truncated, trailing bytes).
+pub fn parse_basic_deliver(payload: &[u8]) -> Option<DeliverRef<'_>> {
+    let mut a = method_args(payload, METHOD_DELIVER)?;
+    let d = DeliverRef {
+        consumer_tag: short_bytes(&mut a)?,
+        delivery_tag: a.u64()?,
+        redelivered: bit(a.u8()?, 0),
+        exchange: short_bytes(&mut a)?,
+        routing_key: short_bytes(&mut a)?,
+    };
+    a.is_empty().then_some(d)
+}
+
+/// Reads a method-frame payload as a `basic.ack` (a publisher confirm, on
+/// the client side). `None` if it is another method or malformed.
+pub fn parse_basic_ack(payload: &[u8]) -> Option<basic::Ack> {
+    let mut a = method_args(payload, METHOD_ACK)?;
+    let ack = basic::Ack {
+        delivery_tag: a.u64()?,
+        multiple: bit(a.u8()?, 0),
+    };
+    a.is_empty().then_some(ack)
+}
+
+/// Reads a method-frame payload as a `basic.nack`. `None` if it is another
+/// method or malformed.
+pub fn parse_basic_nack(payload: &[u8]) -> Option<basic::Nack> {
+    let mut a = method_args(payload, METHOD_NACK)?;
+    let delivery_tag = a.u64()?;
+    let flags = a.u8()?;
+    let nack = basic::Nack {
+        delivery_tag,
+        multiple: bit(flags, 0),
+        requeue: bit(flags, 1),
+    };
+    a.is_empty().then_some(nack)
+}
+
+#[cfg(test)]
+mod client_tests;
+
 #[cfg(test)]
 mod tests;

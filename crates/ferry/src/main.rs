@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the broker (the default).
     Server(ServerArgs),
+    /// Load generator for any AMQP 0-9-1 broker (see the ferry-bench crate).
+    Bench(ferry_bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Server(a)) => a,
+        // Before logging is set up: the bench has its own output.
+        Some(Command::Bench(b)) => return ferry_bench::run_cli(b),
         None => cli.server,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
