@@ -29,6 +29,8 @@ use tokio::sync::watch;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames a connection handles before letting other tasks run.
+const FRAMES_PER_TURN: u32 = 64;
 
 /// Why reading stopped.
 enum ReadEnd {
@@ -312,7 +314,15 @@ impl Conn {
     }
 
     async fn run<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>) -> ReadEnd {
+        let mut handled = 0u32;
         loop {
+            handled += 1;
+            if handled % FRAMES_PER_TURN == 0 {
+                // A publisher's socket always has data, and a 64 KiB read holds
+                // hundreds of frames; without an explicit yield one fast
+                // publisher would starve the tasks that deliver and ack.
+                tokio::task::yield_now().await;
+            }
             let frame = match r.frame().await {
                 Ok(f) => f,
                 Err(end) => return end,
