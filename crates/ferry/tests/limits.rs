@@ -13,7 +13,9 @@ use lapin::BasicProperties;
 async fn message_over_max_size_is_a_406_channel_error_and_the_connection_lives_on() {
     // Before any broker starts; this test binary holds only this test.
     std::env::set_var("FERRY_MAX_MESSAGE_SIZE", "1024");
-    let Some(broker) = Broker::start_owned("limits").await else { return };
+    let Some(broker) = Broker::start_owned("limits").await else {
+        return;
+    };
     let conn = connect(&broker.amqp_url()).await;
     let ok = confirm_channel(&conn).await;
     let q = declare_queue(&ok, "limits").await;

@@ -194,17 +194,8 @@ impl Queue {
             // One huge message must not pin its size in memory forever.
             inner.scratch = Vec::new();
         }
-        let size = u32::try_from(msg.body.len() + msg.properties.len()).unwrap_or(u32::MAX);
-        let cached = self.try_cache(inner, size).then(|| msg.clone());
-        inner.state.enqueue(Entry {
-            id: pos.index,
-            pos,
-            size,
-            delivery_count: 0,
-            redelivered: false,
-            persistent: msg.persistent,
-            cached,
-        });
+        let cached = self.try_cache(inner, pos.len).then(|| msg.clone());
+        inner.state.enqueue(Entry::new(pos, msg.persistent, cached));
         let result = match confirm {
             Some(t) if needs_sync => {
                 inner.waiters.push_back((pos.index, t));
@@ -233,7 +224,7 @@ impl Queue {
 
     fn uncache(&self, inner: &mut Inner, e: &Entry) {
         if e.cached.is_some() {
-            let size = i64::from(e.size);
+            let size = i64::from(e.size());
             inner.cached_bytes -= size;
             self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
         }
@@ -296,7 +287,7 @@ impl Queue {
         if let Some(m) = &e.cached {
             return Ok(m.clone());
         }
-        let rec = inner.log.read(&e.pos)?;
+        let rec = inner.log.read(&e.pos())?;
         match record::decode(rec.payload)? {
             Record::Enqueue(m) => Ok(Arc::new(m)),
             _ => Err(CoreError::Corrupt(format!(
@@ -341,8 +332,8 @@ impl Queue {
                 queue: self.spec.name.clone(),
                 msg_id: entry.id,
                 message,
-                redelivered: entry.redelivered,
-                delivery_count: entry.delivery_count,
+                redelivered: entry.redelivered(),
+                delivery_count: u32::from(entry.delivery_count),
             };
             if c.no_ack {
                 settled.push(entry.id);
@@ -378,8 +369,8 @@ impl Queue {
             queue: self.spec.name.clone(),
             msg_id: entry.id,
             message,
-            redelivered: entry.redelivered,
-            delivery_count: entry.delivery_count,
+            redelivered: entry.redelivered(),
+            delivery_count: u32::from(entry.delivery_count),
         };
         if no_ack {
             self.write_ids(inner, false, &[entry.id])?;
@@ -568,7 +559,7 @@ fn replay(log: &Log) -> Result<QueueState> {
     for item in log.reader(log.first_index()) {
         let (pos, rec) = item?;
         match record::decode(rec.payload)? {
-            Record::Enqueue(m) => r.enqueue(pos, rec.index, &m),
+            Record::Enqueue(m) => r.enqueue(pos, &m),
             Record::Settle(ids) => r.settle(&ids),
             Record::Requeue(ids) => r.requeue(&ids),
             Record::Purge { upto, keep } => r.purge(upto, &keep),

@@ -5,27 +5,78 @@
 
 use crate::message::Message;
 use ferry_log::RecordPos;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// One message in the queue: where its Enqueue record lives, plus the
 /// little the dispatcher needs. The body stays on disk unless `cached`.
+///
+/// Kept to 32 bytes: a backlog of millions of messages costs its index in
+/// memory, never its bodies (2M messages ≈ 64 MiB).
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Log index of the Enqueue record; orders the queue.
     pub id: u64,
-    /// Where to read the record back.
-    pub pos: RecordPos,
-    /// Approximate bytes (body + properties), for accounting.
-    pub size: u32,
+    /// `id` minus the base index of the segment holding the record
+    /// (a segment holds fewer than 2^32 records).
+    seg_delta: u32,
+    /// Byte offset of the record in its segment (segments are < 4 GiB).
+    offset: u32,
+    /// Record length on disk.
+    len: u32,
     /// How many times it was returned to the queue after a delivery.
-    pub delivery_count: u32,
-    /// Whether it was delivered before (AMQP `redelivered`).
-    pub redelivered: bool,
-    /// Whether it survives a restart.
-    pub persistent: bool,
+    pub delivery_count: u16,
+    flags: u8,
     /// The message itself while it is young enough to be kept in memory.
     pub cached: Option<Arc<Message>>,
+}
+
+const REDELIVERED: u8 = 1;
+const PERSISTENT: u8 = 2;
+
+impl Entry {
+    /// An entry for the record at `pos`.
+    pub fn new(pos: RecordPos, persistent: bool, cached: Option<Arc<Message>>) -> Self {
+        Entry {
+            id: pos.index,
+            seg_delta: u32::try_from(pos.index.saturating_sub(pos.segment)).unwrap_or(u32::MAX),
+            offset: u32::try_from(pos.offset).unwrap_or(u32::MAX),
+            len: pos.len,
+            delivery_count: 0,
+            flags: if persistent { PERSISTENT } else { 0 },
+            cached,
+        }
+    }
+
+    /// Where to read the record back.
+    pub fn pos(&self) -> RecordPos {
+        RecordPos {
+            index: self.id,
+            segment: self.id - u64::from(self.seg_delta),
+            offset: u64::from(self.offset),
+            len: self.len,
+        }
+    }
+
+    /// Bytes it accounts for (its record on disk).
+    pub fn size(&self) -> u32 {
+        self.len
+    }
+
+    /// Delivered before (AMQP `redelivered`).
+    pub fn redelivered(&self) -> bool {
+        self.flags & REDELIVERED != 0
+    }
+
+    /// Survives a restart.
+    pub fn persistent(&self) -> bool {
+        self.flags & PERSISTENT != 0
+    }
+
+    fn returned(&mut self) {
+        self.delivery_count = self.delivery_count.saturating_add(1);
+        self.flags |= REDELIVERED;
+    }
 }
 
 /// Ready and checked-out messages.
@@ -65,7 +116,7 @@ impl QueueState {
 
     /// Appends a new message at the tail. Ids grow with the log index.
     pub fn enqueue(&mut self, e: Entry) {
-        self.ready_bytes += u64::from(e.size);
+        self.ready_bytes += u64::from(e.size());
         match self.ready.back() {
             Some(last) if last.id > e.id => self.insert_ordered(e),
             _ => self.ready.push_back(e),
@@ -85,7 +136,7 @@ impl QueueState {
     /// Takes the head of the queue.
     pub fn pop_ready(&mut self) -> Option<Entry> {
         let e = self.ready.pop_front()?;
-        self.ready_bytes -= u64::from(e.size);
+        self.ready_bytes -= u64::from(e.size());
         Some(e)
     }
 
@@ -94,7 +145,7 @@ impl QueueState {
         // Memory holds an index, not bodies: a delivered message is read
         // back from the log if it ever returns.
         e.cached = None;
-        self.unacked_bytes += u64::from(e.size);
+        self.unacked_bytes += u64::from(e.size());
         self.unacked.insert(e.id, e);
     }
 
@@ -102,7 +153,7 @@ impl QueueState {
     pub fn settle(&mut self, id: u64) -> bool {
         match self.unacked.remove(&id) {
             Some(e) => {
-                self.unacked_bytes -= u64::from(e.size);
+                self.unacked_bytes -= u64::from(e.size());
                 true
             }
             None => false,
@@ -113,10 +164,9 @@ impl QueueState {
     pub fn requeue(&mut self, id: u64) -> bool {
         match self.unacked.remove(&id) {
             Some(mut e) => {
-                self.unacked_bytes -= u64::from(e.size);
-                e.delivery_count = e.delivery_count.saturating_add(1);
-                e.redelivered = true;
-                self.ready_bytes += u64::from(e.size);
+                self.unacked_bytes -= u64::from(e.size());
+                e.returned();
+                self.ready_bytes += u64::from(e.size());
                 self.insert_ordered(e);
                 true
             }
@@ -162,9 +212,15 @@ impl QueueState {
 /// Rebuilds a `QueueState` from the command log at startup. Every message
 /// comes back ready (checkouts are not logged: an unacked message is
 /// redelivered after a restart, as in RabbitMQ).
+///
+/// Enqueue ids only grow, so live messages are kept in one ordered
+/// `VecDeque` (no per-message tree nodes: recovering a big backlog costs
+/// what the backlog costs at run time). Settles of the head pop it; the
+/// rare settle further in is remembered and filtered out at the end.
 #[derive(Debug, Default)]
 pub struct Replay {
-    live: BTreeMap<u64, Entry>,
+    live: VecDeque<Entry>,
+    gone: HashSet<u64>,
 }
 
 impl Replay {
@@ -174,59 +230,70 @@ impl Replay {
     }
 
     /// Applies an Enqueue record found at `pos`.
-    pub fn enqueue(&mut self, pos: RecordPos, id: u64, msg: &Message) {
+    pub fn enqueue(&mut self, pos: RecordPos, msg: &Message) {
         if !msg.persistent {
             // Transient messages do not outlive the process.
             return;
         }
-        let size = u32::try_from(msg.body.len() + msg.properties.len()).unwrap_or(u32::MAX);
-        self.live.insert(
-            id,
-            Entry {
-                id,
-                pos,
-                size,
-                delivery_count: 0,
-                redelivered: false,
-                persistent: true,
-                cached: None,
-            },
-        );
+        self.live.push_back(Entry::new(pos, true, None));
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        self.live.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
+    fn trim_front(&mut self) {
+        while let Some(front) = self.live.front() {
+            if !self.gone.remove(&front.id) {
+                break;
+            }
+            self.live.pop_front();
+        }
     }
 
     /// Applies a Settle record.
     pub fn settle(&mut self, ids: &[u64]) {
         for id in ids {
-            self.live.remove(id);
+            if self.find(*id).is_some() {
+                self.gone.insert(*id);
+            }
         }
+        self.trim_front();
     }
 
     /// Applies a Requeue record.
     pub fn requeue(&mut self, ids: &[u64]) {
         for id in ids {
-            if let Some(e) = self.live.get_mut(id) {
-                e.delivery_count = e.delivery_count.saturating_add(1);
-                e.redelivered = true;
+            if let Some(i) = self.find(*id) {
+                if let Some(e) = self.live.get_mut(i) {
+                    e.returned();
+                }
             }
         }
     }
 
     /// Applies a Purge record.
     pub fn purge(&mut self, upto: u64, keep: &[u64]) {
-        let kept: Vec<Entry> = keep.iter().filter_map(|id| self.live.remove(id)).collect();
-        self.live = self.live.split_off(&upto);
-        for e in kept {
-            self.live.insert(e.id, e);
+        let cut = self.live.partition_point(|e| e.id < upto);
+        let kept: Vec<Entry> = self
+            .live
+            .drain(..cut)
+            .filter(|e| keep.binary_search(&e.id).is_ok())
+            .collect();
+        for e in kept.into_iter().rev() {
+            self.live.push_front(e);
         }
     }
 
     /// The recovered state: every live message ready, in order.
-    pub fn finish(self) -> QueueState {
-        let mut st = QueueState::new();
-        for (_, e) in self.live {
-            st.ready_bytes += u64::from(e.size);
-            st.ready.push_back(e);
+    pub fn finish(mut self) -> QueueState {
+        if !self.gone.is_empty() {
+            let gone = std::mem::take(&mut self.gone);
+            self.live.retain(|e| !gone.contains(&e.id));
         }
+        let mut st = QueueState::new();
+        st.ready_bytes = self.live.iter().map(|e| u64::from(e.size())).sum();
+        st.ready = self.live;
         st
     }
 }

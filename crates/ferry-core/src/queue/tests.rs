@@ -243,6 +243,8 @@ fn a_failed_fsync_nacks_waiting_publishes_and_refuses_more() {
     let io = SimIo::new();
     let q = open(&io, true, 1 << 20);
     let sink = Arc::new(Confirms::default());
+    // Armed before the publish: the background syncer may run first.
+    io.fail_next_sync();
     q.publish(
         &msg("m", true),
         Some(ConfirmToken {
@@ -251,7 +253,6 @@ fn a_failed_fsync_nacks_waiting_publishes_and_refuses_more() {
         }),
     )
     .unwrap();
-    io.fail_next_sync();
     q.sync_now();
     assert_eq!(*sink.failed.lock(), vec![1]);
     assert!(sink.ok.lock().is_empty());
@@ -298,5 +299,39 @@ fn settled_segments_are_removed() {
     assert!(
         files < without / 3,
         "{files} files left of ~{without}: segments not removed"
+    );
+}
+
+#[test]
+fn an_index_entry_costs_32_bytes() {
+    // The per-message memory budget behind "bounded by disk, not memory".
+    assert_eq!(std::mem::size_of::<super::state::Entry>(), 32);
+}
+
+#[test]
+fn replay_handles_out_of_order_settles_requeues_and_purges() {
+    let io = SimIo::new();
+    let q = open(&io, true, 0);
+    for b in ["a", "b", "c", "d", "e"] {
+        q.publish(&msg(b, true), None).unwrap();
+    }
+    let got: Vec<Delivery> = (0..4).map(|_| q.get(false).unwrap().unwrap().0).collect();
+    // Settle c (not the head), requeue b, leave a and d unacked.
+    q.settle(&[got[2].msg_id]).unwrap();
+    q.requeue(&[got[1].msg_id]).unwrap();
+    q.sync_now();
+    drop(q);
+    let q = open(&io, true, 0);
+    let back: Vec<(String, bool)> = std::iter::from_fn(|| q.get(true).unwrap())
+        .map(|(d, _)| (String::from_utf8_lossy(&d.message.body).into_owned(), d.redelivered))
+        .collect();
+    assert_eq!(
+        back,
+        vec![
+            ("a".into(), false),
+            ("b".into(), true),
+            ("d".into(), false),
+            ("e".into(), false)
+        ]
     );
 }
