@@ -194,7 +194,10 @@ impl Queue {
             // One huge message must not pin its size in memory forever.
             inner.scratch = Vec::new();
         }
-        let cached = self.try_cache(inner, pos.len).then(|| msg.clone());
+        // Only a queue with consumers will read the message back soon; a
+        // backlog nobody consumes is read from the log later anyway.
+        let cached = (!inner.consumers.is_empty() && self.try_cache(inner, pos.len))
+            .then(|| msg.clone());
         inner.state.enqueue(Entry::new(pos, msg.persistent, cached));
         let result = match confirm {
             Some(t) if needs_sync => {
