@@ -41,14 +41,14 @@ class BrokerFactory:
         self.epmd: Epmd | None = None
         self.created: list = []
 
-    def make(self, kind: str, name: str, port: int | None = None):
+    def make(self, kind: str, name: str, port: int | None = None, env: dict | None = None):
         if kind == "ferry":
             if not FERRY_BIN.is_file():
                 pytest.fail(f"ferry binary not found at {FERRY_BIN}: run `cargo build --bin ferry` "
                             f"or set FERRY_BIN (use -k rabbitmq to run only the oracle)",
                             pytrace=False)
             base = self.tmp.mktemp(f"ferry-{name}")
-            b = FerryBroker(FERRY_BIN, base / "data", base, port=port or 0)
+            b = FerryBroker(FERRY_BIN, base / "data", base, port=port or 0, extra_env=env)
         elif kind == "rabbitmq":
             if not rabbitmq_available():
                 pytest.skip(f"FERRY_ORACLE=1 but {RABBITMQ_SERVER} is missing "

@@ -34,6 +34,54 @@ pub fn encode_content(
     body: &[u8],
     frame_max: u32,
 ) -> Result<(), CodecError> {
+    encode_content_frames(
+        buf,
+        channel,
+        class_id,
+        raw_properties,
+        body,
+        frame_max,
+        false,
+    )
+}
+
+/// Like [`encode_content`], except that a header frame too large for
+/// `frame_max` is written whole instead of refused; body frames still fit.
+///
+/// For re-sending content as it was received: a header frame cannot be
+/// split, and one may not fit this connection's frame_max although it was
+/// accepted, because [`crate::check_frame`] lets payloads of up to
+/// frame_max in (RabbitMQ's 8-byte allowance) or because the message came
+/// over a connection with a larger frame_max. RabbitMQ sends such headers
+/// whole too; refusing would lose the delivery.
+pub fn encode_content_whole_header(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) -> Result<(), CodecError> {
+    encode_content_frames(
+        buf,
+        channel,
+        class_id,
+        raw_properties,
+        body,
+        frame_max,
+        true,
+    )
+}
+
+fn encode_content_frames(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+    whole_header: bool,
+) -> Result<(), CodecError> {
     if raw_properties.len() < 2 {
         return Err(CodecError::MalformedProperties);
     }
@@ -43,7 +91,12 @@ pub fn encode_content(
         m => (m - FRAME_OVERHEAD) as usize,
     };
     let header_payload = HEADER_FIXED_SIZE + raw_properties.len();
-    if header_payload > max_payload {
+    let header_limit = if whole_header {
+        u32::MAX as usize
+    } else {
+        max_payload
+    };
+    if header_payload > header_limit {
         return Err(CodecError::FrameTooLarge {
             size: header_payload as u64,
             frame_max,

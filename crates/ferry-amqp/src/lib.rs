@@ -51,7 +51,9 @@ pub use basic::{
     encode_basic_ack, encode_basic_deliver, encode_basic_get_ok, encode_basic_nack,
     encode_basic_return,
 };
-pub use content::{encode_content, encode_properties, parse_properties};
+pub use content::{
+    encode_content, encode_content_whole_header, encode_properties, parse_properties,
+};
 pub use error::CodecError;
 pub use frame::{
     check_frame, check_protocol_header, encode_heartbeat, parse_frame, Frame, HeaderCheck,

@@ -137,6 +137,16 @@ impl Broker {
         &self.config
     }
 
+    /// Drops cached message bodies in every queue (memory alarm).
+    pub fn shed_memory(&self) {
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        for v in vhosts {
+            for q in v.queues() {
+                q.shed_cache();
+            }
+        }
+    }
+
     /// Flushes and fsyncs every queue, then stops the sync threads.
     pub fn shutdown(&self) {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();

@@ -200,6 +200,16 @@ impl Log {
                 max: MAX_PAYLOAD_LEN,
             });
         }
+        if self.next_index == u64::MAX {
+            // The index space is used up: a record at u64::MAX would leave
+            // no next index (only reachable with a `first_index` or a
+            // segment name near the top of the range).
+            return Err(LogError::OutOfRange {
+                index: u64::MAX,
+                first: self.first_index(),
+                next: self.next_index,
+            });
+        }
         let len = (RECORD_HEADER_LEN + payload.len()) as u64;
         let end = self.active.size + self.buf.len() as u64;
         if end > SEGMENT_HEADER_LEN && end + len > self.cfg.segment_bytes {
@@ -482,10 +492,20 @@ impl Log {
         self.check_range(index)?;
         let (seg, is_active) = self.segment_containing(index);
         let tail: &[u8] = if is_active { &self.buf } else { &[] };
-        let seek = |pos: u64, at: u64| -> Result<Scanner<'_>, ScanError> {
+        let seek = |pos: u64, at: u64, hinted: bool| -> Result<Scanner<'_>, ScanError> {
             let mut sc = Scanner::new(&*seg.file, pos, seg.size, at, chunk)
                 .with_tail(tail)
                 .stop_at(seg.end_index());
+            // The index is only a hint (never synced, possibly damaged): a
+            // wrong entry may land anywhere, even on bytes that look like
+            // the right header. Verify the record it names before walking
+            // from it, so a bad entry costs a rescan, not a failed read.
+            if hinted && !sc.verify_next()? {
+                return Err(ScanError::Defect {
+                    pos,
+                    defect: Defect::ShortHeader,
+                });
+            }
             while sc.next_index() < index {
                 if !sc.skip_record()? {
                     return Err(ScanError::Defect {
@@ -498,7 +518,7 @@ impl Log {
         };
         let rel = (index - seg.base) as u32;
         if let Some(hint) = seg.index.lookup(rel) {
-            match seek(u64::from(hint.pos), seg.base + u64::from(hint.rel)) {
+            match seek(u64::from(hint.pos), seg.base + u64::from(hint.rel), true) {
                 Ok(sc) => return Ok((sc, seg)),
                 // The index is only a hint; a stale entry costs a rescan.
                 Err(ScanError::Defect { .. }) => {
@@ -507,7 +527,7 @@ impl Log {
                 Err(e) => return Err(e.into_log_error(&seg.path)),
             }
         }
-        seek(SEGMENT_HEADER_LEN, seg.base)
+        seek(SEGMENT_HEADER_LEN, seg.base, false)
             .map(|sc| (sc, seg))
             .map_err(|e| e.into_log_error(&seg.path))
     }

@@ -168,6 +168,21 @@ impl<'a> Scanner<'a> {
         Ok(Some(rec))
     }
 
+    /// Verifies the next record (checksum included) without moving;
+    /// `false` at a clean end.
+    pub(crate) fn verify_next(&mut self) -> Result<bool, ScanError> {
+        let Some(header) = self.header()? else {
+            return Ok(false);
+        };
+        let bytes = self
+            .fetch(self.pos, header.total_len())?
+            .ok_or_else(|| self.defect(Defect::ShortPayload))?;
+        if !header.checks_out(&bytes[RECORD_HEADER_LEN..]) {
+            return Err(self.defect(Defect::BadChecksum));
+        }
+        Ok(true)
+    }
+
     /// Steps over the next record reading only its header; `false` at a
     /// clean end.
     pub(crate) fn skip_record(&mut self) -> Result<bool, ScanError> {

@@ -1,6 +1,7 @@
 //! Front-end settings.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Settings of the AMQP listener and its connections.
 #[derive(Debug, Clone)]
@@ -15,8 +16,17 @@ pub struct ServerConfig {
     pub heartbeat: u16,
     /// Largest message body accepted (RabbitMQ's max_message_size).
     pub max_message_size: u64,
-    /// Bytes queued for a socket above which no-ack consumers pause.
+    /// Bytes queued for a socket above which consumers pause.
     pub socket_buffer_limit: usize,
+    /// Most client connections at once (0 = no limit).
+    pub max_connections: usize,
+    /// Close a channel whose oldest unacked delivery is older (RabbitMQ's
+    /// consumer_timeout; queues may override with `x-consumer-timeout`).
+    pub consumer_timeout: Option<Duration>,
+    /// Resident memory above which publishers are blocked (0 = 40% of RAM).
+    pub memory_limit_bytes: u64,
+    /// Free disk below which publishers are blocked.
+    pub disk_free_limit_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -28,6 +38,10 @@ impl Default for ServerConfig {
             heartbeat: 60,
             max_message_size: 128 << 20,
             socket_buffer_limit: 4 << 20,
+            max_connections: 0,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            memory_limit_bytes: 0,
+            disk_free_limit_bytes: 50_000_000,
         }
     }
 }

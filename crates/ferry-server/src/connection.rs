@@ -13,7 +13,7 @@ use crate::outbox::{Outbound, Outbox};
 use crate::writer::{self, WriterParams};
 use crate::Shared;
 use bytes::{Buf, BytesMut};
-use ferry_amqp::amq_protocol::protocol::{channel, connection};
+use ferry_amqp::amq_protocol::protocol::{basic, channel, connection};
 use ferry_amqp::{
     check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
     Frame, HeaderCheck, ReplyCode, PROTOCOL_HEADER,
@@ -29,6 +29,8 @@ use tokio::sync::watch;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a connection checks consumer acknowledgement timeouts.
+const CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// Frames a connection handles before letting other tasks run.
 const FRAMES_PER_TURN: u32 = 64;
 
@@ -42,6 +44,8 @@ enum ReadEnd {
     Bad(AmqpError),
     /// The broker is shutting down.
     Shutdown,
+    /// Time to run periodic checks (not an end: reading resumes).
+    Tick,
 }
 
 struct Reader<R> {
@@ -50,6 +54,8 @@ struct Reader<R> {
     frame_max: u32,
     idle_limit: Option<Duration>,
     shutdown: watch::Receiver<bool>,
+    tick: tokio::time::Interval,
+    last_data: tokio::time::Instant,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
@@ -60,17 +66,23 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let read = self.rd.read_buf(&mut self.buf);
         let n = tokio::select! {
             r = async {
+                // The deadline counts from the last byte received, not from
+                // this call: periodic ticks must not reset it.
                 match self.idle_limit {
-                    Some(d) => tokio::time::timeout(d, read).await.map_err(|_| ReadEnd::Silent)?,
+                    Some(d) => tokio::time::timeout_at(self.last_data + d, read)
+                        .await
+                        .map_err(|_| ReadEnd::Silent)?,
                     None => read.await,
                 }
                 .map_err(|_| ReadEnd::Gone)
             } => r?,
             _ = self.shutdown.changed() => return Err(ReadEnd::Shutdown),
+            _ = self.tick.tick() => return Err(ReadEnd::Tick),
         };
         if n == 0 {
             return Err(ReadEnd::Gone);
         }
+        self.last_data = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -99,6 +111,10 @@ struct Conn {
     cancel_notify: bool,
     channels: HashMap<u16, Channel>,
     closing: HashMap<u16, ()>,
+    /// Has published: such connections are blocked under an alarm.
+    published: bool,
+    /// The client understands connection.blocked.
+    blocked_cap: bool,
 }
 
 fn conn_method(m: connection::AMQPMethod) -> AMQPClass {
@@ -117,6 +133,8 @@ where
         frame_max: shared.config.frame_max,
         idle_limit: Some(HANDSHAKE_TIMEOUT),
         shutdown: shared.shutdown.clone(),
+        tick: tokio::time::interval_at(tokio::time::Instant::now() + CHECK_PERIOD, CHECK_PERIOD),
+        last_data: tokio::time::Instant::now(),
     };
     loop {
         match check_protocol_header(&reader.buf) {
@@ -153,6 +171,8 @@ where
         cancel_notify: false,
         channels: HashMap::new(),
         closing: HashMap::new(),
+        published: false,
+        blocked_cap: false,
     };
     tracing::debug!(conn = id, %peer, "connection accepted");
     let end = match conn.handshake(&mut reader, peer).await {
@@ -171,7 +191,7 @@ where
         ReadEnd::Silent => {
             tracing::info!(conn = id, %peer, "missed heartbeats from client, closing connection");
         }
-        ReadEnd::Gone => {}
+        ReadEnd::Gone | ReadEnd::Tick => {}
     }
     conn.cleanup();
     conn.outbox.send(Outbound::Shutdown);
@@ -228,6 +248,7 @@ impl Conn {
         {
             let has = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.cancel_notify = has("consumer_cancel_notify");
+            self.blocked_cap = has("connection.blocked");
             auth_failure_close = has("authentication_failure_close");
         }
         // A client that cannot take connection.close during the handshake
@@ -296,6 +317,13 @@ impl Conn {
                 "expected 'connection.open'",
             ));
         };
+        let max = self.shared.config.max_connections;
+        if max > 0 && self.shared.live.load(Ordering::Acquire) > max {
+            return Err(bad(
+                ReplyCode::NOT_ALLOWED,
+                format!("connection refused: node connection limit ({max}) is reached"),
+            ));
+        }
         let vhost = match self.shared.broker.vhost(open.virtual_host.as_str()) {
             Ok(v) => v,
             Err(_) => {
@@ -323,8 +351,22 @@ impl Conn {
                 // publisher would starve the tasks that deliver and ack.
                 tokio::task::yield_now().await;
             }
+            // Blocked only between messages: a publish whose content is
+            // still arriving completes first (and gets its confirm).
+            if self.published
+                && self.shared.alarms.borrow().any()
+                && !self.channels.values().any(Channel::mid_content)
+            {
+                if let Err(end) = self.blocked(r).await {
+                    return end;
+                }
+            }
             let frame = match r.frame().await {
                 Ok(f) => f,
+                Err(ReadEnd::Tick) => {
+                    self.check_consumer_timeouts();
+                    continue;
+                }
                 Err(end) => return end,
             };
             match self.handle(frame) {
@@ -419,6 +461,13 @@ impl Conn {
             );
             return Ok(true);
         }
+        if let Frame::Method {
+            method: AMQPClass::Basic(basic::AMQPMethod::Publish(_)),
+            ..
+        } = &frame
+        {
+            self.published = true;
+        }
         let Some(vhost) = self.vhost.clone() else {
             return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, "no vhost"));
         };
@@ -435,21 +484,90 @@ impl Conn {
             Ok(()) => Ok(true),
             Err(e) if e.is_connection_error() => Err(e),
             Err(e) => {
-                tracing::debug!(conn = self.id, channel = ch, error = %e, "channel error");
-                self.drop_channel(ch);
-                self.closing.insert(ch, ());
-                self.outbox.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-                        reply_code: e.code_u16(),
-                        reply_text: e.text.into(),
-                        class_id: e.class_id,
-                        method_id: e.method_id,
-                    })),
-                );
+                self.channel_error(ch, e);
                 Ok(true)
             }
         }
+    }
+
+    /// Closes one channel with a soft error; the connection goes on.
+    fn channel_error(&mut self, ch: u16, e: AmqpError) {
+        tracing::debug!(conn = self.id, channel = ch, error = %e, "channel error");
+        self.drop_channel(ch);
+        self.closing.insert(ch, ());
+        self.outbox.method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code_u16(),
+                reply_text: e.text.into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    /// RabbitMQ's consumer acknowledgement timeout: a channel whose oldest
+    /// unacked delivery is too old is closed with 406.
+    fn check_consumer_timeouts(&mut self) {
+        let default = self.shared.config.consumer_timeout;
+        let expired: Vec<(u16, u64)> = self
+            .channels
+            .iter()
+            .filter_map(|(ch, c)| c.expired_delivery(default).map(|ms| (*ch, ms)))
+            .collect();
+        for (ch, ms) in expired {
+            tracing::warn!(
+                conn = self.id,
+                channel = ch,
+                timeout_ms = ms,
+                "consumer ack timed out"
+            );
+            self.channel_error(
+                ch,
+                AmqpError::new(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!("delivery acknowledgement on channel {ch} timed out. Timeout value used: {ms} ms. This timeout value can be configured, see consumers doc guide to learn more"),
+                ),
+            );
+        }
+    }
+
+    /// Under a resource alarm a publishing connection is not read until the
+    /// alarm clears (deliveries and heartbeats still go out).
+    async fn blocked<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>) -> Result<(), ReadEnd> {
+        let mut alarms = self.shared.alarms.clone();
+        let reason = alarms.borrow().reason();
+        tracing::info!(conn = self.id, reason, "connection blocked");
+        if self.blocked_cap {
+            self.outbox.method(
+                0,
+                conn_method(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: reason.into(),
+                })),
+            );
+        }
+        loop {
+            if !alarms.borrow_and_update().any() {
+                break;
+            }
+            tokio::select! {
+                changed = alarms.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = r.shutdown.changed() => return Err(ReadEnd::Shutdown),
+                _ = r.tick.tick() => self.check_consumer_timeouts(),
+            }
+        }
+        tracing::info!(conn = self.id, "connection unblocked");
+        if self.blocked_cap {
+            self.outbox.method(
+                0,
+                conn_method(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            );
+        }
+        Ok(())
     }
 
     fn connection_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
@@ -525,6 +643,7 @@ impl Conn {
             })),
         );
         r.idle_limit = Some(CLOSE_OK_TIMEOUT);
+        r.last_data = tokio::time::Instant::now();
         // A shutdown already fired; don't let it cut the wait short.
         r.shutdown = watch::channel(false).1;
         let deadline = tokio::time::Instant::now() + CLOSE_OK_TIMEOUT;
@@ -544,7 +663,7 @@ impl Conn {
                     );
                     return;
                 }
-                Ok(_) => {}
+                Ok(_) | Err(ReadEnd::Tick) => {}
                 Err(_) => return,
             }
         }

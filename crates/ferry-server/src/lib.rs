@@ -13,6 +13,7 @@
 //!    └──── writer task ◀── outbox ◀── replies, deliveries, confirms
 //! ```
 
+pub mod alarms;
 pub mod channel;
 pub mod config;
 pub mod connection;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub config: ServerConfig,
     /// Flips to true when the broker shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Memory and disk alarms.
+    pub alarms: watch::Receiver<alarms::Alarms>,
     live: AtomicUsize,
     all_closed: Notify,
 }
@@ -61,10 +64,32 @@ impl Server {
         let listener = TcpListener::bind(config.amqp_listen).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
+        let memory_bytes = match config.memory_limit_bytes {
+            0 => alarms::total_memory_bytes().map_or(u64::MAX, |t| t / 5 * 2),
+            n => n,
+        };
+        let limits = alarms::Limits {
+            memory_bytes,
+            disk_free_bytes: config.disk_free_limit_bytes,
+            data_dir: broker.config().data_dir.clone(),
+        };
+        tracing::info!(
+            memory_limit = memory_bytes,
+            disk_free_limit = limits.disk_free_bytes,
+            "resource limits"
+        );
+        tokio::spawn(alarms::monitor(
+            limits,
+            broker.clone(),
+            alarm_tx,
+            shutdown_rx.clone(),
+        ));
         let shared = Arc::new(Shared {
             broker,
             config,
             shutdown: shutdown_rx,
+            alarms: alarm_rx,
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });
@@ -75,6 +100,11 @@ impl Server {
             local_addr,
             accept,
         })
+    }
+
+    /// Connections currently open.
+    pub fn live_connections(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
     }
 
     /// The bound AMQP address (useful with port 0).

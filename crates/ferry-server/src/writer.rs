@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use ferry_amqp::CodecError;
 use ferry_amqp::{
     encode_basic_ack, encode_basic_deliver, encode_basic_get_ok, encode_basic_nack,
-    encode_basic_return, encode_content, encode_heartbeat, encode_method,
+    encode_basic_return, encode_content_whole_header, encode_heartbeat, encode_method,
 };
 use ferry_core::Message;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -91,14 +91,17 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let _ = sock.shutdown().await;
 }
 
-/// The content header and body frames of a message.
+/// The content header and body frames of a message. The header goes out
+/// whole even if it does not fit frame_max (it was accepted within
+/// RabbitMQ's 8-byte allowance, or on a connection with a larger
+/// frame_max): refusing it would silently lose the delivery.
 fn content(
     buf: &mut BytesMut,
     channel: u16,
     m: &Message,
     frame_max: u32,
 ) -> Result<(), CodecError> {
-    encode_content(buf, channel, CLASS_BASIC, &m.properties, &m.body, frame_max)
+    encode_content_whole_header(buf, channel, CLASS_BASIC, &m.properties, &m.body, frame_max)
 }
 
 /// Encodes one item; returns true for `Shutdown`.
@@ -183,3 +186,6 @@ fn encode(buf: &mut BytesMut, item: Outbound, frame_max: u32, delivered: &mut us
     }
     false
 }
+
+#[cfg(test)]
+mod tests;

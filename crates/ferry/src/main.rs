@@ -123,6 +123,11 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         heartbeat: s.heartbeat,
         channel_max: s.channel_max,
         max_message_size: s.max_message_size,
+        max_connections: s.max_connections,
+        consumer_timeout: (s.consumer_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(s.consumer_timeout_ms)),
+        memory_limit_bytes: s.memory_limit,
+        disk_free_limit_bytes: s.disk_free_limit,
         ..ferry_server::ServerConfig::default()
     };
     let server = ferry_server::Server::start(broker, cfg).await?;

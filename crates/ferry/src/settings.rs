@@ -25,6 +25,14 @@ pub struct Settings {
     pub segment_bytes: u64,
     /// Bytes of message bodies kept in memory.
     pub cache_bytes: i64,
+    /// Most client connections (0 = unlimited).
+    pub max_connections: usize,
+    /// Consumer acknowledgement timeout in ms (0 = none).
+    pub consumer_timeout_ms: u64,
+    /// Memory high watermark in bytes (0 = 40% of RAM).
+    pub memory_limit: u64,
+    /// Free disk limit in bytes.
+    pub disk_free_limit: u64,
 }
 
 impl Default for Settings {
@@ -39,6 +47,10 @@ impl Default for Settings {
             max_message_size: s.max_message_size,
             segment_bytes: 64 << 20,
             cache_bytes: 64 << 20,
+            max_connections: s.max_connections,
+            consumer_timeout_ms: s.consumer_timeout.map_or(0, |d| d.as_millis() as u64),
+            memory_limit: s.memory_limit_bytes,
+            disk_free_limit: s.disk_free_limit_bytes,
         }
     }
 }
@@ -55,6 +67,10 @@ struct FileSettings {
     max_message_size: Option<u64>,
     segment_bytes: Option<u64>,
     cache_bytes: Option<i64>,
+    max_connections: Option<usize>,
+    consumer_timeout_ms: Option<u64>,
+    memory_limit: Option<u64>,
+    disk_free_limit: Option<u64>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -93,7 +109,11 @@ impl Settings {
             channel_max,
             max_message_size,
             segment_bytes,
-            cache_bytes
+            cache_bytes,
+            max_connections,
+            consumer_timeout_ms,
+            memory_limit,
+            disk_free_limit
         );
         Ok(())
     }
@@ -119,7 +139,11 @@ impl Settings {
             "FERRY_CHANNEL_MAX" => channel_max,
             "FERRY_MAX_MESSAGE_SIZE" => max_message_size,
             "FERRY_SEGMENT_BYTES" => segment_bytes,
-            "FERRY_CACHE_BYTES" => cache_bytes
+            "FERRY_CACHE_BYTES" => cache_bytes,
+            "FERRY_MAX_CONNECTIONS" => max_connections,
+            "FERRY_CONSUMER_TIMEOUT_MS" => consumer_timeout_ms,
+            "FERRY_MEMORY_LIMIT" => memory_limit,
+            "FERRY_DISK_FREE_LIMIT" => disk_free_limit
         );
         Ok(())
     }

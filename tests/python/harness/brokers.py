@@ -190,8 +190,10 @@ class FerryBroker(_Broker):
 
     kind = "ferry"
 
-    def __init__(self, binary: Path, data_dir: Path, log_dir: Path, port: int = 0):
+    def __init__(self, binary: Path, data_dir: Path, log_dir: Path, port: int = 0,
+                 extra_env: dict | None = None):
         super().__init__(data_dir)
+        self.extra_env = dict(extra_env or {})
         self.binary = Path(binary)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +222,7 @@ class FerryBroker(_Broker):
         log.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=log, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent)

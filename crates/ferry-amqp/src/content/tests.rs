@@ -339,3 +339,50 @@ fn typed_round_trip_is_stable_after_one_normalisation() {
     assert_eq!(raw, again);
     assert_eq!(parse_properties(&again).unwrap(), props);
 }
+
+/// Fuzz regression (amqp_session): `check_frame` accepts a header frame
+/// whose payload is frame_max (RabbitMQ's 8-byte allowance), which
+/// `encode_content` cannot re-send within frame_max, so the writer dropped
+/// the delivery. The whole-header variant sends it as RabbitMQ does and
+/// still splits bodies to frame_max.
+#[test]
+fn whole_header_variant_sends_headers_that_do_not_fit() {
+    let frame_max = 4096u32;
+    // A header payload of exactly frame_max: 12 fixed bytes + properties.
+    // (Raw properties are opaque to the encoder.)
+    let raw = vec![0u8; frame_max as usize - HEADER_FIXED_SIZE];
+    let body = vec![5u8; 10_000];
+    let mut strict = BytesMut::new();
+    assert!(matches!(
+        encode_content(&mut strict, 1, 60, &raw, &body, frame_max),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+    assert!(strict.is_empty());
+
+    let mut buf = BytesMut::new();
+    encode_content_whole_header(&mut buf, 1, 60, &raw, &body, frame_max).unwrap();
+    // The header frame is whole, 8 bytes over frame_max; every body frame fits.
+    let header_len = 7 + frame_max as usize + 1;
+    assert_eq!(check_frame(&buf, 0).unwrap(), Some(header_len));
+    let mut at = header_len;
+    let mut total = 0;
+    while at < buf.len() {
+        let len = check_frame(&buf[at..], 0).unwrap().unwrap();
+        assert!(len <= frame_max as usize);
+        total += len - 8;
+        at += len;
+    }
+    assert_eq!(total, body.len());
+
+    // Where the header fits, both variants write the same bytes.
+    let raw = encode_properties(&BasicProperties::default().with_priority(1)).unwrap();
+    let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+    encode_content(&mut a, 3, 60, &raw, &body, frame_max).unwrap();
+    encode_content_whole_header(&mut b, 3, 60, &raw, &body, frame_max).unwrap();
+    assert_eq!(a, b);
+    // Nothing changes for frame_max values too small for any body byte.
+    assert_eq!(
+        encode_content_whole_header(&mut b, 3, 60, &raw, b"x", 8),
+        Err(CodecError::FrameMaxTooSmall { frame_max: 8 })
+    );
+}

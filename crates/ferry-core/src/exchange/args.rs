@@ -300,6 +300,23 @@ fn display(v: &AMQPValue) -> String {
     }
 }
 
+/// A non-negative integer argument of any AMQP integer type (e.g.
+/// `x-consumer-timeout`, `x-max-length`), as RabbitMQ accepts them.
+pub fn as_u64(v: &AMQPValue) -> Option<u64> {
+    use AMQPValue as V;
+    match v {
+        V::ShortShortInt(x) => u64::try_from(*x).ok(),
+        V::ShortShortUInt(x) => Some(u64::from(*x)),
+        V::ShortInt(x) => u64::try_from(*x).ok(),
+        V::ShortUInt(x) => Some(u64::from(*x)),
+        V::LongInt(x) => u64::try_from(*x).ok(),
+        V::LongUInt(x) => Some(u64::from(*x)),
+        V::LongLongInt(x) => u64::try_from(*x).ok(),
+        V::Timestamp(x) => Some(*x),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -34,7 +34,7 @@ mod router;
 pub mod table_serde;
 mod topic;
 
-pub use args::{describe_bare, describe_typed, equivalent_arg};
+pub use args::{as_u64, describe_bare, describe_typed, equivalent_arg};
 pub use binding::{Binding, Destination};
 pub use exchange::Exchange;
 pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XMatch};

@@ -12,4 +12,6 @@ pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;

@@ -196,8 +196,8 @@ impl Queue {
         }
         // Only a queue with consumers will read the message back soon; a
         // backlog nobody consumes is read from the log later anyway.
-        let cached = (!inner.consumers.is_empty() && self.try_cache(inner, pos.len))
-            .then(|| msg.clone());
+        let cached =
+            (!inner.consumers.is_empty() && self.try_cache(inner, pos.len)).then(|| msg.clone());
         inner.state.enqueue(Entry::new(pos, msg.persistent, cached));
         let result = match confirm {
             Some(t) if needs_sync => {
@@ -231,6 +231,20 @@ impl Queue {
             inner.cached_bytes -= size;
             self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
         }
+    }
+
+    /// Drops the bodies this queue keeps in memory (memory alarm): they
+    /// are read back from the log when delivered.
+    pub fn shed_cache(&self) {
+        let mut g = self.inner.lock();
+        if g.cached_bytes == 0 {
+            return;
+        }
+        g.state.drop_cached();
+        self.env
+            .cache_used
+            .fetch_sub(g.cached_bytes, Ordering::Relaxed);
+        g.cached_bytes = 0;
     }
 
     /// Registers a consumer. Returns its id (for `cancel`).
@@ -537,6 +551,15 @@ impl SyncTask for Queue {
         let (ok, failed) = {
             let mut g = self.inner.lock();
             if let Some(o) = outcome {
+                if let Some(e) = o.error() {
+                    // The alarm: from here on this queue nacks publishes
+                    // and refuses writes until the broker restarts.
+                    tracing::error!(
+                        queue = %self.spec.name, vhost = %self.vhost, error = %e,
+                        "ALARM: fsync failed, queue log poisoned; pending and new \
+                         publishes are nacked until restart"
+                    );
+                }
                 g.log.complete_sync(o);
             }
             let mut ok = Vec::new();

@@ -185,6 +185,18 @@ impl QueueState {
         (n, keep)
     }
 
+    /// Drops every cached body (memory pressure); returns the bytes freed
+    /// from the accounting.
+    pub fn drop_cached(&mut self) -> u64 {
+        let mut freed = 0;
+        for e in self.ready.iter_mut() {
+            if e.cached.take().is_some() {
+                freed += u64::from(e.size());
+            }
+        }
+        freed
+    }
+
     /// Smallest id still live (ready or checked out): log records below it
     /// are no longer needed.
     pub fn min_live_id(&self) -> Option<u64> {

@@ -323,7 +323,12 @@ fn replay_handles_out_of_order_settles_requeues_and_purges() {
     drop(q);
     let q = open(&io, true, 0);
     let back: Vec<(String, bool)> = std::iter::from_fn(|| q.get(true).unwrap())
-        .map(|(d, _)| (String::from_utf8_lossy(&d.message.body).into_owned(), d.redelivered))
+        .map(|(d, _)| {
+            (
+                String::from_utf8_lossy(&d.message.body).into_owned(),
+                d.redelivered,
+            )
+        })
         .collect();
     assert_eq!(
         back,

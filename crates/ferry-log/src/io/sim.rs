@@ -8,7 +8,9 @@
 //!   the directory holding the (new) name; a crash keeps an arbitrary prefix
 //!   of the later ones, so an unsynced new file may vanish and an unsynced
 //!   removal may be undone;
-//! - directories themselves are durable as soon as they are created.
+//! - directories themselves are durable as soon as they are created;
+//! - media corruption happens only when a test asks for it: `flip_bit` and
+//!   `flip_random_bits` damage synced bytes, durably (crashes keep it).
 
 use super::sim_file::{Faults, SimFile};
 use super::{FileIo, IoFile};
@@ -138,6 +140,89 @@ impl SimIo {
             .faults
             .fail_next_write
             .store(false, Ordering::SeqCst);
+    }
+
+    /// Simulates media corruption: flips bit `bit` (0..8) of the byte at
+    /// `offset` of `path`, which must lie in the file's synced (durable)
+    /// bytes. The damage is durable: it survives crashes. Reads see it at
+    /// once unless an unsynced write covers that byte (see
+    /// `SimFile::flip_bit`). Flipping the same bit twice undoes it.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
+        let f = self
+            .shared
+            .ns
+            .lock()
+            .files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))?;
+        if bit >= 8 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bit {bit} is not in 0..8"),
+            ));
+        }
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        if !f.flip_bit(at, bit) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "offset {offset} is beyond the {} synced bytes of {}",
+                    f.durable_len(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Flips `n` random bits, deterministically for a given `seed`, each in
+    /// the synced bytes of some file (files weighted by their synced size).
+    /// Returns what was flipped as `(path, offset, bit)`, in order. Nothing
+    /// is flipped when no file holds synced bytes.
+    pub fn flip_random_bits(&self, seed: u64, n: usize) -> Vec<(PathBuf, u64, u8)> {
+        self.flip_random_bits_in(seed, n, |_| true)
+    }
+
+    /// [`SimIo::flip_random_bits`] restricted to the files `filter` accepts
+    /// (for example only segment files, or only index files).
+    pub fn flip_random_bits_in(
+        &self,
+        seed: u64,
+        n: usize,
+        filter: impl Fn(&Path) -> bool,
+    ) -> Vec<(PathBuf, u64, u8)> {
+        let candidates: Vec<(PathBuf, Arc<SimFile>, u64)> = {
+            let ns = self.shared.ns.lock();
+            ns.files
+                .iter()
+                .filter(|(p, _)| filter(p))
+                .map(|(p, f)| (p.clone(), f.clone(), f.durable_len() as u64))
+                .filter(|(_, _, len)| *len > 0)
+                .collect()
+        };
+        let total: u64 = candidates.iter().map(|(_, _, len)| len).sum();
+        let mut rng = Rng::new(seed);
+        let mut flipped = Vec::with_capacity(n);
+        if total == 0 {
+            return flipped;
+        }
+        for _ in 0..n {
+            let mut at = rng.below(total);
+            let bit = rng.below(8) as u8;
+            for (p, f, len) in &candidates {
+                if at < *len {
+                    // In range by construction: `at` < the synced length,
+                    // and synced data never shrinks without a crash.
+                    if f.flip_bit(at as usize, bit) {
+                        flipped.push((p.clone(), at, bit));
+                    }
+                    break;
+                }
+                at -= len;
+            }
+        }
+        flipped
     }
 
     /// Makes the next `sync_data` on any file fail (once).
@@ -382,6 +467,77 @@ mod tests {
         assert!(!io.exists(&dir.join("final")));
         assert!(io.list(&dir).is_err());
         assert!(io.open(&dir.join("y"), true).is_err());
+    }
+
+    #[test]
+    fn flipped_bits_are_durable_and_visible_unless_shadowed() {
+        let (io, dir) = setup();
+        let p = dir.join("f");
+        let f = io.open(&p, true).unwrap();
+        f.write_all_at(&[0u8; 8], 0).unwrap();
+        f.sync_data().unwrap();
+        io.sync_dir(&dir).unwrap();
+        io.flip_bit(&p, 2, 3).unwrap();
+        assert_eq!(read_all(&*f), [0, 0, 8, 0, 0, 0, 0, 0]);
+        // Not synced: out of range, as is a bit above 7.
+        f.write_all_at(&[0xFF; 2], 6).unwrap();
+        assert!(io.flip_bit(&p, 8, 0).is_err());
+        assert!(io.flip_bit(&p, 0, 8).is_err());
+        assert!(io.flip_bit(&dir.join("nope"), 0, 0).is_err());
+        // Under an unsynced write the page cache still has the new bytes;
+        // a crash that drops the write exposes the damage.
+        io.flip_bit(&p, 7, 0).unwrap();
+        assert_eq!(read_all(&*f)[6..], [0xFF, 0xFF]);
+        let mut exposed = false;
+        for seed in 0..40 {
+            let (io2, _) = setup();
+            let g = io2.open(&p, true).unwrap();
+            g.write_all_at(&[0u8; 8], 0).unwrap();
+            g.sync_data().unwrap();
+            io2.sync_dir(&dir).unwrap();
+            g.write_all_at(&[0xFF; 2], 6).unwrap();
+            io2.flip_bit(&p, 7, 0).unwrap();
+            io2.crash(seed);
+            let data = read_all(&*io2.open(&p, false).unwrap());
+            // Whenever the crash dropped the whole write, the flip shows.
+            if data.len() == 8 && data[6] == 0 {
+                assert_eq!(data[7], 1, "seed {seed}: {data:?}");
+                exposed = true;
+            }
+        }
+        assert!(exposed);
+        io.crash(1);
+        assert_eq!(read_all(&*io.open(&p, false).unwrap())[2], 8);
+    }
+
+    #[test]
+    fn random_flips_hit_synced_bytes_of_accepted_files_only() {
+        let (io, dir) = setup();
+        for (name, len) in [("a.log", 100usize), ("b.idx", 30), ("c.log", 0)] {
+            let f = io.open(&dir.join(name), true).unwrap();
+            f.write_all_at(&vec![0u8; len], 0).unwrap();
+            f.sync_data().unwrap();
+            f.write_all_at(&[0u8; 50], len as u64).unwrap();
+        }
+        let flips = io.flip_random_bits(7, 200);
+        assert_eq!(flips.len(), 200);
+        assert_eq!(flips, {
+            let (again, _) = setup();
+            for (name, len) in [("a.log", 100usize), ("b.idx", 30), ("c.log", 0)] {
+                let f = again.open(&dir.join(name), true).unwrap();
+                f.write_all_at(&vec![0u8; len], 0).unwrap();
+                f.sync_data().unwrap();
+            }
+            again.flip_random_bits(7, 200)
+        });
+        for (p, off, bit) in &flips {
+            let limit = if p.ends_with("a.log") { 100 } else { 30 };
+            assert!(*off < limit && *bit < 8, "{p:?} {off}");
+        }
+        assert!(flips.iter().any(|(p, ..)| p.ends_with("b.idx")));
+        let logs = io.flip_random_bits_in(3, 50, |p| p.extension().is_some_and(|e| e == "log"));
+        assert!(logs.iter().all(|(p, ..)| p.ends_with("a.log")));
+        assert!(SimIo::new().flip_random_bits(1, 5).is_empty());
     }
 
     #[test]

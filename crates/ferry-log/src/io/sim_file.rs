@@ -111,6 +111,37 @@ impl SimFile {
     }
 }
 
+impl SimFile {
+    /// Bytes that survive any crash.
+    pub(super) fn durable_len(&self) -> usize {
+        self.state.lock().durable.len()
+    }
+
+    /// Media corruption: flips bit `bit` of the durable byte at `offset`.
+    /// Reads see it too unless a pending change covers that byte (then the
+    /// page cache still holds the newer bytes, and only a crash that loses
+    /// that change exposes the damage). `false` if `offset` is not durable.
+    pub(super) fn flip_bit(&self, offset: usize, bit: u8) -> bool {
+        let mask = 1u8 << (bit % 8);
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(b) = st.durable.get_mut(offset) else {
+            return false;
+        };
+        *b ^= mask;
+        let shadowed = st.pending.iter().any(|op| match op {
+            Op::Write { offset: o, bytes } => (*o..*o + bytes.len()).contains(&offset),
+            Op::SetLen(len) => *len <= offset,
+        });
+        if !shadowed {
+            if let Some(b) = st.data.get_mut(offset) {
+                *b ^= mask;
+            }
+        }
+        true
+    }
+}
+
 impl IoFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let st = self.state.lock();

@@ -12,6 +12,7 @@ use ferry_core::queue::{ConsumerSink, Delivery, Queue};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 /// A delivered, not yet acknowledged message.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct Unacked {
     pub msg_id: u64,
     /// Consumer it counts against (None for basic.get).
     pub consumer: Option<Arc<str>>,
+    /// When it was delivered (consumer acknowledgement timeout).
+    pub at: Instant,
 }
 
 /// Mutable delivery state of one channel.
@@ -90,6 +93,7 @@ impl ChannelShared {
                     queue: Arc::downgrade(queue),
                     msg_id: d.msg_id,
                     consumer: None,
+                    at: Instant::now(),
                 },
             );
         }
@@ -131,6 +135,13 @@ impl ChannelShared {
             }
             st.unacked.insert(tag, u);
         }
+    }
+
+    /// The oldest unacked delivery: when, and from which queue.
+    pub fn oldest_unacked(&self) -> Option<(Instant, Weak<Queue>)> {
+        let st = self.state.lock();
+        // Tags grow with time, so the first entry is the oldest.
+        st.unacked.values().next().map(|u| (u.at, u.queue.clone()))
     }
 
     /// Removes every unacked message (channel close, recover).
@@ -220,6 +231,7 @@ impl ConsumerSink for ChannelConsumer {
                     queue: self.queue.clone(),
                     msg_id: d.msg_id,
                     consumer: Some(consumer_tag.clone()),
+                    at: Instant::now(),
                 },
             );
         }

@@ -70,6 +70,11 @@ impl Channel {
         }
     }
 
+    /// Whether a publish on this channel is waiting for more content frames.
+    pub fn mid_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
     fn reply(&self, m: AMQPClass) {
         self.outbox.method(self.id, m);
     }
@@ -226,6 +231,24 @@ impl Channel {
                 c.queue.dispatch();
             }
         }
+    }
+
+    /// The channel's oldest unacked delivery, if it is older than its
+    /// timeout (the queue's `x-consumer-timeout` or `default`): the
+    /// timeout that expired, in milliseconds.
+    pub fn expired_delivery(&self, default: Option<std::time::Duration>) -> Option<u64> {
+        let (at, queue) = self.shared.oldest_unacked()?;
+        let per_queue = queue.upgrade().and_then(|q| {
+            q.spec()
+                .arguments
+                .inner()
+                .get("x-consumer-timeout")
+                .and_then(ferry_core::exchange::as_u64)
+        });
+        let timeout = per_queue
+            .map(std::time::Duration::from_millis)
+            .or(default)?;
+        (at.elapsed() > timeout).then_some(timeout.as_millis() as u64)
     }
 
     /// Closes the channel's business: consumers cancelled, unacked messages

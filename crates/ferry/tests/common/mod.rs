@@ -51,6 +51,8 @@ pub struct Broker {
     stderr: Arc<Mutex<Vec<u8>>>,
     starts: u32,
     watchdog: Option<Arc<Watchdog>>,
+    /// Extra environment for the ferry process (`FERRY_*` settings).
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -65,6 +67,7 @@ impl Broker {
                 stderr: Arc::default(),
                 starts: 0,
                 watchdog: None,
+                env: Vec::new(),
             };
         }
         let dir = tempfile::Builder::new()
@@ -79,9 +82,41 @@ impl Broker {
             stderr: Arc::default(),
             starts: 0,
             watchdog: Some(Watchdog::start(test_budget())),
+            env: Vec::new(),
         };
         broker.spawn().await;
         broker
+    }
+
+    /// Start a ferry process this test owns with extra `FERRY_*` settings in its
+    /// environment. `None` (with a skip notice) against an external broker.
+    pub async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Option<Broker> {
+        if external_url().is_some() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: needs its own configured broker, impossible with FERRY_TEST_AMQP_URL"
+            );
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-test-")
+            .tempdir()
+            .expect("create temp data dir");
+        let mut broker = Broker {
+            external_url: None,
+            data_dir: Some(dir),
+            child: None,
+            addr: None,
+            stderr: Arc::default(),
+            starts: 0,
+            watchdog: Some(Watchdog::start(test_budget())),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        broker.spawn().await;
+        Some(broker)
     }
 
     /// Start a ferry process this test owns (it may restart/kill it). Returns `None` and
@@ -233,6 +268,7 @@ impl Broker {
             // Own process group: kill9 takes down any helper processes too, and a
             // Ctrl-C aimed at cargo does not race our own shutdown handling.
             .process_group(0);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         set_parent_death_signal(&mut cmd);
         let mut child = cmd
             .spawn()
