@@ -12,7 +12,7 @@
 
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
-use super::state::{Entry, QueueState, Replay};
+use super::state::{Entry, QueueState, Replay, WINDOW};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
 use crate::syncer::{SyncTask, Syncer};
@@ -196,8 +196,10 @@ impl Queue {
         }
         // Only a queue with consumers will read the message back soon; a
         // backlog nobody consumes is read from the log later anyway.
-        let cached =
-            (!inner.consumers.is_empty() && self.try_cache(inner, pos.len)).then(|| msg.clone());
+        let cached = (!inner.consumers.is_empty()
+            && !inner.state.spills_next()
+            && self.try_cache(inner, pos.len))
+        .then(|| msg.clone());
         inner.state.enqueue(Entry::new(pos, msg.persistent, cached));
         let result = match confirm {
             Some(t) if needs_sync => {
@@ -314,12 +316,65 @@ impl Queue {
         }
     }
 
+    /// Loads the next part of a spilled backlog back into memory.
+    fn refill(&self, inner: &mut Inner) -> Result<()> {
+        let Some(sp) = inner.state.spill() else {
+            return Ok(());
+        };
+        let want = WINDOW.saturating_sub(inner.state.in_memory_len());
+        let cache_ok = !inner.consumers.is_empty();
+        let Inner {
+            log,
+            state,
+            cached_bytes,
+            ..
+        } = inner;
+        let mut loaded = 0;
+        let mut next = sp.from;
+        for item in log.reader(sp.from) {
+            let (pos, rec) = item?;
+            if rec.index >= sp.to || loaded >= want {
+                next = rec.index;
+                break;
+            }
+            next = rec.index + 1;
+            if let Record::Enqueue(m) = record::decode(rec.payload)? {
+                let size = i64::from(pos.len);
+                let cached = if cache_ok
+                    && self.env.cache_used.fetch_add(size, Ordering::Relaxed) + size
+                        <= self.env.cache_limit
+                {
+                    *cached_bytes += size;
+                    Some(Arc::new(m.clone()))
+                } else {
+                    if cache_ok {
+                        self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
+                    }
+                    None
+                };
+                state.refill_push(Entry::new(pos, m.persistent, cached));
+                loaded += 1;
+            }
+        }
+        state.refill_advance(next);
+        Ok(())
+    }
+
+    fn ensure_window(&self, inner: &mut Inner) {
+        if inner.state.wants_refill() {
+            if let Err(e) = self.refill(inner) {
+                tracing::error!(queue = %self.spec.name, error = %e, "cannot load spilled messages");
+            }
+        }
+    }
+
     fn dispatch_locked(&self, inner: &mut Inner) {
         if inner.deleted {
             return;
         }
         let mut settled: Vec<u64> = Vec::new();
         while inner.state.ready_len() > 0 && !inner.consumers.is_empty() {
+            self.ensure_window(inner);
             let n = inner.consumers.len();
             let Some(idx) = (0..n)
                 .map(|i| (inner.rr + i) % n)
@@ -374,6 +429,7 @@ impl Queue {
             return Err(self.not_found());
         }
         let inner = &mut *g;
+        self.ensure_window(inner);
         let Some(head) = inner.state.peek_ready().cloned() else {
             return Ok(None);
         };

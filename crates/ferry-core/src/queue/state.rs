@@ -86,7 +86,31 @@ pub struct QueueState {
     unacked: HashMap<u64, Entry>,
     ready_bytes: u64,
     unacked_bytes: u64,
+    spill: Option<Spill>,
 }
+
+/// The newest part of a long backlog, left in the log instead of memory.
+///
+/// Every Enqueue record with an index in `[from, to)` is a ready message
+/// that nobody has seen yet (so none of them can have been settled or
+/// requeued), and each is newer than every message held in memory: the
+/// queue's order is `ready` then the spilled range. Memory for a backlog is
+/// thus bounded by the window, not by its depth; `Queue` loads the next
+/// part of the range back (a sequential log read) as the window drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spill {
+    /// First log index not yet loaded back.
+    pub from: u64,
+    /// One past the last spilled message's index.
+    pub to: u64,
+    /// Messages in the range.
+    pub count: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Ready messages held in memory before new ones spill to the log.
+pub const WINDOW: usize = 8192;
 
 impl QueueState {
     /// An empty queue.
@@ -96,7 +120,48 @@ impl QueueState {
 
     /// Number of messages ready for delivery (AMQP message_count).
     pub fn ready_len(&self) -> usize {
+        self.ready.len() + self.spill.map_or(0, |s| s.count)
+    }
+
+    /// Ready messages held in memory.
+    pub fn in_memory_len(&self) -> usize {
         self.ready.len()
+    }
+
+    /// The spilled range, if any.
+    pub fn spill(&self) -> Option<Spill> {
+        self.spill
+    }
+
+    /// Whether the next enqueue will be left in the log (not cached).
+    pub fn spills_next(&self) -> bool {
+        self.spill.is_some() || self.ready.len() >= WINDOW
+    }
+
+    /// Whether the in-memory window should be refilled from the log.
+    pub fn wants_refill(&self) -> bool {
+        self.spill.is_some() && self.ready.len() < WINDOW / 2
+    }
+
+    /// A message loaded back from the spilled range (in order).
+    pub fn refill_push(&mut self, e: Entry) {
+        let size = u64::from(e.size());
+        if let Some(sp) = self.spill.as_mut() {
+            sp.count = sp.count.saturating_sub(1);
+            sp.bytes = sp.bytes.saturating_sub(size);
+        }
+        self.ready_bytes += size;
+        self.ready.push_back(e);
+    }
+
+    /// Records how far the spilled range has been loaded back.
+    pub fn refill_advance(&mut self, next_from: u64) {
+        if let Some(sp) = self.spill.as_mut() {
+            sp.from = next_from;
+            if sp.from >= sp.to || sp.count == 0 {
+                self.spill = None;
+            }
+        }
     }
 
     /// Number of messages delivered and not yet settled.
@@ -106,7 +171,7 @@ impl QueueState {
 
     /// Bytes of ready messages.
     pub fn ready_bytes(&self) -> u64 {
-        self.ready_bytes
+        self.ready_bytes + self.spill.map_or(0, |s| s.bytes)
     }
 
     /// Bytes of checked-out messages.
@@ -115,7 +180,21 @@ impl QueueState {
     }
 
     /// Appends a new message at the tail. Ids grow with the log index.
+    /// Past the in-memory window it is left in the log (spilled).
     pub fn enqueue(&mut self, e: Entry) {
+        if self.spill.is_some() || self.ready.len() >= WINDOW {
+            let size = u64::from(e.size());
+            let sp = self.spill.get_or_insert(Spill {
+                from: e.id,
+                to: e.id,
+                count: 0,
+                bytes: 0,
+            });
+            sp.to = e.id + 1;
+            sp.count += 1;
+            sp.bytes += size;
+            return;
+        }
         self.ready_bytes += u64::from(e.size());
         match self.ready.back() {
             Some(last) if last.id > e.id => self.insert_ordered(e),
@@ -177,7 +256,8 @@ impl QueueState {
     /// Drops every ready message; returns how many and the ids of the
     /// checked-out ones (which a purge does not touch).
     pub fn purge_ready(&mut self) -> (usize, Vec<u64>) {
-        let n = self.ready.len();
+        let n = self.ready_len();
+        self.spill = None;
         self.ready.clear();
         self.ready_bytes = 0;
         let mut keep: Vec<u64> = self.unacked.keys().copied().collect();
@@ -200,7 +280,11 @@ impl QueueState {
     /// Smallest id still live (ready or checked out): log records below it
     /// are no longer needed.
     pub fn min_live_id(&self) -> Option<u64> {
-        let r = self.ready.front().map(|e| e.id);
+        let r = self
+            .ready
+            .front()
+            .map(|e| e.id)
+            .or(self.spill.map(|s| s.from));
         let u = self.unacked.keys().min().copied();
         match (r, u) {
             (Some(a), Some(b)) => Some(a.min(b)),
