@@ -21,7 +21,7 @@ use ferry_log::{FileIo, Log, LogConfig};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// The declared shape of a queue (what queue.declare compares).
@@ -60,6 +60,11 @@ pub struct QueueEnv {
 /// Largest encode buffer a queue keeps between publishes.
 const SCRATCH_KEEP: usize = 1 << 20;
 
+const SYNC_IDLE: u8 = 0;
+const SYNC_QUEUED: u8 = 1;
+const SYNC_RUNNING: u8 = 2;
+const SYNC_DIRTY: u8 = 3;
+
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
@@ -93,7 +98,7 @@ pub struct Queue {
     env: QueueEnv,
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
-    sync_scheduled: AtomicBool,
+    sync_state: AtomicU8,
     self_ref: Mutex<Option<std::sync::Weak<Queue>>>,
 }
 
@@ -136,7 +141,7 @@ impl Queue {
                 deleted: false,
             }),
             sync_lock: Mutex::new(()),
-            sync_scheduled: AtomicBool::new(false),
+            sync_state: AtomicU8::new(SYNC_IDLE),
             self_ref: Mutex::new(None),
         });
         *q.self_ref.lock() = Some(Arc::downgrade(&q));
@@ -567,28 +572,45 @@ impl Queue {
         Ok(n)
     }
 
-    /// Requests a group-commit sync of this queue's log.
+    /// Requests a group-commit sync of this queue's log. A queue is handed
+    /// to the Syncer at most once at a time; appends that land while its
+    /// fsync runs mark it dirty, and the same thread syncs again, so one
+    /// busy queue costs no extra thread wake-ups or lock contention.
     fn schedule_sync(&self) {
-        if self.sync_scheduled.swap(true, Ordering::AcqRel) {
+        loop {
+            let cur = self.sync_state.load(Ordering::Acquire);
+            let next = match cur {
+                SYNC_IDLE => SYNC_QUEUED,
+                SYNC_RUNNING => SYNC_DIRTY,
+                _ => return,
+            };
+            if self
+                .sync_state
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            if next == SYNC_QUEUED {
+                let me = self.self_ref.lock().as_ref().and_then(|w| w.upgrade());
+                match me {
+                    Some(q) => self.env.syncer.submit(q),
+                    None => self.sync_state.store(SYNC_IDLE, Ordering::Release),
+                }
+            }
             return;
-        }
-        let me = self.self_ref.lock().as_ref().and_then(|w| w.upgrade());
-        match me {
-            Some(q) => self.env.syncer.submit(q),
-            None => self.sync_scheduled.store(false, Ordering::Release),
         }
     }
 
     /// Flushes and fsyncs now (shutdown, tests).
     pub fn sync_now(&self) {
-        self.run_sync();
+        self.sync_once();
     }
-}
 
-impl SyncTask for Queue {
-    fn run_sync(&self) {
+    /// One group commit: flush and capture under the lock, fsync outside
+    /// it, then release the waiters the fsync covered.
+    fn sync_once(&self) {
         let _serial = self.sync_lock.lock();
-        self.sync_scheduled.store(false, Ordering::Release);
         let job = {
             let mut g = self.inner.lock();
             if g.deleted {
@@ -633,6 +655,25 @@ impl SyncTask for Queue {
         };
         for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
         for_each_sink_run(failed, |s, seqs| s.failed(seqs));
+    }
+}
+
+impl SyncTask for Queue {
+    fn run_sync(&self) {
+        self.sync_state.store(SYNC_RUNNING, Ordering::Release);
+        loop {
+            self.sync_once();
+            match self.sync_state.compare_exchange(
+                SYNC_RUNNING,
+                SYNC_IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                // Dirtied while we synced: go again on this thread.
+                Err(_) => self.sync_state.store(SYNC_RUNNING, Ordering::Release),
+            }
+        }
     }
 }
 
