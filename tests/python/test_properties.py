@@ -134,7 +134,6 @@ def test_invalid_expiration_406(conn, uniq):
         sync(ch)
 
 
-@pytest.mark.ferry_pending("issue 5: per-message TTL")
 def test_expiration_zero_expires_unless_consumed_immediately(ch, uniq):
     q = uniq()
     ch.queue_declare(q, exclusive=True)

@@ -224,7 +224,6 @@ def test_queue_bound_to_exchange_also_reachable_by_default_exchange(ch, uniq):
     assert message_count(ch, q) == 2
 
 
-@pytest.mark.ferry_pending("issue 5: x-max-length")
 def test_max_length_drops_oldest(ch, uniq):
     q = uniq()
     ch.queue_declare(q, exclusive=True, arguments={"x-max-length": 3})

@@ -140,6 +140,10 @@ pub fn encode_properties(properties: &BasicProperties) -> Result<Bytes, CodecErr
 /// Decodes raw property bytes (as found in [`crate::Frame::Header`]'s
 /// `raw_properties`). All of `raw` must be consumed.
 pub fn parse_properties(raw: &[u8]) -> Result<BasicProperties, CodecError> {
+    // amq-protocol recurses per nesting level without a limit.
+    if !crate::nesting::properties_ok(raw) {
+        return Err(CodecError::MalformedProperties);
+    }
     match amqp_parse_properties(raw) {
         Ok(([], properties)) => Ok(properties),
         _ => Err(CodecError::MalformedProperties),

@@ -86,6 +86,14 @@ pub fn check_frame(buf: &[u8], frame_max: u32) -> Result<Option<usize>, CodecErr
     ) {
         return Err(CodecError::UnknownFrameType { frame_type });
     }
+    frame_extent(buf, frame_max)
+}
+
+/// [`check_frame`] without the frame-type check: delimits a frame of any
+/// type by its header (`Err` only for [`CodecError::FrameTooLarge`]). For a
+/// server that, like RabbitMQ, reads a frame of an unknown type whole
+/// before refusing it and quoting its payload (see [`rabbit`]).
+pub fn frame_extent(buf: &[u8], frame_max: u32) -> Result<Option<usize>, CodecError> {
     if buf.len() < FRAME_HEADER_SIZE {
         return Ok(None);
     }
@@ -196,15 +204,17 @@ pub fn parse_frame(frame: Bytes) -> Result<Frame, CodecError> {
             extra: frame.len() - total,
         });
     }
+    // The frame end first, as RabbitMQ does: a bad one is fatal (the
+    // framing is lost), whatever the type.
+    let end = frame[total - 1];
+    if end != FRAME_END {
+        return Err(CodecError::BadFrameEnd { found: end });
+    }
     if !matches!(
         frame_type,
         FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
     ) {
         return Err(CodecError::UnknownFrameType { frame_type });
-    }
-    let end = frame[total - 1];
-    if end != FRAME_END {
-        return Err(CodecError::BadFrameEnd { found: end });
     }
     let payload = FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + size;
     match frame_type {
@@ -255,6 +265,8 @@ fn parse_content_header(channel: u16, payload: Bytes) -> Result<Frame, CodecErro
 pub fn encode_heartbeat(buf: &mut BytesMut) {
     buf.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
 }
+
+pub mod rabbit;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 
 use crate::basic;
 use crate::error::CodecError;
+use crate::nesting;
 use crate::wire::{be_u16, be_u32, begin_frame, finish_frame, FRAME_METHOD};
 
 /// The `class.method` name of a method id pair, or `None` if AMQP 0-9-1
@@ -117,6 +118,10 @@ pub(crate) fn parse_method(payload: &[u8]) -> Result<AMQPClass, CodecError> {
     };
     if let Some(fast) = basic::parse_fast(class_id, method_id, &payload[4..]) {
         return fast.ok_or_else(malformed);
+    }
+    // amq-protocol recurses per nesting level without a limit.
+    if !nesting::method_ok(class_id, method_id, &payload[4..]) {
+        return Err(malformed());
     }
     // amq-protocol's parsers are nom "streaming" parsers: on a truncated
     // payload they return Incomplete rather than an error, and they stop

@@ -9,15 +9,15 @@
 //! ```
 
 use crate::auth::Users;
+use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::queue::QueueEnv;
+use crate::queue::{PropertyCodec, QueueEnv};
 use crate::syncer::Syncer;
 use crate::vhost::VHost;
 use ferry_log::{FileIo, LogConfig};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 /// Broker settings the core needs.
@@ -73,6 +73,16 @@ impl Broker {
     /// Opens the data directory: recovers every vhost (the default `/`
     /// always exists) and wipes non-durable leftovers.
     pub fn open(config: BrokerConfig, io: Arc<dyn FileIo>) -> Result<Arc<Self>> {
+        Self::open_with_clock(config, io, Arc::new(SystemClock))
+    }
+
+    /// `open` with another clock (tests drive message deadlines with a
+    /// `ManualClock`).
+    pub fn open_with_clock(
+        config: BrokerConfig,
+        io: Arc<dyn FileIo>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>> {
         let transient = config.data_dir.join("transient");
         if io.exists(&transient) {
             io.remove_dir_all(&transient)?;
@@ -80,21 +90,32 @@ impl Broker {
         io.create_dir_all(&transient)?;
         let vdir = config.data_dir.join("vhosts");
         io.create_dir_all(&vdir)?;
-        let env = QueueEnv {
-            io: io.clone(),
-            syncer: Syncer::start(config.sync_threads)?,
-            log: config.log.clone(),
-            cache_limit: config.cache_bytes,
-            cache_used: Arc::new(AtomicI64::new(0)),
-        };
+        let env = QueueEnv::new(
+            io.clone(),
+            Syncer::start(config.sync_threads)?,
+            config.log.clone(),
+            config.cache_bytes,
+        )
+        .with_clock(clock);
         let broker = Broker {
             config,
             env,
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(Users::with_default_guest()),
         };
+        if let Err(e) = broker.open_vhosts(&*io, &vdir) {
+            // Nobody will call `shutdown` on a broker that failed to open:
+            // stop its sync threads, or they wait forever.
+            broker.env.syncer.stop();
+            return Err(e);
+        }
+        Ok(Arc::new(broker))
+    }
+
+    /// Recovers every vhost found in `vdir`, and the default one.
+    fn open_vhosts(&self, io: &dyn FileIo, vdir: &std::path::Path) -> Result<()> {
         let mut names: Vec<String> = io
-            .list(&vdir)?
+            .list(vdir)?
             .iter()
             .filter_map(|p| p.file_name()?.to_str().and_then(unhex))
             .collect();
@@ -102,9 +123,9 @@ impl Broker {
             names.push("/".to_string());
         }
         for n in names {
-            broker.add_vhost(&n)?;
+            self.add_vhost(&n)?;
         }
-        Ok(Arc::new(broker))
+        Ok(())
     }
 
     /// Creates (or opens) a vhost.
@@ -135,6 +156,43 @@ impl Broker {
     /// Settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The broker's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.env.clock
+    }
+
+    /// Where queues post their next message deadline; the front end's
+    /// expiry task sleeps on it and then calls [`Broker::expire_due`].
+    pub fn expiry_timer(&self) -> &Arc<ExpiryTimer> {
+        &self.env.timer
+    }
+
+    /// Installs the property codec dead-lettering re-encodes messages with
+    /// (the AMQP front end's). The first one installed stays.
+    pub fn set_property_codec(&self, codec: Arc<dyn PropertyCodec>) {
+        let _ = self.env.codec.set(codec);
+    }
+
+    /// Expires (and dead-letters) the messages of every queue whose head
+    /// deadline is at or before `now`. Returns the earliest deadline left
+    /// (`NEVER` if none).
+    pub fn expire_due(&self, now: u64) -> u64 {
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        let queues: Vec<Arc<crate::queue::Queue>> =
+            vhosts.iter().flat_map(|v| v.queues()).collect();
+        for q in &queues {
+            if q.next_expiry() <= now {
+                q.expire(now);
+            }
+        }
+        // After the pass: dead letters may have given other queues a head.
+        queues
+            .iter()
+            .map(|q| q.next_expiry())
+            .min()
+            .unwrap_or(NEVER)
     }
 
     /// Drops cached message bodies in every queue (memory alarm).

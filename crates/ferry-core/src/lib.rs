@@ -6,7 +6,8 @@
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
 //! in with plain values), know AMQP reply codes (errors carry an
-//! [`ErrorKind`]), or read the clock.
+//! [`ErrorKind`]), or read the clock (time comes in through
+//! [`clock::Clock`]; message deadlines are facts in the command log).
 //!
 //! ```text
 //! front end ─ publish ─▶ VHost::route ─▶ [Queue] ─ append ─▶ ferry-log
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod definitions;
 pub mod error;
 pub mod exchange;

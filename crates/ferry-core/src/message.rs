@@ -22,6 +22,10 @@ pub struct Message {
     pub body: Bytes,
     /// Delivery mode 2: survives a restart when stored in a durable queue.
     pub persistent: bool,
+    /// The `expiration` property as parsed by the front end (ms; the
+    /// per-message TTL). Queues turn it into an absolute deadline when the
+    /// message is enqueued; it is not stored (the deadline is).
+    pub expiration_ms: Option<u64>,
 }
 
 impl Message {
@@ -32,9 +36,11 @@ impl Message {
 }
 
 /// Parses the `expiration` property as RabbitMQ does (Erlang's
-/// `string:to_integer`): an optional sign and digits, nothing after them,
-/// not negative. The error is RabbitMQ's reason term, e.g. `no_integer`,
-/// `{value_negative,-1}`, `{leftover_string,"s"}`.
+/// `string:to_integer`, then `rabbit_misc:check_expiry`): an optional sign
+/// and digits, nothing after them, not negative, at most ten years
+/// (315360000000 ms). The error is RabbitMQ's reason term, e.g.
+/// `no_integer`, `{value_negative,-1}`, `{leftover_string,"s"}`,
+/// `{value_too_large,315360000001}`.
 pub fn parse_expiration(s: &str) -> Result<u64, String> {
     let bytes = s.as_bytes();
     let sign_len = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
@@ -54,14 +60,32 @@ pub fn parse_expiration(s: &str) -> Result<u64, String> {
     if negative && !magnitude.is_empty() {
         return Err(format!("{{value_negative,-{magnitude}}}"));
     }
-    Ok(magnitude
-        .parse::<u64>()
-        .unwrap_or(if magnitude.is_empty() { 0 } else { u64::MAX }))
+    let magnitude = if magnitude.is_empty() { "0" } else { magnitude };
+    match magnitude.parse::<u64>() {
+        Ok(n) if n <= crate::queue::args::MAX_EXPIRY_MS => Ok(n),
+        _ => Err(format!("{{value_too_large,{magnitude}}}")),
+    }
+}
+
+/// RabbitMQ's text for a refused `expiration`: `invalid expiration '~s':
+/// ~p`. Erlang's `~p` breaks a tuple that would pass column 78 after its
+/// first element, indenting the rest under it; this does the same for the
+/// two-element reason terms `parse_expiration` returns.
+pub fn invalid_expiration_text(value: &str, reason: &str) -> String {
+    let prefix = format!("invalid expiration '{value}': ");
+    let col = prefix.chars().count();
+    let fits = col + reason.chars().count() <= 78;
+    match reason.split_once(',') {
+        Some((first, rest)) if !fits && reason.starts_with('{') => {
+            format!("{prefix}{first},\n{}{rest}", " ".repeat(col + 1))
+        }
+        _ => format!("{prefix}{reason}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_expiration;
+    use super::{invalid_expiration_text, parse_expiration};
 
     #[test]
     fn expiration_parses_like_rabbitmq() {
@@ -79,6 +103,41 @@ mod tests {
             parse_expiration("10s"),
             Err("{leftover_string,\"s\"}".to_string())
         );
-        assert_eq!(parse_expiration("99999999999999999999999"), Ok(u64::MAX));
+        assert_eq!(parse_expiration("315360000000"), Ok(315_360_000_000));
+        assert_eq!(
+            parse_expiration("315360000001"),
+            Err("{value_too_large,315360000001}".to_string())
+        );
+        assert_eq!(
+            parse_expiration("0099999999999999999999999"),
+            Err("{value_too_large,99999999999999999999999}".to_string())
+        );
+    }
+
+    /// Texts RabbitMQ 3.10.8 sent (tests/python/test_queue_features.py).
+    #[test]
+    fn refusal_text_wraps_like_erlang_pretty_print() {
+        let text =
+            |v: &str| invalid_expiration_text(v, &parse_expiration(v).err().unwrap_or_default());
+        assert_eq!(
+            text("100000000000000000"),
+            "invalid expiration '100000000000000000': {value_too_large,100000000000000000}"
+        );
+        assert_eq!(
+            text("0111111111111111111"),
+            "invalid expiration '0111111111111111111': {value_too_large,111111111111111111}"
+        );
+        assert_eq!(
+            text("1000000000000000000"),
+            format!(
+                "invalid expiration '1000000000000000000': {{value_too_large,\n{}1000000000000000000}}",
+                " ".repeat(43)
+            )
+        );
+        assert_eq!(
+            text("-111111111111111111"),
+            "invalid expiration '-111111111111111111': {value_negative,-111111111111111111}"
+        );
+        assert_eq!(text("soon"), "invalid expiration 'soon': no_integer");
     }
 }

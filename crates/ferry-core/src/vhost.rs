@@ -4,20 +4,29 @@
 //! before the operation returns.
 //!
 //! Lock order: `defs_lock` → `exchanges` → `queues` → a queue's lock.
+//!
+//! Dead letters (`DeadLetterRouter`) arrive from queues that have released
+//! their lock; they are routed like publishes (exchanges, then queues, both
+//! released before any queue is called), and what their delivery pushes
+//! out of a full queue joins the same work list instead of recursing.
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::exchange::{
-    describe_bare, describe_typed, equivalent_arg, route_all, Binding, Destination, Exchange,
-    ExchangeKind,
+    describe_bare, describe_typed, equivalent_arg, route_all, route_all_keys, Binding, Destination,
+    Exchange, ExchangeKind,
 };
 use crate::message::Message;
-use crate::queue::{Queue, QueueEnv, QueueSpec};
+use crate::queue::dead_letter::{self, CycleLog, Death};
+use crate::queue::{
+    DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, QueueArgs, QueueEnv, QueueSpec,
+    Reason,
+};
 use amq_protocol_types::FieldTable;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// The predeclared exchanges every vhost has.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -53,6 +62,7 @@ pub struct VHost {
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
     storage: Mutex<HashMap<Arc<str>, String>>,
     defs_lock: Mutex<()>,
+    cycles: CycleLog,
 }
 
 fn refused(text: String) -> CoreError {
@@ -80,15 +90,22 @@ impl VHost {
         transient_dir: PathBuf,
         env: QueueEnv,
     ) -> Result<Arc<Self>> {
-        let vh = Arc::new(VHost {
-            name: Arc::from(name),
-            dir,
-            transient_dir,
-            env,
-            exchanges: RwLock::new(HashMap::new()),
-            queues: RwLock::new(HashMap::new()),
-            storage: Mutex::new(HashMap::new()),
-            defs_lock: Mutex::new(()),
+        let vh = Arc::new_cyclic(|me: &Weak<VHost>| {
+            let mut env = env;
+            // Every queue of this vhost dead-letters through it.
+            let router: Weak<dyn DeadLetterRouter> = me.clone();
+            env.dead_letters = Some(router);
+            VHost {
+                name: Arc::from(name),
+                dir,
+                transient_dir,
+                env,
+                exchanges: RwLock::new(HashMap::new()),
+                queues: RwLock::new(HashMap::new()),
+                storage: Mutex::new(HashMap::new()),
+                defs_lock: Mutex::new(()),
+                cycles: CycleLog::default(),
+            }
         });
         vh.load()?;
         Ok(vh)
@@ -437,6 +454,7 @@ impl VHost {
                 spec.name
             )));
         }
+        QueueArgs::validate(&spec.arguments, &spec.name, &self.name).map_err(precondition)?;
         // An exclusive queue is deleted with its connection, so its messages
         // never outlive the process: keep it out of the durable storage.
         let persisted = spec.durable && spec.exclusive_owner.is_none();
@@ -543,14 +561,17 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<Queue>>,
     ) -> Result<()> {
-        let queues = self.queues.read();
         if exchange.is_empty() {
-            if let Some(q) = queues.get(&*msg.routing_key) {
+            if let Some(q) = self.queues.read().get(&*msg.routing_key) {
                 out.push(q.clone());
             }
             return Ok(());
         }
+        // The documented order (exchanges, then queues): a reader holding
+        // `queues` while waiting for `exchanges` could deadlock with
+        // `binding` (exchanges → queues) once a writer queues up on either.
         let exchanges = self.exchanges.read();
+        let queues = self.queues.read();
         let Some(x) = exchanges.get(exchange) else {
             return Err(CoreError::not_found("exchange", exchange, &self.name));
         };
@@ -572,6 +593,129 @@ impl VHost {
         Ok(())
     }
 
+    /// The queues a dead letter published to `exchange` with `keys` reaches;
+    /// None if the exchange does not exist (the letter is then dropped, as
+    /// in RabbitMQ). Internal exchanges may be dead-letter exchanges.
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+    ) -> Option<Vec<Arc<Queue>>> {
+        let exchanges = self.exchanges.read();
+        let queues = self.queues.read();
+        let mut out: Vec<Arc<Queue>> = Vec::new();
+        if exchange.is_empty() {
+            for k in keys {
+                if let Some(q) = queues.get(*k) {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+            return Some(out);
+        }
+        exchanges.get(exchange)?;
+        let mut names: Vec<Arc<str>> = Vec::new();
+        route_all_keys(|n| exchanges.get(n), exchange, keys, headers, &mut names);
+        out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
+        Some(out)
+    }
+
+    /// Republishes one dead letter (RabbitMQ's `rabbit_dead_letter:publish`):
+    /// the original properties with x-death recorded and `expiration`
+    /// removed, to the dead-letter exchange with the dead-letter routing
+    /// key (dropping `CC`) or the message's own keys; queues the message
+    /// already died in without a rejection since are skipped (cycles).
+    fn dead_letter_one(
+        &self,
+        codec: &dyn PropertyCodec,
+        dl: &DeadLetter,
+        work: &mut VecDeque<DeadLetter>,
+    ) {
+        let old = match codec.read(&dl.message.properties) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(queue = %dl.queue, error = %e, "dead letter with unreadable properties dropped");
+                return;
+            }
+        };
+        let mut headers = old
+            .headers
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        // The publish key, then CC and BCC: the message's routing keys.
+        let own_keys: Vec<String> = std::iter::once(dl.message.routing_key.to_string())
+            .chain(
+                dead_letter::header_routes(&headers)
+                    .into_iter()
+                    .map(String::from),
+            )
+            .collect();
+        {
+            let keys: Vec<&str> = own_keys.iter().map(String::as_str).collect();
+            dead_letter::add_death(
+                &mut headers,
+                &Death {
+                    reason: dl.reason,
+                    queue: &dl.queue,
+                    time: self.env.clock.now_ms() / 1000,
+                    exchange: &dl.message.exchange,
+                    routing_keys: &keys,
+                    original_expiration: old.expiration.as_deref(),
+                },
+            );
+        }
+        let route_keys = match &dl.routing_key {
+            Some(rk) => {
+                headers.remove("CC");
+                vec![rk.to_string()]
+            }
+            None => own_keys,
+        };
+        let table = FieldTable::from(headers);
+        let edit = HeaderEdit {
+            headers: Some(table.clone()),
+            expiration: None,
+        };
+        let properties = match codec.write(&dl.message.properties, &edit) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(queue = %dl.queue, error = %e, "dead letter not re-encodable, dropped");
+                return;
+            }
+        };
+        let msg = Arc::new(Message {
+            exchange: dl.exchange.clone(),
+            routing_key: Arc::from(route_keys[0].as_str()),
+            properties,
+            body: dl.message.body.clone(),
+            persistent: dl.message.persistent,
+            expiration_ms: None,
+        });
+        let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
+        let Some(targets) = self.route_dead_letter(&dl.exchange, &keys, Some(&table)) else {
+            tracing::debug!(
+                queue = %dl.queue, exchange = %dl.exchange,
+                "dead-letter exchange does not exist: message dropped"
+            );
+            return;
+        };
+        let deaths = dead_letter::deaths(table.inner());
+        for q in targets {
+            if dl.reason != Reason::Rejected && dead_letter::is_cycle(q.name(), deaths) {
+                self.cycles.report(q.name(), deaths);
+                continue;
+            }
+            let mut more = Vec::new();
+            if let Err(e) = q.publish_collect(&msg, None, &mut more) {
+                tracing::debug!(queue = %q.name(), error = %e, "dead letter not stored");
+            }
+            work.extend(more);
+        }
+    }
+
     /// Every queue (for shutdown syncs and listings).
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.queues.read().values().cloned().collect()
@@ -580,6 +724,34 @@ impl VHost {
     /// Whether an exchange exists.
     pub fn has_exchange(&self, name: &str) -> bool {
         self.exchanges.read().contains_key(name)
+    }
+}
+
+impl DeadLetterRouter for VHost {
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        let Some(codec) = self.env.codec.get().cloned() else {
+            tracing::warn!(
+                count = letters.len(),
+                "no property codec installed: dead letters dropped"
+            );
+            return;
+        };
+        let mut work: VecDeque<DeadLetter> = letters.into();
+        // Each step either ends or stores a message that pushes out an
+        // older one (reason maxlen, so cycles are cut): the list drains.
+        // The bound only guards against a bug turning that into a hang.
+        let mut steps = 0u64;
+        while let Some(dl) = work.pop_front() {
+            steps += 1;
+            if steps > 10_000_000 {
+                tracing::error!(
+                    left = work.len() + 1,
+                    "dead-letter loop did not end; dropping the rest"
+                );
+                return;
+            }
+            self.dead_letter_one(codec.as_ref(), &dl, &mut work);
+        }
     }
 }
 

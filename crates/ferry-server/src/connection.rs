@@ -6,17 +6,28 @@
 //! (channel.close, then everything on that channel but close/close-ok is
 //! discarded until the client answers); a hard error closes the connection
 //! (connection.close, wait briefly for close-ok, then drop the socket).
+//!
+//! Bad input is answered as RabbitMQ 3.10 answers it (see
+//! `ferry_amqp::frame::rabbit`): a lost framing (bad frame end, frame over
+//! frame_max) gets connection.close and nothing more is read; an unknown
+//! method or an unparsable field table drops the socket without a word;
+//! before connection.tune-ok nothing is sent back (the client is not
+//! trusted yet) and the socket closes after 3 s; the whole handshake must
+//! finish within 10 s of the accept.
 
 use crate::channel::{Channel, ChannelCtx};
 use crate::error::AmqpError;
 use crate::outbox::{Outbound, Outbox};
 use crate::writer::{self, WriterParams};
 use crate::Shared;
+use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use ferry_amqp::amq_protocol::protocol::{basic, channel, connection};
+use ferry_amqp::frame::frame_extent;
+use ferry_amqp::frame::rabbit::{self, Fault};
 use ferry_amqp::{
     check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
-    Frame, HeaderCheck, ReplyCode, PROTOCOL_HEADER,
+    BasicProperties, CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
 use ferry_core::VHost;
 use std::collections::HashMap;
@@ -27,8 +38,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+/// RabbitMQ's handshake_timeout: from the accept to connection.open.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// RabbitMQ's SILENT_CLOSE_DELAY: how long a refused handshake, or a
+/// connection whose framing is lost, is held before the socket closes.
+const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
 /// How often a connection checks consumer acknowledgement timeouts.
 const CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// Frames a connection handles before letting other tasks run.
@@ -40,8 +55,16 @@ enum ReadEnd {
     Gone,
     /// No traffic for two heartbeat intervals.
     Silent,
-    /// Undecodable frame: a hard error.
+    /// A hard error: connection.close, then wait for close-ok.
     Bad(AmqpError),
+    /// The framing is lost: connection.close, read nothing more, close.
+    Fatal(AmqpError),
+    /// Close the socket without a word (where RabbitMQ's reader crashes).
+    Drop,
+    /// The handshake failed before connection.tune-ok: send nothing (or
+    /// the 403 a client with authentication_failure_close asked for), hold
+    /// the socket for SILENT_CLOSE_DELAY, close.
+    Refused(Option<AmqpError>),
     /// The broker is shutting down.
     Shutdown,
     /// Time to run periodic checks (not an end: reading resumes).
@@ -51,6 +74,8 @@ enum ReadEnd {
 struct Reader<R> {
     rd: R,
     buf: BytesMut,
+    /// The last frame read, whole: some reply texts quote its payload.
+    last: Bytes,
     frame_max: u32,
     idle_limit: Option<Duration>,
     shutdown: watch::Receiver<bool>,
@@ -88,16 +113,79 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 
     async fn frame(&mut self) -> Result<Frame, ReadEnd> {
         loop {
-            match check_frame(&self.buf, self.frame_max) {
+            let extent = match check_frame(&self.buf, self.frame_max) {
+                // RabbitMQ reads a frame of an unknown type whole (its
+                // reply quotes the payload) before refusing it.
+                Err(CodecError::UnknownFrameType { .. }) => frame_extent(&self.buf, self.frame_max),
+                other => other,
+            };
+            match extent {
                 Ok(Some(len)) => {
                     let bytes = self.buf.split_to(len).freeze();
-                    return parse_frame(bytes).map_err(|e| ReadEnd::Bad(e.into()));
+                    self.last = bytes.clone();
+                    return parse_frame(bytes).or_else(|e| input_fault(&e, &self.last));
                 }
                 Ok(None) => self.fill().await?,
-                Err(e) => return Err(ReadEnd::Bad(e.into())),
+                // Too large: refused from the 7-byte header alone.
+                Err(e) => {
+                    let header = &self.buf[..self.buf.len().min(7)];
+                    return input_fault(&e, header);
+                }
             }
         }
     }
+
+    /// The payload of the last frame read.
+    fn last_payload(&self) -> &[u8] {
+        self.last
+            .get(7..self.last.len().saturating_sub(1))
+            .unwrap_or(&[])
+    }
+
+    /// After a fatal error: reads and drops whatever comes until the peer
+    /// closes or `grace` is over (so that the connection.close just sent
+    /// is not lost to a reset caused by unread data).
+    async fn discard_until_eof(&mut self, grace: Duration) {
+        self.idle_limit = None;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            self.buf.clear();
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(Ok(())) | Ok(Err(ReadEnd::Tick)) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// RabbitMQ's answer to a frame the codec refused (see
+/// `ferry_amqp::frame::rabbit`). A content header whose properties do not
+/// decode becomes a header with empty `raw_properties` (a decodable one
+/// always has its 2 flag bytes), which the channel fails with 541 once the
+/// message is complete, as RabbitMQ does.
+fn input_fault(e: &CodecError, frame: &[u8]) -> Result<Frame, ReadEnd> {
+    Err(match rabbit::classify(e, frame) {
+        Fault::Close {
+            code,
+            detail,
+            class_id,
+            method_id,
+        } => ReadEnd::Bad(AmqpError::new(code, detail).on(class_id, method_id)),
+        Fault::Fatal { code, detail } => ReadEnd::Fatal(AmqpError::new(code, detail)),
+        Fault::UndecodableHeader {
+            class_id,
+            body_size,
+        } => {
+            return Ok(Frame::Header {
+                channel: u16::from_be_bytes([frame[1], frame[2]]),
+                class_id,
+                body_size,
+                properties: BasicProperties::default(),
+                raw_properties: Bytes::new(),
+            })
+        }
+        _ => ReadEnd::Drop,
+    })
 }
 
 struct Conn {
@@ -127,11 +215,15 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut reader = Reader {
         rd,
         buf: BytesMut::with_capacity(64 * 1024),
+        last: Bytes::new(),
         frame_max: shared.config.frame_max,
-        idle_limit: Some(HANDSHAKE_TIMEOUT),
+        // The handshake deadline bounds the handshake; heartbeats start
+        // with connection.tune-ok.
+        idle_limit: None,
         shutdown: shared.shutdown.clone(),
         tick: tokio::time::interval_at(tokio::time::Instant::now() + CHECK_PERIOD, CHECK_PERIOD),
         last_data: tokio::time::Instant::now(),
@@ -142,14 +234,18 @@ where
                 reader.buf.advance(8);
                 break;
             }
-            HeaderCheck::Bad => {
+            // RabbitMQ answers only once it has 8 bytes: a shorter bad
+            // prefix waits (for the handshake timeout, at worst).
+            HeaderCheck::Bad if reader.buf.len() >= 8 => {
                 let _ = wr.write_all(PROTOCOL_HEADER).await;
                 let _ = wr.shutdown().await;
                 return;
             }
-            HeaderCheck::Incomplete => {
-                if reader.fill().await.is_err() {
-                    return;
+            HeaderCheck::Bad | HeaderCheck::Incomplete => {
+                match tokio::time::timeout_at(deadline, reader.fill()).await {
+                    Ok(Ok(())) | Ok(Err(ReadEnd::Tick)) => {}
+                    // Handshake timeout: closed without a word.
+                    _ => return,
                 }
             }
         }
@@ -175,12 +271,36 @@ where
         blocked_cap: false,
     };
     tracing::debug!(conn = id, %peer, "connection accepted");
-    let end = match conn.handshake(&mut reader, peer).await {
-        Ok(()) => conn.run(&mut reader).await,
-        Err(end) => end,
+    let end = match tokio::time::timeout_at(deadline, conn.handshake(&mut reader, peer)).await {
+        Ok(Ok(())) => conn.run(&mut reader).await,
+        Ok(Err(end)) => end,
+        Err(_) => {
+            tracing::info!(conn = id, %peer, "handshake timeout, closing connection");
+            ReadEnd::Gone
+        }
     };
     match end {
         ReadEnd::Bad(e) => conn.close_connection(&mut reader, e).await,
+        ReadEnd::Fatal(e) => {
+            tracing::info!(conn = id, %peer, text = %e.text, "framing lost, closing connection");
+            conn.send_close(&e);
+            reader.discard_until_eof(SILENT_CLOSE_DELAY).await;
+        }
+        ReadEnd::Refused(close) => {
+            tracing::info!(conn = id, %peer, "handshake refused, closing connection");
+            if let Some(e) = &close {
+                conn.send_close(e);
+            }
+            // Nothing is read meanwhile, as in RabbitMQ.
+            let mut shutdown = reader.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(SILENT_CLOSE_DELAY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        ReadEnd::Drop => {
+            tracing::info!(conn = id, %peer, "unparsable input, dropping connection");
+        }
         ReadEnd::Shutdown => {
             let e = AmqpError::new(
                 ReplyCode::CONNECTION_FORCED,
@@ -201,23 +321,40 @@ where
 }
 
 impl Conn {
+    /// The next connection method of the handshake. Before tune-ok
+    /// (`tuned` false) anything else refuses the connection without a word;
+    /// after it (RabbitMQ's "opening" state) it is answered with
+    /// connection.close.
     async fn expect<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut Reader<R>,
-        what: &str,
+        tuned: bool,
     ) -> Result<connection::AMQPMethod, ReadEnd> {
         loop {
-            match r.frame().await? {
-                Frame::Heartbeat { .. } => continue,
+            let frame = match r.frame().await {
+                Ok(f) => f,
+                Err(ReadEnd::Tick) => continue,
+                Err(ReadEnd::Bad(_) | ReadEnd::Fatal(_)) if !tuned => {
+                    return Err(ReadEnd::Refused(None))
+                }
+                Err(end) => return Err(end),
+            };
+            match frame {
+                Frame::Heartbeat { channel: 0 } => continue,
                 Frame::Method {
                     channel: 0,
                     method: AMQPClass::Connection(m),
                 } => return Ok(m),
+                _ if !tuned => return Err(ReadEnd::Refused(None)),
+                Frame::Method { channel: 0, method } => {
+                    return Err(ReadEnd::Bad(unexpected_method("opening", &method)))
+                }
                 _ => {
+                    let frame_type = r.last.first().copied().unwrap_or(0);
                     return Err(ReadEnd::Bad(AmqpError::new(
-                        ReplyCode::COMMAND_INVALID,
-                        format!("expected '{what}'"),
-                    )))
+                        ReplyCode::UNEXPECTED_FRAME,
+                        rabbit::unexpected_frame_detail(frame_type, r.last_payload()),
+                    )));
                 }
             }
         }
@@ -234,13 +371,8 @@ impl Conn {
             &ferry_amqp::Capabilities::default(),
         );
         self.outbox.method(0, ferry_amqp::connection_start(props));
-        let connection::AMQPMethod::StartOk(start_ok) =
-            self.expect(r, "connection.start_ok").await?
-        else {
-            return Err(bad(
-                ReplyCode::COMMAND_INVALID,
-                "expected 'connection.start_ok'",
-            ));
+        let connection::AMQPMethod::StartOk(start_ok) = self.expect(r, false).await? else {
+            return Err(ReadEnd::Refused(None));
         };
         let mut auth_failure_close = false;
         if let Some(AMQPValue::FieldTable(caps)) =
@@ -251,22 +383,13 @@ impl Conn {
             self.blocked_cap = has("connection.blocked");
             auth_failure_close = has("authentication_failure_close");
         }
-        // A client that cannot take connection.close during the handshake
-        // just sees the socket close, as RabbitMQ does.
-        let refuse = |mechanism: &str| {
-            if auth_failure_close {
-                bad(
-                    ReplyCode::ACCESS_REFUSED,
-                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
-                )
-            } else {
-                ReadEnd::Gone
-            }
-        };
         let mechanism = start_ok.mechanism.as_str().to_string();
-        let creds = match parse_sasl_response(&mechanism, start_ok.response.as_bytes()) {
-            Ok(c) => c,
-            Err(_) => return Err(refuse(&mechanism)),
+        // An unknown mechanism or a malformed response: refused without a
+        // word even to a client with authentication_failure_close, as
+        // RabbitMQ does.
+        let Ok(creds) = parse_sasl_response(&mechanism, start_ok.response.as_bytes()) else {
+            tracing::warn!(%peer, mechanism, "bad SASL mechanism or response");
+            return Err(ReadEnd::Refused(None));
         };
         let auth = self
             .shared
@@ -278,7 +401,14 @@ impl Conn {
             Ok(name) => self.user = name,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "login refused");
-                return Err(refuse(&mechanism));
+                // A client that cannot take connection.close during the
+                // handshake just sees the socket close.
+                return Err(ReadEnd::Refused(auth_failure_close.then(|| {
+                    AmqpError::new(
+                        ReplyCode::ACCESS_REFUSED,
+                        format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                    )
+                })));
             }
         }
         let shared = self.shared.clone();
@@ -291,31 +421,39 @@ impl Conn {
                 heartbeat: cfg.heartbeat,
             })),
         );
-        let connection::AMQPMethod::TuneOk(t) = self.expect(r, "connection.tune_ok").await? else {
-            return Err(bad(
-                ReplyCode::COMMAND_INVALID,
-                "expected 'connection.tune_ok'",
-            ));
+        let connection::AMQPMethod::TuneOk(t) = self.expect(r, false).await? else {
+            return Err(ReadEnd::Refused(None));
         };
+        // RabbitMQ refuses values below the minimum or above its own
+        // (0 = "no limit" is above any limit).
+        let negotiable = |min: u32, server: u32, client: u32| {
+            !(client != 0 && client < min || server != 0 && (client == 0 || client > server))
+        };
+        if !negotiable(FRAME_MIN_SIZE, cfg.frame_max, t.frame_max)
+            || !negotiable(1, u32::from(cfg.channel_max), u32::from(t.channel_max))
+        {
+            tracing::warn!(%peer, frame_max = t.frame_max, channel_max = t.channel_max, "tune-ok refused");
+            return Err(ReadEnd::Refused(None));
+        }
         let frame_max = match t.frame_max {
             0 => cfg.frame_max,
-            n => n.clamp(ferry_amqp::FRAME_MIN_SIZE, cfg.frame_max),
+            n => n,
         };
-        self.channel_max = match t.channel_max {
-            0 => cfg.channel_max,
-            n => n.min(cfg.channel_max),
-        };
+        self.channel_max = t.channel_max;
         r.frame_max = frame_max;
         self.params.frame_max.store(frame_max, Ordering::Relaxed);
         self.params
             .heartbeat
             .store(u32::from(t.heartbeat), Ordering::Relaxed);
         r.idle_limit = (t.heartbeat > 0).then(|| Duration::from_secs(u64::from(t.heartbeat) * 2));
-        let connection::AMQPMethod::Open(open) = self.expect(r, "connection.open").await? else {
-            return Err(bad(
-                ReplyCode::COMMAND_INVALID,
-                "expected 'connection.open'",
-            ));
+        let open = match self.expect(r, true).await? {
+            connection::AMQPMethod::Open(open) => open,
+            other => {
+                return Err(ReadEnd::Bad(unexpected_method(
+                    "opening",
+                    &conn_method(other),
+                )))
+            }
         };
         let max = self.shared.config.max_connections;
         if max > 0 && self.shared.live.load(Ordering::Acquire) > max {
@@ -327,9 +465,12 @@ impl Conn {
         let vhost = match self.shared.broker.vhost(open.virtual_host.as_str()) {
             Ok(v) => v,
             Err(_) => {
-                return Err(bad(
-                    ReplyCode::NOT_ALLOWED,
-                    format!("vhost {} not found", open.virtual_host.as_str()),
+                return Err(ReadEnd::Bad(
+                    AmqpError::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("vhost {} not found", open.virtual_host.as_str()),
+                    )
+                    .on(10, 40),
                 ))
             }
         };
@@ -369,7 +510,7 @@ impl Conn {
                 }
                 Err(end) => return end,
             };
-            match self.handle(frame) {
+            match self.handle(frame, r.last_payload()) {
                 Ok(true) => {}
                 Ok(false) => return ReadEnd::Gone,
                 Err(e) => return ReadEnd::Bad(e),
@@ -377,17 +518,18 @@ impl Conn {
         }
     }
 
-    /// Handles a frame after the handshake. Ok(false) = connection closed
+    /// Handles a frame after the handshake (`payload`: its payload as
+    /// received, quoted by some errors). Ok(false) = connection closed
     /// cleanly by the client.
-    fn handle(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+    fn handle(&mut self, frame: Frame, payload: &[u8]) -> Result<bool, AmqpError> {
         let ch = frame.channel();
         if ch == 0 {
-            return self.connection_frame(frame);
+            return self.connection_frame(frame, payload);
         }
         if let Frame::Heartbeat { .. } = frame {
             return Err(AmqpError::new(
                 ReplyCode::UNEXPECTED_FRAME,
-                "heartbeat frame on a non-zero channel",
+                rabbit::unexpected_frame_detail(8, &[]),
             ));
         }
         if self.closing.contains_key(&ch) {
@@ -413,21 +555,24 @@ impl Conn {
             return Ok(true);
         }
         if !self.channels.contains_key(&ch) {
+            // RabbitMQ limits how many channels are open (those closing
+            // included), not their numbers, and counts a channel from its
+            // first frame, whatever it is.
+            let open = self.channels.len() + self.closing.len();
+            if self.channel_max != 0 && open >= usize::from(self.channel_max) {
+                return Err(AmqpError::new(
+                    ReplyCode::NOT_ALLOWED,
+                    format!(
+                        "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                        self.channel_max
+                    ),
+                ));
+            }
             return match frame {
                 Frame::Method {
                     method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
                     ..
                 } => {
-                    if ch > self.channel_max {
-                        return Err(AmqpError::new(
-                            ReplyCode::CHANNEL_ERROR,
-                            format!(
-                                "channel number {ch} exceeds channel_max {}",
-                                self.channel_max
-                            ),
-                        )
-                        .on(20, 10));
-                    }
                     self.channels.insert(
                         ch,
                         Channel::new(ch, self.outbox.clone(), self.cancel_notify),
@@ -444,8 +589,8 @@ impl Conn {
                 )
                 .on(method.get_amqp_class_id(), method.get_amqp_method_id())),
                 _ => Err(AmqpError::new(
-                    ReplyCode::CHANNEL_ERROR,
-                    "expected 'channel.open'",
+                    ReplyCode::UNEXPECTED_FRAME,
+                    "expected method frame, got non method frame instead",
                 )),
             };
         }
@@ -570,7 +715,7 @@ impl Conn {
         Ok(())
     }
 
-    fn connection_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+    fn connection_frame(&mut self, frame: Frame, payload: &[u8]) -> Result<bool, AmqpError> {
         match frame {
             Frame::Heartbeat { .. } => Ok(true),
             Frame::Method {
@@ -598,21 +743,34 @@ impl Conn {
                 connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_) => {
                     Ok(true)
                 }
-                other => Err(AmqpError::new(
-                    ReplyCode::COMMAND_INVALID,
-                    format!("unexpected {} on channel 0", method_label(&other)),
-                )),
+                other => Err(unexpected_method("running", &conn_method(other))),
             },
-            Frame::Method { method, .. } => Err(AmqpError::new(
-                ReplyCode::COMMAND_INVALID,
-                "unexpected method on channel 0",
-            )
-            .on(method.get_amqp_class_id(), method.get_amqp_method_id())),
-            _ => Err(AmqpError::new(
-                ReplyCode::UNEXPECTED_FRAME,
-                "content frame on channel 0",
-            )),
+            Frame::Method { method, .. } => Err(unexpected_method("running", &method)),
+            content => {
+                let frame_type = if let Frame::Header { .. } = content {
+                    2
+                } else {
+                    3
+                };
+                Err(AmqpError::new(
+                    ReplyCode::UNEXPECTED_FRAME,
+                    rabbit::unexpected_frame_detail(frame_type, payload),
+                ))
+            }
         }
+    }
+
+    /// Sends connection.close for `e`.
+    fn send_close(&self, e: &AmqpError) {
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code_u16(),
+                reply_text: e.text.clone().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
     }
 
     fn drop_channel(&mut self, ch: u16) {
@@ -633,15 +791,7 @@ impl Conn {
     async fn close_connection<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>, e: AmqpError) {
         tracing::info!(conn = self.id, code = e.code_u16(), text = %e.text, "closing connection");
         self.cleanup();
-        self.outbox.method(
-            0,
-            conn_method(connection::AMQPMethod::Close(connection::Close {
-                reply_code: e.code_u16(),
-                reply_text: e.text.clone().into(),
-                class_id: e.class_id,
-                method_id: e.method_id,
-            })),
-        );
+        self.send_close(&e);
         r.idle_limit = Some(CLOSE_OK_TIMEOUT);
         r.last_data = tokio::time::Instant::now();
         // A shutdown already fired; don't let it cut the wait short.
@@ -663,7 +813,9 @@ impl Conn {
                     );
                     return;
                 }
-                Ok(_) | Err(ReadEnd::Tick) => {}
+                // Anything but close / close-ok is ignored, even frames
+                // that are bad in themselves (they were consumed).
+                Ok(_) | Err(ReadEnd::Tick | ReadEnd::Bad(_)) => {}
                 Err(_) => return,
             }
         }
@@ -684,7 +836,12 @@ fn bad(code: ReplyCode, text: impl AsRef<str>) -> ReadEnd {
     ReadEnd::Bad(AmqpError::new(code, text))
 }
 
-fn method_label(m: &connection::AMQPMethod) -> String {
-    let s = format!("{m:?}");
-    s.split('(').next().unwrap_or("method").to_string()
+/// RabbitMQ's answer to a method on channel 0 that the connection's state
+/// does not expect.
+fn unexpected_method(state: &str, method: &AMQPClass) -> AmqpError {
+    AmqpError::new(
+        ReplyCode::CHANNEL_ERROR,
+        format!("unexpected method in connection state {state}"),
+    )
+    .on(method.get_amqp_class_id(), method.get_amqp_method_id())
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod outbox;
+pub mod properties;
 pub mod writer;
 
 pub use config::ServerConfig;
@@ -85,6 +86,8 @@ impl Server {
             alarm_tx,
             shutdown_rx.clone(),
         ));
+        broker.set_property_codec(Arc::new(properties::AmqpPropertyCodec));
+        tokio::spawn(expiry_sweeper(broker.clone(), shutdown_rx.clone()));
         let shared = Arc::new(Shared {
             broker,
             config,
@@ -135,6 +138,39 @@ impl Server {
         }
         let broker = self.shared.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+    }
+}
+
+/// Message expiry (TTL) for every queue. The core owns no timers and reads
+/// no clock on its own: queues post their head's deadline to the broker's
+/// `ExpiryTimer`, and this one task sleeps until the earliest (woken early
+/// when a sooner deadline appears, at least every second as a safety net),
+/// then has the due queues drop or dead-letter what expired. That work
+/// reads logs and routes dead letters, so it runs on the blocking pool.
+async fn expiry_sweeper(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let wake = Arc::new(Notify::new());
+    let timer = broker.expiry_timer().clone();
+    {
+        let wake = wake.clone();
+        timer.set_waker(move || wake.notify_one());
+    }
+    loop {
+        timer.reset();
+        let now = broker.clock().now_ms();
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.expire_due(now)).await {
+            Ok(next) => timer.note(next),
+            Err(e) => tracing::error!(error = %e, "message expiry pass failed"),
+        }
+        let wait = timer
+            .next()
+            .saturating_sub(broker.clock().now_ms())
+            .clamp(1, 1000);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -239,3 +239,50 @@ def basic_properties_payload(body_size: int, props: dict) -> bytes:
 
 def raw_frame(ftype: int, channel: int, payload: bytes) -> bytes:
     return struct.pack(">BHI", ftype, channel, len(payload)) + payload + b"\xce"
+
+
+# -- malformed input (test_malformed.py) ---------------------------------------------------------
+
+def method_frame(channel: int, class_id: int, method_id: int, args: bytes = b"") -> bytes:
+    """A method frame from raw ids and raw argument bytes (which may be deliberately wrong)."""
+    return raw_frame(1, channel, struct.pack(">HH", class_id, method_id) + args)
+
+
+def content_header_frame(channel: int, body_size: int, class_id: int = 60, weight: int = 0,
+                         properties: bytes = b"\x00\x00") -> bytes:
+    """A content-header frame; `properties` is the raw flags word plus property list."""
+    return raw_frame(2, channel, struct.pack(">HHQ", class_id, weight, body_size) + properties)
+
+
+def publish_frame(channel: int, routing_key: str, exchange: str = "") -> bytes:
+    """basic.publish (mandatory and immediate off) as raw bytes."""
+    return method_frame(channel, 60, 40, struct.pack(">H", 0) + shortstr(exchange)
+                        + shortstr(routing_key) + b"\x00")
+
+
+def expect_connection_close(r: RawAMQP, timeout: float = 5.0):
+    """The next method (heartbeats skipped) must be connection.close on channel 0; returns it."""
+    f = r.recv_method(timeout)
+    assert f.channel_number == 0 and isinstance(f.method, spec.Connection.Close), \
+        f"expected connection.close on channel 0, got {f!r}"
+    return f.method
+
+
+def answer_close_and_wait_eof(r: RawAMQP, timeout: float = 5.0) -> float:
+    """Answer connection.close with close-ok, then the broker must close the socket within
+    `timeout` seconds without sending anything more. Returns the seconds waited."""
+    try:
+        r.send_method(0, spec.Connection.CloseOk())
+    except OSError:
+        pass                                   # the broker may have closed already
+    waited, rest = r.wait_eof(timeout)
+    assert rest == b"", f"bytes after connection.close: {rest!r}"
+    return waited
+
+
+def wait_silent_eof(r: RawAMQP, timeout: float) -> float:
+    """The broker must close the socket within `timeout` seconds without sending a byte
+    (besides whatever is already buffered, which must be empty). Returns the seconds waited."""
+    waited, data = r.wait_eof(timeout)
+    assert r.buf == b"" and data == b"", f"expected a silent close, got {r.buf + data!r}"
+    return waited

@@ -34,6 +34,7 @@ mod router;
 pub mod table_serde;
 mod topic;
 
+pub(crate) use args::type_name;
 pub use args::{as_u64, describe_bare, describe_typed, equivalent_arg};
 pub use binding::{Binding, Destination};
 pub use exchange::Exchange;

@@ -29,7 +29,6 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 const DIR: &str = "/data/vhosts/2f/queues/q1";
@@ -64,13 +63,7 @@ fn env(io: &SimIo, threads: usize, cache: i64) -> QueueEnv {
     if threads == 0 {
         syncer.stop();
     }
-    QueueEnv {
-        io: io.shared(),
-        syncer,
-        log: log_cfg(),
-        cache_limit: cache,
-        cache_used: Arc::new(AtomicI64::new(0)),
-    }
+    QueueEnv::new(io.shared(), syncer, log_cfg(), cache)
 }
 
 fn spec() -> QueueSpec {
@@ -102,6 +95,7 @@ fn msg(seq: u64, persistent: bool) -> Arc<Message> {
         properties: Bytes::from_static(&[0x10, 0, 2]),
         body: Bytes::from(body(seq)),
         persistent,
+        expiration_ms: None,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Queues: a deterministic state machine (`state`) fed by a command log
 //! (`record`), wrapped with consumers and group commit (`queue`).
 
+pub mod args;
+pub mod dead_letter;
 // Named after its main type, like every file here.
 #[allow(clippy::module_inception)]
 pub mod queue;
@@ -8,10 +10,14 @@ pub mod record;
 pub mod sinks;
 pub mod state;
 
+pub use args::{Overflow, QueueArgs};
+pub use dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
 pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod feature_tests;
 #[cfg(test)]
 mod tests;

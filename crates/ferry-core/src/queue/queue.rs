@@ -1,7 +1,7 @@
 //! A queue: the state machine, its command log and its consumers.
 //!
 //! Every change goes through the log first (Enqueue, Settle, Requeue,
-//! Purge), then into `QueueState`. Publisher confirms for persistent
+//! Purge, Drop), then into `QueueState`. Publisher confirms for persistent
 //! messages wait for the fsync of their Enqueue record (group commit via
 //! the `Syncer`). Young message bodies stay in a bounded shared cache so a
 //! consumer that keeps up never reads the disk; older ones are read back
@@ -9,10 +9,29 @@
 //!
 //! Lock order: `sync_lock` → `inner` → (sinks: channel locks). Nothing
 //! called under `inner` may call back into a queue.
+//!
+//! TTL, length limits and dead-lettering (`x-message-ttl`, `expiration`,
+//! `x-max-length(-bytes)`, `x-overflow`, `x-dead-letter-*`):
+//! * An Enqueue record carries the message's deadline (publish time plus
+//!   the smaller of the queue TTL and the message's expiration), so a
+//!   restart keeps it. Only the head expires (RabbitMQ's rule; with a queue
+//!   TTL alone that is FIFO order): checked before each delivery and
+//!   basic.get, right after a publish, and by the broker's expiry sweep
+//!   (`expire`), woken through `ExpiryTimer` at the head's deadline.
+//! * Messages leaving because they died are logged as Drop records with
+//!   their reason. With a dead-letter exchange they are handed, after the
+//!   queue lock is released, to the vhost (`DeadLetterRouter`), which
+//!   republishes them with an x-death header. Like RabbitMQ's classic
+//!   queues this is at-most-once: the Drop is logged before the republish.
+//! * None of this runs for a queue without those arguments and messages
+//!   without `expiration`: no clock reads, no side tables.
 
+use super::args::{Overflow, QueueArgs};
+use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
 use super::state::{Entry, QueueState, Replay, WINDOW};
+use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
 use crate::syncer::{SyncTask, Syncer};
@@ -22,7 +41,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 /// The declared shape of a queue (what queue.declare compares).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -55,6 +74,39 @@ pub struct QueueEnv {
     pub cache_limit: i64,
     /// Bytes currently cached, across queues.
     pub cache_used: Arc<AtomicI64>,
+    /// Time, for message deadlines.
+    pub clock: Arc<dyn Clock>,
+    /// Where queues ask to be swept when their head's deadline passes.
+    pub timer: Arc<ExpiryTimer>,
+    /// Re-encodes the properties of dead letters; installed by the front
+    /// end (without one, dead letters are dropped).
+    pub codec: Arc<OnceLock<Arc<dyn PropertyCodec>>>,
+    /// Republishes dead letters: the queue's vhost.
+    pub dead_letters: Option<Weak<dyn DeadLetterRouter>>,
+}
+
+impl QueueEnv {
+    /// An environment with the system clock, its own expiry timer, no
+    /// codec and no dead-letter router.
+    pub fn new(io: Arc<dyn FileIo>, syncer: Arc<Syncer>, log: LogConfig, cache_limit: i64) -> Self {
+        QueueEnv {
+            io,
+            syncer,
+            log,
+            cache_limit,
+            cache_used: Arc::new(AtomicI64::new(0)),
+            clock: Arc::new(SystemClock),
+            timer: ExpiryTimer::new(),
+            codec: Arc::new(OnceLock::new()),
+            dead_letters: None,
+        }
+    }
+
+    /// The same with another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 /// Largest encode buffer a queue keeps between publishes.
@@ -64,6 +116,10 @@ const SYNC_IDLE: u8 = 0;
 const SYNC_QUEUED: u8 = 1;
 const SYNC_RUNNING: u8 = 2;
 const SYNC_DIRTY: u8 = 3;
+
+/// Dead letters collected under the queue lock before it is released to
+/// route them (bounds the bodies held in memory at once).
+const LETTER_BATCH: usize = 256;
 
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -96,6 +152,10 @@ pub struct Queue {
     vhost: Arc<str>,
     dir: PathBuf,
     env: QueueEnv,
+    /// TTL, limits and dead-lettering; None for a plain queue.
+    args: Option<Box<QueueArgs>>,
+    /// Deadline of the head (`NEVER` if none): when the sweep must look.
+    next_expiry: AtomicU64,
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
     sync_state: AtomicU8,
@@ -109,6 +169,9 @@ pub enum Enqueued {
     Confirmed,
     /// The confirm is sent after the fsync.
     Deferred,
+    /// Refused: the queue is full and its overflow is `reject-publish(-dlx)`
+    /// (a confirming publisher gets basic.nack).
+    Rejected,
 }
 
 impl Queue {
@@ -122,12 +185,21 @@ impl Queue {
         env.io.create_dir_all(&dir)?;
         let (log, report) = Log::open(env.io.clone(), &dir, env.log.clone())?;
         tracing::debug!(queue = %spec.name, ?report, "queue log opened");
-        let state = replay(&log)?;
+        let args = QueueArgs::parse(&spec.arguments);
+        let args = (!args.is_plain()).then(|| Box::new(args));
+        let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
+        let state = replay(&log, track_body)?;
+        let head = state.head_deadline();
+        if let Some(d) = head {
+            env.timer.schedule(d);
+        }
         let q = Arc::new(Queue {
             spec,
             vhost,
             dir,
             env,
+            args,
+            next_expiry: AtomicU64::new(head.unwrap_or(NEVER)),
             inner: Mutex::new(Inner {
                 state,
                 log,
@@ -186,14 +258,48 @@ impl Queue {
     /// Appends a message. With a confirm token, says whether the confirm
     /// may go out now or after the fsync.
     pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        let mut letters = Vec::new();
+        let r = self.publish_collect(msg, confirm, &mut letters);
+        self.route_letters(letters);
+        r
+    }
+
+    /// `publish`, leaving the dead letters it causes (overflow) in
+    /// `letters` for the caller to route (the vhost's dead-letter loop).
+    pub(crate) fn publish_collect(
+        &self,
+        msg: &Arc<Message>,
+        confirm: Option<ConfirmToken>,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<Enqueued> {
         let needs_sync = msg.persistent && self.spec.durable;
         let mut g = self.inner.lock();
         if g.deleted {
             return Err(self.not_found());
         }
         let inner = &mut *g;
+        let mut ttl = msg.expiration_ms;
+        if let Some(a) = self.args.as_deref() {
+            if a.overflow != Overflow::DropHead
+                && a.over_limit(
+                    inner.state.ready_len() as u64 + 1,
+                    inner.state.ready_body_bytes() + msg.body.len() as u64,
+                )
+            {
+                if a.overflow == Overflow::RejectPublishDlx {
+                    letters.extend(self.letter(msg.clone(), Reason::Maxlen));
+                }
+                return Ok(Enqueued::Rejected);
+            }
+            ttl = match (ttl, a.message_ttl) {
+                (Some(m), Some(q)) => Some(m.min(q)),
+                (m, q) => m.or(q),
+            };
+        }
+        let now = ttl.map(|_| self.env.clock.now_ms());
+        let deadline = now.zip(ttl).map(|(n, t)| n.saturating_add(t));
         inner.scratch.clear();
-        record::encode_enqueue(msg, &mut inner.scratch);
+        record::encode_enqueue(msg, deadline, &mut inner.scratch);
         let pos = inner.log.append(&inner.scratch)?;
         if inner.scratch.capacity() > SCRATCH_KEEP {
             // One huge message must not pin its size in memory forever.
@@ -205,7 +311,10 @@ impl Queue {
             && !inner.state.spills_next()
             && self.try_cache(inner, pos.len))
         .then(|| msg.clone());
-        inner.state.enqueue(Entry::new(pos, msg.persistent, cached));
+        let body = u32::try_from(msg.body.len()).unwrap_or(u32::MAX);
+        inner
+            .state
+            .enqueue(Entry::new(pos, msg.persistent, cached), deadline, body);
         let result = match confirm {
             Some(t) if needs_sync => {
                 inner.waiters.push_back((pos.index, t));
@@ -213,12 +322,165 @@ impl Queue {
             }
             _ => Enqueued::Confirmed,
         };
-        self.dispatch_locked(inner);
+        // A message a waiting consumer takes at once is never expired (as in
+        // RabbitMQ, even with a TTL of 0).
+        self.dispatch_locked(inner, letters, Some(pos.index));
+        if let Some(a) = self.args.as_deref() {
+            if a.limited() {
+                self.drop_over_limit(inner, a, letters);
+            }
+        }
+        if let Some(n) = now {
+            self.expire_locked(inner, n, letters);
+        }
+        self.note_expiry(inner);
         drop(g);
         if needs_sync {
             self.schedule_sync();
         }
         Ok(result)
+    }
+
+    /// A dead letter for `msg`, if this queue has a dead-letter exchange.
+    fn letter(&self, msg: Arc<Message>, reason: Reason) -> Option<DeadLetter> {
+        let a = self.args.as_deref()?;
+        Some(DeadLetter {
+            message: msg,
+            reason,
+            queue: self.spec.name.clone(),
+            exchange: a.dead_letter_exchange.clone()?,
+            routing_key: a.dead_letter_routing_key.clone(),
+        })
+    }
+
+    fn has_dlx(&self) -> bool {
+        self.args
+            .as_deref()
+            .is_some_and(|a| a.dead_letter_exchange.is_some())
+    }
+
+    /// Hands dead letters to the vhost. Must be called without the lock.
+    fn route_letters(&self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        match self.env.dead_letters.as_ref().and_then(Weak::upgrade) {
+            Some(router) => router.dead_letter(letters),
+            None => tracing::debug!(
+                queue = %self.spec.name, count = letters.len(),
+                "no dead-letter router: dead letters dropped"
+            ),
+        }
+    }
+
+    /// Removes `e` (just taken off the queue for `reason`) and, with a
+    /// dead-letter exchange, adds its dead letter to `letters`.
+    fn kill(&self, inner: &mut Inner, e: &Entry, reason: Reason, letters: &mut Vec<DeadLetter>) {
+        self.uncache(inner, e);
+        if !self.has_dlx() {
+            return;
+        }
+        match self.load(inner, e) {
+            Ok(m) => letters.extend(self.letter(m, reason)),
+            Err(err) => tracing::error!(
+                queue = %self.spec.name, error = %err,
+                "cannot read a message to dead-letter it; dropped"
+            ),
+        }
+    }
+
+    /// Drop-head overflow: removes the oldest ready messages while the
+    /// queue is over its limits.
+    fn drop_over_limit(&self, inner: &mut Inner, a: &QueueArgs, letters: &mut Vec<DeadLetter>) {
+        let mut ids = Vec::new();
+        while a.over_limit(
+            inner.state.ready_len() as u64,
+            inner.state.ready_body_bytes(),
+        ) {
+            self.ensure_window(inner);
+            let Some(e) = inner.state.drop_head() else {
+                break;
+            };
+            self.kill(inner, &e, Reason::Maxlen, letters);
+            ids.push(e.id);
+        }
+        self.write_drop(inner, Reason::Maxlen, &ids);
+    }
+
+    /// Drops expired messages from the head. False if it stopped at the
+    /// dead-letter batch limit with an expired head left.
+    fn expire_locked(&self, inner: &mut Inner, now: u64, letters: &mut Vec<DeadLetter>) -> bool {
+        if !inner.state.has_meta() && inner.state.spill().is_none() {
+            return true;
+        }
+        let mut ids = Vec::new();
+        let mut done = true;
+        loop {
+            self.ensure_window(inner);
+            match inner.state.head_deadline() {
+                Some(d) if d <= now => {}
+                _ => break,
+            }
+            if letters.len() >= LETTER_BATCH {
+                done = false;
+                break;
+            }
+            let Some(e) = inner.state.drop_head() else {
+                break;
+            };
+            self.kill(inner, &e, Reason::Expired, letters);
+            ids.push(e.id);
+        }
+        self.write_drop(inner, Reason::Expired, &ids);
+        done
+    }
+
+    /// Publishes the head's deadline to the sweep.
+    fn note_expiry(&self, inner: &Inner) {
+        if !inner.state.has_meta() && self.next_expiry.load(Ordering::Relaxed) == NEVER {
+            return;
+        }
+        let d = inner.state.head_deadline().unwrap_or(NEVER);
+        self.next_expiry.store(d, Ordering::Relaxed);
+        if d != NEVER {
+            self.env.timer.schedule(d);
+        }
+    }
+
+    /// Whether the queue keeps deadlines or body sizes (tests: a plain
+    /// queue must not).
+    #[cfg(test)]
+    pub(crate) fn has_side_table(&self) -> bool {
+        self.inner.lock().state.has_meta()
+    }
+
+    /// The head's deadline (`NEVER` if none): when `expire` has work.
+    pub fn next_expiry(&self) -> u64 {
+        self.next_expiry.load(Ordering::Relaxed)
+    }
+
+    /// Drops (and dead-letters) the messages at the head whose deadline
+    /// is at or before `now`, then delivers what is left. Called by the
+    /// broker's expiry sweep.
+    pub fn expire(&self, now: u64) {
+        loop {
+            let mut letters = Vec::new();
+            let more = {
+                let mut g = self.inner.lock();
+                if g.deleted {
+                    return;
+                }
+                let inner = &mut *g;
+                let done = self.expire_locked(inner, now, &mut letters);
+                self.dispatch_locked(inner, &mut letters, None);
+                self.note_expiry(inner);
+                !done
+            };
+            self.route_letters(letters);
+            if !more {
+                return;
+            }
+        }
     }
 
     fn try_cache(&self, inner: &mut Inner, size: u32) -> bool {
@@ -303,8 +565,13 @@ impl Queue {
 
     /// Tries to deliver ready messages (after credit was freed).
     pub fn dispatch(&self) {
-        let mut g = self.inner.lock();
-        self.dispatch_locked(&mut g);
+        let mut letters = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            self.dispatch_locked(&mut g, &mut letters, None);
+            self.note_expiry(&g);
+        }
+        self.route_letters(letters);
     }
 
     fn load(&self, inner: &mut Inner, e: &Entry) -> Result<Arc<Message>> {
@@ -313,7 +580,7 @@ impl Queue {
         }
         let rec = inner.log.read(&e.pos())?;
         match record::decode(rec.payload)? {
-            Record::Enqueue(m) => Ok(Arc::new(m)),
+            Record::Enqueue { msg, .. } => Ok(Arc::new(msg)),
             _ => Err(CoreError::Corrupt(format!(
                 "record {} of queue '{}' is not an enqueue",
                 e.id, self.spec.name
@@ -343,7 +610,7 @@ impl Queue {
                 break;
             }
             next = rec.index + 1;
-            if let Record::Enqueue(m) = record::decode(rec.payload)? {
+            if let Record::Enqueue { msg: m, expires_at } = record::decode(rec.payload)? {
                 let size = i64::from(pos.len);
                 let cached = if cache_ok
                     && self.env.cache_used.fetch_add(size, Ordering::Relaxed) + size
@@ -357,7 +624,8 @@ impl Queue {
                     }
                     None
                 };
-                state.refill_push(Entry::new(pos, m.persistent, cached));
+                let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
+                state.refill_push(Entry::new(pos, m.persistent, cached), expires_at, body);
                 loaded += 1;
             }
         }
@@ -373,13 +641,34 @@ impl Queue {
         }
     }
 
-    fn dispatch_locked(&self, inner: &mut Inner) {
+    /// Delivers ready messages to consumers with credit. Expired heads are
+    /// dropped on the way (except `fresh`, the message being published).
+    fn dispatch_locked(
+        &self,
+        inner: &mut Inner,
+        letters: &mut Vec<DeadLetter>,
+        fresh: Option<u64>,
+    ) {
         if inner.deleted {
             return;
         }
         let mut settled: Vec<u64> = Vec::new();
+        let mut now: Option<u64> = None;
         while inner.state.ready_len() > 0 && !inner.consumers.is_empty() {
             self.ensure_window(inner);
+            if let Some(d) = inner.state.head_deadline() {
+                let head = inner.state.peek_ready().map(|e| e.id);
+                let now = *now.get_or_insert_with(|| self.env.clock.now_ms());
+                if d <= now && head != fresh {
+                    if !self.expire_locked(inner, now, letters) {
+                        // Too many dead letters at once: the sweep goes on
+                        // (and delivers) once these are routed.
+                        self.env.timer.schedule(now);
+                        break;
+                    }
+                    continue;
+                }
+            }
             let n = inner.consumers.len();
             let Some(idx) = (0..n)
                 .map(|i| (inner.rr + i) % n)
@@ -429,12 +718,44 @@ impl Queue {
     /// basic.get: takes the head message. Returns it with the number of
     /// messages left.
     pub fn get(&self, no_ack: bool) -> Result<Option<(Delivery, u32)>> {
+        loop {
+            let mut letters = Vec::new();
+            let got = self.get_locked(no_ack, &mut letters);
+            self.route_letters(letters);
+            match got {
+                // Expired messages were dropped in a batch; go on.
+                Ok(None) if self.head_expired() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn head_expired(&self) -> bool {
+        let g = self.inner.lock();
+        g.state
+            .head_deadline()
+            .is_some_and(|d| d <= self.env.clock.now_ms())
+    }
+
+    fn get_locked(
+        &self,
+        no_ack: bool,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<Option<(Delivery, u32)>> {
         let mut g = self.inner.lock();
         if g.deleted {
             return Err(self.not_found());
         }
         let inner = &mut *g;
         self.ensure_window(inner);
+        if inner.state.head_deadline().is_some() {
+            let now = self.env.clock.now_ms();
+            let done = self.expire_locked(inner, now, letters);
+            self.note_expiry(inner);
+            if !done {
+                return Ok(None);
+            }
+        }
         let Some(head) = inner.state.peek_ready().cloned() else {
             return Ok(None);
         };
@@ -455,7 +776,28 @@ impl Queue {
         } else {
             inner.state.check_out(entry);
         }
+        self.note_expiry(inner);
         Ok(Some((d, inner.state.ready_len() as u32)))
+    }
+
+    /// Logs a Drop record (nothing if `ids` is empty).
+    fn try_write_drop(&self, inner: &mut Inner, reason: Reason, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        inner.scratch.clear();
+        record::encode_drop(reason, ids, &mut inner.scratch);
+        inner.log.append(&inner.scratch)?;
+        self.count_settles(inner, ids.len());
+        Ok(())
+    }
+
+    /// `try_write_drop` for the queue's own housekeeping (expiry,
+    /// overflow), which has nobody to report a failure to.
+    fn write_drop(&self, inner: &mut Inner, reason: Reason, ids: &[u64]) {
+        if let Err(e) = self.try_write_drop(inner, reason, ids) {
+            tracing::error!(queue = %self.spec.name, error = %e, "cannot log dropped messages");
+        }
     }
 
     fn write_ids(&self, inner: &mut Inner, requeue: bool, ids: &[u64]) -> Result<()> {
@@ -463,17 +805,21 @@ impl Queue {
         record::encode_ids(requeue, ids, &mut inner.scratch);
         inner.log.append(&inner.scratch)?;
         if !requeue {
-            inner.settles_since_gc += ids.len();
-            if inner.settles_since_gc >= 4096 {
-                inner.settles_since_gc = 0;
-                self.gc_segments(inner);
-                // The log removes only fsynced segments; a queue that never
-                // needs a sync for confirms (transient traffic) gets one here
-                // so its settled segments can go.
-                self.schedule_sync();
-            }
+            self.count_settles(inner, ids.len());
         }
         Ok(())
+    }
+
+    fn count_settles(&self, inner: &mut Inner, n: usize) {
+        inner.settles_since_gc += n;
+        if inner.settles_since_gc >= 4096 {
+            inner.settles_since_gc = 0;
+            self.gc_segments(inner);
+            // The log removes only fsynced segments; a queue that never
+            // needs a sync for confirms (transient traffic) gets one here
+            // so its settled segments can go.
+            self.schedule_sync();
+        }
     }
 
     /// Removes log segments that hold only settled messages.
@@ -499,26 +845,62 @@ impl Queue {
     }
 
     fn release(&self, ids: &[u64], requeue: bool) -> Result<()> {
-        let mut g = self.inner.lock();
-        if g.deleted {
-            return Ok(());
-        }
-        let inner = &mut *g;
-        let done: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|id| {
-                if requeue {
-                    inner.state.requeue(*id)
-                } else {
-                    inner.state.settle(*id)
+        let mut letters = Vec::new();
+        let r = (|| {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Ok(());
+            }
+            let inner = &mut *g;
+            let done: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    if requeue {
+                        inner.state.requeue(*id)
+                    } else {
+                        inner.state.settle(*id)
+                    }
+                })
+                .collect();
+            if !done.is_empty() {
+                self.write_ids(inner, requeue, &done)?;
+            }
+            self.dispatch_locked(inner, &mut letters, None);
+            self.note_expiry(inner);
+            Ok(())
+        })();
+        self.route_letters(letters);
+        r
+    }
+
+    /// basic.reject / basic.nack without requeue: the messages leave the
+    /// queue (a Drop record, reason rejected) and go to the dead-letter
+    /// exchange if there is one.
+    pub fn reject(&self, ids: &[u64]) -> Result<()> {
+        for chunk in ids.chunks(LETTER_BATCH) {
+            let mut letters = Vec::new();
+            let logged = {
+                let mut g = self.inner.lock();
+                if g.deleted {
+                    return Ok(());
                 }
-            })
-            .collect();
-        if !done.is_empty() {
-            self.write_ids(inner, requeue, &done)?;
+                let inner = &mut *g;
+                let mut done = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    if let Some(e) = inner.state.take_unacked(*id) {
+                        self.kill(inner, &e, Reason::Rejected, &mut letters);
+                        done.push(e.id);
+                    }
+                }
+                let logged = self.try_write_drop(inner, Reason::Rejected, &done);
+                self.dispatch_locked(inner, &mut letters, None);
+                self.note_expiry(inner);
+                logged
+            };
+            self.route_letters(letters);
+            logged?;
         }
-        self.dispatch_locked(inner);
         Ok(())
     }
 
@@ -539,6 +921,7 @@ impl Queue {
         record::encode_purge(upto, &keep, &mut inner.scratch);
         inner.log.append(&inner.scratch)?;
         self.gc_segments(inner);
+        self.note_expiry(inner);
         Ok(n as u32)
     }
 
@@ -677,13 +1060,13 @@ impl SyncTask for Queue {
     }
 }
 
-fn replay(log: &Log) -> Result<QueueState> {
-    let mut r = Replay::new();
+fn replay(log: &Log, track_body: bool) -> Result<QueueState> {
+    let mut r = Replay::new(track_body);
     for item in log.reader(log.first_index()) {
         let (pos, rec) = item?;
         match record::decode(rec.payload)? {
-            Record::Enqueue(m) => r.enqueue(pos, &m),
-            Record::Settle(ids) => r.settle(&ids),
+            Record::Enqueue { msg, expires_at } => r.enqueue(pos, &msg, expires_at),
+            Record::Settle(ids) | Record::Drop { ids, .. } => r.settle(&ids),
             Record::Requeue(ids) => r.requeue(&ids),
             Record::Purge { upto, keep } => r.purge(upto, &keep),
         }

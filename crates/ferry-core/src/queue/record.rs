@@ -1,15 +1,19 @@
 //! The queue's command log records: the only way the queue state changes.
 //!
 //! ```text
-//! Enqueue  | 0x01 | flags u8 | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
+//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
 //! Settle   | 0x02 | count u32 LE | count × id u64 LE |
 //! Requeue  | 0x03 | count u32 LE | count × id u64 LE |
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
+//! Drop     | 0x05 | reason u8 | count u32 LE | count × id u64 LE |
 //! flags: bit 0 = persistent (replay drops Enqueue records without it)
+//!        bit 1 = expires_at present (ms since the Unix epoch)
+//! reason: 1 = expired, 2 = maxlen, 3 = rejected
 //! ```
 //! A message's id is the log index of its Enqueue record. The format is
 //! described with its invariants in `docs/queue-records.md`.
 
+use super::dead_letter::Reason;
 use crate::error::{CoreError, Result};
 use crate::message::Message;
 use bytes::{Buf, BufMut, Bytes};
@@ -19,15 +23,32 @@ const TAG_ENQUEUE: u8 = 1;
 const TAG_SETTLE: u8 = 2;
 const TAG_REQUEUE: u8 = 3;
 const TAG_PURGE: u8 = 4;
+const TAG_DROP: u8 = 5;
 const FLAG_PERSISTENT: u8 = 1;
+const FLAG_EXPIRES: u8 = 2;
 
 /// A decoded command record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A message joins the queue's tail.
-    Enqueue(Message),
-    /// Messages leave the queue for good (acked, rejected, dropped).
+    Enqueue {
+        /// The message (its `expiration_ms` is not stored: the deadline is).
+        msg: Message,
+        /// When it expires, in ms since the Unix epoch.
+        expires_at: Option<u64>,
+    },
+    /// Messages leave the queue for good (acked, or dropped before a
+    /// front end could tell why).
     Settle(Vec<u64>),
+    /// Messages leave the queue because they died: expired, pushed out by
+    /// the length limit, or rejected. Replay treats it as a Settle; the
+    /// reason says what was (or would be) dead-lettered.
+    Drop {
+        /// Why.
+        reason: Reason,
+        /// Which.
+        ids: Vec<u64>,
+    },
     /// Checked-out messages return to their place, their delivery count bumped.
     Requeue(Vec<u64>),
     /// Every message with an id below `upto` leaves, except the `keep`
@@ -40,11 +61,18 @@ pub enum Record {
     },
 }
 
-/// Encodes an Enqueue record for `msg` into `out`.
-pub fn encode_enqueue(msg: &Message, out: &mut Vec<u8>) {
+/// Encodes an Enqueue record for `msg` (expiring at `expires_at`) into `out`.
+pub fn encode_enqueue(msg: &Message, expires_at: Option<u64>, out: &mut Vec<u8>) {
     out.reserve(msg.weight());
     out.put_u8(TAG_ENQUEUE);
-    out.put_u8(if msg.persistent { FLAG_PERSISTENT } else { 0 });
+    let mut flags = if msg.persistent { FLAG_PERSISTENT } else { 0 };
+    if expires_at.is_some() {
+        flags |= FLAG_EXPIRES;
+    }
+    out.put_u8(flags);
+    if let Some(at) = expires_at {
+        out.put_u64_le(at);
+    }
     put_short(out, &msg.exchange);
     put_short(out, &msg.routing_key);
     out.put_u32_le(msg.properties.len() as u32);
@@ -55,6 +83,16 @@ pub fn encode_enqueue(msg: &Message, out: &mut Vec<u8>) {
 /// Encodes a Settle or Requeue record.
 pub fn encode_ids(requeue: bool, ids: &[u64], out: &mut Vec<u8>) {
     out.put_u8(if requeue { TAG_REQUEUE } else { TAG_SETTLE });
+    out.put_u32_le(ids.len() as u32);
+    for id in ids {
+        out.put_u64_le(*id);
+    }
+}
+
+/// Encodes a Drop record.
+pub fn encode_drop(reason: Reason, ids: &[u64], out: &mut Vec<u8>) {
+    out.put_u8(TAG_DROP);
+    out.put_u8(reason.code());
     out.put_u32_le(ids.len() as u32);
     for id in ids {
         out.put_u64_le(*id);
@@ -120,6 +158,14 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
                 return Err(corrupt("flags"));
             }
             let flags = payload.get_u8();
+            let expires_at = if flags & FLAG_EXPIRES != 0 {
+                if payload.remaining() < 8 {
+                    return Err(corrupt("expiry"));
+                }
+                Some(payload.get_u64_le())
+            } else {
+                None
+            };
             let exchange = take_short(&mut payload)?;
             let routing_key = take_short(&mut payload)?;
             if payload.remaining() < 4 {
@@ -130,16 +176,32 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
                 return Err(corrupt("properties"));
             }
             let properties = payload.split_to(n);
-            Ok(Record::Enqueue(Message {
-                exchange,
-                routing_key,
-                properties,
-                body: payload,
-                persistent: flags & FLAG_PERSISTENT != 0,
-            }))
+            Ok(Record::Enqueue {
+                msg: Message {
+                    exchange,
+                    routing_key,
+                    properties,
+                    body: payload,
+                    persistent: flags & FLAG_PERSISTENT != 0,
+                    expiration_ms: None,
+                },
+                expires_at,
+            })
         }
         TAG_SETTLE => Ok(Record::Settle(take_ids(&mut payload)?)),
         TAG_REQUEUE => Ok(Record::Requeue(take_ids(&mut payload)?)),
+        TAG_DROP => {
+            if payload.remaining() < 1 {
+                return Err(corrupt("drop reason"));
+            }
+            let code = payload.get_u8();
+            let reason =
+                Reason::from_code(code).ok_or_else(|| corrupt(&format!("drop reason {code}")))?;
+            Ok(Record::Drop {
+                reason,
+                ids: take_ids(&mut payload)?,
+            })
+        }
         TAG_PURGE => {
             if payload.remaining() < 8 {
                 return Err(corrupt("purge bound"));
@@ -163,16 +225,52 @@ mod tests {
             properties: Bytes::from_static(&[0x80, 0x00, 3, b'a', b'/', b'b']),
             body: Bytes::from_static(b"hello"),
             persistent,
+            expiration_ms: None,
         }
     }
 
     #[test]
-    fn enqueue_round_trips_both_flags() {
+    fn enqueue_round_trips_both_flags_and_the_deadline() {
         for p in [true, false] {
-            let mut out = Vec::new();
-            encode_enqueue(&msg(p), &mut out);
-            assert_eq!(decode(Bytes::from(out)).ok(), Some(Record::Enqueue(msg(p))));
+            for expires_at in [None, Some(0), Some(1_700_000_000_123), Some(u64::MAX)] {
+                let mut out = Vec::new();
+                encode_enqueue(&msg(p), expires_at, &mut out);
+                assert_eq!(
+                    decode(Bytes::from(out)).ok(),
+                    Some(Record::Enqueue {
+                        msg: msg(p),
+                        expires_at
+                    })
+                );
+            }
         }
+    }
+
+    #[test]
+    fn enqueue_without_deadline_keeps_the_old_layout() {
+        let mut out = Vec::new();
+        encode_enqueue(&msg(true), None, &mut out);
+        assert_eq!(&out[..4], &[TAG_ENQUEUE, FLAG_PERSISTENT, 10, b'a']);
+        let mut out = Vec::new();
+        encode_enqueue(&msg(true), Some(0x0102), &mut out);
+        assert_eq!(&out[..11], &[TAG_ENQUEUE, 3, 2, 1, 0, 0, 0, 0, 0, 0, 10]);
+    }
+
+    #[test]
+    fn drop_records_round_trip_with_their_reason() {
+        for reason in [Reason::Expired, Reason::Maxlen, Reason::Rejected] {
+            let mut out = Vec::new();
+            encode_drop(reason, &[7, 9], &mut out);
+            assert_eq!(
+                decode(Bytes::from(out)).ok(),
+                Some(Record::Drop {
+                    reason,
+                    ids: vec![7, 9]
+                })
+            );
+        }
+        assert!(decode(Bytes::from_static(&[TAG_DROP, 9, 0, 0, 0, 0])).is_err());
+        assert!(decode(Bytes::from_static(&[TAG_DROP])).is_err());
     }
 
     #[test]
@@ -200,8 +298,16 @@ mod tests {
     #[test]
     fn truncated_records_are_errors_not_panics() {
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), &mut out);
+        encode_enqueue(&msg(true), None, &mut out);
         for cut in 0..12 {
+            assert!(
+                decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut out = Vec::new();
+        encode_enqueue(&msg(true), Some(5), &mut out);
+        for cut in 0..20 {
             assert!(
                 decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
                 "cut {cut}"

@@ -2,7 +2,12 @@
 //! order) and which are checked out to a consumer. It knows nothing of files,
 //! sockets or clocks; `Queue` drives it from the command log and from
 //! consumers, and a replica (later, Raft) can drive it from the same log.
+//!
+//! Message deadlines and body sizes (for TTL and `x-max-length-bytes`) live
+//! in a side map ([`Meta`]), filled only for messages that have a deadline
+//! or in queues that limit bytes: a plain queue pays nothing for them.
 
+use crate::clock::NEVER;
 use crate::message::Message;
 use ferry_log::RecordPos;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -79,6 +84,16 @@ impl Entry {
     }
 }
 
+/// What a message needs beyond its index entry, kept only when it has a
+/// deadline or its queue counts body bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// When it expires (ms since the epoch); `NEVER` if it does not.
+    pub deadline: u64,
+    /// Body bytes (what `x-max-length-bytes` counts).
+    pub body: u32,
+}
+
 /// Ready and checked-out messages.
 #[derive(Debug, Default)]
 pub struct QueueState {
@@ -87,6 +102,13 @@ pub struct QueueState {
     ready_bytes: u64,
     unacked_bytes: u64,
     spill: Option<Spill>,
+    /// Deadlines and body sizes of in-memory messages (ready or checked
+    /// out) that have one or whose queue counts bytes.
+    meta: HashMap<u64, Meta>,
+    /// Whether body bytes of ready messages are counted.
+    track_body: bool,
+    /// Body bytes of ready in-memory messages (when tracked).
+    ready_body: u64,
 }
 
 /// The newest part of a long backlog, left in the log instead of memory.
@@ -107,6 +129,8 @@ pub struct Spill {
     pub count: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// Their body bytes (counted only when the queue tracks them).
+    pub body: u64,
 }
 
 /// Ready messages held in memory before new ones spill to the log.
@@ -116,6 +140,59 @@ impl QueueState {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty queue that counts the body bytes of ready messages
+    /// (`x-max-length-bytes`) when `track_body`.
+    pub fn with_body_tracking(track_body: bool) -> Self {
+        QueueState {
+            track_body,
+            ..Self::default()
+        }
+    }
+
+    /// Body bytes of ready messages (0 unless tracked).
+    pub fn ready_body_bytes(&self) -> u64 {
+        self.ready_body + self.spill.map_or(0, |s| s.body)
+    }
+
+    /// Whether any in-memory message has a deadline or a size recorded.
+    pub fn has_meta(&self) -> bool {
+        !self.meta.is_empty()
+    }
+
+    /// The deadline of the head of the queue, if it has one.
+    pub fn head_deadline(&self) -> Option<u64> {
+        if self.meta.is_empty() {
+            return None;
+        }
+        let head = self.ready.front()?;
+        match self.meta.get(&head.id) {
+            Some(m) if m.deadline != NEVER => Some(m.deadline),
+            _ => None,
+        }
+    }
+
+    fn note_meta(&mut self, id: u64, deadline: Option<u64>, body: u32) {
+        if self.track_body {
+            self.ready_body += u64::from(body);
+        }
+        if deadline.is_some() || self.track_body {
+            self.meta.insert(
+                id,
+                Meta {
+                    deadline: deadline.unwrap_or(NEVER),
+                    body,
+                },
+            );
+        }
+    }
+
+    fn body_of(&self, id: u64) -> u64 {
+        if !self.track_body {
+            return 0;
+        }
+        self.meta.get(&id).map_or(0, |m| u64::from(m.body))
     }
 
     /// Number of messages ready for delivery (AMQP message_count).
@@ -143,14 +220,19 @@ impl QueueState {
         self.spill.is_some() && self.ready.len() < WINDOW / 2
     }
 
-    /// A message loaded back from the spilled range (in order).
-    pub fn refill_push(&mut self, e: Entry) {
+    /// A message loaded back from the spilled range (in order), with its
+    /// deadline and body size from its record.
+    pub fn refill_push(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
         let size = u64::from(e.size());
         if let Some(sp) = self.spill.as_mut() {
             sp.count = sp.count.saturating_sub(1);
             sp.bytes = sp.bytes.saturating_sub(size);
+            if self.track_body {
+                sp.body = sp.body.saturating_sub(u64::from(body));
+            }
         }
         self.ready_bytes += size;
+        self.note_meta(e.id, deadline, body);
         self.ready.push_back(e);
     }
 
@@ -180,8 +262,10 @@ impl QueueState {
     }
 
     /// Appends a new message at the tail. Ids grow with the log index.
-    /// Past the in-memory window it is left in the log (spilled).
-    pub fn enqueue(&mut self, e: Entry) {
+    /// Past the in-memory window it is left in the log (spilled; its
+    /// deadline is read back from its record with it). `body` is its body
+    /// size, `deadline` when it expires.
+    pub fn enqueue(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
         if self.spill.is_some() || self.ready.len() >= WINDOW {
             let size = u64::from(e.size());
             let sp = self.spill.get_or_insert(Spill {
@@ -189,13 +273,18 @@ impl QueueState {
                 to: e.id,
                 count: 0,
                 bytes: 0,
+                body: 0,
             });
             sp.to = e.id + 1;
             sp.count += 1;
             sp.bytes += size;
+            if self.track_body {
+                sp.body += u64::from(body);
+            }
             return;
         }
         self.ready_bytes += u64::from(e.size());
+        self.note_meta(e.id, deadline, body);
         match self.ready.back() {
             Some(last) if last.id > e.id => self.insert_ordered(e),
             _ => self.ready.push_back(e),
@@ -212,10 +301,22 @@ impl QueueState {
         self.ready.front_mut()
     }
 
-    /// Takes the head of the queue.
+    /// Takes the head of the queue (to deliver it: its deadline stays
+    /// known in case it is requeued).
     pub fn pop_ready(&mut self) -> Option<Entry> {
         let e = self.ready.pop_front()?;
         self.ready_bytes -= u64::from(e.size());
+        self.ready_body = self.ready_body.saturating_sub(self.body_of(e.id));
+        Some(e)
+    }
+
+    /// Removes the head of the queue for good (expired or pushed out by a
+    /// length limit).
+    pub fn drop_head(&mut self) -> Option<Entry> {
+        let e = self.pop_ready()?;
+        if !self.meta.is_empty() {
+            self.meta.remove(&e.id);
+        }
         Some(e)
     }
 
@@ -230,13 +331,17 @@ impl QueueState {
 
     /// Removes a checked-out message for good. False if it is not checked out.
     pub fn settle(&mut self, id: u64) -> bool {
-        match self.unacked.remove(&id) {
-            Some(e) => {
-                self.unacked_bytes -= u64::from(e.size());
-                true
-            }
-            None => false,
+        self.take_unacked(id).is_some()
+    }
+
+    /// Removes a checked-out message for good and returns it.
+    pub fn take_unacked(&mut self, id: u64) -> Option<Entry> {
+        let e = self.unacked.remove(&id)?;
+        self.unacked_bytes -= u64::from(e.size());
+        if !self.meta.is_empty() {
+            self.meta.remove(&id);
         }
+        Some(e)
     }
 
     /// Returns a checked-out message to its original place in the queue.
@@ -246,6 +351,7 @@ impl QueueState {
                 self.unacked_bytes -= u64::from(e.size());
                 e.returned();
                 self.ready_bytes += u64::from(e.size());
+                self.ready_body += self.body_of(e.id);
                 self.insert_ordered(e);
                 true
             }
@@ -258,8 +364,14 @@ impl QueueState {
     pub fn purge_ready(&mut self) -> (usize, Vec<u64>) {
         let n = self.ready_len();
         self.spill = None;
+        if !self.meta.is_empty() {
+            for e in &self.ready {
+                self.meta.remove(&e.id);
+            }
+        }
         self.ready.clear();
         self.ready_bytes = 0;
+        self.ready_body = 0;
         let mut keep: Vec<u64> = self.unacked.keys().copied().collect();
         keep.sort_unstable();
         (n, keep)
@@ -317,19 +429,34 @@ impl QueueState {
 pub struct Replay {
     live: VecDeque<Entry>,
     gone: HashSet<u64>,
+    meta: HashMap<u64, Meta>,
+    track_body: bool,
 }
 
 impl Replay {
-    /// Starts an empty replay.
-    pub fn new() -> Self {
-        Self::default()
+    /// Starts an empty replay (of a queue counting body bytes when
+    /// `track_body`).
+    pub fn new(track_body: bool) -> Self {
+        Replay {
+            track_body,
+            ..Self::default()
+        }
     }
 
     /// Applies an Enqueue record found at `pos`.
-    pub fn enqueue(&mut self, pos: RecordPos, msg: &Message) {
+    pub fn enqueue(&mut self, pos: RecordPos, msg: &Message, expires_at: Option<u64>) {
         if !msg.persistent {
             // Transient messages do not outlive the process.
             return;
+        }
+        if expires_at.is_some() || self.track_body {
+            self.meta.insert(
+                pos.index,
+                Meta {
+                    deadline: expires_at.unwrap_or(NEVER),
+                    body: u32::try_from(msg.body.len()).unwrap_or(u32::MAX),
+                },
+            );
         }
         self.live.push_back(Entry::new(pos, true, None));
     }
@@ -387,8 +514,17 @@ impl Replay {
             let gone = std::mem::take(&mut self.gone);
             self.live.retain(|e| !gone.contains(&e.id));
         }
-        let mut st = QueueState::new();
+        let mut st = QueueState::with_body_tracking(self.track_body);
         st.ready_bytes = self.live.iter().map(|e| u64::from(e.size())).sum();
+        if !self.meta.is_empty() {
+            let live = &self.live;
+            self.meta
+                .retain(|id, _| live.binary_search_by_key(id, |e| e.id).is_ok());
+            if self.track_body {
+                st.ready_body = self.meta.values().map(|m| u64::from(m.body)).sum();
+            }
+        }
+        st.meta = self.meta;
         st.ready = self.live;
         st
     }

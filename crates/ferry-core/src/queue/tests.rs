@@ -10,7 +10,6 @@ use bytes::Bytes;
 use ferry_log::{LogConfig, SimIo};
 use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
@@ -29,19 +28,19 @@ impl ConfirmSink for Confirms {
 }
 
 #[derive(Debug)]
-struct Taker {
+pub(super) struct Taker {
     credit: Mutex<u32>,
-    got: Mutex<Vec<Delivery>>,
+    pub(super) got: Mutex<Vec<Delivery>>,
 }
 
 impl Taker {
-    fn new(credit: u32) -> Arc<Self> {
+    pub(super) fn new(credit: u32) -> Arc<Self> {
         Arc::new(Taker {
             credit: Mutex::new(credit),
             got: Mutex::new(Vec::new()),
         })
     }
-    fn bodies(&self) -> Vec<String> {
+    pub(super) fn bodies(&self) -> Vec<String> {
         self.got
             .lock()
             .iter()
@@ -69,16 +68,15 @@ impl ConsumerSink for Taker {
 }
 
 fn env(io: &SimIo, cache: i64) -> QueueEnv {
-    QueueEnv {
-        io: io.shared(),
-        syncer: Syncer::start(1).unwrap(),
-        log: LogConfig {
+    QueueEnv::new(
+        io.shared(),
+        Syncer::start(1).unwrap(),
+        LogConfig {
             segment_bytes: 4096,
             ..LogConfig::default()
         },
-        cache_limit: cache,
-        cache_used: Arc::new(AtomicI64::new(0)),
-    }
+        cache,
+    )
 }
 
 fn spec(durable: bool) -> QueueSpec {
@@ -98,6 +96,7 @@ fn msg(body: &str, persistent: bool) -> Arc<Message> {
         properties: Bytes::from_static(&[0, 0]),
         body: Bytes::copy_from_slice(body.as_bytes()),
         persistent,
+        expiration_ms: None,
     })
 }
 

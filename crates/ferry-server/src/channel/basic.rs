@@ -58,10 +58,7 @@ impl Channel {
             basic::AMQPMethod::Get(g) => self.get(ctx, g.queue.as_str(), g.no_ack),
             basic::AMQPMethod::Recover(r) => self.recover(r.requeue, true),
             basic::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue, false),
-            other => Err(AmqpError::new(
-                ReplyCode::COMMAND_INVALID,
-                format!("unexpected method {other:?} from a client"),
-            )),
+            _ => Err(super::unimplemented()),
         }
     }
 
@@ -150,16 +147,16 @@ impl Channel {
                 format!("unknown delivery tag {tag}"),
             ));
         };
-        let requeue = requeue.unwrap_or(false);
         if self.hold_in_tx(&mut taken, requeue) {
             return Ok(());
         }
         let items: Vec<Unacked> = taken.into_iter().map(|(_, u)| u).collect();
         for (q, ids) in group_by_queue(items) {
-            if requeue {
-                q.requeue(&ids)?;
-            } else {
-                q.settle(&ids)?;
+            match requeue {
+                None => q.settle(&ids)?,
+                Some(true) => q.requeue(&ids)?,
+                // Dead-lettered if the queue has a dead-letter exchange.
+                Some(false) => q.reject(&ids)?,
             }
         }
         if self.shared.state.lock().global_prefetch > 0 {

@@ -3,7 +3,7 @@
 use super::{Channel, ChannelCtx};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
-use ferry_amqp::{AMQPClass, FieldTable, ReplyCode, ShortString};
+use ferry_amqp::{AMQPClass, FieldTable, ShortString};
 use ferry_core::exchange::Destination;
 use ferry_core::queue::QueueSpec;
 use ferry_core::ExchangeArgs;
@@ -55,12 +55,7 @@ impl Channel {
                 (b.source, b.destination, b.routing_key, b.arguments),
                 b.nowait,
             )?,
-            other => {
-                return Err(AmqpError::new(
-                    ReplyCode::COMMAND_INVALID,
-                    format!("unexpected method {other:?} from a client"),
-                ))
-            }
+            _ => return Err(super::unimplemented()),
         }
         Ok(())
     }
@@ -173,12 +168,7 @@ impl Channel {
                     )));
                 }
             }
-            other => {
-                return Err(AmqpError::new(
-                    ReplyCode::COMMAND_INVALID,
-                    format!("unexpected method {other:?} from a client"),
-                ))
-            }
+            _ => return Err(super::unimplemented()),
         }
         Ok(())
     }

@@ -84,12 +84,8 @@ impl Channel {
         self.forget_server_cancelled();
         match frame {
             Frame::Method { method, .. } => {
-                if self.pending.is_some() {
-                    return Err(AmqpError::new(
-                        ReplyCode::UNEXPECTED_FRAME,
-                        "expected content header for class 60, got non content header frame instead",
-                    )
-                    .on(60, 40));
+                if let Some(p) = &self.pending {
+                    return Err(p.unexpected_frame());
                 }
                 self.handle_method(ctx, method)
             }
@@ -103,7 +99,7 @@ impl Channel {
             Frame::Body { payload, .. } => self.content_body(ctx, payload),
             Frame::Heartbeat { .. } => Err(AmqpError::new(
                 ReplyCode::UNEXPECTED_FRAME,
-                "heartbeat frame on a non-zero channel",
+                ferry_amqp::frame::rabbit::unexpected_frame_detail(8, &[]),
             )),
         }
     }
@@ -117,10 +113,7 @@ impl Channel {
             AMQPClass::Channel(m) => self.channel_method(m),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => self.confirm_select(s.nowait),
             AMQPClass::Tx(m) => self.tx_method(ctx, m),
-            _ => Err(AmqpError::new(
-                ReplyCode::COMMAND_INVALID,
-                format!("unexpected method {class_id}.{method_id} on a channel"),
-            )),
+            _ => Err(unimplemented()),
         };
         r.map_err(|e| {
             if e.class_id == 0 {
@@ -152,10 +145,7 @@ impl Channel {
                 ReplyCode::CHANNEL_ERROR,
                 "second 'channel.open' seen",
             )),
-            other => Err(AmqpError::new(
-                ReplyCode::COMMAND_INVALID,
-                format!("unexpected {other:?}"),
-            )),
+            _ => Err(unimplemented()),
         }
     }
 
@@ -207,10 +197,7 @@ impl Channel {
                 self.reply(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
                 Ok(())
             }
-            other => Err(AmqpError::new(
-                ReplyCode::COMMAND_INVALID,
-                format!("unexpected {other:?}"),
-            )),
+            _ => Err(unimplemented()),
         }
     }
 
@@ -271,6 +258,13 @@ impl Channel {
         self.pending = None;
         self.tx = None;
     }
+}
+
+/// RabbitMQ's answer to a method a client has no business sending on a
+/// channel (a server-side method such as queue.declare-ok, or a connection
+/// method): a connection error.
+pub(crate) fn unimplemented() -> AmqpError {
+    AmqpError::new(ReplyCode::COMMAND_INVALID, "unimplemented method")
 }
 
 /// Groups unacked messages by queue, keeping their order.

@@ -22,6 +22,25 @@ pub struct PendingContent {
     header: Option<(u64, BasicProperties, Bytes)>,
     body: BytesMut,
     single: Option<Bytes>,
+    /// The properties did not decode: RabbitMQ finds out (and closes the
+    /// connection with 541) when the message is complete.
+    undecodable: bool,
+    /// More body than the header declared: as in RabbitMQ, the message
+    /// never completes; further body frames are dropped and any other
+    /// frame is UNEXPECTED_FRAME.
+    overflow: bool,
+}
+
+impl PendingContent {
+    /// RabbitMQ's answer to a frame other than the next content frame.
+    pub(super) fn unexpected_frame(&self) -> AmqpError {
+        let text = if self.header.is_some() {
+            "expected content body, got non content body frame instead"
+        } else {
+            "expected content header for class 60, got non content header frame instead"
+        };
+        AmqpError::new(ReplyCode::UNEXPECTED_FRAME, text).on(60, 40)
+    }
 }
 
 /// An acknowledgement held back by a transaction.
@@ -30,6 +49,8 @@ pub struct TxAck {
     tag: u64,
     unacked: Unacked,
     requeue: bool,
+    /// nack/reject without requeue (dead-lettered), not an ack.
+    reject: bool,
 }
 
 /// Work held back by a transaction until tx.commit.
@@ -92,6 +113,8 @@ impl Channel {
             header: None,
             body: BytesMut::new(),
             single: None,
+            undecodable: false,
+            overflow: false,
         });
         Ok(())
     }
@@ -111,17 +134,20 @@ impl Channel {
             ));
         };
         if p.header.is_some() {
-            return Err(AmqpError::new(
-                ReplyCode::UNEXPECTED_FRAME,
-                "expected content body, got non content body frame instead",
-            ));
+            return Err(p.unexpected_frame());
         }
         if class_id != 60 {
             return Err(AmqpError::new(
-                ReplyCode::FRAME_ERROR,
-                format!("content header for class {class_id}"),
-            ));
+                ReplyCode::UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got one for class {class_id} instead"
+                ),
+            )
+            .on(60, 40));
         }
+        // Empty raw properties: the connection's mark for properties that
+        // did not decode (a decodable list has at least its flags).
+        p.undecodable = raw.is_empty();
         if body_size > ctx.config.max_message_size {
             self.pending = None;
             return Err(AmqpError::new(
@@ -152,18 +178,20 @@ impl Channel {
             ));
         };
         let Some((size, _, _)) = &p.header else {
-            return Err(AmqpError::new(
-                ReplyCode::UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-            ));
+            return Err(p.unexpected_frame());
         };
         let size = *size;
+        if p.overflow {
+            return Ok(());
+        }
         let have = p.body.len() as u64 + p.single.as_ref().map_or(0, |b| b.len() as u64);
         if have + payload.len() as u64 > size {
-            return Err(AmqpError::new(
-                ReplyCode::FRAME_ERROR,
-                "content body larger than declared in its header",
-            ));
+            // RabbitMQ counts the remaining size below zero and waits for
+            // it to reach zero, which it never does.
+            p.overflow = true;
+            p.body = BytesMut::new();
+            p.single = None;
+            return Ok(());
         }
         // One frame is the common case: keep it as the zero-copy slice.
         if p.single.is_none() && p.body.is_empty() && payload.len() as u64 == size {
@@ -191,6 +219,9 @@ impl Channel {
         let Some((_, props, raw)) = p.header else {
             return Ok(());
         };
+        if p.undecodable {
+            return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, ""));
+        }
         let body = match p.single {
             Some(b) => b,
             None => p.body.freeze(),
@@ -208,21 +239,26 @@ impl Channel {
                 .on(60, 40));
             }
         }
-        if let Some(exp) = props.expiration() {
-            if let Err(reason) = ferry_core::message::parse_expiration(exp.as_str()) {
-                return Err(AmqpError::new(
-                    ReplyCode::PRECONDITION_FAILED,
-                    format!("invalid expiration '{}': {reason}", exp.as_str()),
-                )
-                .on(60, 40));
-            }
-        }
+        let expiration_ms = match props.expiration() {
+            None => None,
+            Some(exp) => match ferry_core::message::parse_expiration(exp.as_str()) {
+                Ok(ms) => Some(ms),
+                Err(reason) => {
+                    return Err(AmqpError::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        ferry_core::message::invalid_expiration_text(exp.as_str(), &reason),
+                    )
+                    .on(60, 40));
+                }
+            },
+        };
         let msg = Arc::new(Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,
             properties: raw,
             body,
             persistent: *props.delivery_mode() == Some(2),
+            expiration_ms,
         });
         let mut queues = Vec::new();
         ctx.vhost
@@ -277,6 +313,18 @@ impl Channel {
                         s.confirmed(&[n]);
                     }
                 }
+                // A full queue with x-overflow reject-publish(-dlx): a
+                // confirming publisher gets basic.nack (a transaction just
+                // goes on: its commit does not fail for it in RabbitMQ).
+                Ok(Enqueued::Rejected) => {
+                    if let Some((s, n)) = sink {
+                        if commit.is_some() {
+                            s.confirmed(&[n]);
+                        } else {
+                            s.failed(&[n]);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(queue = %q.name(), error = %e, "publish failed");
                     if let Some((s, n)) = sink {
@@ -311,8 +359,12 @@ impl Channel {
             self.enqueue(msg, &queues, mandatory, Some(&waiter));
         }
         let (requeue, settle): (Vec<TxAck>, Vec<TxAck>) = acks.into_iter().partition(|a| a.requeue);
+        let (reject, settle): (Vec<TxAck>, Vec<TxAck>) = settle.into_iter().partition(|a| a.reject);
         for (q, ids) in group_by_queue(settle.into_iter().map(|a| a.unacked).collect()) {
             q.settle(&ids).map_err(AmqpError::from)?;
+        }
+        for (q, ids) in group_by_queue(reject.into_iter().map(|a| a.unacked).collect()) {
+            q.reject(&ids).map_err(AmqpError::from)?;
         }
         for (q, ids) in group_by_queue(requeue.into_iter().map(|a| a.unacked).collect()) {
             q.requeue(&ids).map_err(AmqpError::from)?;
@@ -322,14 +374,20 @@ impl Channel {
     }
 
     /// In a transaction, acks wait for the commit. Returns true if held.
-    pub(super) fn hold_in_tx(&mut self, taken: &mut Vec<(u64, Unacked)>, requeue: bool) -> bool {
+    /// `requeue` as for `settle_tags`: None = ack.
+    pub(super) fn hold_in_tx(
+        &mut self,
+        taken: &mut Vec<(u64, Unacked)>,
+        requeue: Option<bool>,
+    ) -> bool {
         let Some(buf) = self.tx.as_mut() else {
             return false;
         };
         buf.acks.extend(taken.drain(..).map(|(tag, unacked)| TxAck {
             tag,
             unacked,
-            requeue,
+            requeue: requeue == Some(true),
+            reject: requeue == Some(false),
         }));
         true
     }

@@ -29,6 +29,7 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
         properties: Bytes::from(raw),
         body: Bytes::from(vec![7u8; 9000]),
         persistent: false,
+        expiration_ms: None,
     });
     for item in [
         Outbound::Deliver {

@@ -1,0 +1,731 @@
+//! TTL, length limits and dead-lettering, driven by a `ManualClock` over
+//! SimIo: deadlines in the log, head-only expiry, overflow behaviours, what
+//! survives a restart, and (through a whole broker) x-death and cycles.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
+use super::record::{self, Record};
+use super::*;
+use crate::broker::{Broker, BrokerConfig};
+use crate::clock::{Clock, ManualClock, NEVER};
+use crate::message::Message;
+use crate::syncer::Syncer;
+use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use bytes::Bytes;
+use ferry_log::{Log, LogConfig, SimIo};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn s(x: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(x))
+}
+
+fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in items {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
+    QueueSpec {
+        name: Arc::from(name),
+        durable,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments,
+    }
+}
+
+fn msg(body: &str, expiration_ms: Option<u64>) -> Arc<Message> {
+    Arc::new(Message {
+        exchange: Arc::from(""),
+        routing_key: Arc::from("q"),
+        properties: Bytes::from_static(&[0, 0]),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        persistent: true,
+        expiration_ms,
+    })
+}
+
+/// Collects dead letters instead of routing them.
+#[derive(Debug, Default)]
+struct Letters(Mutex<Vec<DeadLetter>>);
+
+impl DeadLetterRouter for Letters {
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        self.0.lock().extend(letters);
+    }
+}
+
+impl Letters {
+    fn take(&self) -> Vec<(String, Reason)> {
+        std::mem::take(&mut *self.0.lock())
+            .into_iter()
+            .map(|d| {
+                (
+                    String::from_utf8_lossy(&d.message.body).into_owned(),
+                    d.reason,
+                )
+            })
+            .collect()
+    }
+}
+
+struct Fixture {
+    io: SimIo,
+    clock: Arc<ManualClock>,
+    letters: Arc<Letters>,
+    router: Arc<dyn DeadLetterRouter>,
+    syncer: Arc<Syncer>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let letters = Arc::new(Letters::default());
+        Fixture {
+            io: SimIo::new(),
+            clock: ManualClock::new(T0),
+            router: letters.clone(),
+            letters,
+            syncer: Syncer::start(1).unwrap(),
+        }
+    }
+
+    fn env(&self) -> QueueEnv {
+        let mut env = QueueEnv::new(
+            self.io.shared(),
+            self.syncer.clone(),
+            LogConfig {
+                segment_bytes: 1 << 20,
+                ..LogConfig::default()
+            },
+            1 << 20,
+        )
+        .with_clock(self.clock.clone());
+        env.dead_letters = Some(Arc::downgrade(&self.router));
+        env
+    }
+
+    fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+        Queue::open(
+            spec("q", true, args(a)),
+            Arc::from("/"),
+            PathBuf::from("/data/q"),
+            self.env(),
+        )
+        .unwrap()
+    }
+}
+
+fn bodies(q: &Queue) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some((d, _)) = q.get(true).unwrap() {
+        out.push(String::from_utf8_lossy(&d.message.body).into_owned());
+    }
+    out
+}
+
+/// The Drop records in the queue's log, as (reason, ids).
+fn drops(f: &Fixture) -> Vec<(Reason, Vec<u64>)> {
+    let (log, _) = Log::open(
+        f.io.shared(),
+        &PathBuf::from("/data/q"),
+        LogConfig::default(),
+    )
+    .unwrap();
+    log.reader(log.first_index())
+        .filter_map(|r| match record::decode(r.unwrap().1.payload).unwrap() {
+            Record::Drop { reason, ids } => Some((reason, ids)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn queue_ttl_expires_from_the_head_in_order_at_the_deadline() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    for b in ["a", "b", "c"] {
+        q.publish(&msg(b, None), None).unwrap();
+    }
+    f.clock.advance(50);
+    q.publish(&msg("d", None), None).unwrap();
+    assert_eq!(q.next_expiry(), T0 + 100);
+    q.expire(T0 + 99);
+    assert_eq!(q.counts().0, 4);
+    f.clock.set(T0 + 100);
+    q.expire(T0 + 100);
+    assert_eq!(q.counts().0, 1);
+    assert_eq!(q.next_expiry(), T0 + 150);
+    assert_eq!(bodies(&q), vec!["d"]);
+    assert_eq!(q.next_expiry(), NEVER);
+    q.sync_now();
+    drop(q);
+    assert_eq!(drops(&f), vec![(Reason::Expired, vec![0, 1, 2])]);
+}
+
+#[test]
+fn per_message_ttl_expires_only_at_the_head_and_the_lower_ttl_wins() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(1000))]);
+    q.publish(&msg("long", Some(500)), None).unwrap();
+    q.publish(&msg("short", Some(10)), None).unwrap();
+    f.clock.advance(20);
+    q.expire(f.clock.now_ms());
+    assert_eq!(q.counts().0, 2, "an expired message behind the head stays");
+    assert_eq!(
+        q.next_expiry(),
+        T0 + 500,
+        "the lower of queue TTL and expiration"
+    );
+    let (d, left) = q.get(true).unwrap().unwrap();
+    assert_eq!((&d.message.body[..], left), (&b"long"[..], 1));
+    assert!(
+        q.get(true).unwrap().is_none(),
+        "expired at the head: never delivered"
+    );
+    assert_eq!(q.counts().0, 0);
+}
+
+#[test]
+fn expired_heads_are_skipped_by_consumers_but_a_fresh_message_reaches_a_waiting_one() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(0))]);
+    q.publish(&msg("nobody waits", None), None).unwrap();
+    assert_eq!(q.counts().0, 0, "TTL 0 and no consumer: dropped at once");
+    let taker = super::tests::Taker::new(10);
+    q.consume(Arc::from("c"), taker.clone(), true, false)
+        .unwrap();
+    q.publish(&msg("taken", None), None).unwrap();
+    assert_eq!(taker.bodies(), vec!["taken"]);
+
+    let q2 = Fixture::new();
+    let q2q = q2.open(&[("x-message-ttl", AMQPValue::LongInt(10))]);
+    q2q.publish(&msg("old", None), None).unwrap();
+    q2.clock.advance(10);
+    let t2 = super::tests::Taker::new(10);
+    q2q.consume(Arc::from("c"), t2.clone(), true, false)
+        .unwrap();
+    q2q.dispatch();
+    assert!(t2.bodies().is_empty());
+    assert_eq!(q2q.counts().0, 0);
+}
+
+#[test]
+fn requeued_messages_keep_their_deadline_and_unacked_ones_do_not_expire() {
+    let f = Fixture::new();
+    let q = f.open(&[]);
+    q.publish(&msg("x", Some(100)), None).unwrap();
+    let (d, _) = q.get(false).unwrap().unwrap();
+    f.clock.advance(200);
+    q.expire(f.clock.now_ms());
+    assert_eq!(q.unacked_count(), 1, "checked out: not expired");
+    q.requeue(&[d.msg_id]).unwrap();
+    assert!(q.get(true).unwrap().is_none());
+    assert_eq!((q.counts().0, q.unacked_count()), (0, 0));
+}
+
+#[test]
+fn deadlines_and_drops_survive_a_restart() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    q.publish(&msg("early", None), None).unwrap();
+    f.clock.advance(60);
+    q.publish(&msg("late", None), None).unwrap();
+    q.publish(&msg("own", Some(10)), None).unwrap();
+    f.clock.advance(40);
+    q.expire(f.clock.now_ms());
+    q.sync_now();
+    drop(q);
+    // Reopened 30 ms later: the deadlines are the ones fixed at publish.
+    f.clock.advance(30);
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    assert_eq!(q.counts().0, 2, "the dropped message stays dropped");
+    assert_eq!(q.next_expiry(), T0 + 160);
+    q.expire(T0 + 159);
+    assert_eq!(q.counts().0, 2);
+    q.expire(T0 + 160);
+    assert_eq!(q.counts().0, 0, "'own' expired at T0+70, behind the head");
+}
+
+#[test]
+fn drop_head_counts_ready_messages_only_and_dead_letters_the_oldest() {
+    let f = Fixture::new();
+    let q = f.open(&[
+        ("x-max-length", AMQPValue::LongInt(2)),
+        ("x-dead-letter-exchange", s("dlx")),
+    ]);
+    for b in ["m0", "m1", "m2", "m3"] {
+        assert_eq!(q.publish(&msg(b, None), None).unwrap(), Enqueued::Confirmed);
+    }
+    assert_eq!(q.counts().0, 2);
+    assert_eq!(
+        f.letters.take(),
+        vec![("m0".into(), Reason::Maxlen), ("m1".into(), Reason::Maxlen)]
+    );
+    let (held, _) = q.get(false).unwrap().unwrap();
+    q.publish(&msg("m4", None), None).unwrap();
+    assert!(
+        f.letters.take().is_empty(),
+        "the unacked one does not count"
+    );
+    q.settle(&[held.msg_id]).unwrap();
+    assert_eq!(bodies(&q), vec!["m3", "m4"]);
+}
+
+#[test]
+fn max_length_bytes_counts_bodies_across_a_restart_and_a_spilled_backlog() {
+    let f = Fixture::new();
+    let a = [
+        ("x-max-length-bytes", AMQPValue::LongInt(10)),
+        ("x-overflow", s("reject-publish")),
+    ];
+    let q = f.open(&a);
+    for b in ["aaaa", "bbbb"] {
+        assert_eq!(q.publish(&msg(b, None), None).unwrap(), Enqueued::Confirmed);
+    }
+    assert_eq!(
+        q.publish(&msg("ccc", None), None).unwrap(),
+        Enqueued::Rejected
+    );
+    assert_eq!(
+        q.publish(&msg("cc", None), None).unwrap(),
+        Enqueued::Confirmed
+    );
+    q.sync_now();
+    drop(q);
+    let q = f.open(&a);
+    assert_eq!(
+        q.publish(&msg("d", None), None).unwrap(),
+        Enqueued::Rejected
+    );
+    assert_eq!(bodies(&q), vec!["aaaa", "bbbb", "cc"]);
+
+    // Past the in-memory window the body bytes are kept with the spill.
+    let f = Fixture::new();
+    let n = super::state::WINDOW as u64 + 100;
+    let q = f.open(&[
+        ("x-max-length-bytes", AMQPValue::LongLongInt(n as i64)),
+        ("x-overflow", s("reject-publish")),
+    ]);
+    for _ in 0..n {
+        assert_eq!(
+            q.publish(&msg("x", None), None).unwrap(),
+            Enqueued::Confirmed
+        );
+    }
+    assert_eq!(
+        q.publish(&msg("x", None), None).unwrap(),
+        Enqueued::Rejected
+    );
+    for _ in 0..200 {
+        q.get(true).unwrap().unwrap();
+    }
+    for _ in 0..200 {
+        assert_eq!(
+            q.publish(&msg("y", None), None).unwrap(),
+            Enqueued::Confirmed
+        );
+    }
+    assert_eq!(
+        q.publish(&msg("y", None), None).unwrap(),
+        Enqueued::Rejected
+    );
+    assert_eq!(bodies(&q).len() as u64, n);
+}
+
+#[test]
+fn drop_head_works_through_a_spilled_backlog() {
+    let f = Fixture::new();
+    let max = super::state::WINDOW as i64 + 50;
+    let q = f.open(&[("x-max-length", AMQPValue::LongLongInt(max))]);
+    for i in 0..(max + 300) {
+        q.publish(&msg(&format!("{i}"), None), None).unwrap();
+    }
+    assert_eq!(q.counts().0 as i64, max);
+    let got = bodies(&q);
+    assert_eq!(got.first().map(String::as_str), Some("300"));
+    assert_eq!(got.len() as i64, max);
+}
+
+#[test]
+fn reject_publish_dlx_refuses_and_dead_letters() {
+    let f = Fixture::new();
+    let q = f.open(&[
+        ("x-max-length", AMQPValue::LongInt(1)),
+        ("x-overflow", s("reject-publish-dlx")),
+        ("x-dead-letter-exchange", s("")),
+    ]);
+    assert_eq!(
+        q.publish(&msg("kept", None), None).unwrap(),
+        Enqueued::Confirmed
+    );
+    assert_eq!(
+        q.publish(&msg("refused", None), None).unwrap(),
+        Enqueued::Rejected
+    );
+    assert_eq!(f.letters.take(), vec![("refused".into(), Reason::Maxlen)]);
+    assert_eq!(bodies(&q), vec!["kept"]);
+}
+
+#[test]
+fn reject_logs_a_drop_and_dead_letters_only_with_a_dlx() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-dead-letter-exchange", s("dlx"))]);
+    q.publish(&msg("a", None), None).unwrap();
+    q.publish(&msg("b", None), None).unwrap();
+    let (a, _) = q.get(false).unwrap().unwrap();
+    let (b, _) = q.get(false).unwrap().unwrap();
+    q.reject(&[a.msg_id, 999]).unwrap();
+    q.settle(&[b.msg_id]).unwrap();
+    assert_eq!(f.letters.take(), vec![("a".into(), Reason::Rejected)]);
+    q.sync_now();
+    drop(q);
+    assert_eq!(drops(&f), vec![(Reason::Rejected, vec![a.msg_id])]);
+}
+
+#[test]
+fn a_large_expired_backlog_is_dead_lettered_in_batches() {
+    let f = Fixture::new();
+    let q = f.open(&[
+        ("x-message-ttl", AMQPValue::LongInt(5)),
+        ("x-dead-letter-exchange", s("")),
+    ]);
+    let n = 3 * 256 + 7;
+    for i in 0..n {
+        q.publish(&msg(&format!("{i}"), None), None).unwrap();
+    }
+    f.clock.advance(5);
+    assert!(q.get(true).unwrap().is_none());
+    let got = f.letters.take();
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|(_, r)| *r == Reason::Expired));
+    assert_eq!(got[n - 1].0, format!("{}", n - 1));
+}
+
+#[test]
+fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
+    #[derive(Debug)]
+    struct NoClock;
+    impl crate::clock::Clock for NoClock {
+        fn now_ms(&self) -> u64 {
+            panic!("a plain queue read the clock")
+        }
+    }
+    let f = Fixture::new();
+    let env = f.env().with_clock(Arc::new(NoClock));
+    let q = Queue::open(
+        spec("q", true, args(&[("x-other", s("v"))])),
+        Arc::from("/"),
+        PathBuf::from("/data/q"),
+        env,
+    )
+    .unwrap();
+    let taker = super::tests::Taker::new(2);
+    q.consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    for b in ["a", "b", "c"] {
+        q.publish(&msg(b, None), None).unwrap();
+    }
+    let ids: Vec<u64> = taker.got.lock().iter().map(|d| d.msg_id).collect();
+    q.reject(&ids[..1]).unwrap();
+    q.requeue(&ids[1..]).unwrap();
+    assert_eq!(bodies(&q), vec!["b", "c"]);
+    assert!(!q.has_side_table());
+    assert_eq!(q.next_expiry(), NEVER);
+}
+
+// ----- through a broker: x-death, routing, cycles ------------------------
+
+/// Properties as JSON, so core tests need no AMQP codec.
+#[derive(Debug)]
+struct JsonCodec;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JsonProps {
+    #[serde(with = "crate::exchange::table_serde")]
+    headers: FieldTable,
+    expiration: Option<String>,
+}
+
+impl PropertyCodec for JsonCodec {
+    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
+        let p: JsonProps = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+        Ok(HeaderEdit {
+            headers: Some(p.headers),
+            expiration: p.expiration,
+        })
+    }
+    fn write(&self, _raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
+        let p = JsonProps {
+            headers: e.headers.clone().unwrap_or_default(),
+            expiration: e.expiration.clone(),
+        };
+        Ok(Bytes::from(serde_json::to_vec(&p).unwrap()))
+    }
+}
+
+fn props(headers: FieldTable, expiration: Option<&str>) -> Bytes {
+    JsonCodec
+        .write(
+            &[],
+            &HeaderEdit {
+                headers: Some(headers),
+                expiration: expiration.map(String::from),
+            },
+        )
+        .unwrap()
+}
+
+struct World {
+    clock: Arc<ManualClock>,
+    broker: Arc<Broker>,
+    vhost: Arc<crate::VHost>,
+}
+
+impl World {
+    fn new() -> Self {
+        let clock = ManualClock::new(T0);
+        let broker = Broker::open_with_clock(
+            BrokerConfig::new(PathBuf::from("/data")),
+            SimIo::new().shared(),
+            clock.clone(),
+        )
+        .unwrap();
+        broker.set_property_codec(Arc::new(JsonCodec));
+        let vhost = broker.vhost("/").unwrap();
+        World {
+            clock,
+            broker,
+            vhost,
+        }
+    }
+
+    fn declare(&self, name: &str, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+        self.vhost
+            .declare_queue(spec(name, false, args(a)), false, 1)
+            .unwrap();
+        self.vhost.queue_for(name, 1).unwrap()
+    }
+
+    fn publish(&self, exchange: &str, key: &str, headers: FieldTable, expiration: Option<u64>) {
+        let m = Arc::new(Message {
+            exchange: Arc::from(exchange),
+            routing_key: Arc::from(key),
+            properties: props(headers, expiration.map(|e| e.to_string()).as_deref()),
+            body: Bytes::from_static(b"body"),
+            persistent: false,
+            expiration_ms: expiration,
+        });
+        let mut qs = Vec::new();
+        self.vhost.route(exchange, &m, None, &mut qs).unwrap();
+        for q in qs {
+            q.publish(&m, None).unwrap();
+        }
+    }
+}
+
+fn headers_of(d: &Delivery) -> FieldTable {
+    JsonCodec
+        .read(&d.message.properties)
+        .unwrap()
+        .headers
+        .unwrap()
+}
+
+fn death_summary(h: &FieldTable) -> Vec<(String, String)> {
+    super::dead_letter::deaths(h.inner())
+        .iter()
+        .map(|d| {
+            let AMQPValue::FieldTable(t) = d else {
+                panic!("not a table")
+            };
+            let get = |k: &str| match t.inner().get(k) {
+                Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into(),
+                other => panic!("{k}: {other:?}"),
+            };
+            (get("queue"), get("reason"))
+        })
+        .collect()
+}
+
+#[test]
+fn dead_letters_carry_x_death_and_lose_their_expiration() {
+    let w = World::new();
+    let dead = w.declare("dead", &[]);
+    let src = w.declare(
+        "src",
+        &[
+            ("x-dead-letter-exchange", s("amq.direct")),
+            ("x-dead-letter-routing-key", s("dead-key")),
+        ],
+    );
+    w.vhost
+        .binding(
+            true,
+            "amq.direct",
+            crate::exchange::Destination::Queue(Arc::from("dead")),
+            "dead-key",
+            FieldTable::default(),
+            1,
+        )
+        .unwrap();
+    let mut h = FieldTable::default();
+    h.insert("CC".into(), AMQPValue::FieldArray(vec![s("cc-key")].into()));
+    h.insert("app".into(), s("v"));
+    w.publish("", "src", h, Some(60_000));
+    let (d, _) = src.get(false).unwrap().unwrap();
+    w.clock.advance(2_000);
+    src.reject(&[d.msg_id]).unwrap();
+    let (got, _) = dead.get(true).unwrap().expect("dead-lettered");
+    assert_eq!(&*got.message.exchange, "amq.direct");
+    assert_eq!(&*got.message.routing_key, "dead-key");
+    assert_eq!(got.message.expiration_ms, None);
+    let edit = JsonCodec.read(&got.message.properties).unwrap();
+    assert_eq!(edit.expiration, None);
+    let h = edit.headers.unwrap();
+    let h = h.inner();
+    assert!(!h.contains_key("CC"), "a dead-letter routing key drops CC");
+    assert_eq!(h["app"], s("v"));
+    assert_eq!(h["x-first-death-queue"], s("src"));
+    assert_eq!(h["x-first-death-reason"], s("rejected"));
+    assert_eq!(h["x-first-death-exchange"], s(""));
+    let AMQPValue::FieldTable(t) = &super::dead_letter::deaths(h)[0] else {
+        panic!()
+    };
+    let t = t.inner();
+    assert_eq!(t["time"], AMQPValue::Timestamp((T0 + 2_000) / 1000));
+    assert_eq!(t["original-expiration"], s("60000"));
+    assert_eq!(
+        t["routing-keys"],
+        AMQPValue::FieldArray(vec![s("src"), s("cc-key")].into())
+    );
+    assert_eq!(t["count"], AMQPValue::LongLongInt(1));
+}
+
+#[test]
+fn expiry_cycles_are_dropped_and_rejections_break_them() {
+    let w = World::new();
+    // a (TTL) -> b (TTL) -> a: dropped when it would come back to a.
+    let a = w.declare(
+        "a",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(10)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("b")),
+        ],
+    );
+    let b = w.declare(
+        "b",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(10)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("a")),
+        ],
+    );
+    w.publish("", "a", FieldTable::default(), None);
+    w.clock.advance(10);
+    assert_eq!(w.broker.expire_due(w.clock.now_ms()), T0 + 20);
+    assert_eq!((a.counts().0, b.counts().0), (0, 1));
+    w.clock.advance(10);
+    assert_eq!(w.broker.expire_due(w.clock.now_ms()), NEVER);
+    assert_eq!((a.counts().0, b.counts().0), (0, 0));
+
+    // c (rejected) -> d (TTL) -> c: delivered, a rejection is on the way.
+    let c = w.declare(
+        "c",
+        &[
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("d")),
+        ],
+    );
+    w.declare(
+        "d",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(10)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("c")),
+        ],
+    );
+    w.publish("", "c", FieldTable::default(), None);
+    let (m, _) = c.get(false).unwrap().unwrap();
+    c.reject(&[m.msg_id]).unwrap();
+    w.clock.advance(10);
+    w.broker.expire_due(w.clock.now_ms());
+    let (m, _) = c.get(true).unwrap().expect("came back to c");
+    assert_eq!(
+        death_summary(&headers_of(&m)),
+        vec![
+            ("d".into(), "expired".into()),
+            ("c".into(), "rejected".into())
+        ]
+    );
+
+    // A queue dead-lettering to itself by its own key on expiry: dropped.
+    let e = w.declare(
+        "e",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(0)),
+            ("x-dead-letter-exchange", s("")),
+        ],
+    );
+    w.publish("", "e", FieldTable::default(), None);
+    assert_eq!(e.counts().0, 0);
+}
+
+#[test]
+fn a_missing_dead_letter_exchange_drops_and_drop_head_chains_end() {
+    let w = World::new();
+    let q = w.declare("q", &[("x-dead-letter-exchange", s("nowhere"))]);
+    w.publish("", "q", FieldTable::default(), None);
+    let (m, _) = q.get(false).unwrap().unwrap();
+    q.reject(&[m.msg_id]).unwrap();
+    assert_eq!(q.counts().0, 0);
+
+    // Two full drop-head queues pushing into each other: each push-out is
+    // a maxlen death, so the chain stops at the first cycle.
+    let x = w.declare(
+        "x",
+        &[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("y")),
+        ],
+    );
+    let y = w.declare(
+        "y",
+        &[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("x")),
+        ],
+    );
+    for _ in 0..5 {
+        w.publish("", "x", FieldTable::default(), None);
+    }
+    assert_eq!((x.counts().0, y.counts().0), (1, 1));
+}
+
+#[test]
+fn queue_arguments_are_validated_on_declare() {
+    let w = World::new();
+    let err = w
+        .vhost
+        .declare_queue(
+            spec("bad", false, args(&[("x-overflow", s("sideways"))])),
+            false,
+            1,
+        )
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("invalid arg 'x-overflow' for queue 'bad' in vhost '/': invalid_overflow"));
+    // A redeclaration is compared, not validated again.
+    w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
+    w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
+}
