@@ -133,14 +133,16 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     let server = ferry_server::Server::start(broker, cfg).await?;
     let addr = server.local_addr();
     tracing::info!(amqp = %addr, data_dir = %data_dir.display(), "ferry started");
+    // Handlers first: whoever reads the READY line may send SIGTERM at once,
+    // and before registration its default action kills the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     // A machine-readable line for scripts and tests (logs go to stderr).
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "FERRY_READY amqp={addr}");
     let _ = out.flush();
     drop(out);
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),

@@ -162,6 +162,16 @@ pub struct Queue {
     self_ref: Mutex<Option<std::sync::Weak<Queue>>>,
 }
 
+/// What dispatch does about the head of the queue.
+enum HeadCheck {
+    /// Deliver it.
+    Deliver,
+    /// It expired and was dropped: look at the next one.
+    Expired,
+    /// Stop delivering for now.
+    Stop,
+}
+
 /// What `publish` did with a confirm token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -278,26 +288,15 @@ impl Queue {
             return Err(self.not_found());
         }
         let inner = &mut *g;
-        let mut ttl = msg.expiration_ms;
-        if let Some(a) = self.args.as_deref() {
-            if a.overflow != Overflow::DropHead
-                && a.over_limit(
-                    inner.state.ready_len() as u64 + 1,
-                    inner.state.ready_body_bytes() + msg.body.len() as u64,
-                )
-            {
-                if a.overflow == Overflow::RejectPublishDlx {
-                    letters.extend(self.letter(msg.clone(), Reason::Maxlen));
-                }
-                return Ok(Enqueued::Rejected);
+        // Plain queue, message without expiration: none of this runs.
+        let featured = self.args.is_some() || msg.expiration_ms.is_some();
+        let (mut now, mut deadline) = (None, None);
+        if featured {
+            match self.admit(inner, msg, letters) {
+                Some(nd) => (now, deadline) = nd,
+                None => return Ok(Enqueued::Rejected),
             }
-            ttl = match (ttl, a.message_ttl) {
-                (Some(m), Some(q)) => Some(m.min(q)),
-                (m, q) => m.or(q),
-            };
         }
-        let now = ttl.map(|_| self.env.clock.now_ms());
-        let deadline = now.zip(ttl).map(|(n, t)| n.saturating_add(t));
         inner.scratch.clear();
         record::encode_enqueue(msg, deadline, &mut inner.scratch);
         let pos = inner.log.append(&inner.scratch)?;
@@ -325,6 +324,54 @@ impl Queue {
         // A message a waiting consumer takes at once is never expired (as in
         // RabbitMQ, even with a TTL of 0).
         self.dispatch_locked(inner, letters, Some(pos.index));
+        if featured {
+            self.after_enqueue(inner, now, letters);
+        }
+        self.note_expiry(inner);
+        drop(g);
+        if needs_sync {
+            self.schedule_sync();
+        }
+        Ok(result)
+    }
+
+    /// Length limit (reject-publish) and deadline of a message about to be
+    /// enqueued: None if refused, else (now, deadline) when it has a TTL.
+    #[cold]
+    #[inline(never)]
+    fn admit(
+        &self,
+        inner: &Inner,
+        msg: &Arc<Message>,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Option<(Option<u64>, Option<u64>)> {
+        let mut ttl = msg.expiration_ms;
+        if let Some(a) = self.args.as_deref() {
+            if a.overflow != Overflow::DropHead
+                && a.over_limit(
+                    inner.state.ready_len() as u64 + 1,
+                    inner.state.ready_body_bytes() + msg.body.len() as u64,
+                )
+            {
+                if a.overflow == Overflow::RejectPublishDlx {
+                    letters.extend(self.letter(msg.clone(), Reason::Maxlen));
+                }
+                return None;
+            }
+            ttl = match (ttl, a.message_ttl) {
+                (Some(m), Some(q)) => Some(m.min(q)),
+                (m, q) => m.or(q),
+            };
+        }
+        let now = ttl.map(|_| self.env.clock.now_ms());
+        Some((now, now.zip(ttl).map(|(n, t)| n.saturating_add(t))))
+    }
+
+    /// After an enqueue: drop-head overflow, and expiry of the head when
+    /// the new message has a deadline (it may be the head, TTL 0).
+    #[cold]
+    #[inline(never)]
+    fn after_enqueue(&self, inner: &mut Inner, now: Option<u64>, letters: &mut Vec<DeadLetter>) {
         if let Some(a) = self.args.as_deref() {
             if a.limited() {
                 self.drop_over_limit(inner, a, letters);
@@ -333,12 +380,6 @@ impl Queue {
         if let Some(n) = now {
             self.expire_locked(inner, n, letters);
         }
-        self.note_expiry(inner);
-        drop(g);
-        if needs_sync {
-            self.schedule_sync();
-        }
-        Ok(result)
     }
 
     /// A dead letter for `msg`, if this queue has a dead-letter exchange.
@@ -360,10 +401,16 @@ impl Queue {
     }
 
     /// Hands dead letters to the vhost. Must be called without the lock.
+    #[inline]
     fn route_letters(&self, letters: Vec<DeadLetter>) {
-        if letters.is_empty() {
-            return;
+        if !letters.is_empty() {
+            self.route_letters_slow(letters);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn route_letters_slow(&self, letters: Vec<DeadLetter>) {
         match self.env.dead_letters.as_ref().and_then(Weak::upgrade) {
             Some(router) => router.dead_letter(letters),
             None => tracing::debug!(
@@ -436,10 +483,16 @@ impl Queue {
     }
 
     /// Publishes the head's deadline to the sweep.
+    #[inline]
     fn note_expiry(&self, inner: &Inner) {
-        if !inner.state.has_meta() && self.next_expiry.load(Ordering::Relaxed) == NEVER {
-            return;
+        if inner.state.has_meta() || self.next_expiry.load(Ordering::Relaxed) != NEVER {
+            self.note_expiry_slow(inner);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn note_expiry_slow(&self, inner: &Inner) {
         let d = inner.state.head_deadline().unwrap_or(NEVER);
         self.next_expiry.store(d, Ordering::Relaxed);
         if d != NEVER {
@@ -656,17 +709,11 @@ impl Queue {
         let mut now: Option<u64> = None;
         while inner.state.ready_len() > 0 && !inner.consumers.is_empty() {
             self.ensure_window(inner);
-            if let Some(d) = inner.state.head_deadline() {
-                let head = inner.state.peek_ready().map(|e| e.id);
-                let now = *now.get_or_insert_with(|| self.env.clock.now_ms());
-                if d <= now && head != fresh {
-                    if !self.expire_locked(inner, now, letters) {
-                        // Too many dead letters at once: the sweep goes on
-                        // (and delivers) once these are routed.
-                        self.env.timer.schedule(now);
-                        break;
-                    }
-                    continue;
+            if inner.state.has_meta() {
+                match self.expire_before_delivery(inner, &mut now, fresh, letters) {
+                    HeadCheck::Deliver => {}
+                    HeadCheck::Expired => continue,
+                    HeadCheck::Stop => break,
                 }
             }
             let n = inner.consumers.len();
@@ -713,6 +760,34 @@ impl Queue {
                 tracing::error!(queue = %self.spec.name, error = %e, "cannot log settle");
             }
         }
+    }
+
+    /// Drops the head if it expired (unless it is `fresh`, the message
+    /// being published), reading the clock at most once per dispatch.
+    #[cold]
+    #[inline(never)]
+    fn expire_before_delivery(
+        &self,
+        inner: &mut Inner,
+        now: &mut Option<u64>,
+        fresh: Option<u64>,
+        letters: &mut Vec<DeadLetter>,
+    ) -> HeadCheck {
+        let Some(d) = inner.state.head_deadline() else {
+            return HeadCheck::Deliver;
+        };
+        let head = inner.state.peek_ready().map(|e| e.id);
+        let now = *now.get_or_insert_with(|| self.env.clock.now_ms());
+        if d > now || head == fresh {
+            return HeadCheck::Deliver;
+        }
+        if self.expire_locked(inner, now, letters) {
+            return HeadCheck::Expired;
+        }
+        // Too many dead letters at once: the sweep goes on (and delivers)
+        // once these are routed.
+        self.env.timer.schedule(now);
+        HeadCheck::Stop
     }
 
     /// basic.get: takes the head message. Returns it with the number of
