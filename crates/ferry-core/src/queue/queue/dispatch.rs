@@ -1,0 +1,245 @@
+//! Delivery: the in-memory window, refills from a spilled backlog, dispatch to
+//! consumers with credit, basic.get.
+
+use super::*;
+
+impl Queue {
+    /// Tries to deliver ready messages (after credit was freed).
+    pub fn dispatch(&self) {
+        let mut letters = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            self.dispatch_locked(&mut g, &mut letters, None);
+            self.note_expiry(&g);
+        }
+        self.route_letters(letters);
+    }
+
+    pub(super) fn load(&self, inner: &mut Inner, e: &Entry) -> Result<Arc<Message>> {
+        if let Some(m) = &e.cached {
+            return Ok(m.clone());
+        }
+        let rec = inner.log.read(&e.pos())?;
+        match record::decode(rec.payload)? {
+            Record::Enqueue { msg, .. } => Ok(Arc::new(msg)),
+            _ => Err(CoreError::Corrupt(format!(
+                "record {} of queue '{}' is not an enqueue",
+                e.id, self.spec.name
+            ))),
+        }
+    }
+
+    /// Loads the next part of a spilled backlog back into memory.
+    pub(super) fn refill(&self, inner: &mut Inner) -> Result<()> {
+        let Some(sp) = inner.state.spill() else {
+            return Ok(());
+        };
+        let want = WINDOW.saturating_sub(inner.state.in_memory_len());
+        let cache_ok = !inner.consumers.is_empty();
+        let Inner {
+            log,
+            state,
+            cached_bytes,
+            ..
+        } = inner;
+        let mut loaded = 0;
+        let mut next = sp.from;
+        for item in log.reader(sp.from) {
+            let (pos, rec) = item?;
+            if rec.index >= sp.to || loaded >= want {
+                next = rec.index;
+                break;
+            }
+            next = rec.index + 1;
+            if let Record::Enqueue { msg: m, expires_at } = record::decode(rec.payload)? {
+                let size = i64::from(pos.len);
+                let cached = if cache_ok
+                    && self.env.cache_used.fetch_add(size, Ordering::Relaxed) + size
+                        <= self.env.cache_limit
+                {
+                    *cached_bytes += size;
+                    Some(Arc::new(m.clone()))
+                } else {
+                    if cache_ok {
+                        self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
+                    }
+                    None
+                };
+                let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
+                state.refill_push(Entry::new(pos, m.persistent, cached), expires_at, body);
+                loaded += 1;
+            }
+        }
+        state.refill_advance(next);
+        Ok(())
+    }
+
+    pub(super) fn ensure_window(&self, inner: &mut Inner) {
+        if inner.state.wants_refill() {
+            if let Err(e) = self.refill(inner) {
+                tracing::error!(queue = %self.spec.name, error = %e, "cannot load spilled messages");
+            }
+        }
+    }
+
+    /// Delivers ready messages to consumers with credit. Expired heads are
+    /// dropped on the way (except `fresh`, the message being published).
+    pub(super) fn dispatch_locked(
+        &self,
+        inner: &mut Inner,
+        letters: &mut Vec<DeadLetter>,
+        fresh: Option<u64>,
+    ) {
+        if inner.deleted {
+            return;
+        }
+        let mut settled: Vec<u64> = Vec::new();
+        let mut now: Option<u64> = None;
+        while inner.state.ready_len() > 0 && !inner.consumers.is_empty() {
+            self.ensure_window(inner);
+            if inner.state.has_meta() {
+                match self.expire_before_delivery(inner, &mut now, fresh, letters) {
+                    HeadCheck::Deliver => {}
+                    HeadCheck::Expired => continue,
+                    HeadCheck::Stop => break,
+                }
+            }
+            let n = inner.consumers.len();
+            let Some(idx) = (0..n)
+                .map(|i| (inner.rr + i) % n)
+                .find(|&i| inner.consumers[i].sink.reserve())
+            else {
+                break;
+            };
+            inner.rr = (idx + 1) % n;
+            let Some(head) = inner.state.peek_ready().cloned() else {
+                inner.consumers[idx].sink.unreserve();
+                break;
+            };
+            let message = match self.load(inner, &head) {
+                Ok(m) => m,
+                Err(e) => {
+                    inner.consumers[idx].sink.unreserve();
+                    tracing::error!(queue = %self.spec.name, error = %e, "cannot read message");
+                    break;
+                }
+            };
+            let Some(entry) = inner.state.pop_ready() else {
+                break;
+            };
+            self.uncache(inner, &entry);
+            let c = &inner.consumers[idx];
+            let delivery = Delivery {
+                queue: self.spec.name.clone(),
+                msg_id: entry.id,
+                message,
+                redelivered: entry.redelivered(),
+                delivery_count: u32::from(entry.delivery_count),
+            };
+            if c.no_ack {
+                settled.push(entry.id);
+            } else {
+                inner.state.check_out(entry);
+            }
+            c.sink.deliver(&c.tag, delivery);
+        }
+        if !settled.is_empty() {
+            if let Err(e) = self.write_ids(inner, false, &settled) {
+                tracing::error!(queue = %self.spec.name, error = %e, "cannot log settle");
+            }
+        }
+    }
+
+    /// Drops the head if it expired (unless it is `fresh`, the message
+    /// being published), reading the clock at most once per dispatch.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn expire_before_delivery(
+        &self,
+        inner: &mut Inner,
+        now: &mut Option<u64>,
+        fresh: Option<u64>,
+        letters: &mut Vec<DeadLetter>,
+    ) -> HeadCheck {
+        let Some(d) = inner.state.head_deadline() else {
+            return HeadCheck::Deliver;
+        };
+        let head = inner.state.peek_ready().map(|e| e.id);
+        let now = *now.get_or_insert_with(|| self.env.clock.now_ms());
+        if d > now || head == fresh {
+            return HeadCheck::Deliver;
+        }
+        if self.expire_locked(inner, now, letters) {
+            return HeadCheck::Expired;
+        }
+        // Too many dead letters at once: the sweep goes on (and delivers)
+        // once these are routed.
+        self.env.timer.schedule(now);
+        HeadCheck::Stop
+    }
+
+    /// basic.get: takes the head message. Returns it with the number of
+    /// messages left.
+    pub fn get(&self, no_ack: bool) -> Result<Option<(Delivery, u32)>> {
+        loop {
+            let mut letters = Vec::new();
+            let got = self.get_locked(no_ack, &mut letters);
+            self.route_letters(letters);
+            match got {
+                // Expired messages were dropped in a batch; go on.
+                Ok(None) if self.head_expired() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) fn head_expired(&self) -> bool {
+        let g = self.inner.lock();
+        g.state
+            .head_deadline()
+            .is_some_and(|d| d <= self.env.clock.now_ms())
+    }
+
+    pub(super) fn get_locked(
+        &self,
+        no_ack: bool,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<Option<(Delivery, u32)>> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let inner = &mut *g;
+        self.ensure_window(inner);
+        if inner.state.head_deadline().is_some() {
+            let now = self.env.clock.now_ms();
+            let done = self.expire_locked(inner, now, letters);
+            self.note_expiry(inner);
+            if !done {
+                return Ok(None);
+            }
+        }
+        let Some(head) = inner.state.peek_ready().cloned() else {
+            return Ok(None);
+        };
+        let message = self.load(inner, &head)?;
+        let Some(entry) = inner.state.pop_ready() else {
+            return Ok(None);
+        };
+        self.uncache(inner, &entry);
+        let d = Delivery {
+            queue: self.spec.name.clone(),
+            msg_id: entry.id,
+            message,
+            redelivered: entry.redelivered(),
+            delivery_count: u32::from(entry.delivery_count),
+        };
+        if no_ack {
+            self.write_ids(inner, false, &[entry.id])?;
+        } else {
+            inner.state.check_out(entry);
+        }
+        self.note_expiry(inner);
+        Ok(Some((d, inner.state.ready_len() as u32)))
+    }
+}
