@@ -1,0 +1,168 @@
+//! The AMQP handshake: connection.start / start-ok (SASL PLAIN and
+//! AMQPLAIN, loopback-only users), tune / tune-ok (limits validated as
+//! RabbitMQ does), open (vhost, connection limit).
+
+use super::*;
+
+impl Conn {
+    /// The next connection method of the handshake. Before tune-ok
+    /// (`tuned` false) anything else refuses the connection without a word;
+    /// after it (RabbitMQ's "opening" state) it is answered with
+    /// connection.close.
+    pub(super) async fn expect<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        tuned: bool,
+    ) -> Result<connection::AMQPMethod, ReadEnd> {
+        loop {
+            let frame = match r.frame().await {
+                Ok(f) => f,
+                Err(ReadEnd::Tick) => continue,
+                Err(ReadEnd::Bad(_) | ReadEnd::Fatal(_)) if !tuned => {
+                    return Err(ReadEnd::Refused(None))
+                }
+                Err(end) => return Err(end),
+            };
+            match frame {
+                Frame::Heartbeat { channel: 0 } => continue,
+                Frame::Method {
+                    channel: 0,
+                    method: AMQPClass::Connection(m),
+                } => return Ok(m),
+                _ if !tuned => return Err(ReadEnd::Refused(None)),
+                Frame::Method { channel: 0, method } => {
+                    return Err(ReadEnd::Bad(unexpected_method("opening", &method)))
+                }
+                _ => {
+                    let frame_type = r.last.first().copied().unwrap_or(0);
+                    return Err(ReadEnd::Bad(AmqpError::new(
+                        ReplyCode::UNEXPECTED_FRAME,
+                        rabbit::unexpected_frame_detail(frame_type, r.last_payload()),
+                    )));
+                }
+            }
+        }
+    }
+
+    pub(super) async fn handshake<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        peer: SocketAddr,
+    ) -> Result<(), ReadEnd> {
+        let props = ferry_amqp::server_properties(
+            "Ferry",
+            env!("CARGO_PKG_VERSION"),
+            &ferry_amqp::Capabilities::default(),
+        );
+        self.outbox.method(0, ferry_amqp::connection_start(props));
+        let connection::AMQPMethod::StartOk(start_ok) = self.expect(r, false).await? else {
+            return Err(ReadEnd::Refused(None));
+        };
+        let mut auth_failure_close = false;
+        if let Some(AMQPValue::FieldTable(caps)) =
+            start_ok.client_properties.inner().get("capabilities")
+        {
+            let has = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+            self.cancel_notify = has("consumer_cancel_notify");
+            self.blocked_cap = has("connection.blocked");
+            auth_failure_close = has("authentication_failure_close");
+        }
+        let mechanism = start_ok.mechanism.as_str().to_string();
+        // An unknown mechanism or a malformed response: refused without a
+        // word even to a client with authentication_failure_close, as
+        // RabbitMQ does.
+        let Ok(creds) = parse_sasl_response(&mechanism, start_ok.response.as_bytes()) else {
+            tracing::warn!(%peer, mechanism, "bad SASL mechanism or response");
+            return Err(ReadEnd::Refused(None));
+        };
+        let auth = self
+            .shared
+            .broker
+            .users()
+            .authenticate(&creds.username, &creds.password, peer.ip().is_loopback())
+            .map(|u| u.name.clone());
+        match auth {
+            Ok(name) => self.user = name,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "login refused");
+                // A client that cannot take connection.close during the
+                // handshake just sees the socket close.
+                return Err(ReadEnd::Refused(auth_failure_close.then(|| {
+                    AmqpError::new(
+                        ReplyCode::ACCESS_REFUSED,
+                        format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                    )
+                })));
+            }
+        }
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: cfg.channel_max,
+                frame_max: cfg.frame_max,
+                heartbeat: cfg.heartbeat,
+            })),
+        );
+        let connection::AMQPMethod::TuneOk(t) = self.expect(r, false).await? else {
+            return Err(ReadEnd::Refused(None));
+        };
+        // RabbitMQ refuses values below the minimum or above its own
+        // (0 = "no limit" is above any limit).
+        let negotiable = |min: u32, server: u32, client: u32| {
+            !(client != 0 && client < min || server != 0 && (client == 0 || client > server))
+        };
+        if !negotiable(FRAME_MIN_SIZE, cfg.frame_max, t.frame_max)
+            || !negotiable(1, u32::from(cfg.channel_max), u32::from(t.channel_max))
+        {
+            tracing::warn!(%peer, frame_max = t.frame_max, channel_max = t.channel_max, "tune-ok refused");
+            return Err(ReadEnd::Refused(None));
+        }
+        let frame_max = match t.frame_max {
+            0 => cfg.frame_max,
+            n => n,
+        };
+        self.channel_max = t.channel_max;
+        r.frame_max = frame_max;
+        self.params.frame_max.store(frame_max, Ordering::Relaxed);
+        self.params
+            .heartbeat
+            .store(u32::from(t.heartbeat), Ordering::Relaxed);
+        r.idle_limit = (t.heartbeat > 0).then(|| Duration::from_secs(u64::from(t.heartbeat) * 2));
+        let open = match self.expect(r, true).await? {
+            connection::AMQPMethod::Open(open) => open,
+            other => {
+                return Err(ReadEnd::Bad(unexpected_method(
+                    "opening",
+                    &conn_method(other),
+                )))
+            }
+        };
+        let max = self.shared.config.max_connections;
+        if max > 0 && self.shared.live.load(Ordering::Acquire) > max {
+            return Err(bad(
+                ReplyCode::NOT_ALLOWED,
+                format!("connection refused: node connection limit ({max}) is reached"),
+            ));
+        }
+        let vhost = match self.shared.broker.vhost(open.virtual_host.as_str()) {
+            Ok(v) => v,
+            Err(_) => {
+                return Err(ReadEnd::Bad(
+                    AmqpError::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("vhost {} not found", open.virtual_host.as_str()),
+                    )
+                    .on(10, 40),
+                ))
+            }
+        };
+        self.vhost = Some(vhost);
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        Ok(())
+    }
+}
