@@ -70,6 +70,10 @@ impl Broker {
                 env: Vec::new(),
             };
         }
+        Broker::spawn_new(Vec::new()).await
+    }
+
+    async fn spawn_new(env: Vec<(String, String)>) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("ferry-test-")
             .tempdir()
@@ -82,7 +86,7 @@ impl Broker {
             stderr: Arc::default(),
             starts: 0,
             watchdog: Some(Watchdog::start(test_budget())),
-            env: Vec::new(),
+            env,
         };
         broker.spawn().await;
         broker
@@ -98,25 +102,11 @@ impl Broker {
             );
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-test-")
-            .tempdir()
-            .expect("create temp data dir");
-        let mut broker = Broker {
-            external_url: None,
-            data_dir: Some(dir),
-            child: None,
-            addr: None,
-            stderr: Arc::default(),
-            starts: 0,
-            watchdog: Some(Watchdog::start(test_budget())),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        broker.spawn().await;
-        Some(broker)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Broker::spawn_new(env).await)
     }
 
     /// Start a ferry process this test owns (it may restart/kill it). Returns `None` and
