@@ -144,7 +144,8 @@ impl<'a> Arbitrary<'a> for Key {
             // Long keys: a repeated unit, as a topic matcher's worst case.
             _ => {
                 let unit = ["a.", "#.", "*.", "a.#."][usize::from(n % 4)];
-                while s.len() + unit.len() + 1 <= 255 {
+                // Room left for the last character.
+                while s.len() + unit.len() < 255 {
                     s.push_str(unit);
                 }
                 s.push(if n % 2 == 0 { 'b' } else { '#' });

@@ -125,7 +125,8 @@ fn sync(log: &mut Log) {
 pub fn seed_logs() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     // (name, segment_extra, interval, first, records, sync every, purge, truncate)
-    let plans: &[(&str, u16, u8, u8, usize, usize, bool, bool)] = &[
+    type Plan = (&'static str, u16, u8, u8, usize, usize, bool, bool);
+    let plans: &[Plan] = &[
         ("log-one-segment", 2000, 64, 0, 20, 5, false, false),
         ("log-many-segments", 200, 16, 0, 40, 3, false, false),
         ("log-purged", 150, 8, 5, 40, 1, true, false),
