@@ -31,7 +31,8 @@ from pathlib import Path
 import pika
 
 LOOPBACK = "127.0.0.1"
-READY_RE = re.compile(rb"^FERRY_READY amqp=([0-9.]+):(\d+)\s*$")
+# FERRY_READY amqp=HOST:PORT [http=HOST:PORT metrics=HOST:PORT amqps=HOST:PORT ...]
+READY_RE = re.compile(rb"^FERRY_READY amqp=([0-9.]+):(\d+)((?:\s+\w+=\S+)*)\s*$")
 
 FERRY_START_TIMEOUT = float(os.environ.get("FERRY_START_TIMEOUT", "30"))
 RABBIT_START_TIMEOUT = float(os.environ.get("RABBITMQ_START_TIMEOUT", "90"))
@@ -147,6 +148,7 @@ class _Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = LOOPBACK
         self.port: int | None = None
+        self.endpoints: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.last_exit_code: int | None = None
         self.starts = 0
@@ -241,6 +243,9 @@ class FerryBroker(_Broker):
                     stdout_lines.append(line)
                     m = READY_RE.match(line)
                     if m:
+                        found["endpoints"] = dict(
+                            f.split("=", 1) for f in m.group(3).decode().split()
+                        )
                         found["host"], found["port"] = m.group(1).decode(), int(m.group(2))
                         signalled.set()
             signalled.set()                   # EOF: the process closed stdout (most likely exited)
@@ -251,6 +256,8 @@ class FerryBroker(_Broker):
         ok = signalled.wait(FERRY_START_TIMEOUT)
         if "port" in found:
             self.host, self.port = found["host"], found["port"]
+            # Other listeners of the READY line: "http", "metrics", "amqps" -> "HOST:PORT".
+            self.endpoints = found.get("endpoints", {})
             if self.host != LOOPBACK:
                 self.kill9()
                 raise BrokerError(f"ferry announced {self.host}, expected {LOOPBACK}")

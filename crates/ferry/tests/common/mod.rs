@@ -53,6 +53,8 @@ pub struct Broker {
     watchdog: Option<Arc<Watchdog>>,
     /// Extra environment for the ferry process (`FERRY_*` settings).
     env: Vec<(String, String)>,
+    /// Every `key=addr` of the READY line (`amqp`, and e.g. `http`, `metrics`, `amqps`).
+    endpoints: std::collections::HashMap<String, String>,
 }
 
 impl Broker {
@@ -68,6 +70,7 @@ impl Broker {
                 starts: 0,
                 watchdog: None,
                 env: Vec::new(),
+                endpoints: Default::default(),
             };
         }
         Broker::spawn_new(Vec::new()).await
@@ -87,6 +90,7 @@ impl Broker {
             starts: 0,
             watchdog: Some(Watchdog::start(test_budget())),
             env,
+            endpoints: Default::default(),
         };
         broker.spawn().await;
         broker
@@ -134,6 +138,13 @@ impl Broker {
         }
         let addr = self.addr.as_ref().expect("broker is not running");
         format!("amqp://guest:guest@{addr}/%2f")
+    }
+
+    /// The address the READY line gave for `key` (`http`, `metrics`, `amqps`, ...), for a
+    /// spawned ferry; `None` for an external broker or a listener that is off.
+    pub fn endpoint(&self, key: &str) -> Option<String> {
+        self.addr.as_ref()?;
+        self.endpoints.get(key).cloned()
     }
 
     /// `127.0.0.1:PORT` of the AMQP listener (for raw-socket tests).
@@ -343,11 +354,16 @@ impl Broker {
                 );
             }
         };
-        let addr = fields
+        self.endpoints = fields
             .split_whitespace()
-            .find_map(|f| f.strip_prefix("amqp="))
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let addr = self
+            .endpoints
+            .get("amqp")
             .unwrap_or_else(|| panic!("malformed READY line: `FERRY_READY {fields}`"))
-            .to_string();
+            .clone();
         assert!(
             !addr.ends_with(":0"),
             "READY line must carry the bound port, got {addr}"
