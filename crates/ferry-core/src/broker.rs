@@ -3,22 +3,34 @@
 //!
 //! Data directory layout (see `docs/storage.md`):
 //! ```text
+//! DATA/access                               users and permissions
 //! DATA/vhosts/<hex(vhost)>/definitions      durable exchanges, queues, bindings
 //! DATA/vhosts/<hex(vhost)>/queues/<id>/     a durable queue's segmented log
+//! DATA/vhosts/<hex(vhost)>/delayed/<hex(x)>/ held messages of delayed exchange x
 //! DATA/transient/<id>/                      non-durable queues (wiped at start)
 //! ```
 
-use crate::auth::Users;
+use crate::auth::{store, Users};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::queue::{PropertyCodec, QueueEnv};
 use crate::syncer::Syncer;
 use crate::vhost::VHost;
 use ferry_log::{FileIo, LogConfig};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod access;
+mod vhosts;
+
+pub use access::access_refused;
+
+/// Called with the name of a deleted vhost (the AMQP server closes its
+/// connections with 320 CONNECTION_FORCED).
+pub type VhostDeletedHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Broker settings the core needs.
 #[derive(Debug, Clone)]
@@ -31,6 +43,13 @@ pub struct BrokerConfig {
     pub cache_bytes: i64,
     /// Number of fsync threads.
     pub sync_threads: usize,
+    /// The user a fresh data directory gets (administrator, all
+    /// permissions on `/`), RabbitMQ's `default_user`.
+    pub default_user: String,
+    /// Its password (`default_pass`).
+    pub default_pass: String,
+    /// Users who may log in only from loopback addresses.
+    pub loopback_users: Vec<String>,
 }
 
 impl BrokerConfig {
@@ -41,24 +60,42 @@ impl BrokerConfig {
             log: LogConfig::default(),
             cache_bytes: 64 << 20,
             sync_threads: 4,
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            loopback_users: vec!["guest".into()],
         }
     }
 }
 
 /// The broker core shared by every front end.
-#[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
     env: QueueEnv,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<Users>,
+    /// Serializes changes of users, permissions and vhosts (each rewrites
+    /// the access file); readers never wait for the fsync.
+    access_write: Mutex<()>,
+    /// Bumped by every change of users, permissions or vhosts, so a
+    /// connection's cached permissions are refreshed with one atomic load.
+    access_epoch: AtomicU64,
+    vhost_hooks: Mutex<Vec<VhostDeletedHook>>,
 }
 
-fn hex(s: &str) -> String {
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.config)
+            .field("vhosts", &self.vhosts.read().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<String> {
+pub(crate) fn unhex(s: &str) -> Option<String> {
     if s.len() % 2 != 0 {
         return None;
     }
@@ -97,48 +134,41 @@ impl Broker {
             config.cache_bytes,
         )
         .with_clock(clock);
+        let loopback = config.loopback_users.clone();
+        let stored = match store::load(&*io, &config.data_dir, loopback.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                env.syncer.stop();
+                return Err(e);
+            }
+        };
+        let (users, listed) = match stored {
+            Some((users, vhosts)) => (users, Some(vhosts)),
+            None => (Users::new(loopback), None),
+        };
+        let fresh = listed.is_none();
         let broker = Broker {
             config,
             env,
             vhosts: RwLock::new(HashMap::new()),
-            users: RwLock::new(Users::with_default_guest()),
+            users: RwLock::new(users),
+            access_write: Mutex::new(()),
+            access_epoch: AtomicU64::new(0),
+            vhost_hooks: Mutex::new(Vec::new()),
         };
-        if let Err(e) = broker.open_vhosts(&*io, &vdir) {
+        let opened = broker
+            .open_vhosts(&*io, &vdir, listed)
+            .and_then(|()| match fresh {
+                true => broker.create_default_user(),
+                false => Ok(()),
+            });
+        if let Err(e) = opened {
             // Nobody will call `shutdown` on a broker that failed to open:
             // stop its sync threads, or they wait forever.
             broker.env.syncer.stop();
             return Err(e);
         }
         Ok(Arc::new(broker))
-    }
-
-    /// Recovers every vhost found in `vdir`, and the default one.
-    fn open_vhosts(&self, io: &dyn FileIo, vdir: &std::path::Path) -> Result<()> {
-        let mut names: Vec<String> = io
-            .list(vdir)?
-            .iter()
-            .filter_map(|p| p.file_name()?.to_str().and_then(unhex))
-            .collect();
-        if !names.iter().any(|n| n == "/") {
-            names.push("/".to_string());
-        }
-        for n in names {
-            self.add_vhost(&n)?;
-        }
-        Ok(())
-    }
-
-    /// Creates (or opens) a vhost.
-    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
-        if let Some(v) = self.vhosts.read().get(name) {
-            return Ok(v.clone());
-        }
-        let dir = self.config.data_dir.join("vhosts").join(hex(name));
-        self.env.io.create_dir_all(&dir)?;
-        let tdir = self.config.data_dir.join("transient").join(hex(name));
-        let v = VHost::open(name, dir, tdir, self.env.clone())?;
-        self.vhosts.write().insert(name.to_string(), v.clone());
-        Ok(v)
     }
 
     /// Looks a vhost up.
@@ -148,9 +178,16 @@ impl Broker {
         })
     }
 
-    /// The user database.
+    /// The user database. Drop the guard before calling a method that
+    /// changes users, permissions or vhosts (they take the write lock).
     pub fn users(&self) -> parking_lot::RwLockReadGuard<'_, Users> {
         self.users.read()
+    }
+
+    /// Changes of users, permissions or vhosts so far: a connection that
+    /// cached its permissions refreshes them when this moves.
+    pub fn access_epoch(&self) -> u64 {
+        self.access_epoch.load(Ordering::Acquire)
     }
 
     /// Settings.
@@ -176,23 +213,62 @@ impl Broker {
     }
 
     /// Expires (and dead-letters) the messages of every queue whose head
-    /// deadline is at or before `now`. Returns the earliest deadline left
-    /// (`NEVER` if none).
+    /// deadline is at or before `now`, and deletes the queues left unused
+    /// past their `x-expires`. Returns the earliest deadline left (`NEVER`
+    /// if none).
     pub fn expire_due(&self, now: u64) -> u64 {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
-        let queues: Vec<Arc<crate::queue::Queue>> =
-            vhosts.iter().flat_map(|v| v.queues()).collect();
+        let mut queues: Vec<Arc<crate::queue::Queue>> = Vec::new();
+        for v in &vhosts {
+            for q in v.queues() {
+                // x-expires: the queue stayed unused past its deadline.
+                if q.idle_deadline() <= now && q.idle_expired(now) {
+                    if let Err(e) = v.drop_queue(&q) {
+                        tracing::warn!(queue = %q.name(), error = %e, "cannot delete expired queue");
+                    }
+                    continue;
+                }
+                queues.push(q);
+            }
+        }
         for q in &queues {
             if q.next_expiry() <= now {
                 q.expire(now);
             }
         }
-        // After the pass: dead letters may have given other queues a head.
-        queues
+        // Delayed exchanges route what fell due (after the queues' pass,
+        // so a released message meets queues already swept).
+        let held = vhosts
             .iter()
-            .map(|q| q.next_expiry())
+            .map(|v| v.release_delayed(now))
             .min()
-            .unwrap_or(NEVER)
+            .unwrap_or(NEVER);
+        // Streams whose oldest segment aged out (`x-max-age`).
+        let streams: Vec<_> = vhosts.iter().flat_map(|v| v.streams()).collect();
+        for s in streams.iter().filter(|s| s.retention_deadline() <= now) {
+            s.enforce_retention(now);
+        }
+        // After the pass: dead letters may have given other queues a head.
+        let queue_next = queues
+            .iter()
+            .map(|q| q.next_expiry().min(q.idle_deadline()))
+            .min()
+            .unwrap_or(NEVER);
+        streams
+            .iter()
+            .map(|s| s.retention_deadline())
+            .fold(queue_next, u64::min)
+            .min(held)
+    }
+
+    /// Bytes of message bodies the queues cache now (memory alarm).
+    pub fn cache_bytes(&self) -> u64 {
+        u64::try_from(
+            self.env
+                .cache_used
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .unwrap_or(0)
     }
 
     /// Drops cached message bodies in every queue (memory alarm).
@@ -208,8 +284,18 @@ impl Broker {
     /// Flushes and fsyncs every queue, then stops the sync threads.
     pub fn shutdown(&self) {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
-        for v in vhosts {
+        for v in &vhosts {
             for q in v.queues() {
+                q.sync_now();
+            }
+            for s in v.streams() {
+                s.sync_now();
+            }
+        }
+        // Last: the queues' syncs above settle the delayed messages they
+        // stored, and those settles belong in the hidden queues' logs.
+        for v in &vhosts {
+            for q in v.delayed_queues() {
                 q.sync_now();
             }
         }

@@ -1,13 +1,9 @@
 //! Durable definitions of a vhost: exchanges, queues and bindings.
 //!
 //! Definitions change rarely, so each change rewrites one small file
-//! atomically (write a temp file, fsync, rename, fsync the directory):
-//!
-//! ```text
-//! | magic "FRYDEF01" (8) | len u32 LE | crc32c u32 LE (of the JSON) | JSON (len bytes) |
-//! ```
-//! A file whose checksum does not match is refused at startup rather than
-//! silently dropping entities (see `docs/storage.md`).
+//! atomically through [`crate::framed`] with magic "FRYDEF01" and a JSON
+//! body; a file whose checksum does not match is refused at startup rather
+//! than silently dropping entities (see `docs/storage.md`).
 
 use crate::error::{CoreError, Result};
 use crate::exchange::Destination;
@@ -74,49 +70,15 @@ pub struct Definitions {
 /// Writes `defs` to `dir/definitions` atomically.
 pub fn save(io: &dyn FileIo, dir: &Path, defs: &Definitions) -> Result<()> {
     let json = serde_json::to_vec(defs).map_err(|e| CoreError::Corrupt(e.to_string()))?;
-    let mut buf = Vec::with_capacity(json.len() + 16);
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
-    buf.extend_from_slice(&json);
-    io.create_dir_all(dir)?;
-    let tmp = dir.join("definitions.tmp");
-    let f = io.open(&tmp, true)?;
-    f.set_len(0)?;
-    f.write_all_at(&buf, 0)?;
-    f.sync_data()?;
-    drop(f);
-    io.rename(&tmp, &dir.join("definitions"))?;
-    io.sync_dir(dir)?;
-    Ok(())
+    crate::framed::save(io, dir, "definitions", MAGIC, &json)
 }
 
 /// Reads `dir/definitions`; an absent file is an empty vhost.
 pub fn load(io: &dyn FileIo, dir: &Path) -> Result<Definitions> {
     let path = dir.join("definitions");
-    if !io.exists(&path) {
+    let Some(body) = crate::framed::load(io, &path, MAGIC)? else {
         return Ok(Definitions::default());
-    }
-    let f = io.open(&path, false)?;
-    let len = f.len()? as usize;
-    let mut buf = vec![0u8; len];
-    let mut off = 0;
-    while off < len {
-        let n = f.read_at(&mut buf[off..], off as u64)?;
-        if n == 0 {
-            break;
-        }
-        off += n;
-    }
-    let bad = |w: &str| CoreError::Corrupt(format!("definitions file {}: {w}", path.display()));
-    if off < 16 || &buf[..8] != MAGIC {
-        return Err(bad("bad header"));
-    }
-    let n = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-    let crc = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]);
-    let body = buf.get(16..16 + n).ok_or_else(|| bad("truncated"))?;
-    if crc32c::crc32c(body) != crc {
-        return Err(bad("checksum mismatch"));
-    }
-    serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| CoreError::Corrupt(format!("definitions file {}: {e}", path.display())))
 }

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     NotAllowed,
     /// A resource limit was hit (AMQP 506).
     ResourceError,
+    /// The operation does not exist for this kind of queue, e.g. basic.get
+    /// on a stream (AMQP 540).
+    NotImplemented,
     /// Storage failed or another internal fault (AMQP 541).
     Internal,
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns vhosts, exchanges and routing, queues as deterministic state
 //! machines over their command logs, consumers, delivery and
-//! acknowledgement, publisher confirms, users.
+//! acknowledgement, publisher confirms, users, permissions and the vhost
+//! lifecycle (`auth`, the access file).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
 //! in with plain values), know AMQP reply codes (errors carry an
@@ -21,9 +22,13 @@ pub mod clock;
 pub mod definitions;
 pub mod error;
 pub mod exchange;
+pub(crate) mod framed;
 pub mod message;
+pub mod metrics;
 pub mod names;
 pub mod queue;
+pub mod source;
+pub mod stream;
 pub mod syncer;
 pub mod vhost;
 

@@ -16,9 +16,25 @@ pub trait SyncTask: Send + Sync {
     fn run_sync(&self);
 }
 
+/// What `submit` does with a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Mode {
+    /// Queued for the pool.
+    #[default]
+    Running,
+    /// After `stop`: run on a fresh thread.
+    Stopped,
+    /// Tests only: run on the submitting thread, for deterministic
+    /// confirms. A caller that holds the queue lock (settle counting,
+    /// every 4096 settles) would deadlock, so tests that use it stay
+    /// below that.
+    #[cfg(test)]
+    Inline,
+}
+
 #[derive(Default)]
 struct Shared {
-    queue: Mutex<(VecDeque<Arc<dyn SyncTask>>, bool)>,
+    queue: Mutex<(VecDeque<Arc<dyn SyncTask>>, Mode)>,
     cv: Condvar,
 }
 
@@ -55,22 +71,53 @@ impl Syncer {
 
     /// Queues a task; the caller makes sure a task is queued at most once
     /// at a time (see `Queue::schedule_sync`).
+    ///
+    /// Callers may hold their queue's lock (settle counting does), so a
+    /// task never runs on the submitting thread. After `stop` each task
+    /// gets a short-lived thread of its own: nothing the shutdown promised
+    /// depends on it (`Broker::shutdown` syncs every queue itself before
+    /// stopping), but a confirm still waiting is released rather than
+    /// forgotten, and the submitter neither blocks nor deadlocks.
     pub fn submit(&self, task: Arc<dyn SyncTask>) {
         let mut q = self.shared.queue.lock();
-        if q.1 {
-            drop(q);
-            // Shutting down: sync inline so nothing waits forever.
-            task.run_sync();
-            return;
+        match q.1 {
+            Mode::Running => {
+                q.0.push_back(task);
+                drop(q);
+                self.shared.cv.notify_one();
+            }
+            Mode::Stopped => {
+                drop(q);
+                run_detached(task);
+            }
+            #[cfg(test)]
+            Mode::Inline => {
+                drop(q);
+                task.run_sync();
+            }
         }
-        q.0.push_back(task);
-        drop(q);
-        self.shared.cv.notify_one();
+    }
+
+    /// A syncer without threads that runs each task on the submitting
+    /// thread (see `Mode::Inline`).
+    #[cfg(test)]
+    pub(crate) fn inline() -> Arc<Self> {
+        let shared = Arc::new(Shared::default());
+        shared.queue.lock().1 = Mode::Inline;
+        Arc::new(Self {
+            shared,
+            threads: Mutex::new(Vec::new()),
+        })
     }
 
     /// Finishes queued work and stops the threads.
     pub fn stop(&self) {
-        self.shared.queue.lock().1 = true;
+        {
+            let mut q = self.shared.queue.lock();
+            if q.1 == Mode::Running {
+                q.1 = Mode::Stopped;
+            }
+        }
         self.shared.cv.notify_all();
         let handles: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for h in handles {
@@ -87,7 +134,7 @@ fn worker(s: &Shared) {
                 if let Some(t) = q.0.pop_front() {
                     break Some(t);
                 }
-                if q.1 {
+                if q.1 != Mode::Running {
                     break None;
                 }
                 s.cv.wait(&mut q);
@@ -97,5 +144,88 @@ fn worker(s: &Shared) {
             Some(t) => t.run_sync(),
             None => return,
         }
+    }
+}
+
+/// Runs a task submitted after `stop` on a thread of its own.
+fn run_detached(task: Arc<dyn SyncTask>) {
+    let spawned = std::thread::Builder::new()
+        .name("ferry-sync-late".into())
+        .spawn(move || task.run_sync());
+    if let Err(e) = spawned {
+        // The task is dropped: its queue stays marked as queued, so its
+        // late confirms never come; the connection closes with shutdown.
+        tracing::error!(error = %e, "cannot start a thread for a late sync");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A task that needs the lock its submitter holds, like a queue whose
+    /// settle counting schedules a sync under `Queue.inner`.
+    struct NeedsLock {
+        lock: Arc<Mutex<()>>,
+        ran: mpsc::Sender<()>,
+    }
+
+    impl SyncTask for NeedsLock {
+        fn run_sync(&self) {
+            let _g = self.lock.lock();
+            let _ = self.ran.send(());
+        }
+    }
+
+    #[test]
+    fn a_submit_after_stop_does_not_run_under_the_callers_lock() {
+        let syncer = Syncer::start(1).unwrap();
+        syncer.stop();
+        let lock = Arc::new(Mutex::new(()));
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let (submitted_tx, submitted_rx) = mpsc::channel();
+        let task = Arc::new(NeedsLock {
+            lock: lock.clone(),
+            ran: ran_tx,
+        });
+        let caller = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let _held = lock.lock();
+                syncer.submit(task);
+                let _ = submitted_tx.send(());
+                // Still holding the lock: the task cannot have run yet.
+            })
+        };
+        // Before the fix this thread deadlocked inside submit.
+        assert!(
+            submitted_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "submit after stop blocked its caller"
+        );
+        caller.join().unwrap();
+        assert!(
+            ran_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the late task never ran"
+        );
+    }
+
+    #[test]
+    fn stop_runs_what_was_queued_before_it() {
+        let syncer = Syncer::start(1).unwrap();
+        let lock = Arc::new(Mutex::new(()));
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let held = lock.lock();
+        for _ in 0..3 {
+            syncer.submit(Arc::new(NeedsLock {
+                lock: lock.clone(),
+                ran: ran_tx.clone(),
+            }));
+        }
+        drop(held);
+        syncer.stop();
+        assert_eq!(ran_rx.try_iter().count(), 3);
     }
 }

@@ -22,13 +22,18 @@ use crate::queue::{
     DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, QueueArgs, QueueEnv, QueueSpec,
     Reason,
 };
+use crate::source::Source;
+use crate::stream::{Stream, StreamArgs};
 use amq_protocol_types::FieldTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
+mod delayed;
 mod equivalence;
+mod lifecycle;
+mod streams;
 
 use equivalence::check_queue_equivalent;
 
@@ -64,9 +69,16 @@ pub struct VHost {
     env: QueueEnv,
     exchanges: RwLock<HashMap<Arc<str>, Exchange>>,
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+    /// Streams (`vhost/streams.rs`); lock order: `queues` → `streams`.
+    streams: RwLock<HashMap<Arc<str>, Arc<Stream>>>,
     storage: Mutex<HashMap<Arc<str>, String>>,
     defs_lock: Mutex<()>,
     cycles: CycleLog,
+    /// Set by `delete_all`: a connection still holding this vhost must not
+    /// write its directory back into existence.
+    deleted: std::sync::atomic::AtomicBool,
+    /// The hidden queues of `x-delayed-message` exchanges.
+    delayed: crate::exchange::DelayedStore,
 }
 
 fn refused(text: String) -> CoreError {
@@ -106,9 +118,12 @@ impl VHost {
                 env,
                 exchanges: RwLock::new(HashMap::new()),
                 queues: RwLock::new(HashMap::new()),
+                streams: RwLock::new(HashMap::new()),
                 storage: Mutex::new(HashMap::new()),
                 defs_lock: Mutex::new(()),
                 cycles: CycleLog::default(),
+                deleted: std::sync::atomic::AtomicBool::new(false),
+                delayed: Default::default(),
             }
         });
         vh.load()?;
@@ -127,6 +142,9 @@ impl VHost {
                 return Err(CoreError::Corrupt(format!("exchange type '{}'", x.kind)));
             };
             let name: Arc<str> = Arc::from(x.name.as_str());
+            if kind == ExchangeKind::DelayedMessage {
+                self.open_delayed(&name, true)?;
+            }
             let ex = Exchange::new(
                 name.clone(),
                 kind,
@@ -141,6 +159,10 @@ impl VHost {
         let mut storage = self.storage.lock();
         for q in defs.queues {
             let dir = self.dir.join("queues").join(&q.storage);
+            if self.open_stream(&q.spec, &dir)?.is_some() {
+                storage.insert(q.spec.name.clone(), q.storage);
+                continue;
+            }
             let queue = Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())?;
             storage.insert(q.spec.name.clone(), q.storage);
             queues.insert(q.spec.name.clone(), queue);
@@ -164,6 +186,7 @@ impl VHost {
 
     /// Writes the durable definitions. Called with `defs_lock` held.
     fn save(&self) -> Result<()> {
+        self.check_alive()?;
         let exchanges = self.exchanges.read();
         let queues = self.queues.read();
         let storage = self.storage.lock();
@@ -171,7 +194,9 @@ impl VHost {
             version: 1,
             ..Definitions::default()
         };
-        let durable_queue = |n: &str| queues.get(n).is_some_and(|q| q.spec().durable);
+        let streams = self.streams.read();
+        let durable_queue =
+            |n: &str| queues.get(n).is_some_and(|q| q.spec().durable) || streams.contains_key(n);
         let durable_exchange = |n: &str| exchanges.get(n).is_some_and(|x| x.durable);
         for (name, x) in exchanges.iter() {
             if x.durable && !STANDARD_EXCHANGES.iter().any(|(n, _)| *n == &**name) {
@@ -201,11 +226,12 @@ impl VHost {
                 }
             }
         }
-        for (name, q) in queues.iter() {
-            if q.spec().durable && q.spec().exclusive_owner.is_none() {
+        let specs = queues.iter().map(|(n, q)| (n, q.spec()));
+        for (name, spec) in specs.chain(streams.iter().map(|(n, s)| (n, s.spec()))) {
+            if spec.durable && spec.exclusive_owner.is_none() {
                 if let Some(s) = storage.get(name) {
                     defs.queues.push(QueueDef {
-                        spec: q.spec().clone(),
+                        spec: spec.clone(),
                         storage: s.clone(),
                     });
                 }
@@ -241,7 +267,12 @@ impl VHost {
                 format!("unknown exchange type '{kind}'"),
             ));
         };
+        if kind == ExchangeKind::DelayedMessage {
+            crate::exchange::delayed::delayed_type(&a.arguments)
+                .map_err(|t| precondition(t.to_string()))?;
+        }
         let _d = self.defs_lock.lock();
+        self.check_alive()?;
         {
             let mut exchanges = self.exchanges.write();
             if let Some(x) = exchanges.get(name) {
@@ -262,6 +293,9 @@ impl VHost {
                 )));
             }
             let n: Arc<str> = Arc::from(name);
+            if kind == ExchangeKind::DelayedMessage {
+                self.open_delayed(&n, a.durable)?;
+            }
             let x = Exchange::new(
                 n.clone(),
                 kind,
@@ -308,6 +342,7 @@ impl VHost {
             remove_destination(&mut exchanges, &dest);
             durable
         };
+        self.drop_orphan_delayed();
         if durable {
             self.save()?;
         }
@@ -343,6 +378,7 @@ impl VHost {
             let mut exchanges = self.exchanges.write();
             self.check_bindable_source(&exchanges, source)?;
             let dest_durable = match &destination {
+                Destination::Queue(q) if self.streams.read().contains_key(&**q) => true,
                 Destination::Queue(q) => {
                     let queues = self.queues.read();
                     let queue = queues
@@ -383,6 +419,7 @@ impl VHost {
             }
             durable || (auto_deleted && x_durable)
         };
+        self.drop_orphan_delayed();
         self.save_if(durable)
     }
 
@@ -414,15 +451,9 @@ impl VHost {
     }
 
     /// Looks a queue up for use by connection `conn` (consume, get, purge).
+    /// A stream answers 540 (basic.get is the one such use left).
     pub fn queue_for(&self, name: &str, conn: u64) -> Result<Arc<Queue>> {
-        let q = self
-            .queues
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CoreError::not_found("queue", name, &self.name))?;
-        self.check_exclusive(&q, conn)?;
-        Ok(q)
+        self.lookup(name, conn)?.queue("basic.get")
     }
 
     /// queue.declare. Returns (name, ready messages, consumers).
@@ -433,7 +464,12 @@ impl VHost {
         conn: u64,
     ) -> Result<(Arc<str>, u32, u32)> {
         if passive {
+            if let Some(s) = self.stream_named(&spec.name) {
+                let (m, c) = s.counts();
+                return Ok((s.name().clone(), m, c));
+            }
             let q = self.queue_for(&spec.name, conn)?;
+            q.touch();
             let (m, c) = q.counts();
             return Ok((q.name().clone(), m, c));
         }
@@ -442,6 +478,11 @@ impl VHost {
             spec.name = Arc::from(crate::names::server_named_queue().as_str());
         }
         let _d = self.defs_lock.lock();
+        self.check_alive()?;
+        if let Some(s) = self.stream_named(&spec.name) {
+            let (m, c) = self.redeclare_stream(&s, &spec)?;
+            return Ok((s.name().clone(), m, c));
+        }
         if let Some(q) = self.queues.read().get(&spec.name).cloned() {
             // RabbitMQ's "strict" check: the declared exclusivity must match
             // exactly, even for the owner (405, not 406).
@@ -449,6 +490,7 @@ impl VHost {
                 return Err(self.locked(&q));
             }
             check_queue_equivalent(q.spec(), &spec, &self.name)?;
+            q.touch();
             let (m, c) = q.counts();
             return Ok((q.name().clone(), m, c));
         }
@@ -458,7 +500,18 @@ impl VHost {
                 spec.name
             )));
         }
-        QueueArgs::validate(&spec.arguments, &spec.name, &self.name).map_err(precondition)?;
+        if StreamArgs::is_stream(&spec.arguments) {
+            return self.create_stream(spec);
+        }
+        QueueArgs::validate_declaration(
+            &spec.arguments,
+            &spec.name,
+            &self.name,
+            spec.durable,
+            spec.exclusive_owner.is_some(),
+            spec.auto_delete,
+        )
+        .map_err(precondition)?;
         // An exclusive queue is deleted with its connection, so its messages
         // never outlive the process: keep it out of the durable storage.
         let persisted = spec.durable && spec.exclusive_owner.is_none();
@@ -488,7 +541,7 @@ impl VHost {
     ) -> Result<u32> {
         let _d = self.defs_lock.lock();
         let Some(q) = self.queues.read().get(name).cloned() else {
-            return Ok(0);
+            return self.delete_stream(name, if_unused);
         };
         self.check_exclusive(&q, conn)?;
         let (ready, consumers) = q.counts();
@@ -498,7 +551,7 @@ impl VHost {
                 self.name
             )));
         }
-        if if_empty && (ready > 0 || q.unacked_count() > 0) {
+        if if_empty && (ready > 0 || q.unacked_count() > 0 || q.delayed_count() > 0) {
             return Err(precondition(format!(
                 "queue '{name}' in vhost '{}' not empty",
                 self.name
@@ -515,6 +568,7 @@ impl VHost {
             let mut exchanges = self.exchanges.write();
             remove_destination(&mut exchanges, &Destination::Queue(name));
         }
+        self.drop_orphan_delayed();
         let n = q.delete()?;
         if q.spec().durable {
             self.save()?;
@@ -550,7 +604,7 @@ impl VHost {
 
     /// queue.purge.
     pub fn purge_queue(&self, name: &str, conn: u64) -> Result<u32> {
-        self.queue_for(name, conn)?.purge()
+        self.lookup(name, conn)?.queue("queue.purge")?.purge()
     }
 
     // ----- publishing ------------------------------------------------------
@@ -563,11 +617,13 @@ impl VHost {
         exchange: &str,
         msg: &Message,
         headers: Option<&FieldTable>,
-        out: &mut Vec<Arc<Queue>>,
+        out: &mut Vec<Arc<dyn Source>>,
     ) -> Result<()> {
         if exchange.is_empty() {
             if let Some(q) = self.queues.read().get(&*msg.routing_key) {
                 out.push(q.clone());
+            } else if let Some(s) = self.streams.read().get(&*msg.routing_key) {
+                out.push(s.clone());
             }
             return Ok(());
         }
@@ -585,6 +641,12 @@ impl VHost {
                 self.name
             )));
         }
+        if x.kind == ExchangeKind::DelayedMessage {
+            if let Some(q) = self.hold_target(exchange, headers) {
+                out.push(q);
+                return Ok(());
+            }
+        }
         let mut names: Vec<Arc<str>> = Vec::new();
         route_all(
             |n| exchanges.get(n),
@@ -593,7 +655,13 @@ impl VHost {
             headers,
             &mut names,
         );
-        out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
+        let streams = self.streams.read();
+        out.extend(names.iter().filter_map(|n| -> Option<Arc<dyn Source>> {
+            match queues.get(n) {
+                Some(q) => Some(q.clone()),
+                None => Some(streams.get(n)?.clone()),
+            }
+        }));
         Ok(())
     }
 
@@ -723,6 +791,11 @@ impl VHost {
     /// Every queue (for shutdown syncs and listings).
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.queues.read().values().cloned().collect()
+    }
+
+    /// A copy of every exchange with its bindings (management listings).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges.read().values().cloned().collect()
     }
 
     /// Whether an exchange exists.

@@ -35,7 +35,7 @@ mod waiters;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use io::{FileIo, IoFile, SimIo, StdIo};
-pub use log::Log;
+pub use log::{Log, SegmentInfo};
 pub use reader::LogReader;
 pub use record::{Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 pub use recovery::RecoveryReport;

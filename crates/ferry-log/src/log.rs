@@ -24,6 +24,17 @@ const WRITE_BUFFER_LIMIT: usize = 256 * 1024;
 /// Read size for replay.
 pub(crate) const READER_CHUNK: usize = 256 * 1024;
 
+/// One segment as [`Log::segments`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Index of its first record.
+    pub base: u64,
+    /// Records it holds.
+    pub records: u64,
+    /// Bytes of its `.log` file (header included; buffered appends count).
+    pub bytes: u64,
+}
+
 /// A segmented, append-only log of opaque records with dense indexes.
 ///
 /// Single writer: wrap it in a mutex. The fsync runs outside that mutex
@@ -147,6 +158,21 @@ impl Log {
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Every segment, oldest first, the active one last (retention
+    /// decisions of streams are made per segment).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let info = |s: &Segment| SegmentInfo {
+            base: s.base,
+            records: s.records,
+            bytes: s.size,
+        };
+        let mut out: Vec<SegmentInfo> = self.sealed.iter().map(info).collect();
+        let mut active = info(&self.active);
+        active.bytes += self.buf.len() as u64;
+        out.push(active);
+        out
     }
 
     /// Bytes of segments and indexes, including appends not yet flushed.

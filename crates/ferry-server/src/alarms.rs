@@ -4,7 +4,13 @@
 //! read) until the alarm clears. Consumers keep flowing, which is what
 //! relieves the pressure. Under a memory alarm queues also drop the message
 //! bodies they cache, so memory falls back to the index.
+//!
+//! Memory is measured as `crate::memory` describes (the fixed footprint
+//! plus what the broker counts as held for clients), not as RSS: RSS does
+//! not fall once the allocator has the pages, so an RSS alarm would never
+//! clear.
 
+use crate::memory::Usage;
 use ferry_core::Broker;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +46,8 @@ impl Alarms {
 /// Limits the monitor enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Resident memory above which publishers are blocked (bytes).
+    /// Memory (see `crate::memory::Usage`) above which publishers are
+    /// blocked (bytes).
     pub memory_bytes: u64,
     /// Free disk below which publishers are blocked (bytes).
     pub disk_free_bytes: u64,
@@ -82,6 +89,10 @@ pub async fn monitor(
     tx: watch::Sender<Alarms>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Sampled before any client: the footprint of code, runtime, threads
+    // and recovered indexes, which no client can make the broker give back.
+    let base = rss_bytes().unwrap_or(0);
+    tracing::info!(base, "memory alarm: fixed footprint");
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -90,21 +101,43 @@ pub async fn monitor(
             _ = stop.changed() => return,
         }
         let before = *tx.borrow();
-        let rss = rss_bytes().unwrap_or(0);
+        let usage = Usage {
+            base,
+            cache: broker.cache_bytes(),
+            connections: crate::memory::connection_bytes(),
+        };
+        let used = usage.total();
+        crate::memory::record_used(used);
         let free = disk_free_bytes(&limits.data_dir).unwrap_or(u64::MAX);
         let now = Alarms {
-            memory: rss > limits.memory_bytes,
+            memory: used > limits.memory_bytes,
             disk: free < limits.disk_free_bytes,
         };
-        if now.memory && !before.memory {
-            tracing::warn!(
-                rss,
-                limit = limits.memory_bytes,
-                "memory alarm set: blocking publishers"
-            );
-        }
-        if !now.memory && before.memory {
-            tracing::info!(rss, limit = limits.memory_bytes, "memory alarm cleared");
+        if now.memory != before.memory {
+            let rss = rss_bytes().unwrap_or(0);
+            let limit = limits.memory_bytes;
+            let (cache, connections) = (usage.cache, usage.connections);
+            if now.memory {
+                tracing::warn!(
+                    used,
+                    base,
+                    cache,
+                    connections,
+                    rss,
+                    limit,
+                    "memory alarm set: blocking publishers"
+                );
+            } else {
+                tracing::info!(
+                    used,
+                    base,
+                    cache,
+                    connections,
+                    rss,
+                    limit,
+                    "memory alarm cleared"
+                );
+            }
         }
         if now.disk && !before.disk {
             tracing::warn!(

@@ -1,6 +1,7 @@
 //! Front-end settings.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings of the AMQP listener and its connections.
@@ -27,6 +28,10 @@ pub struct ServerConfig {
     pub memory_limit_bytes: u64,
     /// Free disk below which publishers are blocked.
     pub disk_free_limit_bytes: u64,
+    /// Where AMQPS (AMQP over TLS) clients connect; on only with `tls`.
+    pub amqps_listen: Option<SocketAddr>,
+    /// TLS settings of the AMQPS listener (see `crate::tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +47,8 @@ impl Default for ServerConfig {
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
             memory_limit_bytes: 0,
             disk_free_limit_bytes: 50_000_000,
+            amqps_listen: None,
+            tls: None,
         }
     }
 }

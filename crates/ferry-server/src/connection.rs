@@ -29,6 +29,7 @@ use ferry_amqp::{
     check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
     BasicProperties, CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
+use ferry_core::auth::CompiledPermissions;
 use ferry_core::VHost;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,6 +84,10 @@ struct Reader<R> {
     shutdown: watch::Receiver<bool>,
     tick: tokio::time::Interval,
     last_data: tokio::time::Instant,
+    /// Registry entry: byte counter, close requests from the management API.
+    entry: Arc<crate::registry::ConnEntry>,
+    /// Bytes read and not yet handled, for the memory alarm.
+    held: crate::memory::Gauge,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
@@ -105,10 +110,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             } => r?,
             _ = self.shutdown.changed() => return Err(ReadEnd::Shutdown),
             _ = self.tick.tick() => return Err(ReadEnd::Tick),
+            reason = self.entry.forced() => {
+                return Err(ReadEnd::Bad(AmqpError::new(ReplyCode::CONNECTION_FORCED, reason)))
+            }
         };
         if n == 0 {
             return Err(ReadEnd::Gone);
         }
+        self.entry.received(n);
+        self.held.set(self.buf.len());
         self.last_data = tokio::time::Instant::now();
         Ok(())
     }
@@ -197,6 +207,10 @@ struct Conn {
     params: Arc<WriterParams>,
     vhost: Option<Arc<VHost>>,
     user: String,
+    /// The user's permissions in the vhost and the broker's access epoch
+    /// they were read at (refreshed when it moves).
+    perms: Arc<CompiledPermissions>,
+    perms_epoch: u64,
     channel_max: u16,
     cancel_notify: bool,
     channels: HashMap<u16, Channel>,
@@ -205,6 +219,10 @@ struct Conn {
     published: bool,
     /// The client understands connection.blocked.
     blocked_cap: bool,
+    /// Registry entry (listed once the handshake is done).
+    entry: Arc<crate::registry::ConnEntry>,
+    /// Body bytes of messages still being assembled, for the memory alarm.
+    assembling: crate::memory::Gauge,
 }
 
 fn conn_method(m: connection::AMQPMethod) -> AMQPClass {
@@ -212,11 +230,12 @@ fn conn_method(m: connection::AMQPMethod) -> AMQPClass {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, id: u64)
+pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, id: u64, tls: bool)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
+    let entry = crate::registry::ConnEntry::new(id, peer);
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut reader = Reader {
         rd,
@@ -229,6 +248,8 @@ where
         shutdown: shared.shutdown.clone(),
         tick: tokio::time::interval_at(tokio::time::Instant::now() + CHECK_PERIOD, CHECK_PERIOD),
         last_data: tokio::time::Instant::now(),
+        entry: entry.clone(),
+        held: crate::memory::Gauge::default(),
     };
     loop {
         match check_protocol_header(&reader.buf) {
@@ -265,16 +286,25 @@ where
         params,
         vhost: None,
         user: String::new(),
+        perms: Arc::new(CompiledPermissions::deny_all()),
+        perms_epoch: u64::MAX,
         channel_max: shared.config.channel_max,
         cancel_notify: false,
         channels: HashMap::new(),
         closing: HashMap::new(),
         published: false,
         blocked_cap: false,
+        entry: entry.clone(),
+        assembling: crate::memory::Gauge::default(),
     };
     tracing::debug!(conn = id, %peer, "connection accepted");
     let end = match tokio::time::timeout_at(deadline, conn.handshake(&mut reader, peer)).await {
-        Ok(Ok(())) => conn.run(&mut reader).await,
+        Ok(Ok(())) => {
+            let vhost = conn.vhost.as_ref().map_or("", |v| v.name()).to_string();
+            entry.set_identity(&conn.user, &vhost, conn.params.clone(), tls);
+            shared.registry.insert(entry.clone());
+            conn.run(&mut reader).await
+        }
         Ok(Err(end)) => end,
         Err(_) => {
             tracing::info!(conn = id, %peer, "handshake timeout, closing connection");
@@ -315,6 +345,7 @@ where
         }
         ReadEnd::Gone | ReadEnd::Tick => {}
     }
+    shared.registry.remove(id);
     conn.cleanup();
     conn.outbox.send(Outbound::Shutdown);
     drop(conn);
@@ -351,7 +382,15 @@ impl Conn {
                 }
                 Err(end) => return end,
             };
-            match self.handle(frame, r.last_payload()) {
+            let body = match &frame {
+                Frame::Body { channel, payload } => Some((*channel, payload.len())),
+                _ => None,
+            };
+            let handled_ok = self.handle(frame, r.last_payload());
+            if let Some((ch, len)) = body {
+                self.count_assembly(ch, len);
+            }
+            match handled_ok {
                 Ok(true) => {}
                 Ok(false) => return ReadEnd::Gone,
                 Err(e) => return ReadEnd::Bad(e),
@@ -414,10 +453,9 @@ impl Conn {
                     method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
                     ..
                 } => {
-                    self.channels.insert(
-                        ch,
-                        Channel::new(ch, self.outbox.clone(), self.cancel_notify),
-                    );
+                    let channel = Channel::new(ch, self.outbox.clone(), self.cancel_notify);
+                    self.entry.add_channel(ch, channel.shared().clone());
+                    self.channels.insert(ch, channel);
                     self.outbox.method(
                         ch,
                         AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -457,10 +495,12 @@ impl Conn {
         let Some(vhost) = self.vhost.clone() else {
             return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, "no vhost"));
         };
+        self.refresh_perms();
         let ctx = ChannelCtx {
             vhost: &vhost,
             conn_id: self.id,
             user: &self.user,
+            perms: &self.perms,
             config: &self.shared.config,
         };
         let Some(channel) = self.channels.get_mut(&ch) else {
@@ -518,9 +558,21 @@ impl Conn {
         }
     }
 
+    /// Counts a body frame of `len` bytes on channel `ch` while its message
+    /// is assembled; once no channel is mid-message nothing is.
+    fn count_assembly(&mut self, ch: u16, len: usize) {
+        if self.channels.get(&ch).is_some_and(Channel::mid_content) {
+            self.assembling.add(len);
+        } else if !self.channels.values().any(Channel::mid_content) {
+            self.assembling.set(0);
+        }
+    }
+
     /// Under a resource alarm a publishing connection is not read until the
     /// alarm clears (deliveries and heartbeats still go out).
     async fn blocked<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>) -> Result<(), ReadEnd> {
+        // What stays buffered while blocked is all this connection holds.
+        r.held.set(r.buf.len());
         let mut alarms = self.shared.alarms.clone();
         let reason = alarms.borrow().reason();
         tracing::info!(conn = self.id, reason, "connection blocked");
@@ -544,6 +596,9 @@ impl Conn {
                 }
                 _ = r.shutdown.changed() => return Err(ReadEnd::Shutdown),
                 _ = r.tick.tick() => self.check_consumer_timeouts(),
+                reason = r.entry.forced() => {
+                    return Err(ReadEnd::Bad(AmqpError::new(ReplyCode::CONNECTION_FORCED, reason)))
+                }
             }
         }
         tracing::info!(conn = self.id, "connection unblocked");
@@ -615,12 +670,14 @@ impl Conn {
     }
 
     fn drop_channel(&mut self, ch: u16) {
+        self.entry.remove_channel(ch);
         if let Some(mut c) = self.channels.remove(&ch) {
             if let Some(vhost) = self.vhost.clone() {
                 let ctx = ChannelCtx {
                     vhost: &vhost,
                     conn_id: self.id,
                     user: &self.user,
+                    perms: &self.perms,
                     config: &self.shared.config,
                 };
                 c.cleanup(&ctx);

@@ -58,6 +58,7 @@ impl From<CoreError> for AmqpError {
             ErrorKind::CommandInvalid => ReplyCode::COMMAND_INVALID,
             ErrorKind::NotAllowed => ReplyCode::NOT_ALLOWED,
             ErrorKind::ResourceError => ReplyCode::RESOURCE_ERROR,
+            ErrorKind::NotImplemented => ReplyCode::NOT_IMPLEMENTED,
             _ => ReplyCode::INTERNAL_ERROR,
         };
         AmqpError::new(code, e.to_string())

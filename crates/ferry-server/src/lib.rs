@@ -1,11 +1,14 @@
 //! # ferry-server: the AMQP 0-9-1 front end
 //!
-//! Owns listeners, connections, the AMQP handshake, channel state machines,
-//! content assembly, delivery tags and acks, publisher confirms and
-//! transactions, heartbeats, limits and shutdown.
+//! Owns listeners (plain and TLS), connections, the AMQP handshake,
+//! per-operation permission checks, channel state machines, content
+//! assembly, delivery tags and acks, publisher confirms and transactions,
+//! heartbeats, limits and shutdown.
 //!
 //! Must not: hold routing or storage rules (those live in `ferry-core`),
-//! parse bytes by hand (the codec is `ferry-amqp`), or touch files.
+//! decide who may do what (the core's users and permissions do; channels
+//! only ask), parse bytes by hand (the codec is `ferry-amqp`), or touch
+//! files (except reading TLS certificates once, at startup).
 //!
 //! ```text
 //! socket ─▶ connection (reader task) ─ frames ─▶ channel ─▶ ferry-core
@@ -18,8 +21,11 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod memory;
 pub mod outbox;
 pub mod properties;
+pub mod registry;
+pub mod tls;
 pub mod writer;
 
 pub use config::ServerConfig;
@@ -44,6 +50,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Memory and disk alarms.
     pub alarms: watch::Receiver<alarms::Alarms>,
+    /// Live connections (management API).
+    pub registry: Arc<registry::Registry>,
     live: AtomicUsize,
     all_closed: Notify,
 }
@@ -55,6 +63,8 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
     local_addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    /// The AMQPS listener's address and accept task, when TLS is on.
+    amqps: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +74,13 @@ impl Server {
     pub async fn start(broker: Arc<Broker>, config: ServerConfig) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(config.amqp_listen).await?;
         let local_addr = listener.local_addr()?;
+        let amqps = match (&config.tls, config.amqps_listen) {
+            (Some(tls), Some(addr)) => Some((
+                TcpListener::bind(addr).await?,
+                tokio_rustls::TlsAcceptor::from(tls.clone()),
+            )),
+            _ => None,
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
         let memory_bytes = match config.memory_limit_bytes {
@@ -93,21 +110,61 @@ impl Server {
             config,
             shutdown: shutdown_rx,
             alarms: alarm_rx,
+            registry: {
+                let r = registry::Registry::new();
+                r.set_local_addr(local_addr);
+                r
+            },
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });
-        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        shared
+            .broker
+            .on_vhost_deleted(vhost_deleted_hook(&shared.registry));
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), None));
+        let amqps = match amqps {
+            Some((l, acceptor)) => {
+                let addr = l.local_addr()?;
+                shared.registry.set_tls_local_addr(addr);
+                Some((
+                    addr,
+                    tokio::spawn(accept_loop(l, shared.clone(), Some(acceptor))),
+                ))
+            }
+            None => None,
+        };
         Ok(Server {
             shared,
             shutdown_tx,
             local_addr,
             accept,
+            amqps,
         })
     }
 
     /// Connections currently open.
     pub fn live_connections(&self) -> usize {
         self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// Live connections, channels and consumers.
+    pub fn registry(&self) -> Arc<registry::Registry> {
+        self.shared.registry.clone()
+    }
+
+    /// Current memory and disk alarm state.
+    pub fn alarms(&self) -> watch::Receiver<alarms::Alarms> {
+        self.shared.alarms.clone()
+    }
+
+    /// The broker core.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.shared.broker
+    }
+
+    /// The bound AMQPS address, when TLS is on.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps.as_ref().map(|(a, _)| *a)
     }
 
     /// The bound AMQP address (useful with port 0).
@@ -120,6 +177,9 @@ impl Server {
     /// fsyncs all queues.
     pub async fn shutdown(self) {
         self.accept.abort();
+        if let Some((_, t)) = &self.amqps {
+            t.abort();
+        }
         let _ = self.shutdown_tx.send(true);
         let wait = async {
             loop {
@@ -174,7 +234,29 @@ async fn expiry_sweeper(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Closes the connections of a deleted vhost as RabbitMQ does (320
+/// CONNECTION_FORCED "vhost 'v' is down").
+fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::VhostDeletedHook {
+    let registry = Arc::downgrade(registry);
+    Arc::new(move |vhost: &str| {
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        for c in registry.snapshot().iter().filter(|c| c.vhost == vhost) {
+            registry.force_close(&c.name, &format!("vhost '{vhost}' is down"));
+        }
+    })
+}
+
+/// Longest a client may take for its TLS handshake (RabbitMQ's
+/// ssl_handshake_timeout is 5 s).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -189,8 +271,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let s = shared.clone();
         s.live.fetch_add(1, Ordering::AcqRel);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection::serve(stream, peer, s.clone(), id).await;
+            match tls {
+                None => connection::serve(stream, peer, s.clone(), id, false).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            connection::serve(stream, peer, s.clone(), id, true).await
+                        }
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timeout"),
+                    }
+                }
+            }
             if s.live.fetch_sub(1, Ordering::AcqRel) == 1 {
                 s.all_closed.notify_waiters();
             }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use ferry_amqp::AMQPClass;
-use ferry_core::queue::Queue;
+use ferry_core::source::Source;
 use ferry_core::Message;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,7 +86,7 @@ pub struct Outbox {
 pub struct OutboxShared {
     queued_bytes: AtomicUsize,
     limit: usize,
-    waiting: Mutex<Vec<Weak<Queue>>>,
+    waiting: Mutex<Vec<Weak<dyn Source>>>,
 }
 
 impl Outbox {
@@ -115,6 +115,7 @@ impl Outbox {
             self.shared
                 .queued_bytes
                 .fetch_add(message.weight(), Ordering::Relaxed);
+            crate::memory::outbox_queued(message.weight());
         }
         let _ = self.tx.send(item);
     }
@@ -126,7 +127,7 @@ impl Outbox {
 
     /// Whether the socket buffer has room for more no-ack deliveries. When
     /// not, `queue` is woken once it drains.
-    pub fn has_room(&self, queue: &Weak<Queue>) -> bool {
+    pub fn has_room(&self, queue: &Weak<dyn Source>) -> bool {
         if self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit {
             return true;
         }
@@ -146,11 +147,19 @@ impl OutboxShared {
     /// Called by the writer after it wrote `bytes` of deliveries.
     pub fn written(&self, bytes: usize) {
         let before = self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        crate::memory::outbox_written(bytes);
         if before - bytes < self.limit / 2 {
-            let waiting: Vec<Weak<Queue>> = std::mem::take(&mut *self.waiting.lock());
+            let waiting: Vec<Weak<dyn Source>> = std::mem::take(&mut *self.waiting.lock());
             for q in waiting.iter().filter_map(Weak::upgrade) {
                 q.dispatch();
             }
         }
+    }
+}
+
+impl Drop for OutboxShared {
+    fn drop(&mut self) {
+        // Deliveries never written leave the memory count with the outbox.
+        crate::memory::outbox_written(*self.queued_bytes.get_mut());
     }
 }

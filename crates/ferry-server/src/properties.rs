@@ -75,6 +75,10 @@ impl PropertyCodec for AmqpPropertyCodec {
         }
         encode_properties(&out).map_err(|e| e.to_string())
     }
+
+    fn priority(&self, raw: &[u8]) -> Option<u8> {
+        parse_properties(raw).ok().and_then(|p| *p.priority())
+    }
 }
 
 #[cfg(test)]

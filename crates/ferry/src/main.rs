@@ -6,7 +6,7 @@ mod settings;
 use clap::{Parser, Subcommand};
 use ferry_core::{Broker, BrokerConfig};
 use ferry_log::{LogConfig, StdIo};
-use settings::Settings;
+use settings::{LogFormat, Settings};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,8 @@ enum Command {
     Server(ServerArgs),
     /// Load generator for any AMQP 0-9-1 broker (see the ferry-bench crate).
     Bench(ferry_bench::BenchArgs),
+    /// Manage a node through its management HTTP API (see the ferry-ctl crate).
+    Ctl(ferry_ctl::CtlArgs),
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -45,6 +47,36 @@ struct ServerArgs {
     /// AMQP listen address [default: 0.0.0.0:5672].
     #[arg(long)]
     amqp_listen: Option<SocketAddr>,
+    /// Management HTTP API address, or "off" [default: 0.0.0.0:15672].
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Prometheus metrics address, or "off" [default: 0.0.0.0:15692].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Log format on stderr [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. debug or info,ferry_server=debug [default: info]; FERRY_LOG wins.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// AMQPS listen address [default: 0.0.0.0:5671; on only with --tls-cert and --tls-key].
+    #[arg(long)]
+    amqps_listen: Option<SocketAddr>,
+    /// Server certificate chain (PEM) for AMQPS.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) for AMQPS.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates are verified against.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by --tls-ca.
+    #[arg(long)]
+    tls_verify_peer: bool,
+    /// RabbitMQ definitions JSON whose users, vhosts and permissions are imported at boot.
+    #[arg(long)]
+    load_definitions: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,14 +85,9 @@ fn main() -> ExitCode {
         Some(Command::Server(a)) => a,
         // Before logging is set up: the bench has its own output.
         Some(Command::Bench(b)) => return ferry_bench::run_cli(b),
+        Some(Command::Ctl(c)) => return ferry_ctl::run_cli(c),
         None => cli.server,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let mut settings = Settings::default();
     let loaded = args
         .config
@@ -76,6 +103,40 @@ fn main() -> ExitCode {
     }
     if let Some(a) = args.amqp_listen {
         settings.amqp_listen = a;
+    }
+    if let Some(a) = args.http_listen {
+        settings.http_listen = a;
+    }
+    if let Some(a) = args.metrics_listen {
+        settings.metrics_listen = a;
+    }
+    if let Some(f) = args.log_format {
+        settings.log_format = f;
+    }
+    if let Some(l) = args.log_level {
+        settings.log_level = l;
+    }
+    if let Some(a) = args.amqps_listen {
+        settings.amqps_listen = a;
+    }
+    if args.tls_cert.is_some() {
+        settings.tls_cert = args.tls_cert;
+    }
+    if args.tls_key.is_some() {
+        settings.tls_key = args.tls_key;
+    }
+    if args.tls_ca.is_some() {
+        settings.tls_ca = args.tls_ca;
+    }
+    if args.tls_verify_peer {
+        settings.tls_verify_peer = true;
+    }
+    if args.load_definitions.is_some() {
+        settings.load_definitions = args.load_definitions;
+    }
+    if let Err(e) = init_logging(&settings) {
+        eprintln!("ferry: {e}");
+        return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,6 +157,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr: `log_level` (or `FERRY_LOG`, EnvFilter syntax, which
+/// wins) in the `log_format`. Colours only on a terminal.
+fn init_logging(s: &Settings) -> Result<(), String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("FERRY_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| format!("invalid FERRY_LOG {v:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(&s.log_level)
+            .map_err(|e| format!("invalid log_level {:?}: {e}", s.log_level))?,
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match s.log_format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level ({"timestamp","level","message","amqp",...,"target"}).
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 enum RunError {
     #[error("cannot open data directory: {0}")]
@@ -104,6 +188,40 @@ enum RunError {
     Server(#[from] ferry_server::ServerError),
     #[error("signal handling: {0}")]
     Signal(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] ferry_server::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Settings(#[from] settings::SettingsError),
+    #[error("{0}")]
+    Http(#[from] ferry_http::HttpError),
+}
+
+/// The AMQPS TLS configuration, when `tls_cert` and `tls_key` are set.
+fn tls_config(s: &Settings) -> Result<Option<Arc<ferry_server::tls::TlsConfig>>, RunError> {
+    match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(ferry_server::tls::server_config(
+            cert,
+            key,
+            s.tls_ca.as_deref(),
+            s.tls_verify_peer,
+        )?)),
+        (None, None) => Ok(None),
+        _ => Err(RunError::Config(
+            "tls_cert and tls_key must be set together".into(),
+        )),
+    }
+}
+
+/// RabbitMQ's load_definitions: users, vhosts and permissions of a
+/// definitions file, imported at every boot.
+fn load_definitions(broker: &Broker, path: &std::path::Path) -> Result<(), RunError> {
+    let bad = |e: String| RunError::Config(format!("load_definitions {}: {e}", path.display()));
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let defs: ferry_core::auth::AccessDefs =
+        serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    broker.import_access(&defs).map_err(|e| bad(e.to_string()))
 }
 
 async fn serve(s: Settings) -> Result<(), RunError> {
@@ -113,10 +231,31 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         ..LogConfig::default()
     };
     bc.cache_bytes = s.cache_bytes;
+    bc.default_user = s.default_user.clone();
+    bc.default_pass = s.default_pass.clone();
+    bc.loopback_users = s.loopback_users.clone();
+    // Bad certificates stop the broker before it opens anything.
+    let tls = tls_config(&s)?;
     let data_dir = s.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(bc, Arc::new(StdIo)))
         .await
         .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
+    if let Some(path) = &s.load_definitions {
+        if let Err(e) = load_definitions(&broker, path) {
+            broker.shutdown();
+            return Err(e);
+        }
+    }
+    let http_tls = match (s.http_tls, &tls) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t.clone()),
+        (true, None) => {
+            broker.shutdown();
+            return Err(RunError::Config(
+                "http_tls needs tls_cert and tls_key".into(),
+            ));
+        }
+    };
     let cfg = ferry_server::ServerConfig {
         amqp_listen: s.amqp_listen,
         frame_max: s.frame_max,
@@ -128,10 +267,28 @@ async fn serve(s: Settings) -> Result<(), RunError> {
             .then(|| std::time::Duration::from_millis(s.consumer_timeout_ms)),
         memory_limit_bytes: s.memory_limit,
         disk_free_limit_bytes: s.disk_free_limit,
+        amqps_listen: tls.is_some().then_some(s.amqps_listen),
+        tls,
         ..ferry_server::ServerConfig::default()
     };
+    let http_listen = settings::optional_listen("http_listen", &s.http_listen)?;
+    let metrics_listen = settings::optional_listen("metrics_listen", &s.metrics_listen)?;
     let server = ferry_server::Server::start(broker, cfg).await?;
     let addr = server.local_addr();
+    let http = ferry_http::HttpServer::start(
+        server.broker().clone(),
+        server.registry(),
+        server.alarms(),
+        ferry_http::HttpConfig {
+            api_listen: http_listen,
+            metrics_listen,
+            memory_limit: s.memory_limit,
+            disk_free_limit: s.disk_free_limit,
+            amqp_listen: addr,
+            tls: http_tls,
+        },
+    )
+    .await?;
     tracing::info!(amqp = %addr, data_dir = %data_dir.display(), "ferry started");
     // Handlers first: whoever reads the READY line may send SIGTERM at once,
     // and before registration its default action kills the process.
@@ -140,13 +297,24 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     let mut int = signal(SignalKind::interrupt())?;
     // A machine-readable line for scripts and tests (logs go to stderr).
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "FERRY_READY amqp={addr}");
+    let mut ready = format!("FERRY_READY amqp={addr}");
+    if let Some(a) = server.amqps_addr() {
+        ready.push_str(&format!(" amqps={a}"));
+    }
+    if let Some(a) = http.api_addr() {
+        ready.push_str(&format!(" http={a}"));
+    }
+    if let Some(a) = http.metrics_addr() {
+        ready.push_str(&format!(" metrics={a}"));
+    }
+    let _ = writeln!(out, "{ready}");
     let _ = out.flush();
     drop(out);
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
+    http.shutdown().await;
     server.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())

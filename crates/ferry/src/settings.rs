@@ -2,12 +2,13 @@
 //! environment variables, then command-line flags (each overrides the one
 //! before).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Everything `ferry server` can be told.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything `ferry server` can be told. Serialize only lists the keys
+/// for the test that keeps `ferry.example.toml` complete.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     /// Data directory.
     pub data_dir: PathBuf,
@@ -33,6 +34,58 @@ pub struct Settings {
     pub memory_limit: u64,
     /// Free disk limit in bytes.
     pub disk_free_limit: u64,
+    /// Management HTTP API address ("" or "off" disables).
+    pub http_listen: String,
+    /// Prometheus metrics address ("" or "off" disables).
+    pub metrics_listen: String,
+    /// Serve the management API over HTTPS (with tls_cert / tls_key).
+    pub http_tls: bool,
+    /// Log filter in `tracing` EnvFilter syntax ("info", "debug",
+    /// "info,ferry_server=debug"); `FERRY_LOG` overrides it.
+    pub log_level: String,
+    /// Log line format on stderr.
+    pub log_format: LogFormat,
+    /// The user a fresh data directory gets (RabbitMQ's default_user).
+    pub default_user: String,
+    /// Its password (default_pass).
+    pub default_pass: String,
+    /// Users who may log in only from loopback addresses.
+    pub loopback_users: Vec<String>,
+    /// RabbitMQ definitions JSON whose users, vhosts and permissions are
+    /// imported at boot (RabbitMQ's load_definitions).
+    pub load_definitions: Option<PathBuf>,
+    /// AMQPS listen address (on only when tls_cert and tls_key are set).
+    pub amqps_listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle client certificates are verified against (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by tls_ca.
+    pub tls_verify_peer: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message, fields).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -51,6 +104,20 @@ impl Default for Settings {
             consumer_timeout_ms: s.consumer_timeout.map_or(0, |d| d.as_millis() as u64),
             memory_limit: s.memory_limit_bytes,
             disk_free_limit: s.disk_free_limit_bytes,
+            http_listen: "0.0.0.0:15672".to_string(),
+            metrics_listen: "0.0.0.0:15692".to_string(),
+            http_tls: false,
+            log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            default_user: "guest".to_string(),
+            default_pass: "guest".to_string(),
+            loopback_users: vec!["guest".to_string()],
+            load_definitions: None,
+            amqps_listen: SocketAddr::from(([0, 0, 0, 0], 5671)),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_verify_peer: false,
         }
     }
 }
@@ -71,6 +138,20 @@ struct FileSettings {
     consumer_timeout_ms: Option<u64>,
     memory_limit: Option<u64>,
     disk_free_limit: Option<u64>,
+    http_listen: Option<String>,
+    metrics_listen: Option<String>,
+    http_tls: Option<bool>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    default_user: Option<String>,
+    default_pass: Option<String>,
+    loopback_users: Option<Vec<String>>,
+    load_definitions: Option<PathBuf>,
+    amqps_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_verify_peer: Option<bool>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -85,6 +166,17 @@ pub enum SettingsError {
     /// An environment variable has a bad value.
     #[error("invalid value for {0}: {1:?}")]
     Env(&'static str, String),
+}
+
+/// An optional listener address: "" or "off" means disabled.
+pub fn optional_listen(key: &'static str, v: &str) -> Result<Option<SocketAddr>, SettingsError> {
+    match v.trim() {
+        "" | "off" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| SettingsError::Env(key, v.to_string())),
+    }
 }
 
 impl Settings {
@@ -113,8 +205,22 @@ impl Settings {
             max_connections,
             consumer_timeout_ms,
             memory_limit,
-            disk_free_limit
+            disk_free_limit,
+            http_listen,
+            metrics_listen,
+            http_tls,
+            log_level,
+            log_format,
+            default_user,
+            default_pass,
+            loopback_users,
+            amqps_listen,
+            tls_verify_peer
         );
+        macro_rules! take_opt {
+            ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
+        }
+        take_opt!(load_definitions, tls_cert, tls_key, tls_ca);
         Ok(())
     }
 
@@ -127,6 +233,16 @@ impl Settings {
         if let Some(v) = get("FERRY_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
+        if let Some(v) = get("FERRY_LOG_LEVEL") {
+            self.log_level = v;
+        }
+        if let Some(v) = get("FERRY_HTTP_LISTEN") {
+            self.http_listen = v;
+        }
+        if let Some(v) = get("FERRY_METRICS_LISTEN") {
+            self.metrics_listen = v;
+        }
+        self.apply_security_env(&get);
         macro_rules! env {
             ($($name:literal => $k:ident),*) => {
                 $( if let Some(v) = get($name) { self.$k = parse($name, v)?; } )*
@@ -143,9 +259,45 @@ impl Settings {
             "FERRY_MAX_CONNECTIONS" => max_connections,
             "FERRY_CONSUMER_TIMEOUT_MS" => consumer_timeout_ms,
             "FERRY_MEMORY_LIMIT" => memory_limit,
-            "FERRY_DISK_FREE_LIMIT" => disk_free_limit
+            "FERRY_DISK_FREE_LIMIT" => disk_free_limit,
+            "FERRY_HTTP_TLS" => http_tls,
+            "FERRY_LOG_FORMAT" => log_format,
+            "FERRY_AMQPS_LISTEN" => amqps_listen,
+            "FERRY_TLS_VERIFY_PEER" => tls_verify_peer
         );
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Users and TLS from `FERRY_*` (strings and paths: nothing to parse
+    /// but the comma-separated user list; an empty path unsets).
+    fn apply_security_env(&mut self, get: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("FERRY_DEFAULT_USER") {
+            self.default_user = v;
+        }
+        if let Some(v) = get("FERRY_DEFAULT_PASS") {
+            self.default_pass = v;
+        }
+        if let Some(v) = get("FERRY_LOOPBACK_USERS") {
+            self.loopback_users = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        let path = |v: String| (!v.is_empty()).then(|| PathBuf::from(v));
+        for (name, slot) in [
+            ("FERRY_LOAD_DEFINITIONS", &mut self.load_definitions),
+            ("FERRY_TLS_CERT", &mut self.tls_cert),
+            ("FERRY_TLS_KEY", &mut self.tls_key),
+            ("FERRY_TLS_CA", &mut self.tls_ca),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = path(v);
+            }
+        }
     }
 }
 
@@ -171,6 +323,99 @@ mod tests {
         assert_eq!(s.amqp_listen.port(), 7000);
         assert_eq!(s.heartbeat, 9);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    /// `ferry.example.toml` names every setting (a commented line counts)
+    /// with its `FERRY_*` variable, and its active values are the defaults,
+    /// so it cannot go stale.
+    #[test]
+    fn example_file_documents_every_setting() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ferry.example.toml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut s = Settings::default();
+        s.apply_toml(&text)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(s, Settings::default(), "{path} must show the defaults");
+        let fields = serde_json::to_value(Settings::default()).unwrap_or_else(|e| panic!("{e}"));
+        let fields = fields
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object"));
+        assert!(fields.len() >= 14, "{fields:?}");
+        for key in fields.keys() {
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            assert!(documented, "{path} lacks a `{key} = ...` line");
+            let env = format!("FERRY_{}", key.to_uppercase());
+            assert!(text.contains(&env), "{path} does not name {env}");
+        }
+    }
+
+    #[test]
+    fn log_settings_from_file_and_env() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (s.log_level.as_str(), s.log_format),
+            ("info", LogFormat::Text)
+        );
+        s.apply_toml("log_level = \"debug\"\nlog_format = \"json\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (s.log_level.as_str(), s.log_format),
+            ("debug", LogFormat::Json)
+        );
+        let env: HashMap<&str, &str> =
+            [("FERRY_LOG_FORMAT", "text"), ("FERRY_LOG_LEVEL", "warn")].into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (s.log_level.as_str(), s.log_format),
+            ("warn", LogFormat::Text)
+        );
+        assert!(s.apply_toml("log_format = \"xml\"").is_err());
+        assert!(s
+            .apply_env(|k| (k == "FERRY_LOG_FORMAT").then(|| "xml".to_string()))
+            .is_err());
+    }
+
+    #[test]
+    fn http_listeners_parse_or_switch_off() {
+        let ok = |v| optional_listen("http_listen", v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok("off"), None);
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("127.0.0.1:0").map(|a| a.port()), Some(0));
+        assert!(optional_listen("http_listen", "nope").is_err());
+    }
+
+    #[test]
+    fn security_settings_from_file_and_env() {
+        let mut s = Settings::default();
+        assert_eq!(s.loopback_users, vec!["guest".to_string()]);
+        s.apply_toml("default_user = \"admin\"\ntls_cert = \"/c.pem\"\nloopback_users = []\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.default_user, "admin");
+        assert_eq!(s.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert!(s.loopback_users.is_empty());
+        let env: HashMap<&str, &str> = [
+            ("FERRY_DEFAULT_PASS", "pw"),
+            ("FERRY_LOOPBACK_USERS", "guest, ops"),
+            ("FERRY_TLS_CERT", ""),
+            ("FERRY_TLS_VERIFY_PEER", "true"),
+            ("FERRY_AMQPS_LISTEN", "127.0.0.1:5999"),
+        ]
+        .into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.default_pass, "pw");
+        assert_eq!(
+            s.loopback_users,
+            vec!["guest".to_string(), "ops".to_string()]
+        );
+        assert_eq!(s.tls_cert, None, "an empty path unsets");
+        assert!(s.tls_verify_peer);
+        assert_eq!(s.amqps_listen.port(), 5999);
     }
 
     #[test]

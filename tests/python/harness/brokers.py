@@ -224,6 +224,9 @@ class FerryBroker(_Broker):
         log.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        # Management/metrics on ephemeral ports: parallel brokers never collide on 15672/15692.
+        env["FERRY_HTTP_LISTEN"] = f"{LOOPBACK}:0"
+        env["FERRY_METRICS_LISTEN"] = f"{LOOPBACK}:0"
         env.update(self.extra_env)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=log, env=env, start_new_session=True,

@@ -56,6 +56,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
+        let index = RouteIndex::new(super::delayed::routing_kind(kind, &arguments));
         Self {
             name: name.into(),
             kind,
@@ -64,7 +65,7 @@ impl Exchange {
             internal,
             arguments,
             bindings: BTreeSet::new(),
-            index: RouteIndex::new(kind),
+            index,
         }
     }
 
@@ -72,7 +73,7 @@ impl Exchange {
     /// created: only headers exchanges check anything (`x-match`). The
     /// error is a 406 PRECONDITION_FAILED.
     pub fn validate_binding(&self, binding: &Binding) -> Result<(), InvalidBinding> {
-        match self.kind {
+        match super::delayed::routing_kind(self.kind, &self.arguments) {
             ExchangeKind::Headers => validate_binding_arguments(&binding.arguments),
             _ => Ok(()),
         }

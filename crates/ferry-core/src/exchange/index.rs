@@ -30,7 +30,9 @@ pub(crate) enum RouteIndex {
 impl RouteIndex {
     pub(crate) fn new(kind: ExchangeKind) -> Self {
         match kind {
-            ExchangeKind::Direct => Self::Direct(HashMap::new()),
+            // A delayed exchange is indexed for its x-delayed-type (the
+            // exchange resolves it); direct is only the fallback.
+            ExchangeKind::Direct | ExchangeKind::DelayedMessage => Self::Direct(HashMap::new()),
             ExchangeKind::Fanout => Self::Fanout(Multiset::default()),
             ExchangeKind::Topic => Self::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Self::Headers(Vec::new()),

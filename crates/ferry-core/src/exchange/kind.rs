@@ -16,6 +16,11 @@ pub enum ExchangeKind {
     Topic,
     /// Routes by message headers against binding arguments (`x-match`).
     Headers,
+    /// `x-delayed-message` (the RabbitMQ plugin's type): holds a message
+    /// for its `x-delay` header's ms, then routes it by its
+    /// `x-delayed-type` (see `exchange::delayed`).
+    #[serde(rename = "x-delayed-message")]
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -28,6 +33,7 @@ impl ExchangeKind {
             "fanout" => Some(Self::Fanout),
             "topic" => Some(Self::Topic),
             "headers" => Some(Self::Headers),
+            super::delayed::TYPE_NAME => Some(Self::DelayedMessage),
             _ => None,
         }
     }
@@ -39,6 +45,7 @@ impl ExchangeKind {
             Self::Fanout => "fanout",
             Self::Topic => "topic",
             Self::Headers => "headers",
+            Self::DelayedMessage => super::delayed::TYPE_NAME,
         }
     }
 }
@@ -78,6 +85,7 @@ mod tests {
             ExchangeKind::Fanout,
             ExchangeKind::Topic,
             ExchangeKind::Headers,
+            ExchangeKind::DelayedMessage,
         ] {
             assert_eq!(ExchangeKind::parse(k.as_str()), Some(k));
             assert_eq!(k.as_str().parse::<ExchangeKind>(), Ok(k));
@@ -87,14 +95,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_refused_with_rabbitmq_text() {
-        for bad in [
-            "",
-            "Direct",
-            "TOPIC",
-            "x-delayed-message",
-            "match",
-            "direct ",
-        ] {
+        for bad in ["", "Direct", "TOPIC", "x-delayed", "match", "direct "] {
             assert_eq!(ExchangeKind::parse(bad), None, "{bad:?}");
         }
         let err = "x-custom".parse::<ExchangeKind>().unwrap_err();

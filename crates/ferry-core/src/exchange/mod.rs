@@ -18,11 +18,17 @@
 //! - [`table_serde`]: a JSON-friendly, lossless serde format for
 //!   [`FieldTable`](amq_protocol_types::FieldTable).
 //!
+//! - [`delayed`]: the `x-delayed-message` type's rules (`x-delayed-type`,
+//!   `x-delay`); `delayed_store` holds its messages in hidden queues, the
+//!   one part of this module that does I/O (through `queue::Queue`).
+//!
 //! Error texts are RabbitMQ's (without the reply-code prefix); which AMQP
 //! code each maps to is documented where it is produced.
 
 mod args;
 mod binding;
+pub mod delayed;
+mod delayed_store;
 // The module is named after its main type like every other file here.
 #[allow(clippy::module_inception)]
 mod exchange;
@@ -37,6 +43,8 @@ mod topic;
 pub(crate) use args::type_name;
 pub use args::{as_u64, describe_bare, describe_typed, equivalent_arg};
 pub use binding::{Binding, Destination};
+pub use delayed::delay_of;
+pub use delayed_store::DelayedStore;
 pub use exchange::Exchange;
 pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XMatch};
 pub use kind::{ExchangeKind, UnknownExchangeType};

@@ -1,13 +1,21 @@
 //! The `x-…` queue arguments a queue acts on: message TTL, length limits
-//! with their overflow behaviour, and the dead-letter target. Checked at
-//! declaration with RabbitMQ 3.10's rules and error texts; parsed once when
-//! the queue opens (arguments never change afterwards).
+//! with their overflow behaviour, the dead-letter target, priorities, queue
+//! expiry, single active consumer, the delivery limit and the queue type.
+//! Checked at declaration with RabbitMQ 3.10's rules and error texts;
+//! parsed once when the queue opens (arguments never change afterwards).
 
 use amq_protocol_types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 
 /// The largest TTL / expiration RabbitMQ accepts: ten years in ms.
 pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+/// The highest `x-max-priority` RabbitMQ accepts.
+pub const MAX_PRIORITY: u8 = 255;
+
+/// The delivery limit of a quorum queue declared without `x-delivery-limit`
+/// (RabbitMQ 4's default; RabbitMQ 3.10 has none).
+pub const QUORUM_DELIVERY_LIMIT: u64 = 20;
 
 /// What a queue at its length limit does with a new message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,7 +44,31 @@ pub struct QueueArgs {
     pub dead_letter_exchange: Option<Arc<str>>,
     /// `x-dead-letter-routing-key`.
     pub dead_letter_routing_key: Option<Arc<str>>,
+    /// `x-max-priority`: the highest priority level (a priority queue has
+    /// this plus one levels).
+    pub max_priority: Option<u8>,
+    /// `x-expires`: ms a queue may stay unused before it is deleted.
+    pub expires: Option<u64>,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+    /// How often a message may be returned to the queue before it is
+    /// dead-lettered (`x-delivery-limit`; 20 for quorum queues by default;
+    /// None = unlimited).
+    pub delivery_limit: Option<u64>,
+    /// `x-queue-type` is `quorum`: deliveries carry `x-delivery-count`.
+    pub quorum: bool,
+    /// Delayed retry (`x-retry-*`, Ferry's): returns wait before they are
+    /// ready again.
+    pub retry: Option<super::retry::RetryPolicy>,
+    /// The hidden queue of a delayed exchange (`HOLD_ARG`): each message
+    /// is held for its `x-delay` header's ms.
+    pub hold: bool,
 }
+
+/// The argument that makes a queue a delayed exchange's hidden store (its
+/// value is the exchange's name). Set only by the vhost; a client's
+/// queue.declare with it is refused.
+pub const HOLD_ARG: &str = "x-ferry-delayed-exchange";
 
 fn int_value(v: &AMQPValue) -> Option<i128> {
     use AMQPValue as V;
@@ -101,6 +133,43 @@ fn check_overflow(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
+fn check_expires(v: &AMQPValue) -> Result<(), String> {
+    match check_int(v)? {
+        0 => Err("{value_zero,0}".into()),
+        _ => check_ttl(v),
+    }
+}
+
+fn check_max_priority(v: &AMQPValue) -> Result<(), String> {
+    check_non_neg(v)?;
+    match check_int(v)? {
+        n if n > i128::from(MAX_PRIORITY) => Err(format!("{{max_value_exceeded,{n}}}")),
+        _ => Ok(()),
+    }
+}
+
+fn check_bool(v: &AMQPValue) -> Result<(), String> {
+    match v {
+        AMQPValue::Boolean(_) => Ok(()),
+        _ => Err(unacceptable(v)),
+    }
+}
+
+/// The queue types a declaration may name.
+const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
+
+fn check_queue_type(v: &AMQPValue) -> Result<(), String> {
+    match str_value(v) {
+        Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
+        Some(t) => Err(format!("\"unsupported queue type '{t}'\"")),
+        None => Err(unacceptable(v)),
+    }
+}
+
+/// Arguments a replicated queue type (quorum, stream) refuses, as RabbitMQ
+/// 3.10 does ("… of queue type rabbit_quorum_queue").
+const CLASSIC_ONLY: [&str; 2] = ["x-max-priority", "x-queue-mode"];
+
 fn unacceptable(v: &AMQPValue) -> String {
     format!("{{unacceptable_type,{}}}", crate::exchange::type_name(v))
 }
@@ -112,6 +181,10 @@ impl QueueArgs {
     pub fn validate(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), String> {
         let a = args.inner();
         let rs = format!("queue '{queue}' in vhost '{vhost}'");
+        // The queue type is resolved before the other arguments are checked.
+        if let Some(v) = a.get("x-queue-type") {
+            check_queue_type(v).map_err(|e| format!("invalid arg 'x-queue-type' for {rs}: {e}"))?;
+        }
         // rabbit_channel resolves the DLX name before declaring.
         if let Some(v) = a.get("x-dead-letter-exchange") {
             if !is_longstr(v) {
@@ -134,19 +207,76 @@ impl QueueArgs {
                 Err("routing_key_but_no_dlx_defined".into())
             }
         };
-        let checks: [(&str, Check<'_>); 5] = [
+        // Ferry honours x-delivery-limit on every queue type; -1 (any
+        // negative value) means unlimited, as in RabbitMQ 4.
+        let checks: [(&str, Check<'_>); 9] = [
+            ("x-expires", &check_expires),
             ("x-message-ttl", &check_ttl),
             ("x-dead-letter-routing-key", &dlrk),
             ("x-max-length", &check_non_neg),
             ("x-max-length-bytes", &check_non_neg),
+            ("x-max-priority", &check_max_priority),
             ("x-overflow", &check_overflow),
+            ("x-single-active-consumer", &check_bool),
+            ("x-delivery-limit", &|v| check_int(v).map(|_| ())),
         ];
         for (key, check) in checks {
             if let Some(v) = a.get(key) {
                 check(v).map_err(|e| format!("invalid arg '{key}' for {rs}: {e}"))?;
             }
         }
+        super::retry::RetryPolicy::validate(args, &rs)?;
+        if a.contains_key(HOLD_ARG) {
+            return Err(format!(
+                "invalid arg '{HOLD_ARG}' for {rs}: \"reserved for delayed exchanges\""
+            ));
+        }
+        let qtype = a
+            .get("x-queue-type")
+            .and_then(str_value)
+            .unwrap_or("classic");
+        if qtype != "classic" {
+            if let Some(key) = CLASSIC_ONLY.iter().find(|k| a.contains_key(**k)) {
+                return Err(format!(
+                    "invalid arg '{key}' for {rs} of queue type rabbit_{qtype}_queue"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// `validate`, then what a replicated queue type (quorum, stream)
+    /// demands of the declaration itself: durable, not exclusive, not
+    /// auto-delete (RabbitMQ 3.10's texts and order).
+    pub fn validate_declaration(
+        args: &FieldTable,
+        queue: &str,
+        vhost: &str,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+    ) -> Result<(), String> {
+        Self::validate(args, queue, vhost)?;
+        let qtype = args
+            .inner()
+            .get("x-queue-type")
+            .and_then(str_value)
+            .unwrap_or("classic");
+        if qtype == "classic" {
+            return Ok(());
+        }
+        let bad = if auto_delete {
+            "auto-delete"
+        } else if exclusive {
+            "exclusive-owner"
+        } else if !durable {
+            "non-durable"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "invalid property '{bad}' for queue '{queue}' in vhost '{vhost}'"
+        ))
     }
 
     /// The arguments of a declared queue (validated at declaration; values
@@ -155,7 +285,24 @@ impl QueueArgs {
         let a = args.inner();
         let num = |k: &str| a.get(k).and_then(non_negative);
         let text = |k: &str| a.get(k).and_then(str_value).map(Arc::from);
+        let quorum = a.get("x-queue-type").and_then(str_value) == Some("quorum");
+        let delivery_limit = match a.get("x-delivery-limit").and_then(int_value) {
+            Some(n) => u64::try_from(n).ok(),
+            None if quorum => Some(QUORUM_DELIVERY_LIMIT),
+            None => None,
+        };
         QueueArgs {
+            max_priority: num("x-max-priority")
+                .map(|p| u8::try_from(p.min(u64::from(MAX_PRIORITY))).unwrap_or(MAX_PRIORITY)),
+            expires: num("x-expires").filter(|e| *e > 0),
+            single_active_consumer: matches!(
+                a.get("x-single-active-consumer"),
+                Some(AMQPValue::Boolean(true))
+            ),
+            delivery_limit,
+            quorum,
+            retry: super::retry::RetryPolicy::parse(args),
+            hold: a.contains_key(HOLD_ARG),
             message_ttl: num("x-message-ttl"),
             max_length: num("x-max-length"),
             max_length_bytes: num("x-max-length-bytes"),
@@ -175,6 +322,17 @@ impl QueueArgs {
         *self == QueueArgs::default()
     }
 
+    /// Priority levels: `x-max-priority` + 1, or 1 for a plain queue.
+    pub fn levels(&self) -> usize {
+        self.max_priority.map_or(1, |p| usize::from(p) + 1)
+    }
+
+    /// Whether deliveries carry an `x-delivery-count` header (quorum
+    /// queues, and any queue with a delivery limit or delayed retry).
+    pub fn counts_deliveries(&self) -> bool {
+        self.quorum || self.delivery_limit.is_some() || self.retry.is_some()
+    }
+
     /// Whether a length limit is set.
     pub fn limited(&self) -> bool {
         self.max_length.is_some() || self.max_length_bytes.is_some()
@@ -185,6 +343,19 @@ impl QueueArgs {
     pub fn over_limit(&self, ready: u64, ready_bytes: u64) -> bool {
         self.max_length.is_some_and(|m| ready > m)
             || self.max_length_bytes.is_some_and(|m| ready_bytes > m)
+    }
+}
+
+/// The `x-priority` argument of basic.consume (0 without one); the error
+/// is RabbitMQ's reply text after `PRECONDITION_FAILED - `.
+pub fn consumer_priority(args: &FieldTable, queue: &str, vhost: &str) -> Result<i64, String> {
+    match args.inner().get("x-priority") {
+        None => Ok(0),
+        Some(v) => check_int(v)
+            .map(|n| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX }))
+            .map_err(|e| {
+                format!("invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': {e}")
+            }),
     }
 }
 

@@ -56,13 +56,14 @@ fn log_cfg() -> LogConfig {
     }
 }
 
-/// A queue env; `threads == 0` stops the syncer at once, so every sync
-/// runs inline on the publishing thread (deterministic, no group commit).
+/// A queue env; `threads == 0` gives an inline syncer, so every sync
+/// runs on the publishing thread (deterministic, no group commit).
 fn env(io: &SimIo, threads: usize, cache: i64) -> QueueEnv {
-    let syncer = Syncer::start(threads.max(1)).unwrap();
-    if threads == 0 {
-        syncer.stop();
-    }
+    let syncer = if threads == 0 {
+        Syncer::inline()
+    } else {
+        Syncer::start(threads).unwrap()
+    };
     QueueEnv::new(io.shared(), syncer, log_cfg(), cache)
 }
 

@@ -19,6 +19,8 @@ pub enum Reason {
     Maxlen,
     /// basic.reject / basic.nack without requeue.
     Rejected,
+    /// Returned to the queue more often than `x-delivery-limit` allows.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -28,6 +30,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
             Reason::Rejected => "rejected",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 
@@ -37,6 +40,7 @@ impl Reason {
             Reason::Expired => 1,
             Reason::Maxlen => 2,
             Reason::Rejected => 3,
+            Reason::DeliveryLimit => 4,
         }
     }
 
@@ -46,6 +50,7 @@ impl Reason {
             1 => Some(Reason::Expired),
             2 => Some(Reason::Maxlen),
             3 => Some(Reason::Rejected),
+            4 => Some(Reason::DeliveryLimit),
             _ => None,
         }
     }
@@ -90,6 +95,13 @@ pub trait PropertyCodec: Send + Sync + std::fmt::Debug {
     /// `raw` with its headers and expiration replaced by `edit`'s (absent
     /// in `edit` = removed); every other property kept.
     fn write(&self, raw: &[u8], edit: &HeaderEdit) -> Result<Bytes, String>;
+    /// The `priority` property of `raw` (priority queues read it once, at
+    /// enqueue; the level goes into the Enqueue record). A codec that
+    /// cannot tell says None: the message gets priority 0.
+    fn priority(&self, raw: &[u8]) -> Option<u8> {
+        let _ = raw;
+        None
+    }
 }
 
 type Headers = BTreeMap<ShortString, AMQPValue>;

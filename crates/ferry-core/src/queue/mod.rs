@@ -7,17 +7,24 @@ pub mod dead_letter;
 #[allow(clippy::module_inception)]
 pub mod queue;
 pub mod record;
+pub mod retry;
 pub mod sinks;
 pub mod state;
+pub mod stats;
 
 pub use args::{Overflow, QueueArgs};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
 pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
+pub use stats::{Depth, QueueStats, StatsSnapshot};
 
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod feature_tests;
+#[cfg(test)]
+mod priority_tests;
+#[cfg(test)]
+mod retry_tests;
 #[cfg(test)]
 mod tests;

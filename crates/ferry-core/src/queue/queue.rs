@@ -25,12 +25,21 @@
 //!   queues this is at-most-once: the Drop is logged before the republish.
 //! * None of this runs for a queue without those arguments and messages
 //!   without `expiration`: no clock reads, no side tables.
+//!
+//! Priorities (`x-max-priority`: one ready list per level in `QueueState`,
+//! the level written into the Enqueue record), consumer priorities and
+//! single active consumer (`dispatch::pick_consumer`), queue expiry
+//! (`x-expires`: an idle deadline on the broker's `ExpiryTimer`) and the
+//! delivery limit (returns counted by Requeue records; past the limit a
+//! Drop with reason `delivery_limit`) live in `features` and `dispatch`;
+//! delayed retry (`x-retry-*`: returns wait, their due times in Retry
+//! records) and a delayed exchange's holds live in `delayed`.
 
 use super::args::{Overflow, QueueArgs};
 use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
-use super::state::{Entry, QueueState, Replay, WINDOW};
+use super::state::{Entry, QueueState, Replay};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
@@ -109,6 +118,7 @@ impl QueueEnv {
     }
 }
 
+mod delayed;
 mod dispatch;
 mod features;
 mod sync;
@@ -135,6 +145,8 @@ struct ConsumerEntry {
     tag: Arc<str>,
     sink: Arc<dyn ConsumerSink>,
     no_ack: bool,
+    /// `x-priority` of basic.consume (0 if none).
+    priority: i64,
 }
 
 #[derive(Debug)]
@@ -162,10 +174,15 @@ pub struct Queue {
     args: Option<Box<QueueArgs>>,
     /// Deadline of the head (`NEVER` if none): when the sweep must look.
     next_expiry: AtomicU64,
+    /// When the queue expires unused (`x-expires`; `NEVER` while it has
+    /// consumers or has no such argument).
+    idle_deadline: AtomicU64,
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
     sync_state: AtomicU8,
     self_ref: Mutex<Option<std::sync::Weak<Queue>>>,
+    /// Message counters (management API, metrics).
+    stats: super::stats::QueueStats,
 }
 
 /// What dispatch does about the head of the queue.
@@ -204,11 +221,27 @@ impl Queue {
         let args = QueueArgs::parse(&spec.arguments);
         let args = (!args.is_plain()).then(|| Box::new(args));
         let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
-        let state = replay(&log, track_body)?;
-        let head = state.head_deadline();
+        let levels = args.as_ref().map_or(1, |a| a.levels());
+        let state = replay(&log, levels, track_body)?;
+        // The head's deadline or the next waiting message's time
+        // (replayed retries resume their wait).
+        let head = match (state.head_deadline(), state.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(d) = head {
             env.timer.schedule(d);
         }
+        // x-expires counts from the (re)start, as in RabbitMQ: a queue has
+        // no consumers when it opens.
+        let idle = match args.as_ref().and_then(|a| a.expires) {
+            Some(ms) => {
+                let at = env.clock.now_ms().saturating_add(ms);
+                env.timer.schedule(at);
+                at
+            }
+            None => NEVER,
+        };
         let q = Arc::new(Queue {
             spec,
             vhost,
@@ -216,6 +249,7 @@ impl Queue {
             env,
             args,
             next_expiry: AtomicU64::new(head.unwrap_or(NEVER)),
+            idle_deadline: AtomicU64::new(idle),
             inner: Mutex::new(Inner {
                 state,
                 log,
@@ -231,6 +265,7 @@ impl Queue {
             sync_lock: Mutex::new(()),
             sync_state: AtomicU8::new(SYNC_IDLE),
             self_ref: Mutex::new(None),
+            stats: Default::default(),
         });
         *q.self_ref.lock() = Some(Arc::downgrade(&q));
         Ok(q)
@@ -255,6 +290,33 @@ impl Queue {
     pub fn counts(&self) -> (u32, u32) {
         let g = self.inner.lock();
         (g.state.ready_len() as u32, g.consumers.len() as u32)
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> &super::stats::QueueStats {
+        &self.stats
+    }
+
+    /// Ready / unacked messages and bytes, consumers (one lock).
+    pub fn depth(&self) -> super::stats::Depth {
+        let g = self.inner.lock();
+        super::stats::Depth {
+            ready: g.state.ready_len() as u64,
+            unacked: g.state.unacked_len() as u64,
+            ready_bytes: g.state.ready_bytes(),
+            unacked_bytes: g.state.unacked_bytes(),
+            consumers: g.consumers.len() as u64,
+            delayed: g.state.waiting_len() as u64,
+        }
+    }
+
+    /// (tag, no_ack) of each consumer.
+    pub fn consumer_tags(&self) -> Vec<(Arc<str>, bool)> {
+        let g = self.inner.lock();
+        g.consumers
+            .iter()
+            .map(|c| (c.tag.clone(), c.no_ack))
+            .collect()
     }
 
     /// Messages checked out to consumers and not yet settled.
@@ -296,15 +358,15 @@ impl Queue {
         let inner = &mut *g;
         // Plain queue, message without expiration: none of this runs.
         let featured = self.args.is_some() || msg.expiration_ms.is_some();
-        let (mut now, mut deadline) = (None, None);
+        let (mut now, mut deadline, mut priority, mut held) = (None, None, None, None);
         if featured {
             match self.admit(inner, msg, letters) {
-                Some(nd) => (now, deadline) = nd,
+                Some(a) => (now, deadline, priority, held) = a,
                 None => return Ok(Enqueued::Rejected),
             }
         }
         inner.scratch.clear();
-        record::encode_enqueue(msg, deadline, &mut inner.scratch);
+        record::encode_enqueue_held(msg, deadline, priority, held, &mut inner.scratch);
         let pos = inner.log.append(&inner.scratch)?;
         if inner.scratch.capacity() > SCRATCH_KEEP {
             // One huge message must not pin its size in memory forever.
@@ -313,13 +375,17 @@ impl Queue {
         // Only a queue with consumers will read the message back soon; a
         // backlog nobody consumes is read from the log later anyway.
         let cached = (!inner.consumers.is_empty()
-            && !inner.state.spills_next()
+            && held.is_none()
+            && !inner.state.spills_next(priority.unwrap_or(0))
             && self.try_cache(inner, pos.len))
         .then(|| msg.clone());
         let body = u32::try_from(msg.body.len()).unwrap_or(u32::MAX);
-        inner
-            .state
-            .enqueue(Entry::new(pos, msg.persistent, cached), deadline, body);
+        let entry = Entry::new(pos, msg.persistent, cached).with_priority(priority.unwrap_or(0));
+        match held {
+            Some(until) => inner.state.hold(entry, until, deadline, body),
+            None => inner.state.enqueue(entry, deadline, body),
+        }
+        self.stats.published();
         let result = match confirm {
             Some(t) if needs_sync => {
                 inner.waiters.push_back((pos.index, t));
@@ -382,11 +448,30 @@ impl Queue {
         no_ack: bool,
         exclusive: bool,
     ) -> Result<u64> {
+        self.consume_with_priority(tag, sink, no_ack, exclusive, 0)
+    }
+
+    /// `consume` for a consumer with an `x-priority`: while it has credit
+    /// it gets messages before consumers of a lower priority (round-robin
+    /// among equals). In a single-active-consumer queue priorities do not
+    /// matter: the oldest registered consumer is the active one (RabbitMQ
+    /// 3.10's classic queues).
+    pub fn consume_with_priority(
+        &self,
+        tag: Arc<str>,
+        sink: Arc<dyn ConsumerSink>,
+        no_ack: bool,
+        exclusive: bool,
+        priority: i64,
+    ) -> Result<u64> {
         let mut g = self.inner.lock();
         if g.deleted {
             return Err(self.not_found());
         }
-        if g.exclusive_consumer || (exclusive && !g.consumers.is_empty()) {
+        // A single-active-consumer queue refuses exclusive consumers
+        // outright (RabbitMQ's exclusive_consume_unavailable).
+        if g.exclusive_consumer || (exclusive && (!g.consumers.is_empty() || self.single_active()))
+        {
             return Err(CoreError::request(
                 ErrorKind::AccessRefused,
                 format!(
@@ -397,12 +482,23 @@ impl Queue {
         }
         let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
         g.exclusive_consumer = exclusive;
-        g.consumers.push(ConsumerEntry {
+        let c = ConsumerEntry {
             id,
             tag,
             sink,
             no_ack,
-        });
+            priority,
+        };
+        // Kept sorted by priority, highest first, registration order
+        // within one; a single-active-consumer queue keeps plain
+        // registration order (its first consumer is the active one).
+        let at = if self.single_active() {
+            g.consumers.len()
+        } else {
+            g.consumers.partition_point(|x| x.priority >= priority)
+        };
+        g.consumers.insert(at, c);
+        self.idle_deadline.store(NEVER, Ordering::Relaxed);
         // No dispatch here: the front end first answers consume-ok, which
         // must reach the client before the first delivery, then calls
         // `dispatch`.
@@ -414,11 +510,25 @@ impl Queue {
     pub fn cancel(&self, consumer_id: u64) -> bool {
         let mut g = self.inner.lock();
         let before = g.consumers.len();
+        let was_active = g.consumers.first().is_some_and(|c| c.id == consumer_id);
         g.consumers.retain(|c| c.id != consumer_id);
         if g.consumers.len() != before {
             g.exclusive_consumer = false;
+            if g.consumers.is_empty() {
+                self.touch_locked();
+            }
         }
-        before > 0 && g.consumers.is_empty() && self.spec.auto_delete && !g.deleted
+        let auto_deleted =
+            before > 0 && g.consumers.is_empty() && self.spec.auto_delete && !g.deleted;
+        if was_active && self.single_active() && !g.consumers.is_empty() {
+            // The next consumer in registration order takes over.
+            let mut letters = Vec::new();
+            self.dispatch_locked(&mut g, &mut letters, None);
+            self.note_expiry(&g);
+            drop(g);
+            self.route_letters(letters);
+        }
+        auto_deleted
     }
 
     /// Logs a Drop record (nothing if `ids` is empty).
@@ -493,6 +603,18 @@ impl Queue {
                 return Ok(());
             }
             let inner = &mut *g;
+            let limit = self.args.as_deref().and_then(|a| a.delivery_limit);
+            if let (true, Some(limit)) = (requeue, limit) {
+                // Those past the limit leave here; `requeue` skips them.
+                self.over_delivery_limit(inner, limit, ids, &mut letters)?;
+            }
+            let retry = self.args.as_deref().and_then(|a| a.retry);
+            if let (true, Some(policy)) = (requeue, retry) {
+                self.retry_later(inner, &policy, ids)?;
+                self.dispatch_locked(inner, &mut letters, None);
+                self.note_expiry(inner);
+                return Ok(());
+            }
             let done: Vec<u64> = ids
                 .iter()
                 .copied()
@@ -506,6 +628,9 @@ impl Queue {
                 .collect();
             if !done.is_empty() {
                 self.write_ids(inner, requeue, &done)?;
+                if !requeue {
+                    self.stats.acked(done.len());
+                }
             }
             self.dispatch_locked(inner, &mut letters, None);
             self.note_expiry(inner);

@@ -1,14 +1,17 @@
 //! The queue's command log records: the only way the queue state changes.
 //!
 //! ```text
-//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
+//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | [priority u8] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
 //! Settle   | 0x02 | count u32 LE | count × id u64 LE |
 //! Requeue  | 0x03 | count u32 LE | count × id u64 LE |
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
 //! Drop     | 0x05 | reason u8 | count u32 LE | count × id u64 LE |
+//! Retry    | 0x06 | count u32 LE | count × (id u64 LE, until u64 LE) |
 //! flags: bit 0 = persistent (replay drops Enqueue records without it)
 //!        bit 1 = expires_at present (ms since the Unix epoch)
-//! reason: 1 = expired, 2 = maxlen, 3 = rejected
+//!        bit 2 = priority present (priority queues: the level it joined)
+//!        bit 3 = not_before present (held until then: delayed exchanges)
+//! reason: 1 = expired, 2 = maxlen, 3 = rejected, 4 = delivery_limit
 //! ```
 //! A message's id is the log index of its Enqueue record. The format is
 //! described with its invariants in `docs/queue-records.md`.
@@ -24,8 +27,11 @@ const TAG_SETTLE: u8 = 2;
 const TAG_REQUEUE: u8 = 3;
 const TAG_PURGE: u8 = 4;
 const TAG_DROP: u8 = 5;
+const TAG_RETRY: u8 = 6;
 const FLAG_PERSISTENT: u8 = 1;
 const FLAG_EXPIRES: u8 = 2;
+const FLAG_PRIORITY: u8 = 4;
+const FLAG_NOT_BEFORE: u8 = 8;
 
 /// A decoded command record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,12 @@ pub enum Record {
         msg: Message,
         /// When it expires, in ms since the Unix epoch.
         expires_at: Option<u64>,
+        /// Its level in a priority queue (already capped at the queue's
+        /// `x-max-priority`); None in other queues.
+        priority: Option<u8>,
+        /// Invisible until then (ms since the Unix epoch): a message held
+        /// by a delayed exchange. None for everything else.
+        not_before: Option<u64>,
     },
     /// Messages leave the queue for good (acked, or dropped before a
     /// front end could tell why).
@@ -51,6 +63,9 @@ pub enum Record {
     },
     /// Checked-out messages return to their place, their delivery count bumped.
     Requeue(Vec<u64>),
+    /// Checked-out messages return like a Requeue but stay invisible until
+    /// their own `until` (ms since the Unix epoch): delayed retry.
+    Retry(Vec<(u64, u64)>),
     /// Every message with an id below `upto` leaves, except the `keep`
     /// ones (those that were checked out at the time of the purge).
     Purge {
@@ -61,16 +76,45 @@ pub enum Record {
     },
 }
 
-/// Encodes an Enqueue record for `msg` (expiring at `expires_at`) into `out`.
-pub fn encode_enqueue(msg: &Message, expires_at: Option<u64>, out: &mut Vec<u8>) {
+/// Encodes an Enqueue record for `msg` (expiring at `expires_at`, at level
+/// `priority` of a priority queue) into `out`.
+pub fn encode_enqueue(
+    msg: &Message,
+    expires_at: Option<u64>,
+    priority: Option<u8>,
+    out: &mut Vec<u8>,
+) {
+    encode_enqueue_held(msg, expires_at, priority, None, out);
+}
+
+/// `encode_enqueue` for a message held until `not_before`.
+pub fn encode_enqueue_held(
+    msg: &Message,
+    expires_at: Option<u64>,
+    priority: Option<u8>,
+    not_before: Option<u64>,
+    out: &mut Vec<u8>,
+) {
     out.reserve(msg.weight());
     out.put_u8(TAG_ENQUEUE);
     let mut flags = if msg.persistent { FLAG_PERSISTENT } else { 0 };
     if expires_at.is_some() {
         flags |= FLAG_EXPIRES;
     }
+    if priority.is_some() {
+        flags |= FLAG_PRIORITY;
+    }
+    if not_before.is_some() {
+        flags |= FLAG_NOT_BEFORE;
+    }
     out.put_u8(flags);
     if let Some(at) = expires_at {
+        out.put_u64_le(at);
+    }
+    if let Some(p) = priority {
+        out.put_u8(p);
+    }
+    if let Some(at) = not_before {
         out.put_u64_le(at);
     }
     put_short(out, &msg.exchange);
@@ -86,6 +130,16 @@ pub fn encode_ids(requeue: bool, ids: &[u64], out: &mut Vec<u8>) {
     out.put_u32_le(ids.len() as u32);
     for id in ids {
         out.put_u64_le(*id);
+    }
+}
+
+/// Encodes a Retry record: each id with the time it becomes ready again.
+pub fn encode_retry(items: &[(u64, u64)], out: &mut Vec<u8>) {
+    out.put_u8(TAG_RETRY);
+    out.put_u32_le(items.len() as u32);
+    for (id, until) in items {
+        out.put_u64_le(*id);
+        out.put_u64_le(*until);
     }
 }
 
@@ -166,6 +220,22 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
             } else {
                 None
             };
+            let priority = if flags & FLAG_PRIORITY != 0 {
+                if payload.remaining() < 1 {
+                    return Err(corrupt("priority"));
+                }
+                Some(payload.get_u8())
+            } else {
+                None
+            };
+            let not_before = if flags & FLAG_NOT_BEFORE != 0 {
+                if payload.remaining() < 8 {
+                    return Err(corrupt("not_before"));
+                }
+                Some(payload.get_u64_le())
+            } else {
+                None
+            };
             let exchange = take_short(&mut payload)?;
             let routing_key = take_short(&mut payload)?;
             if payload.remaining() < 4 {
@@ -186,10 +256,26 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
                     expiration_ms: None,
                 },
                 expires_at,
+                priority,
+                not_before,
             })
         }
         TAG_SETTLE => Ok(Record::Settle(take_ids(&mut payload)?)),
         TAG_REQUEUE => Ok(Record::Requeue(take_ids(&mut payload)?)),
+        TAG_RETRY => {
+            if payload.remaining() < 4 {
+                return Err(corrupt("retry count"));
+            }
+            let n = payload.get_u32_le() as usize;
+            if payload.remaining() != n.saturating_mul(16) {
+                return Err(corrupt("retry list length"));
+            }
+            Ok(Record::Retry(
+                (0..n)
+                    .map(|_| (payload.get_u64_le(), payload.get_u64_le()))
+                    .collect(),
+            ))
+        }
         TAG_DROP => {
             if payload.remaining() < 1 {
                 return Err(corrupt("drop reason"));
@@ -233,15 +319,19 @@ mod tests {
     fn enqueue_round_trips_both_flags_and_the_deadline() {
         for p in [true, false] {
             for expires_at in [None, Some(0), Some(1_700_000_000_123), Some(u64::MAX)] {
-                let mut out = Vec::new();
-                encode_enqueue(&msg(p), expires_at, &mut out);
-                assert_eq!(
-                    decode(Bytes::from(out)).ok(),
-                    Some(Record::Enqueue {
-                        msg: msg(p),
-                        expires_at
-                    })
-                );
+                for priority in [None, Some(0), Some(255)] {
+                    let mut out = Vec::new();
+                    encode_enqueue(&msg(p), expires_at, priority, &mut out);
+                    assert_eq!(
+                        decode(Bytes::from(out)).ok(),
+                        Some(Record::Enqueue {
+                            msg: msg(p),
+                            expires_at,
+                            priority,
+                            not_before: None,
+                        })
+                    );
+                }
             }
         }
     }
@@ -249,16 +339,55 @@ mod tests {
     #[test]
     fn enqueue_without_deadline_keeps_the_old_layout() {
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), None, &mut out);
+        encode_enqueue(&msg(true), None, None, &mut out);
         assert_eq!(&out[..4], &[TAG_ENQUEUE, FLAG_PERSISTENT, 10, b'a']);
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), Some(0x0102), &mut out);
+        encode_enqueue(&msg(true), Some(0x0102), None, &mut out);
         assert_eq!(&out[..11], &[TAG_ENQUEUE, 3, 2, 1, 0, 0, 0, 0, 0, 0, 10]);
+        let mut out = Vec::new();
+        encode_enqueue(&msg(true), Some(0x0102), Some(7), &mut out);
+        assert_eq!(&out[..12], &[TAG_ENQUEUE, 7, 2, 1, 0, 0, 0, 0, 0, 0, 7, 10]);
+    }
+
+    #[test]
+    fn held_enqueues_and_retries_round_trip() {
+        for not_before in [None, Some(0), Some(1_700_000_000_123)] {
+            for expires_at in [None, Some(9)] {
+                let mut out = Vec::new();
+                encode_enqueue_held(&msg(true), expires_at, Some(3), not_before, &mut out);
+                assert_eq!(
+                    decode(Bytes::from(out)).ok(),
+                    Some(Record::Enqueue {
+                        msg: msg(true),
+                        expires_at,
+                        priority: Some(3),
+                        not_before,
+                    })
+                );
+            }
+        }
+        let mut out = Vec::new();
+        encode_retry(&[(4, 100), (7, u64::MAX)], &mut out);
+        assert_eq!(
+            decode(Bytes::from(out.clone())).ok(),
+            Some(Record::Retry(vec![(4, 100), (7, u64::MAX)]))
+        );
+        for cut in 0..out.len() {
+            assert!(
+                decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]
     fn drop_records_round_trip_with_their_reason() {
-        for reason in [Reason::Expired, Reason::Maxlen, Reason::Rejected] {
+        for reason in [
+            Reason::Expired,
+            Reason::Maxlen,
+            Reason::Rejected,
+            Reason::DeliveryLimit,
+        ] {
             let mut out = Vec::new();
             encode_drop(reason, &[7, 9], &mut out);
             assert_eq!(
@@ -298,7 +427,7 @@ mod tests {
     #[test]
     fn truncated_records_are_errors_not_panics() {
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), None, &mut out);
+        encode_enqueue(&msg(true), None, None, &mut out);
         for cut in 0..12 {
             assert!(
                 decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
@@ -306,8 +435,8 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), Some(5), &mut out);
-        for cut in 0..20 {
+        encode_enqueue(&msg(true), Some(5), Some(3), &mut out);
+        for cut in 0..21 {
             assert!(
                 decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
                 "cut {cut}"

@@ -6,7 +6,14 @@
 //! Message deadlines and body sizes (for TTL and `x-max-length-bytes`) live
 //! in a side map ([`Meta`]), filled only for messages that have a deadline
 //! or in queues that limit bytes: a plain queue pays nothing for them.
+//!
+//! Ready messages are kept per priority level (`x-max-priority`; a plain
+//! queue has one level). Each level is an id-ordered list with its own
+//! in-memory window and its own spilled range, so the queue's order — the
+//! highest non-empty level first, FIFO (by id) within a level — holds for
+//! messages still in the log too.
 
+use super::retry::Waiting;
 use crate::clock::NEVER;
 use crate::message::Message;
 use ferry_log::RecordPos;
@@ -32,6 +39,8 @@ pub struct Entry {
     /// How many times it was returned to the queue after a delivery.
     pub delivery_count: u16,
     flags: u8,
+    /// Its priority level (0 outside priority queues).
+    pub priority: u8,
     /// The message itself while it is young enough to be kept in memory.
     pub cached: Option<Arc<Message>>,
 }
@@ -49,8 +58,15 @@ impl Entry {
             len: pos.len,
             delivery_count: 0,
             flags: if persistent { PERSISTENT } else { 0 },
+            priority: 0,
             cached,
         }
+    }
+
+    /// The same at priority level `p`.
+    pub fn with_priority(mut self, p: u8) -> Self {
+        self.priority = p;
+        self
     }
 
     /// Where to read the record back.
@@ -94,14 +110,34 @@ pub struct Meta {
     pub body: u32,
 }
 
-/// Ready and checked-out messages.
+/// The ready messages of one priority level: the in-memory window, then
+/// the spilled range (every id in it is newer than every id in `ready`).
 #[derive(Debug, Default)]
-pub struct QueueState {
+struct Level {
     ready: VecDeque<Entry>,
+    spill: Option<Spill>,
+}
+
+impl Level {
+    fn len(&self) -> usize {
+        self.ready.len() + self.spill.map_or(0, |s| s.count)
+    }
+}
+
+/// Ready and checked-out messages.
+#[derive(Debug)]
+pub struct QueueState {
+    /// Ready messages by priority level (index = level; at least one).
+    levels: Vec<Level>,
+    /// Ready messages a level holds in memory before new ones spill.
+    window: usize,
+    /// Ready messages in memory, over all levels.
+    in_memory: usize,
+    /// Totals of the spilled ranges of all levels.
+    spilled: Spill,
     unacked: HashMap<u64, Entry>,
     ready_bytes: u64,
     unacked_bytes: u64,
-    spill: Option<Spill>,
     /// Deadlines and body sizes of in-memory messages (ready or checked
     /// out) that have one or whose queue counts bytes.
     meta: HashMap<u64, Meta>,
@@ -109,17 +145,22 @@ pub struct QueueState {
     track_body: bool,
     /// Body bytes of ready in-memory messages (when tracked).
     ready_body: u64,
+    /// Messages invisible until a time of their own (delayed retry, a
+    /// delayed exchange's held messages): neither ready nor checked out.
+    waiting: Waiting,
 }
 
 /// The newest part of a long backlog, left in the log instead of memory.
 ///
-/// Every Enqueue record with an index in `[from, to)` is a ready message
-/// that nobody has seen yet (so none of them can have been settled or
-/// requeued), and each is newer than every message held in memory: the
-/// queue's order is `ready` then the spilled range. Memory for a backlog is
-/// thus bounded by the window, not by its depth; `Queue` loads the next
-/// part of the range back (a sequential log read) as the window drains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Every Enqueue record of this level with an index in `[from, to)` is a
+/// ready message that nobody has seen yet (so none of them can have been
+/// settled or requeued), and each is newer than every message of the level
+/// held in memory: the level's order is its `ready` then the spilled range.
+/// Records of other levels in the range are skipped when it is read back.
+/// Memory for a backlog is thus bounded by the window, not by its depth;
+/// `Queue` loads the next part of the range back (a sequential log read)
+/// as the window drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Spill {
     /// First log index not yet loaded back.
     pub from: u64,
@@ -136,6 +177,15 @@ pub struct Spill {
 /// Ready messages held in memory before new ones spill to the log.
 pub const WINDOW: usize = 8192;
 
+/// The smallest per-level window of a priority queue.
+const MIN_LEVEL_WINDOW: usize = 256;
+
+impl Default for QueueState {
+    fn default() -> Self {
+        Self::with_levels(1, false)
+    }
+}
+
 impl QueueState {
     /// An empty queue.
     pub fn new() -> Self {
@@ -145,15 +195,55 @@ impl QueueState {
     /// An empty queue that counts the body bytes of ready messages
     /// (`x-max-length-bytes`) when `track_body`.
     pub fn with_body_tracking(track_body: bool) -> Self {
+        Self::with_levels(1, track_body)
+    }
+
+    /// An empty queue with `levels` priority levels (1 for a plain queue).
+    /// The levels share the window: each holds `WINDOW / levels` in memory
+    /// (at least 256), so memory stays bounded by the window (plus at most
+    /// 256 entries a level) however the messages spread over the levels.
+    pub fn with_levels(levels: usize, track_body: bool) -> Self {
+        let levels = levels.clamp(1, 256);
         QueueState {
+            levels: (0..levels).map(|_| Level::default()).collect(),
+            window: if levels == 1 {
+                WINDOW
+            } else {
+                (WINDOW / levels).max(MIN_LEVEL_WINDOW)
+            },
+            in_memory: 0,
+            spilled: Spill::default(),
+            unacked: HashMap::new(),
+            ready_bytes: 0,
+            unacked_bytes: 0,
+            meta: HashMap::new(),
             track_body,
-            ..Self::default()
+            ready_body: 0,
+            waiting: Waiting::default(),
         }
+    }
+
+    /// Number of priority levels.
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+
+    fn level_of(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
+    }
+
+    /// The level the queue delivers from next: the highest with any ready
+    /// message (in memory or spilled).
+    fn head_level(&self) -> Option<usize> {
+        if self.levels.len() == 1 {
+            return (self.levels[0].len() > 0).then_some(0);
+        }
+        self.levels.iter().rposition(|l| l.len() > 0)
     }
 
     /// Body bytes of ready messages (0 unless tracked).
     pub fn ready_body_bytes(&self) -> u64 {
-        self.ready_body + self.spill.map_or(0, |s| s.body)
+        self.ready_body + self.spilled.body
     }
 
     /// Whether any in-memory message has a deadline or a size recorded.
@@ -161,15 +251,31 @@ impl QueueState {
         !self.meta.is_empty()
     }
 
-    /// The deadline of the head of the queue, if it has one.
+    /// The deadline of the head of the queue (in a priority queue: of the
+    /// highest non-empty level), if it has one.
     pub fn head_deadline(&self) -> Option<u64> {
         if self.meta.is_empty() {
             return None;
         }
-        let head = self.ready.front()?;
-        match self.meta.get(&head.id) {
+        self.deadline_of(self.peek_ready()?.id)
+    }
+
+    fn deadline_of(&self, id: u64) -> Option<u64> {
+        match self.meta.get(&id) {
             Some(m) if m.deadline != NEVER => Some(m.deadline),
             _ => None,
+        }
+    }
+
+    /// Removes the head of the queue for good if its deadline is at or
+    /// before `now`. Only the head expires: RabbitMQ's rule, which in a
+    /// priority queue means an expired message of a lower level waits
+    /// (counted, never delivered) until the levels above it are empty.
+    pub fn drop_expired_head(&mut self, now: u64) -> Option<Entry> {
+        if self.head_deadline().is_some_and(|d| d <= now) {
+            self.drop_head()
+        } else {
+            None
         }
     }
 
@@ -197,51 +303,75 @@ impl QueueState {
 
     /// Number of messages ready for delivery (AMQP message_count).
     pub fn ready_len(&self) -> usize {
-        self.ready.len() + self.spill.map_or(0, |s| s.count)
+        self.in_memory + self.spilled.count
     }
 
     /// Ready messages held in memory.
     pub fn in_memory_len(&self) -> usize {
-        self.ready.len()
+        self.in_memory
     }
 
-    /// The spilled range, if any.
+    /// Whether any level has a spilled range (a range ends when its last
+    /// message is loaded back, so a non-zero total count says it).
+    pub fn has_spill(&self) -> bool {
+        self.spilled.count > 0
+    }
+
+    /// The spilled range of level 0 (a plain queue's only level), if any.
     pub fn spill(&self) -> Option<Spill> {
-        self.spill
+        self.levels[0].spill
     }
 
-    /// Whether the next enqueue will be left in the log (not cached).
-    pub fn spills_next(&self) -> bool {
-        self.spill.is_some() || self.ready.len() >= WINDOW
+    /// Whether the next enqueue at `priority` will be left in the log (not
+    /// cached).
+    pub fn spills_next(&self, priority: u8) -> bool {
+        let l = &self.levels[self.level_of(priority)];
+        l.spill.is_some() || l.ready.len() >= self.window
     }
 
-    /// Whether the in-memory window should be refilled from the log.
-    pub fn wants_refill(&self) -> bool {
-        self.spill.is_some() && self.ready.len() < WINDOW / 2
+    /// The level to load back from the log before the next delivery, with
+    /// its spilled range and how many messages to load: the head level,
+    /// when its window ran below half.
+    pub fn refill_target(&self) -> Option<(usize, Spill, usize)> {
+        let lvl = self.head_level()?;
+        let l = &self.levels[lvl];
+        let sp = l.spill?;
+        (l.ready.len() < self.window / 2).then(|| (lvl, sp, self.window - l.ready.len()))
     }
 
-    /// A message loaded back from the spilled range (in order), with its
-    /// deadline and body size from its record.
+    /// A message loaded back from the spilled range of its level (in
+    /// order), with its deadline and body size from its record.
     pub fn refill_push(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
         let size = u64::from(e.size());
-        if let Some(sp) = self.spill.as_mut() {
+        let lvl = self.level_of(e.priority);
+        if let Some(sp) = self.levels[lvl].spill.as_mut() {
             sp.count = sp.count.saturating_sub(1);
             sp.bytes = sp.bytes.saturating_sub(size);
+            self.spilled.count = self.spilled.count.saturating_sub(1);
+            self.spilled.bytes = self.spilled.bytes.saturating_sub(size);
             if self.track_body {
                 sp.body = sp.body.saturating_sub(u64::from(body));
+                self.spilled.body = self.spilled.body.saturating_sub(u64::from(body));
             }
         }
         self.ready_bytes += size;
+        self.in_memory += 1;
         self.note_meta(e.id, deadline, body);
-        self.ready.push_back(e);
+        self.levels[lvl].ready.push_back(e);
     }
 
-    /// Records how far the spilled range has been loaded back.
-    pub fn refill_advance(&mut self, next_from: u64) {
-        if let Some(sp) = self.spill.as_mut() {
+    /// Records how far the spilled range of `level` has been loaded back.
+    pub fn refill_advance(&mut self, level: usize, next_from: u64) {
+        if let Some(sp) = self.levels.get_mut(level).and_then(|l| l.spill.as_mut()) {
             sp.from = next_from;
             if sp.from >= sp.to || sp.count == 0 {
-                self.spill = None;
+                // Whatever the range still claimed is gone with it (only a
+                // damaged log leaves any), so the totals stay exact.
+                let left = *sp;
+                self.spilled.count -= left.count.min(self.spilled.count);
+                self.spilled.bytes -= left.bytes.min(self.spilled.bytes);
+                self.spilled.body -= left.body.min(self.spilled.body);
+                self.levels[level].spill = None;
             }
         }
     }
@@ -253,7 +383,7 @@ impl QueueState {
 
     /// Bytes of ready messages.
     pub fn ready_bytes(&self) -> u64 {
-        self.ready_bytes + self.spill.map_or(0, |s| s.bytes)
+        self.ready_bytes + self.spilled.bytes
     }
 
     /// Bytes of checked-out messages.
@@ -261,50 +391,64 @@ impl QueueState {
         self.unacked_bytes
     }
 
-    /// Appends a new message at the tail. Ids grow with the log index.
-    /// Past the in-memory window it is left in the log (spilled; its
-    /// deadline is read back from its record with it). `body` is its body
-    /// size, `deadline` when it expires.
+    /// Appends a new message at the tail of its level. Ids grow with the
+    /// log index. Past the level's in-memory window it is left in the log
+    /// (spilled; its deadline is read back from its record with it).
+    /// `body` is its body size, `deadline` when it expires.
     pub fn enqueue(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
-        if self.spill.is_some() || self.ready.len() >= WINDOW {
+        let lvl = self.level_of(e.priority);
+        let window = self.window;
+        let level = &mut self.levels[lvl];
+        if level.spill.is_some() || level.ready.len() >= window {
             let size = u64::from(e.size());
-            let sp = self.spill.get_or_insert(Spill {
+            let sp = level.spill.get_or_insert(Spill {
                 from: e.id,
                 to: e.id,
-                count: 0,
-                bytes: 0,
-                body: 0,
+                ..Spill::default()
             });
             sp.to = e.id + 1;
             sp.count += 1;
             sp.bytes += size;
+            self.spilled.count += 1;
+            self.spilled.bytes += size;
             if self.track_body {
                 sp.body += u64::from(body);
+                self.spilled.body += u64::from(body);
             }
             return;
         }
         self.ready_bytes += u64::from(e.size());
+        self.in_memory += 1;
         self.note_meta(e.id, deadline, body);
-        match self.ready.back() {
-            Some(last) if last.id > e.id => self.insert_ordered(e),
-            _ => self.ready.push_back(e),
+        let ready = &mut self.levels[lvl].ready;
+        match ready.back() {
+            Some(last) if last.id > e.id => insert_ordered(ready, e),
+            _ => ready.push_back(e),
         }
     }
 
-    /// The head of the queue, without removing it.
+    /// The head of the queue, without removing it. None also when the
+    /// head level's messages are all still in the log (refill first).
     pub fn peek_ready(&self) -> Option<&Entry> {
-        self.ready.front()
+        self.levels[self.head_level()?].ready.front()
     }
 
     /// Mutable head (to attach a freshly read message body).
     pub fn peek_ready_mut(&mut self) -> Option<&mut Entry> {
-        self.ready.front_mut()
+        let lvl = self.head_level()?;
+        self.levels[lvl].ready.front_mut()
     }
 
     /// Takes the head of the queue (to deliver it: its deadline stays
     /// known in case it is requeued).
     pub fn pop_ready(&mut self) -> Option<Entry> {
-        let e = self.ready.pop_front()?;
+        let lvl = self.head_level()?;
+        self.pop_level(lvl)
+    }
+
+    fn pop_level(&mut self, lvl: usize) -> Option<Entry> {
+        let e = self.levels[lvl].ready.pop_front()?;
+        self.in_memory -= 1;
         self.ready_bytes -= u64::from(e.size());
         self.ready_body = self.ready_body.saturating_sub(self.body_of(e.id));
         Some(e)
@@ -327,6 +471,11 @@ impl QueueState {
         e.cached = None;
         self.unacked_bytes += u64::from(e.size());
         self.unacked.insert(e.id, e);
+    }
+
+    /// How often a checked-out message was returned before.
+    pub fn unacked_delivery_count(&self, id: u64) -> Option<u16> {
+        self.unacked.get(&id).map(|e| e.delivery_count)
     }
 
     /// Removes a checked-out message for good. False if it is not checked out.
@@ -352,7 +501,9 @@ impl QueueState {
                 e.returned();
                 self.ready_bytes += u64::from(e.size());
                 self.ready_body += self.body_of(e.id);
-                self.insert_ordered(e);
+                self.in_memory += 1;
+                let lvl = self.level_of(e.priority);
+                insert_ordered(&mut self.levels[lvl].ready, e);
                 true
             }
             None => false,
@@ -362,14 +513,22 @@ impl QueueState {
     /// Drops every ready message; returns how many and the ids of the
     /// checked-out ones (which a purge does not touch).
     pub fn purge_ready(&mut self) -> (usize, Vec<u64>) {
-        let n = self.ready_len();
-        self.spill = None;
-        if !self.meta.is_empty() {
-            for e in &self.ready {
-                self.meta.remove(&e.id);
-            }
+        // Waiting messages are not checked out: a purge takes them too.
+        let n = self.ready_len() + self.waiting.len();
+        for id in self.waiting.clear() {
+            self.meta.remove(&id);
         }
-        self.ready.clear();
+        self.spilled = Spill::default();
+        for l in &mut self.levels {
+            l.spill = None;
+            if !self.meta.is_empty() {
+                for e in &l.ready {
+                    self.meta.remove(&e.id);
+                }
+            }
+            l.ready.clear();
+        }
+        self.in_memory = 0;
         self.ready_bytes = 0;
         self.ready_body = 0;
         let mut keep: Vec<u64> = self.unacked.keys().copied().collect();
@@ -381,7 +540,7 @@ impl QueueState {
     /// from the accounting.
     pub fn drop_cached(&mut self) -> u64 {
         let mut freed = 0;
-        for e in self.ready.iter_mut() {
+        for e in self.levels.iter_mut().flat_map(|l| l.ready.iter_mut()) {
             if e.cached.take().is_some() {
                 freed += u64::from(e.size());
             }
@@ -393,11 +552,15 @@ impl QueueState {
     /// are no longer needed.
     pub fn min_live_id(&self) -> Option<u64> {
         let r = self
-            .ready
-            .front()
-            .map(|e| e.id)
-            .or(self.spill.map(|s| s.from));
+            .levels
+            .iter()
+            .filter_map(|l| l.ready.front().map(|e| e.id).or(l.spill.map(|s| s.from)))
+            .min();
         let u = self.unacked.keys().min().copied();
+        let u = match (u, self.waiting.min_id()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (r, u) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -410,11 +573,14 @@ impl QueueState {
         v.sort_unstable();
         v
     }
+}
 
-    fn insert_ordered(&mut self, e: Entry) {
-        let at = self.ready.partition_point(|x| x.id < e.id);
-        self.ready.insert(at, e);
-    }
+/// Delayed retry and held messages: the waiting set's side of the state.
+mod waiting;
+
+fn insert_ordered(ready: &mut VecDeque<Entry>, e: Entry) {
+    let at = ready.partition_point(|x| x.id < e.id);
+    ready.insert(at, e);
 }
 
 /// Rebuilds a `QueueState` from the command log at startup. Every message
@@ -431,23 +597,48 @@ pub struct Replay {
     gone: HashSet<u64>,
     meta: HashMap<u64, Meta>,
     track_body: bool,
+    levels: usize,
+    /// Messages waiting for a time of their own: id → when they are ready.
+    due: HashMap<u64, u64>,
 }
 
 impl Replay {
-    /// Starts an empty replay (of a queue counting body bytes when
-    /// `track_body`).
-    pub fn new(track_body: bool) -> Self {
+    /// Starts an empty replay of a queue with `levels` priority levels,
+    /// counting body bytes when `track_body`.
+    pub fn new(levels: usize, track_body: bool) -> Self {
         Replay {
             track_body,
+            levels,
             ..Self::default()
         }
     }
 
-    /// Applies an Enqueue record found at `pos`.
-    pub fn enqueue(&mut self, pos: RecordPos, msg: &Message, expires_at: Option<u64>) {
+    /// Applies an Enqueue record found at `pos` (at level `priority`).
+    pub fn enqueue(
+        &mut self,
+        pos: RecordPos,
+        msg: &Message,
+        expires_at: Option<u64>,
+        priority: Option<u8>,
+    ) {
+        self.enqueue_held(pos, msg, expires_at, priority, None);
+    }
+
+    /// `enqueue` for a record that may hold its message until `not_before`.
+    pub fn enqueue_held(
+        &mut self,
+        pos: RecordPos,
+        msg: &Message,
+        expires_at: Option<u64>,
+        priority: Option<u8>,
+        not_before: Option<u64>,
+    ) {
         if !msg.persistent {
             // Transient messages do not outlive the process.
             return;
+        }
+        if let Some(at) = not_before {
+            self.due.insert(pos.index, at);
         }
         if expires_at.is_some() || self.track_body {
             self.meta.insert(
@@ -458,7 +649,8 @@ impl Replay {
                 },
             );
         }
-        self.live.push_back(Entry::new(pos, true, None));
+        self.live
+            .push_back(Entry::new(pos, true, None).with_priority(priority.unwrap_or(0)));
     }
 
     fn find(&self, id: u64) -> Option<usize> {
@@ -491,6 +683,23 @@ impl Replay {
                 if let Some(e) = self.live.get_mut(i) {
                     e.returned();
                 }
+                if !self.due.is_empty() {
+                    self.due.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Applies a Retry record: returns as a Requeue, then waits until
+    /// each one's time (replay reads no clock: the queue makes the ones
+    /// already due ready when it next looks).
+    pub fn retry(&mut self, items: &[(u64, u64)]) {
+        for (id, until) in items {
+            if let Some(i) = self.find(*id) {
+                if let Some(e) = self.live.get_mut(i) {
+                    e.returned();
+                }
+                self.due.insert(*id, *until);
             }
         }
     }
@@ -514,18 +723,49 @@ impl Replay {
             let gone = std::mem::take(&mut self.gone);
             self.live.retain(|e| !gone.contains(&e.id));
         }
-        let mut st = QueueState::with_body_tracking(self.track_body);
+        let mut waiting = Waiting::default();
+        let mut waiting_ids = HashSet::new();
+        if !self.due.is_empty() {
+            let due = std::mem::take(&mut self.due);
+            let mut ready = VecDeque::with_capacity(self.live.len());
+            for e in self.live.drain(..) {
+                match due.get(&e.id) {
+                    Some(at) => {
+                        waiting_ids.insert(e.id);
+                        waiting.insert(*at, e);
+                    }
+                    None => ready.push_back(e),
+                }
+            }
+            self.live = ready;
+        }
+        let mut st = QueueState::with_levels(self.levels, self.track_body);
         st.ready_bytes = self.live.iter().map(|e| u64::from(e.size())).sum();
+        st.in_memory = self.live.len();
         if !self.meta.is_empty() {
             let live = &self.live;
-            self.meta
-                .retain(|id, _| live.binary_search_by_key(id, |e| e.id).is_ok());
+            // Waiting messages keep their deadline and size for later.
+            self.meta.retain(|id, _| {
+                live.binary_search_by_key(id, |e| e.id).is_ok() || waiting_ids.contains(id)
+            });
             if self.track_body {
-                st.ready_body = self.meta.values().map(|m| u64::from(m.body)).sum();
+                st.ready_body = live
+                    .iter()
+                    .filter_map(|e| self.meta.get(&e.id))
+                    .map(|m| u64::from(m.body))
+                    .sum();
             }
         }
         st.meta = self.meta;
-        st.ready = self.live;
+        st.waiting = waiting;
+        if st.levels.len() == 1 {
+            st.levels[0].ready = self.live;
+        } else {
+            for e in self.live {
+                let lvl = st.level_of(e.priority);
+                st.levels[lvl].ready.push_back(e);
+            }
+        }
         st
     }
 }

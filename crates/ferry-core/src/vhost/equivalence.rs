@@ -21,6 +21,14 @@ const COMPARED_QUEUE_ARGS: &[&str] = &[
     "x-quorum-initial-group-size",
     "x-delivery-limit",
     "x-queue-master-locator",
+    // Streams.
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    // Ferry's delayed retry.
+    "x-retry-delay",
+    "x-retry-backoff",
+    "x-retry-multiplier",
+    "x-retry-max-delay",
 ];
 
 pub(super) fn check_queue_equivalent(cur: &QueueSpec, new: &QueueSpec, vhost: &str) -> Result<()> {

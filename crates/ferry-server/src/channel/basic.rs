@@ -7,6 +7,9 @@ use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use ferry_amqp::amq_protocol::protocol::basic;
 use ferry_amqp::{AMQPClass, ReplyCode};
+use ferry_core::auth::{Access, Resource};
+use ferry_core::source::QueueRef;
+use ferry_core::stream::StreamConsume;
 use std::sync::Arc;
 
 impl Channel {
@@ -16,7 +19,10 @@ impl Channel {
         m: basic::AMQPMethod,
     ) -> Result<(), AmqpError> {
         match m {
-            basic::AMQPMethod::Publish(p) => self.start_publish(p),
+            basic::AMQPMethod::Publish(p) => {
+                self.check_publish(ctx, p.exchange.as_str())?;
+                self.start_publish(p)
+            }
             basic::AMQPMethod::Ack(a) => self.settle_tags(a.delivery_tag, a.multiple, None),
             basic::AMQPMethod::Nack(n) => {
                 self.settle_tags(n.delivery_tag, n.multiple, Some(n.requeue))
@@ -31,6 +37,7 @@ impl Channel {
                     // As RabbitMQ: a per-consumer qos also lifts the
                     // channel-wide limit.
                     self.prefetch = u32::from(q.prefetch_count);
+                    self.shared.info.set_prefetch(self.prefetch);
                     self.shared.state.lock().global_prefetch = 0;
                 }
                 self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
@@ -41,9 +48,10 @@ impl Channel {
             basic::AMQPMethod::Cancel(c) => {
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
                 if let Some(cr) = self.consumers.remove(&tag) {
+                    self.shared.info.remove_consumer(&tag);
                     self.shared.state.lock().forget_consumer(&tag);
                     if cr.queue.cancel(cr.id) {
-                        ctx.vhost.drop_queue(&cr.queue)?;
+                        ctx.vhost.drop_source(&cr.queue)?;
                     }
                 }
                 if !c.nowait {
@@ -75,7 +83,12 @@ impl Channel {
 
     fn consume(&mut self, ctx: &ChannelCtx<'_>, c: basic::Consume) -> Result<(), AmqpError> {
         let name = self.resolve_queue(c.queue.as_str())?;
-        let queue = ctx.vhost.queue_for(&name, ctx.conn_id)?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
+        let found = ctx.vhost.lookup(&name, ctx.conn_id)?;
+        let queue = found.source();
+        let priority =
+            ferry_core::queue::args::consumer_priority(&c.arguments, &name, ctx.vhost.name())
+                .map_err(|text| AmqpError::new(ReplyCode::PRECONDITION_FAILED, text))?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             Arc::from(ferry_core::names::consumer_tag().as_str())
         } else {
@@ -94,7 +107,30 @@ impl Channel {
             prefetch: self.prefetch,
             no_ack: c.no_ack,
         });
-        let id = queue.consume(tag.clone(), sink, c.no_ack, c.exclusive)?;
+        let id = match &found {
+            QueueRef::Queue(q) => {
+                q.consume_with_priority(tag.clone(), sink, c.no_ack, c.exclusive, priority)?
+            }
+            // Streams: an offset per consumer, manual acks, a prefetch.
+            QueueRef::Stream(s) => s.consume(
+                tag.clone(),
+                sink,
+                StreamConsume {
+                    no_ack: c.no_ack,
+                    prefetch: self.prefetch,
+                    arguments: &c.arguments,
+                },
+            )?,
+        };
+        self.shared
+            .info
+            .add_consumer(crate::registry::ConsumerInfo {
+                tag: tag.to_string(),
+                queue: name.to_string(),
+                ack_required: !c.no_ack,
+                prefetch: self.prefetch,
+                exclusive: c.exclusive,
+            });
         self.consumers.insert(
             tag.clone(),
             ConsumerRef {
@@ -115,6 +151,7 @@ impl Channel {
 
     fn get(&mut self, ctx: &ChannelCtx<'_>, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
         let name = self.resolve_queue(queue)?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
         let q = ctx.vhost.queue_for(&name, ctx.conn_id)?;
         match q.get(no_ack)? {
             Some((d, left)) => {

@@ -3,8 +3,10 @@
 use super::{Channel, ChannelCtx};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
+use ferry_amqp::AMQPValue;
 use ferry_amqp::{AMQPClass, FieldTable, ShortString};
-use ferry_core::exchange::Destination;
+use ferry_core::auth::{Access, Resource};
+use ferry_core::exchange::{Destination, ExchangeKind};
 use ferry_core::queue::QueueSpec;
 use ferry_core::ExchangeArgs;
 use std::sync::Arc;
@@ -17,6 +19,14 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         match m {
             exchange::AMQPMethod::Declare(d) => {
+                if !d.passive {
+                    check_exchange_declare(
+                        ctx,
+                        d.exchange.as_str(),
+                        d.kind.as_str(),
+                        &d.arguments,
+                    )?;
+                }
                 ctx.vhost.declare_exchange(
                     d.exchange.as_str(),
                     d.kind.as_str(),
@@ -35,6 +45,11 @@ impl Channel {
                 }
             }
             exchange::AMQPMethod::Delete(d) => {
+                // The default and amq.* exchanges get their own refusal first.
+                let name = d.exchange.as_str();
+                if !name.is_empty() && !name.starts_with("amq.") {
+                    ctx.check(Access::Configure, Resource::Exchange(name))?;
+                }
                 ctx.vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
@@ -68,6 +83,11 @@ impl Channel {
         (source, destination, key, arguments): (ShortString, ShortString, ShortString, FieldTable),
         nowait: bool,
     ) -> Result<(), AmqpError> {
+        check_binding(
+            ctx,
+            Resource::Exchange(destination.as_str()),
+            source.as_str(),
+        )?;
         ctx.vhost.binding(
             bind,
             source.as_str(),
@@ -98,6 +118,10 @@ impl Channel {
                 } else {
                     Arc::from(d.queue.as_str())
                 };
+                let server_named = !d.passive && name.is_empty();
+                if !d.passive && !server_named {
+                    check_queue_declare(ctx, &name, &d.arguments)?;
+                }
                 let spec = QueueSpec {
                     name,
                     durable: d.durable,
@@ -105,8 +129,17 @@ impl Channel {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
+                let arguments = server_named.then(|| spec.arguments.clone());
                 let (name, messages, consumers) =
                     ctx.vhost.declare_queue(spec, d.passive, ctx.conn_id)?;
+                if let Some(arguments) = arguments {
+                    // The name exists only now; RabbitMQ checks the
+                    // generated name too. Refused: nobody saw the queue.
+                    if let Err(e) = check_queue_declare(ctx, &name, &arguments) {
+                        ctx.vhost.delete_queue(&name, false, false, ctx.conn_id)?;
+                        return Err(e);
+                    }
+                }
                 self.last_queue = Some(name.clone());
                 if !d.nowait {
                     self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
@@ -120,6 +153,7 @@ impl Channel {
             }
             queue::AMQPMethod::Bind(b) => {
                 let q = self.resolve_queue(b.queue.as_str())?;
+                check_binding(ctx, Resource::Queue(&q), b.exchange.as_str())?;
                 ctx.vhost.binding(
                     true,
                     b.exchange.as_str(),
@@ -136,6 +170,7 @@ impl Channel {
             }
             queue::AMQPMethod::Unbind(b) => {
                 let q = self.resolve_queue(b.queue.as_str())?;
+                check_binding(ctx, Resource::Queue(&q), b.exchange.as_str())?;
                 ctx.vhost.binding(
                     false,
                     b.exchange.as_str(),
@@ -150,6 +185,7 @@ impl Channel {
             }
             queue::AMQPMethod::Purge(p) => {
                 let q = self.resolve_queue(p.queue.as_str())?;
+                ctx.check(Access::Read, Resource::Queue(&q))?;
                 let n = ctx.vhost.purge_queue(&q, ctx.conn_id)?;
                 if !p.nowait {
                     self.reply(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(
@@ -159,6 +195,7 @@ impl Channel {
             }
             queue::AMQPMethod::Delete(d) => {
                 let q = self.resolve_queue(d.queue.as_str())?;
+                ctx.check(Access::Configure, Resource::Queue(&q))?;
                 let n = ctx
                     .vhost
                     .delete_queue(&q, d.if_unused, d.if_empty, ctx.conn_id)?;
@@ -172,4 +209,67 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// An exchange named by a string argument (`alternate-exchange`,
+/// `x-dead-letter-exchange`); other types get the core's own refusal.
+fn exchange_arg<'a>(arguments: &'a FieldTable, key: &str) -> Option<&'a str> {
+    match arguments.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// exchange.declare (not passive), in RabbitMQ's order: an unknown type
+/// and the default exchange are refused by the core first; then configure
+/// on the exchange and, with an alternate exchange, read on the exchange
+/// and write on the alternate.
+fn check_exchange_declare(
+    ctx: &ChannelCtx<'_>,
+    name: &str,
+    kind: &str,
+    arguments: &FieldTable,
+) -> Result<(), AmqpError> {
+    if name.is_empty() || ExchangeKind::parse(kind).is_none() {
+        return Ok(());
+    }
+    ctx.check(Access::Configure, Resource::Exchange(name))?;
+    if let Some(ae) = exchange_arg(arguments, "alternate-exchange") {
+        ctx.check(Access::Read, Resource::Exchange(name))?;
+        ctx.check(Access::Write, Resource::Exchange(ae))?;
+    }
+    Ok(())
+}
+
+/// queue.declare (not passive): configure on the queue, and with a
+/// dead-letter exchange read on the queue and write on the exchange
+/// (RabbitMQ 3.10's order; dead-lettering itself is not checked).
+fn check_queue_declare(
+    ctx: &ChannelCtx<'_>,
+    name: &str,
+    arguments: &FieldTable,
+) -> Result<(), AmqpError> {
+    ctx.check(Access::Configure, Resource::Queue(name))?;
+    if let Some(dlx) = exchange_arg(arguments, "x-dead-letter-exchange") {
+        ctx.check(Access::Read, Resource::Queue(name))?;
+        ctx.check(Access::Write, Resource::Exchange(dlx))?;
+    }
+    Ok(())
+}
+
+/// queue.bind / exchange.bind and their unbinds: write on the
+/// destination, then (unless the core refuses the default exchange) read
+/// on the source exchange.
+fn check_binding(
+    ctx: &ChannelCtx<'_>,
+    destination: Resource<'_>,
+    source: &str,
+) -> Result<(), AmqpError> {
+    ctx.check(Access::Write, destination)?;
+    let default_destination = matches!(destination, Resource::Exchange(""));
+    if !source.is_empty() && !default_destination {
+        ctx.check(Access::Read, Resource::Exchange(source))?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 use crate::outbox::{Outbound, Outbox};
 use ferry_core::queue::{ConsumerSink, Delivery, Queue};
+use ferry_core::source::Source;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -17,8 +18,8 @@ use std::time::Instant;
 /// A delivered, not yet acknowledged message.
 #[derive(Debug, Clone)]
 pub struct Unacked {
-    /// Queue it came from.
-    pub queue: Weak<Queue>,
+    /// Queue or stream it came from.
+    pub queue: Weak<dyn Source>,
     /// Its id there.
     pub msg_id: u64,
     /// Consumer it counts against (None for basic.get).
@@ -59,6 +60,8 @@ pub struct ChannelShared {
     /// Consumers cancelled by the server (queue deleted), for the channel
     /// to forget them.
     pub server_cancelled: Mutex<Vec<Arc<str>>>,
+    /// Modes, prefetch and consumers, for the management API.
+    pub info: crate::registry::ChannelInfo,
 }
 
 impl ChannelShared {
@@ -78,6 +81,7 @@ impl ChannelShared {
                 closed: false,
             }),
             server_cancelled: Mutex::new(Vec::new()),
+            info: Default::default(),
         })
     }
 
@@ -90,7 +94,7 @@ impl ChannelShared {
             st.unacked.insert(
                 tag,
                 Unacked {
-                    queue: Arc::downgrade(queue),
+                    queue: Arc::downgrade(queue) as Weak<Queue>,
                     msg_id: d.msg_id,
                     consumer: None,
                     at: Instant::now(),
@@ -138,7 +142,7 @@ impl ChannelShared {
     }
 
     /// The oldest unacked delivery: when, and from which queue.
-    pub fn oldest_unacked(&self) -> Option<(Instant, Weak<Queue>)> {
+    pub fn oldest_unacked(&self) -> Option<(Instant, Weak<dyn Source>)> {
         let st = self.state.lock();
         // Tags grow with time, so the first entry is the oldest.
         st.unacked.values().next().map(|u| (u.at, u.queue.clone()))
@@ -176,7 +180,7 @@ pub struct ChannelConsumer {
     /// Owning channel.
     pub channel: Arc<ChannelShared>,
     /// Its queue (weak: the queue owns the consumer, not the reverse).
-    pub queue: Weak<Queue>,
+    pub queue: Weak<dyn Source>,
     /// Tag.
     pub tag: Arc<str>,
     /// Prefetch window; 0 = unlimited.

@@ -15,7 +15,8 @@ use confirms::ConfirmTracker;
 use delivery::{ChannelShared, Unacked};
 use ferry_amqp::amq_protocol::protocol::{channel, confirm, tx};
 use ferry_amqp::{AMQPClass, Frame, ReplyCode};
-use ferry_core::queue::Queue;
+use ferry_core::auth::{Access, CompiledPermissions, Resource};
+use ferry_core::source::Source;
 use ferry_core::VHost;
 use publish::{PendingContent, TxBuffer};
 use std::collections::HashMap;
@@ -30,13 +31,27 @@ pub struct ChannelCtx<'a> {
     pub conn_id: u64,
     /// Authenticated user (checked against the user_id property).
     pub user: &'a str,
+    /// The user's permissions in the vhost, cached by the connection.
+    pub perms: &'a Arc<CompiledPermissions>,
     /// Limits.
     pub config: &'a ServerConfig,
 }
 
+impl ChannelCtx<'_> {
+    /// RabbitMQ's resource check: 403 ACCESS_REFUSED with its text. No
+    /// lock, no regex compiled: the expressions are compiled once per
+    /// change of permissions, and `.*` never runs a regex.
+    pub fn check(&self, access: Access, resource: Resource<'_>) -> Result<(), AmqpError> {
+        if self.perms.allows(access, resource) {
+            return Ok(());
+        }
+        Err(ferry_core::broker::access_refused(resource, self.vhost.name(), self.user).into())
+    }
+}
+
 #[derive(Debug)]
 struct ConsumerRef {
-    queue: Arc<Queue>,
+    queue: Arc<dyn Source>,
     id: u64,
 }
 
@@ -52,6 +67,9 @@ pub struct Channel {
     consumers: HashMap<Arc<str>, ConsumerRef>,
     prefetch: u32,
     last_queue: Option<Arc<str>>,
+    /// The last exchange basic.publish was allowed to write to, under
+    /// which permissions (held, so the pointer cannot be reused).
+    publish_ok: Option<(Arc<CompiledPermissions>, Arc<str>)>,
 }
 
 impl Channel {
@@ -67,7 +85,13 @@ impl Channel {
             consumers: HashMap::new(),
             prefetch: 0,
             last_queue: None,
+            publish_ok: None,
         }
+    }
+
+    /// The state shared with queues and the connection registry.
+    pub fn shared(&self) -> &Arc<ChannelShared> {
+        &self.shared
     }
 
     /// Whether a publish on this channel is waiting for more content frames.
@@ -158,6 +182,7 @@ impl Channel {
         }
         if self.confirms.is_none() {
             self.confirms = Some(Arc::new(ConfirmTracker::new(self.id, self.outbox.clone())));
+            self.shared.info.set_confirm();
         }
         if !nowait {
             self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
@@ -178,6 +203,7 @@ impl Channel {
                 }
                 if self.tx.is_none() {
                     self.tx = Some(TxBuffer::default());
+                    self.shared.info.set_tx();
                 }
                 self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
                 Ok(())
@@ -205,13 +231,14 @@ impl Channel {
         let gone: Vec<Arc<str>> = std::mem::take(&mut *self.shared.server_cancelled.lock());
         for tag in gone {
             self.consumers.remove(&tag);
+            self.shared.info.remove_consumer(&tag);
             self.shared.state.lock().forget_consumer(&tag);
         }
     }
 
     /// Gives every queue this channel consumes from a chance to deliver.
     fn dispatch_consumers(&self) {
-        let mut seen: Vec<&Arc<Queue>> = Vec::new();
+        let mut seen: Vec<&Arc<dyn Source>> = Vec::new();
         for c in self.consumers.values() {
             if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
                 seen.push(&c.queue);
@@ -244,14 +271,14 @@ impl Channel {
         self.shared.state.lock().closed = true;
         for (_, c) in self.consumers.drain() {
             if c.queue.cancel(c.id) {
-                if let Err(e) = ctx.vhost.drop_queue(&c.queue) {
+                if let Err(e) = ctx.vhost.drop_source(&c.queue) {
                     tracing::warn!(error = %e, "auto-delete failed");
                 }
             }
         }
         let unacked = self.shared.take_all();
         for (q, ids) in group_by_queue(unacked) {
-            if let Err(e) = q.requeue(&ids) {
+            if let Err(e) = q.abandon(&ids) {
                 tracing::error!(queue = %q.name(), error = %e, "requeue on close failed");
             }
         }
@@ -268,8 +295,8 @@ pub(crate) fn unimplemented() -> AmqpError {
 }
 
 /// Groups unacked messages by queue, keeping their order.
-fn group_by_queue(items: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<u64>)> {
-    let mut out: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+fn group_by_queue(items: Vec<Unacked>) -> Vec<(Arc<dyn Source>, Vec<u64>)> {
+    let mut out: Vec<(Arc<dyn Source>, Vec<u64>)> = Vec::new();
     for u in items {
         let Some(q) = u.queue.upgrade() else { continue };
         match out.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &q)) {

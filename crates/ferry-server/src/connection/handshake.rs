@@ -5,6 +5,21 @@
 use super::*;
 
 impl Conn {
+    /// Re-reads the user's permissions when users, permissions or vhosts
+    /// changed since the last read: one atomic load per frame otherwise.
+    pub(super) fn refresh_perms(&mut self) {
+        let broker = &self.shared.broker;
+        let epoch = broker.access_epoch();
+        if epoch == self.perms_epoch {
+            return;
+        }
+        self.perms_epoch = epoch;
+        let vhost = self.vhost.as_ref().map_or("", |v| v.name());
+        self.perms = broker
+            .permissions_for(&self.user, vhost)
+            .unwrap_or_else(|| Arc::new(CompiledPermissions::deny_all()));
+    }
+
     /// The next connection method of the handshake. Before tune-ok
     /// (`tuned` false) anything else refuses the connection without a word;
     /// after it (RabbitMQ's "opening" state) it is answered with
@@ -59,6 +74,8 @@ impl Conn {
             return Err(ReadEnd::Refused(None));
         };
         let mut auth_failure_close = false;
+        self.entry
+            .set_client_properties(&start_ok.client_properties);
         if let Some(AMQPValue::FieldTable(caps)) =
             start_ok.client_properties.inner().get("capabilities")
         {
@@ -146,19 +163,24 @@ impl Conn {
                 format!("connection refused: node connection limit ({max}) is reached"),
             ));
         }
-        let vhost = match self.shared.broker.vhost(open.virtual_host.as_str()) {
+        // RabbitMQ 3.10: "vhost X not found" or "access to vhost 'X'
+        // refused for user 'U'", both 530 NOT_ALLOWED on connection.open.
+        let broker = &self.shared.broker;
+        let name = open.virtual_host.as_str();
+        let vhost = broker
+            .check_vhost_access(&self.user, name)
+            .and_then(|()| broker.vhost(name));
+        let vhost = match vhost {
             Ok(v) => v,
-            Err(_) => {
+            Err(e) => {
+                tracing::info!(%peer, user = %self.user, vhost = name, error = %e, "vhost access refused");
                 return Err(ReadEnd::Bad(
-                    AmqpError::new(
-                        ReplyCode::NOT_ALLOWED,
-                        format!("vhost {} not found", open.virtual_host.as_str()),
-                    )
-                    .on(10, 40),
-                ))
+                    AmqpError::new(ReplyCode::NOT_ALLOWED, e.to_string()).on(10, 40),
+                ));
             }
         };
         self.vhost = Some(vhost);
+        self.refresh_perms();
         self.outbox.method(
             0,
             conn_method(connection::AMQPMethod::OpenOk(connection::OpenOk {})),

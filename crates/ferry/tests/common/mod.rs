@@ -269,6 +269,10 @@ impl Broker {
             // Own process group: kill9 takes down any helper processes too, and a
             // Ctrl-C aimed at cargo does not race our own shutdown handling.
             .process_group(0);
+        // Management and metrics listeners on ephemeral ports so parallel tests never
+        // collide on 15672/15692; a test's own env (below) may override them.
+        cmd.env("FERRY_HTTP_LISTEN", "127.0.0.1:0")
+            .env("FERRY_METRICS_LISTEN", "127.0.0.1:0");
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         set_parent_death_signal(&mut cmd);
         let mut child = cmd

@@ -29,12 +29,13 @@ impl Queue {
         }
     }
 
-    /// Loads the next part of a spilled backlog back into memory.
+    /// Loads the next part of the head level's spilled backlog back into
+    /// memory (records of other levels in its range are skipped).
     pub(super) fn refill(&self, inner: &mut Inner) -> Result<()> {
-        let Some(sp) = inner.state.spill() else {
+        let Some((level, sp, want)) = inner.state.refill_target() else {
             return Ok(());
         };
-        let want = WINDOW.saturating_sub(inner.state.in_memory_len());
+        let levels = inner.state.levels();
         let cache_ok = !inner.consumers.is_empty();
         let Inner {
             log,
@@ -51,7 +52,19 @@ impl Queue {
                 break;
             }
             next = rec.index + 1;
-            if let Record::Enqueue { msg: m, expires_at } = record::decode(rec.payload)? {
+            // A held message (`not_before`) lives in the waiting set,
+            // never in a spilled range.
+            if let Record::Enqueue {
+                msg: m,
+                expires_at,
+                priority,
+                not_before: None,
+            } = record::decode(rec.payload)?
+            {
+                let p = priority.unwrap_or(0);
+                if levels > 1 && usize::from(p).min(levels - 1) != level {
+                    continue;
+                }
                 let size = i64::from(pos.len);
                 let cached = if cache_ok
                     && self.env.cache_used.fetch_add(size, Ordering::Relaxed) + size
@@ -66,16 +79,17 @@ impl Queue {
                     None
                 };
                 let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
-                state.refill_push(Entry::new(pos, m.persistent, cached), expires_at, body);
+                let e = Entry::new(pos, m.persistent, cached).with_priority(p);
+                state.refill_push(e, expires_at, body);
                 loaded += 1;
             }
         }
-        state.refill_advance(next);
+        state.refill_advance(level, next);
         Ok(())
     }
 
     pub(super) fn ensure_window(&self, inner: &mut Inner) {
-        if inner.state.wants_refill() {
+        if inner.state.has_spill() && inner.state.refill_target().is_some() {
             if let Err(e) = self.refill(inner) {
                 tracing::error!(queue = %self.spec.name, error = %e, "cannot load spilled messages");
             }
@@ -95,6 +109,9 @@ impl Queue {
         }
         let mut settled: Vec<u64> = Vec::new();
         let mut now: Option<u64> = None;
+        if inner.state.has_waiting() && !inner.consumers.is_empty() {
+            now = Some(self.promote_due(inner));
+        }
         while inner.state.ready_len() > 0 && !inner.consumers.is_empty() {
             self.ensure_window(inner);
             if inner.state.has_meta() {
@@ -104,14 +121,9 @@ impl Queue {
                     HeadCheck::Stop => break,
                 }
             }
-            let n = inner.consumers.len();
-            let Some(idx) = (0..n)
-                .map(|i| (inner.rr + i) % n)
-                .find(|&i| inner.consumers[i].sink.reserve())
-            else {
+            let Some(idx) = self.pick_consumer(inner) else {
                 break;
             };
-            inner.rr = (idx + 1) % n;
             let Some(head) = inner.state.peek_ready().cloned() else {
                 inner.consumers[idx].sink.unreserve();
                 break;
@@ -132,7 +144,7 @@ impl Queue {
             let delivery = Delivery {
                 queue: self.spec.name.clone(),
                 msg_id: entry.id,
-                message,
+                message: self.delivered_message(message, entry.delivery_count),
                 redelivered: entry.redelivered(),
                 delivery_count: u32::from(entry.delivery_count),
             };
@@ -141,6 +153,7 @@ impl Queue {
             } else {
                 inner.state.check_out(entry);
             }
+            self.stats.delivered(c.no_ack, delivery.redelivered);
             c.sink.deliver(&c.tag, delivery);
         }
         if !settled.is_empty() {
@@ -148,6 +161,44 @@ impl Queue {
                 tracing::error!(queue = %self.spec.name, error = %e, "cannot log settle");
             }
         }
+    }
+
+    /// The consumer to deliver the next message to, its credit reserved:
+    /// the single active consumer (the first registered) in such a queue;
+    /// else the first with credit among the highest-priority consumers
+    /// (round-robin among equals), then the next priority down.
+    fn pick_consumer(&self, inner: &mut Inner) -> Option<usize> {
+        let cs = &inner.consumers;
+        if self.single_active() {
+            return cs.first().filter(|c| c.sink.reserve()).map(|_| 0);
+        }
+        let n = cs.len();
+        let mut start = 0;
+        while start < n {
+            let p = cs[start].priority;
+            // Sorted by priority: one group when the last equals the first
+            // (the common case, no scan).
+            let end = if cs[n - 1].priority == p {
+                n
+            } else {
+                start + cs[start..].iter().take_while(|c| c.priority == p).count()
+            };
+            let len = end - start;
+            let first = if (start..end).contains(&inner.rr) {
+                inner.rr - start
+            } else {
+                0
+            };
+            if let Some(i) = (0..len)
+                .map(|k| start + (first + k) % len)
+                .find(|&i| cs[i].sink.reserve())
+            {
+                inner.rr = i + 1;
+                return Some(i);
+            }
+            start = end;
+        }
+        None
     }
 
     /// Drops the head if it expired (unless it is `fresh`, the message
@@ -210,6 +261,12 @@ impl Queue {
             return Err(self.not_found());
         }
         let inner = &mut *g;
+        if inner.consumers.is_empty() {
+            self.touch_locked();
+        }
+        if inner.state.has_waiting() {
+            self.promote_due(inner);
+        }
         self.ensure_window(inner);
         if inner.state.head_deadline().is_some() {
             let now = self.env.clock.now_ms();
@@ -230,7 +287,7 @@ impl Queue {
         let d = Delivery {
             queue: self.spec.name.clone(),
             msg_id: entry.id,
-            message,
+            message: self.delivered_message(message, entry.delivery_count),
             redelivered: entry.redelivered(),
             delivery_count: u32::from(entry.delivery_count),
         };
@@ -239,6 +296,7 @@ impl Queue {
         } else {
             inner.state.check_out(entry);
         }
+        self.stats.got(no_ack, d.redelivered);
         self.note_expiry(inner);
         Ok(Some((d, inner.state.ready_len() as u32)))
     }

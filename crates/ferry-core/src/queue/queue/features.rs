@@ -1,10 +1,17 @@
-//! TTL, length limits and dead-lettering: the cold paths of a queue.
+//! TTL, length limits, dead-lettering, priorities, queue expiry and the
+//! delivery limit: the cold paths of a queue.
 
 use super::*;
 
+/// What `admit` found out about a message: (now, deadline) when it has a
+/// TTL, its priority level, and until when a hidden queue holds it.
+pub(super) type Admitted = (Option<u64>, Option<u64>, Option<u8>, Option<u64>);
+
 impl Queue {
-    /// Length limit (reject-publish) and deadline of a message about to be
-    /// enqueued: None if refused, else (now, deadline) when it has a TTL.
+    /// Length limit (reject-publish), deadline and priority level of a
+    /// message about to be enqueued: None if refused, else (now, deadline)
+    /// when it has a TTL, its level in a priority queue, and until when a
+    /// delayed exchange's hidden queue holds it.
     #[cold]
     #[inline(never)]
     pub(super) fn admit(
@@ -12,9 +19,15 @@ impl Queue {
         inner: &Inner,
         msg: &Arc<Message>,
         letters: &mut Vec<DeadLetter>,
-    ) -> Option<(Option<u64>, Option<u64>)> {
+    ) -> Option<Admitted> {
         let mut ttl = msg.expiration_ms;
+        let mut priority = None;
         if let Some(a) = self.args.as_deref() {
+            if a.hold {
+                // A delayed exchange's hold: no TTL while held (the target
+                // queues apply the message's expiration when it arrives).
+                return Some((None, None, None, self.hold_until(msg)));
+            }
             if a.overflow != Overflow::DropHead
                 && a.over_limit(
                     inner.state.ready_len() as u64 + 1,
@@ -30,9 +43,23 @@ impl Queue {
                 (Some(m), Some(q)) => Some(m.min(q)),
                 (m, q) => m.or(q),
             };
+            // Above the maximum counts as the maximum; none counts as 0.
+            priority = a.max_priority.map(|max| {
+                self.env
+                    .codec
+                    .get()
+                    .and_then(|c| c.priority(&msg.properties))
+                    .unwrap_or(0)
+                    .min(max)
+            });
         }
         let now = ttl.map(|_| self.env.clock.now_ms());
-        Some((now, now.zip(ttl).map(|(n, t)| n.saturating_add(t))))
+        Some((
+            now,
+            now.zip(ttl).map(|(n, t)| n.saturating_add(t)),
+            priority,
+            self.hold_until(msg),
+        ))
     }
 
     /// After an enqueue: drop-head overflow, and expiry of the head when
@@ -146,7 +173,7 @@ impl Queue {
         now: u64,
         letters: &mut Vec<DeadLetter>,
     ) -> bool {
-        if !inner.state.has_meta() && inner.state.spill().is_none() {
+        if !inner.state.has_meta() && !inner.state.has_spill() {
             return true;
         }
         let mut ids = Vec::new();
@@ -161,7 +188,7 @@ impl Queue {
                 done = false;
                 break;
             }
-            let Some(e) = inner.state.drop_head() else {
+            let Some(e) = inner.state.drop_expired_head(now) else {
                 break;
             };
             self.kill(inner, &e, Reason::Expired, letters);
@@ -171,10 +198,14 @@ impl Queue {
         done
     }
 
-    /// Publishes the head's deadline to the sweep.
+    /// Publishes the head's deadline (or the next waiting message's
+    /// time, if sooner) to the sweep.
     #[inline]
     pub(super) fn note_expiry(&self, inner: &Inner) {
-        if inner.state.has_meta() || self.next_expiry.load(Ordering::Relaxed) != NEVER {
+        if inner.state.has_meta()
+            || inner.state.has_waiting()
+            || self.next_expiry.load(Ordering::Relaxed) != NEVER
+        {
             self.note_expiry_slow(inner);
         }
     }
@@ -182,7 +213,8 @@ impl Queue {
     #[cold]
     #[inline(never)]
     pub(super) fn note_expiry_slow(&self, inner: &Inner) {
-        let d = inner.state.head_deadline().unwrap_or(NEVER);
+        let head = inner.state.head_deadline().unwrap_or(NEVER);
+        let d = head.min(inner.state.next_due().unwrap_or(NEVER));
         self.next_expiry.store(d, Ordering::Relaxed);
         if d != NEVER {
             self.env.timer.schedule(d);
@@ -213,6 +245,9 @@ impl Queue {
                     return;
                 }
                 let inner = &mut *g;
+                if inner.state.has_waiting() {
+                    inner.state.promote_due(now);
+                }
                 let done = self.expire_locked(inner, now, &mut letters);
                 self.dispatch_locked(inner, &mut letters, None);
                 self.note_expiry(inner);
@@ -223,5 +258,120 @@ impl Queue {
                 return;
             }
         }
+    }
+}
+
+impl Queue {
+    /// Whether only one consumer at a time gets messages
+    /// (`x-single-active-consumer`).
+    #[inline]
+    pub(super) fn single_active(&self) -> bool {
+        self.args
+            .as_deref()
+            .is_some_and(|a| a.single_active_consumer)
+    }
+
+    /// The queue was used (basic.get, redeclared, lost its last consumer):
+    /// with `x-expires`, its idle deadline starts again from now.
+    #[inline]
+    pub(super) fn touch_locked(&self) {
+        if let Some(ms) = self.args.as_deref().and_then(|a| a.expires) {
+            self.touch_slow(ms);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn touch_slow(&self, ms: u64) {
+        let at = self.env.clock.now_ms().saturating_add(ms);
+        self.idle_deadline.store(at, Ordering::Relaxed);
+        self.env.timer.schedule(at);
+    }
+
+    /// queue.declare (active or passive) of an existing queue: a use that
+    /// restarts the `x-expires` countdown (RabbitMQ resets it on the stat
+    /// both declarations make).
+    pub fn touch(&self) {
+        let g = self.inner.lock();
+        if g.consumers.is_empty() && !g.deleted {
+            self.touch_locked();
+        }
+    }
+
+    /// When the queue expires unused (`NEVER` if it does not).
+    pub fn idle_deadline(&self) -> u64 {
+        self.idle_deadline.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue has stayed unused past its `x-expires` at `now`
+    /// (the broker's sweep then deletes it through its vhost).
+    pub fn idle_expired(&self, now: u64) -> bool {
+        let g = self.inner.lock();
+        !g.deleted && g.consumers.is_empty() && self.idle_deadline() <= now
+    }
+
+    /// The message as delivered: quorum queues and queues with a delivery
+    /// limit add `x-delivery-count` (how often it was returned; 0 on the
+    /// first delivery, as RabbitMQ 3.10's quorum queues do). The header
+    /// is not stored: the count is the Requeue records'.
+    #[inline]
+    pub(super) fn delivered_message(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
+        match self.args.as_deref() {
+            Some(a) if a.counts_deliveries() => self.with_delivery_count(m, count),
+            _ => m,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn with_delivery_count(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
+        let Some(codec) = self.env.codec.get() else {
+            return m;
+        };
+        let edited = codec.read(&m.properties).and_then(|mut edit| {
+            edit.headers.get_or_insert_with(FieldTable::default).insert(
+                "x-delivery-count".into(),
+                amq_protocol_types::AMQPValue::LongLongInt(i64::from(count)),
+            );
+            codec.write(&m.properties, &edit)
+        });
+        match edited {
+            Ok(properties) => Arc::new(Message {
+                properties,
+                ..(*m).clone()
+            }),
+            Err(e) => {
+                tracing::warn!(queue = %self.spec.name, error = %e, "cannot add x-delivery-count");
+                m
+            }
+        }
+    }
+
+    /// Of the checked-out `ids` about to be returned, takes out those
+    /// whose next return would pass the delivery limit: they leave the
+    /// queue (a Drop record, reason delivery_limit) and are dead-lettered.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn over_delivery_limit(
+        &self,
+        inner: &mut Inner,
+        limit: u64,
+        ids: &[u64],
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<()> {
+        let mut dead = Vec::new();
+        for id in ids {
+            let over = inner
+                .state
+                .unacked_delivery_count(*id)
+                .is_some_and(|n| u64::from(n) + 1 > limit);
+            if over {
+                if let Some(e) = inner.state.take_unacked(*id) {
+                    self.kill(inner, &e, Reason::DeliveryLimit, letters);
+                    dead.push(e.id);
+                }
+            }
+        }
+        self.try_write_drop(inner, Reason::DeliveryLimit, &dead)
     }
 }

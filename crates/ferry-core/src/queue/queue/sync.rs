@@ -51,7 +51,7 @@ impl Queue {
             g.log.prepare_sync()
         };
         let outcome = match job {
-            Ok(Some(job)) => Some(job.run()),
+            Ok(Some(job)) => Some(crate::metrics::FSYNC.time(|| job.run())),
             Ok(None) => None,
             Err(e) => {
                 tracing::error!(queue = %self.spec.name, error = %e, "sync failed");
@@ -109,12 +109,18 @@ impl SyncTask for Queue {
     }
 }
 
-pub(super) fn replay(log: &Log, track_body: bool) -> Result<QueueState> {
-    let mut r = Replay::new(track_body);
+pub(super) fn replay(log: &Log, levels: usize, track_body: bool) -> Result<QueueState> {
+    let mut r = Replay::new(levels, track_body);
     for item in log.reader(log.first_index()) {
         let (pos, rec) = item?;
         match record::decode(rec.payload)? {
-            Record::Enqueue { msg, expires_at } => r.enqueue(pos, &msg, expires_at),
+            Record::Enqueue {
+                msg,
+                expires_at,
+                priority,
+                not_before,
+            } => r.enqueue_held(pos, &msg, expires_at, priority, not_before),
+            Record::Retry(items) => r.retry(&items),
             Record::Settle(ids) | Record::Drop { ids, .. } => r.settle(&ids),
             Record::Requeue(ids) => r.requeue(&ids),
             Record::Purge { upto, keep } => r.purge(upto, &keep),

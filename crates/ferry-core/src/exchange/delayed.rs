@@ -1,0 +1,193 @@
+//! The `x-delayed-message` exchange type, as the
+//! rabbitmq-delayed-message-exchange plugin defines it: the pure rules.
+//!
+//! * exchange.declare needs `x-delayed-type`, the type whose routing rules
+//!   the exchange uses (direct, fanout, topic, headers); without a valid one
+//!   the declare fails with 406 and the plugin's text.
+//! * A publish whose `x-delay` header is a delay in ms greater than 0 (and
+//!   at most 2^32 - 1, the plugin's Erlang timer limit) is held; anything
+//!   else (no header, 0, negative, too large, not a number) is routed at
+//!   once. Like the plugin, integers of any width, numeric strings and
+//!   floats (truncated) are read as delays.
+//! * When a held message is due it is routed with the delayed type's rules
+//!   over the exchange's bindings at that time, its `x-delay` header set to
+//!   minus the delay (signed 32-bit when it fits), so it is not delayed
+//!   again by a later delayed exchange and consumers can tell.
+//!
+//! Holding (durably) is the vhost's job: `delayed_store`.
+
+use super::kind::ExchangeKind;
+use amq_protocol_types::{AMQPValue, FieldTable};
+
+/// The exchange type's wire name.
+pub const TYPE_NAME: &str = "x-delayed-message";
+/// The argument naming the routing type.
+pub const DELAYED_TYPE_ARG: &str = "x-delayed-type";
+/// The message header carrying the delay (ms).
+pub const DELAY_HEADER: &str = "x-delay";
+/// The longest delay the plugin holds (its Erlang timer's limit); longer
+/// ones are routed at once, as there.
+pub const MAX_DELAY_MS: u64 = 4_294_967_295;
+
+/// The text of the 406 for a missing or unknown `x-delayed-type`.
+pub const BAD_DELAYED_TYPE: &str =
+    "Invalid argument, 'x-delayed-type' must be an existing exchange type";
+
+/// The routing type of a delayed exchange declared with `arguments`; the
+/// error is the 406 text. `x-delayed-type` may not itself be
+/// `x-delayed-message`.
+pub fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind, &'static str> {
+    let name = match arguments.inner().get(DELAYED_TYPE_ARG) {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    match name.and_then(ExchangeKind::parse) {
+        Some(ExchangeKind::DelayedMessage) | None => Err(BAD_DELAYED_TYPE),
+        Some(k) => Ok(k),
+    }
+}
+
+/// The kind whose rules route for an exchange of `kind` with `arguments`:
+/// itself, or a delayed exchange's `x-delayed-type` (direct if missing,
+/// which a validated declaration never is).
+pub fn routing_kind(kind: ExchangeKind, arguments: &FieldTable) -> ExchangeKind {
+    match kind {
+        ExchangeKind::DelayedMessage => delayed_type(arguments).unwrap_or(ExchangeKind::Direct),
+        k => k,
+    }
+}
+
+fn delay_value(v: &AMQPValue) -> Option<i128> {
+    use AMQPValue as V;
+    Some(match v {
+        V::ShortShortInt(x) => i128::from(*x),
+        V::ShortShortUInt(x) => i128::from(*x),
+        V::ShortInt(x) => i128::from(*x),
+        V::ShortUInt(x) => i128::from(*x),
+        V::LongInt(x) => i128::from(*x),
+        V::LongUInt(x) => i128::from(*x),
+        V::LongLongInt(x) => i128::from(*x),
+        V::Float(x) => float_ms(f64::from(*x))?,
+        V::Double(x) => float_ms(*x)?,
+        V::LongString(s) => std::str::from_utf8(s.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+        V::ShortString(s) => s.as_str().trim().parse().ok()?,
+        _ => return None,
+    })
+}
+
+fn float_ms(x: f64) -> Option<i128> {
+    // Erlang's trunc; NaN and infinities are not delays. The range check
+    // makes the cast exact.
+    (x.is_finite() && x.abs() < 1e30).then(|| x.trunc() as i128)
+}
+
+/// The delay a message with these headers asks for: Some(ms) when it is
+/// to be held (0 < ms <= 2^32 - 1), None when it is routed at once.
+pub fn delay_of(headers: &FieldTable) -> Option<u64> {
+    let d = delay_value(headers.inner().get(DELAY_HEADER)?)?;
+    (d > 0 && d <= i128::from(MAX_DELAY_MS))
+        .then(|| u64::try_from(d).ok())
+        .flatten()
+}
+
+/// The headers a held message is routed with when due: `x-delay` set to
+/// minus its delay (the plugin's `swap_delay_header`). Returns whether
+/// anything changed.
+pub fn negate_delay(headers: &mut FieldTable) -> bool {
+    let Some(d) = delay_of(headers) else {
+        return false;
+    };
+    let neg = -i128::from(d);
+    let v = match i32::try_from(neg) {
+        Ok(n) => AMQPValue::LongInt(n),
+        Err(_) => AMQPValue::LongLongInt(i64::try_from(neg).unwrap_or(i64::MIN)),
+    };
+    headers.insert(DELAY_HEADER.into(), v);
+    true
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use amq_protocol_types::LongString;
+
+    fn with(k: &str, v: AMQPValue) -> FieldTable {
+        let mut t = FieldTable::default();
+        t.insert(k.into(), v);
+        t
+    }
+
+    #[test]
+    fn delayed_type_must_name_a_routing_type() {
+        let s = |x: &str| AMQPValue::LongString(LongString::from(x));
+        for (k, want) in [
+            ("direct", ExchangeKind::Direct),
+            ("fanout", ExchangeKind::Fanout),
+            ("topic", ExchangeKind::Topic),
+            ("headers", ExchangeKind::Headers),
+        ] {
+            assert_eq!(delayed_type(&with(DELAYED_TYPE_ARG, s(k))), Ok(want));
+        }
+        for bad in [
+            FieldTable::default(),
+            with(DELAYED_TYPE_ARG, s("nope")),
+            with(DELAYED_TYPE_ARG, s(TYPE_NAME)),
+            with(DELAYED_TYPE_ARG, AMQPValue::LongInt(1)),
+        ] {
+            assert_eq!(delayed_type(&bad), Err(BAD_DELAYED_TYPE));
+        }
+        assert_eq!(
+            routing_kind(
+                ExchangeKind::DelayedMessage,
+                &with(DELAYED_TYPE_ARG, s("topic"))
+            ),
+            ExchangeKind::Topic
+        );
+        assert_eq!(
+            routing_kind(ExchangeKind::Fanout, &FieldTable::default()),
+            ExchangeKind::Fanout
+        );
+    }
+
+    #[test]
+    fn delays_are_read_like_the_plugin() {
+        let d = |v: AMQPValue| delay_of(&with(DELAY_HEADER, v));
+        assert_eq!(d(AMQPValue::LongInt(5000)), Some(5000));
+        assert_eq!(d(AMQPValue::ShortShortUInt(7)), Some(7));
+        assert_eq!(
+            d(AMQPValue::LongLongInt(4_294_967_295)),
+            Some(4_294_967_295)
+        );
+        assert_eq!(d(AMQPValue::LongLongInt(4_294_967_296)), None);
+        assert_eq!(d(AMQPValue::LongInt(0)), None);
+        assert_eq!(d(AMQPValue::LongInt(-5)), None);
+        assert_eq!(d(AMQPValue::Double(1500.9)), Some(1500));
+        assert_eq!(d(AMQPValue::Double(f64::NAN)), None);
+        assert_eq!(d(AMQPValue::LongString(LongString::from("250"))), Some(250));
+        assert_eq!(d(AMQPValue::LongString(LongString::from("soon"))), None);
+        assert_eq!(d(AMQPValue::Boolean(true)), None);
+        assert_eq!(delay_of(&FieldTable::default()), None);
+    }
+
+    #[test]
+    fn release_negates_the_delay() {
+        let mut h = with(DELAY_HEADER, AMQPValue::LongLongInt(300));
+        assert!(negate_delay(&mut h));
+        assert_eq!(h.inner().get(DELAY_HEADER), Some(&AMQPValue::LongInt(-300)));
+        // Negated, it is never held again.
+        assert_eq!(delay_of(&h), None);
+        assert!(!negate_delay(&mut h));
+        let mut h = with(DELAY_HEADER, AMQPValue::LongLongInt(4_000_000_000));
+        assert!(negate_delay(&mut h));
+        assert_eq!(
+            h.inner().get(DELAY_HEADER),
+            Some(&AMQPValue::LongLongInt(-4_000_000_000))
+        );
+    }
+}

@@ -1,0 +1,617 @@
+//! Priorities (`x-max-priority`), consumer priorities, single active
+//! consumer, queue expiry (`x-expires`) and the delivery limit, over SimIo
+//! with a `ManualClock`: order across spilled backlogs and restarts, and
+//! what the log says.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
+use super::record::{self, Record};
+use super::tests::Taker;
+use super::*;
+use crate::broker::{Broker, BrokerConfig};
+use crate::clock::{Clock, ManualClock};
+use crate::message::Message;
+use crate::syncer::Syncer;
+use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use bytes::Bytes;
+use ferry_log::{Log, LogConfig, SimIo};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// Properties as JSON (priority and headers), so core tests need no AMQP
+/// codec.
+#[derive(Debug)]
+struct TestCodec;
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Props {
+    priority: Option<u8>,
+    #[serde(with = "crate::exchange::table_serde", default)]
+    headers: FieldTable,
+}
+
+fn parse(raw: &[u8]) -> Props {
+    serde_json::from_slice(raw).unwrap_or_default()
+}
+
+impl PropertyCodec for TestCodec {
+    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
+        Ok(HeaderEdit {
+            headers: Some(parse(raw).headers),
+            expiration: None,
+        })
+    }
+    fn write(&self, raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
+        let p = Props {
+            priority: parse(raw).priority,
+            headers: e.headers.clone().unwrap_or_default(),
+        };
+        Ok(Bytes::from(serde_json::to_vec(&p).unwrap()))
+    }
+    fn priority(&self, raw: &[u8]) -> Option<u8> {
+        parse(raw).priority
+    }
+}
+
+fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in items {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
+    QueueSpec {
+        name: Arc::from(name),
+        durable,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments,
+    }
+}
+
+fn msg(body: &str, priority: Option<u8>) -> Arc<Message> {
+    let p = Props {
+        priority,
+        headers: FieldTable::default(),
+    };
+    Arc::new(Message {
+        exchange: Arc::from(""),
+        routing_key: Arc::from("q"),
+        properties: Bytes::from(serde_json::to_vec(&p).unwrap()),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        persistent: true,
+        expiration_ms: None,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Letters(Mutex<Vec<DeadLetter>>);
+
+impl DeadLetterRouter for Letters {
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        self.0.lock().extend(letters);
+    }
+}
+
+struct Fixture {
+    io: SimIo,
+    clock: Arc<ManualClock>,
+    letters: Arc<Letters>,
+    router: Arc<dyn DeadLetterRouter>,
+    syncer: Arc<Syncer>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let letters = Arc::new(Letters::default());
+        Fixture {
+            io: SimIo::new(),
+            clock: ManualClock::new(T0),
+            router: letters.clone(),
+            letters,
+            syncer: Syncer::start(1).unwrap(),
+        }
+    }
+
+    fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+        let mut env = QueueEnv::new(
+            self.io.shared(),
+            self.syncer.clone(),
+            LogConfig {
+                segment_bytes: 1 << 20,
+                ..LogConfig::default()
+            },
+            1 << 20,
+        )
+        .with_clock(self.clock.clone());
+        env.dead_letters = Some(Arc::downgrade(&self.router));
+        let _ = env.codec.set(Arc::new(TestCodec));
+        Queue::open(
+            spec("q", true, args(a)),
+            Arc::from("/"),
+            PathBuf::from("/data/q"),
+            env,
+        )
+        .unwrap()
+    }
+
+    fn letters(&self) -> Vec<(String, Reason)> {
+        std::mem::take(&mut *self.letters.0.lock())
+            .into_iter()
+            .map(|d| (body_of(&d.message), d.reason))
+            .collect()
+    }
+}
+
+fn body_of(m: &Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+fn bodies(q: &Queue) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some((d, _)) = q.get(true).unwrap() {
+        out.push(body_of(&d.message));
+    }
+    out
+}
+
+fn max_priority(p: i64) -> (&'static str, AMQPValue) {
+    ("x-max-priority", AMQPValue::LongLongInt(p))
+}
+
+// ----- x-max-priority ------------------------------------------------------
+
+#[test]
+fn priorities_deliver_highest_first_fifo_within_one_capped_at_the_maximum() {
+    let f = Fixture::new();
+    let q = f.open(&[max_priority(5)]);
+    // RabbitMQ 3.10.8 gave m2 m3 m6 m5 m1 m0 m4 for this sequence.
+    for (i, p) in [None, Some(1), Some(9), Some(5), Some(0), Some(3), Some(9)]
+        .into_iter()
+        .enumerate()
+    {
+        q.publish(&msg(&format!("m{i}"), p), None).unwrap();
+    }
+    assert_eq!(bodies(&q), ["m2", "m3", "m6", "m5", "m1", "m0", "m4"]);
+}
+
+#[test]
+fn a_requeued_message_goes_back_to_its_place_in_its_priority() {
+    let f = Fixture::new();
+    let q = f.open(&[max_priority(5)]);
+    for (b, p) in [("a1", 1), ("b5", 5), ("c3", 3), ("d5", 5)] {
+        q.publish(&msg(b, Some(p)), None).unwrap();
+    }
+    let (first, _) = q.get(false).unwrap().unwrap();
+    let (second, _) = q.get(false).unwrap().unwrap();
+    assert_eq!(
+        (body_of(&first.message), body_of(&second.message)),
+        ("b5".into(), "d5".into())
+    );
+    q.requeue(&[first.msg_id]).unwrap();
+    q.publish(&msg("e5", Some(5)), None).unwrap();
+    let (d, _) = q.get(true).unwrap().unwrap();
+    assert!(d.redelivered);
+    assert_eq!(bodies(&q), ["e5", "c3", "a1"]);
+    assert_eq!(body_of(&d.message), "b5");
+}
+
+#[test]
+fn priority_order_holds_across_spilled_backlogs_and_a_restart() {
+    let f = Fixture::new();
+    let q = f.open(&[max_priority(9)]);
+    // 10 levels: each keeps 819 in memory, the rest stays in the log.
+    let n = 3000;
+    for i in 0..n {
+        let p = [0u8, 4, 9][i % 3];
+        q.publish(&msg(&format!("p{p}-{i}"), Some(p)), None)
+            .unwrap();
+    }
+    let expect: Vec<String> = [9u8, 4, 0]
+        .iter()
+        .flat_map(|p| {
+            (0..n)
+                .filter(move |i| [0u8, 4, 9][i % 3] == *p)
+                .map(move |i| format!("p{p}-{i}"))
+        })
+        .collect();
+    // Half of it now: a consumer takes the first 1500 in order.
+    let t = Taker::new(1500);
+    let id = q.consume(Arc::from("t"), t.clone(), true, false).unwrap();
+    q.dispatch();
+    assert_eq!(t.bodies(), expect[..1500]);
+    q.cancel(id);
+    // A high-priority message published now overtakes the spilled rest.
+    q.publish(&msg("late9", Some(9)), None).unwrap();
+    q.sync_now();
+    drop(q);
+    let q = f.open(&[max_priority(9)]);
+    let mut rest = vec!["late9".to_string()];
+    rest.extend(expect[1500..].iter().cloned());
+    assert_eq!(bodies(&q), rest);
+}
+
+#[test]
+fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
+    let f = Fixture::new();
+    let q = f.open(&[
+        max_priority(5),
+        ("x-max-length", AMQPValue::LongInt(2)),
+        ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+    ]);
+    // As RabbitMQ 3.10: the highest priority message is the head.
+    for (b, p) in [("m0", 1), ("m1", 5), ("m2", 3)] {
+        q.publish(&msg(b, Some(p)), None).unwrap();
+    }
+    assert_eq!(f.letters(), [("m1".to_string(), Reason::Maxlen)]);
+    assert_eq!(bodies(&q), ["m2", "m0"]);
+}
+
+#[test]
+fn only_the_head_of_a_priority_queue_expires() {
+    let f = Fixture::new();
+    let q = f.open(&[max_priority(2), ("x-message-ttl", AMQPValue::LongInt(100))]);
+    q.publish(&msg("low", Some(0)), None).unwrap();
+    f.clock.advance(50);
+    q.publish(&msg("high", Some(2)), None).unwrap();
+    assert_eq!(q.next_expiry(), T0 + 150, "the head is the high one");
+    f.clock.advance(60);
+    q.expire(f.clock.now_ms());
+    // As RabbitMQ 3.10: the expired low message waits behind the head.
+    assert_eq!(q.counts().0, 2);
+    let (d, left) = q.get(true).unwrap().unwrap();
+    assert_eq!((body_of(&d.message), left), ("high".into(), 1));
+    assert!(q.get(true).unwrap().is_none(), "expired: never delivered");
+    assert_eq!(q.counts().0, 0);
+}
+
+#[test]
+fn the_enqueue_record_carries_the_capped_priority_and_a_plain_queue_none() {
+    let f = Fixture::new();
+    let q = f.open(&[max_priority(3)]);
+    q.publish(&msg("a", Some(7)), None).unwrap();
+    q.publish(&msg("b", None), None).unwrap();
+    q.sync_now();
+    drop(q);
+    let (log, _) = Log::open(
+        f.io.shared(),
+        &PathBuf::from("/data/q"),
+        LogConfig::default(),
+    )
+    .unwrap();
+    let prios: Vec<Option<u8>> = log
+        .reader(log.first_index())
+        .filter_map(|r| match record::decode(r.unwrap().1.payload).unwrap() {
+            Record::Enqueue { priority, .. } => Some(priority),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prios, [Some(3), Some(0)]);
+}
+
+// ----- consumer priorities, single active consumer --------------------------
+
+fn deliver_n(q: &Queue, n: usize) {
+    for i in 0..n {
+        q.publish(&msg(&format!("m{i}"), None), None).unwrap();
+    }
+}
+
+#[test]
+fn higher_priority_consumers_get_messages_while_they_have_credit() {
+    let f = Fixture::new();
+    let q = f.open(&[]);
+    let low = Taker::new(100);
+    let high_a = Taker::new(2);
+    let high_b = Taker::new(2);
+    q.consume_with_priority(Arc::from("low"), low.clone(), false, false, -5)
+        .unwrap();
+    q.consume_with_priority(Arc::from("ha"), high_a.clone(), false, false, 10)
+        .unwrap();
+    q.consume_with_priority(Arc::from("hb"), high_b.clone(), false, false, 10)
+        .unwrap();
+    deliver_n(&q, 7);
+    // Round-robin among the two priority-10 consumers, then the low one.
+    assert_eq!(high_a.bodies(), ["m0", "m2"]);
+    assert_eq!(high_b.bodies(), ["m1", "m3"]);
+    assert_eq!(low.bodies(), ["m4", "m5", "m6"]);
+}
+
+#[test]
+fn single_active_consumer_hands_over_in_registration_order() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+    let a = Taker::new(2);
+    let b = Taker::new(100);
+    let c = Taker::new(100);
+    let ia = q.consume(Arc::from("a"), a.clone(), false, false).unwrap();
+    // Priorities do not pick the active consumer (RabbitMQ 3.10 classic).
+    let ib = q
+        .consume_with_priority(Arc::from("b"), b.clone(), false, false, 0)
+        .unwrap();
+    q.consume_with_priority(Arc::from("c"), c.clone(), false, false, 50)
+        .unwrap();
+    deliver_n(&q, 5);
+    assert_eq!(a.bodies(), ["m0", "m1"]);
+    assert!(b.bodies().is_empty() && c.bodies().is_empty());
+    // a goes away (its channel closes): b takes over, a's messages return.
+    let a_ids: Vec<u64> = a.got.lock().iter().map(|d| d.msg_id).collect();
+    q.cancel(ia);
+    assert_eq!(b.bodies(), ["m2", "m3", "m4"]);
+    q.requeue(&a_ids).unwrap();
+    assert_eq!(b.bodies(), ["m2", "m3", "m4", "m0", "m1"]);
+    assert!(b.got.lock()[3].redelivered);
+    q.cancel(ib);
+    q.publish(&msg("m5", None), None).unwrap();
+    assert_eq!(c.bodies(), ["m5"]);
+}
+
+// ----- x-delivery-limit ---------------------------------------------------
+
+fn delivery_count(d: &Delivery) -> Option<AMQPValue> {
+    parse(&d.message.properties)
+        .headers
+        .inner()
+        .get("x-delivery-count")
+        .cloned()
+}
+
+fn dlx() -> (&'static str, AMQPValue) {
+    ("x-dead-letter-exchange", AMQPValue::LongString("".into()))
+}
+
+#[test]
+fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_restart() {
+    let f = Fixture::new();
+    let a = [("x-delivery-limit", AMQPValue::LongInt(2)), dlx()];
+    let q = f.open(&a);
+    q.publish(&msg("x", None), None).unwrap();
+    let (d, _) = q.get(false).unwrap().unwrap();
+    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(0)));
+    q.requeue(&[d.msg_id]).unwrap();
+    q.sync_now();
+    drop(q);
+    // The count is the Requeue records': it survives the restart.
+    let q = f.open(&a);
+    let (d, _) = q.get(false).unwrap().unwrap();
+    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(1)));
+    assert!(d.redelivered);
+    q.requeue(&[d.msg_id]).unwrap();
+    let (d, _) = q.get(false).unwrap().unwrap();
+    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(2)));
+    assert!(f.letters().is_empty());
+    // The third return passes the limit of 2 (RabbitMQ: count > limit).
+    q.requeue(&[d.msg_id]).unwrap();
+    assert_eq!(q.counts().0, 0);
+    assert_eq!(q.unacked_count(), 0);
+    let letters = f.letters();
+    assert_eq!(letters, [("x".to_string(), Reason::DeliveryLimit)]);
+    q.sync_now();
+    drop(q);
+    let q = f.open(&a);
+    assert_eq!(q.counts().0, 0, "the Drop record keeps it gone");
+}
+
+#[test]
+fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
+    let f = Fixture::new();
+    let returns = |a: &[(&str, AMQPValue)], n: usize| -> usize {
+        let q = f.open(a);
+        q.purge().unwrap();
+        q.publish(&msg("x", None), None).unwrap();
+        let mut delivered = 0;
+        for _ in 0..n {
+            let Some((d, _)) = q.get(false).unwrap() else {
+                break;
+            };
+            delivered += 1;
+            q.requeue(&[d.msg_id]).unwrap();
+        }
+        q.sync_now();
+        drop(q);
+        delivered
+    };
+    let quorum = ("x-queue-type", AMQPValue::LongString("quorum".into()));
+    assert_eq!(returns(std::slice::from_ref(&quorum), 30), 21);
+    assert_eq!(
+        returns(
+            &[quorum, ("x-delivery-limit", AMQPValue::ShortShortInt(-1))],
+            30
+        ),
+        30
+    );
+    assert_eq!(returns(&[], 30), 30, "classic: unlimited unless set");
+}
+
+#[test]
+fn a_classic_queue_without_a_limit_adds_no_header() {
+    let f = Fixture::new();
+    let q = f.open(&[]);
+    q.publish(&msg("x", None), None).unwrap();
+    let (d, _) = q.get(false).unwrap().unwrap();
+    q.requeue(&[d.msg_id]).unwrap();
+    let (d, _) = q.get(false).unwrap().unwrap();
+    assert_eq!(delivery_count(&d), None);
+    assert_eq!(d.delivery_count, 1);
+}
+
+// ----- x-expires -------------------------------------------------------------
+
+fn broker(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<Broker> {
+    let b = Broker::open_with_clock(
+        BrokerConfig::new(PathBuf::from("/data")),
+        io.shared(),
+        clock.clone(),
+    )
+    .unwrap();
+    b.set_property_codec(Arc::new(TestCodec));
+    b
+}
+
+fn exists(b: &Broker, name: &str) -> bool {
+    b.vhost("/").unwrap().queue_for(name, 1).is_ok()
+}
+
+#[test]
+fn an_unused_queue_expires_and_use_restarts_the_countdown() {
+    let io = SimIo::new();
+    let clock = ManualClock::new(T0);
+    let b = broker(&io, &clock);
+    let v = b.vhost("/").unwrap();
+    let a = args(&[("x-expires", AMQPValue::LongInt(1000))]);
+    v.declare_queue(spec("e", true, a.clone()), false, 1)
+        .unwrap();
+    assert_eq!(b.expiry_timer().next(), T0 + 1000);
+    clock.advance(600);
+    v.queue_for("e", 1).unwrap().get(true).unwrap();
+    clock.advance(600);
+    assert_eq!(b.expire_due(clock.now_ms()), T0 + 1600);
+    assert!(exists(&b, "e"), "basic.get restarted the countdown");
+    v.declare_queue(spec("e", true, a.clone()), true, 1)
+        .unwrap();
+    clock.advance(900);
+    b.expire_due(clock.now_ms());
+    assert!(exists(&b, "e"), "a redeclaration restarted it");
+    // A consumer keeps it alive however long; its cancel restarts it.
+    let q = v.queue_for("e", 1).unwrap();
+    let id = q
+        .consume(Arc::from("c"), Taker::new(1), true, false)
+        .unwrap();
+    clock.advance(5000);
+    assert_eq!(b.expire_due(clock.now_ms()), crate::clock::NEVER);
+    assert!(exists(&b, "e"));
+    q.cancel(id);
+    clock.advance(999);
+    b.expire_due(clock.now_ms());
+    assert!(exists(&b, "e"));
+    clock.advance(1);
+    b.expire_due(clock.now_ms());
+    assert!(!exists(&b, "e"), "unused for 1000 ms: deleted");
+    assert!(q.is_deleted());
+}
+
+#[test]
+fn queue_expiry_restarts_with_the_broker() {
+    let io = SimIo::new();
+    let clock = ManualClock::new(T0);
+    let b = broker(&io, &clock);
+    let a = args(&[("x-expires", AMQPValue::LongInt(1000))]);
+    b.vhost("/")
+        .unwrap()
+        .declare_queue(spec("e", true, a), false, 1)
+        .unwrap();
+    clock.advance(900);
+    b.shutdown();
+    drop(b);
+    // Down for longer than x-expires: RabbitMQ restarts the countdown when
+    // the queue comes back, and so does Ferry.
+    clock.advance(5000);
+    let b = broker(&io, &clock);
+    assert!(exists(&b, "e"));
+    assert_eq!(b.expire_due(clock.now_ms()), clock.now_ms() + 1000);
+    clock.advance(1000);
+    b.expire_due(clock.now_ms());
+    assert!(!exists(&b, "e"));
+    b.shutdown();
+    drop(b);
+    let b = broker(&io, &clock);
+    assert!(!exists(&b, "e"), "the deletion is durable");
+}
+
+// ----- validation ---------------------------------------------------------------
+
+#[test]
+fn new_arguments_are_validated_with_rabbitmq_s_texts() {
+    let check = |items: &[(&str, AMQPValue)], durable: bool, excl: bool, ad: bool| {
+        QueueArgs::validate_declaration(&args(items), "q", "/", durable, excl, ad).err()
+    };
+    let pre = "invalid arg";
+    let rs = "for queue 'q' in vhost '/'";
+    let s = |x: &str| AMQPValue::LongString(LongString::from(x));
+    let cases: Vec<(Vec<(&str, AMQPValue)>, String)> = vec![
+        (
+            vec![max_priority(256)],
+            format!("{pre} 'x-max-priority' {rs}: {{max_value_exceeded,256}}"),
+        ),
+        (
+            vec![max_priority(-1)],
+            format!("{pre} 'x-max-priority' {rs}: {{value_negative,-1}}"),
+        ),
+        (
+            vec![("x-expires", AMQPValue::LongInt(0))],
+            format!("{pre} 'x-expires' {rs}: {{value_zero,0}}"),
+        ),
+        (
+            vec![("x-expires", AMQPValue::LongInt(-1))],
+            format!("{pre} 'x-expires' {rs}: {{value_negative,-1}}"),
+        ),
+        (
+            vec![("x-single-active-consumer", s("yes"))],
+            format!("{pre} 'x-single-active-consumer' {rs}: {{unacceptable_type,longstr}}"),
+        ),
+        (
+            vec![
+                ("x-queue-type", s("x")),
+                ("x-expires", AMQPValue::LongInt(0)),
+            ],
+            format!("{pre} 'x-queue-type' {rs}: \"unsupported queue type 'x'\""),
+        ),
+        (
+            vec![("x-queue-type", AMQPValue::LongInt(5))],
+            format!("{pre} 'x-queue-type' {rs}: {{unacceptable_type,signedint}}"),
+        ),
+        (
+            vec![("x-queue-type", s("quorum")), max_priority(3)],
+            format!("{pre} 'x-max-priority' {rs} of queue type rabbit_quorum_queue"),
+        ),
+        (
+            vec![("x-delivery-limit", s("a"))],
+            format!("{pre} 'x-delivery-limit' {rs}: \"expected integer, got longstr\""),
+        ),
+    ];
+    for (items, text) in cases {
+        assert_eq!(check(&items, true, false, false), Some(text));
+    }
+    let quorum = [("x-queue-type", s("quorum"))];
+    let prop = |p: &str| Some(format!("invalid property '{p}' for queue 'q' in vhost '/'"));
+    assert_eq!(check(&quorum, false, false, true), prop("auto-delete"));
+    assert_eq!(check(&quorum, true, true, true), prop("auto-delete"));
+    assert_eq!(check(&quorum, false, true, false), prop("exclusive-owner"));
+    assert_eq!(check(&quorum, false, false, false), prop("non-durable"));
+    assert_eq!(check(&quorum, true, false, false), None);
+    assert_eq!(
+        check(&[("x-queue-type", s("classic"))], false, true, true),
+        None
+    );
+    assert_eq!(
+        check(
+            &[
+                max_priority(0),
+                ("x-delivery-limit", AMQPValue::LongInt(-1))
+            ],
+            false,
+            false,
+            false
+        ),
+        None
+    );
+    assert_eq!(
+        super::args::consumer_priority(&args(&[("x-priority", s("a"))]), "q", "/"),
+        Err(format!(
+            "invalid arg 'x-priority' {rs}: \"expected integer, got longstr\""
+        ))
+    );
+    assert_eq!(
+        super::args::consumer_priority(
+            &args(&[("x-priority", AMQPValue::LongLongInt(1 << 40))]),
+            "q",
+            "/"
+        ),
+        Ok(1 << 40)
+    );
+}

@@ -1,0 +1,73 @@
+//! The queue side of delayed retry (`x-retry-*`) and of a delayed
+//! exchange's held messages: returns that wait in a Retry record, holds
+//! that wait in their Enqueue record, and making them ready when due. The
+//! rules are in `queue::retry`.
+
+use super::*;
+use crate::queue::retry::RetryPolicy;
+
+impl Queue {
+    /// Until when this queue holds `msg`: None unless it is a delayed
+    /// exchange's hidden queue, where it is now plus the message's
+    /// `x-delay` (read once here; the time goes into the Enqueue record).
+    pub(super) fn hold_until(&self, msg: &Message) -> Option<u64> {
+        if !self.args.as_deref().is_some_and(|a| a.hold) {
+            return None;
+        }
+        let delay = self
+            .env
+            .codec
+            .get()
+            .and_then(|c| c.read(&msg.properties).ok())
+            .and_then(|edit| edit.headers)
+            .and_then(|h| crate::exchange::delay_of(&h))
+            .unwrap_or(0);
+        Some(self.env.clock.now_ms().saturating_add(delay))
+    }
+
+    /// Makes the waiting messages that are due ready; returns the time it
+    /// read.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn promote_due(&self, inner: &mut Inner) -> u64 {
+        let now = self.env.clock.now_ms();
+        inner.state.promote_due(now);
+        now
+    }
+
+    /// Returns checked-out messages that wait before they are ready again:
+    /// each until now plus its backoff, the times logged in one Retry
+    /// record (replay restores the waits).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn retry_later(
+        &self,
+        inner: &mut Inner,
+        policy: &RetryPolicy,
+        ids: &[u64],
+    ) -> Result<()> {
+        let now = self.env.clock.now_ms();
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(returns) = inner.state.unacked_delivery_count(*id) else {
+                continue;
+            };
+            let until = now.saturating_add(policy.delay_for(returns));
+            if inner.state.retry(*id, until) {
+                items.push((*id, until));
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        inner.scratch.clear();
+        record::encode_retry(&items, &mut inner.scratch);
+        inner.log.append(&inner.scratch)?;
+        Ok(())
+    }
+
+    /// Messages waiting for a retry or held by a delayed exchange.
+    pub fn delayed_count(&self) -> usize {
+        self.inner.lock().state.waiting_len()
+    }
+}

@@ -1,0 +1,338 @@
+//! Delayed retry (Ferry's `x-retry-*` queue arguments) and the set of
+//! messages that wait, invisible, until a time of their own.
+//!
+//! A return (basic.reject / basic.nack with requeue, basic.recover, the
+//! requeue of a closed channel's messages) on a queue with `x-retry-delay`
+//! does not make the message ready at once: it waits until
+//! `now + delay(n)`, n being how often it was returned before (its delivery
+//! count, which the Requeue / Retry records count), then goes back to its
+//! original place. The deadline is written into a Retry record, so a
+//! restart (or replay anywhere) restores the wait; nothing re-reads a clock
+//! to decide it.
+//!
+//! The same waiting set holds the messages of a delayed exchange's hidden
+//! queue (Enqueue records with `not_before`): they are held from the start.
+//!
+//! Waiting messages are live (the log keeps them, a purge removes them),
+//! count in a queue's total, but are neither ready (`messages_ready`,
+//! queue.declare-ok's count, length limits) nor checked out. They do not
+//! expire while they wait (only the head of the ready list expires); they
+//! keep their TTL deadline for when they are back.
+
+use super::state::Entry;
+use amq_protocol_types::{AMQPValue, FieldTable};
+use std::collections::BTreeMap;
+
+/// `x-retry-delay`: ms the first retry waits (0 = no delay: plain requeue).
+pub const ARG_DELAY: &str = "x-retry-delay";
+/// `x-retry-backoff`: `fixed` (every retry waits `x-retry-delay`) or
+/// `exponential` (each retry waits `x-retry-multiplier` times longer).
+pub const ARG_BACKOFF: &str = "x-retry-backoff";
+/// `x-retry-multiplier`: the factor of exponential backoff (default 2).
+pub const ARG_MULTIPLIER: &str = "x-retry-multiplier";
+/// `x-retry-max-delay`: the cap on any retry's wait, ms.
+pub const ARG_MAX_DELAY: &str = "x-retry-max-delay";
+
+/// The longest wait anything can ask for: RabbitMQ's ten-year TTL cap.
+const MAX_DELAY_MS: u64 = super::args::MAX_EXPIRY_MS;
+
+/// How the wait grows with the number of returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backoff {
+    /// Every retry waits the same.
+    #[default]
+    Fixed,
+    /// Retry n (0-based) waits `delay × multiplier^n`.
+    Exponential,
+}
+
+/// A queue's retry schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first retry's wait, ms (> 0).
+    pub delay: u64,
+    /// How later waits grow.
+    pub backoff: Backoff,
+    /// Factor of exponential backoff (>= 1).
+    pub multiplier: u64,
+    /// No wait is longer than this, ms.
+    pub max_delay: u64,
+}
+
+impl RetryPolicy {
+    /// The policy the arguments ask for; None without `x-retry-delay` (or
+    /// with 0). Arguments were validated at declaration: bad values read
+    /// as absent.
+    pub fn parse(args: &FieldTable) -> Option<RetryPolicy> {
+        let a = args.inner();
+        let num = |k: &str| a.get(k).and_then(int).and_then(|n| u64::try_from(n).ok());
+        let delay = num(ARG_DELAY).filter(|d| *d > 0)?.min(MAX_DELAY_MS);
+        let backoff = match a.get(ARG_BACKOFF).and_then(text) {
+            Some("exponential") => Backoff::Exponential,
+            _ => Backoff::Fixed,
+        };
+        Some(RetryPolicy {
+            delay,
+            backoff,
+            multiplier: num(ARG_MULTIPLIER).filter(|m| *m >= 1).unwrap_or(2),
+            max_delay: num(ARG_MAX_DELAY).unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS),
+        })
+    }
+
+    /// The wait of a message returned `returns` times before (0 on its
+    /// first return): `delay`, grown by the backoff, capped.
+    pub fn delay_for(&self, returns: u16) -> u64 {
+        let d = match self.backoff {
+            Backoff::Fixed => self.delay,
+            Backoff::Exponential => {
+                let factor = self.multiplier.checked_pow(u32::from(returns));
+                factor.map_or(u64::MAX, |f| self.delay.saturating_mul(f))
+            }
+        };
+        d.min(self.max_delay)
+    }
+
+    /// Checks the `x-retry-*` arguments of a new queue; the error is the
+    /// text after `PRECONDITION_FAILED - ` (RabbitMQ's shape for argument
+    /// errors: `invalid arg 'x-retry-backoff' for queue 'q' in vhost '/': …`).
+    pub fn validate(args: &FieldTable, rs: &str) -> Result<(), String> {
+        let a = args.inner();
+        let fail = |k: &str, why: String| format!("invalid arg '{k}' for {rs}: {why}");
+        for k in [ARG_DELAY, ARG_MULTIPLIER, ARG_MAX_DELAY] {
+            let Some(v) = a.get(k) else { continue };
+            let n = int(v).ok_or_else(|| {
+                fail(
+                    k,
+                    format!(
+                        "\"expected integer, got {}\"",
+                        crate::exchange::type_name(v)
+                    ),
+                )
+            })?;
+            if n < 0 {
+                return Err(fail(k, format!("{{value_negative,{n}}}")));
+            }
+            if n > i128::from(MAX_DELAY_MS) {
+                return Err(fail(k, format!("{{value_too_large,{n}}}")));
+            }
+            if k == ARG_MULTIPLIER && n == 0 {
+                return Err(fail(k, "{value_zero,0}".into()));
+            }
+        }
+        if let Some(v) = a.get(ARG_BACKOFF) {
+            match text(v) {
+                Some("fixed" | "exponential") => {}
+                Some(other) => {
+                    return Err(fail(
+                        ARG_BACKOFF,
+                        format!("\"expected fixed or exponential, got '{other}'\""),
+                    ))
+                }
+                None => {
+                    return Err(fail(
+                        ARG_BACKOFF,
+                        format!("{{unacceptable_type,{}}}", crate::exchange::type_name(v)),
+                    ))
+                }
+            }
+        }
+        let delay = a.get(ARG_DELAY).and_then(int).unwrap_or(0);
+        if delay == 0 {
+            // The shape of the schedule without its start is a mistake
+            // worth saying, not a silent plain queue.
+            if let Some(k) = [ARG_BACKOFF, ARG_MULTIPLIER, ARG_MAX_DELAY]
+                .into_iter()
+                .find(|k| a.contains_key(*k))
+            {
+                return Err(fail(k, format!("\"needs a positive '{ARG_DELAY}'\"")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn int(v: &AMQPValue) -> Option<i128> {
+    use AMQPValue as V;
+    Some(match v {
+        V::ShortShortInt(x) => i128::from(*x),
+        V::ShortShortUInt(x) => i128::from(*x),
+        V::ShortInt(x) => i128::from(*x),
+        V::ShortUInt(x) => i128::from(*x),
+        V::LongInt(x) => i128::from(*x),
+        V::LongUInt(x) => i128::from(*x),
+        V::LongLongInt(x) => i128::from(*x),
+        _ => return None,
+    })
+}
+
+fn text(v: &AMQPValue) -> Option<&str> {
+    match v {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Messages waiting for their time, ordered by it (then by id).
+#[derive(Debug, Default)]
+pub struct Waiting {
+    by_due: BTreeMap<(u64, u64), Entry>,
+    bytes: u64,
+}
+
+impl Waiting {
+    /// Adds `e`, ready again at `due`.
+    pub fn insert(&mut self, due: u64, e: Entry) {
+        self.bytes += u64::from(e.size());
+        self.by_due.insert((due, e.id), e);
+    }
+
+    /// Number of waiting messages.
+    pub fn len(&self) -> usize {
+        self.by_due.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.by_due.is_empty()
+    }
+
+    /// Their record bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The earliest time one becomes ready.
+    pub fn next_due(&self) -> Option<u64> {
+        self.by_due.keys().next().map(|(d, _)| *d)
+    }
+
+    /// Takes out every message due at or before `now`, earliest first.
+    pub fn take_due(&mut self, now: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.by_due.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let e = entry.remove();
+            self.bytes -= u64::from(e.size());
+            out.push(e);
+        }
+        out
+    }
+
+    /// The smallest waiting id (the log must keep its record).
+    pub fn min_id(&self) -> Option<u64> {
+        self.by_due.keys().map(|(_, id)| *id).min()
+    }
+
+    /// Removes everything (a purge); returns the ids.
+    pub fn clear(&mut self) -> Vec<u64> {
+        self.bytes = 0;
+        std::mem::take(&mut self.by_due)
+            .into_keys()
+            .map(|(_, id)| id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use amq_protocol_types::LongString;
+
+    fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in items {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    fn s(x: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(x))
+    }
+
+    #[test]
+    fn fixed_backoff_waits_the_same_capped() {
+        let p = RetryPolicy::parse(&table(&[(ARG_DELAY, AMQPValue::LongInt(500))])).unwrap();
+        assert_eq!(p.backoff, Backoff::Fixed);
+        assert_eq!((0..5).map(|n| p.delay_for(n)).collect::<Vec<_>>(), [500; 5]);
+        let p = RetryPolicy::parse(&table(&[
+            (ARG_DELAY, AMQPValue::LongInt(500)),
+            (ARG_MAX_DELAY, AMQPValue::LongInt(200)),
+        ]))
+        .unwrap();
+        assert_eq!(p.delay_for(0), 200);
+    }
+
+    #[test]
+    fn exponential_backoff_grows_by_the_multiplier_up_to_the_cap() {
+        let p = RetryPolicy::parse(&table(&[
+            (ARG_DELAY, AMQPValue::LongInt(100)),
+            (ARG_BACKOFF, s("exponential")),
+            (ARG_MAX_DELAY, AMQPValue::LongInt(1000)),
+        ]))
+        .unwrap();
+        let seq: Vec<u64> = (0..6).map(|n| p.delay_for(n)).collect();
+        assert_eq!(seq, [100, 200, 400, 800, 1000, 1000]);
+        let p = RetryPolicy::parse(&table(&[
+            (ARG_DELAY, AMQPValue::ShortShortUInt(10)),
+            (ARG_BACKOFF, s("exponential")),
+            (ARG_MULTIPLIER, AMQPValue::LongInt(3)),
+        ]))
+        .unwrap();
+        let seq: Vec<u64> = (0..4).map(|n| p.delay_for(n)).collect();
+        assert_eq!(seq, [10, 30, 90, 270]);
+        // Overflow saturates into the (default ten-year) cap.
+        assert_eq!(p.delay_for(u16::MAX), MAX_DELAY_MS);
+    }
+
+    #[test]
+    fn no_delay_means_no_policy() {
+        assert_eq!(RetryPolicy::parse(&table(&[])), None);
+        assert_eq!(
+            RetryPolicy::parse(&table(&[(ARG_DELAY, AMQPValue::LongInt(0))])),
+            None
+        );
+    }
+
+    #[test]
+    fn validation_names_the_argument() {
+        let check = |items: &[(&str, AMQPValue)]| {
+            RetryPolicy::validate(&table(items), "queue 'q' in vhost '/'")
+        };
+        assert!(check(&[
+            (ARG_DELAY, AMQPValue::LongInt(10)),
+            (ARG_BACKOFF, s("exponential")),
+            (ARG_MULTIPLIER, AMQPValue::LongInt(3)),
+            (ARG_MAX_DELAY, AMQPValue::LongInt(100)),
+        ])
+        .is_ok());
+        assert_eq!(
+            check(&[(ARG_DELAY, AMQPValue::LongInt(-1))]).unwrap_err(),
+            "invalid arg 'x-retry-delay' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
+        assert_eq!(
+            check(&[(ARG_DELAY, s("5"))]).unwrap_err(),
+            "invalid arg 'x-retry-delay' for queue 'q' in vhost '/': \"expected integer, got longstr\""
+        );
+        assert_eq!(
+            check(&[(ARG_DELAY, AMQPValue::LongInt(1)), (ARG_BACKOFF, s("linear"))]).unwrap_err(),
+            "invalid arg 'x-retry-backoff' for queue 'q' in vhost '/': \"expected fixed or exponential, got 'linear'\""
+        );
+        assert_eq!(
+            check(&[
+                (ARG_DELAY, AMQPValue::LongInt(1)),
+                (ARG_MULTIPLIER, AMQPValue::LongInt(0))
+            ])
+            .unwrap_err(),
+            "invalid arg 'x-retry-multiplier' for queue 'q' in vhost '/': {value_zero,0}"
+        );
+        assert_eq!(
+            check(&[(ARG_MAX_DELAY, AMQPValue::LongInt(5))]).unwrap_err(),
+            "invalid arg 'x-retry-max-delay' for queue 'q' in vhost '/': \"needs a positive 'x-retry-delay'\""
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Streams (`x-queue-type: stream`): append-only logs of messages with
+//! non-destructive reads, what RabbitMQ 3.10 offers over AMQP and what the
+//! Kafka front end will serve.
+//!
+//! Owns the stream record format (`record`), its arguments and their checks
+//! (`args`), consumer offsets (`offset`), retention (`retention`) and the
+//! [`Stream`] itself. It reuses the queue's seams (`ConsumerSink`,
+//! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
+//! [`crate::source::Source`], so channels treat it like a queue except for
+//! consume. Must not: know AMQP reply codes or wire bytes (headers are
+//! edited through the front end's `PropertyCodec`), read the clock except
+//! through `QueueEnv`, or touch the classic queue's state machine.
+//! Format and rules: `docs/streams.md`.
+
+pub mod args;
+pub mod offset;
+pub mod record;
+mod retention;
+// Named after its main type, like every file here.
+#[allow(clippy::module_inception)]
+mod stream;
+
+pub use args::StreamArgs;
+pub use offset::OffsetSpec;
+pub use stream::{Stream, StreamConsume};
+
+#[cfg(test)]
+mod tests;

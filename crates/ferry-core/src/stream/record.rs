@@ -1,0 +1,117 @@
+//! The one record a stream's log holds: a message with its publish time.
+//! Layout in `docs/streams.md`. All integers little-endian.
+
+use crate::error::{CoreError, Result};
+use crate::message::Message;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// First byte of a stream record (format version 1).
+const TAG: u8 = b'S';
+const PERSISTENT: u8 = 1;
+/// Tag, timestamp, flags.
+const FIXED: usize = 1 + 8 + 1;
+
+/// Appends the record of `msg` published at `ts_ms` with `properties`
+/// (the message's, with `x-stream-offset` already added) to `out`.
+pub fn encode(msg: &Message, properties: &[u8], ts_ms: u64, out: &mut Vec<u8>) {
+    fn short(s: &str) -> &[u8] {
+        &s.as_bytes()[..s.len().min(255)]
+    }
+    let exchange = short(&msg.exchange);
+    let key = short(&msg.routing_key);
+    out.reserve(FIXED + 2 + exchange.len() + key.len() + 4 + properties.len() + msg.body.len());
+    out.push(TAG);
+    out.extend_from_slice(&ts_ms.to_le_bytes());
+    out.push(if msg.persistent { PERSISTENT } else { 0 });
+    out.push(exchange.len() as u8);
+    out.extend_from_slice(exchange);
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    let plen = u32::try_from(properties.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&plen.to_le_bytes());
+    out.extend_from_slice(&properties[..plen as usize]);
+    out.extend_from_slice(&msg.body);
+}
+
+fn corrupt(why: &str) -> CoreError {
+    CoreError::Corrupt(format!("stream record: {why}"))
+}
+
+/// The publish time of a record (ms since the epoch).
+pub fn timestamp(payload: &[u8]) -> Result<u64> {
+    match payload {
+        [TAG, t0, t1, t2, t3, t4, t5, t6, t7, ..] => {
+            Ok(u64::from_le_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]))
+        }
+        _ => Err(corrupt("bad tag or too short")),
+    }
+}
+
+/// Decodes a record: (publish time, message). Slices share `payload`.
+pub fn decode(payload: Bytes) -> Result<(u64, Message)> {
+    let ts = timestamp(&payload)?;
+    let mut at = FIXED;
+    let flags = *payload.get(FIXED - 1).ok_or_else(|| corrupt("truncated"))?;
+    let mut take = |n: usize| -> Result<Bytes> {
+        let end = at.checked_add(n).filter(|e| *e <= payload.len());
+        let end = end.ok_or_else(|| corrupt("truncated"))?;
+        let b = payload.slice(at..end);
+        at = end;
+        Ok(b)
+    };
+    let str_of = |b: Bytes| -> Result<Arc<str>> {
+        std::str::from_utf8(&b)
+            .map(Arc::from)
+            .map_err(|_| corrupt("name is not UTF-8"))
+    };
+    let len_byte = |b: Bytes| b.first().copied().map_or(0, usize::from);
+    let n = len_byte(take(1)?);
+    let exchange = str_of(take(n)?)?;
+    let n = len_byte(take(1)?);
+    let routing_key = str_of(take(n)?)?;
+    let p = take(4)?;
+    let plen = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+    let properties = take(plen)?;
+    let body = payload.slice(at..);
+    Ok((
+        ts,
+        Message {
+            exchange,
+            routing_key,
+            properties,
+            body,
+            persistent: flags & PERSISTENT != 0,
+            expiration_ms: None,
+        },
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let m = Message {
+            exchange: Arc::from("amq.direct"),
+            routing_key: Arc::from("k"),
+            properties: Bytes::from_static(b"\x10\x00\x02"),
+            body: Bytes::from_static(b"hello"),
+            persistent: true,
+            expiration_ms: None,
+        };
+        let mut buf = Vec::new();
+        encode(&m, &m.properties, 1_700_000_000_123, &mut buf);
+        let (ts, back) = decode(Bytes::from(buf.clone())).unwrap();
+        assert_eq!(ts, 1_700_000_000_123);
+        assert_eq!(back, m);
+        assert_eq!(timestamp(&buf).unwrap(), ts);
+        for cut in [0, 5, FIXED, FIXED + 3, FIXED + 14] {
+            assert!(decode(Bytes::from(buf[..cut].to_vec())).is_err(), "{cut}");
+        }
+        buf[0] = b'X';
+        assert!(decode(Bytes::from(buf)).is_err());
+    }
+}

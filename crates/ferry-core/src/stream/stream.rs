@@ -1,0 +1,633 @@
+//! [`Stream`]: an append-only log of messages that consumers read without
+//! removing anything, each from its own offset.
+//!
+//! * Offsets are the log's record indexes (0 for a new stream). A record
+//!   carries its publish time (`record.rs`), taken from `QueueEnv`'s clock
+//!   and never decreasing within a stream.
+//! * Every append schedules a group-commit sync. Consumers read only the
+//!   durable prefix (`committed`), so an offset a consumer has seen never
+//!   names a different message after a crash (the Kafka front end relies on
+//!   this). Confirms of persistent messages go out after the same fsync.
+//! * A consumer is an offset plus a `ConsumerSink`: dispatch reads records
+//!   from the log in order while the sink grants credit (prefetch and
+//!   socket room), so catching up on a large stream holds at most a
+//!   prefetch window of messages in memory. Acks only give credit back.
+//!   Consumers at the tail are woken by the sync that commits new records.
+//! * Retention (`retention.rs`): whole segments, oldest first.
+//!
+//! Lock order: `sync_lock` → `inner` → sinks (channel locks).
+
+use super::args::StreamArgs;
+use super::offset::OffsetSpec;
+use super::record;
+use crate::clock::NEVER;
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::message::Message;
+use crate::queue::dead_letter::HeaderEdit;
+use crate::queue::sinks::for_each_sink_run;
+use crate::queue::stats::QueueStats;
+use crate::queue::{ConfirmToken, ConsumerSink, Delivery, Enqueued, QueueEnv, QueueSpec};
+use crate::syncer::SyncTask;
+use amq_protocol_types::{AMQPValue, FieldTable};
+use bytes::Bytes;
+use ferry_log::Log;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+
+const SYNC_IDLE: u8 = 0;
+const SYNC_QUEUED: u8 = 1;
+const SYNC_RUNNING: u8 = 2;
+const SYNC_DIRTY: u8 = 3;
+
+/// Largest encode buffer kept between publishes.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How basic.consume asked for a stream consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamConsume<'a> {
+    /// no_ack flag (refused: streams need manual acks).
+    pub no_ack: bool,
+    /// The channel's per-consumer prefetch (0 = none: refused).
+    pub prefetch: u32,
+    /// basic.consume's arguments (`x-stream-offset`).
+    pub arguments: &'a FieldTable,
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    pub(super) id: u64,
+    pub(super) tag: Arc<str>,
+    pub(super) sink: Arc<dyn ConsumerSink>,
+    /// The next offset it gets.
+    pub(super) next: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) log: Log,
+    /// Records below this are durable and may be delivered.
+    pub(super) committed: u64,
+    pub(super) consumers: Vec<Consumer>,
+    waiters: VecDeque<(u64, ConfirmToken)>,
+    /// (base, newest timestamp) of every sealed segment, oldest first.
+    pub(super) sealed_ts: VecDeque<(u64, u64)>,
+    /// Base of the segment appends go to.
+    pub(super) active_base: u64,
+    /// Timestamp of the newest record.
+    pub(super) last_ts: u64,
+    /// A roll happened or a purge could not finish yet (the segment was
+    /// not settled): evaluate retention after the next sync.
+    pub(super) retention_pending: bool,
+    scratch: Vec<u8>,
+    pub(super) deleted: bool,
+}
+
+/// A stream. Shared by `Arc` between the vhost and the channels using it.
+#[derive(Debug)]
+pub struct Stream {
+    spec: QueueSpec,
+    vhost: Arc<str>,
+    dir: PathBuf,
+    pub(super) env: QueueEnv,
+    pub(super) args: StreamArgs,
+    pub(super) inner: Mutex<Inner>,
+    sync_lock: Mutex<()>,
+    sync_state: AtomicU8,
+    me: Weak<Stream>,
+    /// When age retention must look again (`NEVER` if not needed).
+    pub(super) retention_at: AtomicU64,
+    stats: QueueStats,
+}
+
+impl Stream {
+    /// Opens (recovering) or creates the stream whose log lives in `dir`.
+    pub fn open(
+        spec: QueueSpec,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
+        env.io.create_dir_all(&dir)?;
+        let args = StreamArgs::parse(&spec.arguments);
+        let mut cfg = env.log.clone();
+        if let Some(b) = args.segment_bytes {
+            cfg.segment_bytes = b;
+        }
+        let (log, report) = Log::open(env.io.clone(), &dir, cfg)?;
+        tracing::debug!(stream = %spec.name, ?report, "stream log opened");
+        let segments = log.segments();
+        let mut sealed_ts = VecDeque::new();
+        let mut last_ts = 0;
+        for (i, s) in segments.iter().enumerate() {
+            if s.records == 0 {
+                continue;
+            }
+            let rec = log.read_index(s.base + s.records - 1)?;
+            last_ts = last_ts.max(record::timestamp(&rec.payload)?);
+            if i + 1 < segments.len() {
+                sealed_ts.push_back((s.base, last_ts));
+            }
+        }
+        let active_base = segments.last().map_or(0, |s| s.base);
+        let committed = log.next_index();
+        let s = Arc::new_cyclic(|me| Stream {
+            spec,
+            vhost,
+            dir,
+            env,
+            args,
+            inner: Mutex::new(Inner {
+                log,
+                committed,
+                consumers: Vec::new(),
+                waiters: VecDeque::new(),
+                sealed_ts,
+                active_base,
+                last_ts,
+                retention_pending: false,
+                scratch: Vec::new(),
+                deleted: false,
+            }),
+            sync_lock: Mutex::new(()),
+            sync_state: AtomicU8::new(SYNC_IDLE),
+            me: me.clone(),
+            retention_at: AtomicU64::new(NEVER),
+            stats: QueueStats::default(),
+        });
+        if s.args.has_retention() {
+            // Time passed while the broker was down.
+            let now = s.env.clock.now_ms();
+            let mut g = s.inner.lock();
+            s.apply_retention(&mut g, now);
+        }
+        Ok(s)
+    }
+
+    /// Declared shape.
+    pub fn spec(&self) -> &QueueSpec {
+        &self.spec
+    }
+
+    /// Name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.spec.name
+    }
+
+    /// Directory of its log.
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+
+    /// Its arguments.
+    pub fn args(&self) -> &StreamArgs {
+        &self.args
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> &QueueStats {
+        &self.stats
+    }
+
+    /// (messages retained, 0), as RabbitMQ 3.10's queue.declare-ok reports
+    /// a stream: it counts no consumers (see `consumer_count`).
+    pub fn counts(&self) -> (u32, u32) {
+        let g = self.inner.lock();
+        let n = g.log.next_index() - g.log.first_index();
+        (u32::try_from(n).unwrap_or(u32::MAX), 0)
+    }
+
+    /// Consumers attached now.
+    pub fn consumer_count(&self) -> usize {
+        self.inner.lock().consumers.len()
+    }
+
+    /// (first retained offset, next offset, committed offset).
+    pub fn offsets(&self) -> (u64, u64, u64) {
+        let g = self.inner.lock();
+        (g.log.first_index(), g.log.next_index(), g.committed)
+    }
+
+    /// Bytes of its segments on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.lock().log.disk_bytes()
+    }
+
+    /// (tag, next offset) of each consumer.
+    pub fn consumer_offsets(&self) -> Vec<(Arc<str>, u64)> {
+        let g = self.inner.lock();
+        g.consumers
+            .iter()
+            .map(|c| (c.tag.clone(), c.next))
+            .collect()
+    }
+
+    /// Whether it has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.inner.lock().deleted
+    }
+
+    fn not_found(&self) -> CoreError {
+        CoreError::not_found("queue", &self.spec.name, &self.vhost)
+    }
+
+    /// RabbitMQ's 540 for an operation streams do not have.
+    pub fn unsupported(&self, op: &str) -> CoreError {
+        crate::source::unsupported(op, &self.spec.name, &self.vhost)
+    }
+
+    /// The message's properties with the `x-stream-offset` header every
+    /// delivery carries (written once, at append: the offset is known).
+    fn with_offset(&self, raw: &Bytes, offset: u64) -> Bytes {
+        let Some(codec) = self.env.codec.get() else {
+            return raw.clone();
+        };
+        let edit = codec.read(raw).and_then(|mut e: HeaderEdit| {
+            let mut headers = e.headers.take().unwrap_or_default();
+            let v = AMQPValue::LongLongInt(i64::try_from(offset).unwrap_or(i64::MAX));
+            headers.insert("x-stream-offset".into(), v);
+            e.headers = Some(headers);
+            codec.write(raw, &e)
+        });
+        match edit {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(stream = %self.spec.name, error = %e, "properties kept as sent");
+                raw.clone()
+            }
+        }
+    }
+
+    /// Appends a message. With a confirm token, says whether the confirm
+    /// may go out now (transient message) or after the fsync.
+    pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        let result = {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Err(self.not_found());
+            }
+            let inner = &mut *g;
+            let ts = self.env.clock.now_ms().max(inner.last_ts);
+            let offset = inner.log.next_index();
+            let props = self.with_offset(&msg.properties, offset);
+            inner.scratch.clear();
+            record::encode(msg, &props, ts, &mut inner.scratch);
+            let pos = inner.log.append(&inner.scratch)?;
+            if inner.scratch.capacity() > SCRATCH_KEEP {
+                inner.scratch = Vec::new();
+            }
+            if pos.segment != inner.active_base {
+                // The log rolled: the previous segment is sealed.
+                inner
+                    .sealed_ts
+                    .push_back((inner.active_base, inner.last_ts));
+                inner.active_base = pos.segment;
+                inner.retention_pending = self.args.has_retention();
+            }
+            inner.last_ts = ts;
+            self.stats.published();
+            match confirm {
+                Some(t) if msg.persistent => {
+                    inner.waiters.push_back((offset, t));
+                    Enqueued::Deferred
+                }
+                _ => Enqueued::Confirmed,
+            }
+        };
+        self.schedule_sync();
+        Ok(result)
+    }
+
+    /// Registers a consumer at the offset basic.consume's arguments ask
+    /// for, with RabbitMQ's refusals (manual acks and a prefetch count are
+    /// required). The front end sends consume-ok, then calls `dispatch`.
+    pub fn consume(
+        &self,
+        tag: Arc<str>,
+        sink: Arc<dyn ConsumerSink>,
+        how: StreamConsume<'_>,
+    ) -> Result<u64> {
+        // RabbitMQ 3.10's checks, in its order.
+        let refuse = |text: String| CoreError::request(ErrorKind::PreconditionFailed, text);
+        if how.arguments.inner().contains_key("x-priority") {
+            return Err(refuse(format!(
+                "invalid arg 'x-priority' for queue '{}' in vhost '{}' of queue type rabbit_stream_queue",
+                self.spec.name, self.vhost
+            )));
+        }
+        if how.prefetch == 0 {
+            return Err(refuse(format!(
+                "consumer prefetch count is not set for 'queue '{}' in vhost '{}''",
+                self.spec.name, self.vhost
+            )));
+        }
+        if how.no_ack {
+            return Err(self.unsupported("automatic acknowledgement"));
+        }
+        let spec = OffsetSpec::parse(
+            how.arguments,
+            self.env.clock.now_ms(),
+            &self.spec.name,
+            &self.vhost,
+        )
+        .map_err(|t| CoreError::request(ErrorKind::PreconditionFailed, t))?;
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let next = self.resolve(&g, spec)?;
+        let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
+        g.consumers.push(Consumer {
+            id,
+            tag,
+            sink,
+            next,
+        });
+        Ok(id)
+    }
+
+    /// The offset a consumer asking for `spec` starts at.
+    fn resolve(&self, g: &Inner, spec: OffsetSpec) -> Result<u64> {
+        let first = g.log.first_index();
+        let next = g.log.next_index();
+        Ok(match spec {
+            OffsetSpec::First => first,
+            OffsetSpec::Next => next,
+            OffsetSpec::Last => next.saturating_sub(1).max(first),
+            OffsetSpec::Offset(n) if n > next => next,
+            OffsetSpec::Offset(n) => n.max(first),
+            OffsetSpec::Timestamp(t) => self.offset_at(g, t)?,
+        })
+    }
+
+    /// The first offset published at or after `t` (ms): the first segment
+    /// whose newest record is recent enough, then a scan of that segment.
+    fn offset_at(&self, g: &Inner, t: u64) -> Result<u64> {
+        let base = g
+            .sealed_ts
+            .iter()
+            .find(|(_, ts)| *ts >= t)
+            .map_or(g.active_base, |(b, _)| *b)
+            .max(g.log.first_index());
+        for item in g.log.reader(base) {
+            let (_, rec) = item?;
+            if record::timestamp(&rec.payload)? >= t {
+                return Ok(rec.index);
+            }
+        }
+        Ok(g.log.next_index())
+    }
+
+    /// Removes a consumer. Streams are never auto-delete: always false.
+    pub fn cancel(&self, consumer_id: u64) -> bool {
+        self.inner.lock().consumers.retain(|c| c.id != consumer_id);
+        false
+    }
+
+    /// Delivers committed records to every consumer with credit.
+    pub fn dispatch(&self) {
+        let mut g = self.inner.lock();
+        if !g.deleted {
+            self.dispatch_locked(&mut g);
+        }
+    }
+
+    pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
+        let first = inner.log.first_index();
+        let committed = inner.committed;
+        for c in inner.consumers.iter_mut() {
+            // Retention moved the start past it.
+            c.next = c.next.max(first);
+            if c.next >= committed {
+                continue;
+            }
+            if let Err(e) = self.feed(&inner.log, committed, c) {
+                tracing::error!(stream = %self.spec.name, consumer = %c.tag, error = %e, "stream read failed");
+            }
+        }
+    }
+
+    /// Reads records from `c.next` for as long as `c` has credit: the first
+    /// by an index lookup (a short read), the rest sequentially.
+    fn feed(&self, log: &Log, committed: u64, c: &mut Consumer) -> Result<()> {
+        let mut reader = None;
+        while c.next < committed {
+            if !c.sink.reserve() {
+                return Ok(());
+            }
+            let rec = match reader.as_mut() {
+                None => {
+                    reader = Some(log.reader(c.next + 1));
+                    log.read_index(c.next).map(|r| r.payload)
+                }
+                // The reader's payloads share its read buffer: copied so a
+                // message waiting in a socket buffer does not pin it.
+                Some(r) => match r.next() {
+                    Some(Ok((_, rec))) => Ok(Bytes::copy_from_slice(&rec.payload)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ferry_log::LogError::OutOfRange {
+                        index: c.next,
+                        first: log.first_index(),
+                        next: log.next_index(),
+                    }),
+                },
+            };
+            let decoded = rec.map_err(CoreError::from).and_then(record::decode);
+            let (_, message) = match decoded {
+                Ok(m) => m,
+                Err(e) => {
+                    c.sink.unreserve();
+                    return Err(e);
+                }
+            };
+            let d = Delivery {
+                queue: self.spec.name.clone(),
+                msg_id: c.next,
+                message: Arc::new(message),
+                redelivered: false,
+                delivery_count: 0,
+            };
+            c.sink.deliver(&c.tag, d);
+            self.stats.delivered(false, false);
+            c.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Acks: nothing leaves a stream; the channel already took the credit
+    /// back, so the consumers may read on.
+    pub fn settle(&self, ids: &[u64]) -> Result<()> {
+        self.stats.acked(ids.len());
+        self.dispatch();
+        Ok(())
+    }
+
+    /// Deletes the stream: consumers cancelled, pending confirms answered,
+    /// files removed. Returns 0 (RabbitMQ's delete-ok count for streams).
+    pub fn delete(&self) -> Result<u32> {
+        let (consumers, waiters) = {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Ok(0);
+            }
+            g.deleted = true;
+            let consumers = std::mem::take(&mut g.consumers);
+            let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
+            (consumers, waiters)
+        };
+        for c in consumers {
+            c.sink.cancelled(&c.tag);
+        }
+        for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
+        let _sync = self.sync_lock.lock();
+        self.env.io.remove_dir_all(&self.dir)?;
+        Ok(0)
+    }
+
+    /// Requests a group-commit sync (at most one queued per stream; appends
+    /// during a running fsync make the same thread sync again).
+    pub(super) fn schedule_sync(&self) {
+        loop {
+            let cur = self.sync_state.load(Ordering::Acquire);
+            let next = match cur {
+                SYNC_IDLE => SYNC_QUEUED,
+                SYNC_RUNNING => SYNC_DIRTY,
+                _ => return,
+            };
+            if self
+                .sync_state
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            if next == SYNC_QUEUED {
+                match self.me.upgrade() {
+                    Some(s) => self.env.syncer.submit(s),
+                    None => self.sync_state.store(SYNC_IDLE, Ordering::Release),
+                }
+            }
+            return;
+        }
+    }
+
+    /// Flushes and fsyncs now (shutdown, tests).
+    pub fn sync_now(&self) {
+        self.sync_once();
+    }
+
+    /// One group commit: capture under the lock, fsync outside it, then
+    /// commit what it covered: confirms, retention, deliveries.
+    fn sync_once(&self) {
+        let _serial = self.sync_lock.lock();
+        let job = {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return;
+            }
+            g.log.prepare_sync()
+        };
+        let outcome = match job {
+            Ok(Some(job)) => Some(crate::metrics::FSYNC.time(|| job.run())),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(stream = %self.spec.name, error = %e, "sync failed");
+                None
+            }
+        };
+        let (ok, failed) = {
+            let mut g = self.inner.lock();
+            if let Some(o) = outcome {
+                if let Some(e) = o.error() {
+                    tracing::error!(
+                        stream = %self.spec.name, vhost = %self.vhost, error = %e,
+                        "ALARM: fsync failed, stream log poisoned; publishes are nacked until restart"
+                    );
+                }
+                g.log.complete_sync(o);
+            }
+            let inner = &mut *g;
+            let mut ok = Vec::new();
+            let mut failed = Vec::new();
+            if inner.log.is_poisoned() {
+                failed.extend(inner.waiters.drain(..).map(|(_, t)| t));
+            } else {
+                inner.committed = inner.log.durable_index().map_or(0, |i| i + 1);
+                while let Some((i, _)) = inner.waiters.front() {
+                    if *i >= inner.committed {
+                        break;
+                    }
+                    if let Some((_, t)) = inner.waiters.pop_front() {
+                        ok.push(t);
+                    }
+                }
+                if inner.retention_pending {
+                    self.apply_retention(inner, self.env.clock.now_ms());
+                }
+                self.dispatch_locked(inner);
+            }
+            (ok, failed)
+        };
+        for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
+        for_each_sink_run(failed, |s, seqs| s.failed(seqs));
+    }
+}
+
+impl SyncTask for Stream {
+    fn run_sync(&self) {
+        self.sync_state.store(SYNC_RUNNING, Ordering::Release);
+        loop {
+            self.sync_once();
+            match self.sync_state.compare_exchange(
+                SYNC_RUNNING,
+                SYNC_IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(_) => self.sync_state.store(SYNC_RUNNING, Ordering::Release),
+            }
+        }
+    }
+}
+
+impl crate::source::Source for Stream {
+    fn name(&self) -> &Arc<str> {
+        Stream::name(self)
+    }
+    fn spec(&self) -> &QueueSpec {
+        Stream::spec(self)
+    }
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+    fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        Stream::publish(self, msg, confirm)
+    }
+    fn dispatch(&self) {
+        Stream::dispatch(self);
+    }
+    fn settle(&self, ids: &[u64]) -> Result<()> {
+        Stream::settle(self, ids)
+    }
+    fn requeue(&self, _ids: &[u64]) -> Result<()> {
+        Err(self.unsupported("basic.nack and basic.reject"))
+    }
+    fn reject(&self, _ids: &[u64]) -> Result<()> {
+        Err(self.unsupported("basic.nack and basic.reject"))
+    }
+    /// A closing channel's unacked stream deliveries: nothing to return.
+    fn abandon(&self, _ids: &[u64]) -> Result<()> {
+        Ok(())
+    }
+    fn cancel(&self, consumer_id: u64) -> bool {
+        Stream::cancel(self, consumer_id)
+    }
+    fn sync_now(&self) {
+        Stream::sync_now(self);
+    }
+}

@@ -1,0 +1,89 @@
+//! The vhost's side of `x-delayed-message` exchanges: opening their hidden
+//! queues, diverting held publishes into them, and routing what falls due
+//! (`exchange::delayed_store` has the design).
+
+use super::{storage_name, VHost};
+use crate::error::Result;
+use crate::exchange::{delay_of, route_all, ExchangeKind};
+use crate::queue::Queue;
+use crate::source::Source;
+use amq_protocol_types::FieldTable;
+use std::sync::Arc;
+
+impl VHost {
+    /// Opens the hidden queue of delayed exchange `name`: under the vhost's
+    /// directory when the exchange is durable (its held messages survive a
+    /// restart), else under the transient directory.
+    pub(super) fn open_delayed(&self, name: &Arc<str>, durable: bool) -> Result<()> {
+        let dir = if durable {
+            self.dir.join("delayed").join(crate::broker::hex(name))
+        } else {
+            self.transient_dir
+                .join(format!("delayed-{}", storage_name()))
+        };
+        self.delayed
+            .open(name, durable, self.name.clone(), dir, self.env.clone())
+    }
+
+    /// Where a publish to delayed exchange `exchange` goes when its
+    /// `x-delay` asks for a hold: the exchange's hidden queue. None: route
+    /// it now.
+    pub(super) fn hold_target(
+        &self,
+        exchange: &str,
+        headers: Option<&FieldTable>,
+    ) -> Option<Arc<Queue>> {
+        headers.and_then(delay_of)?;
+        self.delayed.queue(exchange)
+    }
+
+    /// Deletes the hidden queues whose delayed exchange is gone.
+    pub(super) fn drop_orphan_delayed(&self) {
+        let r = self.delayed.remove_missing(|n| {
+            self.exchanges
+                .read()
+                .get(n)
+                .is_some_and(|x| x.kind == ExchangeKind::DelayedMessage)
+        });
+        if let Err(e) = r {
+            tracing::warn!(vhost = %self.name, error = %e, "cannot delete a delayed exchange's messages");
+        }
+    }
+
+    /// Routes the held messages of every delayed exchange that are due at
+    /// `now` (the broker's expiry sweep). Returns the earliest due time
+    /// left (`NEVER` if none).
+    pub fn release_delayed(&self, now: u64) -> u64 {
+        let codec = self.env.codec.get();
+        self.delayed
+            .release_due(now, codec, |exchange, msg, headers| {
+                let exchanges = self.exchanges.read();
+                let queues = self.queues.read();
+                let streams = self.streams.read();
+                let mut names: Vec<Arc<str>> = Vec::new();
+                if exchanges.contains_key(exchange) {
+                    route_all(
+                        |n| exchanges.get(n),
+                        exchange,
+                        &msg.routing_key,
+                        headers,
+                        &mut names,
+                    );
+                }
+                names
+                    .iter()
+                    .filter_map(|n| -> Option<Arc<dyn Source>> {
+                        match queues.get(n) {
+                            Some(q) => Some(q.clone()),
+                            None => Some(streams.get(n)?.clone()),
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    /// The hidden queues of the delayed exchanges (shutdown syncs them).
+    pub fn delayed_queues(&self) -> Vec<Arc<Queue>> {
+        self.delayed.queues()
+    }
+}

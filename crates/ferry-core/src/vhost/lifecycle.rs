@@ -1,0 +1,49 @@
+//! The end of a vhost's life: `Broker::delete_vhost` empties it, and a
+//! connection still holding it must fail cleanly instead of writing its
+//! directory back into existence.
+
+use super::VHost;
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::queue::Queue;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl VHost {
+    /// Deletes every queue (cancelling its consumers) and exchange with
+    /// their data, for `Broker::delete_vhost`. Later declares fail.
+    pub fn delete_all(&self) -> Result<()> {
+        let _d = self.defs_lock.lock();
+        self.deleted.store(true, Ordering::Release);
+        let queues: Vec<Arc<Queue>> = self.queues.write().drain().map(|(_, q)| q).collect();
+        let streams: Vec<_> = self.streams.write().drain().map(|(_, s)| s).collect();
+        self.storage.lock().clear();
+        self.exchanges.write().clear();
+        let mut first_err = None;
+        if let Err(e) = self.delayed.remove_all() {
+            first_err.get_or_insert(e);
+        }
+        for q in queues {
+            if let Err(e) = q.delete() {
+                tracing::warn!(queue = %q.name(), error = %e, "cannot delete queue of deleted vhost");
+                first_err.get_or_insert(e);
+            }
+        }
+        for s in streams {
+            if let Err(e) = s.delete() {
+                tracing::warn!(stream = %s.name(), error = %e, "cannot delete stream of deleted vhost");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn check_alive(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(CoreError::request(
+                ErrorKind::NotAllowed,
+                format!("vhost {} is being deleted", self.name),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! The vhost's streams: kept in their own map next to the queues (one name
+//! space: a declaration checks both), persisted in the same definitions
+//! file (a stream is a `QueueDef` whose `x-queue-type` is `stream`), found
+//! by name as a [`QueueRef`].
+
+use super::{check_queue_equivalent, precondition, storage_name, VHost};
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::exchange::Destination;
+use crate::queue::QueueSpec;
+use crate::source::{QueueRef, Source};
+use crate::stream::{Stream, StreamArgs};
+use std::path::Path;
+use std::sync::Arc;
+
+impl VHost {
+    /// Every stream (listings, retention timer, shutdown syncs).
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().values().cloned().collect()
+    }
+
+    pub(super) fn stream_named(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().get(name).cloned()
+    }
+
+    /// The queue or stream called `name`, for use by connection `conn`.
+    pub fn lookup(&self, name: &str, conn: u64) -> Result<QueueRef> {
+        let q = self.queues.read().get(name).cloned();
+        if let Some(q) = q {
+            self.check_exclusive(&q, conn)?;
+            return Ok(QueueRef::Queue(q));
+        }
+        self.stream_named(name)
+            .map(QueueRef::Stream)
+            .ok_or_else(|| CoreError::not_found("queue", name, &self.name))
+    }
+
+    /// Opens a stored stream at boot (`None`: the definition is a queue).
+    pub(super) fn open_stream(&self, spec: &QueueSpec, dir: &Path) -> Result<Option<()>> {
+        if !StreamArgs::is_stream(&spec.arguments) {
+            return Ok(None);
+        }
+        let s = Stream::open(
+            spec.clone(),
+            self.name.clone(),
+            dir.to_path_buf(),
+            self.env.clone(),
+        )?;
+        self.streams.write().insert(spec.name.clone(), s);
+        Ok(Some(()))
+    }
+
+    /// queue.declare of an existing stream: equivalence, then the counts.
+    pub(super) fn redeclare_stream(&self, s: &Stream, spec: &QueueSpec) -> Result<(u32, u32)> {
+        if spec.exclusive_owner.is_some() {
+            return Err(CoreError::request(
+                ErrorKind::ResourceLocked,
+                format!(
+                    "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                    s.name(),
+                    self.name
+                ),
+            ));
+        }
+        check_queue_equivalent(s.spec(), spec, &self.name)?;
+        Ok(s.counts())
+    }
+
+    /// Creates a stream (the caller holds `defs_lock`).
+    pub(super) fn create_stream(&self, spec: QueueSpec) -> Result<(Arc<str>, u32, u32)> {
+        StreamArgs::validate_declaration(
+            &spec.arguments,
+            &spec.name,
+            &self.name,
+            spec.durable,
+            spec.exclusive_owner.is_some(),
+            spec.auto_delete,
+        )
+        .map_err(precondition)?;
+        let storage = storage_name();
+        let dir = self.dir.join("queues").join(&storage);
+        let name = spec.name.clone();
+        let s = Stream::open(spec, self.name.clone(), dir, self.env.clone())?;
+        self.storage.lock().insert(name.clone(), storage);
+        self.streams.write().insert(name.clone(), s);
+        self.save()?;
+        Ok((name, 0, 0))
+    }
+
+    /// queue.delete of a stream (the caller holds `defs_lock`); 0 if there
+    /// is none. RabbitMQ reports 0 messages for a deleted stream.
+    pub(super) fn delete_stream(&self, name: &str, if_unused: bool) -> Result<u32> {
+        let Some(s) = self.stream_named(name) else {
+            return Ok(0);
+        };
+        if if_unused && s.consumer_count() > 0 {
+            return Err(precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.streams.write().remove(name);
+        self.storage.lock().remove(name);
+        {
+            let mut exchanges = self.exchanges.write();
+            super::remove_destination(&mut exchanges, &Destination::Queue(Arc::from(name)));
+        }
+        s.delete()?;
+        self.save()?;
+        Ok(0)
+    }
+
+    /// Deletes the queue behind a channel's `Source` without checks
+    /// (auto-delete after the last consumer); streams are never deleted so.
+    pub fn drop_source(&self, s: &Arc<dyn Source>) -> Result<()> {
+        let q = self.queues.read().get(s.name()).cloned();
+        match q {
+            Some(q) if std::ptr::addr_eq(Arc::as_ptr(&q), Arc::as_ptr(s)) => self.drop_queue(&q),
+            _ => Ok(()),
+        }
+    }
+}

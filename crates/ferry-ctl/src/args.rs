@@ -1,0 +1,296 @@
+//! The `ferry ctl` command line (clap).
+
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// `ferry ctl`: manage a Ferry (or RabbitMQ) node through its management HTTP API.
+///
+/// Connection options (`--url`, `-u`, `-p`, TLS, timeout) go before the
+/// command, so that `add user NAME --password P` and `set permissions
+/// --user U` keep their own flags; `--json` and `--vhost` go anywhere.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Connection options (--url, -u, -p, --timeout, --cacert, --insecure) go \
+before the command; --json and --vhost go anywhere.\n\
+Exit codes: 0 ok, 1 refused by the API (4xx/5xx) or a local file problem, 2 usage, \
+3 node unreachable."
+)]
+pub struct CtlArgs {
+    /// Management API base URL.
+    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:15672")]
+    pub url: String,
+    /// User name.
+    #[arg(short = 'u', long, env = "FERRY_USER", default_value = "guest")]
+    pub user: String,
+    /// Password.
+    #[arg(
+        short = 'p',
+        long,
+        env = "FERRY_PASSWORD",
+        default_value = "guest",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// Print the API's JSON instead of tables and messages.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Virtual host [default: "/"; `list`, `export` and `import` cover every vhost unless given].
+    #[arg(long, global = true)]
+    pub vhost: Option<String>,
+    /// Request timeout, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// PEM CA certificates to trust for an https:// URL.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+impl CtlArgs {
+    /// The vhost for commands that address one object.
+    #[must_use]
+    pub fn vhost(&self) -> &str {
+        self.vhost.as_deref().unwrap_or("/")
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// List objects as a table (`--json`: the API's JSON).
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+    },
+    /// Node summary: versions, object and message totals.
+    Overview,
+    /// Declare a queue, an exchange or a binding.
+    #[command(subcommand)]
+    Declare(Declare),
+    /// Delete a queue, exchange, binding, user, vhost, or close a connection.
+    #[command(subcommand)]
+    Delete(Delete),
+    /// Drop every ready message of a queue.
+    #[command(subcommand)]
+    Purge(Purge),
+    /// Publish one message (payload from --payload or stdin).
+    Publish(PublishArgs),
+    /// Fetch messages from a queue (basic.get).
+    Get(GetArgs),
+    /// Create (or update) a user or a vhost.
+    #[command(subcommand)]
+    Add(Add),
+    /// Set a user's permissions on a vhost.
+    #[command(subcommand)]
+    Set(Set),
+    /// Remove a user's permissions on a vhost.
+    #[command(subcommand)]
+    Clear(Clear),
+    /// Write the definitions (users, vhosts, permissions, queues, exchanges, bindings) as JSON.
+    Export {
+        /// File to write, or "-" for stdout.
+        file: String,
+    },
+    /// Load definitions JSON (as written by `export` or RabbitMQ).
+    Import {
+        /// File to read, or "-" for stdin.
+        file: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListWhat {
+    Queues,
+    Exchanges,
+    Bindings,
+    Connections,
+    Channels,
+    Consumers,
+    Users,
+    Vhosts,
+    Permissions,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Declare {
+    /// Declare a queue.
+    Queue {
+        name: String,
+        /// Survive a broker restart.
+        #[arg(long)]
+        durable: bool,
+        /// Delete when the last consumer goes.
+        #[arg(long)]
+        auto_delete: bool,
+        /// Queue argument KEY=VALUE (repeatable; VALUE is read as JSON when it parses, e.g.
+        /// x-max-length=10, else as a string).
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Declare an exchange.
+    Exchange {
+        name: String,
+        /// direct, fanout, topic or headers.
+        #[arg(long = "type", default_value = "direct")]
+        kind: String,
+        #[arg(long)]
+        durable: bool,
+        #[arg(long)]
+        auto_delete: bool,
+        /// Only exchanges may publish to it.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Bind a queue (or exchange) to an exchange.
+    Binding(BindingArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BindingArgs {
+    /// Source exchange.
+    #[arg(long)]
+    pub source: String,
+    /// Destination queue or exchange.
+    #[arg(long)]
+    pub destination: String,
+    #[arg(long, value_enum, default_value = "queue")]
+    pub destination_type: DestinationType,
+    #[arg(long, default_value = "")]
+    pub routing_key: String,
+    /// Binding argument KEY=VALUE (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DestinationType {
+    Queue,
+    Exchange,
+}
+
+impl DestinationType {
+    /// The API's path letter and JSON word.
+    #[must_use]
+    pub fn letter(self) -> &'static str {
+        match self {
+            DestinationType::Queue => "q",
+            DestinationType::Exchange => "e",
+        }
+    }
+
+    #[must_use]
+    pub fn word(self) -> &'static str {
+        match self {
+            DestinationType::Queue => "queue",
+            DestinationType::Exchange => "exchange",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Delete {
+    Queue {
+        name: String,
+        /// Refuse if the queue has messages.
+        #[arg(long)]
+        if_empty: bool,
+        /// Refuse if the queue has consumers.
+        #[arg(long)]
+        if_unused: bool,
+    },
+    Exchange {
+        name: String,
+    },
+    Binding(BindingArgs),
+    User {
+        name: String,
+    },
+    Vhost {
+        name: String,
+    },
+    /// Close a connection (its name as `list connections` shows it).
+    Connection {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Purge {
+    Queue { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Exchange ("" or amq.default: the default exchange).
+    #[arg(long, default_value = "")]
+    pub exchange: String,
+    #[arg(long, default_value = "")]
+    pub routing_key: String,
+    /// Message body; read from stdin when absent.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// delivery_mode 2.
+    #[arg(long)]
+    pub persistent: bool,
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Header KEY=VALUE (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    #[arg(long)]
+    pub queue: String,
+    /// Most messages to fetch.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Put the messages back (redelivered) instead of removing them.
+    #[arg(long)]
+    pub requeue: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Add {
+    User {
+        name: String,
+        #[arg(long)]
+        password: String,
+        /// Comma-separated tags, e.g. administrator or management.
+        #[arg(long, default_value = "")]
+        tags: String,
+    },
+    Vhost {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Set {
+    /// Regular expressions for configure, write and read access on --vhost.
+    Permissions {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        configure: String,
+        #[arg(long)]
+        write: String,
+        #[arg(long)]
+        read: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Clear {
+    Permissions {
+        #[arg(long)]
+        user: String,
+    },
+}

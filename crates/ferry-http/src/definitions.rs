@@ -1,0 +1,294 @@
+//! GET / POST /api/definitions[/{vhost}]: RabbitMQ's definitions JSON.
+//! Users, vhosts and permissions go through the core's `export_access` /
+//! `import_access`; durable exchanges, queues and bindings through the
+//! vhosts. Import validates the whole document's shape before changing
+//! anything, then applies access, exchanges, queues, bindings in that
+//! order (a failing item stops the import with a 400 naming it).
+
+use crate::auth::Caller;
+use crate::common;
+use crate::error::{ApiError, ApiResult};
+use crate::json::{json_to_table, table_to_json};
+use crate::overview::RABBITMQ_VERSION;
+use crate::state::Ctx;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use ferry_core::auth::AccessDefs;
+use ferry_core::exchange::Destination;
+use ferry_core::queue::QueueSpec;
+use ferry_core::{ExchangeArgs, VHost};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+fn is_builtin(name: &str) -> bool {
+    name.is_empty() || name.starts_with("amq.")
+}
+
+/// Exchanges, queues and bindings of one vhost; `with_vhost` adds the
+/// `vhost` field (whole-node export).
+fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let tag = |mut o: Value| {
+        if with_vhost {
+            if let Some(m) = o.as_object_mut() {
+                m.insert("vhost".into(), Value::String(v.name().to_string()));
+            }
+        }
+        o
+    };
+    let mut xs = v.exchanges();
+    xs.sort_by(|a, b| a.name.cmp(&b.name));
+    let exchanges = xs
+        .iter()
+        .filter(|x| x.durable && !is_builtin(&x.name))
+        .map(|x| {
+            tag(json!({
+                "name": &*x.name, "type": x.kind.as_str(), "durable": true,
+                "auto_delete": x.auto_delete, "internal": x.internal,
+                "arguments": table_to_json(&x.arguments),
+            }))
+        })
+        .collect();
+    let mut qs = v.queues();
+    qs.sort_by(|a, b| a.name().cmp(b.name()));
+    let durable_q: Vec<String> = qs
+        .iter()
+        .filter(|q| q.spec().durable && q.spec().exclusive_owner.is_none())
+        .map(|q| q.name().to_string())
+        .collect();
+    let queues = qs
+        .iter()
+        .filter(|q| durable_q.iter().any(|n| n == &**q.name()))
+        .map(|q| {
+            tag(json!({
+                "name": &**q.name(), "durable": true, "auto_delete": q.spec().auto_delete,
+                "arguments": table_to_json(&q.spec().arguments),
+            }))
+        })
+        .collect();
+    let mut bindings = Vec::new();
+    for x in xs.iter().filter(|x| x.durable && !x.name.is_empty()) {
+        for b in x.bindings() {
+            let (dtype, ok) = match &b.destination {
+                Destination::Queue(q) => ("queue", durable_q.iter().any(|n| n == &**q)),
+                Destination::Exchange(e) => {
+                    ("exchange", xs.iter().any(|o| o.name == *e && o.durable))
+                }
+            };
+            if ok {
+                bindings.push(tag(json!({
+                    "source": &*x.name, "destination": &**b.destination.name(),
+                    "destination_type": dtype, "routing_key": b.routing_key,
+                    "arguments": table_to_json(&b.arguments),
+                })));
+            }
+        }
+    }
+    (exchanges, queues, bindings)
+}
+
+fn header() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("rabbit_version".into(), json!(RABBITMQ_VERSION));
+    m.insert("rabbitmq_version".into(), json!(RABBITMQ_VERSION));
+    m.insert("product_name".into(), json!("Ferry"));
+    m.insert("product_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    m
+}
+
+/// GET /api/definitions
+pub async fn export(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let access = ctx.broker.export_access();
+    let mut m = header();
+    let access = serde_json::to_value(&access).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for k in ["users", "vhosts", "permissions"] {
+        m.insert(k.into(), access.get(k).cloned().unwrap_or(json!([])));
+    }
+    for k in [
+        "topic_permissions",
+        "parameters",
+        "global_parameters",
+        "policies",
+    ] {
+        m.insert(k.into(), json!([]));
+    }
+    let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+    for name in ctx.broker.vhost_names() {
+        if let Ok(v) = ctx.broker.vhost(&name) {
+            let (x, q, b) = topology(&v, true);
+            xs.extend(x);
+            qs.extend(q);
+            bs.extend(b);
+        }
+    }
+    m.insert("queues".into(), Value::Array(qs));
+    m.insert("exchanges".into(), Value::Array(xs));
+    m.insert("bindings".into(), Value::Array(bs));
+    Ok(Json(Value::Object(m)))
+}
+
+/// GET /api/definitions/{vhost}
+pub async fn export_vhost(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let v = ctx.broker.vhost(&vhost).map_err(|_| ApiError::NotFound)?;
+    let (xs, qs, bs) = topology(&v, false);
+    let mut m = header();
+    m.insert("parameters".into(), json!([]));
+    m.insert("policies".into(), json!([]));
+    m.insert("queues".into(), Value::Array(qs));
+    m.insert("exchanges".into(), Value::Array(xs));
+    m.insert("bindings".into(), Value::Array(bs));
+    Ok(Json(Value::Object(m)))
+}
+
+#[derive(Debug, Deserialize)]
+struct QueueIn {
+    name: String,
+    vhost: Option<String>,
+    #[serde(default = "yes")]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExchangeIn {
+    name: String,
+    vhost: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "yes")]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BindingIn {
+    source: String,
+    vhost: Option<String>,
+    destination: String,
+    destination_type: String,
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+struct DefsIn {
+    #[serde(flatten)]
+    access: AccessDefs,
+    #[serde(default)]
+    queues: Vec<QueueIn>,
+    #[serde(default)]
+    exchanges: Vec<ExchangeIn>,
+    #[serde(default)]
+    bindings: Vec<BindingIn>,
+}
+
+fn target(ctx: &Ctx, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
+    let name = fixed.or(item).ok_or_else(|| {
+        ApiError::BadRequest("definition without a vhost (use /api/definitions/{vhost})".into())
+    })?;
+    ctx.broker
+        .vhost(name)
+        .map_err(|_| ApiError::BadRequest(format!("vhost {name} not found")))
+}
+
+fn apply(ctx: &Ctx, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
+    if fixed.is_none() {
+        ctx.broker.import_access(&d.access)?;
+    }
+    for x in &d.exchanges {
+        if is_builtin(&x.name) {
+            continue;
+        }
+        let v = target(ctx, fixed, x.vhost.as_deref())?;
+        let args = ExchangeArgs {
+            durable: x.durable,
+            auto_delete: x.auto_delete,
+            internal: x.internal,
+            arguments: json_to_table(x.arguments.as_ref()).map_err(ApiError::BadRequest)?,
+        };
+        v.declare_exchange(&x.name, &x.kind, false, args)?;
+    }
+    for q in &d.queues {
+        let v = target(ctx, fixed, q.vhost.as_deref())?;
+        let spec = QueueSpec {
+            name: Arc::from(q.name.as_str()),
+            durable: q.durable,
+            exclusive_owner: None,
+            auto_delete: q.auto_delete,
+            arguments: json_to_table(q.arguments.as_ref()).map_err(ApiError::BadRequest)?,
+        };
+        v.declare_queue(spec, false, 0)?;
+    }
+    for b in &d.bindings {
+        let v = target(ctx, fixed, b.vhost.as_deref())?;
+        let dest = match b.destination_type.as_str() {
+            "queue" => Destination::queue(b.destination.as_str()),
+            "exchange" => Destination::exchange(b.destination.as_str()),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "bad destination_type '{other}'"
+                )))
+            }
+        };
+        let args = json_to_table(b.arguments.as_ref()).map_err(ApiError::BadRequest)?;
+        v.binding(true, &b.source, dest, &b.routing_key, args, 0)?;
+    }
+    Ok(())
+}
+
+async fn import_into(ctx: Ctx, raw: Bytes, fixed: Option<String>) -> ApiResult<StatusCode> {
+    let d: DefsIn = common::body(&raw)?;
+    tokio::task::spawn_blocking(move || apply(&ctx, &d, fixed.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /api/definitions
+pub async fn import(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    raw: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    import_into(ctx, raw, None).await
+}
+
+/// POST /api/definitions/{vhost}
+pub async fn import_vhost(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(vhost): Path<String>,
+    raw: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if ctx.broker.vhost(&vhost).is_err() {
+        return Err(ApiError::NotFound);
+    }
+    import_into(ctx, raw, Some(vhost)).await
+}

@@ -1,0 +1,283 @@
+//! GET /metrics: Prometheus text exposition (format 0.0.4), written by
+//! hand. Names follow rabbitmq_prometheus where one exists, with the
+//! `ferry_` prefix; every family has HELP and TYPE lines; label values are
+//! escaped. The list is documented in docs/metrics.md.
+//!
+//! Served on its own listener (`metrics_listen`, default :15692 like
+//! RabbitMQ's plugin) without authentication, as RabbitMQ does.
+
+use crate::state::Ctx;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use std::fmt::Write;
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, "", v);
+    }
+}
+
+/// Per-queue values gathered once, then written family by family.
+struct QueueRow {
+    labels: String,
+    d: ferry_core::queue::Depth,
+    s: ferry_core::queue::StatsSnapshot,
+}
+
+type Field = fn(&QueueRow) -> u64;
+
+const QUEUE_FAMILIES: &[(&str, &str, &str, Field)] = &[
+    (
+        "ferry_queue_messages_ready",
+        "gauge",
+        "Messages ready to be delivered to consumers.",
+        |r| r.d.ready,
+    ),
+    (
+        "ferry_queue_messages_unacked",
+        "gauge",
+        "Messages delivered to consumers but not yet acknowledged.",
+        |r| r.d.unacked,
+    ),
+    (
+        "ferry_queue_messages",
+        "gauge",
+        "Messages ready and unacknowledged.",
+        |r| r.d.ready + r.d.unacked,
+    ),
+    (
+        "ferry_queue_messages_ready_bytes",
+        "gauge",
+        "Stored size in bytes of ready messages.",
+        |r| r.d.ready_bytes,
+    ),
+    (
+        "ferry_queue_messages_unacked_bytes",
+        "gauge",
+        "Stored size in bytes of unacknowledged messages.",
+        |r| r.d.unacked_bytes,
+    ),
+    (
+        "ferry_queue_messages_bytes",
+        "gauge",
+        "Stored size in bytes of ready and unacknowledged messages.",
+        |r| r.d.ready_bytes + r.d.unacked_bytes,
+    ),
+    (
+        "ferry_queue_consumers",
+        "gauge",
+        "Consumers on the queue.",
+        |r| r.d.consumers,
+    ),
+    (
+        "ferry_queue_messages_published_total",
+        "counter",
+        "Messages stored in the queue (publishes and dead letters).",
+        |r| r.s.publish,
+    ),
+    (
+        "ferry_queue_messages_delivered_ack_total",
+        "counter",
+        "Messages delivered to consumers in manual acknowledgement mode.",
+        |r| r.s.deliver,
+    ),
+    (
+        "ferry_queue_messages_delivered_total",
+        "counter",
+        "Messages delivered to consumers in automatic acknowledgement mode.",
+        |r| r.s.deliver_no_ack,
+    ),
+    (
+        "ferry_queue_get_ack_total",
+        "counter",
+        "Messages fetched with basic.get in manual acknowledgement mode.",
+        |r| r.s.get,
+    ),
+    (
+        "ferry_queue_get_total",
+        "counter",
+        "Messages fetched with basic.get in automatic acknowledgement mode.",
+        |r| r.s.get_no_ack,
+    ),
+    (
+        "ferry_queue_messages_redelivered_total",
+        "counter",
+        "Messages delivered or fetched again after a requeue.",
+        |r| r.s.redeliver,
+    ),
+    (
+        "ferry_queue_messages_acked_total",
+        "counter",
+        "Messages acknowledged by consumers.",
+        |r| r.s.ack,
+    ),
+];
+
+/// The whole exposition.
+pub fn render(ctx: &Ctx) -> String {
+    let mut o = Out(String::with_capacity(8192));
+    let mut rows = Vec::new();
+    for vname in ctx.broker.vhost_names() {
+        let Ok(v) = ctx.broker.vhost(&vname) else {
+            continue;
+        };
+        let mut qs = v.queues();
+        qs.sort_by(|a, b| a.name().cmp(b.name()));
+        for q in qs {
+            rows.push(QueueRow {
+                labels: format!("vhost=\"{}\",queue=\"{}\"", esc(&vname), esc(q.name())),
+                d: q.depth(),
+                s: q.stats().snapshot(),
+            });
+        }
+    }
+    for (name, kind, help, f) in QUEUE_FAMILIES {
+        o.family(name, kind, help);
+        for r in &rows {
+            o.sample(name, &r.labels, f(r));
+        }
+    }
+    let conns = ctx.registry.snapshot();
+    let channels: usize = conns.iter().map(|c| c.channels.len()).sum();
+    let consumers: usize = conns
+        .iter()
+        .flat_map(|c| c.channels.iter())
+        .map(|ch| ch.consumers.len())
+        .sum();
+    o.single("ferry_queues", "gauge", "Queues on the node.", rows.len());
+    o.single(
+        "ferry_connections",
+        "gauge",
+        "Open AMQP connections.",
+        conns.len(),
+    );
+    o.single("ferry_channels", "gauge", "Open AMQP channels.", channels);
+    o.single(
+        "ferry_consumers",
+        "gauge",
+        "Consumers on the node.",
+        consumers,
+    );
+    o.single(
+        "ferry_connection_incoming_bytes",
+        "gauge",
+        "Bytes received on the open connections.",
+        conns.iter().map(|c| c.recv_oct).sum::<u64>(),
+    );
+    o.single(
+        "ferry_connection_outgoing_bytes",
+        "gauge",
+        "Bytes sent on the open connections.",
+        conns.iter().map(|c| c.send_oct).sum::<u64>(),
+    );
+    let h = ferry_core::metrics::FSYNC.snapshot();
+    let name = "ferry_fsync_duration_seconds";
+    o.family(
+        name,
+        "histogram",
+        "Duration of queue log fsyncs (group commits).",
+    );
+    for (le_us, n) in &h.buckets {
+        let le = *le_us as f64 / 1e6;
+        o.sample(&format!("{name}_bucket"), &format!("le=\"{le}\""), n);
+    }
+    o.sample(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
+    o.sample(&format!("{name}_sum"), "", h.sum_us as f64 / 1e6);
+    o.sample(&format!("{name}_count"), "", h.count);
+    let alarms = *ctx.alarms.borrow();
+    o.single(
+        "ferry_alarms_memory_used_watermark",
+        "gauge",
+        "1 while the memory alarm is raised (publishers blocked).",
+        u8::from(alarms.memory),
+    );
+    o.single(
+        "ferry_alarms_free_disk_space_watermark",
+        "gauge",
+        "1 while the free disk space alarm is raised (publishers blocked).",
+        u8::from(alarms.disk),
+    );
+    o.single(
+        "ferry_process_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the broker process.",
+        ferry_server::alarms::rss_bytes().unwrap_or(0),
+    );
+    o.single(
+        "ferry_resident_memory_limit_bytes",
+        "gauge",
+        "Memory high watermark.",
+        ctx.node.mem_limit,
+    );
+    o.single(
+        "ferry_disk_space_available_bytes",
+        "gauge",
+        "Free bytes on the data directory's file system.",
+        crate::overview::disk_free(ctx),
+    );
+    o.single(
+        "ferry_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark.",
+        ctx.node.disk_free_limit,
+    );
+    o.family("ferry_build_info", "gauge", "Ferry version.");
+    o.sample(
+        "ferry_build_info",
+        &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+        1,
+    );
+    o.0
+}
+
+/// GET /metrics
+pub async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let body = tokio::task::spawn_blocking(move || render(&ctx))
+        .await
+        .unwrap_or_default();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,232 @@
+//! /api/overview, /api/nodes, /api/health/checks/*, /api/whoami,
+//! /api/extensions: node-wide facts and totals. `rabbitmq_version` and
+//! `management_version` say which RabbitMQ API level Ferry mimics (3.10.8);
+//! `product_name` / `product_version` say what it is.
+
+use crate::auth::Caller;
+use crate::common::rate;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{Ctx, Rates};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferry_core::queue::StatsSnapshot;
+use serde_json::{json, Value};
+
+/// The RabbitMQ API level Ferry answers as.
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+const EXCHANGE_TYPES: [(&str, &str); 4] = [
+    (
+        "direct",
+        "AMQP direct exchange, as per the AMQP specification",
+    ),
+    (
+        "fanout",
+        "AMQP fanout exchange, as per the AMQP specification",
+    ),
+    (
+        "headers",
+        "AMQP headers exchange, as per the AMQP specification",
+    ),
+    (
+        "topic",
+        "AMQP topic exchange, as per the AMQP specification",
+    ),
+];
+
+fn exchange_types() -> Value {
+    EXCHANGE_TYPES
+        .iter()
+        .map(|(n, d)| json!({"name": n, "description": d, "enabled": true}))
+        .collect()
+}
+
+/// Totals over the vhosts the caller sees.
+struct Totals {
+    ready: u64,
+    unacked: u64,
+    queues: usize,
+    exchanges: usize,
+    consumers: u64,
+    stats: StatsSnapshot,
+    rates: Rates,
+}
+
+fn totals(ctx: &Ctx, caller: &Caller) -> Totals {
+    let mut t = Totals {
+        ready: 0,
+        unacked: 0,
+        queues: 0,
+        exchanges: 0,
+        consumers: 0,
+        stats: StatsSnapshot::default(),
+        rates: Rates::default(),
+    };
+    for v in crate::common::visible_vhosts(ctx, caller) {
+        t.exchanges += v.exchanges().len();
+        for q in v.queues() {
+            let d = q.depth();
+            t.ready += d.ready;
+            t.unacked += d.unacked;
+            t.consumers += d.consumers;
+            t.queues += 1;
+            t.stats.add(&q.stats().snapshot());
+            t.rates.add(&ctx.rates.get(v.name(), q.name()));
+        }
+    }
+    t
+}
+
+/// GET /api/overview
+pub async fn overview(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    let t = totals(&ctx, &caller);
+    let conns = ctx.registry.snapshot();
+    let channels: usize = conns.iter().map(|c| c.channels.len()).sum();
+    let s = &t.stats;
+    Ok(Json(json!({
+        "management_version": RABBITMQ_VERSION,
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "product_name": "Ferry",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "rates_mode": "basic",
+        "cluster_name": ctx.node.name,
+        "node": ctx.node.name,
+        "erlang_version": "n/a",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "statistics_db_event_queue": 0,
+        "exchange_types": exchange_types(),
+        "message_stats": crate::queues::message_stats(s, &t.rates),
+        "queue_totals": {
+            "messages": t.ready + t.unacked,
+            "messages_details": rate(t.rates.ready + t.rates.unacked),
+            "messages_ready": t.ready, "messages_ready_details": rate(t.rates.ready),
+            "messages_unacknowledged": t.unacked,
+            "messages_unacknowledged_details": rate(t.rates.unacked),
+        },
+        "object_totals": {
+            "connections": conns.len(),
+            "channels": channels,
+            "exchanges": t.exchanges,
+            "queues": t.queues,
+            "consumers": t.consumers,
+        },
+        "listeners": [{
+            "node": ctx.node.name,
+            "protocol": "amqp",
+            "ip_address": ctx.node.amqp_listen.ip().to_string(),
+            "port": ctx.node.amqp_listen.port(),
+        }],
+        "contexts": [],
+    })))
+}
+
+fn proc_value(path: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Free bytes on the data directory's file system.
+pub fn disk_free(ctx: &Ctx) -> u64 {
+    rustix::fs::statvfs(&ctx.broker.config().data_dir)
+        .map_or(0, |st| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn node_json(ctx: &Ctx) -> Value {
+    let alarms = *ctx.alarms.borrow();
+    let fd_used = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let fd_total = proc_value("/proc/self/limits", "Max open files").unwrap_or(0);
+    json!({
+        "name": ctx.node.name,
+        "type": "disc",
+        "running": true,
+        "os_pid": std::process::id().to_string(),
+        "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "uptime": ctx.started.elapsed().as_millis() as u64,
+        "mem_used": ferry_server::alarms::rss_bytes().unwrap_or(0),
+        "mem_used_details": rate(0.0),
+        "mem_limit": ctx.node.mem_limit,
+        "mem_alarm": alarms.memory,
+        "disk_free": disk_free(ctx),
+        "disk_free_details": rate(0.0),
+        "disk_free_limit": ctx.node.disk_free_limit,
+        "disk_free_alarm": alarms.disk,
+        "fd_used": fd_used,
+        "fd_total": fd_total,
+        "sockets_used": ctx.registry.len(),
+        "proc_used": 0,
+        "proc_total": 0,
+        "run_queue": 0,
+        "rates_mode": "basic",
+        "partitions": [],
+        "exchange_types": exchange_types(),
+        "applications": [{"name": "ferry", "description": "Ferry", "version": env!("CARGO_PKG_VERSION")}],
+        "auth_mechanisms": [
+            {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
+            {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
+        ],
+    })
+}
+
+/// GET /api/nodes
+pub async fn nodes(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_monitor()?;
+    Ok(Json(json!([node_json(&ctx)])))
+}
+
+/// GET /api/nodes/{name}
+pub async fn node(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_monitor()?;
+    if name != ctx.node.name {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(node_json(&ctx)))
+}
+
+/// GET /api/health/checks/alarms (and local-alarms): 200 without alarms,
+/// 503 with the list, as RabbitMQ.
+pub async fn alarms(State(ctx): State<Ctx>) -> Response {
+    let a = *ctx.alarms.borrow();
+    let mut list = Vec::new();
+    if a.memory {
+        list.push(json!({"node": ctx.node.name, "resource": "memory"}));
+    }
+    if a.disk {
+        list.push(json!({"node": ctx.node.name, "resource": "disk"}));
+    }
+    if list.is_empty() {
+        return Json(json!({"status": "ok"})).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "failed",
+            "reason": "resource alarm(s) in effect in the cluster",
+            "alarms": list,
+        })),
+    )
+        .into_response()
+}
+
+/// GET /api/whoami
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({"name": caller.name, "tags": caller.tags}))
+}
+
+/// GET /api/extensions (no web UI plugins).
+pub async fn extensions() -> Json<Value> {
+    Json(json!([]))
+}

@@ -1,0 +1,451 @@
+//! The management HTTP API and the Prometheus endpoint of the real binary, driven with an
+//! HTTP client (ureq) and checked against what lapin does on the AMQP side. Ferry-only
+//! (they read the `http=` / `metrics=` endpoints of a spawned broker); the same scenarios
+//! run against RabbitMQ's management plugin in tests/python/test_management_api.py.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{connect_channel, publish_settled, unique, Broker};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn new(addr: &str) -> Http {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Http {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    /// (status, JSON body or Null) with guest's credentials, or `auth`.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let token = auth.map(|a| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(a)
+            )
+        });
+        let resp = match method {
+            "GET" | "DELETE" => {
+                let mut r = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                if let Some(t) = &token {
+                    r = r.header("Authorization", t);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                r = r.header("content-type", "application/json");
+                if let Some(t) = &token {
+                    r = r.header("Authorization", t);
+                }
+                r.send(body.unwrap_or(b""))
+            }
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+        };
+        (status, v)
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let raw = body.map(|b| b.to_string().into_bytes());
+        self.call(method, path, raw.as_deref(), Some("guest:guest"))
+    }
+}
+
+async fn start(test: &str) -> Option<(Broker, Http)> {
+    let broker = Broker::start_owned(test).await?;
+    let http = Http::new(&broker.endpoint("http").expect("READY line has http="));
+    Some((broker, http))
+}
+
+#[tokio::test]
+async fn queue_lifecycle_stats_and_errors() {
+    let Some((broker, api)) = start("queue_lifecycle_stats_and_errors").await else {
+        return;
+    };
+    let q = unique("httpq");
+    let path = format!("/api/queues/%2F/{q}");
+    assert_eq!(api.req("PUT", &path, Some(json!({"durable": true}))).0, 201);
+    assert_eq!(api.req("PUT", &path, Some(json!({"durable": true}))).0, 204);
+    let (st, err) = api.req("PUT", &path, Some(json!({"durable": false})));
+    assert_eq!(st, 400);
+    assert_eq!(err["error"], "bad_request");
+
+    // Two confirmed AMQP publishes, then the API's view.
+    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    publish_settled(&ch, &q, &["a", "bb"]).await;
+    let (st, info) = api.req("GET", &path, None);
+    assert_eq!(st, 200);
+    assert_eq!(info["messages_ready"], 2);
+    assert_eq!(info["messages"], 2);
+    assert_eq!(info["message_stats"]["publish"], 2);
+    assert!(info["message_bytes_ready"].as_u64().unwrap() > 3);
+
+    // get with ack removes one; purge the other.
+    let get = json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"});
+    let (st, got) = api.req("POST", &format!("{path}/get"), Some(get));
+    assert_eq!(st, 200);
+    assert_eq!(got[0]["payload"], "a");
+    assert_eq!(got[0]["message_count"], 1);
+    assert_eq!(api.req("DELETE", &format!("{path}/contents"), None).0, 204);
+    let (_, info) = api.req("GET", &path, None);
+    assert_eq!(info["messages"], 0);
+    assert_eq!(info["message_stats"]["get"], 1);
+    assert_eq!(info["message_stats"]["ack"], 1);
+
+    // Errors: JSON bodies, never a 500.
+    let (st, err) = api.call("PUT", &path, Some(b"{oops"), Some("guest:guest"));
+    assert_eq!((st, err["reason"].as_str()), (400, Some("not_json")));
+    let (st, err) = api.call("GET", "/api/overview", None, None);
+    assert_eq!((st, err["error"].as_str()), (401, Some("not_authorized")));
+    let (st, _) = api.call("GET", "/api/overview", None, Some("guest:nope"));
+    assert_eq!(st, 401);
+    let missing = api.req("GET", "/api/queues/%2F/no-such-queue", None);
+    assert_eq!(
+        missing,
+        (
+            404,
+            json!({"error": "Object Not Found", "reason": "Not Found"})
+        )
+    );
+    assert_eq!(api.req("GET", "/api/queues/no-such-vhost", None).0, 404);
+    let (st, _) = api.req(
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        Some(
+            json!({"routing_key": q, "payload": "x", "payload_encoding": "nope", "properties": {}}),
+        ),
+    );
+    assert_eq!(st, 400);
+    let (st, _) = api.req("GET", "/api/queues?page=zero", None);
+    assert_eq!(st, 400);
+    // Not UTF-8 after percent-decoding: axum's rejection, still JSON.
+    let (st, err) = api.req("GET", "/api/queues/%FF/x", None);
+    assert_eq!((st, err["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!(api.req("DELETE", &path, None).0, 204);
+    assert_eq!(api.req("GET", &path, None).0, 404);
+}
+
+#[tokio::test]
+async fn connections_are_listed_and_force_closed() {
+    let Some((broker, api)) = start("connections_are_listed_and_force_closed").await else {
+        return;
+    };
+    let (conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let q = unique("consq");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_qos(9, BasicQosOptions::default()).await.unwrap();
+    let _consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "tag-http".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (_, conns) = api.req("GET", "/api/connections", None);
+    let conns = conns.as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let c = &conns[0];
+    assert_eq!(c["user"], "guest");
+    assert_eq!(c["vhost"], "/");
+    assert_eq!(c["channels"], 1);
+    assert!(c["recv_oct"].as_u64().unwrap() > 0);
+    let name = c["name"].as_str().unwrap().to_string();
+    assert!(name.contains(" -> "), "{name}");
+    let (_, chans) = api.req("GET", "/api/channels", None);
+    assert_eq!(chans[0]["prefetch_count"], 9);
+    assert_eq!(chans[0]["consumer_count"], 1);
+    let (_, cons) = api.req("GET", "/api/consumers", None);
+    assert_eq!(cons[0]["consumer_tag"], "tag-http");
+    assert_eq!(cons[0]["queue"]["name"], q.as_str());
+    let (_, ov) = api.req("GET", "/api/overview", None);
+    assert_eq!(ov["object_totals"]["connections"], 1);
+    assert_eq!(ov["object_totals"]["consumers"], 1);
+
+    // Close it from outside: lapin's connection goes away...
+    assert_eq!(
+        api.req("DELETE", &format!("/api/connections/{}", enc(&name)), None)
+            .0,
+        204
+    );
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        ch.basic_qos(1, BasicQosOptions::default()),
+    )
+    .await
+    .expect("lapin hung on a force-closed connection");
+    assert!(after.is_err());
+    assert!(!conn.status().connected());
+    assert_eq!(
+        api.req("DELETE", &format!("/api/connections/{}", enc(&name)), None)
+            .0,
+        404
+    );
+    // ... and on the wire it is RabbitMQ's 320 with its text.
+    let mut raw = common::raw::RawConn::open(&broker.amqp_addr()).await;
+    raw.open_channel(1).await;
+    let (_, conns) = api.req("GET", "/api/connections", None);
+    let raw_name = conns[0]["name"].as_str().unwrap().to_string();
+    assert_ne!(raw_name, name);
+    let reader = tokio::spawn(async move { raw.expect_connection_close_no_eof().await });
+    assert_eq!(
+        api.req(
+            "DELETE",
+            &format!("/api/connections/{}", enc(&raw_name)),
+            None
+        )
+        .0,
+        204
+    );
+    let close = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("no connection.close")
+        .unwrap();
+    assert_eq!(close.code, 320);
+    assert_eq!(
+        close.text,
+        "CONNECTION_FORCED - Closed via management plugin"
+    );
+}
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A strict reading of the text exposition format: every sample belongs to a family
+/// declared by HELP and TYPE before it, names and label syntax are valid, values parse,
+/// histogram buckets are cumulative and end with +Inf = _count.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helped: Vec<String> = Vec::new();
+    let mut samples = HashMap::new();
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut last_bucket: Option<f64> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(valid_name(name), "{line}");
+            helped.push(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                helped.last().is_some_and(|h| h == name),
+                "TYPE without HELP: {line}"
+            );
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "twice: {line}"
+            );
+            last_bucket = None;
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "undeclared family: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("labels in {line}"));
+                for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                    assert!(valid_name(k), "label name in {line}");
+                    assert!(!v.trim_end_matches('"').contains('\n'), "{line}");
+                }
+            }
+        }
+        if name.ends_with("_bucket") {
+            if let Some(prev) = last_bucket {
+                assert!(value >= prev, "buckets not cumulative: {line}");
+            }
+            last_bucket = Some(value);
+        }
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn prometheus_metrics_are_valid_and_count() {
+    let Some((broker, _api)) = start("prometheus_metrics_are_valid_and_count").await else {
+        return;
+    };
+    let metrics = Http::new(&broker.endpoint("metrics").expect("metrics="));
+    let (conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let q = unique("metq");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // Persistent publishes to a durable queue: each confirm waits for an fsync.
+    let cch = common::confirm_channel(&conn).await;
+    for b in ["1", "22", "333"] {
+        common::publish_props(
+            &cch,
+            "",
+            &q,
+            b.as_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await;
+    }
+    common::settle(&cch).await;
+    let mut resp = metrics
+        .agent
+        .get(format!("{}/metrics", metrics.base))
+        .call()
+        .unwrap();
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let text = resp.body_mut().read_to_string().unwrap();
+    let s = parse_exposition(&text);
+    let label = format!("{{vhost=\"/\",queue=\"{q}\"}}");
+    assert_eq!(s[&format!("ferry_queue_messages_ready{label}")], 3.0);
+    assert_eq!(
+        s[&format!("ferry_queue_messages_published_total{label}")],
+        3.0
+    );
+    assert_eq!(s["ferry_connections"], 1.0);
+    assert_eq!(s["ferry_channels"], 2.0);
+    assert!(s["ferry_fsync_duration_seconds_count"] >= 1.0);
+    assert_eq!(
+        s["ferry_fsync_duration_seconds_count"],
+        s["ferry_fsync_duration_seconds_bucket{le=\"+Inf\"}"]
+    );
+    assert_eq!(s["ferry_alarms_memory_used_watermark"], 0.0);
+    assert!(s["ferry_process_resident_memory_bytes"] > 0.0);
+}
+
+#[tokio::test]
+async fn listeners_can_be_switched_off() {
+    let Some(broker) = Broker::start_with_env(
+        "listeners_can_be_switched_off",
+        &[("FERRY_HTTP_LISTEN", "off"), ("FERRY_METRICS_LISTEN", "")],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(broker.endpoint("http"), None);
+    assert_eq!(broker.endpoint("metrics"), None);
+}
+
+#[tokio::test]
+async fn rates_come_from_the_sampler() {
+    let Some((broker, api)) = start("rates_come_from_the_sampler").await else {
+        return;
+    };
+    let q = unique("rateq");
+    let path = format!("/api/queues/%2F/{q}");
+    assert_eq!(api.req("PUT", &path, Some(json!({}))).0, 201);
+    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let bodies: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    publish_settled(&ch, &q, &refs).await;
+    // The sampler reads every 5 s; the rate is the last period's. Wait for the first
+    // period that saw the publishes (bounded), then check its value.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let info = loop {
+        let (_, info) = api.req("GET", &path, None);
+        if info["message_stats"]["publish_details"]["rate"].as_f64() > Some(0.0) {
+            break info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no publish rate: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rate = info["message_stats"]["publish_details"]["rate"]
+        .as_f64()
+        .unwrap();
+    // Up to 50 messages over one period of ~5 s (fewer if the publishes straddled two).
+    assert!(rate > 0.0 && rate <= 50.0, "{rate}");
+    assert!(info["messages_ready_details"]["rate"].as_f64().unwrap() > 0.0);
+    let (_, ov) = api.req("GET", "/api/overview", None);
+    assert!(
+        ov["message_stats"]["publish_details"]["rate"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}

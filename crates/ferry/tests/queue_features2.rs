@@ -1,0 +1,229 @@
+//! Priorities, consumer priorities, queue expiry and the delivery limit
+//! through lapin, with kill -9 restarts where the log must carry the facts
+//! (priority levels, spilled backlogs, delivery counts). The pika suite
+//! (tests/python/test_queue_features2.py) checks the rest against RabbitMQ.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use std::time::{Duration, Instant};
+
+fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in items {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn declare_durable(ch: &lapin::Channel, q: &str, a: FieldTable) {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        a,
+    )
+    .await
+    .expect("queue.declare");
+}
+
+fn persistent(priority: u8) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_priority(priority)
+}
+
+const PRIOS: [u8; 3] = [0, 5, 9];
+
+/// Publishes `n` messages `tag-i` cycling over PRIOS, waiting for confirms.
+async fn publish_cycle(ch: &lapin::Channel, q: &str, tag: &str, n: usize) {
+    for i in 0..n {
+        let p = PRIOS[i % 3];
+        publish_props(
+            ch,
+            "",
+            q,
+            format!("{tag}-{p}-{i}").as_bytes(),
+            persistent(p),
+        )
+        .await;
+    }
+    settle(ch).await;
+}
+
+fn expected(batches: &[(&str, usize)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in PRIOS.iter().rev() {
+        for (tag, n) in batches {
+            for i in (0..*n).filter(|i| PRIOS[i % 3] == *p) {
+                out.push(format!("{tag}-{p}-{i}"));
+            }
+        }
+    }
+    out
+}
+
+/// A backlog far past the in-memory window of each priority level survives
+/// kill -9 in priority order; after the restart new messages of each level
+/// spill behind the replayed ones and still come out in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spilled_priority_backlog_survives_kill9_in_order() {
+    let Some(mut broker) = Broker::start_owned("a_spilled_priority_backlog_survives_kill9").await
+    else {
+        return;
+    };
+    let q = "prio-backlog";
+    let a = args(&[("x-max-priority", AMQPValue::ShortShortUInt(9))]);
+    let n = 12_000;
+    {
+        let conn = connect(&broker.amqp_url()).await;
+        let ch = confirm_channel(&conn).await;
+        declare_durable(&ch, q, a.clone()).await;
+        publish_cycle(&ch, q, "a", n).await;
+    }
+    broker.kill9().await;
+    broker.start_again().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = confirm_channel(&conn).await;
+    declare_durable(&ch, q, a).await;
+    publish_cycle(&ch, q, "b", n).await;
+    assert_eq!(message_count(&ch, q).await as usize, 2 * n);
+    let mut c = consume(
+        &ch,
+        q,
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let got = bodies(&recv_n(&mut c, 2 * n, Duration::from_secs(40)).await);
+    let want = expected(&[("a", n), ("b", n)]);
+    assert_eq!(got.len(), want.len());
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!("order broken at {i}: got {} want {}", got[i], want[i]);
+    }
+}
+
+/// x-delivery-count is a signed 64-bit header ('l'), 0 on the first
+/// delivery; a consumer with a higher x-priority gets messages first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_count_header_type_and_consumer_priority_through_lapin() {
+    let broker = Broker::start().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = confirm_channel(&conn).await;
+    let q = unique("limited");
+    declare_durable(
+        &ch,
+        &q,
+        args(&[
+            (
+                "x-queue-type",
+                AMQPValue::LongString(LongString::from("quorum")),
+            ),
+            ("x-delivery-limit", AMQPValue::LongInt(5)),
+        ]),
+    )
+    .await;
+    let low_ch = conn.create_channel().await.unwrap();
+    let high_ch = conn.create_channel().await.unwrap();
+    let mut low = consume(&low_ch, &q, BasicConsumeOptions::default()).await;
+    let mut high = high_ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args(&[("x-priority", AMQPValue::LongInt(3))]),
+        )
+        .await
+        .unwrap();
+    publish_settled(&ch, &q, &["x"]).await;
+    let d = recv_one(&mut high, STEP).await;
+    let count = |d: &lapin::message::Delivery| {
+        d.properties.headers().as_ref().unwrap().inner()["x-delivery-count"].clone()
+    };
+    assert_eq!(count(&d), AMQPValue::LongLongInt(0));
+    d.nack(BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = recv_one(&mut high, STEP).await;
+    assert!(d.redelivered);
+    assert_eq!(count(&d), AMQPValue::LongLongInt(1));
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    assert_no_delivery(&mut low, Duration::from_millis(200)).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+/// Whether `q` exists, asked without counting as a use of it (a passive
+/// declare would restart its x-expires countdown; a binding does not).
+async fn exists(url: &str, q: &str) -> bool {
+    let conn = connect(url).await;
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_bind(
+            q.into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            assert_eq!(amqp_error(&e).0, 404);
+            false
+        }
+    }
+}
+
+/// x-expires counts from the restart (as RabbitMQ): time before a kill -9
+/// and time spent down do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_queue_gets_its_full_x_expires_after_a_kill9() {
+    let Some(mut broker) = Broker::start_owned("an_expiring_queue_gets_its_full_x_expires").await
+    else {
+        return;
+    };
+    let q = "expiring";
+    {
+        let conn = connect(&broker.amqp_url()).await;
+        let ch = conn.create_channel().await.unwrap();
+        declare_durable(&ch, q, args(&[("x-expires", AMQPValue::LongInt(1500))])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    broker.kill9().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    broker.start_again().await;
+    let restarted = Instant::now();
+    assert!(
+        exists(&broker.amqp_url(), q).await,
+        "expired across the kill"
+    );
+    while exists(&broker.amqp_url(), q).await {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = restarted.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "expired after {took:?}"
+    );
+    // The deletion is durable.
+    broker.restart().await;
+    assert!(!exists(&broker.amqp_url(), q).await);
+}
