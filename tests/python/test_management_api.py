@@ -478,3 +478,57 @@ def test_management_api_over_https(broker_factory, tmp_path_factory):
             urllib.request.urlopen(f"http://{b.endpoints['http']}/api/whoami", timeout=10)
     finally:
         b.close()
+
+
+def test_stream_queue_is_listed_exported_and_refuses_get_and_purge(api, uniq):
+    name = uniq("stream")
+    path = f"/api/queues/%2F/{q(name)}"
+    decl = {"durable": True, "arguments": {"x-queue-type": "stream"}}
+    assert api.call("PUT", path, decl)[0] == 201
+    conn = pika.BlockingConnection(api.broker.params())
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for _ in range(3):
+            ch.basic_publish("", name, b"x")
+    finally:
+        conn.close()
+    info = eventually(lambda: (lambda i: i if i.get("messages") == 3 else None)(api.ok("GET", path)))
+    assert (info["type"], info["messages_ready"], info["messages_unacknowledged"]) == ("stream", 3, 0)
+    assert info["arguments"] == {"x-queue-type": "stream"}
+    assert info["consumers"] == 0
+    assert [x["type"] for x in api.ok("GET", "/api/queues/%2F") if x["name"] == name] == ["stream"]
+    st, err = api.call("POST", f"{path}/get",
+                       {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert st == 400
+    assert err["reason"] == (f"540 basic.get not supported by stream queues queue '{name}' "
+                             "in vhost '/'")
+    st, err = api.call("DELETE", f"{path}/contents")
+    assert st == 400
+    assert err["reason"] == f"queue.purge not supported by stream queues queue '{name}' in vhost '/'"
+    exported = [x for x in api.ok("GET", "/api/definitions")["queues"] if x["name"] == name]
+    assert exported == [{"name": name, "vhost": "/", "durable": True, "auto_delete": False,
+                         "arguments": {"x-queue-type": "stream"}}]
+    assert api.call("DELETE", path)[0] == 204
+    assert api.call("GET", path)[0] == 404
+    # Imported back: a stream again.
+    assert api.call("POST", "/api/definitions", {"queues": exported})[0] in (201, 204)
+    assert api.ok("GET", path)["type"] == "stream"
+    assert api.call("DELETE", path)[0] == 204
+
+
+def test_deleting_a_user_closes_its_connections(api, uniq):
+    user = uniq("doomed")
+    assert api.call("PUT", f"/api/users/{user}", {"password": "pw", "tags": ""})[0] == 201
+    perm = {"configure": ".*", "write": ".*", "read": ".*"}
+    assert api.call("PUT", f"/api/permissions/%2F/{user}", perm)[0] == 201
+    conn = pika.BlockingConnection(
+        api.broker.params(credentials=pika.PlainCredentials(user, "pw")))
+    conn.channel()
+    assert api.call("DELETE", f"/api/users/{user}")[0] == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.5)
+    assert (e.value.reply_code, e.value.reply_text) == (
+        320, f"CONNECTION_FORCED - user '{user}' is deleted")

@@ -19,22 +19,13 @@ import pytest
 
 from harness.expect import (bodies, channel_closed, drain, ensure_confirms, eventually,
                             message_count, sync, wait_for)
+from harness.queues import deaths, dlx_args, open_ch
 from harness.rawamqp import RawAMQP, recv_raw_frame
 
 V = "in vhost '/'"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-def dlx_args(target: str, **extra) -> dict:
-    """Arguments dead-lettering through the default exchange straight into `target`."""
-    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": target, **extra}
-
-
-def deaths(props) -> list[tuple[str, str, int]]:
-    """(queue, reason, count) of every x-death entry, in header order."""
-    return [(d["queue"], d["reason"], d["count"]) for d in (props.headers or {}).get("x-death", [])]
-
 
 def get_one(ch, q, auto_ack=True):
     m, p, body = ch.basic_get(q, auto_ack=auto_ack)
@@ -574,13 +565,6 @@ def test_expiration_above_ten_years_is_refused(conn, uniq, value, reason):
 
 
 # -- restarts --------------------------------------------------------------------------------------
-
-def open_ch(b):
-    c = pika.BlockingConnection(b.params())
-    ch = c.channel()
-    ch.confirm_delivery()
-    return c, ch
-
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 

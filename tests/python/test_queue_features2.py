@@ -15,6 +15,7 @@ import pika.exceptions as px
 import pytest
 
 from harness.expect import bodies, channel_closed, drain, ensure_confirms, eventually, sync, wait_for
+from harness.queues import deaths, dlx_args, open_ch
 
 V = "in vhost '/'"
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -289,14 +290,6 @@ def test_invalid_x_expires_is_refused(conn, uniq, value, reason):
 
 # -- x-delivery-limit, x-delivery-count ------------------------------------------------------------
 
-def dlx_args(target: str, **extra) -> dict:
-    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": target, **extra}
-
-
-def deaths(props) -> list[tuple[str, str, int]]:
-    return [(d["queue"], d["reason"], d["count"]) for d in (props.headers or {}).get("x-death", [])]
-
-
 def get_eventually(ch, q, timeout: float = 5.0):
     """basic.get until a message comes (a quorum queue applies a return asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -434,13 +427,6 @@ def test_declared_queue_types_are_accepted(conn, uniq):
 
 
 # -- restarts --------------------------------------------------------------------------------------
-
-def open_ch(b):
-    c = pika.BlockingConnection(b.params())
-    ch = c.channel()
-    ch.confirm_delivery()
-    return c, ch
-
 
 @pytest.mark.restart
 def test_priorities_survive_a_kill(restartable_broker):

@@ -8,9 +8,12 @@ oracle is not run here because its TLS setup needs a config of its own.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import ssl
 import subprocess
+import urllib.request
 
 import pika
 import pytest
@@ -143,3 +146,30 @@ def test_a_ca_without_verify_peer_accepts_clients_with_or_without_a_certificate(
         assert round_trip(conn) == b"over tls"
         conn.close()
     b.close()
+
+
+def test_tls_connections_are_named_after_the_amqps_listener(broker_factory, pki):
+    env = tls_env(pki, FERRY_TLS_CA=str(pki / "ca.pem"))
+    b = broker_factory.start(broker_factory.make("ferry", "tlsnames", env=env))
+    amqps_port = int(b.endpoints["amqps"].rsplit(":", 1)[1])
+    tls_conn = pika.BlockingConnection(tls_params(b, pki, client_cert=True))
+    plain = pika.BlockingConnection(b.params())
+    try:
+        url = f"http://{b.endpoints['http']}/api/connections"
+        req = urllib.request.Request(url)
+        req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            conns = {c["ssl"]: c for c in json.loads(r.read())}
+        t, p = conns[True], conns[False]
+        assert t["name"].endswith(f" -> 127.0.0.1:{amqps_port}"), t["name"]
+        assert t["port"] == amqps_port and p["port"] == b.port
+        assert p["name"].endswith(f" -> 127.0.0.1:{b.port}")
+        assert t["ssl_protocol"] in ("tlsv1.3", "tlsv1.2")
+        assert t["ssl_cipher"] and t["ssl_hash"]
+        assert t["peer_cert_subject"] == "CN=ferry-test-client"
+        assert t["peer_cert_issuer"] == "CN=ferry-test-ca"
+        assert p["ssl_protocol"] is None and p["peer_cert_subject"] is None
+    finally:
+        tls_conn.close()
+        plain.close()
+        b.close()

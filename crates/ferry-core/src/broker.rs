@@ -32,6 +32,10 @@ pub use access::access_refused;
 /// connections with 320 CONNECTION_FORCED).
 pub type VhostDeletedHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called with the name of a deleted user (the AMQP server closes its
+/// connections with 320 CONNECTION_FORCED, as RabbitMQ does).
+pub type UserDeletedHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Broker settings the core needs.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -80,6 +84,7 @@ pub struct Broker {
     /// connection's cached permissions are refreshed with one atomic load.
     access_epoch: AtomicU64,
     vhost_hooks: Mutex<Vec<VhostDeletedHook>>,
+    user_hooks: Mutex<Vec<UserDeletedHook>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -155,6 +160,7 @@ impl Broker {
             access_write: Mutex::new(()),
             access_epoch: AtomicU64::new(0),
             vhost_hooks: Mutex::new(Vec::new()),
+            user_hooks: Mutex::new(Vec::new()),
         };
         let opened = broker
             .open_vhosts(&*io, &vdir, listed)

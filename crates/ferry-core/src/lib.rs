@@ -1,19 +1,26 @@
 //! # ferry-core: the broker's brain
 //!
-//! Owns vhosts, exchanges and routing, queues as deterministic state
-//! machines over their command logs, consumers, delivery and
-//! acknowledgement, publisher confirms, users, permissions and the vhost
-//! lifecycle (`auth`, the access file).
+//! Owns vhosts, exchanges and routing (`vhost`, `exchange`), classic and
+//! quorum queues as deterministic state machines over their command logs
+//! (`queue`), streams as append-only logs read by offset (`stream`), the
+//! [`source::Source`] seam a front end publishes to and consumes from
+//! (either kind), consumers, delivery and acknowledgement, publisher
+//! confirms and group commit (`syncer`), fsync latency histograms
+//! (`metrics`), users, permissions and the vhost lifecycle (`auth`, the
+//! access file), the small checksummed files definitions and access are
+//! kept in (`framed`), and how x-arguments are read and refused with
+//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
-//! in with plain values), know AMQP reply codes (errors carry an
+//! in with plain values; message properties are read and edited through
+//! the front end's `PropertyCodec`), know AMQP reply codes (errors carry an
 //! [`ErrorKind`]), or read the clock (time comes in through
 //! [`clock::Clock`]; message deadlines are facts in the command log).
 //!
 //! ```text
-//! front end ─ publish ─▶ VHost::route ─▶ [Queue] ─ append ─▶ ferry-log
-//!     ▲                                   │  ▲                 │ fsync (Syncer)
-//!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀─┘
+//! front end ─ publish ─▶ VHost::route ─▶ [dyn Source] ─ append ─▶ ferry-log
+//!     ▲                                   │  ▲  (Queue | Stream)    │ fsync (Syncer)
+//!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 
 pub mod auth;
@@ -30,7 +37,10 @@ pub mod queue;
 pub mod source;
 pub mod stream;
 pub mod syncer;
+#[cfg(test)]
+mod test_support;
 pub mod vhost;
+mod xargs;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{CoreError, ErrorKind, Result};

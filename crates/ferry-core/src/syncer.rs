@@ -7,6 +7,7 @@
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -157,6 +158,93 @@ fn run_detached(task: Arc<dyn SyncTask>) {
         // late confirms never come; the connection closes with shutdown.
         tracing::error!(error = %e, "cannot start a thread for a late sync");
     }
+}
+
+/// Where one log (a queue's, a stream's) stands in the group-commit
+/// hand-off. A log is handed to the Syncer at most once at a time; appends
+/// that land while its fsync runs mark it dirty, and the same thread syncs
+/// again, so one busy log costs no extra wake-ups or lock contention.
+#[derive(Debug, Default)]
+pub(crate) struct SyncSchedule(AtomicU8);
+
+const SYNC_IDLE: u8 = 0;
+const SYNC_QUEUED: u8 = 1;
+const SYNC_RUNNING: u8 = 2;
+const SYNC_DIRTY: u8 = 3;
+
+impl SyncSchedule {
+    /// Asks for a sync: submits `task()` to `syncer` if none is queued or
+    /// running; a running one is told to go again instead. `task` gives
+    /// None once its owner is gone (nothing left to sync).
+    pub(crate) fn request(
+        &self,
+        syncer: &Syncer,
+        task: impl FnOnce() -> Option<Arc<dyn SyncTask>>,
+    ) {
+        loop {
+            let cur = self.0.load(Ordering::Acquire);
+            let next = match cur {
+                SYNC_IDLE => SYNC_QUEUED,
+                SYNC_RUNNING => SYNC_DIRTY,
+                _ => return,
+            };
+            if self
+                .0
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            if next == SYNC_QUEUED {
+                match task() {
+                    Some(t) => syncer.submit(t),
+                    None => self.0.store(SYNC_IDLE, Ordering::Release),
+                }
+            }
+            return;
+        }
+    }
+
+    /// Runs `sync_once` (from `SyncTask::run_sync`) until no request came
+    /// in while it ran.
+    pub(crate) fn run(&self, mut sync_once: impl FnMut()) {
+        self.0.store(SYNC_RUNNING, Ordering::Release);
+        loop {
+            sync_once();
+            match self.0.compare_exchange(
+                SYNC_RUNNING,
+                SYNC_IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                // Dirtied while we synced: go again on this thread.
+                Err(_) => self.0.store(SYNC_RUNNING, Ordering::Release),
+            }
+        }
+    }
+}
+
+/// After a sync: takes the confirm waiters (log index, token) it settled,
+/// as (confirmed, failed). A poisoned log fails every waiter; otherwise
+/// those up to the durable index are confirmed and the rest keep waiting.
+pub(crate) fn release_waiters<T>(
+    waiters: &mut VecDeque<(u64, T)>,
+    poisoned: bool,
+    durable: Option<u64>,
+) -> (Vec<T>, Vec<T>) {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    if poisoned {
+        failed.extend(waiters.drain(..).map(|(_, t)| t));
+    } else if let Some(durable) = durable {
+        while waiters.front().is_some_and(|(i, _)| *i <= durable) {
+            if let Some((_, t)) = waiters.pop_front() {
+                ok.push(t);
+            }
+        }
+    }
+    (ok, failed)
 }
 
 #[cfg(test)]

@@ -205,12 +205,12 @@ pub async fn delete_permission(
 }
 
 fn vhost_json(ctx: &Ctx, name: &str) -> Value {
-    let (mut ready, mut unacked) = (0, 0);
+    let (mut ready, mut unacked, mut delayed) = (0, 0, 0);
     if let Ok(v) = ctx.broker.vhost(name) {
-        for q in v.queues() {
-            let d = q.depth();
-            ready += d.ready;
-            unacked += d.unacked;
+        for q in crate::sources::of_vhost(&v) {
+            ready += q.depth.ready;
+            unacked += q.depth.unacked;
+            delayed += q.depth.delayed;
         }
     }
     json!({
@@ -219,7 +219,7 @@ fn vhost_json(ctx: &Ctx, name: &str) -> Value {
         "tags": [],
         "tracing": false,
         "cluster_state": { ctx.node.name.clone(): "running" },
-        "messages": ready + unacked, "messages_details": rate(0.0),
+        "messages": ready + unacked + delayed, "messages_details": rate(0.0),
         "messages_ready": ready, "messages_ready_details": rate(0.0),
         "messages_unacknowledged": unacked, "messages_unacknowledged_details": rate(0.0),
     })

@@ -90,8 +90,11 @@ fn binding_json(
 
 /// Every binding of a vhost, default-exchange ones first.
 pub fn vhost_bindings(v: &VHost) -> Vec<Value> {
-    let mut queues: Vec<String> = v.queues().iter().map(|q| q.name().to_string()).collect();
-    queues.sort();
+    let queues: Vec<String> = v
+        .queue_refs()
+        .iter()
+        .map(|q| q.name().to_string())
+        .collect();
     let mut out: Vec<Value> = queues
         .iter()
         .map(|q| {
@@ -115,33 +118,20 @@ pub fn vhost_bindings(v: &VHost) -> Vec<Value> {
     out
 }
 
-/// GET /api/bindings
+/// GET /api/bindings[/{vhost}]
 pub async fn list(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
+    vhost: Option<Path<String>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let all = common::visible_vhosts(&ctx, &caller)
-        .iter()
-        .flat_map(|v| vhost_bindings(v))
-        .collect();
-    Ok(Json(p.apply(all)?))
-}
-
-/// GET /api/bindings/{vhost}
-pub async fn list_vhost(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path(vhost): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    let v = common::vhost(&ctx, &caller, &vhost)?;
-    Ok(Json(p.apply(vhost_bindings(&v))?))
+    let vhost = vhost.map(|Path(v)| v);
+    common::listing(&ctx, &caller, vhost.as_deref(), &p, vhost_bindings)
 }
 
 fn destination(v: &VHost, dtype: &str, name: &str) -> ApiResult<Destination> {
     match dtype {
-        "q" if v.queues().iter().any(|q| &**q.name() == name) => Ok(Destination::queue(name)),
+        "q" if v.queue_ref(name).is_some() => Ok(Destination::queue(name)),
         "e" if v.has_exchange(exchange_name(name)) => {
             Ok(Destination::exchange(exchange_name(name)))
         }

@@ -5,14 +5,13 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Ctx;
 use axum::http::StatusCode;
-use bytes::Bytes;
 use ferry_core::VHost;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 
 /// Parses a JSON body; an empty body is `{}`.
-pub fn body<T: DeserializeOwned>(raw: &Bytes) -> ApiResult<T> {
+pub fn body<T: DeserializeOwned>(raw: &[u8]) -> ApiResult<T> {
     let v: Value = if raw.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
@@ -47,7 +46,7 @@ pub fn string<'a>(v: &'a Value, key: &str) -> ApiResult<Option<&'a str>> {
 }
 
 /// The body must be a JSON object.
-pub fn object(raw: &Bytes) -> ApiResult<Value> {
+pub fn object(raw: &[u8]) -> ApiResult<Value> {
     let v: Value = body(raw)?;
     match v {
         Value::Object(_) => Ok(v),
@@ -68,6 +67,24 @@ pub fn exchange_name(path: &str) -> &str {
 pub fn vhost(ctx: &Ctx, caller: &Caller, name: &str) -> ApiResult<Arc<VHost>> {
     caller.require_vhost(ctx, name)?;
     ctx.broker.vhost(name).map_err(|_| ApiError::NotFound)
+}
+
+/// A list endpoint's answer: the rows of every vhost the caller sees
+/// (`vhost` None) or of the one named (404 / 401), filtered, sorted, paged
+/// and projected by the query's parameters.
+pub fn listing(
+    ctx: &Ctx,
+    caller: &Caller,
+    vhost: Option<&str>,
+    p: &crate::query::ListParams,
+    rows: impl Fn(&VHost) -> Vec<Value>,
+) -> ApiResult<axum::Json<Value>> {
+    let vhosts = match vhost {
+        None => visible_vhosts(ctx, caller),
+        Some(name) => vec![self::vhost(ctx, caller, name)?],
+    };
+    let items = vhosts.iter().flat_map(|v| rows(v)).collect();
+    Ok(axum::Json(p.apply(items)?))
 }
 
 /// Every vhost the caller may see, by name.
@@ -97,6 +114,22 @@ pub fn rate(x: f64) -> Value {
 /// Query flag as RabbitMQ's `if-unused=true`.
 pub fn query_flag(q: &std::collections::HashMap<String, String>, key: &str) -> bool {
     q.get(key).is_some_and(|v| v == "true")
+}
+
+/// The caller's configure permission on a resource (declare / delete).
+pub fn may_configure(
+    ctx: &Ctx,
+    caller: &Caller,
+    vhost: &str,
+    resource: ferry_core::auth::Resource<'_>,
+) -> ApiResult<()> {
+    authorize(
+        ctx,
+        caller,
+        vhost,
+        ferry_core::auth::Access::Configure,
+        resource,
+    )
 }
 
 /// Checks a resource permission of the caller (RabbitMQ checks these for

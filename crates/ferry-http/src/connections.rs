@@ -18,17 +18,25 @@ use axum::{Extension, Json};
 use ferry_server::registry::{client_property, ChannelSnapshot, ConnSnapshot};
 use serde_json::{json, Value};
 
-fn visible(ctx: &Ctx, caller: &Caller) -> Vec<ConnSnapshot> {
-    ctx.registry
+/// The connections the caller may see, of one vhost (401 without access
+/// to it) or of all.
+fn visible(ctx: &Ctx, caller: &Caller, vhost: Option<&str>) -> ApiResult<Vec<ConnSnapshot>> {
+    if let Some(v) = vhost {
+        caller.require_vhost(ctx, v)?;
+    }
+    Ok(ctx
+        .registry
         .snapshot()
         .into_iter()
         .filter(|c| caller.is_monitor() || c.user == caller.name)
-        .collect()
+        .filter(|c| vhost.is_none_or(|v| c.vhost == v))
+        .collect())
 }
 
 fn conn_json(ctx: &Ctx, c: &ConnSnapshot) -> Value {
     let props = c.client_properties.as_ref();
     let user_provided = props.and_then(|p| client_property(p, "connection_name"));
+    let tls = c.tls.as_ref();
     json!({
         "name": c.name,
         "node": ctx.node.name,
@@ -42,7 +50,13 @@ fn conn_json(ctx: &Ctx, c: &ConnSnapshot) -> Value {
         "peer_port": c.peer.port(),
         "host": c.local.map(|l| l.ip().to_string()),
         "port": c.local.map(|l| l.port()),
-        "ssl": c.tls,
+        "ssl": c.tls.is_some(),
+        "ssl_protocol": tls.map(|t| t.protocol.as_str()),
+        "ssl_key_exchange": tls.map(|t| t.key_exchange.as_str()),
+        "ssl_cipher": tls.map(|t| t.cipher.as_str()),
+        "ssl_hash": tls.map(|t| t.hash.as_str()),
+        "peer_cert_subject": tls.and_then(|t| t.peer_cert_subject.as_deref()),
+        "peer_cert_issuer": tls.and_then(|t| t.peer_cert_issuer.as_deref()),
         "channels": c.channels.len(),
         "channel_max": 0,
         "frame_max": c.frame_max,
@@ -88,15 +102,19 @@ fn channel_json(ctx: &Ctx, c: &ConnSnapshot, ch: &ChannelSnapshot) -> Value {
 
 /// Every consumer on the node as the API shows it.
 pub fn consumers_json(ctx: &Ctx) -> Vec<Value> {
+    consumers_of(ctx, &ctx.registry.snapshot())
+}
+
+fn consumers_of(ctx: &Ctx, conns: &[ConnSnapshot]) -> Vec<Value> {
     let mut out = Vec::new();
-    for c in ctx.registry.snapshot() {
+    for c in conns {
         for ch in &c.channels {
             for k in &ch.consumers {
                 out.push(json!({
                     "consumer_tag": k.tag,
                     "queue": { "name": k.queue, "vhost": c.vhost },
                     "channel_details": {
-                        "name": channel_name(&c, ch),
+                        "name": channel_name(c, ch),
                         "number": ch.number,
                         "connection_name": c.name,
                         "peer_host": c.peer.ip().to_string(),
@@ -117,37 +135,42 @@ pub fn consumers_json(ctx: &Ctx) -> Vec<Value> {
     out
 }
 
-/// GET /api/connections
+/// A list of connections, channels or consumers: `rows` of the visible
+/// connections (of `vhost`), filtered, sorted, paged.
+fn listing(
+    ctx: &Ctx,
+    caller: &Caller,
+    vhost: Option<&str>,
+    p: &ListParams,
+    rows: impl Fn(&[ConnSnapshot]) -> Vec<Value>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(p.apply(rows(&visible(ctx, caller, vhost)?))?))
+}
+
+fn conn_rows(ctx: &Ctx, conns: &[ConnSnapshot]) -> Vec<Value> {
+    conns.iter().map(|c| conn_json(ctx, c)).collect()
+}
+
+fn channel_rows(ctx: &Ctx, conns: &[ConnSnapshot]) -> Vec<Value> {
+    conns
+        .iter()
+        .flat_map(|c| c.channels.iter().map(move |ch| channel_json(ctx, c, ch)))
+        .collect()
+}
+
+/// GET /api/connections and /api/vhosts/{vhost}/connections
 pub async fn list(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
+    vhost: Option<Path<String>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let items = visible(&ctx, &caller)
-        .iter()
-        .map(|c| conn_json(&ctx, c))
-        .collect();
-    Ok(Json(p.apply(items)?))
-}
-
-/// GET /api/vhosts/{vhost}/connections
-pub async fn list_vhost(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path(vhost): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    caller.require_vhost(&ctx, &vhost)?;
-    let items = visible(&ctx, &caller)
-        .iter()
-        .filter(|c| c.vhost == vhost)
-        .map(|c| conn_json(&ctx, c))
-        .collect();
-    Ok(Json(p.apply(items)?))
+    let vhost = vhost.map(|Path(v)| v);
+    listing(&ctx, &caller, vhost.as_deref(), &p, |c| conn_rows(&ctx, c))
 }
 
 fn find(ctx: &Ctx, caller: &Caller, name: &str) -> ApiResult<ConnSnapshot> {
-    visible(ctx, caller)
+    visible(ctx, caller, None)?
         .into_iter()
         .find(|c| c.name == name)
         .ok_or(ApiError::NotFound)
@@ -198,37 +221,17 @@ pub async fn conn_channels(
     Ok(Json(p.apply(items)?))
 }
 
-fn all_channels(ctx: &Ctx, caller: &Caller, vhost: Option<&str>) -> Vec<Value> {
-    visible(ctx, caller)
-        .iter()
-        .filter(|c| vhost.is_none_or(|v| c.vhost == v))
-        .flat_map(|c| {
-            c.channels
-                .iter()
-                .map(|ch| channel_json(ctx, c, ch))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// GET /api/channels
+/// GET /api/channels and /api/vhosts/{vhost}/channels
 pub async fn channels(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
+    vhost: Option<Path<String>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(p.apply(all_channels(&ctx, &caller, None))?))
-}
-
-/// GET /api/vhosts/{vhost}/channels
-pub async fn channels_vhost(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path(vhost): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    caller.require_vhost(&ctx, &vhost)?;
-    Ok(Json(p.apply(all_channels(&ctx, &caller, Some(&vhost)))?))
+    let vhost = vhost.map(|Path(v)| v);
+    listing(&ctx, &caller, vhost.as_deref(), &p, |c| {
+        channel_rows(&ctx, c)
+    })
 }
 
 /// GET /api/channels/{name}
@@ -237,38 +240,22 @@ pub async fn channel(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    all_channels(&ctx, &caller, None)
+    channel_rows(&ctx, &visible(&ctx, &caller, None)?)
         .into_iter()
         .find(|c| c["name"] == name.as_str())
         .map(Json)
         .ok_or(ApiError::NotFound)
 }
 
-/// GET /api/consumers
+/// GET /api/consumers and /api/consumers/{vhost}
 pub async fn consumers(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
+    vhost: Option<Path<String>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let items = consumers_json(&ctx)
-        .into_iter()
-        .filter(|c| caller.is_monitor() || c["channel_details"]["user"] == caller.name.as_str())
-        .collect();
-    Ok(Json(p.apply(items)?))
-}
-
-/// GET /api/consumers/{vhost}
-pub async fn consumers_vhost(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path(vhost): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    caller.require_vhost(&ctx, &vhost)?;
-    let items = consumers_json(&ctx)
-        .into_iter()
-        .filter(|c| c["queue"]["vhost"] == vhost.as_str())
-        .filter(|c| caller.is_monitor() || c["channel_details"]["user"] == caller.name.as_str())
-        .collect();
-    Ok(Json(p.apply(items)?))
+    let vhost = vhost.map(|Path(v)| v);
+    listing(&ctx, &caller, vhost.as_deref(), &p, |c| {
+        consumers_of(&ctx, c)
+    })
 }

@@ -1,4 +1,6 @@
-//! GET / POST /api/definitions[/{vhost}]: RabbitMQ's definitions JSON.
+//! GET / POST /api/definitions[/{vhost}]: RabbitMQ's definitions JSON, and
+//! [`import_document`], which the broker's boot-time `load_definitions`
+//! calls too.
 //! Users, vhosts and permissions go through the core's `export_access` /
 //! `import_access`; durable exchanges, queues and bindings through the
 //! vhosts. Import validates the whole document's shape before changing
@@ -10,6 +12,7 @@ use crate::common;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{json_to_table, table_to_json};
 use crate::overview::RABBITMQ_VERSION;
+use crate::sources::QueueView;
 use crate::state::Ctx;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,7 +21,7 @@ use bytes::Bytes;
 use ferry_core::auth::AccessDefs;
 use ferry_core::exchange::Destination;
 use ferry_core::queue::QueueSpec;
-use ferry_core::{ExchangeArgs, VHost};
+use ferry_core::{Broker, ExchangeArgs, VHost};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -51,16 +54,14 @@ fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
             }))
         })
         .collect();
-    let mut qs = v.queues();
-    qs.sort_by(|a, b| a.name().cmp(b.name()));
-    let durable_q: Vec<String> = qs
-        .iter()
+    // Streams too: their arguments carry x-queue-type stream.
+    let qs: Vec<QueueView> = crate::sources::of_vhost(v)
+        .into_iter()
         .filter(|q| q.spec().durable && q.spec().exclusive_owner.is_none())
-        .map(|q| q.name().to_string())
         .collect();
+    let durable_q: Vec<String> = qs.iter().map(|q| q.name().to_string()).collect();
     let queues = qs
         .iter()
-        .filter(|q| durable_q.iter().any(|n| n == &**q.name()))
         .map(|q| {
             tag(json!({
                 "name": &**q.name(), "durable": true, "auto_delete": q.spec().auto_delete,
@@ -207,24 +208,35 @@ struct DefsIn {
     bindings: Vec<BindingIn>,
 }
 
-fn target(ctx: &Ctx, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
+fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
     let name = fixed.or(item).ok_or_else(|| {
         ApiError::BadRequest("definition without a vhost (use /api/definitions/{vhost})".into())
     })?;
-    ctx.broker
+    broker
         .vhost(name)
         .map_err(|_| ApiError::BadRequest(format!("vhost {name} not found")))
 }
 
-fn apply(ctx: &Ctx, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
+/// Imports a RabbitMQ definitions document (`POST /api/definitions`, and
+/// `load_definitions` at boot): users, vhosts and permissions (whole-node
+/// import only), then exchanges, queues and streams, bindings. With
+/// `vhost`, every item goes into that vhost. The document's shape is
+/// checked before anything changes; a failing item stops the import with
+/// an error naming it. Blocking (declares write definitions files).
+pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiResult<()> {
+    let d: DefsIn = common::body(raw)?;
+    apply(broker, &d, vhost)
+}
+
+fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     if fixed.is_none() {
-        ctx.broker.import_access(&d.access)?;
+        broker.import_access(&d.access)?;
     }
     for x in &d.exchanges {
         if is_builtin(&x.name) {
             continue;
         }
-        let v = target(ctx, fixed, x.vhost.as_deref())?;
+        let v = target(broker, fixed, x.vhost.as_deref())?;
         let args = ExchangeArgs {
             durable: x.durable,
             auto_delete: x.auto_delete,
@@ -234,7 +246,7 @@ fn apply(ctx: &Ctx, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
         v.declare_exchange(&x.name, &x.kind, false, args)?;
     }
     for q in &d.queues {
-        let v = target(ctx, fixed, q.vhost.as_deref())?;
+        let v = target(broker, fixed, q.vhost.as_deref())?;
         let spec = QueueSpec {
             name: Arc::from(q.name.as_str()),
             durable: q.durable,
@@ -245,7 +257,7 @@ fn apply(ctx: &Ctx, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
         v.declare_queue(spec, false, 0)?;
     }
     for b in &d.bindings {
-        let v = target(ctx, fixed, b.vhost.as_deref())?;
+        let v = target(broker, fixed, b.vhost.as_deref())?;
         let dest = match b.destination_type.as_str() {
             "queue" => Destination::queue(b.destination.as_str()),
             "exchange" => Destination::exchange(b.destination.as_str()),
@@ -262,8 +274,7 @@ fn apply(ctx: &Ctx, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
 }
 
 async fn import_into(ctx: Ctx, raw: Bytes, fixed: Option<String>) -> ApiResult<StatusCode> {
-    let d: DefsIn = common::body(&raw)?;
-    tokio::task::spawn_blocking(move || apply(&ctx, &d, fixed.as_deref()))
+    tokio::task::spawn_blocking(move || import_document(&ctx.broker, &raw, fixed.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)

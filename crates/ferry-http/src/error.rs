@@ -74,7 +74,8 @@ impl From<CoreError> for ApiError {
             | ErrorKind::ResourceError
             | ErrorKind::ResourceLocked
             | ErrorKind::CommandInvalid
-            | ErrorKind::NotAllowed => ApiError::BadRequest(text),
+            | ErrorKind::NotAllowed
+            | ErrorKind::NotImplemented => ApiError::BadRequest(text),
             _ => ApiError::Internal(text),
         }
     }

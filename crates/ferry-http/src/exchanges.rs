@@ -12,12 +12,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::{Access, Resource};
+use ferry_core::auth::Resource;
 use ferry_core::exchange::Exchange;
 use ferry_core::{ExchangeArgs, VHost};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// One exchange as the API shows it.
 pub fn exchange_json(vhost: &str, x: &Exchange) -> Value {
@@ -39,15 +38,10 @@ fn sorted(v: &VHost) -> Vec<Exchange> {
     xs
 }
 
-fn listing(vhosts: Vec<Arc<VHost>>) -> Vec<Value> {
-    vhosts
+fn rows(v: &VHost) -> Vec<Value> {
+    sorted(v)
         .iter()
-        .flat_map(|v| {
-            sorted(v)
-                .iter()
-                .map(|x| exchange_json(v.name(), x))
-                .collect::<Vec<_>>()
-        })
+        .map(|x| exchange_json(v.name(), x))
         .collect()
 }
 
@@ -59,26 +53,15 @@ fn find(v: &VHost, path_name: &str) -> ApiResult<Exchange> {
         .ok_or(ApiError::NotFound)
 }
 
-/// GET /api/exchanges
+/// GET /api/exchanges[/{vhost}]
 pub async fn list(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
+    vhost: Option<Path<String>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        p.apply(listing(common::visible_vhosts(&ctx, &caller)))?,
-    ))
-}
-
-/// GET /api/exchanges/{vhost}
-pub async fn list_vhost(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path(vhost): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    let v = common::vhost(&ctx, &caller, &vhost)?;
-    Ok(Json(p.apply(listing(vec![v]))?))
+    let vhost = vhost.map(|Path(v)| v);
+    common::listing(&ctx, &caller, vhost.as_deref(), &p, rows)
 }
 
 /// GET /api/exchanges/{vhost}/{name}
@@ -110,13 +93,7 @@ pub async fn declare(
         arguments: json_to_table(b.get("arguments")).map_err(ApiError::BadRequest)?,
     };
     let name = exchange_name(&name);
-    common::authorize(
-        &ctx,
-        &caller,
-        &vhost,
-        Access::Configure,
-        Resource::Exchange(name),
-    )?;
+    common::may_configure(&ctx, &caller, &vhost, Resource::Exchange(name))?;
     let existed = v.has_exchange(name);
     v.declare_exchange(name, kind, false, args)?;
     Ok(put_status(existed))
@@ -134,13 +111,7 @@ pub async fn delete(
     if !v.has_exchange(name) {
         return Err(ApiError::NotFound);
     }
-    common::authorize(
-        &ctx,
-        &caller,
-        &vhost,
-        Access::Configure,
-        Resource::Exchange(name),
-    )?;
+    common::may_configure(&ctx, &caller, &vhost, Resource::Exchange(name))?;
     v.delete_exchange(name, query_flag(&q, "if-unused"))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -152,11 +123,9 @@ pub async fn bindings_source(
     Path((vhost, name)): Path<(String, String)>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let v = common::vhost(&ctx, &caller, &vhost)?;
-    let x = find(&v, &name)?;
-    let all = crate::bindings::vhost_bindings(&v);
-    let out = all.into_iter().filter(|b| b["source"] == *x.name).collect();
-    Ok(Json(p.apply(out)?))
+    bindings_where(&ctx, &caller, (&vhost, &name), &p, |b, x| {
+        b["source"] == *x.name
+    })
 }
 
 /// GET /api/exchanges/{vhost}/{name}/bindings/destination
@@ -166,12 +135,24 @@ pub async fn bindings_destination(
     Path((vhost, name)): Path<(String, String)>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let v = common::vhost(&ctx, &caller, &vhost)?;
-    let x = find(&v, &name)?;
+    bindings_where(&ctx, &caller, (&vhost, &name), &p, |b, x| {
+        b["destination_type"] == "exchange" && b["destination"] == *x.name
+    })
+}
+
+/// The bindings of an exchange's vhost that `pick` keeps (404 without the
+/// vhost or the exchange).
+fn bindings_where(
+    ctx: &Ctx,
+    caller: &Caller,
+    (vhost, name): (&str, &str),
+    p: &ListParams,
+    pick: impl Fn(&Value, &Exchange) -> bool,
+) -> ApiResult<Json<Value>> {
+    let v = common::vhost(ctx, caller, vhost)?;
+    let x = find(&v, name)?;
     let all = crate::bindings::vhost_bindings(&v);
-    let out = all
-        .into_iter()
-        .filter(|b| b["destination_type"] == "exchange" && b["destination"] == *x.name)
-        .collect();
-    Ok(Json(p.apply(out)?))
+    Ok(Json(p.apply(
+        all.into_iter().filter(|b| pick(b, &x)).collect(),
+    )?))
 }

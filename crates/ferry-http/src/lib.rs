@@ -19,15 +19,16 @@
 //!
 //! One file per resource family: `overview`, `queues`, `exchanges`,
 //! `bindings`, `connections` (and channels, consumers), `access` (users,
-//! vhosts, permissions), `definitions`, `messages` (publish / get),
-//! `metrics`.
+//! vhosts, permissions), `definitions` (also the boot-time
+//! `load_definitions` import), `messages` (publish / get), `metrics`;
+//! `sources` is the one view of queues and streams they all count with.
 
 mod access;
 pub mod auth;
 mod bindings;
 mod common;
 mod connections;
-mod definitions;
+pub mod definitions;
 pub mod error;
 mod exchanges;
 pub mod json;
@@ -36,9 +37,11 @@ pub mod metrics;
 mod overview;
 pub mod query;
 mod queues;
+pub mod sources;
 pub mod state;
 mod ui;
 
+pub use definitions::import_document;
 pub use error::{ApiError, ApiResult};
 pub use state::{Ctx, NodeInfo};
 
@@ -117,7 +120,7 @@ pub fn api_router(ctx: Ctx) -> Router {
         .route("/api/whoami", get(overview::whoami))
         .route("/api/extensions", get(overview::extensions))
         .route("/api/queues", get(queues::list))
-        .route("/api/queues/{vhost}", get(queues::list_vhost))
+        .route("/api/queues/{vhost}", get(queues::list))
         .route(
             "/api/queues/{vhost}/{name}",
             get(queues::show)
@@ -131,7 +134,7 @@ pub fn api_router(ctx: Ctx) -> Router {
         .route("/api/queues/{vhost}/{name}/get", post(messages::get))
         .route("/api/queues/{vhost}/{name}/bindings", get(queues::bindings))
         .route("/api/exchanges", get(exchanges::list))
-        .route("/api/exchanges/{vhost}", get(exchanges::list_vhost))
+        .route("/api/exchanges/{vhost}", get(exchanges::list))
         .route(
             "/api/exchanges/{vhost}/{name}",
             get(exchanges::show)
@@ -151,7 +154,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             get(exchanges::bindings_destination),
         )
         .route("/api/bindings", get(bindings::list))
-        .route("/api/bindings/{vhost}", get(bindings::list_vhost))
+        .route("/api/bindings/{vhost}", get(bindings::list))
         .route(
             "/api/bindings/{vhost}/e/{source}/{dtype}/{dest}",
             get(bindings::list_between).post(bindings::create),
@@ -166,7 +169,7 @@ pub fn api_router(ctx: Ctx) -> Router {
         .route("/api/channels", get(c::channels))
         .route("/api/channels/{name}", get(c::channel))
         .route("/api/consumers", get(c::consumers))
-        .route("/api/consumers/{vhost}", get(c::consumers_vhost))
+        .route("/api/consumers/{vhost}", get(c::consumers))
         .route("/api/vhosts", get(access::vhosts))
         .route(
             "/api/vhosts/{name}",
@@ -178,8 +181,8 @@ pub fn api_router(ctx: Ctx) -> Router {
             "/api/vhosts/{name}/permissions",
             get(access::vhost_permissions),
         )
-        .route("/api/vhosts/{name}/connections", get(c::list_vhost))
-        .route("/api/vhosts/{name}/channels", get(c::channels_vhost))
+        .route("/api/vhosts/{name}/connections", get(c::list))
+        .route("/api/vhosts/{name}/channels", get(c::channels))
         .route("/api/users", get(access::users))
         .route(
             "/api/users/{name}",
@@ -310,10 +313,7 @@ impl HttpServer {
         alarms: watch::Receiver<Alarms>,
         cfg: HttpConfig,
     ) -> Result<HttpServer, HttpError> {
-        let mem_limit = match cfg.memory_limit {
-            0 => ferry_server::alarms::total_memory_bytes().map_or(u64::MAX, |t| t / 5 * 2),
-            n => n,
-        };
+        let mem_limit = ferry_server::memory_limit(cfg.memory_limit);
         let ctx = Ctx {
             broker,
             registry,

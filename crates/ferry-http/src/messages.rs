@@ -239,7 +239,7 @@ pub async fn get(
     Path((vhost, name)): Path<(String, String)>,
     raw: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let v = common::vhost(&ctx, &caller, &vhost)?;
+    common::vhost(&ctx, &caller, &vhost)?;
     let b = common::object(&raw)?;
     missing(&["count", "ackmode", "encoding"], &b)?;
     let count = b["count"]
@@ -277,8 +277,14 @@ pub async fn get(
                 as usize,
         ),
     };
-    let q = v.queue_for(&name, 0).map_err(|_| ApiError::NotFound)?;
+    let (_, entry) = crate::sources::find(&ctx, &caller, &vhost, &name)?;
     common::authorize(&ctx, &caller, &vhost, Access::Read, Resource::Queue(&name))?;
+    // RabbitMQ answers a get on a stream with 400 and the channel error's
+    // code in the reason: "540 basic.get not supported by stream queues ...".
+    let q = entry.queue("basic.get").map_err(|e| match e.kind() {
+        ferry_core::ErrorKind::NotImplemented => ApiError::BadRequest(format!("540 {e}")),
+        _ => ApiError::from(e),
+    })?;
     let out = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
         let mut out = Vec::new();
         let mut ids = Vec::new();

@@ -57,92 +57,60 @@ struct QueueRow {
 
 type Field = fn(&QueueRow) -> u64;
 
-const QUEUE_FAMILIES: &[(&str, &str, &str, Field)] = &[
-    (
-        "ferry_queue_messages_ready",
-        "gauge",
-        "Messages ready to be delivered to consumers.",
-        |r| r.d.ready,
-    ),
-    (
-        "ferry_queue_messages_unacked",
-        "gauge",
-        "Messages delivered to consumers but not yet acknowledged.",
-        |r| r.d.unacked,
-    ),
-    (
-        "ferry_queue_messages",
-        "gauge",
-        "Messages ready and unacknowledged.",
-        |r| r.d.ready + r.d.unacked,
-    ),
-    (
-        "ferry_queue_messages_ready_bytes",
-        "gauge",
-        "Stored size in bytes of ready messages.",
-        |r| r.d.ready_bytes,
-    ),
-    (
-        "ferry_queue_messages_unacked_bytes",
-        "gauge",
-        "Stored size in bytes of unacknowledged messages.",
-        |r| r.d.unacked_bytes,
-    ),
-    (
-        "ferry_queue_messages_bytes",
-        "gauge",
-        "Stored size in bytes of ready and unacknowledged messages.",
-        |r| r.d.ready_bytes + r.d.unacked_bytes,
-    ),
-    (
-        "ferry_queue_consumers",
-        "gauge",
-        "Consumers on the queue.",
-        |r| r.d.consumers,
-    ),
-    (
-        "ferry_queue_messages_published_total",
-        "counter",
-        "Messages stored in the queue (publishes and dead letters).",
-        |r| r.s.publish,
-    ),
-    (
-        "ferry_queue_messages_delivered_ack_total",
-        "counter",
-        "Messages delivered to consumers in manual acknowledgement mode.",
-        |r| r.s.deliver,
-    ),
-    (
-        "ferry_queue_messages_delivered_total",
-        "counter",
-        "Messages delivered to consumers in automatic acknowledgement mode.",
-        |r| r.s.deliver_no_ack,
-    ),
-    (
-        "ferry_queue_get_ack_total",
-        "counter",
-        "Messages fetched with basic.get in manual acknowledgement mode.",
-        |r| r.s.get,
-    ),
-    (
-        "ferry_queue_get_total",
-        "counter",
-        "Messages fetched with basic.get in automatic acknowledgement mode.",
-        |r| r.s.get_no_ack,
-    ),
-    (
-        "ferry_queue_messages_redelivered_total",
-        "counter",
-        "Messages delivered or fetched again after a requeue.",
-        |r| r.s.redeliver,
-    ),
-    (
-        "ferry_queue_messages_acked_total",
-        "counter",
-        "Messages acknowledged by consumers.",
-        |r| r.s.ack,
-    ),
-];
+/// `(name, type, help, value)` rows, one line each: the exposition is data,
+/// written by one loop.
+macro_rules! families {
+    ($($name:literal $kind:ident $help:literal $f:expr;)*) => {
+        &[$(($name, stringify!($kind), $help, $f),)*]
+    };
+}
+
+const QUEUE_FAMILIES: &[(&str, &str, &str, Field)] = families! {
+    "ferry_queue_messages_ready" gauge "Messages ready to be delivered to consumers." |r| r.d.ready;
+    "ferry_queue_messages_unacked" gauge "Messages delivered to consumers but not yet acknowledged." |r| r.d.unacked;
+    "ferry_queue_messages_delayed" gauge "Messages waiting for a delayed retry (x-retry-delay): neither ready nor unacknowledged." |r| r.d.delayed;
+    "ferry_queue_messages" gauge "Messages in the queue: ready, unacknowledged and waiting for a delayed retry." |r| r.d.ready + r.d.unacked + r.d.delayed;
+    "ferry_queue_messages_ready_bytes" gauge "Stored size in bytes of ready messages." |r| r.d.ready_bytes;
+    "ferry_queue_messages_unacked_bytes" gauge "Stored size in bytes of unacknowledged messages." |r| r.d.unacked_bytes;
+    "ferry_queue_messages_bytes" gauge "Stored size in bytes of ready and unacknowledged messages." |r| r.d.ready_bytes + r.d.unacked_bytes;
+    "ferry_queue_consumers" gauge "Consumers on the queue." |r| r.d.consumers;
+    "ferry_queue_messages_published_total" counter "Messages stored in the queue (publishes and dead letters)." |r| r.s.publish;
+    "ferry_queue_messages_delivered_ack_total" counter "Messages delivered to consumers in manual acknowledgement mode." |r| r.s.deliver;
+    "ferry_queue_messages_delivered_total" counter "Messages delivered to consumers in automatic acknowledgement mode." |r| r.s.deliver_no_ack;
+    "ferry_queue_get_ack_total" counter "Messages fetched with basic.get in manual acknowledgement mode." |r| r.s.get;
+    "ferry_queue_get_total" counter "Messages fetched with basic.get in automatic acknowledgement mode." |r| r.s.get_no_ack;
+    "ferry_queue_messages_redelivered_total" counter "Messages delivered or fetched again after a requeue." |r| r.s.redeliver;
+    "ferry_queue_messages_acked_total" counter "Messages acknowledged by consumers." |r| r.s.ack;
+};
+
+/// Node-wide single-sample families.
+fn node_families(ctx: &Ctx, queues: usize) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+    let conns = ctx.registry.snapshot();
+    let channels: usize = conns.iter().map(|c| c.channels.len()).sum();
+    let consumers: usize = conns
+        .iter()
+        .flat_map(|c| c.channels.iter())
+        .map(|ch| ch.consumers.len())
+        .sum();
+    let alarms = *ctx.alarms.borrow();
+    let n = |x: usize| x as u64;
+    families! {
+        "ferry_queues" gauge "Queues (and streams) on the node." n(queues);
+        "ferry_connections" gauge "Open AMQP connections." n(conns.len());
+        "ferry_channels" gauge "Open AMQP channels." n(channels);
+        "ferry_consumers" gauge "Consumers on the node." n(consumers);
+        "ferry_connection_incoming_bytes" gauge "Bytes received on the open connections." conns.iter().map(|c| c.recv_oct).sum::<u64>();
+        "ferry_connection_outgoing_bytes" gauge "Bytes sent on the open connections." conns.iter().map(|c| c.send_oct).sum::<u64>();
+        "ferry_alarms_memory_used_watermark" gauge "1 while the memory alarm is raised (publishers blocked)." u64::from(alarms.memory);
+        "ferry_alarms_free_disk_space_watermark" gauge "1 while the free disk space alarm is raised (publishers blocked)." u64::from(alarms.disk);
+        "ferry_memory_used_bytes" gauge "Memory the memory alarm compares with its limit (fixed footprint plus bytes held for clients)." ferry_server::memory::used_bytes();
+        "ferry_process_resident_memory_bytes" gauge "Resident set size of the broker process." ferry_server::alarms::rss_bytes().unwrap_or(0);
+        "ferry_resident_memory_limit_bytes" gauge "Memory high watermark (the memory alarm's limit)." ctx.node.mem_limit;
+        "ferry_disk_space_available_bytes" gauge "Free bytes on the data directory's file system." crate::overview::disk_free(ctx);
+        "ferry_disk_space_available_limit_bytes" gauge "Free disk space low watermark." ctx.node.disk_free_limit;
+    }
+    .to_vec()
+}
 
 /// The whole exposition.
 pub fn render(ctx: &Ctx) -> String {
@@ -152,13 +120,11 @@ pub fn render(ctx: &Ctx) -> String {
         let Ok(v) = ctx.broker.vhost(&vname) else {
             continue;
         };
-        let mut qs = v.queues();
-        qs.sort_by(|a, b| a.name().cmp(b.name()));
-        for q in qs {
+        for q in crate::sources::of_vhost(&v) {
             rows.push(QueueRow {
                 labels: format!("vhost=\"{}\",queue=\"{}\"", esc(&vname), esc(q.name())),
-                d: q.depth(),
-                s: q.stats().snapshot(),
+                d: q.depth,
+                s: q.stats,
             });
         }
     }
@@ -168,39 +134,9 @@ pub fn render(ctx: &Ctx) -> String {
             o.sample(name, &r.labels, f(r));
         }
     }
-    let conns = ctx.registry.snapshot();
-    let channels: usize = conns.iter().map(|c| c.channels.len()).sum();
-    let consumers: usize = conns
-        .iter()
-        .flat_map(|c| c.channels.iter())
-        .map(|ch| ch.consumers.len())
-        .sum();
-    o.single("ferry_queues", "gauge", "Queues on the node.", rows.len());
-    o.single(
-        "ferry_connections",
-        "gauge",
-        "Open AMQP connections.",
-        conns.len(),
-    );
-    o.single("ferry_channels", "gauge", "Open AMQP channels.", channels);
-    o.single(
-        "ferry_consumers",
-        "gauge",
-        "Consumers on the node.",
-        consumers,
-    );
-    o.single(
-        "ferry_connection_incoming_bytes",
-        "gauge",
-        "Bytes received on the open connections.",
-        conns.iter().map(|c| c.recv_oct).sum::<u64>(),
-    );
-    o.single(
-        "ferry_connection_outgoing_bytes",
-        "gauge",
-        "Bytes sent on the open connections.",
-        conns.iter().map(|c| c.send_oct).sum::<u64>(),
-    );
+    for (name, kind, help, v) in node_families(ctx, rows.len()) {
+        o.single(name, kind, help, v);
+    }
     let h = ferry_core::metrics::FSYNC.snapshot();
     let name = "ferry_fsync_duration_seconds";
     o.family(
@@ -215,43 +151,6 @@ pub fn render(ctx: &Ctx) -> String {
     o.sample(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
     o.sample(&format!("{name}_sum"), "", h.sum_us as f64 / 1e6);
     o.sample(&format!("{name}_count"), "", h.count);
-    let alarms = *ctx.alarms.borrow();
-    o.single(
-        "ferry_alarms_memory_used_watermark",
-        "gauge",
-        "1 while the memory alarm is raised (publishers blocked).",
-        u8::from(alarms.memory),
-    );
-    o.single(
-        "ferry_alarms_free_disk_space_watermark",
-        "gauge",
-        "1 while the free disk space alarm is raised (publishers blocked).",
-        u8::from(alarms.disk),
-    );
-    o.single(
-        "ferry_process_resident_memory_bytes",
-        "gauge",
-        "Resident set size of the broker process.",
-        ferry_server::alarms::rss_bytes().unwrap_or(0),
-    );
-    o.single(
-        "ferry_resident_memory_limit_bytes",
-        "gauge",
-        "Memory high watermark.",
-        ctx.node.mem_limit,
-    );
-    o.single(
-        "ferry_disk_space_available_bytes",
-        "gauge",
-        "Free bytes on the data directory's file system.",
-        crate::overview::disk_free(ctx),
-    );
-    o.single(
-        "ferry_disk_space_available_limit_bytes",
-        "gauge",
-        "Free disk space low watermark.",
-        ctx.node.disk_free_limit,
-    );
     o.family("ferry_build_info", "gauge", "Ferry version.");
     o.sample(
         "ferry_build_info",

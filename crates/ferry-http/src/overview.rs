@@ -47,6 +47,7 @@ fn exchange_types() -> Value {
 struct Totals {
     ready: u64,
     unacked: u64,
+    delayed: u64,
     queues: usize,
     exchanges: usize,
     consumers: u64,
@@ -58,6 +59,7 @@ fn totals(ctx: &Ctx, caller: &Caller) -> Totals {
     let mut t = Totals {
         ready: 0,
         unacked: 0,
+        delayed: 0,
         queues: 0,
         exchanges: 0,
         consumers: 0,
@@ -66,13 +68,13 @@ fn totals(ctx: &Ctx, caller: &Caller) -> Totals {
     };
     for v in crate::common::visible_vhosts(ctx, caller) {
         t.exchanges += v.exchanges().len();
-        for q in v.queues() {
-            let d = q.depth();
-            t.ready += d.ready;
-            t.unacked += d.unacked;
-            t.consumers += d.consumers;
+        for q in crate::sources::of_vhost(&v) {
+            t.ready += q.depth.ready;
+            t.unacked += q.depth.unacked;
+            t.delayed += q.depth.delayed;
+            t.consumers += q.depth.consumers;
             t.queues += 1;
-            t.stats.add(&q.stats().snapshot());
+            t.stats.add(&q.stats);
             t.rates.add(&ctx.rates.get(v.name(), q.name()));
         }
     }
@@ -103,11 +105,12 @@ pub async fn overview(
         "exchange_types": exchange_types(),
         "message_stats": crate::queues::message_stats(s, &t.rates),
         "queue_totals": {
-            "messages": t.ready + t.unacked,
+            "messages": t.ready + t.unacked + t.delayed,
             "messages_details": rate(t.rates.ready + t.rates.unacked),
             "messages_ready": t.ready, "messages_ready_details": rate(t.rates.ready),
             "messages_unacknowledged": t.unacked,
             "messages_unacknowledged_details": rate(t.rates.unacked),
+            "messages_delayed": t.delayed,
         },
         "object_totals": {
             "connections": conns.len(),
@@ -149,8 +152,11 @@ fn node_json(ctx: &Ctx) -> Value {
         "os_pid": std::process::id().to_string(),
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "uptime": ctx.started.elapsed().as_millis() as u64,
-        "mem_used": ferry_server::alarms::rss_bytes().unwrap_or(0),
+        // What the memory alarm compares with mem_limit (RabbitMQ's
+        // mem_used is its allocator's view, not RSS either).
+        "mem_used": ferry_server::memory::used_bytes(),
         "mem_used_details": rate(0.0),
+        "mem_rss": ferry_server::alarms::rss_bytes().unwrap_or(0),
         "mem_limit": ctx.node.mem_limit,
         "mem_alarm": alarms.memory,
         "disk_free": disk_free(ctx),

@@ -149,9 +149,8 @@ impl RateTable {
             let Ok(v) = broker.vhost(&vname) else {
                 continue;
             };
-            for q in v.queues() {
-                let counts = (q.stats().snapshot(), q.depth());
-                seen.push(((vname.clone(), q.name().to_string()), counts));
+            for q in crate::sources::of_vhost(&v) {
+                seen.push(((vname.clone(), q.name().to_string()), (q.stats, q.depth)));
             }
         }
         let mut t = self.inner.lock();

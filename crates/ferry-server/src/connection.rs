@@ -230,12 +230,19 @@ fn conn_method(m: connection::AMQPMethod) -> AMQPClass {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, id: u64, tls: bool)
-where
+/// `local` is the socket's own address (the listener it came through);
+/// `tls` the handshake's facts of an AMQPS connection.
+pub async fn serve<S>(
+    stream: S,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    shared: Arc<Shared>,
+    id: u64,
+    tls: Option<crate::registry::TlsInfo>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
-    let entry = crate::registry::ConnEntry::new(id, peer);
+    let entry = crate::registry::ConnEntry::new(id, peer, local, tls);
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut reader = Reader {
         rd,
@@ -301,7 +308,7 @@ where
     let end = match tokio::time::timeout_at(deadline, conn.handshake(&mut reader, peer)).await {
         Ok(Ok(())) => {
             let vhost = conn.vhost.as_ref().map_or("", |v| v.name()).to_string();
-            entry.set_identity(&conn.user, &vhost, conn.params.clone(), tls);
+            entry.set_identity(&conn.user, &vhost, conn.params.clone());
             shared.registry.insert(entry.clone());
             conn.run(&mut reader).await
         }

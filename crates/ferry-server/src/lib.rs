@@ -1,9 +1,12 @@
 //! # ferry-server: the AMQP 0-9-1 front end
 //!
-//! Owns listeners (plain and TLS), connections, the AMQP handshake,
-//! per-operation permission checks, channel state machines, content
-//! assembly, delivery tags and acks, publisher confirms and transactions,
-//! heartbeats, limits and shutdown.
+//! Owns listeners (plain, and AMQPS through `tls`: rustls with ring),
+//! connections, the AMQP handshake, per-operation permission checks,
+//! channel state machines, content assembly, delivery tags and acks,
+//! publisher confirms and transactions, heartbeats, limits and shutdown;
+//! resource alarms (`alarms`) and what the memory alarm counts (`memory`:
+//! bytes held for clients, not RSS); the live connection registry the
+//! management API lists and force-closes through (`registry`).
 //!
 //! Must not: hold routing or storage rules (those live in `ferry-core`),
 //! decide who may do what (the core's users and permissions do; channels
@@ -26,6 +29,7 @@ pub mod outbox;
 pub mod properties;
 pub mod registry;
 pub mod tls;
+pub mod tls_info;
 pub mod writer;
 
 pub use config::ServerConfig;
@@ -83,10 +87,7 @@ impl Server {
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
-        let memory_bytes = match config.memory_limit_bytes {
-            0 => alarms::total_memory_bytes().map_or(u64::MAX, |t| t / 5 * 2),
-            n => n,
-        };
+        let memory_bytes = memory_limit(config.memory_limit_bytes);
         let limits = alarms::Limits {
             memory_bytes,
             disk_free_bytes: config.disk_free_limit_bytes,
@@ -97,6 +98,9 @@ impl Server {
             disk_free_limit = limits.disk_free_bytes,
             "resource limits"
         );
+        // Until the monitor's first tick the measure is its base, the RSS
+        // now (so the API never reports 0 used).
+        memory::record_used(alarms::rss_bytes().unwrap_or(0));
         tokio::spawn(alarms::monitor(
             limits,
             broker.clone(),
@@ -110,22 +114,20 @@ impl Server {
             config,
             shutdown: shutdown_rx,
             alarms: alarm_rx,
-            registry: {
-                let r = registry::Registry::new();
-                r.set_local_addr(local_addr);
-                r
-            },
+            registry: registry::Registry::new(),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });
         shared
             .broker
             .on_vhost_deleted(vhost_deleted_hook(&shared.registry));
+        shared
+            .broker
+            .on_user_deleted(user_deleted_hook(&shared.registry));
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), None));
         let amqps = match amqps {
             Some((l, acceptor)) => {
                 let addr = l.local_addr()?;
-                shared.registry.set_tls_local_addr(addr);
                 Some((
                     addr,
                     tokio::spawn(accept_loop(l, shared.clone(), Some(acceptor))),
@@ -234,6 +236,15 @@ async fn expiry_sweeper(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// The memory alarm's limit for a configured `memory_limit` (0 = 40% of
+/// RAM, RabbitMQ's default watermark); the management API reports the same.
+pub fn memory_limit(configured: u64) -> u64 {
+    match configured {
+        0 => alarms::total_memory_bytes().map_or(u64::MAX, |t| t / 5 * 2),
+        n => n,
+    }
+}
+
 /// Closes the connections of a deleted vhost as RabbitMQ does (320
 /// CONNECTION_FORCED "vhost 'v' is down").
 fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::VhostDeletedHook {
@@ -242,8 +253,17 @@ fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker:
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        for c in registry.snapshot().iter().filter(|c| c.vhost == vhost) {
-            registry.force_close(&c.name, &format!("vhost '{vhost}' is down"));
+        registry.close_vhost(vhost, &format!("vhost '{vhost}' is down"));
+    })
+}
+
+/// Closes the connections of a deleted user as RabbitMQ 3.10 does (320
+/// CONNECTION_FORCED "user 'u' is deleted").
+fn user_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::UserDeletedHook {
+    let registry = Arc::downgrade(registry);
+    Arc::new(move |user: &str| {
+        if let Some(registry) = registry.upgrade() {
+            registry.close_user(user, &format!("user '{user}' is deleted"));
         }
     })
 }
@@ -268,18 +288,21 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let s = shared.clone();
         s.live.fetch_add(1, Ordering::AcqRel);
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection::serve(stream, peer, s.clone(), id, false).await,
+                None => connection::serve(stream, (peer, local), s.clone(), id, None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
-                            connection::serve(stream, peer, s.clone(), id, true).await
+                            let info = registry::TlsInfo::of(stream.get_ref().1);
+                            connection::serve(stream, (peer, local), s.clone(), id, Some(info))
+                                .await
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timeout"),

@@ -12,6 +12,7 @@
 //! beyond one relaxed add per socket read.
 
 use crate::channel::delivery::ChannelShared;
+pub use crate::tls_info::TlsInfo;
 use crate::writer::WriterParams;
 use ferry_amqp::{AMQPValue, FieldTable};
 use parking_lot::Mutex;
@@ -26,10 +27,6 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct Registry {
     conns: Mutex<BTreeMap<u64, Arc<ConnEntry>>>,
-    /// Address of the AMQP listener (the right side of connection names).
-    local: Mutex<Option<SocketAddr>>,
-    /// Address of the AMQPS listener, for connections over TLS.
-    local_tls: Mutex<Option<SocketAddr>>,
 }
 
 /// What a registered connection shares with the registry.
@@ -39,6 +36,10 @@ pub struct ConnEntry {
     pub id: u64,
     /// Client address.
     pub peer: SocketAddr,
+    /// The socket's own address (the listener's port).
+    pub local: Option<SocketAddr>,
+    /// Handshake facts of a TLS connection.
+    pub tls: Option<TlsInfo>,
     /// Bytes read from the socket.
     pub recv_oct: AtomicU64,
     force: ForceClose,
@@ -54,8 +55,6 @@ struct Details {
     vhost: String,
     client_properties: Option<FieldTable>,
     connected_at_ms: u64,
-    tls: bool,
-    local: Option<SocketAddr>,
 }
 
 /// A close request from outside (management API), waited on by the
@@ -109,8 +108,8 @@ pub struct ConnSnapshot {
     pub client_properties: Option<FieldTable>,
     /// Unix ms of the handshake's end.
     pub connected_at_ms: u64,
-    /// Over TLS.
-    pub tls: bool,
+    /// Over TLS: the handshake's facts.
+    pub tls: Option<TlsInfo>,
     /// Negotiated frame_max.
     pub frame_max: u32,
     /// Negotiated heartbeat, seconds.
@@ -154,16 +153,6 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    /// Records the AMQP listener's address (for connection names).
-    pub fn set_local_addr(&self, a: SocketAddr) {
-        *self.local.lock() = Some(a);
-    }
-
-    /// Records the AMQPS listener's address.
-    pub fn set_tls_local_addr(&self, a: SocketAddr) {
-        *self.local_tls.lock() = Some(a);
-    }
-
     /// Lists the node's connections, ordered by id.
     pub fn snapshot(&self) -> Vec<ConnSnapshot> {
         let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
@@ -183,27 +172,35 @@ impl Registry {
     /// Asks the connection named `name` to close with 320
     /// CONNECTION_FORCED and `reason`. False if no such connection.
     pub fn force_close(&self, name: &str, reason: &str) -> bool {
+        self.force_close_where(|d| d.name == name, reason) > 0
+    }
+
+    /// Closes (320) every connection of `user`; how many were asked.
+    pub fn close_user(&self, user: &str, reason: &str) -> usize {
+        self.force_close_where(|d| d.user == user, reason)
+    }
+
+    /// Closes (320) every connection on `vhost`; how many were asked.
+    pub fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
+        self.force_close_where(|d| d.vhost == vhost, reason)
+    }
+
+    fn force_close_where(&self, pick: impl Fn(&Details) -> bool, reason: &str) -> usize {
         let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
-        match conns.iter().find(|c| c.details.lock().name == name) {
-            Some(c) => {
-                *c.force.reason.lock() = Some(reason.to_string());
-                c.force.notify.notify_one();
-                true
-            }
-            None => false,
+        let mut n = 0;
+        for c in conns.iter().filter(|c| pick(&c.details.lock())) {
+            *c.force.reason.lock() = Some(reason.to_string());
+            c.force.notify.notify_one();
+            n += 1;
         }
+        n
     }
 
     /// Makes a connection visible (after its handshake).
     pub fn insert(&self, c: Arc<ConnEntry>) {
         {
             let mut d = c.details.lock();
-            let local = match d.tls {
-                true => *self.local_tls.lock(),
-                false => *self.local.lock(),
-            };
-            d.local = local;
-            d.name = match local {
+            d.name = match c.local {
                 Some(l) => format!("{} -> {}", c.peer, l),
                 None => c.peer.to_string(),
             };
@@ -219,11 +216,20 @@ impl Registry {
 }
 
 impl ConnEntry {
-    /// A connection not yet registered.
-    pub fn new(id: u64, peer: SocketAddr) -> Arc<Self> {
+    /// A connection not yet registered: the socket's two ends (the local
+    /// one names the listener it came through, AMQP or AMQPS) and its TLS
+    /// handshake.
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        tls: Option<TlsInfo>,
+    ) -> Arc<Self> {
         Arc::new(ConnEntry {
             id,
             peer,
+            local,
+            tls,
             recv_oct: AtomicU64::new(0),
             force: ForceClose::default(),
             details: Mutex::new(Details::default()),
@@ -238,11 +244,10 @@ impl ConnEntry {
     }
 
     /// Records who the client is, once the handshake is done.
-    pub fn set_identity(&self, user: &str, vhost: &str, params: Arc<WriterParams>, tls: bool) {
+    pub fn set_identity(&self, user: &str, vhost: &str, params: Arc<WriterParams>) {
         let mut d = self.details.lock();
         d.user = user.to_string();
         d.vhost = vhost.to_string();
-        d.tls = tls;
         *self.params.lock() = Some(params);
     }
 
@@ -291,12 +296,12 @@ impl ConnEntry {
             id: self.id,
             name: d.name,
             peer: self.peer,
-            local: d.local,
+            local: self.local,
             user: d.user,
             vhost: d.vhost,
             client_properties: d.client_properties,
             connected_at_ms: d.connected_at_ms,
-            tls: d.tls,
+            tls: self.tls.clone(),
             frame_max,
             heartbeat,
             recv_oct: self.recv_oct.load(Ordering::Relaxed),
@@ -365,8 +370,13 @@ mod tests {
     #[tokio::test]
     async fn force_close_finds_by_name_and_wakes_once() {
         let r = Registry::new();
-        r.set_local_addr(SocketAddr::from(([127, 0, 0, 1], 5672)));
-        let c = ConnEntry::new(7, SocketAddr::from(([127, 0, 0, 1], 5555)));
+        let local = SocketAddr::from(([127, 0, 0, 1], 5672));
+        let c = ConnEntry::new(
+            7,
+            SocketAddr::from(([127, 0, 0, 1], 5555)),
+            Some(local),
+            None,
+        );
         r.insert(c.clone());
         let snap = r.snapshot();
         assert_eq!(snap[0].name, "127.0.0.1:5555 -> 127.0.0.1:5672");
@@ -377,5 +387,20 @@ mod tests {
         assert!(again.is_err(), "a close request is delivered once");
         r.remove(7);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn close_user_and_vhost_pick_their_connections() {
+        let r = Registry::new();
+        let peer = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        for (id, user, vhost) in [(1, "a", "v"), (2, "b", "v"), (3, "a", "w")] {
+            let c = ConnEntry::new(id, peer(6000 + id as u16), Some(peer(5671)), None);
+            c.set_identity(user, vhost, Arc::default());
+            r.insert(c);
+        }
+        assert_eq!(r.close_user("a", "user 'a' is deleted"), 2);
+        assert_eq!(r.close_user("nobody", "x"), 0);
+        assert_eq!(r.close_vhost("v", "vhost 'v' is down"), 2);
+        assert_eq!(r.snapshot()[0].name, "127.0.0.1:6001 -> 127.0.0.1:5671");
     }
 }

@@ -1,5 +1,7 @@
-//! `ferry`: the broker binary. Wiring only: settings, logging, the broker
-//! core, the AMQP listener, signals.
+//! `ferry`: the broker binary. Wiring only: settings (flags, env, TOML),
+//! logging, the broker core, the AMQP and AMQPS listeners, the management
+//! HTTP and metrics listeners, signals, and the `ferry ctl` subcommand
+//! (`ferry-ctl`). Must not hold broker logic: every rule lives in a crate.
 
 mod settings;
 
@@ -214,14 +216,13 @@ fn tls_config(s: &Settings) -> Result<Option<Arc<ferry_server::tls::TlsConfig>>,
     }
 }
 
-/// RabbitMQ's load_definitions: users, vhosts and permissions of a
-/// definitions file, imported at every boot.
+/// RabbitMQ's load_definitions: the whole definitions file (users, vhosts,
+/// permissions, exchanges, queues and streams, bindings), imported at
+/// every boot by the management API's own import.
 fn load_definitions(broker: &Broker, path: &std::path::Path) -> Result<(), RunError> {
     let bad = |e: String| RunError::Config(format!("load_definitions {}: {e}", path.display()));
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let defs: ferry_core::auth::AccessDefs =
-        serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-    broker.import_access(&defs).map_err(|e| bad(e.to_string()))
+    ferry_http::import_document(broker, &text, None).map_err(|e| bad(e.to_string()))
 }
 
 async fn serve(s: Settings) -> Result<(), RunError> {

@@ -16,34 +16,9 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use std::time::{Duration, Instant};
-
-fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-async fn declare_durable(ch: &lapin::Channel, q: &str, a: FieldTable) {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        a,
-    )
-    .await
-    .expect("queue.declare");
-}
 
 async fn declare_delayed(ch: &lapin::Channel, x: &str, kind: &str) -> lapin::Result<()> {
     ch.exchange_declare(
@@ -53,16 +28,9 @@ async fn declare_delayed(ch: &lapin::Channel, x: &str, kind: &str) -> lapin::Res
             durable: true,
             ..Default::default()
         },
-        args(&[("x-delayed-type", s(kind))]),
+        table(&[("x-delayed-type", s(kind))]),
     )
     .await
-}
-
-fn header(d: &lapin::message::Delivery, key: &str) -> Option<AMQPValue> {
-    d.properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(&ShortString::from(key)).cloned())
 }
 
 fn persistent_with_delay(ms: i64) -> BasicProperties {
@@ -101,7 +69,7 @@ async fn waiting_and_held_messages_come_back_on_time_after_kill9() {
     let held_q = "held-q";
     let x = "delayed-x";
     let retry_delay = Duration::from_millis(2500);
-    let retry_args = args(&[(
+    let retry_args = table(&[(
         "x-retry-delay",
         AMQPValue::LongInt(retry_delay.as_millis() as i32),
     )]);

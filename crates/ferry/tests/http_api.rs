@@ -449,3 +449,258 @@ async fn rates_come_from_the_sampler() {
             > 0.0
     );
 }
+
+impl Http {
+    /// The metrics listener's samples.
+    fn samples(&self) -> HashMap<String, f64> {
+        let mut resp = self
+            .agent
+            .get(format!("{}/metrics", self.base))
+            .call()
+            .unwrap();
+        parse_exposition(&resp.body_mut().read_to_string().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn streams_are_queues_to_the_api_metrics_and_definitions() {
+    let Some((broker, api)) = start("streams_are_queues_to_the_api").await else {
+        return;
+    };
+    let s = unique("http-stream");
+    let path = format!("/api/queues/%2F/{s}");
+    let decl = json!({"durable": true, "arguments": {"x-queue-type": "stream"}});
+    assert_eq!(api.req("PUT", &path, Some(decl.clone())).0, 201);
+    assert_eq!(api.req("PUT", &path, Some(decl)).0, 204);
+    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    publish_settled(&ch, &s, &["a", "b", "c"]).await;
+    let (st, info) = api.req("GET", &path, None);
+    assert_eq!(st, 200);
+    assert_eq!(info["type"], "stream");
+    assert_eq!(info["arguments"], json!({"x-queue-type": "stream"}));
+    assert_eq!(
+        (&info["messages"], &info["messages_ready"]),
+        (&json!(3), &json!(3))
+    );
+    assert_eq!(info["messages_unacknowledged"], 0);
+    assert_eq!(info["consumers"], 0);
+    let (_, all) = api.req("GET", "/api/queues/%2F", None);
+    let listed: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"] == s.as_str())
+        .collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["type"], "stream");
+    let (_, binds) = api.req("GET", &format!("{path}/bindings"), None);
+    assert_eq!(binds[0]["source"], "");
+    assert_eq!(binds[0]["routing_key"], s.as_str());
+
+    // basic.get and purge: RabbitMQ's 400s.
+    let get = json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"});
+    let (st, err) = api.req("POST", &format!("{path}/get"), Some(get));
+    assert_eq!(st, 400);
+    let want = format!("540 basic.get not supported by stream queues queue '{s}' in vhost '/'");
+    assert_eq!(err["reason"], want.as_str());
+    let (st, err) = api.req("DELETE", &format!("{path}/contents"), None);
+    assert_eq!(st, 400);
+    assert!(err["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("queue.purge not supported by stream queues"));
+
+    let m = Http::new(&broker.endpoint("metrics").unwrap()).samples();
+    let label = format!("{{vhost=\"/\",queue=\"{s}\"}}");
+    assert_eq!(m[&format!("ferry_queue_messages{label}")], 3.0);
+    assert_eq!(
+        m[&format!("ferry_queue_messages_published_total{label}")],
+        3.0
+    );
+
+    let (_, defs) = api.req("GET", "/api/definitions", None);
+    let exported: Vec<&Value> = defs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"] == s.as_str())
+        .collect();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0]["arguments"]["x-queue-type"], "stream");
+
+    // Deleted, then imported back from the definitions: a stream again.
+    assert_eq!(api.req("DELETE", &path, None).0, 204);
+    assert_eq!(api.req("GET", &path, None).0, 404);
+    let doc = json!({"queues": [{"name": s, "vhost": "/", "durable": true, "auto_delete": false,
+        "arguments": {"x-queue-type": "stream", "x-max-age": "1D"}}]});
+    assert_eq!(api.req("POST", "/api/definitions", Some(doc)).0, 204);
+    let (_, info) = api.req("GET", &path, None);
+    assert_eq!(
+        (&info["type"], &info["messages"]),
+        (&json!("stream"), &json!(0))
+    );
+    assert_eq!(info["arguments"]["x-max-age"], "1D");
+}
+
+#[tokio::test]
+async fn delayed_retries_count_in_messages_not_ready() {
+    let Some((broker, api)) = start("delayed_retries_count_in_messages_not_ready").await else {
+        return;
+    };
+    let q = unique("retryq");
+    let path = format!("/api/queues/%2F/{q}");
+    let decl = json!({"arguments": {"x-retry-delay": 60_000}});
+    assert_eq!(api.req("PUT", &path, Some(decl)).0, 201);
+    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    publish_settled(&ch, &q, &["late", "now"]).await;
+    let got = ch
+        .basic_get(
+            q.as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("a message");
+    got.delivery
+        .acker
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The nack is processed before the next method on the channel answers.
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let (_, info) = api.req("GET", &path, None);
+    assert_eq!(info["messages"], 2, "{info}");
+    assert_eq!(info["messages_ready"], 1);
+    assert_eq!(info["messages_unacknowledged"], 0);
+    assert_eq!(info["messages_delayed"], 1);
+    let (_, ov) = api.req("GET", "/api/overview", None);
+    assert!(ov["queue_totals"]["messages_delayed"].as_u64().unwrap() >= 1);
+    let m = Http::new(&broker.endpoint("metrics").unwrap()).samples();
+    let label = format!("{{vhost=\"/\",queue=\"{q}\"}}");
+    assert_eq!(m[&format!("ferry_queue_messages_delayed{label}")], 1.0);
+    assert_eq!(m[&format!("ferry_queue_messages{label}")], 2.0);
+    assert_eq!(m[&format!("ferry_queue_messages_ready{label}")], 1.0);
+}
+
+#[tokio::test]
+async fn memory_is_the_alarm_measure_against_its_limit() {
+    let limit = "3000000000";
+    let Some(broker) = Broker::start_with_env(
+        "memory_is_the_alarm_measure",
+        &[("FERRY_MEMORY_LIMIT", limit)],
+    )
+    .await
+    else {
+        return;
+    };
+    let api = Http::new(&broker.endpoint("http").unwrap());
+    let (_, nodes) = api.req("GET", "/api/nodes", None);
+    let n = &nodes[0];
+    assert_eq!(n["mem_limit"].as_u64(), limit.parse().ok());
+    let (used, rss) = (
+        n["mem_used"].as_u64().unwrap(),
+        n["mem_rss"].as_u64().unwrap(),
+    );
+    assert!(used > 0 && rss > 0, "{n}");
+    let m = Http::new(&broker.endpoint("metrics").unwrap()).samples();
+    assert_eq!(m["ferry_resident_memory_limit_bytes"], 3e9);
+    assert!(m["ferry_memory_used_bytes"] > 0.0);
+}
+
+#[tokio::test]
+async fn load_definitions_imports_the_whole_topology() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("definitions.json");
+    let defs = json!({
+        "rabbit_version": "3.10.8",
+        "users": [{"name": "loader", "password_hash": "", "hashing_algorithm":
+            "rabbit_password_hashing_sha256", "tags": ["management"], "limits": {}}],
+        "vhosts": [{"name": "defs-vh", "limits": [], "metadata": {"description": ""}}],
+        "permissions": [{"user": "guest", "vhost": "defs-vh", "configure": ".*", "write": ".*", "read": ".*"},
+            {"user": "loader", "vhost": "defs-vh", "configure": "", "write": "", "read": "^orders$"}],
+        "topic_permissions": [], "parameters": [], "global_parameters": [], "policies": [],
+        "exchanges": [{"name": "ingress", "vhost": "defs-vh", "type": "topic", "durable": true,
+            "auto_delete": false, "internal": false, "arguments": {}}],
+        "queues": [{"name": "orders", "vhost": "defs-vh", "durable": true, "auto_delete": false,
+                "arguments": {"x-max-length": 100}},
+            {"name": "audit", "vhost": "defs-vh", "durable": true, "auto_delete": false,
+                "arguments": {"x-queue-type": "stream"}}],
+        "bindings": [{"source": "ingress", "vhost": "defs-vh", "destination": "orders",
+            "destination_type": "queue", "routing_key": "order.*", "arguments": {}},
+            {"source": "ingress", "vhost": "defs-vh", "destination": "audit",
+            "destination_type": "queue", "routing_key": "#", "arguments": {}}]
+    });
+    std::fs::write(&file, defs.to_string()).unwrap();
+    let Some(broker) = Broker::start_with_env(
+        "load_definitions_imports_the_whole_topology",
+        &[("FERRY_LOAD_DEFINITIONS", file.to_str().unwrap())],
+    )
+    .await
+    else {
+        return;
+    };
+    let api = Http::new(&broker.endpoint("http").unwrap());
+    let (_, user) = api.req("GET", "/api/users/loader", None);
+    assert_eq!(user["tags"], json!(["management"]));
+    let (_, perm) = api.req("GET", "/api/permissions/defs-vh/loader", None);
+    assert_eq!(perm["read"], "^orders$");
+    let (_, x) = api.req("GET", "/api/exchanges/defs-vh/ingress", None);
+    assert_eq!(x["type"], "topic");
+    let (_, audit) = api.req("GET", "/api/queues/defs-vh/audit", None);
+    assert_eq!(audit["type"], "stream");
+    // The binding routes: an AMQP publish to the exchange lands in the queue.
+    let url = broker.amqp_url().replace("/%2f", "/defs-vh");
+    let (_conn, ch) = connect_channel(&url).await;
+    common::publish(&ch, "ingress", "order.new", b"o1").await;
+    common::publish(&ch, "ingress", "other", b"o2").await;
+    assert_eq!(
+        common::drain_get(&ch, "orders").await,
+        vec!["o1".to_string()]
+    );
+    let (_, orders) = api.req("GET", "/api/queues/defs-vh/orders", None);
+    assert_eq!(orders["arguments"]["x-max-length"], 100);
+    let (_, audit) = api.req("GET", "/api/queues/defs-vh/audit", None);
+    assert_eq!(audit["messages"], 2);
+}
+
+#[tokio::test]
+async fn deleting_a_user_closes_its_connections() {
+    let Some((broker, api)) = start("deleting_a_user_closes_its_connections").await else {
+        return;
+    };
+    let user = json!({"password": "pw", "tags": ""});
+    assert_eq!(api.req("PUT", "/api/users/doomed", Some(user)).0, 201);
+    let perm = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    assert_eq!(
+        api.req("PUT", "/api/permissions/%2F/doomed", Some(perm)).0,
+        201
+    );
+    let url = broker.amqp_url().replace("guest:guest", "doomed:pw");
+    let (conn, ch) = connect_channel(&url).await;
+    let (_guest, _gch) = connect_channel(&broker.amqp_url()).await;
+    assert_eq!(api.req("DELETE", "/api/users/doomed", None).0, 204);
+    let err = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = ch.basic_qos(1, BasicQosOptions::default()).await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the deleted user's connection stayed open");
+    assert_eq!(
+        common::amqp_error(&err),
+        (
+            320,
+            "CONNECTION_FORCED - user 'doomed' is deleted".to_string()
+        )
+    );
+    assert!(!conn.status().connected());
+    // Other users' connections stay.
+    let (_, conns) = api.req("GET", "/api/connections", None);
+    assert_eq!(conns.as_array().unwrap().len(), 1, "{conns}");
+    assert_eq!(conns[0]["user"], "guest");
+}

@@ -7,21 +7,9 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use std::time::{Duration, Instant};
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 async fn declare(ch: &lapin::Channel, prefix: &str, a: FieldTable) -> String {
     let q = unique(prefix);
@@ -54,7 +42,7 @@ async fn pipelined_confirms_nack_exactly_what_a_full_queue_refused() {
     let q = declare(
         &ch,
         "reject-publish",
-        args(&[
+        table(&[
             ("x-max-length", AMQPValue::LongInt(3)),
             ("x-overflow", s("reject-publish")),
         ]),
@@ -101,7 +89,7 @@ async fn dead_lettered_headers_carry_rabbitmq_field_types() {
     let src = declare(
         &ch,
         "src",
-        args(&[
+        table(&[
             ("x-dead-letter-exchange", s("")),
             ("x-dead-letter-routing-key", s(&dead)),
         ]),
@@ -187,7 +175,7 @@ async fn a_rejection_in_a_transaction_dead_letters_at_commit_only() {
     let src = declare(
         &ch,
         "src",
-        args(&[
+        table(&[
             ("x-dead-letter-exchange", s("")),
             ("x-dead-letter-routing-key", s(&dead)),
         ]),
@@ -234,7 +222,7 @@ async fn a_ttl_queue_delays_a_message_until_its_deadline() {
     let wait = declare(
         &ch,
         "wait",
-        args(&[
+        table(&[
             ("x-message-ttl", AMQPValue::LongInt(300)),
             ("x-dead-letter-exchange", s("")),
             ("x-dead-letter-routing-key", s(&work)),

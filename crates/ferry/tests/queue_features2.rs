@@ -12,27 +12,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use std::time::{Duration, Instant};
 
-fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-async fn declare_durable(ch: &lapin::Channel, q: &str, a: FieldTable) {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        a,
-    )
-    .await
-    .expect("queue.declare");
-}
-
 fn persistent(priority: u8) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
@@ -79,7 +58,7 @@ async fn a_spilled_priority_backlog_survives_kill9_in_order() {
         return;
     };
     let q = "prio-backlog";
-    let a = args(&[("x-max-priority", AMQPValue::ShortShortUInt(9))]);
+    let a = table(&[("x-max-priority", AMQPValue::ShortShortUInt(9))]);
     let n = 12_000;
     {
         let conn = connect(&broker.amqp_url()).await;
@@ -122,7 +101,7 @@ async fn delivery_count_header_type_and_consumer_priority_through_lapin() {
     declare_durable(
         &ch,
         &q,
-        args(&[
+        table(&[
             (
                 "x-queue-type",
                 AMQPValue::LongString(LongString::from("quorum")),
@@ -139,7 +118,7 @@ async fn delivery_count_header_type_and_consumer_priority_through_lapin() {
             q.as_str().into(),
             "".into(),
             BasicConsumeOptions::default(),
-            args(&[("x-priority", AMQPValue::LongInt(3))]),
+            table(&[("x-priority", AMQPValue::LongInt(3))]),
         )
         .await
         .unwrap();
@@ -200,7 +179,7 @@ async fn an_expiring_queue_gets_its_full_x_expires_after_a_kill9() {
     {
         let conn = connect(&broker.amqp_url()).await;
         let ch = conn.create_channel().await.unwrap();
-        declare_durable(&ch, q, args(&[("x-expires", AMQPValue::LongInt(1500))])).await;
+        declare_durable(&ch, q, table(&[("x-expires", AMQPValue::LongInt(1500))])).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     broker.kill9().await;

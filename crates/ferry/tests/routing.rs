@@ -9,18 +9,6 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
 
-fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
-
 #[tokio::test]
 async fn direct_exchange_routes_by_exact_key_to_every_matching_queue() {
     let broker = Broker::start().await;

@@ -83,11 +83,23 @@ impl Broker {
     }
 
     /// Deletes a user and its permissions (`NotFound` if absent).
+    /// Its open connections are closed by the hooks (see
+    /// [`Broker::on_user_deleted`]).
     pub fn delete_user(&self, name: &str) -> Result<()> {
         self.update_users(|u| match u.remove(name) {
             true => Ok(()),
             false => Err(not_found(format!("user '{name}' not found"))),
-        })
+        })?;
+        let hooks: Vec<super::UserDeletedHook> = self.user_hooks.lock().clone();
+        for h in hooks {
+            h(name);
+        }
+        Ok(())
+    }
+
+    /// Registers a callback run after a user is deleted.
+    pub fn on_user_deleted(&self, hook: super::UserDeletedHook) {
+        self.user_hooks.lock().push(hook);
     }
 
     /// Sets a user's permissions in a vhost; `NotFound` for an unknown

@@ -216,15 +216,6 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
     }
 }
 
-/// The value's text if it is a string (long or short) holding UTF-8.
-pub(crate) fn as_str(v: &AMQPValue) -> Option<&str> {
-    match v {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
 /// RabbitMQ's `type_class/1`, used when comparing redeclared arguments.
 #[derive(PartialEq, Eq)]
 enum TypeClass {
@@ -426,8 +417,8 @@ mod tests {
             "the value '7' of type 'long'"
         );
         assert_eq!(describe_bare(&V::Double(1.0)), "'1.0'");
-        assert_eq!(as_str(&s("x")), Some("x"));
-        assert_eq!(as_str(&V::LongString(vec![0xff].into())), None);
-        assert_eq!(as_str(&V::LongLongInt(1)), None);
+        assert_eq!(crate::xargs::text(&s("x")), Some("x"));
+        assert_eq!(crate::xargs::text(&V::LongString(vec![0xff].into())), None);
+        assert_eq!(crate::xargs::text(&V::LongLongInt(1)), None);
     }
 }

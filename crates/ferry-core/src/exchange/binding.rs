@@ -131,16 +131,9 @@ mod arc_str {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::test_support::table as args;
     use amq_protocol_types::AMQPValue;
     use std::collections::{BTreeSet, HashSet};
-
-    fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
 
     #[test]
     fn identity_is_destination_key_and_arguments() {

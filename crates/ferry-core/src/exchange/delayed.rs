@@ -17,6 +17,7 @@
 //! Holding (durably) is the vhost's job: `delayed_store`.
 
 use super::kind::ExchangeKind;
+use crate::xargs::{int, text};
 use amq_protocol_types::{AMQPValue, FieldTable};
 
 /// The exchange type's wire name.
@@ -37,11 +38,7 @@ pub const BAD_DELAYED_TYPE: &str =
 /// error is the 406 text. `x-delayed-type` may not itself be
 /// `x-delayed-message`.
 pub fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind, &'static str> {
-    let name = match arguments.inner().get(DELAYED_TYPE_ARG) {
-        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
-        Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
-        _ => None,
-    };
+    let name = arguments.inner().get(DELAYED_TYPE_ARG).and_then(text);
     match name.and_then(ExchangeKind::parse) {
         Some(ExchangeKind::DelayedMessage) | None => Err(BAD_DELAYED_TYPE),
         Some(k) => Ok(k),
@@ -59,25 +56,15 @@ pub fn routing_kind(kind: ExchangeKind, arguments: &FieldTable) -> ExchangeKind 
 }
 
 fn delay_value(v: &AMQPValue) -> Option<i128> {
-    use AMQPValue as V;
-    Some(match v {
-        V::ShortShortInt(x) => i128::from(*x),
-        V::ShortShortUInt(x) => i128::from(*x),
-        V::ShortInt(x) => i128::from(*x),
-        V::ShortUInt(x) => i128::from(*x),
-        V::LongInt(x) => i128::from(*x),
-        V::LongUInt(x) => i128::from(*x),
-        V::LongLongInt(x) => i128::from(*x),
-        V::Float(x) => float_ms(f64::from(*x))?,
-        V::Double(x) => float_ms(*x)?,
-        V::LongString(s) => std::str::from_utf8(s.as_bytes())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?,
-        V::ShortString(s) => s.as_str().trim().parse().ok()?,
-        _ => return None,
-    })
+    if let Some(n) = int(v) {
+        return Some(n);
+    }
+    match v {
+        AMQPValue::Float(x) => float_ms(f64::from(*x)),
+        AMQPValue::Double(x) => float_ms(*x),
+        // The plugin also takes the delay as a string of digits.
+        v => text(v)?.trim().parse().ok(),
+    }
 }
 
 fn float_ms(x: f64) -> Option<i128> {

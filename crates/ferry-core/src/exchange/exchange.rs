@@ -163,7 +163,7 @@ impl Exchange {
         self.arguments
             .inner()
             .get(ALTERNATE_EXCHANGE)
-            .and_then(args::as_str)
+            .and_then(crate::xargs::text)
     }
 
     /// Appends to `out` where this exchange alone sends a message with this

@@ -4,19 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use amq_protocol_types::{AMQPValue, LongString};
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
+use crate::test_support::{s, table};
+use amq_protocol_types::AMQPValue;
 
 fn ex(kind: ExchangeKind) -> Exchange {
     Exchange::new("x", kind, true, false, false, FieldTable::default())

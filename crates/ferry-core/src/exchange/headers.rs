@@ -39,7 +39,11 @@ impl XMatch {
     /// lenient: a missing or unrecognized `x-match` means `All` (bindings
     /// are checked with [`validate_binding_arguments`] when created).
     pub fn of(arguments: &FieldTable) -> Self {
-        match arguments.inner().get("x-match").and_then(args::as_str) {
+        match arguments
+            .inner()
+            .get("x-match")
+            .and_then(crate::xargs::text)
+        {
             Some("any") => XMatch::Any,
             Some("all-with-x") => XMatch::AllWithX,
             Some("any-with-x") => XMatch::AnyWithX,
@@ -158,7 +162,7 @@ pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), InvalidB
     let Some(v) = arguments.inner().get("x-match") else {
         return Ok(());
     };
-    match args::as_str(v) {
+    match crate::xargs::text(v) {
         Some("all" | "any" | "all-with-x" | "any-with-x") => Ok(()),
         Some(other) => Err(InvalidBinding::XMatchValue(other.to_string())),
         None => match v {
@@ -178,19 +182,7 @@ pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), InvalidB
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
-
-    fn s(x: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(x))
-    }
-
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
+    use crate::test_support::{s, table};
 
     /// (binding arguments, message headers, expected match)
     type Case = (FieldTable, Option<FieldTable>, bool);

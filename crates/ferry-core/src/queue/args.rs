@@ -4,6 +4,10 @@
 //! Checked at declaration with RabbitMQ 3.10's rules and error texts;
 //! parsed once when the queue opens (arguments never change afterwards).
 
+use crate::xargs::{
+    self, check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,
+    unacceptable,
+};
 use amq_protocol_types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 
@@ -70,53 +74,6 @@ pub struct QueueArgs {
 /// queue.declare with it is refused.
 pub const HOLD_ARG: &str = "x-ferry-delayed-exchange";
 
-fn int_value(v: &AMQPValue) -> Option<i128> {
-    use AMQPValue as V;
-    Some(match v {
-        V::ShortShortInt(x) => i128::from(*x),
-        V::ShortShortUInt(x) => i128::from(*x),
-        V::ShortInt(x) => i128::from(*x),
-        V::ShortUInt(x) => i128::from(*x),
-        V::LongInt(x) => i128::from(*x),
-        V::LongUInt(x) => i128::from(*x),
-        V::LongLongInt(x) => i128::from(*x),
-        _ => return None,
-    })
-}
-
-fn str_value(v: &AMQPValue) -> Option<&str> {
-    match v {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
-fn is_longstr(v: &AMQPValue) -> bool {
-    matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
-}
-
-fn non_negative(v: &AMQPValue) -> Option<u64> {
-    int_value(v).and_then(|n| u64::try_from(n).ok())
-}
-
-/// RabbitMQ's `check_int_arg`: the reason term as `~p` prints it.
-fn check_int(v: &AMQPValue) -> Result<i128, String> {
-    int_value(v).ok_or_else(|| {
-        format!(
-            "\"expected integer, got {}\"",
-            crate::exchange::type_name(v)
-        )
-    })
-}
-
-fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
-    match check_int(v)? {
-        n if n < 0 => Err(format!("{{value_negative,{n}}}")),
-        _ => Ok(()),
-    }
-}
-
 fn check_ttl(v: &AMQPValue) -> Result<(), String> {
     match check_int(v)? {
         n if n > i128::from(MAX_EXPIRY_MS) => Err(format!("{{value_too_large,{n}}}")),
@@ -126,9 +83,9 @@ fn check_ttl(v: &AMQPValue) -> Result<(), String> {
 }
 
 fn check_overflow(v: &AMQPValue) -> Result<(), String> {
-    match str_value(v) {
+    match text(v) {
         Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
-        _ if is_longstr(v) => Err("invalid_overflow".into()),
+        _ if is_string(v) => Err("invalid_overflow".into()),
         _ => Err(unacceptable(v)),
     }
 }
@@ -148,18 +105,11 @@ fn check_max_priority(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
-fn check_bool(v: &AMQPValue) -> Result<(), String> {
-    match v {
-        AMQPValue::Boolean(_) => Ok(()),
-        _ => Err(unacceptable(v)),
-    }
-}
-
 /// The queue types a declaration may name.
 const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
 
 fn check_queue_type(v: &AMQPValue) -> Result<(), String> {
-    match str_value(v) {
+    match text(v) {
         Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
         Some(t) => Err(format!("\"unsupported queue type '{t}'\"")),
         None => Err(unacceptable(v)),
@@ -170,10 +120,6 @@ fn check_queue_type(v: &AMQPValue) -> Result<(), String> {
 /// 3.10 does ("… of queue type rabbit_quorum_queue").
 const CLASSIC_ONLY: [&str; 2] = ["x-max-priority", "x-queue-mode"];
 
-fn unacceptable(v: &AMQPValue) -> String {
-    format!("{{unacceptable_type,{}}}", crate::exchange::type_name(v))
-}
-
 impl QueueArgs {
     /// Checks the arguments of a new queue as RabbitMQ 3.10 does; the
     /// error is the reply text after `PRECONDITION_FAILED - `. Arguments
@@ -183,11 +129,11 @@ impl QueueArgs {
         let rs = format!("queue '{queue}' in vhost '{vhost}'");
         // The queue type is resolved before the other arguments are checked.
         if let Some(v) = a.get("x-queue-type") {
-            check_queue_type(v).map_err(|e| format!("invalid arg 'x-queue-type' for {rs}: {e}"))?;
+            check_queue_type(v).map_err(|e| invalid_arg("x-queue-type", &rs, &e))?;
         }
         // rabbit_channel resolves the DLX name before declaring.
         if let Some(v) = a.get("x-dead-letter-exchange") {
-            if !is_longstr(v) {
+            if !is_string(v) {
                 return Err(format!(
                     "invalid type '{}' for arg 'x-dead-letter-exchange' in {rs}",
                     crate::exchange::type_name(v)
@@ -198,7 +144,7 @@ impl QueueArgs {
         let has_dlx = a.contains_key("x-dead-letter-exchange");
         type Check<'f> = &'f dyn Fn(&AMQPValue) -> Result<(), String>;
         let dlrk = |v: &AMQPValue| -> Result<(), String> {
-            if !is_longstr(v) {
+            if !is_string(v) {
                 return Err(unacceptable(v));
             }
             if has_dlx {
@@ -222,7 +168,7 @@ impl QueueArgs {
         ];
         for (key, check) in checks {
             if let Some(v) = a.get(key) {
-                check(v).map_err(|e| format!("invalid arg '{key}' for {rs}: {e}"))?;
+                check(v).map_err(|e| invalid_arg(key, &rs, &e))?;
             }
         }
         super::retry::RetryPolicy::validate(args, &rs)?;
@@ -231,10 +177,7 @@ impl QueueArgs {
                 "invalid arg '{HOLD_ARG}' for {rs}: \"reserved for delayed exchanges\""
             ));
         }
-        let qtype = a
-            .get("x-queue-type")
-            .and_then(str_value)
-            .unwrap_or("classic");
+        let qtype = a.get("x-queue-type").and_then(text).unwrap_or("classic");
         if qtype != "classic" {
             if let Some(key) = CLASSIC_ONLY.iter().find(|k| a.contains_key(**k)) {
                 return Err(format!(
@@ -260,23 +203,12 @@ impl QueueArgs {
         let qtype = args
             .inner()
             .get("x-queue-type")
-            .and_then(str_value)
+            .and_then(text)
             .unwrap_or("classic");
         if qtype == "classic" {
             return Ok(());
         }
-        let bad = if auto_delete {
-            "auto-delete"
-        } else if exclusive {
-            "exclusive-owner"
-        } else if !durable {
-            "non-durable"
-        } else {
-            return Ok(());
-        };
-        Err(format!(
-            "invalid property '{bad}' for queue '{queue}' in vhost '{vhost}'"
-        ))
+        xargs::check_replicated_declaration(queue, vhost, durable, exclusive, auto_delete)
     }
 
     /// The arguments of a declared queue (validated at declaration; values
@@ -284,9 +216,9 @@ impl QueueArgs {
     pub fn parse(args: &FieldTable) -> QueueArgs {
         let a = args.inner();
         let num = |k: &str| a.get(k).and_then(non_negative);
-        let text = |k: &str| a.get(k).and_then(str_value).map(Arc::from);
-        let quorum = a.get("x-queue-type").and_then(str_value) == Some("quorum");
-        let delivery_limit = match a.get("x-delivery-limit").and_then(int_value) {
+        let name = |k: &str| a.get(k).and_then(text).map(Arc::from);
+        let quorum = a.get("x-queue-type").and_then(text) == Some("quorum");
+        let delivery_limit = match a.get("x-delivery-limit").and_then(int) {
             Some(n) => u64::try_from(n).ok(),
             None if quorum => Some(QUORUM_DELIVERY_LIMIT),
             None => None,
@@ -306,13 +238,13 @@ impl QueueArgs {
             message_ttl: num("x-message-ttl"),
             max_length: num("x-max-length"),
             max_length_bytes: num("x-max-length-bytes"),
-            overflow: match a.get("x-overflow").and_then(str_value) {
+            overflow: match a.get("x-overflow").and_then(text) {
                 Some("reject-publish") => Overflow::RejectPublish,
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
-            dead_letter_exchange: text("x-dead-letter-exchange"),
-            dead_letter_routing_key: text("x-dead-letter-routing-key"),
+            dead_letter_exchange: name("x-dead-letter-exchange"),
+            dead_letter_routing_key: name("x-dead-letter-routing-key"),
         }
     }
 
@@ -354,7 +286,11 @@ pub fn consumer_priority(args: &FieldTable, queue: &str, vhost: &str) -> Result<
         Some(v) => check_int(v)
             .map(|n| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX }))
             .map_err(|e| {
-                format!("invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': {e}")
+                invalid_arg(
+                    "x-priority",
+                    &format!("queue '{queue}' in vhost '{vhost}'"),
+                    &e,
+                )
             }),
     }
 }
@@ -363,19 +299,7 @@ pub fn consumer_priority(args: &FieldTable, queue: &str, vhost: &str) -> Result<
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
-
-    fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in items {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
-
-    fn s(x: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(x))
-    }
+    use crate::test_support::{s, table};
 
     #[test]
     fn parse_reads_what_the_queue_acts_on() {

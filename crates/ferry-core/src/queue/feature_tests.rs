@@ -3,131 +3,27 @@
 //! survives a restart, and (through a whole broker) x-death and cycles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
 use super::record::{self, Record};
 use super::*;
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock, NEVER};
 use crate::message::Message;
-use crate::syncer::Syncer;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use crate::test_support::{
+    broker, drain as bodies, headers_of, message, s, spec, table as args, Fixture, JsonCodec,
+    Taker, T0,
+};
+use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::{Log, LogConfig, SimIo};
-use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const T0: u64 = 1_700_000_000_000;
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
-    QueueSpec {
-        name: Arc::from(name),
-        durable,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments,
-    }
-}
-
 fn msg(body: &str, expiration_ms: Option<u64>) -> Arc<Message> {
     Arc::new(Message {
-        exchange: Arc::from(""),
-        routing_key: Arc::from("q"),
-        properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        persistent: true,
         expiration_ms,
+        ..message(body, true)
     })
-}
-
-/// Collects dead letters instead of routing them.
-#[derive(Debug, Default)]
-struct Letters(Mutex<Vec<DeadLetter>>);
-
-impl DeadLetterRouter for Letters {
-    fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        self.0.lock().extend(letters);
-    }
-}
-
-impl Letters {
-    fn take(&self) -> Vec<(String, Reason)> {
-        std::mem::take(&mut *self.0.lock())
-            .into_iter()
-            .map(|d| {
-                (
-                    String::from_utf8_lossy(&d.message.body).into_owned(),
-                    d.reason,
-                )
-            })
-            .collect()
-    }
-}
-
-struct Fixture {
-    io: SimIo,
-    clock: Arc<ManualClock>,
-    letters: Arc<Letters>,
-    router: Arc<dyn DeadLetterRouter>,
-    syncer: Arc<Syncer>,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let letters = Arc::new(Letters::default());
-        Fixture {
-            io: SimIo::new(),
-            clock: ManualClock::new(T0),
-            router: letters.clone(),
-            letters,
-            syncer: Syncer::start(1).unwrap(),
-        }
-    }
-
-    fn env(&self) -> QueueEnv {
-        let mut env = QueueEnv::new(
-            self.io.shared(),
-            self.syncer.clone(),
-            LogConfig {
-                segment_bytes: 1 << 20,
-                ..LogConfig::default()
-            },
-            1 << 20,
-        )
-        .with_clock(self.clock.clone());
-        env.dead_letters = Some(Arc::downgrade(&self.router));
-        env
-    }
-
-    fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
-        Queue::open(
-            spec("q", true, args(a)),
-            Arc::from("/"),
-            PathBuf::from("/data/q"),
-            self.env(),
-        )
-        .unwrap()
-    }
-}
-
-fn bodies(q: &Queue) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some((d, _)) = q.get(true).unwrap() {
-        out.push(String::from_utf8_lossy(&d.message.body).into_owned());
-    }
-    out
 }
 
 /// The Drop records in the queue's log, as (reason, ids).
@@ -198,7 +94,7 @@ fn expired_heads_are_skipped_by_consumers_but_a_fresh_message_reaches_a_waiting_
     let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(0))]);
     q.publish(&msg("nobody waits", None), None).unwrap();
     assert_eq!(q.counts().0, 0, "TTL 0 and no consumer: dropped at once");
-    let taker = super::tests::Taker::new(10);
+    let taker = Taker::new(10);
     q.consume(Arc::from("c"), taker.clone(), true, false)
         .unwrap();
     q.publish(&msg("taken", None), None).unwrap();
@@ -208,7 +104,7 @@ fn expired_heads_are_skipped_by_consumers_but_a_fresh_message_reaches_a_waiting_
     let q2q = q2.open(&[("x-message-ttl", AMQPValue::LongInt(10))]);
     q2q.publish(&msg("old", None), None).unwrap();
     q2.clock.advance(10);
-    let t2 = super::tests::Taker::new(10);
+    let t2 = Taker::new(10);
     q2q.consume(Arc::from("c"), t2.clone(), true, false)
         .unwrap();
     q2q.dispatch();
@@ -426,7 +322,7 @@ fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
         env,
     )
     .unwrap();
-    let taker = super::tests::Taker::new(2);
+    let taker = Taker::new(2);
     q.consume(Arc::from("c"), taker.clone(), false, false)
         .unwrap();
     for b in ["a", "b", "c"] {
@@ -441,34 +337,6 @@ fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
 }
 
 // ----- through a broker: x-death, routing, cycles ------------------------
-
-/// Properties as JSON, so core tests need no AMQP codec.
-#[derive(Debug)]
-struct JsonCodec;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JsonProps {
-    #[serde(with = "crate::exchange::table_serde")]
-    headers: FieldTable,
-    expiration: Option<String>,
-}
-
-impl PropertyCodec for JsonCodec {
-    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
-        let p: JsonProps = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
-        Ok(HeaderEdit {
-            headers: Some(p.headers),
-            expiration: p.expiration,
-        })
-    }
-    fn write(&self, _raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
-        let p = JsonProps {
-            headers: e.headers.clone().unwrap_or_default(),
-            expiration: e.expiration.clone(),
-        };
-        Ok(Bytes::from(serde_json::to_vec(&p).unwrap()))
-    }
-}
 
 fn props(headers: FieldTable, expiration: Option<&str>) -> Bytes {
     JsonCodec
@@ -491,13 +359,7 @@ struct World {
 impl World {
     fn new() -> Self {
         let clock = ManualClock::new(T0);
-        let broker = Broker::open_with_clock(
-            BrokerConfig::new(PathBuf::from("/data")),
-            SimIo::new().shared(),
-            clock.clone(),
-        )
-        .unwrap();
-        broker.set_property_codec(Arc::new(JsonCodec));
+        let broker = broker(&SimIo::new(), &clock);
         let vhost = broker.vhost("/").unwrap();
         World {
             clock,
@@ -528,14 +390,6 @@ impl World {
             q.publish(&m, None).unwrap();
         }
     }
-}
-
-fn headers_of(d: &Delivery) -> FieldTable {
-    JsonCodec
-        .read(&d.message.properties)
-        .unwrap()
-        .headers
-        .unwrap()
 }
 
 fn death_summary(h: &FieldTable) -> Vec<(String, String)> {

@@ -4,160 +4,30 @@
 //! what the log says.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::Reason;
 use super::record::{self, Record};
-use super::tests::Taker;
 use super::*;
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock};
 use crate::message::Message;
-use crate::syncer::Syncer;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
-use bytes::Bytes;
+use crate::test_support::{
+    body_of, broker, drain as bodies, headers_of, message, s, spec, table as args, Fixture,
+    JsonProps, Taker, T0,
+};
+use amq_protocol_types::AMQPValue;
 use ferry_log::{Log, LogConfig, SimIo};
-use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const T0: u64 = 1_700_000_000_000;
-
-/// Properties as JSON (priority and headers), so core tests need no AMQP
-/// codec.
-#[derive(Debug)]
-struct TestCodec;
-
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Props {
-    priority: Option<u8>,
-    #[serde(with = "crate::exchange::table_serde", default)]
-    headers: FieldTable,
-}
-
-fn parse(raw: &[u8]) -> Props {
-    serde_json::from_slice(raw).unwrap_or_default()
-}
-
-impl PropertyCodec for TestCodec {
-    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
-        Ok(HeaderEdit {
-            headers: Some(parse(raw).headers),
-            expiration: None,
-        })
-    }
-    fn write(&self, raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
-        let p = Props {
-            priority: parse(raw).priority,
-            headers: e.headers.clone().unwrap_or_default(),
-        };
-        Ok(Bytes::from(serde_json::to_vec(&p).unwrap()))
-    }
-    fn priority(&self, raw: &[u8]) -> Option<u8> {
-        parse(raw).priority
-    }
-}
-
-fn args(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
-    QueueSpec {
-        name: Arc::from(name),
-        durable,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments,
-    }
-}
-
 fn msg(body: &str, priority: Option<u8>) -> Arc<Message> {
-    let p = Props {
+    let p = JsonProps {
         priority,
-        headers: FieldTable::default(),
+        ..JsonProps::default()
     };
     Arc::new(Message {
-        exchange: Arc::from(""),
-        routing_key: Arc::from("q"),
-        properties: Bytes::from(serde_json::to_vec(&p).unwrap()),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        persistent: true,
-        expiration_ms: None,
+        properties: p.encode(),
+        ..message(body, true)
     })
-}
-
-#[derive(Debug, Default)]
-struct Letters(Mutex<Vec<DeadLetter>>);
-
-impl DeadLetterRouter for Letters {
-    fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        self.0.lock().extend(letters);
-    }
-}
-
-struct Fixture {
-    io: SimIo,
-    clock: Arc<ManualClock>,
-    letters: Arc<Letters>,
-    router: Arc<dyn DeadLetterRouter>,
-    syncer: Arc<Syncer>,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let letters = Arc::new(Letters::default());
-        Fixture {
-            io: SimIo::new(),
-            clock: ManualClock::new(T0),
-            router: letters.clone(),
-            letters,
-            syncer: Syncer::start(1).unwrap(),
-        }
-    }
-
-    fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
-        let mut env = QueueEnv::new(
-            self.io.shared(),
-            self.syncer.clone(),
-            LogConfig {
-                segment_bytes: 1 << 20,
-                ..LogConfig::default()
-            },
-            1 << 20,
-        )
-        .with_clock(self.clock.clone());
-        env.dead_letters = Some(Arc::downgrade(&self.router));
-        let _ = env.codec.set(Arc::new(TestCodec));
-        Queue::open(
-            spec("q", true, args(a)),
-            Arc::from("/"),
-            PathBuf::from("/data/q"),
-            env,
-        )
-        .unwrap()
-    }
-
-    fn letters(&self) -> Vec<(String, Reason)> {
-        std::mem::take(&mut *self.letters.0.lock())
-            .into_iter()
-            .map(|d| (body_of(&d.message), d.reason))
-            .collect()
-    }
-}
-
-fn body_of(m: &Message) -> String {
-    String::from_utf8_lossy(&m.body).into_owned()
-}
-
-fn bodies(q: &Queue) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some((d, _)) = q.get(true).unwrap() {
-        out.push(body_of(&d.message));
-    }
-    out
 }
 
 fn max_priority(p: i64) -> (&'static str, AMQPValue) {
@@ -168,7 +38,7 @@ fn max_priority(p: i64) -> (&'static str, AMQPValue) {
 
 #[test]
 fn priorities_deliver_highest_first_fifo_within_one_capped_at_the_maximum() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[max_priority(5)]);
     // RabbitMQ 3.10.8 gave m2 m3 m6 m5 m1 m0 m4 for this sequence.
     for (i, p) in [None, Some(1), Some(9), Some(5), Some(0), Some(3), Some(9)]
@@ -182,7 +52,7 @@ fn priorities_deliver_highest_first_fifo_within_one_capped_at_the_maximum() {
 
 #[test]
 fn a_requeued_message_goes_back_to_its_place_in_its_priority() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[max_priority(5)]);
     for (b, p) in [("a1", 1), ("b5", 5), ("c3", 3), ("d5", 5)] {
         q.publish(&msg(b, Some(p)), None).unwrap();
@@ -203,7 +73,7 @@ fn a_requeued_message_goes_back_to_its_place_in_its_priority() {
 
 #[test]
 fn priority_order_holds_across_spilled_backlogs_and_a_restart() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[max_priority(9)]);
     // 10 levels: each keeps 819 in memory, the rest stays in the log.
     let n = 3000;
@@ -238,7 +108,7 @@ fn priority_order_holds_across_spilled_backlogs_and_a_restart() {
 
 #[test]
 fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[
         max_priority(5),
         ("x-max-length", AMQPValue::LongInt(2)),
@@ -248,13 +118,13 @@ fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
     for (b, p) in [("m0", 1), ("m1", 5), ("m2", 3)] {
         q.publish(&msg(b, Some(p)), None).unwrap();
     }
-    assert_eq!(f.letters(), [("m1".to_string(), Reason::Maxlen)]);
+    assert_eq!(f.letters.take(), [("m1".to_string(), Reason::Maxlen)]);
     assert_eq!(bodies(&q), ["m2", "m0"]);
 }
 
 #[test]
 fn only_the_head_of_a_priority_queue_expires() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[max_priority(2), ("x-message-ttl", AMQPValue::LongInt(100))]);
     q.publish(&msg("low", Some(0)), None).unwrap();
     f.clock.advance(50);
@@ -272,7 +142,7 @@ fn only_the_head_of_a_priority_queue_expires() {
 
 #[test]
 fn the_enqueue_record_carries_the_capped_priority_and_a_plain_queue_none() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[max_priority(3)]);
     q.publish(&msg("a", Some(7)), None).unwrap();
     q.publish(&msg("b", None), None).unwrap();
@@ -304,7 +174,7 @@ fn deliver_n(q: &Queue, n: usize) {
 
 #[test]
 fn higher_priority_consumers_get_messages_while_they_have_credit() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[]);
     let low = Taker::new(100);
     let high_a = Taker::new(2);
@@ -324,7 +194,7 @@ fn higher_priority_consumers_get_messages_while_they_have_credit() {
 
 #[test]
 fn single_active_consumer_hands_over_in_registration_order() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
     let a = Taker::new(2);
     let b = Taker::new(100);
@@ -354,11 +224,7 @@ fn single_active_consumer_hands_over_in_registration_order() {
 // ----- x-delivery-limit ---------------------------------------------------
 
 fn delivery_count(d: &Delivery) -> Option<AMQPValue> {
-    parse(&d.message.properties)
-        .headers
-        .inner()
-        .get("x-delivery-count")
-        .cloned()
+    headers_of(d).inner().get("x-delivery-count").cloned()
 }
 
 fn dlx() -> (&'static str, AMQPValue) {
@@ -367,7 +233,7 @@ fn dlx() -> (&'static str, AMQPValue) {
 
 #[test]
 fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_restart() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let a = [("x-delivery-limit", AMQPValue::LongInt(2)), dlx()];
     let q = f.open(&a);
     q.publish(&msg("x", None), None).unwrap();
@@ -384,12 +250,12 @@ fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_rest
     q.requeue(&[d.msg_id]).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();
     assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(2)));
-    assert!(f.letters().is_empty());
+    assert!(f.letters.take().is_empty());
     // The third return passes the limit of 2 (RabbitMQ: count > limit).
     q.requeue(&[d.msg_id]).unwrap();
     assert_eq!(q.counts().0, 0);
     assert_eq!(q.unacked_count(), 0);
-    let letters = f.letters();
+    let letters = f.letters.take();
     assert_eq!(letters, [("x".to_string(), Reason::DeliveryLimit)]);
     q.sync_now();
     drop(q);
@@ -399,7 +265,7 @@ fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_rest
 
 #[test]
 fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let returns = |a: &[(&str, AMQPValue)], n: usize| -> usize {
         let q = f.open(a);
         q.purge().unwrap();
@@ -430,7 +296,7 @@ fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
 
 #[test]
 fn a_classic_queue_without_a_limit_adds_no_header() {
-    let f = Fixture::new();
+    let f = Fixture::with_json_codec();
     let q = f.open(&[]);
     q.publish(&msg("x", None), None).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();
@@ -441,17 +307,6 @@ fn a_classic_queue_without_a_limit_adds_no_header() {
 }
 
 // ----- x-expires -------------------------------------------------------------
-
-fn broker(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<Broker> {
-    let b = Broker::open_with_clock(
-        BrokerConfig::new(PathBuf::from("/data")),
-        io.shared(),
-        clock.clone(),
-    )
-    .unwrap();
-    b.set_property_codec(Arc::new(TestCodec));
-    b
-}
 
 fn exists(b: &Broker, name: &str) -> bool {
     b.vhost("/").unwrap().queue_for(name, 1).is_ok()
@@ -532,7 +387,6 @@ fn new_arguments_are_validated_with_rabbitmq_s_texts() {
     };
     let pre = "invalid arg";
     let rs = "for queue 'q' in vhost '/'";
-    let s = |x: &str| AMQPValue::LongString(LongString::from(x));
     let cases: Vec<(Vec<(&str, AMQPValue)>, String)> = vec![
         (
             vec![max_priority(256)],

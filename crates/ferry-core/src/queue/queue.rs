@@ -43,13 +43,13 @@ use super::state::{Entry, QueueState, Replay};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
-use crate::syncer::{SyncTask, Syncer};
+use crate::syncer::{SyncSchedule, SyncTask, Syncer};
 use amq_protocol_types::FieldTable;
 use ferry_log::{FileIo, Log, LogConfig};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// The declared shape of a queue (what queue.declare compares).
@@ -128,11 +128,6 @@ use sync::replay;
 /// Largest encode buffer a queue keeps between publishes.
 const SCRATCH_KEEP: usize = 1 << 20;
 
-const SYNC_IDLE: u8 = 0;
-const SYNC_QUEUED: u8 = 1;
-const SYNC_RUNNING: u8 = 2;
-const SYNC_DIRTY: u8 = 3;
-
 /// Dead letters collected under the queue lock before it is released to
 /// route them (bounds the bodies held in memory at once).
 const LETTER_BATCH: usize = 256;
@@ -179,7 +174,7 @@ pub struct Queue {
     idle_deadline: AtomicU64,
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
-    sync_state: AtomicU8,
+    sync_state: SyncSchedule,
     self_ref: Mutex<Option<std::sync::Weak<Queue>>>,
     /// Message counters (management API, metrics).
     stats: super::stats::QueueStats,
@@ -263,7 +258,7 @@ impl Queue {
                 deleted: false,
             }),
             sync_lock: Mutex::new(()),
-            sync_state: AtomicU8::new(SYNC_IDLE),
+            sync_state: SyncSchedule::default(),
             self_ref: Mutex::new(None),
             stats: Default::default(),
         });

@@ -20,7 +20,8 @@
 //! keep their TTL deadline for when they are back.
 
 use super::state::Entry;
-use amq_protocol_types::{AMQPValue, FieldTable};
+use crate::xargs::{check_int, int, invalid_arg, non_negative, text, unacceptable};
+use amq_protocol_types::FieldTable;
 use std::collections::BTreeMap;
 
 /// `x-retry-delay`: ms the first retry waits (0 = no delay: plain requeue).
@@ -65,7 +66,7 @@ impl RetryPolicy {
     /// as absent.
     pub fn parse(args: &FieldTable) -> Option<RetryPolicy> {
         let a = args.inner();
-        let num = |k: &str| a.get(k).and_then(int).and_then(|n| u64::try_from(n).ok());
+        let num = |k: &str| a.get(k).and_then(non_negative);
         let delay = num(ARG_DELAY).filter(|d| *d > 0)?.min(MAX_DELAY_MS);
         let backoff = match a.get(ARG_BACKOFF).and_then(text) {
             Some("exponential") => Backoff::Exponential,
@@ -97,18 +98,10 @@ impl RetryPolicy {
     /// errors: `invalid arg 'x-retry-backoff' for queue 'q' in vhost '/': …`).
     pub fn validate(args: &FieldTable, rs: &str) -> Result<(), String> {
         let a = args.inner();
-        let fail = |k: &str, why: String| format!("invalid arg '{k}' for {rs}: {why}");
+        let fail = |k: &str, why: String| invalid_arg(k, rs, &why);
         for k in [ARG_DELAY, ARG_MULTIPLIER, ARG_MAX_DELAY] {
             let Some(v) = a.get(k) else { continue };
-            let n = int(v).ok_or_else(|| {
-                fail(
-                    k,
-                    format!(
-                        "\"expected integer, got {}\"",
-                        crate::exchange::type_name(v)
-                    ),
-                )
-            })?;
+            let n = check_int(v).map_err(|e| fail(k, e))?;
             if n < 0 {
                 return Err(fail(k, format!("{{value_negative,{n}}}")));
             }
@@ -128,12 +121,7 @@ impl RetryPolicy {
                         format!("\"expected fixed or exponential, got '{other}'\""),
                     ))
                 }
-                None => {
-                    return Err(fail(
-                        ARG_BACKOFF,
-                        format!("{{unacceptable_type,{}}}", crate::exchange::type_name(v)),
-                    ))
-                }
+                None => return Err(fail(ARG_BACKOFF, unacceptable(v))),
             }
         }
         let delay = a.get(ARG_DELAY).and_then(int).unwrap_or(0);
@@ -148,28 +136,6 @@ impl RetryPolicy {
             }
         }
         Ok(())
-    }
-}
-
-fn int(v: &AMQPValue) -> Option<i128> {
-    use AMQPValue as V;
-    Some(match v {
-        V::ShortShortInt(x) => i128::from(*x),
-        V::ShortShortUInt(x) => i128::from(*x),
-        V::ShortInt(x) => i128::from(*x),
-        V::ShortUInt(x) => i128::from(*x),
-        V::LongInt(x) => i128::from(*x),
-        V::LongUInt(x) => i128::from(*x),
-        V::LongLongInt(x) => i128::from(*x),
-        _ => return None,
-    })
-}
-
-fn text(v: &AMQPValue) -> Option<&str> {
-    match v {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
     }
 }
 
@@ -240,19 +206,8 @@ impl Waiting {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
-
-    fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in items {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
-
-    fn s(x: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(x))
-    }
+    use crate::test_support::{s, table};
+    use amq_protocol_types::AMQPValue;
 
     #[test]
     fn fixed_backoff_waits_the_same_capped() {

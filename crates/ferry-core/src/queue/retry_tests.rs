@@ -3,98 +3,23 @@
 //! delivery limit, purge, and what a restart (clean or a crash) restores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
-use super::tests::Taker;
+use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
 use super::*;
-use crate::broker::{Broker, BrokerConfig};
-use crate::clock::{Clock, ManualClock, NEVER};
+use crate::broker::Broker;
+use crate::clock::{ManualClock, NEVER};
 use crate::exchange::{Destination, ExchangeKind};
 use crate::message::Message;
-use crate::syncer::Syncer;
+use crate::test_support::{
+    body_of, broker, headers_of, message, s, spec, table, Fixture, JsonCodec, Taker, T0,
+};
 use crate::vhost::ExchangeArgs;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
-use ferry_log::{LogConfig, SimIo};
-use parking_lot::Mutex;
-use std::path::PathBuf;
+use ferry_log::SimIo;
 use std::sync::Arc;
 
-const T0: u64 = 1_700_000_000_000;
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 fn msg(body: &str) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Arc::from(""),
-        routing_key: Arc::from("q"),
-        properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        persistent: true,
-        expiration_ms: None,
-    })
-}
-
-#[derive(Debug, Default)]
-struct Letters(Mutex<Vec<DeadLetter>>);
-
-impl DeadLetterRouter for Letters {
-    fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        self.0.lock().extend(letters);
-    }
-}
-
-struct Fixture {
-    io: SimIo,
-    clock: Arc<ManualClock>,
-    letters: Arc<Letters>,
-    router: Arc<dyn DeadLetterRouter>,
-    syncer: Arc<Syncer>,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let letters = Arc::new(Letters::default());
-        Fixture {
-            io: SimIo::new(),
-            clock: ManualClock::new(T0),
-            router: letters.clone(),
-            letters,
-            syncer: Syncer::start(1).unwrap(),
-        }
-    }
-
-    fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
-        let mut env = QueueEnv::new(
-            self.io.shared(),
-            self.syncer.clone(),
-            LogConfig::default(),
-            1 << 20,
-        )
-        .with_clock(self.clock.clone());
-        env.dead_letters = Some(Arc::downgrade(&self.router));
-        let spec = QueueSpec {
-            name: Arc::from("q"),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: table(a),
-        };
-        Queue::open(spec, Arc::from("/"), PathBuf::from("/data/q"), env).unwrap()
-    }
-
-    fn now(&self) -> u64 {
-        self.clock.now_ms()
-    }
+    Arc::new(message(body, true))
 }
 
 fn exponential() -> Vec<(&'static str, AMQPValue)> {
@@ -206,7 +131,7 @@ fn past_the_delivery_limit_a_return_dead_letters_instead_of_waiting() {
     }
     let (d, _) = q.get(false).unwrap().unwrap();
     q.requeue(&[d.msg_id]).unwrap();
-    let letters = std::mem::take(&mut *f.letters.0.lock());
+    let letters = f.letters.take_all();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason, Reason::DeliveryLimit);
     let depth = q.depth();
@@ -300,36 +225,6 @@ fn a_queue_without_retry_requeues_at_once() {
 
 // ----- delayed exchanges, through a broker --------------------------------
 
-/// Properties as JSON, so core tests need no AMQP codec.
-#[derive(Debug)]
-struct JsonCodec;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JsonProps {
-    #[serde(with = "crate::exchange::table_serde")]
-    headers: FieldTable,
-    expiration: Option<String>,
-}
-
-impl PropertyCodec for JsonCodec {
-    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
-        let p: JsonProps = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
-        Ok(HeaderEdit {
-            headers: Some(p.headers),
-            expiration: p.expiration,
-        })
-    }
-    fn write(&self, _raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
-        let p = JsonProps {
-            headers: e.headers.clone().unwrap_or_default(),
-            expiration: e.expiration.clone(),
-        };
-        serde_json::to_vec(&p)
-            .map(Bytes::from)
-            .map_err(|e| e.to_string())
-    }
-}
-
 struct World {
     io: SimIo,
     clock: Arc<ManualClock>,
@@ -340,19 +235,8 @@ impl World {
     fn new() -> Self {
         let io = SimIo::new();
         let clock = ManualClock::new(T0);
-        let broker = Self::boot(&io, &clock);
+        let broker = broker(&io, &clock);
         World { io, clock, broker }
-    }
-
-    fn boot(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<Broker> {
-        let b = Broker::open_with_clock(
-            BrokerConfig::new(PathBuf::from("/data")),
-            io.shared(),
-            clock.clone(),
-        )
-        .unwrap();
-        b.set_property_codec(Arc::new(JsonCodec));
-        b
     }
 
     fn restart(&mut self, crash: bool) {
@@ -361,7 +245,7 @@ impl World {
         } else {
             self.broker.shutdown();
         }
-        self.broker = Self::boot(&self.io, &self.clock);
+        self.broker = broker(&self.io, &self.clock);
     }
 
     fn vhost(&self) -> Arc<crate::VHost> {
@@ -385,14 +269,8 @@ impl World {
 
     fn queue(&self, name: &str, bind_from: &str, key: &str) -> Arc<Queue> {
         let v = self.vhost();
-        let spec = QueueSpec {
-            name: Arc::from(name),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: FieldTable::default(),
-        };
-        v.declare_queue(spec, false, 1).unwrap();
+        v.declare_queue(spec(name, true, FieldTable::default()), false, 1)
+            .unwrap();
         v.binding(
             true,
             bind_from,
@@ -448,15 +326,8 @@ impl World {
 fn drain(q: &Queue) -> Vec<(String, Option<AMQPValue>)> {
     let mut out = Vec::new();
     while let Some((d, _)) = q.get(true).unwrap() {
-        let h = JsonCodec
-            .read(&d.message.properties)
-            .unwrap()
-            .headers
-            .unwrap();
-        out.push((
-            String::from_utf8_lossy(&d.message.body).into_owned(),
-            h.inner().get("x-delay").cloned(),
-        ));
+        let h = headers_of(&d);
+        out.push((body_of(&d.message), h.inner().get("x-delay").cloned()));
     }
     out
 }

@@ -6,66 +6,10 @@
 use super::*;
 use crate::message::Message;
 use crate::syncer::Syncer;
-use bytes::Bytes;
+use crate::test_support::{message, Confirms, Taker};
 use ferry_log::{LogConfig, SimIo};
-use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-#[derive(Debug, Default)]
-struct Confirms {
-    ok: Mutex<Vec<u64>>,
-    failed: Mutex<Vec<u64>>,
-}
-
-impl ConfirmSink for Confirms {
-    fn confirmed(&self, seqs: &[u64]) {
-        self.ok.lock().extend_from_slice(seqs);
-    }
-    fn failed(&self, seqs: &[u64]) {
-        self.failed.lock().extend_from_slice(seqs);
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct Taker {
-    credit: Mutex<u32>,
-    pub(super) got: Mutex<Vec<Delivery>>,
-}
-
-impl Taker {
-    pub(super) fn new(credit: u32) -> Arc<Self> {
-        Arc::new(Taker {
-            credit: Mutex::new(credit),
-            got: Mutex::new(Vec::new()),
-        })
-    }
-    pub(super) fn bodies(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .iter()
-            .map(|d| String::from_utf8_lossy(&d.message.body).into_owned())
-            .collect()
-    }
-}
-
-impl ConsumerSink for Taker {
-    fn reserve(&self) -> bool {
-        let mut c = self.credit.lock();
-        if *c == 0 {
-            return false;
-        }
-        *c -= 1;
-        true
-    }
-    fn unreserve(&self) {
-        *self.credit.lock() += 1;
-    }
-    fn deliver(&self, _tag: &Arc<str>, d: Delivery) {
-        self.got.lock().push(d);
-    }
-    fn cancelled(&self, _tag: &Arc<str>) {}
-}
 
 fn env(io: &SimIo, cache: i64) -> QueueEnv {
     QueueEnv::new(
@@ -80,24 +24,11 @@ fn env(io: &SimIo, cache: i64) -> QueueEnv {
 }
 
 fn spec(durable: bool) -> QueueSpec {
-    QueueSpec {
-        name: Arc::from("q"),
-        durable,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments: Default::default(),
-    }
+    crate::test_support::spec("q", durable, Default::default())
 }
 
 fn msg(body: &str, persistent: bool) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Arc::from(""),
-        routing_key: Arc::from("q"),
-        properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        persistent,
-        expiration_ms: None,
-    })
+    Arc::new(message(body, persistent))
 }
 
 fn open(io: &SimIo, durable: bool, cache: i64) -> Arc<Queue> {
@@ -110,13 +41,7 @@ fn open(io: &SimIo, durable: bool, cache: i64) -> Arc<Queue> {
     .unwrap()
 }
 
-fn drain(q: &Queue) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some((d, _)) = q.get(true).unwrap() {
-        out.push(String::from_utf8_lossy(&d.message.body).into_owned());
-    }
-    out
-}
+use crate::test_support::drain;
 
 #[test]
 fn confirmed_messages_survive_a_crash_and_unsynced_ones_may_not() {
@@ -269,7 +194,7 @@ fn prefetch_credit_bounds_deliveries_and_dispatch_resumes() {
     q.consume(Arc::from("t"), t.clone(), false, false).unwrap();
     q.dispatch();
     assert_eq!(t.bodies(), vec!["0", "1"]);
-    *t.credit.lock() += 1;
+    t.grant(1);
     q.dispatch();
     assert_eq!(t.bodies(), vec!["0", "1", "2"]);
     assert_eq!(q.counts(), (2, 1));

@@ -2,6 +2,7 @@
 //! `x-stream-max-segment-size-bytes`) and the arguments a stream refuses,
 //! checked with RabbitMQ 3.10's texts; RabbitMQ's duration strings ("7D").
 
+use crate::xargs::{self, invalid_arg, text, unacceptable};
 use amq_protocol_types::{AMQPValue, FieldTable};
 
 /// Milliseconds per unit of RabbitMQ's duration strings (`rabbit_amqqueue:
@@ -68,23 +69,12 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     }
 }
 
+/// An integer argument. Unlike RabbitMQ's `check_int_arg` (and the queue
+/// arguments), a stream's integer arguments also accept a timestamp.
 fn int(v: &AMQPValue) -> Option<i128> {
-    crate::exchange::as_u64(v)
-        .map(i128::from)
-        .or_else(|| match v {
-            AMQPValue::ShortShortInt(x) => Some(i128::from(*x)),
-            AMQPValue::ShortInt(x) => Some(i128::from(*x)),
-            AMQPValue::LongInt(x) => Some(i128::from(*x)),
-            AMQPValue::LongLongInt(x) => Some(i128::from(*x)),
-            _ => None,
-        })
-}
-
-pub(crate) fn text(v: &AMQPValue) -> Option<&str> {
     match v {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
+        AMQPValue::Timestamp(x) => Some(i128::from(*x)),
+        v => xargs::int(v),
     }
 }
 
@@ -94,10 +84,7 @@ fn check_max_age(v: &AMQPValue) -> Result<(), String> {
         // RabbitMQ 3.10 crashes (541) on "" and "-1h"; Ferry refuses them
         // like every other bad duration.
         Some(_) => Err("invalid_max_age".into()),
-        None => Err(format!(
-            "{{unacceptable_type,{}}}",
-            crate::exchange::type_name(v)
-        )),
+        None => Err(unacceptable(v)),
     }
 }
 
@@ -105,10 +92,7 @@ fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
     match int(v) {
         Some(n) if n < 0 => Err(format!("{{value_negative,{n}}}")),
         Some(_) => Ok(()),
-        None => Err(format!(
-            "\"expected integer, got {}\"",
-            crate::exchange::type_name(v)
-        )),
+        None => xargs::check_int(v).map(|_| ()),
     }
 }
 
@@ -131,18 +115,7 @@ impl StreamArgs {
         auto_delete: bool,
     ) -> Result<(), String> {
         Self::validate(args, queue, vhost)?;
-        let bad = if auto_delete {
-            "auto-delete"
-        } else if exclusive {
-            "exclusive-owner"
-        } else if !durable {
-            "non-durable"
-        } else {
-            return Ok(());
-        };
-        Err(format!(
-            "invalid property '{bad}' for queue '{queue}' in vhost '{vhost}'"
-        ))
+        xargs::check_replicated_declaration(queue, vhost, durable, exclusive, auto_delete)
     }
 
     /// The argument checks of `validate_declaration`.
@@ -156,7 +129,7 @@ impl StreamArgs {
         ];
         for (key, check) in checks {
             if let Some(v) = a.get(key) {
-                check(v).map_err(|e| format!("invalid arg '{key}' for {rs}: {e}"))?;
+                check(v).map_err(|e| invalid_arg(key, &rs, &e))?;
             }
         }
         if let Some(key) = a.keys().find(|k| NOT_FOR_STREAMS.contains(&k.as_str())) {
@@ -191,19 +164,7 @@ impl StreamArgs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
-
-    fn s(x: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(x))
-    }
-
-    fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in items {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
+    use crate::test_support::{s, table};
 
     #[test]
     fn durations_are_rabbitmq_s() {

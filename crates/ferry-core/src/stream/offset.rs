@@ -1,6 +1,7 @@
 //! Where a stream consumer starts: basic.consume's `x-stream-offset`.
 
-use super::args::{parse_duration, text};
+use super::args::parse_duration;
+use crate::xargs::text;
 use amq_protocol_types::{AMQPValue, FieldTable};
 
 /// A consumer's starting point, as requested.

@@ -27,20 +27,15 @@ use crate::queue::dead_letter::HeaderEdit;
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConfirmToken, ConsumerSink, Delivery, Enqueued, QueueEnv, QueueSpec};
-use crate::syncer::SyncTask;
+use crate::syncer::{release_waiters, SyncSchedule, SyncTask};
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::Log;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-
-const SYNC_IDLE: u8 = 0;
-const SYNC_QUEUED: u8 = 1;
-const SYNC_RUNNING: u8 = 2;
-const SYNC_DIRTY: u8 = 3;
 
 /// Largest encode buffer kept between publishes.
 const SCRATCH_KEEP: usize = 1 << 20;
@@ -97,7 +92,7 @@ pub struct Stream {
     pub(super) args: StreamArgs,
     pub(super) inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
-    sync_state: AtomicU8,
+    sync_state: SyncSchedule,
     me: Weak<Stream>,
     /// When age retention must look again (`NEVER` if not needed).
     pub(super) retention_at: AtomicU64,
@@ -154,7 +149,7 @@ impl Stream {
                 deleted: false,
             }),
             sync_lock: Mutex::new(()),
-            sync_state: AtomicU8::new(SYNC_IDLE),
+            sync_state: SyncSchedule::default(),
             me: me.clone(),
             retention_at: AtomicU64::new(NEVER),
             stats: QueueStats::default(),
@@ -491,28 +486,9 @@ impl Stream {
     /// Requests a group-commit sync (at most one queued per stream; appends
     /// during a running fsync make the same thread sync again).
     pub(super) fn schedule_sync(&self) {
-        loop {
-            let cur = self.sync_state.load(Ordering::Acquire);
-            let next = match cur {
-                SYNC_IDLE => SYNC_QUEUED,
-                SYNC_RUNNING => SYNC_DIRTY,
-                _ => return,
-            };
-            if self
-                .sync_state
-                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                continue;
-            }
-            if next == SYNC_QUEUED {
-                match self.me.upgrade() {
-                    Some(s) => self.env.syncer.submit(s),
-                    None => self.sync_state.store(SYNC_IDLE, Ordering::Release),
-                }
-            }
-            return;
-        }
+        self.sync_state.request(&self.env.syncer, || {
+            self.me.upgrade().map(|s| s as Arc<dyn SyncTask>)
+        });
     }
 
     /// Flushes and fsyncs now (shutdown, tests).
@@ -551,26 +527,17 @@ impl Stream {
                 g.log.complete_sync(o);
             }
             let inner = &mut *g;
-            let mut ok = Vec::new();
-            let mut failed = Vec::new();
-            if inner.log.is_poisoned() {
-                failed.extend(inner.waiters.drain(..).map(|(_, t)| t));
-            } else {
-                inner.committed = inner.log.durable_index().map_or(0, |i| i + 1);
-                while let Some((i, _)) = inner.waiters.front() {
-                    if *i >= inner.committed {
-                        break;
-                    }
-                    if let Some((_, t)) = inner.waiters.pop_front() {
-                        ok.push(t);
-                    }
-                }
+            let poisoned = inner.log.is_poisoned();
+            let durable = inner.log.durable_index();
+            let released = release_waiters(&mut inner.waiters, poisoned, durable);
+            if !poisoned {
+                inner.committed = durable.map_or(0, |i| i + 1);
                 if inner.retention_pending {
                     self.apply_retention(inner, self.env.clock.now_ms());
                 }
                 self.dispatch_locked(inner);
             }
-            (ok, failed)
+            released
         };
         for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
         for_each_sink_run(failed, |s, seqs| s.failed(seqs));
@@ -579,19 +546,7 @@ impl Stream {
 
 impl SyncTask for Stream {
     fn run_sync(&self) {
-        self.sync_state.store(SYNC_RUNNING, Ordering::Release);
-        loop {
-            self.sync_once();
-            match self.sync_state.compare_exchange(
-                SYNC_RUNNING,
-                SYNC_IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(_) => self.sync_state.store(SYNC_RUNNING, Ordering::Release),
-            }
-        }
+        self.sync_state.run(|| self.sync_once());
     }
 }
 

@@ -6,88 +6,20 @@ use super::*;
 use crate::clock::{Clock, ManualClock, NEVER};
 use crate::error::ErrorKind;
 use crate::message::Message;
-use crate::queue::{
-    ConfirmSink, ConfirmToken, ConsumerSink, Delivery, Enqueued, QueueEnv, QueueSpec,
-};
+use crate::queue::{ConfirmToken, Enqueued, QueueEnv, QueueSpec};
 use crate::source::Source;
 use crate::syncer::Syncer;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
-use bytes::Bytes;
+use crate::test_support::{message, s, Confirms, Taker};
+use amq_protocol_types::{AMQPValue, FieldTable};
 use ferry_log::{FileIo, LogConfig, SimIo};
-use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-#[derive(Debug, Default)]
-struct Confirms {
-    ok: Mutex<Vec<u64>>,
-}
-
-impl ConfirmSink for Confirms {
-    fn confirmed(&self, seqs: &[u64]) {
-        self.ok.lock().extend_from_slice(seqs);
-    }
-    fn failed(&self, _seqs: &[u64]) {}
-}
-
-/// A consumer with a fixed amount of credit (a prefetch window whose acks
-/// the test hands back with `grant`).
-#[derive(Debug, Default)]
-struct Taker {
-    credit: Mutex<u32>,
-    got: Mutex<Vec<Delivery>>,
-    cancelled: Mutex<bool>,
-}
-
-impl Taker {
-    fn new(credit: u32) -> Arc<Self> {
-        let t = Taker::default();
-        *t.credit.lock() = credit;
-        Arc::new(t)
-    }
-    fn grant(&self, n: u32) {
-        *self.credit.lock() += n;
-    }
-    fn offsets(&self) -> Vec<u64> {
-        self.got.lock().iter().map(|d| d.msg_id).collect()
-    }
-    fn bodies(&self) -> Vec<String> {
-        let got = self.got.lock();
-        got.iter()
-            .map(|d| String::from_utf8_lossy(&d.message.body).into_owned())
-            .collect()
-    }
-}
-
-impl ConsumerSink for Taker {
-    fn reserve(&self) -> bool {
-        let mut c = self.credit.lock();
-        if *c == 0 {
-            return false;
-        }
-        *c -= 1;
-        true
-    }
-    fn unreserve(&self) {
-        *self.credit.lock() += 1;
-    }
-    fn deliver(&self, _tag: &Arc<str>, d: Delivery) {
-        self.got.lock().push(d);
-    }
-    fn cancelled(&self, _tag: &Arc<str>) {
-        *self.cancelled.lock() = true;
-    }
-}
 
 struct Fixture {
     io: SimIo,
     clock: Arc<ManualClock>,
     env: QueueEnv,
     args: FieldTable,
-}
-
-fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
 }
 
 impl Fixture {
@@ -130,12 +62,8 @@ impl Fixture {
 
 fn msg(body: &str, persistent: bool) -> Arc<Message> {
     Arc::new(Message {
-        exchange: Arc::from(""),
         routing_key: Arc::from("s"),
-        properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        persistent,
-        expiration_ms: None,
+        ..message(body, persistent)
     })
 }
 

@@ -4,9 +4,8 @@
 
 use super::{storage_name, VHost};
 use crate::error::Result;
-use crate::exchange::{delay_of, route_all, ExchangeKind};
+use crate::exchange::{delay_of, ExchangeKind};
 use crate::queue::Queue;
-use crate::source::Source;
 use amq_protocol_types::FieldTable;
 use std::sync::Arc;
 
@@ -59,26 +58,11 @@ impl VHost {
             .release_due(now, codec, |exchange, msg, headers| {
                 let exchanges = self.exchanges.read();
                 let queues = self.queues.read();
-                let streams = self.streams.read();
-                let mut names: Vec<Arc<str>> = Vec::new();
+                let mut out = Vec::new();
                 if exchanges.contains_key(exchange) {
-                    route_all(
-                        |n| exchanges.get(n),
-                        exchange,
-                        &msg.routing_key,
-                        headers,
-                        &mut names,
-                    );
+                    self.route_through(&exchanges, &queues, exchange, msg, headers, &mut out);
                 }
-                names
-                    .iter()
-                    .filter_map(|n| -> Option<Arc<dyn Source>> {
-                        match queues.get(n) {
-                            Some(q) => Some(q.clone()),
-                            None => Some(streams.get(n)?.clone()),
-                        }
-                    })
-                    .collect()
+                out
             })
     }
 

@@ -1,7 +1,10 @@
 //! queue.declare of an existing queue: which properties and arguments must
 //! match, and RabbitMQ's 406 texts when they do not.
 
-use super::*;
+use super::precondition;
+use crate::error::Result;
+use crate::exchange::{describe_bare, describe_typed, equivalent_arg};
+use crate::queue::QueueSpec;
 
 /// Queue arguments RabbitMQ 3.10 checks on redeclaration.
 const COMPARED_QUEUE_ARGS: &[&str] = &[

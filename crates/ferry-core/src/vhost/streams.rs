@@ -18,6 +18,22 @@ impl VHost {
         self.streams.read().values().cloned().collect()
     }
 
+    /// Every queue and stream, by name (the management API's listings).
+    pub fn queue_refs(&self) -> Vec<QueueRef> {
+        let mut all: Vec<QueueRef> = self.queues().into_iter().map(QueueRef::Queue).collect();
+        all.extend(self.streams().into_iter().map(QueueRef::Stream));
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// The queue or stream called `name`, whoever owns it (the management
+    /// API sees exclusive queues too).
+    pub fn queue_ref(&self, name: &str) -> Option<QueueRef> {
+        let q = self.queues.read().get(name).cloned();
+        q.map(QueueRef::Queue)
+            .or_else(|| self.stream_named(name).map(QueueRef::Stream))
+    }
+
     pub(super) fn stream_named(&self, name: &str) -> Option<Arc<Stream>> {
         self.streams.read().get(name).cloned()
     }

@@ -2,36 +2,16 @@
 //! confirms released by the durable index; and replay at open.
 
 use super::*;
+use crate::syncer::release_waiters;
 
 impl Queue {
-    /// Requests a group-commit sync of this queue's log. A queue is handed
-    /// to the Syncer at most once at a time; appends that land while its
-    /// fsync runs mark it dirty, and the same thread syncs again, so one
-    /// busy queue costs no extra thread wake-ups or lock contention.
+    /// Requests a group-commit sync of this queue's log (see
+    /// `SyncSchedule`: at most one queued at a time).
     pub(super) fn schedule_sync(&self) {
-        loop {
-            let cur = self.sync_state.load(Ordering::Acquire);
-            let next = match cur {
-                SYNC_IDLE => SYNC_QUEUED,
-                SYNC_RUNNING => SYNC_DIRTY,
-                _ => return,
-            };
-            if self
-                .sync_state
-                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                continue;
-            }
-            if next == SYNC_QUEUED {
-                let me = self.self_ref.lock().as_ref().and_then(|w| w.upgrade());
-                match me {
-                    Some(q) => self.env.syncer.submit(q),
-                    None => self.sync_state.store(SYNC_IDLE, Ordering::Release),
-                }
-            }
-            return;
-        }
+        self.sync_state.request(&self.env.syncer, || {
+            let me = self.self_ref.lock().as_ref().and_then(|w| w.upgrade());
+            me.map(|q| q as Arc<dyn SyncTask>)
+        });
     }
 
     /// Flushes and fsyncs now (shutdown, tests).
@@ -72,18 +52,9 @@ impl Queue {
                 }
                 g.log.complete_sync(o);
             }
-            let mut ok = Vec::new();
-            let mut failed = Vec::new();
-            if g.log.is_poisoned() {
-                failed.extend(g.waiters.drain(..).map(|(_, t)| t));
-            } else if let Some(durable) = g.log.durable_index() {
-                while g.waiters.front().is_some_and(|(i, _)| *i <= durable) {
-                    if let Some((_, t)) = g.waiters.pop_front() {
-                        ok.push(t);
-                    }
-                }
-            }
-            (ok, failed)
+            let poisoned = g.log.is_poisoned();
+            let durable = g.log.durable_index();
+            release_waiters(&mut g.waiters, poisoned, durable)
         };
         for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
         for_each_sink_run(failed, |s, seqs| s.failed(seqs));
@@ -92,20 +63,7 @@ impl Queue {
 
 impl SyncTask for Queue {
     fn run_sync(&self) {
-        self.sync_state.store(SYNC_RUNNING, Ordering::Release);
-        loop {
-            self.sync_once();
-            match self.sync_state.compare_exchange(
-                SYNC_RUNNING,
-                SYNC_IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                // Dirtied while we synced: go again on this thread.
-                Err(_) => self.sync_state.store(SYNC_RUNNING, Ordering::Release),
-            }
-        }
+        self.sync_state.run(|| self.sync_once());
     }
 }
 

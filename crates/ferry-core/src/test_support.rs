@@ -1,0 +1,294 @@
+//! What the core's unit tests share (queue, stream and broker tests): sinks
+//! that record what a queue hands them, a JSON property codec (so core tests
+//! need no AMQP codec), and a queue over SimIo with a manual clock.
+//!
+//! Test-only: compiled under `cfg(test)`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::clock::{Clock, ManualClock};
+use crate::message::Message;
+use crate::queue::{
+    ConfirmSink, ConsumerSink, DeadLetter, DeadLetterRouter, Delivery, HeaderEdit, PropertyCodec,
+    Queue, QueueEnv, QueueSpec, Reason,
+};
+use crate::syncer::Syncer;
+use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use bytes::Bytes;
+use ferry_log::{LogConfig, SimIo};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The manual clock's start (ms since the epoch, a realistic value).
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A long-string field value.
+pub fn s(x: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(x))
+}
+
+/// A field table (x-arguments, headers) from pairs.
+pub fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in items {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A non-exclusive, non-auto-delete queue spec.
+pub fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
+    QueueSpec {
+        name: Arc::from(name),
+        durable,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments,
+    }
+}
+
+/// A message published to the default exchange with key `q`; tests adjust
+/// the other fields with struct update syntax.
+pub fn message(body: &str, persistent: bool) -> Message {
+    Message {
+        exchange: Arc::from(""),
+        routing_key: Arc::from("q"),
+        properties: Bytes::from_static(&[0, 0]),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        persistent,
+        expiration_ms: None,
+    }
+}
+
+/// A message body as text.
+pub fn body_of(m: &Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+/// Takes every ready message with basic.get (auto-ack); their bodies.
+pub fn drain(q: &Queue) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some((d, _)) = q.get(true).unwrap() {
+        out.push(body_of(&d.message));
+    }
+    out
+}
+
+/// Records confirmed and failed publish sequence numbers.
+#[derive(Debug, Default)]
+pub struct Confirms {
+    pub ok: Mutex<Vec<u64>>,
+    pub failed: Mutex<Vec<u64>>,
+}
+
+impl ConfirmSink for Confirms {
+    fn confirmed(&self, seqs: &[u64]) {
+        self.ok.lock().extend_from_slice(seqs);
+    }
+    fn failed(&self, seqs: &[u64]) {
+        self.failed.lock().extend_from_slice(seqs);
+    }
+}
+
+/// A consumer with a fixed amount of credit (a prefetch window whose acks
+/// the test hands back with `grant`).
+#[derive(Debug, Default)]
+pub struct Taker {
+    credit: Mutex<u32>,
+    pub got: Mutex<Vec<Delivery>>,
+    pub cancelled: Mutex<bool>,
+}
+
+impl Taker {
+    pub fn new(credit: u32) -> Arc<Self> {
+        let t = Taker::default();
+        *t.credit.lock() = credit;
+        Arc::new(t)
+    }
+    pub fn grant(&self, n: u32) {
+        *self.credit.lock() += n;
+    }
+    pub fn offsets(&self) -> Vec<u64> {
+        self.got.lock().iter().map(|d| d.msg_id).collect()
+    }
+    pub fn bodies(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .iter()
+            .map(|d| body_of(&d.message))
+            .collect()
+    }
+}
+
+impl ConsumerSink for Taker {
+    fn reserve(&self) -> bool {
+        let mut c = self.credit.lock();
+        if *c == 0 {
+            return false;
+        }
+        *c -= 1;
+        true
+    }
+    fn unreserve(&self) {
+        *self.credit.lock() += 1;
+    }
+    fn deliver(&self, _tag: &Arc<str>, d: Delivery) {
+        self.got.lock().push(d);
+    }
+    fn cancelled(&self, _tag: &Arc<str>) {
+        *self.cancelled.lock() = true;
+    }
+}
+
+/// Collects dead letters instead of routing them.
+#[derive(Debug, Default)]
+pub struct Letters(Mutex<Vec<DeadLetter>>);
+
+impl DeadLetterRouter for Letters {
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        self.0.lock().extend(letters);
+    }
+}
+
+impl Letters {
+    /// The letters so far (emptying the list).
+    pub fn take_all(&self) -> Vec<DeadLetter> {
+        std::mem::take(&mut *self.0.lock())
+    }
+    /// The letters so far as (body, reason).
+    pub fn take(&self) -> Vec<(String, Reason)> {
+        self.take_all()
+            .into_iter()
+            .map(|d| (body_of(&d.message), d.reason))
+            .collect()
+    }
+}
+
+/// Properties as JSON (priority, headers, expiration).
+#[derive(Debug)]
+pub struct JsonCodec;
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct JsonProps {
+    pub priority: Option<u8>,
+    #[serde(with = "crate::exchange::table_serde")]
+    pub headers: FieldTable,
+    pub expiration: Option<String>,
+}
+
+impl JsonProps {
+    pub fn parse(raw: &[u8]) -> std::result::Result<Self, String> {
+        serde_json::from_slice(raw).map_err(|e| e.to_string())
+    }
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap())
+    }
+}
+
+impl PropertyCodec for JsonCodec {
+    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
+        let p = JsonProps::parse(raw)?;
+        Ok(HeaderEdit {
+            headers: Some(p.headers),
+            expiration: p.expiration,
+        })
+    }
+    fn write(&self, raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
+        // The priority is not part of an edit: it stays what it was.
+        let p = JsonProps {
+            priority: JsonProps::parse(raw).ok().and_then(|p| p.priority),
+            headers: e.headers.clone().unwrap_or_default(),
+            expiration: e.expiration.clone(),
+        };
+        Ok(p.encode())
+    }
+    fn priority(&self, raw: &[u8]) -> Option<u8> {
+        JsonProps::parse(raw).ok()?.priority
+    }
+}
+
+/// The headers of a delivery whose properties `JsonCodec` wrote.
+pub fn headers_of(d: &Delivery) -> FieldTable {
+    JsonProps::parse(&d.message.properties).unwrap().headers
+}
+
+/// A whole broker over `io` at `/data`, on the manual clock, reading
+/// properties with `JsonCodec`.
+pub fn broker(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<crate::Broker> {
+    let b = crate::Broker::open_with_clock(
+        crate::BrokerConfig::new(PathBuf::from("/data")),
+        io.shared(),
+        clock.clone(),
+    )
+    .unwrap();
+    b.set_property_codec(Arc::new(JsonCodec));
+    b
+}
+
+/// One durable queue `q` over SimIo with a manual clock at `T0`; its dead
+/// letters are collected in `letters`.
+pub struct Fixture {
+    pub io: SimIo,
+    pub clock: Arc<ManualClock>,
+    pub letters: Arc<Letters>,
+    router: Arc<dyn DeadLetterRouter>,
+    syncer: Arc<Syncer>,
+    json_codec: bool,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let letters = Arc::new(Letters::default());
+        Fixture {
+            io: SimIo::new(),
+            clock: ManualClock::new(T0),
+            router: letters.clone(),
+            letters,
+            syncer: Syncer::start(1).unwrap(),
+            json_codec: false,
+        }
+    }
+
+    /// Queues read message properties with `JsonCodec` (priorities,
+    /// headers they add).
+    pub fn with_json_codec() -> Self {
+        Fixture {
+            json_codec: true,
+            ..Fixture::new()
+        }
+    }
+
+    pub fn env(&self) -> QueueEnv {
+        let mut env = QueueEnv::new(
+            self.io.shared(),
+            self.syncer.clone(),
+            LogConfig {
+                segment_bytes: 1 << 20,
+                ..LogConfig::default()
+            },
+            1 << 20,
+        )
+        .with_clock(self.clock.clone());
+        env.dead_letters = Some(Arc::downgrade(&self.router));
+        if self.json_codec {
+            let _ = env.codec.set(Arc::new(JsonCodec));
+        }
+        env
+    }
+
+    /// Opens (or reopens) queue `q` with these arguments.
+    pub fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+        Queue::open(
+            spec("q", true, table(a)),
+            Arc::from("/"),
+            PathBuf::from("/data/q"),
+            self.env(),
+        )
+        .unwrap()
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}

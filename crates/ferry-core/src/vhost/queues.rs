@@ -1,0 +1,189 @@
+//! queue.declare / queue.delete / queue.purge for classic queues, and the
+//! exclusive-owner rules (RabbitMQ's 405 texts). Streams share the name
+//! space but are declared in `streams.rs`.
+
+use super::{
+    check_queue_equivalent, precondition, refused, remove_destination, storage_name, VHost,
+};
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::exchange::Destination;
+use crate::queue::{Queue, QueueArgs, QueueSpec};
+use crate::stream::StreamArgs;
+use std::sync::Arc;
+
+impl VHost {
+    fn locked(&self, q: &Queue) -> CoreError {
+        CoreError::request(
+            ErrorKind::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                q.name(),
+                self.name
+            ),
+        )
+    }
+
+    pub(super) fn check_exclusive(&self, q: &Queue, conn: u64) -> Result<()> {
+        match q.spec().exclusive_owner {
+            Some(owner) if owner != conn => Err(self.locked(q)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Looks a queue up for use by connection `conn` (consume, get, purge).
+    /// A stream answers 540 (basic.get is the one such use left).
+    pub fn queue_for(&self, name: &str, conn: u64) -> Result<Arc<Queue>> {
+        self.lookup(name, conn)?.queue("basic.get")
+    }
+
+    /// queue.declare. Returns (name, ready messages, consumers).
+    pub fn declare_queue(
+        &self,
+        mut spec: QueueSpec,
+        passive: bool,
+        conn: u64,
+    ) -> Result<(Arc<str>, u32, u32)> {
+        if passive {
+            if let Some(s) = self.stream_named(&spec.name) {
+                let (m, c) = s.counts();
+                return Ok((s.name().clone(), m, c));
+            }
+            let q = self.queue_for(&spec.name, conn)?;
+            q.touch();
+            let (m, c) = q.counts();
+            return Ok((q.name().clone(), m, c));
+        }
+        let generated = spec.name.is_empty();
+        if generated {
+            spec.name = Arc::from(crate::names::server_named_queue().as_str());
+        }
+        let _d = self.defs_lock.lock();
+        self.check_alive()?;
+        if let Some(s) = self.stream_named(&spec.name) {
+            let (m, c) = self.redeclare_stream(&s, &spec)?;
+            return Ok((s.name().clone(), m, c));
+        }
+        if let Some(q) = self.queues.read().get(&spec.name).cloned() {
+            // RabbitMQ's "strict" check: the declared exclusivity must match
+            // exactly, even for the owner (405, not 406).
+            if q.spec().exclusive_owner != spec.exclusive_owner {
+                return Err(self.locked(&q));
+            }
+            check_queue_equivalent(q.spec(), &spec, &self.name)?;
+            q.touch();
+            let (m, c) = q.counts();
+            return Ok((q.name().clone(), m, c));
+        }
+        if spec.name.starts_with("amq.") && !generated {
+            return Err(refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        if StreamArgs::is_stream(&spec.arguments) {
+            return self.create_stream(spec);
+        }
+        QueueArgs::validate_declaration(
+            &spec.arguments,
+            &spec.name,
+            &self.name,
+            spec.durable,
+            spec.exclusive_owner.is_some(),
+            spec.auto_delete,
+        )
+        .map_err(precondition)?;
+        // An exclusive queue is deleted with its connection, so its messages
+        // never outlive the process: keep it out of the durable storage.
+        let persisted = spec.durable && spec.exclusive_owner.is_none();
+        let storage = storage_name();
+        let dir = if persisted {
+            self.dir.join("queues").join(&storage)
+        } else {
+            self.transient_dir.join(&storage)
+        };
+        let q = Queue::open(spec.clone(), self.name.clone(), dir, self.env.clone())?;
+        let name = spec.name.clone();
+        self.storage.lock().insert(name.clone(), storage);
+        self.queues.write().insert(name.clone(), q.clone());
+        if persisted {
+            self.save()?;
+        }
+        Ok((name, 0, 0))
+    }
+
+    /// queue.delete. Returns the number of messages deleted.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> Result<u32> {
+        let _d = self.defs_lock.lock();
+        let Some(q) = self.queues.read().get(name).cloned() else {
+            return self.delete_stream(name, if_unused);
+        };
+        self.check_exclusive(&q, conn)?;
+        let (ready, consumers) = q.counts();
+        if if_unused && consumers > 0 {
+            return Err(precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && (ready > 0 || q.unacked_count() > 0 || q.delayed_count() > 0) {
+            return Err(precondition(format!(
+                "queue '{name}' in vhost '{}' not empty",
+                self.name
+            )));
+        }
+        self.remove_queue_locked(&q)
+    }
+
+    fn remove_queue_locked(&self, q: &Arc<Queue>) -> Result<u32> {
+        let name = q.name().clone();
+        self.queues.write().remove(&name);
+        self.storage.lock().remove(&name);
+        {
+            let mut exchanges = self.exchanges.write();
+            remove_destination(&mut exchanges, &Destination::Queue(name));
+        }
+        self.drop_orphan_delayed();
+        let n = q.delete()?;
+        if q.spec().durable {
+            self.save()?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes a queue without checks (auto-delete, exclusive owner gone).
+    pub fn drop_queue(&self, q: &Arc<Queue>) -> Result<()> {
+        let _d = self.defs_lock.lock();
+        let current = self.queues.read().get(q.name()).cloned();
+        if current.is_some_and(|c| Arc::ptr_eq(&c, q)) {
+            self.remove_queue_locked(q)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every exclusive queue of a closed connection.
+    pub fn connection_closed(&self, conn: u64) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.spec().exclusive_owner == Some(conn))
+            .cloned()
+            .collect();
+        for q in owned {
+            if let Err(e) = self.drop_queue(&q) {
+                tracing::warn!(queue = %q.name(), error = %e, "cannot delete exclusive queue");
+            }
+        }
+    }
+
+    /// queue.purge.
+    pub fn purge_queue(&self, name: &str, conn: u64) -> Result<u32> {
+        self.lookup(name, conn)?.queue("queue.purge")?.purge()
+    }
+}

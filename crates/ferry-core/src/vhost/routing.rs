@@ -1,0 +1,241 @@
+//! Routing publishes and dead letters to their queues and streams.
+//!
+//! Dead letters (`DeadLetterRouter`) arrive from queues that have released
+//! their lock; they are routed like publishes (exchanges, then queues, both
+//! released before any queue is called), and what their delivery pushes
+//! out of a full queue joins the same work list instead of recursing.
+
+use super::{refused, VHost};
+use crate::error::{CoreError, Result};
+use crate::exchange::{route_all, route_all_keys, Exchange, ExchangeKind};
+use crate::message::Message;
+use crate::queue::dead_letter::{self, Death};
+use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
+use crate::source::Source;
+use amq_protocol_types::FieldTable;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+impl VHost {
+    /// Routes a message published to `exchange` and returns the queues it
+    /// goes to (deduplicated). `headers` are the parsed message headers,
+    /// needed only by headers exchanges.
+    pub fn route(
+        &self,
+        exchange: &str,
+        msg: &Message,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<dyn Source>>,
+    ) -> Result<()> {
+        if exchange.is_empty() {
+            if let Some(q) = self.queues.read().get(&*msg.routing_key) {
+                out.push(q.clone());
+            } else if let Some(s) = self.streams.read().get(&*msg.routing_key) {
+                out.push(s.clone());
+            }
+            return Ok(());
+        }
+        // The documented order (exchanges, then queues): a reader holding
+        // `queues` while waiting for `exchanges` could deadlock with
+        // `binding` (exchanges → queues) once a writer queues up on either.
+        let exchanges = self.exchanges.read();
+        let queues = self.queues.read();
+        let Some(x) = exchanges.get(exchange) else {
+            return Err(CoreError::not_found("exchange", exchange, &self.name));
+        };
+        if x.internal {
+            return Err(refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        if x.kind == ExchangeKind::DelayedMessage {
+            if let Some(q) = self.hold_target(exchange, headers) {
+                out.push(q);
+                return Ok(());
+            }
+        }
+        self.route_through(&exchanges, &queues, exchange, msg, headers, out);
+        Ok(())
+    }
+
+    /// Where `exchange`'s bindings send `msg` (queues and streams), given
+    /// the vhost's exchanges and queues, read-locked by the caller in that
+    /// order; `streams` is locked here, after them.
+    pub(super) fn route_through(
+        &self,
+        exchanges: &HashMap<Arc<str>, Exchange>,
+        queues: &HashMap<Arc<str>, Arc<Queue>>,
+        exchange: &str,
+        msg: &Message,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<dyn Source>>,
+    ) {
+        let mut names: Vec<Arc<str>> = Vec::new();
+        route_all(
+            |n| exchanges.get(n),
+            exchange,
+            &msg.routing_key,
+            headers,
+            &mut names,
+        );
+        let streams = self.streams.read();
+        out.extend(names.iter().filter_map(|n| -> Option<Arc<dyn Source>> {
+            match queues.get(n) {
+                Some(q) => Some(q.clone()),
+                None => Some(streams.get(n)?.clone()),
+            }
+        }));
+    }
+
+    /// The queues a dead letter published to `exchange` with `keys` reaches;
+    /// None if the exchange does not exist (the letter is then dropped, as
+    /// in RabbitMQ). Internal exchanges may be dead-letter exchanges.
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+    ) -> Option<Vec<Arc<Queue>>> {
+        let exchanges = self.exchanges.read();
+        let queues = self.queues.read();
+        let mut out: Vec<Arc<Queue>> = Vec::new();
+        if exchange.is_empty() {
+            for k in keys {
+                if let Some(q) = queues.get(*k) {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+            return Some(out);
+        }
+        exchanges.get(exchange)?;
+        let mut names: Vec<Arc<str>> = Vec::new();
+        route_all_keys(|n| exchanges.get(n), exchange, keys, headers, &mut names);
+        out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
+        Some(out)
+    }
+
+    /// Republishes one dead letter (RabbitMQ's `rabbit_dead_letter:publish`):
+    /// the original properties with x-death recorded and `expiration`
+    /// removed, to the dead-letter exchange with the dead-letter routing
+    /// key (dropping `CC`) or the message's own keys; queues the message
+    /// already died in without a rejection since are skipped (cycles).
+    fn dead_letter_one(
+        &self,
+        codec: &dyn PropertyCodec,
+        dl: &DeadLetter,
+        work: &mut VecDeque<DeadLetter>,
+    ) {
+        let old = match codec.read(&dl.message.properties) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(queue = %dl.queue, error = %e, "dead letter with unreadable properties dropped");
+                return;
+            }
+        };
+        let mut headers = old
+            .headers
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        // The publish key, then CC and BCC: the message's routing keys.
+        let own_keys: Vec<String> = std::iter::once(dl.message.routing_key.to_string())
+            .chain(
+                dead_letter::header_routes(&headers)
+                    .into_iter()
+                    .map(String::from),
+            )
+            .collect();
+        {
+            let keys: Vec<&str> = own_keys.iter().map(String::as_str).collect();
+            dead_letter::add_death(
+                &mut headers,
+                &Death {
+                    reason: dl.reason,
+                    queue: &dl.queue,
+                    time: self.env.clock.now_ms() / 1000,
+                    exchange: &dl.message.exchange,
+                    routing_keys: &keys,
+                    original_expiration: old.expiration.as_deref(),
+                },
+            );
+        }
+        let route_keys = match &dl.routing_key {
+            Some(rk) => {
+                headers.remove("CC");
+                vec![rk.to_string()]
+            }
+            None => own_keys,
+        };
+        let table = FieldTable::from(headers);
+        let edit = HeaderEdit {
+            headers: Some(table.clone()),
+            expiration: None,
+        };
+        let properties = match codec.write(&dl.message.properties, &edit) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(queue = %dl.queue, error = %e, "dead letter not re-encodable, dropped");
+                return;
+            }
+        };
+        let msg = Arc::new(Message {
+            exchange: dl.exchange.clone(),
+            routing_key: Arc::from(route_keys[0].as_str()),
+            properties,
+            body: dl.message.body.clone(),
+            persistent: dl.message.persistent,
+            expiration_ms: None,
+        });
+        let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
+        let Some(targets) = self.route_dead_letter(&dl.exchange, &keys, Some(&table)) else {
+            tracing::debug!(
+                queue = %dl.queue, exchange = %dl.exchange,
+                "dead-letter exchange does not exist: message dropped"
+            );
+            return;
+        };
+        let deaths = dead_letter::deaths(table.inner());
+        for q in targets {
+            if dl.reason != Reason::Rejected && dead_letter::is_cycle(q.name(), deaths) {
+                self.cycles.report(q.name(), deaths);
+                continue;
+            }
+            let mut more = Vec::new();
+            if let Err(e) = q.publish_collect(&msg, None, &mut more) {
+                tracing::debug!(queue = %q.name(), error = %e, "dead letter not stored");
+            }
+            work.extend(more);
+        }
+    }
+}
+
+impl DeadLetterRouter for VHost {
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        let Some(codec) = self.env.codec.get().cloned() else {
+            tracing::warn!(
+                count = letters.len(),
+                "no property codec installed: dead letters dropped"
+            );
+            return;
+        };
+        let mut work: VecDeque<DeadLetter> = letters.into();
+        // Each step either ends or stores a message that pushes out an
+        // older one (reason maxlen, so cycles are cut): the list drains.
+        // The bound only guards against a bug turning that into a hang.
+        let mut steps = 0u64;
+        while let Some(dl) = work.pop_front() {
+            steps += 1;
+            if steps > 10_000_000 {
+                tracing::error!(
+                    left = work.len() + 1,
+                    "dead-letter loop did not end; dropping the rest"
+                );
+                return;
+            }
+            self.dead_letter_one(codec.as_ref(), &dl, &mut work);
+        }
+    }
+}
