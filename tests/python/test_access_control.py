@@ -37,11 +37,12 @@ def definitions() -> dict:
     perm = lambda u, v, c, w, r: {"user": u, "vhost": v, "configure": c, "write": w, "read": r}
     return {
         "users": [user("guest", "guest", ["administrator"]), user("bob", "bobpw", []),
-                  user("ann", "annpw", ["management"])],
+                  user("ann", "annpw", ["management"]), user("imp", "imppw", ["impersonator"])],
         "vhosts": [{"name": "/"}, {"name": "v2"}],
         "permissions": [perm("guest", "/", ".*", ".*", ".*"), perm("guest", "v2", ".*", ".*", ".*"),
                         perm("bob", "/", "foo", "foo", "foo"),
-                        perm("ann", "v2", "^ann\\.", "^ann\\.", "^ann\\.")],
+                        perm("ann", "v2", "^ann\\.", "^ann\\.", "^ann\\."),
+                        perm("imp", "/", ".*", ".*", ".*")],
         "queues": [], "exchanges": [], "bindings": [],
     }
 
@@ -229,6 +230,37 @@ def test_a_user_works_inside_its_permissions(as_bob, uniq):
     method, _, body = ch.basic_get(q)
     assert body == b"hello"
     ch.basic_ack(method.delivery_tag)
+
+
+# -- user_id and the impersonator tag ---------------------------------------------------------
+
+def test_user_id_must_name_the_login_unless_the_user_is_an_impersonator(as_bob, uniq):
+    """RabbitMQ's check_user_id_header: a user_id naming another user is 406 on the channel; a
+    user with the impersonator tag may publish with any user_id, which is delivered as sent."""
+    c = as_bob()
+    ch = c.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("xfoo", "k", b"own", pika.BasicProperties(user_id="bob"))
+
+    def publish_as_ann(ch2):
+        ch2.confirm_delivery()
+        ch2.basic_publish("xfoo", "k", b"other", pika.BasicProperties(user_id="ann"))
+
+    assert refused(c, publish_as_ann) == (
+        406, "PRECONDITION_FAILED - user_id property set to 'ann' but authenticated user was 'bob'")
+    imp = as_bob("imp", "imppw")
+    ch = imp.channel()
+    q = uniq("imp")
+    ch.queue_declare(q, auto_delete=True)
+    ch.confirm_delivery()
+    for uid in ("imp", "bob", "nobody-at-all"):
+        ch.basic_publish("", q, uid.encode(), pika.BasicProperties(user_id=uid))
+    got = []
+    for _ in range(3):
+        m, props, body = ch.basic_get(q, auto_ack=True)
+        got.append((props.user_id, body))
+    assert got == [("imp", b"imp"), ("bob", b"bob"), ("nobody-at-all", b"nobody-at-all")]
+    assert ch.is_open
 
 
 # -- Ferry only: settings of its own (RabbitMQ has the same rules, configured elsewhere) ---------

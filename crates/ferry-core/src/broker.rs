@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     pub default_pass: String,
     /// Users who may log in only from loopback addresses.
     pub loopback_users: Vec<String>,
+    /// The delivery limit of quorum queues declared without
+    /// `x-delivery-limit` (None = unlimited; RabbitMQ 4's 20 by default).
+    pub quorum_delivery_limit: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -67,6 +70,7 @@ impl BrokerConfig {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
+            quorum_delivery_limit: Some(crate::queue::QUORUM_DELIVERY_LIMIT),
         }
     }
 }
@@ -132,13 +136,14 @@ impl Broker {
         io.create_dir_all(&transient)?;
         let vdir = config.data_dir.join("vhosts");
         io.create_dir_all(&vdir)?;
-        let env = QueueEnv::new(
+        let mut env = QueueEnv::new(
             io.clone(),
             Syncer::start(config.sync_threads)?,
             config.log.clone(),
             config.cache_bytes,
         )
         .with_clock(clock);
+        env.quorum_delivery_limit = config.quorum_delivery_limit;
         let loopback = config.loopback_users.clone();
         let stored = match store::load(&*io, &config.data_dir, loopback.clone()) {
             Ok(s) => s,

@@ -106,7 +106,7 @@ pub async fn overview(
         "message_stats": crate::queues::message_stats(s, &t.rates),
         "queue_totals": {
             "messages": t.ready + t.unacked + t.delayed,
-            "messages_details": rate(t.rates.ready + t.rates.unacked),
+            "messages_details": rate(t.rates.messages()),
             "messages_ready": t.ready, "messages_ready_details": rate(t.rates.ready),
             "messages_unacknowledged": t.unacked,
             "messages_unacknowledged_details": rate(t.rates.unacked),

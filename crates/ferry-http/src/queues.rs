@@ -55,7 +55,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
         "policy": null,
         "exclusive_consumer_tag": null,
         "messages": q.messages(),
-        "messages_details": rate(r.ready + r.unacked),
+        "messages_details": rate(r.messages()),
         "messages_ready": d.ready,
         "messages_ready_details": rate(r.ready),
         "messages_unacknowledged": d.unacked,

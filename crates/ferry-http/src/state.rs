@@ -70,12 +70,20 @@ pub struct Rates {
     pub ready: f64,
     /// Change of unacknowledged messages per second.
     pub unacked: f64,
+    /// Change of messages waiting for a delayed retry per second.
+    pub delayed: f64,
 }
 
 impl Rates {
     /// deliver + deliver_no_ack + get + get_no_ack.
     pub fn deliver_get(&self) -> f64 {
         self.deliver + self.deliver_no_ack + self.get + self.get_no_ack
+    }
+
+    /// Change of `messages` per second: the same sum as the depth's
+    /// (ready + unacknowledged + delayed), so the two never disagree.
+    pub fn messages(&self) -> f64 {
+        self.ready + self.unacked + self.delayed
     }
 
     /// Sums (vhost and node totals).
@@ -89,6 +97,7 @@ impl Rates {
         self.ack += o.ack;
         self.ready += o.ready;
         self.unacked += o.unacked;
+        self.delayed += o.delayed;
     }
 
     fn between(old: &Counts, new: &Counts, secs: f64) -> Rates {
@@ -110,6 +119,7 @@ impl Rates {
             ack: r(old.ack, new.ack),
             ready: gauge(old_d.ready, new_d.ready),
             unacked: gauge(old_d.unacked, new_d.unacked),
+            delayed: gauge(old_d.delayed, new_d.delayed),
         }
     }
 }
@@ -206,13 +216,18 @@ mod tests {
             ack: 5,
             ..Default::default()
         };
-        let d = |ready| ferry_core::queue::Depth {
+        let d = |ready, delayed| ferry_core::queue::Depth {
             ready,
+            delayed,
             ..Default::default()
         };
-        let r = Rates::between(&(old, d(20)), &(new, d(10)), 5.0);
+        let r = Rates::between(&(old, d(20, 0)), &(new, d(10, 25)), 5.0);
         assert_eq!(r.publish, 10.0);
         assert_eq!(r.ack, 1.0);
         assert_eq!(r.ready, -2.0);
+        assert_eq!(r.delayed, 5.0);
+        // Ten ready messages went to wait for a retry, 15 more arrived
+        // waiting: `messages` grew by 15, so its rate is +3/s.
+        assert_eq!(r.messages(), 3.0);
     }
 }

@@ -207,6 +207,8 @@ struct Conn {
     params: Arc<WriterParams>,
     vhost: Option<Arc<VHost>>,
     user: String,
+    /// The user has the `impersonator` tag (read at login).
+    impersonator: bool,
     /// The user's permissions in the vhost and the broker's access epoch
     /// they were read at (refreshed when it moves).
     perms: Arc<CompiledPermissions>,
@@ -293,6 +295,7 @@ pub async fn serve<S>(
         params,
         vhost: None,
         user: String::new(),
+        impersonator: false,
         perms: Arc::new(CompiledPermissions::deny_all()),
         perms_epoch: u64::MAX,
         channel_max: shared.config.channel_max,
@@ -507,6 +510,7 @@ impl Conn {
             vhost: &vhost,
             conn_id: self.id,
             user: &self.user,
+            impersonator: self.impersonator,
             perms: &self.perms,
             config: &self.shared.config,
         };
@@ -684,6 +688,7 @@ impl Conn {
                     vhost: &vhost,
                     conn_id: self.id,
                     user: &self.user,
+                    impersonator: self.impersonator,
                     perms: &self.perms,
                     config: &self.shared.config,
                 };

@@ -235,6 +235,7 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     bc.default_user = s.default_user.clone();
     bc.default_pass = s.default_pass.clone();
     bc.loopback_users = s.loopback_users.clone();
+    bc.quorum_delivery_limit = s.quorum_delivery_limit();
     // Bad certificates stop the broker before it opens anything.
     let tls = tls_config(&s)?;
     let data_dir = s.data_dir.clone();

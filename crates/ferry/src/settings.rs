@@ -64,6 +64,9 @@ pub struct Settings {
     pub tls_ca: Option<PathBuf>,
     /// Require a client certificate signed by tls_ca.
     pub tls_verify_peer: bool,
+    /// Delivery limit of quorum queues declared without x-delivery-limit
+    /// (0 or -1 = unlimited).
+    pub quorum_delivery_limit: i64,
 }
 
 /// How log lines are written.
@@ -118,6 +121,7 @@ impl Default for Settings {
             tls_key: None,
             tls_ca: None,
             tls_verify_peer: false,
+            quorum_delivery_limit: 20,
         }
     }
 }
@@ -152,6 +156,7 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_verify_peer: Option<bool>,
+    quorum_delivery_limit: Option<i64>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -215,7 +220,8 @@ impl Settings {
             default_pass,
             loopback_users,
             amqps_listen,
-            tls_verify_peer
+            tls_verify_peer,
+            quorum_delivery_limit
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -263,13 +269,22 @@ impl Settings {
             "FERRY_HTTP_TLS" => http_tls,
             "FERRY_LOG_FORMAT" => log_format,
             "FERRY_AMQPS_LISTEN" => amqps_listen,
-            "FERRY_TLS_VERIFY_PEER" => tls_verify_peer
+            "FERRY_TLS_VERIFY_PEER" => tls_verify_peer,
+            "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit
         );
         Ok(())
     }
 }
 
 impl Settings {
+    /// The broker's default quorum delivery limit: None (unlimited) for 0
+    /// or a negative value.
+    pub fn quorum_delivery_limit(&self) -> Option<u64> {
+        u64::try_from(self.quorum_delivery_limit)
+            .ok()
+            .filter(|n| *n > 0)
+    }
+
     /// Users and TLS from `FERRY_*` (strings and paths: nothing to parse
     /// but the comma-separated user list; an empty path unsets).
     fn apply_security_env(&mut self, get: &impl Fn(&str) -> Option<String>) {
@@ -416,6 +431,23 @@ mod tests {
         assert_eq!(s.tls_cert, None, "an empty path unsets");
         assert!(s.tls_verify_peer);
         assert_eq!(s.amqps_listen.port(), 5999);
+    }
+
+    #[test]
+    fn quorum_delivery_limit_from_file_and_env() {
+        let mut s = Settings::default();
+        assert_eq!(s.quorum_delivery_limit(), Some(20));
+        s.apply_toml("quorum_delivery_limit = 2\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.quorum_delivery_limit(), Some(2));
+        for (v, want) in [("-1", None), ("0", None), ("5", Some(5))] {
+            s.apply_env(|k| (k == "FERRY_QUORUM_DELIVERY_LIMIT").then(|| v.to_string()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(s.quorum_delivery_limit(), want, "{v}");
+        }
+        assert!(s
+            .apply_env(|k| (k == "FERRY_QUORUM_DELIVERY_LIMIT").then(|| "many".to_string()))
+            .is_err());
     }
 
     #[test]

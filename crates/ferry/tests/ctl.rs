@@ -590,3 +590,133 @@ async fn overview_names_the_node() {
     let table = ok(&url, &["overview"]);
     assert!(table.contains("management_version"), "{table}");
 }
+
+/// Runs the `openssl` CLI in `dir`; false (the caller skips) when it is missing.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    match Command::new("openssl").args(args).current_dir(dir).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                text(&out.stderr)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (as
+/// tests/python/test_tls.py makes them); false without the openssl CLI.
+fn make_pki(dir: &std::path::Path) -> bool {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ferry-ctl-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    if !openssl(dir, &ca) {
+        return false;
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=ferry-ctl-test-server",
+    ]);
+    openssl(dir, &csr)
+        && openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        )
+}
+
+/// Against Ferry's HTTPS management listener (`http_tls`): `--cacert` with
+/// the CA that signed the server's certificate works; without it the
+/// server's certificate is not trusted and ctl exits 3 saying why.
+#[tokio::test]
+async fn https_with_cacert_and_an_untrusted_certificate() {
+    const TEST: &str = "https_with_cacert_and_an_untrusted_certificate";
+    let pki = tempfile::tempdir().unwrap();
+    if !make_pki(pki.path()) {
+        let _ = writeln!(std::io::stderr(), "SKIP {TEST}: no openssl CLI");
+        return;
+    }
+    let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
+    let Some(broker) = Broker::start_with_env(
+        TEST,
+        &[
+            ("FERRY_TLS_CERT", cert.to_str().unwrap()),
+            ("FERRY_TLS_KEY", key.to_str().unwrap()),
+            ("FERRY_AMQPS_LISTEN", "127.0.0.1:0"),
+            ("FERRY_HTTP_TLS", "true"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let addr = broker.endpoint("http").expect("an http= endpoint");
+    let url = format!("https://{addr}");
+    let ca = pki.path().join("ca.pem");
+    let v = ok_json(&url, &["--cacert", ca.to_str().unwrap(), "overview"]);
+    assert!(v["management_version"].is_string(), "{v}");
+    let q = unique("tls");
+    ok(
+        &url,
+        &["--cacert", ca.to_str().unwrap(), "declare", "queue", &q],
+    );
+    let rows = ok_json(&url, &["--cacert", ca.to_str().unwrap(), "list", "queues"]);
+    assert!(row(&rows, &q).is_some(), "{rows}");
+    let stderr = fails(&url, &["list", "queues"], 3);
+    assert!(
+        stderr.contains(&format!("cannot reach Ferry at {url}"))
+            && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // Plain HTTP to the TLS listener is not an answer either.
+    fails(&format!("http://{addr}"), &["list", "queues"], 3);
+}

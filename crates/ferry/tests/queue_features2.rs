@@ -206,3 +206,72 @@ async fn an_expiring_queue_gets_its_full_x_expires_after_a_kill9() {
     broker.restart().await;
     assert!(!exists(&broker.amqp_url(), q).await);
 }
+
+/// Gets `q`'s message and returns it to the queue until it is gone (or 30
+/// deliveries); returns the x-delivery-count of each delivery.
+async fn get_and_return_until_gone(ch: &lapin::Channel, q: &str) -> Vec<AMQPValue> {
+    let mut counts = Vec::new();
+    while counts.len() < 30 {
+        let Some(m) = ch
+            .basic_get(q.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        counts.push(header(&m.delivery, "x-delivery-count").unwrap());
+        m.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    counts
+}
+
+/// The broker's `quorum_delivery_limit` is the limit of quorum queues
+/// declared without x-delivery-limit: at 2 the third return dead-letters
+/// (three deliveries); at -1 thirty returns never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_delivery_limit_setting_is_the_quorum_default() {
+    for (setting, deliveries) in [("2", 3), ("-1", 30)] {
+        let Some(broker) = Broker::start_with_env(
+            "the_quorum_delivery_limit_setting_is_the_quorum_default",
+            &[("FERRY_QUORUM_DELIVERY_LIMIT", setting)],
+        )
+        .await
+        else {
+            return;
+        };
+        let conn = connect(&broker.amqp_url()).await;
+        let ch = confirm_channel(&conn).await;
+        let (q, dead) = (unique("quorum"), unique("dead"));
+        declare_durable(&ch, &dead, FieldTable::default()).await;
+        declare_durable(
+            &ch,
+            &q,
+            table(&[
+                ("x-queue-type", s("quorum")),
+                ("x-dead-letter-exchange", s("")),
+                ("x-dead-letter-routing-key", s(&dead)),
+            ]),
+        )
+        .await;
+        publish_settled(&ch, &q, &["x"]).await;
+        let counts = get_and_return_until_gone(&ch, &q).await;
+        let want: Vec<AMQPValue> = (0..deliveries).map(AMQPValue::LongLongInt).collect();
+        assert_eq!(counts, want, "setting {setting}");
+        // The dead letter is routed after the queue lock is released: wait
+        // for it rather than assume the nack's round trip covered it.
+        let dead_count = if deliveries == 3 { 1 } else { 0 };
+        let start = Instant::now();
+        while message_count(&ch, &dead).await != dead_count {
+            assert!(start.elapsed() < STEP, "setting {setting}: no dead letter");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = if deliveries == 3 { 0 } else { 1 };
+        assert_eq!(message_count(&ch, &q).await, left, "setting {setting}");
+    }
+}

@@ -373,6 +373,7 @@ impl Harness {
             vhost: &self.vhost,
             conn_id: self.conn.id,
             user: USER,
+            impersonator: false,
             perms: &self.perms,
             config: &self.server,
         };
@@ -410,6 +411,7 @@ impl Harness {
                 vhost: &self.vhost,
                 conn_id: self.conn.id,
                 user: USER,
+                impersonator: false,
                 perms: &self.perms,
                 config: &self.server,
             };

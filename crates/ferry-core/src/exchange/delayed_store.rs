@@ -8,7 +8,7 @@
 //!   (even after kill -9) replays the hold with its original due time.
 //! * The hidden queue posts its next due time to the broker's
 //!   `ExpiryTimer`; the expiry sweep calls [`DelayedStore::release_due`],
-//!   which makes due messages ready, takes them (as basic.get would), routes
+//!   which takes due messages in due order (as basic.get would), routes
 //!   each with the exchange's bindings at that moment and publishes it to
 //!   its queues. The message is settled in the hidden queue only when every
 //!   target queue has stored it (fsync for persistent messages in durable
@@ -217,11 +217,12 @@ impl DelayedStore {
             .map(|(n, h)| (n.clone(), h.clone()))
             .collect();
         for (exchange, held) in due {
-            held.queue.expire(now);
             let mut released = 0;
             loop {
-                let got = match held.queue.get(false) {
-                    Ok(Some((d, _))) => d,
+                // Due order (then publish order), not the ready list's id
+                // order: a short delay published late goes out first.
+                let got = match held.queue.take_due(now) {
+                    Ok(Some(d)) => d,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(exchange = %exchange, error = %e, "cannot take held message");

@@ -18,7 +18,8 @@ pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
 pub const MAX_PRIORITY: u8 = 255;
 
 /// The delivery limit of a quorum queue declared without `x-delivery-limit`
-/// (RabbitMQ 4's default; RabbitMQ 3.10 has none).
+/// (RabbitMQ 4's default; RabbitMQ 3.10 has none). The broker's
+/// `quorum_delivery_limit` setting overrides it (`QueueEnv`).
 pub const QUORUM_DELIVERY_LIMIT: u64 = 20;
 
 /// What a queue at its length limit does with a new message.
@@ -212,15 +213,17 @@ impl QueueArgs {
     }
 
     /// The arguments of a declared queue (validated at declaration; values
-    /// that do not parse are ignored, as if absent).
-    pub fn parse(args: &FieldTable) -> QueueArgs {
+    /// that do not parse are ignored, as if absent). `quorum_default` is the
+    /// delivery limit of a quorum queue without `x-delivery-limit` (None =
+    /// unlimited).
+    pub fn parse(args: &FieldTable, quorum_default: Option<u64>) -> QueueArgs {
         let a = args.inner();
         let num = |k: &str| a.get(k).and_then(non_negative);
         let name = |k: &str| a.get(k).and_then(text).map(Arc::from);
         let quorum = a.get("x-queue-type").and_then(text) == Some("quorum");
         let delivery_limit = match a.get("x-delivery-limit").and_then(int) {
             Some(n) => u64::try_from(n).ok(),
-            None if quorum => Some(QUORUM_DELIVERY_LIMIT),
+            None if quorum => quorum_default,
             None => None,
         };
         QueueArgs {
@@ -303,15 +306,18 @@ mod tests {
 
     #[test]
     fn parse_reads_what_the_queue_acts_on() {
-        let a = QueueArgs::parse(&table(&[
-            ("x-message-ttl", AMQPValue::LongInt(100)),
-            ("x-max-length", AMQPValue::ShortShortUInt(3)),
-            ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 40)),
-            ("x-overflow", s("reject-publish-dlx")),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("dead")),
-            ("x-other", s("ignored")),
-        ]));
+        let a = QueueArgs::parse(
+            &table(&[
+                ("x-message-ttl", AMQPValue::LongInt(100)),
+                ("x-max-length", AMQPValue::ShortShortUInt(3)),
+                ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 40)),
+                ("x-overflow", s("reject-publish-dlx")),
+                ("x-dead-letter-exchange", s("")),
+                ("x-dead-letter-routing-key", s("dead")),
+                ("x-other", s("ignored")),
+            ]),
+            Some(QUORUM_DELIVERY_LIMIT),
+        );
         assert_eq!(a.message_ttl, Some(100));
         assert_eq!(a.max_length, Some(3));
         assert_eq!(a.max_length_bytes, Some(1 << 40));
@@ -319,8 +325,23 @@ mod tests {
         assert_eq!(a.dead_letter_exchange.as_deref(), Some(""));
         assert_eq!(a.dead_letter_routing_key.as_deref(), Some("dead"));
         assert!(!a.is_plain() && a.limited());
-        assert!(QueueArgs::parse(&table(&[("x-other", s("x"))])).is_plain());
+        assert!(QueueArgs::parse(&table(&[("x-other", s("x"))]), None).is_plain());
         assert!(a.over_limit(4, 0) && !a.over_limit(3, 1 << 40) && a.over_limit(0, (1 << 40) + 1));
+    }
+
+    #[test]
+    fn the_quorum_default_limit_applies_only_without_x_delivery_limit() {
+        let limit = |items: &[(&str, AMQPValue)], default| {
+            QueueArgs::parse(&table(items), default).delivery_limit
+        };
+        let quorum = || ("x-queue-type", s("quorum"));
+        assert_eq!(limit(&[quorum()], Some(2)), Some(2));
+        assert_eq!(limit(&[quorum()], None), None);
+        assert_eq!(limit(&[], Some(2)), None, "classic queues have no default");
+        let own = ("x-delivery-limit", AMQPValue::LongInt(7));
+        assert_eq!(limit(&[quorum(), own], None), Some(7));
+        let unlimited = ("x-delivery-limit", AMQPValue::LongInt(-1));
+        assert_eq!(limit(&[quorum(), unlimited], Some(2)), None);
     }
 
     #[test]

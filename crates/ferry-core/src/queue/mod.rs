@@ -12,7 +12,7 @@ pub mod sinks;
 pub mod state;
 pub mod stats;
 
-pub use args::{Overflow, QueueArgs};
+pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
 pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};

@@ -35,7 +35,7 @@
 //! delayed retry (`x-retry-*`: returns wait, their due times in Retry
 //! records) and a delayed exchange's holds live in `delayed`.
 
-use super::args::{Overflow, QueueArgs};
+use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
@@ -92,6 +92,9 @@ pub struct QueueEnv {
     pub codec: Arc<OnceLock<Arc<dyn PropertyCodec>>>,
     /// Republishes dead letters: the queue's vhost.
     pub dead_letters: Option<Weak<dyn DeadLetterRouter>>,
+    /// The delivery limit of quorum queues declared without
+    /// `x-delivery-limit` (None = unlimited).
+    pub quorum_delivery_limit: Option<u64>,
 }
 
 impl QueueEnv {
@@ -108,6 +111,7 @@ impl QueueEnv {
             timer: ExpiryTimer::new(),
             codec: Arc::new(OnceLock::new()),
             dead_letters: None,
+            quorum_delivery_limit: Some(QUORUM_DELIVERY_LIMIT),
         }
     }
 
@@ -213,7 +217,7 @@ impl Queue {
         env.io.create_dir_all(&dir)?;
         let (log, report) = Log::open(env.io.clone(), &dir, env.log.clone())?;
         tracing::debug!(queue = %spec.name, ?report, "queue log opened");
-        let args = QueueArgs::parse(&spec.arguments);
+        let args = QueueArgs::parse(&spec.arguments, env.quorum_delivery_limit);
         let args = (!args.is_plain()).then(|| Box::new(args));
         let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
         let levels = args.as_ref().map_or(1, |a| a.levels());

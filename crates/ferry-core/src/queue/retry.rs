@@ -22,7 +22,8 @@
 use super::state::Entry;
 use crate::xargs::{check_int, int, invalid_arg, non_negative, text, unacceptable};
 use amq_protocol_types::FieldTable;
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 /// `x-retry-delay`: ms the first retry waits (0 = no delay: plain requeue).
 pub const ARG_DELAY: &str = "x-retry-delay";
@@ -139,28 +140,70 @@ impl RetryPolicy {
     }
 }
 
-/// Messages waiting for their time, ordered by it (then by id).
+/// Messages waiting for their time, taken by it (then by id).
+///
+/// A binary heap of 40-byte items (the 32-byte `Entry` plus its due
+/// time) in one vector: no per-message tree node, so a waiting message
+/// costs about what a ready one does. Nothing is removed from the middle
+/// (a waiting message is neither ready nor checked out: only its time or
+/// a purge ends its wait), so a heap's operations are all it needs.
 #[derive(Debug, Default)]
 pub struct Waiting {
-    by_due: BTreeMap<(u64, u64), Entry>,
+    heap: BinaryHeap<Waiter>,
     bytes: u64,
 }
+
+/// One waiting message; the heap's greatest is the earliest (due, id).
+#[derive(Debug)]
+struct Waiter {
+    due: u64,
+    entry: Entry,
+}
+
+impl Waiter {
+    fn key(&self) -> (u64, u64) {
+        (self.due, self.entry.id)
+    }
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Waiter {}
+
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// Below this many slots the heap's vector is never shrunk.
+const SHRINK_FLOOR: usize = 1024;
 
 impl Waiting {
     /// Adds `e`, ready again at `due`.
     pub fn insert(&mut self, due: u64, e: Entry) {
         self.bytes += u64::from(e.size());
-        self.by_due.insert((due, e.id), e);
+        self.heap.push(Waiter { due, entry: e });
     }
 
     /// Number of waiting messages.
     pub fn len(&self) -> usize {
-        self.by_due.len()
+        self.heap.len()
     }
 
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
-        self.by_due.is_empty()
+        self.heap.is_empty()
     }
 
     /// Their record bytes.
@@ -170,34 +213,63 @@ impl Waiting {
 
     /// The earliest time one becomes ready.
     pub fn next_due(&self) -> Option<u64> {
-        self.by_due.keys().next().map(|(d, _)| *d)
+        self.heap.peek().map(|w| w.due)
     }
 
     /// Takes out every message due at or before `now`, earliest first.
     pub fn take_due(&mut self, now: u64) -> Vec<Entry> {
         let mut out = Vec::new();
-        while let Some(entry) = self.by_due.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let e = entry.remove();
-            self.bytes -= u64::from(e.size());
+        while let Some(e) = self.pop_one(now) {
             out.push(e);
         }
+        self.shrink();
         out
+    }
+
+    /// Takes out the earliest message due at or before `now` (by due time,
+    /// then id); None if none is due.
+    pub fn pop_due(&mut self, now: u64) -> Option<Entry> {
+        let e = self.pop_one(now);
+        if e.is_none() {
+            self.shrink();
+        }
+        e
+    }
+
+    fn pop_one(&mut self, now: u64) -> Option<Entry> {
+        if self.heap.peek()?.due > now {
+            return None;
+        }
+        let w = self.heap.pop()?;
+        self.bytes -= u64::from(w.entry.size());
+        Some(w.entry)
+    }
+
+    /// A burst of waits that has drained gives its memory back.
+    fn shrink(&mut self) {
+        let cap = self.heap.capacity();
+        if cap > SHRINK_FLOOR && self.heap.len() < cap / 4 {
+            self.heap.shrink_to((self.heap.len() * 2).max(SHRINK_FLOOR));
+        }
+    }
+
+    /// The earliest message due at or before `now`, left in place.
+    pub fn peek_due(&self, now: u64) -> Option<&Entry> {
+        self.heap.peek().filter(|w| w.due <= now).map(|w| &w.entry)
     }
 
     /// The smallest waiting id (the log must keep its record).
     pub fn min_id(&self) -> Option<u64> {
-        self.by_due.keys().map(|(_, id)| *id).min()
+        self.heap.iter().map(|w| w.entry.id).min()
     }
 
     /// Removes everything (a purge); returns the ids.
     pub fn clear(&mut self) -> Vec<u64> {
         self.bytes = 0;
-        std::mem::take(&mut self.by_due)
-            .into_keys()
-            .map(|(_, id)| id)
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|w| w.entry.id)
             .collect()
     }
 }
@@ -208,6 +280,47 @@ mod tests {
     use super::*;
     use crate::test_support::{s, table};
     use amq_protocol_types::AMQPValue;
+
+    fn entry(id: u64) -> Entry {
+        let pos = ferry_log::RecordPos {
+            index: id,
+            segment: 0,
+            offset: id * 10,
+            len: 10,
+        };
+        Entry::new(pos, true, None)
+    }
+
+    #[test]
+    fn waiting_messages_come_out_by_due_time_then_id() {
+        let mut w = Waiting::default();
+        for (due, id) in [(30, 1), (10, 4), (20, 2), (10, 3), (40, 5)] {
+            w.insert(due, entry(id));
+        }
+        assert_eq!(
+            (w.len(), w.bytes(), w.next_due(), w.min_id()),
+            (5, 50, Some(10), Some(1))
+        );
+        assert!(w.peek_due(9).is_none() && w.pop_due(9).is_none());
+        assert_eq!(w.peek_due(10).map(|e| e.id), Some(3));
+        assert_eq!(w.pop_due(20).map(|e| e.id), Some(3));
+        let ids: Vec<u64> = w.take_due(30).iter().map(|e| e.id).collect();
+        assert_eq!(ids, [4, 2, 1]);
+        assert_eq!((w.len(), w.bytes(), w.next_due()), (1, 10, Some(40)));
+        assert_eq!(w.clear(), [5]);
+        assert!(w.is_empty() && w.bytes() == 0 && w.next_due().is_none());
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let mut w = Waiting::default();
+        for id in 0..100_000 {
+            w.insert(id, entry(id));
+        }
+        assert_eq!(w.take_due(99_000).len(), 99_001);
+        assert!(w.heap.capacity() < 10_000, "{}", w.heap.capacity());
+        assert_eq!(w.next_due(), Some(99_001));
+    }
 
     #[test]
     fn fixed_backoff_waits_the_same_capped() {

@@ -7,12 +7,13 @@
 
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::{route_all, route_all_keys, Exchange, ExchangeKind};
+use crate::exchange::{delay_of, route_all, route_all_keys, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
 use crate::source::Source;
 use amq_protocol_types::FieldTable;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -62,6 +63,12 @@ impl VHost {
     /// Where `exchange`'s bindings send `msg` (queues and streams), given
     /// the vhost's exchanges and queues, read-locked by the caller in that
     /// order; `streams` is locked here, after them.
+    ///
+    /// A delayed exchange reached through an exchange-to-exchange binding
+    /// holds a message with a valid `x-delay` as a publish to it would (the
+    /// plugin's type `route` runs for every exchange on the way): its
+    /// hidden queue is the destination and its bindings wait for the due
+    /// time. `exchange` itself is routed through (the caller decided).
     pub(super) fn route_through(
         &self,
         exchanges: &HashMap<Arc<str>, Exchange>,
@@ -72,8 +79,20 @@ impl VHost {
         out: &mut Vec<Arc<dyn Source>>,
     ) {
         let mut names: Vec<Arc<str>> = Vec::new();
+        let holdable = headers.and_then(delay_of).is_some();
+        let held: RefCell<Vec<Arc<str>>> = RefCell::new(Vec::new());
         route_all(
-            |n| exchanges.get(n),
+            |n| {
+                let x = exchanges.get(n)?;
+                if holdable && x.kind == ExchangeKind::DelayedMessage && n != exchange {
+                    let mut h = held.borrow_mut();
+                    if !h.contains(&x.name) {
+                        h.push(x.name.clone());
+                    }
+                    return None;
+                }
+                Some(x)
+            },
             exchange,
             &msg.routing_key,
             headers,
@@ -86,6 +105,11 @@ impl VHost {
                 None => Some(streams.get(n)?.clone()),
             }
         }));
+        for x in held.into_inner() {
+            if let Some(q) = self.delayed.queue(&x) {
+                out.push(q);
+            }
+        }
     }
 
     /// The queues a dead letter published to `exchange` with `keys` reaches;

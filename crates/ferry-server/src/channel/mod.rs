@@ -31,6 +31,8 @@ pub struct ChannelCtx<'a> {
     pub conn_id: u64,
     /// Authenticated user (checked against the user_id property).
     pub user: &'a str,
+    /// The user has the `impersonator` tag: any user_id is accepted.
+    pub impersonator: bool,
     /// The user's permissions in the vhost, cached by the connection.
     pub perms: &'a Arc<CompiledPermissions>,
     /// Limits.

@@ -253,7 +253,7 @@ impl Channel {
             None => p.body.freeze(),
         };
         if let Some(uid) = props.user_id() {
-            if uid.as_str() != ctx.user {
+            if uid.as_str() != ctx.user && !ctx.impersonator {
                 return Err(AmqpError::new(
                     ReplyCode::PRECONDITION_FAILED,
                     format!(

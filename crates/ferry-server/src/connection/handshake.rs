@@ -97,9 +97,15 @@ impl Conn {
             .broker
             .users()
             .authenticate(&creds.username, &creds.password, peer.ip().is_loopback())
-            .map(|u| u.name.clone());
+            .map(|u| (u.name.clone(), u.has_tag("impersonator")));
         match auth {
-            Ok(name) => self.user = name,
+            // Tags are read at login, as RabbitMQ's channel keeps the
+            // login's user record: a later tag change applies to new
+            // connections.
+            Ok((name, impersonator)) => {
+                self.user = name;
+                self.impersonator = impersonator;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "login refused");
                 // A client that cannot take connection.close during the

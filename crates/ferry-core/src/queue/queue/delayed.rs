@@ -66,6 +66,36 @@ impl Queue {
         Ok(())
     }
 
+    /// A delayed exchange's release: checks out the earliest held message
+    /// due at `now` (due time, then publish order) as basic.get would,
+    /// skipping the ready list, whose id order is publish order.
+    pub fn take_due(&self, now: u64) -> Result<Option<Delivery>> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let inner = &mut *g;
+        let Some(head) = inner.state.peek_due(now).cloned() else {
+            self.note_expiry(inner);
+            return Ok(None);
+        };
+        // Loaded before it leaves the waiting set: a read error keeps it
+        // held for the next sweep.
+        let message = self.load(inner, &head)?;
+        if inner.state.check_out_due(now) != Some(head.id) {
+            return Ok(None);
+        }
+        self.stats.got(false, head.redelivered());
+        self.note_expiry(inner);
+        Ok(Some(Delivery {
+            queue: self.spec.name.clone(),
+            msg_id: head.id,
+            message: self.delivered_message(message, head.delivery_count),
+            redelivered: head.redelivered(),
+            delivery_count: u32::from(head.delivery_count),
+        }))
+    }
+
     /// Messages waiting for a retry or held by a delayed exchange.
     pub fn delayed_count(&self) -> usize {
         self.inner.lock().state.waiting_len()

@@ -55,6 +55,22 @@ impl QueueState {
         self.waiting.next_due()
     }
 
+    /// The earliest waiting message due at or before `now` (due time, then
+    /// id), left waiting.
+    pub fn peek_due(&self, now: u64) -> Option<&Entry> {
+        self.waiting.peek_due(now)
+    }
+
+    /// Checks out the earliest waiting message due at or before `now`
+    /// without passing through the ready list (a delayed exchange releases
+    /// in due order, not in the id order of the ready list).
+    pub fn check_out_due(&mut self, now: u64) -> Option<u64> {
+        let e = self.waiting.pop_due(now)?;
+        let id = e.id;
+        self.check_out(e);
+        Some(id)
+    }
+
     /// Makes every waiting message due at or before `now` ready, in its
     /// original place (its id orders it among the ready ones, as a
     /// requeue does). Returns how many.
