@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{connect_channel, publish_settled, unique, Broker};
+use common::{confirm_channel, connect, connect_channel, publish_settled, unique, Broker};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
@@ -109,7 +109,7 @@ async fn queue_lifecycle_stats_and_errors() {
     assert_eq!(err["error"], "bad_request");
 
     // Two confirmed AMQP publishes, then the API's view.
-    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let (_conn, ch) = connect_confirming(&broker.amqp_url()).await;
     publish_settled(&ch, &q, &["a", "bb"]).await;
     let (st, info) = api.req("GET", &path, None);
     assert_eq!(st, 200);
@@ -417,7 +417,7 @@ async fn rates_come_from_the_sampler() {
     let q = unique("rateq");
     let path = format!("/api/queues/%2F/{q}");
     assert_eq!(api.req("PUT", &path, Some(json!({}))).0, 201);
-    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let (_conn, ch) = connect_confirming(&broker.amqp_url()).await;
     let bodies: Vec<String> = (0..50).map(|i| i.to_string()).collect();
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
     publish_settled(&ch, &q, &refs).await;
@@ -472,7 +472,7 @@ async fn streams_are_queues_to_the_api_metrics_and_definitions() {
     let decl = json!({"durable": true, "arguments": {"x-queue-type": "stream"}});
     assert_eq!(api.req("PUT", &path, Some(decl.clone())).0, 201);
     assert_eq!(api.req("PUT", &path, Some(decl)).0, 204);
-    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let (_conn, ch) = connect_confirming(&broker.amqp_url()).await;
     publish_settled(&ch, &s, &["a", "b", "c"]).await;
     let (st, info) = api.req("GET", &path, None);
     assert_eq!(st, 200);
@@ -551,7 +551,7 @@ async fn delayed_retries_count_in_messages_not_ready() {
     let path = format!("/api/queues/%2F/{q}");
     let decl = json!({"arguments": {"x-retry-delay": 60_000}});
     assert_eq!(api.req("PUT", &path, Some(decl)).0, 201);
-    let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
+    let (_conn, ch) = connect_confirming(&broker.amqp_url()).await;
     publish_settled(&ch, &q, &["late", "now"]).await;
     let got = ch
         .basic_get(
@@ -703,4 +703,12 @@ async fn deleting_a_user_closes_its_connections() {
     let (_, conns) = api.req("GET", "/api/connections", None);
     assert_eq!(conns.as_array().unwrap().len(), 1, "{conns}");
     assert_eq!(conns[0]["user"], "guest");
+}
+
+/// A connection and a channel in confirm mode, for tests that publish and then read
+/// counts through the API (`publish_settled` waits for the confirms).
+async fn connect_confirming(url: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = connect(url).await;
+    let ch = confirm_channel(&conn).await;
+    (conn, ch)
 }

@@ -39,6 +39,7 @@ RABBIT_START_TIMEOUT = float(os.environ.get("RABBITMQ_START_TIMEOUT", "90"))
 STOP_TIMEOUT = float(os.environ.get("BROKER_STOP_TIMEOUT", "30"))
 
 RABBITMQ_SERVER = os.environ.get("RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+RABBITMQCTL = str(Path(RABBITMQ_SERVER).with_name("rabbitmqctl"))
 
 
 class BrokerError(RuntimeError):
@@ -449,6 +450,10 @@ class RabbitBroker(_Broker):
                 try:
                     c = pika.BlockingConnection(self.params(socket_timeout=2, stack_timeout=5))
                     c.close()
+                    # RabbitMQ opens its AMQP listener before the boot has finished (queues
+                    # of a vhost may still be recovering, answering 404): wait for the boot
+                    # the way an operator's script does.
+                    self._await_startup(deadline)
                     return
                 except Exception as e:  # not booted far enough yet
                     last_err = e
@@ -458,6 +463,18 @@ class RabbitBroker(_Broker):
                                   f"{RABBIT_START_TIMEOUT:.0f}s (last error {last_err!r}).\n"
                                   f"log ({self.log_path}):\n{tail(self.log_path)}")
             time.sleep(0.1)  # polling interval, not a settle delay
+
+    def _await_startup(self, deadline: float) -> None:
+        """`rabbitmqctl await_startup`: returns once every boot step ran (vhosts and their
+        durable queues recovered), not just once the listener accepts."""
+        timeout = max(1, int(deadline - time.monotonic()))
+        r = subprocess.run([RABBITMQCTL, "-n", self.nodename, "await_startup",
+                            "--timeout", str(timeout)],
+                           stdin=subprocess.DEVNULL, capture_output=True, env=self.env(),
+                           timeout=timeout + 30)
+        if r.returncode != 0:
+            raise BrokerError(f"rabbitmqctl await_startup failed ({r.returncode}): "
+                              f"{r.stdout.decode(errors='replace')}{r.stderr.decode(errors='replace')}")
 
     def _beam_pids(self) -> list[int]:
         if self.proc is None:

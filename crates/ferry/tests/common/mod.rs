@@ -290,6 +290,12 @@ pub async fn publish_props(
 
 /// Wait for every outstanding confirm on a confirm-mode channel; panics on a nack or return.
 pub async fn settle(ch: &Channel) {
+    // lapin's wait_for_confirms returns at once on a channel without confirms, which
+    // would let a test read the broker's state before the publishes reached it.
+    assert!(
+        ch.status().confirm(),
+        "settle needs a channel in confirm mode (confirm_select first)"
+    );
     let returned = tokio::time::timeout(Duration::from_secs(30), ch.wait_for_confirms())
         .await
         .expect("confirms did not arrive in time")
