@@ -22,7 +22,7 @@ use bytes::Bytes;
 use ferry_core::queue::record::{self, Record};
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, BrokerConfig, Message};
-use ferry_log::{FileIo, Log, SimIo};
+use ferry_log::{Log, SimIo};
 use libfuzzer_sys::fuzz_target;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,8 +67,7 @@ fn stream_record(data: &[u8]) {
     assert_eq!((ts2, msg2), (ts, msg));
 }
 
-const QUEUES: &str = "/data/vhosts/2f/queues";
-
+const VHOST_DIR: &str = "/data/vhosts/2f";
 fn spec(name: &str, stream: bool) -> QueueSpec {
     let mut arguments = ferry_amqp::FieldTable::default();
     if stream {
@@ -86,19 +85,16 @@ fn spec(name: &str, stream: bool) -> QueueSpec {
     }
 }
 
-fn dirs(io: &SimIo) -> Vec<PathBuf> {
-    io.list(Path::new(QUEUES)).unwrap_or_default()
-}
-
-fn declare_new(io: &SimIo, b: &Broker, name: &str, stream: bool) -> PathBuf {
-    let before = dirs(io);
-    let v = b.vhost("/").expect("vhost /");
-    v.declare_queue(spec(name, stream), false, 1)
-        .expect("declare");
-    dirs(io)
-        .into_iter()
-        .find(|d| !before.contains(d))
-        .expect("a new storage dir")
+/// The log directory of stored queue `name` (from the vhost's definitions file).
+fn storage_dir(io: &SimIo, name: &str) -> PathBuf {
+    let vhost = Path::new(VHOST_DIR);
+    let defs = ferry_core::definitions::load(io, vhost).expect("definitions");
+    let q = defs
+        .queues
+        .iter()
+        .find(|q| &*q.spec.name == name)
+        .expect("stored queue");
+    vhost.join("queues").join(&q.storage)
 }
 
 fn boot(input: &Boot) {
@@ -106,10 +102,12 @@ fn boot(input: &Boot) {
     let mut cfg = BrokerConfig::new(PathBuf::from("/data"));
     cfg.sync_threads = 1;
     let b = Broker::open(cfg.clone(), io.shared()).expect("first open");
-    let q = declare_new(&io, &b, "q", false);
-    let s = declare_new(&io, &b, "s", true);
-    declare_new(&io, &b, "good", false);
     let v = b.vhost("/").expect("vhost /");
+    for (name, stream) in [("q", false), ("s", true), ("good", false)] {
+        v.declare_queue(spec(name, stream), false, 1)
+            .expect("declare");
+    }
+    let (q, s) = (storage_dir(&io, "q"), storage_dir(&io, "s"));
     let m = Arc::new(Message {
         exchange: Arc::from(""),
         routing_key: Arc::from("good"),
