@@ -143,7 +143,11 @@ fn boot(input: &Boot) {
                 .expect("declared again after the delete");
         }
     }
-    let got = v.queue_for("good", 1).expect("good").get(true).expect("get");
+    let got = v
+        .queue_for("good", 1)
+        .expect("good")
+        .get(true)
+        .expect("get");
     assert!(got.is_some(), "the intact queue serves its message");
     b.shutdown();
 }
