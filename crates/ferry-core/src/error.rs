@@ -70,6 +70,15 @@ impl CoreError {
         }
     }
 
+    /// Whether stored data is damaged (a record that does not decode, a
+    /// checksum that fails), as opposed to the disk failing now.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            CoreError::Corrupt(_) | CoreError::Storage(LogError::Corrupt { .. })
+        )
+    }
+
     pub(crate) fn not_found(what: &str, name: &str, vhost: &str) -> Self {
         Self::request(
             ErrorKind::NotFound,

@@ -8,7 +8,8 @@
 //! confirms and group commit (`syncer`), fsync latency histograms
 //! (`metrics`), users, permissions and the vhost lifecycle (`auth`, the
 //! access file), the small checksummed files definitions and access are
-//! kept in (`framed`), and how x-arguments are read and refused with
+//! kept in (`framed`), the length limits of names and keys checked where
+//! input enters (`limits`: records never truncate), and how x-arguments are read and refused with
 //! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
@@ -30,6 +31,7 @@ pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub(crate) mod framed;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod names;

@@ -8,9 +8,10 @@
 //! bindings), `queues` (declare, delete, purge, exclusive owners),
 //! `routing` (publishes and dead letters), `streams`, `delayed`
 //! (`x-delayed-message`), `lifecycle` (vhost deletion), `equivalence`
-//! (redeclaration checks).
+//! (redeclaration checks), `crashed` (queues whose log cannot be opened).
 //!
-//! Lock order: `defs_lock` → `exchanges` → `queues` → a queue's lock.
+//! Lock order: `defs_lock` → `exchanges` → `queues` → `streams` →
+//! `crashed` → a queue's lock.
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
+mod crashed;
 mod delayed;
 mod equivalence;
 mod exchanges;
@@ -32,6 +34,7 @@ mod queues;
 mod routing;
 mod streams;
 
+pub use crashed::CrashedQueue;
 use equivalence::check_queue_equivalent;
 use exchanges::remove_destination;
 
@@ -69,6 +72,9 @@ pub struct VHost {
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
     /// Streams (`vhost/streams.rs`); lock order: `queues` → `streams`.
     streams: RwLock<HashMap<Arc<str>, Arc<Stream>>>,
+    /// Stored queues and streams that failed to open (`vhost/crashed.rs`);
+    /// lock order: after `streams`.
+    crashed: RwLock<HashMap<Arc<str>, CrashedQueue>>,
     storage: Mutex<HashMap<Arc<str>, String>>,
     defs_lock: Mutex<()>,
     cycles: CycleLog,
@@ -117,6 +123,7 @@ impl VHost {
                 exchanges: RwLock::new(HashMap::new()),
                 queues: RwLock::new(HashMap::new()),
                 streams: RwLock::new(HashMap::new()),
+                crashed: RwLock::new(HashMap::new()),
                 storage: Mutex::new(HashMap::new()),
                 defs_lock: Mutex::new(()),
                 cycles: CycleLog::default(),
@@ -157,13 +164,26 @@ impl VHost {
         let mut storage = self.storage.lock();
         for q in defs.queues {
             let dir = self.dir.join("queues").join(&q.storage);
-            if self.open_stream(&q.spec, &dir)?.is_some() {
-                storage.insert(q.spec.name.clone(), q.storage);
-                continue;
-            }
-            let queue = Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())?;
             storage.insert(q.spec.name.clone(), q.storage);
-            queues.insert(q.spec.name.clone(), queue);
+            // One queue whose stored data is damaged (a record that does
+            // not decode, a bad checksum in a sealed segment) must not
+            // keep the node down: it is kept as `crashed`
+            // (`vhost/crashed.rs`).
+            let opened = match self.open_stream(&q.spec, &dir) {
+                Ok(Some(())) => Ok(()),
+                Ok(None) => Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())
+                    .map(|queue| {
+                        queues.insert(q.spec.name.clone(), queue);
+                    }),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(()) => {}
+                Err(e) if e.is_corruption() => self.note_crashed(q.spec, &e),
+                // A failing disk (I/O error, failed fsync) is the node's
+                // problem, not one queue's: the open fails.
+                Err(e) => return Err(e),
+            }
         }
         for b in defs.bindings {
             if let Some(x) = exchanges.get_mut(b.source.as_str()) {
@@ -193,8 +213,12 @@ impl VHost {
             ..Definitions::default()
         };
         let streams = self.streams.read();
-        let durable_queue =
-            |n: &str| queues.get(n).is_some_and(|q| q.spec().durable) || streams.contains_key(n);
+        let crashed = self.crashed.read();
+        let durable_queue = |n: &str| {
+            queues.get(n).is_some_and(|q| q.spec().durable)
+                || streams.contains_key(n)
+                || crashed.contains_key(n)
+        };
         let durable_exchange = |n: &str| exchanges.get(n).is_some_and(|x| x.durable);
         for (name, x) in exchanges.iter() {
             if x.durable && !STANDARD_EXCHANGES.iter().any(|(n, _)| *n == &**name) {
@@ -225,7 +249,8 @@ impl VHost {
             }
         }
         let specs = queues.iter().map(|(n, q)| (n, q.spec()));
-        for (name, spec) in specs.chain(streams.iter().map(|(n, s)| (n, s.spec()))) {
+        let specs = specs.chain(streams.iter().map(|(n, s)| (n, s.spec())));
+        for (name, spec) in specs.chain(crashed.iter().map(|(n, c)| (n, &c.spec))) {
             if spec.durable && spec.exclusive_owner.is_none() {
                 if let Some(s) = storage.get(name) {
                     defs.queues.push(QueueDef {

@@ -59,13 +59,20 @@ fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
         .into_iter()
         .filter(|q| q.spec().durable && q.spec().exclusive_owner.is_none())
         .collect();
-    let durable_q: Vec<String> = qs.iter().map(|q| q.name().to_string()).collect();
-    let queues = qs
+    // Crashed queues keep their definition (RabbitMQ exports them too).
+    let crashed = v.crashed_queues();
+    let specs = qs
         .iter()
-        .map(|q| {
+        .map(|q| q.spec())
+        .chain(crashed.iter().map(|c| &c.spec));
+    let specs: Vec<&ferry_core::queue::QueueSpec> = specs.collect();
+    let durable_q: Vec<String> = specs.iter().map(|s| s.name.to_string()).collect();
+    let queues = specs
+        .iter()
+        .map(|s| {
             tag(json!({
-                "name": &**q.name(), "durable": true, "auto_delete": q.spec().auto_delete,
-                "arguments": table_to_json(&q.spec().arguments),
+                "name": &*s.name, "durable": true, "auto_delete": s.auto_delete,
+                "arguments": table_to_json(&s.arguments),
             }))
         })
         .collect();

@@ -116,10 +116,12 @@ fn node_families(ctx: &Ctx, queues: usize) -> Vec<(&'static str, &'static str, &
 pub fn render(ctx: &Ctx) -> String {
     let mut o = Out(String::with_capacity(8192));
     let mut rows = Vec::new();
+    let mut crashed = 0usize;
     for vname in ctx.broker.vhost_names() {
         let Ok(v) = ctx.broker.vhost(&vname) else {
             continue;
         };
+        crashed += v.crashed_queues().len();
         for q in crate::sources::of_vhost(&v) {
             rows.push(QueueRow {
                 labels: format!("vhost=\"{}\",queue=\"{}\"", esc(&vname), esc(q.name())),
@@ -137,6 +139,12 @@ pub fn render(ctx: &Ctx) -> String {
     for (name, kind, help, v) in node_families(ctx, rows.len()) {
         o.single(name, kind, help, v);
     }
+    o.single(
+        "ferry_queues_crashed",
+        "gauge",
+        "Stored queues and streams whose log could not be opened (state crashed; not counted in ferry_queues).",
+        crashed,
+    );
     let h = ferry_core::metrics::FSYNC.snapshot();
     let name = "ferry_fsync_duration_seconds";
     o.family(

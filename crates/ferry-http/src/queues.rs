@@ -2,6 +2,8 @@
 //! .../contents), and a queue's bindings; streams are listed as queues of
 //! `"type": "stream"` (purge answers RabbitMQ's 400). Shapes as RabbitMQ 3.10's, with
 //! `message_stats` from the queue's counters and rates from the sampler.
+//! Crashed queues (log not recoverable at boot) are listed with
+//! `"state": "crashed"` and can be deleted.
 
 use crate::auth::Caller;
 use crate::common::{self, put_status, query_flag, rate};
@@ -16,6 +18,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::{Access, Resource};
 use ferry_core::queue::QueueSpec;
+use ferry_core::vhost::CrashedQueue;
 use ferry_core::VHost;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -69,11 +72,37 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
     })
 }
 
+/// A crashed queue or stream (`ferry_core::vhost::CrashedQueue`) as
+/// RabbitMQ shows one: its declared shape and `"state": "crashed"`, no
+/// counts (RabbitMQ has no statistics for it either).
+pub fn crashed_json(ctx: &Ctx, vhost: &str, c: &CrashedQueue) -> Value {
+    let spec = &c.spec;
+    json!({
+        "name": &*spec.name,
+        "vhost": vhost,
+        "durable": spec.durable,
+        "auto_delete": spec.auto_delete,
+        "exclusive": false,
+        "arguments": table_to_json(&spec.arguments),
+        "node": ctx.node.name,
+        "type": c.kind,
+        "state": "crashed",
+        "policy": null,
+        "exclusive_consumer_tag": null,
+    })
+}
+
 fn rows(ctx: &Ctx, v: &VHost) -> Vec<Value> {
-    sources::of_vhost(v)
+    let mut all: Vec<Value> = sources::of_vhost(v)
         .iter()
         .map(|q| queue_json(ctx, v.name(), q))
-        .collect()
+        .collect();
+    let crashed = v.crashed_queues();
+    if !crashed.is_empty() {
+        all.extend(crashed.iter().map(|c| crashed_json(ctx, v.name(), c)));
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    }
+    all
 }
 
 /// GET /api/queues[/{vhost}]
@@ -94,6 +123,10 @@ pub async fn show(
     Path((vhost, name)): Path<(String, String)>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
+    let vh = common::vhost(&ctx, &caller, &vhost)?;
+    if let Some(c) = vh.crashed_queue(&name) {
+        return Ok(Json(p.apply_one(crashed_json(&ctx, &vhost, &c))));
+    }
     let (_, q) = sources::find(&ctx, &caller, &vhost, &name)?;
     let mut v = queue_json(&ctx, &vhost, &QueueView::of(q));
     if let Some(m) = v.as_object_mut() {
@@ -140,6 +173,13 @@ pub async fn delete(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<StatusCode> {
+    let vh = common::vhost(&ctx, &caller, &vhost)?;
+    if vh.crashed_queue(&name).is_some() {
+        // The operator's way out: the definition and files go.
+        common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
+        vh.delete_queue(&name, false, false, 0)?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let (v, queue) = sources::find(&ctx, &caller, &vhost, &name)?;
     common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
     let owner = QueueView::of(queue).spec().exclusive_owner.unwrap_or(0);

@@ -106,6 +106,22 @@ fn check_max_priority(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
+/// A string argument that becomes a dead letter's exchange or routing key
+/// must fit the records' short strings (`crate::limits`); RabbitMQ 3.10
+/// accepts a longer one and then fails every delivery of such a dead
+/// letter (541), so Ferry refuses it at the declaration instead.
+fn check_short_arg(v: &AMQPValue) -> Result<(), String> {
+    let n = match v {
+        AMQPValue::LongString(s) => s.as_bytes().len(),
+        AMQPValue::ShortString(s) => s.as_str().len(),
+        _ => 0,
+    };
+    if n > crate::limits::SHORT_MAX {
+        return Err(format!("{{value_too_long,{n}}}"));
+    }
+    Ok(())
+}
+
 /// The queue types a declaration may name.
 const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
 
@@ -140,6 +156,7 @@ impl QueueArgs {
                     crate::exchange::type_name(v)
                 ));
             }
+            check_short_arg(v).map_err(|e| invalid_arg("x-dead-letter-exchange", &rs, &e))?;
         }
         // rabbit_amqqueue:declare_args/0 order.
         let has_dlx = a.contains_key("x-dead-letter-exchange");
@@ -148,6 +165,7 @@ impl QueueArgs {
             if !is_string(v) {
                 return Err(unacceptable(v));
             }
+            check_short_arg(v)?;
             if has_dlx {
                 Ok(())
             } else {
@@ -327,6 +345,31 @@ mod tests {
         assert!(!a.is_plain() && a.limited());
         assert!(QueueArgs::parse(&table(&[("x-other", s("x"))]), None).is_plain());
         assert!(a.over_limit(4, 0) && !a.over_limit(3, 1 << 40) && a.over_limit(0, (1 << 40) + 1));
+    }
+
+    #[test]
+    fn dead_letter_names_longer_than_a_short_string_are_refused() {
+        let long = "é".repeat(200);
+        let check = |items: &[(&str, AMQPValue)]| QueueArgs::validate(&table(items), "q", "/");
+        assert_eq!(
+            check(&[
+                ("x-dead-letter-exchange", s("amq.fanout")),
+                ("x-dead-letter-routing-key", s(&long)),
+            ]),
+            Err("invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': {value_too_long,400}".into())
+        );
+        assert_eq!(
+            check(&[("x-dead-letter-exchange", s(&"x".repeat(256)))]),
+            Err("invalid arg 'x-dead-letter-exchange' for queue 'q' in vhost '/': {value_too_long,256}".into())
+        );
+        let fits = format!("{}a", "é".repeat(127));
+        assert_eq!(
+            check(&[
+                ("x-dead-letter-exchange", s("amq.fanout")),
+                ("x-dead-letter-routing-key", s(&fits)),
+            ]),
+            Ok(())
+        );
     }
 
     #[test]

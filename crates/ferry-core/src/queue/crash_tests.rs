@@ -12,9 +12,12 @@
 //! * Damage in a **sealed** segment (complete and durable by construction):
 //!   `Queue::open` fails with `CoreError::Storage(LogError::Corrupt)` naming
 //!   the segment file, offset and failed check. Replay reads and verifies
-//!   every record, so this holds wherever the damage is; the broker then
-//!   refuses to start rather than silently drop durable messages from the
-//!   middle of the queue.
+//!   every record, so this holds wherever the damage is. The broker does
+//!   not silently drop durable messages from the middle of the queue, nor
+//!   stay down: `VHost::load` keeps that queue as `crashed` (unavailable,
+//!   reported, deletable) and the rest of the node starts. The same holds
+//!   for a record with a valid CRC that does not decode
+//!   (`vhost/crashed.rs` tests it end to end).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;

@@ -349,6 +349,8 @@ impl Queue {
         confirm: Option<ConfirmToken>,
         letters: &mut Vec<DeadLetter>,
     ) -> Result<Enqueued> {
+        // Refused before anything changes (overflow, dead letters, log).
+        record::check_fields(msg)?;
         let needs_sync = msg.persistent && self.spec.durable;
         let mut g = self.inner.lock();
         if g.deleted {
@@ -365,7 +367,7 @@ impl Queue {
             }
         }
         inner.scratch.clear();
-        record::encode_enqueue_held(msg, deadline, priority, held, &mut inner.scratch);
+        record::encode_enqueue_held(msg, deadline, priority, held, &mut inner.scratch)?;
         let pos = inner.log.append(&inner.scratch)?;
         if inner.scratch.capacity() > SCRATCH_KEEP {
             // One huge message must not pin its size in memory forever.

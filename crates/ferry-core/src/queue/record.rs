@@ -17,7 +17,7 @@
 //! described with its invariants in `docs/queue-records.md`.
 
 use super::dead_letter::Reason;
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
 use bytes::{Buf, BufMut, Bytes};
 use std::sync::Arc;
@@ -77,14 +77,24 @@ pub enum Record {
 }
 
 /// Encodes an Enqueue record for `msg` (expiring at `expires_at`, at level
-/// `priority` of a priority queue) into `out`.
+/// `priority` of a priority queue) into `out`. Refuses (writing nothing)
+/// a message whose exchange or routing key does not fit a short string
+/// (see [`check_fields`]): a record is never truncated.
 pub fn encode_enqueue(
     msg: &Message,
     expires_at: Option<u64>,
     priority: Option<u8>,
     out: &mut Vec<u8>,
-) {
-    encode_enqueue_held(msg, expires_at, priority, None, out);
+) -> Result<()> {
+    encode_enqueue_held(msg, expires_at, priority, None, out)
+}
+
+/// Whether `msg` can be stored: its exchange and routing key fit the
+/// records' one-byte lengths ([`crate::limits::SHORT_MAX`]). Callers check
+/// it before anything changes, so a refused publish leaves no trace.
+pub fn check_fields(msg: &Message) -> Result<()> {
+    crate::limits::check_short("exchange", &msg.exchange)?;
+    crate::limits::check_short("routing_key", &msg.routing_key)
 }
 
 /// `encode_enqueue` for a message held until `not_before`.
@@ -94,7 +104,10 @@ pub fn encode_enqueue_held(
     priority: Option<u8>,
     not_before: Option<u64>,
     out: &mut Vec<u8>,
-) {
+) -> Result<()> {
+    check_fields(msg)?;
+    let props_len = u32::try_from(msg.properties.len())
+        .map_err(|_| CoreError::request(ErrorKind::PreconditionFailed, "properties too large"))?;
     out.reserve(msg.weight());
     out.put_u8(TAG_ENQUEUE);
     let mut flags = if msg.persistent { FLAG_PERSISTENT } else { 0 };
@@ -119,9 +132,10 @@ pub fn encode_enqueue_held(
     }
     put_short(out, &msg.exchange);
     put_short(out, &msg.routing_key);
-    out.put_u32_le(msg.properties.len() as u32);
+    out.put_u32_le(props_len);
     out.extend_from_slice(&msg.properties);
     out.extend_from_slice(&msg.body);
+    Ok(())
 }
 
 /// Encodes a Settle or Requeue record.
@@ -163,13 +177,11 @@ pub fn encode_purge(upto: u64, keep: &[u64], out: &mut Vec<u8>) {
     }
 }
 
+/// Writes a short string whose length `check_fields` has checked.
 fn put_short(out: &mut Vec<u8>, s: &str) {
-    // Exchange names and routing keys are AMQP short strings (<= 255 bytes);
-    // the front end guarantees it, and we clamp rather than corrupt the record.
-    let b = s.as_bytes();
-    let n = b.len().min(255);
-    out.put_u8(n as u8);
-    out.extend_from_slice(&b[..n]);
+    let n = u8::try_from(s.len()).unwrap_or(u8::MAX);
+    out.put_u8(n);
+    out.extend_from_slice(&s.as_bytes()[..usize::from(n)]);
 }
 
 fn corrupt(what: &str) -> CoreError {
@@ -321,7 +333,7 @@ mod tests {
             for expires_at in [None, Some(0), Some(1_700_000_000_123), Some(u64::MAX)] {
                 for priority in [None, Some(0), Some(255)] {
                     let mut out = Vec::new();
-                    encode_enqueue(&msg(p), expires_at, priority, &mut out);
+                    assert!(encode_enqueue(&msg(p), expires_at, priority, &mut out).is_ok());
                     assert_eq!(
                         decode(Bytes::from(out)).ok(),
                         Some(Record::Enqueue {
@@ -339,13 +351,13 @@ mod tests {
     #[test]
     fn enqueue_without_deadline_keeps_the_old_layout() {
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), None, None, &mut out);
+        assert!(encode_enqueue(&msg(true), None, None, &mut out).is_ok());
         assert_eq!(&out[..4], &[TAG_ENQUEUE, FLAG_PERSISTENT, 10, b'a']);
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), Some(0x0102), None, &mut out);
+        assert!(encode_enqueue(&msg(true), Some(0x0102), None, &mut out).is_ok());
         assert_eq!(&out[..11], &[TAG_ENQUEUE, 3, 2, 1, 0, 0, 0, 0, 0, 0, 10]);
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), Some(0x0102), Some(7), &mut out);
+        assert!(encode_enqueue(&msg(true), Some(0x0102), Some(7), &mut out).is_ok());
         assert_eq!(&out[..12], &[TAG_ENQUEUE, 7, 2, 1, 0, 0, 0, 0, 0, 0, 7, 10]);
     }
 
@@ -354,7 +366,10 @@ mod tests {
         for not_before in [None, Some(0), Some(1_700_000_000_123)] {
             for expires_at in [None, Some(9)] {
                 let mut out = Vec::new();
-                encode_enqueue_held(&msg(true), expires_at, Some(3), not_before, &mut out);
+                assert!(
+                    encode_enqueue_held(&msg(true), expires_at, Some(3), not_before, &mut out)
+                        .is_ok()
+                );
                 assert_eq!(
                     decode(Bytes::from(out)).ok(),
                     Some(Record::Enqueue {
@@ -427,7 +442,7 @@ mod tests {
     #[test]
     fn truncated_records_are_errors_not_panics() {
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), None, None, &mut out);
+        assert!(encode_enqueue(&msg(true), None, None, &mut out).is_ok());
         for cut in 0..12 {
             assert!(
                 decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
@@ -435,7 +450,7 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        encode_enqueue(&msg(true), Some(5), Some(3), &mut out);
+        assert!(encode_enqueue(&msg(true), Some(5), Some(3), &mut out).is_ok());
         for cut in 0..21 {
             assert!(
                 decode(Bytes::copy_from_slice(&out[..cut])).is_err(),
@@ -447,5 +462,39 @@ mod tests {
         out.push(0);
         assert!(decode(Bytes::from(out)).is_err());
         assert!(decode(Bytes::from_static(&[9])).is_err());
+    }
+
+    #[test]
+    fn over_long_names_are_refused_never_truncated() {
+        // 200 × "é" = 400 bytes: clamping at 255 would cut a character.
+        let mut m = msg(true);
+        m.routing_key = Arc::from("é".repeat(200).as_str());
+        let mut out = Vec::new();
+        let e = encode_enqueue(&m, None, None, &mut out)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("routing_key should be less than 255 bytes, actually was 400\n")
+        );
+        assert!(out.is_empty(), "nothing written for a refused message");
+        let mut m = msg(true);
+        m.exchange = Arc::from("x".repeat(256).as_str());
+        assert!(encode_enqueue(&m, None, None, &mut out).is_err());
+        assert!(out.is_empty());
+        // 255 bytes is the limit, and it round-trips exactly.
+        let mut m = msg(true);
+        m.routing_key = Arc::from(format!("{}a", "é".repeat(127)).as_str());
+        m.exchange = Arc::from("e".repeat(255).as_str());
+        assert!(encode_enqueue(&m, None, None, &mut out).is_ok());
+        assert_eq!(
+            decode(Bytes::from(out)).ok(),
+            Some(Record::Enqueue {
+                msg: m,
+                expires_at: None,
+                priority: None,
+                not_before: None,
+            })
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The one record a stream's log holds: a message with its publish time.
 //! Layout in `docs/streams.md`. All integers little-endian.
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -14,24 +14,28 @@ const FIXED: usize = 1 + 8 + 1;
 
 /// Appends the record of `msg` published at `ts_ms` with `properties`
 /// (the message's, with `x-stream-offset` already added) to `out`.
-pub fn encode(msg: &Message, properties: &[u8], ts_ms: u64, out: &mut Vec<u8>) {
-    fn short(s: &str) -> &[u8] {
-        &s.as_bytes()[..s.len().min(255)]
-    }
-    let exchange = short(&msg.exchange);
-    let key = short(&msg.routing_key);
+/// Refuses (writing nothing) a message whose exchange or routing key is
+/// longer than a short string, or whose properties do not fit a u32: a
+/// record is never truncated (`crate::limits`).
+pub fn encode(msg: &Message, properties: &[u8], ts_ms: u64, out: &mut Vec<u8>) -> Result<()> {
+    crate::queue::record::check_fields(msg)?;
+    let short = |s: &str| u8::try_from(s.len()).unwrap_or(u8::MAX);
+    let plen = u32::try_from(properties.len())
+        .map_err(|_| CoreError::request(ErrorKind::PreconditionFailed, "properties too large"))?;
+    let exchange = msg.exchange.as_bytes();
+    let key = msg.routing_key.as_bytes();
     out.reserve(FIXED + 2 + exchange.len() + key.len() + 4 + properties.len() + msg.body.len());
     out.push(TAG);
     out.extend_from_slice(&ts_ms.to_le_bytes());
     out.push(if msg.persistent { PERSISTENT } else { 0 });
-    out.push(exchange.len() as u8);
+    out.push(short(&msg.exchange));
     out.extend_from_slice(exchange);
-    out.push(key.len() as u8);
+    out.push(short(&msg.routing_key));
     out.extend_from_slice(key);
-    let plen = u32::try_from(properties.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&plen.to_le_bytes());
-    out.extend_from_slice(&properties[..plen as usize]);
+    out.extend_from_slice(properties);
     out.extend_from_slice(&msg.body);
+    Ok(())
 }
 
 fn corrupt(why: &str) -> CoreError {
@@ -103,7 +107,7 @@ mod tests {
             expiration_ms: None,
         };
         let mut buf = Vec::new();
-        encode(&m, &m.properties, 1_700_000_000_123, &mut buf);
+        encode(&m, &m.properties, 1_700_000_000_123, &mut buf).unwrap();
         let (ts, back) = decode(Bytes::from(buf.clone())).unwrap();
         assert_eq!(ts, 1_700_000_000_123);
         assert_eq!(back, m);
@@ -113,5 +117,23 @@ mod tests {
         }
         buf[0] = b'X';
         assert!(decode(Bytes::from(buf)).is_err());
+    }
+
+    #[test]
+    fn over_long_keys_are_refused_never_truncated() {
+        let mut m = Message {
+            exchange: Arc::from("amq.fanout"),
+            routing_key: Arc::from("é".repeat(200).as_str()),
+            properties: Bytes::new(),
+            body: Bytes::from_static(b"x"),
+            persistent: true,
+            expiration_ms: None,
+        };
+        let mut buf = Vec::new();
+        assert!(encode(&m, &[], 1, &mut buf).is_err());
+        assert!(buf.is_empty());
+        m.routing_key = Arc::from(format!("{}a", "é".repeat(127)).as_str());
+        encode(&m, &[], 1, &mut buf).unwrap();
+        assert_eq!(decode(Bytes::from(buf)).unwrap().1, m);
     }
 }

@@ -122,8 +122,10 @@ impl Stream {
             if s.records == 0 {
                 continue;
             }
+            // Decoded whole, not just its time: a record that cannot be
+            // decoded makes the stream `crashed` at boot (`VHost::load`).
             let rec = log.read_index(s.base + s.records - 1)?;
-            last_ts = last_ts.max(record::timestamp(&rec.payload)?);
+            last_ts = last_ts.max(record::decode(rec.payload)?.0);
             if i + 1 < segments.len() {
                 sealed_ts.push_back((s.base, last_ts));
             }
@@ -270,7 +272,7 @@ impl Stream {
             let offset = inner.log.next_index();
             let props = self.with_offset(&msg.properties, offset);
             inner.scratch.clear();
-            record::encode(msg, &props, ts, &mut inner.scratch);
+            record::encode(msg, &props, ts, &mut inner.scratch)?;
             let pos = inner.log.append(&inner.scratch)?;
             if inner.scratch.capacity() > SCRATCH_KEEP {
                 inner.scratch = Vec::new();

@@ -24,6 +24,7 @@ impl VHost {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
+        crate::limits::check_short("exchange", name)?;
         if passive {
             return match self.exchanges.read().contains_key(name) {
                 true => Ok(()),
@@ -142,12 +143,15 @@ impl VHost {
         arguments: FieldTable,
         conn: u64,
     ) -> Result<()> {
+        crate::limits::check_short("routing_key", routing_key)?;
         let _d = self.defs_lock.lock();
         let durable = {
             let mut exchanges = self.exchanges.write();
             self.check_bindable_source(&exchanges, source)?;
             let dest_durable = match &destination {
                 Destination::Queue(q) if self.streams.read().contains_key(&**q) => true,
+                // As in RabbitMQ, a crashed queue's record still exists.
+                Destination::Queue(q) if self.crashed.read().contains_key(&**q) => true,
                 Destination::Queue(q) => {
                     let queues = self.queues.read();
                     let queue = queues

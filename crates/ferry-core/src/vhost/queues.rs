@@ -43,6 +43,7 @@ impl VHost {
         passive: bool,
         conn: u64,
     ) -> Result<(Arc<str>, u32, u32)> {
+        crate::limits::check_short("queue", &spec.name)?;
         if passive {
             if let Some(s) = self.stream_named(&spec.name) {
                 let (m, c) = s.counts();
@@ -74,6 +75,7 @@ impl VHost {
             let (m, c) = q.counts();
             return Ok((q.name().clone(), m, c));
         }
+        self.check_not_crashed(&spec.name)?;
         if spec.name.starts_with("amq.") && !generated {
             return Err(refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -121,6 +123,9 @@ impl VHost {
     ) -> Result<u32> {
         let _d = self.defs_lock.lock();
         let Some(q) = self.queues.read().get(name).cloned() else {
+            if let Some(r) = self.delete_crashed(name) {
+                return r;
+            }
             return self.delete_stream(name, if_unused);
         };
         self.check_exclusive(&q, conn)?;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 impl VHost {
     /// Routes a message published to `exchange` and returns the queues it
     /// goes to (deduplicated). `headers` are the parsed message headers,
-    /// needed only by headers exchanges.
+    /// needed only by headers exchanges. A message whose exchange or
+    /// routing key could not be stored is refused here (`crate::limits`).
     pub fn route(
         &self,
         exchange: &str,
@@ -28,6 +29,7 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<dyn Source>>,
     ) -> Result<()> {
+        crate::queue::record::check_fields(msg)?;
         if exchange.is_empty() {
             if let Some(q) = self.queues.read().get(&*msg.routing_key) {
                 out.push(q.clone());

@@ -45,9 +45,11 @@ impl VHost {
             self.check_exclusive(&q, conn)?;
             return Ok(QueueRef::Queue(q));
         }
-        self.stream_named(name)
-            .map(QueueRef::Stream)
-            .ok_or_else(|| CoreError::not_found("queue", name, &self.name))
+        if let Some(s) = self.stream_named(name) {
+            return Ok(QueueRef::Stream(s));
+        }
+        self.check_not_crashed(name)?;
+        Err(CoreError::not_found("queue", name, &self.name))
     }
 
     /// Opens a stored stream at boot (`None`: the definition is a queue).
