@@ -23,6 +23,7 @@ pub mod alarms;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod direct_reply;
 pub mod error;
 pub mod memory;
 pub mod outbox;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub alarms: watch::Receiver<alarms::Alarms>,
     /// Live connections (management API).
     pub registry: Arc<registry::Registry>,
+    /// Direct reply-to consumers of every connection.
+    pub replies: channel::reply_to::Replies,
     live: AtomicUsize,
     all_closed: Notify,
 }
@@ -115,6 +118,7 @@ impl Server {
             shutdown: shutdown_rx,
             alarms: alarm_rx,
             registry: registry::Registry::new(),
+            replies: Default::default(),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });
