@@ -6,7 +6,9 @@
 //! publisher confirms and transactions, heartbeats, limits and shutdown;
 //! resource alarms (`alarms`) and what the memory alarm counts (`memory`:
 //! bytes held for clients, not RSS); the live connection registry the
-//! management API lists and force-closes through (`registry`).
+//! management API lists and force-closes through (`registry`); direct
+//! reply-to consumers of every connection (`direct_reply`), which replies
+//! reach without a queue.
 //!
 //! Must not: hold routing or storage rules (those live in `ferry-core`),
 //! decide who may do what (the core's users and permissions do; channels
