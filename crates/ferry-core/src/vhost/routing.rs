@@ -31,16 +31,18 @@ impl VHost {
         if exchange.is_empty() {
             let extra = sender_selected(headers)?;
             let queues = self.queues.read();
-            let streams = self.streams.read();
+            // Streams only on a miss (queues → streams, the lock order).
+            let mut streams = None;
             for key in std::iter::once(&*msg.routing_key).chain(extra) {
-                let found: Option<Arc<dyn Source>> = match queues.get(key) {
-                    Some(q) => Some(q.clone()),
-                    None => streams.get(key).map(|s| s.clone() as Arc<dyn Source>),
+                let found: Arc<dyn Source> = match queues.get(key) {
+                    Some(q) => q.clone(),
+                    None => match streams.get_or_insert_with(|| self.streams.read()).get(key) {
+                        Some(s) => s.clone(),
+                        None => continue,
+                    },
                 };
-                if let Some(q) = found {
-                    if !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
-                        out.push(q);
-                    }
+                if !out.iter().any(|o| Arc::ptr_eq(o, &found)) {
+                    out.push(found);
                 }
             }
             return Ok(());

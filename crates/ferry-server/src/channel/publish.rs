@@ -306,9 +306,7 @@ impl Channel {
             // now, as RabbitMQ, even in a transaction); they count as
             // unroutable, so a mandatory reply comes back as NO_ROUTE.
             let cc = ferry_core::exchange::sender_selected_keys(headers).unwrap_or_default();
-            let mut keys = vec![&*msg.routing_key];
-            keys.extend(cc);
-            self.deliver_replies(ctx, &keys, &msg);
+            self.deliver_replies(ctx, std::iter::once(&*msg.routing_key).chain(cc), &msg);
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((msg, queues, p.mandatory));

@@ -177,10 +177,16 @@ impl Channel {
     /// the publish's routing key, `redelivered` false and the consumer
     /// channel's next delivery tag, which it does not take (no ack is
     /// expected); a channel that is gone drops the reply.
-    pub(super) fn deliver_replies(&self, ctx: &ChannelCtx<'_>, keys: &[&str], msg: &Arc<Message>) {
+    pub(super) fn deliver_replies<'k>(
+        &self,
+        ctx: &ChannelCtx<'_>,
+        keys: impl Iterator<Item = &'k str>,
+        msg: &Arc<Message>,
+    ) {
+        // Allocates only for a reply (the common publish has no reply key).
         let mut done: Vec<&str> = Vec::new();
         for key in keys {
-            if !key.starts_with(REPLY_PREFIX) || done.contains(key) {
+            if !key.starts_with(REPLY_PREFIX) || done.contains(&key) {
                 continue;
             }
             done.push(key);
