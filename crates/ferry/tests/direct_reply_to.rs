@@ -242,3 +242,80 @@ async fn a_new_reply_consumer_does_not_receive_replies_for_an_old_name() {
     assert_eq!(d.routing_key.as_str(), new_name);
     assert_no_delivery(&mut replies, Duration::from_millis(200)).await;
 }
+
+/// Whether `name` answers a passive queue.declare (a fresh channel each time: a 404 closes it).
+async fn declares(conn: &Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match r {
+        Ok(ok) => {
+            assert_eq!((ok.message_count(), ok.consumer_count()), (0, 1));
+            ch.close(200, "ok".into()).await.unwrap();
+            true
+        }
+        Err(e) => {
+            assert_eq!(amqp_error(&e).0, 404, "{e}");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_connection_takes_its_reply_name_with_it() {
+    use common::raw::{Args, RawConn};
+    let broker = Broker::start().await;
+    let server_conn = connect(&broker.amqp_url()).await;
+    let sch = confirm_channel(&server_conn).await;
+    let rpc = declare_queue(&sch, "rpc-drop").await;
+
+    // A raw client: reply consumer, confirm mode, one request with reply_to.
+    let mut raw = RawConn::open(&broker.amqp_addr()).await;
+    raw.open_channel(1).await;
+    let no_ack = 2;
+    let consume = Args::new().u16(0).shortstr(RT).shortstr("").u8(no_ack);
+    raw.send_method(1, 60, 20, consume.empty_table()).await;
+    raw.expect_method(1, 60, 21).await;
+    raw.send_method(1, 85, 10, Args::new().u8(0)).await;
+    raw.expect_method(1, 85, 11).await;
+    let publish = Args::new().u16(0).shortstr("").shortstr(&rpc).u8(0);
+    raw.send_method(1, 60, 40, publish).await;
+    let reply_to_flag = 0x0200;
+    let header = Args::new()
+        .u16(60)
+        .u16(0)
+        .u64(3)
+        .u16(reply_to_flag)
+        .shortstr(RT);
+    raw.send_frame(2, 1, &header.0).await;
+    raw.send_frame(3, 1, b"req").await;
+    raw.expect_method(1, 60, 80).await;
+    let m = sch
+        .basic_get(rpc.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the confirmed request");
+    let name = m.delivery.properties.reply_to().clone().unwrap();
+    let name = name.as_str().to_string();
+    assert!(declares(&server_conn, &name).await);
+
+    // The socket goes away without connection.close.
+    drop(raw);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while declares(&server_conn, &name).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} still declares {WAIT:?} after the connection dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mandatory_reply(&sch, &name, b"to nobody").await);
+}
