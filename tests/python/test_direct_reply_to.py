@@ -118,6 +118,12 @@ def test_request_without_reply_consumer_is_406(connect, server):
         other.basic_qos(prefetch_count=0)
 
 
+def test_a_missing_exchange_is_reported_before_the_missing_reply_consumer(ch):
+    with channel_closed(404, f"NOT_FOUND - no exchange 'no-such-exchange' {V}"):
+        ch.basic_publish("no-such-exchange", "k", b"x", pika.BasicProperties(reply_to=RT))
+        ch.basic_qos(prefetch_count=0)
+
+
 def test_second_reply_consumer_is_406(ch):
     ch.basic_consume(RT, lambda *a: None, auto_ack=True)
     with channel_closed(406, "PRECONDITION_FAILED - reply consumer already set"):

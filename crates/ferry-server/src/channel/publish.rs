@@ -253,7 +253,7 @@ impl Channel {
             None => p.body.freeze(),
         };
         // As RabbitMQ: the reply-to rewrite comes before the property checks.
-        let rewritten = self.rewrite_reply_to(&props)?;
+        let rewritten = self.rewrite_reply_to(ctx, &p.exchange, &props)?;
         if let Some(uid) = props.user_id() {
             if uid.as_str() != ctx.user && !ctx.impersonator {
                 return Err(AmqpError::new(

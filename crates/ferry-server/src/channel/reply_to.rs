@@ -157,12 +157,23 @@ impl Channel {
     /// has none. `None`: nothing to rewrite.
     pub(super) fn rewrite_reply_to(
         &self,
+        ctx: &ChannelCtx<'_>,
+        exchange: &str,
         props: &BasicProperties,
     ) -> Result<Option<BasicProperties>, AmqpError> {
         if props.reply_to().as_ref().map(ShortString::as_str) != Some(PSEUDO_QUEUE) {
             return Ok(None);
         }
         let Some(r) = &self.reply else {
+            // RabbitMQ looks the exchange up first; routing does that
+            // here, later, so a missing one is checked on this error path.
+            if !exchange.is_empty() && !ctx.vhost.has_exchange(exchange) {
+                return Err(AmqpError::new(
+                    ReplyCode::NOT_FOUND,
+                    format!("no exchange '{exchange}' in vhost '{}'", ctx.vhost.name()),
+                )
+                .on(60, 40));
+            }
             return Err(AmqpError::new(
                 ReplyCode::PRECONDITION_FAILED,
                 "fast reply consumer does not exist",
