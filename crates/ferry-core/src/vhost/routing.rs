@@ -68,10 +68,16 @@ impl VHost {
                 return Ok(());
             }
         }
-        let mut keys = Vec::with_capacity(1 + extra.len());
-        keys.push(&*msg.routing_key);
-        keys.extend(extra);
-        self.route_through(&exchanges, &queues, exchange, &keys, headers, out);
+        let key = [&*msg.routing_key];
+        let all: Vec<&str>;
+        // No allocation for the common publish without CC / BCC.
+        let keys: &[&str] = if extra.is_empty() {
+            &key
+        } else {
+            all = key.into_iter().chain(extra).collect();
+            &all
+        };
+        self.route_through(&exchanges, &queues, exchange, keys, headers, out);
         Ok(())
     }
 
