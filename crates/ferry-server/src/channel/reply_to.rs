@@ -3,6 +3,7 @@
 //! replies handed to other channels, and `queue.declare` of the pseudo-queue
 //! names. Reply codes and texts are RabbitMQ 3.10's (`rabbit_channel`).
 
+use super::delivery::ChannelShared;
 use super::{Channel, ChannelCtx};
 use crate::direct_reply::{PSEUDO_QUEUE, REPLY_PREFIX};
 use crate::error::AmqpError;
@@ -10,8 +11,6 @@ use ferry_amqp::amq_protocol::protocol::{basic, queue};
 use ferry_amqp::{encode_properties, AMQPClass, BasicProperties, ReplyCode, ShortString};
 use ferry_core::Message;
 use std::sync::{Arc, Weak};
-
-use super::delivery::ChannelShared;
 
 /// Where a reply goes: a channel's reply consumer.
 #[derive(Debug, Clone)]
