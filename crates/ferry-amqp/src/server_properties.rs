@@ -14,7 +14,7 @@ pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 pub const LOCALES: &str = "en_US";
 
 /// Which broker features to advertise. `Default` is what Ferry supports:
-/// RabbitMQ's set minus direct reply-to and consumer priorities.
+/// RabbitMQ 3.10's whole set (the same nine keys, all true).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -50,8 +50,8 @@ impl Default for Capabilities {
             connection_blocked: true,
             authentication_failure_close: true,
             per_consumer_qos: true,
-            direct_reply_to: false,
-            consumer_priorities: false,
+            direct_reply_to: true,
+            consumer_priorities: true,
         }
     }
 }
@@ -141,11 +141,11 @@ mod tests {
             "connection.blocked",
             "authentication_failure_close",
             "per_consumer_qos",
+            "direct_reply_to",
+            "consumer_priorities",
         ] {
             assert_eq!(caps[on], AMQPValue::Boolean(true), "{on}");
         }
-        assert_eq!(caps["direct_reply_to"], AMQPValue::Boolean(false));
-        assert_eq!(caps["consumer_priorities"], AMQPValue::Boolean(false));
         assert_eq!(caps.len(), 9);
     }
 
@@ -154,11 +154,11 @@ mod tests {
     #[allow(clippy::field_reassign_with_default)]
     fn capabilities_can_be_changed() {
         let mut caps = Capabilities::default();
-        caps.consumer_priorities = true;
+        caps.consumer_priorities = false;
         let table = caps.to_table();
         assert_eq!(
             table.inner()["consumer_priorities"],
-            AMQPValue::Boolean(true)
+            AMQPValue::Boolean(false)
         );
     }
 

@@ -180,7 +180,9 @@ pub async fn publish(
             })?,
         ),
     };
-    let raw_props = ferry_amqp::encode_properties(&props)
+    // Routed with the BCC keys below, stored without them (as over AMQP).
+    let stored_props = ferry_server::properties::without_bcc(&props);
+    let raw_props = ferry_amqp::encode_properties(stored_props.as_ref().unwrap_or(&props))
         .map_err(|e| ApiError::BadRequest(format!("bad properties: {e}")))?;
     let exchange = exchange_name(&name).to_string();
     if !v.has_exchange(&exchange) {

@@ -513,6 +513,7 @@ impl Conn {
             impersonator: self.impersonator,
             perms: &self.perms,
             config: &self.shared.config,
+            replies: &self.shared.replies,
         };
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(true);
@@ -691,6 +692,7 @@ impl Conn {
                     impersonator: self.impersonator,
                     perms: &self.perms,
                     config: &self.shared.config,
+                    replies: &self.shared.replies,
                 };
                 c.cleanup(&ctx);
             }

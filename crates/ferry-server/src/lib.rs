@@ -6,7 +6,9 @@
 //! publisher confirms and transactions, heartbeats, limits and shutdown;
 //! resource alarms (`alarms`) and what the memory alarm counts (`memory`:
 //! bytes held for clients, not RSS); the live connection registry the
-//! management API lists and force-closes through (`registry`).
+//! management API lists and force-closes through (`registry`); direct
+//! reply-to consumers of every connection (`direct_reply`), which replies
+//! reach without a queue.
 //!
 //! Must not: hold routing or storage rules (those live in `ferry-core`),
 //! decide who may do what (the core's users and permissions do; channels
@@ -23,6 +25,7 @@ pub mod alarms;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod direct_reply;
 pub mod error;
 pub mod memory;
 pub mod outbox;
@@ -56,6 +59,8 @@ pub struct Shared {
     pub alarms: watch::Receiver<alarms::Alarms>,
     /// Live connections (management API).
     pub registry: Arc<registry::Registry>,
+    /// Direct reply-to consumers of every connection.
+    pub replies: channel::reply_to::Replies,
     live: AtomicUsize,
     all_closed: Notify,
 }
@@ -115,6 +120,7 @@ impl Server {
             shutdown: shutdown_rx,
             alarms: alarm_rx,
             registry: registry::Registry::new(),
+            replies: Default::default(),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });

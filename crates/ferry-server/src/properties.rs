@@ -8,6 +8,7 @@
 //! canonical field types.
 
 use bytes::Bytes;
+use ferry_amqp::FieldTable;
 use ferry_amqp::{encode_properties, parse_properties, BasicProperties, ShortString};
 use ferry_core::queue::{HeaderEdit, PropertyCodec};
 
@@ -81,6 +82,21 @@ impl PropertyCodec for AmqpPropertyCodec {
     }
 }
 
+/// The properties without the `BCC` header, if they have one: what RabbitMQ
+/// stores and delivers of a message published with BCC (its
+/// `strip_header`: the header table stays, possibly empty). BCC keys route
+/// the publish and then leave no trace (not even in x-death).
+#[must_use]
+pub fn without_bcc(props: &BasicProperties) -> Option<BasicProperties> {
+    let h = props.headers().as_ref()?;
+    if !h.contains_key("BCC") {
+        return None;
+    }
+    let mut map = h.inner().clone();
+    map.remove("BCC");
+    Some(props.clone().with_headers(FieldTable::from(map)))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -134,5 +150,23 @@ mod tests {
             .with_cluster_id("cl".into());
         assert_eq!(out, want);
         assert!(codec.read(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn without_bcc_keeps_everything_else() {
+        use ferry_amqp::FieldArray;
+        let mut h = FieldTable::default();
+        h.insert("BCC".into(), AMQPValue::FieldArray(FieldArray::default()));
+        h.insert("CC".into(), AMQPValue::FieldArray(FieldArray::default()));
+        let p = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("c".into());
+        let out = without_bcc(&p).unwrap();
+        let headers = out.headers().clone().unwrap_or_default();
+        assert!(!headers.contains_key("BCC"));
+        assert!(headers.contains_key("CC"));
+        assert_eq!(out.correlation_id(), p.correlation_id());
+        assert!(without_bcc(&out).is_none());
+        assert!(without_bcc(&BasicProperties::default()).is_none());
     }
 }

@@ -38,6 +38,8 @@ async fn handshake_advertises_rabbitmq_compatible_start_and_tune() {
         "connection.blocked",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
+        "consumer_priorities",
     ] {
         assert_eq!(
             lookup(caps, cap),

@@ -83,6 +83,8 @@ pub(crate) struct Harness {
     pub(crate) io: SimIo,
     pub(crate) broker_cfg: BrokerConfig,
     pub(crate) server: ServerConfig,
+    /// Direct reply-to consumers (shared by connections, as in the server).
+    pub(crate) replies: ferry_server::channel::reply_to::Replies,
     pub(crate) broker: Arc<Broker>,
     pub(crate) vhost: Arc<VHost>,
     /// The user's permissions on `/`, as the connection would hold them.
@@ -169,6 +171,7 @@ impl Harness {
             io,
             broker_cfg,
             server,
+            replies: Default::default(),
             broker,
             vhost,
             perms,
@@ -376,6 +379,7 @@ impl Harness {
             impersonator: false,
             perms: &self.perms,
             config: &self.server,
+            replies: &self.replies,
         };
         let Some(chan) = self.conn.channels.get_mut(&ch) else {
             return Step::Continue;
@@ -414,6 +418,7 @@ impl Harness {
                 impersonator: false,
                 perms: &self.perms,
                 config: &self.server,
+                replies: &self.replies,
             };
             c.cleanup(&ctx);
         }

@@ -12,7 +12,8 @@
 //!   does not scan every binding (direct: hash lookup; topic: a trie).
 //! - [`route_all`]: follows exchange-to-exchange bindings and alternate
 //!   exchanges, each exchange at most once, and returns the deduplicated
-//!   set of queue names.
+//!   set of queue names; [`route_all_keys`] does it for several keys (the
+//!   publish key plus [`sender_selected_keys`], RabbitMQ's `CC` / `BCC`).
 //! - [`TopicTrie`] / [`topic_matches`]: topic pattern matching.
 //! - [`HeadersMatcher`]: headers-exchange matching (`x-match`).
 //! - [`table_serde`]: a JSON-friendly, lossless serde format for

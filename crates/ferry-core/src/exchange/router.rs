@@ -160,9 +160,10 @@ impl<'o> QueueSink<'o> {
 }
 
 /// A `CC` or `BCC` header that is not an array. RabbitMQ refuses such a
-/// publish with a channel error 406 PRECONDITION_FAILED.
+/// publish with a channel error 406 PRECONDITION_FAILED and this text
+/// (its `{unacceptable_type_in_header, Header, Type}` printed with `~p`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid message: unacceptable type '{type_name}' in header '{header}'")]
+#[error("invalid message: {{unacceptable_type_in_header,\"{header}\",{type_name}}}")]
 pub struct InvalidRoutingHeader {
     /// "CC" or "BCC".
     pub header: &'static str,

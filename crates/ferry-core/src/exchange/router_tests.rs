@@ -244,6 +244,6 @@ fn sender_selected_distribution() {
     let err = sender_selected_keys(Some(&bad)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid message: unacceptable type 'longstr' in header 'BCC'"
+        r#"invalid message: {unacceptable_type_in_header,"BCC",longstr}"#
     );
 }

@@ -583,3 +583,73 @@ fn queue_arguments_are_validated_on_declare() {
     w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
     w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
 }
+
+#[test]
+fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
+    let w = World::new();
+    for q in ["a", "b", "c"] {
+        w.declare(q, &[]);
+    }
+    // Default exchange: queues by name, each once, unknown names skipped.
+    let m = Message {
+        routing_key: Arc::from("a"),
+        ..message("m", false)
+    };
+    let mut h = FieldTable::default();
+    h.insert(
+        "CC".into(),
+        AMQPValue::FieldArray(vec![s("c"), s("zz")].into()),
+    );
+    h.insert(
+        "BCC".into(),
+        AMQPValue::FieldArray(vec![s("zz"), s("b"), s("a")].into()),
+    );
+    let mut out = Vec::new();
+    w.vhost.route("", &m, Some(&h), &mut out).unwrap();
+    let got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
+    assert_eq!(got, ["a", "c", "b"]);
+    // A direct exchange: bindings of every key.
+    for (q, key) in [("a", "ka"), ("b", "kb"), ("c", "kc")] {
+        w.vhost
+            .binding(
+                true,
+                "amq.direct",
+                crate::exchange::Destination::Queue(Arc::from(q)),
+                key,
+                FieldTable::default(),
+                1,
+            )
+            .unwrap();
+    }
+    let mut h = FieldTable::default();
+    h.insert("CC".into(), AMQPValue::FieldArray(vec![s("kb")].into()));
+    h.insert(
+        "BCC".into(),
+        AMQPValue::FieldArray(vec![s("kc"), s("kb")].into()),
+    );
+    let m = Message {
+        routing_key: Arc::from("ka"),
+        ..message("m", false)
+    };
+    let mut out = Vec::new();
+    w.vhost.route("amq.direct", &m, Some(&h), &mut out).unwrap();
+    let mut got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["a", "b", "c"]);
+    // Not an array: RabbitMQ's 406 text; the exchange is checked first.
+    let mut bad = FieldTable::default();
+    bad.insert("CC".into(), AMQPValue::LongInt(1));
+    for exchange in ["", "amq.direct"] {
+        let err = w
+            .vhost
+            .route(exchange, &m, Some(&bad), &mut out)
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::PreconditionFailed);
+        assert_eq!(
+            err.to_string(),
+            r#"invalid message: {unacceptable_type_in_header,"CC",signedint}"#
+        );
+    }
+    let err = w.vhost.route("nope", &m, Some(&bad), &mut out).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+}

@@ -4,7 +4,7 @@
 
 use super::{storage_name, VHost};
 use crate::error::Result;
-use crate::exchange::{delay_of, ExchangeKind};
+use crate::exchange::{delay_of, sender_selected_keys, ExchangeKind};
 use crate::queue::Queue;
 use amq_protocol_types::FieldTable;
 use std::sync::Arc;
@@ -60,7 +60,11 @@ impl VHost {
                 let queues = self.queues.read();
                 let mut out = Vec::new();
                 if exchanges.contains_key(exchange) {
-                    self.route_through(&exchanges, &queues, exchange, msg, headers, &mut out);
+                    // Its publish key and CC keys (BCC went at the publish;
+                    // a stored header is an array, or the publish failed).
+                    let mut keys = vec![&*msg.routing_key];
+                    keys.extend(sender_selected_keys(headers).unwrap_or_default());
+                    self.route_through(&exchanges, &queues, exchange, &keys, headers, &mut out);
                 }
                 out
             })

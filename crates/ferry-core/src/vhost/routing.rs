@@ -7,7 +7,7 @@
 
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::{delay_of, route_all, route_all_keys, Exchange, ExchangeKind};
+use crate::exchange::{delay_of, route_all_keys, sender_selected_keys, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
@@ -31,10 +31,21 @@ impl VHost {
     ) -> Result<()> {
         crate::queue::record::check_fields(msg)?;
         if exchange.is_empty() {
-            if let Some(q) = self.queues.read().get(&*msg.routing_key) {
-                out.push(q.clone());
-            } else if let Some(s) = self.streams.read().get(&*msg.routing_key) {
-                out.push(s.clone());
+            let extra = sender_selected(headers)?;
+            let queues = self.queues.read();
+            // Streams only on a miss (queues → streams, the lock order).
+            let mut streams = None;
+            for key in std::iter::once(&*msg.routing_key).chain(extra) {
+                let found: Arc<dyn Source> = match queues.get(key) {
+                    Some(q) => q.clone(),
+                    None => match streams.get_or_insert_with(|| self.streams.read()).get(key) {
+                        Some(s) => s.clone(),
+                        None => continue,
+                    },
+                };
+                if !out.iter().any(|o| Arc::ptr_eq(o, &found)) {
+                    out.push(found);
+                }
             }
             return Ok(());
         }
@@ -52,17 +63,28 @@ impl VHost {
                 self.name
             )));
         }
+        let extra = sender_selected(headers)?;
         if x.kind == ExchangeKind::DelayedMessage {
             if let Some(q) = self.hold_target(exchange, headers) {
                 out.push(q);
                 return Ok(());
             }
         }
-        self.route_through(&exchanges, &queues, exchange, msg, headers, out);
+        let key = [&*msg.routing_key];
+        let all: Vec<&str>;
+        // No allocation for the common publish without CC / BCC.
+        let keys: &[&str] = if extra.is_empty() {
+            &key
+        } else {
+            all = key.into_iter().chain(extra).collect();
+            &all
+        };
+        self.route_through(&exchanges, &queues, exchange, keys, headers, out);
         Ok(())
     }
 
-    /// Where `exchange`'s bindings send `msg` (queues and streams), given
+    /// Where `exchange`'s bindings send a message with routing `keys`
+    /// (its publish key, then its `CC` / `BCC` keys; queues and streams), given
     /// the vhost's exchanges and queues, read-locked by the caller in that
     /// order; `streams` is locked here, after them.
     ///
@@ -76,14 +98,14 @@ impl VHost {
         exchanges: &HashMap<Arc<str>, Exchange>,
         queues: &HashMap<Arc<str>, Arc<Queue>>,
         exchange: &str,
-        msg: &Message,
+        keys: &[&str],
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<dyn Source>>,
     ) {
         let mut names: Vec<Arc<str>> = Vec::new();
         let holdable = headers.and_then(delay_of).is_some();
         let held: RefCell<Vec<Arc<str>>> = RefCell::new(Vec::new());
-        route_all(
+        route_all_keys(
             |n| {
                 let x = exchanges.get(n)?;
                 if holdable && x.kind == ExchangeKind::DelayedMessage && n != exchange {
@@ -96,7 +118,7 @@ impl VHost {
                 Some(x)
             },
             exchange,
-            &msg.routing_key,
+            keys,
             headers,
             &mut names,
         );
@@ -264,4 +286,11 @@ impl DeadLetterRouter for VHost {
             self.dead_letter_one(codec.as_ref(), &dl, &mut work);
         }
     }
+}
+
+/// The `CC` and `BCC` keys of a publish; a header of another type than an
+/// array is RabbitMQ's 406 (`rabbit_basic:header_routes/1` throwing, the
+/// channel answering "invalid message: ~p").
+fn sender_selected(headers: Option<&FieldTable>) -> Result<Vec<&str>> {
+    sender_selected_keys(headers).map_err(|e| super::precondition(e.to_string()))
 }

@@ -3,6 +3,7 @@
 
 use super::delivery::{ChannelConsumer, Unacked};
 use super::{group_by_queue, Channel, ChannelCtx, ConsumerRef};
+use crate::direct_reply::PSEUDO_QUEUE;
 use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use ferry_amqp::amq_protocol::protocol::basic;
@@ -44,10 +45,19 @@ impl Channel {
                 self.dispatch_consumers();
                 Ok(())
             }
+            basic::AMQPMethod::Consume(c) if c.queue.as_str() == PSEUDO_QUEUE => {
+                self.consume_reply(ctx, &c)
+            }
             basic::AMQPMethod::Consume(c) => self.consume(ctx, c),
             basic::AMQPMethod::Cancel(c) => {
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
-                if let Some(cr) = self.consumers.remove(&tag) {
+                // The reply consumer first, as RabbitMQ matches it first.
+                let queue_consumer = if self.cancel_reply(ctx, &tag) {
+                    None
+                } else {
+                    self.consumers.remove(&tag)
+                };
+                if let Some(cr) = queue_consumer {
                     self.shared.info.remove_consumer(&tag);
                     self.shared.state.lock().forget_consumer(&tag);
                     if cr.queue.cancel(cr.id) {

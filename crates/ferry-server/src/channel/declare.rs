@@ -1,6 +1,7 @@
 //! exchange.* and queue.*: declarations, bindings, purge and delete.
 
 use super::{Channel, ChannelCtx};
+use crate::direct_reply::PSEUDO_QUEUE;
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
 use ferry_amqp::AMQPValue;
@@ -118,6 +119,9 @@ impl Channel {
                 } else {
                     Arc::from(d.queue.as_str())
                 };
+                if name.starts_with(PSEUDO_QUEUE) {
+                    return self.declare_reply_queue(ctx, &name, d.nowait);
+                }
                 let server_named = !d.passive && name.is_empty();
                 if !d.passive && !server_named {
                     check_queue_declare(ctx, &name, &d.arguments)?;

@@ -148,6 +148,25 @@ impl ChannelShared {
         st.unacked.values().next().map(|u| (u.at, u.queue.clone()))
     }
 
+    /// Sends a direct reply to this channel's reply consumer `consumer_tag`
+    /// (`channel::reply_to`). RabbitMQ 3.10 gives it the channel's next
+    /// delivery tag without taking it (nothing is acked in no-ack mode), so
+    /// neither does this. Dropped if the channel is closing.
+    pub fn deliver_reply(&self, consumer_tag: &Arc<str>, message: Arc<ferry_core::Message>) {
+        let st = self.state.lock();
+        if st.closed {
+            return;
+        }
+        // Under the state lock: delivery tags reach the socket in order.
+        self.outbox.send(Outbound::Deliver {
+            channel: self.id,
+            consumer_tag: consumer_tag.clone(),
+            delivery_tag: st.next_tag,
+            redelivered: false,
+            message,
+        });
+    }
+
     /// Removes every unacked message (channel close, recover).
     pub fn take_all(&self) -> Vec<Unacked> {
         let mut st = self.state.lock();

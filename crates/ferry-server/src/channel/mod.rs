@@ -1,12 +1,14 @@
 //! One AMQP channel: its state machine and the method families it handles
 //! (one file each: `declare` for exchange/queue, `basic` for consumers and
-//! acks, `publish` for content assembly, confirms and transactions).
+//! acks, `publish` for content assembly, confirms and transactions,
+//! `reply_to` for direct reply-to).
 
 mod basic;
 pub mod confirms;
 mod declare;
 pub mod delivery;
 mod publish;
+pub mod reply_to;
 
 use crate::error::AmqpError;
 use crate::outbox::Outbox;
@@ -37,6 +39,8 @@ pub struct ChannelCtx<'a> {
     pub perms: &'a Arc<CompiledPermissions>,
     /// Limits.
     pub config: &'a ServerConfig,
+    /// The broker's direct reply-to consumers.
+    pub replies: &'a reply_to::Replies,
 }
 
 impl ChannelCtx<'_> {
@@ -67,6 +71,8 @@ pub struct Channel {
     confirms: Option<Arc<ConfirmTracker>>,
     tx: Option<TxBuffer>,
     consumers: HashMap<Arc<str>, ConsumerRef>,
+    /// The direct reply-to consumer (`amq.rabbitmq.reply-to`), if any.
+    reply: Option<reply_to::ReplyConsumer>,
     prefetch: u32,
     last_queue: Option<Arc<str>>,
     /// The last exchange basic.publish was allowed to write to, under
@@ -85,6 +91,7 @@ impl Channel {
             confirms: None,
             tx: None,
             consumers: HashMap::new(),
+            reply: None,
             prefetch: 0,
             last_queue: None,
             publish_ok: None,
@@ -271,6 +278,7 @@ impl Channel {
     /// requeued. Used for channel.close, errors and connection end.
     pub fn cleanup(&mut self, ctx: &ChannelCtx<'_>) {
         self.shared.state.lock().closed = true;
+        self.drop_reply(ctx);
         for (_, c) in self.consumers.drain() {
             if c.queue.cancel(c.id) {
                 if let Err(e) = ctx.vhost.drop_source(&c.queue) {

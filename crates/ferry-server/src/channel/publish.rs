@@ -2,7 +2,7 @@
 //! routing, mandatory returns, publisher confirms and transactions.
 
 use super::delivery::Unacked;
-use super::{group_by_queue, Channel, ChannelCtx};
+use super::{group_by_queue, reply_to, Channel, ChannelCtx};
 use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use bytes::{Bytes, BytesMut};
@@ -252,6 +252,8 @@ impl Channel {
             Some(b) => b,
             None => p.body.freeze(),
         };
+        // As RabbitMQ: the reply-to rewrite comes before the property checks.
+        let rewritten = self.rewrite_reply_to(ctx, &p.exchange, &props)?;
         if let Some(uid) = props.user_id() {
             if uid.as_str() != ctx.user && !ctx.impersonator {
                 return Err(AmqpError::new(
@@ -278,18 +280,34 @@ impl Channel {
                 }
             },
         };
-        let msg = Arc::new(Message {
+        let headers = props.headers().as_ref();
+        let mut msg = Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,
             properties: raw,
             body,
             persistent: *props.delivery_mode() == Some(2),
             expiration_ms,
-        });
+        };
         let mut queues = Vec::new();
+        // Routed by the headers as published (CC and BCC keys) ...
         ctx.vhost
-            .route(&p.exchange, &msg, props.headers().as_ref(), &mut queues)
+            .route(&p.exchange, &msg, headers, &mut queues)
             .map_err(|e| AmqpError::from(e).on(60, 40))?;
+        // ... stored and delivered without BCC, as RabbitMQ strips it.
+        if let Some(props) = crate::properties::without_bcc(rewritten.as_ref().unwrap_or(&props)) {
+            msg.properties = reply_to::encode(&props)?;
+        } else if let Some(props) = &rewritten {
+            msg.properties = reply_to::encode(props)?;
+        }
+        let msg = Arc::new(msg);
+        if p.exchange.is_empty() {
+            // The default exchange hands replies to reply consumers (routed
+            // now, as RabbitMQ, even in a transaction); they count as
+            // unroutable, so a mandatory reply comes back as NO_ROUTE.
+            let cc = ferry_core::exchange::sender_selected_keys(headers).unwrap_or_default();
+            self.deliver_replies(ctx, std::iter::once(&*msg.routing_key).chain(cc), &msg);
+        }
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((msg, queues, p.mandatory));
             return Ok(());

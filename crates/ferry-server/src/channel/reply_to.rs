@@ -1,0 +1,214 @@
+//! A channel's side of direct reply-to (`crate::direct_reply` has the
+//! design): the reply consumer, the `reply_to` rewrite of requests,
+//! replies handed to other channels, and `queue.declare` of the pseudo-queue
+//! names. Reply codes and texts are RabbitMQ 3.10's (`rabbit_channel`).
+
+use super::delivery::ChannelShared;
+use super::{Channel, ChannelCtx};
+use crate::direct_reply::{PSEUDO_QUEUE, REPLY_PREFIX};
+use crate::error::AmqpError;
+use ferry_amqp::amq_protocol::protocol::{basic, queue};
+use ferry_amqp::{encode_properties, AMQPClass, BasicProperties, ReplyCode, ShortString};
+use ferry_core::Message;
+use std::sync::{Arc, Weak};
+
+/// Where a reply goes: a channel's reply consumer.
+#[derive(Debug, Clone)]
+pub struct ReplyTarget {
+    channel: Weak<ChannelShared>,
+    tag: Arc<str>,
+}
+
+/// The broker-wide registry of reply consumers.
+pub type Replies = crate::direct_reply::ReplyRegistry<ReplyTarget>;
+
+/// A channel's reply consumer.
+#[derive(Debug)]
+pub(super) struct ReplyConsumer {
+    id: u64,
+    tag: Arc<str>,
+    /// `amq.rabbitmq.reply-to.<opaque>`: what requests' `reply_to` becomes.
+    name: ShortString,
+}
+
+impl Channel {
+    /// basic.consume on `amq.rabbitmq.reply-to`. No queue, no permission
+    /// check, no registration in the management API's consumer list (as in
+    /// RabbitMQ, where the reply consumer is not in the consumer mapping).
+    pub(super) fn consume_reply(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        c: &basic::Consume,
+    ) -> Result<(), AmqpError> {
+        if self.consumers.contains_key(c.consumer_tag.as_str()) {
+            return Err(AmqpError::new(
+                ReplyCode::NOT_ALLOWED,
+                format!(
+                    "attempt to reuse consumer tag '{}'",
+                    c.consumer_tag.as_str()
+                ),
+            ));
+        }
+        if !c.no_ack {
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        if self.reply.is_some() {
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                "reply consumer already set",
+            ));
+        }
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            Arc::from(ferry_core::names::consumer_tag().as_str())
+        } else {
+            Arc::from(c.consumer_tag.as_str())
+        };
+        let reg = ctx.replies.register(ReplyTarget {
+            channel: Arc::downgrade(&self.shared),
+            tag: tag.clone(),
+        });
+        let name = match ShortString::try_new(reg.name) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.replies.unregister(reg.id);
+                return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()));
+            }
+        };
+        self.reply = Some(ReplyConsumer {
+            id: reg.id,
+            tag: tag.clone(),
+            name,
+        });
+        if !c.nowait {
+            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                basic::ConsumeOk {
+                    consumer_tag: tag.to_string().into(),
+                },
+            )));
+        }
+        Ok(())
+    }
+
+    /// basic.cancel of the reply consumer: true if `tag` was it.
+    pub(super) fn cancel_reply(&mut self, ctx: &ChannelCtx<'_>, tag: &str) -> bool {
+        match &self.reply {
+            Some(r) if *r.tag == *tag => {
+                ctx.replies.unregister(r.id);
+                self.reply = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Channel close: the name stops working at once.
+    pub(super) fn drop_reply(&mut self, ctx: &ChannelCtx<'_>) {
+        if let Some(r) = self.reply.take() {
+            ctx.replies.unregister(r.id);
+        }
+    }
+
+    /// queue.declare of a name starting with `amq.rabbitmq.reply-to`
+    /// (RabbitMQ matches the prefix without the dot), passive or not: the
+    /// pseudo-queue itself and a live reply consumer's name answer
+    /// declare-ok with 0 messages and 1 consumer; any other is 404.
+    pub(super) fn declare_reply_queue(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        name: &str,
+        nowait: bool,
+    ) -> Result<(), AmqpError> {
+        let exists = name == PSEUDO_QUEUE || self.reply_target(ctx, name).is_some();
+        if !exists {
+            return Err(AmqpError::new(
+                ReplyCode::NOT_FOUND,
+                format!("no queue '{name}' in vhost '{}'", ctx.vhost.name()),
+            ));
+        }
+        self.last_queue = Some(Arc::from(name));
+        if !nowait {
+            self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
+                queue::DeclareOk {
+                    queue: name.to_string().into(),
+                    message_count: 0,
+                    consumer_count: 1,
+                },
+            )));
+        }
+        Ok(())
+    }
+
+    /// The live reply consumer `name` designates.
+    fn reply_target(
+        &self,
+        ctx: &ChannelCtx<'_>,
+        name: &str,
+    ) -> Option<(Arc<ChannelShared>, Arc<str>)> {
+        let t = ctx.replies.find(name)?;
+        Some((t.channel.upgrade()?, t.tag))
+    }
+
+    /// A request asking for a direct reply (`reply_to` is the pseudo-queue)
+    /// gets this channel's reply consumer's name instead; 406 if the channel
+    /// has none. `None`: nothing to rewrite.
+    pub(super) fn rewrite_reply_to(
+        &self,
+        ctx: &ChannelCtx<'_>,
+        exchange: &str,
+        props: &BasicProperties,
+    ) -> Result<Option<BasicProperties>, AmqpError> {
+        if props.reply_to().as_ref().map(ShortString::as_str) != Some(PSEUDO_QUEUE) {
+            return Ok(None);
+        }
+        let Some(r) = &self.reply else {
+            // RabbitMQ looks the exchange up first; routing does that
+            // here, later, so a missing one is checked on this error path.
+            if !exchange.is_empty() && !ctx.vhost.has_exchange(exchange) {
+                return Err(AmqpError::new(
+                    ReplyCode::NOT_FOUND,
+                    format!("no exchange '{exchange}' in vhost '{}'", ctx.vhost.name()),
+                )
+                .on(60, 40));
+            }
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                "fast reply consumer does not exist",
+            )
+            .on(60, 40));
+        };
+        Ok(Some(props.clone().with_reply_to(r.name.clone())))
+    }
+
+    /// Hands a message published to the default exchange to the reply
+    /// consumers its routing keys name (each once). RabbitMQ delivers with
+    /// the publish's routing key, `redelivered` false and the consumer
+    /// channel's next delivery tag, which it does not take (no ack is
+    /// expected); a channel that is gone drops the reply.
+    pub(super) fn deliver_replies<'k>(
+        &self,
+        ctx: &ChannelCtx<'_>,
+        keys: impl Iterator<Item = &'k str>,
+        msg: &Arc<Message>,
+    ) {
+        // Allocates only for a reply (the common publish has no reply key).
+        let mut done: Vec<&str> = Vec::new();
+        for key in keys {
+            if !key.starts_with(REPLY_PREFIX) || done.contains(&key) {
+                continue;
+            }
+            done.push(key);
+            if let Some((channel, tag)) = self.reply_target(ctx, key) {
+                channel.deliver_reply(&tag, msg.clone());
+            }
+        }
+    }
+}
+
+/// Encodes properties changed by the channel (reply_to rewritten, `BCC`
+/// removed).
+pub(super) fn encode(props: &BasicProperties) -> Result<bytes::Bytes, AmqpError> {
+    encode_properties(props).map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))
+}
