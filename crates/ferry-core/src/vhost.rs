@@ -209,7 +209,7 @@ impl VHost {
             if !x.durable {
                 continue;
             }
-            for b in x.bindings() {
+            for b in x.bindings_to_store() {
                 let ok = match &b.destination {
                     Destination::Queue(q) => durable_queue(q),
                     Destination::Exchange(e) => durable_exchange(e),

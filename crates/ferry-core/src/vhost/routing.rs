@@ -7,7 +7,8 @@
 
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::{delay_of, route_all, route_all_keys, Exchange, ExchangeKind};
+use crate::exchange::consistent_hash::HashProperty;
+use crate::exchange::{delay_of, route_all_message, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
@@ -81,7 +82,8 @@ impl VHost {
         let mut names: Vec<Arc<str>> = Vec::new();
         let holdable = headers.and_then(delay_of).is_some();
         let held: RefCell<Vec<Arc<str>>> = RefCell::new(Vec::new());
-        route_all(
+        let props = |p: HashProperty| self.hash_property(&msg.properties, p);
+        route_all_message(
             |n| {
                 let x = exchanges.get(n)?;
                 if holdable && x.kind == ExchangeKind::DelayedMessage && n != exchange {
@@ -94,8 +96,9 @@ impl VHost {
                 Some(x)
             },
             exchange,
-            &msg.routing_key,
+            &[&msg.routing_key],
             headers,
+            Some(&props),
             &mut names,
         );
         let streams = self.streams.read();
@@ -120,6 +123,7 @@ impl VHost {
         exchange: &str,
         keys: &[&str],
         headers: Option<&FieldTable>,
+        properties: &[u8],
     ) -> Option<Vec<Arc<Queue>>> {
         let exchanges = self.exchanges.read();
         let queues = self.queues.read();
@@ -136,9 +140,23 @@ impl VHost {
         }
         exchanges.get(exchange)?;
         let mut names: Vec<Arc<str>> = Vec::new();
-        route_all_keys(|n| exchanges.get(n), exchange, keys, headers, &mut names);
+        let props = |p: HashProperty| self.hash_property(properties, p);
+        route_all_message(
+            |n| exchanges.get(n),
+            exchange,
+            keys,
+            headers,
+            Some(&props),
+            &mut names,
+        );
         out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
         Some(out)
+    }
+
+    /// A property of a message's raw properties, for consistent-hash
+    /// exchanges (through the front end's codec; None without one).
+    fn hash_property(&self, raw: &[u8], p: HashProperty) -> Option<Vec<u8>> {
+        self.env.codec.get()?.hash_property(raw, p)
     }
 
     /// Republishes one dead letter (RabbitMQ's `rabbit_dead_letter:publish`):
@@ -214,7 +232,9 @@ impl VHost {
             expiration_ms: None,
         });
         let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
-        let Some(targets) = self.route_dead_letter(&dl.exchange, &keys, Some(&table)) else {
+        let Some(targets) =
+            self.route_dead_letter(&dl.exchange, &keys, Some(&table), &msg.properties)
+        else {
             tracing::debug!(
                 queue = %dl.queue, exchange = %dl.exchange,
                 "dead-letter exchange does not exist: message dropped"
