@@ -17,6 +17,7 @@ import pika
 import pytest
 
 from harness.expect import channel_closed, connection_closed, drain, ensure_confirms, sync
+from test_management_api import api  # noqa: F401  (the module-scoped fixture)
 
 CH = "x-consistent-hash"
 
@@ -207,3 +208,24 @@ def test_durable_exchange_keeps_its_bindings_over_a_restart(restartable_broker):
         # at boot in its own order and moves some keys (seen on 3.10.8).
         assert after == before
     c.close()
+
+
+def test_management_api_answers(api, uniq):  # noqa: F811
+    x, qn = uniq("chx"), uniq("chq")
+    st, err = api.call("PUT", f"/api/exchanges/%2F/{x}",
+                       {"type": CH, "arguments": {"hash-header": "a", "hash-property": "message_id"}})
+    assert (st, err) == (400, {"error": "bad_request",
+                               "reason": "hash-header and hash-property are mutually exclusive"})
+    st, err = api.call("PUT", f"/api/exchanges/%2F/{x}", {"type": CH, "arguments": {"hash-header": 5}})
+    assert st == 400 and err["error"] == "bad_request"   # RabbitMQ's reason is an Erlang crash
+    assert api.call("PUT", f"/api/exchanges/%2F/{x}", {"type": CH})[0] == 201
+    assert api.ok("GET", f"/api/exchanges/%2F/{x}")["type"] == CH
+    assert api.call("PUT", f"/api/queues/%2F/{qn}", {})[0] == 201
+    path = f"/api/bindings/%2F/e/{x}/q/{qn}"
+    assert api.call("POST", path, {"routing_key": "abc"}) == \
+        (400, {"error": "bad_request", "reason": 'The binding key must be an integer: <<"abc">>'})
+    assert api.call("POST", path, {"routing_key": "3"})[0] == 201
+    types = [t["name"] for t in api.ok("GET", "/api/overview")["exchange_types"]]
+    assert CH in types
+    api.ok("DELETE", f"/api/exchanges/%2F/{x}")
+    api.ok("DELETE", f"/api/queues/%2F/{qn}")
