@@ -227,3 +227,23 @@ def test_limits_are_exported_and_imported(api, space):  # noqa: F811
         [{"vhost": v, "value": {"max-connections": 3}}]
     assert api.ok("GET", f"/api/user-limits/{q(u)}") == \
         [{"user": u, "value": {"max-channels": 9}}]
+
+
+@pytest.mark.restart
+def test_limits_survive_a_restart(restartable_broker):
+    b = restartable_broker
+    if "http" not in b.endpoints:
+        pytest.skip("the restartable RabbitMQ oracle runs without the management plugin")
+    from test_management_api import Api
+    a = Api(b)
+    a.ok("PUT", "/api/vhost-limits/%2F/max-queues", {"value": 0})
+    a.ok("PUT", "/api/user-limits/guest/max-channels", {"value": 4})
+    assert b.restart() == 0
+    a = Api(b)                                           # the HTTP port may have changed
+    assert a.ok("GET", "/api/vhost-limits/%2F") == [{"vhost": "/", "value": {"max-queues": 0}}]
+    assert a.ok("GET", "/api/user-limits/guest") == [{"user": "guest", "value": {"max-channels": 4}}]
+    c = pika.BlockingConnection(b.params())
+    with channel_closed(406, "PRECONDITION_FAILED - cannot declare queue 'after': "
+                             "queue limit in vhost '/' (0) is reached"):
+        c.channel().queue_declare("after")
+    c.close()
