@@ -24,7 +24,7 @@ import pika
 import pytest
 
 from conftest import KINDS
-from harness.brokers import LOOPBACK, RabbitBroker, free_port, port_accepts
+from harness.brokers import LOOPBACK, ORACLE_PLUGINS, RabbitBroker, free_port, port_accepts
 
 ADMIN = ("guest", "guest")
 
@@ -38,7 +38,8 @@ class RabbitWithManagement(RabbitBroker):
 
     def _prepare(self) -> None:
         super()._prepare()
-        (self.data_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        plugins = ",".join(ORACLE_PLUGINS + ["rabbitmq_management"])
+        (self.data_dir / "enabled_plugins").write_text(f"[{plugins}].\n")
         (self.data_dir / "rabbitmq.conf").write_text(
             f"management.tcp.port = {self.http_port}\nmanagement.tcp.ip = {LOOPBACK}\n")
 

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod access;
+mod limits;
 mod vhosts;
 
 pub use access::access_refused;

@@ -83,6 +83,9 @@ pub struct VHost {
     deleted: std::sync::atomic::AtomicBool,
     /// The hidden queues of `x-delayed-message` exchanges.
     delayed: crate::exchange::DelayedStore,
+    /// The `max-queues` vhost limit (negative: none), set by the broker
+    /// from its access database.
+    max_queues: std::sync::atomic::AtomicI64,
 }
 
 fn refused(text: String) -> CoreError {
@@ -128,6 +131,7 @@ impl VHost {
                 defs_lock: Mutex::new(()),
                 cycles: CycleLog::default(),
                 deleted: std::sync::atomic::AtomicBool::new(false),
+                max_queues: std::sync::atomic::AtomicI64::new(-1),
                 delayed: Default::default(),
             }
         });
@@ -202,6 +206,25 @@ impl VHost {
         &self.name
     }
 
+    /// Sets the `max-queues` limit (None or negative: no limit).
+    pub fn set_max_queues(&self, limit: Option<i64>) {
+        self.max_queues
+            .store(limit.unwrap_or(-1), std::sync::atomic::Ordering::Release);
+    }
+
+    /// queue.declare's check of `max-queues` for a new queue (queues and
+    /// streams count, as in RabbitMQ): 406 with RabbitMQ's text.
+    fn check_queue_limit(&self, queue: &str) -> Result<()> {
+        let limit = self.max_queues.load(std::sync::atomic::Ordering::Acquire);
+        let count = self.queues.read().len() + self.streams.read().len();
+        match crate::auth::limits::is_reached(Some(limit), count) {
+            Some(l) => Err(precondition(crate::auth::limits::queues_text(
+                queue, &self.name, l,
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the durable definitions. Called with `defs_lock` held.
     fn save(&self) -> Result<()> {
         self.check_alive()?;
@@ -233,7 +256,7 @@ impl VHost {
             if !x.durable {
                 continue;
             }
-            for b in x.bindings() {
+            for b in x.bindings_to_store() {
                 let ok = match &b.destination {
                     Destination::Queue(q) => durable_queue(q),
                     Destination::Exchange(e) => durable_exchange(e),

@@ -84,10 +84,10 @@ pub enum CtlCommand {
     /// Create (or update) a user or a vhost.
     #[command(subcommand)]
     Add(Add),
-    /// Set a user's permissions on a vhost.
+    /// Set a user's permissions on a vhost, or a vhost / user limit.
     #[command(subcommand)]
     Set(Set),
-    /// Remove a user's permissions on a vhost.
+    /// Remove a user's permissions on a vhost, or a vhost / user limit.
     #[command(subcommand)]
     Clear(Clear),
     /// Write the definitions (users, vhosts, permissions, queues, exchanges, bindings) as JSON.
@@ -113,6 +113,10 @@ pub enum ListWhat {
     Users,
     Vhosts,
     Permissions,
+    /// Vhost limits (`--vhost` for one vhost).
+    VhostLimits,
+    /// User limits.
+    UserLimits,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -285,6 +289,20 @@ pub enum Set {
         #[arg(long)]
         read: String,
     },
+    /// A limit of --vhost: max-connections or max-queues (negative: no limit).
+    VhostLimits {
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+    },
+    /// A limit of a user: max-connections or max-channels (negative: no limit).
+    UserLimits {
+        #[arg(long)]
+        user: String,
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -292,5 +310,13 @@ pub enum Clear {
     Permissions {
         #[arg(long)]
         user: String,
+    },
+    /// Remove a limit of --vhost.
+    VhostLimits { name: String },
+    /// Remove a limit of a user.
+    UserLimits {
+        #[arg(long)]
+        user: String,
+        name: String,
     },
 }

@@ -7,7 +7,7 @@
 //!
 //! - The command line ([`CtlArgs`]): `list`, `overview`, `declare`,
 //!   `delete`, `purge`, `publish`, `get`, `add`, `set`/`clear permissions`,
-//!   `export`, `import`.
+//!   `set`/`clear vhost-limits|user-limits`, `export`, `import`.
 //! - A blocking HTTP client (ureq, rustls with ring for `https://`), and
 //!   the rendering of answers as aligned tables or, with `--json`, the
 //!   API's JSON.
@@ -26,6 +26,7 @@
 mod args;
 mod client;
 mod error;
+mod limits;
 mod list;
 mod ops;
 mod table;

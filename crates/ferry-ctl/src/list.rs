@@ -19,6 +19,9 @@ fn list_path(what: ListWhat, vhost: Option<&str>) -> String {
         (ListWhat::Connections, Some(v)) => api_path(&["vhosts", v, "connections"]),
         (ListWhat::Channels, Some(v)) => api_path(&["vhosts", v, "channels"]),
         (ListWhat::Permissions, Some(v)) => api_path(&["vhosts", v, "permissions"]),
+        (ListWhat::VhostLimits, Some(v)) => api_path(&["vhost-limits", v]),
+        (ListWhat::VhostLimits, None) => all("vhost-limits"),
+        (ListWhat::UserLimits, _) => all("user-limits"),
         (ListWhat::Queues, None) => all("queues"),
         (ListWhat::Exchanges, None) => all("exchanges"),
         (ListWhat::Bindings, None) => all("bindings"),
@@ -99,6 +102,8 @@ fn columns(what: ListWhat) -> &'static [Column] {
         col("write", "write"),
         col("read", "read"),
     ];
+    const VHOST_LIMITS: &[Column] = &[col("vhost", "vhost"), col("limits", "value")];
+    const USER_LIMITS: &[Column] = &[col("user", "user"), col("limits", "value")];
     match what {
         ListWhat::Queues => QUEUES,
         ListWhat::Exchanges => EXCHANGES,
@@ -109,6 +114,8 @@ fn columns(what: ListWhat) -> &'static [Column] {
         ListWhat::Users => USERS,
         ListWhat::Vhosts => VHOSTS,
         ListWhat::Permissions => PERMISSIONS,
+        ListWhat::VhostLimits => VHOST_LIMITS,
+        ListWhat::UserLimits => USER_LIMITS,
     }
 }
 

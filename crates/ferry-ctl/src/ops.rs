@@ -342,6 +342,9 @@ pub fn set(client: &Client, args: &CtlArgs, s: &Set, out: &mut Output<'_>) -> Re
             client.put(&api_path(&["permissions", v, user]), &body, &what)?;
             out.done(&format!("set permissions of user '{user}' on vhost '{v}'"))
         }
+        Set::VhostLimits { .. } | Set::UserLimits { .. } => {
+            crate::limits::set(client, args, s, out)
+        }
     }
 }
 
@@ -357,6 +360,9 @@ pub fn clear(
             let what = format!("permissions of user '{user}' on vhost '{v}'");
             client.delete(&api_path(&["permissions", v, user]), &what)?;
             out.done(&format!("cleared {what}"))
+        }
+        Clear::VhostLimits { .. } | Clear::UserLimits { .. } => {
+            crate::limits::clear(client, args, c, out)
         }
     }
 }

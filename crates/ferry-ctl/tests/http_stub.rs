@@ -135,6 +135,50 @@ fn declare_queue_puts_the_rabbitmq_body() {
 }
 
 #[test]
+fn set_and_clear_limits_use_the_limit_paths() {
+    let (url, seen) = stub("204 No Content", "");
+    let (r, out) = run(
+        &url,
+        &["set", "vhost-limits", "max-queues", "-1", "--vhost", "v1"],
+    );
+    r.unwrap();
+    assert_eq!(out, "set limit 'max-queues' of vhost 'v1' to -1\n");
+    let req = seen.join().unwrap();
+    assert_eq!(req.line, "PUT /api/vhost-limits/v1/max-queues HTTP/1.1");
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body, json!({"value": -1}));
+
+    let (url, seen) = stub("204 No Content", "");
+    let (r, _) = run(
+        &url,
+        &["set", "user-limits", "--user", "bob", "max-channels", "5"],
+    );
+    r.unwrap();
+    let req = seen.join().unwrap();
+    assert_eq!(req.line, "PUT /api/user-limits/bob/max-channels HTTP/1.1");
+
+    let (url, seen) = stub("204 No Content", "");
+    let (r, out) = run(&url, &["clear", "vhost-limits", "max-connections"]);
+    r.unwrap();
+    assert_eq!(out, "cleared limit 'max-connections' of vhost '/'\n");
+    let req = seen.join().unwrap();
+    assert_eq!(
+        req.line,
+        "DELETE /api/vhost-limits/%2F/max-connections HTTP/1.1"
+    );
+}
+
+#[test]
+fn list_vhost_limits_renders_the_values() {
+    let (url, seen) = stub("200 OK", r#"[{"vhost":"/","value":{"max-queues":10}}]"#);
+    let (r, out) = run(&url, &["list", "vhost-limits"]);
+    r.unwrap();
+    assert_eq!(seen.join().unwrap().line, "GET /api/vhost-limits HTTP/1.1");
+    assert!(out.starts_with("vhost  limits"), "{out}");
+    assert!(out.contains("max-queues"), "{out}");
+}
+
+#[test]
 fn publish_to_the_default_exchange_uses_amq_default() {
     let (url, seen) = stub("200 OK", r#"{"routed":false}"#);
     let (r, out) = run(

@@ -12,16 +12,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::{PasswordSpec, Permissions, User};
+use ferry_core::auth::{PasswordSpec, Permissions, User, Users};
 use serde_json::{json, Value};
 
-fn user_json(u: &User) -> Value {
+fn user_json(u: &User, users: &Users) -> Value {
+    let limits = users
+        .user_limits()
+        .get(&u.name)
+        .cloned()
+        .unwrap_or_default();
     json!({
         "name": u.name,
         "password_hash": u.password_hash_b64(),
         "hashing_algorithm": u.hashing_algorithm(),
         "tags": u.tags,
-        "limits": {},
+        "limits": limits,
     })
 }
 
@@ -32,8 +37,11 @@ pub async fn users(
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let list = ctx.broker.users().list();
-    Ok(Json(p.apply(list.iter().map(user_json).collect())?))
+    let rows: Vec<Value> = {
+        let users = ctx.broker.users();
+        users.list().iter().map(|u| user_json(u, &users)).collect()
+    };
+    Ok(Json(p.apply(rows)?))
 }
 
 /// GET /api/users/{name}
@@ -46,7 +54,7 @@ pub async fn user(
     let users = ctx.broker.users();
     users
         .get(&name)
-        .map(|u| Json(user_json(u)))
+        .map(|u| Json(user_json(u, &users)))
         .ok_or(ApiError::NotFound)
 }
 

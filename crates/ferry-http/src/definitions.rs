@@ -138,6 +138,7 @@ pub async fn export(
     m.insert("queues".into(), Value::Array(qs));
     m.insert("exchanges".into(), Value::Array(xs));
     m.insert("bindings".into(), Value::Array(bs));
+    m.insert("parameters".into(), crate::limits::parameters(&ctx, None));
     Ok(Json(Value::Object(m)))
 }
 
@@ -151,7 +152,10 @@ pub async fn export_vhost(
     let v = ctx.broker.vhost(&vhost).map_err(|_| ApiError::NotFound)?;
     let (xs, qs, bs) = topology(&v, false);
     let mut m = header();
-    m.insert("parameters".into(), json!([]));
+    m.insert(
+        "parameters".into(),
+        crate::limits::parameters(&ctx, Some(&vhost)),
+    );
     m.insert("policies".into(), json!([]));
     m.insert("queues".into(), Value::Array(qs));
     m.insert("exchanges".into(), Value::Array(xs));

@@ -76,6 +76,16 @@ impl From<CoreError> for ApiError {
             | ErrorKind::CommandInvalid
             | ErrorKind::NotAllowed
             | ErrorKind::NotImplemented => ApiError::BadRequest(text),
+            // A request-scoped internal error is input the AMQP side answers
+            // with 541 as RabbitMQ does (a consistent-hash exchange with a
+            // non-string hash-header); RabbitMQ's API says 400 there.
+            ErrorKind::Internal if matches!(e, CoreError::Request { .. }) => {
+                ApiError::BadRequest(if text.is_empty() {
+                    "internal_error".into()
+                } else {
+                    text
+                })
+            }
             _ => ApiError::Internal(text),
         }
     }

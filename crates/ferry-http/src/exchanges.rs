@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::Resource;
+use ferry_core::exchange::consistent_hash;
 use ferry_core::exchange::Exchange;
 use ferry_core::{ExchangeArgs, VHost};
 use serde_json::{json, Value};
@@ -95,6 +96,17 @@ pub async fn declare(
     let name = exchange_name(&name);
     common::may_configure(&ctx, &caller, &vhost, Resource::Exchange(name))?;
     let existed = v.has_exchange(name);
+    if !existed && kind == consistent_hash::TYPE_NAME {
+        // AMQP answers this with 541 INTERNAL_ERROR (the plugin crashes);
+        // RabbitMQ's API with a 400 carrying the crash: a 400 here too.
+        if let Err(consistent_hash::HashArgError::NotALongString) =
+            consistent_hash::hash_on(&args.arguments)
+        {
+            return Err(ApiError::BadRequest(
+                "hash-header and hash-property must be strings".into(),
+            ));
+        }
+    }
     v.declare_exchange(name, kind, false, args)?;
     Ok(put_status(existed))
 }

@@ -19,7 +19,8 @@
 //!
 //! One file per resource family: `overview`, `queues`, `exchanges`,
 //! `bindings`, `connections` (and channels, consumers), `access` (users,
-//! vhosts, permissions), `definitions` (also the boot-time
+//! vhosts, permissions), `limits` (vhost and user limits, with their own
+//! routes), `definitions` (also the boot-time
 //! `load_definitions` import), `messages` (publish / get), `metrics`;
 //! `sources` is the one view of queues and streams they all count with.
 
@@ -32,6 +33,7 @@ pub mod definitions;
 pub mod error;
 mod exchanges;
 pub mod json;
+mod limits;
 mod messages;
 pub mod metrics;
 mod overview;
@@ -209,6 +211,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
+        .merge(limits::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

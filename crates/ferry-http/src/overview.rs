@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 /// The RabbitMQ API level Ferry answers as.
 pub const RABBITMQ_VERSION: &str = "3.10.8";
 
-const EXCHANGE_TYPES: [(&str, &str); 4] = [
+const EXCHANGE_TYPES: [(&str, &str); 5] = [
     (
         "direct",
         "AMQP direct exchange, as per the AMQP specification",
@@ -34,6 +34,8 @@ const EXCHANGE_TYPES: [(&str, &str); 4] = [
         "topic",
         "AMQP topic exchange, as per the AMQP specification",
     ),
+    // As RabbitMQ lists it with rabbitmq_consistent_hash_exchange enabled.
+    ("x-consistent-hash", "Consistent Hashing Exchange"),
 ];
 
 fn exchange_types() -> Value {

@@ -41,6 +41,7 @@ use tokio::sync::watch;
 
 /// RabbitMQ's handshake_timeout: from the accept to connection.open.
 mod handshake;
+mod limits;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -463,6 +464,7 @@ impl Conn {
                     method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
                     ..
                 } => {
+                    limits::check_channel(&self.shared.broker, &self.shared.registry, &self.user)?;
                     let channel = Channel::new(ch, self.outbox.clone(), self.cancel_notify);
                     self.entry.add_channel(ch, channel.shared().clone());
                     self.channels.insert(ch, channel);

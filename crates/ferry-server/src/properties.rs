@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use ferry_amqp::FieldTable;
 use ferry_amqp::{encode_properties, parse_properties, BasicProperties, ShortString};
+use ferry_core::exchange::consistent_hash::HashProperty;
 use ferry_core::queue::{HeaderEdit, PropertyCodec};
 
 /// [`PropertyCodec`] over ferry-amqp.
@@ -80,6 +81,15 @@ impl PropertyCodec for AmqpPropertyCodec {
     fn priority(&self, raw: &[u8]) -> Option<u8> {
         parse_properties(raw).ok().and_then(|p| *p.priority())
     }
+
+    fn hash_property(&self, raw: &[u8], property: HashProperty) -> Option<Vec<u8>> {
+        let p = parse_properties(raw).ok()?;
+        match property {
+            HashProperty::MessageId => p.message_id().as_ref().map(|s| s.as_str().into()),
+            HashProperty::CorrelationId => p.correlation_id().as_ref().map(|s| s.as_str().into()),
+            HashProperty::Timestamp => p.timestamp().map(|t| t.to_string().into_bytes()),
+        }
+    }
 }
 
 /// The properties without the `BCC` header, if they have one: what RabbitMQ
@@ -102,6 +112,31 @@ pub fn without_bcc(props: &BasicProperties) -> Option<BasicProperties> {
 mod tests {
     use super::*;
     use ferry_amqp::{AMQPValue, FieldTable};
+
+    #[test]
+    fn hash_properties_are_read_timestamp_as_decimal_text() {
+        let props = BasicProperties::default()
+            .with_correlation_id("c1".into())
+            .with_message_id("m1".into())
+            .with_timestamp(1_700_000_000);
+        let raw = encode_properties(&props).unwrap();
+        let c = AmqpPropertyCodec;
+        assert_eq!(
+            c.hash_property(&raw, HashProperty::MessageId),
+            Some(b"m1".to_vec())
+        );
+        assert_eq!(
+            c.hash_property(&raw, HashProperty::CorrelationId),
+            Some(b"c1".to_vec())
+        );
+        assert_eq!(
+            c.hash_property(&raw, HashProperty::Timestamp),
+            Some(b"1700000000".to_vec())
+        );
+        let empty = encode_properties(&BasicProperties::default()).unwrap();
+        assert_eq!(c.hash_property(&empty, HashProperty::MessageId), None);
+        assert_eq!(c.hash_property(b"\xff", HashProperty::MessageId), None);
+    }
 
     #[test]
     fn write_replaces_headers_and_expiration_and_keeps_the_rest() {

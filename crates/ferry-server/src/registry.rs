@@ -169,6 +169,32 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Registered connections on `vhost` (vhost limit `max-connections`).
+    pub fn vhost_connections(&self, vhost: &str) -> usize {
+        self.count_where(|d| d.vhost == vhost)
+    }
+
+    /// Registered connections of `user` (user limit `max-connections`).
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.count_where(|d| d.user == user)
+    }
+
+    /// Open channels over every connection of `user` (user limit
+    /// `max-channels`).
+    pub fn user_channels(&self, user: &str) -> usize {
+        let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
+        conns
+            .iter()
+            .filter(|c| c.details.lock().user == user)
+            .map(|c| c.channel_count())
+            .sum()
+    }
+
+    fn count_where(&self, pick: impl Fn(&Details) -> bool) -> usize {
+        let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
+        conns.iter().filter(|c| pick(&c.details.lock())).count()
+    }
+
     /// Asks the connection named `name` to close with 320
     /// CONNECTION_FORCED and `reason`. False if no such connection.
     pub fn force_close(&self, name: &str, reason: &str) -> bool {

@@ -31,6 +31,9 @@ from pathlib import Path
 import pika
 
 LOOPBACK = "127.0.0.1"
+# Plugins every oracle runs with: Ferry has these features built in (the consistent-hash
+# exchange type). Subclasses add their own (test_management_api.py: rabbitmq_management).
+ORACLE_PLUGINS = ["rabbitmq_consistent_hash_exchange"]
 # FERRY_READY amqp=HOST:PORT [http=HOST:PORT metrics=HOST:PORT amqps=HOST:PORT ...]
 READY_RE = re.compile(rb"^FERRY_READY amqp=([0-9.]+):(\d+)((?:\s+\w+=\S+)*)\s*$")
 
@@ -417,7 +420,7 @@ class RabbitBroker(_Broker):
 
     def _prepare(self) -> None:
         d = self.data_dir
-        (d / "enabled_plugins").write_text("[].\n")
+        (d / "enabled_plugins").write_text(f"[{','.join(ORACLE_PLUGINS)}].\n")
         (d / "rabbitmq-env.conf").write_text("")  # ignore /etc/rabbitmq/rabbitmq-env.conf
         if not (d / "rabbitmq.conf").exists():
             (d / "rabbitmq.conf").write_text("# stock defaults: the oracle must behave like a stock RabbitMQ\n")

@@ -1,13 +1,15 @@
 //! The users / vhosts / permissions part of RabbitMQ's definitions JSON
 //! (`rabbitmqctl export_definitions`, `GET /api/definitions`,
-//! `load_definitions`). Unknown fields (`limits`, `metadata`, ...) are
-//! ignored on import.
+//! `load_definitions`), with user limits (`users[].limits`) and vhost
+//! limits (`parameters` of component `vhost-limits`). Unknown fields
+//! (`metadata`, ...) and other parameters are ignored on import.
 
 use super::hash::SHA256;
+use super::limits::Limits;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Users, vhosts and permissions as RabbitMQ's definitions carry them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccessDefs {
     /// Users.
     #[serde(default)]
@@ -18,7 +20,28 @@ pub struct AccessDefs {
     /// Permissions.
     #[serde(default)]
     pub permissions: Vec<PermissionDef>,
+    /// Runtime parameters: those of component `vhost-limits` (name
+    /// `limits`) carry vhost limits; others are ignored.
+    #[serde(default)]
+    pub parameters: Vec<ParameterDef>,
 }
+
+/// A runtime parameter entry (`{"vhost": "/", "component": "vhost-limits",
+/// "name": "limits", "value": {"max-queues": 10}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParameterDef {
+    /// Vhost.
+    pub vhost: String,
+    /// Component (`vhost-limits`, ...).
+    pub component: String,
+    /// Name (`limits` for vhost limits).
+    pub name: String,
+    /// Value (for vhost limits: name → integer; `[]` when none is left).
+    pub value: serde_json::Value,
+}
+
+/// The component of vhost limits' runtime parameter.
+pub const VHOST_LIMITS_COMPONENT: &str = "vhost-limits";
 
 /// A user entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +62,9 @@ pub struct UserDef {
     /// separated string. Both are read.
     #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
+    /// User limits (`max-connections`, `max-channels`).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A vhost entry.

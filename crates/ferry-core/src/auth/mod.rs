@@ -7,11 +7,15 @@
 
 pub mod defs;
 pub mod hash;
+pub mod limits;
 pub mod permissions;
 pub(crate) mod store;
 
-pub use defs::{AccessDefs, PermissionDef, UserDef, VhostDef};
+pub use defs::{
+    AccessDefs, ParameterDef, PermissionDef, UserDef, VhostDef, VHOST_LIMITS_COMPONENT,
+};
 pub use hash::HashAlgorithm;
+pub use limits::{LimitScope, Limits};
 pub use permissions::{Access, CompiledPermissions, Permissions, Resource};
 
 use hash::PasswordHash;
@@ -79,6 +83,11 @@ pub struct Users {
     /// that cached them.
     perms: BTreeMap<(String, String), Arc<CompiledPermissions>>,
     loopback_users: Vec<String>,
+    /// vhost → its limits. An entry stays (possibly empty) once a limit
+    /// was set, as RabbitMQ's runtime parameter does.
+    vhost_limits: BTreeMap<String, Limits>,
+    /// user → its limits (never empty).
+    user_limits: BTreeMap<String, Limits>,
 }
 
 impl Users {
@@ -165,9 +174,10 @@ impl Users {
         Ok(())
     }
 
-    /// Deletes a user and its permissions; false if absent.
+    /// Deletes a user, its permissions and limits; false if absent.
     pub(crate) fn remove(&mut self, name: &str) -> bool {
         self.perms.retain(|(u, _), _| u != name);
+        self.user_limits.remove(name);
         self.users.remove(name).is_some()
     }
 
@@ -189,9 +199,74 @@ impl Users {
             .is_some()
     }
 
-    /// Drops every permission on a deleted vhost.
+    /// Drops every permission and the limits of a deleted vhost.
     pub(crate) fn remove_vhost(&mut self, vhost: &str) {
         self.perms.retain(|(_, v), _| v != vhost);
+        self.vhost_limits.remove(vhost);
+    }
+
+    /// Every vhost's limits (an entry may be empty once its last limit
+    /// was cleared, as in RabbitMQ).
+    pub fn vhost_limits(&self) -> &BTreeMap<String, Limits> {
+        &self.vhost_limits
+    }
+
+    /// Every user's limits.
+    pub fn user_limits(&self) -> &BTreeMap<String, Limits> {
+        &self.user_limits
+    }
+
+    /// One vhost limit (`max-connections`, `max-queues`).
+    pub fn vhost_limit(&self, vhost: &str, name: &str) -> Option<i64> {
+        self.vhost_limits.get(vhost)?.get(name).copied()
+    }
+
+    /// One user limit (`max-connections`, `max-channels`).
+    pub fn user_limit(&self, user: &str, name: &str) -> Option<i64> {
+        self.user_limits.get(user)?.get(name).copied()
+    }
+
+    pub(crate) fn set_vhost_limit(&mut self, vhost: &str, name: &str, value: i64) {
+        self.vhost_limits
+            .entry(vhost.to_string())
+            .or_default()
+            .insert(name.to_string(), value);
+    }
+
+    pub(crate) fn clear_vhost_limit(&mut self, vhost: &str, name: &str) {
+        if let Some(l) = self.vhost_limits.get_mut(vhost) {
+            l.remove(name);
+        }
+    }
+
+    /// Replaces a vhost's limits (the access file, definitions import).
+    pub(crate) fn put_vhost_limits(&mut self, vhost: &str, limits: Limits) {
+        self.vhost_limits.insert(vhost.to_string(), limits);
+    }
+
+    pub(crate) fn set_user_limit(&mut self, user: &str, name: &str, value: i64) {
+        self.user_limits
+            .entry(user.to_string())
+            .or_default()
+            .insert(name.to_string(), value);
+    }
+
+    pub(crate) fn clear_user_limit(&mut self, user: &str, name: &str) {
+        if let Some(l) = self.user_limits.get_mut(user) {
+            l.remove(name);
+            if l.is_empty() {
+                self.user_limits.remove(user);
+            }
+        }
+    }
+
+    /// Replaces a user's limits (empty: none).
+    pub(crate) fn put_user_limits(&mut self, user: &str, limits: Limits) {
+        if limits.is_empty() {
+            self.user_limits.remove(user);
+        } else {
+            self.user_limits.insert(user.to_string(), limits);
+        }
     }
 }
 

@@ -2,13 +2,16 @@
 //! like the vhost definitions (magic "FRYACC01", see `docs/storage.md`),
 //! with a JSON body in RabbitMQ's definitions shape. It is the record of
 //! which vhosts exist (a vhost's directory only holds its data), so
-//! creating or deleting one commits with a single atomic rename.
+//! creating or deleting one commits with a single atomic rename. Limits
+//! ride along: a user's in its entry (`limits`), vhosts' in
+//! `vhost_limits` (vhost → name → value).
 
 use super::defs::{PermissionDef, UserDef, VhostDef};
-use super::{HashAlgorithm, PasswordSpec, Permissions, Users};
+use super::{HashAlgorithm, Limits, PasswordSpec, Permissions, Users};
 use crate::error::{CoreError, Result};
 use ferry_log::FileIo;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"FRYACC01";
@@ -20,6 +23,8 @@ struct AccessFile {
     vhosts: Vec<VhostDef>,
     users: Vec<UserDef>,
     permissions: Vec<PermissionDef>,
+    #[serde(default)]
+    vhost_limits: BTreeMap<String, Limits>,
 }
 
 /// The users' entries in definitions form.
@@ -33,6 +38,11 @@ pub(crate) fn user_defs(users: &Users) -> Vec<UserDef> {
             password: None,
             hashing_algorithm: u.hashing_algorithm().to_string(),
             tags: u.tags.clone(),
+            limits: users
+                .user_limits()
+                .get(&u.name)
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -63,7 +73,12 @@ pub(crate) fn apply_user(users: &mut Users, u: &UserDef) -> std::result::Result<
     };
     users
         .put(&u.name, password, algorithm, u.tags.clone())
-        .map_err(|e| format!("user '{}': {e}", u.name))
+        .map_err(|e| format!("user '{}': {e}", u.name))?;
+    // An entry without limits leaves the user's limits as they are.
+    if !u.limits.is_empty() {
+        users.put_user_limits(&u.name, u.limits.clone());
+    }
+    Ok(())
 }
 
 /// Sets permissions from a definitions entry.
@@ -89,6 +104,7 @@ pub(crate) fn save(io: &dyn FileIo, dir: &Path, users: &Users, vhosts: Vec<Strin
         vhosts: vhosts.into_iter().map(|name| VhostDef { name }).collect(),
         users: user_defs(users),
         permissions: permission_defs(users),
+        vhost_limits: users.vhost_limits().clone(),
     };
     let json = serde_json::to_vec(&file).map_err(|e| CoreError::Corrupt(e.to_string()))?;
     crate::framed::save(io, dir, NAME, MAGIC, &json)
@@ -113,6 +129,9 @@ pub(crate) fn load(
     }
     for p in &file.permissions {
         apply_permission(&mut users, p).map_err(bad)?;
+    }
+    for (vhost, limits) in file.vhost_limits {
+        users.put_vhost_limits(&vhost, limits);
     }
     Ok(Some((
         users,

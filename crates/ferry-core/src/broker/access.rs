@@ -4,8 +4,8 @@
 
 use super::Broker;
 use crate::auth::{
-    store, Access, AccessDefs, CompiledPermissions, HashAlgorithm, PasswordSpec, Permissions,
-    Resource, Users, VhostDef,
+    store, Access, AccessDefs, CompiledPermissions, HashAlgorithm, LimitScope, Limits,
+    ParameterDef, PasswordSpec, Permissions, Resource, Users, VhostDef, VHOST_LIMITS_COMPONENT,
 };
 use crate::error::{CoreError, ErrorKind, Result};
 use std::sync::atomic::Ordering;
@@ -47,7 +47,7 @@ impl Broker {
         Ok(out)
     }
 
-    fn update_users<T>(&self, f: impl FnOnce(&mut Users) -> Result<T>) -> Result<T> {
+    pub(super) fn update_users<T>(&self, f: impl FnOnce(&mut Users) -> Result<T>) -> Result<T> {
         let _w = self.access_write.lock();
         self.update_users_locked(f)
     }
@@ -193,6 +193,14 @@ impl Broker {
             }
             store::apply_permission(&mut check, p).map_err(invalid)?;
         }
+        let vhost_limits = vhost_limit_params(defs)?;
+        for (vhost, _) in &vhost_limits {
+            if !self.vhosts.read().contains_key(vhost)
+                && !defs.vhosts.iter().any(|v| &v.name == vhost)
+            {
+                return Err(not_found(format!("vhost {vhost} not found")));
+            }
+        }
         for v in &defs.vhosts {
             self.add_vhost(&v.name)?;
         }
@@ -203,8 +211,17 @@ impl Broker {
             for p in &defs.permissions {
                 store::apply_permission(u, p).map_err(invalid)?;
             }
+            for (vhost, limits) in &vhost_limits {
+                u.put_vhost_limits(vhost, limits.clone());
+            }
             Ok(())
-        })
+        })?;
+        for (vhost, _) in &vhost_limits {
+            if let Some(v) = self.vhosts.read().get(vhost) {
+                v.set_max_queues(self.vhost_limit(vhost, "max-queues"));
+            }
+        }
+        Ok(())
     }
 
     /// Users, vhosts and permissions in RabbitMQ's definitions shape.
@@ -218,6 +235,38 @@ impl Broker {
                 .map(|name| VhostDef { name })
                 .collect(),
             permissions: store::permission_defs(&users),
+            parameters: users
+                .vhost_limits()
+                .iter()
+                .map(|(vhost, limits)| ParameterDef {
+                    vhost: vhost.clone(),
+                    component: VHOST_LIMITS_COMPONENT.into(),
+                    name: "limits".into(),
+                    value: crate::auth::limits::value_json(limits),
+                })
+                .collect(),
         }
     }
+}
+
+/// The vhost limits carried by a definitions document's `parameters`
+/// (component `vhost-limits`), validated as the API validates them.
+fn vhost_limit_params(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {
+    let mut out = Vec::new();
+    for p in defs
+        .parameters
+        .iter()
+        .filter(|p| p.component == VHOST_LIMITS_COMPONENT)
+    {
+        let mut limits = Limits::new();
+        if let Some(map) = p.value.as_object() {
+            for (name, value) in map {
+                let n = crate::auth::limits::validate(LimitScope::Vhost, name, value)
+                    .map_err(invalid)?;
+                limits.insert(name.clone(), n);
+            }
+        }
+        out.push((p.vhost.clone(), limits));
+    }
+    Ok(out)
 }

@@ -54,6 +54,7 @@ impl Broker {
         self.env.io.create_dir_all(&dir)?;
         let tdir = self.config.data_dir.join("transient").join(hex(name));
         let v = VHost::open(name, dir, tdir, self.env.clone())?;
+        v.set_max_queues(self.users.read().vhost_limit(name, "max-queues"));
         self.vhosts.write().insert(name.to_string(), v.clone());
         Ok(v)
     }

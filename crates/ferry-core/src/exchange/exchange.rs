@@ -2,6 +2,7 @@
 
 use super::args;
 use super::binding::{Binding, Destination};
+use super::consistent_hash::PropertyLookup;
 use super::headers::{validate_binding_arguments, InvalidBinding};
 use super::index::RouteIndex;
 use super::kind::ExchangeKind;
@@ -56,7 +57,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let index = RouteIndex::new(super::delayed::routing_kind(kind, &arguments));
+        let index = RouteIndex::new(super::delayed::routing_kind(kind, &arguments), &arguments);
         Self {
             name: name.into(),
             kind,
@@ -70,11 +71,14 @@ impl Exchange {
     }
 
     /// Checks a binding the way RabbitMQ's exchange type does before it is
-    /// created: only headers exchanges check anything (`x-match`). The
-    /// error is a 406 PRECONDITION_FAILED.
+    /// created: headers exchanges check `x-match`, consistent-hash ones
+    /// that the key is a weight. The error is a 406 PRECONDITION_FAILED.
     pub fn validate_binding(&self, binding: &Binding) -> Result<(), InvalidBinding> {
         match super::delayed::routing_kind(self.kind, &self.arguments) {
             ExchangeKind::Headers => validate_binding_arguments(&binding.arguments),
+            ExchangeKind::ConsistentHash => super::consistent_hash::weight(&binding.routing_key)
+                .map(|_| ())
+                .map_err(InvalidBinding::Weight),
             _ => Ok(()),
         }
     }
@@ -134,6 +138,16 @@ impl Exchange {
         self.bindings.iter()
     }
 
+    /// The bindings in the order to store them: the order they were made
+    /// for a consistent-hash exchange (its buckets follow that order, so
+    /// binding them again in it rebuilds the same ring after a restart),
+    /// [`bindings`](Self::bindings)' order for the other kinds.
+    pub fn bindings_to_store(&self) -> Vec<&Binding> {
+        self.index
+            .binding_order()
+            .unwrap_or_else(|| self.bindings.iter().collect())
+    }
+
     /// Number of bindings.
     pub fn binding_count(&self) -> usize {
         self.bindings.len()
@@ -189,8 +203,21 @@ impl Exchange {
         headers: Option<&FieldTable>,
         out: &mut Vec<Destination>,
     ) {
+        self.route_message(keys, headers, None, out);
+    }
+
+    /// Like [`route_keys`](Self::route_keys) with access to the message's
+    /// properties (a consistent-hash exchange's `hash-property`; without
+    /// `properties` the property counts as absent).
+    pub fn route_message(
+        &self,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        properties: Option<PropertyLookup<'_>>,
+        out: &mut Vec<Destination>,
+    ) {
         let start = out.len();
-        self.index.route(keys, headers, out);
+        self.index.route(keys, headers, properties, out);
         if self.index.may_repeat(keys.len()) {
             dedup_tail(out, start);
         }
@@ -289,7 +316,7 @@ impl Serialize for Exchange {
         st.serialize_field("auto_delete", &self.auto_delete)?;
         st.serialize_field("internal", &self.internal)?;
         st.serialize_field("arguments", &TableRef(&self.arguments))?;
-        st.serialize_field("bindings", &self.bindings)?;
+        st.serialize_field("bindings", &self.bindings_to_store())?;
         st.end()
     }
 }

@@ -153,6 +153,10 @@ pub enum InvalidBinding {
         /// The value given, as text.
         value: String,
     },
+    /// A consistent-hash binding key that is not a weight (the plugin's
+    /// text, e.g. `The binding key must be greater than 0`).
+    #[error("{0}")]
+    Weight(String),
 }
 
 /// Checks a headers binding's arguments the way RabbitMQ does before

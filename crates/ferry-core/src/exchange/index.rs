@@ -5,13 +5,15 @@
 //! - direct: key → destinations (one hash lookup per key);
 //! - fanout: the destinations;
 //! - topic: a trie of patterns;
-//! - headers: every binding's compiled matcher (each must be tried).
+//! - headers: every binding's compiled matcher (each must be tried);
+//! - x-consistent-hash: the ring of weighted buckets in binding order.
 //!
 //! Slots count destinations: two bindings that differ only in a part the
 //! kind ignores (arguments on a direct exchange, say) share a slot, and the
 //! destination stays until both are gone.
 
 use super::binding::{Binding, Destination};
+use super::consistent_hash::{self, HashOn, PropertyLookup, Ring};
 use super::headers::HeadersMatcher;
 use super::kind::ExchangeKind;
 use super::multiset::Multiset;
@@ -25,10 +27,14 @@ pub(crate) enum RouteIndex {
     Fanout(Multiset<Destination>),
     Topic(TopicTrie<Destination>),
     Headers(Vec<(Destination, HeadersMatcher)>),
+    ConsistentHash(Ring, HashOn),
 }
 
 impl RouteIndex {
-    pub(crate) fn new(kind: ExchangeKind) -> Self {
+    /// The index for `kind`; `arguments` matter to consistent-hash
+    /// exchanges only (what they hash by; a validated declaration never
+    /// has bad ones, the routing key is the fallback).
+    pub(crate) fn new(kind: ExchangeKind, arguments: &FieldTable) -> Self {
         match kind {
             // A delayed exchange is indexed for its x-delayed-type (the
             // exchange resolves it); direct is only the fallback.
@@ -36,6 +42,10 @@ impl RouteIndex {
             ExchangeKind::Fanout => Self::Fanout(Multiset::default()),
             ExchangeKind::Topic => Self::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Self::Headers(Vec::new()),
+            ExchangeKind::ConsistentHash => Self::ConsistentHash(
+                Ring::default(),
+                consistent_hash::hash_on(arguments).unwrap_or(HashOn::RoutingKey),
+            ),
         }
     }
 
@@ -54,6 +64,7 @@ impl RouteIndex {
             Self::Fanout(set) => set.insert(d),
             Self::Topic(trie) => trie.insert(&b.routing_key, d),
             Self::Headers(list) => list.push((d, HeadersMatcher::new(&b.arguments))),
+            Self::ConsistentHash(ring, _) => ring.insert(b),
         }
     }
 
@@ -83,16 +94,19 @@ impl RouteIndex {
                     list.swap_remove(i);
                 }
             }
+            Self::ConsistentHash(ring, _) => ring.remove(b),
         }
     }
 
     /// Appends the destinations for a message with these routing keys and
     /// headers. May append duplicates (several topic patterns or headers
-    /// bindings, several keys); the exchange deduplicates.
+    /// bindings, several keys); the exchange deduplicates. `properties`
+    /// reads the message's properties (consistent-hash `hash-property`).
     pub(crate) fn route(
         &self,
         keys: &[&str],
         headers: Option<&FieldTable>,
+        properties: Option<PropertyLookup<'_>>,
         out: &mut Vec<Destination>,
     ) {
         match self {
@@ -114,6 +128,24 @@ impl RouteIndex {
                     .filter(|(_, m)| m.matches(headers))
                     .map(|(d, _)| d.clone()),
             ),
+            // One destination per message, chosen by the first routing
+            // key (CC/BCC keys do not count, as in the plugin).
+            Self::ConsistentHash(ring, on) => {
+                let key = keys.first().copied().unwrap_or("");
+                let h = consistent_hash::message_hash(on, key, headers, properties);
+                if let Some(d) = ring.pick(h) {
+                    out.push(d.clone());
+                }
+            }
+        }
+    }
+
+    /// The bindings in the order routing depends on, for the kinds where
+    /// it does (consistent hash); None for the others.
+    pub(crate) fn binding_order(&self) -> Option<Vec<&Binding>> {
+        match self {
+            Self::ConsistentHash(ring, _) => Some(ring.bindings()),
+            _ => None,
         }
     }
 
@@ -121,7 +153,7 @@ impl RouteIndex {
     pub(crate) fn may_repeat(&self, keys: usize) -> bool {
         match self {
             Self::Direct(_) => keys > 1,
-            Self::Fanout(_) => false,
+            Self::Fanout(_) | Self::ConsistentHash(..) => false,
             Self::Topic(_) | Self::Headers(_) => true,
         }
     }

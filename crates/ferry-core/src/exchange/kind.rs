@@ -21,6 +21,11 @@ pub enum ExchangeKind {
     /// `x-delayed-type` (see `exchange::delayed`).
     #[serde(rename = "x-delayed-message")]
     DelayedMessage,
+    /// `x-consistent-hash` (the RabbitMQ plugin's type): binding keys are
+    /// weights, each message goes to one destination chosen by a hash (see
+    /// `exchange::consistent_hash`).
+    #[serde(rename = "x-consistent-hash")]
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -34,6 +39,7 @@ impl ExchangeKind {
             "topic" => Some(Self::Topic),
             "headers" => Some(Self::Headers),
             super::delayed::TYPE_NAME => Some(Self::DelayedMessage),
+            super::consistent_hash::TYPE_NAME => Some(Self::ConsistentHash),
             _ => None,
         }
     }
@@ -46,6 +52,7 @@ impl ExchangeKind {
             Self::Topic => "topic",
             Self::Headers => "headers",
             Self::DelayedMessage => super::delayed::TYPE_NAME,
+            Self::ConsistentHash => super::consistent_hash::TYPE_NAME,
         }
     }
 }
@@ -86,6 +93,7 @@ mod tests {
             ExchangeKind::Topic,
             ExchangeKind::Headers,
             ExchangeKind::DelayedMessage,
+            ExchangeKind::ConsistentHash,
         ] {
             assert_eq!(ExchangeKind::parse(k.as_str()), Some(k));
             assert_eq!(k.as_str().parse::<ExchangeKind>(), Ok(k));

@@ -4,7 +4,7 @@
 //! locks. The vhost owns the exchanges (a name → [`Exchange`] map) and
 //! calls into this module under its own locking.
 //!
-//! - [`ExchangeKind`]: the four built-in types and their wire names.
+//! - [`ExchangeKind`]: the built-in types (and the plugin types Ferry has built in) and their wire names.
 //! - [`Binding`] / [`Destination`]: a binding's identity is
 //!   (destination, routing key, arguments), as in RabbitMQ, so binding twice
 //!   is a no-op and unbinding something absent is not an error.
@@ -19,6 +19,8 @@
 //! - [`table_serde`]: a JSON-friendly, lossless serde format for
 //!   [`FieldTable`](amq_protocol_types::FieldTable).
 //!
+//! - [`consistent_hash`]: the `x-consistent-hash` type's rules (weights as
+//!   binding keys, `hash-header` / `hash-property`, the bucket ring).
 //! - [`delayed`]: the `x-delayed-message` type's rules (`x-delayed-type`,
 //!   `x-delay`); `delayed_store` holds its messages in hidden queues, the
 //!   one part of this module that does I/O (through `queue::Queue`).
@@ -28,6 +30,7 @@
 
 mod args;
 mod binding;
+pub mod consistent_hash;
 pub mod delayed;
 mod delayed_store;
 // The module is named after its main type like every other file here.
@@ -49,5 +52,7 @@ pub use delayed_store::DelayedStore;
 pub use exchange::Exchange;
 pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XMatch};
 pub use kind::{ExchangeKind, UnknownExchangeType};
-pub use router::{route_all, route_all_keys, sender_selected_keys, InvalidRoutingHeader};
+pub use router::{
+    route_all, route_all_keys, route_all_message, sender_selected_keys, InvalidRoutingHeader,
+};
 pub use topic::{topic_matches, TopicTrie};

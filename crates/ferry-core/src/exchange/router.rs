@@ -25,6 +25,7 @@
 
 use super::args;
 use super::binding::Destination;
+use super::consistent_hash::PropertyLookup;
 use super::exchange::Exchange;
 use amq_protocol_types::{AMQPValue, FieldTable};
 use std::collections::HashSet;
@@ -57,6 +58,19 @@ pub fn route_all_keys<'x>(
     headers: Option<&FieldTable>,
     out_queues: &mut Vec<Arc<str>>,
 ) {
+    route_all_message(lookup, start, keys, headers, None, out_queues);
+}
+
+/// [`route_all_keys`] with access to the message's properties (which a
+/// consistent-hash exchange with `hash-property` hashes on).
+pub fn route_all_message<'x>(
+    lookup: impl Fn(&str) -> Option<&'x Exchange>,
+    start: &str,
+    keys: &[&str],
+    headers: Option<&FieldTable>,
+    properties: Option<PropertyLookup<'_>>,
+    out_queues: &mut Vec<Arc<str>>,
+) {
     let Some(first) = lookup(start) else {
         return;
     };
@@ -67,7 +81,7 @@ pub fn route_all_keys<'x>(
     let mut dests = Vec::new();
     while let Some(x) = work.pop() {
         dests.clear();
-        x.route_keys(keys, headers, &mut dests);
+        x.route_message(keys, headers, properties, &mut dests);
         if dests.is_empty() {
             if let Some(ae) = x.alternate_exchange() {
                 visit_exchange(&lookup, ae, &mut seen, &mut work);

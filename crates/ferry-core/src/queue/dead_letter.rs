@@ -102,6 +102,17 @@ pub trait PropertyCodec: Send + Sync + std::fmt::Debug {
         let _ = raw;
         None
     }
+    /// The `message_id`, `correlation_id` or `timestamp` (as decimal text)
+    /// of `raw`, which a consistent-hash exchange with `hash-property`
+    /// hashes. None: absent or unreadable.
+    fn hash_property(
+        &self,
+        raw: &[u8],
+        property: crate::exchange::consistent_hash::HashProperty,
+    ) -> Option<Vec<u8>> {
+        let _ = (raw, property);
+        None
+    }
 }
 
 type Headers = BTreeMap<ShortString, AMQPValue>;

@@ -64,7 +64,8 @@ impl VHost {
                     // a stored header is an array, or the publish failed).
                     let mut keys = vec![&*msg.routing_key];
                     keys.extend(sender_selected_keys(headers).unwrap_or_default());
-                    self.route_through(&exchanges, &queues, exchange, &keys, headers, &mut out);
+                    let routed = (keys.as_slice(), &msg.properties[..]);
+                    self.route_through(&exchanges, &queues, exchange, routed, headers, &mut out);
                 }
                 out
             })

@@ -62,6 +62,11 @@ impl VHost {
                     "exchange name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
+            if crate::exchange::delayed::routing_kind(kind, &a.arguments)
+                == ExchangeKind::ConsistentHash
+            {
+                consistent_hash_args(&a.arguments)?;
+            }
             let n: Arc<str> = Arc::from(name);
             if kind == ExchangeKind::DelayedMessage {
                 self.open_delayed(&n, a.durable)?;
@@ -201,6 +206,19 @@ impl VHost {
             self.save()?;
         }
         Ok(())
+    }
+}
+
+/// The plugin's `validate` of a new consistent-hash exchange (RabbitMQ
+/// runs it only when the exchange is created, not on a redeclare).
+fn consistent_hash_args(arguments: &FieldTable) -> Result<()> {
+    use crate::exchange::consistent_hash::{hash_on, HashArgError};
+    match hash_on(arguments) {
+        Ok(_) => Ok(()),
+        Err(HashArgError::NotALongString) => {
+            Err(CoreError::request(ErrorKind::Internal, String::new()))
+        }
+        Err(e) => Err(precondition(e.to_string())),
     }
 }
 

@@ -83,6 +83,7 @@ impl VHost {
             )));
         }
         if StreamArgs::is_stream(&spec.arguments) {
+            self.check_queue_limit(&spec.name)?;
             return self.create_stream(spec);
         }
         QueueArgs::validate_declaration(
@@ -94,6 +95,7 @@ impl VHost {
             spec.auto_delete,
         )
         .map_err(precondition)?;
+        self.check_queue_limit(&spec.name)?;
         // An exclusive queue is deleted with its connection, so its messages
         // never outlive the process: keep it out of the durable storage.
         let persisted = spec.durable && spec.exclusive_owner.is_none();

@@ -7,7 +7,8 @@
 
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::{delay_of, route_all_keys, sender_selected_keys, Exchange, ExchangeKind};
+use crate::exchange::consistent_hash::HashProperty;
+use crate::exchange::{delay_of, route_all_message, sender_selected_keys, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
@@ -79,12 +80,20 @@ impl VHost {
             all = key.into_iter().chain(extra).collect();
             &all
         };
-        self.route_through(&exchanges, &queues, exchange, keys, headers, out);
+        self.route_through(
+            &exchanges,
+            &queues,
+            exchange,
+            (keys, &msg.properties),
+            headers,
+            out,
+        );
         Ok(())
     }
 
     /// Where `exchange`'s bindings send a message with routing `keys`
-    /// (its publish key, then its `CC` / `BCC` keys; queues and streams), given
+    /// (its publish key, then its `CC` / `BCC` keys) and raw `properties`
+    /// (which a consistent-hash exchange may hash on): queues and streams, given
     /// the vhost's exchanges and queues, read-locked by the caller in that
     /// order; `streams` is locked here, after them.
     ///
@@ -98,14 +107,15 @@ impl VHost {
         exchanges: &HashMap<Arc<str>, Exchange>,
         queues: &HashMap<Arc<str>, Arc<Queue>>,
         exchange: &str,
-        keys: &[&str],
+        (keys, properties): (&[&str], &[u8]),
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<dyn Source>>,
     ) {
         let mut names: Vec<Arc<str>> = Vec::new();
         let holdable = headers.and_then(delay_of).is_some();
         let held: RefCell<Vec<Arc<str>>> = RefCell::new(Vec::new());
-        route_all_keys(
+        let props = |p: HashProperty| self.hash_property(properties, p);
+        route_all_message(
             |n| {
                 let x = exchanges.get(n)?;
                 if holdable && x.kind == ExchangeKind::DelayedMessage && n != exchange {
@@ -120,6 +130,7 @@ impl VHost {
             exchange,
             keys,
             headers,
+            Some(&props),
             &mut names,
         );
         let streams = self.streams.read();
@@ -144,6 +155,7 @@ impl VHost {
         exchange: &str,
         keys: &[&str],
         headers: Option<&FieldTable>,
+        properties: &[u8],
     ) -> Option<Vec<Arc<Queue>>> {
         let exchanges = self.exchanges.read();
         let queues = self.queues.read();
@@ -160,9 +172,23 @@ impl VHost {
         }
         exchanges.get(exchange)?;
         let mut names: Vec<Arc<str>> = Vec::new();
-        route_all_keys(|n| exchanges.get(n), exchange, keys, headers, &mut names);
+        let props = |p: HashProperty| self.hash_property(properties, p);
+        route_all_message(
+            |n| exchanges.get(n),
+            exchange,
+            keys,
+            headers,
+            Some(&props),
+            &mut names,
+        );
         out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
         Some(out)
+    }
+
+    /// A property of a message's raw properties, for consistent-hash
+    /// exchanges (through the front end's codec; None without one).
+    fn hash_property(&self, raw: &[u8], p: HashProperty) -> Option<Vec<u8>> {
+        self.env.codec.get()?.hash_property(raw, p)
     }
 
     /// Republishes one dead letter (RabbitMQ's `rabbit_dead_letter:publish`):
@@ -238,7 +264,9 @@ impl VHost {
             expiration_ms: None,
         });
         let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
-        let Some(targets) = self.route_dead_letter(&dl.exchange, &keys, Some(&table)) else {
+        let Some(targets) =
+            self.route_dead_letter(&dl.exchange, &keys, Some(&table), &msg.properties)
+        else {
             tracing::debug!(
                 queue = %dl.queue, exchange = %dl.exchange,
                 "dead-letter exchange does not exist: message dropped"

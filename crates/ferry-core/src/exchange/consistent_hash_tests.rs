@@ -1,0 +1,227 @@
+//! The consistent-hash rules: weights, arguments, spread and stability.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::exchange::{Exchange, ExchangeKind};
+use crate::test_support::{s, table};
+use std::collections::HashMap;
+
+fn chx(args: FieldTable) -> Exchange {
+    Exchange::new("h", ExchangeKind::ConsistentHash, true, false, false, args)
+}
+
+fn bq(name: &str, key: &str) -> Binding {
+    Binding::new(Destination::queue(name), key, FieldTable::default())
+}
+
+fn target(x: &Exchange, key: &str) -> String {
+    let mut out = Vec::new();
+    x.route(key, None, &mut out);
+    assert_eq!(out.len(), 1, "exactly one destination for {key}");
+    match &out[0] {
+        Destination::Queue(n) | Destination::Exchange(n) => n.to_string(),
+    }
+}
+
+fn counts(x: &Exchange, n: usize) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for i in 0..n {
+        *c.entry(target(x, &format!("key-{i}"))).or_default() += 1;
+    }
+    c
+}
+
+#[test]
+fn weights_are_positive_integers_with_the_plugins_texts() {
+    for (key, w) in [("1", 1), ("+5", 5), ("05", 5), ("20", 20)] {
+        assert_eq!(weight(key), Ok(w), "{key}");
+    }
+    assert_eq!(weight("99999999999999999999999"), Ok(u64::from(u32::MAX)));
+    for key in ["0", "-1", "-0", "+0", "000"] {
+        assert_eq!(
+            weight(key).unwrap_err(),
+            "The binding key must be greater than 0",
+            "{key}"
+        );
+    }
+    let bad = |k: &str| weight(k).unwrap_err();
+    assert_eq!(
+        bad("abc"),
+        "The binding key must be an integer: <<\"abc\">>"
+    );
+    assert_eq!(bad(""), "The binding key must be an integer: <<>>");
+    assert_eq!(bad(" 5"), "The binding key must be an integer: <<\" 5\">>");
+    assert_eq!(
+        bad("1.5"),
+        "The binding key must be an integer: <<\"1.5\">>"
+    );
+    assert_eq!(bad("+"), "The binding key must be an integer: <<\"+\">>");
+    assert_eq!(bad("é"), "The binding key must be an integer: <<\"é\">>");
+    assert_eq!(
+        bad("a\"b\\c"),
+        "The binding key must be an integer: <<\"a\\\"b\\\\c\">>"
+    );
+}
+
+#[test]
+fn arguments_choose_what_is_hashed_or_are_refused() {
+    assert_eq!(hash_on(&FieldTable::default()), Ok(HashOn::RoutingKey));
+    assert_eq!(
+        hash_on(&table(&[(HASH_HEADER, s("h"))])),
+        Ok(HashOn::Header("h".into()))
+    );
+    for (name, p) in [
+        ("message_id", HashProperty::MessageId),
+        ("correlation_id", HashProperty::CorrelationId),
+        ("timestamp", HashProperty::Timestamp),
+    ] {
+        assert_eq!(
+            hash_on(&table(&[(HASH_PROPERTY, s(name))])),
+            Ok(HashOn::Property(p))
+        );
+    }
+    let err = |t: FieldTable| hash_on(&t).unwrap_err().to_string();
+    assert_eq!(
+        err(table(&[(HASH_PROPERTY, s("foo"))])),
+        "Unsupported property: foo"
+    );
+    assert_eq!(
+        err(table(&[(HASH_HEADER, s("h")), (HASH_PROPERTY, s("bar"))])),
+        "hash-header and hash-property are mutually exclusive"
+    );
+    assert_eq!(
+        hash_on(&table(&[(HASH_HEADER, AMQPValue::LongInt(5))])),
+        Err(HashArgError::NotALongString)
+    );
+}
+
+#[test]
+fn jump_hash_is_in_range_and_moves_only_to_new_buckets() {
+    for n in [1u64, 2, 3, 10, 1000, u64::from(u32::MAX)] {
+        for k in 0..200u64 {
+            let h = hash_value(b"t", &k.to_le_bytes());
+            let b = jump(h, n);
+            assert!(b < n);
+            // Growing n: a key stays or moves to a new bucket.
+            let b2 = jump(h, n + 1);
+            assert!(b2 == b || b2 == n, "n={n} b={b} b2={b2}");
+        }
+    }
+}
+
+#[test]
+fn spread_follows_the_weights() {
+    let mut x = chx(FieldTable::default());
+    x.bind(bq("a", "1"));
+    x.bind(bq("b", "2"));
+    x.bind(bq("c", "1"));
+    let n = 40_000;
+    let c = counts(&x, n);
+    for (q, share) in [("a", 0.25), ("b", 0.5), ("c", 0.25)] {
+        let got = c[q] as f64 / n as f64;
+        assert!((got - share).abs() < 0.02, "{q}: {got} vs {share}");
+    }
+}
+
+#[test]
+fn a_key_stays_put_and_a_new_binding_takes_only_its_share() {
+    let mut x = chx(FieldTable::default());
+    for q in ["a", "b", "c"] {
+        x.bind(bq(q, "10"));
+    }
+    let before: Vec<String> = (0..3000).map(|i| target(&x, &format!("k{i}"))).collect();
+    let again: Vec<String> = (0..3000).map(|i| target(&x, &format!("k{i}"))).collect();
+    assert_eq!(before, again);
+    x.bind(bq("d", "10"));
+    let after: Vec<String> = (0..3000).map(|i| target(&x, &format!("k{i}"))).collect();
+    let moved: Vec<usize> = (0..3000).filter(|i| before[*i] != after[*i]).collect();
+    // Only keys now on d moved, about a quarter of them.
+    assert!(moved.iter().all(|i| after[*i] == "d"));
+    let share = moved.len() as f64 / 3000.0;
+    assert!((share - 0.25).abs() < 0.04, "moved {share}");
+    // Unbinding d brings every key back.
+    x.unbind(&bq("d", "10"));
+    let back: Vec<String> = (0..3000).map(|i| target(&x, &format!("k{i}"))).collect();
+    assert_eq!(before, back);
+}
+
+#[test]
+fn the_ring_survives_serialization_in_binding_order() {
+    let mut x = chx(FieldTable::default());
+    // Bound out of name order: the ring follows binding order.
+    for (q, w) in [("z", "3"), ("a", "1"), ("m", "2")] {
+        x.bind(bq(q, w));
+    }
+    let json = serde_json::to_string(&x).unwrap();
+    let back: Exchange = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.kind, ExchangeKind::ConsistentHash);
+    for i in 0..2000 {
+        let k = format!("k{i}");
+        assert_eq!(target(&x, &k), target(&back, &k));
+    }
+}
+
+#[test]
+fn headers_and_properties_are_hashed_missing_ones_go_to_one_place() {
+    let x = {
+        let mut x = chx(table(&[(HASH_HEADER, s("h"))]));
+        for q in ["a", "b", "c", "d"] {
+            x.bind(bq(q, "1"));
+        }
+        x
+    };
+    let route = |x: &Exchange, key: &str, h: Option<&FieldTable>| {
+        let mut out = Vec::new();
+        x.route(key, h, &mut out);
+        out
+    };
+    // The routing key does not matter, the header does.
+    let h1 = table(&[("h", s("v1"))]);
+    let first = route(&x, "k0", Some(&h1));
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        assert_eq!(route(&x, &format!("k{i}"), Some(&h1)), first);
+        assert_eq!(route(&x, &format!("k{i}"), None).len(), 1);
+        let hi = table(&[("h", s(&format!("v{i}")))]);
+        seen.insert(format!("{:?}", route(&x, "k", Some(&hi))));
+    }
+    assert_eq!(seen.len(), 4, "different header values spread");
+    let none: Vec<_> = (0..50).map(|i| route(&x, &format!("k{i}"), None)).collect();
+    assert!(none.windows(2).all(|w| w[0] == w[1]));
+
+    let mut p = chx(table(&[(HASH_PROPERTY, s("message_id"))]));
+    for q in ["a", "b", "c", "d"] {
+        p.bind(bq(q, "1"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        let id = format!("id{i}");
+        let look = |_: HashProperty| Some(id.clone().into_bytes());
+        let mut out = Vec::new();
+        p.route_message(&["same"], None, Some(&look), &mut out);
+        let mut again = Vec::new();
+        p.route_message(&[&format!("other{i}")], None, Some(&look), &mut again);
+        assert_eq!(out, again, "the property decides, not the key");
+        seen.insert(format!("{out:?}"));
+    }
+    assert_eq!(seen.len(), 4);
+}
+
+#[test]
+fn removing_a_binding_and_empty_rings() {
+    let mut x = chx(FieldTable::default());
+    let mut out = Vec::new();
+    x.route("k", None, &mut out);
+    assert!(out.is_empty());
+    x.bind(bq("a", "2"));
+    x.bind(bq("b", "3"));
+    x.unbind(&bq("a", "2"));
+    assert!((0..100).all(|i| target(&x, &format!("k{i}")) == "b"));
+    let bad = bq("c", "x");
+    assert!(x.validate_binding(&bad).is_err());
+    assert_eq!(
+        x.validate_binding(&bq("c", "0")).unwrap_err().to_string(),
+        "The binding key must be greater than 0"
+    );
+}
