@@ -269,7 +269,16 @@ impl Channel {
 
     /// Closes the channel's business: consumers cancelled, unacked messages
     /// requeued. Used for channel.close, errors and connection end.
+    ///
+    /// An open transaction is discarded as RabbitMQ discards it: its
+    /// publishes are never routed, and its acks, nacks and rejects are not
+    /// applied: the messages they named are still unacked, so they go back
+    /// to their queues (redelivered) with the rest.
     pub fn cleanup(&mut self, ctx: &ChannelCtx<'_>) {
+        if let Some(mut tx) = self.tx.take() {
+            let acks = tx.rollback();
+            self.restore_unacked(acks);
+        }
         self.shared.state.lock().closed = true;
         for (_, c) in self.consumers.drain() {
             if c.queue.cancel(c.id) {
@@ -285,7 +294,6 @@ impl Channel {
             }
         }
         self.pending = None;
-        self.tx = None;
     }
 }
 
