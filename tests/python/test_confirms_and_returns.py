@@ -49,6 +49,44 @@ def test_confirms_raw_sequence_numbers_cover_every_publish(broker, uniq):
         assert acked == set(range(1, n + 1)) and last == n
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "transient"])
+def test_pipelined_confirms_are_coalesced_into_multiple_acks(broker, uniq, durable):
+    """Many pipelined publishes are confirmed with far fewer basic.ack frames (`multiple`), both
+    when one fsync covers them (durable queue, persistent messages) and when the queue confirms
+    on enqueue (non-durable); every tag is confirmed exactly once, reading `multiple` strictly
+    (it covers the tags from the first unconfirmed one up to its own)."""
+    q, n = uniq(), 2000
+    with RawAMQP(broker.host, broker.port) as r:
+        r.handshake()
+        r.open_channel(1)
+        r.send_method(1, spec.Queue.Declare(queue=q, durable=durable))
+        r.expect(spec.Queue.DeclareOk)
+        r.send_method(1, spec.Confirm.Select())
+        r.expect(spec.Confirm.SelectOk)
+        payload = bytearray()
+        for i in range(n):
+            body = f"m{i}".encode()
+            payload += pika.frame.Method(1, spec.Basic.Publish(exchange="", routing_key=q)).marshal()
+            payload += pika.frame.Header(1, len(body), spec.BasicProperties(delivery_mode=2)).marshal()
+            payload += pika.frame.Body(1, body).marshal()
+        r.send(bytes(payload))
+        acked, floor, frames = set(), 0, 0
+        while floor < n:
+            m = r.expect(spec.Basic.Ack, timeout=30).method
+            frames += 1
+            first = floor + 1 if m.multiple else m.delivery_tag
+            assert first <= m.delivery_tag <= n, f"ack {m!r} after {floor}"
+            tags = set(range(first, m.delivery_tag + 1))
+            assert not tags & acked, f"tags confirmed twice: {sorted(tags & acked)[:5]}"
+            acked |= tags
+            while floor + 1 in acked:
+                floor += 1
+        assert acked == set(range(1, n + 1))
+        assert frames <= n // 2, f"{frames} ack frames for {n} publishes"
+        r.send_method(1, spec.Queue.Delete(queue=q))
+        assert r.expect(spec.Queue.DeleteOk).method.message_count == n
+
+
 def test_confirm_select_twice_is_allowed(broker):
     with RawAMQP(broker.host, broker.port) as r:
         r.handshake()

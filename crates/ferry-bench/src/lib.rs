@@ -55,6 +55,7 @@
 //! | `producers`, `consumers`, `queues`, `size`, `persistent`, `confirm`, `prefetch`, `multi_ack_every`, `auto_ack`, `rate_limit`, `exchange_type` | the run's settings (`exchange_type` null = default exchange) |
 //! | `elapsed_secs` | measured window: from all connections open to the end of the duration, or to the last awaited message with `--count` |
 //! | `sent`, `confirmed`, `nacked`, `received` | message totals in the window (a fan-out delivery counts once per queue) |
+//! | `confirm_frames`, `confirm_frames_per_msg` | basic.ack / basic.nack frames the producers received, and that count / (confirmed + nacked): 1.0 = one frame per message, lower = coalesced with `multiple` |
 //! | `sent_msgs_per_sec`, `confirmed_msgs_per_sec`, `received_msgs_per_sec` | totals / elapsed |
 //! | `sent_mb_per_sec`, `received_mb_per_sec` | body bytes per second, in 10^6 bytes |
 //! | `latency_samples` | deliveries carrying a stamp of this run (0 with `--consume-only` or bodies < 24 B) |

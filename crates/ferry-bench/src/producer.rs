@@ -250,6 +250,7 @@ async fn read_confirms(
     loop {
         let mut acked = 0;
         let mut nacked = 0;
+        let mut frames = 0;
         let mut pos = 0;
         loop {
             let len = match check_frame(&rbuf[pos..], frame_max) {
@@ -268,8 +269,10 @@ async fn read_confirms(
             let payload = &frame[7..len - 1];
             if let Some(a) = parse_basic_ack(payload) {
                 acked += tracker.settle(a.delivery_tag, a.multiple);
+                frames += 1;
             } else if let Some(n) = parse_basic_nack(payload) {
                 nacked += tracker.settle(n.delivery_tag, n.multiple);
+                frames += 1;
             } else if payload.starts_with(&[0, 10, 0, 51]) {
                 // connection.close-ok: the clean end.
                 return;
@@ -284,6 +287,7 @@ async fn read_confirms(
             Shared::add(&shared.confirmed, acked);
             Shared::add(&shared.nacked, nacked);
         }
+        Shared::add(&shared.confirm_frames, frames);
         rbuf.reserve(16 * 1024);
         match rd.read_buf(&mut rbuf).await {
             Ok(0) if window.closing.load(Ordering::Acquire) => return,

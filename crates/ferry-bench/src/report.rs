@@ -76,6 +76,11 @@ pub struct Report {
     pub confirmed: u64,
     /// Messages nacked.
     pub nacked: u64,
+    /// basic.ack / basic.nack frames the producers received.
+    pub confirm_frames: u64,
+    /// confirm_frames / (confirmed + nacked): 1.0 = one frame per
+    /// message, lower = the broker coalesced with `multiple`.
+    pub confirm_frames_per_msg: Option<f64>,
     /// Deliveries received.
     pub received: u64,
     /// sent / elapsed.
@@ -131,6 +136,9 @@ impl Report {
         self.sent_msgs_per_sec = self.sent as f64 / secs;
         self.confirmed_msgs_per_sec = self.confirmed as f64 / secs;
         self.received_msgs_per_sec = self.received as f64 / secs;
+        let settled = self.confirmed + self.nacked;
+        self.confirm_frames_per_msg =
+            (settled > 0).then(|| self.confirm_frames as f64 / settled as f64);
         self.sent_mb_per_sec = self.sent_msgs_per_sec * self.size as f64 / 1e6;
         self.received_mb_per_sec = self.received_msgs_per_sec * self.size as f64 / 1e6;
         (self.cpu_basis, self.cpu_basis_msgs) = if self.consumers > 0 {
@@ -187,8 +195,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  confirmed {:>12} msgs  {:>10.0} msg/s  (nacked {})",
-            self.confirmed, self.confirmed_msgs_per_sec, self.nacked
+            "  confirmed {:>12} msgs  {:>10.0} msg/s  (nacked {}; {} ack/nack frames, {} per msg)",
+            self.confirmed,
+            self.confirmed_msgs_per_sec,
+            self.nacked,
+            self.confirm_frames,
+            self.confirm_frames_per_msg
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
         );
         let _ = writeln!(
             s,
@@ -256,10 +269,12 @@ mod tests {
             sent: 200_000,
             confirmed: 200_000,
             received: 100_000,
+            confirm_frames: 5_000,
             ..Report::default()
         };
         r.derive(50, Some(300));
         assert_eq!(r.received_msgs_per_sec, 50_000.0);
+        assert_eq!(r.confirm_frames_per_msg, Some(0.025));
         assert!((r.received_mb_per_sec - 5.0).abs() < 1e-9);
         assert_eq!((r.cpu_basis, r.cpu_basis_msgs), ("received", 100_000));
         // 0.5 s / 100k = 5 µs; 3 s / 100k = 30 µs.
@@ -272,5 +287,9 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["cpu_basis"], "confirmed");
         assert!(json["latency_p99_us"].is_null());
+        assert_eq!(json["confirm_frames"], 5_000);
+        r.confirmed = 0;
+        r.derive(50, None);
+        assert_eq!(r.confirm_frames_per_msg, None);
     }
 }

@@ -196,6 +196,7 @@ async fn traffic(target: &Target, plan: &Plan, backlog: &[u64]) -> Result<Report
         sent: totals.sent,
         confirmed: totals.confirmed,
         nacked: totals.nacked,
+        confirm_frames: totals.confirm_frames,
         received: totals.received,
         complete,
         ..Report::default()

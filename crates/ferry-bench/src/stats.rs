@@ -18,6 +18,9 @@ pub struct Shared {
     pub confirmed: AtomicU64,
     /// Publisher nacks received, counted per message.
     pub nacked: AtomicU64,
+    /// basic.ack and basic.nack frames received by producers (one
+    /// `multiple` frame settles many messages).
+    pub confirm_frames: AtomicU64,
     /// Deliveries received completely (method, header, body).
     pub received: AtomicU64,
     /// Producers that published their whole --count (and got its confirms).
@@ -32,6 +35,7 @@ impl Default for Shared {
             sent: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
+            confirm_frames: AtomicU64::new(0),
             received: AtomicU64::new(0),
             producers_done: AtomicU64::new(0),
             stop_tx: watch::channel(false).0,
@@ -49,6 +53,8 @@ pub struct Totals {
     pub confirmed: u64,
     /// See [`Shared::nacked`].
     pub nacked: u64,
+    /// See [`Shared::confirm_frames`].
+    pub confirm_frames: u64,
     /// See [`Shared::received`].
     pub received: u64,
 }
@@ -69,6 +75,7 @@ impl Shared {
             sent: self.sent.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
             nacked: self.nacked.load(Ordering::Relaxed),
+            confirm_frames: self.confirm_frames.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
         }
     }

@@ -148,6 +148,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// A whole frame is buffered: `frame` will not wait for the socket.
+    fn has_frame(&self) -> bool {
+        matches!(check_frame(&self.buf, self.frame_max), Ok(Some(_)))
+    }
+
     /// The payload of the last frame read.
     fn last_payload(&self) -> &[u8] {
         self.last
@@ -218,6 +223,9 @@ struct Conn {
     cancel_notify: bool,
     channels: HashMap<u16, Channel>,
     closing: HashMap<u16, ()>,
+    /// Confirm-mode channels that handled frames since the last flush of
+    /// their held confirms (`Channel::flush_confirms`).
+    confirm_dirty: Vec<u16>,
     /// Has published: such connections are blocked under an alarm.
     published: bool,
     /// The client understands connection.blocked.
@@ -303,6 +311,7 @@ pub async fn serve<S>(
         cancel_notify: false,
         channels: HashMap::new(),
         closing: HashMap::new(),
+        confirm_dirty: Vec::new(),
         published: false,
         blocked_cap: false,
         entry: entry.clone(),
@@ -370,6 +379,7 @@ impl Conn {
         loop {
             handled += 1;
             if handled % FRAMES_PER_TURN == 0 {
+                self.flush_confirms();
                 // A publisher's socket always has data, and a 64 KiB read holds
                 // hundreds of frames; without an explicit yield one fast
                 // publisher would starve the tasks that deliver and ack.
@@ -381,9 +391,15 @@ impl Conn {
                 && self.shared.alarms.borrow().any()
                 && !self.channels.values().any(Channel::mid_content)
             {
+                self.flush_confirms();
                 if let Err(end) = self.blocked(r).await {
                     return end;
                 }
+            }
+            if !r.has_frame() {
+                // About to wait for input: what was read is handled, so
+                // its confirms go out together.
+                self.flush_confirms();
             }
             let frame = match r.frame().await {
                 Ok(f) => f,
@@ -520,6 +536,9 @@ impl Conn {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(true);
         };
+        if channel.confirming() && !self.confirm_dirty.contains(&ch) {
+            self.confirm_dirty.push(ch);
+        }
         match channel.handle(&ctx, frame) {
             Ok(()) => Ok(true),
             Err(e) if e.is_connection_error() => Err(e),
@@ -681,6 +700,15 @@ impl Conn {
                 method_id: e.method_id,
             })),
         );
+    }
+
+    /// Sends the confirms the channels hold (see `confirm_dirty`).
+    fn flush_confirms(&mut self) {
+        for ch in self.confirm_dirty.drain(..) {
+            if let Some(c) = self.channels.get(&ch) {
+                c.flush_confirms();
+            }
+        }
     }
 
     fn drop_channel(&mut self, ch: u16) {

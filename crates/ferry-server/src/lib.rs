@@ -3,7 +3,8 @@
 //! Owns listeners (plain, and AMQPS through `tls`: rustls with ring),
 //! connections, the AMQP handshake, per-operation permission checks,
 //! channel state machines, content assembly, delivery tags and acks,
-//! publisher confirms and transactions, heartbeats, limits and shutdown;
+//! publisher confirms (coalesced into `multiple` acks) and transactions
+//! (discarded when their channel closes), heartbeats, limits and shutdown;
 //! resource alarms (`alarms`) and what the memory alarm counts (`memory`:
 //! bytes held for clients, not RSS); the live connection registry the
 //! management API lists and force-closes through (`registry`); direct

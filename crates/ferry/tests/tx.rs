@@ -96,3 +96,144 @@ async fn tx_commit_and_rollback_without_select_are_406() {
     assert_eq!(code, 406);
     assert_eq!(text, "PRECONDITION_FAILED - channel is not transactional");
 }
+
+// ---------------------------------------------------------------------------
+// An open transaction is discarded when its channel or connection goes away
+// (RabbitMQ: publishes never routed; acks, nacks and rejects not applied, so
+// the messages they named return to the queue, redelivered).
+
+/// Publishes "one" and "two" (confirmed) to a fresh queue that outlives
+/// the connections under test. Returns the queue.
+async fn queue_with_two(observer: &lapin::Connection) -> String {
+    let pch = confirm_channel(observer).await;
+    let q = declare_queue(&pch, "tx-close").await;
+    publish_settled(&pch, &q, &["one", "two"]).await;
+    q
+}
+
+/// On `tx` (already in tx mode): gets both messages, acks "one",
+/// rejects "two" without requeue, publishes "uncommitted"; all held by
+/// the transaction. A round trip (basic.qos) makes sure the broker has
+/// read all of it before the close under test.
+async fn open_transaction(tx: &lapin::Channel, q: &str) {
+    tx.tx_select().await.unwrap();
+    let m1 = tx
+        .basic_get(q.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("one");
+    let m2 = tx
+        .basic_get(q.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("two");
+    assert_eq!(
+        (body_str(&m1.delivery), body_str(&m2.delivery)),
+        ("one".into(), "two".into())
+    );
+    m1.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    m2.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    publish(tx, "", q, b"uncommitted").await;
+    tx.basic_qos(0, BasicQosOptions::default()).await.unwrap();
+}
+
+/// Both messages come back redelivered; the uncommitted publish never
+/// arrives.
+async fn expect_transaction_discarded(observer: &lapin::Connection, q: &str) {
+    let ch = observer.create_channel().await.unwrap();
+    let mut consumer = consume(&ch, q, BasicConsumeOptions::default()).await;
+    let back = recv_n(&mut consumer, 2, STEP).await;
+    let mut got = bodies(&back);
+    got.sort();
+    assert_eq!(
+        got,
+        ["one", "two"],
+        "the tx's ack and reject must not apply"
+    );
+    assert!(
+        back.iter().all(|d| d.redelivered),
+        "returned messages are redelivered"
+    );
+    assert_no_delivery(&mut consumer, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn channel_close_discards_the_open_transaction() {
+    let broker = Broker::start().await;
+    let observer = connect(&broker.amqp_url()).await;
+    let q = queue_with_two(&observer).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let tx = conn.create_channel().await.unwrap();
+    open_transaction(&tx, &q).await;
+    tx.close(200, "bye".into()).await.unwrap();
+    expect_transaction_discarded(&observer, &q).await;
+}
+
+#[tokio::test]
+async fn connection_close_discards_the_open_transaction() {
+    let broker = Broker::start().await;
+    let observer = connect(&broker.amqp_url()).await;
+    let q = queue_with_two(&observer).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let tx = conn.create_channel().await.unwrap();
+    open_transaction(&tx, &q).await;
+    conn.close(200, "bye".into()).await.unwrap();
+    expect_transaction_discarded(&observer, &q).await;
+}
+
+#[tokio::test]
+async fn channel_error_discards_the_open_transaction() {
+    let broker = Broker::start().await;
+    let observer = connect(&broker.amqp_url()).await;
+    let q = queue_with_two(&observer).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let tx = conn.create_channel().await.unwrap();
+    open_transaction(&tx, &q).await;
+    let missing = unique("tx-missing");
+    let err = tx
+        .queue_declare(
+            missing.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    assert_eq!(expect_amqp_err(err, "passive declare").0, 404);
+    expect_transaction_discarded(&observer, &q).await;
+}
+
+#[tokio::test]
+async fn dropped_socket_discards_the_open_transaction() {
+    use common::raw::{Args, RawConn};
+    let broker = Broker::start().await;
+    let observer = connect(&broker.amqp_url()).await;
+    let q = queue_with_two(&observer).await;
+    let mut raw = RawConn::open(&broker.amqp_addr()).await;
+    raw.open_channel(1).await;
+    raw.send_method(1, 90, 10, Args::new()).await; // tx.select
+    raw.expect_method(1, 90, 11).await;
+    let mut tags = Vec::new();
+    for _ in 0..2 {
+        raw.send_method(1, 60, 70, Args::new().u16(0).shortstr(&q).u8(0))
+            .await; // basic.get
+        let ok = raw.expect_method(1, 60, 71).await;
+        tags.push(ok.args().u64());
+        raw.next_frame().await; // header
+        raw.next_frame().await; // body
+    }
+    raw.send_method(1, 60, 80, Args::new().u64(tags[0]).u8(0))
+        .await; // basic.ack
+    raw.send_method(1, 60, 90, Args::new().u64(tags[1]).u8(0))
+        .await; // basic.reject requeue=false
+    raw.publish(1, "", &q, b"uncommitted", 0).await;
+    raw.send_method(1, 60, 10, Args::new().u32(0).u16(0).u8(0))
+        .await; // basic.qos: a round trip
+    raw.expect_method(1, 60, 11).await;
+    drop(raw); // no close: the socket just goes away
+    expect_transaction_discarded(&observer, &q).await;
+}

@@ -146,9 +146,20 @@ impl Harness {
         );
         if multiple {
             assert!(ack, "the server never sends multiple nacks");
-            // Covers every earlier publish; re-covering ones confirmed alone
-            // before is allowed.
-            t.resolved.extend(1..=tag);
+            // Covers the publishes from the first unresolved one up to the
+            // tag, none of them resolved before (read strictly, so each
+            // publish is confirmed exactly once however a client reads it).
+            let mut floor = 0;
+            while t.resolved.contains(&(floor + 1)) {
+                floor += 1;
+            }
+            assert!(floor < tag, "multiple ack {tag} on channel {ch} confirms nothing new");
+            for p in floor + 1..=tag {
+                assert!(
+                    t.resolved.insert(p),
+                    "publish {p} on channel {ch} confirmed twice (multiple ack {tag})"
+                );
+            }
         } else {
             assert!(
                 t.resolved.insert(tag),
@@ -157,11 +168,16 @@ impl Harness {
         }
     }
 
-    /// End of a step: sync every queue (releasing deferred confirms), drain
+    /// End of a step: sync every queue (releasing deferred confirms), flush
+    /// the confirms channels hold, drain
     /// the outbox, check what is owed was sent.
     pub(crate) fn settle(&mut self) {
         for q in self.vhost.queues() {
             q.sync_now();
+        }
+        // As the connection does before it waits for input.
+        for c in self.conn.channels.values() {
+            c.flush_confirms();
         }
         self.drain();
         for (ch, t) in &self.conn.track {

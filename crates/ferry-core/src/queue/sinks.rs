@@ -7,6 +7,7 @@
 //! into a queue from inside them.
 
 use crate::message::Message;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A message handed to a consumer.
@@ -54,27 +55,68 @@ pub struct ConfirmToken {
     pub seq: u64,
 }
 
-/// Groups tokens by sink (consecutive runs) and calls `f` once per run.
+/// Groups tokens by sink, over the whole batch (publishers interleave in
+/// a queue's waiters), and calls `f` once per sink with its seqs in order:
+/// one fsync covering many publishes of one channel becomes one call, so
+/// the channel can confirm them with one `basic.ack multiple`.
 pub(crate) fn for_each_sink_run(
     tokens: impl IntoIterator<Item = ConfirmToken>,
     mut f: impl FnMut(&Arc<dyn ConfirmSink>, &[u64]),
 ) {
-    let mut cur: Option<Arc<dyn ConfirmSink>> = None;
-    let mut seqs: Vec<u64> = Vec::new();
+    let mut groups: Vec<(Arc<dyn ConfirmSink>, Vec<u64>)> = Vec::new();
+    // Thin pointer → index in `groups` (only once a second sink shows up).
+    let mut index: HashMap<*const (), usize> = HashMap::new();
     for t in tokens {
-        match &cur {
-            Some(s) if Arc::ptr_eq(s, &t.sink) => seqs.push(t.seq),
-            _ => {
-                if let Some(s) = cur.take() {
-                    f(&s, &seqs);
+        let key = Arc::as_ptr(&t.sink) as *const ();
+        let last = groups.len().wrapping_sub(1);
+        let at = match groups.last() {
+            Some((s, _)) if Arc::as_ptr(s) as *const () == key => Some(last),
+            _ => index.get(&key).copied(),
+        };
+        match at {
+            Some(i) => {
+                if let Some((_, seqs)) = groups.get_mut(i) {
+                    seqs.push(t.seq);
                 }
-                seqs.clear();
-                seqs.push(t.seq);
-                cur = Some(t.sink);
+            }
+            None => {
+                index.insert(key, groups.len());
+                groups.push((t.sink, vec![t.seq]));
             }
         }
     }
-    if let Some(s) = cur {
-        f(&s, &seqs);
+    for (sink, seqs) in &groups {
+        f(sink, seqs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Calls(Mutex<Vec<Vec<u64>>>);
+    impl ConfirmSink for Calls {
+        fn confirmed(&self, seqs: &[u64]) {
+            self.0.lock().push(seqs.to_vec());
+        }
+        fn failed(&self, _seqs: &[u64]) {}
+    }
+
+    #[test]
+    fn interleaved_publishers_get_one_call_each() {
+        let a = Arc::new(Calls::default());
+        let b = Arc::new(Calls::default());
+        let (sa, sb): (Arc<dyn ConfirmSink>, Arc<dyn ConfirmSink>) = (a.clone(), b.clone());
+        let tokens = [(&sa, 1), (&sb, 1), (&sa, 2), (&sa, 3), (&sb, 2), (&sa, 4)]
+            .into_iter()
+            .map(|(s, seq)| ConfirmToken {
+                sink: s.clone(),
+                seq,
+            });
+        for_each_sink_run(tokens, |s, seqs| s.confirmed(seqs));
+        assert_eq!(*a.0.lock(), vec![vec![1, 2, 3, 4]]);
+        assert_eq!(*b.0.lock(), vec![vec![1, 2]]);
     }
 }

@@ -103,6 +103,21 @@ impl Channel {
         &self.shared
     }
 
+    /// Whether the channel is in confirm mode (its confirms may be held
+    /// until [`Channel::flush_confirms`]).
+    pub fn confirming(&self) -> bool {
+        self.confirms.is_some()
+    }
+
+    /// Sends the confirms held since the last flush (see
+    /// `ConfirmTracker::confirm_later`). The connection calls it before it
+    /// waits for input, yields or blocks.
+    pub fn flush_confirms(&self) {
+        if let Some(t) = &self.confirms {
+            t.flush();
+        }
+    }
+
     /// Whether a publish on this channel is waiting for more content frames.
     pub fn mid_content(&self) -> bool {
         self.pending.is_some()
@@ -276,7 +291,18 @@ impl Channel {
 
     /// Closes the channel's business: consumers cancelled, unacked messages
     /// requeued. Used for channel.close, errors and connection end.
+    ///
+    /// An open transaction is discarded as RabbitMQ discards it: its
+    /// publishes are never routed, and its acks, nacks and rejects are not
+    /// applied: the messages they named are still unacked, so they go back
+    /// to their queues (redelivered) with the rest.
     pub fn cleanup(&mut self, ctx: &ChannelCtx<'_>) {
+        // Stored before the close: confirmed before close-ok.
+        self.flush_confirms();
+        if let Some(mut tx) = self.tx.take() {
+            let acks = tx.rollback();
+            self.restore_unacked(acks);
+        }
         self.shared.state.lock().closed = true;
         self.drop_reply(ctx);
         for (_, c) in self.consumers.drain() {
@@ -293,7 +319,6 @@ impl Channel {
             }
         }
         self.pending = None;
-        self.tx = None;
     }
 }
 

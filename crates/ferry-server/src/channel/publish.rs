@@ -333,7 +333,12 @@ impl Channel {
             });
         }
         let tracker = self.confirms.as_ref();
+        // An unroutable publish is confirmed by the channel itself (one
+        // report, held with the inline ones until the connection flushes).
         let seq = tracker.map(|t| t.register(queues.len() as u32));
+        if let (Some(t), Some(s), true) = (tracker, seq, queues.is_empty()) {
+            t.confirm_later(s);
+        }
         for q in queues {
             let token = match (tracker, seq, commit) {
                 (Some(t), Some(s), _) => Some(ConfirmToken {
@@ -350,11 +355,18 @@ impl Channel {
                 _ => None,
             };
             let sink = token.as_ref().map(|t| (t.sink.clone(), t.seq));
+            // Confirmed on this thread: a tracker holds it until the
+            // connection has handled what it read (one multiple ack for
+            // the lot, as RabbitMQ coalesces); a commit counts it now.
+            let confirm_now = |s: &Arc<dyn ConfirmSink>, n: u64| match (tracker, seq) {
+                (Some(t), Some(seq)) => t.confirm_later(seq),
+                _ => s.confirmed(&[n]),
+            };
             match q.publish(&msg, token) {
                 Ok(Enqueued::Deferred) => {}
                 Ok(Enqueued::Confirmed) => {
                     if let Some((s, n)) = sink {
-                        s.confirmed(&[n]);
+                        confirm_now(&s, n);
                     }
                 }
                 // A full queue with x-overflow reject-publish(-dlx): a
@@ -374,7 +386,7 @@ impl Channel {
                     if let Some((s, n)) = sink {
                         match e.kind() {
                             // Deleted meanwhile: as if unroutable.
-                            ferry_core::ErrorKind::NotFound => s.confirmed(&[n]),
+                            ferry_core::ErrorKind::NotFound => confirm_now(&s, n),
                             _ => s.failed(&[n]),
                         }
                     }
