@@ -33,6 +33,7 @@ pub(crate) mod framed;
 pub mod message;
 pub mod metrics;
 pub mod names;
+pub mod policy;
 pub mod queue;
 pub mod source;
 pub mod stream;

@@ -28,6 +28,7 @@ mod delayed;
 mod equivalence;
 mod exchanges;
 mod lifecycle;
+mod policies;
 mod queues;
 mod routing;
 mod streams;
@@ -77,6 +78,8 @@ pub struct VHost {
     deleted: std::sync::atomic::AtomicBool,
     /// The hidden queues of `x-delayed-message` exchanges.
     delayed: crate::exchange::DelayedStore,
+    /// Its policies and operator policies (`policies.rs`).
+    policies: RwLock<Arc<crate::policy::VhostPolicies>>,
 }
 
 fn refused(text: String) -> CoreError {
@@ -103,6 +106,7 @@ impl VHost {
         dir: PathBuf,
         transient_dir: PathBuf,
         env: QueueEnv,
+        policies: Arc<crate::policy::VhostPolicies>,
     ) -> Result<Arc<Self>> {
         let vh = Arc::new_cyclic(|me: &Weak<VHost>| {
             let mut env = env;
@@ -122,6 +126,7 @@ impl VHost {
                 cycles: CycleLog::default(),
                 deleted: std::sync::atomic::AtomicBool::new(false),
                 delayed: Default::default(),
+                policies: RwLock::new(policies),
             }
         });
         vh.load()?;
@@ -132,7 +137,8 @@ impl VHost {
         let defs = definitions::load(self.env.io.as_ref(), &self.dir)?;
         let mut exchanges = self.exchanges.write();
         for (n, k) in STANDARD_EXCHANGES {
-            let x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            let mut x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            self.apply_exchange_policy(&mut x);
             exchanges.insert(Arc::from(*n), x);
         }
         for x in defs.exchanges {
@@ -143,7 +149,7 @@ impl VHost {
             if kind == ExchangeKind::DelayedMessage {
                 self.open_delayed(&name, true)?;
             }
-            let ex = Exchange::new(
+            let mut ex = Exchange::new(
                 name.clone(),
                 kind,
                 true,
@@ -151,6 +157,7 @@ impl VHost {
                 x.internal,
                 x.arguments,
             );
+            self.apply_exchange_policy(&mut ex);
             exchanges.insert(name, ex);
         }
         let mut queues = self.queues.write();
@@ -161,7 +168,14 @@ impl VHost {
                 storage.insert(q.spec.name.clone(), q.storage);
                 continue;
             }
-            let queue = Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())?;
+            let args = self.queue_effective_args(&q.spec);
+            let queue = Queue::open_effective(
+                q.spec.clone(),
+                &args,
+                self.name.clone(),
+                dir,
+                self.env.clone(),
+            )?;
             storage.insert(q.spec.name.clone(), q.storage);
             queues.insert(q.spec.name.clone(), queue);
         }

@@ -111,14 +111,14 @@ pub async fn export(
     for k in ["users", "vhosts", "permissions"] {
         m.insert(k.into(), access.get(k).cloned().unwrap_or(json!([])));
     }
-    for k in [
-        "topic_permissions",
-        "parameters",
-        "global_parameters",
-        "policies",
-    ] {
+    for k in ["topic_permissions", "parameters", "global_parameters"] {
         m.insert(k.into(), json!([]));
     }
+    // Operator policies are not exported, as in RabbitMQ 3.10.
+    m.insert(
+        "policies".into(),
+        crate::policies::export(&ctx.broker, None),
+    );
     let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
     for name in ctx.broker.vhost_names() {
         if let Ok(v) = ctx.broker.vhost(&name) {
@@ -145,7 +145,10 @@ pub async fn export_vhost(
     let (xs, qs, bs) = topology(&v, false);
     let mut m = header();
     m.insert("parameters".into(), json!([]));
-    m.insert("policies".into(), json!([]));
+    m.insert(
+        "policies".into(),
+        crate::policies::export(&ctx.broker, Some(&vhost)),
+    );
     m.insert("queues".into(), Value::Array(qs));
     m.insert("exchanges".into(), Value::Array(xs));
     m.insert("bindings".into(), Value::Array(bs));
@@ -206,6 +209,8 @@ struct DefsIn {
     exchanges: Vec<ExchangeIn>,
     #[serde(default)]
     bindings: Vec<BindingIn>,
+    #[serde(default)]
+    policies: Vec<Value>,
 }
 
 fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
@@ -231,6 +236,10 @@ pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiR
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     if fixed.is_none() {
         broker.import_access(&d.access)?;
+    }
+    // Before the queues, so they open with their policies.
+    for p in &d.policies {
+        crate::policies::import(broker, p, fixed)?;
     }
     for x in &d.exchanges {
         if is_builtin(&x.name) {

@@ -35,6 +35,7 @@ pub mod json;
 mod messages;
 pub mod metrics;
 mod overview;
+pub mod policies;
 pub mod query;
 mod queues;
 pub mod sources;
@@ -209,6 +210,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
+        .merge(policies::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

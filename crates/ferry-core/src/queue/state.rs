@@ -241,6 +241,13 @@ impl QueueState {
         self.levels.iter().rposition(|l| l.len() > 0)
     }
 
+    /// Starts counting body bytes (a policy set `max-length-bytes` on a
+    /// running queue): messages already in memory count 0 bytes, the rest
+    /// count as they are loaded back or arrive.
+    pub fn track_bodies(&mut self) {
+        self.track_body = true;
+    }
+
     /// Body bytes of ready messages (0 unless tracked).
     pub fn ready_body_bytes(&self) -> u64 {
         self.ready_body + self.spilled.body
