@@ -62,20 +62,14 @@ pub fn queue_policy(ctx: &Ctx, vhost: &str, q: &QueueView) -> QueuePolicy {
     }
 }
 
-/// The policies of the definitions export (all vhosts, or one without
-/// the `vhost` field).
+/// The policies of the definitions export (all vhosts, or one; entries
+/// keep their `vhost` field in both, as RabbitMQ's do).
 pub fn export(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
     let list = broker
         .list_policies(PolicyKind::Policy)
-        .into_iter()
+        .iter()
         .filter(|d| vhost.is_none_or(|v| d.vhost == v))
-        .map(|d| {
-            let mut j = def_json(&d);
-            if let (Some(_), Some(o)) = (vhost, j.as_object_mut()) {
-                o.remove("vhost");
-            }
-            j
-        })
+        .map(def_json)
         .collect();
     Value::Array(list)
 }
