@@ -353,3 +353,19 @@ def test_policies_survive_a_restart(api, uniq, policies, request):
         ch.queue_delete(name)
     finally:
         conn.close()
+
+
+def test_stream_retention_policy_is_shown(api, uniq, policies, channel):
+    name = uniq("stream")
+    channel.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    try:
+        pol = uniq("pol")
+        policies.put(pol, anchored(name), {"max-age": "1D", "max-length-bytes": 1000000},
+                     **{"apply-to": "queues"})
+        shown = eventually(lambda: (lambda i: i if i.get("policy") == pol else None)(
+            api.ok("GET", f"/api/queues/%2F/{q(name)}")))
+        assert shown["type"] == "stream"
+        assert shown["effective_policy_definition"] == {"max-age": "1D",
+                                                        "max-length-bytes": 1000000}
+    finally:
+        channel.queue_delete(name)

@@ -17,6 +17,9 @@
 
 mod apply;
 pub(crate) mod store;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_broker;
 pub mod validate;
 
 pub use apply::{effective_queue_args, effective_stream_args, policy_alternate_exchange};

@@ -33,7 +33,8 @@
 //! delivery limit (returns counted by Requeue records; past the limit a
 //! Drop with reason `delivery_limit`) live in `features` and `dispatch`;
 //! delayed retry (`x-retry-*`: returns wait, their due times in Retry
-//! records) and a delayed exchange's holds live in `delayed`.
+//! records) and a delayed exchange's holds live in `delayed`; a policy
+//! change reaching the queue (`apply_arguments`) in `policy`.
 
 use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};

@@ -2,13 +2,14 @@
 //! arguments (declared ones combined with the winning policy and operator
 //! policy), exchanges take a policy's `alternate-exchange`, and a change
 //! of policies reaches every existing queue and exchange at once.
-//! Streams show their policy but keep the retention they opened with
-//! until the next restart.
+//! Streams take a policy's retention (`max-age`, `max-length-bytes`) at
+//! once and its `stream-max-segment-size-bytes` when they open.
 
 use super::VHost;
 use crate::exchange::Exchange;
 use crate::policy::{
-    effective_queue_args, policy_alternate_exchange, Effective, Target, VhostPolicies,
+    effective_queue_args, effective_stream_args, policy_alternate_exchange, Effective, Target,
+    VhostPolicies,
 };
 use crate::queue::QueueSpec;
 use amq_protocol_types::FieldTable;
@@ -44,6 +45,15 @@ impl VHost {
         effective_queue_args(&spec.arguments, &e.definition)
     }
 
+    /// The arguments a stream with this declaration acts on now.
+    pub(super) fn stream_effective_args(&self, spec: &QueueSpec) -> FieldTable {
+        let e = self.effective_policy(&spec.name, Target::Stream);
+        if e.is_empty() {
+            return spec.arguments.clone();
+        }
+        effective_stream_args(&spec.arguments, &e.definition)
+    }
+
     /// Sets the policy-given alternate exchange of `x`.
     pub(super) fn apply_exchange_policy(&self, x: &mut Exchange) {
         let e = self.effective_policy(&x.name, Target::Exchange);
@@ -64,6 +74,10 @@ impl VHost {
         for q in self.queues() {
             let args = self.queue_effective_args(q.spec());
             q.apply_arguments(&args);
+        }
+        for s in self.streams() {
+            let args = self.stream_effective_args(s.spec());
+            s.apply_arguments(&args);
         }
     }
 }
