@@ -126,6 +126,18 @@ VALIDATION = [
     ({"definition": {"message-ttl": 1}, "pattern": "("},
      'pattern should be regular expression but is invalid: {"missing )",1}'),
     ({"definition": {"message-ttl": 1}, "pattern": 5}, "pattern should be a binary but was 5"),
+    # ~p breaks a long tuple after its first element.
+    ({"definition": {"message-ttl": 1}, "pattern": "a)"},
+     'pattern should be regular expression but is invalid: {"unmatched parentheses",\n'
+     + " " * 54 + "1}"),
+    ({"definition": {"ha-mode": "bogus"}}, '&lt;&lt;"bogus"&gt;&gt; is not a valid ha-mode value'),
+    ({"definition": {"ha-mode": "exactly"}}, 'ha-mode="exactly" takes an integer, none given'),
+    ({"definition": {"ha-sync-mode": "automatic"}},
+     "ha-mode must be specified to specify ha-params, ha-sync-mode or ha-promote-on-shutdown"),
+    ({"definition": {"ha-mode": "bogus", "message-ttl": -1}}, "-1 is not a valid message TTL"),
+    ({"definition": {"stream-max-segment-size-bytes": -1}}, "-1 is not a valid segment size"),
+    ({"definition": {"queue-master-locator": "x"}},
+     '&lt;&lt;"x"&gt;&gt; invalid queue-master-locator value'),
     ({"definition": {"message-ttl": 1}, "priority": "5"},
      'priority should be a number, actually was &lt;&lt;"5"&gt;&gt;'),
     ({"definition": {"message-ttl": 1}, "apply-to": "bogus"},
@@ -133,7 +145,7 @@ VALIDATION = [
 ]
 
 
-@pytest.mark.parametrize("body,reason", VALIDATION, ids=[r for _, r in VALIDATION])
+@pytest.mark.parametrize("body,reason", VALIDATION, ids=[r[:60] for _, r in VALIDATION])
 def test_validation_errors_are_rabbitmqs(api, uniq, body, reason):
     path = f"/api/policies/%2F/{q(uniq('bad'))}"
     st, err = api.call("PUT", path, {"pattern": "^nothing$", **body})
@@ -369,3 +381,41 @@ def test_stream_retention_policy_is_shown(api, uniq, policies, channel):
                                                         "max-length-bytes": 1000000}
     finally:
         channel.queue_delete(name)
+
+
+def test_a_leading_lookahead_pattern_matches_as_in_pcre(api, uniq, policies, channel):
+    base = uniq("la")
+    skipped = base + ".skip"
+    channel.queue_declare(base)
+    channel.queue_declare(skipped)
+    esc = base.replace(".", "\\.")
+    pol = uniq("pol")
+    policies.put(pol, f"^(?!{esc}\\.skip){esc}", {"max-length": 3})
+
+    def policy_of(n):
+        return api.ok("GET", f"/api/queues/%2F/{q(n)}").get("policy")
+
+    eventually(lambda: policy_of(base) == pol)
+    assert policy_of(skipped) is None
+
+
+def test_rabbitmq4_apply_to_kinds(api, uniq, policies, channel):
+    classic, quorum = uniq("classic"), uniq("quorum")
+    channel.queue_declare(classic)
+    channel.queue_declare(quorum, durable=True, arguments={"x-queue-type": "quorum"})
+    try:
+        pol = uniq("pol")
+        pattern = "^(" + classic.replace(".", "\\.") + "|" + quorum.replace(".", "\\.") + ")$"
+        body = {"pattern": pattern, "definition": {"max-length": 3}, "apply-to": "classic_queues"}
+        st, err = api.call("PUT", f"/api/policies/%2F/{q(pol)}", body)
+        if api.broker.kind == "rabbitmq":
+            # RabbitMQ 3.10 knows only queues / exchanges / all (Ferry takes RabbitMQ 4's too).
+            assert (st, err["reason"]) == (400, "Validation failed\n\napply-to 'classic_queues' "
+                                                "unrecognised; should be 'queues', 'exchanges' or 'all'\n")
+            return
+        assert st == 201
+        policies.made.append(("policies", pol))
+        shown = {n: api.ok("GET", f"/api/queues/%2F/{q(n)}").get("policy") for n in (classic, quorum)}
+        assert shown == {classic: pol, quorum: None}
+    finally:
+        channel.queue_delete(quorum)

@@ -16,6 +16,8 @@
 //! which the vhost applies to its queues and exchanges at once.
 
 mod apply;
+mod mirroring;
+mod pattern;
 pub(crate) mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -23,6 +25,7 @@ mod tests_broker;
 pub mod validate;
 
 pub use apply::{effective_queue_args, effective_stream_args, policy_alternate_exchange};
+pub use pattern::Pattern;
 pub use validate::{validate, PolicyError};
 
 use serde::{Deserialize, Serialize};
@@ -138,7 +141,7 @@ fn zero() -> serde_json::Number {
 #[derive(Debug, Clone)]
 pub struct Policy {
     def: PolicyDef,
-    regex: regex_lite::Regex,
+    regex: Pattern,
     apply_to: ApplyTo,
     priority: f64,
 }
@@ -146,7 +149,7 @@ pub struct Policy {
 impl Policy {
     /// Compiles a definition already checked by [`validate`].
     pub fn compile(def: PolicyDef) -> Result<Policy, String> {
-        let regex = regex_lite::Regex::new(&def.pattern).map_err(|e| e.to_string())?;
+        let regex = Pattern::new(&def.pattern).map_err(|e| e.to_string())?;
         let apply_to = ApplyTo::parse(&def.apply_to)
             .ok_or_else(|| format!("apply-to '{}' unrecognised", def.apply_to))?;
         let priority = def.priority.as_f64().unwrap_or(0.0);

@@ -21,6 +21,9 @@ pub enum PolicyError {
     Invalid(String),
 }
 
+/// The largest `stream-max-segment-size-bytes` (RabbitMQ's 3 GB).
+const MAX_SEGMENT: u64 = 3_000_000_000;
+
 /// Keys a policy may set, with their checks. Ferry acts on some; the
 /// others are accepted as RabbitMQ accepts them (`ha-*`, `queue-mode`,
 /// ...) so definitions exported by RabbitMQ import.
@@ -75,17 +78,19 @@ fn check_key(kind: PolicyKind, key: &str, v: &Value) -> Option<Result<(), String
         ),
         "initial-cluster-size" => int_min(0, "cluster size"),
         "stream-max-segment-size-bytes" => match v.as_u64() {
-            Some(n) if n <= 3_000_000_000 => Ok(()),
+            Some(n) if n <= MAX_SEGMENT => Ok(()),
             _ => Err(format!("{} is not a valid segment size", erlang_term(v))),
         },
-        // Classic mirroring: accepted, not acted on (Ferry has no mirrors).
-        "ha-mode"
-        | "ha-params"
-        | "ha-sync-mode"
-        | "ha-sync-batch-size"
-        | "ha-promote-on-shutdown"
-        | "ha-promote-on-failure"
-        | "queue-master-locator" => Ok(()),
+        // Classic mirroring: checked together (`mirroring.rs`), not acted
+        // on (Ferry has no mirrors).
+        k if super::mirroring::KEYS.contains(&k) => Ok(()),
+        "queue-master-locator" => match v.as_str() {
+            Some("min-masters" | "client-local" | "random") => Ok(()),
+            _ => Err(format!(
+                "{} invalid queue-master-locator value",
+                erlang_term(v)
+            )),
+        },
         // Ferry's delayed retry (the x-retry-* arguments' policy keys).
         "retry-delay" => int_min(0, "retry delay"),
         "retry-max-delay" => int_min(0, "retry max delay"),
@@ -93,6 +98,17 @@ fn check_key(kind: PolicyKind, key: &str, v: &Value) -> Option<Result<(), String
         "retry-backoff" => one_of(&["fixed", "exponential"], "retry backoff"),
         _ => return None,
     })
+}
+
+/// Which of RabbitMQ's validator modules checks `key` (their order).
+fn module_of(key: &str) -> usize {
+    match key {
+        k if super::mirroring::KEYS.contains(&k) => 1,
+        "queue-master-locator" => 2,
+        "stream-max-segment-size-bytes" => 3,
+        k if k.starts_with("retry-") => 4,
+        _ => 0,
+    }
 }
 
 /// Checks a definition (its keys by kind).
@@ -108,13 +124,23 @@ pub fn validate_definition(kind: PolicyKind, def: &Value) -> Result<(), String> 
     }
     let mut keys: Vec<&String> = map.keys().collect();
     keys.sort();
+    // RabbitMQ runs its validator modules in turn, each on its own keys:
+    // rabbit_policies, classic mirroring, the queue master locator,
+    // streams (then Ferry's retry keys); unknown keys are reported last.
     let mut unknown = Vec::new();
+    let mut groups: [Vec<Result<(), String>>; 5] = Default::default();
     for k in keys {
         let Some(v) = map.get(k) else { continue };
         match check_key(kind, k, v) {
-            Some(r) => r?,
+            Some(r) => groups[module_of(k)].push(r),
             None => unknown.push(format!("{{{},{}}}", binary(k), erlang_term(v))),
         }
+    }
+    for (i, results) in groups.into_iter().enumerate() {
+        if i == 1 && !results.is_empty() {
+            super::mirroring::validate(map)?;
+        }
+        results.into_iter().collect::<Result<Vec<()>, String>>()?;
     }
     if unknown.is_empty() {
         Ok(())
@@ -127,19 +153,35 @@ pub fn validate_definition(kind: PolicyKind, def: &Value) -> Result<(), String> 
 }
 
 /// What PCRE would say about a pattern Rust's regex refuses, in the
-/// common case of unbalanced parentheses; the regex error otherwise.
+/// common cases (unbalanced parentheses or brackets); the regex error
+/// otherwise. `~p` breaks a tuple that would reach column 80 after its
+/// first element, indenting the rest under it.
 fn regex_error(pattern: &str, e: &regex_lite::Error) -> String {
-    let opens = pattern.matches('(').count() - pattern.matches("\\(").count();
-    let closes = pattern.matches(')').count() - pattern.matches("\\)").count();
-    let why = if opens > closes {
-        format!("{{\"missing )\",{}}}", pattern.len())
+    const PREFIX: &str = "pattern should be regular expression but is invalid: ";
+    let count = |c: &str, esc: &str| pattern.matches(c).count() - pattern.matches(esc).count();
+    let (opens, closes) = (count("(", "\\("), count(")", "\\)"));
+    let (why, at) = if count("[", "\\[") > count("]", "\\]") {
+        (
+            "missing terminating ] for character class".to_string(),
+            pattern.len(),
+        )
+    } else if opens > closes {
+        ("missing )".to_string(), pattern.len())
     } else if closes > opens {
-        let at = pattern.find(')').unwrap_or(0);
-        format!("{{\"unmatched parentheses\",{at}}}")
+        (
+            "unmatched parentheses".to_string(),
+            pattern.find(')').unwrap_or(0),
+        )
     } else {
-        format!("{{{:?},0}}", e.to_string())
+        (e.to_string(), 0)
     };
-    format!("pattern should be regular expression but is invalid: {why}")
+    let first = format!("{{{why:?},");
+    let tuple = if PREFIX.len() + first.len() + at.to_string().len() + 1 >= 80 {
+        format!("{first}\n{}{at}}}", " ".repeat(PREFIX.len() + 1))
+    } else {
+        format!("{first}{at}}}")
+    };
+    format!("{PREFIX}{tuple}")
 }
 
 /// Checks the body of `PUT /api/policies/{vhost}/{name}` (or an
@@ -178,7 +220,7 @@ pub fn validate(
         }
         None => String::new(),
     };
-    if let Err(e) = regex_lite::Regex::new(&pattern) {
+    if let Err(e) = super::Pattern::new(&pattern) {
         return Err(invalid(regex_error(&pattern, &e)));
     }
     let apply_to = match obj.get("apply-to") {
@@ -338,6 +380,42 @@ mod tests {
         assert_eq!(
             err(p, json!({"pattern": "(", "definition": {"message-ttl": 1}})),
             failed("pattern should be regular expression but is invalid: {\"missing )\",1}")
+        );
+        let wrapped = |why: &str, at: usize| {
+            failed(&format!(
+                "pattern should be regular expression but is invalid: {{\"{why}\",\n{}{at}}}",
+                " ".repeat(54)
+            ))
+        };
+        assert_eq!(
+            err(
+                p,
+                json!({"pattern": "a)", "definition": {"message-ttl": 1}})
+            ),
+            wrapped("unmatched parentheses", 1)
+        );
+        assert_eq!(
+            err(
+                p,
+                json!({"pattern": "[a", "definition": {"message-ttl": 1}})
+            ),
+            wrapped("missing terminating ] for character class", 2)
+        );
+        assert_eq!(
+            err(p, d(json!({"ha-mode": "bogus", "message-ttl": -1}))),
+            failed("-1 is not a valid message TTL"),
+            "rabbit_policies' keys are checked before mirroring's"
+        );
+        assert_eq!(
+            err(p, d(json!({"queue-master-locator": "x"}))),
+            failed("<<\"x\">> invalid queue-master-locator value")
+        );
+        assert_eq!(
+            err(
+                p,
+                d(json!({"stream-max-segment-size-bytes": 4_000_000_000u64}))
+            ),
+            failed("4000000000 is not a valid segment size")
         );
         assert_eq!(
             err(p, json!({"pattern": 5, "definition": {"message-ttl": 1}})),
