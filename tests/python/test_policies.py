@@ -311,14 +311,20 @@ def test_definitions_round_trip(api, uniq, policies):
     mine = [p for p in exported["policies"] if p["name"] == pol]
     assert mine == [{"vhost": "/", "name": pol, "pattern": "^never-defs$", "apply-to": "queues",
                      "definition": {"max-length": 4}, "priority": 3}]
-    assert "operator_policies" not in exported
+    # Operator policies travel as runtime parameters.
+    ops = [p for p in exported["parameters"] if p.get("name") == op]
+    assert ops == [{"vhost": "/", "name": op, "component": "operator_policy",
+                    "value": {"pattern": "^never-defs$", "definition": {"max-length": 4},
+                              "priority": 0, "apply-to": "all"}}]
+    per_vhost = api.ok("GET", "/api/definitions/%2F")
+    assert mine[0] in per_vhost["policies"] and ops[0] in per_vhost["parameters"]
     policies.delete(pol)
-    doc = {"policies": mine}
-    assert api.call("POST", "/api/definitions", doc)[0] in (200, 201, 204)
-    policies.made.append(("policies", pol))
+    policies.delete(op, kind="operator-policies")
+    assert api.call("POST", "/api/definitions", {"policies": mine, "parameters": ops})[0] in (
+        200, 201, 204)
+    policies.made += [("policies", pol), ("operator-policies", op)]
     assert api.ok("GET", f"/api/policies/%2F/{q(pol)}") == mine[0]
-    per_vhost = api.ok("GET", "/api/definitions/%2F")["policies"]
-    assert mine[0] in per_vhost
+    assert api.ok("GET", f"/api/operator-policies/%2F/{q(op)}")["definition"] == {"max-length": 4}
 
 
 @pytest.mark.skipif(shutil.which("rabbitmqadmin") is None, reason="rabbitmqadmin not installed")

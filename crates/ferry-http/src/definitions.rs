@@ -20,6 +20,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::AccessDefs;
 use ferry_core::exchange::Destination;
+use ferry_core::policy::PolicyKind;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, ExchangeArgs, VHost};
 use serde::Deserialize;
@@ -111,10 +112,14 @@ pub async fn export(
     for k in ["users", "vhosts", "permissions"] {
         m.insert(k.into(), access.get(k).cloned().unwrap_or(json!([])));
     }
-    for k in ["topic_permissions", "parameters", "global_parameters"] {
+    for k in ["topic_permissions", "global_parameters"] {
         m.insert(k.into(), json!([]));
     }
-    // Operator policies are not exported, as in RabbitMQ 3.10.
+    // Operator policies travel as runtime parameters, as in RabbitMQ 3.10.
+    m.insert(
+        "parameters".into(),
+        crate::policies::export_operator(&ctx.broker, None),
+    );
     m.insert(
         "policies".into(),
         crate::policies::export(&ctx.broker, None),
@@ -144,7 +149,10 @@ pub async fn export_vhost(
     let v = ctx.broker.vhost(&vhost).map_err(|_| ApiError::NotFound)?;
     let (xs, qs, bs) = topology(&v, false);
     let mut m = header();
-    m.insert("parameters".into(), json!([]));
+    m.insert(
+        "parameters".into(),
+        crate::policies::export_operator(&ctx.broker, Some(&vhost)),
+    );
     m.insert(
         "policies".into(),
         crate::policies::export(&ctx.broker, Some(&vhost)),
@@ -211,6 +219,8 @@ struct DefsIn {
     bindings: Vec<BindingIn>,
     #[serde(default)]
     policies: Vec<Value>,
+    #[serde(default)]
+    parameters: Vec<Value>,
 }
 
 fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
@@ -239,7 +249,21 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     }
     // Before the queues, so they open with their policies.
     for p in &d.policies {
-        crate::policies::import(broker, p, fixed)?;
+        crate::policies::import(broker, PolicyKind::Policy, p, fixed)?;
+    }
+    // Of the runtime parameters, Ferry knows operator policies only.
+    for p in &d.parameters {
+        if p.get("component").and_then(Value::as_str) == Some("operator_policy") {
+            let mut entry = p.get("value").cloned().unwrap_or(Value::Null);
+            if let Some(o) = entry.as_object_mut() {
+                for k in ["name", "vhost"] {
+                    if let Some(v) = p.get(k) {
+                        o.insert(k.into(), v.clone());
+                    }
+                }
+            }
+            crate::policies::import(broker, PolicyKind::Operator, &entry, fixed)?;
+        }
     }
     for x in &d.exchanges {
         if is_builtin(&x.name) {

@@ -74,9 +74,32 @@ pub fn export(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
     Value::Array(list)
 }
 
-/// Imports one `policies` entry of a definitions document (into `fixed`
-/// or the entry's vhost).
-pub fn import(broker: &ferry_core::Broker, p: &Value, fixed: Option<&str>) -> ApiResult<()> {
+/// The operator policies of the definitions export, as RabbitMQ exports
+/// them: runtime parameters of component `operator_policy`.
+pub fn export_operator(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
+    let list = broker
+        .list_policies(PolicyKind::Operator)
+        .iter()
+        .filter(|d| vhost.is_none_or(|v| d.vhost == v))
+        .map(|d| {
+            json!({
+                "value": {"pattern": d.pattern, "definition": d.definition,
+                          "priority": d.priority, "apply-to": d.apply_to},
+                "vhost": d.vhost, "component": "operator_policy", "name": d.name,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// Imports one policy of a definitions document (into `fixed` or the
+/// entry's vhost).
+pub fn import(
+    broker: &ferry_core::Broker,
+    kind: PolicyKind,
+    p: &Value,
+    fixed: Option<&str>,
+) -> ApiResult<()> {
     let field = |k: &str| p.get(k).and_then(Value::as_str);
     let vhost = fixed.or(field("vhost")).ok_or_else(|| {
         ApiError::BadRequest("policy without a vhost (use /api/definitions/{vhost})".into())
@@ -86,10 +109,9 @@ pub fn import(broker: &ferry_core::Broker, p: &Value, fixed: Option<&str>) -> Ap
         return Err(ApiError::BadRequest(format!("vhost {vhost} not found")));
     }
     let bad = |e: String| ApiError::BadRequest(format!("policy '{name}' in vhost '{vhost}': {e}"));
-    let def = ferry_core::policy::validate(PolicyKind::Policy, vhost, name, p)
-        .map_err(|e| bad(e.to_string()))?;
+    let def = ferry_core::policy::validate(kind, vhost, name, p).map_err(|e| bad(e.to_string()))?;
     broker
-        .put_policy_def(PolicyKind::Policy, def)
+        .put_policy_def(kind, def)
         .map(|_| ())
         .map_err(|e| bad(e.to_string()))
 }
