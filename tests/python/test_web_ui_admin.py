@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from test_web_ui import (By, browser, button, confirm, conn, ferry, go, page,  # noqa: F401
-                         toast, wait)
+                         shot, toast, wait)
 
 
 def admin_texts(d, section: str) -> list[list[str]]:
@@ -52,6 +52,7 @@ def test_add_and_delete_a_policy_from_the_page(page, conn, uniq):
     set_field("definition", '{"max-length": 1}')
     button(d, "Add policy", "//form[@aria-label='Add policy']").click()
     wait(d, lambda: any(r[1] == name for r in admin_texts(d, "policies")), "the policy listed")
+    shot(d, "admin")
     assert ch.queue_declare(queue, passive=True).method.message_count == 1
     d.find_element(By.CSS_SELECTOR, f"button[aria-label='Delete policy {name}']").click()
     assert name in confirm(d, accept=True)

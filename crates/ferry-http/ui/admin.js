@@ -19,7 +19,8 @@ async function section(el, title, path, columns, empty) {
     }
     throw e;
   }
-  fill(el, h('h2', {}, title), table(columns, rows, { empty, label: title }));
+  fill(el, h('h2', {}, title),
+    h('div', { class: 'table-wrap' }, table(columns, rows, { empty, label: title })));
 }
 
 const json = (v) => JSON.stringify(v);
