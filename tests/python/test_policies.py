@@ -219,6 +219,15 @@ def test_max_length_by_policy_drops_the_head_of_an_existing_queue(api, uniq, pol
     eventually(lambda: publish(channel, name, ["more"]) or depth(channel, name) > 2)
 
 
+def test_max_length_bytes_by_policy_counts_queued_bodies(api, uniq, policies, channel):
+    name = uniq("q")
+    channel.queue_declare(name)
+    publish(channel, name, ["0123456789", "abcdefghij", "ABCDEFGHIJ"])
+    policies.put(uniq("pol"), anchored(name), {"max-length-bytes": 25})
+    eventually(lambda: depth(channel, name) == 2)
+    assert drain(channel, name) == [b"abcdefghij", b"ABCDEFGHIJ"]
+
+
 def test_message_ttl_by_policy_expires_new_messages(api, uniq, policies, channel):
     name = uniq("q")
     channel.queue_declare(name)

@@ -52,6 +52,28 @@ fn a_policy_reaches_a_running_queue_and_leaves_with_it() {
 }
 
 #[test]
+fn a_byte_limit_counts_what_was_queued_before_it() {
+    let io = SimIo::new();
+    let clock = ManualClock::new(T0);
+    let b = broker(&io, &clock);
+    let v = b.vhost("/").unwrap();
+    v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
+        .unwrap();
+    publish(&b, "q", &["0123456789", "abcdefghij", "ABCDEFGHIJ"]);
+    let body = json!({"pattern": "^q$", "definition": {"max-length-bytes": 25}});
+    b.put_policy(PolicyKind::Policy, "/", "bytes", &body)
+        .unwrap();
+    let q = v.queue_for("q", 1).unwrap();
+    assert_eq!(
+        drain(&q),
+        vec!["abcdefghij", "ABCDEFGHIJ"],
+        "30 bytes > 25: the head went"
+    );
+    publish(&b, "q", &["0123456789", "abcdefghij", "ABCDEFGHIJ"]);
+    assert_eq!(ready(&b, "q"), 2);
+}
+
+#[test]
 fn arguments_and_operator_policies_combine_by_rabbitmqs_rules() {
     let io = SimIo::new();
     let clock = ManualClock::new(T0);

@@ -3,7 +3,9 @@
 //! `process_args_policy` does (a lower length limit drops the head, the
 //! `x-expires` countdown restarts, a new dead-letter target applies to
 //! the next dead letter). Deadlines already written into Enqueue records
-//! stay: a new message TTL applies to messages published from now on.
+//! stay: a new message TTL applies to messages published from now on. A
+//! new `max-length-bytes` counts the bodies already queued (read back
+//! once if the queue did not count them).
 
 use super::*;
 
@@ -42,7 +44,20 @@ impl Queue {
             }
             let inner = &mut *g;
             if next.max_length_bytes.is_some() {
-                inner.state.track_bodies();
+                // Size what is already in memory (one read each, at most
+                // the window's worth, once).
+                for e in inner.state.track_bodies() {
+                    match self.load(inner, &e) {
+                        Ok(m) => {
+                            let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
+                            inner.state.note_body(e.id, body);
+                        }
+                        Err(err) => tracing::warn!(
+                            queue = %self.spec.name, error = %err,
+                            "cannot read a message to count its bytes"
+                        ),
+                    }
+                }
             }
             let expires = next.expires;
             let next = (!next.is_plain()).then(|| Arc::new(next));
