@@ -19,7 +19,8 @@
 //!
 //! One file per resource family: `overview`, `queues`, `exchanges`,
 //! `bindings`, `connections` (and channels, consumers), `access` (users,
-//! vhosts, permissions), `definitions` (also the boot-time
+//! vhosts, permissions), `policies` (policies and operator policies),
+//! `definitions` (also the boot-time
 //! `load_definitions` import), `messages` (publish / get), `metrics`;
 //! `sources` is the one view of queues and streams they all count with.
 

@@ -84,4 +84,39 @@ mod tests {
         assert_eq!(back.list(PolicyKind::Policy), set.list(PolicyKind::Policy));
         assert_eq!(back.list(PolicyKind::Operator)[0].vhost, "v");
     }
+
+    /// A version-1 file built byte by byte as `docs/storage.md` draws it
+    /// (what an older Ferry wrote) loads, and a damaged or newer one stops
+    /// the broker instead of losing policies.
+    #[test]
+    fn the_documented_v1_layout_loads() {
+        let json = br#"{"version":1,"policies":[{"vhost":"/","name":"ttl","pattern":"^q\\.","apply-to":"queues","definition":{"message-ttl":60000},"priority":1}],"operator_policies":[{"vhost":"/","name":"cap","pattern":".*","apply-to":"queues","definition":{"max-length":100000},"priority":0}]}"#;
+        let frame = |body: &[u8], crc: u32| {
+            let mut b = b"FRYPOL01".to_vec();
+            b.extend((body.len() as u32).to_le_bytes());
+            b.extend(crc.to_le_bytes());
+            b.extend(body);
+            b
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policies");
+        std::fs::write(&path, frame(json, crc32c::crc32c(json))).unwrap();
+        let set = load(&ferry_log::StdIo, dir.path()).unwrap();
+        let p = &set.list(PolicyKind::Policy)[0];
+        assert_eq!((p.name.as_str(), p.pattern.as_str()), ("ttl", "^q\\."));
+        let vp = set.vhost("/");
+        let e = vp.effective("q.1", super::super::Target::ClassicQueue);
+        assert_eq!(
+            (e.policy.as_deref(), e.operator_policy.as_deref()),
+            (Some("ttl"), Some("cap"))
+        );
+        std::fs::write(&path, frame(json, 0)).unwrap();
+        assert!(load(&ferry_log::StdIo, dir.path()).is_err(), "checksum");
+        let v2 = br#"{"version":2,"policies":[],"operator_policies":[]}"#;
+        std::fs::write(&path, frame(v2, crc32c::crc32c(v2))).unwrap();
+        assert!(
+            load(&ferry_log::StdIo, dir.path()).is_err(),
+            "a newer format"
+        );
+    }
 }
