@@ -4,6 +4,7 @@
 //! Data directory layout (see `docs/storage.md`):
 //! ```text
 //! DATA/access                               users and permissions
+//! DATA/policies                             policies and operator policies
 //! DATA/vhosts/<hex(vhost)>/definitions      durable exchanges, queues, bindings
 //! DATA/vhosts/<hex(vhost)>/queues/<id>/     a durable queue's segmented log
 //! DATA/vhosts/<hex(vhost)>/delayed/<hex(x)>/ held messages of delayed exchange x
@@ -25,9 +26,11 @@ use std::sync::Arc;
 
 mod access;
 mod limits;
+mod policies;
 mod vhosts;
 
 pub use access::access_refused;
+pub use policies::PolicyChangeError;
 
 /// Called with the name of a deleted vhost (the AMQP server closes its
 /// connections with 320 CONNECTION_FORCED).
@@ -90,6 +93,10 @@ pub struct Broker {
     access_epoch: AtomicU64,
     vhost_hooks: Mutex<Vec<VhostDeletedHook>>,
     user_hooks: Mutex<Vec<UserDeletedHook>>,
+    /// Every vhost's policies (`broker/policies.rs`, `DATA/policies`).
+    policies: RwLock<crate::policy::PolicySet>,
+    /// Serializes policy changes (each rewrites the policy file).
+    policy_write: Mutex<()>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -158,6 +165,13 @@ impl Broker {
             None => (Users::new(loopback), None),
         };
         let fresh = listed.is_none();
+        let policies = match crate::policy::store::load(&*io, &config.data_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                env.syncer.stop();
+                return Err(e);
+            }
+        };
         let broker = Broker {
             config,
             env,
@@ -167,6 +181,8 @@ impl Broker {
             access_epoch: AtomicU64::new(0),
             vhost_hooks: Mutex::new(Vec::new()),
             user_hooks: Mutex::new(Vec::new()),
+            policies: RwLock::new(policies),
+            policy_write: Mutex::new(()),
         };
         let opened = broker
             .open_vhosts(&*io, &vdir, listed)

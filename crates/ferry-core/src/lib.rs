@@ -7,9 +7,11 @@
 //! (either kind), consumers, delivery and acknowledgement, publisher
 //! confirms and group commit (`syncer`), fsync latency histograms
 //! (`metrics`), users, permissions and the vhost lifecycle (`auth`, the
-//! access file), the small checksummed files definitions and access are
-//! kept in (`framed`), the length limits of names and keys checked where
-//! input enters (`limits`: records never truncate), and how x-arguments are read and refused with
+//! access file), policies and operator policies (`policy`: validation with
+//! RabbitMQ's texts, matching, precedence; the policy file), the small
+//! checksummed files definitions, access and policies are kept in
+//! (`framed`), the length limits of names and keys checked where input
+//! enters (`limits`: records never truncate), and how x-arguments are read and refused with
 //! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
@@ -35,6 +37,7 @@ pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod names;
+pub mod policy;
 pub mod queue;
 pub mod source;
 pub mod stream;

@@ -30,6 +30,7 @@ mod delayed;
 mod equivalence;
 mod exchanges;
 mod lifecycle;
+mod policies;
 mod queues;
 mod routing;
 mod streams;
@@ -86,6 +87,8 @@ pub struct VHost {
     /// The `max-queues` vhost limit (negative: none), set by the broker
     /// from its access database.
     max_queues: std::sync::atomic::AtomicI64,
+    /// Its policies and operator policies (`policies.rs`).
+    policies: RwLock<Arc<crate::policy::VhostPolicies>>,
 }
 
 fn refused(text: String) -> CoreError {
@@ -112,6 +115,7 @@ impl VHost {
         dir: PathBuf,
         transient_dir: PathBuf,
         env: QueueEnv,
+        policies: Arc<crate::policy::VhostPolicies>,
     ) -> Result<Arc<Self>> {
         let vh = Arc::new_cyclic(|me: &Weak<VHost>| {
             let mut env = env;
@@ -133,6 +137,7 @@ impl VHost {
                 deleted: std::sync::atomic::AtomicBool::new(false),
                 max_queues: std::sync::atomic::AtomicI64::new(-1),
                 delayed: Default::default(),
+                policies: RwLock::new(policies),
             }
         });
         vh.load()?;
@@ -143,7 +148,8 @@ impl VHost {
         let defs = definitions::load(self.env.io.as_ref(), &self.dir)?;
         let mut exchanges = self.exchanges.write();
         for (n, k) in STANDARD_EXCHANGES {
-            let x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            let mut x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            self.apply_exchange_policy(&mut x);
             exchanges.insert(Arc::from(*n), x);
         }
         for x in defs.exchanges {
@@ -154,7 +160,7 @@ impl VHost {
             if kind == ExchangeKind::DelayedMessage {
                 self.open_delayed(&name, true)?;
             }
-            let ex = Exchange::new(
+            let mut ex = Exchange::new(
                 name.clone(),
                 kind,
                 true,
@@ -162,6 +168,7 @@ impl VHost {
                 x.internal,
                 x.arguments,
             );
+            self.apply_exchange_policy(&mut ex);
             exchanges.insert(name, ex);
         }
         let mut queues = self.queues.write();
@@ -175,10 +182,14 @@ impl VHost {
             // (`vhost/crashed.rs`).
             let opened = match self.open_stream(&q.spec, &dir) {
                 Ok(Some(())) => Ok(()),
-                Ok(None) => Queue::open(q.spec.clone(), self.name.clone(), dir, self.env.clone())
-                    .map(|queue| {
-                        queues.insert(q.spec.name.clone(), queue);
-                    }),
+                Ok(None) => {
+                    let args = self.queue_effective_args(&q.spec);
+                    let spec = q.spec.clone();
+                    Queue::open_effective(spec, &args, self.name.clone(), dir, self.env.clone())
+                        .map(|queue| {
+                            queues.insert(q.spec.name.clone(), queue);
+                        })
+                }
                 Err(e) => Err(e),
             };
             match opened {

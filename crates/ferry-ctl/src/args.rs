@@ -84,10 +84,12 @@ pub enum CtlCommand {
     /// Create (or update) a user or a vhost.
     #[command(subcommand)]
     Add(Add),
-    /// Set a user's permissions on a vhost, or a vhost / user limit.
+    /// Set a user's permissions, a policy or an operator policy on a vhost,
+    /// or a vhost / user limit.
     #[command(subcommand)]
     Set(Set),
-    /// Remove a user's permissions on a vhost, or a vhost / user limit.
+    /// Remove a user's permissions, a policy or an operator policy on a
+    /// vhost, or a vhost / user limit.
     #[command(subcommand)]
     Clear(Clear),
     /// Write the definitions (users, vhosts, permissions, queues, exchanges, bindings) as JSON.
@@ -117,6 +119,10 @@ pub enum ListWhat {
     VhostLimits,
     /// User limits.
     UserLimits,
+    /// Policies (`--vhost` for one vhost).
+    Policies,
+    /// Operator policies (`--vhost` for one vhost).
+    OperatorPolicies,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -276,8 +282,32 @@ pub enum Add {
     },
 }
 
+/// What `set policy` / `set operator-policy` send (rabbitmqctl's
+/// `set_policy NAME PATTERN DEFINITION [--priority N] [--apply-to X]`).
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Policy name.
+    pub name: String,
+    /// Regular expression matched against queue / exchange names.
+    pub pattern: String,
+    /// The definition, a JSON object, e.g. '{"max-length":1000}'.
+    pub definition: String,
+    /// Higher wins when several policies match.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i64,
+    /// queues, exchanges or all (RabbitMQ 4 also: classic_queues, quorum_queues, streams).
+    #[arg(long, default_value = "all")]
+    pub apply_to: String,
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum Set {
+    /// A policy on --vhost (rabbitmqctl set_policy).
+    #[command(alias = "policies")]
+    Policy(PolicyArgs),
+    /// An operator policy on --vhost (rabbitmqctl set_operator_policy).
+    #[command(alias = "operator-policies")]
+    OperatorPolicy(PolicyArgs),
     /// Regular expressions for configure, write and read access on --vhost.
     Permissions {
         #[arg(long)]
@@ -307,6 +337,12 @@ pub enum Set {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Clear {
+    /// Delete a policy on --vhost (rabbitmqctl clear_policy).
+    #[command(alias = "policies")]
+    Policy { name: String },
+    /// Delete an operator policy on --vhost.
+    #[command(alias = "operator-policies")]
+    OperatorPolicy { name: String },
     Permissions {
         #[arg(long)]
         user: String,

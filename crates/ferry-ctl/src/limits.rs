@@ -22,11 +22,12 @@ pub fn set(client: &Client, args: &CtlArgs, s: &Set, out: &mut Output<'_>) -> Re
             api_path(&["user-limits", user, name]),
             format!("limit '{name}' of user '{user}'"),
         ),
-        Set::Permissions { .. } => return Ok(()),
+        // Not a limit: `ops::set` handles it.
+        _ => return Ok(()),
     };
     let value = match s {
         Set::VhostLimits { value, .. } | Set::UserLimits { value, .. } => *value,
-        Set::Permissions { .. } => return Ok(()),
+        _ => return Ok(()),
     };
     client.put(&path, &json!({ "value": value }), &what)?;
     out.done(&format!("set {what} to {value}"))
@@ -51,7 +52,8 @@ pub fn clear(
             api_path(&["user-limits", user, name]),
             format!("limit '{name}' of user '{user}'"),
         ),
-        Clear::Permissions { .. } => return Ok(()),
+        // Not a limit: `ops::clear` handles it.
+        _ => return Ok(()),
     };
     client.delete(&path, &what)?;
     out.done(&format!("cleared {what}"))

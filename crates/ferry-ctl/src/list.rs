@@ -29,6 +29,10 @@ fn list_path(what: ListWhat, vhost: Option<&str>) -> String {
         (ListWhat::Connections, None) => all("connections"),
         (ListWhat::Channels, None) => all("channels"),
         (ListWhat::Permissions, None) => all("permissions"),
+        (ListWhat::Policies, Some(v)) => api_path(&["policies", v]),
+        (ListWhat::Policies, None) => all("policies"),
+        (ListWhat::OperatorPolicies, Some(v)) => api_path(&["operator-policies", v]),
+        (ListWhat::OperatorPolicies, None) => all("operator-policies"),
         // Users and vhosts are node-wide.
         (ListWhat::Users, _) => all("users"),
         (ListWhat::Vhosts, _) => all("vhosts"),
@@ -104,7 +108,17 @@ fn columns(what: ListWhat) -> &'static [Column] {
     ];
     const VHOST_LIMITS: &[Column] = &[col("vhost", "vhost"), col("limits", "value")];
     const USER_LIMITS: &[Column] = &[col("user", "user"), col("limits", "value")];
+    // rabbitmqctl list_policies' columns.
+    const POLICIES: &[Column] = &[
+        col("vhost", "vhost"),
+        col("name", "name"),
+        col("pattern", "pattern"),
+        col("apply-to", "apply-to"),
+        col("definition", "definition"),
+        col("priority", "priority"),
+    ];
     match what {
+        ListWhat::Policies | ListWhat::OperatorPolicies => POLICIES,
         ListWhat::Queues => QUEUES,
         ListWhat::Exchanges => EXCHANGES,
         ListWhat::Bindings => BINDINGS,

@@ -1,7 +1,9 @@
 //! Commands that change things: declare, delete, purge, publish, get,
 //! users, vhosts, permissions, definitions.
 
-use crate::args::{Add, BindingArgs, Clear, CtlArgs, Declare, Delete, GetArgs, PublishArgs, Set};
+use crate::args::{
+    Add, BindingArgs, Clear, CtlArgs, Declare, Delete, GetArgs, PolicyArgs, PublishArgs, Set,
+};
 use crate::client::{api_path, base64, Client};
 use crate::error::CtlError;
 use crate::table::{col, render};
@@ -331,6 +333,10 @@ pub fn add(client: &Client, a: &Add, out: &mut Output<'_>) -> Result<(), CtlErro
 pub fn set(client: &Client, args: &CtlArgs, s: &Set, out: &mut Output<'_>) -> Result<(), CtlError> {
     let v = args.vhost();
     match s {
+        Set::Policy(p) => set_policy(client, v, "policies", "policy", p, out),
+        Set::OperatorPolicy(p) => {
+            set_policy(client, v, "operator-policies", "operator policy", p, out)
+        }
         Set::Permissions {
             user,
             configure,
@@ -356,6 +362,10 @@ pub fn clear(
 ) -> Result<(), CtlError> {
     let v = args.vhost();
     match c {
+        Clear::Policy { name } => clear_policy(client, v, "policies", "policy", name, out),
+        Clear::OperatorPolicy { name } => {
+            clear_policy(client, v, "operator-policies", "operator policy", name, out)
+        }
         Clear::Permissions { user } => {
             let what = format!("permissions of user '{user}' on vhost '{v}'");
             client.delete(&api_path(&["permissions", v, user]), &what)?;
@@ -365,6 +375,65 @@ pub fn clear(
             crate::limits::clear(client, args, c, out)
         }
     }
+}
+
+/// RabbitMQ escapes `<`, `>` and `&` in policy validation texts; the
+/// terminal gets them plain.
+fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn set_policy(
+    client: &Client,
+    vhost: &str,
+    kind: &str,
+    word: &str,
+    p: &PolicyArgs,
+    out: &mut Output<'_>,
+) -> Result<(), CtlError> {
+    let definition: Value = serde_json::from_str(&p.definition)
+        .map_err(|e| CtlError::Usage(format!("the definition is not JSON: {e}")))?;
+    if !definition.is_object() {
+        return Err(CtlError::Usage(
+            "the definition must be a JSON object".into(),
+        ));
+    }
+    let body = json!({
+        "pattern": p.pattern, "definition": definition,
+        "priority": p.priority, "apply-to": p.apply_to,
+    });
+    let what = format!("vhost '{vhost}'");
+    let path = api_path(&[kind, vhost, &p.name]);
+    match client.put(&path, &body, &what) {
+        Err(CtlError::Http {
+            status,
+            method,
+            path,
+            reason,
+        }) => Err(CtlError::Http {
+            status,
+            method,
+            path,
+            reason: unescape_html(&reason),
+        }),
+        Err(e) => Err(e),
+        Ok(_) => out.done(&format!("set {word} '{}' on vhost '{vhost}'", p.name)),
+    }
+}
+
+fn clear_policy(
+    client: &Client,
+    vhost: &str,
+    kind: &str,
+    word: &str,
+    name: &str,
+    out: &mut Output<'_>,
+) -> Result<(), CtlError> {
+    let what = format!("{word} '{name}' on vhost '{vhost}'");
+    client.delete(&api_path(&[kind, vhost, name]), &what)?;
+    out.done(&format!("cleared {what}"))
 }
 
 fn definitions_path(args: &CtlArgs) -> (String, String) {

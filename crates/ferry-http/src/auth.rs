@@ -1,8 +1,9 @@
 //! HTTP basic authentication against the broker's users, and RabbitMQ's
 //! management tags: `management` (own vhosts), `monitoring` (also every
 //! connection, channel and node), `administrator` (everything, including
-//! users, vhosts, permissions and definitions). `policymaker` counts as
-//! `management` here (Ferry has no policies yet).
+//! users, vhosts, permissions and definitions). `policymaker` is
+//! `management` plus reading one policy and changing policies
+//! (`policies.rs`).
 //!
 //! Every failure is a 401, as in RabbitMQ: "Login failed" for missing or
 //! wrong credentials (`not_authorized`), and `not_authorised` with the

@@ -20,6 +20,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::AccessDefs;
 use ferry_core::exchange::Destination;
+use ferry_core::policy::PolicyKind;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, ExchangeArgs, VHost};
 use serde::Deserialize;
@@ -118,14 +119,14 @@ pub async fn export(
     for k in ["users", "vhosts", "permissions"] {
         m.insert(k.into(), access.get(k).cloned().unwrap_or(json!([])));
     }
-    for k in [
-        "topic_permissions",
-        "parameters",
-        "global_parameters",
-        "policies",
-    ] {
+    for k in ["topic_permissions", "global_parameters"] {
         m.insert(k.into(), json!([]));
     }
+    m.insert("parameters".into(), parameters(&ctx, None));
+    m.insert(
+        "policies".into(),
+        crate::policies::export(&ctx.broker, None),
+    );
     let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
     for name in ctx.broker.vhost_names() {
         if let Ok(v) = ctx.broker.vhost(&name) {
@@ -138,8 +139,23 @@ pub async fn export(
     m.insert("queues".into(), Value::Array(qs));
     m.insert("exchanges".into(), Value::Array(xs));
     m.insert("bindings".into(), Value::Array(bs));
-    m.insert("parameters".into(), crate::limits::parameters(&ctx, None));
     Ok(Json(Value::Object(m)))
+}
+
+/// The runtime parameters of the export, as RabbitMQ 3.10 writes them:
+/// vhost limits (component `vhost-limits`) and operator policies
+/// (component `operator_policy`).
+fn parameters(ctx: &Ctx, vhost: Option<&str>) -> Value {
+    let mut all = Vec::new();
+    for list in [
+        crate::limits::parameters(ctx, vhost),
+        crate::policies::export_operator(&ctx.broker, vhost),
+    ] {
+        if let Value::Array(items) = list {
+            all.extend(items);
+        }
+    }
+    Value::Array(all)
 }
 
 /// GET /api/definitions/{vhost}
@@ -152,11 +168,11 @@ pub async fn export_vhost(
     let v = ctx.broker.vhost(&vhost).map_err(|_| ApiError::NotFound)?;
     let (xs, qs, bs) = topology(&v, false);
     let mut m = header();
+    m.insert("parameters".into(), parameters(&ctx, Some(&vhost)));
     m.insert(
-        "parameters".into(),
-        crate::limits::parameters(&ctx, Some(&vhost)),
+        "policies".into(),
+        crate::policies::export(&ctx.broker, Some(&vhost)),
     );
-    m.insert("policies".into(), json!([]));
     m.insert("queues".into(), Value::Array(qs));
     m.insert("exchanges".into(), Value::Array(xs));
     m.insert("bindings".into(), Value::Array(bs));
@@ -217,6 +233,8 @@ struct DefsIn {
     exchanges: Vec<ExchangeIn>,
     #[serde(default)]
     bindings: Vec<BindingIn>,
+    #[serde(default)]
+    policies: Vec<Value>,
 }
 
 fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult<Arc<VHost>> {
@@ -242,6 +260,24 @@ pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiR
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     if fixed.is_none() {
         broker.import_access(&d.access)?;
+    }
+    // Before the queues, so they open with their policies.
+    for p in &d.policies {
+        crate::policies::import(broker, PolicyKind::Policy, p, fixed)?;
+    }
+    // Of the runtime parameters, operator policies are imported here (vhost
+    // limits went with the access definitions above).
+    for p in &d.access.parameters {
+        if p.component == "operator_policy" {
+            let mut entry = p.value.clone();
+            if let Some(o) = entry.as_object_mut() {
+                o.insert("name".into(), Value::String(p.name.clone()));
+                if !p.vhost.is_empty() {
+                    o.insert("vhost".into(), Value::String(p.vhost.clone()));
+                }
+            }
+            crate::policies::import(broker, PolicyKind::Operator, &entry, fixed)?;
+        }
     }
     for x in &d.exchanges {
         if is_builtin(&x.name) {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 /// One exchange as the API shows it.
 pub fn exchange_json(vhost: &str, x: &Exchange) -> Value {
-    json!({
+    let mut v = json!({
         "name": &*x.name,
         "vhost": vhost,
         "type": x.kind.as_str(),
@@ -30,7 +30,12 @@ pub fn exchange_json(vhost: &str, x: &Exchange) -> Value {
         "internal": x.internal,
         "arguments": table_to_json(&x.arguments),
         "user_who_performed_action": "rmq-internal",
-    })
+    });
+    // RabbitMQ shows `policy` only on exchanges a policy applies to.
+    if let (Some(p), Some(o)) = (x.policy(), v.as_object_mut()) {
+        o.insert("policy".into(), Value::from(p));
+    }
+    v
 }
 
 fn sorted(v: &VHost) -> Vec<Exchange> {

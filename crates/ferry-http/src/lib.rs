@@ -20,7 +20,8 @@
 //! One file per resource family: `overview`, `queues`, `exchanges`,
 //! `bindings`, `connections` (and channels, consumers), `access` (users,
 //! vhosts, permissions), `limits` (vhost and user limits, with their own
-//! routes), `definitions` (also the boot-time
+//! routes), `policies` (policies and operator policies),
+//! `definitions` (also the boot-time
 //! `load_definitions` import), `messages` (publish / get), `metrics`;
 //! `sources` is the one view of queues and streams they all count with.
 
@@ -37,6 +38,7 @@ mod limits;
 mod messages;
 pub mod metrics;
 mod overview;
+pub mod policies;
 pub mod query;
 mod queues;
 pub mod sources;
@@ -212,6 +214,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
         .merge(limits::routes())
+        .merge(policies::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

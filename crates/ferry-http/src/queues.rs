@@ -45,6 +45,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
     let d = &q.depth;
     let spec = q.spec();
     let r = ctx.rates.get(vhost, q.name());
+    let pol = crate::policies::queue_policy(ctx, vhost, q);
     json!({
         "name": &**q.name(),
         "vhost": vhost,
@@ -55,7 +56,9 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
         "node": ctx.node.name,
         "type": q.kind,
         "state": "running",
-        "policy": null,
+        "policy": pol.policy,
+        "operator_policy": pol.operator_policy,
+        "effective_policy_definition": pol.definition,
         "exclusive_consumer_tag": null,
         "messages": q.messages(),
         "messages_details": rate(r.messages()),

@@ -37,7 +37,7 @@ macro_rules! asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-static ASSETS: [Asset; 8] = [
+static ASSETS: [Asset; 9] = [
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", JS),
@@ -45,6 +45,7 @@ static ASSETS: [Asset; 8] = [
     asset!("dom.js", JS),
     asset!("chart.js", JS),
     asset!("views.js", JS),
+    asset!("admin.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

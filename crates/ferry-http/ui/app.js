@@ -9,6 +9,7 @@ import { RateChart } from './chart.js';
 import {
   queuesView, queueView, exchangesView, exchangeView, connectionsView, channelsView, consumersView,
 } from './views.js';
+import { adminView } from './admin.js';
 
 /** How often the overview (and so the chart) and the open view are fetched;
  *  the API samples its rates every 5 s. */
@@ -177,6 +178,7 @@ const routes = [
   [/^connections$/, (root) => connectionsView(ui, root), 'connections'],
   [/^channels$/, (root) => channelsView(root), 'channels'],
   [/^consumers$/, (root) => consumersView(root), 'consumers'],
+  [/^admin$/, (root) => adminView(ui, root), 'admin'],
 ];
 
 function route() {

@@ -53,6 +53,7 @@ export function queuesView(root) {
       { label: 'Publish', num: true, value: (q) => rate(statRate(q, 'publish')) },
       { label: 'Deliver / get', num: true, value: (q) => rate(statRate(q, 'deliver_get')) },
       { label: 'Ack', num: true, value: (q) => rate(statRate(q, 'ack')) },
+      { label: 'Policy', value: (q) => [q.policy, q.operator_policy].filter(Boolean).join(' / ') },
     ],
   });
 }
@@ -192,6 +193,8 @@ export function queueView(ui, root, vhost, name) {
         ['Type', q.type], ['State', q.state], ['Durable', yesNo(q.durable)],
         ['Auto-delete', yesNo(q.auto_delete)], ['Exclusive', yesNo(q.exclusive)],
         ['Arguments', argText(q.arguments)],
+        ['Policy', [q.policy, q.operator_policy && `operator: ${q.operator_policy}`].filter(Boolean).join(', ') || 'none'],
+        ['Effective policy', argText(q.effective_policy_definition)],
       ]),
       facts([
         ['Ready', num(q.messages_ready)], ['Unacked', num(q.messages_unacknowledged)],

@@ -30,7 +30,8 @@ pub struct AccessDefs {
 /// "name": "limits", "value": {"max-queues": 10}}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParameterDef {
-    /// Vhost.
+    /// Vhost (may be absent in a per-vhost import).
+    #[serde(default)]
     pub vhost: String,
     /// Component (`vhost-limits`, ...).
     pub component: String,

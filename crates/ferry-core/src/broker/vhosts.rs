@@ -53,7 +53,8 @@ impl Broker {
         let dir = self.config.data_dir.join("vhosts").join(hex(name));
         self.env.io.create_dir_all(&dir)?;
         let tdir = self.config.data_dir.join("transient").join(hex(name));
-        let v = VHost::open(name, dir, tdir, self.env.clone())?;
+        let policies = self.policies.read().vhost(name);
+        let v = VHost::open(name, dir, tdir, self.env.clone(), policies)?;
         v.set_max_queues(self.users.read().vhost_limit(name, "max-queues"));
         self.vhosts.write().insert(name.to_string(), v.clone());
         Ok(v)
@@ -99,6 +100,7 @@ impl Broker {
             self.vhosts.write().insert(name.to_string(), v);
             return Err(e);
         }
+        self.forget_vhost_policies(name);
         let deleted = v.delete_all();
         let io = &self.env.io;
         let dir = self.config.data_dir.join("vhosts").join(hex(name));

@@ -45,6 +45,10 @@ pub struct Exchange {
     pub arguments: FieldTable,
     bindings: BTreeSet<Binding>,
     index: RouteIndex,
+    /// The policy applying to it, if any.
+    policy: Option<Arc<str>>,
+    /// The alternate exchange a policy names (the argument wins).
+    policy_alternate: Option<Arc<str>>,
 }
 
 impl Exchange {
@@ -67,6 +71,8 @@ impl Exchange {
             arguments,
             bindings: BTreeSet::new(),
             index,
+            policy: None,
+            policy_alternate: None,
         }
     }
 
@@ -178,6 +184,20 @@ impl Exchange {
             .inner()
             .get(ALTERNATE_EXCHANGE)
             .and_then(crate::xargs::text)
+            .or(self.policy_alternate.as_deref())
+    }
+
+    /// Sets the policy applying to the exchange and the alternate
+    /// exchange it names (used when the exchange has no
+    /// `alternate-exchange` argument, RabbitMQ's precedence).
+    pub fn set_policy(&mut self, policy: Option<Arc<str>>, ae: Option<Arc<str>>) {
+        self.policy = policy;
+        self.policy_alternate = ae;
+    }
+
+    /// The name of the policy applying to the exchange.
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
     }
 
     /// Appends to `out` where this exchange alone sends a message with this

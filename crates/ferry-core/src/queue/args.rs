@@ -2,7 +2,8 @@
 //! with their overflow behaviour, the dead-letter target, priorities, queue
 //! expiry, single active consumer, the delivery limit and the queue type.
 //! Checked at declaration with RabbitMQ 3.10's rules and error texts;
-//! parsed once when the queue opens (arguments never change afterwards).
+//! parsed when the queue opens, and again when a policy changes them
+//! (`Queue::apply_arguments`, `crate::policy`).
 
 use crate::xargs::{
     self, check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,

@@ -33,7 +33,8 @@
 //! delivery limit (returns counted by Requeue records; past the limit a
 //! Drop with reason `delivery_limit`) live in `features` and `dispatch`;
 //! delayed retry (`x-retry-*`: returns wait, their due times in Retry
-//! records) and a delayed exchange's holds live in `delayed`.
+//! records) and a delayed exchange's holds live in `delayed`; a policy
+//! change reaching the queue (`apply_arguments`) in `policy`.
 
 use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
@@ -122,9 +123,11 @@ impl QueueEnv {
     }
 }
 
+mod args_cell;
 mod delayed;
 mod dispatch;
 mod features;
+mod policy;
 mod sync;
 
 use sync::replay;
@@ -169,8 +172,9 @@ pub struct Queue {
     vhost: Arc<str>,
     dir: PathBuf,
     env: QueueEnv,
-    /// TTL, limits and dead-lettering; None for a plain queue.
-    args: Option<Box<QueueArgs>>,
+    /// TTL, limits and dead-lettering; None for a plain queue. Changed
+    /// (with `inner` held) when a policy changes (`policy.rs`).
+    args: args_cell::ArgsCell,
     /// Deadline of the head (`NEVER` if none): when the sweep must look.
     next_expiry: AtomicU64,
     /// When the queue expires unused (`x-expires`; `NEVER` while it has
@@ -214,11 +218,24 @@ impl Queue {
         dir: PathBuf,
         env: QueueEnv,
     ) -> Result<Arc<Self>> {
+        let args = spec.arguments.clone();
+        Self::open_effective(spec, &args, vhost, dir, env)
+    }
+
+    /// `open` acting on `effective` arguments: the declared ones combined
+    /// with the vhost's policies (`policy::effective_queue_args`).
+    pub fn open_effective(
+        spec: QueueSpec,
+        effective: &FieldTable,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
         env.io.create_dir_all(&dir)?;
         let (log, report) = Log::open(env.io.clone(), &dir, env.log.clone())?;
         tracing::debug!(queue = %spec.name, ?report, "queue log opened");
-        let args = QueueArgs::parse(&spec.arguments, env.quorum_delivery_limit);
-        let args = (!args.is_plain()).then(|| Box::new(args));
+        let args = QueueArgs::parse(effective, env.quorum_delivery_limit);
+        let args = (!args.is_plain()).then(|| Arc::new(args));
         let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
         let levels = args.as_ref().map_or(1, |a| a.levels());
         let state = replay(&log, levels, track_body)?;
@@ -246,7 +263,7 @@ impl Queue {
             vhost,
             dir,
             env,
-            args,
+            args: args_cell::ArgsCell::new(args),
             next_expiry: AtomicU64::new(head.unwrap_or(NEVER)),
             idle_deadline: AtomicU64::new(idle),
             inner: Mutex::new(Inner {
@@ -358,7 +375,7 @@ impl Queue {
         }
         let inner = &mut *g;
         // Plain queue, message without expiration: none of this runs.
-        let featured = self.args.is_some() || msg.expiration_ms.is_some();
+        let featured = self.has_args() || msg.expiration_ms.is_some();
         let (mut now, mut deadline, mut priority, mut held) = (None, None, None, None);
         if featured {
             match self.admit(inner, msg, letters) {
@@ -604,12 +621,12 @@ impl Queue {
                 return Ok(());
             }
             let inner = &mut *g;
-            let limit = self.args.as_deref().and_then(|a| a.delivery_limit);
+            let limit = self.args().as_deref().and_then(|a| a.delivery_limit);
             if let (true, Some(limit)) = (requeue, limit) {
                 // Those past the limit leave here; `requeue` skips them.
                 self.over_delivery_limit(inner, limit, ids, &mut letters)?;
             }
-            let retry = self.args.as_deref().and_then(|a| a.retry);
+            let retry = self.args().as_deref().and_then(|a| a.retry);
             if let (true, Some(policy)) = (requeue, retry) {
                 self.retry_later(inner, &policy, ids)?;
                 self.dispatch_locked(inner, &mut letters, None);

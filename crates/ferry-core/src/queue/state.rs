@@ -241,6 +241,38 @@ impl QueueState {
         self.levels.iter().rposition(|l| l.len() > 0)
     }
 
+    /// Starts counting body bytes (a policy set `max-length-bytes` on a
+    /// running queue). Returns the ready messages in memory, which the
+    /// queue sizes with [`QueueState::note_body`]; spilled ones are sized
+    /// as they are loaded back, new ones as they arrive. Nothing if bodies
+    /// were counted already.
+    pub fn track_bodies(&mut self) -> Vec<Entry> {
+        if self.track_body {
+            return Vec::new();
+        }
+        self.track_body = true;
+        self.levels
+            .iter()
+            .flat_map(|l| l.ready.iter().cloned())
+            .collect()
+    }
+
+    /// Records the body size of a ready in-memory message that was not
+    /// counted (see [`QueueState::track_bodies`]).
+    pub fn note_body(&mut self, id: u64, body: u32) {
+        if !self.track_body {
+            return;
+        }
+        let m = self.meta.entry(id).or_insert(Meta {
+            deadline: NEVER,
+            body: 0,
+        });
+        if m.body == 0 {
+            m.body = body;
+            self.ready_body += u64::from(body);
+        }
+    }
+
     /// Body bytes of ready messages (0 unless tracked).
     pub fn ready_body_bytes(&self) -> u64 {
         self.ready_body + self.spilled.body

@@ -60,8 +60,9 @@ impl Stream {
             .map(|s| (s.base, s.bytes))
             .collect();
         let sealed: Vec<(u64, u64)> = inner.sealed_ts.iter().copied().collect();
-        let age = self.args.max_age_ms.map(|a| (now, a));
-        let cut = cut_point(&segments, &sealed, self.args.max_bytes, age);
+        let retention = inner.retention;
+        let age = retention.max_age_ms.map(|a| (now, a));
+        let cut = cut_point(&segments, &sealed, retention.max_bytes, age);
         if cut > inner.log.first_index() {
             if let Err(e) = inner.log.purge_before(cut) {
                 tracing::warn!(stream = %self.name(), error = %e, "retention failed");
@@ -76,7 +77,7 @@ impl Stream {
         for c in inner.consumers.iter_mut() {
             c.next = c.next.max(first);
         }
-        let at = match (self.args.max_age_ms, inner.sealed_ts.front()) {
+        let at = match (retention.max_age_ms, inner.sealed_ts.front()) {
             (Some(age), Some((_, ts))) => ts.saturating_add(age).saturating_add(1),
             _ => NEVER,
         };
@@ -94,9 +95,27 @@ impl Stream {
     /// The timer's call: applies retention as of `now`.
     pub fn enforce_retention(&self, now: u64) {
         let mut g = self.inner.lock();
-        if g.deleted || !self.args.has_retention() {
+        if g.deleted || !g.retention.has_retention() {
             return;
         }
+        self.apply_retention(&mut g, now);
+        self.dispatch_locked(&mut g);
+    }
+
+    /// A policy change: the retention of `effective` (`max-age`,
+    /// `max-length-bytes`) applies at once; the segment size stays until
+    /// the stream reopens.
+    pub fn apply_arguments(&self, effective: &amq_protocol_types::FieldTable) {
+        let next = super::StreamArgs::parse(effective);
+        let mut g = self.inner.lock();
+        if g.deleted
+            || (g.retention.max_age_ms, g.retention.max_bytes) == (next.max_age_ms, next.max_bytes)
+        {
+            return;
+        }
+        g.retention.max_age_ms = next.max_age_ms;
+        g.retention.max_bytes = next.max_bytes;
+        let now = self.env.clock.now_ms();
         self.apply_retention(&mut g, now);
         self.dispatch_locked(&mut g);
     }

@@ -80,6 +80,9 @@ pub(super) struct Inner {
     pub(super) retention_pending: bool,
     scratch: Vec<u8>,
     pub(super) deleted: bool,
+    /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
+    /// policy's `max-age` / `max-length-bytes`, which win).
+    pub(super) retention: StreamArgs,
 }
 
 /// A stream. Shared by `Arc` between the vhost and the channels using it.
@@ -107,8 +110,21 @@ impl Stream {
         dir: PathBuf,
         env: QueueEnv,
     ) -> Result<Arc<Self>> {
+        let args = spec.arguments.clone();
+        Self::open_effective(spec, &args, vhost, dir, env)
+    }
+
+    /// `open` acting on `effective` arguments (the declared ones with a
+    /// policy's retention keys, `policy::effective_stream_args`).
+    pub fn open_effective(
+        spec: QueueSpec,
+        effective: &amq_protocol_types::FieldTable,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
         env.io.create_dir_all(&dir)?;
-        let args = StreamArgs::parse(&spec.arguments);
+        let args = StreamArgs::parse(effective);
         let mut cfg = env.log.clone();
         if let Some(b) = args.segment_bytes {
             cfg.segment_bytes = b;
@@ -149,6 +165,7 @@ impl Stream {
                 retention_pending: false,
                 scratch: Vec::new(),
                 deleted: false,
+                retention: args,
             }),
             sync_lock: Mutex::new(()),
             sync_state: SyncSchedule::default(),
@@ -283,7 +300,7 @@ impl Stream {
                     .sealed_ts
                     .push_back((inner.active_base, inner.last_ts));
                 inner.active_base = pos.segment;
-                inner.retention_pending = self.args.has_retention();
+                inner.retention_pending = inner.retention.has_retention();
             }
             inner.last_ts = ts;
             self.stats.published();

@@ -71,7 +71,7 @@ impl VHost {
             if kind == ExchangeKind::DelayedMessage {
                 self.open_delayed(&n, a.durable)?;
             }
-            let x = Exchange::new(
+            let mut x = Exchange::new(
                 n.clone(),
                 kind,
                 a.durable,
@@ -79,6 +79,7 @@ impl VHost {
                 a.internal,
                 a.arguments,
             );
+            self.apply_exchange_policy(&mut x);
             exchanges.insert(n, x);
         }
         if a.durable {

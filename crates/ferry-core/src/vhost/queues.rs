@@ -105,7 +105,14 @@ impl VHost {
         } else {
             self.transient_dir.join(&storage)
         };
-        let q = Queue::open(spec.clone(), self.name.clone(), dir, self.env.clone())?;
+        let args = self.queue_effective_args(&spec);
+        let q = Queue::open_effective(
+            spec.clone(),
+            &args,
+            self.name.clone(),
+            dir,
+            self.env.clone(),
+        )?;
         let name = spec.name.clone();
         self.storage.lock().insert(name.clone(), storage);
         self.queues.write().insert(name.clone(), q.clone());

@@ -57,8 +57,10 @@ impl VHost {
         if !StreamArgs::is_stream(&spec.arguments) {
             return Ok(None);
         }
-        let s = Stream::open(
+        let args = self.stream_effective_args(spec);
+        let s = Stream::open_effective(
             spec.clone(),
+            &args,
             self.name.clone(),
             dir.to_path_buf(),
             self.env.clone(),
@@ -97,7 +99,8 @@ impl VHost {
         let storage = storage_name();
         let dir = self.dir.join("queues").join(&storage);
         let name = spec.name.clone();
-        let s = Stream::open(spec, self.name.clone(), dir, self.env.clone())?;
+        let args = self.stream_effective_args(&spec);
+        let s = Stream::open_effective(spec, &args, self.name.clone(), dir, self.env.clone())?;
         self.storage.lock().insert(name.clone(), storage);
         self.streams.write().insert(name.clone(), s);
         self.save()?;

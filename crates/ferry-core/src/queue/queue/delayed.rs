@@ -11,7 +11,7 @@ impl Queue {
     /// exchange's hidden queue, where it is now plus the message's
     /// `x-delay` (read once here; the time goes into the Enqueue record).
     pub(super) fn hold_until(&self, msg: &Message) -> Option<u64> {
-        if !self.args.as_deref().is_some_and(|a| a.hold) {
+        if !self.args().as_deref().is_some_and(|a| a.hold) {
             return None;
         }
         let delay = self

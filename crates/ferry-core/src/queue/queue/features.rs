@@ -22,7 +22,7 @@ impl Queue {
     ) -> Option<Admitted> {
         let mut ttl = msg.expiration_ms;
         let mut priority = None;
-        if let Some(a) = self.args.as_deref() {
+        if let Some(a) = self.args().as_deref() {
             if a.hold {
                 // A delayed exchange's hold: no TTL while held (the target
                 // queues apply the message's expiration when it arrives).
@@ -72,7 +72,7 @@ impl Queue {
         now: Option<u64>,
         letters: &mut Vec<DeadLetter>,
     ) {
-        if let Some(a) = self.args.as_deref() {
+        if let Some(a) = self.args().as_deref() {
             if a.limited() {
                 self.drop_over_limit(inner, a, letters);
             }
@@ -84,7 +84,7 @@ impl Queue {
 
     /// A dead letter for `msg`, if this queue has a dead-letter exchange.
     pub(super) fn letter(&self, msg: Arc<Message>, reason: Reason) -> Option<DeadLetter> {
-        let a = self.args.as_deref()?;
+        let a = self.args()?;
         Some(DeadLetter {
             message: msg,
             reason,
@@ -95,7 +95,7 @@ impl Queue {
     }
 
     pub(super) fn has_dlx(&self) -> bool {
-        self.args
+        self.args()
             .as_deref()
             .is_some_and(|a| a.dead_letter_exchange.is_some())
     }
@@ -266,7 +266,7 @@ impl Queue {
     /// (`x-single-active-consumer`).
     #[inline]
     pub(super) fn single_active(&self) -> bool {
-        self.args
+        self.args()
             .as_deref()
             .is_some_and(|a| a.single_active_consumer)
     }
@@ -275,14 +275,14 @@ impl Queue {
     /// with `x-expires`, its idle deadline starts again from now.
     #[inline]
     pub(super) fn touch_locked(&self) {
-        if let Some(ms) = self.args.as_deref().and_then(|a| a.expires) {
+        if let Some(ms) = self.args().as_deref().and_then(|a| a.expires) {
             self.touch_slow(ms);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn touch_slow(&self, ms: u64) {
+    pub(super) fn touch_slow(&self, ms: u64) {
         let at = self.env.clock.now_ms().saturating_add(ms);
         self.idle_deadline.store(at, Ordering::Relaxed);
         self.env.timer.schedule(at);
@@ -316,7 +316,7 @@ impl Queue {
     /// is not stored: the count is the Requeue records'.
     #[inline]
     pub(super) fn delivered_message(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
-        match self.args.as_deref() {
+        match self.args().as_deref() {
             Some(a) if a.counts_deliveries() => self.with_delivery_count(m, count),
             _ => m,
         }

@@ -1,0 +1,84 @@
+//! A policy change reaching a running queue: the arguments it acts on are
+//! replaced at once and their effects run as RabbitMQ's
+//! `process_args_policy` does (a lower length limit drops the head, the
+//! `x-expires` countdown restarts, a new dead-letter target applies to
+//! the next dead letter). Deadlines already written into Enqueue records
+//! stay: a new message TTL applies to messages published from now on. A
+//! new `max-length-bytes` counts the bodies already queued (read back
+//! once if the queue did not count them).
+
+use super::*;
+
+impl Queue {
+    /// Whether the queue has arguments to act on (fast path for plain
+    /// queues: one atomic load).
+    #[inline]
+    pub(super) fn has_args(&self) -> bool {
+        self.args.is_set()
+    }
+
+    /// The arguments acting now (declared ones combined with policies).
+    #[inline]
+    pub fn args(&self) -> Option<Arc<QueueArgs>> {
+        self.args.get()
+    }
+
+    /// Acts on new effective arguments (see `policy::effective_queue_args`).
+    /// What only a declaration decides (priority levels, the queue type)
+    /// comes from the same table and does not change.
+    pub fn apply_arguments(&self, effective: &FieldTable) {
+        let next = QueueArgs::parse(effective, self.env.quorum_delivery_limit);
+        let mut letters = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return;
+            }
+            let current = self.args();
+            let unchanged = match current.as_deref() {
+                Some(c) => *c == next,
+                None => next.is_plain(),
+            };
+            if unchanged {
+                return;
+            }
+            let inner = &mut *g;
+            if next.max_length_bytes.is_some() {
+                // Size what is already in memory (one read each, at most
+                // the window's worth, once).
+                for e in inner.state.track_bodies() {
+                    match self.load(inner, &e) {
+                        Ok(m) => {
+                            let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
+                            inner.state.note_body(e.id, body);
+                        }
+                        Err(err) => tracing::warn!(
+                            queue = %self.spec.name, error = %err,
+                            "cannot read a message to count its bytes"
+                        ),
+                    }
+                }
+            }
+            let expires = next.expires;
+            let next = (!next.is_plain()).then(|| Arc::new(next));
+            self.args.replace(next.clone());
+            match expires {
+                Some(ms) if inner.consumers.is_empty() => self.touch_slow(ms),
+                Some(_) => {}
+                None => self.idle_deadline.store(NEVER, Ordering::Relaxed),
+            }
+            if let Some(a) = next.as_deref() {
+                if a.limited() {
+                    self.drop_over_limit(inner, a, &mut letters);
+                }
+            }
+            if inner.state.has_meta() || inner.state.has_spill() {
+                let now = self.env.clock.now_ms();
+                self.expire_locked(inner, now, &mut letters);
+            }
+            self.dispatch_locked(inner, &mut letters, None);
+            self.note_expiry(inner);
+        }
+        self.route_letters(letters);
+    }
+}

@@ -1,0 +1,83 @@
+//! The vhost's policies at work: queues open with their effective
+//! arguments (declared ones combined with the winning policy and operator
+//! policy), exchanges take a policy's `alternate-exchange`, and a change
+//! of policies reaches every existing queue and exchange at once.
+//! Streams take a policy's retention (`max-age`, `max-length-bytes`) at
+//! once and its `stream-max-segment-size-bytes` when they open.
+
+use super::VHost;
+use crate::exchange::Exchange;
+use crate::policy::{
+    effective_queue_args, effective_stream_args, policy_alternate_exchange, Effective, Target,
+    VhostPolicies,
+};
+use crate::queue::QueueSpec;
+use amq_protocol_types::FieldTable;
+use std::sync::Arc;
+
+/// The policy target of a queue declared with these arguments.
+pub(crate) fn queue_target(args: &FieldTable) -> Target {
+    let kind = args
+        .inner()
+        .get("x-queue-type")
+        .and_then(crate::xargs::text)
+        .unwrap_or("classic");
+    Target::of_queue_kind(kind)
+}
+
+impl VHost {
+    /// The vhost's policies and operator policies.
+    pub fn policies(&self) -> Arc<VhostPolicies> {
+        self.policies.read().clone()
+    }
+
+    /// What applies to queue / exchange `name` of kind `t`.
+    pub fn effective_policy(&self, name: &str, t: Target) -> Effective {
+        self.policies.read().effective(name, t)
+    }
+
+    /// The arguments a queue with this declaration acts on now.
+    pub(super) fn queue_effective_args(&self, spec: &QueueSpec) -> FieldTable {
+        let e = self.effective_policy(&spec.name, queue_target(&spec.arguments));
+        if e.is_empty() {
+            return spec.arguments.clone();
+        }
+        effective_queue_args(&spec.arguments, &e.definition)
+    }
+
+    /// The arguments a stream with this declaration acts on now.
+    pub(super) fn stream_effective_args(&self, spec: &QueueSpec) -> FieldTable {
+        let e = self.effective_policy(&spec.name, Target::Stream);
+        if e.is_empty() {
+            return spec.arguments.clone();
+        }
+        effective_stream_args(&spec.arguments, &e.definition)
+    }
+
+    /// Sets the policy-given alternate exchange of `x`.
+    pub(super) fn apply_exchange_policy(&self, x: &mut Exchange) {
+        let e = self.effective_policy(&x.name, Target::Exchange);
+        let ae = policy_alternate_exchange(&e.definition).map(Arc::from);
+        x.set_policy(e.policy.as_deref().map(Arc::from), ae);
+    }
+
+    /// Replaces the vhost's policies and applies them to every queue and
+    /// exchange (the broker persisted them first).
+    pub fn set_policies(&self, p: Arc<VhostPolicies>) {
+        *self.policies.write() = p;
+        {
+            let mut exchanges = self.exchanges.write();
+            for x in exchanges.values_mut() {
+                self.apply_exchange_policy(x);
+            }
+        }
+        for q in self.queues() {
+            let args = self.queue_effective_args(q.spec());
+            q.apply_arguments(&args);
+        }
+        for s in self.streams() {
+            let args = self.stream_effective_args(s.spec());
+            s.apply_arguments(&args);
+        }
+    }
+}
