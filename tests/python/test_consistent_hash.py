@@ -229,3 +229,14 @@ def test_management_api_answers(api, uniq):  # noqa: F811
     assert CH in types
     api.ok("DELETE", f"/api/exchanges/%2F/{x}")
     api.ok("DELETE", f"/api/queues/%2F/{qn}")
+
+
+def test_definitions_import_of_a_non_string_hash_header_is_a_400(api, uniq):  # noqa: F811
+    x = uniq("chx")
+    defs = {"exchanges": [{"name": x, "vhost": "/", "type": CH, "durable": True,
+                           "auto_delete": False, "internal": False,
+                           "arguments": {"hash-header": 5}}]}
+    st, err = api.call("POST", "/api/definitions", defs)
+    # A client error, never a 500 (RabbitMQ's reason is an Erlang crash).
+    assert st == 400 and err["error"] == "bad_request", (st, err)
+    assert api.call("GET", f"/api/exchanges/%2F/{x}")[0] == 404

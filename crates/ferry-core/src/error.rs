@@ -27,6 +27,11 @@ pub enum ErrorKind {
     NotImplemented,
     /// Storage failed or another internal fault (AMQP 541).
     Internal,
+    /// Client input that RabbitMQ answers as an internal error (AMQP 541
+    /// INTERNAL_ERROR) because its code crashes on it, e.g. a
+    /// consistent-hash exchange whose `hash-header` is not a string. The
+    /// fault is the client's, not the broker's: HTTP answers it with 400.
+    InputCrash,
 }
 
 /// An error of the core with a human readable text in RabbitMQ's style

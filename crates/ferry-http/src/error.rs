@@ -76,16 +76,14 @@ impl From<CoreError> for ApiError {
             | ErrorKind::CommandInvalid
             | ErrorKind::NotAllowed
             | ErrorKind::NotImplemented => ApiError::BadRequest(text),
-            // A request-scoped internal error is input the AMQP side answers
-            // with 541 as RabbitMQ does (a consistent-hash exchange with a
-            // non-string hash-header); RabbitMQ's API says 400 there.
-            ErrorKind::Internal if matches!(e, CoreError::Request { .. }) => {
-                ApiError::BadRequest(if text.is_empty() {
-                    "internal_error".into()
-                } else {
-                    text
-                })
-            }
+            // Input the AMQP side answers with 541 as RabbitMQ does (a
+            // consistent-hash exchange with a non-string hash-header);
+            // RabbitMQ's API says 400 there.
+            ErrorKind::InputCrash => ApiError::BadRequest(if text.is_empty() {
+                "internal_error".into()
+            } else {
+                text
+            }),
             _ => ApiError::Internal(text),
         }
     }
@@ -147,5 +145,23 @@ mod tests {
         assert_eq!(ApiError::from(pf).status(), StatusCode::BAD_REQUEST);
         let ar = CoreError::request(ErrorKind::AccessRefused, "x".to_string());
         assert_eq!(ApiError::from(ar).status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn input_crashes_are_client_errors_internal_faults_are_not() {
+        let crash = ApiError::from(CoreError::request(ErrorKind::InputCrash, String::new()));
+        assert_eq!(crash.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(crash.body().1, "internal_error");
+        // An internal fault stays a 500, request-scoped or not.
+        let internal = CoreError::request(ErrorKind::Internal, "disk".to_string());
+        assert_eq!(
+            ApiError::from(internal).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let io = CoreError::Io(std::io::Error::other("disk"));
+        assert_eq!(
+            ApiError::from(io).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -59,6 +59,7 @@ impl From<CoreError> for AmqpError {
             ErrorKind::NotAllowed => ReplyCode::NOT_ALLOWED,
             ErrorKind::ResourceError => ReplyCode::RESOURCE_ERROR,
             ErrorKind::NotImplemented => ReplyCode::NOT_IMPLEMENTED,
+            ErrorKind::Internal | ErrorKind::InputCrash => ReplyCode::INTERNAL_ERROR,
             _ => ReplyCode::INTERNAL_ERROR,
         };
         AmqpError::new(code, e.to_string())
@@ -82,4 +83,20 @@ pub enum ServerError {
     /// The broker core failed to start.
     #[error("core: {0}")]
     Core(#[from] CoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_faults_and_input_crashes_are_541_connection_errors() {
+        for kind in [ErrorKind::Internal, ErrorKind::InputCrash] {
+            let e = AmqpError::from(CoreError::request(kind, String::new()));
+            assert_eq!(e.code_u16(), 541, "{kind:?}");
+            assert!(e.is_connection_error(), "{kind:?}");
+        }
+        let e = AmqpError::from(CoreError::request(ErrorKind::NotFound, "x"));
+        assert_eq!(e.code_u16(), 404);
+    }
 }

@@ -24,7 +24,9 @@
 //!
 //! The hash function is Ferry's own (FNV-1a, then a 64-bit finaliser), so
 //! which queue a key lands on differs from RabbitMQ's choice; the spread
-//! and stability properties are the same.
+//! and stability properties are the same. A long string header hashes as
+//! the routing key of the same bytes; another header value hashes its type
+//! with a canonical encoding of its value (`header_hash`).
 
 use super::binding::{Binding, Destination};
 use amq_protocol_types::{AMQPValue, FieldTable};
@@ -237,19 +239,115 @@ pub fn jump(mut key: u64, n: u64) -> u64 {
     b
 }
 
-/// Ferry's stable 64-bit hash of a tagged value (FNV-1a, then the
-/// splitmix64 finaliser so nearby inputs spread over all bits).
-pub fn hash_value(tag: &[u8], bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tag.iter().chain([0xffu8].iter()).chain(bytes) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// Ferry's stable 64-bit hash state: FNV-1a over the bytes fed, then the
+/// splitmix64 finaliser so nearby inputs spread over all bits. Fixed by
+/// this file alone (no dependency's formatting or hashing), so a key's
+/// bucket never changes with a dependency bump (pinned by unit tests).
+struct StableHasher(u64);
+
+impl StableHasher {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// A type tag, then the separator no tag contains.
+    fn tag(&mut self, tag: &[u8]) {
+        self.write(tag);
+        self.write(&[0xff]);
+    }
+
+    /// Variable-length bytes, prefixed by their length (so nested values
+    /// cannot run into each other).
+    fn sized(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u64).to_le_bytes());
+        self.write(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+/// Ferry's stable 64-bit hash of a tagged value (see `StableHasher`).
+pub fn hash_value(tag: &[u8], bytes: &[u8]) -> u64 {
+    let mut h = StableHasher::new();
+    h.tag(tag);
+    h.write(bytes);
+    h.finish()
+}
+
+/// The tag a routing key (and a long string header) is hashed under.
+const KEY_TAG: &[u8] = b"key";
+
+/// The hash of a header value. A long string (the common case) hashes
+/// exactly as a routing key of the same bytes does. Any other value hashes
+/// its type with it (as the plugin hashes `{Type, Value}`): the type name,
+/// then a canonical encoding of the value (see [`feed_value`]).
+pub(crate) fn header_hash(v: &AMQPValue) -> u64 {
+    if let AMQPValue::LongString(s) = v {
+        return hash_value(KEY_TAG, s.as_bytes());
+    }
+    let mut h = StableHasher::new();
+    feed_value(&mut h, v);
+    h.finish()
+}
+
+/// Feeds a field value's canonical encoding: its type name and the
+/// separator, then integers and floats as fixed-width little-endian bytes
+/// (floats by their bit pattern), a decimal as its scale then its value,
+/// strings and byte arrays length-prefixed, an array as its length then
+/// each element, a table as its length then each (length-prefixed) key and
+/// value in key order. Recursion is bounded: the AMQP codec refuses field
+/// values nested deeper than 32 levels, HTTP's JSON parser deeper than 128.
+fn feed_value(h: &mut StableHasher, v: &AMQPValue) {
+    use AMQPValue as V;
+    h.tag(super::args::type_name(v).as_bytes());
+    match v {
+        V::Boolean(b) => h.write(&[u8::from(*b)]),
+        V::ShortShortInt(n) => h.write(&n.to_le_bytes()),
+        V::ShortShortUInt(n) => h.write(&n.to_le_bytes()),
+        V::ShortInt(n) => h.write(&n.to_le_bytes()),
+        V::ShortUInt(n) => h.write(&n.to_le_bytes()),
+        V::LongInt(n) => h.write(&n.to_le_bytes()),
+        V::LongUInt(n) => h.write(&n.to_le_bytes()),
+        V::LongLongInt(n) => h.write(&n.to_le_bytes()),
+        V::Float(f) => h.write(&f.to_bits().to_le_bytes()),
+        V::Double(f) => h.write(&f.to_bits().to_le_bytes()),
+        V::DecimalValue(d) => {
+            h.write(&[d.scale]);
+            h.write(&d.value.to_le_bytes());
+        }
+        V::ShortString(s) => h.sized(s.as_str().as_bytes()),
+        V::LongString(s) => h.sized(s.as_bytes()),
+        V::ByteArray(b) => h.sized(b.as_slice()),
+        V::Timestamp(t) => h.write(&t.to_le_bytes()),
+        V::FieldArray(a) => {
+            h.write(&(a.as_slice().len() as u64).to_le_bytes());
+            for item in a.as_slice() {
+                feed_value(h, item);
+            }
+        }
+        V::FieldTable(t) => {
+            h.write(&(t.inner().len() as u64).to_le_bytes());
+            for (k, item) in t.inner() {
+                h.sized(k.as_str().as_bytes());
+                feed_value(h, item);
+            }
+        }
+        V::Void => {}
+    }
 }
 
 /// The hash of a message: by its routing key, a header or a property.
@@ -261,13 +359,9 @@ pub(crate) fn message_hash(
 ) -> u64 {
     const UNDEFINED: u64 = 0x9e37_79b9_7f4a_7c15;
     match on {
-        HashOn::RoutingKey => hash_value(b"key", routing_key.as_bytes()),
+        HashOn::RoutingKey => hash_value(KEY_TAG, routing_key.as_bytes()),
         HashOn::Header(name) => match headers.and_then(|h| h.inner().get(name.as_str())) {
-            // The type is part of the value, as in the plugin ({Type, Value}).
-            Some(v) => hash_value(
-                super::args::type_name(v).as_bytes(),
-                format!("{v:?}").as_bytes(),
-            ),
+            Some(v) => header_hash(v),
             None => UNDEFINED,
         },
         HashOn::Property(p) => match properties.and_then(|f| f(*p)) {

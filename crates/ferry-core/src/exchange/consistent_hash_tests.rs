@@ -225,3 +225,115 @@ fn removing_a_binding_and_empty_rings() {
         "The binding key must be greater than 0"
     );
 }
+
+/// Fixed values, their hashes and their buckets among 10: a change to the
+/// hashing (a rewrite, a dependency bump) moves keys between queues of an
+/// existing ring, so it must fail here first.
+fn pinned_values() -> Vec<(&'static str, u64)> {
+    use amq_protocol_types::{DecimalValue, FieldArray, LongString, ShortString};
+    let values: Vec<(&str, AMQPValue)> = vec![
+        ("longstr", s("abc")),
+        ("longstr-empty", s("")),
+        ("shortstr", AMQPValue::ShortString(ShortString::from("abc"))),
+        ("bytes", AMQPValue::ByteArray(b"abc".to_vec().into())),
+        ("signedint", AMQPValue::LongInt(42)),
+        ("long", AMQPValue::LongLongInt(42)),
+        ("bool", AMQPValue::Boolean(true)),
+        ("double", AMQPValue::Double(1.5)),
+        (
+            "decimal",
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 150,
+            }),
+        ),
+        ("timestamp", AMQPValue::Timestamp(1_700_000_000)),
+        ("void", AMQPValue::Void),
+        (
+            "array",
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                AMQPValue::LongString(LongString::from("a")),
+                AMQPValue::LongInt(1),
+            ])),
+        ),
+        (
+            "table",
+            AMQPValue::FieldTable(table(&[("b", s("x")), ("a", AMQPValue::LongInt(1))])),
+        ),
+    ];
+    values
+        .into_iter()
+        .map(|(n, v)| (n, header_hash(&v)))
+        .collect()
+}
+
+#[test]
+fn hashes_and_buckets_of_fixed_values_are_pinned() {
+    let got = pinned_values();
+    // The longstr and signedint hashes were checked against an independent
+    // (Python) implementation of FNV-1a plus the splitmix64 finaliser.
+    let want: &[(&str, u64, u64)] = &[
+        ("longstr", 0x66384424ec83eb29, 7),
+        ("longstr-empty", 0x1e714398b689a0bd, 4),
+        ("shortstr", 0xc4642d9694ea10dc, 9),
+        ("bytes", 0xf4cc0c125446d30f, 0),
+        ("signedint", 0xf56eb6bb69fc8dad, 1),
+        ("long", 0xf860f6ae6252a0ba, 1),
+        ("bool", 0x5026ba8e08e4171d, 3),
+        ("double", 0x9d7519a379635107, 9),
+        ("decimal", 0x014fea3d366a2e27, 5),
+        ("timestamp", 0x83157606dc9ad747, 6),
+        ("void", 0x520e9d6a0c4e0526, 2),
+        ("array", 0x12318e3dea78fdd3, 8),
+        ("table", 0xa0fbe9c84a9fe563, 0),
+    ];
+    assert_eq!(got.len(), want.len());
+    for ((name, h), (wname, wh, wb)) in got.iter().zip(want) {
+        assert_eq!(name, wname);
+        assert_eq!(*h, *wh, "hash of {name}");
+        assert_eq!(jump(*h, 10), *wb, "bucket of {name}");
+    }
+    // The routing key hashes as before too.
+    assert_eq!(hash_value(b"key", b"abc"), got[0].1);
+}
+
+#[test]
+fn a_string_header_hashes_as_the_same_routing_key_other_types_do_not() {
+    let by_key = {
+        let mut x = chx(FieldTable::default());
+        for (q, w) in [("a", "1"), ("b", "2"), ("c", "1"), ("d", "3")] {
+            x.bind(bq(q, w));
+        }
+        x
+    };
+    let by_header = {
+        let mut x = chx(table(&[(HASH_HEADER, s("h"))]));
+        for (q, w) in [("a", "1"), ("b", "2"), ("c", "1"), ("d", "3")] {
+            x.bind(bq(q, w));
+        }
+        x
+    };
+    let via_header = |v: AMQPValue| {
+        let mut out = Vec::new();
+        by_header.route("ignored", Some(&table(&[("h", v)])), &mut out);
+        assert_eq!(out.len(), 1);
+        out
+    };
+    for i in 0..100 {
+        let k = format!("key-{i}");
+        let mut out = Vec::new();
+        by_key.route(&k, None, &mut out);
+        assert_eq!(via_header(s(&k)), out, "{k}");
+    }
+    // The type is part of a non-string value; equal values hash equally.
+    let int = |n: i32| header_hash(&AMQPValue::LongInt(n));
+    assert_eq!(int(7), int(7));
+    assert_ne!(int(7), int(8));
+    assert_ne!(int(7), header_hash(&AMQPValue::LongLongInt(7)));
+    assert_ne!(int(7), header_hash(&AMQPValue::LongUInt(7)));
+    assert_ne!(header_hash(&s("7")), int(7));
+    // Nested values cannot run into each other.
+    let arr = |items: Vec<AMQPValue>| header_hash(&AMQPValue::FieldArray(items.into()));
+    assert_ne!(arr(vec![s("ab"), s("c")]), arr(vec![s("a"), s("bc")]));
+    assert_ne!(arr(vec![s("a")]), arr(vec![s("a"), AMQPValue::Void]));
+}

@@ -217,7 +217,7 @@ fn consistent_hash_args(arguments: &FieldTable) -> Result<()> {
     match hash_on(arguments) {
         Ok(_) => Ok(()),
         Err(HashArgError::NotALongString) => {
-            Err(CoreError::request(ErrorKind::Internal, String::new()))
+            Err(CoreError::request(ErrorKind::InputCrash, String::new()))
         }
         Err(e) => Err(precondition(e.to_string())),
     }
