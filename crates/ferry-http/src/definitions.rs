@@ -4,8 +4,13 @@
 //! Users, vhosts and permissions go through the core's `export_access` /
 //! `import_access`; durable exchanges, queues and bindings through the
 //! vhosts. Import validates the whole document's shape before changing
-//! anything, then applies access, exchanges, queues, bindings in that
-//! order (a failing item stops the import with a 400 naming it).
+//! anything, then applies access, policies and operator policies,
+//! exchanges, queues, bindings in that order (a failing item stops the
+//! import with a 400 naming it). A per-vhost import (`POST
+//! /api/definitions/{vhost}`) takes, as RabbitMQ 3.10, the vhost limits
+//! and operator policies in `parameters`, the policies and the topology,
+//! all into that vhost whatever vhost the entries name; users, vhosts and
+//! permissions are ignored.
 
 use crate::auth::Caller;
 use crate::common;
@@ -248,8 +253,9 @@ fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult
 
 /// Imports a RabbitMQ definitions document (`POST /api/definitions`, and
 /// `load_definitions` at boot): users, vhosts and permissions (whole-node
-/// import only), then exchanges, queues and streams, bindings. With
-/// `vhost`, every item goes into that vhost. The document's shape is
+/// import only), vhost limits, policies and operator policies, then
+/// exchanges, queues and streams, bindings. With `vhost`, every item goes
+/// into that vhost. The document's shape is
 /// checked before anything changes; a failing item stops the import with
 /// an error naming it. Blocking (declares write definitions files).
 pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiResult<()> {
@@ -266,7 +272,7 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
         crate::policies::import(broker, PolicyKind::Policy, p, fixed)?;
     }
     // Of the runtime parameters, operator policies are imported here (vhost
-    // limits went with the access definitions above).
+    // limits go with the access definitions, or last for one vhost).
     for p in &d.access.parameters {
         if p.component == "operator_policy" {
             let mut entry = p.value.clone();
@@ -316,6 +322,12 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
         };
         let args = json_to_table(b.arguments.as_ref()).map_err(ApiError::BadRequest)?;
         v.binding(true, &b.source, dest, &b.routing_key, args, 0)?;
+    }
+    // A per-vhost document's vhost limits go to that vhost (RabbitMQ
+    // imports its `parameters` there). Last: RabbitMQ's import declares
+    // the document's queues whatever `max-queues` it sets.
+    if let Some(vhost) = fixed {
+        broker.import_vhost_limits(vhost, &d.access)?;
     }
     Ok(())
 }
