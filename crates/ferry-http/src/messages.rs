@@ -198,6 +198,13 @@ pub async fn publish(
         Access::Write,
         Resource::Exchange(&exchange),
     )?;
+    // RabbitMQ publishes through a channel: a bad CC/BCC header is that
+    // channel's error, reported with its code.
+    if let Err(e) = ferry_core::exchange::sender_selected_keys(props.headers().as_ref()) {
+        return Err(ApiError::BadRequest(format!(
+            "406 PRECONDITION_FAILED - {e}"
+        )));
+    }
     let msg = Arc::new(Message {
         exchange: Arc::from(exchange.as_str()),
         routing_key: Arc::from(rk),
