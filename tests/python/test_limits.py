@@ -261,6 +261,27 @@ def test_per_vhost_import_takes_limits_and_policies(api, space):  # noqa: F811
     exported = api.ok("GET", f"/api/definitions/{q(v)}")
     assert {"vhost": v, "component": "vhost-limits", "name": "limits",
             "value": {"max-queues": 1}} in exported["parameters"]
+    # RabbitMQ checks the document's new queues against the current limit first: nothing is
+    # imported.
+    bad = {"parameters": [{"vhost": v, "component": "vhost-limits", "name": "limits",
+                           "value": {"max-queues": "many"}}],
+           "queues": [{"name": "vq3", "vhost": v, "durable": True, "auto_delete": False,
+                       "arguments": {}}]}
+    st, out = api.call("POST", f"/api/definitions/{q(v)}", bad)
+    assert (st, out) == (400, {"error": "bad_request", "reason":
+                               f'Adding 1 queue(s) to virtual host "{v}" would exceed the limit '
+                               "of 1 queue(s).\n\nThis virtual host currently has 2 queue(s) "
+                               "defined.\n\nImport aborted!"})
+    assert api.call("GET", f"/api/queues/{q(v)}/vq3")[0] == 404
+    # Queues already there do not count as added; a bad limit refuses the import too.
+    bad["queues"][0]["name"] = "vq1"
+    st, out = api.call("POST", f"/api/definitions/{q(v)}", bad)
+    assert (st, out) == (400, {"error": "bad_request", "reason":
+                               '<<"Validation failed\\n\\nmax-queues should be a number, '
+                               'actually was &lt;&lt;\\"many\\"&gt;&gt;\\n '
+                               f'({v}/vhost-limits/limits)">>'})
+    assert api.call("GET", f"/api/queues/{q(v)}/vq3")[0] == 404
+    assert api.ok("GET", f"/api/vhost-limits/{q(v)}") == [{"vhost": v, "value": {"max-queues": 1}}]
 
 
 @pytest.mark.restart

@@ -250,13 +250,20 @@ impl Broker {
 }
 
 impl Broker {
+    /// Validates the vhost limits a definitions document carries (what
+    /// [`import_vhost_limits`](Self::import_vhost_limits) would refuse),
+    /// changing nothing.
+    pub fn check_vhost_limits(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {
+        vhost_limit_params(defs)
+    }
+
     /// The vhost limits of a per-vhost definitions document
     /// (`POST /api/definitions/{vhost}`): as RabbitMQ 3.10, every
     /// `vhost-limits` parameter goes to `vhost`, whatever vhost the entry
     /// names, and replaces its limits. Validated before anything changes;
     /// `NotFound` for an unknown vhost.
     pub fn import_vhost_limits(&self, vhost: &str, defs: &AccessDefs) -> Result<()> {
-        let limits = vhost_limit_params(defs)?;
+        let limits = Self::check_vhost_limits(defs)?;
         if limits.is_empty() {
             return Ok(());
         }
