@@ -174,7 +174,7 @@ export function adminView(ui, root) {
     h('div', { class: 'columns' }, policyForm(ui, 'policies', 'Add policy'),
       policyForm(ui, 'operator-policies', 'Add operator policy')),
     ops,
-    h('div', { class: 'columns' }, vlimits, ulimits),
+    vlimits, ulimits,
     h('div', { class: 'columns' }, limitForm(ui, 'vhost'), limitForm(ui, 'user')));
   let last = '';
   return async () => {
