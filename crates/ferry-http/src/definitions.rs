@@ -439,3 +439,17 @@ pub async fn import_vhost(
     }
     import_into(ctx, raw, Some(vhost)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::erlang_binary;
+
+    #[test]
+    fn erlang_binaries_print_as_rabbitmq_reports_them() {
+        assert_eq!(
+            erlang_binary("Validation failed\n\nwas &lt;&lt;\"x\"&gt;&gt;\n (v/c/n)"),
+            r#"<<"Validation failed\n\nwas &lt;&lt;\"x\"&gt;&gt;\n (v/c/n)">>"#
+        );
+        assert_eq!(erlang_binary(r"a\b"), r#"<<"a\\b">>"#);
+    }
+}
