@@ -12,6 +12,7 @@ from pika import spec
 
 from harness.expect import channel_closed, wait_for
 from harness.rawamqp import RawAMQP
+from test_management_api import api  # noqa: F401  (the fixture)
 
 RT = "amq.rabbitmq.reply-to"
 V = "in vhost '/'"
@@ -320,3 +321,39 @@ RABBITMQ_310_CAPABILITIES = {
 
 def test_capabilities_table_is_rabbitmq_310s(conn):
     assert conn._impl.server_properties["capabilities"] == RABBITMQ_310_CAPABILITIES
+
+
+def test_http_publish_reaches_a_reply_consumer(api, uniq):
+    """The management API's publish to the default exchange with a reply name as routing key (or
+    in CC) hands the message to the reply consumer, as RabbitMQ's default-exchange routing does
+    for every publisher; it counts as unroutable there too (`routed: false`)."""
+    conns = [pika.BlockingConnection(api.broker.params()) for _ in range(2)]
+    try:
+        sch = conns[0].channel()
+        sq = uniq("rpc")
+        sch.queue_declare(sq, exclusive=True)
+        client = ReplyClient(conns[1])
+        _, props, _ = request(client, sch, sq)
+        name = props.reply_to
+        publish = "/api/exchanges/%2F/amq.default/publish"
+        body = {"properties": {"correlation_id": "h1"}, "routing_key": name,
+                "payload": "via-http", "payload_encoding": "string"}
+        assert api.ok("POST", publish, body) == {"routed": False}
+        (m, p, b), = client.wait(1)
+        assert (b, p.correlation_id, m.routing_key, m.exchange) == (b"via-http", "h1", name, "")
+        # A CC key naming the consumer reaches it as well; the queue the key names counts.
+        body = {"properties": {"headers": {"CC": [name]}}, "routing_key": sq,
+                "payload": "cc", "payload_encoding": "string"}
+        assert api.ok("POST", publish, body) == {"routed": True}
+        got = client.wait(2)
+        assert got[1][2] == b"cc" and got[1][0].routing_key == sq
+        # A name nobody holds any more (the consumer cancelled) reaches nothing.
+        client.ch.basic_cancel(client.tag)
+        body = {"properties": {}, "routing_key": name, "payload": "late",
+                "payload_encoding": "string"}
+        assert api.ok("POST", publish, body) == {"routed": False}
+        client.settle()
+        assert len(client.got) == 2
+    finally:
+        for c in conns:
+            c.close()

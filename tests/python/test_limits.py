@@ -229,6 +229,61 @@ def test_limits_are_exported_and_imported(api, space):  # noqa: F811
         [{"user": u, "value": {"max-channels": 9}}]
 
 
+def test_per_vhost_import_takes_limits_and_policies(api, space):  # noqa: F811
+    """POST /api/definitions/{vhost}: as RabbitMQ 3.10, the vhost limits and operator policies
+    in `parameters`, the policies and the queues all go to that vhost, whatever vhost the
+    entries name; users and permissions are not imported; the document's queues are declared
+    even past the `max-queues` it sets."""
+    v, _ = space
+    other = v + "-nouser"
+    doc = {"parameters": [
+        {"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 1}},
+        {"vhost": "/", "component": "operator_policy", "name": "vop",
+         "value": {"pattern": "^never$", "definition": {"max-length": 3}, "priority": 0,
+                   "apply-to": "queues"}}],
+        "policies": [{"vhost": "/", "name": "vpol", "pattern": "^never$", "apply-to": "queues",
+                      "definition": {"max-length": 4}, "priority": 1}],
+        "users": [{"name": other, "password_hash": "", "tags": ""}],
+        "queues": [{"name": n, "vhost": "/", "durable": True, "auto_delete": False,
+                    "arguments": {}} for n in ("vq1", "vq2")]}
+    st, out = api.call("POST", f"/api/definitions/{q(v)}", doc)
+    assert st in (201, 204), out
+    assert api.ok("GET", f"/api/vhost-limits/{q(v)}") == [{"vhost": v, "value": {"max-queues": 1}}]
+    assert [(p["name"], p["vhost"], p["definition"]) for p in
+            api.ok("GET", f"/api/policies/{q(v)}")] == [("vpol", v, {"max-length": 4})]
+    assert [(p["name"], p["vhost"], p["definition"]) for p in
+            api.ok("GET", f"/api/operator-policies/{q(v)}")] == [("vop", v, {"max-length": 3})]
+    assert sorted(x["name"] for x in api.ok("GET", f"/api/queues/{q(v)}")) == ["vq1", "vq2"]
+    assert not [p for p in api.ok("GET", "/api/policies/%2F") if p["name"] == "vpol"]
+    assert not [p for p in api.ok("GET", "/api/operator-policies/%2F") if p["name"] == "vop"]
+    assert api.ok("GET", "/api/vhost-limits/%2F") == []
+    assert api.call("GET", f"/api/users/{q(other)}")[0] == 404
+    exported = api.ok("GET", f"/api/definitions/{q(v)}")
+    assert {"vhost": v, "component": "vhost-limits", "name": "limits",
+            "value": {"max-queues": 1}} in exported["parameters"]
+    # RabbitMQ checks the document's new queues against the current limit first: nothing is
+    # imported.
+    bad = {"parameters": [{"vhost": v, "component": "vhost-limits", "name": "limits",
+                           "value": {"max-queues": "many"}}],
+           "queues": [{"name": "vq3", "vhost": v, "durable": True, "auto_delete": False,
+                       "arguments": {}}]}
+    st, out = api.call("POST", f"/api/definitions/{q(v)}", bad)
+    assert (st, out) == (400, {"error": "bad_request", "reason":
+                               f'Adding 1 queue(s) to virtual host "{v}" would exceed the limit '
+                               "of 1 queue(s).\n\nThis virtual host currently has 2 queue(s) "
+                               "defined.\n\nImport aborted!"})
+    assert api.call("GET", f"/api/queues/{q(v)}/vq3")[0] == 404
+    # Queues already there do not count as added; a bad limit refuses the import too.
+    bad["queues"][0]["name"] = "vq1"
+    st, out = api.call("POST", f"/api/definitions/{q(v)}", bad)
+    assert (st, out) == (400, {"error": "bad_request", "reason":
+                               '<<"Validation failed\\n\\nmax-queues should be a number, '
+                               'actually was &lt;&lt;\\"many\\"&gt;&gt;\\n '
+                               f'({v}/vhost-limits/limits)">>'})
+    assert api.call("GET", f"/api/queues/{q(v)}/vq3")[0] == 404
+    assert api.ok("GET", f"/api/vhost-limits/{q(v)}") == [{"vhost": v, "value": {"max-queues": 1}}]
+
+
 @pytest.mark.restart
 def test_limits_survive_a_restart(restartable_broker):
     b = restartable_broker

@@ -1,6 +1,7 @@
-"""The web UI's Admin view (users, vhosts, permissions, policies with add and delete) in
-headless Chromium, checked through the API and pika. Ferry only (RabbitMQ's UI is another
-page); skipped like test_web_ui when Chromium or selenium is missing."""
+"""The web UI's Admin view (users, vhosts, permissions, policies with add and delete, vhost and
+user limits with set and clear) in headless Chromium, checked through the API and pika. Ferry
+only (RabbitMQ's UI is another page); skipped like test_web_ui when Chromium or selenium is
+missing."""
 
 from __future__ import annotations
 
@@ -58,3 +59,55 @@ def test_add_and_delete_a_policy_from_the_page(page, conn, uniq):
     assert name in confirm(d, accept=True)
     toast(d, "Policy deleted.")
     wait(d, lambda: not any(r[1] == name for r in admin_texts(d, "policies")), "the policy gone")
+
+
+def test_set_and_clear_vhost_and_user_limits_from_the_page(page, ferry, uniq):
+    from test_management_api import Api, q
+    api = Api(ferry)
+    d = page
+    vhost, user = uniq("limv"), uniq("limu")
+    api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+    api.ok("PUT", f"/api/users/{q(user)}", {"password": "pw", "tags": ""})
+    try:
+        go(d, "#/admin")
+        for scope, target, limit, value in (("vhost", vhost, "max-queues", "1"),
+                                            ("user", user, "max-channels", "2")):
+            title = f"Set {scope} limit"
+            form = wait(d, lambda: d.find_elements(By.CSS_SELECTOR, f"form[aria-label='{title}']"),
+                        f"the {title} form")[0]
+            el = form.find_element(By.NAME, scope)
+            el.clear()
+            el.send_keys(target)
+            form.find_element(By.CSS_SELECTOR, f"select[name=limit] option[value={limit}]").click()
+            form.find_element(By.NAME, "value").send_keys(value)
+            button(d, title, f"//form[@aria-label='{title}']").click()
+            wait(d, lambda: "set to" in form.find_element(By.CLASS_NAME, "result").text,
+                 f"the {scope} limit set")
+            wait(d, lambda: [target, limit, value] in [r[:3] for r in admin_texts(
+                d, f"{scope}-limits")], f"the {scope} limit listed")
+        assert api.ok("GET", f"/api/vhost-limits/{q(vhost)}") == [
+            {"vhost": vhost, "value": {"max-queues": 1}}]
+        assert api.ok("GET", f"/api/user-limits/{q(user)}") == [
+            {"user": user, "value": {"max-channels": 2}}]
+        shot(d, "admin-limits")
+        # A user that does not exist: the API's refusal is shown in the form.
+        title = "Set user limit"
+        form = d.find_element(By.CSS_SELECTOR, f"form[aria-label='{title}']")
+        el = form.find_element(By.NAME, "user")
+        el.clear()
+        el.send_keys(user + "-nobody")
+        button(d, title, f"//form[@aria-label='{title}']").click()
+        wait(d, lambda: "error" in form.find_element(By.CLASS_NAME, "result").get_attribute("class"),
+             "the refusal")
+        for scope, target, limit in (("vhost", vhost, "max-queues"), ("user", user, "max-channels")):
+            d.find_element(By.CSS_SELECTOR,
+                           f"button[aria-label='Clear {scope} limit {limit} of {target}']").click()
+            assert limit in confirm(d, accept=True)
+            toast(d, "Limit cleared.")
+            wait(d, lambda: not [r for r in admin_texts(d, f"{scope}-limits") if r[0] == target],
+                 f"the {scope} limit gone")
+        assert api.ok("GET", f"/api/vhost-limits/{q(vhost)}") == []
+        assert api.ok("GET", f"/api/user-limits/{q(user)}") == []
+    finally:
+        api.call("DELETE", f"/api/vhosts/{q(vhost)}")
+        api.call("DELETE", f"/api/users/{q(user)}")

@@ -4,8 +4,13 @@
 //! Users, vhosts and permissions go through the core's `export_access` /
 //! `import_access`; durable exchanges, queues and bindings through the
 //! vhosts. Import validates the whole document's shape before changing
-//! anything, then applies access, exchanges, queues, bindings in that
-//! order (a failing item stops the import with a 400 naming it).
+//! anything, then applies access, policies and operator policies,
+//! exchanges, queues, bindings in that order (a failing item stops the
+//! import with a 400 naming it). A per-vhost import (`POST
+//! /api/definitions/{vhost}`) takes, as RabbitMQ 3.10, the vhost limits
+//! and operator policies in `parameters`, the policies and the topology,
+//! all into that vhost whatever vhost the entries name; users, vhosts and
+//! permissions are ignored.
 
 use crate::auth::Caller;
 use crate::common;
@@ -18,13 +23,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::AccessDefs;
+use ferry_core::auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
 use ferry_core::exchange::Destination;
 use ferry_core::policy::PolicyKind;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, ExchangeArgs, VHost};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 fn is_builtin(name: &str) -> bool {
@@ -248,8 +254,9 @@ fn target(broker: &Broker, fixed: Option<&str>, item: Option<&str>) -> ApiResult
 
 /// Imports a RabbitMQ definitions document (`POST /api/definitions`, and
 /// `load_definitions` at boot): users, vhosts and permissions (whole-node
-/// import only), then exchanges, queues and streams, bindings. With
-/// `vhost`, every item goes into that vhost. The document's shape is
+/// import only), vhost limits, policies and operator policies, then
+/// exchanges, queues and streams, bindings. With `vhost`, every item goes
+/// into that vhost. The document's shape is
 /// checked before anything changes; a failing item stops the import with
 /// an error naming it. Blocking (declares write definitions files).
 pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiResult<()> {
@@ -257,16 +264,92 @@ pub fn import_document(broker: &Broker, raw: &[u8], vhost: Option<&str>) -> ApiR
     apply(broker, &d, vhost)
 }
 
+/// RabbitMQ's check before an import changes anything: the document's new
+/// queues must fit under each vhost's current `max-queues` (the limit the
+/// document itself sets does not count), else the whole import is refused.
+fn check_queue_limits(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
+    let mut new: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for q in &d.queues {
+        if let Some(vhost) = fixed.or(q.vhost.as_deref()) {
+            new.entry(vhost).or_default().insert(q.name.as_str());
+        }
+    }
+    for (vhost, names) in new {
+        let Ok(v) = broker.vhost(vhost) else {
+            continue; // created by this import, or refused later
+        };
+        let limit = match broker.vhost_limit(vhost, "max-queues") {
+            Some(l) if l >= 0 => l,
+            _ => continue,
+        };
+        let add = names.iter().filter(|n| v.queue_ref(n).is_none()).count();
+        let count = v.queue_refs().len();
+        if add > 0 && (count + add) as u64 > limit as u64 {
+            return Err(ApiError::BadRequest(format!(
+                "Adding {add} queue(s) to virtual host \"{vhost}\" would exceed the limit of \
+                 {limit} queue(s).\n\nThis virtual host currently has {count} queue(s) \
+                 defined.\n\nImport aborted!"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A per-vhost document's vhost limits, validated before anything changes.
+/// RabbitMQ reports a bad one as the Erlang term of its validation text
+/// (HTML-escaped) and the parameter's `vhost/component/name`.
+fn check_vhost_limits(d: &DefsIn, vhost: &str) -> ApiResult<()> {
+    for p in d
+        .access
+        .parameters
+        .iter()
+        .filter(|p| p.component == VHOST_LIMITS_COMPONENT)
+    {
+        let one = AccessDefs {
+            parameters: vec![p.clone()],
+            ..AccessDefs::default()
+        };
+        if let Err(e) = Broker::check_vhost_limits(&one) {
+            let text = format!(
+                "{} ({vhost}/{}/{})",
+                crate::policies::escape_html(&e.to_string()),
+                p.component,
+                p.name
+            );
+            return Err(ApiError::BadRequest(erlang_binary(&text)));
+        }
+    }
+    Ok(())
+}
+
+/// A binary as Erlang's `~p` prints it: `<<"...">>`, escaped.
+fn erlang_binary(s: &str) -> String {
+    let mut out = String::from("<<\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\">>");
+    out
+}
+
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
-    if fixed.is_none() {
-        broker.import_access(&d.access)?;
+    check_queue_limits(broker, d, fixed)?;
+    match fixed {
+        None => broker.import_access(&d.access)?,
+        // Applied last (below), refused before anything changes.
+        Some(vhost) => check_vhost_limits(d, vhost)?,
     }
     // Before the queues, so they open with their policies.
     for p in &d.policies {
         crate::policies::import(broker, PolicyKind::Policy, p, fixed)?;
     }
     // Of the runtime parameters, operator policies are imported here (vhost
-    // limits went with the access definitions above).
+    // limits go with the access definitions, or last for one vhost).
     for p in &d.access.parameters {
         if p.component == "operator_policy" {
             let mut entry = p.value.clone();
@@ -317,6 +400,12 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
         let args = json_to_table(b.arguments.as_ref()).map_err(ApiError::BadRequest)?;
         v.binding(true, &b.source, dest, &b.routing_key, args, 0)?;
     }
+    // A per-vhost document's vhost limits go to that vhost (RabbitMQ
+    // imports its `parameters` there). Last: RabbitMQ's import declares
+    // the document's queues whatever `max-queues` it sets.
+    if let Some(vhost) = fixed {
+        broker.import_vhost_limits(vhost, &d.access)?;
+    }
     Ok(())
 }
 
@@ -349,4 +438,18 @@ pub async fn import_vhost(
         return Err(ApiError::NotFound);
     }
     import_into(ctx, raw, Some(vhost)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::erlang_binary;
+
+    #[test]
+    fn erlang_binaries_print_as_rabbitmq_reports_them() {
+        assert_eq!(
+            erlang_binary("Validation failed\n\nwas &lt;&lt;\"x\"&gt;&gt;\n (v/c/n)"),
+            r#"<<"Validation failed\n\nwas &lt;&lt;\"x\"&gt;&gt;\n (v/c/n)">>"#
+        );
+        assert_eq!(erlang_binary(r"a\b"), r#"<<"a\\b">>"#);
+    }
 }

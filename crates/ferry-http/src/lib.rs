@@ -75,6 +75,10 @@ pub struct HttpConfig {
     pub amqp_listen: SocketAddr,
     /// Serve the management API over TLS with this configuration.
     pub tls: Option<Arc<ferry_server::tls::TlsConfig>>,
+    /// The AMQP front end's direct reply-to consumers: a publish to the
+    /// default exchange with a reply name as routing key reaches one
+    /// (`ferry_server::Server::replies`; None = such publishes reach none).
+    pub replies: Option<Arc<ferry_server::channel::reply_to::Replies>>,
 }
 
 /// Errors starting the listeners.
@@ -332,6 +336,7 @@ impl HttpServer {
             }),
             started: Instant::now(),
             rates: Arc::default(),
+            replies: cfg.replies.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -6,6 +6,9 @@
 //! on the exchange and the `user_id` property) and answered
 //! `{"routed": bool}` once stored; a persistent message in a durable queue
 //! is fsynced first, as RabbitMQ answers after its publisher confirm.
+//! On the default exchange a direct reply-to name (routing key or CC/BCC)
+//! hands the message to its reply consumer (`HttpConfig::replies`), which,
+//! as in RabbitMQ, does not make it `routed`.
 //! A get takes up to `count` messages, then settles them by `ackmode`
 //! (requeued ones go back after the whole batch, so a batch never sees the
 //! same message twice).
@@ -195,6 +198,13 @@ pub async fn publish(
         Access::Write,
         Resource::Exchange(&exchange),
     )?;
+    // RabbitMQ publishes through a channel: a bad CC/BCC header is that
+    // channel's error, reported with its code.
+    if let Err(e) = ferry_core::exchange::sender_selected_keys(props.headers().as_ref()) {
+        return Err(ApiError::BadRequest(format!(
+            "406 PRECONDITION_FAILED - {e}"
+        )));
+    }
     let msg = Arc::new(Message {
         exchange: Arc::from(exchange.as_str()),
         routing_key: Arc::from(rk),
@@ -203,9 +213,25 @@ pub async fn publish(
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
     });
+    let replies = ctx.replies.clone();
     let routed = tokio::task::spawn_blocking(move || -> ApiResult<bool> {
         let mut queues = Vec::new();
         v.route(&exchange, &msg, props.headers().as_ref(), &mut queues)?;
+        if let (true, Some(replies)) = (exchange.is_empty(), &replies) {
+            // As RabbitMQ's default exchange: a direct reply-to name (the
+            // routing key or a CC/BCC key) hands the message to its reply
+            // consumer, which does not count as routed.
+            let cc = ferry_core::exchange::sender_selected_keys(props.headers().as_ref())
+                .unwrap_or_default();
+            let mut done: Vec<&str> = Vec::new();
+            for key in std::iter::once(&*msg.routing_key).chain(cc) {
+                if key.starts_with(ferry_server::direct_reply::REPLY_PREFIX) && !done.contains(&key)
+                {
+                    done.push(key);
+                    replies.deliver(key, msg.clone());
+                }
+            }
+        }
         let mut stored = false;
         for q in &queues {
             match q.publish(&msg, None) {

@@ -116,7 +116,8 @@ pub fn import(
         .map_err(|e| bad(e.to_string()))
 }
 
-fn escape_html(s: &str) -> String {
+/// `&`, `<` and `>` as HTML entities (RabbitMQ's validation texts).
+pub(crate) fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub started: Instant,
     /// Message rates.
     pub rates: Arc<RateTable>,
+    /// Direct reply-to consumers (the AMQP front end's), for publishes.
+    pub replies: Option<Arc<ferry_server::channel::reply_to::Replies>>,
 }
 
 /// Per-second rates of one queue's counters.

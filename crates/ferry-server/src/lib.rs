@@ -61,7 +61,7 @@ pub struct Shared {
     /// Live connections (management API).
     pub registry: Arc<registry::Registry>,
     /// Direct reply-to consumers of every connection.
-    pub replies: channel::reply_to::Replies,
+    pub replies: Arc<channel::reply_to::Replies>,
     live: AtomicUsize,
     all_closed: Notify,
 }
@@ -159,6 +159,12 @@ impl Server {
     /// Live connections, channels and consumers.
     pub fn registry(&self) -> Arc<registry::Registry> {
         self.shared.registry.clone()
+    }
+
+    /// The direct reply-to consumers of every connection (for publishers
+    /// outside AMQP: the management API).
+    pub fn replies(&self) -> Arc<channel::reply_to::Replies> {
+        self.shared.replies.clone()
     }
 
     /// Current memory and disk alarm state.

@@ -288,6 +288,7 @@ async fn serve(s: Settings) -> Result<(), RunError> {
             disk_free_limit: s.disk_free_limit,
             amqp_listen: addr,
             tls: http_tls,
+            replies: Some(server.replies()),
         },
     )
     .await?;

@@ -712,3 +712,70 @@ async fn connect_confirming(url: &str) -> (lapin::Connection, lapin::Channel) {
     let ch = confirm_channel(&conn).await;
     (conn, ch)
 }
+
+/// A management API publish to the default exchange with a direct reply-to name as routing
+/// key reaches the lapin reply consumer (`routed: false`, as RabbitMQ answers). Both brokers:
+/// tests/python/test_direct_reply_to.py.
+#[tokio::test]
+async fn http_publish_reaches_a_direct_reply_consumer() {
+    let Some((broker, api)) = start("http_publish_reaches_a_direct_reply_consumer").await else {
+        return;
+    };
+    let conn = connect(&broker.amqp_url()).await;
+    let server = confirm_channel(&conn).await;
+    let q = unique("rpc");
+    server
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let client = confirm_channel(&conn).await;
+    let opts = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut replies = common::consume(&client, "amq.rabbitmq.reply-to", opts).await;
+    common::publish_props(
+        &client,
+        "",
+        &q,
+        b"req",
+        lapin::BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+    )
+    .await;
+    common::settle(&client).await;
+    let req = server
+        .basic_get(
+            q.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the confirmed request");
+    let name = req
+        .delivery
+        .properties
+        .reply_to()
+        .clone()
+        .unwrap()
+        .to_string();
+    let publish = |body: &str| {
+        let msg = json!({"properties": {"correlation_id": "h1"}, "routing_key": name,
+                         "payload": body, "payload_encoding": "string"});
+        api.req("POST", "/api/exchanges/%2F/amq.default/publish", Some(msg))
+    };
+    assert_eq!(publish("via-http"), (200, json!({"routed": false})));
+    let d = common::recv_one(&mut replies, Duration::from_secs(20)).await;
+    assert_eq!(d.data, b"via-http");
+    assert_eq!(d.routing_key.as_str(), name);
+    assert_eq!(
+        d.properties.correlation_id().as_ref().map(|c| c.as_str()),
+        Some("h1")
+    );
+    conn.close(200, "bye".into()).await.ok();
+    // The connection (and its reply consumer) is gone: the name reaches nothing, same answer.
+    assert_eq!(publish("late"), (200, json!({"routed": false})));
+}

@@ -249,6 +249,38 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Validates the vhost limits a definitions document carries (what
+    /// [`import_vhost_limits`](Self::import_vhost_limits) would refuse),
+    /// changing nothing.
+    pub fn check_vhost_limits(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {
+        vhost_limit_params(defs)
+    }
+
+    /// The vhost limits of a per-vhost definitions document
+    /// (`POST /api/definitions/{vhost}`): as RabbitMQ 3.10, every
+    /// `vhost-limits` parameter goes to `vhost`, whatever vhost the entry
+    /// names, and replaces its limits. Validated before anything changes;
+    /// `NotFound` for an unknown vhost.
+    pub fn import_vhost_limits(&self, vhost: &str, defs: &AccessDefs) -> Result<()> {
+        let limits = Self::check_vhost_limits(defs)?;
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let v = self
+            .vhost(vhost)
+            .map_err(|_| not_found(format!("vhost {vhost} not found")))?;
+        self.update_users(|u| {
+            for (_, l) in &limits {
+                u.put_vhost_limits(vhost, l.clone());
+            }
+            Ok(())
+        })?;
+        v.set_max_queues(self.vhost_limit(vhost, "max-queues"));
+        Ok(())
+    }
+}
+
 /// The vhost limits carried by a definitions document's `parameters`
 /// (component `vhost-limits`), validated as the API validates them.
 fn vhost_limit_params(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {

@@ -22,6 +22,24 @@ pub struct ReplyTarget {
 /// The broker-wide registry of reply consumers.
 pub type Replies = crate::direct_reply::ReplyRegistry<ReplyTarget>;
 
+impl Replies {
+    /// Hands `msg` to the live reply consumer `name` designates
+    /// (`amq.rabbitmq.reply-to.<opaque>`): how a publish from outside AMQP
+    /// (the management API's) reaches it, as RabbitMQ's default-exchange
+    /// routing does for every publisher. False if no consumer is live
+    /// under that name; the reply is never stored either way.
+    pub fn deliver(&self, name: &str, msg: Arc<Message>) -> bool {
+        let Some(t) = self.find(name) else {
+            return false;
+        };
+        let Some(channel) = t.channel.upgrade() else {
+            return false;
+        };
+        channel.deliver_reply(&t.tag, msg);
+        true
+    }
+}
+
 /// A channel's reply consumer.
 #[derive(Debug)]
 pub(super) struct ReplyConsumer {
