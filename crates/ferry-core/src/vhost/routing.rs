@@ -243,6 +243,13 @@ impl VHost {
             }
             None => own_keys,
         };
+        // A dead-letter routing key a record cannot hold (only from a policy
+        // stored before such keys were refused) drops the letter: records
+        // never truncate.
+        if let Err(e) = crate::limits::check_short("routing_key", &route_keys[0]) {
+            tracing::warn!(queue = %dl.queue, error = %e.to_string().trim_end(), "dead letter with an over-long routing key dropped");
+            return;
+        }
         let table = FieldTable::from(headers);
         let edit = HeaderEdit {
             headers: Some(table.clone()),
