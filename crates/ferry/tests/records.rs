@@ -375,6 +375,15 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
         dirs.push(new[0].clone());
     }
     declare_durable(&ch, "good", FieldTable::default()).await;
+    ch.queue_bind(
+        "bad".into(),
+        "amq.fanout".into(),
+        "f".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     for q in ["bad", "bad-stream", "good"] {
         ch.basic_publish(
             "".into(),
@@ -464,6 +473,30 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
     );
     let (status, one) = api.req("GET", "/api/queues/%2F/bad", None);
     assert_eq!((status, one["state"].as_str()), (200, Some("crashed")));
+    // Its bindings are kept and listed, as RabbitMQ lists them.
+    let (status, b) = api.req("GET", "/api/queues/%2F/bad/bindings", None);
+    let keys: Vec<(&str, &str)> = b
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let f = |k: &str| x[k].as_str().unwrap_or_default();
+                    (f("source"), f("routing_key"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        (status, keys),
+        (200, vec![("", "bad"), ("amq.fanout", "f")]),
+        "{b}"
+    );
+    assert_eq!(api.req("GET", "/api/queues/%2F/nope/bindings", None).0, 404);
+    // The overview counts crashed queues as objects (RabbitMQ counts queue records), their
+    // messages not at all (no stats; good's message was taken above).
+    let (_, o) = api.req("GET", "/api/overview", None);
+    assert_eq!(o["object_totals"]["queues"], 3, "{o}");
+    assert_eq!(o["queue_totals"]["messages"], 0, "{o}");
     let metrics = Http::new(&broker.endpoint("metrics").expect("metrics="));
     let text = metrics.text("/metrics");
     assert!(

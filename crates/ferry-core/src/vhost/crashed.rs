@@ -8,7 +8,8 @@
 //! process crashed and failed to restart:
 //! - the boot logs it at ERROR with the reason;
 //! - the management API lists it with `"state": "crashed"`, the metrics
-//!   count it (`ferry_queues_crashed`);
+//!   count it (`ferry_queues_crashed`); the overview counts it among the
+//!   queues (`object_totals`), its bindings are listed;
 //! - queue.declare (passive or not), basic.consume, basic.get and
 //!   queue.purge answer 404 `NOT_FOUND - queue 'q' in vhost '/' has
 //!   crashed and failed to restart` (RabbitMQ's `absent(Q, crashed)`);
