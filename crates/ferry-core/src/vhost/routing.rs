@@ -305,6 +305,10 @@ impl VHost {
 }
 
 impl DeadLetterRouter for VHost {
+    fn stream_crashed(&self, name: &str, reason: String) {
+        self.stream_crashed_at_runtime(name, reason);
+    }
+
     fn dead_letter(&self, letters: Vec<DeadLetter>) {
         let Some(codec) = self.env.codec.get().cloned() else {
             tracing::warn!(
