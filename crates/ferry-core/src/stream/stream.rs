@@ -80,6 +80,9 @@ pub(super) struct Inner {
     pub(super) retention_pending: bool,
     scratch: Vec<u8>,
     pub(super) deleted: bool,
+    /// Stopped on an unreadable record (`crash_locked`): deleted for
+    /// every use, but its files stay until the stream is deleted.
+    crashed: bool,
     /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
     /// policy's `max-age` / `max-length-bytes`, which win).
     pub(super) retention: StreamArgs,
@@ -165,6 +168,7 @@ impl Stream {
                 retention_pending: false,
                 scratch: Vec::new(),
                 deleted: false,
+                crashed: false,
                 retention: args,
             }),
             sync_lock: Mutex::new(()),
@@ -454,6 +458,7 @@ impl Stream {
              (state 'crashed') until it is deleted, the rest of the broker runs"
         );
         inner.deleted = true;
+        inner.crashed = true;
         let consumers = std::mem::take(&mut inner.consumers);
         let waiters: Vec<ConfirmToken> = inner.waiters.drain(..).map(|(_, t)| t).collect();
         for c in consumers {
@@ -537,10 +542,11 @@ impl Stream {
     pub fn delete(&self) -> Result<u32> {
         let (consumers, waiters) = {
             let mut g = self.inner.lock();
-            if g.deleted {
+            if g.deleted && !g.crashed {
                 return Ok(0);
             }
             g.deleted = true;
+            g.crashed = false;
             let consumers = std::mem::take(&mut g.consumers);
             let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
             (consumers, waiters)
