@@ -115,6 +115,7 @@ fn boot(input: &Boot) {
         body: Bytes::from_static(b"m"),
         persistent: true,
         expiration_ms: None,
+        bcc: Vec::new(),
     });
     v.queue_for("good", 1)
         .expect("good")

@@ -447,3 +447,28 @@ def test_rabbitmq4_apply_to_kinds(api, uniq, policies, channel):
         assert shown == {classic: pol, quorum: None}
     finally:
         channel.queue_delete(quorum)
+
+
+@pytest.mark.parametrize("key", ["dead-letter-exchange", "dead-letter-routing-key"])
+def test_dead_letter_names_longer_than_255_bytes(api, uniq, policies, key):
+    """RabbitMQ 3.10 accepts such a policy (and would dead-letter with a key no AMQP client
+    can receive); Ferry refuses it where it enters (PUT, definitions import): a deliberate
+    difference, documented in the README."""
+    name = uniq("long")
+    long = "é" * 150  # 300 bytes
+    path = f"/api/policies/%2F/{q(name)}"
+    body = {"pattern": "^nothing$", "definition": {key: long}}
+    if api.broker.kind == "rabbitmq":
+        policies.put(name, "^nothing$", {key: long})
+        assert api.ok("GET", path)["definition"] == {key: long}
+        return
+    reason = f"Validation failed\n\n{key} should be less than 255 bytes, actually was 300\n"
+    assert api.call("PUT", path, body) == (400, {"error": "bad_request", "reason": reason})
+    assert api.call("GET", path)[0] == 404
+    imported = {"policies": [{"vhost": "/", "name": name, "priority": 0, "apply-to": "all",
+                              **body}]}
+    st, err = api.call("POST", "/api/definitions", imported)
+    assert st == 400 and f"{key} should be less than 255 bytes" in err["reason"], (st, err)
+    assert api.call("GET", path)[0] == 404
+    # 255 bytes fit.
+    policies.put(name, "^nothing$", {key: "k" * 255})

@@ -1,7 +1,8 @@
 """Sender-selected distribution: the `CC` and `BCC` headers (arrays of routing keys) route a
 publish to extra keys on the same exchange, one copy per queue; BCC is stripped before the
-message is stored; another type is a 406 with RabbitMQ 3.10's text; dead-lettering records the
-publish key and CC (not BCC) in x-death."""
+message is stored (its keys stay with the message and route a dead letter again); another type is
+a 406 with RabbitMQ 3.10's text; dead-lettering records the publish key and CC (not BCC) in
+x-death."""
 
 from __future__ import annotations
 
@@ -115,27 +116,53 @@ def test_the_exchange_is_checked_before_the_headers(ch):
 
 
 def test_dead_letters_keep_the_publish_key_and_cc_not_bcc(ch, uniq):
-    """x-death routing-keys are the publish key and the CC keys (RabbitMQ 3.10 has dropped BCC by
-    then); without a dead-letter routing key those keys route the dead letter again. (RabbitMQ
-    also routes it by the BCC keys its in-memory message still carries; Ferry does not store
-    them, so no queue here is bound to the BCC key.)"""
-    by_key, by_cc = queues(ch, 2)
+    """x-death routing-keys are the publish key and the CC keys (BCC left the headers at the
+    publish); without a dead-letter routing key the dead letter is routed again by all the
+    message's keys, the BCC keys included (RabbitMQ keeps them in its message record)."""
+    by_key, by_cc, by_bcc = queues(ch, 3)
     dlx = uniq("dlx")
     ch.exchange_declare(dlx, "direct", auto_delete=True)
     ch.queue_bind(by_key, dlx, "k")
     ch.queue_bind(by_cc, dlx, "cc")
+    ch.queue_bind(by_bcc, dlx, "bcc")
     src = ch.queue_declare("", exclusive=True,
                            arguments={"x-dead-letter-exchange": dlx}).method.queue
     ch.queue_bind(src, "amq.direct", "k")
     ch.basic_publish("amq.direct", "k", b"m", props(CC=["cc"], BCC=["bcc"]))
     m, _, _ = ch.basic_get(src, auto_ack=False)
     ch.basic_reject(m.delivery_tag, requeue=False)
-    assert eventually(lambda: [message_count(ch, q) for q in (by_key, by_cc)], [1, 1]) == [1, 1]
-    for q in (by_key, by_cc):
+    both = (by_key, by_cc, by_bcc)
+    assert eventually(lambda: [message_count(ch, q) for q in both], [1, 1, 1]) == [1, 1, 1]
+    for q in both:
         (m, p, _), = drain(ch, q)
         assert (m.exchange, m.routing_key) == (dlx, "k")
         assert "BCC" not in p.headers and p.headers["CC"] == ["cc"]
         assert p.headers["x-death"][0]["routing-keys"] == ["k", "cc"]
+
+
+def test_bcc_keys_route_a_second_death_too(ch, uniq):
+    """The BCC keys stay with the dead letter: when it dies again (no dead-letter routing key)
+    they route it once more."""
+    (last,) = queues(ch, 1)
+    dlx1, dlx2 = uniq("dlx1"), uniq("dlx2")
+    ch.exchange_declare(dlx1, "direct", auto_delete=True)
+    ch.exchange_declare(dlx2, "direct", auto_delete=True)
+    mid = ch.queue_declare("", exclusive=True,
+                           arguments={"x-dead-letter-exchange": dlx2}).method.queue
+    ch.queue_bind(mid, dlx1, "hidden")
+    ch.queue_bind(last, dlx2, "hidden")
+    src = ch.queue_declare("", exclusive=True,
+                           arguments={"x-dead-letter-exchange": dlx1}).method.queue
+    ch.basic_publish("", src, b"m", props(BCC=["hidden"]))
+    m, _, _ = ch.basic_get(src, auto_ack=False)
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    assert eventually(lambda: message_count(ch, mid), 1) == 1
+    m, _, _ = ch.basic_get(mid, auto_ack=False)
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    assert eventually(lambda: message_count(ch, last), 1) == 1
+    (m, p, _), = drain(ch, last)
+    assert (m.exchange, m.routing_key) == (dlx2, src)
+    assert [d["routing-keys"] for d in p.headers["x-death"]] == [[src], [src]]
 
 
 def test_a_dead_letter_routing_key_replaces_cc(ch, uniq):

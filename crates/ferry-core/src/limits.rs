@@ -14,6 +14,10 @@
 //! | binding key (HTTP, definitions import) | `VHost::binding` | 400 `routing_key should be less than 255 bytes, actually was N` |
 //! | publish routing key (HTTP publish) | `VHost::route` | 400, same text |
 //! | `x-dead-letter-exchange`, `x-dead-letter-routing-key` (longstr) | `QueueArgs::validate` | 406 `invalid arg '…' for queue '…' in vhost '…': {value_too_long,N}` |
+//! | policy `dead-letter-exchange`, `dead-letter-routing-key`, `alternate-exchange` (policy PUT, definitions import, `ferry ctl set policy`) | `policy::validate` | 400 `Validation failed\n\n<key> should be less than 255 bytes, actually was N\n` — **Ferry only**: RabbitMQ 3.10 accepts such a policy |
+//!
+//! A dead letter whose routing key is still over-long (a policy stored
+//! before the check) is dropped with a warning, never stored truncated.
 //!
 //! AMQP methods carry these values as short strings already (the codec
 //! refuses longer ones); the x-arguments are long strings and are checked.

@@ -26,12 +26,23 @@ pub struct Message {
     /// per-message TTL). Queues turn it into an absolute deadline when the
     /// message is enqueued; it is not stored (the deadline is).
     pub expiration_ms: Option<u64>,
+    /// The keys of the `BCC` header it was published with (the header
+    /// itself is stripped before storage). RabbitMQ keeps them with the
+    /// message (its `routing_keys`) and routes a dead letter without a
+    /// dead-letter routing key, or a delayed message on release, by them
+    /// too. Empty for nearly every message (no allocation).
+    pub bcc: Vec<Arc<str>>,
 }
 
 impl Message {
     /// Bytes this message accounts for in memory and on disk (approximate).
     pub fn weight(&self) -> usize {
-        self.body.len() + self.properties.len() + self.routing_key.len() + self.exchange.len() + 64
+        self.body.len()
+            + self.properties.len()
+            + self.routing_key.len()
+            + self.exchange.len()
+            + self.bcc.iter().map(|k| k.len() + 4).sum::<usize>()
+            + 64
     }
 }
 

@@ -57,6 +57,7 @@ pub fn message(body: &str, persistent: bool) -> Message {
         body: Bytes::copy_from_slice(body.as_bytes()),
         persistent,
         expiration_ms: None,
+        bcc: Vec::new(),
     }
 }
 

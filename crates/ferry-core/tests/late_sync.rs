@@ -22,6 +22,7 @@ fn msg(i: u64) -> Arc<Message> {
         body: Bytes::from(format!("m{i}")),
         persistent: true,
         expiration_ms: None,
+        bcc: Vec::new(),
     })
 }
 

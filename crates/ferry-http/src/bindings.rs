@@ -90,11 +90,19 @@ fn binding_json(
 
 /// Every binding of a vhost, default-exchange ones first.
 pub fn vhost_bindings(v: &VHost) -> Vec<Value> {
-    let queues: Vec<String> = v
+    // Every queue has its default-exchange binding, a crashed one too
+    // (RabbitMQ lists the bindings of every queue record it holds).
+    let mut queues: Vec<String> = v
         .queue_refs()
         .iter()
         .map(|q| q.name().to_string())
         .collect();
+    queues.extend(
+        v.crashed_queues()
+            .into_iter()
+            .map(|c| c.spec.name.to_string()),
+    );
+    queues.sort();
     let mut out: Vec<Value> = queues
         .iter()
         .map(|q| {

@@ -212,6 +212,7 @@ pub async fn publish(
         body,
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
+        bcc: ferry_core::exchange::bcc_keys(props.headers().as_ref()),
     });
     let replies = ctx.replies.clone();
     let routed = tokio::task::spawn_blocking(move || -> ApiResult<bool> {

@@ -142,7 +142,7 @@ pub fn render(ctx: &Ctx) -> String {
     o.single(
         "ferry_queues_crashed",
         "gauge",
-        "Stored queues and streams whose log could not be opened (state crashed; not counted in ferry_queues).",
+        "Stored queues and streams whose log could not be opened or read (state crashed; not counted in ferry_queues).",
         crashed,
     );
     let h = ferry_core::metrics::FSYNC.snapshot();

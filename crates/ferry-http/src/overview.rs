@@ -70,6 +70,9 @@ fn totals(ctx: &Ctx, caller: &Caller) -> Totals {
     };
     for v in crate::common::visible_vhosts(ctx, caller) {
         t.exchanges += v.exchanges().len();
+        // RabbitMQ counts every queue record (`rabbit_amqqueue:list/1`),
+        // a crashed queue too; it has no stats, so no messages.
+        t.queues += v.crashed_queues().len();
         for q in crate::sources::of_vhost(&v) {
             t.ready += q.depth.ready;
             t.unacked += q.depth.unacked;

@@ -218,11 +218,15 @@ pub async fn bindings(
     Path((vhost, name)): Path<(String, String)>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    let (v, q) = sources::find(&ctx, &caller, &vhost, &name)?;
+    // A crashed queue keeps its bindings, and RabbitMQ lists them.
+    let v = common::vhost(&ctx, &caller, &vhost)?;
+    if v.crashed_queue(&name).is_none() {
+        sources::find(&ctx, &caller, &vhost, &name)?;
+    }
     let all = crate::bindings::vhost_bindings(&v);
     let mine = all
         .into_iter()
-        .filter(|b| b["destination_type"] == "queue" && b["destination"] == **q.name())
+        .filter(|b| b["destination_type"] == "queue" && b["destination"] == *name)
         .collect();
     Ok(Json(p.apply(mine)?))
 }

@@ -94,8 +94,9 @@ impl PropertyCodec for AmqpPropertyCodec {
 
 /// The properties without the `BCC` header, if they have one: what RabbitMQ
 /// stores and delivers of a message published with BCC (its
-/// `strip_header`: the header table stays, possibly empty). BCC keys route
-/// the publish and then leave no trace (not even in x-death).
+/// `strip_header`: the header table stays, possibly empty). The BCC keys
+/// route the publish and stay with the message (`Message::bcc`), not in
+/// its headers (nor in x-death).
 #[must_use]
 pub fn without_bcc(props: &BasicProperties) -> Option<BasicProperties> {
     let h = props.headers().as_ref()?;

@@ -153,6 +153,13 @@ async fn set_list_clear_policies_and_their_effect() {
     assert!(e.contains(r#"<<"x">> is not a valid message TTL"#), "{e}");
     // Not JSON: a usage error, nothing sent.
     run(&url, &["set", "policy", &pol, ".*", "{nope"], 2);
+    // A dead-letter key no record can hold (Ferry refuses; RabbitMQ 3.10 accepts).
+    let long = serde_json::json!({ "dead-letter-routing-key": "é".repeat(150) }).to_string();
+    let (_, e) = run(&url, &["set", "policy", &pol, "^never$", &long], 1);
+    assert!(
+        e.contains("dead-letter-routing-key should be less than 255 bytes, actually was 300"),
+        "{e}"
+    );
 
     let op = unique("ctl-op");
     run(

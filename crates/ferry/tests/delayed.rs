@@ -239,3 +239,77 @@ async fn mandatory_holds_are_not_returned_and_bad_declares_are_refused() {
         "{text}"
     );
 }
+
+fn bcc(keys: &[&str]) -> AMQPValue {
+    AMQPValue::FieldArray(keys.iter().map(|k| s(k)).collect::<Vec<_>>().into())
+}
+
+/// The BCC keys stay with a held message, in its stored record: after a
+/// restart the release routes it by them too (RabbitMQ's delayed-message
+/// plugin keeps the whole message record, `routing_keys` with the BCC keys,
+/// and routes it by them on release), and the BCC header is gone. A dead
+/// letter without a dead-letter routing key is routed by them after a
+/// restart as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bcc_keys_survive_a_restart_for_releases_and_dead_letters() {
+    let Some(mut broker) = Broker::start_owned("bcc_keys_survive_a_restart").await else {
+        return;
+    };
+    let (x, by_bcc, src, dlx, dead) = (
+        unique("dx"),
+        unique("by-bcc"),
+        unique("src"),
+        unique("dlx"),
+        unique("dead"),
+    );
+    {
+        let conn = connect(&broker.amqp_url()).await;
+        let ch = confirm_channel(&conn).await;
+        declare_delayed(&ch, &x, "direct").await.expect("declare");
+        declare_durable(&ch, &by_bcc, FieldTable::default()).await;
+        bind(&ch, &by_bcc, &x, "hidden", FieldTable::default()).await;
+        ch.exchange_declare(
+            dlx.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare dlx");
+        declare_durable(&ch, &dead, FieldTable::default()).await;
+        bind(&ch, &dead, &dlx, "hidden", FieldTable::default()).await;
+        declare_durable(&ch, &src, table(&[("x-dead-letter-exchange", s(&dlx))])).await;
+        let mut h = FieldTable::default();
+        h.insert("x-delay".into(), AMQPValue::LongLongInt(1500));
+        h.insert("BCC".into(), bcc(&["hidden"]));
+        let props = BasicProperties::default().with_delivery_mode(2);
+        publish_props(&ch, &x, "k", b"held", props.clone().with_headers(h)).await;
+        let mut h = FieldTable::default();
+        h.insert("BCC".into(), bcc(&["hidden"]));
+        publish_props(&ch, "", &src, b"doomed", props.with_headers(h)).await;
+        settle(&ch).await;
+    }
+    broker.restart().await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut released = consume(&ch, &by_bcc, BasicConsumeOptions::default()).await;
+    let d = recv_one(&mut released, STEP + Duration::from_millis(1500)).await;
+    assert_eq!((body_str(&d), d.routing_key.as_str()), ("held".into(), "k"));
+    assert!(header(&d, "BCC").is_none(), "BCC stays stripped");
+    let got = ch
+        .basic_get(src.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("the doomed message survived the restart");
+    got.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    let mut dead_c = consume(&ch, &dead, BasicConsumeOptions::default()).await;
+    let d = recv_one(&mut dead_c, STEP).await;
+    assert_eq!(body_str(&d), "doomed");
+    assert!(header(&d, "BCC").is_none());
+}

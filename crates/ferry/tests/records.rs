@@ -375,6 +375,15 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
         dirs.push(new[0].clone());
     }
     declare_durable(&ch, "good", FieldTable::default()).await;
+    ch.queue_bind(
+        "bad".into(),
+        "amq.fanout".into(),
+        "f".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     for q in ["bad", "bad-stream", "good"] {
         ch.basic_publish(
             "".into(),
@@ -464,6 +473,30 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
     );
     let (status, one) = api.req("GET", "/api/queues/%2F/bad", None);
     assert_eq!((status, one["state"].as_str()), (200, Some("crashed")));
+    // Its bindings are kept and listed, as RabbitMQ lists them.
+    let (status, b) = api.req("GET", "/api/queues/%2F/bad/bindings", None);
+    let keys: Vec<(&str, &str)> = b
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let f = |k: &str| x[k].as_str().unwrap_or_default();
+                    (f("source"), f("routing_key"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        (status, keys),
+        (200, vec![("", "bad"), ("amq.fanout", "f")]),
+        "{b}"
+    );
+    assert_eq!(api.req("GET", "/api/queues/%2F/nope/bindings", None).0, 404);
+    // The overview counts crashed queues as objects (RabbitMQ counts queue records), their
+    // messages not at all (no stats; good's message was taken above).
+    let (_, o) = api.req("GET", "/api/overview", None);
+    assert_eq!(o["object_totals"]["queues"], 3, "{o}");
+    assert_eq!(o["queue_totals"]["messages"], 0, "{o}");
     let metrics = Http::new(&broker.endpoint("metrics").expect("metrics="));
     let text = metrics.text("/metrics");
     assert!(
@@ -495,4 +528,125 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
         before,
         "nothing crashed at the next start"
     );
+}
+
+/// A valid stream record (tag, timestamp, persistent, no exchange, key "k", empty properties)
+/// with `body`.
+fn good_stream_record(body: &[u8]) -> Vec<u8> {
+    let mut r = vec![b'S'];
+    r.extend_from_slice(&1_700_000_000_001u64.to_le_bytes());
+    r.extend_from_slice(&[1, 0, 1, b'k', 2, 0, 0, 0, 0, 0]);
+    r.extend_from_slice(body);
+    r
+}
+
+/// Polls `f` until it holds (the crash is reported from a thread of its own).
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {STEP:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A stream whose log has an undecodable record in the middle (valid CRC, good records on
+/// both sides) opens, serves the records before it, and when a consumer reaches it the stream
+/// becomes `crashed`: the consumer gets basic.cancel (consumer_cancel_notify, as for a deleted
+/// queue), the bad record and those after it are never delivered, one ERROR is logged, the
+/// API and metrics report it, and deleting it recovers.
+#[tokio::test]
+async fn a_corrupt_record_inside_a_stream_crashes_it_at_runtime() {
+    let Some(mut broker) = Broker::start_owned("a_corrupt_record_inside_a_stream").await else {
+        return;
+    };
+    let data = broker.data_dir().to_path_buf();
+    let (conn, ch) = connect_channel(&broker.amqp_url()).await;
+    ch.confirm_select(Default::default()).await.unwrap();
+    let stream = table(&[("x-queue-type", s("stream"))]);
+    ch.queue_declare("mid".into(), durable(), stream.clone())
+        .await
+        .unwrap();
+    let dirs = storage_dirs(&data);
+    assert_eq!(dirs.len(), 1);
+    ch.basic_publish(
+        "".into(),
+        "mid".into(),
+        BasicPublishOptions::default(),
+        b"before",
+        persistent(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    drop(conn);
+    assert!(broker.terminate().await.success());
+    append_record(&dirs[0], &bad_stream_record());
+    append_record(&dirs[0], &good_stream_record(b"after"));
+
+    broker.start_again().await;
+    let crashes = |b: &Broker| {
+        b.stderr()
+            .lines()
+            .filter(|l| l.contains("ERROR") && l.contains("queue crashed"))
+            .count()
+    };
+    assert_eq!(
+        crashes(&broker),
+        0,
+        "the stream opens: its last record is good"
+    );
+    let (conn, ch) = connect_channel(&broker.amqp_url()).await;
+    ch.basic_qos(10, Default::default()).await.unwrap();
+    let mut c = ch
+        .basic_consume(
+            "mid".into(),
+            "c1".into(),
+            Default::default(),
+            table(&[("x-stream-offset", s("first"))]),
+        )
+        .await
+        .unwrap();
+    let d = recv_one(&mut c, STEP).await;
+    assert_eq!(body_str(&d), "before");
+    d.ack(Default::default()).await.unwrap();
+    expect_consumer_end(&mut c, STEP).await;
+
+    let api = Http::new(&broker.endpoint("http").expect("READY line has http="));
+    until("state crashed", || {
+        api.req("GET", "/api/queues/%2F/mid", None).1["state"] == "crashed"
+    })
+    .await;
+    let metrics = Http::new(&broker.endpoint("metrics").expect("metrics="));
+    assert!(metrics
+        .text("/metrics")
+        .lines()
+        .any(|l| l == "ferry_queues_crashed 1"));
+    // A new consumer gets RabbitMQ's 404; the channel still serves other queues.
+    let c2 = conn.create_channel().await.unwrap();
+    c2.basic_qos(10, Default::default()).await.unwrap();
+    let res = c2
+        .basic_consume(
+            "mid".into(),
+            "c2".into(),
+            Default::default(),
+            table(&[("x-stream-offset", s("first"))]),
+        )
+        .await;
+    assert_eq!(
+        expect_amqp_err(res, "consume of a crashed stream"),
+        (
+            404,
+            "NOT_FOUND - queue 'mid' in vhost '/' has crashed and failed to restart".into()
+        )
+    );
+    assert_eq!(crashes(&broker), 1, "one ERROR line:\n{}", broker.stderr());
+    assert!(!broker.stderr().contains("stream read failed"));
+
+    assert_eq!(api.req("DELETE", "/api/queues/%2F/mid", None).0, 204);
+    assert!(!dirs[0].exists(), "crashed data removed");
+    ch.queue_declare("mid".into(), durable(), stream)
+        .await
+        .unwrap();
+    drop(conn);
 }

@@ -53,6 +53,7 @@ pub use exchange::Exchange;
 pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XMatch};
 pub use kind::{ExchangeKind, UnknownExchangeType};
 pub use router::{
-    route_all, route_all_keys, route_all_message, sender_selected_keys, InvalidRoutingHeader,
+    bcc_keys, route_all, route_all_keys, route_all_message, sender_selected_keys,
+    InvalidRoutingHeader,
 };
 pub use topic::{topic_matches, TopicTrie};

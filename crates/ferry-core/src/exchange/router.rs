@@ -218,6 +218,23 @@ pub fn sender_selected_keys(
     Ok(keys)
 }
 
+/// The keys of the `BCC` header alone (its UTF-8 long strings), kept with
+/// the stored message ([`Message::bcc`](crate::Message::bcc)) once the
+/// header is stripped. Empty without a `BCC` array.
+pub fn bcc_keys(headers: Option<&FieldTable>) -> Vec<Arc<str>> {
+    match headers.and_then(|h| h.inner().get("BCC")) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(Arc::from),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;

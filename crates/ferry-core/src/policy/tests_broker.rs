@@ -144,3 +144,67 @@ fn policies_survive_a_restart_and_apply_at_recovery() {
         Err(crate::broker::PolicyChangeError::NoVhost(_))
     ));
 }
+
+/// A dead-letter routing key longer than a short string can only come from
+/// a policy stored before such policies were refused (here put without
+/// validation): the dead letter is dropped, never stored (durable or not),
+/// and the broker reopens. A 255-byte key goes through.
+#[test]
+fn an_over_long_dead_letter_key_from_a_stored_policy_drops_the_letter() {
+    use crate::exchange::Destination;
+    use crate::queue::dead_letter::{HeaderEdit, PropertyCodec};
+    let io = SimIo::new();
+    let clock = ManualClock::new(T0);
+    let props = crate::test_support::JsonCodec
+        .write(&[], &HeaderEdit::default())
+        .unwrap();
+    for (len, stored) in [(255, 1), (256, 0)] {
+        let b = broker(&io, &clock);
+        let v = b.vhost("/").unwrap();
+        for (t, durable) in [("t-durable", true), ("t-transient", false)] {
+            v.declare_queue(spec(t, durable, FieldTable::default()), false, 1)
+                .unwrap();
+            v.binding(
+                true,
+                "amq.fanout",
+                Destination::queue(t),
+                "",
+                FieldTable::default(),
+                1,
+            )
+            .unwrap();
+        }
+        v.declare_queue(spec("src", true, FieldTable::default()), false, 1)
+            .unwrap();
+        let def = super::PolicyDef {
+            vhost: "/".into(),
+            name: "dl".into(),
+            pattern: "^src$".into(),
+            apply_to: "queues".into(),
+            definition: json!({"max-length": 1, "dead-letter-exchange": "amq.fanout",
+                               "dead-letter-routing-key": "k".repeat(len)})
+            .as_object()
+            .cloned()
+            .unwrap(),
+            priority: 0.into(),
+        };
+        b.put_policy_def(PolicyKind::Policy, def).unwrap();
+        let src = v.queue_for("src", 1).unwrap();
+        for body in ["old", "new"] {
+            let m = crate::Message {
+                properties: props.clone(),
+                ..message(body, true)
+            };
+            src.publish(&Arc::new(m), None).unwrap();
+        }
+        for t in ["t-durable", "t-transient"] {
+            assert_eq!(ready(&b, t), stored, "{t} with a {len}-byte key");
+        }
+        b.delete_policy(PolicyKind::Policy, "/", "dl").unwrap();
+        for q in ["src", "t-durable", "t-transient"] {
+            v.delete_queue(q, false, false, 1).unwrap();
+        }
+        b.shutdown();
+    }
+    assert!(broker(&io, &clock).vhost("/").is_ok(), "reopens");
+}

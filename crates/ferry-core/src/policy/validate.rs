@@ -53,10 +53,20 @@ fn check_key(kind: PolicyKind, key: &str, v: &Value) -> Option<Result<(), String
     if kind == PolicyKind::Operator && !operator_ok {
         return None;
     }
+    // Ferry refuses names a message record cannot hold (RabbitMQ 3.10
+    // accepts them; see `crate::limits`).
+    let short = |what: &str| match v {
+        Value::String(s) if s.len() > crate::limits::SHORT_MAX => Err(format!(
+            "{key} should be less than {} bytes, actually was {}",
+            crate::limits::SHORT_MAX,
+            s.len()
+        )),
+        _ => string(what),
+    };
     Some(match key {
-        "alternate-exchange" => string("alternate exchange name"),
-        "dead-letter-exchange" => string("dead letter exchange name"),
-        "dead-letter-routing-key" => string("dead letter routing key"),
+        "alternate-exchange" => short("alternate exchange name"),
+        "dead-letter-exchange" => short("dead letter exchange name"),
+        "dead-letter-routing-key" => short("dead letter routing key"),
         "message-ttl" => int_min(0, "message TTL"),
         "expires" => int_min(1, "queue expiry"),
         "max-length" => int_min(0, "maximum length"),
@@ -329,6 +339,26 @@ mod tests {
 
     fn failed(msg: &str) -> String {
         format!("Validation failed\n\n{msg}\n")
+    }
+
+    // RabbitMQ 3.10 accepts these; Ferry refuses what a record cannot hold.
+    #[test]
+    fn names_longer_than_a_short_string_are_refused() {
+        let p = PolicyKind::Policy;
+        for key in [
+            "dead-letter-exchange",
+            "dead-letter-routing-key",
+            "alternate-exchange",
+        ] {
+            let body = |v: String| json!({"pattern": "^a", "definition": {key: v}});
+            assert_eq!(
+                err(p, body("é".repeat(128))),
+                failed(&format!(
+                    "{key} should be less than 255 bytes, actually was 256"
+                ))
+            );
+            assert!(validate(p, "/", "p", &body("k".repeat(255))).is_ok());
+        }
     }
 
     // Texts as RabbitMQ 3.10.8 answered them (before HTML escaping).

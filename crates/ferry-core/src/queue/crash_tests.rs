@@ -100,6 +100,7 @@ fn msg(seq: u64, persistent: bool) -> Arc<Message> {
         body: Bytes::from(body(seq)),
         persistent,
         expiration_ms: None,
+        bcc: Vec::new(),
     })
 }
 

@@ -76,6 +76,11 @@ pub struct DeadLetter {
 pub trait DeadLetterRouter: Send + Sync + std::fmt::Debug {
     /// Routes each letter to its exchange. Called without any queue lock.
     fn dead_letter(&self, letters: Vec<DeadLetter>);
+
+    /// A running stream read a record that does not decode and stopped
+    /// (`reason`): its vhost reports it as crashed. Called without any
+    /// lock, from a thread of its own.
+    fn stream_crashed(&self, _name: &str, _reason: String) {}
 }
 
 /// The two properties dead-lettering changes.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 fn msg(body: &str, expiration_ms: Option<u64>) -> Arc<Message> {
     Arc::new(Message {
         expiration_ms,
+        bcc: Vec::new(),
         ..message(body, true)
     })
 }
@@ -383,6 +384,7 @@ impl World {
             body: Bytes::from_static(b"body"),
             persistent: false,
             expiration_ms: expiration,
+            bcc: Vec::new(),
         });
         let mut qs = Vec::new();
         self.vhost.route(exchange, &m, None, &mut qs).unwrap();

@@ -1,7 +1,7 @@
 //! The queue's command log records: the only way the queue state changes.
 //!
 //! ```text
-//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | [priority u8] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
+//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | [priority u8] | [not_before u64 LE] | [bcc] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
 //! Settle   | 0x02 | count u32 LE | count × id u64 LE |
 //! Requeue  | 0x03 | count u32 LE | count × id u64 LE |
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
@@ -11,6 +11,9 @@
 //!        bit 1 = expires_at present (ms since the Unix epoch)
 //!        bit 2 = priority present (priority queues: the level it joined)
 //!        bit 3 = not_before present (held until then: delayed exchanges)
+//!        bit 4 = bcc present: count u32 LE | count × (len u32 LE | key)
+//!                (the BCC keys the message was published with; records
+//!                written before it have the bit clear and decode with none)
 //! reason: 1 = expired, 2 = maxlen, 3 = rejected, 4 = delivery_limit
 //! ```
 //! A message's id is the log index of its Enqueue record. The format is
@@ -32,6 +35,7 @@ const FLAG_PERSISTENT: u8 = 1;
 const FLAG_EXPIRES: u8 = 2;
 const FLAG_PRIORITY: u8 = 4;
 const FLAG_NOT_BEFORE: u8 = 8;
+const FLAG_BCC: u8 = 16;
 
 /// A decoded command record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +110,13 @@ pub fn encode_enqueue_held(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     check_fields(msg)?;
-    let props_len = u32::try_from(msg.properties.len())
-        .map_err(|_| CoreError::request(ErrorKind::PreconditionFailed, "properties too large"))?;
+    let too_large =
+        |what: &str| CoreError::request(ErrorKind::PreconditionFailed, format!("{what} too large"));
+    let props_len = u32::try_from(msg.properties.len()).map_err(|_| too_large("properties"))?;
+    let bcc_count = u32::try_from(msg.bcc.len()).map_err(|_| too_large("BCC"))?;
+    if msg.bcc.iter().any(|k| u32::try_from(k.len()).is_err()) {
+        return Err(too_large("BCC key"));
+    }
     out.reserve(msg.weight());
     out.put_u8(TAG_ENQUEUE);
     let mut flags = if msg.persistent { FLAG_PERSISTENT } else { 0 };
@@ -120,6 +129,9 @@ pub fn encode_enqueue_held(
     if not_before.is_some() {
         flags |= FLAG_NOT_BEFORE;
     }
+    if !msg.bcc.is_empty() {
+        flags |= FLAG_BCC;
+    }
     out.put_u8(flags);
     if let Some(at) = expires_at {
         out.put_u64_le(at);
@@ -129,6 +141,14 @@ pub fn encode_enqueue_held(
     }
     if let Some(at) = not_before {
         out.put_u64_le(at);
+    }
+    if !msg.bcc.is_empty() {
+        out.put_u32_le(bcc_count);
+        for k in &msg.bcc {
+            // Checked above: every length fits a u32.
+            out.put_u32_le(k.len() as u32);
+            out.extend_from_slice(k.as_bytes());
+        }
     }
     put_short(out, &msg.exchange);
     put_short(out, &msg.routing_key);
@@ -202,6 +222,31 @@ fn take_short(buf: &mut Bytes) -> Result<Arc<str>> {
         .map_err(|_| corrupt("short string utf-8"))
 }
 
+fn take_bcc(buf: &mut Bytes) -> Result<Vec<Arc<str>>> {
+    if buf.remaining() < 4 {
+        return Err(corrupt("bcc count"));
+    }
+    let n = buf.get_u32_le() as usize;
+    // Each key takes at least its 4-byte length: a bound before allocating.
+    if buf.remaining() < n.saturating_mul(4) {
+        return Err(corrupt("bcc count"));
+    }
+    let mut keys = Vec::with_capacity(n);
+    for _ in 0..n {
+        if buf.remaining() < 4 {
+            return Err(corrupt("bcc key length"));
+        }
+        let len = buf.get_u32_le() as usize;
+        if buf.remaining() < len {
+            return Err(corrupt("bcc key"));
+        }
+        let k = buf.split_to(len);
+        let k = std::str::from_utf8(&k).map_err(|_| corrupt("bcc key utf-8"))?;
+        keys.push(Arc::from(k));
+    }
+    Ok(keys)
+}
+
 fn take_ids(buf: &mut Bytes) -> Result<Vec<u64>> {
     if buf.remaining() < 4 {
         return Err(corrupt("id count"));
@@ -248,6 +293,11 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
             } else {
                 None
             };
+            let bcc = if flags & FLAG_BCC != 0 {
+                take_bcc(&mut payload)?
+            } else {
+                Vec::new()
+            };
             let exchange = take_short(&mut payload)?;
             let routing_key = take_short(&mut payload)?;
             if payload.remaining() < 4 {
@@ -266,6 +316,7 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
                     body: payload,
                     persistent: flags & FLAG_PERSISTENT != 0,
                     expiration_ms: None,
+                    bcc,
                 },
                 expires_at,
                 priority,
@@ -324,6 +375,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             persistent,
             expiration_ms: None,
+            bcc: Vec::new(),
         }
     }
 
@@ -359,6 +411,109 @@ mod tests {
         let mut out = Vec::new();
         assert!(encode_enqueue(&msg(true), Some(0x0102), Some(7), &mut out).is_ok());
         assert_eq!(&out[..12], &[TAG_ENQUEUE, 7, 2, 1, 0, 0, 0, 0, 0, 0, 7, 10]);
+    }
+
+    /// An Enqueue record as Ferry wrote it before the BCC field (flag bit
+    /// 4) existed: persistent, expiring at 0x0102, exchange "x", key "k",
+    /// properties [0x80, 0x00], body "hi". It must decode as it always did.
+    const V1_ENQUEUE: &[u8] = &[
+        TAG_ENQUEUE,
+        3,
+        2,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        b'x',
+        1,
+        b'k',
+        2,
+        0,
+        0,
+        0,
+        0x80,
+        0x00,
+        b'h',
+        b'i',
+    ];
+
+    #[test]
+    fn records_written_before_bcc_decode_without_it() {
+        let Ok(Record::Enqueue {
+            msg,
+            expires_at,
+            priority,
+            not_before,
+        }) = decode(Bytes::from_static(V1_ENQUEUE))
+        else {
+            panic!("v1 record does not decode");
+        };
+        assert_eq!(
+            (expires_at, priority, not_before),
+            (Some(0x0102), None, None)
+        );
+        assert_eq!((&*msg.exchange, &*msg.routing_key), ("x", "k"));
+        assert_eq!(
+            (&msg.properties[..], &msg.body[..]),
+            (&[0x80, 0][..], &b"hi"[..])
+        );
+        assert!(msg.persistent && msg.bcc.is_empty());
+        // Without BCC keys the encoder still writes exactly this layout.
+        let mut out = Vec::new();
+        assert!(encode_enqueue(&msg, Some(0x0102), None, &mut out).is_ok());
+        assert_eq!(out, V1_ENQUEUE);
+    }
+
+    #[test]
+    fn bcc_keys_round_trip_after_the_optional_fields() {
+        let mut m = msg(true);
+        m.bcc = vec![
+            Arc::from("b1"),
+            Arc::from(""),
+            Arc::from("é".repeat(200).as_str()),
+        ];
+        for not_before in [None, Some(5)] {
+            let mut out = Vec::new();
+            assert!(encode_enqueue_held(&m, Some(9), Some(1), not_before, &mut out).is_ok());
+            assert_eq!(
+                out[1],
+                FLAG_PERSISTENT
+                    | FLAG_EXPIRES
+                    | FLAG_PRIORITY
+                    | FLAG_BCC
+                    | if not_before.is_some() {
+                        FLAG_NOT_BEFORE
+                    } else {
+                        0
+                    }
+            );
+            let at = if not_before.is_some() { 19 } else { 11 };
+            assert_eq!(&out[at..at + 10], &[3, 0, 0, 0, 2, 0, 0, 0, b'b', b'1']);
+            assert_eq!(
+                decode(Bytes::from(out.clone())).ok(),
+                Some(Record::Enqueue {
+                    msg: m.clone(),
+                    expires_at: Some(9),
+                    priority: Some(1),
+                    not_before
+                })
+            );
+            // Every truncation inside the list is a decode error, not a panic.
+            for cut in at..at + 18 {
+                assert!(
+                    decode(Bytes::from(out[..cut].to_vec())).is_err(),
+                    "cut {cut}"
+                );
+            }
+        }
+        // A count no record could hold is refused before allocating.
+        let mut huge = vec![TAG_ENQUEUE, FLAG_BCC, 0xff, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(&[0; 8]);
+        assert!(decode(Bytes::from(huge)).is_err());
     }
 
     #[test]

@@ -306,6 +306,7 @@ impl World {
             body: Bytes::copy_from_slice(body.as_bytes()),
             persistent: true,
             expiration_ms: None,
+            bcc: Vec::new(),
         });
         let mut qs = Vec::new();
         self.vhost()

@@ -87,6 +87,7 @@ pub fn decode(payload: Bytes) -> Result<(u64, Message)> {
             body,
             persistent: flags & PERSISTENT != 0,
             expiration_ms: None,
+            bcc: Vec::new(),
         },
     ))
 }
@@ -105,6 +106,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             persistent: true,
             expiration_ms: None,
+            bcc: Vec::new(),
         };
         let mut buf = Vec::new();
         encode(&m, &m.properties, 1_700_000_000_123, &mut buf).unwrap();
@@ -128,6 +130,7 @@ mod tests {
             body: Bytes::from_static(b"x"),
             persistent: true,
             expiration_ms: None,
+            bcc: Vec::new(),
         };
         let mut buf = Vec::new();
         assert!(encode(&m, &[], 1, &mut buf).is_err());

@@ -80,6 +80,9 @@ pub(super) struct Inner {
     pub(super) retention_pending: bool,
     scratch: Vec<u8>,
     pub(super) deleted: bool,
+    /// Stopped on an unreadable record (`crash_locked`): deleted for
+    /// every use, but its files stay until the stream is deleted.
+    crashed: bool,
     /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
     /// policy's `max-age` / `max-length-bytes`, which win).
     pub(super) retention: StreamArgs,
@@ -165,6 +168,7 @@ impl Stream {
                 retention_pending: false,
                 scratch: Vec::new(),
                 deleted: false,
+                crashed: false,
                 retention: args,
             }),
             sync_lock: Mutex::new(()),
@@ -413,15 +417,68 @@ impl Stream {
     pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
         let first = inner.log.first_index();
         let committed = inner.committed;
+        let mut corrupt = None;
         for c in inner.consumers.iter_mut() {
             // Retention moved the start past it.
             c.next = c.next.max(first);
             if c.next >= committed {
                 continue;
             }
-            if let Err(e) = self.feed(&inner.log, committed, c) {
-                tracing::error!(stream = %self.spec.name, consumer = %c.tag, error = %e, "stream read failed");
+            match self.feed(&inner.log, committed, c) {
+                Ok(()) => {}
+                Err(e) if e.is_corruption() => {
+                    corrupt = Some((c.next, e));
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.spec.name, consumer = %c.tag, error = %e, "stream read failed");
+                }
             }
+        }
+        if let Some((offset, e)) = corrupt {
+            self.crash_locked(inner, offset, &e);
+        }
+    }
+
+    /// A record that does not decode (or fails its checksum) at `offset`:
+    /// corrupt data is never served, so the stream stops as if deleted
+    /// (consumers cancelled, publishes refused), keeps its files, and its
+    /// vhost reports it as crashed (as at boot: `vhost/crashed.rs`). Logged
+    /// at ERROR once.
+    fn crash_locked(&self, inner: &mut Inner, offset: u64, e: &CoreError) {
+        if inner.deleted {
+            return;
+        }
+        tracing::error!(
+            vhost = %self.vhost,
+            queue = %self.spec.name,
+            offset,
+            error = %e,
+            "queue crashed: a stream record cannot be read; the stream is unavailable \
+             (state 'crashed') until it is deleted, the rest of the broker runs"
+        );
+        inner.deleted = true;
+        inner.crashed = true;
+        let consumers = std::mem::take(&mut inner.consumers);
+        let waiters: Vec<ConfirmToken> = inner.waiters.drain(..).map(|(_, t)| t).collect();
+        for c in consumers {
+            c.sink.cancelled(&c.tag);
+        }
+        for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
+        let Some(router) = self.env.dead_letters.clone() else {
+            return;
+        };
+        let (name, reason) = (self.spec.name.clone(), e.to_string());
+        // The vhost takes its own locks: not under this stream's.
+        let spawned = std::thread::Builder::new()
+            .name("ferry-stream-crash".into())
+            .spawn(move || {
+                if let Some(v) = router.upgrade() {
+                    v.stream_crashed(&name, reason);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(queue = %self.spec.name, error = %e, "cannot report the crashed stream");
         }
     }
 
@@ -485,10 +542,11 @@ impl Stream {
     pub fn delete(&self) -> Result<u32> {
         let (consumers, waiters) = {
             let mut g = self.inner.lock();
-            if g.deleted {
+            if g.deleted && !g.crashed {
                 return Ok(0);
             }
             g.deleted = true;
+            g.crashed = false;
             let consumers = std::mem::take(&mut g.consumers);
             let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
             (consumers, waiters)

@@ -4,11 +4,19 @@
 //! starts and serves. A failing disk (I/O errors, a failed fsync) still
 //! fails the boot: that is no single queue's problem.
 //!
+//! A running stream whose consumer reaches a record that does not decode
+//! (or fails its checksum) in the middle of its log crashes the same way
+//! at once: its consumers are cancelled (basic.cancel with
+//! `consumer_cancel_notify`, as for a deleted queue), the corrupt record is
+//! never delivered, and it is reported as below.
+//!
 //! What a crashed queue does, as RabbitMQ 3.10 does for a queue whose
 //! process crashed and failed to restart:
-//! - the boot logs it at ERROR with the reason;
+//! - the boot (or the stream, when it finds the bad record) logs it at
+//!   ERROR with the reason, once;
 //! - the management API lists it with `"state": "crashed"`, the metrics
-//!   count it (`ferry_queues_crashed`);
+//!   count it (`ferry_queues_crashed`); the overview counts it among the
+//!   queues (`object_totals`), its bindings are listed;
 //! - queue.declare (passive or not), basic.consume, basic.get and
 //!   queue.purge answer 404 `NOT_FOUND - queue 'q' in vhost '/' has
 //!   crashed and failed to restart` (RabbitMQ's `absent(Q, crashed)`);
@@ -95,6 +103,24 @@ impl VHost {
         );
         let c = CrashedQueue::new(spec, e.to_string());
         self.crashed.write().insert(c.spec.name.clone(), c);
+    }
+
+    /// A running stream stopped on a record it cannot read
+    /// (`Stream::crash_locked` logged it): it leaves the running streams
+    /// and is kept as crashed, with its definition, bindings and files.
+    pub(super) fn stream_crashed_at_runtime(&self, name: &str, reason: String) {
+        let _defs = self.defs_lock.lock();
+        let s = {
+            let mut streams = self.streams.write();
+            match streams.get(name) {
+                Some(s) if s.is_deleted() => streams.remove(name),
+                _ => None,
+            }
+        };
+        if let Some(s) = s {
+            let c = CrashedQueue::new(s.spec().clone(), reason);
+            self.crashed.write().insert(c.spec.name.clone(), c);
+        }
     }
 
     /// queue.delete of a crashed queue (the caller holds `defs_lock`):

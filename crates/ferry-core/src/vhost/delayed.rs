@@ -60,10 +60,14 @@ impl VHost {
                 let queues = self.queues.read();
                 let mut out = Vec::new();
                 if exchanges.contains_key(exchange) {
-                    // Its publish key and CC keys (BCC went at the publish;
-                    // a stored header is an array, or the publish failed).
+                    // Its publish key, CC keys (a stored header is an
+                    // array, or the publish failed) and the BCC keys kept
+                    // with it: RabbitMQ's delayed-message plugin stores the
+                    // whole message record (its `routing_keys` hold all
+                    // three) and routes it by them on release.
                     let mut keys = vec![&*msg.routing_key];
                     keys.extend(sender_selected_keys(headers).unwrap_or_default());
+                    keys.extend(msg.bcc.iter().map(|k| &**k));
                     let routed = (keys.as_slice(), &msg.properties[..]);
                     self.route_through(&exchanges, &queues, exchange, routed, headers, &mut out);
                 }

@@ -214,7 +214,8 @@ impl VHost {
             .as_ref()
             .map(|h| h.inner().clone())
             .unwrap_or_default();
-        // The publish key, then CC and BCC: the message's routing keys.
+        // The publish key, then CC (BCC left the headers at the publish):
+        // the routing keys x-death records, as RabbitMQ's `header_routes`.
         let own_keys: Vec<String> = std::iter::once(dl.message.routing_key.to_string())
             .chain(
                 dead_letter::header_routes(&headers)
@@ -236,13 +237,27 @@ impl VHost {
                 },
             );
         }
-        let route_keys = match &dl.routing_key {
+        // Without a dead-letter routing key the letter goes by all the
+        // message's keys, its BCC keys too (RabbitMQ's `routing_keys`),
+        // and keeps them for a next death; x-death above leaves them out.
+        let (route_keys, bcc) = match &dl.routing_key {
             Some(rk) => {
                 headers.remove("CC");
-                vec![rk.to_string()]
+                (vec![rk.to_string()], Vec::new())
             }
-            None => own_keys,
+            None => {
+                let mut keys = own_keys;
+                keys.extend(dl.message.bcc.iter().map(|k| k.to_string()));
+                (keys, dl.message.bcc.clone())
+            }
         };
+        // A dead-letter routing key a record cannot hold (only from a policy
+        // stored before such keys were refused) drops the letter: records
+        // never truncate.
+        if let Err(e) = crate::limits::check_short("routing_key", &route_keys[0]) {
+            tracing::warn!(queue = %dl.queue, error = %e.to_string().trim_end(), "dead letter with an over-long routing key dropped");
+            return;
+        }
         let table = FieldTable::from(headers);
         let edit = HeaderEdit {
             headers: Some(table.clone()),
@@ -262,6 +277,7 @@ impl VHost {
             body: dl.message.body.clone(),
             persistent: dl.message.persistent,
             expiration_ms: None,
+            bcc,
         });
         let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
         let Some(targets) =
@@ -289,6 +305,10 @@ impl VHost {
 }
 
 impl DeadLetterRouter for VHost {
+    fn stream_crashed(&self, name: &str, reason: String) {
+        self.stream_crashed_at_runtime(name, reason);
+    }
+
     fn dead_letter(&self, letters: Vec<DeadLetter>) {
         let Some(codec) = self.env.codec.get().cloned() else {
             tracing::warn!(

@@ -288,14 +288,17 @@ impl Channel {
             body,
             persistent: *props.delivery_mode() == Some(2),
             expiration_ms,
+            bcc: Vec::new(),
         };
         let mut queues = Vec::new();
         // Routed by the headers as published (CC and BCC keys) ...
         ctx.vhost
             .route(&p.exchange, &msg, headers, &mut queues)
             .map_err(|e| AmqpError::from(e).on(60, 40))?;
-        // ... stored and delivered without BCC, as RabbitMQ strips it.
+        // ... stored and delivered without BCC, as RabbitMQ strips it (the
+        // keys stay with the message: a dead letter is routed by them).
         if let Some(props) = crate::properties::without_bcc(rewritten.as_ref().unwrap_or(&props)) {
+            msg.bcc = ferry_core::exchange::bcc_keys(headers);
             msg.properties = reply_to::encode(&props)?;
         } else if let Some(props) = &rewritten {
             msg.properties = reply_to::encode(props)?;

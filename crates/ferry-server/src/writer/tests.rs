@@ -30,6 +30,7 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
         body: Bytes::from(vec![7u8; 9000]),
         persistent: false,
         expiration_ms: None,
+        bcc: Vec::new(),
     });
     for item in [
         Outbound::Deliver {
