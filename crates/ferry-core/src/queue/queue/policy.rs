@@ -4,10 +4,12 @@
 //! `x-expires` countdown restarts, a new dead-letter target applies to
 //! the next dead letter). Deadlines already written into Enqueue records
 //! stay: a new message TTL applies to messages published from now on. A
-//! new `max-length-bytes` counts the bodies already queued (read back
-//! once if the queue did not count them).
+//! new `max-length-bytes` counts the bodies already queued, exactly: the
+//! in-memory and checked-out ones are read back once each, a spilled
+//! backlog is read sequentially once (see `Queue::spilled_body`).
 
 use super::*;
+use crate::queue::state::Spill;
 
 impl Queue {
     /// Whether the queue has arguments to act on (fast path for plain
@@ -21,6 +23,42 @@ impl Queue {
     #[inline]
     pub fn args(&self) -> Option<Arc<QueueArgs>> {
         self.args.get()
+    }
+
+    /// Reads the queue's state (tests).
+    #[cfg(test)]
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&crate::queue::state::QueueState) -> T) -> T {
+        f(&self.inner.lock().state)
+    }
+
+    /// The body bytes of a spilled range (records of other levels
+    /// skipped): one sequential read of every record in the range, so
+    /// costs I/O proportional to the backlog beyond the window. Runs once
+    /// per queue, when a policy first gives it `max-length-bytes`; policy
+    /// changes run on the blocking pool, never on an async worker.
+    fn spilled_body(&self, inner: &mut Inner, level: usize, sp: Spill) -> Result<u64> {
+        let levels = inner.state.levels();
+        let mut body = 0u64;
+        for item in inner.log.reader(sp.from) {
+            let (_, rec) = item?;
+            if rec.index >= sp.to {
+                break;
+            }
+            if let Record::Enqueue {
+                msg,
+                priority,
+                not_before: None,
+                ..
+            } = record::decode(rec.payload)?
+            {
+                let p = usize::from(priority.unwrap_or(0));
+                if levels > 1 && p.min(levels - 1) != level {
+                    continue;
+                }
+                body += u64::try_from(msg.body.len()).unwrap_or(u64::MAX);
+            }
+        }
+        Ok(body)
     }
 
     /// Acts on new effective arguments (see `policy::effective_queue_args`).
@@ -55,6 +93,15 @@ impl Queue {
                         Err(err) => tracing::warn!(
                             queue = %self.spec.name, error = %err,
                             "cannot read a message to count its bytes"
+                        ),
+                    }
+                }
+                for (level, sp) in inner.state.spilled_ranges() {
+                    match self.spilled_body(inner, level, sp) {
+                        Ok(body) => inner.state.note_spilled_body(level, body),
+                        Err(err) => tracing::warn!(
+                            queue = %self.spec.name, error = %err,
+                            "cannot read spilled messages to count their bytes"
                         ),
                     }
                 }
