@@ -13,16 +13,17 @@ use crate::queue::state::Spill;
 
 impl Queue {
     /// Whether the queue has arguments to act on (fast path for plain
-    /// queues: one atomic load).
+    /// queues: one atomic load, no lock).
     #[inline]
     pub(super) fn has_args(&self) -> bool {
-        self.args.is_set()
+        self.has_args.load(Ordering::Acquire)
     }
 
     /// The arguments acting now (declared ones combined with policies).
-    #[inline]
+    /// Takes the queue's lock: the queue's own code reads
+    /// `Inner::args` through the guard it holds instead.
     pub fn args(&self) -> Option<Arc<QueueArgs>> {
-        self.args.get()
+        self.inner.lock().args.clone()
     }
 
     /// Reads the queue's state (tests).
@@ -72,8 +73,7 @@ impl Queue {
             if g.deleted {
                 return;
             }
-            let current = self.args();
-            let unchanged = match current.as_deref() {
+            let unchanged = match g.args.as_deref() {
                 Some(c) => *c == next,
                 None => next.is_plain(),
             };
@@ -108,7 +108,8 @@ impl Queue {
             }
             let expires = next.expires;
             let next = (!next.is_plain()).then(|| Arc::new(next));
-            self.args.replace(next.clone());
+            self.has_args.store(next.is_some(), Ordering::Release);
+            inner.args = next.clone();
             match expires {
                 Some(ms) if inner.consumers.is_empty() => self.touch_slow(ms),
                 Some(_) => {}
