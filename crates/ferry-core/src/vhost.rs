@@ -10,8 +10,10 @@
 //! (`x-delayed-message`), `lifecycle` (vhost deletion), `equivalence`
 //! (redeclaration checks), `crashed` (queues whose log cannot be opened).
 //!
-//! Lock order: `defs_lock` → `exchanges` → `queues` → `streams` →
-//! `crashed` → a queue's lock.
+//! Lock order (callers may hold `Broker.access_write` → `policy_write`
+//! first): `defs_lock` → `exchanges` → `queues` → `storage` → `streams` →
+//! `crashed` → a queue's lock. `storage` is otherwise taken alone; the
+//! `policies` lock is a leaf (`set_policies` swaps it under `defs_lock`).
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};

@@ -287,9 +287,7 @@ pub async fn delete_vhost(
         return Err(ApiError::NotFound);
     }
     let b = ctx.broker.clone();
-    tokio::task::spawn_blocking(move || b.delete_vhost(&name))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    crate::common::blocking(move || b.delete_vhost(&name)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the resource handlers: request bodies, vhost lists,
-//! RabbitMQ's naming of the default exchange, status codes of PUT.
+//! RabbitMQ's naming of the default exchange, status codes of PUT, and
+//! [`blocking`] for broker calls that write files.
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -9,6 +10,18 @@ use ferry_core::VHost;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
+
+/// Runs a broker call that does file I/O (fsyncs, log reads) on tokio's
+/// blocking pool, never on an async worker. A panicked task is a 500.
+pub async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
 
 /// Parses a JSON body; an empty body is `{}`.
 pub fn body<T: DeserializeOwned>(raw: &[u8]) -> ApiResult<T> {

@@ -410,9 +410,7 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
 }
 
 async fn import_into(ctx: Ctx, raw: Bytes, fixed: Option<String>) -> ApiResult<StatusCode> {
-    tokio::task::spawn_blocking(move || import_document(&ctx.broker, &raw, fixed.as_deref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    crate::common::blocking(move || import_document(&ctx.broker, &raw, fixed.as_deref())).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,7 +17,8 @@
 //! Changing limits takes `administrator`; listing vhost limits shows the
 //! vhosts the caller can see, user limits are for administrators.
 //! Deliberate difference: DELETE for an unknown vhost or user is a 404
-//! (RabbitMQ answers 500).
+//! (RabbitMQ answers 500). Changes run on the blocking pool (they fsync
+//! the access file).
 
 use crate::auth::Caller;
 use crate::common;
@@ -30,6 +31,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use ferry_core::auth::limits::{validate, value_json, LimitScope};
+use ferry_core::ErrorKind;
 use serde_json::{json, Value};
 
 /// The routes of this module (merged into the API router).
@@ -97,20 +99,26 @@ async fn put_vhost_limit(
     Path((vhost, name)): Path<(String, String)>,
     raw: Bytes,
 ) -> Response {
-    let run = || -> ApiResult<Response> {
+    let run = async {
         caller.require_admin()?;
         if ctx.broker.vhost(&vhost).is_err() {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                json!("vhost_not_found"),
-            ));
+            return Ok(vhost_not_found());
         }
         let n = body_value(LimitScope::Vhost, &name, &raw)?;
-        ctx.broker.set_vhost_limit(&vhost, &name, n)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        let b = ctx.broker.clone();
+        match common::blocking(move || b.set_vhost_limit(&vhost, &name, n)).await? {
+            // Deleted since the check above.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(vhost_not_found()),
+            r => r
+                .map(|()| StatusCode::NO_CONTENT.into_response())
+                .map_err(ApiError::from),
+        }
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn vhost_not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", json!("vhost_not_found"))
 }
 
 /// DELETE /api/vhost-limits/{vhost}/{name}
@@ -120,7 +128,8 @@ async fn delete_vhost_limit(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ctx.broker.clear_vhost_limit(&vhost, &name)?;
+    let b = ctx.broker.clone();
+    common::blocking(move || b.clear_vhost_limit(&vhost, &name)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,7 +175,7 @@ async fn put_user_limit(
     Path((user, name)): Path<(String, String)>,
     raw: Bytes,
 ) -> Response {
-    let run = || -> ApiResult<Response> {
+    let run = async {
         caller.require_admin()?;
         let n = body_value(LimitScope::User, &name, &raw)?;
         if ctx.broker.users().get(&user).is_none() {
@@ -176,10 +185,11 @@ async fn put_user_limit(
                 json!(["no_such_user", user]),
             ));
         }
-        ctx.broker.set_user_limit(&user, &name, n)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        let b = ctx.broker.clone();
+        common::blocking(move || b.set_user_limit(&user, &name, n)).await??;
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// DELETE /api/user-limits/{user}/{name}
@@ -189,7 +199,8 @@ async fn delete_user_limit(
     Path((user, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ctx.broker.clear_user_limit(&user, &name)?;
+    let b = ctx.broker.clone();
+    common::blocking(move || b.clear_user_limit(&user, &name)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,7 +4,8 @@
 //! (operator policies: administrators), validation errors as RabbitMQ's
 //! 400 `Validation failed` texts (HTML-escaped for policies, as
 //! RabbitMQ's handler does), 201 on create and 204 on update. Also the
-//! policy fields of `/api/queues`.
+//! policy fields of `/api/queues`. Changes run on the blocking pool
+//! (they fsync the policy file and walk the vhost's queues).
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -211,40 +212,49 @@ fn change_error(kind: PolicyKind, e: PolicyChangeError) -> Response {
             .into_response()
         }
         PolicyChangeError::Core(e) => ApiError::from(e).into_response(),
-        _ => ApiError::Internal("policy change failed".into()).into_response(),
     }
 }
 
-fn put_one(
-    ctx: &Ctx,
+async fn put_one(
+    ctx: Ctx,
     caller: &Caller,
     kind: PolicyKind,
-    vhost: &str,
-    name: &str,
+    vhost: String,
+    name: String,
     raw: &[u8],
 ) -> Response {
-    if let Err(e) = require_maker(ctx, caller, kind, vhost) {
+    if let Err(e) = require_maker(&ctx, caller, kind, &vhost) {
         return e.into_response();
     }
     let body: Value = match crate::common::object(raw) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match ctx.broker.put_policy(kind, vhost, name, &body) {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => StatusCode::CREATED.into_response(),
-        Err(e) => change_error(kind, e),
+    let done = crate::common::blocking(move || ctx.broker.put_policy(kind, &vhost, &name, &body));
+    match done.await {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => StatusCode::CREATED.into_response(),
+        Ok(Err(e)) => change_error(kind, e),
+        Err(e) => e.into_response(),
     }
 }
 
-fn delete_one(ctx: &Ctx, caller: &Caller, kind: PolicyKind, vhost: &str, name: &str) -> Response {
-    if let Err(e) = require_maker(ctx, caller, kind, vhost) {
+async fn delete_one(
+    ctx: Ctx,
+    caller: &Caller,
+    kind: PolicyKind,
+    vhost: String,
+    name: String,
+) -> Response {
+    if let Err(e) = require_maker(&ctx, caller, kind, &vhost) {
         return e.into_response();
     }
-    match ctx.broker.delete_policy(kind, vhost, name) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(PolicyChangeError::NoVhost(_)) => ApiError::NotFound.into_response(),
-        Err(e) => change_error(kind, e),
+    let done = crate::common::blocking(move || ctx.broker.delete_policy(kind, &vhost, &name));
+    match done.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(PolicyChangeError::NoVhost(_))) => ApiError::NotFound.into_response(),
+        Ok(Err(e)) => change_error(kind, e),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -281,7 +291,7 @@ async fn put(
     Path((v, n)): Path<(String, String)>,
     raw: Bytes,
 ) -> Response {
-    put_one(&ctx, &c, PolicyKind::Policy, &v, &n, &raw)
+    put_one(ctx, &c, PolicyKind::Policy, v, n, &raw).await
 }
 
 async fn delete(
@@ -289,7 +299,7 @@ async fn delete(
     Extension(c): Ext,
     Path((v, n)): Path<(String, String)>,
 ) -> Response {
-    delete_one(&ctx, &c, PolicyKind::Policy, &v, &n)
+    delete_one(ctx, &c, PolicyKind::Policy, v, n).await
 }
 
 async fn op_list_all(
@@ -323,7 +333,7 @@ async fn op_put(
     Path((v, n)): Path<(String, String)>,
     raw: Bytes,
 ) -> Response {
-    put_one(&ctx, &c, PolicyKind::Operator, &v, &n, &raw)
+    put_one(ctx, &c, PolicyKind::Operator, v, n, &raw).await
 }
 
 async fn op_delete(
@@ -331,5 +341,5 @@ async fn op_delete(
     Extension(c): Ext,
     Path((v, n)): Path<(String, String)>,
 ) -> Response {
-    delete_one(&ctx, &c, PolicyKind::Operator, &v, &n)
+    delete_one(ctx, &c, PolicyKind::Operator, v, n).await
 }

@@ -27,16 +27,21 @@ fn check_name(scope: LimitScope, name: &str) -> Result<()> {
 }
 
 impl Broker {
+    fn existing_vhost(&self, vhost: &str) -> Result<std::sync::Arc<crate::VHost>> {
+        self.vhost(vhost)
+            .map_err(|_| not_found(format!("vhost {vhost} not found")))
+    }
+
     /// Sets a vhost limit (`max-connections`, `max-queues`; negative: no
     /// limit). `NotFound` for an unknown vhost.
     pub fn set_vhost_limit(&self, vhost: &str, name: &str, value: i64) -> Result<()> {
         check_name(LimitScope::Vhost, name)?;
-        let v = self
-            .vhost(vhost)
-            .map_err(|_| not_found(format!("vhost {vhost} not found")))?;
-        self.update_users(|u| {
+        // Checked under `access_write`, which `delete_vhost` holds while it
+        // removes the vhost and its limits: no limit outlives its vhost.
+        let v = self.update_users(|u| {
+            let v = self.existing_vhost(vhost)?;
             u.set_vhost_limit(vhost, name, value);
-            Ok(())
+            Ok(v)
         })?;
         v.set_max_queues(self.vhost_limit(vhost, "max-queues"));
         Ok(())
@@ -45,11 +50,10 @@ impl Broker {
     /// Clears a vhost limit (absent: nothing to do). `NotFound` for an
     /// unknown vhost.
     pub fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<()> {
-        let v = self
-            .vhost(vhost)
-            .map_err(|_| not_found(format!("vhost {vhost} not found")))?;
+        let v = self.existing_vhost(vhost)?;
         if self.vhost_limit(vhost, name).is_some() {
             self.update_users(|u| {
+                self.existing_vhost(vhost)?;
                 u.clear_vhost_limit(vhost, name);
                 Ok(())
             })?;

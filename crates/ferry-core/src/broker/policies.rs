@@ -6,9 +6,9 @@ use super::Broker;
 use crate::error::{CoreError, ErrorKind};
 use crate::policy::{store, Policy, PolicyDef, PolicyError, PolicyKind, PolicySet};
 
-/// Why a policy change failed.
+/// Why a policy change failed. Deliberately exhaustive: the HTTP layer
+/// maps every variant to its status (a new one must be mapped there).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PolicyChangeError {
     /// The vhost does not exist.
     #[error("vhost {0} not found")]
@@ -37,10 +37,13 @@ impl Broker {
         vhost: &str,
         f: impl FnOnce(&mut PolicySet) -> std::result::Result<T, PolicyChangeError>,
     ) -> std::result::Result<T, PolicyChangeError> {
+        let _w = self.policy_write.lock();
+        // Resolved under `policy_write`: `delete_vhost` removes the vhost
+        // before it takes the lock to forget its policies, so a change
+        // that still finds it here is forgotten after it, never orphaned.
         let v = self
             .vhost(vhost)
             .map_err(|_| PolicyChangeError::NoVhost(vhost.to_string()))?;
-        let _w = self.policy_write.lock();
         let mut next = self.policies.read().clone();
         let out = f(&mut next)?;
         store::save(self.env.io.as_ref(), &self.config.data_dir, &next)?;

@@ -22,6 +22,9 @@ pub(crate) mod store;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests_broker;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_races;
 pub mod validate;
 
 pub use apply::{effective_queue_args, effective_stream_args, policy_alternate_exchange};

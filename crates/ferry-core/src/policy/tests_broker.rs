@@ -208,3 +208,38 @@ fn an_over_long_dead_letter_key_from_a_stored_policy_drops_the_letter() {
     }
     assert!(broker(&io, &clock).vhost("/").is_ok(), "reopens");
 }
+
+#[test]
+fn a_byte_limit_counts_spilled_and_checked_out_messages_exactly() {
+    let io = SimIo::new();
+    let clock = ManualClock::new(T0);
+    let b = broker(&io, &clock);
+    let v = b.vhost("/").unwrap();
+    v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
+        .unwrap();
+    let q = v.queue_for("q", 1).unwrap();
+    // 9000 bodies of 10 bytes: past the 8192-message window, the rest
+    // stays in the log (spilled).
+    let n = crate::queue::state::WINDOW + 808;
+    for i in 0..n {
+        let m = message(&format!("{i:010}"), true);
+        q.publish(&Arc::new(m), None).unwrap();
+    }
+    assert!(q.with_state(|s| s.has_spill()), "some are spilled");
+    // Two checked out before the limit exists.
+    let held: Vec<u64> = (0..2)
+        .map(|_| q.get(false).unwrap().unwrap().0.msg_id)
+        .collect();
+    let body = json!({"pattern": "^q$", "definition": {"max-length-bytes": 50_000}});
+    b.put_policy(PolicyKind::Policy, "/", "bytes", &body)
+        .unwrap();
+    assert_eq!(ready(&b, "q"), 5_000, "(9000 - 2) * 10 bytes cut to 50000");
+    assert_eq!(q.with_state(|s| s.ready_body_bytes()), 50_000);
+    // The checked-out ones count when they come back.
+    q.requeue(&held).unwrap();
+    assert_eq!(q.with_state(|s| s.ready_body_bytes()), 50_020);
+    q.publish(&Arc::new(message("0123456789", true)), None)
+        .unwrap();
+    assert_eq!(ready(&b, "q"), 5_000, "50030 bytes: three heads go");
+    assert_eq!(q.with_state(|s| s.ready_body_bytes()), 50_000);
+}

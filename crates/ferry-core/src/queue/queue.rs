@@ -50,7 +50,7 @@ use ferry_log::{FileIo, Log, LogConfig};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// The declared shape of a queue (what queue.declare compares).
@@ -123,7 +123,6 @@ impl QueueEnv {
     }
 }
 
-mod args_cell;
 mod delayed;
 mod dispatch;
 mod features;
@@ -153,6 +152,9 @@ struct ConsumerEntry {
 
 #[derive(Debug)]
 struct Inner {
+    /// TTL, limits and dead-lettering; None for a plain queue. Replaced
+    /// when a policy changes (`policy.rs`); read through the guard.
+    args: Option<Arc<QueueArgs>>,
     state: QueueState,
     log: Log,
     consumers: Vec<ConsumerEntry>,
@@ -172,9 +174,9 @@ pub struct Queue {
     vhost: Arc<str>,
     dir: PathBuf,
     env: QueueEnv,
-    /// TTL, limits and dead-lettering; None for a plain queue. Changed
-    /// (with `inner` held) when a policy changes (`policy.rs`).
-    args: args_cell::ArgsCell,
+    /// Whether `Inner::args` is set: plain queues skip the argument
+    /// checks without the lock (written with `inner` held).
+    has_args: AtomicBool,
     /// Deadline of the head (`NEVER` if none): when the sweep must look.
     next_expiry: AtomicU64,
     /// When the queue expires unused (`x-expires`; `NEVER` while it has
@@ -263,10 +265,11 @@ impl Queue {
             vhost,
             dir,
             env,
-            args: args_cell::ArgsCell::new(args),
+            has_args: AtomicBool::new(args.is_some()),
             next_expiry: AtomicU64::new(head.unwrap_or(NEVER)),
             idle_deadline: AtomicU64::new(idle),
             inner: Mutex::new(Inner {
+                args,
                 state,
                 log,
                 consumers: Vec::new(),
@@ -488,7 +491,8 @@ impl Queue {
         }
         // A single-active-consumer queue refuses exclusive consumers
         // outright (RabbitMQ's exclusive_consume_unavailable).
-        if g.exclusive_consumer || (exclusive && (!g.consumers.is_empty() || self.single_active()))
+        if g.exclusive_consumer
+            || (exclusive && (!g.consumers.is_empty() || Self::single_active(&g)))
         {
             return Err(CoreError::request(
                 ErrorKind::AccessRefused,
@@ -510,7 +514,7 @@ impl Queue {
         // Kept sorted by priority, highest first, registration order
         // within one; a single-active-consumer queue keeps plain
         // registration order (its first consumer is the active one).
-        let at = if self.single_active() {
+        let at = if Self::single_active(&g) {
             g.consumers.len()
         } else {
             g.consumers.partition_point(|x| x.priority >= priority)
@@ -533,12 +537,12 @@ impl Queue {
         if g.consumers.len() != before {
             g.exclusive_consumer = false;
             if g.consumers.is_empty() {
-                self.touch_locked();
+                self.touch_locked(&g);
             }
         }
         let auto_deleted =
             before > 0 && g.consumers.is_empty() && self.spec.auto_delete && !g.deleted;
-        if was_active && self.single_active() && !g.consumers.is_empty() {
+        if was_active && Self::single_active(&g) && !g.consumers.is_empty() {
             // The next consumer in registration order takes over.
             let mut letters = Vec::new();
             self.dispatch_locked(&mut g, &mut letters, None);
@@ -621,12 +625,12 @@ impl Queue {
                 return Ok(());
             }
             let inner = &mut *g;
-            let limit = self.args().as_deref().and_then(|a| a.delivery_limit);
+            let limit = inner.args.as_deref().and_then(|a| a.delivery_limit);
             if let (true, Some(limit)) = (requeue, limit) {
                 // Those past the limit leave here; `requeue` skips them.
                 self.over_delivery_limit(inner, limit, ids, &mut letters)?;
             }
-            let retry = self.args().as_deref().and_then(|a| a.retry);
+            let retry = inner.args.as_deref().and_then(|a| a.retry);
             if let (true, Some(policy)) = (requeue, retry) {
                 self.retry_later(inner, &policy, ids)?;
                 self.dispatch_locked(inner, &mut letters, None);

@@ -242,10 +242,11 @@ impl QueueState {
     }
 
     /// Starts counting body bytes (a policy set `max-length-bytes` on a
-    /// running queue). Returns the ready messages in memory, which the
-    /// queue sizes with [`QueueState::note_body`]; spilled ones are sized
-    /// as they are loaded back, new ones as they arrive. Nothing if bodies
-    /// were counted already.
+    /// running queue). Returns the messages held in memory (ready and
+    /// checked out), which the queue sizes with [`QueueState::note_body`],
+    /// and the queue sizes each spilled range (see
+    /// [`QueueState::spilled_ranges`]); new ones are sized as they arrive.
+    /// Nothing if bodies were counted already.
     pub fn track_bodies(&mut self) -> Vec<Entry> {
         if self.track_body {
             return Vec::new();
@@ -254,22 +255,47 @@ impl QueueState {
         self.levels
             .iter()
             .flat_map(|l| l.ready.iter().cloned())
+            .chain(self.unacked.values().cloned())
             .collect()
     }
 
-    /// Records the body size of a ready in-memory message that was not
-    /// counted (see [`QueueState::track_bodies`]).
+    /// Records the body size of an in-memory message (ready or checked
+    /// out) that was not counted (see [`QueueState::track_bodies`]); a
+    /// checked-out one counts once it is requeued.
     pub fn note_body(&mut self, id: u64, body: u32) {
         if !self.track_body {
             return;
         }
+        let unacked = self.unacked.contains_key(&id);
         let m = self.meta.entry(id).or_insert(Meta {
             deadline: NEVER,
             body: 0,
         });
         if m.body == 0 {
             m.body = body;
-            self.ready_body += u64::from(body);
+            if !unacked {
+                self.ready_body += u64::from(body);
+            }
+        }
+    }
+
+    /// Every level's spilled range, by level index.
+    pub fn spilled_ranges(&self) -> Vec<(usize, Spill)> {
+        let ranges = self.levels.iter().enumerate();
+        ranges
+            .filter_map(|(i, l)| l.spill.map(|s| (i, s)))
+            .collect()
+    }
+
+    /// Sets the body bytes of level `level`'s spilled range, as read back
+    /// from its records when tracking started.
+    pub fn note_spilled_body(&mut self, level: usize, body: u64) {
+        if !self.track_body {
+            return;
+        }
+        if let Some(sp) = self.levels.get_mut(level).and_then(|l| l.spill.as_mut()) {
+            self.spilled.body = self.spilled.body.saturating_sub(sp.body) + body;
+            sp.body = body;
         }
     }
 

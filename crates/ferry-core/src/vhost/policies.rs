@@ -62,8 +62,15 @@ impl VHost {
     }
 
     /// Replaces the vhost's policies and applies them to every queue and
-    /// exchange (the broker persisted them first).
+    /// exchange (the broker persisted them first, holding
+    /// `Broker.policy_write`). Holds `defs_lock` across the swap and the
+    /// walk, so a concurrent declare (which computes its effective
+    /// arguments under `defs_lock`) either comes first and is walked, or
+    /// comes after and sees the new policies. Blocking: a new
+    /// `max-length-bytes` reads message records (see
+    /// `Queue::apply_arguments`); callers run off the async workers.
     pub fn set_policies(&self, p: Arc<VhostPolicies>) {
+        let _d = self.defs_lock.lock();
         *self.policies.write() = p;
         {
             let mut exchanges = self.exchanges.write();

@@ -10,8 +10,8 @@ impl Queue {
     /// Until when this queue holds `msg`: None unless it is a delayed
     /// exchange's hidden queue, where it is now plus the message's
     /// `x-delay` (read once here; the time goes into the Enqueue record).
-    pub(super) fn hold_until(&self, msg: &Message) -> Option<u64> {
-        if !self.args().as_deref().is_some_and(|a| a.hold) {
+    pub(super) fn hold_until(&self, inner: &Inner, msg: &Message) -> Option<u64> {
+        if !inner.args.as_deref().is_some_and(|a| a.hold) {
             return None;
         }
         let delay = self
@@ -90,7 +90,7 @@ impl Queue {
         Ok(Some(Delivery {
             queue: self.spec.name.clone(),
             msg_id: head.id,
-            message: self.delivered_message(message, head.delivery_count),
+            message: self.delivered_message(inner.args.as_deref(), message, head.delivery_count),
             redelivered: head.redelivered(),
             delivery_count: u32::from(head.delivery_count),
         }))

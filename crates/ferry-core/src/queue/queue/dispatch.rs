@@ -144,7 +144,11 @@ impl Queue {
             let delivery = Delivery {
                 queue: self.spec.name.clone(),
                 msg_id: entry.id,
-                message: self.delivered_message(message, entry.delivery_count),
+                message: self.delivered_message(
+                    inner.args.as_deref(),
+                    message,
+                    entry.delivery_count,
+                ),
                 redelivered: entry.redelivered(),
                 delivery_count: u32::from(entry.delivery_count),
             };
@@ -169,7 +173,7 @@ impl Queue {
     /// (round-robin among equals), then the next priority down.
     fn pick_consumer(&self, inner: &mut Inner) -> Option<usize> {
         let cs = &inner.consumers;
-        if self.single_active() {
+        if Self::single_active(inner) {
             return cs.first().filter(|c| c.sink.reserve()).map(|_| 0);
         }
         let n = cs.len();
@@ -262,7 +266,7 @@ impl Queue {
         }
         let inner = &mut *g;
         if inner.consumers.is_empty() {
-            self.touch_locked();
+            self.touch_locked(inner);
         }
         if inner.state.has_waiting() {
             self.promote_due(inner);
@@ -287,7 +291,7 @@ impl Queue {
         let d = Delivery {
             queue: self.spec.name.clone(),
             msg_id: entry.id,
-            message: self.delivered_message(message, entry.delivery_count),
+            message: self.delivered_message(inner.args.as_deref(), message, entry.delivery_count),
             redelivered: entry.redelivered(),
             delivery_count: u32::from(entry.delivery_count),
         };

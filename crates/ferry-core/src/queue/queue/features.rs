@@ -22,11 +22,11 @@ impl Queue {
     ) -> Option<Admitted> {
         let mut ttl = msg.expiration_ms;
         let mut priority = None;
-        if let Some(a) = self.args().as_deref() {
+        if let Some(a) = inner.args.as_deref() {
             if a.hold {
                 // A delayed exchange's hold: no TTL while held (the target
                 // queues apply the message's expiration when it arrives).
-                return Some((None, None, None, self.hold_until(msg)));
+                return Some((None, None, None, self.hold_until(inner, msg)));
             }
             if a.overflow != Overflow::DropHead
                 && a.over_limit(
@@ -35,7 +35,7 @@ impl Queue {
                 )
             {
                 if a.overflow == Overflow::RejectPublishDlx {
-                    letters.extend(self.letter(msg.clone(), Reason::Maxlen));
+                    letters.extend(self.letter(inner, msg.clone(), Reason::Maxlen));
                 }
                 return None;
             }
@@ -58,7 +58,7 @@ impl Queue {
             now,
             now.zip(ttl).map(|(n, t)| n.saturating_add(t)),
             priority,
-            self.hold_until(msg),
+            self.hold_until(inner, msg),
         ))
     }
 
@@ -72,9 +72,9 @@ impl Queue {
         now: Option<u64>,
         letters: &mut Vec<DeadLetter>,
     ) {
-        if let Some(a) = self.args().as_deref() {
+        if let Some(a) = inner.args.clone() {
             if a.limited() {
-                self.drop_over_limit(inner, a, letters);
+                self.drop_over_limit(inner, &a, letters);
             }
         }
         if let Some(n) = now {
@@ -83,8 +83,13 @@ impl Queue {
     }
 
     /// A dead letter for `msg`, if this queue has a dead-letter exchange.
-    pub(super) fn letter(&self, msg: Arc<Message>, reason: Reason) -> Option<DeadLetter> {
-        let a = self.args()?;
+    pub(super) fn letter(
+        &self,
+        inner: &Inner,
+        msg: Arc<Message>,
+        reason: Reason,
+    ) -> Option<DeadLetter> {
+        let a = inner.args.as_deref()?;
         Some(DeadLetter {
             message: msg,
             reason,
@@ -94,8 +99,9 @@ impl Queue {
         })
     }
 
-    pub(super) fn has_dlx(&self) -> bool {
-        self.args()
+    pub(super) fn has_dlx(inner: &Inner) -> bool {
+        inner
+            .args
             .as_deref()
             .is_some_and(|a| a.dead_letter_exchange.is_some())
     }
@@ -130,11 +136,11 @@ impl Queue {
         letters: &mut Vec<DeadLetter>,
     ) {
         self.uncache(inner, e);
-        if !self.has_dlx() {
+        if !Self::has_dlx(inner) {
             return;
         }
         match self.load(inner, e) {
-            Ok(m) => letters.extend(self.letter(m, reason)),
+            Ok(m) => letters.extend(self.letter(inner, m, reason)),
             Err(err) => tracing::error!(
                 queue = %self.spec.name, error = %err,
                 "cannot read a message to dead-letter it; dropped"
@@ -265,8 +271,9 @@ impl Queue {
     /// Whether only one consumer at a time gets messages
     /// (`x-single-active-consumer`).
     #[inline]
-    pub(super) fn single_active(&self) -> bool {
-        self.args()
+    pub(super) fn single_active(inner: &Inner) -> bool {
+        inner
+            .args
             .as_deref()
             .is_some_and(|a| a.single_active_consumer)
     }
@@ -274,8 +281,8 @@ impl Queue {
     /// The queue was used (basic.get, redeclared, lost its last consumer):
     /// with `x-expires`, its idle deadline starts again from now.
     #[inline]
-    pub(super) fn touch_locked(&self) {
-        if let Some(ms) = self.args().as_deref().and_then(|a| a.expires) {
+    pub(super) fn touch_locked(&self, inner: &Inner) {
+        if let Some(ms) = inner.args.as_deref().and_then(|a| a.expires) {
             self.touch_slow(ms);
         }
     }
@@ -294,7 +301,7 @@ impl Queue {
     pub fn touch(&self) {
         let g = self.inner.lock();
         if g.consumers.is_empty() && !g.deleted {
-            self.touch_locked();
+            self.touch_locked(&g);
         }
     }
 
@@ -315,8 +322,13 @@ impl Queue {
     /// first delivery, as RabbitMQ 3.10's quorum queues do). The header
     /// is not stored: the count is the Requeue records'.
     #[inline]
-    pub(super) fn delivered_message(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
-        match self.args().as_deref() {
+    pub(super) fn delivered_message(
+        &self,
+        args: Option<&QueueArgs>,
+        m: Arc<Message>,
+        count: u16,
+    ) -> Arc<Message> {
+        match args {
             Some(a) if a.counts_deliveries() => self.with_delivery_count(m, count),
             _ => m,
         }

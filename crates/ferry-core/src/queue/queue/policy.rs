@@ -4,23 +4,62 @@
 //! `x-expires` countdown restarts, a new dead-letter target applies to
 //! the next dead letter). Deadlines already written into Enqueue records
 //! stay: a new message TTL applies to messages published from now on. A
-//! new `max-length-bytes` counts the bodies already queued (read back
-//! once if the queue did not count them).
+//! new `max-length-bytes` counts the bodies already queued, exactly: the
+//! in-memory and checked-out ones are read back once each, a spilled
+//! backlog is read sequentially once (see `Queue::spilled_body`).
 
 use super::*;
+use crate::queue::state::Spill;
 
 impl Queue {
     /// Whether the queue has arguments to act on (fast path for plain
-    /// queues: one atomic load).
+    /// queues: one atomic load, no lock).
     #[inline]
     pub(super) fn has_args(&self) -> bool {
-        self.args.is_set()
+        self.has_args.load(Ordering::Acquire)
     }
 
     /// The arguments acting now (declared ones combined with policies).
-    #[inline]
+    /// Takes the queue's lock: the queue's own code reads
+    /// `Inner::args` through the guard it holds instead.
     pub fn args(&self) -> Option<Arc<QueueArgs>> {
-        self.args.get()
+        self.inner.lock().args.clone()
+    }
+
+    /// Reads the queue's state (tests).
+    #[cfg(test)]
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&crate::queue::state::QueueState) -> T) -> T {
+        f(&self.inner.lock().state)
+    }
+
+    /// The body bytes of a spilled range (records of other levels
+    /// skipped): one sequential read of every record in the range, so
+    /// costs I/O proportional to the backlog beyond the window. Runs once
+    /// per queue, when a policy first gives it `max-length-bytes`; policy
+    /// changes run on the blocking pool, never on an async worker.
+    fn spilled_body(&self, inner: &mut Inner, level: usize, sp: Spill) -> Result<u64> {
+        let levels = inner.state.levels();
+        let mut body = 0u64;
+        for item in inner.log.reader(sp.from) {
+            let (_, rec) = item?;
+            if rec.index >= sp.to {
+                break;
+            }
+            if let Record::Enqueue {
+                msg,
+                priority,
+                not_before: None,
+                ..
+            } = record::decode(rec.payload)?
+            {
+                let p = usize::from(priority.unwrap_or(0));
+                if levels > 1 && p.min(levels - 1) != level {
+                    continue;
+                }
+                body += u64::try_from(msg.body.len()).unwrap_or(u64::MAX);
+            }
+        }
+        Ok(body)
     }
 
     /// Acts on new effective arguments (see `policy::effective_queue_args`).
@@ -34,8 +73,7 @@ impl Queue {
             if g.deleted {
                 return;
             }
-            let current = self.args();
-            let unchanged = match current.as_deref() {
+            let unchanged = match g.args.as_deref() {
                 Some(c) => *c == next,
                 None => next.is_plain(),
             };
@@ -58,10 +96,20 @@ impl Queue {
                         ),
                     }
                 }
+                for (level, sp) in inner.state.spilled_ranges() {
+                    match self.spilled_body(inner, level, sp) {
+                        Ok(body) => inner.state.note_spilled_body(level, body),
+                        Err(err) => tracing::warn!(
+                            queue = %self.spec.name, error = %err,
+                            "cannot read spilled messages to count their bytes"
+                        ),
+                    }
+                }
             }
             let expires = next.expires;
             let next = (!next.is_plain()).then(|| Arc::new(next));
-            self.args.replace(next.clone());
+            self.has_args.store(next.is_some(), Ordering::Release);
+            inner.args = next.clone();
             match expires {
                 Some(ms) if inner.consumers.is_empty() => self.touch_slow(ms),
                 Some(_) => {}
