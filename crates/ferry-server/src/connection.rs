@@ -230,6 +230,9 @@ struct Conn {
     published: bool,
     /// The client understands connection.blocked.
     blocked_cap: bool,
+    /// Its vhost / user connection slot and channel count (from
+    /// connection.open; given back when dropped).
+    slot: Option<crate::registry::ConnSlot>,
     /// Registry entry (listed once the handshake is done).
     entry: Arc<crate::registry::ConnEntry>,
     /// Body bytes of messages still being assembled, for the memory alarm.
@@ -314,6 +317,7 @@ pub async fn serve<S>(
         confirm_dirty: Vec::new(),
         published: false,
         blocked_cap: false,
+        slot: None,
         entry: entry.clone(),
         assembling: crate::memory::Gauge::default(),
     };
@@ -480,7 +484,10 @@ impl Conn {
                     method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
                     ..
                 } => {
-                    limits::check_channel(&self.shared.broker, &self.shared.registry, &self.user)?;
+                    let Some(slot) = self.slot.as_mut() else {
+                        return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, "no vhost"));
+                    };
+                    limits::open_channel(&self.shared.broker, slot, &self.user)?;
                     let channel = Channel::new(ch, self.outbox.clone(), self.cancel_notify);
                     self.entry.add_channel(ch, channel.shared().clone());
                     self.channels.insert(ch, channel);
@@ -714,6 +721,9 @@ impl Conn {
     fn drop_channel(&mut self, ch: u16) {
         self.entry.remove_channel(ch);
         if let Some(mut c) = self.channels.remove(&ch) {
+            if let Some(slot) = self.slot.as_mut() {
+                slot.close_channel();
+            }
             if let Some(vhost) = self.vhost.clone() {
                 let ctx = ChannelCtx {
                     vhost: &vhost,
@@ -771,6 +781,8 @@ impl Conn {
         if let Some(v) = &self.vhost {
             v.connection_closed(self.id);
         }
+        // Before close-ok goes out: a client that saw it may reconnect at once.
+        self.slot = None;
     }
 }
 
