@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// RabbitMQ's handshake_timeout: from the accept to connection.open.
+mod dirty;
 mod handshake;
 mod limits;
 
@@ -225,7 +226,7 @@ struct Conn {
     closing: HashMap<u16, ()>,
     /// Confirm-mode channels that handled frames since the last flush of
     /// their held confirms (`Channel::flush_confirms`).
-    confirm_dirty: Vec<u16>,
+    confirm_dirty: dirty::DirtyChannels,
     /// Has published: such connections are blocked under an alarm.
     published: bool,
     /// The client understands connection.blocked.
@@ -314,7 +315,7 @@ pub async fn serve<S>(
         cancel_notify: false,
         channels: HashMap::new(),
         closing: HashMap::new(),
-        confirm_dirty: Vec::new(),
+        confirm_dirty: dirty::DirtyChannels::default(),
         published: false,
         blocked_cap: false,
         slot: None,
@@ -543,8 +544,8 @@ impl Conn {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(true);
         };
-        if channel.confirming() && !self.confirm_dirty.contains(&ch) {
-            self.confirm_dirty.push(ch);
+        if channel.confirming() {
+            self.confirm_dirty.mark(ch);
         }
         match channel.handle(&ctx, frame) {
             Ok(()) => Ok(true),
@@ -707,15 +708,6 @@ impl Conn {
                 method_id: e.method_id,
             })),
         );
-    }
-
-    /// Sends the confirms the channels hold (see `confirm_dirty`).
-    fn flush_confirms(&mut self) {
-        for ch in self.confirm_dirty.drain(..) {
-            if let Some(c) = self.channels.get(&ch) {
-                c.flush_confirms();
-            }
-        }
     }
 
     fn drop_channel(&mut self, ch: u16) {
