@@ -348,3 +348,23 @@ RABBITMQ_310_CAPABILITIES = {
 
 def test_capabilities_table_is_rabbitmq_310s(conn):
     assert conn._impl.server_properties["capabilities"] == RABBITMQ_310_CAPABILITIES
+
+
+def test_thousands_of_cc_keys_give_one_copy_per_queue_and_reply_consumer(connect, server, uniq):
+    """~5000 CC keys (most naming nothing, the others repeated many times) in a header under
+    frame_max: each queue and the reply consumer get the message once."""
+    sch, q = server
+    client = ReplyClient(connect())
+    name = request(client, sch, q)[1].reply_to
+    others = [uniq("many") for _ in range(3)]
+    for o in others:
+        sch.queue_declare(o, exclusive=True)
+    sch.confirm_delivery()
+    cc = [f"n{i}" for i in range(4000)] + (others + [name, q]) * 150
+    sch.basic_publish("", q, b"fan", pika.BasicProperties(headers={"CC": cc}))
+    assert [b for _, _, b in client.wait(1)] == [b"fan"]
+    for queue in [q] + others:
+        assert [b for b in (sch.basic_get(queue, auto_ack=True)[2] for _ in range(2))] == \
+            [b"fan", None], queue
+    client.settle()
+    assert len(client.got) == 1
