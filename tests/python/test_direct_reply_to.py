@@ -146,6 +146,34 @@ def test_reply_consumer_with_a_used_consumer_tag_is_530(broker, uniq):
             (530, "NOT_ALLOWED - attempt to reuse consumer tag 't1'", 60, 20)
 
 
+def test_queue_consumer_may_take_the_reply_consumers_tag(broker, uniq):
+    """RabbitMQ 3.10 checks a queue consumer's tag against its consumer mapping only, which
+    has no reply consumer: the tag is accepted, and basic.cancel of it removes the reply
+    consumer first, the queue consumer on a second cancel."""
+    q = uniq()
+    with RawAMQP(broker.host, broker.port) as r:
+        r.handshake()
+        r.open_channel(1)
+        r.send_method(1, spec.Basic.Consume(queue=RT, consumer_tag="t1", no_ack=True))
+        r.expect(spec.Basic.ConsumeOk)
+        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
+        r.expect(spec.Queue.DeclareOk)
+        r.send_method(1, spec.Basic.Consume(queue=q, consumer_tag="t1", no_ack=True))
+        assert r.expect(spec.Basic.ConsumeOk).method.consumer_tag == "t1"
+        r.send_method(1, spec.Basic.Cancel(consumer_tag="t1"))
+        r.expect(spec.Basic.CancelOk)
+        # The reply consumer went first: a new one may be set; the queue consumer still gets.
+        r.send_method(1, spec.Basic.Consume(queue=RT, consumer_tag="t2", no_ack=True))
+        r.expect(spec.Basic.ConsumeOk)
+        r.send_method(1, spec.Basic.Cancel(consumer_tag="t1"))
+        r.expect(spec.Basic.CancelOk)
+        # Both gone now: a third cancel of t1 is a no-op answered with cancel-ok.
+        r.send_method(1, spec.Basic.Cancel(consumer_tag="t1"))
+        r.expect(spec.Basic.CancelOk)
+        r.send_method(1, spec.Queue.Declare(queue=q, passive=True))
+        assert r.expect(spec.Queue.DeclareOk).method.consumer_count == 0
+
+
 def test_reply_consumer_nowait_and_cancel(broker, uniq):
     q = uniq()
     with RawAMQP(broker.host, broker.port) as r:
@@ -357,3 +385,23 @@ def test_http_publish_reaches_a_reply_consumer(api, uniq):
     finally:
         for c in conns:
             c.close()
+
+
+def test_thousands_of_cc_keys_give_one_copy_per_queue_and_reply_consumer(connect, server, uniq):
+    """~5000 CC keys (most naming nothing, the others repeated many times) in a header under
+    frame_max: each queue and the reply consumer get the message once."""
+    sch, q = server
+    client = ReplyClient(connect())
+    name = request(client, sch, q)[1].reply_to
+    others = [uniq("many") for _ in range(3)]
+    for o in others:
+        sch.queue_declare(o, exclusive=True)
+    sch.confirm_delivery()
+    cc = [f"n{i}" for i in range(4000)] + (others + [name, q]) * 150
+    sch.basic_publish("", q, b"fan", pika.BasicProperties(headers={"CC": cc}))
+    assert [b for _, _, b in client.wait(1)] == [b"fan"]
+    for queue in [q] + others:
+        assert [b for b in (sch.basic_get(queue, auto_ack=True)[2] for _ in range(2))] == \
+            [b"fan", None], queue
+    client.settle()
+    assert len(client.got) == 1

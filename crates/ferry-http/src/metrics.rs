@@ -103,6 +103,7 @@ fn node_families(ctx: &Ctx, queues: usize) -> Vec<(&'static str, &'static str, &
         "ferry_connection_outgoing_bytes" gauge "Bytes sent on the open connections." conns.iter().map(|c| c.send_oct).sum::<u64>();
         "ferry_alarms_memory_used_watermark" gauge "1 while the memory alarm is raised (publishers blocked)." u64::from(alarms.memory);
         "ferry_alarms_free_disk_space_watermark" gauge "1 while the free disk space alarm is raised (publishers blocked)." u64::from(alarms.disk);
+        "ferry_direct_replies_dropped_total" counter "Direct replies dropped because the reply consumer's socket buffer was full." ferry_server::channel::delivery::dropped_replies();
         "ferry_memory_used_bytes" gauge "Memory the memory alarm compares with its limit (fixed footprint plus bytes held for clients)." ferry_server::memory::used_bytes();
         "ferry_process_resident_memory_bytes" gauge "Resident set size of the broker process." ferry_server::alarms::rss_bytes().unwrap_or(0);
         "ferry_resident_memory_limit_bytes" gauge "Memory high watermark (the memory alarm's limit)." ctx.node.mem_limit;

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// RabbitMQ's handshake_timeout: from the accept to connection.open.
+mod dirty;
 mod handshake;
 mod limits;
 
@@ -225,11 +226,14 @@ struct Conn {
     closing: HashMap<u16, ()>,
     /// Confirm-mode channels that handled frames since the last flush of
     /// their held confirms (`Channel::flush_confirms`).
-    confirm_dirty: Vec<u16>,
+    confirm_dirty: dirty::DirtyChannels,
     /// Has published: such connections are blocked under an alarm.
     published: bool,
     /// The client understands connection.blocked.
     blocked_cap: bool,
+    /// Its vhost / user connection slot and channel count (from
+    /// connection.open; given back when dropped).
+    slot: Option<crate::registry::ConnSlot>,
     /// Registry entry (listed once the handshake is done).
     entry: Arc<crate::registry::ConnEntry>,
     /// Body bytes of messages still being assembled, for the memory alarm.
@@ -311,9 +315,10 @@ pub async fn serve<S>(
         cancel_notify: false,
         channels: HashMap::new(),
         closing: HashMap::new(),
-        confirm_dirty: Vec::new(),
+        confirm_dirty: dirty::DirtyChannels::default(),
         published: false,
         blocked_cap: false,
+        slot: None,
         entry: entry.clone(),
         assembling: crate::memory::Gauge::default(),
     };
@@ -480,7 +485,10 @@ impl Conn {
                     method: AMQPClass::Channel(channel::AMQPMethod::Open(_)),
                     ..
                 } => {
-                    limits::check_channel(&self.shared.broker, &self.shared.registry, &self.user)?;
+                    let Some(slot) = self.slot.as_mut() else {
+                        return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, "no vhost"));
+                    };
+                    limits::open_channel(&self.shared.broker, slot, &self.user)?;
                     let channel = Channel::new(ch, self.outbox.clone(), self.cancel_notify);
                     self.entry.add_channel(ch, channel.shared().clone());
                     self.channels.insert(ch, channel);
@@ -536,8 +544,8 @@ impl Conn {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(true);
         };
-        if channel.confirming() && !self.confirm_dirty.contains(&ch) {
-            self.confirm_dirty.push(ch);
+        if channel.confirming() {
+            self.confirm_dirty.mark(ch);
         }
         match channel.handle(&ctx, frame) {
             Ok(()) => Ok(true),
@@ -702,18 +710,12 @@ impl Conn {
         );
     }
 
-    /// Sends the confirms the channels hold (see `confirm_dirty`).
-    fn flush_confirms(&mut self) {
-        for ch in self.confirm_dirty.drain(..) {
-            if let Some(c) = self.channels.get(&ch) {
-                c.flush_confirms();
-            }
-        }
-    }
-
     fn drop_channel(&mut self, ch: u16) {
         self.entry.remove_channel(ch);
         if let Some(mut c) = self.channels.remove(&ch) {
+            if let Some(slot) = self.slot.as_mut() {
+                slot.close_channel();
+            }
             if let Some(vhost) = self.vhost.clone() {
                 let ctx = ChannelCtx {
                     vhost: &vhost,
@@ -771,6 +773,8 @@ impl Conn {
         if let Some(v) = &self.vhost {
             v.connection_closed(self.id);
         }
+        // Before close-ok goes out: a client that saw it may reconnect at once.
+        self.slot = None;
     }
 }
 

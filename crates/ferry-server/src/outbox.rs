@@ -120,6 +120,17 @@ impl Outbox {
         let _ = self.tx.send(item);
     }
 
+    /// Queues a delivery unless the bytes queued for the socket are at the
+    /// limit already (then it is dropped: false). For deliveries nothing
+    /// can pause: direct replies.
+    pub fn send_if_room(&self, item: Outbound) -> bool {
+        if self.shared.queued_bytes.load(Ordering::Acquire) >= self.shared.limit {
+            return false;
+        }
+        self.send(item);
+        true
+    }
+
     /// Queues a method frame.
     pub fn method(&self, channel: u16, m: AMQPClass) {
         self.send(Outbound::Method(channel, Box::new(m)));

@@ -10,15 +10,23 @@
 //! prefetch, consumers) is updated by the channel's own methods. Listing
 //! takes a snapshot under short locks; nothing here sits on the hot path
 //! beyond one relaxed add per socket read.
+//!
+//! Connection and channel limits are enforced with per-vhost and per-user
+//! counters ([`ConnSlot`]): a connection takes its slots at connection.open
+//! (compare-and-swap against the limit, so concurrent opens cannot all
+//! pass) and gives them back when the slot is dropped, whether the
+//! handshake failed after reserving or the connection ended. Checking a
+//! limit is O(1), whatever the number of connections.
 
 use crate::channel::delivery::ChannelShared;
 pub use crate::tls_info::TlsInfo;
 use crate::writer::WriterParams;
 use ferry_amqp::{AMQPValue, FieldTable};
+use ferry_core::auth::limits::is_reached;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Notify;
@@ -27,6 +35,98 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct Registry {
     conns: Mutex<BTreeMap<u64, Arc<ConnEntry>>>,
+    /// Connections per vhost (those past connection.open's limit check).
+    vhost_conns: Counters,
+    /// Connections per user.
+    user_conns: Counters,
+    /// Open channels per user, over all of the user's connections.
+    user_chans: Counters,
+}
+
+/// Named counters; a name's counter lives as long as the registry (names
+/// are existing vhosts and authenticated users).
+#[derive(Debug, Default)]
+struct Counters(Mutex<HashMap<String, Arc<AtomicUsize>>>);
+
+impl Counters {
+    fn get(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut m = self.0.lock();
+        match m.get(name) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(AtomicUsize::new(0));
+                m.insert(name.to_string(), c.clone());
+                c
+            }
+        }
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.0
+            .lock()
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+}
+
+/// Takes one unit of `counter` unless `limit` is reached (then the limit).
+fn take(counter: &AtomicUsize, limit: Option<i64>) -> Result<(), i64> {
+    let mut reached = None;
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            reached = is_reached(limit, n);
+            reached.is_none().then_some(n + 1)
+        })
+        .map(drop)
+        .map_err(|_| reached.unwrap_or(0))
+}
+
+/// Which limit refused a connection slot, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefused {
+    /// The vhost's `max-connections`.
+    Vhost(i64),
+    /// The user's `max-connections`.
+    User(i64),
+}
+
+/// A connection's share of the vhost and user counters, given back on drop
+/// (with the channels it still counts).
+#[derive(Debug)]
+pub struct ConnSlot {
+    vhost: Option<Arc<AtomicUsize>>,
+    user: Arc<AtomicUsize>,
+    chans: Arc<AtomicUsize>,
+    /// Channels this connection counts in `chans`.
+    own_chans: usize,
+}
+
+impl ConnSlot {
+    /// channel.open: takes a channel of the user's `max-channels` (the
+    /// limit if reached).
+    pub fn open_channel(&mut self, limit: Option<i64>) -> Result<(), i64> {
+        take(&self.chans, limit)?;
+        self.own_chans += 1;
+        Ok(())
+    }
+
+    /// A channel counted by `open_channel` closed.
+    pub fn close_channel(&mut self) {
+        if self.own_chans > 0 {
+            self.own_chans -= 1;
+            self.chans.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(v) = &self.vhost {
+            v.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.user.fetch_sub(1, Ordering::AcqRel);
+        self.chans.fetch_sub(self.own_chans, Ordering::AcqRel);
+    }
 }
 
 /// What a registered connection shares with the registry.
@@ -169,30 +269,50 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Registered connections on `vhost` (vhost limit `max-connections`).
+    /// Reserves a connection of `user` on `vhost` (None: a vhost that does
+    /// not exist, counted nowhere), vhost limit first as RabbitMQ checks.
+    pub fn reserve_connection(
+        &self,
+        vhost: Option<(&str, Option<i64>)>,
+        user: &str,
+        user_limit: Option<i64>,
+    ) -> Result<ConnSlot, SlotRefused> {
+        let vhost = match vhost {
+            Some((name, limit)) => {
+                let c = self.vhost_conns.get(name);
+                take(&c, limit).map_err(SlotRefused::Vhost)?;
+                Some(c)
+            }
+            None => None,
+        };
+        let user_c = self.user_conns.get(user);
+        if let Err(l) = take(&user_c, user_limit) {
+            if let Some(v) = &vhost {
+                v.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(SlotRefused::User(l));
+        }
+        Ok(ConnSlot {
+            vhost,
+            user: user_c,
+            chans: self.user_chans.get(user),
+            own_chans: 0,
+        })
+    }
+
+    /// Connections counted on `vhost`.
     pub fn vhost_connections(&self, vhost: &str) -> usize {
-        self.count_where(|d| d.vhost == vhost)
+        self.vhost_conns.count(vhost)
     }
 
-    /// Registered connections of `user` (user limit `max-connections`).
+    /// Connections counted for `user`.
     pub fn user_connections(&self, user: &str) -> usize {
-        self.count_where(|d| d.user == user)
+        self.user_conns.count(user)
     }
 
-    /// Open channels over every connection of `user` (user limit
-    /// `max-channels`).
+    /// Open channels counted for `user`.
     pub fn user_channels(&self, user: &str) -> usize {
-        let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
-        conns
-            .iter()
-            .filter(|c| c.details.lock().user == user)
-            .map(|c| c.channel_count())
-            .sum()
-    }
-
-    fn count_where(&self, pick: impl Fn(&Details) -> bool) -> usize {
-        let conns: Vec<Arc<ConnEntry>> = self.conns.lock().values().cloned().collect();
-        conns.iter().filter(|c| pick(&c.details.lock())).count()
+        self.user_chans.count(user)
     }
 
     /// Asks the connection named `name` to close with 320
@@ -390,6 +510,7 @@ pub fn client_property(p: &FieldTable, key: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -428,5 +549,72 @@ mod tests {
         assert_eq!(r.close_user("nobody", "x"), 0);
         assert_eq!(r.close_vhost("v", "vhost 'v' is down"), 2);
         assert_eq!(r.snapshot()[0].name, "127.0.0.1:6001 -> 127.0.0.1:5671");
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_the_limit_and_are_given_back() {
+        let r = Registry::new();
+        let held = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (r, held, peak) = (r.clone(), held.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for _ in 0..2000 {
+                        if let Ok(slot) = r.reserve_connection(Some(("v", Some(3))), "u", None) {
+                            let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            won += 1;
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            drop(slot);
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(won > 0);
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert_eq!(r.vhost_connections("v"), 0);
+        assert_eq!(r.user_connections("u"), 0);
+    }
+
+    #[test]
+    fn a_refused_user_slot_gives_the_vhost_slot_back_and_channels_are_counted() {
+        let r = Registry::new();
+        let mut a = r
+            .reserve_connection(Some(("v", Some(5))), "u", Some(1))
+            .unwrap();
+        assert_eq!(
+            r.reserve_connection(Some(("v", Some(5))), "u", Some(1))
+                .err(),
+            Some(SlotRefused::User(1))
+        );
+        assert_eq!(r.vhost_connections("v"), 1);
+        assert_eq!(
+            r.reserve_connection(Some(("v", Some(1))), "w", None).err(),
+            Some(SlotRefused::Vhost(1))
+        );
+        assert_eq!(r.user_connections("w"), 0);
+        // A vhost that does not exist is counted nowhere.
+        let b = r.reserve_connection(None, "w", None).unwrap();
+        assert_eq!(r.user_connections("w"), 1);
+        a.open_channel(Some(2)).unwrap();
+        a.open_channel(Some(2)).unwrap();
+        assert_eq!(a.open_channel(Some(2)), Err(2));
+        a.close_channel();
+        assert_eq!(r.user_channels("u"), 1);
+        drop(a);
+        drop(b);
+        assert_eq!(
+            (
+                r.vhost_connections("v"),
+                r.user_connections("u"),
+                r.user_channels("u")
+            ),
+            (0, 0, 0)
+        );
     }
 }

@@ -269,14 +269,14 @@ async fn declares(conn: &Connection, name: &str) -> bool {
     }
 }
 
-#[tokio::test]
-async fn a_dropped_connection_takes_its_reply_name_with_it() {
+/// A raw client with a reply consumer, which reads nothing unless told:
+/// it and its reply name (from a request it sent to `rpc`).
+async fn raw_reply_client(
+    broker: &Broker,
+    sch: &Channel,
+    rpc: &str,
+) -> (common::raw::RawConn, String) {
     use common::raw::{Args, RawConn};
-    let broker = Broker::start().await;
-    let server_conn = connect(&broker.amqp_url()).await;
-    let sch = confirm_channel(&server_conn).await;
-    let rpc = declare_queue(&sch, "rpc-drop").await;
-
     // A raw client: reply consumer, confirm mode, one request with reply_to.
     let mut raw = RawConn::open(&broker.amqp_addr()).await;
     raw.open_channel(1).await;
@@ -286,7 +286,7 @@ async fn a_dropped_connection_takes_its_reply_name_with_it() {
     raw.expect_method(1, 60, 21).await;
     raw.send_method(1, 85, 10, Args::new().u8(0)).await;
     raw.expect_method(1, 85, 11).await;
-    let publish = Args::new().u16(0).shortstr("").shortstr(&rpc).u8(0);
+    let publish = Args::new().u16(0).shortstr("").shortstr(rpc).u8(0);
     raw.send_method(1, 60, 40, publish).await;
     let reply_to_flag = 0x0200;
     let header = Args::new()
@@ -299,12 +299,23 @@ async fn a_dropped_connection_takes_its_reply_name_with_it() {
     raw.send_frame(3, 1, b"req").await;
     raw.expect_method(1, 60, 80).await;
     let m = sch
-        .basic_get(rpc.as_str().into(), BasicGetOptions { no_ack: true })
+        .basic_get(rpc.into(), BasicGetOptions { no_ack: true })
         .await
         .unwrap()
         .expect("the confirmed request");
     let name = m.delivery.properties.reply_to().clone().unwrap();
     let name = name.as_str().to_string();
+    (raw, name)
+}
+
+#[tokio::test]
+async fn a_dropped_connection_takes_its_reply_name_with_it() {
+    let broker = Broker::start().await;
+    let server_conn = connect(&broker.amqp_url()).await;
+    let sch = confirm_channel(&server_conn).await;
+    let rpc = declare_queue(&sch, "rpc-drop").await;
+
+    let (raw, name) = raw_reply_client(&broker, &sch, &rpc).await;
     assert!(declares(&server_conn, &name).await);
 
     // The socket goes away without connection.close.
@@ -318,4 +329,58 @@ async fn a_dropped_connection_takes_its_reply_name_with_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(mandatory_reply(&sch, &name, b"to nobody").await);
+}
+
+/// A sample of the broker's Prometheus exposition.
+fn metric(addr: &str, name: &str) -> u64 {
+    let text = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn replies_to_a_consumer_that_does_not_read_are_dropped_not_held() {
+    let Some(broker) = Broker::start_owned("replies_not_read").await else {
+        return;
+    };
+    let metrics = broker.endpoint("metrics").expect("metrics=");
+    let server_conn = connect(&broker.amqp_url()).await;
+    let sch = confirm_channel(&server_conn).await;
+    let rpc = declare_queue(&sch, "rpc-slow").await;
+    // The raw client never reads its socket from here on.
+    let (_raw, name) = raw_reply_client(&broker, &sch, &rpc).await;
+    let before = metric(&metrics, "ferry_memory_used_bytes");
+    // 64 MiB of replies, far over the 4 MiB socket buffer limit.
+    let body = vec![b'r'; 256 * 1024];
+    for _ in 0..256 {
+        sch.basic_publish(
+            "".into(),
+            name.as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let after = metric(&metrics, "ferry_memory_used_bytes");
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 16 << 20,
+        "memory grew by {grown} bytes for replies nobody reads"
+    );
+    assert!(metric(&metrics, "ferry_direct_replies_dropped_total") > 0);
+    // The replier's connection works, and the reply consumer is still there.
+    assert!(declares(&server_conn, &name).await);
 }

@@ -54,6 +54,6 @@ pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XM
 pub use kind::{ExchangeKind, UnknownExchangeType};
 pub use router::{
     bcc_keys, route_all, route_all_keys, route_all_message, sender_selected_keys,
-    InvalidRoutingHeader,
+    InvalidRoutingHeader, NameSet,
 };
 pub use topic::{topic_matches, TopicTrie};

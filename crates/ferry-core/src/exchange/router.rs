@@ -112,19 +112,31 @@ fn visit_exchange<'x>(
     }
 }
 
-/// Visited exchange names.
-#[derive(Default)]
-struct NameSet<'x> {
+/// A set of names that stays a short list while small (no hashing, and no
+/// allocation until the first insert) and becomes a hash set past 16
+/// names, so that thousands of names (CC keys) cost O(n), not O(n²).
+#[derive(Debug, Default)]
+pub struct NameSet<'x> {
     small: Vec<&'x str>,
     big: Option<HashSet<&'x str>>,
 }
 
 impl<'x> NameSet<'x> {
-    fn contains(&self, name: &str) -> bool {
+    /// Whether `name` was inserted.
+    pub fn contains(&self, name: &str) -> bool {
         match &self.big {
             Some(set) => set.contains(name),
             None => self.small.contains(&name),
         }
+    }
+
+    /// Inserts `name`; true if it was not there yet.
+    pub fn first(&mut self, name: &'x str) -> bool {
+        if self.contains(name) {
+            return false;
+        }
+        self.insert(name);
+        true
     }
 
     fn insert(&mut self, name: &'x str) {
@@ -238,3 +250,22 @@ pub fn bcc_keys(headers: Option<&FieldTable>) -> Vec<Arc<str>> {
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod name_set_tests {
+    use super::NameSet;
+
+    #[test]
+    fn first_is_true_once_per_name_small_and_big() {
+        let names: Vec<String> = (0..100).map(|i| format!("k{}", i % 40)).collect();
+        let mut set = NameSet::default();
+        let firsts: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| set.first(n))
+            .collect();
+        assert_eq!(firsts.len(), 40);
+        assert_eq!(firsts[39], "k39");
+        assert!(set.contains("k0") && !set.contains("k40"));
+    }
+}

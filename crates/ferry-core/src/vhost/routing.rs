@@ -36,7 +36,16 @@ impl VHost {
             let queues = self.queues.read();
             // Streams only on a miss (queues → streams, the lock order).
             let mut streams = None;
+            // Distinct keys name distinct queues: past a few keys (a CC
+            // header may hold thousands) repeats are skipped by key in
+            // O(1) instead of by scanning what was found.
+            let mut seen = (extra.len() > 16).then(crate::exchange::NameSet::default);
             for key in std::iter::once(&*msg.routing_key).chain(extra) {
+                if let Some(seen) = &mut seen {
+                    if !seen.first(key) {
+                        continue;
+                    }
+                }
                 let found: Arc<dyn Source> = match queues.get(key) {
                     Some(q) => q.clone(),
                     None => match streams.get_or_insert_with(|| self.streams.read()).get(key) {
@@ -44,7 +53,7 @@ impl VHost {
                         None => continue,
                     },
                 };
-                if !out.iter().any(|o| Arc::ptr_eq(o, &found)) {
+                if seen.is_some() || !out.iter().any(|o| Arc::ptr_eq(o, &found)) {
                     out.push(found);
                 }
             }
@@ -161,9 +170,15 @@ impl VHost {
         let queues = self.queues.read();
         let mut out: Vec<Arc<Queue>> = Vec::new();
         if exchange.is_empty() {
+            let mut seen = (keys.len() > 16).then(crate::exchange::NameSet::default);
             for k in keys {
+                if let Some(seen) = &mut seen {
+                    if !seen.first(k) {
+                        continue;
+                    }
+                }
                 if let Some(q) = queues.get(*k) {
-                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                    if seen.is_some() || !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(q.clone());
                     }
                 }

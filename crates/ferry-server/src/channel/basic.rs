@@ -104,6 +104,11 @@ impl Channel {
         } else {
             Arc::from(c.consumer_tag.as_str())
         };
+        // Only the queue consumers count, not the reply consumer: RabbitMQ
+        // 3.10 checks its consumer mapping alone, so a queue consumer may
+        // take the reply consumer's tag (basic.cancel then removes the
+        // reply consumer first). Tested against both brokers in
+        // test_direct_reply_to.py.
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::new(
                 ReplyCode::NOT_ALLOWED,

@@ -151,20 +151,31 @@ impl ChannelShared {
     /// Sends a direct reply to this channel's reply consumer `consumer_tag`
     /// (`channel::reply_to`). RabbitMQ 3.10 gives it the channel's next
     /// delivery tag without taking it (nothing is acked in no-ack mode), so
-    /// neither does this. Dropped if the channel is closing.
+    /// neither does this. Dropped if the channel is closing, and dropped
+    /// (counted, see [`dropped_replies`]) while the connection's socket
+    /// buffer is full: a reply consumer that does not read its socket must
+    /// not make the broker hold its replies without bound.
     pub fn deliver_reply(&self, consumer_tag: &Arc<str>, message: Arc<ferry_core::Message>) {
         let st = self.state.lock();
         if st.closed {
             return;
         }
         // Under the state lock: delivery tags reach the socket in order.
-        self.outbox.send(Outbound::Deliver {
+        let sent = self.outbox.send_if_room(Outbound::Deliver {
             channel: self.id,
             consumer_tag: consumer_tag.clone(),
             delivery_tag: st.next_tag,
             redelivered: false,
             message,
         });
+        if !sent {
+            DROPPED_REPLIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(
+                channel = self.id,
+                consumer_tag = %consumer_tag,
+                "direct reply dropped: the reply consumer's socket buffer is full"
+            );
+        }
     }
 
     /// Removes every unacked message (channel close, recover).
@@ -287,4 +298,13 @@ impl ConsumerSink for ChannelConsumer {
             );
         }
     }
+}
+
+/// Direct replies dropped because their consumer's socket buffer was full.
+static DROPPED_REPLIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Direct replies dropped so far (this process) because the reply
+/// consumer's socket buffer was full.
+pub fn dropped_replies() -> u64 {
+    DROPPED_REPLIES.load(std::sync::atomic::Ordering::Relaxed)
 }

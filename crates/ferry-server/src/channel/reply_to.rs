@@ -211,15 +211,19 @@ impl Channel {
         keys: impl Iterator<Item = &'k str>,
         msg: &Arc<Message>,
     ) {
-        // Allocates only for a reply (the common publish has no reply key).
-        let mut done: Vec<&str> = Vec::new();
-        for key in keys {
-            if !key.starts_with(REPLY_PREFIX) || done.contains(&key) {
-                continue;
-            }
-            done.push(key);
-            if let Some((channel, tag)) = self.reply_target(ctx, key) {
-                channel.deliver_reply(&tag, msg.clone());
+        // Each name once (a CC header may repeat thousands of keys), and
+        // the reply registry locked once per publish; nothing is allocated
+        // or locked for the common publish, which has no reply key.
+        let mut seen = ferry_core::exchange::NameSet::default();
+        let mut names = keys
+            .filter(|k| k.starts_with(REPLY_PREFIX) && seen.first(k))
+            .peekable();
+        if names.peek().is_none() {
+            return;
+        }
+        for t in ctx.replies.find_many(names) {
+            if let Some(channel) = t.channel.upgrade() {
+                channel.deliver_reply(&t.tag, msg.clone());
             }
         }
     }

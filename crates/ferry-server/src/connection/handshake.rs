@@ -173,12 +173,19 @@ impl Conn {
         // refused for user 'U'", both 530 NOT_ALLOWED on connection.open.
         let broker = &self.shared.broker;
         let name = open.virtual_host.as_str();
-        if let Err(e) =
-            super::limits::check_connection(broker, &self.shared.registry, &self.user, name)
-        {
-            tracing::info!(%peer, user = %self.user, vhost = name, error = %e, "connection limit reached");
-            return Err(ReadEnd::Bad(e));
-        }
+        // Held from here: dropped (given back) if the open fails below.
+        let slot = match super::limits::reserve_connection(
+            broker,
+            &self.shared.registry,
+            &self.user,
+            name,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(%peer, user = %self.user, vhost = name, error = %e, "connection limit reached");
+                return Err(ReadEnd::Bad(e));
+            }
+        };
         let vhost = broker
             .check_vhost_access(&self.user, name)
             .and_then(|()| broker.vhost(name));
@@ -192,6 +199,7 @@ impl Conn {
             }
         };
         self.vhost = Some(vhost);
+        self.slot = Some(slot);
         self.refresh_perms();
         self.outbox.method(
             0,
