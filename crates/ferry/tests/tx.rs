@@ -140,6 +140,35 @@ async fn open_transaction(tx: &lapin::Channel, q: &str) {
     tx.basic_qos(0, BasicQosOptions::default()).await.unwrap();
 }
 
+/// A broker; an observer connection with a queue holding "one" and
+/// "two"; and a second connection whose channel `tx` holds an open
+/// transaction over that queue (see `open_transaction`).
+struct OpenTx {
+    _broker: Broker,
+    observer: lapin::Connection,
+    q: String,
+    conn: lapin::Connection,
+    tx: lapin::Channel,
+}
+
+impl OpenTx {
+    async fn start() -> Self {
+        let broker = Broker::start().await;
+        let observer = connect(&broker.amqp_url()).await;
+        let q = queue_with_two(&observer).await;
+        let conn = connect(&broker.amqp_url()).await;
+        let tx = conn.create_channel().await.unwrap();
+        open_transaction(&tx, &q).await;
+        OpenTx {
+            _broker: broker,
+            observer,
+            q,
+            conn,
+            tx,
+        }
+    }
+}
+
 /// Both messages come back redelivered; the uncommitted publish never
 /// arrives.
 async fn expect_transaction_discarded(observer: &lapin::Connection, q: &str) {
@@ -162,39 +191,24 @@ async fn expect_transaction_discarded(observer: &lapin::Connection, q: &str) {
 
 #[tokio::test]
 async fn channel_close_discards_the_open_transaction() {
-    let broker = Broker::start().await;
-    let observer = connect(&broker.amqp_url()).await;
-    let q = queue_with_two(&observer).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let tx = conn.create_channel().await.unwrap();
-    open_transaction(&tx, &q).await;
-    tx.close(200, "bye".into()).await.unwrap();
-    expect_transaction_discarded(&observer, &q).await;
+    let t = OpenTx::start().await;
+    t.tx.close(200, "bye".into()).await.unwrap();
+    expect_transaction_discarded(&t.observer, &t.q).await;
 }
 
 #[tokio::test]
 async fn connection_close_discards_the_open_transaction() {
-    let broker = Broker::start().await;
-    let observer = connect(&broker.amqp_url()).await;
-    let q = queue_with_two(&observer).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let tx = conn.create_channel().await.unwrap();
-    open_transaction(&tx, &q).await;
-    conn.close(200, "bye".into()).await.unwrap();
-    expect_transaction_discarded(&observer, &q).await;
+    let t = OpenTx::start().await;
+    t.conn.close(200, "bye".into()).await.unwrap();
+    expect_transaction_discarded(&t.observer, &t.q).await;
 }
 
 #[tokio::test]
 async fn channel_error_discards_the_open_transaction() {
-    let broker = Broker::start().await;
-    let observer = connect(&broker.amqp_url()).await;
-    let q = queue_with_two(&observer).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let tx = conn.create_channel().await.unwrap();
-    open_transaction(&tx, &q).await;
+    let t = OpenTx::start().await;
     let missing = unique("tx-missing");
-    let err = tx
-        .queue_declare(
+    let err =
+        t.tx.queue_declare(
             missing.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
@@ -204,7 +218,7 @@ async fn channel_error_discards_the_open_transaction() {
         )
         .await;
     assert_eq!(expect_amqp_err(err, "passive declare").0, 404);
-    expect_transaction_discarded(&observer, &q).await;
+    expect_transaction_discarded(&t.observer, &t.q).await;
 }
 
 #[tokio::test]
