@@ -23,14 +23,20 @@ fn ready(b: &crate::Broker, q: &str) -> u32 {
     b.vhost("/").unwrap().queue_for(q, 1).unwrap().counts().0
 }
 
-#[test]
-fn a_policy_reaches_a_running_queue_and_leaves_with_it() {
-    let io = SimIo::new();
+/// A fresh broker (SimIo, manual clock at `T0`) whose vhost "/" holds
+/// the empty durable queue "q".
+fn broker_with_q() -> (Arc<ManualClock>, Arc<crate::Broker>, Arc<crate::VHost>) {
     let clock = ManualClock::new(T0);
-    let b = broker(&io, &clock);
+    let b = broker(&SimIo::new(), &clock);
     let v = b.vhost("/").unwrap();
     v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
         .unwrap();
+    (clock, b, v)
+}
+
+#[test]
+fn a_policy_reaches_a_running_queue_and_leaves_with_it() {
+    let (clock, b, v) = broker_with_q();
     publish(&b, "q", &["1", "2", "3", "4"]);
     let body = json!({"pattern": "^q$", "definition": {"max-length": 2, "message-ttl": 100}});
     assert!(!b.put_policy(PolicyKind::Policy, "/", "cap", &body).unwrap());
@@ -53,12 +59,7 @@ fn a_policy_reaches_a_running_queue_and_leaves_with_it() {
 
 #[test]
 fn a_byte_limit_counts_what_was_queued_before_it() {
-    let io = SimIo::new();
-    let clock = ManualClock::new(T0);
-    let b = broker(&io, &clock);
-    let v = b.vhost("/").unwrap();
-    v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
-        .unwrap();
+    let (_clock, b, v) = broker_with_q();
     publish(&b, "q", &["0123456789", "abcdefghij", "ABCDEFGHIJ"]);
     let body = json!({"pattern": "^q$", "definition": {"max-length-bytes": 25}});
     b.put_policy(PolicyKind::Policy, "/", "bytes", &body)
@@ -211,12 +212,7 @@ fn an_over_long_dead_letter_key_from_a_stored_policy_drops_the_letter() {
 
 #[test]
 fn a_byte_limit_counts_spilled_and_checked_out_messages_exactly() {
-    let io = SimIo::new();
-    let clock = ManualClock::new(T0);
-    let b = broker(&io, &clock);
-    let v = b.vhost("/").unwrap();
-    v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
-        .unwrap();
+    let (_clock, b, v) = broker_with_q();
     let q = v.queue_for("q", 1).unwrap();
     // 9000 bodies of 10 bytes: past the 8192-message window, the rest
     // stays in the log (spilled).
