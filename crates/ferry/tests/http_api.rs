@@ -6,88 +6,12 @@
 
 mod common;
 
-use common::{confirm_channel, connect, connect_channel, publish_settled, unique, Broker};
+use common::{confirm_channel, connect, connect_channel, publish_settled, unique, Broker, Http};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-
-struct Http {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Http {
-    fn new(addr: &str) -> Http {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        Http {
-            base: format!("http://{addr}"),
-            agent,
-        }
-    }
-
-    /// (status, JSON body or Null) with guest's credentials, or `auth`.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-        auth: Option<&str>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let token = auth.map(|a| {
-            use base64::Engine;
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(a)
-            )
-        });
-        let resp = match method {
-            "GET" | "DELETE" => {
-                let mut r = if method == "GET" {
-                    self.agent.get(&url)
-                } else {
-                    self.agent.delete(&url)
-                };
-                if let Some(t) = &token {
-                    r = r.header("Authorization", t);
-                }
-                r.call()
-            }
-            _ => {
-                let mut r = if method == "PUT" {
-                    self.agent.put(&url)
-                } else {
-                    self.agent.post(&url)
-                };
-                r = r.header("content-type", "application/json");
-                if let Some(t) = &token {
-                    r = r.header("Authorization", t);
-                }
-                r.send(body.unwrap_or(b""))
-            }
-        };
-        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let v = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-        };
-        (status, v)
-    }
-
-    fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let raw = body.map(|b| b.to_string().into_bytes());
-        self.call(method, path, raw.as_deref(), Some("guest:guest"))
-    }
-}
 
 async fn start(test: &str) -> Option<(Broker, Http)> {
     let broker = Broker::start_owned(test).await?;

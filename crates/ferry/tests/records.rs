@@ -20,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,71 +33,6 @@ fn long_key() -> String {
 /// The longest key that fits: 127 × "é" + "a" = 255 bytes.
 fn longest_key() -> String {
     format!("{}a", "é".repeat(127))
-}
-
-struct Http {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Http {
-    fn new(addr: &str) -> Http {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        Http {
-            base: format!("http://{addr}"),
-            agent,
-        }
-    }
-
-    fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        use base64::Engine;
-        let url = format!("{}{path}", self.base);
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("guest:guest")
-        );
-        let resp = match method {
-            "GET" => self.agent.get(&url).header("Authorization", &auth).call(),
-            "DELETE" => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .call(),
-            _ => {
-                let r = if method == "PUT" {
-                    self.agent.put(&url)
-                } else {
-                    self.agent.post(&url)
-                };
-                let raw = body.map(|b| b.to_string()).unwrap_or_default();
-                r.header("Authorization", &auth)
-                    .header("content-type", "application/json")
-                    .send(raw.as_bytes())
-            }
-        };
-        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let v = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
-    }
-
-    fn text(&self, path: &str) -> String {
-        let mut resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        resp.body_mut().read_to_string().unwrap()
-    }
 }
 
 fn enc(s: &str) -> String {

@@ -12,18 +12,22 @@
 //! * `FERRY_TEST_ECHO_STDERR=1` copies the broker's stderr to the test's stderr live.
 //! * `FERRY_TEST_TIMEOUT_SECS` (default 60): a watchdog SIGKILLs a spawned broker that is
 //!   still running after that long, so a hung call fails its test instead of the suite.
+//! * [`Http`] talks to a spawned broker's management API and metrics endpoint.
 //! * When a test panics, the broker's stderr (last 64 KiB) is printed with its output.
 //!
 //! Each test binary compiles this module separately and uses a different subset of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+pub mod http;
 mod process;
 pub mod raw;
 
 // Each test binary uses a different subset of these.
 #[allow(unused_imports)]
 pub use broker::{external_url, Broker, READY_TIMEOUT, SHUTDOWN_TIMEOUT};
+#[allow(unused_imports)]
+pub use http::Http;
 #[allow(unused_imports)]
 pub use process::test_budget;
 
