@@ -25,6 +25,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
 use ferry_core::exchange::Destination;
+use ferry_core::policy::validate::erlang_binary;
 use ferry_core::policy::PolicyKind;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, ExchangeArgs, VHost};
@@ -320,21 +321,6 @@ fn check_vhost_limits(d: &DefsIn, vhost: &str) -> ApiResult<()> {
         }
     }
     Ok(())
-}
-
-/// A binary as Erlang's `~p` prints it: `<<"...">>`, escaped.
-fn erlang_binary(s: &str) -> String {
-    let mut out = String::from("<<\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push_str("\">>");
-    out
 }
 
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {

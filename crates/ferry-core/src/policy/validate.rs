@@ -255,7 +255,9 @@ pub fn validate(
     })
 }
 
-fn binary(s: &str) -> String {
+/// A binary as Erlang's `~p` prints a string: `<<"...">>` with `"`, `\`
+/// and newlines escaped (shared with the HTTP layer's import errors).
+pub fn erlang_binary(s: &str) -> String {
     let mut out = String::from("<<\"");
     for c in s.chars() {
         match c {
@@ -265,11 +267,16 @@ fn binary(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
+    out.push_str("\">>");
+    out
+}
+
+/// [`erlang_binary`], marked `/utf8` when not ASCII.
+fn binary(s: &str) -> String {
+    let mut out = erlang_binary(s);
     if !s.is_ascii() {
-        out.push_str("/utf8");
+        out.insert_str(out.len() - 2, "/utf8");
     }
-    out.push_str(">>");
     out
 }
 
