@@ -3,35 +3,20 @@
 //! vhost deletion, RabbitMQ definitions import/export, refusal texts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{config, durable_queue};
 use ferry_core::auth::{Access, AccessDefs, PasswordSpec, Permissions, Resource};
-use ferry_core::queue::QueueSpec;
-use ferry_core::{Broker, BrokerConfig, ErrorKind};
+use ferry_core::{Broker, ErrorKind};
 use ferry_log::SimIo;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn config() -> BrokerConfig {
-    let mut c = BrokerConfig::new(PathBuf::from("/data"));
-    c.sync_threads = 1;
-    c
-}
 
 fn perms(c: &str, w: &str, r: &str) -> Permissions {
     Permissions {
         configure: c.into(),
         write: w.into(),
         read: r.into(),
-    }
-}
-
-fn durable_queue(name: &str) -> QueueSpec {
-    QueueSpec {
-        name: Arc::from(name),
-        durable: true,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments: Default::default(),
     }
 }
 

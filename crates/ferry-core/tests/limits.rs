@@ -4,28 +4,12 @@
 //! definitions export and import.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{config, durable_queue};
 use ferry_core::auth::{AccessDefs, PasswordSpec};
-use ferry_core::queue::QueueSpec;
-use ferry_core::{Broker, BrokerConfig, ErrorKind};
+use ferry_core::{Broker, ErrorKind};
 use ferry_log::SimIo;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-fn config() -> BrokerConfig {
-    let mut c = BrokerConfig::new(PathBuf::from("/data"));
-    c.sync_threads = 1;
-    c
-}
-
-fn queue(name: &str) -> QueueSpec {
-    QueueSpec {
-        name: Arc::from(name),
-        durable: true,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments: Default::default(),
-    }
-}
 
 #[test]
 fn limits_survive_a_restart_and_max_queues_holds_after_it() {
@@ -38,15 +22,15 @@ fn limits_survive_a_restart_and_max_queues_holds_after_it() {
     b.set_vhost_limit("v", "max-connections", 0).unwrap();
     b.set_user_limit("bob", "max-channels", 3).unwrap();
     let v = b.vhost("v").unwrap();
-    v.declare_queue(queue("a"), false, 1).unwrap();
-    let e = v.declare_queue(queue("b"), false, 1).unwrap_err();
+    v.declare_queue(durable_queue("a"), false, 1).unwrap();
+    let e = v.declare_queue(durable_queue("b"), false, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
     assert_eq!(
         e.to_string(),
         "cannot declare queue 'b': queue limit in vhost 'v' (1) is reached"
     );
     // Redeclaring an existing queue is not a new queue.
-    v.declare_queue(queue("a"), false, 1).unwrap();
+    v.declare_queue(durable_queue("a"), false, 1).unwrap();
     b.shutdown();
 
     let b = Broker::open(config(), io.shared()).unwrap();
@@ -54,9 +38,9 @@ fn limits_survive_a_restart_and_max_queues_holds_after_it() {
     assert_eq!(b.vhost_limit("v", "max-connections"), Some(0));
     assert_eq!(b.user_limit("bob", "max-channels"), Some(3));
     let v = b.vhost("v").unwrap();
-    assert!(v.declare_queue(queue("b"), false, 1).is_err());
+    assert!(v.declare_queue(durable_queue("b"), false, 1).is_err());
     b.set_vhost_limit("v", "max-queues", -1).unwrap();
-    v.declare_queue(queue("b"), false, 1).unwrap();
+    v.declare_queue(durable_queue("b"), false, 1).unwrap();
     b.clear_vhost_limit("v", "max-connections").unwrap();
     b.clear_vhost_limit("v", "max-queues").unwrap();
     b.clear_user_limit("bob", "max-channels").unwrap();
@@ -134,9 +118,10 @@ fn definitions_carry_vhost_and_user_limits() {
     assert_eq!(b.user_limit("guest", "max-channels"), Some(9));
     let v = b.vhost("/").unwrap();
     for i in 0..7 {
-        v.declare_queue(queue(&format!("q{i}")), false, 1).unwrap();
+        v.declare_queue(durable_queue(&format!("q{i}")), false, 1)
+            .unwrap();
     }
-    assert!(v.declare_queue(queue("q7"), false, 1).is_err());
+    assert!(v.declare_queue(durable_queue("q7"), false, 1).is_err());
     // A bad value in the document is refused before anything changes.
     let bad: AccessDefs = serde_json::from_value(serde_json::json!({"parameters": [
         {"vhost": "/", "component": "vhost-limits", "name": "limits",

@@ -1,0 +1,26 @@
+//! Setup shared by ferry-core's integration tests (each test binary uses a
+//! subset of it).
+#![allow(dead_code)]
+
+use ferry_core::queue::QueueSpec;
+use ferry_core::BrokerConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A broker config on `/data` (a `SimIo` path) with one sync thread.
+pub fn config() -> BrokerConfig {
+    let mut c = BrokerConfig::new(PathBuf::from("/data"));
+    c.sync_threads = 1;
+    c
+}
+
+/// A durable, non-exclusive, non-auto-delete queue without arguments.
+pub fn durable_queue(name: &str) -> QueueSpec {
+    QueueSpec {
+        name: Arc::from(name),
+        durable: true,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: Default::default(),
+    }
+}
