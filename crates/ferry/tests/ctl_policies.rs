@@ -5,31 +5,13 @@
 
 mod common;
 
+use common::ctl::{api, ctl, text};
 use common::{connect_channel, unique, Broker};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::Value;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn ctl(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("ctl")
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .env_remove("FERRY_USER")
-        .env_remove("FERRY_PASSWORD")
-        .env_remove("FERRY_URL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ferry ctl")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn run(url: &str, args: &[&str], code: i32) -> (String, String) {
     let out = ctl(url, args);
@@ -49,23 +31,12 @@ fn listing(url: &str, args: &[&str]) -> Value {
     serde_json::from_str(&o).unwrap_or_else(|e| panic!("bad JSON ({e}): {o}"))
 }
 
-fn api(broker: &Broker) -> Option<String> {
-    if let Ok(url) = std::env::var("FERRY_TEST_HTTP_URL") {
-        if !url.trim().is_empty() {
-            return Some(url);
-        }
-    }
-    let found = broker.endpoint("http").map(|a| format!("http://{a}"));
-    if found.is_none() {
-        eprintln!("SKIP: the broker reports no http= endpoint");
-    }
-    found
-}
-
 #[tokio::test]
 async fn set_list_clear_policies_and_their_effect() {
     let broker = Broker::start().await;
-    let Some(url) = api(&broker) else { return };
+    let Some(url) = api(&broker, "set_list_clear_policies_and_their_effect") else {
+        return;
+    };
     let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
     let queue = unique("ctl-pol-q");
     ch.queue_declare(

@@ -12,6 +12,7 @@
 //! * `FERRY_TEST_ECHO_STDERR=1` copies the broker's stderr to the test's stderr live.
 //! * `FERRY_TEST_TIMEOUT_SECS` (default 60): a watchdog SIGKILLs a spawned broker that is
 //!   still running after that long, so a hung call fails its test instead of the suite.
+//! * [`ctl`] runs `ferry ctl` as a subprocess and finds the management API it talks to.
 //! * [`Http`] talks to a spawned broker's management API and metrics endpoint.
 //! * When a test panics, the broker's stderr (last 64 KiB) is printed with its output.
 //!
@@ -19,6 +20,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+pub mod ctl;
 pub mod http;
 mod process;
 pub mod raw;
