@@ -20,23 +20,30 @@ def test_confirm_delivery_many_messages_all_acked(ch, uniq):
     assert message_count(ch, q) == 500
 
 
+def _publish_pipelined_with_confirms(r: RawAMQP, q: str, n: int, props: spec.BasicProperties,
+                                     **declare) -> None:
+    """On a fresh raw connection: channel 1, queue `q` declared (with `declare`), confirm.select,
+    then n publishes "m0".."m{n-1}" to `q` with `props`, sent as one write."""
+    r.handshake()
+    r.open_channel(1)
+    r.send_method(1, spec.Queue.Declare(queue=q, **declare))
+    r.expect(spec.Queue.DeclareOk)
+    r.send_method(1, spec.Confirm.Select())
+    r.expect(spec.Confirm.SelectOk)
+    payload = bytearray()
+    for i in range(n):
+        body = f"m{i}".encode()
+        payload += pika.frame.Method(1, spec.Basic.Publish(exchange="", routing_key=q)).marshal()
+        payload += pika.frame.Header(1, len(body), props).marshal()
+        payload += pika.frame.Body(1, body).marshal()
+    r.send(bytes(payload))
+
+
 def test_confirms_raw_sequence_numbers_cover_every_publish(broker, uniq):
     """Pipelined publishes: the acks (possibly 'multiple') must cover delivery tags 1..N exactly."""
     q, n = uniq(), 200
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
-        r.expect(spec.Queue.DeclareOk)
-        r.send_method(1, spec.Confirm.Select())
-        r.expect(spec.Confirm.SelectOk)
-        payload = bytearray()
-        for i in range(n):
-            body = f"m{i}".encode()
-            payload += pika.frame.Method(1, spec.Basic.Publish(exchange="", routing_key=q)).marshal()
-            payload += pika.frame.Header(1, len(body), spec.BasicProperties()).marshal()
-            payload += pika.frame.Body(1, body).marshal()
-        r.send(bytes(payload))
+        _publish_pipelined_with_confirms(r, q, n, spec.BasicProperties(), exclusive=True)
         acked, last = set(), 0
         while last < n:
             m = r.expect(spec.Basic.Ack).method
@@ -57,19 +64,7 @@ def test_pipelined_confirms_are_coalesced_into_multiple_acks(broker, uniq, durab
     (it covers the tags from the first unconfirmed one up to its own)."""
     q, n = uniq(), 2000
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, durable=durable))
-        r.expect(spec.Queue.DeclareOk)
-        r.send_method(1, spec.Confirm.Select())
-        r.expect(spec.Confirm.SelectOk)
-        payload = bytearray()
-        for i in range(n):
-            body = f"m{i}".encode()
-            payload += pika.frame.Method(1, spec.Basic.Publish(exchange="", routing_key=q)).marshal()
-            payload += pika.frame.Header(1, len(body), spec.BasicProperties(delivery_mode=2)).marshal()
-            payload += pika.frame.Body(1, body).marshal()
-        r.send(bytes(payload))
+        _publish_pipelined_with_confirms(r, q, n, spec.BasicProperties(delivery_mode=2), durable=durable)
         acked, floor, frames = set(), 0, 0
         while floor < n:
             m = r.expect(spec.Basic.Ack, timeout=30).method
