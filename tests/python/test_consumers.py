@@ -77,10 +77,7 @@ def test_server_sends_basic_cancel_when_queue_is_deleted(connect, uniq):
 def test_server_named_consumer_tag_and_cancel_of_unknown_tag(broker, uniq):
     q = uniq()
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
-        r.expect(spec.Queue.DeclareOk)
+        r.open_with_queue(q)
         r.send_method(1, spec.Basic.Consume(queue=q, consumer_tag=""))
         tag = r.expect(spec.Basic.ConsumeOk).method.consumer_tag
         assert re.fullmatch(r"amq\.ctag-[A-Za-z0-9_-]{22}", tag), tag
@@ -93,10 +90,7 @@ def test_server_named_consumer_tag_and_cancel_of_unknown_tag(broker, uniq):
 def test_reusing_a_consumer_tag_on_a_channel_is_530(broker, uniq):
     q = uniq()
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
-        r.expect(spec.Queue.DeclareOk)
+        r.open_with_queue(q)
         r.send_method(1, spec.Basic.Consume(queue=q, consumer_tag="tag-1"))
         r.expect(spec.Basic.ConsumeOk)
         r.send_method(1, spec.Basic.Consume(queue=q, consumer_tag="tag-1"))

@@ -134,10 +134,7 @@ def test_second_reply_consumer_is_406(ch):
 def test_reply_consumer_with_a_used_consumer_tag_is_530(broker, uniq):
     q = uniq()
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
-        r.expect(spec.Queue.DeclareOk)
+        r.open_with_queue(q)
         r.send_method(1, spec.Basic.Consume(queue=q, consumer_tag="t1"))
         r.expect(spec.Basic.ConsumeOk)
         r.send_method(1, spec.Basic.Consume(queue=RT, consumer_tag="t1", no_ack=True))

@@ -93,10 +93,7 @@ def test_content_header_bytes_pass_through_unchanged(broker, uniq):
     body = b"raw body"
     header_payload = basic_properties_payload(len(body), props)
     with RawAMQP(broker.host, broker.port) as r:
-        r.handshake()
-        r.open_channel(1)
-        r.send_method(1, spec.Queue.Declare(queue=q, exclusive=True))
-        r.expect(spec.Queue.DeclareOk)
+        r.open_with_queue(q)
         r.send_method(1, spec.Confirm.Select())
         r.expect(spec.Confirm.SelectOk)
         r.send_method(1, spec.Basic.Publish(exchange="", routing_key=q))

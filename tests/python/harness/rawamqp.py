@@ -138,6 +138,13 @@ class RawAMQP:
         self.send_method(channel, spec.Channel.Open())
         self.expect(spec.Channel.OpenOk)
 
+    def open_with_queue(self, queue: str) -> None:
+        """Handshake, open channel 1 and declare the exclusive queue `queue` on it."""
+        self.handshake()
+        self.open_channel(1)
+        self.send_method(1, spec.Queue.Declare(queue=queue, exclusive=True))
+        self.expect(spec.Queue.DeclareOk)
+
     def close(self) -> None:
         try:
             self.sock.close()
