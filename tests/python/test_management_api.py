@@ -24,6 +24,7 @@ import pika
 import pytest
 
 from conftest import KINDS
+from harness.admin import rabbitmqadmin
 from harness.brokers import LOOPBACK, ORACLE_PLUGINS, RabbitBroker, free_port, port_accepts
 
 ADMIN = ("guest", "guest")
@@ -381,15 +382,8 @@ def test_message_stats_count_publishes_and_deliveries(api, uniq):
                     reason="rabbitmqadmin not installed (it ships in Debian's rabbitmq-server "
                            "package: apt-get install rabbitmq-server)")
 def test_rabbitmqadmin_round_trip(api, uniq):
-    host, port = api.broker.endpoints["http"].rsplit(":", 1)
     name = uniq("adm")
-
-    def admin(*args):
-        r = subprocess.run(["rabbitmqadmin", "-H", host, "-P", port, "-u", "guest",
-                            "-p", "guest", "-f", "raw_json", *args],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, f"rabbitmqadmin {args}: {r.stdout} {r.stderr}"
-        return r.stdout
+    admin = rabbitmqadmin(api)
 
     admin("declare", "queue", f"name={name}", "durable=true")
     assert name in [x["name"] for x in json.loads(admin("list", "queues"))]

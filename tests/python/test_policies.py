@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pika
 import pytest
 
+from harness.admin import rabbitmqadmin
 from test_management_api import api, eventually, q  # noqa: F401  (the fixture)
 
 
@@ -351,15 +351,8 @@ def test_definitions_round_trip(api, uniq, policies):
 
 @pytest.mark.skipif(shutil.which("rabbitmqadmin") is None, reason="rabbitmqadmin not installed")
 def test_rabbitmqadmin_policies(api, uniq, policies):
-    host, port = api.broker.endpoints["http"].rsplit(":", 1)
     pol = uniq("adm")
-
-    def admin(*args):
-        r = subprocess.run(["rabbitmqadmin", "-H", host, "-P", port, "-u", "guest",
-                            "-p", "guest", "-f", "raw_json", *args],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, f"rabbitmqadmin {args}: {r.stdout} {r.stderr}"
-        return r.stdout
+    admin = rabbitmqadmin(api)
 
     admin("declare", "policy", f"name={pol}", "pattern=^adm-never$",
           'definition={"max-length": 9}', "apply-to=queues")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
+from harness.admin import rabbitmqadmin
 from test_management_api import api, eventually, q  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("rabbitmqadmin") is None,
@@ -21,21 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("rabbitmqadmin") is None,
 
 @pytest.fixture
 def admin(api):  # noqa: F811
-    host, port = api.broker.endpoints["http"].rsplit(":", 1)
-
-    def run(*args, ok: bool = True):
-        r = subprocess.run(["rabbitmqadmin", "-H", host, "-P", port, "-u", "guest",
-                            "-p", "guest", "-f", "raw_json", *args],
-                           capture_output=True, text=True, timeout=30)
-        if ok:
-            assert r.returncode == 0, f"rabbitmqadmin {args}: {r.stdout} {r.stderr}"
-        return r
-
-    def out(*args):
-        return run(*args).stdout
-
-    out.run = run
-    return out
+    return rabbitmqadmin(api)
 
 
 def listed(admin, what):
