@@ -55,6 +55,22 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+/// Publishes a persistent `body` to `queue` (default exchange) and waits for the
+/// publish to settle (its confirm, on a confirm channel).
+async fn publish_persistent(ch: &lapin::Channel, queue: &str, body: &[u8]) {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        persistent(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 /// The reproduction: a 400-byte x-dead-letter-routing-key is refused at the
 /// declaration (RabbitMQ accepts it and then fails every delivery of the dead letter with
 /// 541); the longest key that fits is dead-lettered, stored and read back intact after a
@@ -107,17 +123,7 @@ async fn dead_letter_keys_are_checked_at_declaration_and_survive_a_restart() {
     )
     .await
     .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "src".into(),
-        BasicPublishOptions::default(),
-        b"m",
-        persistent(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_persistent(&ch, "src", b"m").await;
     let m = ch
         .basic_get("src".into(), BasicGetOptions::default())
         .await
@@ -320,17 +326,7 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
     .await
     .unwrap();
     for q in ["bad", "bad-stream", "good"] {
-        ch.basic_publish(
-            "".into(),
-            q.into(),
-            BasicPublishOptions::default(),
-            b"m",
-            persistent(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_persistent(&ch, q, b"m").await;
     }
     drop(conn);
     let status = broker.terminate().await;
@@ -503,17 +499,7 @@ async fn a_corrupt_record_inside_a_stream_crashes_it_at_runtime() {
         .unwrap();
     let dirs = storage_dirs(&data);
     assert_eq!(dirs.len(), 1);
-    ch.basic_publish(
-        "".into(),
-        "mid".into(),
-        BasicPublishOptions::default(),
-        b"before",
-        persistent(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_persistent(&ch, "mid", b"before").await;
     drop(conn);
     assert!(broker.terminate().await.success());
     append_record(&dirs[0], &bad_stream_record());
