@@ -15,22 +15,6 @@ fn example_path() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../ferry.example.toml").to_string()
 }
 
-/// Waits (bounded) until the broker's stderr has a line for which `pred` holds.
-fn wait_stderr_line(broker: &Broker, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + common::STEP;
-    loop {
-        let stderr = broker.stderr();
-        if let Some(l) = stderr.lines().find(|l| pred(l)) {
-            return l.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no such stderr line in:\n{stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
 async fn example_config_starts_a_working_broker() {
     let example = example_path();
@@ -50,7 +34,9 @@ async fn example_config_starts_a_working_broker() {
     common::publish_settled(&confirm, &q, &["hello"]).await;
     assert_eq!(common::drain_get(&ch, &q).await, ["hello"]);
     // Text logs by default, without terminal colours on a pipe.
-    let started = wait_stderr_line(&broker, |l| l.contains("ferry started"));
+    let started = broker
+        .wait_stderr_line(|l| l.contains("ferry started"))
+        .await;
     assert!(
         !started.contains('\u{1b}'),
         "ANSI codes in a piped log: {started:?}"
@@ -71,7 +57,9 @@ async fn json_log_format_writes_one_object_per_line() {
     else {
         return;
     };
-    let line = wait_stderr_line(&broker, |l| l.contains("ferry started"));
+    let line = broker
+        .wait_stderr_line(|l| l.contains("ferry started"))
+        .await;
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["level"], "INFO", "{v}");
     assert_eq!(v["message"], "ferry started", "{v}");

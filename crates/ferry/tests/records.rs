@@ -335,12 +335,11 @@ async fn an_undecodable_record_crashes_its_queue_not_the_node() {
     append_record(&dirs[1], &bad_stream_record());
 
     broker.start_again().await;
-    let err = broker.stderr();
-    assert!(
-        err.lines()
-            .any(|l| l.contains("ERROR") && l.contains("queue crashed") && l.contains("bad")),
-        "no ERROR line for the crashed queue:\n{err}"
-    );
+    broker
+        .wait_stderr_line(|l| {
+            l.contains("ERROR") && l.contains("queue crashed") && l.contains("bad")
+        })
+        .await;
     let (conn, ch) = connect_channel(&broker.amqp_url()).await;
     assert_eq!(
         message_count(&ch, "good").await,
@@ -561,6 +560,9 @@ async fn a_corrupt_record_inside_a_stream_crashes_it_at_runtime() {
             "NOT_FOUND - queue 'mid' in vhost '/' has crashed and failed to restart".into()
         )
     );
+    broker
+        .wait_stderr_line(|l| l.contains("ERROR") && l.contains("queue crashed"))
+        .await;
     assert_eq!(crashes(&broker), 1, "one ERROR line:\n{}", broker.stderr());
     assert!(!broker.stderr().contains("stream read failed"));
 

@@ -153,6 +153,24 @@ impl Broker {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// Waits (bounded by `STEP`) until a stderr line satisfies `pred` and returns it: the
+    /// broker's log reaches us through a pipe and a reader thread, so a line written just
+    /// before an event the test saw (READY, a reply) may not be in the buffer yet.
+    pub async fn wait_stderr_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let stderr = self.stderr();
+            if let Some(l) = stderr.lines().find(|l| pred(l)) {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such stderr line within {STEP:?} in:\n{stderr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, wait for a clean exit (code 0), then start again on the same data dir.
     pub async fn restart(&mut self) {
         let status = self.terminate().await;
