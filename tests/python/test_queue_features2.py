@@ -433,6 +433,7 @@ def test_priorities_survive_a_kill(restartable_broker):
     b = restartable_broker
     c, ch = open_ch(b)
     ch.queue_declare("prio", durable=True, arguments={"x-max-priority": 3})
+    ch.confirm_delivery()      # only confirmed messages are promised to survive kill -9
     for body, prio in [("a0", 0), ("b3", 3), ("c1", 1), ("d9", 9), ("e", None)]:
         ch.basic_publish("", "prio", body.encode(),
                          pika.BasicProperties(delivery_mode=2, priority=prio))
