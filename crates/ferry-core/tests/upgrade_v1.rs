@@ -1,0 +1,70 @@
+//! Records written by the release with the v1 formats (tests/fixtures/data-v1, written by
+//! tests/fixtures/make_data_v1.py) decode with their facts intact. The Python test
+//! tests/python/test_upgrade.py checks what a client sees after an upgrade; this one checks
+//! the message deadlines, which it cannot (one of them passes some weeks after the fixture
+//! was written, and then the message is gone).
+
+use ferry_core::queue::record::{self, Record};
+use ferry_log::{Log, LogConfig, StdIo};
+use std::path::Path;
+use std::sync::Arc;
+
+/// (body, expires_at) of every Enqueue record with a deadline in the fixture's queues.
+fn deadlines(data: &Path) -> Vec<(Vec<u8>, u64)> {
+    let mut out = Vec::new();
+    let queues = data.join("vhosts").join("2f").join("queues");
+    for dir in std::fs::read_dir(&queues).expect("fixture queues") {
+        let dir = dir.expect("dir entry").path();
+        let (log, _) = Log::open(Arc::new(StdIo), &dir, LogConfig::default()).expect("log opens");
+        for item in log.reader(log.first_index()) {
+            let (_, rec) = item.expect("record reads");
+            // The stream's log holds stream records: they are not queue records.
+            let Ok(Record::Enqueue {
+                msg, expires_at, ..
+            }) = record::decode(rec.payload)
+            else {
+                continue;
+            };
+            if let Some(at) = expires_at {
+                out.push((msg.body.to_vec(), at));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn v1_enqueue_records_keep_their_deadlines() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture, tmp.path());
+    let found = deadlines(tmp.path());
+    // "hello": published with expiration 315360000000 (ten years); "ttl": the same expiration
+    // in a queue whose x-message-ttl (2^32-1 ms) is smaller. Values as written on 2026-12-06.
+    assert_eq!(
+        found,
+        vec![
+            (b"hello".to_vec(), HELLO_DEADLINE),
+            (b"ttl".to_vec(), TTL_DEADLINE)
+        ]
+    );
+}
+
+/// Published at 1796518976119 ms (2026-12-06T01:02:56.119Z) + 315360000000.
+const HELLO_DEADLINE: u64 = 2_111_878_976_119;
+/// Published 17 ms later + 4294967295 (the queue TTL, smaller than the expiration).
+const TTL_DEADLINE: u64 = 1_800_813_943_431;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read fixture") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
