@@ -3,6 +3,7 @@
 //! tests/python/test_upgrade.py checks what a client sees after an upgrade; this one checks
 //! the message deadlines, which it cannot (one of them passes some weeks after the fixture
 //! was written, and then the message is gone).
+#![allow(clippy::expect_used)]
 
 use ferry_core::queue::record::{self, Record};
 use ferry_log::{Log, LogConfig, StdIo};
