@@ -110,7 +110,8 @@ pub async fn put_user(
             ))
         }
     };
-    ctx.broker.put_user(&name, password, tags_of(&b)?)?;
+    let tags = tags_of(&b)?;
+    ferry_server::blocking::run(|| ctx.broker.put_user(&name, password, tags))?;
     Ok(put_status(existed))
 }
 
@@ -121,7 +122,7 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ctx.broker.delete_user(&name)?;
+    ferry_server::blocking::run(|| ctx.broker.delete_user(&name))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -197,7 +198,7 @@ pub async fn put_permission(
         return Err(ApiError::NotFound);
     }
     let existed = !perms_where(&ctx, |u, v| u == user && v == vhost).is_empty();
-    ctx.broker.set_permissions(&user, &vhost, p)?;
+    ferry_server::blocking::run(|| ctx.broker.set_permissions(&user, &vhost, p))?;
     Ok(put_status(existed))
 }
 
@@ -208,7 +209,7 @@ pub async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ctx.broker.clear_permissions(&user, &vhost)?;
+    ferry_server::blocking::run(|| ctx.broker.clear_permissions(&user, &vhost))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,7 +273,7 @@ pub async fn put_vhost(
         return Err(ApiError::BadRequest("vhost name must not be empty".into()));
     }
     let existed = ctx.broker.vhost(&name).is_ok();
-    ctx.broker.add_vhost(&name)?;
+    ferry_server::blocking::run(|| ctx.broker.add_vhost(&name))?;
     Ok(put_status(existed))
 }
 

@@ -195,7 +195,7 @@ pub async fn create(
     let rk = common::string(&b, "routing_key")?.unwrap_or("");
     let args = json_to_table(b.get("arguments")).map_err(ApiError::BadRequest)?;
     may_bind(&ctx, &caller, &vhost, source, &d)?;
-    v.binding(true, source, d, rk, args.clone(), 0)?;
+    ferry_server::blocking::run(|| v.binding(true, source, d, rk, args.clone(), 0))?;
     let location = props_key(rk, &table_to_json(&args));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
@@ -252,7 +252,7 @@ pub async fn delete(
     let rk = b["routing_key"].as_str().unwrap_or("");
     let args = json_to_table(b.get("arguments")).map_err(ApiError::BadRequest)?;
     may_bind(&ctx, &caller, &vhost, source, &d)?;
-    v.binding(false, source, d, rk, args, 0)?;
+    ferry_server::blocking::run(|| v.binding(false, source, d, rk, args, 0))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 /// Runs a broker call that does file I/O (fsyncs, log reads) on tokio's
 /// blocking pool, never on an async worker. A panicked task is a 500.
+/// Calls that borrow the request's data use `ferry_server::blocking::run`
+/// instead (the worker hands its other tasks over, then blocks).
 pub async fn blocking<T, F>(f: F) -> ApiResult<T>
 where
     F: FnOnce() -> T + Send + 'static,

@@ -112,7 +112,7 @@ pub async fn declare(
             ));
         }
     }
-    v.declare_exchange(name, kind, false, args)?;
+    ferry_server::blocking::run(|| v.declare_exchange(name, kind, false, args))?;
     Ok(put_status(existed))
 }
 
@@ -129,7 +129,7 @@ pub async fn delete(
         return Err(ApiError::NotFound);
     }
     common::may_configure(&ctx, &caller, &vhost, Resource::Exchange(name))?;
-    v.delete_exchange(name, query_flag(&q, "if-unused"))?;
+    ferry_server::blocking::run(|| v.delete_exchange(name, query_flag(&q, "if-unused")))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -165,7 +165,7 @@ pub async fn declare(
     };
     common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
     let existed = v.queue_ref(&name).is_some();
-    v.declare_queue(spec, false, 0)?;
+    ferry_server::blocking::run(|| v.declare_queue(spec, false, 0))?;
     Ok(put_status(existed))
 }
 
@@ -180,18 +180,14 @@ pub async fn delete(
     if vh.crashed_queue(&name).is_some() {
         // The operator's way out: the definition and files go.
         common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
-        vh.delete_queue(&name, false, false, 0)?;
+        ferry_server::blocking::run(|| vh.delete_queue(&name, false, false, 0))?;
         return Ok(StatusCode::NO_CONTENT);
     }
     let (v, queue) = sources::find(&ctx, &caller, &vhost, &name)?;
     common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
     let owner = QueueView::of(queue).spec().exclusive_owner.unwrap_or(0);
-    v.delete_queue(
-        &name,
-        query_flag(&q, "if-unused"),
-        query_flag(&q, "if-empty"),
-        owner,
-    )?;
+    let (if_unused, if_empty) = (query_flag(&q, "if-unused"), query_flag(&q, "if-empty"));
+    ferry_server::blocking::run(|| v.delete_queue(&name, if_unused, if_empty, owner))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

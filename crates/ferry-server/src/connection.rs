@@ -771,7 +771,8 @@ impl Conn {
             self.drop_channel(ch);
         }
         if let Some(v) = &self.vhost {
-            v.connection_closed(self.id);
+            // Exclusive queues go with their files.
+            crate::blocking::run(|| v.connection_closed(self.id));
         }
         // Before close-ok goes out: a client that saw it may reconnect at once.
         self.slot = None;

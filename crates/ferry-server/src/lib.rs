@@ -23,6 +23,7 @@
 //! ```
 
 pub mod alarms;
+pub mod blocking;
 pub mod channel;
 pub mod config;
 pub mod connection;

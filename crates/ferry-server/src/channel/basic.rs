@@ -61,7 +61,7 @@ impl Channel {
                     self.shared.info.remove_consumer(&tag);
                     self.shared.state.lock().forget_consumer(&tag);
                     if cr.queue.cancel(cr.id) {
-                        ctx.vhost.drop_source(&cr.queue)?;
+                        crate::blocking::run(|| ctx.vhost.drop_source(&cr.queue))?;
                     }
                 }
                 if !c.nowait {

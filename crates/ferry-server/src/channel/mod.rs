@@ -155,8 +155,9 @@ impl Channel {
     fn handle_method(&mut self, ctx: &ChannelCtx<'_>, method: AMQPClass) -> Result<(), AmqpError> {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
         let r = match method {
-            AMQPClass::Exchange(m) => self.exchange_method(ctx, m),
-            AMQPClass::Queue(m) => self.queue_method(ctx, m),
+            // Declare / delete / bind write the definitions file (fsync).
+            AMQPClass::Exchange(m) => crate::blocking::run(|| self.exchange_method(ctx, m)),
+            AMQPClass::Queue(m) => crate::blocking::run(|| self.queue_method(ctx, m)),
             AMQPClass::Basic(m) => self.basic_method(ctx, m),
             AMQPClass::Channel(m) => self.channel_method(m),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => self.confirm_select(s.nowait),
@@ -307,7 +308,7 @@ impl Channel {
         self.drop_reply(ctx);
         for (_, c) in self.consumers.drain() {
             if c.queue.cancel(c.id) {
-                if let Err(e) = ctx.vhost.drop_source(&c.queue) {
+                if let Err(e) = crate::blocking::run(|| ctx.vhost.drop_source(&c.queue)) {
                     tracing::warn!(error = %e, "auto-delete failed");
                 }
             }
