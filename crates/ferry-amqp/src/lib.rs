@@ -35,6 +35,7 @@ pub mod content;
 pub mod error;
 pub mod frame;
 pub mod method;
+pub mod model;
 mod nesting;
 pub mod reply;
 pub mod sasl;

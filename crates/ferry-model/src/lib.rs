@@ -1,0 +1,22 @@
+//! # ferry-model: the message vocabulary every protocol shares
+//!
+//! Owns the protocol-neutral form of what a message carries besides its
+//! body: typed values and tables ([`Value`], [`Table`]) for headers and
+//! arguments, message [`Properties`], and their binary forms ([`wire`],
+//! [`props`]) that stored records carry. AMQP 0-9-1 and Kafka front ends
+//! convert to and from it at their edges (the mapping rules are in
+//! docs/message-model.md), so one stored message can be delivered over
+//! either protocol.
+//!
+//! Must not: know any wire protocol (no AMQP or Kafka types here), do I/O,
+//! read clocks, or panic on any input (decoders are total: malformed bytes
+//! are a [`ModelError`]).
+
+pub mod error;
+pub mod props;
+pub mod value;
+pub mod wire;
+
+pub use error::ModelError;
+pub use props::Properties;
+pub use value::{Table, Value};
