@@ -355,6 +355,29 @@ fn after_a_crash_committed_offsets_read_the_same_and_nothing_else_was_served() {
     }
 }
 
+#[test]
+fn push_consumers_and_pull_reads_see_the_same_records_across_views() {
+    let segment = (
+        "x-stream-max-segment-size-bytes",
+        AMQPValue::LongInt(64 * 1024),
+    );
+    let f = Fixture::new(&[segment]);
+    let st = f.open();
+    let body = "y".repeat(1_000);
+    for _ in 0..2_500 {
+        st.publish(&msg(&body, true), None).unwrap();
+    }
+    // 2.5 MB: one dispatch takes several 1 MiB views.
+    let pushed = super::tests::consume_at(&st, 3_000, Some(crate::test_support::s("first")));
+    let pulled = st.read(0, ALL).unwrap();
+    assert_eq!(pushed.offsets(), (0..2_500).collect::<Vec<_>>());
+    let got = pushed.got.lock();
+    assert_eq!(got.len(), pulled.records().len());
+    for (d, r) in got.iter().zip(pulled.records()) {
+        assert_eq!((d.msg_id, &*d.message), (r.offset, &r.message));
+    }
+}
+
 /// Numbers for the report, on real files (page cache):
 /// `cargo test --release -p ferry-core measure_pull -- --ignored --nocapture`.
 #[test]
