@@ -14,6 +14,7 @@
 //!  prepare_sync (under the caller's lock) ─► SyncJob
 //!  SyncJob::run (no lock: fdatasync, dir sync, seals) ─► SyncOutcome
 //!  complete_sync (under the lock) ─► durable_index ↑, on_durable callbacks
+//!  view (under the lock, no I/O) ─► LogView::records (no lock: file reads)
 //! ```
 //!
 //! The on-disk format, invariants and recovery rules are described in
@@ -35,7 +36,7 @@ mod waiters;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use io::{FileIo, IoFile, SimIo, StdIo};
-pub use log::{Log, SegmentInfo};
+pub use log::{Log, LogView, SegmentInfo, ViewReader};
 pub use reader::LogReader;
 pub use record::{Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 pub use recovery::RecoveryReport;

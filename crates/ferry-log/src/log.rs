@@ -1,6 +1,7 @@
 //! [`Log`]: appends into an in-memory buffer, flushes with one write per
 //! batch, and tracks what is durable. Roll, truncate and purge live in
-//! `log/maintenance.rs`, replay in `reader.rs`.
+//! `log/maintenance.rs`, replay in `reader.rs`, reads without the log's
+//! lock in `log/view.rs`.
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -8,7 +9,7 @@ use crate::io::FileIo;
 use crate::reader::LogReader;
 use crate::record::{self, Defect, Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 use crate::recovery::{self, RecoveryReport};
-use crate::scan::{ScanError, Scanner};
+use crate::scan::{self, Scanner, SegmentSpan};
 use crate::segment::{seal_bytes, SealState, Segment, SEGMENT_HEADER_LEN};
 use crate::sync::{Receipt, SealWrite, SegmentReceipt, SyncJob, SyncOutcome, SyncStep};
 use crate::waiters::{DurableCallback, Waiters};
@@ -17,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod maintenance;
+mod view;
+
+pub use view::{LogView, ViewReader};
 
 /// Appends are flushed once this many bytes are buffered, so a burst with
 /// no sync in sight does not grow memory without bound.
@@ -483,10 +487,7 @@ impl Log {
 
     /// Reads record `index`: sparse-index lookup, then a short scan.
     pub fn read_index(&self, index: u64) -> Result<Record, LogError> {
-        let chunk = (self.cfg.index_interval_bytes as usize)
-            .saturating_add(16 * 1024)
-            .min(1 << 20);
-        let (mut scanner, seg) = self.scanner_at(index, chunk)?;
+        let (mut scanner, seg) = self.scanner_at(index, self.lookup_chunk())?;
         match scanner.next_record() {
             Ok(Some(r)) => Ok(Record {
                 index,
@@ -517,45 +518,15 @@ impl Log {
     ) -> Result<(Scanner<'_>, &Segment), LogError> {
         self.check_range(index)?;
         let (seg, is_active) = self.segment_containing(index);
-        let tail: &[u8] = if is_active { &self.buf } else { &[] };
-        let seek = |pos: u64, at: u64, hinted: bool| -> Result<Scanner<'_>, ScanError> {
-            let mut sc = Scanner::new(&*seg.file, pos, seg.size, at, chunk)
-                .with_tail(tail)
-                .stop_at(seg.end_index());
-            // The index is only a hint (never synced, possibly damaged): a
-            // wrong entry may land anywhere, even on bytes that look like
-            // the right header. Verify the record it names before walking
-            // from it, so a bad entry costs a rescan, not a failed read.
-            if hinted && !sc.verify_next()? {
-                return Err(ScanError::Defect {
-                    pos,
-                    defect: Defect::ShortHeader,
-                });
-            }
-            while sc.next_index() < index {
-                if !sc.skip_record()? {
-                    return Err(ScanError::Defect {
-                        pos: sc.pos(),
-                        defect: Defect::ShortHeader,
-                    });
-                }
-            }
-            Ok(sc)
+        let span = SegmentSpan {
+            file: &*seg.file,
+            size: seg.size,
+            tail: if is_active { &self.buf } else { &[] },
+            base: seg.base,
+            end: seg.end_index(),
+            hint: seg.index.lookup((index - seg.base) as u32),
         };
-        let rel = (index - seg.base) as u32;
-        if let Some(hint) = seg.index.lookup(rel) {
-            match seek(u64::from(hint.pos), seg.base + u64::from(hint.rel), true) {
-                Ok(sc) => return Ok((sc, seg)),
-                // The index is only a hint; a stale entry costs a rescan.
-                Err(ScanError::Defect { .. }) => {
-                    tracing::debug!(segment = %seg.path.display(), "stale index entry; scanning from the start");
-                }
-                Err(e) => return Err(e.into_log_error(&seg.path)),
-            }
-        }
-        seek(SEGMENT_HEADER_LEN, seg.base, false)
-            .map(|sc| (sc, seg))
-            .map_err(|e| e.into_log_error(&seg.path))
+        Ok((scan::seek(span, index, chunk, &seg.path)?, seg))
     }
 }
 

@@ -1,10 +1,14 @@
 //! Sequential record reading with large positional reads: replay,
 //! lookups by index and recovery all walk segments through a `Scanner`.
 
+use crate::error::LogError;
+use crate::index::IndexEntry;
 use crate::io::IoFile;
 use crate::record::{self, Defect, RECORD_HEADER_LEN};
+use crate::segment::SEGMENT_HEADER_LEN;
 use bytes::{Bytes, BytesMut};
 use std::io;
+use std::path::Path;
 
 /// A record as found in a segment.
 #[derive(Debug)]
@@ -22,8 +26,7 @@ pub(crate) enum ScanError {
 }
 
 impl ScanError {
-    pub(crate) fn into_log_error(self, path: &std::path::Path) -> crate::error::LogError {
-        use crate::error::LogError;
+    pub(crate) fn into_log_error(self, path: &Path) -> LogError {
         match self {
             ScanError::Io(e) => LogError::io("read", path, e),
             ScanError::Defect { pos, defect } => LogError::corrupt(path, pos, defect.describe()),
@@ -87,6 +90,12 @@ impl<'a> Scanner<'a> {
 
     pub(crate) fn next_index(&self) -> u64 {
         self.next_index
+    }
+
+    /// Changes the read size for the chunks still to come (a lookup
+    /// starts small, a sequential read then reads ahead).
+    pub(crate) fn set_chunk_size(&mut self, chunk_size: usize) {
+        self.chunk_size = chunk_size.max(RECORD_HEADER_LEN);
     }
 
     fn limit(&self) -> u64 {
@@ -193,6 +202,64 @@ impl<'a> Scanner<'a> {
         self.next_index += 1;
         Ok(true)
     }
+}
+
+/// Where one segment's records are, for [`seek`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentSpan<'a> {
+    pub file: &'a dyn IoFile,
+    /// Bytes of the file that hold records (header included).
+    pub size: u64,
+    /// Not-yet-flushed bytes after `size` (the active segment's buffer).
+    pub tail: &'a [u8],
+    /// Index of its first record and of the record after its last.
+    pub base: u64,
+    pub end: u64,
+    /// The sparse-index entry at or before the wanted record, if any.
+    pub hint: Option<IndexEntry>,
+}
+
+/// A scanner over `span` whose next record is `index`. The sparse index is
+/// only a hint (never synced, possibly damaged): a wrong entry may land
+/// anywhere, even on bytes that look like the right header, so the record
+/// it names is verified before walking from it, and a bad entry costs a
+/// rescan from the segment start, not a failed read.
+pub(crate) fn seek<'a>(
+    span: SegmentSpan<'a>,
+    index: u64,
+    chunk: usize,
+    path: &Path,
+) -> Result<Scanner<'a>, LogError> {
+    let walk = |pos: u64, at: u64, hinted: bool| -> Result<Scanner<'a>, ScanError> {
+        let mut sc = Scanner::new(span.file, pos, span.size, at, chunk)
+            .with_tail(span.tail)
+            .stop_at(span.end);
+        if hinted && !sc.verify_next()? {
+            return Err(ScanError::Defect {
+                pos,
+                defect: Defect::ShortHeader,
+            });
+        }
+        while sc.next_index() < index {
+            if !sc.skip_record()? {
+                return Err(ScanError::Defect {
+                    pos: sc.pos(),
+                    defect: Defect::ShortHeader,
+                });
+            }
+        }
+        Ok(sc)
+    };
+    if let Some(hint) = span.hint {
+        match walk(u64::from(hint.pos), span.base + u64::from(hint.rel), true) {
+            Ok(sc) => return Ok(sc),
+            Err(ScanError::Defect { .. }) => {
+                tracing::debug!(segment = %path.display(), "stale index entry; scanning from the start");
+            }
+            Err(e) => return Err(e.into_log_error(path)),
+        }
+    }
+    walk(SEGMENT_HEADER_LEN, span.base, false).map_err(|e| e.into_log_error(path))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Kafka front end will serve.
 //!
 //! Owns the stream record format (`record`), its arguments and their checks
-//! (`args`), consumer offsets (`offset`), retention (`retention`) and the
+//! (`args`), consumer offsets (`offset`), retention (`retention`), reads
+//! (`pull`: the pull API for Kafka and the push consumers' reader) and the
 //! [`Stream`] itself. It reuses the queue's seams (`ConsumerSink`,
 //! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
 //! [`crate::source::Source`], so channels treat it like a queue except for
@@ -14,6 +15,7 @@
 
 pub mod args;
 pub mod offset;
+mod pull;
 pub mod record;
 mod retention;
 // Named after its main type, like every file here.
@@ -22,7 +24,10 @@ mod stream;
 
 pub use args::StreamArgs;
 pub use offset::OffsetSpec;
+pub use pull::{ReadBatch, ReadLimits, StreamRecord, WaitFor, WaitOutcome};
 pub use stream::{Stream, StreamConsume};
 
+#[cfg(test)]
+mod pull_tests;
 #[cfg(test)]
 mod tests;

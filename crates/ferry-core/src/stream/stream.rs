@@ -13,12 +13,17 @@
 //!   socket room), so catching up on a large stream holds at most a
 //!   prefetch window of messages in memory. Acks only give credit back.
 //!   Consumers at the tail are woken by the sync that commits new records.
+//! * Pull reads (`Stream::read`, `Stream::wait_for`, for Kafka) and the
+//!   push consumers' reads live in `pull.rs`; wherever `committed`
+//!   advances, `readers.advance` must follow (delete and crash close it).
 //! * Retention (`retention.rs`): whole segments, oldest first.
 //!
-//! Lock order: `sync_lock` → `inner` → sinks (channel locks).
+//! Lock order: `sync_lock` → `inner` → sinks (channel locks); `inner` →
+//! `readers` (a leaf).
 
 use super::args::StreamArgs;
 use super::offset::OffsetSpec;
+use super::pull::Readers;
 use super::record;
 use crate::clock::NEVER;
 use crate::error::{CoreError, ErrorKind, Result};
@@ -26,7 +31,7 @@ use crate::message::Message;
 use crate::queue::dead_letter::HeaderEdit;
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
-use crate::queue::{ConfirmToken, ConsumerSink, Delivery, Enqueued, QueueEnv, QueueSpec};
+use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
 use crate::syncer::{release_waiters, SyncSchedule, SyncTask};
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
@@ -103,6 +108,8 @@ pub struct Stream {
     /// When age retention must look again (`NEVER` if not needed).
     pub(super) retention_at: AtomicU64,
     stats: QueueStats,
+    /// Pull readers waiting for records to commit (`pull.rs`).
+    pub(super) readers: Readers,
 }
 
 impl Stream {
@@ -176,6 +183,7 @@ impl Stream {
             me: me.clone(),
             retention_at: AtomicU64::new(NEVER),
             stats: QueueStats::default(),
+            readers: Readers::new(committed),
         });
         if s.args.has_retention() {
             // Time passed while the broker was down.
@@ -249,7 +257,7 @@ impl Stream {
         self.inner.lock().deleted
     }
 
-    fn not_found(&self) -> CoreError {
+    pub(super) fn not_found(&self) -> CoreError {
         CoreError::not_found("queue", &self.spec.name, &self.vhost)
     }
 
@@ -445,7 +453,7 @@ impl Stream {
     /// (consumers cancelled, publishes refused), keeps its files, and its
     /// vhost reports it as crashed (as at boot: `vhost/crashed.rs`). Logged
     /// at ERROR once.
-    fn crash_locked(&self, inner: &mut Inner, offset: u64, e: &CoreError) {
+    pub(super) fn crash_locked(&self, inner: &mut Inner, offset: u64, e: &CoreError) {
         if inner.deleted {
             return;
         }
@@ -459,6 +467,7 @@ impl Stream {
         );
         inner.deleted = true;
         inner.crashed = true;
+        self.readers.close();
         let consumers = std::mem::take(&mut inner.consumers);
         let waiters: Vec<ConfirmToken> = inner.waiters.drain(..).map(|(_, t)| t).collect();
         for c in consumers {
@@ -480,53 +489,6 @@ impl Stream {
         if let Err(e) = spawned {
             tracing::error!(queue = %self.spec.name, error = %e, "cannot report the crashed stream");
         }
-    }
-
-    /// Reads records from `c.next` for as long as `c` has credit: the first
-    /// by an index lookup (a short read), the rest sequentially.
-    fn feed(&self, log: &Log, committed: u64, c: &mut Consumer) -> Result<()> {
-        let mut reader = None;
-        while c.next < committed {
-            if !c.sink.reserve() {
-                return Ok(());
-            }
-            let rec = match reader.as_mut() {
-                None => {
-                    reader = Some(log.reader(c.next + 1));
-                    log.read_index(c.next).map(|r| r.payload)
-                }
-                // The reader's payloads share its read buffer: copied so a
-                // message waiting in a socket buffer does not pin it.
-                Some(r) => match r.next() {
-                    Some(Ok((_, rec))) => Ok(Bytes::copy_from_slice(&rec.payload)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(ferry_log::LogError::OutOfRange {
-                        index: c.next,
-                        first: log.first_index(),
-                        next: log.next_index(),
-                    }),
-                },
-            };
-            let decoded = rec.map_err(CoreError::from).and_then(record::decode);
-            let (_, message) = match decoded {
-                Ok(m) => m,
-                Err(e) => {
-                    c.sink.unreserve();
-                    return Err(e);
-                }
-            };
-            let d = Delivery {
-                queue: self.spec.name.clone(),
-                msg_id: c.next,
-                message: Arc::new(message),
-                redelivered: false,
-                delivery_count: 0,
-            };
-            c.sink.deliver(&c.tag, d);
-            self.stats.delivered(false, false);
-            c.next += 1;
-        }
-        Ok(())
     }
 
     /// Acks: nothing leaves a stream; the channel already took the credit
@@ -551,6 +513,7 @@ impl Stream {
             let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
             (consumers, waiters)
         };
+        self.readers.close();
         for c in consumers {
             c.sink.cancelled(&c.tag);
         }
@@ -609,6 +572,7 @@ impl Stream {
             let released = release_waiters(&mut inner.waiters, poisoned, durable);
             if !poisoned {
                 inner.committed = durable.map_or(0, |i| i + 1);
+                self.readers.advance(inner.committed);
                 if inner.retention_pending {
                     self.apply_retention(inner, self.env.clock.now_ms());
                 }

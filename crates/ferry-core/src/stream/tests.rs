@@ -15,15 +15,15 @@ use ferry_log::{FileIo, LogConfig, SimIo};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-struct Fixture {
-    io: SimIo,
-    clock: Arc<ManualClock>,
-    env: QueueEnv,
+pub(super) struct Fixture {
+    pub(super) io: SimIo,
+    pub(super) clock: Arc<ManualClock>,
+    pub(super) env: QueueEnv,
     args: FieldTable,
 }
 
 impl Fixture {
-    fn new(extra: &[(&str, AMQPValue)]) -> Self {
+    pub(super) fn new(extra: &[(&str, AMQPValue)]) -> Self {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), s("stream"));
         for (k, v) in extra {
@@ -42,7 +42,7 @@ impl Fixture {
         }
     }
 
-    fn open(&self) -> Arc<Stream> {
+    pub(super) fn open(&self) -> Arc<Stream> {
         let spec = QueueSpec {
             name: Arc::from("s"),
             durable: true,
@@ -60,20 +60,20 @@ impl Fixture {
     }
 }
 
-fn msg(body: &str, persistent: bool) -> Arc<Message> {
+pub(super) fn msg(body: &str, persistent: bool) -> Arc<Message> {
     Arc::new(Message {
         routing_key: Arc::from("s"),
         ..message(body, persistent)
     })
 }
 
-fn publish_n(st: &Stream, from: usize, n: usize) {
+pub(super) fn publish_n(st: &Stream, from: usize, n: usize) {
     for i in from..from + n {
         st.publish(&msg(&format!("m{i}"), true), None).unwrap();
     }
 }
 
-fn consume_at(st: &Stream, credit: u32, offset: Option<AMQPValue>) -> Arc<Taker> {
+pub(super) fn consume_at(st: &Stream, credit: u32, offset: Option<AMQPValue>) -> Arc<Taker> {
     let t = Taker::new(credit);
     let mut args = FieldTable::default();
     if let Some(v) = offset {
@@ -246,13 +246,13 @@ fn unconfirmed_tail_may_vanish_but_never_changes_a_committed_offset() {
 }
 
 /// 235-byte records in 4 KiB segments: 17 records a segment.
-fn retention_fixture(extra: &[(&str, AMQPValue)]) -> Fixture {
+pub(super) fn retention_fixture(extra: &[(&str, AMQPValue)]) -> Fixture {
     let mut args = vec![("x-stream-max-segment-size-bytes", AMQPValue::LongInt(4096))];
     args.extend(extra.iter().cloned());
     Fixture::new(&args)
 }
 
-fn big(i: usize) -> Arc<Message> {
+pub(super) fn big(i: usize) -> Arc<Message> {
     msg(&format!("{i:0>200}"), true)
 }
 
