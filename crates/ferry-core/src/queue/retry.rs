@@ -144,9 +144,11 @@ impl RetryPolicy {
 ///
 /// A binary heap of 40-byte items (the 32-byte `Entry` plus its due
 /// time) in one vector: no per-message tree node, so a waiting message
-/// costs about what a ready one does. Nothing is removed from the middle
-/// (a waiting message is neither ready nor checked out: only its time or
-/// a purge ends its wait), so a heap's operations are all it needs.
+/// costs about what a ready one does. At run time nothing is removed from
+/// the middle (a waiting message is neither ready nor checked out: only
+/// its time or a purge ends its wait); only replay names a waiting message
+/// by id (a retried message delivered again before a restart), which costs
+/// a linear search (`remove`).
 #[derive(Debug, Default)]
 pub struct Waiting {
     heap: BinaryHeap<Waiter>,
@@ -263,14 +265,38 @@ impl Waiting {
         self.heap.iter().map(|w| w.entry.id).min()
     }
 
-    /// Removes everything (a purge); returns the ids.
-    pub fn clear(&mut self) -> Vec<u64> {
-        self.bytes = 0;
-        std::mem::take(&mut self.heap)
+    /// Takes out the message `id` (a command naming a waiting message:
+    /// only replay does, so a linear search is fine).
+    pub fn remove(&mut self, id: u64) -> Option<Entry> {
+        if self.heap.is_empty() {
+            return None;
+        }
+        let at = self.heap.iter().position(|w| w.entry.id == id)?;
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        let w = v.swap_remove(at);
+        self.heap = BinaryHeap::from(v);
+        self.bytes -= u64::from(w.entry.size());
+        Some(w.entry)
+    }
+
+    /// Takes out every message whose id `f` picks (a purge).
+    pub fn remove_where(&mut self, mut f: impl FnMut(u64) -> bool) -> Vec<Entry> {
+        if !self.heap.iter().any(|w| f(w.entry.id)) {
+            return Vec::new();
+        }
+        let (out, stay): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.heap)
             .into_vec()
             .into_iter()
-            .map(|w| w.entry.id)
-            .collect()
+            .partition(|w| f(w.entry.id));
+        self.heap = BinaryHeap::from(stay);
+        let out: Vec<Entry> = out.into_iter().map(|w| w.entry).collect();
+        self.bytes -= out.iter().map(|e| u64::from(e.size())).sum::<u64>();
+        out
+    }
+
+    /// Every waiting message with its due time (any order).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.heap.iter().map(|w| (w.due, &w.entry))
     }
 }
 
@@ -307,7 +333,11 @@ mod tests {
         let ids: Vec<u64> = w.take_due(30).iter().map(|e| e.id).collect();
         assert_eq!(ids, [4, 2, 1]);
         assert_eq!((w.len(), w.bytes(), w.next_due()), (1, 10, Some(40)));
-        assert_eq!(w.clear(), [5]);
+        w.insert(50, entry(6));
+        assert!(w.remove(99).is_none());
+        assert_eq!(w.remove(6).map(|e| e.id), Some(6));
+        let gone: Vec<u64> = w.remove_where(|id| id == 5).iter().map(|e| e.id).collect();
+        assert_eq!(gone, [5]);
         assert!(w.is_empty() && w.bytes() == 0 && w.next_due().is_none());
     }
 

@@ -2,6 +2,7 @@
 //! consumers with credit, basic.get.
 
 use super::*;
+use crate::queue::command::Command;
 
 impl Queue {
     /// Tries to deliver ready messages (after credit was freed).
@@ -152,19 +153,16 @@ impl Queue {
                 redelivered: entry.redelivered(),
                 delivery_count: u32::from(entry.delivery_count),
             };
+            // A checkout is leader-local (not logged); a no-ack delivery
+            // is settled by one Settle command after the loop.
             if c.no_ack {
                 settled.push(entry.id);
-            } else {
-                inner.state.check_out(entry);
             }
+            inner.state.check_out(entry);
             self.stats.delivered(c.no_ack, delivery.redelivered);
             c.sink.deliver(&c.tag, delivery);
         }
-        if !settled.is_empty() {
-            if let Err(e) = self.write_ids(inner, false, &settled) {
-                tracing::error!(queue = %self.spec.name, error = %e, "cannot log settle");
-            }
-        }
+        self.commit_logged(inner, &Command::Settle(&settled), letters);
     }
 
     /// The consumer to deliver the next message to, its credit reserved:
@@ -295,10 +293,10 @@ impl Queue {
             redelivered: entry.redelivered(),
             delivery_count: u32::from(entry.delivery_count),
         };
+        let id = entry.id;
+        inner.state.check_out(entry);
         if no_ack {
-            self.write_ids(inner, false, &[entry.id])?;
-        } else {
-            inner.state.check_out(entry);
+            self.commit_ids(inner, &Command::Settle(&[id]), letters)?;
         }
         self.stats.got(no_ack, d.redelivered);
         self.note_expiry(inner);
