@@ -15,17 +15,22 @@ pub type DigestRow = (u64, u16, u8, Option<u64>, Option<u64>);
 impl QueueState {
     /// An empty queue to replay a log into: nothing spills while
     /// replaying (every replayed message is in memory, as a spilled range
-    /// could not be settled by id); [`QueueState::end_replay`] restores
-    /// the window for what comes next.
+    /// could not be settled by id) and waiting messages are kept by id
+    /// (replay names them: a retried or held message delivered again
+    /// before the restart); [`QueueState::end_replay`] restores the window
+    /// and the waiting set's order for what comes next.
     pub fn for_replay(levels: usize, track_body: bool) -> Self {
         let mut st = Self::with_levels(levels, track_body);
         st.window = usize::MAX;
+        st.waiting.index_by_id();
         st
     }
 
-    /// Ends the replay mode: new messages past the window spill again.
+    /// Ends the replay mode: new messages past the window spill again,
+    /// waiting ones are ordered by their time.
     pub fn end_replay(&mut self) {
         self.window = Self::window_for(self.levels.len());
+        self.waiting.seal();
     }
 
     /// Removes the message `id` for good, wherever it is. None if the
