@@ -17,7 +17,7 @@ use super::retry::Waiting;
 use crate::clock::NEVER;
 use crate::message::Message;
 use ferry_log::RecordPos;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// One message in the queue: where its Enqueue record lives, plus the
@@ -148,6 +148,10 @@ pub struct QueueState {
     /// Messages invisible until a time of their own (delayed retry, a
     /// delayed exchange's held messages): neither ready nor checked out.
     waiting: Waiting,
+    /// Replay mode only: ready entries removed for good but still in their
+    /// level's list (removing from the middle of a long list one by one
+    /// would make a replay quadratic); dropped at the end of the replay.
+    gone: Option<HashSet<u64>>,
 }
 
 /// The newest part of a long backlog, left in the log instead of memory.
@@ -216,6 +220,7 @@ impl QueueState {
             track_body,
             ready_body: 0,
             waiting: Waiting::default(),
+            gone: None,
         }
     }
 

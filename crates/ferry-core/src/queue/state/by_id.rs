@@ -5,6 +5,7 @@
 
 use super::{insert_ordered, Entry, QueueState};
 use crate::message::Message;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// One message in [`QueueState::digest`]: (id, delivery count, priority,
@@ -23,6 +24,7 @@ impl QueueState {
         let mut st = Self::with_levels(levels, track_body);
         st.window = usize::MAX;
         st.waiting.index_by_id();
+        st.gone = Some(HashSet::new());
         st
     }
 
@@ -31,6 +33,11 @@ impl QueueState {
     pub fn end_replay(&mut self) {
         self.window = Self::window_for(self.levels.len());
         self.waiting.seal();
+        if let Some(gone) = self.gone.take().filter(|g| !g.is_empty()) {
+            for l in &mut self.levels {
+                l.ready.retain(|e| !gone.contains(&e.id));
+            }
+        }
     }
 
     /// Removes the message `id` for good, wherever it is. None if the
@@ -38,8 +45,10 @@ impl QueueState {
     /// command names: a spilled message was never seen, and replay does
     /// not spill).
     pub fn remove(&mut self, id: u64) -> Option<Entry> {
-        if let Some(e) = self.take_unacked(id) {
-            return Some(e);
+        if !self.unacked.is_empty() {
+            if let Some(e) = self.take_unacked(id) {
+                return Some(e);
+            }
         }
         let e = match self.take_ready(id) {
             Some(e) => e,
@@ -55,6 +64,15 @@ impl QueueState {
     /// waiting) with its delivery count bumped: ready again in its place,
     /// or waiting until `until`. False if the queue does not hold it.
     pub fn return_any(&mut self, id: u64, until: Option<u64>) -> bool {
+        if until.is_none() && !self.unacked.contains_key(&id) {
+            // Ready already (a replay): it stays in its place.
+            if let Some((lvl, at)) = self.find_ready(id) {
+                if let Some(e) = self.levels[lvl].ready.get_mut(at) {
+                    e.returned();
+                    return true;
+                }
+            }
+        }
         let mut e = if let Some(e) = self.unacked.remove(&id) {
             self.unacked_bytes -= u64::from(e.size());
             e
@@ -73,17 +91,46 @@ impl QueueState {
                 self.ready_body += self.body_of(e.id);
                 self.in_memory += 1;
                 let lvl = self.level_of(e.priority);
-                insert_ordered(&mut self.levels[lvl].ready, e);
+                self.insert_ready(lvl, e);
             }
         }
         true
+    }
+
+    /// Puts `e` back into its level in id order. In a replay its removed
+    /// copy may still be there (left in place, see `gone`): it takes that
+    /// slot.
+    fn insert_ready(&mut self, lvl: usize, e: Entry) {
+        let ready = &mut self.levels[lvl].ready;
+        match self.gone.as_mut() {
+            Some(gone) => match ready.binary_search_by_key(&e.id, |x| x.id) {
+                Ok(at) => {
+                    gone.remove(&e.id);
+                    ready[at] = e;
+                }
+                Err(at) => ready.insert(at, e),
+            },
+            None => insert_ordered(ready, e),
+        }
     }
 
     /// Takes a ready in-memory message out of its level (its side-table
     /// entry stays: the caller decides).
     fn take_ready(&mut self, id: u64) -> Option<Entry> {
         let (lvl, at) = self.find_ready(id)?;
-        let e = self.levels[lvl].ready.remove(at)?;
+        let e = match self.gone.as_mut() {
+            Some(gone) if at > 0 => {
+                gone.insert(id);
+                self.levels[lvl].ready.get(at)?.clone()
+            }
+            _ => self.levels[lvl].ready.remove(at)?,
+        };
+        if let Some(gone) = self.gone.as_mut() {
+            let ready = &mut self.levels[lvl].ready;
+            while ready.front().is_some_and(|f| gone.remove(&f.id)) {
+                ready.pop_front();
+            }
+        }
         self.in_memory -= 1;
         self.ready_bytes -= u64::from(e.size());
         self.ready_body = self.ready_body.saturating_sub(self.body_of(id));
@@ -100,12 +147,17 @@ impl QueueState {
         {
             return Some((lvl, 0));
         }
-        self.levels.iter().enumerate().find_map(|(lvl, l)| {
+        let (lvl, at) = self.levels.iter().enumerate().find_map(|(lvl, l)| {
             l.ready
                 .binary_search_by_key(&id, |e| e.id)
                 .ok()
                 .map(|at| (lvl, at))
-        })
+        })?;
+        // A front is never a leftover of a replay (they are trimmed).
+        match &self.gone {
+            Some(g) if g.contains(&id) => None,
+            _ => Some((lvl, at)),
+        }
     }
 
     /// Removes every message with an id below `upto` except the `keep`
@@ -132,6 +184,10 @@ impl QueueState {
             }
             let old = std::mem::take(&mut self.levels[lvl].ready);
             for e in old {
+                if self.gone.as_mut().is_some_and(|g| g.remove(&e.id)) {
+                    // Removed already (a replay's leftover).
+                    continue;
+                }
                 if stays(e.id) {
                     self.levels[lvl].ready.push_back(e);
                     continue;
