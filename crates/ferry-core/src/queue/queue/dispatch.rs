@@ -222,8 +222,11 @@ impl Queue {
         if d > now || head == fresh {
             return HeadCheck::Deliver;
         }
-        if self.expire_locked(inner, now, letters) {
-            return HeadCheck::Expired;
+        match self.expire_locked(inner, now, letters) {
+            Ok(true) => return HeadCheck::Expired,
+            Ok(false) => {}
+            // Nothing dropped (the log refuses writes): deliver nothing.
+            Err(_) => return HeadCheck::Stop,
         }
         // Too many dead letters at once: the sweep goes on (and delivers)
         // once these are routed.
@@ -272,7 +275,7 @@ impl Queue {
         self.ensure_window(inner);
         if inner.state.head_deadline().is_some() {
             let now = self.env.clock.now_ms();
-            let done = self.expire_locked(inner, now, letters);
+            let done = self.expire_locked(inner, now, letters)?;
             self.note_expiry(inner);
             if !done {
                 return Ok(None);

@@ -79,7 +79,8 @@ impl Queue {
             }
         }
         if let Some(n) = now {
-            self.expire_locked(inner, n, letters);
+            // A failure is logged; the expired head is never delivered.
+            let _ = self.expire_locked(inner, n, letters);
         }
     }
 
@@ -165,15 +166,17 @@ impl Queue {
 
     /// Drops expired messages from the head (a Drop with reason expired,
     /// decided from the head walk). False if it stopped at the
-    /// dead-letter batch limit with an expired head left.
+    /// dead-letter batch limit with an expired head left; an error if the
+    /// Drop could not be logged (nothing changed: the expired head stays,
+    /// and must not be delivered).
     pub(super) fn expire_locked(
         &self,
         inner: &mut Inner,
         now: u64,
         letters: &mut Vec<DeadLetter>,
-    ) -> bool {
+    ) -> Result<bool> {
         if !inner.state.has_meta() && !inner.state.has_spill() {
-            return true;
+            return Ok(true);
         }
         let dlx = Self::has_dlx(inner);
         loop {
@@ -193,18 +196,20 @@ impl Queue {
                 (ids, expired.next().is_some())
             };
             if ids.is_empty() {
-                return !left;
+                return Ok(!left);
             }
             let cmd = Command::Drop {
                 reason: Reason::Expired,
                 ids: &ids,
             };
-            let fx = self.commit_logged(inner, &cmd, letters);
+            let fx = self.commit_ids(inner, &cmd, letters).inspect_err(|e| {
+                tracing::error!(queue = %self.spec.name, error = %e, "cannot log expired messages");
+            })?;
             if left {
-                return false;
+                return Ok(false);
             }
             if fx.removed == 0 {
-                return true;
+                return Ok(true);
             }
         }
     }
@@ -259,10 +264,13 @@ impl Queue {
                 if inner.state.has_waiting() {
                     inner.state.promote_due(now);
                 }
+                // Cannot log (poisoned): stop, the head stays undelivered.
                 let done = self.expire_locked(inner, now, &mut letters);
-                self.dispatch_locked(inner, &mut letters, None);
+                if done.is_ok() {
+                    self.dispatch_locked(inner, &mut letters, None);
+                }
                 self.note_expiry(inner);
-                !done
+                done.is_ok_and(|d| !d)
             };
             self.route_letters(letters);
             if !more {
