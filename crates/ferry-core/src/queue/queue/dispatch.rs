@@ -285,21 +285,23 @@ impl Queue {
             return Ok(None);
         };
         let message = self.load(inner, &head)?;
-        let Some(entry) = inner.state.pop_ready() else {
-            return Ok(None);
-        };
-        self.uncache(inner, &entry);
         let d = Delivery {
             queue: self.spec.name.clone(),
-            msg_id: entry.id,
-            message: self.delivered_message(inner.args.as_deref(), message, entry.delivery_count),
-            redelivered: entry.redelivered(),
-            delivery_count: u32::from(entry.delivery_count),
+            msg_id: head.id,
+            message: self.delivered_message(inner.args.as_deref(), message, head.delivery_count),
+            redelivered: head.redelivered(),
+            delivery_count: u32::from(head.delivery_count),
         };
-        let id = entry.id;
-        inner.state.check_out(entry);
         if no_ack {
-            self.commit_ids(inner, &Command::Settle(&[id]), letters)?;
+            // Settled where it is (the head): if the record cannot be
+            // written, the message stays ready and the get fails.
+            self.commit_ids(inner, &Command::Settle(&[head.id]), letters)?;
+        } else {
+            let Some(entry) = inner.state.pop_ready() else {
+                return Ok(None);
+            };
+            self.uncache(inner, &entry);
+            inner.state.check_out(entry);
         }
         self.stats.got(no_ack, d.redelivered);
         self.note_expiry(inner);
