@@ -655,3 +655,23 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
     let err = w.vhost.route("nope", &m, Some(&bad), &mut out).unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::NotFound);
 }
+
+#[test]
+fn an_expired_head_that_cannot_be_logged_is_neither_delivered_nor_spun_on() {
+    // The Drop is appended before the state changes: when the log refuses
+    // writes (after a failed fsync) the expired head stays, and every path
+    // that meets it stops instead of delivering it or retrying forever.
+    let f = Fixture::new();
+    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    q.publish(&msg("old", None), None).unwrap();
+    f.io.fail_next_sync();
+    q.sync_now();
+    f.clock.advance(200);
+    assert!(q.get(true).is_err());
+    q.expire(f.now());
+    let t = Taker::new(10);
+    q.consume(Arc::from("t"), t.clone(), true, false).unwrap();
+    q.dispatch();
+    assert!(t.bodies().is_empty());
+    assert_eq!(q.counts().0, 1);
+}

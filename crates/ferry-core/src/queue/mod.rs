@@ -1,8 +1,14 @@
-//! Queues: a deterministic state machine (`state`) fed by a command log
-//! (`record`), wrapped with consumers and group commit (`queue`).
+//! Queues: a deterministic state machine (`state`) changed only by
+//! `apply::apply` of a `command::Command` (one record of the queue's log,
+//! `record`), which returns `effects::Effects`; wrapped with consumers,
+//! dispatch and group commit (`queue`), which decides each command, logs
+//! it, applies it and executes its effects.
 
+pub mod apply;
 pub mod args;
+pub mod command;
 pub mod dead_letter;
+pub mod effects;
 // Named after its main type, like every file here.
 #[allow(clippy::module_inception)]
 pub mod queue;
@@ -18,6 +24,8 @@ pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use stats::{Depth, QueueStats, StatsSnapshot};
 
+#[cfg(test)]
+mod apply_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

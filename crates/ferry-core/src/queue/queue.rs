@@ -1,7 +1,10 @@
 //! A queue: the state machine, its command log and its consumers.
 //!
-//! Every change goes through the log first (Enqueue, Settle, Requeue,
-//! Purge, Drop), then into `QueueState`. Publisher confirms for persistent
+//! Every change goes through the log first: an operation decides a
+//! `Command` (Enqueue, Settle, Requeue, Retry, Purge, Drop) without
+//! touching the state, appends its record, then runs `apply::apply` — the
+//! same function restart replay runs — and executes the returned effects
+//! (`commit`). Publisher confirms for persistent
 //! messages wait for the fsync of their Enqueue record (group commit via
 //! the `Syncer`). Young message bodies stay in a bounded shared cache so a
 //! consumer that keeps up never reads the disk; older ones are read back
@@ -37,10 +40,11 @@
 //! change reaching the queue (`apply_arguments`) in `policy`.
 
 use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
+use super::command::{Command, Facts};
 use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
-use super::state::{Entry, QueueState, Replay};
+use super::state::{Entry, QueueState};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
@@ -123,6 +127,7 @@ impl QueueEnv {
     }
 }
 
+mod commit;
 mod delayed;
 mod dispatch;
 mod features;
@@ -386,25 +391,21 @@ impl Queue {
                 None => return Ok(Enqueued::Rejected),
             }
         }
-        inner.scratch.clear();
-        record::encode_enqueue_held(msg, deadline, priority, held, &mut inner.scratch)?;
-        let pos = inner.log.append(&inner.scratch)?;
-        if inner.scratch.capacity() > SCRATCH_KEEP {
-            // One huge message must not pin its size in memory forever.
-            inner.scratch = Vec::new();
-        }
+        let facts = Facts {
+            deadline,
+            priority,
+            not_before: held,
+        };
+        let (pos, _) = self.commit(inner, &Command::Enqueue { msg, facts })?;
         // Only a queue with consumers will read the message back soon; a
-        // backlog nobody consumes is read from the log later anyway.
-        let cached = (!inner.consumers.is_empty()
-            && held.is_none()
-            && !inner.state.spills_next(priority.unwrap_or(0))
-            && self.try_cache(inner, pos.len))
-        .then(|| msg.clone());
-        let body = u32::try_from(msg.body.len()).unwrap_or(u32::MAX);
-        let entry = Entry::new(pos, msg.persistent, cached).with_priority(priority.unwrap_or(0));
-        match held {
-            Some(until) => inner.state.hold(entry, until, deadline, body),
-            None => inner.state.enqueue(entry, deadline, body),
+        // backlog nobody consumes is read from the log later anyway. The
+        // cache is the leader's memory, not state: set after `apply`.
+        let p = priority.unwrap_or(0);
+        if !inner.consumers.is_empty()
+            && inner.state.tail_mut(pos.index, p).is_some()
+            && self.try_cache(inner, pos.len)
+        {
+            inner.state.cache_tail(pos.index, p, msg.clone());
         }
         self.stats.published();
         let result = match confirm {
@@ -551,166 +552,6 @@ impl Queue {
             self.route_letters(letters);
         }
         auto_deleted
-    }
-
-    /// Logs a Drop record (nothing if `ids` is empty).
-    fn try_write_drop(&self, inner: &mut Inner, reason: Reason, ids: &[u64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        inner.scratch.clear();
-        record::encode_drop(reason, ids, &mut inner.scratch);
-        inner.log.append(&inner.scratch)?;
-        self.count_settles(inner, ids.len());
-        Ok(())
-    }
-
-    /// `try_write_drop` for the queue's own housekeeping (expiry,
-    /// overflow), which has nobody to report a failure to.
-    fn write_drop(&self, inner: &mut Inner, reason: Reason, ids: &[u64]) {
-        if let Err(e) = self.try_write_drop(inner, reason, ids) {
-            tracing::error!(queue = %self.spec.name, error = %e, "cannot log dropped messages");
-        }
-    }
-
-    fn write_ids(&self, inner: &mut Inner, requeue: bool, ids: &[u64]) -> Result<()> {
-        inner.scratch.clear();
-        record::encode_ids(requeue, ids, &mut inner.scratch);
-        inner.log.append(&inner.scratch)?;
-        if !requeue {
-            self.count_settles(inner, ids.len());
-        }
-        Ok(())
-    }
-
-    fn count_settles(&self, inner: &mut Inner, n: usize) {
-        inner.settles_since_gc += n;
-        if inner.settles_since_gc >= 4096 {
-            inner.settles_since_gc = 0;
-            self.gc_segments(inner);
-            // The log removes only fsynced segments; a queue that never
-            // needs a sync for confirms (transient traffic) gets one here
-            // so its settled segments can go.
-            self.schedule_sync();
-        }
-    }
-
-    /// Removes log segments that hold only settled messages.
-    fn gc_segments(&self, inner: &mut Inner) {
-        let live = inner
-            .state
-            .min_live_id()
-            .unwrap_or_else(|| inner.log.next_index());
-        if let Err(e) = inner.log.purge_before(live) {
-            tracing::warn!(queue = %self.spec.name, error = %e, "segment cleanup failed");
-        }
-    }
-
-    /// Settles checked-out messages (ack, or reject/nack without requeue).
-    pub fn settle(&self, ids: &[u64]) -> Result<()> {
-        self.release(ids, false)
-    }
-
-    /// Returns checked-out messages to their place (nack/reject with
-    /// requeue, channel closed, recover).
-    pub fn requeue(&self, ids: &[u64]) -> Result<()> {
-        self.release(ids, true)
-    }
-
-    fn release(&self, ids: &[u64], requeue: bool) -> Result<()> {
-        let mut letters = Vec::new();
-        let r = (|| {
-            let mut g = self.inner.lock();
-            if g.deleted {
-                return Ok(());
-            }
-            let inner = &mut *g;
-            let limit = inner.args.as_deref().and_then(|a| a.delivery_limit);
-            if let (true, Some(limit)) = (requeue, limit) {
-                // Those past the limit leave here; `requeue` skips them.
-                self.over_delivery_limit(inner, limit, ids, &mut letters)?;
-            }
-            let retry = inner.args.as_deref().and_then(|a| a.retry);
-            if let (true, Some(policy)) = (requeue, retry) {
-                self.retry_later(inner, &policy, ids)?;
-                self.dispatch_locked(inner, &mut letters, None);
-                self.note_expiry(inner);
-                return Ok(());
-            }
-            let done: Vec<u64> = ids
-                .iter()
-                .copied()
-                .filter(|id| {
-                    if requeue {
-                        inner.state.requeue(*id)
-                    } else {
-                        inner.state.settle(*id)
-                    }
-                })
-                .collect();
-            if !done.is_empty() {
-                self.write_ids(inner, requeue, &done)?;
-                if !requeue {
-                    self.stats.acked(done.len());
-                }
-            }
-            self.dispatch_locked(inner, &mut letters, None);
-            self.note_expiry(inner);
-            Ok(())
-        })();
-        self.route_letters(letters);
-        r
-    }
-
-    /// basic.reject / basic.nack without requeue: the messages leave the
-    /// queue (a Drop record, reason rejected) and go to the dead-letter
-    /// exchange if there is one.
-    pub fn reject(&self, ids: &[u64]) -> Result<()> {
-        for chunk in ids.chunks(LETTER_BATCH) {
-            let mut letters = Vec::new();
-            let logged = {
-                let mut g = self.inner.lock();
-                if g.deleted {
-                    return Ok(());
-                }
-                let inner = &mut *g;
-                let mut done = Vec::with_capacity(chunk.len());
-                for id in chunk {
-                    if let Some(e) = inner.state.take_unacked(*id) {
-                        self.kill(inner, &e, Reason::Rejected, &mut letters);
-                        done.push(e.id);
-                    }
-                }
-                let logged = self.try_write_drop(inner, Reason::Rejected, &done);
-                self.dispatch_locked(inner, &mut letters, None);
-                self.note_expiry(inner);
-                logged
-            };
-            self.route_letters(letters);
-            logged?;
-        }
-        Ok(())
-    }
-
-    /// Drops every ready message; returns how many.
-    pub fn purge(&self) -> Result<u32> {
-        let mut g = self.inner.lock();
-        if g.deleted {
-            return Err(self.not_found());
-        }
-        let inner = &mut *g;
-        let upto = inner.log.next_index();
-        let (n, keep) = inner.state.purge_ready();
-        self.env
-            .cache_used
-            .fetch_sub(inner.cached_bytes, Ordering::Relaxed);
-        inner.cached_bytes = 0;
-        inner.scratch.clear();
-        record::encode_purge(upto, &keep, &mut inner.scratch);
-        inner.log.append(&inner.scratch)?;
-        self.gc_segments(inner);
-        self.note_expiry(inner);
-        Ok(n as u32)
     }
 
     /// Marks the queue deleted, cancels its consumers, answers pending

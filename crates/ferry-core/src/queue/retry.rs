@@ -23,7 +23,7 @@ use super::state::Entry;
 use crate::xargs::{check_int, int, invalid_arg, non_negative, text, unacceptable};
 use amq_protocol_types::FieldTable;
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 /// `x-retry-delay`: ms the first retry waits (0 = no delay: plain requeue).
 pub const ARG_DELAY: &str = "x-retry-delay";
@@ -144,13 +144,18 @@ impl RetryPolicy {
 ///
 /// A binary heap of 40-byte items (the 32-byte `Entry` plus its due
 /// time) in one vector: no per-message tree node, so a waiting message
-/// costs about what a ready one does. Nothing is removed from the middle
-/// (a waiting message is neither ready nor checked out: only its time or
-/// a purge ends its wait), so a heap's operations are all it needs.
+/// costs about what a ready one does. At run time nothing is removed from
+/// the middle (a waiting message is neither ready nor checked out: only
+/// its time or a purge ends its wait); only replay names a waiting message
+/// by id (a retried message delivered again before a restart, a held one
+/// released and settled). While replaying, the set is kept by id instead
+/// (`by_id`, then `seal` builds the heap), so replay stays linear.
 #[derive(Debug, Default)]
 pub struct Waiting {
     heap: BinaryHeap<Waiter>,
     bytes: u64,
+    /// Replay mode: every waiting message by id (the heap is empty).
+    by_id: Option<HashMap<u64, (u64, Entry)>>,
 }
 
 /// One waiting message; the heap's greatest is the earliest (due, id).
@@ -193,17 +198,43 @@ impl Waiting {
     /// Adds `e`, ready again at `due`.
     pub fn insert(&mut self, due: u64, e: Entry) {
         self.bytes += u64::from(e.size());
-        self.heap.push(Waiter { due, entry: e });
+        match self.by_id.as_mut() {
+            Some(m) => {
+                m.insert(e.id, (due, e));
+            }
+            None => self.heap.push(Waiter { due, entry: e }),
+        }
+    }
+
+    /// Enters replay mode: kept by id until `seal` (commands name waiting
+    /// messages by id only in a replay).
+    pub fn index_by_id(&mut self) {
+        if self.by_id.is_none() {
+            let m = std::mem::take(&mut self.heap)
+                .into_vec()
+                .into_iter()
+                .map(|w| (w.entry.id, (w.due, w.entry)))
+                .collect();
+            self.by_id = Some(m);
+        }
+    }
+
+    /// Leaves replay mode: the heap takes every waiting message.
+    pub fn seal(&mut self) {
+        if let Some(m) = self.by_id.take() {
+            self.heap
+                .extend(m.into_values().map(|(due, entry)| Waiter { due, entry }));
+        }
     }
 
     /// Number of waiting messages.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.by_id.as_ref().map_or(0, HashMap::len)
     }
 
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 
     /// Their record bytes.
@@ -213,11 +244,15 @@ impl Waiting {
 
     /// The earliest time one becomes ready.
     pub fn next_due(&self) -> Option<u64> {
-        self.heap.peek().map(|w| w.due)
+        match &self.by_id {
+            Some(m) => m.values().map(|(due, _)| *due).min(),
+            None => self.heap.peek().map(|w| w.due),
+        }
     }
 
     /// Takes out every message due at or before `now`, earliest first.
     pub fn take_due(&mut self, now: u64) -> Vec<Entry> {
+        self.seal();
         let mut out = Vec::new();
         while let Some(e) = self.pop_one(now) {
             out.push(e);
@@ -229,6 +264,7 @@ impl Waiting {
     /// Takes out the earliest message due at or before `now` (by due time,
     /// then id); None if none is due.
     pub fn pop_due(&mut self, now: u64) -> Option<Entry> {
+        self.seal();
         let e = self.pop_one(now);
         if e.is_none() {
             self.shrink();
@@ -255,22 +291,72 @@ impl Waiting {
 
     /// The earliest message due at or before `now`, left in place.
     pub fn peek_due(&self, now: u64) -> Option<&Entry> {
-        self.heap.peek().filter(|w| w.due <= now).map(|w| &w.entry)
+        match &self.by_id {
+            Some(m) => m
+                .values()
+                .filter(|(due, _)| *due <= now)
+                .min_by_key(|(due, e)| (*due, e.id))
+                .map(|(_, e)| e),
+            None => self.heap.peek().filter(|w| w.due <= now).map(|w| &w.entry),
+        }
     }
 
     /// The smallest waiting id (the log must keep its record).
     pub fn min_id(&self) -> Option<u64> {
-        self.heap.iter().map(|w| w.entry.id).min()
+        self.iter().map(|(_, e)| e.id).min()
     }
 
-    /// Removes everything (a purge); returns the ids.
-    pub fn clear(&mut self) -> Vec<u64> {
-        self.bytes = 0;
-        std::mem::take(&mut self.heap)
+    /// Takes out the message `id` (a command naming a waiting message:
+    /// only replay does, where it is found by id; else a linear search).
+    pub fn remove(&mut self, id: u64) -> Option<Entry> {
+        if let Some(m) = self.by_id.as_mut() {
+            let (_, e) = m.remove(&id)?;
+            self.bytes -= u64::from(e.size());
+            return Some(e);
+        }
+        if self.heap.is_empty() {
+            return None;
+        }
+        let at = self.heap.iter().position(|w| w.entry.id == id)?;
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        let w = v.swap_remove(at);
+        self.heap = BinaryHeap::from(v);
+        self.bytes -= u64::from(w.entry.size());
+        Some(w.entry)
+    }
+
+    /// Takes out every message whose id `f` picks (a purge).
+    pub fn remove_where(&mut self, mut f: impl FnMut(u64) -> bool) -> Vec<Entry> {
+        if let Some(m) = self.by_id.as_mut() {
+            let ids: Vec<u64> = m.keys().copied().filter(|id| f(*id)).collect();
+            let out: Vec<Entry> = ids
+                .iter()
+                .filter_map(|id| m.remove(id))
+                .map(|(_, e)| e)
+                .collect();
+            self.bytes -= out.iter().map(|e| u64::from(e.size())).sum::<u64>();
+            return out;
+        }
+        if !self.heap.iter().any(|w| f(w.entry.id)) {
+            return Vec::new();
+        }
+        let (out, stay): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.heap)
             .into_vec()
             .into_iter()
-            .map(|w| w.entry.id)
-            .collect()
+            .partition(|w| f(w.entry.id));
+        self.heap = BinaryHeap::from(stay);
+        let out: Vec<Entry> = out.into_iter().map(|w| w.entry).collect();
+        self.bytes -= out.iter().map(|e| u64::from(e.size())).sum::<u64>();
+        out
+    }
+
+    /// Every waiting message with its due time (any order).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        let indexed = self
+            .by_id
+            .iter()
+            .flat_map(|m| m.values().map(|(d, e)| (*d, e)));
+        self.heap.iter().map(|w| (w.due, &w.entry)).chain(indexed)
     }
 }
 
@@ -307,7 +393,11 @@ mod tests {
         let ids: Vec<u64> = w.take_due(30).iter().map(|e| e.id).collect();
         assert_eq!(ids, [4, 2, 1]);
         assert_eq!((w.len(), w.bytes(), w.next_due()), (1, 10, Some(40)));
-        assert_eq!(w.clear(), [5]);
+        w.insert(50, entry(6));
+        assert!(w.remove(99).is_none());
+        assert_eq!(w.remove(6).map(|e| e.id), Some(6));
+        let gone: Vec<u64> = w.remove_where(|id| id == 5).iter().map(|e| e.id).collect();
+        assert_eq!(gone, [5]);
         assert!(w.is_empty() && w.bytes() == 0 && w.next_due().is_none());
     }
 

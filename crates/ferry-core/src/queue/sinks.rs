@@ -2,9 +2,12 @@
 //! publishers (confirms). Front ends implement these; the queue never knows
 //! about channels or sockets.
 //!
-//! Lock order: a queue calls these while holding its own lock, so an
-//! implementation may take its own (channel) lock but must never call back
-//! into a queue from inside them.
+//! Lock order: a queue calls `ConsumerSink::reserve` / `unreserve` /
+//! `deliver` while holding its own lock (dispatch: the checkout and the
+//! channel's delivery tag are one step, see docs/internals.md "One apply
+//! path"); `cancelled` and `ConfirmSink` calls come after it is released.
+//! An implementation may take its own (channel) lock but must never call
+//! back into a queue from inside them.
 
 use crate::message::Message;
 use std::collections::HashMap;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 ///
 /// Kept to 32 bytes: a backlog of millions of messages costs its index in
 /// memory, never its bodies (2M messages ≈ 64 MiB).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// Log index of the Enqueue record; orders the queue.
     pub id: u64,
@@ -148,6 +148,10 @@ pub struct QueueState {
     /// Messages invisible until a time of their own (delayed retry, a
     /// delayed exchange's held messages): neither ready nor checked out.
     waiting: Waiting,
+    /// Replay mode only: ready entries removed for good but still in their
+    /// level's list (removing from the middle of a long list one by one
+    /// would make a replay quadratic); dropped at the end of the replay.
+    gone: Option<HashSet<u64>>,
 }
 
 /// The newest part of a long backlog, left in the log instead of memory.
@@ -206,11 +210,7 @@ impl QueueState {
         let levels = levels.clamp(1, 256);
         QueueState {
             levels: (0..levels).map(|_| Level::default()).collect(),
-            window: if levels == 1 {
-                WINDOW
-            } else {
-                (WINDOW / levels).max(MIN_LEVEL_WINDOW)
-            },
+            window: Self::window_for(levels),
             in_memory: 0,
             spilled: Spill::default(),
             unacked: HashMap::new(),
@@ -220,6 +220,15 @@ impl QueueState {
             track_body,
             ready_body: 0,
             waiting: Waiting::default(),
+            gone: None,
+        }
+    }
+
+    fn window_for(levels: usize) -> usize {
+        if levels <= 1 {
+            WINDOW
+        } else {
+            (WINDOW / levels).max(MIN_LEVEL_WINDOW)
         }
     }
 
@@ -325,18 +334,6 @@ impl QueueState {
         }
     }
 
-    /// Removes the head of the queue for good if its deadline is at or
-    /// before `now`. Only the head expires: RabbitMQ's rule, which in a
-    /// priority queue means an expired message of a lower level waits
-    /// (counted, never delivered) until the levels above it are empty.
-    pub fn drop_expired_head(&mut self, now: u64) -> Option<Entry> {
-        if self.head_deadline().is_some_and(|d| d <= now) {
-            self.drop_head()
-        } else {
-            None
-        }
-    }
-
     fn note_meta(&mut self, id: u64, deadline: Option<u64>, body: u32) {
         if self.track_body {
             self.ready_body += u64::from(body);
@@ -378,13 +375,6 @@ impl QueueState {
     /// The spilled range of level 0 (a plain queue's only level), if any.
     pub fn spill(&self) -> Option<Spill> {
         self.levels[0].spill
-    }
-
-    /// Whether the next enqueue at `priority` will be left in the log (not
-    /// cached).
-    pub fn spills_next(&self, priority: u8) -> bool {
-        let l = &self.levels[self.level_of(priority)];
-        l.spill.is_some() || l.ready.len() >= self.window
     }
 
     /// The level to load back from the log before the next delivery, with
@@ -512,16 +502,6 @@ impl QueueState {
         Some(e)
     }
 
-    /// Removes the head of the queue for good (expired or pushed out by a
-    /// length limit).
-    pub fn drop_head(&mut self) -> Option<Entry> {
-        let e = self.pop_ready()?;
-        if !self.meta.is_empty() {
-            self.meta.remove(&e.id);
-        }
-        Some(e)
-    }
-
     /// Records that `e` (just popped) is now held by a consumer.
     pub fn check_out(&mut self, mut e: Entry) {
         // Memory holds an index, not bodies: a delivered message is read
@@ -536,11 +516,6 @@ impl QueueState {
         self.unacked.get(&id).map(|e| e.delivery_count)
     }
 
-    /// Removes a checked-out message for good. False if it is not checked out.
-    pub fn settle(&mut self, id: u64) -> bool {
-        self.take_unacked(id).is_some()
-    }
-
     /// Removes a checked-out message for good and returns it.
     pub fn take_unacked(&mut self, id: u64) -> Option<Entry> {
         let e = self.unacked.remove(&id)?;
@@ -549,49 +524,6 @@ impl QueueState {
             self.meta.remove(&id);
         }
         Some(e)
-    }
-
-    /// Returns a checked-out message to its original place in the queue.
-    pub fn requeue(&mut self, id: u64) -> bool {
-        match self.unacked.remove(&id) {
-            Some(mut e) => {
-                self.unacked_bytes -= u64::from(e.size());
-                e.returned();
-                self.ready_bytes += u64::from(e.size());
-                self.ready_body += self.body_of(e.id);
-                self.in_memory += 1;
-                let lvl = self.level_of(e.priority);
-                insert_ordered(&mut self.levels[lvl].ready, e);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops every ready message; returns how many and the ids of the
-    /// checked-out ones (which a purge does not touch).
-    pub fn purge_ready(&mut self) -> (usize, Vec<u64>) {
-        // Waiting messages are not checked out: a purge takes them too.
-        let n = self.ready_len() + self.waiting.len();
-        for id in self.waiting.clear() {
-            self.meta.remove(&id);
-        }
-        self.spilled = Spill::default();
-        for l in &mut self.levels {
-            l.spill = None;
-            if !self.meta.is_empty() {
-                for e in &l.ready {
-                    self.meta.remove(&e.id);
-                }
-            }
-            l.ready.clear();
-        }
-        self.in_memory = 0;
-        self.ready_bytes = 0;
-        self.ready_body = 0;
-        let mut keep: Vec<u64> = self.unacked.keys().copied().collect();
-        keep.sort_unstable();
-        (n, keep)
     }
 
     /// Drops every cached body (memory pressure); returns the bytes freed
@@ -633,12 +565,10 @@ impl QueueState {
     }
 }
 
-/// Rebuilding the state from the command log at startup.
-mod replay;
+/// Commands by id (remove, return, purge), the head walk, replay mode.
+mod by_id;
 /// Delayed retry and held messages: the waiting set's side of the state.
 mod waiting;
-
-pub use replay::Replay;
 
 fn insert_ordered(ready: &mut VecDeque<Entry>, e: Entry) {
     let at = ready.partition_point(|x| x.id < e.id);

@@ -181,6 +181,10 @@ fn a_failed_fsync_nacks_waiting_publishes_and_refuses_more() {
     assert_eq!(*sink.failed.lock(), vec![1]);
     assert!(sink.ok.lock().is_empty());
     assert!(q.publish(&msg("n", true), None).is_err());
+    // A no-ack get needs a Settle record: refused, the message stays ready.
+    assert!(q.get(true).is_err());
+    assert_eq!(q.counts().0, 1);
+    assert_eq!(q.unacked_count(), 0);
 }
 
 #[test]

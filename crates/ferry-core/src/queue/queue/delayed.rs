@@ -4,6 +4,7 @@
 //! rules are in `queue::retry`.
 
 use super::*;
+use crate::queue::command::Command;
 use crate::queue::retry::RetryPolicy;
 
 impl Queue {
@@ -47,22 +48,15 @@ impl Queue {
         ids: &[u64],
     ) -> Result<()> {
         let now = self.env.clock.now_ms();
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(returns) = inner.state.unacked_delivery_count(*id) else {
-                continue;
-            };
-            let until = now.saturating_add(policy.delay_for(returns));
-            if inner.state.retry(*id, until) {
-                items.push((*id, until));
-            }
-        }
-        if items.is_empty() {
-            return Ok(());
-        }
-        inner.scratch.clear();
-        record::encode_retry(&items, &mut inner.scratch);
-        inner.log.append(&inner.scratch)?;
+        let items: Vec<(u64, u64)> = Queue::checked_out(inner, ids)
+            .into_iter()
+            .filter_map(|id| {
+                let returns = inner.state.unacked_delivery_count(id)?;
+                Some((id, now.saturating_add(policy.delay_for(returns))))
+            })
+            .collect();
+        let mut none = Vec::new();
+        self.commit_ids(inner, &Command::Retry(&items), &mut none)?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! consumers with credit, basic.get.
 
 use super::*;
+use crate::queue::command::Command;
 
 impl Queue {
     /// Tries to deliver ready messages (after credit was freed).
@@ -152,19 +153,16 @@ impl Queue {
                 redelivered: entry.redelivered(),
                 delivery_count: u32::from(entry.delivery_count),
             };
+            // A checkout is leader-local (not logged); a no-ack delivery
+            // is settled by one Settle command after the loop.
             if c.no_ack {
                 settled.push(entry.id);
-            } else {
-                inner.state.check_out(entry);
             }
+            inner.state.check_out(entry);
             self.stats.delivered(c.no_ack, delivery.redelivered);
             c.sink.deliver(&c.tag, delivery);
         }
-        if !settled.is_empty() {
-            if let Err(e) = self.write_ids(inner, false, &settled) {
-                tracing::error!(queue = %self.spec.name, error = %e, "cannot log settle");
-            }
-        }
+        self.commit_logged(inner, &Command::Settle(&settled), letters);
     }
 
     /// The consumer to deliver the next message to, its credit reserved:
@@ -224,8 +222,11 @@ impl Queue {
         if d > now || head == fresh {
             return HeadCheck::Deliver;
         }
-        if self.expire_locked(inner, now, letters) {
-            return HeadCheck::Expired;
+        match self.expire_locked(inner, now, letters) {
+            Ok(true) => return HeadCheck::Expired,
+            Ok(false) => {}
+            // Nothing dropped (the log refuses writes): deliver nothing.
+            Err(_) => return HeadCheck::Stop,
         }
         // Too many dead letters at once: the sweep goes on (and delivers)
         // once these are routed.
@@ -274,7 +275,7 @@ impl Queue {
         self.ensure_window(inner);
         if inner.state.head_deadline().is_some() {
             let now = self.env.clock.now_ms();
-            let done = self.expire_locked(inner, now, letters);
+            let done = self.expire_locked(inner, now, letters)?;
             self.note_expiry(inner);
             if !done {
                 return Ok(None);
@@ -284,20 +285,22 @@ impl Queue {
             return Ok(None);
         };
         let message = self.load(inner, &head)?;
-        let Some(entry) = inner.state.pop_ready() else {
-            return Ok(None);
-        };
-        self.uncache(inner, &entry);
         let d = Delivery {
             queue: self.spec.name.clone(),
-            msg_id: entry.id,
-            message: self.delivered_message(inner.args.as_deref(), message, entry.delivery_count),
-            redelivered: entry.redelivered(),
-            delivery_count: u32::from(entry.delivery_count),
+            msg_id: head.id,
+            message: self.delivered_message(inner.args.as_deref(), message, head.delivery_count),
+            redelivered: head.redelivered(),
+            delivery_count: u32::from(head.delivery_count),
         };
         if no_ack {
-            self.write_ids(inner, false, &[entry.id])?;
+            // Settled where it is (the head): if the record cannot be
+            // written, the message stays ready and the get fails.
+            self.commit_ids(inner, &Command::Settle(&[head.id]), letters)?;
         } else {
+            let Some(entry) = inner.state.pop_ready() else {
+                return Ok(None);
+            };
+            self.uncache(inner, &entry);
             inner.state.check_out(entry);
         }
         self.stats.got(no_ack, d.redelivered);

@@ -2,6 +2,7 @@
 //! delivery limit: the cold paths of a queue.
 
 use super::*;
+use crate::queue::command::Command;
 
 /// What `admit` found out about a message: (now, deadline) when it has a
 /// TTL, its priority level, and until when a hidden queue holds it.
@@ -78,7 +79,8 @@ impl Queue {
             }
         }
         if let Some(n) = now {
-            self.expire_locked(inner, n, letters);
+            // A failure is logged; the expired head is never delivered.
+            let _ = self.expire_locked(inner, n, letters);
         }
     }
 
@@ -126,82 +128,90 @@ impl Queue {
         }
     }
 
-    /// Removes `e` (just taken off the queue for `reason`) and, with a
-    /// dead-letter exchange, adds its dead letter to `letters`.
-    pub(super) fn kill(
-        &self,
-        inner: &mut Inner,
-        e: &Entry,
-        reason: Reason,
-        letters: &mut Vec<DeadLetter>,
-    ) {
-        self.uncache(inner, e);
-        if !Self::has_dlx(inner) {
-            return;
-        }
-        match self.load(inner, e) {
-            Ok(m) => letters.extend(self.letter(inner, m, reason)),
-            Err(err) => tracing::error!(
-                queue = %self.spec.name, error = %err,
-                "cannot read a message to dead-letter it; dropped"
-            ),
-        }
-    }
-
     /// Drop-head overflow: removes the oldest ready messages while the
-    /// queue is over its limits.
+    /// queue is over its limits (decided from the head walk, logged as a
+    /// Drop with reason maxlen, then applied).
     pub(super) fn drop_over_limit(
         &self,
         inner: &mut Inner,
         a: &QueueArgs,
         letters: &mut Vec<DeadLetter>,
     ) {
-        let mut ids = Vec::new();
-        while a.over_limit(
-            inner.state.ready_len() as u64,
-            inner.state.ready_body_bytes(),
-        ) {
+        loop {
             self.ensure_window(inner);
-            let Some(e) = inner.state.drop_head() else {
-                break;
+            let st = &inner.state;
+            let (mut len, mut bytes) = (st.ready_len() as u64, st.ready_body_bytes());
+            let mut ids = Vec::new();
+            for e in st.heads() {
+                if !a.over_limit(len, bytes) {
+                    break;
+                }
+                ids.push(e.id);
+                len -= 1;
+                bytes = bytes.saturating_sub(st.body_bytes(e.id));
+            }
+            let more = a.over_limit(len, bytes);
+            let cmd = Command::Drop {
+                reason: Reason::Maxlen,
+                ids: &ids,
             };
-            self.kill(inner, &e, Reason::Maxlen, letters);
-            ids.push(e.id);
+            let fx = self.commit_logged(inner, &cmd, letters);
+            // Still over: the walk stopped at a spilled range (refilled
+            // above on the next round); no progress means give up.
+            if !more || fx.removed == 0 {
+                return;
+            }
         }
-        self.write_drop(inner, Reason::Maxlen, &ids);
     }
 
-    /// Drops expired messages from the head. False if it stopped at the
-    /// dead-letter batch limit with an expired head left.
+    /// Drops expired messages from the head (a Drop with reason expired,
+    /// decided from the head walk). False if it stopped at the
+    /// dead-letter batch limit with an expired head left; an error if the
+    /// Drop could not be logged (nothing changed: the expired head stays,
+    /// and must not be delivered).
     pub(super) fn expire_locked(
         &self,
         inner: &mut Inner,
         now: u64,
         letters: &mut Vec<DeadLetter>,
-    ) -> bool {
+    ) -> Result<bool> {
         if !inner.state.has_meta() && !inner.state.has_spill() {
-            return true;
+            return Ok(true);
         }
-        let mut ids = Vec::new();
-        let mut done = true;
+        let dlx = Self::has_dlx(inner);
         loop {
             self.ensure_window(inner);
-            match inner.state.head_deadline() {
-                Some(d) if d <= now => {}
-                _ => break,
-            }
-            if letters.len() >= LETTER_BATCH {
-                done = false;
-                break;
-            }
-            let Some(e) = inner.state.drop_expired_head(now) else {
-                break;
+            let room = if dlx {
+                LETTER_BATCH.saturating_sub(letters.len())
+            } else {
+                usize::MAX
             };
-            self.kill(inner, &e, Reason::Expired, letters);
-            ids.push(e.id);
+            let (ids, left) = {
+                let st = &inner.state;
+                let mut expired = st
+                    .heads()
+                    .take_while(|e| st.deadline(e.id).is_some_and(|d| d <= now))
+                    .map(|e| e.id);
+                let ids: Vec<u64> = expired.by_ref().take(room).collect();
+                (ids, expired.next().is_some())
+            };
+            if ids.is_empty() {
+                return Ok(!left);
+            }
+            let cmd = Command::Drop {
+                reason: Reason::Expired,
+                ids: &ids,
+            };
+            let fx = self.commit_ids(inner, &cmd, letters).inspect_err(|e| {
+                tracing::error!(queue = %self.spec.name, error = %e, "cannot log expired messages");
+            })?;
+            if left {
+                return Ok(false);
+            }
+            if fx.removed == 0 {
+                return Ok(true);
+            }
         }
-        self.write_drop(inner, Reason::Expired, &ids);
-        done
     }
 
     /// Publishes the head's deadline (or the next waiting message's
@@ -254,10 +264,13 @@ impl Queue {
                 if inner.state.has_waiting() {
                     inner.state.promote_due(now);
                 }
+                // Cannot log (poisoned): stop, the head stays undelivered.
                 let done = self.expire_locked(inner, now, &mut letters);
-                self.dispatch_locked(inner, &mut letters, None);
+                if done.is_ok() {
+                    self.dispatch_locked(inner, &mut letters, None);
+                }
                 self.note_expiry(inner);
-                !done
+                done.is_ok_and(|d| !d)
             };
             self.route_letters(letters);
             if !more {
@@ -371,19 +384,19 @@ impl Queue {
         ids: &[u64],
         letters: &mut Vec<DeadLetter>,
     ) -> Result<()> {
-        let mut dead = Vec::new();
-        for id in ids {
-            let over = inner
-                .state
-                .unacked_delivery_count(*id)
-                .is_some_and(|n| u64::from(n) + 1 > limit);
-            if over {
-                if let Some(e) = inner.state.take_unacked(*id) {
-                    self.kill(inner, &e, Reason::DeliveryLimit, letters);
-                    dead.push(e.id);
-                }
-            }
-        }
-        self.try_write_drop(inner, Reason::DeliveryLimit, &dead)
+        let dead: Vec<u64> = Self::checked_out(inner, ids)
+            .into_iter()
+            .filter(|id| {
+                inner
+                    .state
+                    .unacked_delivery_count(*id)
+                    .is_some_and(|n| u64::from(n) + 1 > limit)
+            })
+            .collect();
+        let cmd = Command::Drop {
+            reason: Reason::DeliveryLimit,
+            ids: &dead,
+        };
+        self.commit_ids(inner, &cmd, letters).map(|_| ())
     }
 }

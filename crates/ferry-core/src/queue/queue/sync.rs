@@ -68,21 +68,13 @@ impl SyncTask for Queue {
 }
 
 pub(super) fn replay(log: &Log, levels: usize, track_body: bool) -> Result<QueueState> {
-    let mut r = Replay::new(levels, track_body);
+    // The one apply path: each record through `apply::replay_record`.
+    let mut state = QueueState::for_replay(levels, track_body);
     for item in log.reader(log.first_index()) {
         let (pos, rec) = item?;
-        match record::decode(rec.payload)? {
-            Record::Enqueue {
-                msg,
-                expires_at,
-                priority,
-                not_before,
-            } => r.enqueue_held(pos, &msg, expires_at, priority, not_before),
-            Record::Retry(items) => r.retry(&items),
-            Record::Settle(ids) | Record::Drop { ids, .. } => r.settle(&ids),
-            Record::Requeue(ids) => r.requeue(&ids),
-            Record::Purge { upto, keep } => r.purge(upto, &keep),
-        }
+        let record = record::decode(rec.payload)?;
+        crate::queue::apply::replay_record(&mut state, pos, &record);
     }
-    Ok(r.finish())
+    state.end_replay();
+    Ok(state)
 }

@@ -6,20 +6,6 @@ use super::{insert_ordered, Entry, Meta, QueueState};
 use crate::clock::NEVER;
 
 impl QueueState {
-    /// Returns a checked-out message like `requeue`, but it waits
-    /// (invisible) until `until` before it is ready again.
-    pub fn retry(&mut self, id: u64, until: u64) -> bool {
-        match self.unacked.remove(&id) {
-            Some(mut e) => {
-                self.unacked_bytes -= u64::from(e.size());
-                e.returned();
-                self.waiting.insert(until, e);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// A new message held (invisible) until `until`: a delayed
     /// exchange's. Never spilled: the waiting set is in memory.
     pub fn hold(&mut self, e: Entry, until: u64, deadline: Option<u64>, body: u32) {
