@@ -95,8 +95,8 @@ impl Harness {
     /// "/", and reads start, tune and open-ok back.
     pub(crate) fn connect(&mut self) {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000 + self.next_conn));
-        self.next_conn += 1;
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000u16.wrapping_add(self.next_conn)));
+        self.next_conn = self.next_conn.wrapping_add(1);
         let front = self.front.as_ref().expect("a running front end");
         let task = self.rt.spawn(front.serve(server, peer));
         self.conn = Some(Conn {
