@@ -1,26 +1,36 @@
-//! The real channel state machine (`ferry_server::channel::Channel`) over
-//! a real broker core (`ferry_core::Broker` on `ferry_log::SimIo`, so
-//! nothing touches the disk), fed frames chosen by the fuzzer.
+//! The real connection code (`ferry_server::Frontend::serve`, the same
+//! `connection.rs` a TCP or TLS client gets: handshake, framing limits,
+//! channel routing, soft and hard errors, writer task, shutdown) over a
+//! real broker core (`ferry_core::Broker` on `ferry_log::SimIo`, so
+//! nothing touches the disk), driven through an in-process pipe
+//! (`tokio::io::duplex`) by a client whose frames the fuzzer chooses.
 //!
-//! There are no sockets: the harness plays the connection task. Every
-//! client frame is encoded to bytes and cut again with `check_frame` /
-//! `parse_frame`, then dispatched as `connection.rs` does after the
-//! handshake (channel.open / close / close-ok bookkeeping, soft errors
-//! close the channel, hard errors the connection; the harness then opens a
-//! new connection). Everything the server queues in the outbox is encoded
-//! as the writer task does and parsed back.
+//! The harness is only a client: it writes a valid handshake and then the
+//! bytes of each op (encoded with `ferry_amqp`, or raw), and reads and
+//! parses everything the server writes back. After each op it waits for a
+//! marker round trip (see `wire.rs`). One current-thread tokio runtime per
+//! input, its clock paused, so the server's timers (close delays, ticks)
+//! pass without sleeping and a run does not depend on the machine's speed.
+//! A connection the server ends (hard error, lost framing, dropped
+//! socket) or the client ends (half a frame written) is followed by a new
+//! one.
 //!
-//! Besides "no panic, no hang", it checks:
-//! - every outbound item encodes (the writer drops what does not, which
-//!   would lose a delivery) into frames that parse and fit frame_max;
-//! - delivery tags on a channel are 1, 2, 3, ... in outbox order;
+//! Besides "no panic, no hang", it checks, on the wire:
+//! - every frame the server writes parses and fits frame_max (a content
+//!   header may exceed it by RabbitMQ's 8-byte allowance), content is whole
+//!   and never interleaved with other frames, no heartbeat with heartbeats
+//!   off;
+//! - delivery tags on a channel are 1, 2, 3, ... in wire order;
 //! - every delivered, got or returned message is one that was published
 //!   (also after a restart or a simulated power cut);
 //! - publisher confirms: once a step is over (and the queues synced),
 //!   every publish of a confirm-mode channel is acked or nacked, none
 //!   twice, and no confirm names a publish that did not happen;
 //! - every tx.commit that succeeded gets exactly one commit-ok;
-//! - after a power cut (`SimIo::crash`), the broker starts again.
+//! - the handshake always succeeds, the connection task ends once its
+//!   stream does, and the front end's shutdown (320 to the open
+//!   connection) completes; after a clean stop or a power cut
+//!   (`SimIo::crash`) the broker starts again.
 
 #![no_main]
 
@@ -32,9 +42,12 @@ mod harness;
 mod input;
 #[path = "amqp_session/ops.rs"]
 mod ops;
+#[path = "amqp_session/wire.rs"]
+mod wire;
 
 use harness::*;
 use input::*;
+use wire::*;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -43,23 +56,20 @@ use ferry_amqp::amq_protocol::protocol::{
 };
 use ferry_amqp::{
     check_frame, encode_method, encode_properties, parse_frame, AMQPClass, AMQPValue,
-    BasicProperties, FieldArray, FieldTable, Frame, ShortString,
+    BasicProperties, FieldArray, FieldTable, Frame, ShortString, PROTOCOL_HEADER,
 };
-use ferry_core::auth::CompiledPermissions;
 use ferry_core::{Broker, BrokerConfig, VHost};
 use ferry_log::{LogConfig, SimIo};
-use ferry_server::channel::{Channel, ChannelCtx};
-use ferry_server::outbox::{Outbound, Outbox};
-use ferry_server::writer::{self, WriterParams};
-use ferry_server::{AmqpError, ServerConfig};
+use ferry_server::{Frontend, ServerConfig};
 use libfuzzer_sys::fuzz_target;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, DuplexStream};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 fuzz_target!(
     init: {
@@ -97,8 +107,9 @@ fuzz_target!(
             }
             h.settle();
         }
-        h.close_connection();
-        h.broker.shutdown();
+        // The client leaves, then the front end stops (`Broker::shutdown`).
+        h.client_close();
+        h.stop_front();
         if ferry_fuzz::debug() {
             eprintln!("stats: {:?}", h.stats);
         }

@@ -35,8 +35,13 @@ pub fn nested(depth: usize) -> FieldTable {
 }
 
 /// The handshake a client sends after the protocol header (start-ok,
-/// tune-ok, open).
+/// tune-ok, open), asking for 60 s heartbeats.
 pub fn handshake(buf: &mut BytesMut, frame_max: u32) {
+    handshake_with(buf, frame_max, 60);
+}
+
+/// [`handshake`] with a heartbeat interval of `heartbeat` seconds (0: off).
+pub fn handshake_with(buf: &mut BytesMut, frame_max: u32, heartbeat: u16) {
     let caps = table(&[
         ("publisher_confirms", AMQPValue::Boolean(true)),
         ("consumer_cancel_notify", AMQPValue::Boolean(true)),
@@ -61,7 +66,7 @@ pub fn handshake(buf: &mut BytesMut, frame_max: u32) {
         AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
             channel_max: 2047,
             frame_max,
-            heartbeat: 60,
+            heartbeat,
         })),
     );
     method(

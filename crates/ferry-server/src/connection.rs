@@ -738,8 +738,11 @@ impl Conn {
         self.send_close(&e);
         r.idle_limit = Some(CLOSE_OK_TIMEOUT);
         r.last_data = tokio::time::Instant::now();
-        // A shutdown already fired; don't let it cut the wait short.
-        r.shutdown = watch::channel(false).1;
+        // A shutdown already fired; don't let it cut the wait short. The
+        // sender lives as long as the wait: a receiver whose sender is gone
+        // reports a change at once (the wait used to end right there).
+        let (_quiet_tx, quiet) = watch::channel(false);
+        r.shutdown = quiet;
         let deadline = tokio::time::Instant::now() + CLOSE_OK_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
             match r.frame().await {

@@ -9,7 +9,8 @@
 //! bytes held for clients, not RSS); the live connection registry the
 //! management API lists and force-closes through (`registry`); direct
 //! reply-to consumers of every connection (`direct_reply`), which replies
-//! reach without a queue.
+//! reach without a queue. `frontend` serves a connection over any byte
+//! stream (TCP, TLS, an in-process pipe); `Server` adds the listeners.
 //!
 //! Must not: hold routing or storage rules (those live in `ferry-core`),
 //! decide who may do what (the core's users and permissions do; channels
@@ -29,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod direct_reply;
 pub mod error;
+pub mod frontend;
 pub mod memory;
 pub mod outbox;
 pub mod properties;
@@ -39,10 +41,11 @@ pub mod writer;
 
 pub use config::ServerConfig;
 pub use error::{AmqpError, ServerError};
+pub use frontend::Frontend;
 
 use ferry_core::Broker;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -70,15 +73,12 @@ pub struct Shared {
 /// A running AMQP listener.
 #[derive(Debug)]
 pub struct Server {
-    shared: Arc<Shared>,
-    shutdown_tx: watch::Sender<bool>,
+    front: Frontend,
     local_addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
     /// The AMQPS listener's address and accept task, when TLS is on.
     amqps: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
-
-static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Server {
     /// Binds the AMQP listener and starts accepting.
@@ -92,7 +92,6 @@ impl Server {
             )),
             _ => None,
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alarm_tx, alarm_rx) = watch::channel(alarms::Alarms::default());
         let memory_bytes = memory_limit(config.memory_limit_bytes);
         let limits = alarms::Limits {
@@ -108,44 +107,28 @@ impl Server {
         // Until the monitor's first tick the measure is its base, the RSS
         // now (so the API never reports 0 used).
         memory::record_used(alarms::rss_bytes().unwrap_or(0));
+        let front = Frontend::with_alarms(broker.clone(), config, alarm_rx);
+        let shutdown_rx = front.shared.shutdown.clone();
         tokio::spawn(alarms::monitor(
             limits,
             broker.clone(),
             alarm_tx,
             shutdown_rx.clone(),
         ));
-        broker.set_property_codec(Arc::new(properties::AmqpPropertyCodec));
-        tokio::spawn(expiry_sweeper(broker.clone(), shutdown_rx.clone()));
-        let shared = Arc::new(Shared {
-            broker,
-            config,
-            shutdown: shutdown_rx,
-            alarms: alarm_rx,
-            registry: registry::Registry::new(),
-            replies: Default::default(),
-            live: AtomicUsize::new(0),
-            all_closed: Notify::new(),
-        });
-        shared
-            .broker
-            .on_vhost_deleted(vhost_deleted_hook(&shared.registry));
-        shared
-            .broker
-            .on_user_deleted(user_deleted_hook(&shared.registry));
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), None));
+        tokio::spawn(expiry_sweeper(broker, shutdown_rx));
+        let accept = tokio::spawn(accept_loop(listener, front.shared.clone(), None));
         let amqps = match amqps {
             Some((l, acceptor)) => {
                 let addr = l.local_addr()?;
                 Some((
                     addr,
-                    tokio::spawn(accept_loop(l, shared.clone(), Some(acceptor))),
+                    tokio::spawn(accept_loop(l, front.shared.clone(), Some(acceptor))),
                 ))
             }
             None => None,
         };
         Ok(Server {
-            shared,
-            shutdown_tx,
+            front,
             local_addr,
             accept,
             amqps,
@@ -154,28 +137,28 @@ impl Server {
 
     /// Connections currently open.
     pub fn live_connections(&self) -> usize {
-        self.shared.live.load(Ordering::Relaxed)
+        self.front.live_connections()
     }
 
     /// Live connections, channels and consumers.
     pub fn registry(&self) -> Arc<registry::Registry> {
-        self.shared.registry.clone()
+        self.front.shared.registry.clone()
     }
 
     /// The direct reply-to consumers of every connection (for publishers
     /// outside AMQP: the management API).
     pub fn replies(&self) -> Arc<channel::reply_to::Replies> {
-        self.shared.replies.clone()
+        self.front.shared.replies.clone()
     }
 
     /// Current memory and disk alarm state.
     pub fn alarms(&self) -> watch::Receiver<alarms::Alarms> {
-        self.shared.alarms.clone()
+        self.front.shared.alarms.clone()
     }
 
     /// The broker core.
     pub fn broker(&self) -> &Arc<Broker> {
-        &self.shared.broker
+        &self.front.shared.broker
     }
 
     /// The bound AMQPS address, when TLS is on.
@@ -196,24 +179,7 @@ impl Server {
         if let Some((_, t)) = &self.amqps {
             t.abort();
         }
-        let _ = self.shutdown_tx.send(true);
-        let wait = async {
-            loop {
-                let notified = self.shared.all_closed.notified();
-                if self.shared.live.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not close in time");
-        }
-        let broker = self.shared.broker.clone();
-        let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+        self.front.shutdown().await;
     }
 }
 
@@ -259,29 +225,6 @@ pub fn memory_limit(configured: u64) -> u64 {
     }
 }
 
-/// Closes the connections of a deleted vhost as RabbitMQ does (320
-/// CONNECTION_FORCED "vhost 'v' is down").
-fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::VhostDeletedHook {
-    let registry = Arc::downgrade(registry);
-    Arc::new(move |vhost: &str| {
-        let Some(registry) = registry.upgrade() else {
-            return;
-        };
-        registry.close_vhost(vhost, &format!("vhost '{vhost}' is down"));
-    })
-}
-
-/// Closes the connections of a deleted user as RabbitMQ 3.10 does (320
-/// CONNECTION_FORCED "user 'u' is deleted").
-fn user_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::UserDeletedHook {
-    let registry = Arc::downgrade(registry);
-    Arc::new(move |user: &str| {
-        if let Some(registry) = registry.upgrade() {
-            registry.close_user(user, &format!("user '{user}' is deleted"));
-        }
-    })
-}
-
 /// Longest a client may take for its TLS handshake (RabbitMQ's
 /// ssl_handshake_timeout is 5 s).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -303,28 +246,22 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
-        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-        let s = shared.clone();
-        s.live.fetch_add(1, Ordering::AcqRel);
+        let live = frontend::Live::enter(&shared);
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection::serve(stream, (peer, local), s.clone(), id, None).await,
+                None => live.serve(stream, (peer, local), None).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
                             let info = registry::TlsInfo::of(stream.get_ref().1);
-                            connection::serve(stream, (peer, local), s.clone(), id, Some(info))
-                                .await
+                            live.serve(stream, (peer, local), Some(info)).await
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timeout"),
                     }
                 }
-            }
-            if s.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                s.all_closed.notify_waiters();
             }
         });
     }

@@ -1,12 +1,14 @@
-//! The checks on what the server sends: frames well-formed and within
-//! frame_max, delivery tags in order, only published messages delivered,
-//! every confirm-mode publish confirmed exactly once.
+//! The checks on what the server writes to the client's end of the pipe:
+//! frames well-formed and within frame_max, content whole and never
+//! interleaved, delivery tags in order, only published messages
+//! delivered, every confirm-mode publish confirmed exactly once; and the
+//! client's view of which channels are open, taken from the same frames.
 
 use super::*;
 
 impl Harness {
-    /// One frame the writer wrote, in order.
-    pub(crate) fn check_server_frame(&mut self, raw: Bytes) {
+    /// One frame the server wrote, in order.
+    pub(crate) fn check_server_frame(&mut self, raw: Bytes) -> Seen {
         let frame_max = self.frame_max() as usize;
         let len = raw.len();
         let frame = match parse_frame(raw) {
@@ -24,7 +26,7 @@ impl Harness {
             "server frame of {len} bytes, frame_max {frame_max}"
         );
         let ch = frame.channel();
-        if let Some(c) = &self.conn.content {
+        if let Some(c) = &self.conn().content {
             let expecting_header = c.header.is_none();
             match &frame {
                 Frame::Header { .. } if expecting_header && c.channel == ch => {}
@@ -37,20 +39,20 @@ impl Harness {
             }
         }
         match frame {
-            Frame::Method { method, .. } => self.check_server_method(ch, method),
+            Frame::Method { method, .. } => return self.check_server_method(ch, method),
             Frame::Header {
                 body_size,
                 raw_properties,
                 ..
             } => {
-                let Some(c) = self.conn.content.as_mut() else {
+                let Some(c) = self.conn().content.as_mut() else {
                     panic!("content header without a deliver / get-ok / return");
                 };
                 c.header = Some((body_size, raw_properties));
                 self.finish_content_if_complete();
             }
             Frame::Body { payload, .. } => {
-                let Some(c) = self.conn.content.as_mut() else {
+                let Some(c) = self.conn().content.as_mut() else {
                     panic!("content body without a deliver / get-ok / return");
                 };
                 c.body.extend_from_slice(&payload);
@@ -58,9 +60,10 @@ impl Harness {
             }
             Frame::Heartbeat { .. } => panic!("heartbeat with heartbeats off"),
         }
+        Seen::Frame
     }
 
-    pub(crate) fn check_server_method(&mut self, ch: u16, m: AMQPClass) {
+    pub(crate) fn check_server_method(&mut self, ch: u16, m: AMQPClass) -> Seen {
         let content = |method: &'static str, exchange: &ShortString, key: &ShortString| {
             Some(ServerContent {
                 channel: ch,
@@ -75,16 +78,16 @@ impl Harness {
             AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) => {
                 self.stats.deliveries += 1;
                 self.check_delivery_tag(ch, d.delivery_tag);
-                self.conn.content = content("deliver", &d.exchange, &d.routing_key);
+                self.conn().content = content("deliver", &d.exchange, &d.routing_key);
             }
             AMQPClass::Basic(basic::AMQPMethod::GetOk(g)) => {
                 self.stats.gets += 1;
                 self.check_delivery_tag(ch, g.delivery_tag);
-                self.conn.content = content("get-ok", &g.exchange, &g.routing_key);
+                self.conn().content = content("get-ok", &g.exchange, &g.routing_key);
             }
             AMQPClass::Basic(basic::AMQPMethod::Return(r)) => {
                 self.stats.returns += 1;
-                self.conn.content = content("return", &r.exchange, &r.routing_key);
+                self.conn().content = content("return", &r.exchange, &r.routing_key);
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
                 self.stats.acks += 1;
@@ -102,13 +105,51 @@ impl Harness {
                     t.commit_oks -= 1;
                 }
             }
-            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => self.stats.channel_closes += 1,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {
+                // A new incarnation of the channel: what the previous one
+                // was sent came before on the wire.
+                let unknown = self.raw;
+                let conn = self.conn();
+                conn.open.insert(ch);
+                conn.track.insert(
+                    ch,
+                    Track {
+                        unknown,
+                        ..Track::default()
+                    },
+                );
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                self.stats.channel_closes += 1;
+                let conn = self.conn();
+                conn.open.remove(&ch);
+                conn.closing.insert(ch);
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                self.conn().open.remove(&ch);
+            }
+            AMQPClass::Connection(m) if ch == 0 => {
+                return match m {
+                    connection::AMQPMethod::UpdateSecretOk(_) => Seen::SecretOk,
+                    connection::AMQPMethod::Close(c) => {
+                        if ferry_fuzz::debug() {
+                            eprintln!("connection closed: {} {}", c.reply_code, c.reply_text);
+                        }
+                        Seen::Close
+                    }
+                    connection::AMQPMethod::CloseOk(_) => Seen::CloseOk,
+                    other => panic!("unexpected connection method from the server: {other:?}"),
+                }
+            }
             _ => {}
         }
+        Seen::Frame
     }
 
     pub(crate) fn finish_content_if_complete(&mut self) {
-        let Some(c) = &self.conn.content else { return };
+        let Some(c) = self.conn.as_ref().and_then(|c| c.content.as_ref()) else {
+            return;
+        };
         let Some((size, props)) = &c.header else {
             return;
         };
@@ -123,7 +164,7 @@ impl Harness {
                 "the server sent ({}) a message nobody published: {c:?}",
                 c.method
             );
-            self.conn.content = None;
+            self.conn().content = None;
         }
     }
 
@@ -153,7 +194,10 @@ impl Harness {
             while t.resolved.contains(&(floor + 1)) {
                 floor += 1;
             }
-            assert!(floor < tag, "multiple ack {tag} on channel {ch} confirms nothing new");
+            assert!(
+                floor < tag,
+                "multiple ack {tag} on channel {ch} confirms nothing new"
+            );
             for p in floor + 1..=tag {
                 assert!(
                     t.resolved.insert(p),
@@ -168,20 +212,24 @@ impl Harness {
         }
     }
 
-    /// End of a step: sync every queue (releasing deferred confirms), flush
-    /// the confirms channels hold, drain
-    /// the outbox, check what is owed was sent.
+    /// End of a step: sync every queue (releasing deferred confirms), let
+    /// the server answer marker round trips until one brings nothing more
+    /// (held confirms go out once the connection waits for input; drained
+    /// sockets resume deliveries), then check what is owed was sent.
     pub(crate) fn settle(&mut self) {
         for q in self.vhost.queues() {
             q.sync_now();
         }
-        // As the connection does before it waits for input.
-        for c in self.conn.channels.values() {
-            c.flush_confirms();
+        loop {
+            match self.round_trip() {
+                Trip::Quiet => break,
+                Trip::Busy => {}
+                Trip::Gone => return,
+            }
         }
-        self.drain();
-        for (ch, t) in &self.conn.track {
-            if !self.conn.channels.contains_key(ch) {
+        let conn = self.conn();
+        for (ch, t) in &conn.track {
+            if !conn.open.contains(ch) {
                 continue;
             }
             if t.confirm && !t.unknown {

@@ -1,5 +1,6 @@
-//! Running one fuzz op against the harness: the client side of every
-//! method, raw frames, injected failures, restarts and power cuts.
+//! Running one fuzz op: the client side of every method (encoded and
+//! written to the connection), raw frames, injected failures, reconnects,
+//! restarts and power cuts.
 
 use super::*;
 
@@ -350,8 +351,7 @@ impl Harness {
             }
             Op::TxCommit(ch) => {
                 let ch = ch.get();
-                let was_tx = self.is_open(ch)
-                    && self.conn.track.get(&ch).is_some_and(|t| t.tx && !t.unknown);
+                let was_tx = self.is_open(ch) && self.track(ch).is_some_and(|t| t.tx && !t.unknown);
                 // Owed before the method runs: commit-ok may be sent at once.
                 if was_tx {
                     if let Some(t) = self.track(ch) {
@@ -468,16 +468,16 @@ impl Harness {
         let counted = self.is_open(ch)
             && extra.is_none()
             && self
-                .conn
-                .track
-                .get(&ch)
+                .track(ch)
                 .is_some_and(|t| t.confirm && !t.tx && !t.unknown);
-        self.send_bytes(&buf);
-        if counted && self.is_open(ch) {
+        // Owed before the bytes go: the confirm may come back at once. If
+        // the publish closes the channel, its track is done with.
+        if counted {
             if let Some(t) = self.track(ch) {
                 t.expected += 1;
             }
         }
+        self.send_bytes(&buf);
     }
 }
 
