@@ -14,6 +14,9 @@
 //!  prepare_sync (under the caller's lock) ─► SyncJob
 //!  SyncJob::run (no lock: fdatasync, dir sync, seals) ─► SyncOutcome
 //!  complete_sync (under the lock) ─► durable_index ↑, on_durable callbacks
+//!
+//!  sync_round(jobs of many logs) ─► one FileIo::sync_fs (syncfs) or
+//!                                   each job's fdatasyncs, by file count
 //! ```
 //!
 //! The on-disk format, invariants and recovery rules are described in
@@ -39,5 +42,5 @@ pub use log::{Log, SegmentInfo};
 pub use reader::LogReader;
 pub use record::{Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 pub use recovery::RecoveryReport;
-pub use sync::{SyncJob, SyncOutcome};
+pub use sync::{sync_round, DeviceFlush, RoundPolicy, SyncJob, SyncOutcome};
 pub use waiters::DurableCallback;
