@@ -187,10 +187,11 @@ pub struct RoundPolicy {
 
 impl RoundPolicy {
     /// Below this many files fdatasync one by one, from it one `syncfs`.
-    /// On this project's test machine (ext4 on virtio) one fdatasync of a
-    /// 512-byte append costs ~0.06 ms and a syncfs ~0.07 ms, four
-    /// fdatasyncs ~0.25 ms against ~0.1 ms; a syncfs also flushes every
-    /// other writer's dirty pages, so tiny rounds keep fdatasync.
+    /// On this project's test machine (ext4 on virtio, `tests/round_cost.rs`)
+    /// a round of one 512-byte append costs ~0.08 ms with fdatasync and
+    /// ~0.11 ms with syncfs, four cost ~0.28 ms against ~0.12 ms; a syncfs
+    /// also flushes every other writer's dirty pages, so tiny rounds keep
+    /// fdatasync (numbers: `docs/internals.md`, "Durability rounds").
     pub const DEFAULT_SYNCFS_FROM_FILES: usize = 4;
 
     /// Per-file fdatasyncs only.
