@@ -250,6 +250,8 @@ SCEN = {
     "S6-pub": "S6 backlog publish",
     "S6-drain": "S6 backlog drain",
     "S7": "S7 idle connections",
+    "S8-fast": "S8 full-speed publisher",
+    "S8-slow": "S8 slow publishers",
 }
 
 
@@ -316,6 +318,8 @@ def norm(r):
         "rss_before": r.get("broker_rss_before_kib"),
         "rss_per_conn": r.get("broker_rss_per_connection_kib"),
         "idle_connections": r.get("idle_connections"),
+        "confirm_p50": r.get("confirm_latency_p50_us"),
+        "confirm_p99": r.get("confirm_latency_p99_us"),
     }
 
 
@@ -372,6 +376,18 @@ def report(d):
             "p999": med([r["p999"] for r in res]),
             "rss": med([r["rss_peak"] for r in res]),
         }
+        if scen.startswith("S8"):
+            # no consumers: the latency columns are publish→confirm
+            a["p50"] = med([r["confirm_p50"] for r in res])
+            a["p99"] = med([r["confirm_p99"] for r in res])
+            a["p999"] = None
+            per_sec = []
+            for x in rs:
+                r0, r1 = x.get("rounds_before"), x.get("rounds_after")
+                secs = norm(x["result"])["duration_s"]
+                if isinstance(r0, (int, float)) and isinstance(r1, (int, float)) and secs:
+                    per_sec.append((r1 - r0) / secs)
+            a["rounds_per_sec"] = med(per_sec)
         # the main rate of a scenario
         if scen == "S6-pub":
             a["rate"] = a["pub"]
@@ -471,9 +487,22 @@ def report(d):
                     f"({int(a['conns'] or 0)} connections; RSS {fmt((a['base'] or 0) / 1024, 1)} MiB before, "
                     f"{fmt((a['rss_end'] or 0) / 1024, 1) if a['rss_end'] is not None else '?'} MiB with them)."
                 )
+    for b in BROKERS:
+        fa, sa = results.get(("S8-fast", b)), results.get(("S8-slow", b))
+        if fa and sa and fa.get("rate") is not None and sa.get("rate") is not None:
+            total = fa["rate"] + sa["rate"]
+            line = (f"S8 {LABEL[b]}: {total:,.0f} confirmed msg/s in all (full-speed publisher "
+                    f"{fa['rate']:,.0f}, confirm p50 {fmt(fa['p50'])} µs / p99 {fmt(fa['p99'])} µs; "
+                    f"slow publishers {sa['rate']:,.0f})")
+            if fa.get("rounds_per_sec") is not None:
+                line += f"; {fa['rounds_per_sec']:,.0f} durability rounds/s"
+            ff, fs = results.get(("S8-fast", "ferry")), results.get(("S8-slow", "ferry"))
+            if b != "ferry" and ff and fs and ff.get("rate") is not None and fs.get("rate") is not None:
+                line += f"; Ferry total ÷ {(ff['rate'] + fs['rate']) / total:.2f}×"
+            notes.append(line + ".")
     out.append("")
     out.append("msg/s is delivered msg/s (all consumers together; S3 counts each of the 10 copies), "
-               "except S6 publish (confirmed msg/s). "
+               "except S6 publish and S8 (confirmed msg/s; S8's p50/p99 are publish→confirm). "
                "Broker CPU is user+system time of the broker's process tree (/proc) per message "
                "received (per message confirmed when nothing consumes; S3: per delivered copy). "
                "Peak RSS is the broker's high-water mark. ")
@@ -580,6 +609,36 @@ def record(raw, scen, broker, rep, rc, out, err, extra):
         f.write(json.dumps(row) + "\n")
 
 
+def metric(url, name):
+    """Prints the value of an unlabelled Prometheus sample."""
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                print(parts[1])
+                return
+    die(f"{name} not in {url}")
+
+
+def annotate(raw, scen, broker, rep, extra):
+    """Adds key=value fields to the last row of (scen, broker, rep)."""
+    with open(raw) as f:
+        rows = [json.loads(l) for l in f if l.strip()]
+    for row in reversed(rows):
+        if row["scenario"] == scen and row["broker"] == broker and row["rep"] == int(rep):
+            for kv in extra:
+                k, _, v = kv.partition("=")
+                try:
+                    row[k] = json.loads(v)
+                except ValueError:
+                    row[k] = v
+            break
+    with open(raw, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
 def summary(raw):
     with open(raw) as f:
         lines = [l for l in f if l.strip()]
@@ -666,6 +725,10 @@ def main():
         machine(a[1], a[2])
     elif cmd == "record":
         record(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8:])
+    elif cmd == "metric":
+        metric(a[1], a[2])
+    elif cmd == "annotate":
+        annotate(a[1], a[2], a[3], a[4], a[5:])
     elif cmd == "summary":
         summary(a[1])
     elif cmd == "busy":

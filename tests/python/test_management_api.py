@@ -431,6 +431,12 @@ def test_prometheus_metrics_parse_and_count(api, uniq):
     assert value("ferry_fsync_duration_seconds_count", "ferry_fsync_duration_seconds") >= 1
     assert value("ferry_fsync_duration_seconds_bucket", "ferry_fsync_duration_seconds",
                  le="+Inf") >= 1
+    assert fams["ferry_durability_rounds"].type == "counter"
+    assert value("ferry_durability_rounds_total", "ferry_durability_rounds") >= 1
+    assert fams["ferry_durability_round_logs"].type == "histogram"
+    assert value("ferry_durability_round_logs_count", "ferry_durability_round_logs") >= 1
+    assert value("ferry_durability_round_duration_seconds_count",
+                 "ferry_durability_round_duration_seconds") >= 1
     assert value("ferry_connections") >= 1
     assert value("ferry_alarms_memory_used_watermark") == 0
     assert value("ferry_process_resident_memory_bytes") > 0

@@ -58,6 +58,7 @@
 //! | `confirm_frames`, `confirm_frames_per_msg` | basic.ack / basic.nack frames the producers received, and that count / (confirmed + nacked): 1.0 = one frame per message, lower = coalesced with `multiple` |
 //! | `sent_msgs_per_sec`, `confirmed_msgs_per_sec`, `received_msgs_per_sec` | totals / elapsed |
 //! | `sent_mb_per_sec`, `received_mb_per_sec` | body bytes per second, in 10^6 bytes |
+//! | `confirm_latency_samples`, `confirm_latency_p50_us`, `confirm_latency_p99_us`, `confirm_latency_max_us` | publish→confirm latency, µs (per batch written: its send time to the confirm that covers it; null without `--confirm`) |
 //! | `latency_samples` | deliveries carrying a stamp of this run (0 with `--consume-only` or bodies < 24 B) |
 //! | `latency_p50_us`, `latency_p99_us`, `latency_p999_us`, `latency_max_us` | publish→deliver latency, µs |
 //! | `cpu_basis`, `cpu_basis_msgs` | what CPU per message divides by: `received` if there are consumers, else `confirmed` with confirms, else `sent` |

@@ -6,9 +6,15 @@
 //! atomic count of settled publishes and a `Notify`: the writer only waits
 //! when N publishes are unconfirmed, so with a window of 256 it writes up
 //! to 256 messages per syscall.
+//!
+//! Confirm latency: the writer notes each batch (last sequence number,
+//! send time); when the settled count passes a batch, the reader records
+//! now − send time once per message of the batch (same clock as the
+//! publish→deliver stamps).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -23,6 +29,7 @@ use crate::conn::{self, RawConn, Target, CHANNEL};
 use crate::error::BenchError;
 use crate::frames::{now_ns, PublishTemplate, Stamp};
 use crate::stats::Shared;
+use hdrhistogram::Histogram;
 
 /// Bytes per socket write at most (when the window allows).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -69,6 +76,40 @@ struct Window {
     more: tokio::sync::Notify,
     /// We sent connection.close: EOF or close-ok is now expected.
     closing: AtomicBool,
+    /// Confirm latency bookkeeping (`Latencies`).
+    latencies: Mutex<Latencies>,
+}
+
+/// Batches sent and not yet confirmed, and the confirm latencies so far.
+#[derive(Debug)]
+struct Latencies {
+    /// (last sequence number of the batch, messages in it, send time ns).
+    batches: VecDeque<(u64, u64, u64)>,
+    hist: Option<Histogram<u64>>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            batches: VecDeque::new(),
+            hist: crate::consumer::new_histogram().ok(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Records the batches `settled` now covers (at `now` ns).
+    fn settle(&mut self, settled: u64, now: u64, measuring: bool) {
+        while let Some(&(last, n, sent)) = self.batches.front() {
+            if last > settled {
+                break;
+            }
+            self.batches.pop_front();
+            if let (true, Some(h)) = (measuring, self.hist.as_mut()) {
+                let _ = h.record_n(now.saturating_sub(sent).max(1), n);
+            }
+        }
+    }
 }
 
 impl Producer {
@@ -104,13 +145,18 @@ impl Producer {
 
     /// Publishes until stopped (or --count is done and confirmed), then
     /// closes the connection. Errors are also recorded in `shared`.
-    pub async fn run(self, shared: Arc<Shared>) {
-        if let Err(e) = self.run_inner(&shared).await {
+    /// Returns the confirm latencies (ns; None without confirms).
+    pub async fn run(self, shared: Arc<Shared>) -> Option<Histogram<u64>> {
+        let confirm = self.spec.confirm > 0;
+        let window = Arc::new(Window::default());
+        if let Err(e) = self.run_inner(&shared, &window).await {
             shared.fail(e);
         }
+        let hist = window.latencies.lock().map_or(None, |mut l| l.hist.take());
+        hist.filter(|_| confirm)
     }
 
-    async fn run_inner(self, shared: &Arc<Shared>) -> Result<(), BenchError> {
+    async fn run_inner(self, shared: &Arc<Shared>, window: &Arc<Window>) -> Result<(), BenchError> {
         let Producer {
             conn,
             spec,
@@ -123,7 +169,6 @@ impl Producer {
             name,
         } = conn;
         let (rd, mut wr) = stream.into_split();
-        let window = Arc::new(Window::default());
         let mut reader = tokio::spawn(read_confirms(
             rd,
             rbuf,
@@ -182,6 +227,11 @@ impl Producer {
                     sent_ns,
                 };
                 template.append(&mut buf, &stamp);
+            }
+            if spec.confirm > 0 {
+                if let Ok(mut l) = window.latencies.lock() {
+                    l.batches.push_back((seq, n, sent_ns));
+                }
             }
             // Partial writes are tracked (write is cancel-safe, write_all
             // is not): a stop that lands mid-batch must still leave whole
@@ -282,6 +332,9 @@ async fn read_confirms(
         }
         rbuf.advance(pos);
         if acked + nacked > 0 {
+            if let Ok(mut l) = window.latencies.lock() {
+                l.settle(tracker.settled(), now_ns(), !shared.stopping());
+            }
             window.settled.store(tracker.settled(), Ordering::Release);
             window.more.notify_one();
             Shared::add(&shared.confirmed, acked);
@@ -308,4 +361,27 @@ fn rare_method(frame: &[u8], name: &str) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirm_latency_counts_each_message_of_a_covered_batch_once() {
+        let mut l = Latencies::default();
+        l.batches.push_back((10, 10, 1_000));
+        l.batches.push_back((25, 15, 5_000));
+        l.settle(9, 50_000, true);
+        assert_eq!(l.hist.as_ref().map(Histogram::len), Some(0));
+        l.settle(20, 50_000, true);
+        assert_eq!(l.hist.as_ref().map(Histogram::len), Some(10));
+        l.settle(25, 60_000, false);
+        assert!(l.batches.is_empty(), "settled after the stop: dropped");
+        let Some(h) = l.hist else {
+            panic!("no histogram")
+        };
+        assert_eq!(h.len(), 10);
+        assert!(h.equivalent(h.max(), 49_000));
+    }
 }

@@ -95,6 +95,14 @@ pub struct Report {
     pub received_mb_per_sec: f64,
     /// Samples in the latency figures (0: none measured).
     pub latency_samples: u64,
+    /// Publishes in the confirm latency figures (0: no confirms).
+    pub confirm_latency_samples: u64,
+    /// Publish→confirm latency, median, µs.
+    pub confirm_latency_p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub confirm_latency_p99_us: Option<f64>,
+    /// Largest, µs.
+    pub confirm_latency_max_us: Option<f64>,
     /// Publish→deliver latency, median, µs.
     pub latency_p50_us: Option<f64>,
     /// 99th percentile, µs.
@@ -158,6 +166,16 @@ impl Report {
         self.broker_cpu_us_per_msg = broker_ticks.and_then(per_msg);
     }
 
+    /// Copies confirm latency figures in.
+    pub fn set_confirm_latency(&mut self, l: Option<Latency>) {
+        let l = l.unwrap_or_default();
+        let some = l.samples > 0;
+        self.confirm_latency_samples = l.samples;
+        self.confirm_latency_p50_us = some.then_some(l.p50_us);
+        self.confirm_latency_p99_us = some.then_some(l.p99_us);
+        self.confirm_latency_max_us = some.then_some(l.max_us);
+    }
+
     /// Copies latency figures in.
     pub fn set_latency(&mut self, l: Option<Latency>) {
         let l = l.unwrap_or_default();
@@ -217,6 +235,16 @@ impl Report {
             opt(self.latency_max_us),
             self.latency_samples
         );
+        if self.confirm_latency_samples > 0 {
+            let _ = writeln!(
+                s,
+                "  confirm latency µs  p50 {}  p99 {}  max {}  ({} samples)",
+                opt(self.confirm_latency_p50_us),
+                opt(self.confirm_latency_p99_us),
+                opt(self.confirm_latency_max_us),
+                self.confirm_latency_samples
+            );
+        }
         let _ = writeln!(
             s,
             "  CPU µs/msg ({} basis)  client {}  broker {}",

@@ -152,7 +152,7 @@ async fn traffic(target: &Target, plan: &Plan, backlog: &[u64]) -> Result<Report
         .into_iter()
         .map(|c| tokio::spawn(c.run(shared.clone())))
         .collect();
-    let producer_tasks: Vec<JoinHandle<()>> = producers
+    let producer_tasks: Vec<JoinHandle<Option<Histogram<u64>>>> = producers
         .into_iter()
         .map(|p| tokio::spawn(p.run(shared.clone())))
         .collect();
@@ -172,8 +172,11 @@ async fn traffic(target: &Target, plan: &Plan, backlog: &[u64]) -> Result<Report
             let _ = hist.add(&h);
         }
     }
+    let mut confirm_hist = new_histogram()?;
     for t in producer_tasks {
-        let _ = tokio::time::timeout_at(deadline, t).await;
+        if let Ok(Ok(Some(h))) = tokio::time::timeout_at(deadline, t).await {
+            let _ = confirm_hist.add(&h);
+        }
     }
     if let Some(e) = shared.take_fatal() {
         return Err(e);
@@ -202,6 +205,7 @@ async fn traffic(target: &Target, plan: &Plan, backlog: &[u64]) -> Result<Report
         ..Report::default()
     };
     r.set_latency(report::latency(&hist));
+    r.set_confirm_latency(report::latency(&confirm_hist));
     let broker_ticks = match (broker0, broker1) {
         (Some(a), Some(b)) => {
             r.broker_peak_rss_kib = Some(b.peak_rss_kib);

@@ -49,8 +49,10 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Bytes of message bodies kept in memory across all queues.
     pub cache_bytes: i64,
-    /// Number of fsync threads.
-    pub sync_threads: usize,
+    /// Durability rounds with at least this many dirty files make them
+    /// durable with one `syncfs` of `data_dir`'s file system instead of
+    /// one fdatasync per file (`usize::MAX`: never).
+    pub syncfs_from_files: usize,
     /// The user a fresh data directory gets (administrator, all
     /// permissions on `/`), RabbitMQ's `default_user`.
     pub default_user: String,
@@ -70,7 +72,7 @@ impl BrokerConfig {
             data_dir,
             log: LogConfig::default(),
             cache_bytes: 64 << 20,
-            sync_threads: 4,
+            syncfs_from_files: ferry_log::RoundPolicy::DEFAULT_SYNCFS_FROM_FILES,
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
@@ -146,7 +148,10 @@ impl Broker {
         io.create_dir_all(&vdir)?;
         let mut env = QueueEnv::new(
             io.clone(),
-            Syncer::start(config.sync_threads)?,
+            Syncer::start(ferry_log::RoundPolicy {
+                fs_root: Some(config.data_dir.clone()),
+                syncfs_from_files: config.syncfs_from_files,
+            })?,
             config.log.clone(),
             config.cache_bytes,
         )
@@ -192,7 +197,7 @@ impl Broker {
             });
         if let Err(e) = opened {
             // Nobody will call `shutdown` on a broker that failed to open:
-            // stop its sync threads, or they wait forever.
+            // stop its round thread, or it waits forever.
             broker.env.syncer.stop();
             return Err(e);
         }

@@ -5,7 +5,7 @@
 //! (`queue`), streams as append-only logs read by offset (`stream`), the
 //! [`source::Source`] seam a front end publishes to and consumes from
 //! (either kind), consumers, delivery and acknowledgement, publisher
-//! confirms and group commit (`syncer`), fsync latency histograms
+//! confirms and the node's durability rounds (`syncer`), round histograms
 //! (`metrics`), users, permissions and the vhost lifecycle (`auth`, the
 //! access file), policies and operator policies (`policy`: validation with
 //! RabbitMQ's texts, matching, precedence; the policy file), the small
@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! front end ─ publish ─▶ VHost::route ─▶ [dyn Source] ─ append ─▶ ferry-log
-//!     ▲                                   │  ▲  (Queue | Stream)    │ fsync (Syncer)
+//!     ▲                                   │  ▲  (Queue | Stream)    │ round (Syncer)
 //!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 

@@ -1,171 +1,275 @@
-//! Group commit: a small pool of threads that fsync logs on request.
+//! The node's durability round: group commit for every log (queues and
+//! streams) at once.
 //!
-//! A queue asks for a sync after it appended something that must become
-//! durable. While one fsync runs, more appends land in the same log; the
-//! next sync covers all of them, so many publishers share one fsync.
-//! fsync is I/O-bound, so a few threads serve many queues.
+//! A log with appends that must become durable joins the next round
+//! (`SyncSchedule::request`). A round takes every member that joined,
+//! (a) flushes each member's buffers and captures its `SyncJob` under the
+//! member's lock, (b) makes all of them durable with one device flush
+//! (`ferry_log::sync_round`: one `syncfs` of the data directory's file
+//! system, or per-file fdatasync for a round of a few files), then (c)
+//! completes each member under its lock (durable index up, confirms and
+//! nacks, stream consumers woken) and runs the confirms after the lock. A
+//! failed `syncfs` poisons every log of the round. Appends that land while
+//! a round runs join the next one; rounds start when the previous one ends,
+//! so a busy node runs them back to back and an idle one runs none.
+//!
+//! Owns: the executor and its modes, round membership, the shared
+//! completion of one log (`complete_log`). Must not: run a round on a tokio
+//! worker (the production executor is a dedicated OS thread), know AMQP.
 
+use crate::metrics;
+use ferry_log::{sync_round, DeviceFlush, Log, RoundPolicy, SyncJob, SyncOutcome};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-/// Something that can make its pending writes durable.
+#[cfg(test)]
+mod tests;
+
+/// A log that takes part in durability rounds (a queue or a stream).
 pub trait SyncTask: Send + Sync {
-    /// Runs one sync (flush + fsync + completion of waiters).
-    fn run_sync(&self);
+    /// Its round membership.
+    fn schedule(&self) -> &SyncSchedule;
+    /// (a) Under the member's lock: flushes its buffers and captures what
+    /// the device flush must cover. `None`: nothing to make durable, the
+    /// member is gone, or its log failed (then `complete_sync` nacks).
+    fn prepare_sync(&self) -> Option<SyncJob>;
+    /// (c) After the device flush: records the outcome (`None` if
+    /// `prepare_sync` gave no job) and releases what it covered.
+    fn complete_sync(&self, outcome: Option<SyncOutcome>);
 }
 
-/// What `submit` does with a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which thread runs the rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Queued for the pool.
-    #[default]
-    Running,
-    /// After `stop`: run on a fresh thread.
-    Stopped,
-    /// Tests only: run on the submitting thread, for deterministic
-    /// confirms. A caller that holds the queue lock (settle counting,
-    /// every 4096 settles) would deadlock, so tests that use it stay
-    /// below that.
-    #[cfg(test)]
+    /// A dedicated OS thread (production).
+    Thread,
+    /// The thread that asks (`request`) runs the round at once. A caller
+    /// holding a member's lock (a queue's settle counting) would deadlock,
+    /// so only tests that stay clear of that use it.
     Inline,
+    /// Only when the owner calls `run_round` (deterministic tests; a
+    /// simulator drives it the same way).
+    Manual,
+    /// After `stop`: each request gets a one-member round on a short-lived
+    /// thread of its own.
+    Stopped,
 }
 
-#[derive(Default)]
+struct State {
+    /// Members that joined the next round, each once (`SyncSchedule`).
+    next: Vec<Arc<dyn SyncTask>>,
+    mode: Mode,
+}
+
 struct Shared {
-    queue: Mutex<(VecDeque<Arc<dyn SyncTask>>, Mode)>,
+    state: Mutex<State>,
     cv: Condvar,
+    policy: RoundPolicy,
 }
 
-/// The sync thread pool.
+/// The durability round executor, one per node (`QueueEnv::syncer`).
 pub struct Syncer {
     shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Syncer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Syncer").finish_non_exhaustive()
+        f.debug_struct("Syncer")
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl Syncer {
-    /// Starts `threads` sync threads.
-    pub fn start(threads: usize) -> std::io::Result<Arc<Self>> {
-        let shared = Arc::new(Shared::default());
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let s = shared.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("ferry-sync-{i}"))
-                    .spawn(move || worker(&s))?,
-            );
-        }
-        Ok(Arc::new(Self {
-            shared,
-            threads: Mutex::new(handles),
-        }))
-    }
-
-    /// Queues a task; the caller makes sure a task is queued at most once
-    /// at a time (see `Queue::schedule_sync`).
-    ///
-    /// Callers may hold their queue's lock (settle counting does), so a
-    /// task never runs on the submitting thread. After `stop` each task
-    /// gets a short-lived thread of its own: nothing the shutdown promised
-    /// depends on it (`Broker::shutdown` syncs every queue itself before
-    /// stopping), but a confirm still waiting is released rather than
-    /// forgotten, and the submitter neither blocks nor deadlocks.
-    pub fn submit(&self, task: Arc<dyn SyncTask>) {
-        let mut q = self.shared.queue.lock();
-        match q.1 {
-            Mode::Running => {
-                q.0.push_back(task);
-                drop(q);
-                self.shared.cv.notify_one();
-            }
-            Mode::Stopped => {
-                drop(q);
-                run_detached(task);
-            }
-            #[cfg(test)]
-            Mode::Inline => {
-                drop(q);
-                task.run_sync();
-            }
-        }
-    }
-
-    /// A syncer without threads that runs each task on the submitting
-    /// thread (see `Mode::Inline`).
-    #[cfg(test)]
-    pub(crate) fn inline() -> Arc<Self> {
-        let shared = Arc::new(Shared::default());
-        shared.queue.lock().1 = Mode::Inline;
+    fn with_mode(policy: RoundPolicy, mode: Mode) -> Arc<Self> {
         Arc::new(Self {
-            shared,
-            threads: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    next: Vec::new(),
+                    mode,
+                }),
+                cv: Condvar::new(),
+                policy,
+            }),
+            thread: Mutex::new(None),
         })
     }
 
-    /// Finishes queued work and stops the threads.
-    pub fn stop(&self) {
-        {
-            let mut q = self.shared.queue.lock();
-            if q.1 == Mode::Running {
-                q.1 = Mode::Stopped;
+    /// Starts the round thread (`ferry-sync`).
+    pub fn start(policy: RoundPolicy) -> std::io::Result<Arc<Self>> {
+        let me = Self::with_mode(policy, Mode::Thread);
+        let shared = me.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("ferry-sync".into())
+            .spawn(move || round_thread(&shared))?;
+        *me.thread.lock() = Some(handle);
+        Ok(me)
+    }
+
+    /// An executor without threads: each request runs its round on the
+    /// requesting thread (see `Mode::Inline`), per-file fdatasync.
+    pub fn inline() -> Arc<Self> {
+        Self::with_mode(RoundPolicy::per_file(), Mode::Inline)
+    }
+
+    /// An executor whose rounds run only when `run_round` is called.
+    pub fn manual(policy: RoundPolicy) -> Arc<Self> {
+        Self::with_mode(policy, Mode::Manual)
+    }
+
+    /// Adds a member to the next round; the caller (`SyncSchedule`) makes
+    /// sure it is there at most once.
+    ///
+    /// Callers may hold their member's lock (settle counting does), so in
+    /// `Thread` mode this only queues. After `stop` the member gets a round
+    /// of its own on a short-lived thread: nothing the shutdown promised
+    /// depends on it (`Broker::shutdown` syncs every log itself before
+    /// stopping), but a confirm still waiting is released rather than
+    /// forgotten, and the caller neither blocks nor deadlocks.
+    fn join(&self, member: Arc<dyn SyncTask>) {
+        let mut st = self.shared.state.lock();
+        match st.mode {
+            Mode::Thread => {
+                st.next.push(member);
+                drop(st);
+                self.shared.cv.notify_one();
+            }
+            Mode::Manual => st.next.push(member),
+            Mode::Inline => {
+                drop(st);
+                let mut members = vec![member];
+                while !members.is_empty() {
+                    members = run_round(&self.shared.policy, members);
+                }
+            }
+            Mode::Stopped => {
+                drop(st);
+                run_detached(self.shared.policy.clone(), member);
             }
         }
-        self.shared.cv.notify_all();
-        let handles: Vec<_> = std::mem::take(&mut *self.threads.lock());
-        for h in handles {
-            let _ = h.join();
-        }
     }
-}
 
-fn worker(s: &Shared) {
-    loop {
-        let task = {
-            let mut q = s.queue.lock();
-            loop {
-                if let Some(t) = q.0.pop_front() {
-                    break Some(t);
-                }
-                if q.1 != Mode::Running {
-                    break None;
-                }
-                s.cv.wait(&mut q);
+    /// Runs one round of every member that joined, on this thread
+    /// (`Manual` mode; elsewhere it is a no-op returning 0). Returns how
+    /// many logs took part.
+    pub fn run_round(&self) -> usize {
+        let members = {
+            let mut st = self.shared.state.lock();
+            if st.mode != Mode::Manual {
+                return 0;
+            }
+            std::mem::take(&mut st.next)
+        };
+        let n = members.len();
+        let again = run_round(&self.shared.policy, members);
+        self.shared.state.lock().next.extend(again);
+        n
+    }
+
+    /// Finishes the rounds already asked for and stops the thread.
+    pub fn stop(&self) {
+        let leftover = {
+            let mut st = self.shared.state.lock();
+            let was = st.mode;
+            st.mode = Mode::Stopped;
+            match was {
+                Mode::Manual => std::mem::take(&mut st.next),
+                _ => Vec::new(),
             }
         };
-        match task {
-            Some(t) => t.run_sync(),
-            None => return,
+        self.shared.cv.notify_all();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let mut members = leftover;
+        while !members.is_empty() {
+            members = run_round(&self.shared.policy, members);
         }
     }
 }
 
-/// Runs a task submitted after `stop` on a thread of its own.
-fn run_detached(task: Arc<dyn SyncTask>) {
+fn round_thread(s: &Shared) {
+    let mut members: Vec<Arc<dyn SyncTask>> = Vec::new();
+    loop {
+        {
+            let mut st = s.state.lock();
+            // Members a round sent back (dirtied while it ran) go first.
+            members.append(&mut st.next);
+            while members.is_empty() {
+                if st.mode != Mode::Thread {
+                    return;
+                }
+                s.cv.wait(&mut st);
+                members.append(&mut st.next);
+            }
+        }
+        members = run_round(&s.policy, std::mem::take(&mut members));
+    }
+}
+
+/// One round over `members`. Returns those that joined again while it ran
+/// (their next round).
+fn run_round(policy: &RoundPolicy, members: Vec<Arc<dyn SyncTask>>) -> Vec<Arc<dyn SyncTask>> {
+    let started = Instant::now();
+    for m in &members {
+        m.schedule().begin();
+    }
+    let mut jobs = Vec::with_capacity(members.len());
+    let mut owners = Vec::with_capacity(members.len());
+    for (i, m) in members.iter().enumerate() {
+        if let Some(job) = m.prepare_sync() {
+            jobs.push(job);
+            owners.push(i);
+        }
+    }
+    let flush_started = Instant::now();
+    let (outcomes, flush) = sync_round(jobs, policy);
+    if flush != DeviceFlush::None {
+        metrics::FSYNC.observe(flush_started.elapsed());
+    }
+    let mut outcomes: VecDeque<(usize, SyncOutcome)> = owners.into_iter().zip(outcomes).collect();
+    for (i, m) in members.iter().enumerate() {
+        let outcome = match outcomes.front() {
+            Some((at, _)) if *at == i => outcomes.pop_front().map(|(_, o)| o),
+            _ => None,
+        };
+        m.complete_sync(outcome);
+    }
+    metrics::ROUNDS.fetch_add(1, Ordering::Relaxed);
+    metrics::ROUND_LOGS.observe_value(members.len() as u64);
+    metrics::ROUND_DURATION.observe(started.elapsed());
+    members.into_iter().filter(|m| m.schedule().end()).collect()
+}
+
+/// Runs a member's round after `stop` on a thread of its own.
+fn run_detached(policy: RoundPolicy, member: Arc<dyn SyncTask>) {
     let spawned = std::thread::Builder::new()
         .name("ferry-sync-late".into())
-        .spawn(move || task.run_sync());
+        .spawn(move || {
+            let mut members = vec![member];
+            while !members.is_empty() {
+                members = run_round(&policy, members);
+            }
+        });
     if let Err(e) = spawned {
-        // The task is dropped: its queue stays marked as queued, so its
-        // late confirms never come; the connection closes with shutdown.
+        // The member stays marked as joined, so its late confirms never
+        // come; the connection closes with shutdown.
         tracing::error!(error = %e, "cannot start a thread for a late sync");
     }
 }
 
-/// Where one log (a queue's, a stream's) stands in the group-commit
-/// hand-off. A log is handed to the Syncer at most once at a time; appends
-/// that land while its fsync runs mark it dirty, and the same thread syncs
-/// again, so one busy log costs no extra wake-ups or lock contention.
+/// One log's membership in the durability rounds: the one group-commit
+/// type of queues and streams. A log is in at most one round's list at a
+/// time; appends that land while its round runs mark it dirty, and it
+/// joins the next round when this one ends.
 #[derive(Debug, Default)]
-pub(crate) struct SyncSchedule(AtomicU8);
+pub struct SyncSchedule(AtomicU8);
 
 const SYNC_IDLE: u8 = 0;
 const SYNC_QUEUED: u8 = 1;
@@ -173,13 +277,13 @@ const SYNC_RUNNING: u8 = 2;
 const SYNC_DIRTY: u8 = 3;
 
 impl SyncSchedule {
-    /// Asks for a sync: submits `task()` to `syncer` if none is queued or
-    /// running; a running one is told to go again instead. `task` gives
-    /// None once its owner is gone (nothing left to sync).
+    /// Joins the next round: hands `member()` to `syncer` unless it is
+    /// already waiting for a round; one that is in a running round joins
+    /// the next. `member` gives None once its owner is gone.
     pub(crate) fn request(
         &self,
         syncer: &Syncer,
-        task: impl FnOnce() -> Option<Arc<dyn SyncTask>>,
+        member: impl FnOnce() -> Option<Arc<dyn SyncTask>>,
     ) {
         loop {
             let cur = self.0.load(Ordering::Acquire);
@@ -196,8 +300,8 @@ impl SyncSchedule {
                 continue;
             }
             if next == SYNC_QUEUED {
-                match task() {
-                    Some(t) => syncer.submit(t),
+                match member() {
+                    Some(m) => syncer.join(m),
                     None => self.0.store(SYNC_IDLE, Ordering::Release),
                 }
             }
@@ -205,28 +309,75 @@ impl SyncSchedule {
         }
     }
 
-    /// Runs `sync_once` (from `SyncTask::run_sync`) until no request came
-    /// in while it ran.
-    pub(crate) fn run(&self, mut sync_once: impl FnMut()) {
+    /// A round took the member: requests from now on join the next one.
+    fn begin(&self) {
         self.0.store(SYNC_RUNNING, Ordering::Release);
-        loop {
-            sync_once();
-            match self.0.compare_exchange(
-                SYNC_RUNNING,
-                SYNC_IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                // Dirtied while we synced: go again on this thread.
-                Err(_) => self.0.store(SYNC_RUNNING, Ordering::Release),
+    }
+
+    /// The round ended: true if the member was asked for again meanwhile
+    /// (it stays queued for the next round), false if it is idle now.
+    fn end(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(SYNC_RUNNING, SYNC_IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(_) => {
+                self.0.store(SYNC_QUEUED, Ordering::Release);
+                true
             }
         }
     }
 }
 
-/// After a sync: takes the confirm waiters (log index, token) it settled,
-/// as (confirmed, failed). A poisoned log fails every waiter; otherwise
+/// Which log the alarm names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogName<'a> {
+    /// "queue" or "stream".
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub vhost: &'a str,
+}
+
+/// The shared part of `SyncTask::prepare_sync`, under the member's lock:
+/// flush and capture; a failure is logged (the log is poisoned by it, and
+/// `complete_log` then nacks).
+pub(crate) fn prepare_log(log: &mut Log, who: LogName<'_>) -> Option<SyncJob> {
+    match log.prepare_sync() {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(kind = who.kind, name = who.name, error = %e, "sync failed");
+            None
+        }
+    }
+}
+
+/// The shared part of `SyncTask::complete_sync`, under the member's lock:
+/// records the outcome and takes the confirm waiters it settled, as
+/// (confirmed, failed). A failed flush poisons the log (invariant 4): it
+/// refuses writes until restart and every pending confirm becomes a nack.
+pub(crate) fn complete_log<T>(
+    log: &mut Log,
+    waiters: &mut VecDeque<(u64, T)>,
+    outcome: Option<SyncOutcome>,
+    who: LogName<'_>,
+) -> (Vec<T>, Vec<T>) {
+    if let Some(o) = outcome {
+        if let Some(e) = o.error() {
+            tracing::error!(
+                kind = who.kind, name = who.name, vhost = who.vhost, error = %e,
+                "ALARM: fsync failed, {} log poisoned; pending and new publishes are \
+                 nacked until restart",
+                who.kind
+            );
+        }
+        log.complete_sync(o);
+    }
+    release_waiters(waiters, log.is_poisoned(), log.durable_index())
+}
+
+/// Takes the confirm waiters (log index, token) a sync settled, as
+/// (confirmed, failed). A poisoned log fails every waiter; otherwise
 /// those up to the durable index are confirmed and the rest keep waiting.
 pub(crate) fn release_waiters<T>(
     waiters: &mut VecDeque<(u64, T)>,
@@ -247,73 +398,15 @@ pub(crate) fn release_waiters<T>(
     (ok, failed)
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    /// A task that needs the lock its submitter holds, like a queue whose
-    /// settle counting schedules a sync under `Queue.inner`.
-    struct NeedsLock {
-        lock: Arc<Mutex<()>>,
-        ran: mpsc::Sender<()>,
+/// A one-member round on the caller's thread, whatever the mode: `sync_now`
+/// (shutdown, tests, the HTTP publish of a persistent message). Runs
+/// beside the executor's rounds: the log allows several jobs in flight.
+pub(crate) fn sync_alone(member: &dyn SyncTask) {
+    let job = member.prepare_sync();
+    let started = Instant::now();
+    let outcome = job.map(SyncJob::run);
+    if outcome.is_some() {
+        metrics::FSYNC.observe(started.elapsed());
     }
-
-    impl SyncTask for NeedsLock {
-        fn run_sync(&self) {
-            let _g = self.lock.lock();
-            let _ = self.ran.send(());
-        }
-    }
-
-    #[test]
-    fn a_submit_after_stop_does_not_run_under_the_callers_lock() {
-        let syncer = Syncer::start(1).unwrap();
-        syncer.stop();
-        let lock = Arc::new(Mutex::new(()));
-        let (ran_tx, ran_rx) = mpsc::channel();
-        let (submitted_tx, submitted_rx) = mpsc::channel();
-        let task = Arc::new(NeedsLock {
-            lock: lock.clone(),
-            ran: ran_tx,
-        });
-        let caller = {
-            let lock = lock.clone();
-            std::thread::spawn(move || {
-                let _held = lock.lock();
-                syncer.submit(task);
-                let _ = submitted_tx.send(());
-                // Still holding the lock: the task cannot have run yet.
-            })
-        };
-        // Before the fix this thread deadlocked inside submit.
-        assert!(
-            submitted_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
-            "submit after stop blocked its caller"
-        );
-        caller.join().unwrap();
-        assert!(
-            ran_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
-            "the late task never ran"
-        );
-    }
-
-    #[test]
-    fn stop_runs_what_was_queued_before_it() {
-        let syncer = Syncer::start(1).unwrap();
-        let lock = Arc::new(Mutex::new(()));
-        let (ran_tx, ran_rx) = mpsc::channel();
-        let held = lock.lock();
-        for _ in 0..3 {
-            syncer.submit(Arc::new(NeedsLock {
-                lock: lock.clone(),
-                ran: ran_tx.clone(),
-            }));
-        }
-        drop(held);
-        syncer.stop();
-        assert_eq!(ran_rx.try_iter().count(), 3);
-    }
+    member.complete_sync(outcome);
 }

@@ -246,7 +246,7 @@ impl Fixture {
             clock: ManualClock::new(T0),
             router: letters.clone(),
             letters,
-            syncer: Syncer::start(1).unwrap(),
+            syncer: Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
             json_codec: false,
         }
     }

@@ -10,6 +10,7 @@ use crate::state::Ctx;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use ferry_core::metrics::HistogramSnapshot;
 use std::fmt::Write;
 
 /// Escapes a label value (backslash, quote, newline).
@@ -40,6 +41,19 @@ impl Out {
         } else {
             let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
         }
+    }
+
+    /// A histogram family; bucket bounds and sum are divided by `scale`
+    /// (1e6: µs to seconds).
+    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot, scale: f64) {
+        self.family(name, "histogram", help);
+        for (le, n) in &h.buckets {
+            let le = *le as f64 / scale;
+            self.sample(&format!("{name}_bucket"), &format!("le=\"{le}\""), n);
+        }
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
+        self.sample(&format!("{name}_sum"), "", h.sum_us as f64 / scale);
+        self.sample(&format!("{name}_count"), "", h.count);
     }
 
     fn single(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
@@ -146,20 +160,31 @@ pub fn render(ctx: &Ctx) -> String {
         "Stored queues and streams whose log could not be opened or read (state crashed; not counted in ferry_queues).",
         crashed,
     );
-    let h = ferry_core::metrics::FSYNC.snapshot();
-    let name = "ferry_fsync_duration_seconds";
-    o.family(
-        name,
-        "histogram",
-        "Duration of queue log fsyncs (group commits).",
+    use ferry_core::metrics as m;
+    o.histogram(
+        "ferry_fsync_duration_seconds",
+        "Duration of each durability round's device flush (one syncfs, or the fdatasyncs of a small round; sync_now's fdatasyncs).",
+        &m::FSYNC.snapshot(),
+        1e6,
     );
-    for (le_us, n) in &h.buckets {
-        let le = *le_us as f64 / 1e6;
-        o.sample(&format!("{name}_bucket"), &format!("le=\"{le}\""), n);
-    }
-    o.sample(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
-    o.sample(&format!("{name}_sum"), "", h.sum_us as f64 / 1e6);
-    o.sample(&format!("{name}_count"), "", h.count);
+    o.single(
+        "ferry_durability_rounds_total",
+        "counter",
+        "Durability rounds run (group commits of every dirty queue and stream log at once).",
+        m::ROUNDS.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    o.histogram(
+        "ferry_durability_round_logs",
+        "Queue and stream logs per durability round.",
+        &m::ROUND_LOGS.snapshot(),
+        1.0,
+    );
+    o.histogram(
+        "ferry_durability_round_duration_seconds",
+        "Duration of each durability round: flush every member, device flush, confirms.",
+        &m::ROUND_DURATION.snapshot(),
+        1e6,
+    );
     o.family("ferry_build_info", "gauge", "Ferry version.");
     o.sample(
         "ferry_build_info",

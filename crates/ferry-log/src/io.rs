@@ -30,6 +30,12 @@ pub trait FileIo: Send + Sync + std::fmt::Debug + 'static {
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes creations, removals and renames of entries in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes everything written so far on the file system that holds `dir`
+    /// durable: every file's data and size and every directory entry
+    /// (`syncfs(2)`: one device flush instead of one `fdatasync` per file).
+    /// An error cannot be attributed to a file: treat every file written
+    /// before the call as possibly lost.
+    fn sync_fs(&self, dir: &Path) -> io::Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
 }

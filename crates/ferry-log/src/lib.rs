@@ -15,6 +15,9 @@
 //!  SyncJob::run (no lock: fdatasync, dir sync, seals) ─► SyncOutcome
 //!  complete_sync (under the lock) ─► durable_index ↑, on_durable callbacks
 //!  view (under the lock, no I/O) ─► LogView::records (no lock: file reads)
+//!
+//!  sync_round(jobs of many logs) ─► one FileIo::sync_fs (syncfs) or
+//!                                   each job's fdatasyncs, by file count
 //! ```
 //!
 //! The on-disk format, invariants and recovery rules are described in
@@ -40,5 +43,5 @@ pub use log::{Log, LogView, SegmentInfo, ViewReader};
 pub use reader::LogReader;
 pub use record::{Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 pub use recovery::RecoveryReport;
-pub use sync::{SyncJob, SyncOutcome};
+pub use sync::{sync_round, DeviceFlush, RoundPolicy, SyncJob, SyncOutcome};
 pub use waiters::DurableCallback;

@@ -349,15 +349,16 @@ impl Log {
                 seal: None,
             });
         }
-        let dir =
-            (self.dir_gen != self.dir_synced_gen).then(|| (self.io.clone(), self.dir.clone()));
-        if steps.is_empty() && dir.is_none() {
+        let sync_dir = self.dir_gen != self.dir_synced_gen;
+        if steps.is_empty() && !sync_dir {
             self.mark_durable(self.next_index);
             return Ok(None);
         }
         self.inflight_syncs += 1;
         Ok(Some(SyncJob {
-            dir,
+            io: self.io.clone(),
+            dir: self.dir.clone(),
+            sync_dir,
             steps,
             receipt: Receipt {
                 segments: receipts,

@@ -112,7 +112,6 @@ impl Harness {
                 first_index: 0,
             },
             cache_bytes: 8192,
-            sync_threads: 1,
             ..BrokerConfig::new(PathBuf::from("/data"))
         };
         let server = ServerConfig {

@@ -25,7 +25,7 @@ use crate::error::CoreError;
 use crate::message::Message;
 use crate::syncer::Syncer;
 use bytes::Bytes;
-use ferry_log::{LogConfig, LogError, SimIo};
+use ferry_log::{FileIo, LogConfig, LogError, SimIo};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,13 +59,20 @@ fn log_cfg() -> LogConfig {
     }
 }
 
-/// A queue env; `threads == 0` gives an inline syncer, so every sync
-/// runs on the publishing thread (deterministic, no group commit).
-fn env(io: &SimIo, threads: usize, cache: i64) -> QueueEnv {
-    let syncer = if threads == 0 {
+/// A queue env; `round_thread == 0` gives an inline syncer, so every sync
+/// runs on the publishing thread (deterministic, no group commit);
+/// otherwise a round thread that makes every round durable with one
+/// `sync_fs` (the file-system flush must keep what it confirmed too).
+fn env(io: &SimIo, round_thread: usize, cache: i64) -> QueueEnv {
+    let syncer = if round_thread == 0 {
         Syncer::inline()
     } else {
-        Syncer::start(threads).unwrap()
+        io.create_dir_all(Path::new(DIR)).unwrap();
+        Syncer::start(ferry_log::RoundPolicy {
+            fs_root: Some(PathBuf::from("/data")),
+            syncfs_from_files: 1,
+        })
+        .unwrap()
     };
     QueueEnv::new(io.shared(), syncer, log_cfg(), cache)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 fn env(io: &SimIo, cache: i64) -> QueueEnv {
     QueueEnv::new(
         io.shared(),
-        Syncer::start(1).unwrap(),
+        Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
         LogConfig {
             segment_bytes: 4096,
             ..LogConfig::default()

@@ -4,7 +4,7 @@
 //! * Offsets are the log's record indexes (0 for a new stream). A record
 //!   carries its publish time (`record.rs`), taken from `QueueEnv`'s clock
 //!   and never decreasing within a stream.
-//! * Every append schedules a group-commit sync. Consumers read only the
+//! * Every append joins the node's next durability round. Consumers read only the
 //!   durable prefix (`committed`), so an offset a consumer has seen never
 //!   names a different message after a crash (the Kafka front end relies on
 //!   this). Confirms of persistent messages go out after the same fsync.
@@ -32,7 +32,7 @@ use crate::queue::dead_letter::HeaderEdit;
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
-use crate::syncer::{release_waiters, SyncSchedule, SyncTask};
+use crate::syncer::{complete_log, prepare_log, sync_alone, LogName, SyncSchedule, SyncTask};
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::Log;
@@ -523,54 +523,55 @@ impl Stream {
         Ok(0)
     }
 
-    /// Requests a group-commit sync (at most one queued per stream; appends
-    /// during a running fsync make the same thread sync again).
+    /// Joins the next durability round (see `SyncSchedule`).
     pub(super) fn schedule_sync(&self) {
         self.sync_state.request(&self.env.syncer, || {
             self.me.upgrade().map(|s| s as Arc<dyn SyncTask>)
         });
     }
 
-    /// Flushes and fsyncs now (shutdown, tests).
+    /// Flushes and fsyncs now, on this thread (shutdown, tests).
     pub fn sync_now(&self) {
-        self.sync_once();
+        let _serial = self.sync_lock.lock();
+        sync_alone(self);
     }
 
-    /// One group commit: capture under the lock, fsync outside it, then
-    /// commit what it covered: confirms, retention, deliveries.
-    fn sync_once(&self) {
-        let _serial = self.sync_lock.lock();
-        let job = {
-            let mut g = self.inner.lock();
-            if g.deleted {
-                return;
-            }
-            g.log.prepare_sync()
-        };
-        let outcome = match job {
-            Ok(Some(job)) => Some(crate::metrics::FSYNC.time(|| job.run())),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(stream = %self.spec.name, error = %e, "sync failed");
-                None
-            }
-        };
+    fn log_name(&self) -> LogName<'_> {
+        LogName {
+            kind: "stream",
+            name: &self.spec.name,
+            vhost: &self.vhost,
+        }
+    }
+}
+
+/// A stream's share of a durability round: what it covered is committed
+/// (confirms, retention, consumers at the tail woken).
+impl SyncTask for Stream {
+    fn schedule(&self) -> &SyncSchedule {
+        &self.sync_state
+    }
+
+    fn prepare_sync(&self) -> Option<ferry_log::SyncJob> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return None;
+        }
+        prepare_log(&mut g.log, self.log_name())
+    }
+
+    fn complete_sync(&self, outcome: Option<ferry_log::SyncOutcome>) {
         let (ok, failed) = {
             let mut g = self.inner.lock();
-            if let Some(o) = outcome {
-                if let Some(e) = o.error() {
-                    tracing::error!(
-                        stream = %self.spec.name, vhost = %self.vhost, error = %e,
-                        "ALARM: fsync failed, stream log poisoned; publishes are nacked until restart"
-                    );
-                }
-                g.log.complete_sync(o);
+            if g.deleted {
+                // `delete` answered the waiters; the files may be gone.
+                return;
             }
             let inner = &mut *g;
-            let poisoned = inner.log.is_poisoned();
-            let durable = inner.log.durable_index();
-            let released = release_waiters(&mut inner.waiters, poisoned, durable);
-            if !poisoned {
+            let released =
+                complete_log(&mut inner.log, &mut inner.waiters, outcome, self.log_name());
+            if !inner.log.is_poisoned() {
+                let durable = inner.log.durable_index();
                 inner.committed = durable.map_or(0, |i| i + 1);
                 self.readers.advance(inner.committed);
                 if inner.retention_pending {
@@ -582,12 +583,6 @@ impl Stream {
         };
         for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
         for_each_sink_run(failed, |s, seqs| s.failed(seqs));
-    }
-}
-
-impl SyncTask for Stream {
-    fn run_sync(&self) {
-        self.sync_state.run(|| self.sync_once());
     }
 }
 

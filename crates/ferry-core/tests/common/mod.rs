@@ -7,11 +7,9 @@ use ferry_core::BrokerConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A broker config on `/data` (a `SimIo` path) with one sync thread.
+/// A broker config on `/data` (a `SimIo` path).
 pub fn config() -> BrokerConfig {
-    let mut c = BrokerConfig::new(PathBuf::from("/data"));
-    c.sync_threads = 1;
-    c
+    BrokerConfig::new(PathBuf::from("/data"))
 }
 
 /// A durable, non-exclusive, non-auto-delete queue without arguments.

@@ -9,6 +9,8 @@
 //!   of the later ones, so an unsynced new file may vanish and an unsynced
 //!   removal may be undone;
 //! - directories themselves are durable as soon as they are created;
+//! - `sync_fs` (the whole file system at once, like `syncfs(2)`) makes
+//!   every file's written data and every entry change durable;
 //! - media corruption happens only when a test asks for it: `flip_bit` and
 //!   `flip_random_bits` damage synced bytes, durably (crashes keep it).
 
@@ -18,7 +20,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// In-memory [`FileIo`] with crash simulation. Clones share one file
@@ -32,6 +34,8 @@ pub struct SimIo {
 struct Shared {
     ns: Mutex<Namespace>,
     faults: Arc<Faults>,
+    /// Successful `sync_fs` calls (tests check which flush a round chose).
+    fs_syncs: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -225,7 +229,13 @@ impl SimIo {
         flipped
     }
 
-    /// Makes the next `sync_data` on any file fail (once).
+    /// How many `sync_fs` calls succeeded so far.
+    pub fn fs_syncs(&self) -> u64 {
+        self.shared.fs_syncs.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next `sync_data` on any file, or the next `sync_fs`,
+    /// fail (once).
     pub fn fail_next_sync(&self) {
         self.shared
             .faults
@@ -327,6 +337,32 @@ impl FileIo for SimIo {
         Ok(())
     }
 
+    fn sync_fs(&self, dir: &Path) -> io::Result<()> {
+        let mut ns = self.shared.ns.lock();
+        if !ns.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        if self
+            .shared
+            .faults
+            .fail_next_sync
+            .swap(false, Ordering::SeqCst)
+        {
+            return Err(io::Error::other("simulated syncfs failure"));
+        }
+        let ns = &mut *ns;
+        for (_, ops) in std::mem::take(&mut ns.pending) {
+            for op in ops {
+                op.apply(&mut ns.durable);
+            }
+        }
+        for f in ns.files.values() {
+            f.make_durable();
+        }
+        self.shared.fs_syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let ns = self.shared.ns.lock();
         ns.files.contains_key(path) || ns.dirs.contains(path)
@@ -420,6 +456,32 @@ mod tests {
         }
         assert!(vanished > 0, "unsynced creations must sometimes vanish");
         assert!(lens.len() > 10, "torn lengths should vary: {lens:?}");
+    }
+
+    #[test]
+    fn sync_fs_makes_every_file_and_entry_durable() {
+        for seed in 0..20 {
+            let (io, dir) = setup();
+            let sub = dir.join("sub");
+            io.create_dir_all(&sub).unwrap();
+            let a = io.open(&dir.join("a"), true).unwrap();
+            let b = io.open(&sub.join("b"), true).unwrap();
+            a.write_all_at(b"alpha", 0).unwrap();
+            b.write_all_at(b"beta", 0).unwrap();
+            io.sync_fs(&dir).unwrap();
+            assert_eq!(io.fs_syncs(), 1);
+            a.write_all_at(b"-lost?", 5).unwrap();
+            io.crash(seed);
+            let a = io.open(&dir.join("a"), false).unwrap();
+            let b = io.open(&sub.join("b"), false).unwrap();
+            assert!(read_all(&*a).starts_with(b"alpha"));
+            assert_eq!(read_all(&*b), b"beta");
+        }
+        let (io, dir) = setup();
+        io.fail_next_sync();
+        assert!(io.sync_fs(&dir).is_err());
+        io.sync_fs(&dir).unwrap();
+        assert!(io.sync_fs(&dir.join("nowhere")).is_err());
     }
 
     #[test]

@@ -142,6 +142,18 @@ impl SimFile {
     }
 }
 
+impl SimFile {
+    /// Applies every pending change to the durable image (a successful
+    /// `sync_data`, or the file's share of a `sync_fs`).
+    pub(super) fn make_durable(&self) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        for op in st.pending.drain(..) {
+            apply(&mut st.durable, &op);
+        }
+    }
+}
+
 impl IoFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let st = self.state.lock();
@@ -176,11 +188,7 @@ impl IoFile for SimFile {
         if self.faults.fail_next_sync.swap(false, Ordering::SeqCst) {
             return Err(io::Error::other("simulated fsync failure"));
         }
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        for op in st.pending.drain(..) {
-            apply(&mut st.durable, &op);
-        }
+        self.make_durable();
         Ok(())
     }
 

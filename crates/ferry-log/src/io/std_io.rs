@@ -1,13 +1,18 @@
 //! [`FileIo`] over the real file system.
 
 use super::{FileIo, IoFile};
+use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Real files via `std::fs` (pread/pwrite/fdatasync).
+/// Directory descriptors kept open for `sync_fs` (one per data directory
+/// in practice), so writeback errors between calls are not missed.
+static SYNCFS_FDS: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+
+/// Real files via `std::fs` (pread/pwrite/fdatasync/syncfs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdIo;
 
@@ -65,6 +70,25 @@ impl FileIo for StdIo {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         // On Linux a directory is fsynced through a read-only descriptor.
         File::open(dir)?.sync_all()
+    }
+
+    fn sync_fs(&self, dir: &Path) -> io::Result<()> {
+        // syncfs(2) flushes the whole file system holding the descriptor
+        // and (Linux >= 5.8) reports the file system's writeback errors
+        // seen since that descriptor was opened: the descriptor stays open
+        // for the process's life, so an error between two calls (page
+        // writeback in the background) is reported by the next one.
+        let mut fds = SYNCFS_FDS.lock();
+        let fd = match fds.iter().find(|(p, _)| p == dir) {
+            Some((_, f)) => f.try_clone()?,
+            None => {
+                let f = File::open(dir)?;
+                fds.push((dir.to_path_buf(), f.try_clone()?));
+                f
+            }
+        };
+        drop(fds);
+        rustix::fs::syncfs(&fd).map_err(io::Error::from)
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -131,6 +155,7 @@ mod tests {
         let q = sub.join("g");
         io.rename(&p, &q).unwrap();
         io.sync_dir(&sub).unwrap();
+        io.sync_fs(&sub).unwrap();
         assert_eq!(io.list(&sub).unwrap(), vec![q.clone()]);
         io.remove(&q).unwrap();
         assert!(!io.exists(&q));

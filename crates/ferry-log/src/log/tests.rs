@@ -4,6 +4,7 @@
 use super::*;
 use crate::io::SimIo;
 use crate::segment::{parse_header, Header};
+use crate::sync::{sync_round, DeviceFlush, RoundPolicy};
 use std::sync::Mutex;
 
 fn open(sim: &SimIo) -> Log {
@@ -197,4 +198,111 @@ fn debug_output_is_compact() {
     let s = format!("{log:?}");
     assert!(s.contains("next_index: 5"), "{s}");
     assert!(s.len() < 300);
+}
+
+fn open_at(sim: &SimIo, dir: &str) -> Log {
+    let cfg = LogConfig {
+        segment_bytes: 512,
+        index_interval_bytes: 64,
+        first_index: 0,
+    };
+    Log::open(sim.shared(), Path::new(dir), cfg).unwrap().0
+}
+
+fn round(logs: &mut [Log], policy: &RoundPolicy) -> DeviceFlush {
+    let jobs: Vec<SyncJob> = logs
+        .iter_mut()
+        .map(|l| l.prepare_sync().unwrap().unwrap())
+        .collect();
+    let (outcomes, flush) = sync_round(jobs, policy);
+    assert_eq!(outcomes.len(), logs.len());
+    for (log, o) in logs.iter_mut().zip(outcomes) {
+        log.complete_sync(o);
+    }
+    flush
+}
+
+#[test]
+fn one_fs_sync_makes_a_round_of_logs_durable_and_seals_after_it() {
+    let dirs = ["/t/a", "/t/b", "/t/c"];
+    for seed in 0..20 {
+        let sim = SimIo::new();
+        let mut logs: Vec<Log> = dirs.iter().map(|d| open_at(&sim, d)).collect();
+        let before = sim.fs_syncs();
+        for log in &mut logs {
+            fill(log, 60);
+            assert!(log.sealed.len() >= 2, "rolled: seals pending");
+        }
+        let policy = RoundPolicy {
+            fs_root: Some(PathBuf::from("/t")),
+            syncfs_from_files: 1,
+        };
+        assert_eq!(round(&mut logs, &policy), DeviceFlush::FileSystem);
+        assert_eq!(sim.fs_syncs(), before + 1);
+        for log in &logs {
+            assert_eq!(log.durable_index(), Some(59));
+            assert!(log.sealed.iter().all(Segment::is_settled));
+        }
+        // Unsynced appends after the round may go; the round's may not.
+        for log in &mut logs {
+            fill(log, 5);
+            log.flush().unwrap();
+        }
+        drop(logs);
+        sim.crash(seed);
+        for d in dirs {
+            let log = open_at(&sim, d);
+            assert!(
+                log.next_index() >= 60,
+                "seed {seed} {d}: {}",
+                log.next_index()
+            );
+            for i in 0..60 {
+                let rec = log.read_index(i).unwrap();
+                assert_eq!(rec.payload, format!("record {i}").as_bytes());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_fs_sync_fails_every_log_of_the_round() {
+    let sim = SimIo::new();
+    let mut logs: Vec<Log> = ["/t/a", "/t/b"].iter().map(|d| open_at(&sim, d)).collect();
+    let seen: Seen = Arc::default();
+    for (n, log) in logs.iter_mut().enumerate() {
+        fill(log, 3);
+        log.on_durable(2, recorder(&seen, n as u64));
+    }
+    sim.fail_next_sync();
+    let policy = RoundPolicy {
+        fs_root: Some(PathBuf::from("/t")),
+        syncfs_from_files: 2,
+    };
+    let flush = round(&mut logs, &policy);
+    assert_eq!(flush, DeviceFlush::FileSystem);
+    for log in &logs {
+        assert!(log.is_poisoned());
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| !s.ends_with(":ok")), "{seen:?}");
+}
+
+#[test]
+fn small_rounds_fdatasync_file_by_file() {
+    let sim = SimIo::new();
+    let mut logs: Vec<Log> = ["/t/a", "/t/b"].iter().map(|d| open_at(&sim, d)).collect();
+    let before = sim.fs_syncs();
+    for log in &mut logs {
+        fill(log, 3);
+    }
+    let flush = round(&mut logs, &RoundPolicy::syncfs("/t"));
+    assert_eq!(flush, DeviceFlush::PerFile);
+    assert_eq!(sim.fs_syncs(), before);
+    assert!(logs.iter().all(|l| l.durable_index() == Some(2)));
+    assert_eq!(
+        sync_round(Vec::new(), &RoundPolicy::per_file()).1,
+        DeviceFlush::None
+    );
 }

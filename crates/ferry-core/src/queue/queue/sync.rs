@@ -1,12 +1,12 @@
-//! Group commit for one queue: scheduling on the Syncer, one fsync at a time,
-//! confirms released by the durable index; and replay at open.
+//! A queue as a member of the node's durability rounds (`crate::syncer`):
+//! joining the next round, its share of a round (flush and capture,
+//! completion: confirms released by the durable index); and replay at open.
 
 use super::*;
-use crate::syncer::release_waiters;
+use crate::syncer::{complete_log, prepare_log, sync_alone, LogName};
 
 impl Queue {
-    /// Requests a group-commit sync of this queue's log (see
-    /// `SyncSchedule`: at most one queued at a time).
+    /// Joins the next durability round (see `SyncSchedule`).
     pub(super) fn schedule_sync(&self) {
         self.sync_state.request(&self.env.syncer, || {
             let me = self.self_ref.lock().as_ref().and_then(|w| w.upgrade());
@@ -14,56 +14,46 @@ impl Queue {
         });
     }
 
-    /// Flushes and fsyncs now (shutdown, tests).
+    /// Flushes and fsyncs now, on this thread (shutdown, tests).
     pub fn sync_now(&self) {
-        self.sync_once();
+        let _serial = self.sync_lock.lock();
+        sync_alone(self);
     }
 
-    /// One group commit: flush and capture under the lock, fsync outside
-    /// it, then release the waiters the fsync covered.
-    pub(super) fn sync_once(&self) {
-        let _serial = self.sync_lock.lock();
-        let job = {
-            let mut g = self.inner.lock();
-            if g.deleted {
-                return;
-            }
-            g.log.prepare_sync()
-        };
-        let outcome = match job {
-            Ok(Some(job)) => Some(crate::metrics::FSYNC.time(|| job.run())),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(queue = %self.spec.name, error = %e, "sync failed");
-                None
-            }
-        };
-        let (ok, failed) = {
-            let mut g = self.inner.lock();
-            if let Some(o) = outcome {
-                if let Some(e) = o.error() {
-                    // The alarm: from here on this queue nacks publishes
-                    // and refuses writes until the broker restarts.
-                    tracing::error!(
-                        queue = %self.spec.name, vhost = %self.vhost, error = %e,
-                        "ALARM: fsync failed, queue log poisoned; pending and new \
-                         publishes are nacked until restart"
-                    );
-                }
-                g.log.complete_sync(o);
-            }
-            let poisoned = g.log.is_poisoned();
-            let durable = g.log.durable_index();
-            release_waiters(&mut g.waiters, poisoned, durable)
-        };
-        for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
-        for_each_sink_run(failed, |s, seqs| s.failed(seqs));
+    fn log_name(&self) -> LogName<'_> {
+        LogName {
+            kind: "queue",
+            name: &self.spec.name,
+            vhost: &self.vhost,
+        }
     }
 }
 
 impl SyncTask for Queue {
-    fn run_sync(&self) {
-        self.sync_state.run(|| self.sync_once());
+    fn schedule(&self) -> &SyncSchedule {
+        &self.sync_state
+    }
+
+    fn prepare_sync(&self) -> Option<ferry_log::SyncJob> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return None;
+        }
+        prepare_log(&mut g.log, self.log_name())
+    }
+
+    fn complete_sync(&self, outcome: Option<ferry_log::SyncOutcome>) {
+        let (ok, failed) = {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                // `delete` answered the waiters; the files may be gone.
+                return;
+            }
+            let inner = &mut *g;
+            complete_log(&mut inner.log, &mut inner.waiters, outcome, self.log_name())
+        };
+        for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
+        for_each_sink_run(failed, |s, seqs| s.failed(seqs));
     }
 }
 
