@@ -171,6 +171,9 @@ def test_a_waiting_retry_survives_a_restart(restartable_broker):
     start = time.monotonic()
     ch.basic_nack(m.delivery_tag, requeue=True)
     sync(ch)
+    # Closed first: a shutdown waits for an open connection's close-ok, and an idle pika
+    # client answers only when called, which could outlast the 2 s wait.
+    c.close()
     assert b.restart() == 0
     c = pika.BlockingConnection(b.params())
     ch = c.channel()

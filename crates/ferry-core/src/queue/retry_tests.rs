@@ -527,3 +527,17 @@ fn deleting_a_delayed_exchange_drops_what_it_held() {
     assert_eq!(w.sweep_at(T0 + 200), NEVER);
     assert!(drain(&v.queue_for("q", 1).unwrap()).is_empty());
 }
+
+#[test]
+fn one_waiting_retry_is_not_ready_after_a_restart() {
+    let f = Fixture::new();
+    let a = [("x-retry-delay", AMQPValue::LongInt(2000))];
+    let q = f.open(&a);
+    q.publish(&msg("r"), None).unwrap();
+    take_and_return(&f, &q);
+    q.sync_now();
+    drop(q);
+    let q = f.open(&a);
+    assert_eq!(q.counts().0, 0, "declare-ok counts no ready message");
+    assert_eq!((q.depth().ready, q.depth().delayed), (0, 1));
+}

@@ -279,7 +279,7 @@ fn a_corrupt_record_crashes_the_stream_for_readers_and_waiters() {
 #[test]
 fn a_reader_follows_concurrent_appends_through_waits() {
     let mut f = Fixture::new(&[]);
-    let syncer = Syncer::start(1).unwrap();
+    let syncer = Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap();
     f.env = QueueEnv::new(f.io.shared(), syncer.clone(), LogConfig::default(), 0)
         .with_clock(f.clock.clone());
     let st = f.open();
@@ -386,7 +386,7 @@ fn measure_pull_reads_and_lock_hold() {
     use crate::test_support::Taker;
     let dir = tempfile::tempdir().unwrap();
     let mut f = Fixture::new(&[]);
-    let syncer = Syncer::start(1).unwrap();
+    let syncer = Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap();
     f.env = QueueEnv::new(
         ferry_log::StdIo::shared(),
         syncer.clone(),
