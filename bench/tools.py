@@ -572,14 +572,19 @@ def report(d):
     print(text, end="")
 
 
-def record(raw, scen, broker, rep, rc, out, err, extra):
-    row = {"scenario": scen, "broker": broker, "rep": int(rep), "rc": int(rc)}
+def add_fields(row, extra):
+    """Sets each key=value of `extra` in `row` (the value as JSON if it parses)."""
     for kv in extra:
         k, _, v = kv.partition("=")
         try:
             row[k] = json.loads(v)
         except ValueError:
             row[k] = v
+
+
+def record(raw, scen, broker, rep, rc, out, err, extra):
+    row = {"scenario": scen, "broker": broker, "rep": int(rep), "rc": int(rc)}
+    add_fields(row, extra)
     result = None
     try:
         with open(out, errors="replace") as f:
@@ -627,12 +632,7 @@ def annotate(raw, scen, broker, rep, extra):
         rows = [json.loads(l) for l in f if l.strip()]
     for row in reversed(rows):
         if row["scenario"] == scen and row["broker"] == broker and row["rep"] == int(rep):
-            for kv in extra:
-                k, _, v = kv.partition("=")
-                try:
-                    row[k] = json.loads(v)
-                except ValueError:
-                    row[k] = v
+            add_fields(row, extra)
             break
     with open(raw, "w") as f:
         for row in rows:
