@@ -145,6 +145,20 @@ async fn connections_are_listed_and_force_closed() {
     .expect("lapin hung on a force-closed connection");
     assert!(after.is_err());
     assert!(!conn.status().connected());
+    // The broker lists the connection until lapin's close-ok has arrived and the
+    // connection has been torn down (as RabbitMQ does): wait for that, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, conns) = api.req("GET", "/api/connections", None);
+        if conns.as_array().is_some_and(|c| c.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "force-closed connection still listed: {conns}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         api.req("DELETE", &format!("/api/connections/{}", enc(&name)), None)
             .0,
