@@ -109,6 +109,14 @@ impl QueueRef {
             QueueRef::Stream(s) => s.name(),
         }
     }
+
+    /// Declared shape.
+    pub fn spec(&self) -> &QueueSpec {
+        match self {
+            QueueRef::Queue(q) => q.spec(),
+            QueueRef::Stream(s) => s.spec(),
+        }
+    }
 }
 
 /// RabbitMQ's text for an operation a stream does not support.

@@ -8,19 +8,21 @@
 //! bindings), `queues` (declare, delete, purge, exclusive owners),
 //! `routing` (publishes and dead letters), `streams`, `delayed`
 //! (`x-delayed-message`), `lifecycle` (vhost deletion), `equivalence`
-//! (redeclaration checks), `crashed` (queues whose log cannot be opened).
+//! (redeclaration checks), `crashed` (queues whose log cannot be opened),
+//! `registry` (the one name space of queues and streams).
 //!
 //! Lock order (callers may hold `Broker.access_write` → `policy_write`
-//! first): `defs_lock` → `exchanges` → `queues` → `storage` → `streams` →
-//! `crashed` → a queue's lock. `storage` is otherwise taken alone; the
-//! `policies` lock is a leaf (`set_policies` swaps it under `defs_lock`).
+//! first): `defs_lock` → `exchanges` → `registry` → a queue's or stream's
+//! lock. The `policies` lock is a leaf (`set_policies` swaps it under
+//! `defs_lock`).
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::queue::dead_letter::CycleLog;
 use crate::queue::{DeadLetterRouter, Queue, QueueEnv};
-use crate::stream::Stream;
+use crate::source::QueueRef;
+use crate::stream::{Stream, StreamArgs};
 use amq_protocol_types::FieldTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -34,12 +36,14 @@ mod exchanges;
 mod lifecycle;
 mod policies;
 mod queues;
+mod registry;
 mod routing;
 mod streams;
 
 pub use crashed::CrashedQueue;
 use equivalence::check_queue_equivalent;
 use exchanges::remove_destination;
+use registry::{Entry, Registry};
 
 /// The predeclared exchanges every vhost has.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -72,13 +76,8 @@ pub struct VHost {
     transient_dir: PathBuf,
     env: QueueEnv,
     exchanges: RwLock<HashMap<Arc<str>, Exchange>>,
-    queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
-    /// Streams (`vhost/streams.rs`); lock order: `queues` → `streams`.
-    streams: RwLock<HashMap<Arc<str>, Arc<Stream>>>,
-    /// Stored queues and streams that failed to open (`vhost/crashed.rs`);
-    /// lock order: after `streams`.
-    crashed: RwLock<HashMap<Arc<str>, CrashedQueue>>,
-    storage: Mutex<HashMap<Arc<str>, String>>,
+    /// Queues, streams and crashed ones, by name (`vhost/registry.rs`).
+    registry: Registry,
     defs_lock: Mutex<()>,
     cycles: CycleLog,
     /// Set by `delete_all`: a connection still holding this vhost must not
@@ -130,10 +129,7 @@ impl VHost {
                 transient_dir,
                 env,
                 exchanges: RwLock::new(HashMap::new()),
-                queues: RwLock::new(HashMap::new()),
-                streams: RwLock::new(HashMap::new()),
-                crashed: RwLock::new(HashMap::new()),
-                storage: Mutex::new(HashMap::new()),
+                registry: Registry::default(),
                 defs_lock: Mutex::new(()),
                 cycles: CycleLog::default(),
                 deleted: std::sync::atomic::AtomicBool::new(false),
@@ -173,30 +169,26 @@ impl VHost {
             self.apply_exchange_policy(&mut ex);
             exchanges.insert(name, ex);
         }
-        let mut queues = self.queues.write();
-        let mut storage = self.storage.lock();
         for q in defs.queues {
             let dir = self.dir.join("queues").join(&q.storage);
-            storage.insert(q.spec.name.clone(), q.storage);
             // One queue whose stored data is damaged (a record that does
             // not decode, a bad checksum in a sealed segment) must not
             // keep the node down: it is kept as `crashed`
             // (`vhost/crashed.rs`).
-            let opened = match self.open_stream(&q.spec, &dir) {
-                Ok(Some(())) => Ok(()),
-                Ok(None) => {
-                    let args = self.queue_effective_args(&q.spec);
-                    let spec = q.spec.clone();
-                    Queue::open_effective(spec, &args, self.name.clone(), dir, self.env.clone())
-                        .map(|queue| {
-                            queues.insert(q.spec.name.clone(), queue);
-                        })
-                }
-                Err(e) => Err(e),
+            let opened = if StreamArgs::is_stream(&q.spec.arguments) {
+                let args = self.stream_effective_args(&q.spec);
+                let (spec, vhost) = (q.spec.clone(), self.name.clone());
+                Stream::open_effective(spec, &args, vhost, dir, self.env.clone())
+                    .map(QueueRef::Stream)
+            } else {
+                let args = self.queue_effective_args(&q.spec);
+                let (spec, vhost) = (q.spec.clone(), self.name.clone());
+                Queue::open_effective(spec, &args, vhost, dir, self.env.clone())
+                    .map(QueueRef::Queue)
             };
             match opened {
-                Ok(()) => {}
-                Err(e) if e.is_corruption() => self.note_crashed(q.spec, &e),
+                Ok(r) => self.registry.insert(r, q.storage),
+                Err(e) if e.is_corruption() => self.note_crashed(q.spec, q.storage, &e),
                 // A failing disk (I/O error, failed fsync) is the node's
                 // problem, not one queue's: the open fails.
                 Err(e) => return Err(e),
@@ -229,7 +221,7 @@ impl VHost {
     /// streams count, as in RabbitMQ): 406 with RabbitMQ's text.
     fn check_queue_limit(&self, queue: &str) -> Result<()> {
         let limit = self.max_queues.load(std::sync::atomic::Ordering::Acquire);
-        let count = self.queues.read().len() + self.streams.read().len();
+        let count = self.registry.len();
         match crate::auth::limits::is_reached(Some(limit), count) {
             Some(l) => Err(precondition(crate::auth::limits::queues_text(
                 queue, &self.name, l,
@@ -242,18 +234,15 @@ impl VHost {
     fn save(&self) -> Result<()> {
         self.check_alive()?;
         let exchanges = self.exchanges.read();
-        let queues = self.queues.read();
-        let storage = self.storage.lock();
+        let names = self.registry.read();
         let mut defs = Definitions {
             version: 1,
             ..Definitions::default()
         };
-        let streams = self.streams.read();
-        let crashed = self.crashed.read();
         let durable_queue = |n: &str| {
-            queues.get(n).is_some_and(|q| q.spec().durable)
-                || streams.contains_key(n)
-                || crashed.contains_key(n)
+            names
+                .get(n)
+                .is_some_and(|s| s.queue().is_none_or(|q| q.spec().durable))
         };
         let durable_exchange = |n: &str| exchanges.get(n).is_some_and(|x| x.durable);
         for (name, x) in exchanges.iter() {
@@ -284,16 +273,16 @@ impl VHost {
                 }
             }
         }
-        let specs = queues.iter().map(|(n, q)| (n, q.spec()));
-        let specs = specs.chain(streams.iter().map(|(n, s)| (n, s.spec())));
-        for (name, spec) in specs.chain(crashed.iter().map(|(n, c)| (n, &c.spec))) {
+        for slot in names.values() {
+            let spec = match &slot.entry {
+                Entry::Open(r) => r.spec(),
+                Entry::Crashed(c) => &c.spec,
+            };
             if spec.durable && spec.exclusive_owner.is_none() {
-                if let Some(s) = storage.get(name) {
-                    defs.queues.push(QueueDef {
-                        spec: spec.clone(),
-                        storage: s.clone(),
-                    });
-                }
+                defs.queues.push(QueueDef {
+                    spec: spec.clone(),
+                    storage: slot.storage.clone(),
+                });
             }
         }
         defs.exchanges.sort_by(|a, b| a.name.cmp(&b.name));
@@ -303,7 +292,7 @@ impl VHost {
 
     /// Every queue (for shutdown syncs and listings).
     pub fn queues(&self) -> Vec<Arc<Queue>> {
-        self.queues.read().values().cloned().collect()
+        self.registry.queues()
     }
 
     /// A copy of every exchange with its bindings (management listings).

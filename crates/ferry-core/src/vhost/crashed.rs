@@ -62,14 +62,14 @@ impl CrashedQueue {
 impl VHost {
     /// The crashed queues and streams, by name.
     pub fn crashed_queues(&self) -> Vec<CrashedQueue> {
-        let mut all: Vec<CrashedQueue> = self.crashed.read().values().cloned().collect();
+        let mut all = self.registry.crashed();
         all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         all
     }
 
     /// The crashed queue or stream called `name`.
     pub fn crashed_queue(&self, name: &str) -> Option<CrashedQueue> {
-        self.crashed.read().get(name).cloned()
+        self.registry.get(name)?.crashed().cloned()
     }
 
     /// RabbitMQ's answer to any use of a crashed queue.
@@ -85,15 +85,15 @@ impl VHost {
 
     /// `Err(crashed)` if `name` is a crashed queue.
     pub(super) fn check_not_crashed(&self, name: &str) -> Result<()> {
-        match self.crashed.read().contains_key(name) {
+        match self.registry.is_crashed(name) {
             true => Err(self.crashed_error(name)),
             false => Ok(()),
         }
     }
 
-    /// Records a queue or stream that failed to open at boot (its storage
-    /// name stays in `storage`, so the definition and files are kept).
-    pub(super) fn note_crashed(&self, spec: QueueSpec, e: &CoreError) {
+    /// Records a queue or stream that failed to open at boot (with its
+    /// storage name, so the definition and files are kept).
+    pub(super) fn note_crashed(&self, spec: QueueSpec, storage: String, e: &CoreError) {
         tracing::error!(
             vhost = %self.name,
             queue = %spec.name,
@@ -102,7 +102,7 @@ impl VHost {
              (state 'crashed') until it is deleted, the rest of the broker runs"
         );
         let c = CrashedQueue::new(spec, e.to_string());
-        self.crashed.write().insert(c.spec.name.clone(), c);
+        self.registry.insert_crashed(c, storage);
     }
 
     /// A running stream stopped on a record it cannot read
@@ -110,16 +110,13 @@ impl VHost {
     /// and is kept as crashed, with its definition, bindings and files.
     pub(super) fn stream_crashed_at_runtime(&self, name: &str, reason: String) {
         let _defs = self.defs_lock.lock();
-        let s = {
-            let mut streams = self.streams.write();
-            match streams.get(name) {
-                Some(s) if s.is_deleted() => streams.remove(name),
-                _ => None,
-            }
+        let mut names = self.registry.write();
+        let Some(slot) = names.get_mut(name) else {
+            return;
         };
-        if let Some(s) = s {
+        if let Some(s) = slot.stream().filter(|s| s.is_deleted()) {
             let c = CrashedQueue::new(s.spec().clone(), reason);
-            self.crashed.write().insert(c.spec.name.clone(), c);
+            slot.entry = super::registry::Entry::Crashed(c);
         }
     }
 
@@ -127,25 +124,23 @@ impl VHost {
     /// removes its definition, bindings and files. `None` if `name` is not
     /// a crashed queue.
     pub(super) fn delete_crashed(&self, name: &str) -> Option<Result<u32>> {
-        let c = self.crashed.write().remove(name)?;
-        let storage = self.storage.lock().remove(name);
+        let slot = self.registry.get(name)?;
+        slot.crashed()?;
+        self.registry.remove(name);
         {
             let mut exchanges = self.exchanges.write();
             super::remove_destination(&mut exchanges, &Destination::Queue(Arc::from(name)));
         }
         tracing::warn!(vhost = %self.name, queue = %name, "crashed queue deleted");
-        let removed = match storage {
-            Some(s) => self
-                .env
-                .io
-                .remove_dir_all(&self.dir.join("queues").join(s))
-                .or_else(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Ok(()),
-                    _ => Err(CoreError::from(e)),
-                }),
-            None => Ok(()),
-        };
-        drop(c);
+        let dir = self.dir.join("queues").join(&slot.storage);
+        let removed = self
+            .env
+            .io
+            .remove_dir_all(&dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(CoreError::from(e)),
+            });
         Some(removed.and_then(|()| self.save()).map(|()| 0))
     }
 }
@@ -164,7 +159,7 @@ mod tests {
     /// Appends `payload` as one whole record (valid CRC) to the log of
     /// `name` in vhost `/` of the broker stored in `io`.
     fn append_record(io: &SimIo, v: &super::VHost, name: &str, payload: &[u8]) {
-        let storage = v.storage.lock().get(name).cloned().unwrap();
+        let storage = v.registry.get(name).unwrap().storage;
         let dir = v.dir.join("queues").join(storage);
         let (mut log, _) = Log::open(io.shared(), &dir, v.env.log.clone()).unwrap();
         log.append(payload).unwrap();
@@ -258,6 +253,14 @@ mod tests {
         let v = b.vhost("/").unwrap();
         assert_eq!(v.crashed_queues().len(), 2);
         assert!(v.queue_for("other", 1).is_ok());
+        // One name space: crashed entries count against `max-queues` (as
+        // RabbitMQ counts every queue record of the vhost): 2 + 2 taken.
+        v.set_max_queues(Some(4));
+        let e = v
+            .declare_queue(spec("fifth", true, FieldTable::default()), false, 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
+        v.set_max_queues(None);
         // Deleting is the way out: the name is free again.
         assert_eq!(v.delete_queue("bad", false, false, 1).unwrap(), 0);
         assert_eq!(v.delete_queue("bad-stream", false, false, 1).unwrap(), 0);
@@ -297,7 +300,7 @@ mod tests {
                 .unwrap();
         }
         b.shutdown();
-        let storage = v.storage.lock().get("flip").cloned().unwrap();
+        let storage = v.registry.get("flip").unwrap().storage;
         let dir = v.dir.join("queues").join(storage);
         drop((q, v, b));
         let mut segs: Vec<_> = ferry_log::FileIo::list(&io, &dir)

@@ -57,7 +57,7 @@ impl VHost {
         self.delayed
             .release_due(now, codec, |exchange, msg, headers| {
                 let exchanges = self.exchanges.read();
-                let queues = self.queues.read();
+                let names = self.registry.read();
                 let mut out = Vec::new();
                 if exchanges.contains_key(exchange) {
                     // Its publish key, CC keys (a stored header is an
@@ -69,7 +69,7 @@ impl VHost {
                     keys.extend(sender_selected_keys(headers).unwrap_or_default());
                     keys.extend(msg.bcc.iter().map(|k| &**k));
                     let routed = (keys.as_slice(), &msg.properties[..]);
-                    self.route_through(&exchanges, &queues, exchange, routed, headers, &mut out);
+                    self.route_through(&exchanges, &names, exchange, routed, headers, &mut out);
                 }
                 out
             })

@@ -155,16 +155,20 @@ impl VHost {
             let mut exchanges = self.exchanges.write();
             self.check_bindable_source(&exchanges, source)?;
             let dest_durable = match &destination {
-                Destination::Queue(q) if self.streams.read().contains_key(&**q) => true,
-                // As in RabbitMQ, a crashed queue's record still exists.
-                Destination::Queue(q) if self.crashed.read().contains_key(&**q) => true,
                 Destination::Queue(q) => {
-                    let queues = self.queues.read();
-                    let queue = queues
+                    let slot = self
+                        .registry
                         .get(q)
                         .ok_or_else(|| CoreError::not_found("queue", q, &self.name))?;
-                    self.check_exclusive(queue, conn)?;
-                    queue.spec().durable
+                    // Streams are durable; as in RabbitMQ, a crashed
+                    // queue's record still exists (and is durable).
+                    match slot.queue() {
+                        Some(queue) => {
+                            self.check_exclusive(queue, conn)?;
+                            queue.spec().durable
+                        }
+                        None => true,
+                    }
                 }
                 Destination::Exchange(e) => {
                     if e.is_empty() {

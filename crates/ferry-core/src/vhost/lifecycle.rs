@@ -4,9 +4,8 @@
 
 use super::VHost;
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::queue::Queue;
+use crate::source::QueueRef;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 impl VHost {
     /// Deletes every queue (cancelling its consumers) and exchange with
@@ -14,23 +13,19 @@ impl VHost {
     pub fn delete_all(&self) -> Result<()> {
         let _d = self.defs_lock.lock();
         self.deleted.store(true, Ordering::Release);
-        let queues: Vec<Arc<Queue>> = self.queues.write().drain().map(|(_, q)| q).collect();
-        let streams: Vec<_> = self.streams.write().drain().map(|(_, s)| s).collect();
-        self.storage.lock().clear();
+        let taken = self.registry.drain();
         self.exchanges.write().clear();
         let mut first_err = None;
         if let Err(e) = self.delayed.remove_all() {
             first_err.get_or_insert(e);
         }
-        for q in queues {
-            if let Err(e) = q.delete() {
-                tracing::warn!(queue = %q.name(), error = %e, "cannot delete queue of deleted vhost");
-                first_err.get_or_insert(e);
-            }
-        }
-        for s in streams {
-            if let Err(e) = s.delete() {
-                tracing::warn!(stream = %s.name(), error = %e, "cannot delete stream of deleted vhost");
+        for r in taken.iter().filter_map(|slot| slot.open()) {
+            let deleted = match r {
+                QueueRef::Queue(q) => q.delete().map(drop),
+                QueueRef::Stream(s) => s.delete().map(drop),
+            };
+            if let Err(e) = deleted {
+                tracing::warn!(queue = %r.name(), error = %e, "cannot delete queue of deleted vhost");
                 first_err.get_or_insert(e);
             }
         }

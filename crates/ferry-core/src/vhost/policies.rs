@@ -12,6 +12,7 @@ use crate::policy::{
     VhostPolicies,
 };
 use crate::queue::QueueSpec;
+use crate::source::QueueRef;
 use amq_protocol_types::FieldTable;
 use std::sync::Arc;
 
@@ -78,13 +79,11 @@ impl VHost {
                 self.apply_exchange_policy(x);
             }
         }
-        for q in self.queues() {
-            let args = self.queue_effective_args(q.spec());
-            q.apply_arguments(&args);
-        }
-        for s in self.streams() {
-            let args = self.stream_effective_args(s.spec());
-            s.apply_arguments(&args);
+        for r in self.registry.open_refs() {
+            match r {
+                QueueRef::Queue(q) => q.apply_arguments(&self.queue_effective_args(q.spec())),
+                QueueRef::Stream(s) => s.apply_arguments(&self.stream_effective_args(s.spec())),
+            }
         }
     }
 }

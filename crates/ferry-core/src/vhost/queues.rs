@@ -1,6 +1,6 @@
 //! queue.declare / queue.delete / queue.purge for classic queues, and the
 //! exclusive-owner rules (RabbitMQ's 405 texts). Streams share the name
-//! space but are declared in `streams.rs`.
+//! space (`registry.rs`) but are declared in `streams.rs`.
 
 use super::{
     check_queue_equivalent, precondition, refused, remove_destination, storage_name, VHost,
@@ -8,6 +8,7 @@ use super::{
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::exchange::Destination;
 use crate::queue::{Queue, QueueArgs, QueueSpec};
+use crate::source::QueueRef;
 use crate::stream::StreamArgs;
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ impl VHost {
     ) -> Result<(Arc<str>, u32, u32)> {
         crate::limits::check_short("queue", &spec.name)?;
         if passive {
-            if let Some(s) = self.stream_named(&spec.name) {
+            if let Some(s) = self.registry.stream(&spec.name) {
                 let (m, c) = s.counts();
                 return Ok((s.name().clone(), m, c));
             }
@@ -60,11 +61,11 @@ impl VHost {
         }
         let _d = self.defs_lock.lock();
         self.check_alive()?;
-        if let Some(s) = self.stream_named(&spec.name) {
+        if let Some(s) = self.registry.stream(&spec.name) {
             let (m, c) = self.redeclare_stream(&s, &spec)?;
             return Ok((s.name().clone(), m, c));
         }
-        if let Some(q) = self.queues.read().get(&spec.name).cloned() {
+        if let Some(q) = self.registry.queue(&spec.name) {
             // RabbitMQ's "strict" check: the declared exclusivity must match
             // exactly, even for the owner (405, not 406).
             if q.spec().exclusive_owner != spec.exclusive_owner {
@@ -114,8 +115,7 @@ impl VHost {
             self.env.clone(),
         )?;
         let name = spec.name.clone();
-        self.storage.lock().insert(name.clone(), storage);
-        self.queues.write().insert(name.clone(), q.clone());
+        self.registry.insert(QueueRef::Queue(q), storage);
         if persisted {
             self.save()?;
         }
@@ -131,7 +131,7 @@ impl VHost {
         conn: u64,
     ) -> Result<u32> {
         let _d = self.defs_lock.lock();
-        let Some(q) = self.queues.read().get(name).cloned() else {
+        let Some(q) = self.registry.queue(name) else {
             if let Some(r) = self.delete_crashed(name) {
                 return r;
             }
@@ -156,8 +156,7 @@ impl VHost {
 
     fn remove_queue_locked(&self, q: &Arc<Queue>) -> Result<u32> {
         let name = q.name().clone();
-        self.queues.write().remove(&name);
-        self.storage.lock().remove(&name);
+        self.registry.remove(&name);
         {
             let mut exchanges = self.exchanges.write();
             remove_destination(&mut exchanges, &Destination::Queue(name));
@@ -173,7 +172,7 @@ impl VHost {
     /// Deletes a queue without checks (auto-delete, exclusive owner gone).
     pub fn drop_queue(&self, q: &Arc<Queue>) -> Result<()> {
         let _d = self.defs_lock.lock();
-        let current = self.queues.read().get(q.name()).cloned();
+        let current = self.registry.queue(q.name());
         if current.is_some_and(|c| Arc::ptr_eq(&c, q)) {
             self.remove_queue_locked(q)?;
         }
@@ -182,13 +181,8 @@ impl VHost {
 
     /// Deletes every exclusive queue of a closed connection.
     pub fn connection_closed(&self, conn: u64) {
-        let owned: Vec<Arc<Queue>> = self
-            .queues
-            .read()
-            .values()
-            .filter(|q| q.spec().exclusive_owner == Some(conn))
-            .cloned()
-            .collect();
+        let mut owned = self.registry.queues();
+        owned.retain(|q| q.spec().exclusive_owner == Some(conn));
         for q in owned {
             if let Err(e) = self.drop_queue(&q) {
                 tracing::warn!(queue = %q.name(), error = %e, "cannot delete exclusive queue");

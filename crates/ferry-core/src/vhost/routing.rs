@@ -5,6 +5,7 @@
 //! released before any queue is called), and what their delivery pushes
 //! out of a full queue joins the same work list instead of recursing.
 
+use super::registry::{Names, Slot};
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
 use crate::exchange::consistent_hash::HashProperty;
@@ -33,9 +34,7 @@ impl VHost {
         crate::queue::record::check_fields(msg)?;
         if exchange.is_empty() {
             let extra = sender_selected(headers)?;
-            let queues = self.queues.read();
-            // Streams only on a miss (queues → streams, the lock order).
-            let mut streams = None;
+            let names = self.registry.read();
             // Distinct keys name distinct queues: past a few keys (a CC
             // header may hold thousands) repeats are skipped by key in
             // O(1) instead of by scanning what was found.
@@ -46,12 +45,8 @@ impl VHost {
                         continue;
                     }
                 }
-                let found: Arc<dyn Source> = match queues.get(key) {
-                    Some(q) => q.clone(),
-                    None => match streams.get_or_insert_with(|| self.streams.read()).get(key) {
-                        Some(s) => s.clone(),
-                        None => continue,
-                    },
+                let Some(found) = names.get(key).and_then(Slot::source) else {
+                    continue;
                 };
                 if seen.is_some() || !out.iter().any(|o| Arc::ptr_eq(o, &found)) {
                     out.push(found);
@@ -59,11 +54,12 @@ impl VHost {
             }
             return Ok(());
         }
-        // The documented order (exchanges, then queues): a reader holding
-        // `queues` while waiting for `exchanges` could deadlock with
-        // `binding` (exchanges → queues) once a writer queues up on either.
+        // The documented order (exchanges, then the registry): a reader
+        // holding `registry` while waiting for `exchanges` could deadlock
+        // with `binding` (exchanges → registry) once a writer queues up on
+        // either.
         let exchanges = self.exchanges.read();
-        let queues = self.queues.read();
+        let names = self.registry.read();
         let Some(x) = exchanges.get(exchange) else {
             return Err(CoreError::not_found("exchange", exchange, &self.name));
         };
@@ -91,7 +87,7 @@ impl VHost {
         };
         self.route_through(
             &exchanges,
-            &queues,
+            &names,
             exchange,
             (keys, &msg.properties),
             headers,
@@ -103,8 +99,8 @@ impl VHost {
     /// Where `exchange`'s bindings send a message with routing `keys`
     /// (its publish key, then its `CC` / `BCC` keys) and raw `properties`
     /// (which a consistent-hash exchange may hash on): queues and streams, given
-    /// the vhost's exchanges and queues, read-locked by the caller in that
-    /// order; `streams` is locked here, after them.
+    /// the vhost's exchanges and registry, read-locked by the caller in that
+    /// order.
     ///
     /// A delayed exchange reached through an exchange-to-exchange binding
     /// holds a message with a valid `x-delay` as a publish to it would (the
@@ -114,13 +110,13 @@ impl VHost {
     pub(super) fn route_through(
         &self,
         exchanges: &HashMap<Arc<str>, Exchange>,
-        queues: &HashMap<Arc<str>, Arc<Queue>>,
+        names: &Names,
         exchange: &str,
         (keys, properties): (&[&str], &[u8]),
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<dyn Source>>,
     ) {
-        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut found: Vec<Arc<str>> = Vec::new();
         let holdable = headers.and_then(delay_of).is_some();
         let held: RefCell<Vec<Arc<str>>> = RefCell::new(Vec::new());
         let props = |p: HashProperty| self.hash_property(properties, p);
@@ -140,15 +136,9 @@ impl VHost {
             keys,
             headers,
             Some(&props),
-            &mut names,
+            &mut found,
         );
-        let streams = self.streams.read();
-        out.extend(names.iter().filter_map(|n| -> Option<Arc<dyn Source>> {
-            match queues.get(n) {
-                Some(q) => Some(q.clone()),
-                None => Some(streams.get(n)?.clone()),
-            }
-        }));
+        out.extend(found.iter().filter_map(|n| names.get(n)?.source()));
         for x in held.into_inner() {
             if let Some(q) = self.delayed.queue(&x) {
                 out.push(q);
@@ -167,7 +157,8 @@ impl VHost {
         properties: &[u8],
     ) -> Option<Vec<Arc<Queue>>> {
         let exchanges = self.exchanges.read();
-        let queues = self.queues.read();
+        let names = self.registry.read();
+        let queue = |n: &str| names.get(n).and_then(Slot::queue);
         let mut out: Vec<Arc<Queue>> = Vec::new();
         if exchange.is_empty() {
             let mut seen = (keys.len() > 16).then(crate::exchange::NameSet::default);
@@ -177,7 +168,7 @@ impl VHost {
                         continue;
                     }
                 }
-                if let Some(q) = queues.get(*k) {
+                if let Some(q) = queue(k) {
                     if seen.is_some() || !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(q.clone());
                     }
@@ -186,7 +177,7 @@ impl VHost {
             return Some(out);
         }
         exchanges.get(exchange)?;
-        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut found: Vec<Arc<str>> = Vec::new();
         let props = |p: HashProperty| self.hash_property(properties, p);
         route_all_message(
             |n| exchanges.get(n),
@@ -194,9 +185,9 @@ impl VHost {
             keys,
             headers,
             Some(&props),
-            &mut names,
+            &mut found,
         );
-        out.extend(names.iter().filter_map(|n| queues.get(n).cloned()));
+        out.extend(found.iter().filter_map(|n| queue(n).cloned()));
         Some(out)
     }
 

@@ -1,7 +1,7 @@
-//! The vhost's streams: kept in their own map next to the queues (one name
-//! space: a declaration checks both), persisted in the same definitions
-//! file (a stream is a `QueueDef` whose `x-queue-type` is `stream`), found
-//! by name as a [`QueueRef`].
+//! The vhost's streams: in the one registry with the queues
+//! (`registry.rs`), persisted in the same definitions file (a stream is a
+//! `QueueDef` whose `x-queue-type` is `stream`), found by name as a
+//! [`QueueRef`].
 
 use super::{check_queue_equivalent, precondition, storage_name, VHost};
 use crate::error::{CoreError, ErrorKind, Result};
@@ -9,19 +9,17 @@ use crate::exchange::Destination;
 use crate::queue::QueueSpec;
 use crate::source::{QueueRef, Source};
 use crate::stream::{Stream, StreamArgs};
-use std::path::Path;
 use std::sync::Arc;
 
 impl VHost {
     /// Every stream (listings, retention timer, shutdown syncs).
     pub fn streams(&self) -> Vec<Arc<Stream>> {
-        self.streams.read().values().cloned().collect()
+        self.registry.streams()
     }
 
     /// Every queue and stream, by name (the management API's listings).
     pub fn queue_refs(&self) -> Vec<QueueRef> {
-        let mut all: Vec<QueueRef> = self.queues().into_iter().map(QueueRef::Queue).collect();
-        all.extend(self.streams().into_iter().map(QueueRef::Stream));
+        let mut all = self.registry.open_refs();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }
@@ -29,44 +27,22 @@ impl VHost {
     /// The queue or stream called `name`, whoever owns it (the management
     /// API sees exclusive queues too).
     pub fn queue_ref(&self, name: &str) -> Option<QueueRef> {
-        let q = self.queues.read().get(name).cloned();
-        q.map(QueueRef::Queue)
-            .or_else(|| self.stream_named(name).map(QueueRef::Stream))
-    }
-
-    pub(super) fn stream_named(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams.read().get(name).cloned()
+        self.registry.get(name)?.open().cloned()
     }
 
     /// The queue or stream called `name`, for use by connection `conn`.
     pub fn lookup(&self, name: &str, conn: u64) -> Result<QueueRef> {
-        let q = self.queues.read().get(name).cloned();
-        if let Some(q) = q {
-            self.check_exclusive(&q, conn)?;
-            return Ok(QueueRef::Queue(q));
+        let Some(slot) = self.registry.get(name) else {
+            return Err(CoreError::not_found("queue", name, &self.name));
+        };
+        match slot.open() {
+            Some(QueueRef::Queue(q)) => {
+                self.check_exclusive(q, conn)?;
+                Ok(QueueRef::Queue(q.clone()))
+            }
+            Some(r) => Ok(r.clone()),
+            None => Err(self.crashed_error(name)),
         }
-        if let Some(s) = self.stream_named(name) {
-            return Ok(QueueRef::Stream(s));
-        }
-        self.check_not_crashed(name)?;
-        Err(CoreError::not_found("queue", name, &self.name))
-    }
-
-    /// Opens a stored stream at boot (`None`: the definition is a queue).
-    pub(super) fn open_stream(&self, spec: &QueueSpec, dir: &Path) -> Result<Option<()>> {
-        if !StreamArgs::is_stream(&spec.arguments) {
-            return Ok(None);
-        }
-        let args = self.stream_effective_args(spec);
-        let s = Stream::open_effective(
-            spec.clone(),
-            &args,
-            self.name.clone(),
-            dir.to_path_buf(),
-            self.env.clone(),
-        )?;
-        self.streams.write().insert(spec.name.clone(), s);
-        Ok(Some(()))
     }
 
     /// queue.declare of an existing stream: equivalence, then the counts.
@@ -101,8 +77,7 @@ impl VHost {
         let name = spec.name.clone();
         let args = self.stream_effective_args(&spec);
         let s = Stream::open_effective(spec, &args, self.name.clone(), dir, self.env.clone())?;
-        self.storage.lock().insert(name.clone(), storage);
-        self.streams.write().insert(name.clone(), s);
+        self.registry.insert(QueueRef::Stream(s), storage);
         self.save()?;
         Ok((name, 0, 0))
     }
@@ -110,7 +85,7 @@ impl VHost {
     /// queue.delete of a stream (the caller holds `defs_lock`); 0 if there
     /// is none. RabbitMQ reports 0 messages for a deleted stream.
     pub(super) fn delete_stream(&self, name: &str, if_unused: bool) -> Result<u32> {
-        let Some(s) = self.stream_named(name) else {
+        let Some(s) = self.registry.stream(name) else {
             return Ok(0);
         };
         if if_unused && s.consumer_count() > 0 {
@@ -119,8 +94,7 @@ impl VHost {
                 self.name
             )));
         }
-        self.streams.write().remove(name);
-        self.storage.lock().remove(name);
+        self.registry.remove(name);
         {
             let mut exchanges = self.exchanges.write();
             super::remove_destination(&mut exchanges, &Destination::Queue(Arc::from(name)));
@@ -133,8 +107,7 @@ impl VHost {
     /// Deletes the queue behind a channel's `Source` without checks
     /// (auto-delete after the last consumer); streams are never deleted so.
     pub fn drop_source(&self, s: &Arc<dyn Source>) -> Result<()> {
-        let q = self.queues.read().get(s.name()).cloned();
-        match q {
+        match self.registry.queue(s.name()) {
             Some(q) if std::ptr::addr_eq(Arc::as_ptr(&q), Arc::as_ptr(s)) => self.drop_queue(&q),
             _ => Ok(()),
         }
