@@ -283,8 +283,8 @@ fn check_queue_limits(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiRe
             Some(l) if l >= 0 => l,
             _ => continue,
         };
-        let add = names.iter().filter(|n| v.queue_ref(n).is_none()).count();
-        let count = v.queue_refs().len();
+        let add = names.iter().filter(|n| !v.has_queue_name(n)).count();
+        let count = v.queue_name_count();
         if add > 0 && (count + add) as u64 > limit as u64 {
             return Err(ApiError::BadRequest(format!(
                 "Adding {add} queue(s) to virtual host \"{vhost}\" would exceed the limit of \

@@ -24,6 +24,17 @@ impl VHost {
         all
     }
 
+    /// Whether `name` is taken by a queue, a stream or a crashed one.
+    pub fn has_queue_name(&self, name: &str) -> bool {
+        self.registry.get(name).is_some()
+    }
+
+    /// How many queue names are taken (queues, streams and crashed ones:
+    /// what `max-queues` counts).
+    pub fn queue_name_count(&self) -> usize {
+        self.registry.len()
+    }
+
     /// The queue or stream called `name`, whoever owns it (the management
     /// API sees exclusive queues too).
     pub fn queue_ref(&self, name: &str) -> Option<QueueRef> {
