@@ -233,9 +233,10 @@ def machine(out, d):
 
 # ------------------------------------------------------------------ report
 
-BROKERS = ["ferry", "rabbit-classic", "rabbit-quorum", "nats"]
+BROKERS = ["ferry", "ferry-base", "rabbit-classic", "rabbit-quorum", "nats"]
 LABEL = {
     "ferry": "Ferry",
+    "ferry-base": "Ferry (base build)",
     "rabbit-classic": "RabbitMQ classic",
     "rabbit-quorum": "RabbitMQ quorum",
     "nats": "NATS JetStream",
@@ -500,6 +501,14 @@ def report(d):
             if b != "ferry" and ff and fs and ff.get("rate") is not None and fs.get("rate") is not None:
                 line += f"; Ferry total ÷ {(ff['rate'] + fs['rate']) / total:.2f}×"
             notes.append(line + ".")
+    for s in scens:
+        # A change judged against its base build in the same run: both
+        # builds' throughput ratios to RabbitMQ classic.
+        f, fb, rc = (results.get((s, b)) for b in ("ferry", "ferry-base", "rabbit-classic"))
+        if f and fb and rc and all(x.get("rate") for x in (f, fb, rc)):
+            now, base = f["rate"] / rc["rate"], fb["rate"] / rc["rate"]
+            notes.append(f"{SCEN[s]}: ÷ RabbitMQ classic {now:.2f}× (base build {base:.2f}×; "
+                         f"{(now / base - 1) * 100:+.1f} %).")
     out.append("")
     out.append("msg/s is delivered msg/s (all consumers together; S3 counts each of the 10 copies), "
                "except S6 publish and S8 (confirmed msg/s; S8's p50/p99 are publish→confirm). "
