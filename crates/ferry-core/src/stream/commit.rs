@@ -44,6 +44,10 @@ const SCRATCH_KEEP: usize = 1 << 20;
 /// record), and opening a large stream reads one record per segment.
 /// Decoded whole, not just its time: a record that cannot be decoded makes
 /// the stream `crashed` at boot (`VHost::load`).
+///
+/// A trailing segment without records (a crash between the log's roll and
+/// its first record) leaves the state's active segment at the one before:
+/// the next Append seals it, as a live roll would.
 pub(super) fn replay(log: &Log) -> Result<StreamState> {
     let mut state = StreamState::starting_at(log.first_index());
     for s in log.segments() {
