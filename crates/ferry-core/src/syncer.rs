@@ -13,11 +13,15 @@
 //! a round runs join the next one; rounds start when the previous one ends,
 //! so a busy node runs them back to back and an idle one runs none.
 //!
-//! Owns: the executor and its modes, round membership, the shared
-//! completion of one log (`complete_log`). Must not: run a round on a tokio
-//! worker (the production executor is a dedicated OS thread), know AMQP.
+//! Owns: the executor and its modes, round membership, and the one
+//! membership glue of queues and streams ([`LogOwner`]: joining a round,
+//! `sync_now`, their `SyncTask` share of a round). Must not: run a round
+//! on a tokio worker (the production executor is a dedicated OS thread),
+//! know AMQP.
 
 use crate::metrics;
+use crate::queue::sinks::for_each_sink_run;
+use crate::queue::ConfirmToken;
 use ferry_log::{sync_round, DeviceFlush, Log, RoundPolicy, SyncJob, SyncOutcome};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -409,4 +413,126 @@ pub(crate) fn sync_alone(member: &dyn SyncTask) {
         metrics::FSYNC.observe(started.elapsed());
     }
     member.complete_sync(outcome);
+}
+
+/// The parts of a log owner's locked state a round works on.
+pub(crate) struct LogParts<'a> {
+    /// Its log.
+    pub log: &'a mut Log,
+    /// Confirms waiting for an index to be durable, oldest first.
+    pub waiters: &'a mut VecDeque<(u64, ConfirmToken)>,
+}
+
+/// A queue or a stream as a member of the durability rounds: what differs
+/// between the two. Everything else is shared: every `LogOwner` is a
+/// [`SyncTask`] (flush and capture under its lock; completion: durable
+/// index up, confirms and nacks taken under the lock and sent after it),
+/// joins rounds with [`schedule`] and syncs alone with [`sync_serial`].
+/// Both implement the common part with [`log_owner_fields!`].
+pub(crate) trait LogOwner: Send + Sync + 'static {
+    /// The state behind its lock.
+    type Locked;
+    /// Its lock.
+    fn locked(&self) -> &Mutex<Self::Locked>;
+    /// The log and waiters of `inner`; `None` once deleted (`delete`
+    /// answered the waiters; the files may be gone).
+    fn log_parts(inner: &mut Self::Locked) -> Option<LogParts<'_>>;
+    /// Its round membership.
+    fn sync_schedule(&self) -> &SyncSchedule;
+    /// Serializes `sync_now` with deletion.
+    fn sync_lock(&self) -> &Mutex<()>;
+    /// The node's executor.
+    fn syncer(&self) -> &Syncer;
+    /// Which log alarms name.
+    fn log_name(&self) -> LogName<'_>;
+    /// A strong reference to itself, `None` once it is being dropped.
+    fn strong(&self) -> Option<Arc<Self>>;
+    /// Under the lock, after a sync completed on a log that is not
+    /// poisoned (a stream commits what became durable). Default: nothing.
+    fn synced(&self, _inner: &mut Self::Locked) {}
+}
+
+/// The [`LogOwner`] items of a queue or a stream, which share their field
+/// names: `inner: Mutex<Inner>` (with `log`, `waiters`, `deleted`),
+/// `sync_state`, `sync_lock`, `env.syncer`, `spec.name`, `vhost`. Used in
+/// the `impl LogOwner` block with the kind alarms name; `strong` (and
+/// `synced`) stay the type's own.
+macro_rules! log_owner_fields {
+    ($kind:literal) => {
+        type Locked = Inner;
+
+        fn locked(&self) -> &::parking_lot::Mutex<Inner> {
+            &self.inner
+        }
+
+        fn log_parts(inner: &mut Inner) -> Option<$crate::syncer::LogParts<'_>> {
+            (!inner.deleted).then_some($crate::syncer::LogParts {
+                log: &mut inner.log,
+                waiters: &mut inner.waiters,
+            })
+        }
+
+        fn sync_schedule(&self) -> &$crate::syncer::SyncSchedule {
+            &self.sync_state
+        }
+
+        fn sync_lock(&self) -> &::parking_lot::Mutex<()> {
+            &self.sync_lock
+        }
+
+        fn syncer(&self) -> &$crate::syncer::Syncer {
+            &self.env.syncer
+        }
+
+        fn log_name(&self) -> $crate::syncer::LogName<'_> {
+            $crate::syncer::LogName {
+                kind: $kind,
+                name: &self.spec.name,
+                vhost: &self.vhost,
+            }
+        }
+    };
+}
+pub(crate) use log_owner_fields;
+
+/// Joins the next durability round (see `SyncSchedule`).
+pub(crate) fn schedule<T: LogOwner>(owner: &T) {
+    owner.sync_schedule().request(owner.syncer(), || {
+        owner.strong().map(|m| m as Arc<dyn SyncTask>)
+    });
+}
+
+/// Flushes and fsyncs `owner` now, on this thread (shutdown, tests),
+/// serialized with its deletion.
+pub(crate) fn sync_serial<T: LogOwner>(owner: &T) {
+    let _serial = owner.sync_lock().lock();
+    sync_alone(owner);
+}
+
+impl<T: LogOwner> SyncTask for T {
+    fn schedule(&self) -> &SyncSchedule {
+        self.sync_schedule()
+    }
+
+    fn prepare_sync(&self) -> Option<SyncJob> {
+        let mut g = self.locked().lock();
+        let parts = T::log_parts(&mut g)?;
+        prepare_log(parts.log, self.log_name())
+    }
+
+    fn complete_sync(&self, outcome: Option<SyncOutcome>) {
+        let (ok, failed) = {
+            let mut g = self.locked().lock();
+            let Some(parts) = T::log_parts(&mut g) else {
+                return;
+            };
+            let released = complete_log(parts.log, parts.waiters, outcome, self.log_name());
+            if !parts.log.is_poisoned() {
+                self.synced(&mut *g);
+            }
+            released
+        };
+        for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
+        for_each_sink_run(failed, |s, seqs| s.failed(seqs));
+    }
 }

@@ -240,13 +240,23 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
+        Self::with_syncer(Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap())
+    }
+
+    /// Durability rounds only when the test runs them (`Syncer::manual`):
+    /// nothing syncs behind the test's back (`sync_now` still works).
+    pub fn with_manual_rounds() -> Self {
+        Self::with_syncer(Syncer::manual(ferry_log::RoundPolicy::per_file()))
+    }
+
+    fn with_syncer(syncer: Arc<Syncer>) -> Self {
         let letters = Arc::new(Letters::default());
         Fixture {
             io: SimIo::new(),
             clock: ManualClock::new(T0),
             router: letters.clone(),
             letters,
-            syncer: Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
+            syncer,
             json_codec: false,
         }
     }

@@ -661,7 +661,9 @@ fn an_expired_head_that_cannot_be_logged_is_neither_delivered_nor_spun_on() {
     // The Drop is appended before the state changes: when the log refuses
     // writes (after a failed fsync) the expired head stays, and every path
     // that meets it stops instead of delivering it or retrying forever.
-    let f = Fixture::new();
+    // Manual rounds: a background round must not make the publish durable
+    // before the failing `sync_now` (the test then saw no failure).
+    let f = Fixture::with_manual_rounds();
     let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
     q.publish(&msg("old", None), None).unwrap();
     f.io.fail_next_sync();

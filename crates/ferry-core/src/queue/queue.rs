@@ -48,7 +48,7 @@ use super::state::{Entry, QueueState};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
-use crate::syncer::{SyncSchedule, SyncTask, Syncer};
+use crate::syncer::{SyncSchedule, Syncer};
 use amq_protocol_types::FieldTable;
 use ferry_log::{FileIo, Log, LogConfig};
 use parking_lot::Mutex;
@@ -156,7 +156,7 @@ struct ConsumerEntry {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     /// TTL, limits and dead-lettering; None for a plain queue. Replaced
     /// when a policy changes (`policy.rs`); read through the guard.
     args: Option<Arc<QueueArgs>>,

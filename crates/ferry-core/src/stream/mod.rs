@@ -2,7 +2,9 @@
 //! non-destructive reads, what RabbitMQ 3.10 offers over AMQP and what the
 //! Kafka front end will serve.
 //!
-//! Owns the stream record format (`record`), its arguments and their checks
+//! Owns the stream record format (`record`), its commands and their one
+//! apply path (`command`, `apply`, `effects`, `state`; run by `commit`),
+//! its arguments and their checks
 //! (`args`), consumer offsets (`offset`), retention (`retention`), reads
 //! (`pull`: the pull API for Kafka and the push consumers' reader) and the
 //! [`Stream`] itself. It reuses the queue's seams (`ConsumerSink`,
@@ -13,11 +15,16 @@
 //! through `QueueEnv`, or touch the classic queue's state machine.
 //! Format and rules: `docs/streams.md`.
 
+pub mod apply;
 pub mod args;
+pub mod command;
+mod commit;
+pub mod effects;
 pub mod offset;
 mod pull;
 pub mod record;
 mod retention;
+pub mod state;
 // Named after its main type, like every file here.
 #[allow(clippy::module_inception)]
 mod stream;
@@ -25,8 +32,11 @@ mod stream;
 pub use args::StreamArgs;
 pub use offset::OffsetSpec;
 pub use pull::{ReadBatch, ReadLimits, StreamRecord, WaitFor, WaitOutcome};
+pub use state::StreamState;
 pub use stream::{Stream, StreamConsume};
 
+#[cfg(test)]
+mod apply_tests;
 #[cfg(test)]
 mod pull_tests;
 #[cfg(test)]

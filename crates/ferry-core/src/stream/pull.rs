@@ -173,8 +173,8 @@ impl Stream {
                 if g.deleted {
                     return Err(self.not_found());
                 }
-                let (first, end) = (g.log.first_index(), g.committed);
-                if records.is_empty() && (next < first || next > g.log.next_index()) {
+                let (first, end) = (g.state.first(), g.state.committed());
+                if records.is_empty() && (next < first || next > g.state.next()) {
                     return Ok(ReadBatch::OffsetOutOfRange { first, end });
                 }
                 if next >= end || next < first {
@@ -243,7 +243,7 @@ impl Stream {
         if g.deleted {
             return Err(self.not_found());
         }
-        if offset < g.log.first_index() {
+        if offset < g.state.first() {
             return Ok(());
         }
         if e.is_corruption() {

@@ -73,9 +73,7 @@ fn bodies(b: &ReadBatch) -> Vec<String> {
 /// committed (as between a publish and its group commit).
 fn append_uncommitted(st: &Stream, body: &str) {
     let m = msg(body, true);
-    let mut buf = Vec::new();
-    record::encode(&m, &m.properties, 1, &mut buf).unwrap();
-    st.inner.lock().log.append(&buf).unwrap();
+    st.append(&mut st.inner.lock(), &m, None).unwrap();
 }
 
 fn waiting(st: &Stream) -> usize {
@@ -425,7 +423,7 @@ fn measure_pull_reads_and_lock_hold() {
     for i in 0..rounds {
         let from = u64::from(i) * 5 % N as u64;
         let g = st.inner.lock();
-        let v = g.log.view(from, g.committed, 1 << 20).unwrap();
+        let v = g.log.view(from, g.state.committed(), 1 << 20).unwrap();
         assert!(v.end() > from);
     }
     let capture = t.elapsed() / rounds;

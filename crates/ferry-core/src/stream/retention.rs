@@ -3,13 +3,22 @@
 //! * `x-max-length-bytes`: while all segments together are larger;
 //! * `x-max-age`: while a sealed segment's newest record is older.
 //!
+//! The decision (which segment base to cut at) is the leader's: it reads
+//! the clock and the segment sizes. Its outcome is a Truncate command
+//! applied like every other (`apply.rs`), so a Raft follower would drop the
+//! same offsets; deleting the files is the effect (`Stream::purge`).
+//!
 //! Evaluated when the log rolls (after the sync that settles the rolled
 //! segment: the log deletes only settled segments), when the stream opens,
 //! and when the broker's `ExpiryTimer` reaches the next age deadline
 //! (`Broker::expire_due` → [`Stream::enforce_retention`]); never polled.
 
+use super::apply::apply;
+use super::command::Command;
+use super::state::StreamState;
 use super::stream::{Inner, Stream};
 use crate::clock::NEVER;
+use ferry_log::Log;
 use std::sync::atomic::Ordering;
 
 /// The index below which whole segments must go. `segments` are
@@ -48,36 +57,41 @@ pub(super) fn cut_point(
     cut
 }
 
+/// Retention's decision: the first offset `log` keeps under `max_bytes`
+/// and `max_age` (ms) as of `now`, from the segments the state still
+/// retains and their newest publish times (the leader's step: it reads
+/// segment sizes and the caller's clock).
+pub(super) fn decide(
+    log: &Log,
+    state: &StreamState,
+    max_bytes: Option<u64>,
+    max_age: Option<u64>,
+    now: u64,
+) -> u64 {
+    let first = state.first();
+    let segments: Vec<(u64, u64)> = log
+        .segments()
+        .iter()
+        .filter(|s| s.base >= first)
+        .map(|s| (s.base, s.bytes))
+        .collect();
+    let sealed: Vec<(u64, u64)> = state.sealed_ts().iter().copied().collect();
+    cut_point(&segments, &sealed, max_bytes, max_age.map(|a| (now, a)))
+}
+
 impl Stream {
-    /// Deletes the segments retention no longer keeps, moves consumers
-    /// that pointed into them to the new start, and posts the next age
-    /// deadline to the broker's timer.
+    /// Retention's decision as of `now`: finishes the deletion of an
+    /// earlier cut the log could not make yet, then cuts where
+    /// [`cut_point`] says (a Truncate through `apply`, executed at once),
+    /// and posts the next age deadline to the broker's timer.
     pub(super) fn apply_retention(&self, inner: &mut Inner, now: u64) {
-        let segments: Vec<(u64, u64)> = inner
-            .log
-            .segments()
-            .iter()
-            .map(|s| (s.base, s.bytes))
-            .collect();
-        let sealed: Vec<(u64, u64)> = inner.sealed_ts.iter().copied().collect();
+        self.purge(inner);
         let retention = inner.retention;
-        let age = retention.max_age_ms.map(|a| (now, a));
-        let cut = cut_point(&segments, &sealed, retention.max_bytes, age);
-        if cut > inner.log.first_index() {
-            if let Err(e) = inner.log.purge_before(cut) {
-                tracing::warn!(stream = %self.name(), error = %e, "retention failed");
-            }
-        }
-        let first = inner.log.first_index();
-        // A segment not settled yet stays until a later sync.
-        inner.retention_pending = first < cut;
-        while inner.sealed_ts.front().is_some_and(|(b, _)| *b < first) {
-            inner.sealed_ts.pop_front();
-        }
-        for c in inner.consumers.iter_mut() {
-            c.next = c.next.max(first);
-        }
-        let at = match (retention.max_age_ms, inner.sealed_ts.front()) {
+        let (max_bytes, max_age) = (retention.max_bytes, retention.max_age_ms);
+        let before = decide(&inner.log, &inner.state, max_bytes, max_age, now);
+        let fx = apply(&mut inner.state, &Command::Truncate { before });
+        self.execute(inner, fx);
+        let at = match (retention.max_age_ms, inner.state.sealed_ts().front()) {
             (Some(age), Some((_, ts))) => ts.saturating_add(age).saturating_add(1),
             _ => NEVER,
         };

@@ -17,14 +17,21 @@
 //!   push consumers' reads live in `pull.rs`; wherever `committed`
 //!   advances, `readers.advance` must follow (delete and crash close it).
 //! * Retention (`retention.rs`): whole segments, oldest first.
+//! * What the log determines (offsets, committed prefix, publish times)
+//!   is a [`StreamState`] changed only through `apply.rs` — by a live
+//!   publish, by a retention decision (a Truncate), by the sync that
+//!   commits records, and by replay at open (`commit.rs`). Consumers,
+//!   credit, dispatch, pull readers and confirm waiters are leader-local.
 //!
 //! Lock order: `sync_lock` → `inner` → sinks (channel locks); `inner` →
 //! `readers` (a leaf).
 
 use super::args::StreamArgs;
+use super::command::Append;
 use super::offset::OffsetSpec;
 use super::pull::Readers;
 use super::record;
+use super::state::StreamState;
 use crate::clock::NEVER;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
@@ -32,7 +39,7 @@ use crate::queue::dead_letter::HeaderEdit;
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
-use crate::syncer::{complete_log, prepare_log, sync_alone, LogName, SyncSchedule, SyncTask};
+use crate::syncer::SyncSchedule;
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::Log;
@@ -41,9 +48,6 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-
-/// Largest encode buffer kept between publishes.
-const SCRATCH_KEEP: usize = 1 << 20;
 
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -68,22 +72,17 @@ pub(super) struct Consumer {
 }
 
 #[derive(Debug)]
-pub(super) struct Inner {
+pub(crate) struct Inner {
     pub(super) log: Log,
-    /// Records below this are durable and may be delivered.
-    pub(super) committed: u64,
+    /// Offsets, committed prefix, publish times: changed only by
+    /// `apply::apply` and `apply::commit` (`commit.rs`).
+    pub(super) state: StreamState,
     pub(super) consumers: Vec<Consumer>,
-    waiters: VecDeque<(u64, ConfirmToken)>,
-    /// (base, newest timestamp) of every sealed segment, oldest first.
-    pub(super) sealed_ts: VecDeque<(u64, u64)>,
-    /// Base of the segment appends go to.
-    pub(super) active_base: u64,
-    /// Timestamp of the newest record.
-    pub(super) last_ts: u64,
+    pub(super) waiters: VecDeque<(u64, ConfirmToken)>,
     /// A roll happened or a purge could not finish yet (the segment was
     /// not settled): evaluate retention after the next sync.
     pub(super) retention_pending: bool,
-    scratch: Vec<u8>,
+    pub(super) scratch: Vec<u8>,
     pub(super) deleted: bool,
     /// Stopped on an unreadable record (`crash_locked`): deleted for
     /// every use, but its files stay until the stream is deleted.
@@ -96,15 +95,15 @@ pub(super) struct Inner {
 /// A stream. Shared by `Arc` between the vhost and the channels using it.
 #[derive(Debug)]
 pub struct Stream {
-    spec: QueueSpec,
-    vhost: Arc<str>,
+    pub(super) spec: QueueSpec,
+    pub(super) vhost: Arc<str>,
     dir: PathBuf,
     pub(super) env: QueueEnv,
     pub(super) args: StreamArgs,
     pub(super) inner: Mutex<Inner>,
-    sync_lock: Mutex<()>,
-    sync_state: SyncSchedule,
-    me: Weak<Stream>,
+    pub(super) sync_lock: Mutex<()>,
+    pub(super) sync_state: SyncSchedule,
+    pub(super) me: Weak<Stream>,
     /// When age retention must look again (`NEVER` if not needed).
     pub(super) retention_at: AtomicU64,
     stats: QueueStats,
@@ -141,23 +140,8 @@ impl Stream {
         }
         let (log, report) = Log::open(env.io.clone(), &dir, cfg)?;
         tracing::debug!(stream = %spec.name, ?report, "stream log opened");
-        let segments = log.segments();
-        let mut sealed_ts = VecDeque::new();
-        let mut last_ts = 0;
-        for (i, s) in segments.iter().enumerate() {
-            if s.records == 0 {
-                continue;
-            }
-            // Decoded whole, not just its time: a record that cannot be
-            // decoded makes the stream `crashed` at boot (`VHost::load`).
-            let rec = log.read_index(s.base + s.records - 1)?;
-            last_ts = last_ts.max(record::decode(rec.payload)?.0);
-            if i + 1 < segments.len() {
-                sealed_ts.push_back((s.base, last_ts));
-            }
-        }
-        let active_base = segments.last().map_or(0, |s| s.base);
-        let committed = log.next_index();
+        let state = super::commit::replay(&log)?;
+        let committed = state.committed();
         let s = Arc::new_cyclic(|me| Stream {
             spec,
             vhost,
@@ -166,12 +150,9 @@ impl Stream {
             args,
             inner: Mutex::new(Inner {
                 log,
-                committed,
+                state,
                 consumers: Vec::new(),
                 waiters: VecDeque::new(),
-                sealed_ts,
-                active_base,
-                last_ts,
                 retention_pending: false,
                 scratch: Vec::new(),
                 deleted: false,
@@ -223,7 +204,7 @@ impl Stream {
     /// a stream: it counts no consumers (see `consumer_count`).
     pub fn counts(&self) -> (u32, u32) {
         let g = self.inner.lock();
-        let n = g.log.next_index() - g.log.first_index();
+        let n = g.state.next() - g.state.first();
         (u32::try_from(n).unwrap_or(u32::MAX), 0)
     }
 
@@ -235,7 +216,7 @@ impl Stream {
     /// (first retained offset, next offset, committed offset).
     pub fn offsets(&self) -> (u64, u64, u64) {
         let g = self.inner.lock();
-        (g.log.first_index(), g.log.next_index(), g.committed)
+        (g.state.first(), g.state.next(), g.state.committed())
     }
 
     /// Bytes of its segments on disk.
@@ -291,41 +272,40 @@ impl Stream {
     /// Appends a message. With a confirm token, says whether the confirm
     /// may go out now (transient message) or after the fsync.
     pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
-        let result = {
-            let mut g = self.inner.lock();
-            if g.deleted {
-                return Err(self.not_found());
-            }
-            let inner = &mut *g;
-            let ts = self.env.clock.now_ms().max(inner.last_ts);
-            let offset = inner.log.next_index();
-            let props = self.with_offset(&msg.properties, offset);
-            inner.scratch.clear();
-            record::encode(msg, &props, ts, &mut inner.scratch)?;
-            let pos = inner.log.append(&inner.scratch)?;
-            if inner.scratch.capacity() > SCRATCH_KEEP {
-                inner.scratch = Vec::new();
-            }
-            if pos.segment != inner.active_base {
-                // The log rolled: the previous segment is sealed.
-                inner
-                    .sealed_ts
-                    .push_back((inner.active_base, inner.last_ts));
-                inner.active_base = pos.segment;
-                inner.retention_pending = inner.retention.has_retention();
-            }
-            inner.last_ts = ts;
-            self.stats.published();
-            match confirm {
-                Some(t) if msg.persistent => {
-                    inner.waiters.push_back((offset, t));
-                    Enqueued::Deferred
-                }
-                _ => Enqueued::Confirmed,
-            }
-        };
+        let result = self.append(&mut self.inner.lock(), msg, confirm)?;
         self.schedule_sync();
         Ok(result)
+    }
+
+    /// `publish` short of joining the sync, under `inner`: decides the
+    /// facts (publish time, the offset header), then logs and applies the
+    /// Append (`commit`).
+    pub(super) fn append(
+        &self,
+        inner: &mut Inner,
+        msg: &Message,
+        confirm: Option<ConfirmToken>,
+    ) -> Result<Enqueued> {
+        if inner.deleted {
+            return Err(self.not_found());
+        }
+        let ts = self.env.clock.now_ms().max(inner.state.last_ts());
+        let offset = inner.log.next_index();
+        let props = self.with_offset(&msg.properties, offset);
+        let rec = Append {
+            ts,
+            msg,
+            properties: &props,
+        };
+        self.commit(inner, rec)?;
+        self.stats.published();
+        Ok(match confirm {
+            Some(t) if msg.persistent => {
+                inner.waiters.push_back((offset, t));
+                Enqueued::Deferred
+            }
+            _ => Enqueued::Confirmed,
+        })
     }
 
     /// Registers a consumer at the offset basic.consume's arguments ask
@@ -378,8 +358,8 @@ impl Stream {
 
     /// The offset a consumer asking for `spec` starts at.
     fn resolve(&self, g: &Inner, spec: OffsetSpec) -> Result<u64> {
-        let first = g.log.first_index();
-        let next = g.log.next_index();
+        let first = g.state.first();
+        let next = g.state.next();
         Ok(match spec {
             OffsetSpec::First => first,
             OffsetSpec::Next => next,
@@ -394,18 +374,19 @@ impl Stream {
     /// whose newest record is recent enough, then a scan of that segment.
     fn offset_at(&self, g: &Inner, t: u64) -> Result<u64> {
         let base = g
-            .sealed_ts
+            .state
+            .sealed_ts()
             .iter()
             .find(|(_, ts)| *ts >= t)
-            .map_or(g.active_base, |(b, _)| *b)
-            .max(g.log.first_index());
+            .map_or(g.state.active_base(), |(b, _)| *b)
+            .max(g.state.first());
         for item in g.log.reader(base) {
             let (_, rec) = item?;
             if record::timestamp(&rec.payload)? >= t {
                 return Ok(rec.index);
             }
         }
-        Ok(g.log.next_index())
+        Ok(g.state.next())
     }
 
     /// Removes a consumer. Streams are never auto-delete: always false.
@@ -423,8 +404,8 @@ impl Stream {
     }
 
     pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
-        let first = inner.log.first_index();
-        let committed = inner.committed;
+        let first = inner.state.first();
+        let committed = inner.state.committed();
         let mut corrupt = None;
         for c in inner.consumers.iter_mut() {
             // Retention moved the start past it.
@@ -521,68 +502,6 @@ impl Stream {
         let _sync = self.sync_lock.lock();
         self.env.io.remove_dir_all(&self.dir)?;
         Ok(0)
-    }
-
-    /// Joins the next durability round (see `SyncSchedule`).
-    pub(super) fn schedule_sync(&self) {
-        self.sync_state.request(&self.env.syncer, || {
-            self.me.upgrade().map(|s| s as Arc<dyn SyncTask>)
-        });
-    }
-
-    /// Flushes and fsyncs now, on this thread (shutdown, tests).
-    pub fn sync_now(&self) {
-        let _serial = self.sync_lock.lock();
-        sync_alone(self);
-    }
-
-    fn log_name(&self) -> LogName<'_> {
-        LogName {
-            kind: "stream",
-            name: &self.spec.name,
-            vhost: &self.vhost,
-        }
-    }
-}
-
-/// A stream's share of a durability round: what it covered is committed
-/// (confirms, retention, consumers at the tail woken).
-impl SyncTask for Stream {
-    fn schedule(&self) -> &SyncSchedule {
-        &self.sync_state
-    }
-
-    fn prepare_sync(&self) -> Option<ferry_log::SyncJob> {
-        let mut g = self.inner.lock();
-        if g.deleted {
-            return None;
-        }
-        prepare_log(&mut g.log, self.log_name())
-    }
-
-    fn complete_sync(&self, outcome: Option<ferry_log::SyncOutcome>) {
-        let (ok, failed) = {
-            let mut g = self.inner.lock();
-            if g.deleted {
-                // `delete` answered the waiters; the files may be gone.
-                return;
-            }
-            let inner = &mut *g;
-            let released =
-                complete_log(&mut inner.log, &mut inner.waiters, outcome, self.log_name());
-            if !inner.log.is_poisoned() {
-                let durable = inner.log.durable_index();
-                inner.committed = durable.map_or(0, |i| i + 1);
-                self.readers.advance(inner.committed);
-                if inner.retention_pending {
-                    self.apply_retention(inner, self.env.clock.now_ms());
-                }
-                self.dispatch_locked(inner);
-            }
-            released
-        };
-        for_each_sink_run(ok, |s, seqs| s.confirmed(seqs));
-        for_each_sink_run(failed, |s, seqs| s.failed(seqs));
     }
 }
 
