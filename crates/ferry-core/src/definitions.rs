@@ -8,8 +8,8 @@
 use crate::error::{CoreError, Result};
 use crate::exchange::Destination;
 use crate::queue::QueueSpec;
-use amq_protocol_types::FieldTable;
 use ferry_log::FileIo;
+use ferry_model::Table;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -28,7 +28,7 @@ pub struct ExchangeDef {
     pub internal: bool,
     /// x-arguments.
     #[serde(with = "crate::exchange::table_serde", default)]
-    pub arguments: FieldTable,
+    pub arguments: Table,
 }
 
 /// A durable queue and where its log lives.
@@ -51,7 +51,7 @@ pub struct BindingDef {
     pub routing_key: String,
     /// Binding arguments.
     #[serde(with = "crate::exchange::table_serde", default)]
-    pub arguments: FieldTable,
+    pub arguments: Table,
 }
 
 /// Everything durable in one vhost.

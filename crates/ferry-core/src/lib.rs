@@ -12,13 +12,17 @@
 //! checksummed files definitions, access and policies are kept in
 //! (`framed`), the length limits of names and keys checked where input
 //! enters (`limits`: records never truncate), and how x-arguments are read and refused with
-//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges).
+//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges). Arguments and the
+//! headers routing reads are `ferry_model` tables; `amqp_shim` converts the amq-protocol
+//! header tables the message-properties paths still edit (until they move to the model).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
 //! in with plain values; message properties are read and edited through
 //! the front end's `PropertyCodec`), know AMQP reply codes (errors carry an
 //! [`ErrorKind`]), or read the clock (time comes in through
-//! [`clock::Clock`]; message deadlines are facts in the command log).
+//! [`clock::Clock`]; message deadlines are facts in the command log), or
+//! hold arguments in AMQP's types (amq-protocol is left only where message
+//! properties are still edited).
 //!
 //! ```text
 //! front end ─ publish ─▶ VHost::route ─▶ [dyn Source] ─ append ─▶ ferry-log
@@ -26,6 +30,7 @@
 //!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 
+pub(crate) mod amqp_shim;
 pub mod auth;
 pub mod broker;
 pub mod clock;

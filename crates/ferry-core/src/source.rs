@@ -47,7 +47,7 @@ impl Source for Queue {
         Queue::spec(self)
     }
     fn kind(&self) -> &'static str {
-        match self.spec().arguments.inner().get("x-queue-type") {
+        match self.spec().arguments.get("x-queue-type") {
             Some(v) if crate::xargs::text(v) == Some("quorum") => "quorum",
             _ => "classic",
         }

@@ -36,8 +36,19 @@ pub fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
+/// A string value (model).
+pub fn ms(x: &str) -> ferry_model::Value {
+    ferry_model::Value::str(x)
+}
+
+/// A model table (x-arguments, binding arguments, headers to match) from
+/// pairs, in the order given.
+pub fn mtable(items: &[(&str, ferry_model::Value)]) -> ferry_model::Table {
+    items.iter().map(|(k, v)| (*k, v.clone())).collect()
+}
+
 /// A non-exclusive, non-auto-delete queue spec.
-pub fn spec(name: &str, durable: bool, arguments: FieldTable) -> QueueSpec {
+pub fn spec(name: &str, durable: bool, arguments: ferry_model::Table) -> QueueSpec {
     QueueSpec {
         name: Arc::from(name),
         durable,
@@ -173,7 +184,7 @@ pub struct JsonCodec;
 #[serde(default)]
 pub struct JsonProps {
     pub priority: Option<u8>,
-    #[serde(with = "crate::exchange::table_serde")]
+    #[serde(with = "amqp_headers")]
     pub headers: FieldTable,
     pub expiration: Option<String>,
 }
@@ -206,6 +217,61 @@ impl PropertyCodec for JsonCodec {
     }
     fn priority(&self, raw: &[u8]) -> Option<u8> {
         JsonProps::parse(raw).ok()?.priority
+    }
+}
+
+/// `JsonProps::headers` (amq-protocol, as `HeaderEdit` carries them) in
+/// the JSON form of `exchange::table_serde`, through the model.
+mod amqp_headers {
+    use amq_protocol_types::{
+        AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString,
+    };
+    use ferry_model::Value;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &FieldTable, s: S) -> Result<S::Ok, S::Error> {
+        crate::exchange::table_serde::serialize(&crate::amqp_shim::table(t), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FieldTable, D::Error> {
+        let t = crate::exchange::table_serde::deserialize(d)?;
+        Ok(table(&t))
+    }
+
+    fn table(t: &ferry_model::Table) -> FieldTable {
+        let mut out = FieldTable::default();
+        for (k, v) in t.iter() {
+            out.insert((&**k).into(), value(v));
+        }
+        out
+    }
+
+    fn value(v: &Value) -> AMQPValue {
+        use AMQPValue as A;
+        match v {
+            Value::Bool(b) => A::Boolean(*b),
+            Value::I8(x) => A::ShortShortInt(*x),
+            Value::U8(x) => A::ShortShortUInt(*x),
+            Value::I16(x) => A::ShortInt(*x),
+            Value::U16(x) => A::ShortUInt(*x),
+            Value::I32(x) => A::LongInt(*x),
+            Value::U32(x) => A::LongUInt(*x),
+            Value::I64(x) => A::LongLongInt(*x),
+            Value::F32(x) => A::Float(*x),
+            Value::F64(x) => A::Double(*x),
+            Value::Decimal { scale, value } => A::DecimalValue(DecimalValue {
+                scale: *scale,
+                value: *value,
+            }),
+            Value::Str(s) => A::LongString(LongString::from(s.to_vec())),
+            Value::Timestamp(t) => A::Timestamp(*t),
+            Value::Table(t) => A::FieldTable(table(t)),
+            Value::Array(a) => {
+                A::FieldArray(FieldArray::from(a.iter().map(value).collect::<Vec<_>>()))
+            }
+            Value::Bytes(b) => A::ByteArray(ByteArray::from(b.to_vec())),
+            Value::Void => A::Void,
+        }
     }
 }
 
@@ -289,9 +355,9 @@ impl Fixture {
     }
 
     /// Opens (or reopens) queue `q` with these arguments.
-    pub fn open(&self, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+    pub fn open(&self, a: &[(&str, ferry_model::Value)]) -> Arc<Queue> {
         Queue::open(
-            spec("q", true, table(a)),
+            spec("q", true, mtable(a)),
             Arc::from("/"),
             PathBuf::from("/data/q"),
             self.env(),

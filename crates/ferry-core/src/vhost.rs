@@ -23,7 +23,7 @@ use crate::queue::dead_letter::CycleLog;
 use crate::queue::{DeadLetterRouter, Queue, QueueEnv};
 use crate::source::QueueRef;
 use crate::stream::{Stream, StreamArgs};
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ pub struct ExchangeArgs {
     /// Clients cannot publish to it.
     pub internal: bool,
     /// x-arguments.
-    pub arguments: FieldTable,
+    pub arguments: Table,
 }
 
 /// A virtual host.
@@ -146,7 +146,7 @@ impl VHost {
         let defs = definitions::load(self.env.io.as_ref(), &self.dir)?;
         let mut exchanges = self.exchanges.write();
         for (n, k) in STANDARD_EXCHANGES {
-            let mut x = Exchange::new(Arc::from(*n), *k, true, false, false, FieldTable::default());
+            let mut x = Exchange::new(Arc::from(*n), *k, true, false, false, Table::new());
             self.apply_exchange_policy(&mut x);
             exchanges.insert(Arc::from(*n), x);
         }

@@ -7,55 +7,41 @@
 //! `PRECONDITION_FAILED - `.
 
 use crate::exchange::type_name;
-use amq_protocol_types::AMQPValue;
+use ferry_model::Value;
 
 /// An integer of one of RabbitMQ's `?INTEGER_ARG_TYPES` (every AMQP
 /// integer type but the 64-bit unsigned timestamp).
-pub(crate) fn int(v: &AMQPValue) -> Option<i128> {
-    use AMQPValue as V;
-    Some(match v {
-        V::ShortShortInt(x) => i128::from(*x),
-        V::ShortShortUInt(x) => i128::from(*x),
-        V::ShortInt(x) => i128::from(*x),
-        V::ShortUInt(x) => i128::from(*x),
-        V::LongInt(x) => i128::from(*x),
-        V::LongUInt(x) => i128::from(*x),
-        V::LongLongInt(x) => i128::from(*x),
-        _ => return None,
-    })
+pub(crate) fn int(v: &Value) -> Option<i128> {
+    v.as_i64().map(i128::from)
 }
 
 /// A non-negative integer argument (absent when negative or not one).
-pub(crate) fn non_negative(v: &AMQPValue) -> Option<u64> {
+pub(crate) fn non_negative(v: &Value) -> Option<u64> {
     int(v).and_then(|n| u64::try_from(n).ok())
 }
 
-/// The value's text if it is a string (long or short) holding UTF-8.
-pub(crate) fn text(v: &AMQPValue) -> Option<&str> {
-    match v {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
-    }
+/// The value's text if it is a string holding UTF-8.
+pub(crate) fn text(v: &Value) -> Option<&str> {
+    v.as_text()
 }
 
 /// Whether the value is a string (RabbitMQ's `longstr`).
-pub(crate) fn is_string(v: &AMQPValue) -> bool {
-    matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
+pub(crate) fn is_string(v: &Value) -> bool {
+    matches!(v, Value::Str(_))
 }
 
 /// `{unacceptable_type,T}`.
-pub(crate) fn unacceptable(v: &AMQPValue) -> String {
+pub(crate) fn unacceptable(v: &Value) -> String {
     format!("{{unacceptable_type,{}}}", type_name(v))
 }
 
 /// RabbitMQ's `check_int_arg`.
-pub(crate) fn check_int(v: &AMQPValue) -> Result<i128, String> {
+pub(crate) fn check_int(v: &Value) -> Result<i128, String> {
     int(v).ok_or_else(|| format!("\"expected integer, got {}\"", type_name(v)))
 }
 
 /// RabbitMQ's `check_non_neg_int_arg`.
-pub(crate) fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
+pub(crate) fn check_non_neg(v: &Value) -> Result<(), String> {
     match check_int(v)? {
         n if n < 0 => Err(format!("{{value_negative,{n}}}")),
         _ => Ok(()),
@@ -63,9 +49,9 @@ pub(crate) fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
 }
 
 /// RabbitMQ's `check_bool_arg`.
-pub(crate) fn check_bool(v: &AMQPValue) -> Result<(), String> {
+pub(crate) fn check_bool(v: &Value) -> Result<(), String> {
     match v {
-        AMQPValue::Boolean(_) => Ok(()),
+        Value::Bool(_) => Ok(()),
         _ => Err(unacceptable(v)),
     }
 }

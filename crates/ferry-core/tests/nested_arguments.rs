@@ -6,11 +6,11 @@
 //! everything up to that depth survives a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use amq_protocol_types::{AMQPValue, FieldArray, FieldTable};
 use ferry_core::exchange::Destination;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, BrokerConfig, ExchangeArgs};
 use ferry_log::SimIo;
+use ferry_model::{Table, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,20 +18,16 @@ use std::sync::Arc;
 const CODEC_MAX_NESTING: usize = 32;
 
 /// A table nesting `depth` levels, tables and arrays alternating.
-fn nested(depth: usize) -> FieldTable {
-    let mut v = AMQPValue::Double(f64::NAN);
+fn nested(depth: usize) -> Table {
+    let mut v = Value::F64(f64::NAN);
     for i in 1..depth {
         v = if i % 2 == 0 {
-            let mut t = FieldTable::default();
-            t.insert("t".into(), v);
-            AMQPValue::FieldTable(t)
+            Value::Table([("t", v)].into_iter().collect())
         } else {
-            AMQPValue::FieldArray(FieldArray::from(vec![v]))
+            Value::Array(vec![v])
         };
     }
-    let mut t = FieldTable::default();
-    t.insert("deep".into(), v);
-    t
+    [("deep", v)].into_iter().collect()
 }
 
 #[test]

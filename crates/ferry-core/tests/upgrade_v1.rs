@@ -69,3 +69,28 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The v1 definitions files read into the model's argument tables and write back byte for
+/// byte (the JSON form of arguments did not change with the move off amq-protocol's tables).
+#[test]
+fn v1_definitions_write_back_byte_for_byte() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1");
+    let mut checked = 0;
+    for vhost in std::fs::read_dir(fixture.join("vhosts")).expect("fixture vhosts") {
+        let dir = vhost.expect("entry").path();
+        let original = std::fs::read(dir.join("definitions")).expect("definitions file");
+        let defs = ferry_core::definitions::load(&StdIo, &dir).expect("v1 definitions load");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        ferry_core::definitions::save(&StdIo, tmp.path(), &defs).expect("save");
+        let written = std::fs::read(tmp.path().join("definitions")).expect("written");
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&original),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(written, original);
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "both fixture vhosts");
+}

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
-use ferry_amqp::FieldTable;
 use ferry_core::auth::{Access, Resource};
 use ferry_core::exchange::Destination;
 use ferry_core::VHost;
+use ferry_model::Table;
 use serde_json::{json, Value};
 
 fn args_hash(args: &Value) -> String {
@@ -65,13 +65,7 @@ fn props_key(rk: &str, args: &Value) -> String {
     }
 }
 
-fn binding_json(
-    vhost: &str,
-    source: &str,
-    dest: &Destination,
-    rk: &str,
-    args: &FieldTable,
-) -> Value {
+fn binding_json(vhost: &str, source: &str, dest: &Destination, rk: &str, args: &Table) -> Value {
     let (dtype, dname) = match dest {
         Destination::Queue(q) => ("queue", q),
         Destination::Exchange(e) => ("exchange", e),
@@ -107,7 +101,7 @@ pub fn vhost_bindings(v: &VHost) -> Vec<Value> {
         .iter()
         .map(|q| {
             let d = Destination::queue(q.as_str());
-            binding_json(v.name(), "", &d, q, &FieldTable::default())
+            binding_json(v.name(), "", &d, q, &Table::new())
         })
         .collect();
     let mut xs = v.exchanges();

@@ -9,7 +9,7 @@
 use crate::auth::Caller;
 use crate::common::rate;
 use crate::error::{ApiError, ApiResult};
-use crate::json::table_to_json;
+use crate::json::amqp_table_to_json;
 use crate::query::ListParams;
 use crate::state::Ctx;
 use axum::extract::{Path, Query, State};
@@ -66,7 +66,7 @@ fn conn_json(ctx: &Ctx, c: &ConnSnapshot) -> Value {
         "recv_oct_details": rate(0.0),
         "send_oct": c.send_oct,
         "send_oct_details": rate(0.0),
-        "client_properties": props.map_or(json!({}), table_to_json),
+        "client_properties": props.map_or(json!({}), amqp_table_to_json),
         "user_provided_name": user_provided,
     })
 }

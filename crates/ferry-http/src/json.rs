@@ -1,17 +1,28 @@
-//! Field tables (x-arguments, headers) to and from the JSON RabbitMQ's
+//! Tables (x-arguments, headers) to and from the JSON RabbitMQ's
 //! management API uses: plain JSON values, types inferred (integer → long,
 //! float → double, string → longstr, list → array, object → table).
+//!
+//! Works on `ferry_model` tables (what the core keeps arguments as);
+//! amq-protocol tables (message headers, client properties) convert with
+//! [`amqp_table_to_json`] / `ferry_amqp::model`.
 
-use ferry_amqp::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use ferry_amqp::FieldTable;
+use ferry_model::{Table, Value as Arg};
 use serde_json::{Map, Number, Value};
 
-/// A table as JSON.
-pub fn table_to_json(t: &FieldTable) -> Value {
+/// A table as JSON (a JSON object: keys in order, the first entry of a
+/// repeated key).
+pub fn table_to_json(t: &Table) -> Value {
     let mut m = Map::new();
-    for (k, v) in t {
-        m.insert(k.as_str().to_string(), value_to_json(v));
+    for (k, v) in t.iter() {
+        m.entry(k.to_string()).or_insert_with(|| value_to_json(v));
     }
     Value::Object(m)
+}
+
+/// An amq-protocol table (message headers, client properties) as JSON.
+pub fn amqp_table_to_json(t: &FieldTable) -> Value {
+    table_to_json(&ferry_amqp::model::table_from_amqp(t))
 }
 
 fn float(x: f64) -> Value {
@@ -19,37 +30,37 @@ fn float(x: f64) -> Value {
 }
 
 /// One field value as JSON.
-pub fn value_to_json(v: &AMQPValue) -> Value {
+pub fn value_to_json(v: &Arg) -> Value {
     match v {
-        AMQPValue::Boolean(b) => Value::Bool(*b),
-        AMQPValue::ShortShortInt(n) => Value::from(*n),
-        AMQPValue::ShortShortUInt(n) => Value::from(*n),
-        AMQPValue::ShortInt(n) => Value::from(*n),
-        AMQPValue::ShortUInt(n) => Value::from(*n),
-        AMQPValue::LongInt(n) => Value::from(*n),
-        AMQPValue::LongUInt(n) => Value::from(*n),
-        AMQPValue::LongLongInt(n) => Value::from(*n),
-        AMQPValue::Float(x) => float(f64::from(*x)),
-        AMQPValue::Double(x) => float(*x),
-        AMQPValue::DecimalValue(d) => float(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
-        AMQPValue::ShortString(s) => Value::String(s.as_str().to_string()),
-        AMQPValue::LongString(s) => Value::String(String::from_utf8_lossy(s.as_bytes()).into()),
-        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_to_json).collect()),
-        AMQPValue::Timestamp(t) => Value::from(*t),
-        AMQPValue::FieldTable(t) => table_to_json(t),
-        AMQPValue::ByteArray(b) => Value::String(String::from_utf8_lossy(b.as_slice()).into()),
-        AMQPValue::Void => Value::Null,
+        Arg::Bool(b) => Value::Bool(*b),
+        Arg::I8(n) => Value::from(*n),
+        Arg::U8(n) => Value::from(*n),
+        Arg::I16(n) => Value::from(*n),
+        Arg::U16(n) => Value::from(*n),
+        Arg::I32(n) => Value::from(*n),
+        Arg::U32(n) => Value::from(*n),
+        Arg::I64(n) => Value::from(*n),
+        Arg::F32(x) => float(f64::from(*x)),
+        Arg::F64(x) => float(*x),
+        Arg::Decimal { scale, value } => float(f64::from(*value) / 10f64.powi(i32::from(*scale))),
+        Arg::Str(s) => Value::String(String::from_utf8_lossy(s).into()),
+        Arg::Array(a) => Value::Array(a.iter().map(value_to_json).collect()),
+        Arg::Timestamp(t) => Value::from(*t),
+        Arg::Table(t) => table_to_json(t),
+        Arg::Bytes(b) => Value::String(String::from_utf8_lossy(b).into()),
+        Arg::Void => Value::Null,
     }
 }
 
-/// A JSON object as a table; None (or null) is the empty table.
-pub fn json_to_table(v: Option<&Value>) -> Result<FieldTable, String> {
-    let mut t = FieldTable::default();
+/// A JSON object as a table (in key order); None (or null) is the empty
+/// table.
+pub fn json_to_table(v: Option<&Value>) -> Result<Table, String> {
+    let mut t = Table::new();
     match v {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                t.insert(ShortString::from(k.as_str()), json_to_value(v)?);
+                t.push(k.as_str(), json_to_value(v)?);
             }
         }
         Some(other) => return Err(format!("not a JSON object: {other}")),
@@ -57,24 +68,21 @@ pub fn json_to_table(v: Option<&Value>) -> Result<FieldTable, String> {
     Ok(t)
 }
 
-fn json_to_value(v: &Value) -> Result<AMQPValue, String> {
+fn json_to_value(v: &Value) -> Result<Arg, String> {
     Ok(match v {
-        Value::Null => AMQPValue::Void,
-        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Null => Arg::Void,
+        Value::Bool(b) => Arg::Bool(*b),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => AMQPValue::LongLongInt(i),
+            (Some(i), _) => Arg::I64(i),
             (None, Some(x)) if n.is_u64() => {
                 return Err(format!("integer out of range: {x}"));
             }
-            (None, Some(x)) => AMQPValue::Double(x),
+            (None, Some(x)) => Arg::F64(x),
             (None, None) => return Err(format!("bad number: {n}")),
         },
-        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes().to_vec())),
-        Value::Array(a) => {
-            let items: Result<Vec<AMQPValue>, String> = a.iter().map(json_to_value).collect();
-            AMQPValue::FieldArray(FieldArray::from(items?))
-        }
-        Value::Object(_) => AMQPValue::FieldTable(json_to_table(Some(v))?),
+        Value::String(s) => Arg::str(s),
+        Value::Array(a) => Arg::Array(a.iter().map(json_to_value).collect::<Result<_, _>>()?),
+        Value::Object(_) => Arg::Table(json_to_table(Some(v))?),
     })
 }
 
@@ -88,7 +96,17 @@ mod tests {
             "f": 1.5, "l": [1, "x"], "t": {"k": null}});
         let t = json_to_table(Some(&v)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(table_to_json(&t), v);
+        assert_eq!(t.get("x-max-length"), Some(&Arg::I64(10)));
+        assert_eq!(t.get("s"), Some(&Arg::str("a")));
         assert!(json_to_table(Some(&serde_json::json!([1]))).is_err());
         assert!(json_to_table(Some(&serde_json::json!({"n": u64::MAX}))).is_err());
+    }
+
+    #[test]
+    fn repeated_keys_show_their_first_entry() {
+        let t: Table = [("a", Arg::I64(1)), ("a", Arg::I64(2))]
+            .into_iter()
+            .collect();
+        assert_eq!(table_to_json(&t), serde_json::json!({"a": 1}));
     }
 }

@@ -16,7 +16,7 @@
 use crate::auth::Caller;
 use crate::common::{self, exchange_name};
 use crate::error::{ApiError, ApiResult};
-use crate::json::{json_to_table, table_to_json};
+use crate::json::{amqp_table_to_json, json_to_table};
 use crate::state::Ctx;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -99,7 +99,10 @@ fn properties(p: &Value) -> ApiResult<BasicProperties> {
         b = b.with_timestamp(t);
     }
     if p.get("headers").is_some_and(|h| !h.is_null()) {
-        b = b.with_headers(json_to_table(p.get("headers")).map_err(ApiError::BadRequest)?);
+        let headers = json_to_table(p.get("headers")).map_err(ApiError::BadRequest)?;
+        let headers = ferry_amqp::model::table_to_amqp(&headers)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        b = b.with_headers(headers);
     }
     Ok(b)
 }
@@ -132,7 +135,7 @@ fn properties_json(p: &BasicProperties) -> Value {
         m.insert("timestamp".into(), json!(t));
     }
     if let Some(h) = p.headers() {
-        m.insert("headers".into(), table_to_json(h));
+        m.insert("headers".into(), amqp_table_to_json(h));
     }
     Value::Object(m)
 }
@@ -200,7 +203,12 @@ pub async fn publish(
     )?;
     // RabbitMQ publishes through a channel: a bad CC/BCC header is that
     // channel's error, reported with its code.
-    if let Err(e) = ferry_core::exchange::sender_selected_keys(props.headers().as_ref()) {
+    // Routing reads model tables.
+    let headers = props
+        .headers()
+        .as_ref()
+        .map(ferry_amqp::model::table_from_amqp);
+    if let Err(e) = ferry_core::exchange::sender_selected_keys(headers.as_ref()) {
         return Err(ApiError::BadRequest(format!(
             "406 PRECONDITION_FAILED - {e}"
         )));
@@ -212,18 +220,18 @@ pub async fn publish(
         body,
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
-        bcc: ferry_core::exchange::bcc_keys(props.headers().as_ref()),
+        bcc: ferry_core::exchange::bcc_keys(headers.as_ref()),
     });
     let replies = ctx.replies.clone();
     let routed = tokio::task::spawn_blocking(move || -> ApiResult<bool> {
         let mut queues = Vec::new();
-        v.route(&exchange, &msg, props.headers().as_ref(), &mut queues)?;
+        v.route(&exchange, &msg, headers.as_ref(), &mut queues)?;
         if let (true, Some(replies)) = (exchange.is_empty(), &replies) {
             // As RabbitMQ's default exchange: a direct reply-to name (the
             // routing key or a CC/BCC key) hands the message to its reply
             // consumer, which does not count as routed.
-            let cc = ferry_core::exchange::sender_selected_keys(props.headers().as_ref())
-                .unwrap_or_default();
+            let cc =
+                ferry_core::exchange::sender_selected_keys(headers.as_ref()).unwrap_or_default();
             let mut done: Vec<&str> = Vec::new();
             for key in std::iter::once(&*msg.routing_key).chain(cc) {
                 if key.starts_with(ferry_server::direct_reply::REPLY_PREFIX) && !done.contains(&key)

@@ -1,4 +1,5 @@
-//! Comparisons of AMQP field values, in the three flavours RabbitMQ uses:
+//! Comparisons of argument values (`ferry_model::Value`), in the three
+//! flavours RabbitMQ uses:
 //!
 //! - identity ([`cmp_value`], [`hash_table`]): a binding's arguments are
 //!   part of its identity and RabbitMQ compares them with Erlang's exact
@@ -6,6 +7,9 @@
 //!   We extend that to a total order so bindings can live in a `BTreeSet`;
 //!   floats compare by bit pattern, which keeps the order total (NaN equals
 //!   an identical NaN) and agrees with RabbitMQ on every value it can hold.
+//!   Tables compare as RabbitMQ's sorted tables: by their entries in key
+//!   order, the first entry of a repeated key counting ([`sorted`]), so the
+//!   order a table was given in never matters.
 //! - routing ([`routing_eq`]): the headers exchange compares values with
 //!   the type tag stripped (RabbitMQ ≥ 3.13: `maps:get(K, Headers) =:= V`),
 //!   so every integer type compares numerically, and string-like types
@@ -14,65 +18,81 @@
 //!   by RabbitMQ's "type class" (all integer types are one class, float and
 //!   double are another) and then by value.
 //!
-//! AMQP 0-9-1 as RabbitMQ speaks it has no short-string field type
-//! (`s` is a short int on the wire), so `AMQPValue::ShortString` only
-//! appears when Rust code builds a table; we treat it as a long string
-//! everywhere except identity, where the type still counts.
+//! Type names ([`type_name`]) are RabbitMQ's AMQP field type names, as its
+//! error texts print them; a model `Str` is AMQP's long string.
 
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A table's entries in key order, the first entry of a repeated key kept
+/// (the table RabbitMQ / amq-protocol would hold after parsing it).
+pub(crate) fn sorted(t: &Table) -> Vec<(&Arc<str>, &Value)> {
+    let mut v: Vec<(&Arc<str>, &Value)> = t.iter().collect();
+    // Stable: the first of equal keys stays first.
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.dedup_by(|later, earlier| later.0 == earlier.0);
+    v
+}
 
 /// Position of the variant in the identity order.
-fn rank(v: &AMQPValue) -> u8 {
+fn rank(v: &Value) -> u8 {
     match v {
-        AMQPValue::Boolean(_) => 0,
-        AMQPValue::ShortShortInt(_) => 1,
-        AMQPValue::ShortShortUInt(_) => 2,
-        AMQPValue::ShortInt(_) => 3,
-        AMQPValue::ShortUInt(_) => 4,
-        AMQPValue::LongInt(_) => 5,
-        AMQPValue::LongUInt(_) => 6,
-        AMQPValue::LongLongInt(_) => 7,
-        AMQPValue::Float(_) => 8,
-        AMQPValue::Double(_) => 9,
-        AMQPValue::DecimalValue(_) => 10,
-        AMQPValue::ShortString(_) => 11,
-        AMQPValue::LongString(_) => 12,
-        AMQPValue::FieldArray(_) => 13,
-        AMQPValue::Timestamp(_) => 14,
-        AMQPValue::FieldTable(_) => 15,
-        AMQPValue::ByteArray(_) => 16,
-        AMQPValue::Void => 17,
+        Value::Bool(_) => 0,
+        Value::I8(_) => 1,
+        Value::U8(_) => 2,
+        Value::I16(_) => 3,
+        Value::U16(_) => 4,
+        Value::I32(_) => 5,
+        Value::U32(_) => 6,
+        Value::I64(_) => 7,
+        Value::F32(_) => 8,
+        Value::F64(_) => 9,
+        Value::Decimal { .. } => 10,
+        Value::Str(_) => 12,
+        Value::Array(_) => 13,
+        Value::Timestamp(_) => 14,
+        Value::Table(_) => 15,
+        Value::Bytes(_) => 16,
+        Value::Void => 17,
     }
 }
 
 /// Total order on values: by type first, then by value.
-pub(crate) fn cmp_value(a: &AMQPValue, b: &AMQPValue) -> Ordering {
-    use AMQPValue as V;
+pub(crate) fn cmp_value(a: &Value, b: &Value) -> Ordering {
+    use Value as V;
     match (a, b) {
-        (V::Boolean(x), V::Boolean(y)) => x.cmp(y),
-        (V::ShortShortInt(x), V::ShortShortInt(y)) => x.cmp(y),
-        (V::ShortShortUInt(x), V::ShortShortUInt(y)) => x.cmp(y),
-        (V::ShortInt(x), V::ShortInt(y)) => x.cmp(y),
-        (V::ShortUInt(x), V::ShortUInt(y)) => x.cmp(y),
-        (V::LongInt(x), V::LongInt(y)) => x.cmp(y),
-        (V::LongUInt(x), V::LongUInt(y)) => x.cmp(y),
-        (V::LongLongInt(x), V::LongLongInt(y)) => x.cmp(y),
-        (V::Float(x), V::Float(y)) => x.total_cmp(y),
-        (V::Double(x), V::Double(y)) => x.total_cmp(y),
-        (V::DecimalValue(x), V::DecimalValue(y)) => (x.scale, x.value).cmp(&(y.scale, y.value)),
-        (V::ShortString(x), V::ShortString(y)) => x.cmp(y),
-        (V::LongString(x), V::LongString(y)) => x.as_bytes().cmp(y.as_bytes()),
-        (V::FieldArray(x), V::FieldArray(y)) => cmp_slice(x.as_slice(), y.as_slice()),
+        (V::Bool(x), V::Bool(y)) => x.cmp(y),
+        (V::I8(x), V::I8(y)) => x.cmp(y),
+        (V::U8(x), V::U8(y)) => x.cmp(y),
+        (V::I16(x), V::I16(y)) => x.cmp(y),
+        (V::U16(x), V::U16(y)) => x.cmp(y),
+        (V::I32(x), V::I32(y)) => x.cmp(y),
+        (V::U32(x), V::U32(y)) => x.cmp(y),
+        (V::I64(x), V::I64(y)) => x.cmp(y),
+        (V::F32(x), V::F32(y)) => x.total_cmp(y),
+        (V::F64(x), V::F64(y)) => x.total_cmp(y),
+        (
+            V::Decimal {
+                scale: s1,
+                value: v1,
+            },
+            V::Decimal {
+                scale: s2,
+                value: v2,
+            },
+        ) => (s1, v1).cmp(&(s2, v2)),
+        (V::Str(x), V::Str(y)) => x.as_ref().cmp(y.as_ref()),
+        (V::Array(x), V::Array(y)) => cmp_slice(x, y),
         (V::Timestamp(x), V::Timestamp(y)) => x.cmp(y),
-        (V::FieldTable(x), V::FieldTable(y)) => cmp_table(x, y),
-        (V::ByteArray(x), V::ByteArray(y)) => x.as_slice().cmp(y.as_slice()),
+        (V::Table(x), V::Table(y)) => cmp_table(x, y),
+        (V::Bytes(x), V::Bytes(y)) => x.as_ref().cmp(y.as_ref()),
         _ => rank(a).cmp(&rank(b)),
     }
 }
 
-fn cmp_slice(a: &[AMQPValue], b: &[AMQPValue]) -> Ordering {
+fn cmp_slice(a: &[Value], b: &[Value]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         match cmp_value(x, y) {
             Ordering::Equal => {}
@@ -82,59 +102,64 @@ fn cmp_slice(a: &[AMQPValue], b: &[AMQPValue]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-/// Total order on tables: lexicographic over their (sorted) entries.
-pub(crate) fn cmp_table(a: &FieldTable, b: &FieldTable) -> Ordering {
-    for ((ka, va), (kb, vb)) in a.inner().iter().zip(b.inner()) {
+/// Total order on tables: lexicographic over their [`sorted`] entries.
+pub(crate) fn cmp_table(a: &Table, b: &Table) -> Ordering {
+    // Most bindings have no arguments: no sorting (or allocation) then.
+    if a.is_empty() || b.is_empty() {
+        return a.len().cmp(&b.len());
+    }
+    let (a, b) = (sorted(a), sorted(b));
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
         match ka.cmp(kb).then_with(|| cmp_value(va, vb)) {
             Ordering::Equal => {}
             o => return o,
         }
     }
-    a.inner().len().cmp(&b.inner().len())
+    a.len().cmp(&b.len())
 }
 
 /// Hash consistent with [`cmp_value`] equality.
-fn hash_value<H: Hasher>(v: &AMQPValue, h: &mut H) {
-    use AMQPValue as V;
+fn hash_value<H: Hasher>(v: &Value, h: &mut H) {
+    use Value as V;
     rank(v).hash(h);
     match v {
-        V::Boolean(x) => x.hash(h),
-        V::ShortShortInt(x) => x.hash(h),
-        V::ShortShortUInt(x) => x.hash(h),
-        V::ShortInt(x) => x.hash(h),
-        V::ShortUInt(x) => x.hash(h),
-        V::LongInt(x) => x.hash(h),
-        V::LongUInt(x) => x.hash(h),
-        V::LongLongInt(x) => x.hash(h),
-        V::Float(x) => x.to_bits().hash(h),
-        V::Double(x) => x.to_bits().hash(h),
-        V::DecimalValue(x) => x.hash(h),
-        V::ShortString(x) => x.hash(h),
-        V::LongString(x) => x.as_bytes().hash(h),
-        V::FieldArray(x) => {
-            x.as_slice().len().hash(h);
-            for e in x.as_slice() {
+        V::Bool(x) => x.hash(h),
+        V::I8(x) => x.hash(h),
+        V::U8(x) => x.hash(h),
+        V::I16(x) => x.hash(h),
+        V::U16(x) => x.hash(h),
+        V::I32(x) => x.hash(h),
+        V::U32(x) => x.hash(h),
+        V::I64(x) => x.hash(h),
+        V::F32(x) => x.to_bits().hash(h),
+        V::F64(x) => x.to_bits().hash(h),
+        V::Decimal { scale, value } => (scale, value).hash(h),
+        V::Str(x) => x.as_ref().hash(h),
+        V::Array(x) => {
+            x.len().hash(h);
+            for e in x {
                 hash_value(e, h);
             }
         }
         V::Timestamp(x) => x.hash(h),
-        V::FieldTable(x) => hash_table(x, h),
-        V::ByteArray(x) => x.as_slice().hash(h),
+        V::Table(x) => hash_table(x, h),
+        V::Bytes(x) => x.as_ref().hash(h),
         V::Void => {}
     }
 }
 
 /// Hash consistent with [`cmp_table`] equality.
-pub(crate) fn hash_table<H: Hasher>(t: &FieldTable, h: &mut H) {
-    t.inner().len().hash(h);
-    for (k, v) in t {
+pub(crate) fn hash_table<H: Hasher>(t: &Table, h: &mut H) {
+    let entries = sorted(t);
+    entries.len().hash(h);
+    for (k, v) in entries {
         k.hash(h);
         hash_value(v, h);
     }
 }
 
-/// A value with its AMQP type stripped, the way RabbitMQ's headers
-/// exchange sees it (an Erlang term).
+/// A value with its type stripped, the way RabbitMQ's headers exchange
+/// sees it (an Erlang term).
 enum Plain<'a> {
     Int(i128),
     Float(f64),
@@ -144,41 +169,40 @@ enum Plain<'a> {
     Void,
     /// Arrays and tables keep their element types in RabbitMQ, so they
     /// compare by identity.
-    Nested(&'a AMQPValue),
+    Nested(&'a Value),
 }
 
-fn plain(v: &AMQPValue) -> Plain<'_> {
-    use AMQPValue as V;
+fn plain(v: &Value) -> Plain<'_> {
+    use Value as V;
     match v {
-        V::Boolean(b) => Plain::Bool(*b),
-        V::ShortShortInt(x) => Plain::Int((*x).into()),
-        V::ShortShortUInt(x) => Plain::Int((*x).into()),
-        V::ShortInt(x) => Plain::Int((*x).into()),
-        V::ShortUInt(x) => Plain::Int((*x).into()),
-        V::LongInt(x) => Plain::Int((*x).into()),
-        V::LongUInt(x) => Plain::Int((*x).into()),
-        V::LongLongInt(x) => Plain::Int((*x).into()),
+        V::Bool(b) => Plain::Bool(*b),
+        V::I8(x) => Plain::Int((*x).into()),
+        V::U8(x) => Plain::Int((*x).into()),
+        V::I16(x) => Plain::Int((*x).into()),
+        V::U16(x) => Plain::Int((*x).into()),
+        V::I32(x) => Plain::Int((*x).into()),
+        V::U32(x) => Plain::Int((*x).into()),
+        V::I64(x) => Plain::Int((*x).into()),
         // RabbitMQ ≥ 3.13 multiplies a message's timestamp header by 1000
         // before matching but not the binding's value, so a timestamp
         // header can only match a binding value 1000× larger. We treat it
         // as the plain integer it is on the wire instead.
         V::Timestamp(x) => Plain::Int((*x).into()),
         // Erlang decodes a 32-bit float into a double holding the same value.
-        V::Float(x) => Plain::Float((*x).into()),
-        V::Double(x) => Plain::Float(*x),
-        V::DecimalValue(d) => Plain::Decimal(d.scale, d.value),
-        V::ShortString(s) => Plain::Bytes(s.as_str().as_bytes()),
-        V::LongString(s) => Plain::Bytes(s.as_bytes()),
-        V::ByteArray(b) => Plain::Bytes(b.as_slice()),
+        V::F32(x) => Plain::Float((*x).into()),
+        V::F64(x) => Plain::Float(*x),
+        V::Decimal { scale, value } => Plain::Decimal(*scale, *value),
+        V::Str(s) => Plain::Bytes(s),
+        V::Bytes(b) => Plain::Bytes(b),
         V::Void => Plain::Void,
-        V::FieldArray(_) | V::FieldTable(_) => Plain::Nested(v),
+        V::Array(_) | V::Table(_) => Plain::Nested(v),
     }
 }
 
 /// Headers-exchange value equality (see the module doc). Integers never
 /// equal floats (Erlang `=:=`); floats compare numerically (NaN never
 /// matches, 0.0 matches -0.0).
-pub(crate) fn routing_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
+pub(crate) fn routing_eq(a: &Value, b: &Value) -> bool {
     match (plain(a), plain(b)) {
         (Plain::Int(x), Plain::Int(y)) => x == y,
         (Plain::Float(x), Plain::Float(y)) => x == y,
@@ -191,27 +215,27 @@ pub(crate) fn routing_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
     }
 }
 
-/// RabbitMQ's name for the value's field type (as in its error texts).
-pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
-    use AMQPValue as V;
+/// RabbitMQ's name for the value's AMQP field type (as in its error
+/// texts).
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    use Value as V;
     match v {
-        V::Boolean(_) => "bool",
-        V::ShortShortInt(_) => "byte",
-        V::ShortShortUInt(_) => "unsignedbyte",
-        V::ShortInt(_) => "short",
-        V::ShortUInt(_) => "unsignedshort",
-        V::LongInt(_) => "signedint",
-        V::LongUInt(_) => "unsignedint",
-        V::LongLongInt(_) => "long",
-        V::Float(_) => "float",
-        V::Double(_) => "double",
-        V::DecimalValue(_) => "decimal",
-        V::ShortString(_) => "shortstr",
-        V::LongString(_) => "longstr",
-        V::FieldArray(_) => "array",
+        V::Bool(_) => "bool",
+        V::I8(_) => "byte",
+        V::U8(_) => "unsignedbyte",
+        V::I16(_) => "short",
+        V::U16(_) => "unsignedshort",
+        V::I32(_) => "signedint",
+        V::U32(_) => "unsignedint",
+        V::I64(_) => "long",
+        V::F32(_) => "float",
+        V::F64(_) => "double",
+        V::Decimal { .. } => "decimal",
+        V::Str(_) => "longstr",
+        V::Array(_) => "array",
         V::Timestamp(_) => "timestamp",
-        V::FieldTable(_) => "table",
-        V::ByteArray(_) => "binary",
+        V::Table(_) => "table",
+        V::Bytes(_) => "binary",
         V::Void => "void",
     }
 }
@@ -225,19 +249,19 @@ enum TypeClass {
     Other(u8),
 }
 
-fn type_class(v: &AMQPValue) -> TypeClass {
-    use AMQPValue as V;
+fn type_class(v: &Value) -> TypeClass {
+    use Value as V;
     match v {
-        V::ShortShortInt(_)
-        | V::ShortShortUInt(_)
-        | V::ShortInt(_)
-        | V::ShortUInt(_)
-        | V::LongInt(_)
-        | V::LongUInt(_)
-        | V::LongLongInt(_)
-        | V::DecimalValue(_) => TypeClass::Int,
-        V::Float(_) | V::Double(_) => TypeClass::Float,
-        V::ShortString(_) | V::LongString(_) => TypeClass::Str,
+        V::I8(_)
+        | V::U8(_)
+        | V::I16(_)
+        | V::U16(_)
+        | V::I32(_)
+        | V::U32(_)
+        | V::I64(_)
+        | V::Decimal { .. } => TypeClass::Int,
+        V::F32(_) | V::F64(_) => TypeClass::Float,
+        V::Str(_) => TypeClass::Str,
         other => TypeClass::Other(rank(other)),
     }
 }
@@ -245,7 +269,7 @@ fn type_class(v: &AMQPValue) -> TypeClass {
 /// Whether a redeclared argument value is equivalent to the current one:
 /// same type class and equal value (Erlang `==`, so `1` and `1.0` would be
 /// equal, but they are never in the same class).
-pub fn equivalent_arg(current: &AMQPValue, requested: &AMQPValue) -> bool {
+pub fn equivalent_arg(current: &Value, requested: &Value) -> bool {
     type_class(current) == type_class(requested)
         && match (plain(current), plain(requested)) {
             (Plain::Int(x), Plain::Int(y)) => x == y,
@@ -257,52 +281,51 @@ pub fn equivalent_arg(current: &AMQPValue, requested: &AMQPValue) -> bool {
 
 /// A value as RabbitMQ prints a bare field value in an error text
 /// (`'~ts'` for binaries, `'~tp'` otherwise).
-pub fn describe_bare(v: &AMQPValue) -> String {
+pub fn describe_bare(v: &Value) -> String {
     format!("'{}'", display(v))
 }
 
 /// A typed value as RabbitMQ prints it: `the value 'x' of type 'longstr'`.
-pub fn describe_typed(v: &AMQPValue) -> String {
+pub fn describe_typed(v: &Value) -> String {
     format!("the value '{}' of type '{}'", display(v), type_name(v))
 }
 
-fn display(v: &AMQPValue) -> String {
-    use AMQPValue as V;
+fn display(v: &Value) -> String {
+    use Value as V;
     match v {
-        V::Boolean(b) => b.to_string(),
-        V::ShortShortInt(x) => x.to_string(),
-        V::ShortShortUInt(x) => x.to_string(),
-        V::ShortInt(x) => x.to_string(),
-        V::ShortUInt(x) => x.to_string(),
-        V::LongInt(x) => x.to_string(),
-        V::LongUInt(x) => x.to_string(),
-        V::LongLongInt(x) => x.to_string(),
+        V::Bool(b) => b.to_string(),
+        V::I8(x) => x.to_string(),
+        V::U8(x) => x.to_string(),
+        V::I16(x) => x.to_string(),
+        V::U16(x) => x.to_string(),
+        V::I32(x) => x.to_string(),
+        V::U32(x) => x.to_string(),
+        V::I64(x) => x.to_string(),
         V::Timestamp(x) => x.to_string(),
         // Debug keeps the ".0" Erlang prints for whole floats.
-        V::Float(x) => format!("{x:?}"),
-        V::Double(x) => format!("{x:?}"),
-        V::DecimalValue(d) => format!("{{{},{}}}", d.scale, d.value),
-        V::ShortString(s) => s.to_string(),
-        V::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        V::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        V::F32(x) => format!("{x:?}"),
+        V::F64(x) => format!("{x:?}"),
+        V::Decimal { scale, value } => format!("{{{scale},{value}}}"),
+        V::Str(s) => String::from_utf8_lossy(s).into_owned(),
+        V::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         V::Void => "undefined".to_string(),
-        V::FieldArray(a) => format!("{:?}", a.as_slice()),
-        V::FieldTable(t) => format!("{:?}", t.inner()),
+        V::Array(a) => format!("{a:?}"),
+        V::Table(t) => format!("{:?}", sorted(t)),
     }
 }
 
 /// A non-negative integer argument of any AMQP integer type (e.g.
 /// `x-consumer-timeout`, `x-max-length`), as RabbitMQ accepts them.
-pub fn as_u64(v: &AMQPValue) -> Option<u64> {
-    use AMQPValue as V;
+pub fn as_u64(v: &Value) -> Option<u64> {
+    use Value as V;
     match v {
-        V::ShortShortInt(x) => u64::try_from(*x).ok(),
-        V::ShortShortUInt(x) => Some(u64::from(*x)),
-        V::ShortInt(x) => u64::try_from(*x).ok(),
-        V::ShortUInt(x) => Some(u64::from(*x)),
-        V::LongInt(x) => u64::try_from(*x).ok(),
-        V::LongUInt(x) => Some(u64::from(*x)),
-        V::LongLongInt(x) => u64::try_from(*x).ok(),
+        V::I8(x) => u64::try_from(*x).ok(),
+        V::U8(x) => Some(u64::from(*x)),
+        V::I16(x) => u64::try_from(*x).ok(),
+        V::U16(x) => Some(u64::from(*x)),
+        V::I32(x) => u64::try_from(*x).ok(),
+        V::U32(x) => Some(u64::from(*x)),
+        V::I64(x) => u64::try_from(*x).ok(),
         V::Timestamp(x) => Some(*x),
         _ => None,
     }
@@ -312,14 +335,13 @@ pub fn as_u64(v: &AMQPValue) -> Option<u64> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::{DecimalValue, FieldArray, LongString, ShortString};
     use std::collections::hash_map::DefaultHasher;
 
-    fn s(x: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(x))
+    fn s(x: &str) -> Value {
+        Value::str(x)
     }
 
-    fn h(t: &FieldTable) -> u64 {
+    fn h(t: &Table) -> u64 {
         let mut hasher = DefaultHasher::new();
         hash_table(t, &mut hasher);
         hasher.finish()
@@ -327,68 +349,73 @@ mod tests {
 
     #[test]
     fn identity_is_typed_and_total() {
-        use AMQPValue as V;
-        assert_ne!(
-            cmp_value(&V::LongLongInt(1), &V::LongInt(1)),
-            Ordering::Equal
-        );
+        use Value as V;
+        assert_ne!(cmp_value(&V::I64(1), &V::I32(1)), Ordering::Equal);
         assert_eq!(
-            cmp_value(&V::Double(f64::NAN), &V::Double(f64::NAN)),
+            cmp_value(&V::F64(f64::NAN), &V::F64(f64::NAN)),
             Ordering::Equal
         );
-        assert_ne!(
-            cmp_value(&V::Double(0.0), &V::Double(-0.0)),
-            Ordering::Equal
-        );
+        assert_ne!(cmp_value(&V::F64(0.0), &V::F64(-0.0)), Ordering::Equal);
         assert_eq!(cmp_value(&s("a"), &s("b")), Ordering::Less);
-        let mut a = FieldTable::default();
-        a.insert("k".into(), V::LongLongInt(1));
-        let mut b = FieldTable::default();
-        b.insert("k".into(), V::LongLongInt(1));
+        let mut a = Table::new();
+        a.insert("k", V::I64(1));
+        let mut b = Table::new();
+        b.insert("k", V::I64(1));
         assert_eq!(cmp_table(&a, &b), Ordering::Equal);
         assert_eq!(h(&a), h(&b));
-        b.insert("l".into(), V::Void);
+        b.insert("l", V::Void);
         assert_eq!(cmp_table(&a, &b), Ordering::Less);
         assert_eq!(cmp_table(&b, &a), Ordering::Greater);
     }
 
     #[test]
+    fn tables_compare_as_sorted_tables_first_entry_winning() {
+        use Value as V;
+        let ab: Table = [("a", V::I64(1)), ("b", s("x"))].into_iter().collect();
+        let ba: Table = [("b", s("x")), ("a", V::I64(1))].into_iter().collect();
+        let repeated: Table = [("b", s("x")), ("a", V::I64(1)), ("a", V::I64(2))]
+            .into_iter()
+            .collect();
+        let other: Table = [("a", V::I64(2)), ("b", s("x"))].into_iter().collect();
+        assert_eq!(cmp_table(&ab, &ba), Ordering::Equal);
+        assert_eq!(h(&ab), h(&ba));
+        assert_eq!(cmp_table(&ab, &repeated), Ordering::Equal);
+        assert_eq!(h(&ab), h(&repeated));
+        assert_eq!(cmp_table(&ab, &other), Ordering::Less);
+        let keys: Vec<&str> = sorted(&repeated).iter().map(|(k, _)| &***k).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(sorted(&repeated)[0].1, &V::I64(1));
+        // Nested tables too.
+        let nest = |t: &Table| -> Table { [("n", V::Table(t.clone()))].into_iter().collect() };
+        assert_eq!(cmp_table(&nest(&ab), &nest(&ba)), Ordering::Equal);
+        assert_eq!(h(&nest(&ab)), h(&nest(&ba)));
+    }
+
+    #[test]
     fn routing_equality_table() {
-        use AMQPValue as V;
-        let dec = |scale, value| V::DecimalValue(DecimalValue { scale, value });
-        let cases: &[(AMQPValue, AMQPValue, bool)] = &[
-            (V::LongLongInt(5), V::LongInt(5), true),
-            (V::ShortShortUInt(5), V::Timestamp(5), true),
-            (
-                V::LongUInt(u32::MAX),
-                V::LongLongInt(i64::from(u32::MAX)),
-                true,
-            ),
-            (V::ShortShortInt(-1), V::ShortShortUInt(255), false),
-            (V::LongLongInt(1), V::Double(1.0), false),
-            (V::Float(1.5), V::Double(1.5), true),
-            (V::Float(0.1), V::Double(0.1), false),
-            (V::Double(f64::NAN), V::Double(f64::NAN), false),
-            (V::Double(0.0), V::Double(-0.0), true),
-            (s("abc"), V::ShortString(ShortString::from("abc")), true),
-            (s("abc"), V::ByteArray(b"abc".to_vec().into()), true),
+        use Value as V;
+        let dec = |scale, value| V::Decimal { scale, value };
+        let arr = |v: Vec<Value>| V::Array(v);
+        let cases: &[(Value, Value, bool)] = &[
+            (V::I64(5), V::I32(5), true),
+            (V::U8(5), V::Timestamp(5), true),
+            (V::U32(u32::MAX), V::I64(i64::from(u32::MAX)), true),
+            (V::I8(-1), V::U8(255), false),
+            (V::I64(1), V::F64(1.0), false),
+            (V::F32(1.5), V::F64(1.5), true),
+            (V::F32(0.1), V::F64(0.1), false),
+            (V::F64(f64::NAN), V::F64(f64::NAN), false),
+            (V::F64(0.0), V::F64(-0.0), true),
+            (s("abc"), V::Bytes(bytes::Bytes::from_static(b"abc")), true),
             (s("abc"), s("abd"), false),
-            (V::Boolean(true), V::Boolean(true), true),
-            (V::Boolean(true), V::LongLongInt(1), false),
+            (V::Bool(true), V::Bool(true), true),
+            (V::Bool(true), V::I64(1), false),
             (dec(2, 100), dec(2, 100), true),
             (dec(2, 100), dec(1, 10), false),
             (V::Void, V::Void, true),
             (V::Void, s(""), false),
-            (
-                V::FieldArray(FieldArray::from(vec![V::LongLongInt(1)])),
-                V::FieldArray(FieldArray::from(vec![V::LongLongInt(1)])),
-                true,
-            ),
-            (
-                V::FieldArray(FieldArray::from(vec![V::LongLongInt(1)])),
-                V::FieldArray(FieldArray::from(vec![V::LongInt(1)])),
-                false,
-            ),
+            (arr(vec![V::I64(1)]), arr(vec![V::I64(1)]), true),
+            (arr(vec![V::I64(1)]), arr(vec![V::I32(1)]), false),
         ];
         for (a, b, want) in cases {
             assert_eq!(routing_eq(a, b), *want, "{a:?} vs {b:?}");
@@ -398,27 +425,54 @@ mod tests {
 
     #[test]
     fn redeclare_equivalence_uses_type_classes() {
-        use AMQPValue as V;
-        assert!(equivalent_arg(&s("ae"), &V::ShortString("ae".into())));
-        assert!(equivalent_arg(&V::LongInt(3), &V::LongLongInt(3)));
-        assert!(!equivalent_arg(&V::LongInt(3), &V::Double(3.0)));
-        assert!(equivalent_arg(&V::Float(2.5), &V::Double(2.5)));
+        use Value as V;
+        assert!(equivalent_arg(&s("ae"), &s("ae")));
+        assert!(equivalent_arg(&V::I32(3), &V::I64(3)));
+        assert!(!equivalent_arg(&V::I32(3), &V::F64(3.0)));
+        assert!(equivalent_arg(&V::F32(2.5), &V::F64(2.5)));
         assert!(!equivalent_arg(&s("a"), &s("b")));
-        assert!(!equivalent_arg(&V::Timestamp(1), &V::LongLongInt(1)));
+        assert!(!equivalent_arg(&V::Timestamp(1), &V::I64(1)));
+    }
+
+    #[test]
+    fn type_names_are_rabbitmqs() {
+        use Value as V;
+        let cases = [
+            (V::Bool(true), "bool"),
+            (V::I8(0), "byte"),
+            (V::U8(0), "unsignedbyte"),
+            (V::I16(0), "short"),
+            (V::U16(0), "unsignedshort"),
+            (V::I32(0), "signedint"),
+            (V::U32(0), "unsignedint"),
+            (V::I64(0), "long"),
+            (V::F32(0.0), "float"),
+            (V::F64(0.0), "double"),
+            (V::Decimal { scale: 0, value: 0 }, "decimal"),
+            (s(""), "longstr"),
+            (V::Timestamp(0), "timestamp"),
+            (V::Table(Table::new()), "table"),
+            (V::Array(vec![]), "array"),
+            (V::Bytes(bytes::Bytes::new()), "binary"),
+            (V::Void, "void"),
+        ];
+        for (v, name) in cases {
+            assert_eq!(type_name(&v), name, "{v:?}");
+        }
     }
 
     #[test]
     fn descriptions_follow_rabbitmq() {
-        use AMQPValue as V;
+        use Value as V;
         assert_eq!(describe_bare(&s("ae")), "'ae'");
         assert_eq!(describe_typed(&s("ae")), "the value 'ae' of type 'longstr'");
-        assert_eq!(
-            describe_typed(&V::LongLongInt(7)),
-            "the value '7' of type 'long'"
-        );
-        assert_eq!(describe_bare(&V::Double(1.0)), "'1.0'");
+        assert_eq!(describe_typed(&V::I64(7)), "the value '7' of type 'long'");
+        assert_eq!(describe_bare(&V::F64(1.0)), "'1.0'");
         assert_eq!(crate::xargs::text(&s("x")), Some("x"));
-        assert_eq!(crate::xargs::text(&V::LongString(vec![0xff].into())), None);
-        assert_eq!(crate::xargs::text(&V::LongLongInt(1)), None);
+        assert_eq!(
+            crate::xargs::text(&V::Str(bytes::Bytes::from_static(&[0xff]))),
+            None
+        );
+        assert_eq!(crate::xargs::text(&V::I64(1)), None);
     }
 }

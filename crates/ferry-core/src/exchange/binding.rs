@@ -1,7 +1,7 @@
 //! Bindings and what they point at.
 
 use super::args;
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -58,16 +58,12 @@ pub struct Binding {
     pub routing_key: String,
     /// Binding arguments (the match spec for headers exchanges).
     #[serde(with = "super::table_serde", default)]
-    pub arguments: FieldTable,
+    pub arguments: Table,
 }
 
 impl Binding {
     /// Builds a binding.
-    pub fn new(
-        destination: Destination,
-        routing_key: impl Into<String>,
-        arguments: FieldTable,
-    ) -> Self {
+    pub fn new(destination: Destination, routing_key: impl Into<String>, arguments: Table) -> Self {
         Self {
             destination,
             routing_key: routing_key.into(),
@@ -78,7 +74,7 @@ impl Binding {
     /// The smallest binding to `destination` in [`Ord`] order: the start of
     /// a range scan over that destination's bindings.
     pub(crate) fn first_for(destination: Destination) -> Self {
-        Self::new(destination, String::new(), FieldTable::default())
+        Self::new(destination, String::new(), Table::new())
     }
 }
 
@@ -131,16 +127,16 @@ mod arc_str {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::test_support::table as args;
-    use amq_protocol_types::AMQPValue;
+    use crate::test_support::mtable as args;
+    use ferry_model::Value;
     use std::collections::{BTreeSet, HashSet};
 
     #[test]
     fn identity_is_destination_key_and_arguments() {
         let q = Destination::queue("q");
-        let a = Binding::new(q.clone(), "k", args(&[("x", AMQPValue::LongLongInt(1))]));
-        let same = Binding::new(q.clone(), "k", args(&[("x", AMQPValue::LongLongInt(1))]));
-        let other_type = Binding::new(q.clone(), "k", args(&[("x", AMQPValue::LongInt(1))]));
+        let a = Binding::new(q.clone(), "k", args(&[("x", Value::I64(1))]));
+        let same = Binding::new(q.clone(), "k", args(&[("x", Value::I64(1))]));
+        let other_type = Binding::new(q.clone(), "k", args(&[("x", Value::I32(1))]));
         let other_key = Binding::new(q.clone(), "k2", a.arguments.clone());
         let other_dest = Binding::new(Destination::exchange("q"), "k", a.arguments.clone());
         assert_eq!(a, same);
@@ -158,7 +154,7 @@ mod tests {
         let b = Binding::new(
             Destination::queue("q"),
             "",
-            args(&[("f", AMQPValue::Double(f64::NAN))]),
+            args(&[("f", Value::F64(f64::NAN))]),
         );
         assert_eq!(b, b.clone());
         let set: BTreeSet<Binding> = [b.clone(), b].into_iter().collect();
@@ -170,9 +166,9 @@ mod tests {
         let q = Destination::queue("q");
         let lo = Binding::first_for(q.clone());
         for b in [
-            Binding::new(q.clone(), "", FieldTable::default()),
-            Binding::new(q.clone(), "", args(&[("", AMQPValue::Void)])),
-            Binding::new(q.clone(), "a", FieldTable::default()),
+            Binding::new(q.clone(), "", Table::new()),
+            Binding::new(q.clone(), "", args(&[("", Value::Void)])),
+            Binding::new(q.clone(), "a", Table::new()),
         ] {
             assert!(lo <= b);
         }
@@ -184,7 +180,7 @@ mod tests {
         let b = Binding::new(
             Destination::exchange("e2"),
             "a.#",
-            args(&[("x-match", AMQPValue::LongString("any".into()))]),
+            args(&[("x-match", Value::str("any"))]),
         );
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(
@@ -198,7 +194,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             no_args,
-            Binding::new(Destination::queue("q"), "", FieldTable::default())
+            Binding::new(Destination::queue("q"), "", Table::new())
         );
     }
 }

@@ -29,7 +29,7 @@
 //! with a canonical encoding of its value (`header_hash`).
 
 use super::binding::{Binding, Destination};
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 
 /// The exchange type's wire name.
 pub const TYPE_NAME: &str = "x-consistent-hash";
@@ -88,11 +88,11 @@ pub enum HashArgError {
 
 /// What an exchange declared with `arguments` hashes by, or why the
 /// declare is refused (the plugin's `validate`).
-pub fn hash_on(arguments: &FieldTable) -> Result<HashOn, HashArgError> {
+pub fn hash_on(arguments: &Table) -> Result<HashOn, HashArgError> {
     let long = |name: &str| -> Result<Option<Vec<u8>>, HashArgError> {
-        match arguments.inner().get(name) {
+        match arguments.get(name) {
             None => Ok(None),
-            Some(AMQPValue::LongString(s)) => Ok(Some(s.as_bytes().to_vec())),
+            Some(Value::Str(s)) => Ok(Some(s.to_vec())),
             Some(_) => Err(HashArgError::NotALongString),
         }
     };
@@ -295,9 +295,9 @@ const KEY_TAG: &[u8] = b"key";
 /// exactly as a routing key of the same bytes does. Any other value hashes
 /// its type with it (as the plugin hashes `{Type, Value}`): the type name,
 /// then a canonical encoding of the value (see [`feed_value`]).
-pub(crate) fn header_hash(v: &AMQPValue) -> u64 {
-    if let AMQPValue::LongString(s) = v {
-        return hash_value(KEY_TAG, s.as_bytes());
+pub(crate) fn header_hash(v: &Value) -> u64 {
+    if let Value::Str(s) = v {
+        return hash_value(KEY_TAG, s);
     }
     let mut h = StableHasher::new();
     feed_value(&mut h, v);
@@ -311,38 +311,40 @@ pub(crate) fn header_hash(v: &AMQPValue) -> u64 {
 /// each element, a table as its length then each (length-prefixed) key and
 /// value in key order. Recursion is bounded: the AMQP codec refuses field
 /// values nested deeper than 32 levels, HTTP's JSON parser deeper than 128.
-fn feed_value(h: &mut StableHasher, v: &AMQPValue) {
-    use AMQPValue as V;
+fn feed_value(h: &mut StableHasher, v: &Value) {
+    use Value as V;
     h.tag(super::args::type_name(v).as_bytes());
     match v {
-        V::Boolean(b) => h.write(&[u8::from(*b)]),
-        V::ShortShortInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortShortUInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortUInt(n) => h.write(&n.to_le_bytes()),
-        V::LongInt(n) => h.write(&n.to_le_bytes()),
-        V::LongUInt(n) => h.write(&n.to_le_bytes()),
-        V::LongLongInt(n) => h.write(&n.to_le_bytes()),
-        V::Float(f) => h.write(&f.to_bits().to_le_bytes()),
-        V::Double(f) => h.write(&f.to_bits().to_le_bytes()),
-        V::DecimalValue(d) => {
-            h.write(&[d.scale]);
-            h.write(&d.value.to_le_bytes());
+        V::Bool(b) => h.write(&[u8::from(*b)]),
+        V::I8(n) => h.write(&n.to_le_bytes()),
+        V::U8(n) => h.write(&n.to_le_bytes()),
+        V::I16(n) => h.write(&n.to_le_bytes()),
+        V::U16(n) => h.write(&n.to_le_bytes()),
+        V::I32(n) => h.write(&n.to_le_bytes()),
+        V::U32(n) => h.write(&n.to_le_bytes()),
+        V::I64(n) => h.write(&n.to_le_bytes()),
+        V::F32(f) => h.write(&f.to_bits().to_le_bytes()),
+        V::F64(f) => h.write(&f.to_bits().to_le_bytes()),
+        V::Decimal { scale, value } => {
+            h.write(&[*scale]);
+            h.write(&value.to_le_bytes());
         }
-        V::ShortString(s) => h.sized(s.as_str().as_bytes()),
-        V::LongString(s) => h.sized(s.as_bytes()),
-        V::ByteArray(b) => h.sized(b.as_slice()),
+        V::Str(s) => h.sized(s),
+        V::Bytes(b) => h.sized(b),
         V::Timestamp(t) => h.write(&t.to_le_bytes()),
-        V::FieldArray(a) => {
-            h.write(&(a.as_slice().len() as u64).to_le_bytes());
-            for item in a.as_slice() {
+        V::Array(a) => {
+            h.write(&(a.len() as u64).to_le_bytes());
+            for item in a {
                 feed_value(h, item);
             }
         }
-        V::FieldTable(t) => {
-            h.write(&(t.inner().len() as u64).to_le_bytes());
-            for (k, item) in t.inner() {
-                h.sized(k.as_str().as_bytes());
+        V::Table(t) => {
+            // Key order, the first of a repeated key: the sorted table the
+            // hash was defined on.
+            let entries = super::args::sorted(t);
+            h.write(&(entries.len() as u64).to_le_bytes());
+            for (k, item) in entries {
+                h.sized(k.as_bytes());
                 feed_value(h, item);
             }
         }
@@ -354,13 +356,13 @@ fn feed_value(h: &mut StableHasher, v: &AMQPValue) {
 pub(crate) fn message_hash(
     on: &HashOn,
     routing_key: &str,
-    headers: Option<&FieldTable>,
+    headers: Option<&Table>,
     properties: Option<PropertyLookup<'_>>,
 ) -> u64 {
     const UNDEFINED: u64 = 0x9e37_79b9_7f4a_7c15;
     match on {
         HashOn::RoutingKey => hash_value(KEY_TAG, routing_key.as_bytes()),
-        HashOn::Header(name) => match headers.and_then(|h| h.inner().get(name.as_str())) {
+        HashOn::Header(name) => match headers.and_then(|h| h.get(name)) {
             Some(v) => header_hash(v),
             None => UNDEFINED,
         },

@@ -19,6 +19,7 @@
 use super::kind::ExchangeKind;
 use crate::xargs::{int, text};
 use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 
 /// The exchange type's wire name.
 pub const TYPE_NAME: &str = "x-delayed-message";
@@ -37,8 +38,8 @@ pub const BAD_DELAYED_TYPE: &str =
 /// The routing type of a delayed exchange declared with `arguments`; the
 /// error is the 406 text. `x-delayed-type` may not itself be
 /// `x-delayed-message`.
-pub fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind, &'static str> {
-    let name = arguments.inner().get(DELAYED_TYPE_ARG).and_then(text);
+pub fn delayed_type(arguments: &Table) -> Result<ExchangeKind, &'static str> {
+    let name = arguments.get(DELAYED_TYPE_ARG).and_then(text);
     match name.and_then(ExchangeKind::parse) {
         Some(ExchangeKind::DelayedMessage) | None => Err(BAD_DELAYED_TYPE),
         Some(k) => Ok(k),
@@ -48,20 +49,20 @@ pub fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind, &'static str
 /// The kind whose rules route for an exchange of `kind` with `arguments`:
 /// itself, or a delayed exchange's `x-delayed-type` (direct if missing,
 /// which a validated declaration never is).
-pub fn routing_kind(kind: ExchangeKind, arguments: &FieldTable) -> ExchangeKind {
+pub fn routing_kind(kind: ExchangeKind, arguments: &Table) -> ExchangeKind {
     match kind {
         ExchangeKind::DelayedMessage => delayed_type(arguments).unwrap_or(ExchangeKind::Direct),
         k => k,
     }
 }
 
-fn delay_value(v: &AMQPValue) -> Option<i128> {
+fn delay_value(v: &Value) -> Option<i128> {
     if let Some(n) = int(v) {
         return Some(n);
     }
     match v {
-        AMQPValue::Float(x) => float_ms(f64::from(*x)),
-        AMQPValue::Double(x) => float_ms(*x),
+        Value::F32(x) => float_ms(f64::from(*x)),
+        Value::F64(x) => float_ms(*x),
         // The plugin also takes the delay as a string of digits.
         v => text(v)?.trim().parse().ok(),
     }
@@ -75,8 +76,18 @@ fn float_ms(x: f64) -> Option<i128> {
 
 /// The delay a message with these headers asks for: Some(ms) when it is
 /// to be held (0 < ms <= 2^32 - 1), None when it is routed at once.
-pub fn delay_of(headers: &FieldTable) -> Option<u64> {
-    let d = delay_value(headers.inner().get(DELAY_HEADER)?)?;
+pub fn delay_of(headers: &Table) -> Option<u64> {
+    delay_in(headers.get(DELAY_HEADER)?)
+}
+
+/// [`delay_of`] for headers still held as an amq-protocol table (the
+/// properties paths, until they move onto the model).
+pub(crate) fn delay_of_amqp(headers: &FieldTable) -> Option<u64> {
+    delay_in(&crate::amqp_shim::value(headers.inner().get(DELAY_HEADER)?))
+}
+
+fn delay_in(v: &Value) -> Option<u64> {
+    let d = delay_value(v)?;
     (d > 0 && d <= i128::from(MAX_DELAY_MS))
         .then(|| u64::try_from(d).ok())
         .flatten()
@@ -86,7 +97,7 @@ pub fn delay_of(headers: &FieldTable) -> Option<u64> {
 /// minus its delay (the plugin's `swap_delay_header`). Returns whether
 /// anything changed.
 pub fn negate_delay(headers: &mut FieldTable) -> bool {
-    let Some(d) = delay_of(headers) else {
+    let Some(d) = delay_of_amqp(headers) else {
         return false;
     };
     let neg = -i128::from(d);
@@ -110,9 +121,14 @@ mod tests {
         t
     }
 
+    fn args(k: &str, v: Value) -> Table {
+        [(k, v)].into_iter().collect()
+    }
+
     #[test]
     fn delayed_type_must_name_a_routing_type() {
-        let s = |x: &str| AMQPValue::LongString(LongString::from(x));
+        let s = Value::str;
+        let with = args;
         for (k, want) in [
             ("direct", ExchangeKind::Direct),
             ("fanout", ExchangeKind::Fanout),
@@ -122,10 +138,10 @@ mod tests {
             assert_eq!(delayed_type(&with(DELAYED_TYPE_ARG, s(k))), Ok(want));
         }
         for bad in [
-            FieldTable::default(),
+            Table::new(),
             with(DELAYED_TYPE_ARG, s("nope")),
             with(DELAYED_TYPE_ARG, s(TYPE_NAME)),
-            with(DELAYED_TYPE_ARG, AMQPValue::LongInt(1)),
+            with(DELAYED_TYPE_ARG, Value::I32(1)),
         ] {
             assert_eq!(delayed_type(&bad), Err(BAD_DELAYED_TYPE));
         }
@@ -137,14 +153,20 @@ mod tests {
             ExchangeKind::Topic
         );
         assert_eq!(
-            routing_kind(ExchangeKind::Fanout, &FieldTable::default()),
+            routing_kind(ExchangeKind::Fanout, &Table::new()),
             ExchangeKind::Fanout
         );
     }
 
     #[test]
     fn delays_are_read_like_the_plugin() {
-        let d = |v: AMQPValue| delay_of(&with(DELAY_HEADER, v));
+        // Headers still held by amq-protocol read as model ones do.
+        let d = |v: AMQPValue| {
+            let model = delay_of(&args(DELAY_HEADER, crate::amqp_shim::value(&v)));
+            let amqp = delay_of_amqp(&with(DELAY_HEADER, v));
+            assert_eq!(model, amqp);
+            model
+        };
         assert_eq!(d(AMQPValue::LongInt(5000)), Some(5000));
         assert_eq!(d(AMQPValue::ShortShortUInt(7)), Some(7));
         assert_eq!(
@@ -159,7 +181,8 @@ mod tests {
         assert_eq!(d(AMQPValue::LongString(LongString::from("250"))), Some(250));
         assert_eq!(d(AMQPValue::LongString(LongString::from("soon"))), None);
         assert_eq!(d(AMQPValue::Boolean(true)), None);
-        assert_eq!(delay_of(&FieldTable::default()), None);
+        assert_eq!(delay_of(&Table::new()), None);
+        assert_eq!(delay_of_amqp(&FieldTable::default()), None);
     }
 
     #[test]
@@ -168,7 +191,7 @@ mod tests {
         assert!(negate_delay(&mut h));
         assert_eq!(h.inner().get(DELAY_HEADER), Some(&AMQPValue::LongInt(-300)));
         // Negated, it is never held again.
-        assert_eq!(delay_of(&h), None);
+        assert_eq!(delay_of_amqp(&h), None);
         assert!(!negate_delay(&mut h));
         let mut h = with(DELAY_HEADER, AMQPValue::LongLongInt(4_000_000_000));
         assert!(negate_delay(&mut h));

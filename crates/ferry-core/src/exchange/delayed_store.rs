@@ -31,7 +31,8 @@ use crate::queue::{
     ConfirmSink, ConfirmToken, Enqueued, HeaderEdit, PropertyCodec, Queue, QueueEnv, QueueSpec,
 };
 use crate::source::Source;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use amq_protocol_types::FieldTable;
+use ferry_model::{Table, Value};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -109,11 +110,8 @@ impl ReleaseSink {
 
 /// The spec of the hidden queue of exchange `exchange`.
 fn hidden_spec(exchange: &str, durable: bool) -> QueueSpec {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        HOLD_ARG.into(),
-        AMQPValue::LongString(LongString::from(exchange)),
-    );
+    let mut arguments = Table::new();
+    arguments.insert(HOLD_ARG, Value::str(exchange));
     QueueSpec {
         name: Arc::from(format!("{}({exchange})", delayed::TYPE_NAME)),
         durable,

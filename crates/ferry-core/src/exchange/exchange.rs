@@ -7,7 +7,7 @@ use super::headers::{validate_binding_arguments, InvalidBinding};
 use super::index::RouteIndex;
 use super::kind::ExchangeKind;
 use super::table_serde::{self, TableRef};
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeSet;
@@ -42,7 +42,7 @@ pub struct Exchange {
     /// Clients may not publish to it directly (it can still be routed to).
     pub internal: bool,
     /// Declared arguments (`alternate-exchange`, ...).
-    pub arguments: FieldTable,
+    pub arguments: Table,
     bindings: BTreeSet<Binding>,
     index: RouteIndex,
     /// The policy applying to it, if any.
@@ -59,7 +59,7 @@ impl Exchange {
         durable: bool,
         auto_delete: bool,
         internal: bool,
-        arguments: FieldTable,
+        arguments: Table,
     ) -> Self {
         let index = RouteIndex::new(super::delayed::routing_kind(kind, &arguments), &arguments);
         Self {
@@ -181,7 +181,6 @@ impl Exchange {
     /// (a long or short string), if any.
     pub fn alternate_exchange(&self) -> Option<&str> {
         self.arguments
-            .inner()
             .get(ALTERNATE_EXCHANGE)
             .and_then(crate::xargs::text)
             .or(self.policy_alternate.as_deref())
@@ -205,24 +204,14 @@ impl Exchange {
     /// Exchange destinations are not followed and the alternate exchange is
     /// not applied: that is [`route_all`](super::route_all)'s job. What is
     /// appended has no duplicates (it may repeat what `out` already held).
-    pub fn route(
-        &self,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
+    pub fn route(&self, routing_key: &str, headers: Option<&Table>, out: &mut Vec<Destination>) {
         self.route_keys(&[routing_key], headers, out);
     }
 
     /// Like [`route`](Self::route) for a message with several routing keys
     /// (RabbitMQ's CC/BCC headers add keys: see
     /// [`sender_selected_keys`](super::sender_selected_keys)).
-    pub fn route_keys(
-        &self,
-        keys: &[&str],
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
+    pub fn route_keys(&self, keys: &[&str], headers: Option<&Table>, out: &mut Vec<Destination>) {
         self.route_message(keys, headers, None, out);
     }
 
@@ -232,7 +221,7 @@ impl Exchange {
     pub fn route_message(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
         properties: Option<PropertyLookup<'_>>,
         out: &mut Vec<Destination>,
     ) {
@@ -251,7 +240,7 @@ impl Exchange {
         durable: bool,
         auto_delete: bool,
         internal: bool,
-        arguments: &FieldTable,
+        arguments: &Table,
     ) -> bool {
         self.check_equivalent(kind, durable, auto_delete, internal, arguments, "")
             .is_ok()
@@ -270,7 +259,7 @@ impl Exchange {
         durable: bool,
         auto_delete: bool,
         internal: bool,
-        arguments: &FieldTable,
+        arguments: &Table,
         vhost: &str,
     ) -> Result<(), String> {
         let fail = |field: &str, received: String, current: String| {
@@ -292,8 +281,8 @@ impl Exchange {
                 return fail(field, quoted(&req), quoted(&cur));
             }
         }
-        let cur = self.arguments.inner().get(ALTERNATE_EXCHANGE);
-        let req = arguments.inner().get(ALTERNATE_EXCHANGE);
+        let cur = self.arguments.get(ALTERNATE_EXCHANGE);
+        let req = arguments.get(ALTERNATE_EXCHANGE);
         match (cur, req) {
             (None, None) => Ok(()),
             (Some(c), Some(r)) if args::equivalent_arg(c, r) => Ok(()),
@@ -350,7 +339,7 @@ struct ExchangeDef {
     auto_delete: bool,
     internal: bool,
     #[serde(with = "table_serde", default)]
-    arguments: FieldTable,
+    arguments: Table,
     #[serde(default)]
     bindings: Vec<Binding>,
 }

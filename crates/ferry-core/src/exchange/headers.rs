@@ -16,10 +16,16 @@
 //! Edge cases that follow from this, as in RabbitMQ: `all` with nothing to
 //! compare matches every message; `any` with nothing to compare matches
 //! none; a message without headers is a message with no headers.
+//!
+//! Binding arguments and message headers are both `ferry_model` tables; a
+//! message header repeated in a table is looked up by its first entry (as
+//! RabbitMQ's `table_lookup`), a binding's arguments are taken in key order
+//! with the first of a repeated key (the sorted table RabbitMQ stores).
 
 use super::args;
-use amq_protocol_types::{AMQPValue, FieldTable, ShortString};
+use ferry_model::{Table, Value};
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// How a headers binding combines its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,12 +44,8 @@ impl XMatch {
     /// The mode of a binding's arguments. Like RabbitMQ's router this is
     /// lenient: a missing or unrecognized `x-match` means `All` (bindings
     /// are checked with [`validate_binding_arguments`] when created).
-    pub fn of(arguments: &FieldTable) -> Self {
-        match arguments
-            .inner()
-            .get("x-match")
-            .and_then(crate::xargs::text)
-        {
+    pub fn of(arguments: &Table) -> Self {
+        match arguments.get("x-match").and_then(crate::xargs::text) {
             Some("any") => XMatch::Any,
             Some("all-with-x") => XMatch::AllWithX,
             Some("any-with-x") => XMatch::AnyWithX,
@@ -65,22 +67,22 @@ impl XMatch {
 #[derive(Debug, Clone)]
 pub struct HeadersMatcher {
     mode: XMatch,
-    fields: Vec<(ShortString, Option<AMQPValue>)>,
+    fields: Vec<(Arc<str>, Option<Value>)>,
 }
 
 impl HeadersMatcher {
-    /// Compiles a binding's arguments.
-    pub fn new(arguments: &FieldTable) -> Self {
+    /// Compiles a binding's arguments (in key order, see the module doc).
+    pub fn new(arguments: &Table) -> Self {
         let mode = XMatch::of(arguments);
-        let fields = arguments
+        let fields = args::sorted(arguments)
             .into_iter()
             .filter(|(k, _)| {
-                let k = k.as_str();
+                let k: &str = k;
                 k != "x-match" && (mode.with_x() || !k.starts_with("x-"))
             })
             .map(|(k, v)| {
                 let want = match v {
-                    AMQPValue::Void => None,
+                    Value::Void => None,
                     v => Some(v.clone()),
                 };
                 (k.clone(), want)
@@ -95,15 +97,13 @@ impl HeadersMatcher {
     }
 
     /// Whether a message with these headers matches.
-    pub fn matches(&self, headers: Option<&FieldTable>) -> bool {
-        let one = |(k, want): &(ShortString, Option<AMQPValue>)| match (
-            headers.and_then(|h| h.inner().get(k.as_str())),
-            want,
-        ) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(got), Some(want)) => args::routing_eq(got, want),
-        };
+    pub fn matches(&self, headers: Option<&Table>) -> bool {
+        let one =
+            |(k, want): &(Arc<str>, Option<Value>)| match (headers.and_then(|h| h.get(k)), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(got), Some(want)) => args::routing_eq(got, want),
+            };
         if self.mode.is_any() {
             self.fields.iter().any(one)
         } else {
@@ -162,8 +162,8 @@ pub enum InvalidBinding {
 /// Checks a headers binding's arguments the way RabbitMQ does before
 /// creating the binding: `x-match`, when present, must be a string naming
 /// one of the four modes.
-pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), InvalidBinding> {
-    let Some(v) = arguments.inner().get("x-match") else {
+pub fn validate_binding_arguments(arguments: &Table) -> Result<(), InvalidBinding> {
+    let Some(v) = arguments.get("x-match") else {
         return Ok(());
     };
     match crate::xargs::text(v) {
@@ -171,8 +171,8 @@ pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), InvalidB
         Some(other) => Err(InvalidBinding::XMatchValue(other.to_string())),
         None => match v {
             // A string that is not UTF-8 is still a string, just not a mode.
-            AMQPValue::LongString(s) => Err(InvalidBinding::XMatchValue(
-                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Value::Str(s) => Err(InvalidBinding::XMatchValue(
+                String::from_utf8_lossy(s).into_owned(),
             )),
             _ => Err(InvalidBinding::XMatchType {
                 type_name: args::type_name(v),
@@ -186,10 +186,10 @@ pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), InvalidB
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::test_support::{s, table};
+    use crate::test_support::{ms as s, mtable as table};
 
     /// (binding arguments, message headers, expected match)
-    type Case = (FieldTable, Option<FieldTable>, bool);
+    type Case = (Table, Option<Table>, bool);
 
     fn run(cases: Vec<Case>) {
         for (i, (binding, headers, want)) in cases.into_iter().enumerate() {
@@ -204,12 +204,12 @@ mod tests {
 
     #[test]
     fn all_and_any() {
-        use AMQPValue as V;
+        use Value as V;
         let ab = || table(&[("a", s("1")), ("b", s("2"))]);
-        let any = |extra: &[(&str, AMQPValue)]| {
+        let any = |extra: &[(&str, Value)]| {
             let mut t = table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]);
             for (k, v) in extra {
-                t.insert((*k).into(), v.clone());
+                t.insert(*k, v.clone());
             }
             t
         };
@@ -241,12 +241,12 @@ mod tests {
             (any(&[]), None, false),
             // integers of any width are equal; int vs string is not
             (
-                table(&[("n", V::LongLongInt(7))]),
-                Some(table(&[("n", V::ShortShortUInt(7))])),
+                table(&[("n", V::I64(7))]),
+                Some(table(&[("n", V::U8(7))])),
                 true,
             ),
             (
-                table(&[("n", V::LongLongInt(7))]),
+                table(&[("n", V::I64(7))]),
                 Some(table(&[("n", s("7"))])),
                 false,
             ),
@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn nothing_to_compare() {
         run(vec![
-            (FieldTable::default(), None, true),
+            (Table::new(), None, true),
             (
                 table(&[("x-match", s("all"))]),
                 Some(table(&[("a", s("1"))])),
@@ -277,12 +277,12 @@ mod tests {
 
     #[test]
     fn void_means_presence() {
-        use AMQPValue as V;
+        use Value as V;
         let b = || table(&[("a", V::Void)]);
         run(vec![
             (b(), Some(table(&[("a", s("anything"))])), true),
             (b(), Some(table(&[("a", V::Void)])), true),
-            (b(), Some(table(&[("a", V::LongLongInt(0))])), true),
+            (b(), Some(table(&[("a", V::I64(0))])), true),
             (b(), Some(table(&[("b", s("1"))])), false),
             (b(), None, false),
             // a void header does not equal a non-void argument
@@ -344,21 +344,21 @@ mod tests {
 
     #[test]
     fn modes_and_leniency() {
-        use AMQPValue as V;
-        let mode = |v: AMQPValue| XMatch::of(&table(&[("x-match", v)]));
-        assert_eq!(XMatch::of(&FieldTable::default()), XMatch::All);
+        use Value as V;
+        let mode = |v: Value| XMatch::of(&table(&[("x-match", v)]));
+        assert_eq!(XMatch::of(&Table::new()), XMatch::All);
         assert_eq!(mode(s("any")), XMatch::Any);
-        assert_eq!(mode(V::ShortString("any-with-x".into())), XMatch::AnyWithX);
+        assert_eq!(mode(s("any-with-x")), XMatch::AnyWithX);
         assert_eq!(mode(s("all-with-x")), XMatch::AllWithX);
         assert_eq!(mode(s("ANY")), XMatch::All);
-        assert_eq!(mode(V::LongLongInt(1)), XMatch::All);
+        assert_eq!(mode(V::I64(1)), XMatch::All);
     }
 
     #[test]
     fn validation_texts() {
-        use AMQPValue as V;
-        let check = |v: AMQPValue| validate_binding_arguments(&table(&[("x-match", v)]));
-        assert_eq!(validate_binding_arguments(&FieldTable::default()), Ok(()));
+        use Value as V;
+        let check = |v: Value| validate_binding_arguments(&table(&[("x-match", v)]));
+        assert_eq!(validate_binding_arguments(&Table::new()), Ok(()));
         for ok in ["all", "any", "all-with-x", "any-with-x"] {
             assert_eq!(check(s(ok)), Ok(()));
         }
@@ -367,7 +367,7 @@ mod tests {
             "Invalid x-match field value <<\"some\">>; expected all, any, all-with-x, or any-with-x"
         );
         assert_eq!(
-            check(V::LongLongInt(1)).unwrap_err().to_string(),
+            check(V::I64(1)).unwrap_err().to_string(),
             "Invalid x-match field type long (value 1); expected longstr"
         );
     }
@@ -376,10 +376,21 @@ mod tests {
     fn matcher_equality_ignores_what_matching_ignores() {
         let a = HeadersMatcher::new(&table(&[("x-foo", s("1")), ("k", s("v"))]));
         let b = HeadersMatcher::new(&table(&[("x-foo", s("2")), ("k", s("v"))]));
-        let c = HeadersMatcher::new(&table(&[("k", AMQPValue::LongInt(1))]));
-        let d = HeadersMatcher::new(&table(&[("k", AMQPValue::LongLongInt(1))]));
+        let c = HeadersMatcher::new(&table(&[("k", Value::I32(1))]));
+        let d = HeadersMatcher::new(&table(&[("k", Value::I64(1))]));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(c, d, "identical means identical type too");
+        // Order of the arguments given does not matter; first entry wins.
+        let e = HeadersMatcher::new(&table(&[("k", s("v")), ("j", s("w"))]));
+        let f = HeadersMatcher::new(&table(&[("j", s("w")), ("k", s("v")), ("k", s("z"))]));
+        assert_eq!(e, f);
+    }
+
+    #[test]
+    fn repeated_message_headers_match_by_their_first_entry() {
+        let m = HeadersMatcher::new(&table(&[("a", s("1"))]));
+        assert!(m.matches(Some(&table(&[("a", s("1")), ("a", s("2"))]))));
+        assert!(!m.matches(Some(&table(&[("a", s("2")), ("a", s("1"))]))));
     }
 }

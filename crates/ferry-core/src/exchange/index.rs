@@ -18,7 +18,7 @@ use super::headers::HeadersMatcher;
 use super::kind::ExchangeKind;
 use super::multiset::Multiset;
 use super::topic::TopicTrie;
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl RouteIndex {
     /// The index for `kind`; `arguments` matter to consistent-hash
     /// exchanges only (what they hash by; a validated declaration never
     /// has bad ones, the routing key is the fallback).
-    pub(crate) fn new(kind: ExchangeKind, arguments: &FieldTable) -> Self {
+    pub(crate) fn new(kind: ExchangeKind, arguments: &Table) -> Self {
         match kind {
             // A delayed exchange is indexed for its x-delayed-type (the
             // exchange resolves it); direct is only the fallback.
@@ -105,7 +105,7 @@ impl RouteIndex {
     pub(crate) fn route(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
         properties: Option<PropertyLookup<'_>>,
         out: &mut Vec<Destination>,
     ) {

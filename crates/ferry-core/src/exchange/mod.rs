@@ -17,7 +17,12 @@
 //! - [`TopicTrie`] / [`topic_matches`]: topic pattern matching.
 //! - [`HeadersMatcher`]: headers-exchange matching (`x-match`).
 //! - [`table_serde`]: a JSON-friendly, lossless serde format for
-//!   [`FieldTable`](amq_protocol_types::FieldTable).
+//!   argument tables ([`ferry_model::Table`]).
+//!
+//! Arguments (exchange, binding, queue, consumer) and the message headers
+//! routing reads are `ferry_model` tables; binding identity and
+//! redeclare checks see a table as RabbitMQ's sorted table (key order, the
+//! first entry of a repeated key), whatever order it was given in.
 //!
 //! - [`consistent_hash`]: the `x-consistent-hash` type's rules (weights as
 //!   binding keys, `hash-header` / `hash-property`, the bucket ring).
@@ -44,8 +49,8 @@ mod router;
 pub mod table_serde;
 mod topic;
 
-pub(crate) use args::type_name;
 pub use args::{as_u64, describe_bare, describe_typed, equivalent_arg};
+pub(crate) use args::{sorted, type_name};
 pub use binding::{Binding, Destination};
 pub use delayed::delay_of;
 pub use delayed_store::DelayedStore;

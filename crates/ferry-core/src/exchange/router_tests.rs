@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::exchange::{Binding, ExchangeKind};
-use amq_protocol_types::{FieldArray, LongString};
+use ferry_model::{Table, Value};
 use std::collections::HashMap;
 
 /// A vhost's worth of exchanges.
@@ -14,12 +14,9 @@ struct Graph(HashMap<Arc<str>, Exchange>);
 
 impl Graph {
     fn add(&mut self, name: &str, kind: ExchangeKind, ae: Option<&str>) -> &mut Self {
-        let mut args = FieldTable::default();
+        let mut args = Table::new();
         if let Some(ae) = ae {
-            args.insert(
-                "alternate-exchange".into(),
-                AMQPValue::LongString(ae.into()),
-            );
+            args.insert("alternate-exchange", Value::str(ae));
         }
         let x = Exchange::new(name, kind, false, false, false, args);
         self.0.insert(Arc::from(name), x);
@@ -28,7 +25,7 @@ impl Graph {
 
     fn bind(&mut self, src: &str, dest: Destination, key: &str) -> &mut Self {
         let x = self.0.get_mut(src).unwrap();
-        x.bind(Binding::new(dest, key, FieldTable::default()));
+        x.bind(Binding::new(dest, key, Table::new()));
         self
     }
 
@@ -44,7 +41,7 @@ impl Graph {
         self.route_keys(start, &[key], None)
     }
 
-    fn route_keys(&self, start: &str, keys: &[&str], headers: Option<&FieldTable>) -> Vec<String> {
+    fn route_keys(&self, start: &str, keys: &[&str], headers: Option<&Table>) -> Vec<String> {
         let mut out = Vec::new();
         route_all_keys(|n| self.0.get(n), start, keys, headers, &mut out);
         out.iter().map(|q| q.to_string()).collect()
@@ -196,17 +193,11 @@ fn many_exchanges_are_visited_once() {
     assert_eq!(g.route("hub", ""), ["q"]);
 }
 
-fn cc_headers(cc: &[&str], bcc: &[&str]) -> FieldTable {
-    let arr = |keys: &[&str]| {
-        AMQPValue::FieldArray(FieldArray::from(
-            keys.iter()
-                .map(|k| AMQPValue::LongString(LongString::from(*k)))
-                .collect::<Vec<_>>(),
-        ))
-    };
-    let mut h = FieldTable::default();
-    h.insert("CC".into(), arr(cc));
-    h.insert("BCC".into(), arr(bcc));
+fn cc_headers(cc: &[&str], bcc: &[&str]) -> Table {
+    let arr = |keys: &[&str]| Value::Array(keys.iter().map(|k| Value::str(*k)).collect());
+    let mut h = Table::new();
+    h.insert("CC", arr(cc));
+    h.insert("BCC", arr(bcc));
     h
 }
 
@@ -230,17 +221,11 @@ fn sender_selected_distribution() {
     );
 
     assert_eq!(sender_selected_keys(None).unwrap(), Vec::<&str>::new());
-    let mut mixed = FieldTable::default();
-    mixed.insert(
-        "CC".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![
-            AMQPValue::LongLongInt(1),
-            AMQPValue::LongString("k".into()),
-        ])),
-    );
+    let mut mixed = Table::new();
+    mixed.insert("CC", Value::Array(vec![Value::I64(1), Value::str("k")]));
     assert_eq!(sender_selected_keys(Some(&mixed)).unwrap(), ["k"]);
-    let mut bad = FieldTable::default();
-    bad.insert("BCC".into(), AMQPValue::LongString("k".into()));
+    let mut bad = Table::new();
+    bad.insert("BCC", Value::str("k"));
     let err = sender_selected_keys(Some(&bad)).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -1,10 +1,10 @@
-//! A serde format for [`FieldTable`] that is lossless and readable in JSON.
+//! A serde format for argument tables ([`Table`]) that is lossless and
+//! readable in JSON.
 //!
-//! amq-protocol-types derives serde for its types, but that format is the
-//! crate's internal layout (strings become arrays of byte numbers) and, in
-//! JSON, a NaN or infinite float becomes `null` and then fails to load — one
-//! odd header would make a whole definitions file unreadable. This format
-//! is ours, so a dependency upgrade cannot change what is on disk:
+//! In JSON a NaN or infinite float would become `null` and then fail to
+//! load — one odd argument would make a whole definitions file unreadable.
+//! This format is ours (written for amq-protocol's tables first, kept byte
+//! for byte since), so a dependency upgrade cannot change what is on disk:
 //!
 //! ```json
 //! {"x-match": {"longstr": "any"}, "n": {"long": 5}, "f": {"double": "NaN"},
@@ -16,45 +16,52 @@
 //! so they read back bit-exact; non-finite floats are written as the strings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //!
+//! A table is written in key order, the first entry of a repeated key only
+//! (a JSON object cannot repeat keys; RabbitMQ's tables are sorted), and
+//! read back in key order. `{"shortstr": ..}` (which Ferry wrote for
+//! amq-protocol short strings, never for tables read off the wire) reads
+//! as a string. Keys longer than 255 bytes are refused, as before: AMQP
+//! could not send them back.
+//!
 //! Use with `#[serde(with = "crate::exchange::table_serde")]`. Meant for
 //! self-describing formats (JSON); floats need that.
 
 use super::args;
-use amq_protocol_types::{
-    AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
-};
+use bytes::Bytes;
+use ferry_model::{Table, Value};
 use serde::de::Error as _;
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStructVariant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 /// Serializes a table (for `#[serde(with)]`).
-pub fn serialize<S: Serializer>(table: &FieldTable, s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize<S: Serializer>(table: &Table, s: S) -> Result<S::Ok, S::Error> {
     TableRef(table).serialize(s)
 }
 
 /// Deserializes a table (for `#[serde(with)]`).
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FieldTable, D::Error> {
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Table, D::Error> {
     let wire = BTreeMap::<String, Wire>::deserialize(d)?;
     wire_table(wire).map_err(D::Error::custom)
 }
 
 /// A borrowed table that serializes in this format.
-pub(crate) struct TableRef<'a>(pub(crate) &'a FieldTable);
+pub(crate) struct TableRef<'a>(pub(crate) &'a Table);
 
 impl Serialize for TableRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.inner().len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k.as_str(), &ValueRef(v))?;
+        let entries = args::sorted(self.0);
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(&**k, &ValueRef(v))?;
         }
         map.end()
     }
 }
 
-struct ValueRef<'a>(&'a AMQPValue);
+struct ValueRef<'a>(&'a Value);
 
-struct ArrayRef<'a>(&'a [AMQPValue]);
+struct ArrayRef<'a>(&'a [Value]);
 
 impl Serialize for ArrayRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -89,36 +96,33 @@ const NAME: &str = "AMQPValue";
 
 impl Serialize for ValueRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use AMQPValue as V;
+        use Value as V;
         let name = args::type_name(self.0);
         match self.0 {
-            V::Boolean(x) => s.serialize_newtype_variant(NAME, 0, name, x),
-            V::ShortShortInt(x) => s.serialize_newtype_variant(NAME, 1, name, x),
-            V::ShortShortUInt(x) => s.serialize_newtype_variant(NAME, 2, name, x),
-            V::ShortInt(x) => s.serialize_newtype_variant(NAME, 3, name, x),
-            V::ShortUInt(x) => s.serialize_newtype_variant(NAME, 4, name, x),
-            V::LongInt(x) => s.serialize_newtype_variant(NAME, 5, name, x),
-            V::LongUInt(x) => s.serialize_newtype_variant(NAME, 6, name, x),
-            V::LongLongInt(x) => s.serialize_newtype_variant(NAME, 7, name, x),
-            V::Float(x) => s.serialize_newtype_variant(NAME, 8, name, &FloatOut((*x).into())),
-            V::Double(x) => s.serialize_newtype_variant(NAME, 9, name, &FloatOut(*x)),
-            V::DecimalValue(d) => {
+            V::Bool(x) => s.serialize_newtype_variant(NAME, 0, name, x),
+            V::I8(x) => s.serialize_newtype_variant(NAME, 1, name, x),
+            V::U8(x) => s.serialize_newtype_variant(NAME, 2, name, x),
+            V::I16(x) => s.serialize_newtype_variant(NAME, 3, name, x),
+            V::U16(x) => s.serialize_newtype_variant(NAME, 4, name, x),
+            V::I32(x) => s.serialize_newtype_variant(NAME, 5, name, x),
+            V::U32(x) => s.serialize_newtype_variant(NAME, 6, name, x),
+            V::I64(x) => s.serialize_newtype_variant(NAME, 7, name, x),
+            V::F32(x) => s.serialize_newtype_variant(NAME, 8, name, &FloatOut((*x).into())),
+            V::F64(x) => s.serialize_newtype_variant(NAME, 9, name, &FloatOut(*x)),
+            V::Decimal { scale, value } => {
                 let mut sv = s.serialize_struct_variant(NAME, 10, name, 2)?;
-                sv.serialize_field("scale", &d.scale)?;
-                sv.serialize_field("value", &d.value)?;
+                sv.serialize_field("scale", scale)?;
+                sv.serialize_field("value", value)?;
                 sv.end()
             }
-            V::ShortString(x) => s.serialize_newtype_variant(NAME, 11, name, x.as_str()),
-            V::LongString(x) => match std::str::from_utf8(x.as_bytes()) {
+            V::Str(x) => match std::str::from_utf8(x) {
                 Ok(text) => s.serialize_newtype_variant(NAME, 12, name, text),
-                Err(_) => s.serialize_newtype_variant(NAME, 13, "longbytes", x.as_bytes()),
+                Err(_) => s.serialize_newtype_variant(NAME, 13, "longbytes", x.as_ref()),
             },
-            V::FieldArray(a) => {
-                s.serialize_newtype_variant(NAME, 14, name, &ArrayRef(a.as_slice()))
-            }
+            V::Array(a) => s.serialize_newtype_variant(NAME, 14, name, &ArrayRef(a)),
             V::Timestamp(x) => s.serialize_newtype_variant(NAME, 15, name, x),
-            V::FieldTable(t) => s.serialize_newtype_variant(NAME, 16, name, &TableRef(t)),
-            V::ByteArray(b) => s.serialize_newtype_variant(NAME, 17, name, b.as_slice()),
+            V::Table(t) => s.serialize_newtype_variant(NAME, 16, name, &TableRef(t)),
+            V::Bytes(b) => s.serialize_newtype_variant(NAME, 17, name, b.as_ref()),
             V::Void => s.serialize_unit_variant(NAME, 18, name),
         }
     }
@@ -170,44 +174,55 @@ impl WireFloat {
     }
 }
 
-fn short(s: String) -> Result<ShortString, String> {
-    ShortString::try_new(s).map_err(|e| e.to_string())
-}
+/// AMQP's limit on a table key (Ferry's tables keep it: what cannot be
+/// sent back to an AMQP client is not stored).
+const MAX_KEY: usize = 255;
 
-fn wire_table(wire: BTreeMap<String, Wire>) -> Result<FieldTable, String> {
-    let mut t = FieldTable::default();
+fn wire_table(wire: BTreeMap<String, Wire>) -> Result<Table, String> {
+    let mut t = Table::new();
     for (k, v) in wire {
-        t.insert(short(k)?, wire_value(v)?);
+        if k.len() > MAX_KEY {
+            return Err(format!(
+                "table key of {} bytes (at most {MAX_KEY})",
+                k.len()
+            ));
+        }
+        t.push(k, wire_value(v)?);
     }
     Ok(t)
 }
 
-fn wire_value(w: Wire) -> Result<AMQPValue, String> {
-    use AMQPValue as V;
+fn wire_value(w: Wire) -> Result<Value, String> {
+    use Value as V;
     Ok(match w {
-        Wire::Bool(x) => V::Boolean(x),
-        Wire::Byte(x) => V::ShortShortInt(x),
-        Wire::UnsignedByte(x) => V::ShortShortUInt(x),
-        Wire::Short(x) => V::ShortInt(x),
-        Wire::UnsignedShort(x) => V::ShortUInt(x),
-        Wire::SignedInt(x) => V::LongInt(x),
-        Wire::UnsignedInt(x) => V::LongUInt(x),
-        Wire::Long(x) => V::LongLongInt(x),
+        Wire::Bool(x) => V::Bool(x),
+        Wire::Byte(x) => V::I8(x),
+        Wire::UnsignedByte(x) => V::U8(x),
+        Wire::Short(x) => V::I16(x),
+        Wire::UnsignedShort(x) => V::U16(x),
+        Wire::SignedInt(x) => V::I32(x),
+        Wire::UnsignedInt(x) => V::U32(x),
+        Wire::Long(x) => V::I64(x),
         // Written widened from an f32, so narrowing is exact.
-        Wire::Float(x) => V::Float(x.value()? as f32),
-        Wire::Double(x) => V::Double(x.value()?),
-        Wire::Decimal { scale, value } => V::DecimalValue(DecimalValue { scale, value }),
-        Wire::ShortStr(x) => V::ShortString(short(x)?),
-        Wire::LongStr(x) => V::LongString(LongString::from(x)),
-        Wire::LongBytes(x) => V::LongString(LongString::from(x)),
-        Wire::Array(xs) => V::FieldArray(FieldArray::from(
+        Wire::Float(x) => V::F32(x.value()? as f32),
+        Wire::Double(x) => V::F64(x.value()?),
+        Wire::Decimal { scale, value } => V::Decimal { scale, value },
+        Wire::ShortStr(x) => {
+            if x.len() > MAX_KEY {
+                return Err(format!("short string of {} bytes", x.len()));
+            }
+            V::Str(Bytes::from(x))
+        }
+        Wire::LongStr(x) => V::Str(Bytes::from(x)),
+        Wire::LongBytes(x) => V::Str(Bytes::from(x)),
+        Wire::Array(xs) => V::Array(
             xs.into_iter()
                 .map(wire_value)
                 .collect::<Result<Vec<_>, _>>()?,
-        )),
+        ),
         Wire::Timestamp(x) => V::Timestamp(x),
-        Wire::Table(t) => V::FieldTable(wire_table(t)?),
-        Wire::Binary(x) => V::ByteArray(x.into()),
+        Wire::Table(t) => V::Table(wire_table(t)?),
+        Wire::Binary(x) => V::Bytes(Bytes::from(x)),
         Wire::Void => V::Void,
     })
 }
@@ -221,51 +236,44 @@ mod tests {
     #[derive(Serialize, Deserialize, Debug)]
     struct Holder {
         #[serde(with = "super")]
-        t: FieldTable,
+        t: Table,
     }
 
-    fn every_type() -> FieldTable {
-        use AMQPValue as V;
-        let mut inner = FieldTable::default();
-        inner.insert("deep".into(), V::LongString("x".into()));
-        let mut t = FieldTable::default();
-        for (k, v) in [
-            ("bool", V::Boolean(true)),
-            ("i8", V::ShortShortInt(-8)),
-            ("u8", V::ShortShortUInt(8)),
-            ("i16", V::ShortInt(-16)),
-            ("u16", V::ShortUInt(16)),
-            ("i32", V::LongInt(-32)),
-            ("u32", V::LongUInt(u32::MAX)),
-            ("i64", V::LongLongInt(i64::MIN)),
-            ("f32", V::Float(0.1)),
-            ("f32max", V::Float(f32::MAX)),
-            ("f64", V::Double(-2.5e300)),
+    fn every_type() -> Table {
+        use Value as V;
+        let inner: Table = [("deep", V::str("x"))].into_iter().collect();
+        [
+            ("bool", V::Bool(true)),
+            ("i8", V::I8(-8)),
+            ("u8", V::U8(8)),
+            ("i16", V::I16(-16)),
+            ("u16", V::U16(16)),
+            ("i32", V::I32(-32)),
+            ("u32", V::U32(u32::MAX)),
+            ("i64", V::I64(i64::MIN)),
+            ("f32", V::F32(0.1)),
+            ("f32max", V::F32(f32::MAX)),
+            ("f64", V::F64(-2.5e300)),
             (
                 "dec",
-                V::DecimalValue(DecimalValue {
+                V::Decimal {
                     scale: 2,
                     value: 1234,
-                }),
+                },
             ),
-            ("sstr", V::ShortString("short".into())),
-            ("lstr", V::LongString("long ✓".into())),
-            ("lbytes", V::LongString(vec![0xff, 0x00, 0xfe].into())),
-            (
-                "arr",
-                V::FieldArray(vec![V::Void, V::LongLongInt(1)].into()),
-            ),
+            ("lstr", V::str("long ✓")),
+            ("lbytes", V::Str(Bytes::from_static(&[0xff, 0x00, 0xfe]))),
+            ("arr", V::Array(vec![V::Void, V::I64(1)])),
             ("ts", V::Timestamp(u64::MAX)),
-            ("tbl", V::FieldTable(inner)),
-            ("bin", V::ByteArray(vec![1, 2, 3].into())),
+            ("tbl", V::Table(inner)),
+            ("bin", V::Bytes(Bytes::from_static(&[1, 2, 3]))),
             ("void", V::Void),
-        ] {
-            t.insert(k.into(), v);
-        }
-        t
+        ]
+        .into_iter()
+        .collect()
     }
 
-    fn round_trip(t: &FieldTable) -> FieldTable {
+    fn round_trip(t: &Table) -> Table {
         let json = serde_json::to_string(&Holder { t: t.clone() }).unwrap();
         serde_json::from_str::<Holder>(&json).unwrap().t
     }
@@ -273,36 +281,57 @@ mod tests {
     #[test]
     fn every_type_round_trips_exactly() {
         let t = every_type();
-        assert_eq!(
-            args::cmp_table(&round_trip(&t), &t),
-            std::cmp::Ordering::Equal
-        );
+        let back = round_trip(&t);
+        assert_eq!(args::cmp_table(&back, &t), std::cmp::Ordering::Equal);
+        // Read back in key order.
+        let keys: Vec<&str> = back.iter().map(|(k, _)| &**k).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
     }
 
     #[test]
     fn non_finite_floats_survive() {
-        let mut t = FieldTable::default();
-        t.insert("nan".into(), AMQPValue::Double(f64::NAN));
-        t.insert("inf".into(), AMQPValue::Float(f32::INFINITY));
-        t.insert("ninf".into(), AMQPValue::Double(f64::NEG_INFINITY));
+        let t: Table = [
+            ("nan", Value::F64(f64::NAN)),
+            ("inf", Value::F32(f32::INFINITY)),
+            ("ninf", Value::F64(f64::NEG_INFINITY)),
+        ]
+        .into_iter()
+        .collect();
         let back = round_trip(&t);
-        let get = |k: &str| back.inner().get(k).cloned();
-        assert!(matches!(get("nan"), Some(AMQPValue::Double(x)) if x.is_nan()));
-        assert_eq!(get("inf"), Some(AMQPValue::Float(f32::INFINITY)));
-        assert_eq!(get("ninf"), Some(AMQPValue::Double(f64::NEG_INFINITY)));
+        let get = |k: &str| back.get(k).cloned();
+        assert!(matches!(get("nan"), Some(Value::F64(x)) if x.is_nan()));
+        assert_eq!(get("inf"), Some(Value::F32(f32::INFINITY)));
+        assert_eq!(get("ninf"), Some(Value::F64(f64::NEG_INFINITY)));
     }
 
     #[test]
-    fn format_is_readable() {
-        let mut t = FieldTable::default();
-        t.insert("x-match".into(), AMQPValue::LongString("any".into()));
-        t.insert("n".into(), AMQPValue::LongLongInt(5));
-        t.insert("v".into(), AMQPValue::Void);
+    fn format_is_readable_sorted_and_first_entry_wins() {
+        // Given out of order, with a repeated key: written in key order,
+        // the first entry of "n" only (as the table would read).
+        let t: Table = [
+            ("x-match", Value::str("any")),
+            ("n", Value::I64(5)),
+            ("v", Value::Void),
+            ("n", Value::I64(6)),
+        ]
+        .into_iter()
+        .collect();
         let json = serde_json::to_string(&Holder { t }).unwrap();
         assert_eq!(
             json,
             r#"{"t":{"n":{"long":5},"v":"void","x-match":{"longstr":"any"}}}"#
         );
+    }
+
+    #[test]
+    fn short_strings_written_before_read_as_strings() {
+        let back: Holder =
+            serde_json::from_str(r#"{"t":{"a":{"shortstr":"ae"},"b":{"longstr":"x"}}}"#).unwrap();
+        assert_eq!(back.t.get("a"), Some(&Value::str("ae")));
+        let json = serde_json::to_string(&back).unwrap();
+        assert_eq!(json, r#"{"t":{"a":{"longstr":"ae"},"b":{"longstr":"x"}}}"#);
     }
 
     #[test]

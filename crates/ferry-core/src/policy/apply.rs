@@ -13,7 +13,7 @@
 //! The result is the argument table the queue then acts on, so one parser
 //! ([`QueueArgs::parse`](crate::queue::QueueArgs::parse)) serves both.
 
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
+use ferry_model::{Table, Value as Arg};
 use serde_json::{Map, Value};
 
 /// Keys where the lower of policy and argument applies.
@@ -48,23 +48,24 @@ const STREAM_KEYS: [&str; 3] = [
     "stream-max-segment-size-bytes",
 ];
 
-fn amqp(v: &Value) -> Option<AMQPValue> {
+/// A policy value as an argument value (a string, or a 64-bit integer).
+fn arg(v: &Value) -> Option<Arg> {
     match v {
-        Value::String(s) => Some(AMQPValue::LongString(LongString::from(s.as_str()))),
-        Value::Number(n) => n.as_i64().map(AMQPValue::LongLongInt),
+        Value::String(s) => Some(Arg::str(s)),
+        Value::Number(n) => n.as_i64().map(Arg::I64),
         _ => None,
     }
 }
 
 /// A queue's arguments with the policy's keys added by RabbitMQ's rules.
-pub fn effective_queue_args(args: &FieldTable, def: &Map<String, Value>) -> FieldTable {
+pub fn effective_queue_args(args: &Table, def: &Map<String, Value>) -> Table {
     let mut out = args.clone();
     for key in QUEUE_KEYS {
-        let Some(pv) = def.get(key).and_then(amqp) else {
+        let Some(pv) = def.get(key).and_then(arg) else {
             continue;
         };
         let x = format!("x-{key}");
-        let merged = match args.inner().get(x.as_str()) {
+        let merged = match args.get(x.as_str()) {
             None => pv,
             Some(av) if LOWER_WINS.contains(&key) => {
                 match (crate::xargs::int(av), crate::xargs::int(&pv)) {
@@ -74,17 +75,17 @@ pub fn effective_queue_args(args: &FieldTable, def: &Map<String, Value>) -> Fiel
             }
             Some(av) => av.clone(),
         };
-        out.insert(x.as_str().into(), merged);
+        out.insert(x, merged);
     }
     out
 }
 
 /// A stream's arguments with the policy's retention keys (the policy wins).
-pub fn effective_stream_args(args: &FieldTable, def: &Map<String, Value>) -> FieldTable {
+pub fn effective_stream_args(args: &Table, def: &Map<String, Value>) -> Table {
     let mut out = args.clone();
     for key in STREAM_KEYS {
-        if let Some(pv) = def.get(key).and_then(amqp) {
-            out.insert(format!("x-{key}").as_str().into(), pv);
+        if let Some(pv) = def.get(key).and_then(arg) {
+            out.insert(format!("x-{key}"), pv);
         }
     }
     out
@@ -101,7 +102,7 @@ pub fn policy_alternate_exchange(def: &Map<String, Value>) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::queue::{Overflow, QueueArgs};
-    use crate::test_support::{s, table};
+    use crate::test_support::{ms as s, mtable as table};
     use serde_json::json;
 
     fn def(v: Value) -> Map<String, Value> {
@@ -111,8 +112,8 @@ mod tests {
     #[test]
     fn numeric_limits_take_the_lower_and_arguments_win_the_rest() {
         let args = table(&[
-            ("x-message-ttl", AMQPValue::LongInt(100)),
-            ("x-max-length", AMQPValue::LongInt(5)),
+            ("x-message-ttl", Arg::I32(100)),
+            ("x-max-length", Arg::I32(5)),
             ("x-overflow", s("reject-publish")),
             ("x-dead-letter-exchange", s("mine")),
         ]);
@@ -129,10 +130,7 @@ mod tests {
         assert_eq!(a.dead_letter_routing_key.as_deref(), Some("rk"));
         assert_eq!(a.expires, Some(1000));
         assert!(a.retry.is_some());
-        let plain = QueueArgs::parse(
-            &effective_queue_args(&FieldTable::default(), &Map::new()),
-            None,
-        );
+        let plain = QueueArgs::parse(&effective_queue_args(&Table::new(), &Map::new()), None);
         assert!(plain.is_plain());
     }
 
@@ -140,8 +138,8 @@ mod tests {
     fn stream_retention_takes_the_policy() {
         let args = table(&[("x-max-age", s("1D")), ("x-queue-type", s("stream"))]);
         let out = effective_stream_args(&args, &def(json!({"max-age": "2h", "message-ttl": 5})));
-        assert_eq!(out.inner().get("x-max-age"), Some(&s("2h")));
-        assert!(out.inner().get("x-message-ttl").is_none());
+        assert_eq!(out.get("x-max-age"), Some(&s("2h")));
+        assert!(out.get("x-message-ttl").is_none());
         assert_eq!(
             policy_alternate_exchange(&def(json!({"alternate-exchange": "ae"}))),
             Some("ae")

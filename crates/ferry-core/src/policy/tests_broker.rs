@@ -5,8 +5,8 @@
 use super::PolicyKind;
 use crate::clock::{Clock, ManualClock};
 use crate::test_support::{broker, drain, message, spec};
-use amq_protocol_types::{AMQPValue, FieldTable};
 use ferry_log::SimIo;
+use ferry_model::{Table, Value};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ fn broker_with_q() -> (Arc<ManualClock>, Arc<crate::Broker>, Arc<crate::VHost>) 
     let clock = ManualClock::new(T0);
     let b = broker(&SimIo::new(), &clock);
     let v = b.vhost("/").unwrap();
-    v.declare_queue(spec("q", true, FieldTable::default()), false, 1)
+    v.declare_queue(spec("q", true, Table::new()), false, 1)
         .unwrap();
     (clock, b, v)
 }
@@ -80,8 +80,8 @@ fn arguments_and_operator_policies_combine_by_rabbitmqs_rules() {
     let clock = ManualClock::new(T0);
     let b = broker(&io, &clock);
     let v = b.vhost("/").unwrap();
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(3));
+    let mut args = Table::new();
+    args.insert("x-max-length", Value::I32(3));
     v.declare_queue(spec("q", true, args), false, 1).unwrap();
     let pol = json!({"pattern": "q", "definition": {"max-length": 10, "expires": 5000}});
     b.put_policy(PolicyKind::Policy, "/", "p", &pol).unwrap();
@@ -113,7 +113,7 @@ fn policies_survive_a_restart_and_apply_at_recovery() {
         let b = broker(&io, &clock);
         b.vhost("/")
             .unwrap()
-            .declare_queue(spec("q", true, FieldTable::default()), false, 1)
+            .declare_queue(spec("q", true, Table::new()), false, 1)
             .unwrap();
         let body = json!({"pattern": "^q$", "definition": {"max-length": 1}, "priority": 2});
         b.put_policy(PolicyKind::Policy, "/", "one", &body).unwrap();
@@ -163,19 +163,19 @@ fn an_over_long_dead_letter_key_from_a_stored_policy_drops_the_letter() {
         let b = broker(&io, &clock);
         let v = b.vhost("/").unwrap();
         for (t, durable) in [("t-durable", true), ("t-transient", false)] {
-            v.declare_queue(spec(t, durable, FieldTable::default()), false, 1)
+            v.declare_queue(spec(t, durable, Table::new()), false, 1)
                 .unwrap();
             v.binding(
                 true,
                 "amq.fanout",
                 Destination::queue(t),
                 "",
-                FieldTable::default(),
+                Table::new(),
                 1,
             )
             .unwrap();
         }
-        v.declare_queue(spec("src", true, FieldTable::default()), false, 1)
+        v.declare_queue(spec("src", true, Table::new()), false, 1)
             .unwrap();
         let def = super::PolicyDef {
             vhost: "/".into(),

@@ -7,8 +7,8 @@
 use super::PolicyKind;
 use crate::clock::ManualClock;
 use crate::test_support::{broker, spec};
-use amq_protocol_types::FieldTable;
 use ferry_log::SimIo;
+use ferry_model::Table;
 use serde_json::json;
 use std::sync::{Arc, Barrier};
 
@@ -28,7 +28,7 @@ fn a_queue_declared_during_a_policy_change_gets_the_new_policy() {
             std::thread::spawn(move || {
                 start.wait();
                 for n in &names {
-                    v.declare_queue(spec(n, true, FieldTable::default()), false, 1)
+                    v.declare_queue(spec(n, true, Table::new()), false, 1)
                         .unwrap();
                 }
             })

@@ -9,7 +9,7 @@ use crate::xargs::{
     self, check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,
     unacceptable,
 };
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 use std::sync::Arc;
 
 /// The largest TTL / expiration RabbitMQ accepts: ten years in ms.
@@ -76,7 +76,7 @@ pub struct QueueArgs {
 /// queue.declare with it is refused.
 pub const HOLD_ARG: &str = "x-ferry-delayed-exchange";
 
-fn check_ttl(v: &AMQPValue) -> Result<(), String> {
+fn check_ttl(v: &Value) -> Result<(), String> {
     match check_int(v)? {
         n if n > i128::from(MAX_EXPIRY_MS) => Err(format!("{{value_too_large,{n}}}")),
         n if n < 0 => Err(format!("{{value_negative,{n}}}")),
@@ -84,7 +84,7 @@ fn check_ttl(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
-fn check_overflow(v: &AMQPValue) -> Result<(), String> {
+fn check_overflow(v: &Value) -> Result<(), String> {
     match text(v) {
         Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
         _ if is_string(v) => Err("invalid_overflow".into()),
@@ -92,14 +92,14 @@ fn check_overflow(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
-fn check_expires(v: &AMQPValue) -> Result<(), String> {
+fn check_expires(v: &Value) -> Result<(), String> {
     match check_int(v)? {
         0 => Err("{value_zero,0}".into()),
         _ => check_ttl(v),
     }
 }
 
-fn check_max_priority(v: &AMQPValue) -> Result<(), String> {
+fn check_max_priority(v: &Value) -> Result<(), String> {
     check_non_neg(v)?;
     match check_int(v)? {
         n if n > i128::from(MAX_PRIORITY) => Err(format!("{{max_value_exceeded,{n}}}")),
@@ -111,10 +111,9 @@ fn check_max_priority(v: &AMQPValue) -> Result<(), String> {
 /// must fit the records' short strings (`crate::limits`); RabbitMQ 3.10
 /// accepts a longer one and then fails every delivery of such a dead
 /// letter (541), so Ferry refuses it at the declaration instead.
-fn check_short_arg(v: &AMQPValue) -> Result<(), String> {
+fn check_short_arg(v: &Value) -> Result<(), String> {
     let n = match v {
-        AMQPValue::LongString(s) => s.as_bytes().len(),
-        AMQPValue::ShortString(s) => s.as_str().len(),
+        Value::Str(s) => s.len(),
         _ => 0,
     };
     if n > crate::limits::SHORT_MAX {
@@ -126,7 +125,7 @@ fn check_short_arg(v: &AMQPValue) -> Result<(), String> {
 /// The queue types a declaration may name.
 const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
 
-fn check_queue_type(v: &AMQPValue) -> Result<(), String> {
+fn check_queue_type(v: &Value) -> Result<(), String> {
     match text(v) {
         Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
         Some(t) => Err(format!("\"unsupported queue type '{t}'\"")),
@@ -142,8 +141,8 @@ impl QueueArgs {
     /// Checks the arguments of a new queue as RabbitMQ 3.10 does; the
     /// error is the reply text after `PRECONDITION_FAILED - `. Arguments
     /// Ferry does not act on yet are not checked.
-    pub fn validate(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), String> {
-        let a = args.inner();
+    pub fn validate(args: &Table, queue: &str, vhost: &str) -> Result<(), String> {
+        let a = args;
         let rs = format!("queue '{queue}' in vhost '{vhost}'");
         // The queue type is resolved before the other arguments are checked.
         if let Some(v) = a.get("x-queue-type") {
@@ -160,9 +159,9 @@ impl QueueArgs {
             check_short_arg(v).map_err(|e| invalid_arg("x-dead-letter-exchange", &rs, &e))?;
         }
         // rabbit_amqqueue:declare_args/0 order.
-        let has_dlx = a.contains_key("x-dead-letter-exchange");
-        type Check<'f> = &'f dyn Fn(&AMQPValue) -> Result<(), String>;
-        let dlrk = |v: &AMQPValue| -> Result<(), String> {
+        let has_dlx = a.get("x-dead-letter-exchange").is_some();
+        type Check<'f> = &'f dyn Fn(&Value) -> Result<(), String>;
+        let dlrk = |v: &Value| -> Result<(), String> {
             if !is_string(v) {
                 return Err(unacceptable(v));
             }
@@ -192,14 +191,14 @@ impl QueueArgs {
             }
         }
         super::retry::RetryPolicy::validate(args, &rs)?;
-        if a.contains_key(HOLD_ARG) {
+        if a.get(HOLD_ARG).is_some() {
             return Err(format!(
                 "invalid arg '{HOLD_ARG}' for {rs}: \"reserved for delayed exchanges\""
             ));
         }
         let qtype = a.get("x-queue-type").and_then(text).unwrap_or("classic");
         if qtype != "classic" {
-            if let Some(key) = CLASSIC_ONLY.iter().find(|k| a.contains_key(**k)) {
+            if let Some(key) = CLASSIC_ONLY.iter().find(|k| a.get(k).is_some()) {
                 return Err(format!(
                     "invalid arg '{key}' for {rs} of queue type rabbit_{qtype}_queue"
                 ));
@@ -212,7 +211,7 @@ impl QueueArgs {
     /// demands of the declaration itself: durable, not exclusive, not
     /// auto-delete (RabbitMQ 3.10's texts and order).
     pub fn validate_declaration(
-        args: &FieldTable,
+        args: &Table,
         queue: &str,
         vhost: &str,
         durable: bool,
@@ -220,11 +219,7 @@ impl QueueArgs {
         auto_delete: bool,
     ) -> Result<(), String> {
         Self::validate(args, queue, vhost)?;
-        let qtype = args
-            .inner()
-            .get("x-queue-type")
-            .and_then(text)
-            .unwrap_or("classic");
+        let qtype = args.get("x-queue-type").and_then(text).unwrap_or("classic");
         if qtype == "classic" {
             return Ok(());
         }
@@ -235,8 +230,8 @@ impl QueueArgs {
     /// that do not parse are ignored, as if absent). `quorum_default` is the
     /// delivery limit of a quorum queue without `x-delivery-limit` (None =
     /// unlimited).
-    pub fn parse(args: &FieldTable, quorum_default: Option<u64>) -> QueueArgs {
-        let a = args.inner();
+    pub fn parse(args: &Table, quorum_default: Option<u64>) -> QueueArgs {
+        let a = args;
         let num = |k: &str| a.get(k).and_then(non_negative);
         let name = |k: &str| a.get(k).and_then(text).map(Arc::from);
         let quorum = a.get("x-queue-type").and_then(text) == Some("quorum");
@@ -251,12 +246,12 @@ impl QueueArgs {
             expires: num("x-expires").filter(|e| *e > 0),
             single_active_consumer: matches!(
                 a.get("x-single-active-consumer"),
-                Some(AMQPValue::Boolean(true))
+                Some(Value::Bool(true))
             ),
             delivery_limit,
             quorum,
             retry: super::retry::RetryPolicy::parse(args),
-            hold: a.contains_key(HOLD_ARG),
+            hold: a.get(HOLD_ARG).is_some(),
             message_ttl: num("x-message-ttl"),
             max_length: num("x-max-length"),
             max_length_bytes: num("x-max-length-bytes"),
@@ -302,8 +297,8 @@ impl QueueArgs {
 
 /// The `x-priority` argument of basic.consume (0 without one); the error
 /// is RabbitMQ's reply text after `PRECONDITION_FAILED - `.
-pub fn consumer_priority(args: &FieldTable, queue: &str, vhost: &str) -> Result<i64, String> {
-    match args.inner().get("x-priority") {
+pub fn consumer_priority(args: &Table, queue: &str, vhost: &str) -> Result<i64, String> {
+    match args.get("x-priority") {
         None => Ok(0),
         Some(v) => check_int(v)
             .map(|n| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX }))
@@ -321,15 +316,15 @@ pub fn consumer_priority(args: &FieldTable, queue: &str, vhost: &str) -> Result<
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::test_support::{s, table};
+    use crate::test_support::{ms as s, mtable as table};
 
     #[test]
     fn parse_reads_what_the_queue_acts_on() {
         let a = QueueArgs::parse(
             &table(&[
-                ("x-message-ttl", AMQPValue::LongInt(100)),
-                ("x-max-length", AMQPValue::ShortShortUInt(3)),
-                ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 40)),
+                ("x-message-ttl", Value::I32(100)),
+                ("x-max-length", Value::U8(3)),
+                ("x-max-length-bytes", Value::I64(1 << 40)),
                 ("x-overflow", s("reject-publish-dlx")),
                 ("x-dead-letter-exchange", s("")),
                 ("x-dead-letter-routing-key", s("dead")),
@@ -351,7 +346,7 @@ mod tests {
     #[test]
     fn dead_letter_names_longer_than_a_short_string_are_refused() {
         let long = "é".repeat(200);
-        let check = |items: &[(&str, AMQPValue)]| QueueArgs::validate(&table(items), "q", "/");
+        let check = |items: &[(&str, Value)]| QueueArgs::validate(&table(items), "q", "/");
         assert_eq!(
             check(&[
                 ("x-dead-letter-exchange", s("amq.fanout")),
@@ -375,35 +370,35 @@ mod tests {
 
     #[test]
     fn the_quorum_default_limit_applies_only_without_x_delivery_limit() {
-        let limit = |items: &[(&str, AMQPValue)], default| {
+        let limit = |items: &[(&str, Value)], default| {
             QueueArgs::parse(&table(items), default).delivery_limit
         };
         let quorum = || ("x-queue-type", s("quorum"));
         assert_eq!(limit(&[quorum()], Some(2)), Some(2));
         assert_eq!(limit(&[quorum()], None), None);
         assert_eq!(limit(&[], Some(2)), None, "classic queues have no default");
-        let own = ("x-delivery-limit", AMQPValue::LongInt(7));
+        let own = ("x-delivery-limit", Value::I32(7));
         assert_eq!(limit(&[quorum(), own], None), Some(7));
-        let unlimited = ("x-delivery-limit", AMQPValue::LongInt(-1));
+        let unlimited = ("x-delivery-limit", Value::I32(-1));
         assert_eq!(limit(&[quorum(), unlimited], Some(2)), None);
     }
 
     #[test]
     fn validation_texts_are_rabbitmq_s() {
-        let check = |items: &[(&str, AMQPValue)]| QueueArgs::validate(&table(items), "q", "/");
+        let check = |items: &[(&str, Value)]| QueueArgs::validate(&table(items), "q", "/");
         let pre = "invalid arg";
         assert_eq!(
-            check(&[("x-message-ttl", AMQPValue::LongInt(-1))]).unwrap_err(),
+            check(&[("x-message-ttl", Value::I32(-1))]).unwrap_err(),
             format!("{pre} 'x-message-ttl' for queue 'q' in vhost '/': {{value_negative,-1}}")
         );
         assert_eq!(
-            check(&[("x-message-ttl", AMQPValue::LongLongInt(315_360_000_001))]).unwrap_err(),
+            check(&[("x-message-ttl", Value::I64(315_360_000_001))]).unwrap_err(),
             format!(
                 "{pre} 'x-message-ttl' for queue 'q' in vhost '/': {{value_too_large,315360000001}}"
             )
         );
         assert_eq!(
-            check(&[("x-max-length-bytes", AMQPValue::Boolean(true))]).unwrap_err(),
+            check(&[("x-max-length-bytes", Value::Bool(true))]).unwrap_err(),
             format!(
                 "{pre} 'x-max-length-bytes' for queue 'q' in vhost '/': \"expected integer, got bool\""
             )
@@ -420,15 +415,15 @@ mod tests {
         );
         assert_eq!(
             check(&[
-                ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
+                ("x-dead-letter-exchange", Value::I32(5)),
                 ("x-message-ttl", s("a"))
             ])
             .unwrap_err(),
             "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
         );
         assert!(check(&[
-            ("x-message-ttl", AMQPValue::LongLongInt(315_360_000_000)),
-            ("x-max-length", AMQPValue::LongInt(0)),
+            ("x-message-ttl", Value::I64(315_360_000_000)),
+            ("x-max-length", Value::I32(0)),
             ("x-overflow", s("drop-head")),
             ("x-dead-letter-exchange", s("")),
             ("x-dead-letter-routing-key", s("k")),

@@ -9,13 +9,15 @@ use super::*;
 use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock, NEVER};
 use crate::message::Message;
+use crate::test_support::ms;
 use crate::test_support::{
-    broker, drain as bodies, headers_of, message, s, spec, table as args, Fixture, JsonCodec,
+    broker, drain as bodies, headers_of, message, mtable as args, s, spec, Fixture, JsonCodec,
     Taker, T0,
 };
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::{Log, LogConfig, SimIo};
+use ferry_model::{Table, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -46,7 +48,7 @@ fn drops(f: &Fixture) -> Vec<(Reason, Vec<u64>)> {
 #[test]
 fn queue_ttl_expires_from_the_head_in_order_at_the_deadline() {
     let f = Fixture::new();
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(100))]);
     for b in ["a", "b", "c"] {
         q.publish(&msg(b, None), None).unwrap();
     }
@@ -69,7 +71,7 @@ fn queue_ttl_expires_from_the_head_in_order_at_the_deadline() {
 #[test]
 fn per_message_ttl_expires_only_at_the_head_and_the_lower_ttl_wins() {
     let f = Fixture::new();
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(1000))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(1000))]);
     q.publish(&msg("long", Some(500)), None).unwrap();
     q.publish(&msg("short", Some(10)), None).unwrap();
     f.clock.advance(20);
@@ -92,7 +94,7 @@ fn per_message_ttl_expires_only_at_the_head_and_the_lower_ttl_wins() {
 #[test]
 fn expired_heads_are_skipped_by_consumers_but_a_fresh_message_reaches_a_waiting_one() {
     let f = Fixture::new();
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(0))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(0))]);
     q.publish(&msg("nobody waits", None), None).unwrap();
     assert_eq!(q.counts().0, 0, "TTL 0 and no consumer: dropped at once");
     let taker = Taker::new(10);
@@ -102,7 +104,7 @@ fn expired_heads_are_skipped_by_consumers_but_a_fresh_message_reaches_a_waiting_
     assert_eq!(taker.bodies(), vec!["taken"]);
 
     let q2 = Fixture::new();
-    let q2q = q2.open(&[("x-message-ttl", AMQPValue::LongInt(10))]);
+    let q2q = q2.open(&[("x-message-ttl", Value::I32(10))]);
     q2q.publish(&msg("old", None), None).unwrap();
     q2.clock.advance(10);
     let t2 = Taker::new(10);
@@ -130,7 +132,7 @@ fn requeued_messages_keep_their_deadline_and_unacked_ones_do_not_expire() {
 #[test]
 fn deadlines_and_drops_survive_a_restart() {
     let f = Fixture::new();
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(100))]);
     q.publish(&msg("early", None), None).unwrap();
     f.clock.advance(60);
     q.publish(&msg("late", None), None).unwrap();
@@ -141,7 +143,7 @@ fn deadlines_and_drops_survive_a_restart() {
     drop(q);
     // Reopened 30 ms later: the deadlines are the ones fixed at publish.
     f.clock.advance(30);
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(100))]);
     assert_eq!(q.counts().0, 2, "the dropped message stays dropped");
     assert_eq!(q.next_expiry(), T0 + 160);
     q.expire(T0 + 159);
@@ -154,8 +156,8 @@ fn deadlines_and_drops_survive_a_restart() {
 fn drop_head_counts_ready_messages_only_and_dead_letters_the_oldest() {
     let f = Fixture::new();
     let q = f.open(&[
-        ("x-max-length", AMQPValue::LongInt(2)),
-        ("x-dead-letter-exchange", s("dlx")),
+        ("x-max-length", Value::I32(2)),
+        ("x-dead-letter-exchange", ms("dlx")),
     ]);
     for b in ["m0", "m1", "m2", "m3"] {
         assert_eq!(q.publish(&msg(b, None), None).unwrap(), Enqueued::Confirmed);
@@ -179,8 +181,8 @@ fn drop_head_counts_ready_messages_only_and_dead_letters_the_oldest() {
 fn max_length_bytes_counts_bodies_across_a_restart_and_a_spilled_backlog() {
     let f = Fixture::new();
     let a = [
-        ("x-max-length-bytes", AMQPValue::LongInt(10)),
-        ("x-overflow", s("reject-publish")),
+        ("x-max-length-bytes", Value::I32(10)),
+        ("x-overflow", ms("reject-publish")),
     ];
     let q = f.open(&a);
     for b in ["aaaa", "bbbb"] {
@@ -207,8 +209,8 @@ fn max_length_bytes_counts_bodies_across_a_restart_and_a_spilled_backlog() {
     let f = Fixture::new();
     let n = super::state::WINDOW as u64 + 100;
     let q = f.open(&[
-        ("x-max-length-bytes", AMQPValue::LongLongInt(n as i64)),
-        ("x-overflow", s("reject-publish")),
+        ("x-max-length-bytes", Value::I64(n as i64)),
+        ("x-overflow", ms("reject-publish")),
     ]);
     for _ in 0..n {
         assert_eq!(
@@ -240,7 +242,7 @@ fn max_length_bytes_counts_bodies_across_a_restart_and_a_spilled_backlog() {
 fn drop_head_works_through_a_spilled_backlog() {
     let f = Fixture::new();
     let max = super::state::WINDOW as i64 + 50;
-    let q = f.open(&[("x-max-length", AMQPValue::LongLongInt(max))]);
+    let q = f.open(&[("x-max-length", Value::I64(max))]);
     for i in 0..(max + 300) {
         q.publish(&msg(&format!("{i}"), None), None).unwrap();
     }
@@ -254,9 +256,9 @@ fn drop_head_works_through_a_spilled_backlog() {
 fn reject_publish_dlx_refuses_and_dead_letters() {
     let f = Fixture::new();
     let q = f.open(&[
-        ("x-max-length", AMQPValue::LongInt(1)),
-        ("x-overflow", s("reject-publish-dlx")),
-        ("x-dead-letter-exchange", s("")),
+        ("x-max-length", Value::I32(1)),
+        ("x-overflow", ms("reject-publish-dlx")),
+        ("x-dead-letter-exchange", ms("")),
     ]);
     assert_eq!(
         q.publish(&msg("kept", None), None).unwrap(),
@@ -273,7 +275,7 @@ fn reject_publish_dlx_refuses_and_dead_letters() {
 #[test]
 fn reject_logs_a_drop_and_dead_letters_only_with_a_dlx() {
     let f = Fixture::new();
-    let q = f.open(&[("x-dead-letter-exchange", s("dlx"))]);
+    let q = f.open(&[("x-dead-letter-exchange", ms("dlx"))]);
     q.publish(&msg("a", None), None).unwrap();
     q.publish(&msg("b", None), None).unwrap();
     let (a, _) = q.get(false).unwrap().unwrap();
@@ -290,8 +292,8 @@ fn reject_logs_a_drop_and_dead_letters_only_with_a_dlx() {
 fn a_large_expired_backlog_is_dead_lettered_in_batches() {
     let f = Fixture::new();
     let q = f.open(&[
-        ("x-message-ttl", AMQPValue::LongInt(5)),
-        ("x-dead-letter-exchange", s("")),
+        ("x-message-ttl", Value::I32(5)),
+        ("x-dead-letter-exchange", ms("")),
     ]);
     let n = 3 * 256 + 7;
     for i in 0..n {
@@ -317,7 +319,7 @@ fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
     let f = Fixture::new();
     let env = f.env().with_clock(Arc::new(NoClock));
     let q = Queue::open(
-        spec("q", true, args(&[("x-other", s("v"))])),
+        spec("q", true, args(&[("x-other", ms("v"))])),
         Arc::from("/"),
         PathBuf::from("/data/q"),
         env,
@@ -369,7 +371,7 @@ impl World {
         }
     }
 
-    fn declare(&self, name: &str, a: &[(&str, AMQPValue)]) -> Arc<Queue> {
+    fn declare(&self, name: &str, a: &[(&str, Value)]) -> Arc<Queue> {
         self.vhost
             .declare_queue(spec(name, false, args(a)), false, 1)
             .unwrap();
@@ -417,8 +419,8 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
     let src = w.declare(
         "src",
         &[
-            ("x-dead-letter-exchange", s("amq.direct")),
-            ("x-dead-letter-routing-key", s("dead-key")),
+            ("x-dead-letter-exchange", ms("amq.direct")),
+            ("x-dead-letter-routing-key", ms("dead-key")),
         ],
     );
     w.vhost
@@ -427,7 +429,7 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
             "amq.direct",
             crate::exchange::Destination::Queue(Arc::from("dead")),
             "dead-key",
-            FieldTable::default(),
+            Table::new(),
             1,
         )
         .unwrap();
@@ -471,17 +473,17 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
     let a = w.declare(
         "a",
         &[
-            ("x-message-ttl", AMQPValue::LongInt(10)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("b")),
+            ("x-message-ttl", Value::I32(10)),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("b")),
         ],
     );
     let b = w.declare(
         "b",
         &[
-            ("x-message-ttl", AMQPValue::LongInt(10)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("a")),
+            ("x-message-ttl", Value::I32(10)),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("a")),
         ],
     );
     w.publish("", "a", FieldTable::default(), None);
@@ -496,16 +498,16 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
     let c = w.declare(
         "c",
         &[
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("d")),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("d")),
         ],
     );
     w.declare(
         "d",
         &[
-            ("x-message-ttl", AMQPValue::LongInt(10)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("c")),
+            ("x-message-ttl", Value::I32(10)),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("c")),
         ],
     );
     w.publish("", "c", FieldTable::default(), None);
@@ -526,8 +528,8 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
     let e = w.declare(
         "e",
         &[
-            ("x-message-ttl", AMQPValue::LongInt(0)),
-            ("x-dead-letter-exchange", s("")),
+            ("x-message-ttl", Value::I32(0)),
+            ("x-dead-letter-exchange", ms("")),
         ],
     );
     w.publish("", "e", FieldTable::default(), None);
@@ -537,7 +539,7 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
 #[test]
 fn a_missing_dead_letter_exchange_drops_and_drop_head_chains_end() {
     let w = World::new();
-    let q = w.declare("q", &[("x-dead-letter-exchange", s("nowhere"))]);
+    let q = w.declare("q", &[("x-dead-letter-exchange", ms("nowhere"))]);
     w.publish("", "q", FieldTable::default(), None);
     let (m, _) = q.get(false).unwrap().unwrap();
     q.reject(&[m.msg_id]).unwrap();
@@ -548,17 +550,17 @@ fn a_missing_dead_letter_exchange_drops_and_drop_head_chains_end() {
     let x = w.declare(
         "x",
         &[
-            ("x-max-length", AMQPValue::LongInt(1)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("y")),
+            ("x-max-length", Value::I32(1)),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("y")),
         ],
     );
     let y = w.declare(
         "y",
         &[
-            ("x-max-length", AMQPValue::LongInt(1)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s("x")),
+            ("x-max-length", Value::I32(1)),
+            ("x-dead-letter-exchange", ms("")),
+            ("x-dead-letter-routing-key", ms("x")),
         ],
     );
     for _ in 0..5 {
@@ -573,7 +575,7 @@ fn queue_arguments_are_validated_on_declare() {
     let err = w
         .vhost
         .declare_queue(
-            spec("bad", false, args(&[("x-overflow", s("sideways"))])),
+            spec("bad", false, args(&[("x-overflow", ms("sideways"))])),
             false,
             1,
         )
@@ -582,8 +584,8 @@ fn queue_arguments_are_validated_on_declare() {
         .to_string()
         .contains("invalid arg 'x-overflow' for queue 'bad' in vhost '/': invalid_overflow"));
     // A redeclaration is compared, not validated again.
-    w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
-    w.declare("ok", &[("x-max-length", AMQPValue::LongInt(1))]);
+    w.declare("ok", &[("x-max-length", Value::I32(1))]);
+    w.declare("ok", &[("x-max-length", Value::I32(1))]);
 }
 
 #[test]
@@ -607,7 +609,9 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
         AMQPValue::FieldArray(vec![s("zz"), s("b"), s("a")].into()),
     );
     let mut out = Vec::new();
-    w.vhost.route("", &m, Some(&h), &mut out).unwrap();
+    w.vhost
+        .route("", &m, Some(&crate::amqp_shim::table(&h)), &mut out)
+        .unwrap();
     let got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     assert_eq!(got, ["a", "c", "b"]);
     // A direct exchange: bindings of every key.
@@ -618,7 +622,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
                 "amq.direct",
                 crate::exchange::Destination::Queue(Arc::from(q)),
                 key,
-                FieldTable::default(),
+                Table::new(),
                 1,
             )
             .unwrap();
@@ -634,7 +638,14 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
         ..message("m", false)
     };
     let mut out = Vec::new();
-    w.vhost.route("amq.direct", &m, Some(&h), &mut out).unwrap();
+    w.vhost
+        .route(
+            "amq.direct",
+            &m,
+            Some(&crate::amqp_shim::table(&h)),
+            &mut out,
+        )
+        .unwrap();
     let mut got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     got.sort();
     assert_eq!(got, ["a", "b", "c"]);
@@ -644,7 +655,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
     for exchange in ["", "amq.direct"] {
         let err = w
             .vhost
-            .route(exchange, &m, Some(&bad), &mut out)
+            .route(exchange, &m, Some(&crate::amqp_shim::table(&bad)), &mut out)
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::PreconditionFailed);
         assert_eq!(
@@ -652,7 +663,10 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
             r#"invalid message: {unacceptable_type_in_header,"CC",signedint}"#
         );
     }
-    let err = w.vhost.route("nope", &m, Some(&bad), &mut out).unwrap_err();
+    let err = w
+        .vhost
+        .route("nope", &m, Some(&crate::amqp_shim::table(&bad)), &mut out)
+        .unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::NotFound);
 }
 
@@ -664,7 +678,7 @@ fn an_expired_head_that_cannot_be_logged_is_neither_delivered_nor_spun_on() {
     // Manual rounds: a background round must not make the publish durable
     // before the failing `sync_now` (the test then saw no failure).
     let f = Fixture::with_manual_rounds();
-    let q = f.open(&[("x-message-ttl", AMQPValue::LongInt(100))]);
+    let q = f.open(&[("x-message-ttl", Value::I32(100))]);
     q.publish(&msg("old", None), None).unwrap();
     f.io.fail_next_sync();
     q.sync_now();

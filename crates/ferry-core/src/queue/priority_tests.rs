@@ -10,12 +10,14 @@ use super::*;
 use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock};
 use crate::message::Message;
+use crate::test_support::ms;
 use crate::test_support::{
-    body_of, broker, drain as bodies, headers_of, message, s, spec, table as args, Fixture,
+    body_of, broker, drain as bodies, headers_of, message, mtable as args, spec, Fixture,
     JsonProps, Taker, T0,
 };
 use amq_protocol_types::AMQPValue;
 use ferry_log::{Log, LogConfig, SimIo};
+use ferry_model::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,8 +32,8 @@ fn msg(body: &str, priority: Option<u8>) -> Arc<Message> {
     })
 }
 
-fn max_priority(p: i64) -> (&'static str, AMQPValue) {
-    ("x-max-priority", AMQPValue::LongLongInt(p))
+fn max_priority(p: i64) -> (&'static str, Value) {
+    ("x-max-priority", Value::I64(p))
 }
 
 // ----- x-max-priority ------------------------------------------------------
@@ -111,8 +113,8 @@ fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
     let f = Fixture::with_json_codec();
     let q = f.open(&[
         max_priority(5),
-        ("x-max-length", AMQPValue::LongInt(2)),
-        ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+        ("x-max-length", Value::I32(2)),
+        ("x-dead-letter-exchange", Value::str("")),
     ]);
     // As RabbitMQ 3.10: the highest priority message is the head.
     for (b, p) in [("m0", 1), ("m1", 5), ("m2", 3)] {
@@ -125,7 +127,7 @@ fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
 #[test]
 fn only_the_head_of_a_priority_queue_expires() {
     let f = Fixture::with_json_codec();
-    let q = f.open(&[max_priority(2), ("x-message-ttl", AMQPValue::LongInt(100))]);
+    let q = f.open(&[max_priority(2), ("x-message-ttl", Value::I32(100))]);
     q.publish(&msg("low", Some(0)), None).unwrap();
     f.clock.advance(50);
     q.publish(&msg("high", Some(2)), None).unwrap();
@@ -195,7 +197,7 @@ fn higher_priority_consumers_get_messages_while_they_have_credit() {
 #[test]
 fn single_active_consumer_hands_over_in_registration_order() {
     let f = Fixture::with_json_codec();
-    let q = f.open(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+    let q = f.open(&[("x-single-active-consumer", Value::Bool(true))]);
     let a = Taker::new(2);
     let b = Taker::new(100);
     let c = Taker::new(100);
@@ -227,14 +229,14 @@ fn delivery_count(d: &Delivery) -> Option<AMQPValue> {
     headers_of(d).inner().get("x-delivery-count").cloned()
 }
 
-fn dlx() -> (&'static str, AMQPValue) {
-    ("x-dead-letter-exchange", AMQPValue::LongString("".into()))
+fn dlx() -> (&'static str, Value) {
+    ("x-dead-letter-exchange", Value::str(""))
 }
 
 #[test]
 fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_restart() {
     let f = Fixture::with_json_codec();
-    let a = [("x-delivery-limit", AMQPValue::LongInt(2)), dlx()];
+    let a = [("x-delivery-limit", Value::I32(2)), dlx()];
     let q = f.open(&a);
     q.publish(&msg("x", None), None).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();
@@ -266,7 +268,7 @@ fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_rest
 #[test]
 fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
     let f = Fixture::with_json_codec();
-    let returns = |a: &[(&str, AMQPValue)], n: usize| -> usize {
+    let returns = |a: &[(&str, Value)], n: usize| -> usize {
         let q = f.open(a);
         q.purge().unwrap();
         q.publish(&msg("x", None), None).unwrap();
@@ -282,13 +284,10 @@ fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
         drop(q);
         delivered
     };
-    let quorum = ("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let quorum = ("x-queue-type", Value::str("quorum"));
     assert_eq!(returns(std::slice::from_ref(&quorum), 30), 21);
     assert_eq!(
-        returns(
-            &[quorum, ("x-delivery-limit", AMQPValue::ShortShortInt(-1))],
-            30
-        ),
+        returns(&[quorum, ("x-delivery-limit", Value::I8(-1))], 30),
         30
     );
     assert_eq!(returns(&[], 30), 30, "classic: unlimited unless set");
@@ -318,7 +317,7 @@ fn an_unused_queue_expires_and_use_restarts_the_countdown() {
     let clock = ManualClock::new(T0);
     let b = broker(&io, &clock);
     let v = b.vhost("/").unwrap();
-    let a = args(&[("x-expires", AMQPValue::LongInt(1000))]);
+    let a = args(&[("x-expires", Value::I32(1000))]);
     v.declare_queue(spec("e", true, a.clone()), false, 1)
         .unwrap();
     assert_eq!(b.expiry_timer().next(), T0 + 1000);
@@ -355,7 +354,7 @@ fn queue_expiry_restarts_with_the_broker() {
     let io = SimIo::new();
     let clock = ManualClock::new(T0);
     let b = broker(&io, &clock);
-    let a = args(&[("x-expires", AMQPValue::LongInt(1000))]);
+    let a = args(&[("x-expires", Value::I32(1000))]);
     b.vhost("/")
         .unwrap()
         .declare_queue(spec("e", true, a), false, 1)
@@ -382,12 +381,12 @@ fn queue_expiry_restarts_with_the_broker() {
 
 #[test]
 fn new_arguments_are_validated_with_rabbitmq_s_texts() {
-    let check = |items: &[(&str, AMQPValue)], durable: bool, excl: bool, ad: bool| {
+    let check = |items: &[(&str, Value)], durable: bool, excl: bool, ad: bool| {
         QueueArgs::validate_declaration(&args(items), "q", "/", durable, excl, ad).err()
     };
     let pre = "invalid arg";
     let rs = "for queue 'q' in vhost '/'";
-    let cases: Vec<(Vec<(&str, AMQPValue)>, String)> = vec![
+    let cases: Vec<(Vec<(&str, Value)>, String)> = vec![
         (
             vec![max_priority(256)],
             format!("{pre} 'x-max-priority' {rs}: {{max_value_exceeded,256}}"),
@@ -397,41 +396,38 @@ fn new_arguments_are_validated_with_rabbitmq_s_texts() {
             format!("{pre} 'x-max-priority' {rs}: {{value_negative,-1}}"),
         ),
         (
-            vec![("x-expires", AMQPValue::LongInt(0))],
+            vec![("x-expires", Value::I32(0))],
             format!("{pre} 'x-expires' {rs}: {{value_zero,0}}"),
         ),
         (
-            vec![("x-expires", AMQPValue::LongInt(-1))],
+            vec![("x-expires", Value::I32(-1))],
             format!("{pre} 'x-expires' {rs}: {{value_negative,-1}}"),
         ),
         (
-            vec![("x-single-active-consumer", s("yes"))],
+            vec![("x-single-active-consumer", ms("yes"))],
             format!("{pre} 'x-single-active-consumer' {rs}: {{unacceptable_type,longstr}}"),
         ),
         (
-            vec![
-                ("x-queue-type", s("x")),
-                ("x-expires", AMQPValue::LongInt(0)),
-            ],
+            vec![("x-queue-type", ms("x")), ("x-expires", Value::I32(0))],
             format!("{pre} 'x-queue-type' {rs}: \"unsupported queue type 'x'\""),
         ),
         (
-            vec![("x-queue-type", AMQPValue::LongInt(5))],
+            vec![("x-queue-type", Value::I32(5))],
             format!("{pre} 'x-queue-type' {rs}: {{unacceptable_type,signedint}}"),
         ),
         (
-            vec![("x-queue-type", s("quorum")), max_priority(3)],
+            vec![("x-queue-type", ms("quorum")), max_priority(3)],
             format!("{pre} 'x-max-priority' {rs} of queue type rabbit_quorum_queue"),
         ),
         (
-            vec![("x-delivery-limit", s("a"))],
+            vec![("x-delivery-limit", ms("a"))],
             format!("{pre} 'x-delivery-limit' {rs}: \"expected integer, got longstr\""),
         ),
     ];
     for (items, text) in cases {
         assert_eq!(check(&items, true, false, false), Some(text));
     }
-    let quorum = [("x-queue-type", s("quorum"))];
+    let quorum = [("x-queue-type", ms("quorum"))];
     let prop = |p: &str| Some(format!("invalid property '{p}' for queue 'q' in vhost '/'"));
     assert_eq!(check(&quorum, false, false, true), prop("auto-delete"));
     assert_eq!(check(&quorum, true, true, true), prop("auto-delete"));
@@ -439,15 +435,12 @@ fn new_arguments_are_validated_with_rabbitmq_s_texts() {
     assert_eq!(check(&quorum, false, false, false), prop("non-durable"));
     assert_eq!(check(&quorum, true, false, false), None);
     assert_eq!(
-        check(&[("x-queue-type", s("classic"))], false, true, true),
+        check(&[("x-queue-type", ms("classic"))], false, true, true),
         None
     );
     assert_eq!(
         check(
-            &[
-                max_priority(0),
-                ("x-delivery-limit", AMQPValue::LongInt(-1))
-            ],
+            &[max_priority(0), ("x-delivery-limit", Value::I32(-1))],
             false,
             false,
             false
@@ -455,17 +448,13 @@ fn new_arguments_are_validated_with_rabbitmq_s_texts() {
         None
     );
     assert_eq!(
-        super::args::consumer_priority(&args(&[("x-priority", s("a"))]), "q", "/"),
+        super::args::consumer_priority(&args(&[("x-priority", ms("a"))]), "q", "/"),
         Err(format!(
             "invalid arg 'x-priority' {rs}: \"expected integer, got longstr\""
         ))
     );
     assert_eq!(
-        super::args::consumer_priority(
-            &args(&[("x-priority", AMQPValue::LongLongInt(1 << 40))]),
-            "q",
-            "/"
-        ),
+        super::args::consumer_priority(&args(&[("x-priority", Value::I64(1 << 40))]), "q", "/"),
         Ok(1 << 40)
     );
 }

@@ -49,8 +49,8 @@ use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
 use crate::syncer::{SyncSchedule, Syncer};
-use amq_protocol_types::FieldTable;
 use ferry_log::{FileIo, Log, LogConfig};
+use ferry_model::Table;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ pub struct QueueSpec {
     pub auto_delete: bool,
     /// x-arguments.
     #[serde(with = "crate::exchange::table_serde", default)]
-    pub arguments: FieldTable,
+    pub arguments: Table,
 }
 
 /// Shared facilities every queue uses.
@@ -233,7 +233,7 @@ impl Queue {
     /// with the vhost's policies (`policy::effective_queue_args`).
     pub fn open_effective(
         spec: QueueSpec,
-        effective: &FieldTable,
+        effective: &Table,
         vhost: Arc<str>,
         dir: PathBuf,
         env: QueueEnv,

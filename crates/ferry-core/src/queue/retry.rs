@@ -21,7 +21,7 @@
 
 use super::state::Entry;
 use crate::xargs::{check_int, int, invalid_arg, non_negative, text, unacceptable};
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -65,8 +65,8 @@ impl RetryPolicy {
     /// The policy the arguments ask for; None without `x-retry-delay` (or
     /// with 0). Arguments were validated at declaration: bad values read
     /// as absent.
-    pub fn parse(args: &FieldTable) -> Option<RetryPolicy> {
-        let a = args.inner();
+    pub fn parse(args: &Table) -> Option<RetryPolicy> {
+        let a = args;
         let num = |k: &str| a.get(k).and_then(non_negative);
         let delay = num(ARG_DELAY).filter(|d| *d > 0)?.min(MAX_DELAY_MS);
         let backoff = match a.get(ARG_BACKOFF).and_then(text) {
@@ -97,8 +97,8 @@ impl RetryPolicy {
     /// Checks the `x-retry-*` arguments of a new queue; the error is the
     /// text after `PRECONDITION_FAILED - ` (RabbitMQ's shape for argument
     /// errors: `invalid arg 'x-retry-backoff' for queue 'q' in vhost '/': …`).
-    pub fn validate(args: &FieldTable, rs: &str) -> Result<(), String> {
-        let a = args.inner();
+    pub fn validate(args: &Table, rs: &str) -> Result<(), String> {
+        let a = args;
         let fail = |k: &str, why: String| invalid_arg(k, rs, &why);
         for k in [ARG_DELAY, ARG_MULTIPLIER, ARG_MAX_DELAY] {
             let Some(v) = a.get(k) else { continue };
@@ -131,7 +131,7 @@ impl RetryPolicy {
             // worth saying, not a silent plain queue.
             if let Some(k) = [ARG_BACKOFF, ARG_MULTIPLIER, ARG_MAX_DELAY]
                 .into_iter()
-                .find(|k| a.contains_key(*k))
+                .find(|k| a.get(k).is_some())
             {
                 return Err(fail(k, format!("\"needs a positive '{ARG_DELAY}'\"")));
             }
@@ -364,8 +364,8 @@ impl Waiting {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::test_support::{s, table};
-    use amq_protocol_types::AMQPValue;
+    use crate::test_support::{ms as s, mtable as table};
+    use ferry_model::Value;
 
     fn entry(id: u64) -> Entry {
         let pos = ferry_log::RecordPos {
@@ -414,12 +414,12 @@ mod tests {
 
     #[test]
     fn fixed_backoff_waits_the_same_capped() {
-        let p = RetryPolicy::parse(&table(&[(ARG_DELAY, AMQPValue::LongInt(500))])).unwrap();
+        let p = RetryPolicy::parse(&table(&[(ARG_DELAY, Value::I32(500))])).unwrap();
         assert_eq!(p.backoff, Backoff::Fixed);
         assert_eq!((0..5).map(|n| p.delay_for(n)).collect::<Vec<_>>(), [500; 5]);
         let p = RetryPolicy::parse(&table(&[
-            (ARG_DELAY, AMQPValue::LongInt(500)),
-            (ARG_MAX_DELAY, AMQPValue::LongInt(200)),
+            (ARG_DELAY, Value::I32(500)),
+            (ARG_MAX_DELAY, Value::I32(200)),
         ]))
         .unwrap();
         assert_eq!(p.delay_for(0), 200);
@@ -428,17 +428,17 @@ mod tests {
     #[test]
     fn exponential_backoff_grows_by_the_multiplier_up_to_the_cap() {
         let p = RetryPolicy::parse(&table(&[
-            (ARG_DELAY, AMQPValue::LongInt(100)),
+            (ARG_DELAY, Value::I32(100)),
             (ARG_BACKOFF, s("exponential")),
-            (ARG_MAX_DELAY, AMQPValue::LongInt(1000)),
+            (ARG_MAX_DELAY, Value::I32(1000)),
         ]))
         .unwrap();
         let seq: Vec<u64> = (0..6).map(|n| p.delay_for(n)).collect();
         assert_eq!(seq, [100, 200, 400, 800, 1000, 1000]);
         let p = RetryPolicy::parse(&table(&[
-            (ARG_DELAY, AMQPValue::ShortShortUInt(10)),
+            (ARG_DELAY, Value::U8(10)),
             (ARG_BACKOFF, s("exponential")),
-            (ARG_MULTIPLIER, AMQPValue::LongInt(3)),
+            (ARG_MULTIPLIER, Value::I32(3)),
         ]))
         .unwrap();
         let seq: Vec<u64> = (0..4).map(|n| p.delay_for(n)).collect();
@@ -451,25 +451,25 @@ mod tests {
     fn no_delay_means_no_policy() {
         assert_eq!(RetryPolicy::parse(&table(&[])), None);
         assert_eq!(
-            RetryPolicy::parse(&table(&[(ARG_DELAY, AMQPValue::LongInt(0))])),
+            RetryPolicy::parse(&table(&[(ARG_DELAY, Value::I32(0))])),
             None
         );
     }
 
     #[test]
     fn validation_names_the_argument() {
-        let check = |items: &[(&str, AMQPValue)]| {
+        let check = |items: &[(&str, Value)]| {
             RetryPolicy::validate(&table(items), "queue 'q' in vhost '/'")
         };
         assert!(check(&[
-            (ARG_DELAY, AMQPValue::LongInt(10)),
+            (ARG_DELAY, Value::I32(10)),
             (ARG_BACKOFF, s("exponential")),
-            (ARG_MULTIPLIER, AMQPValue::LongInt(3)),
-            (ARG_MAX_DELAY, AMQPValue::LongInt(100)),
+            (ARG_MULTIPLIER, Value::I32(3)),
+            (ARG_MAX_DELAY, Value::I32(100)),
         ])
         .is_ok());
         assert_eq!(
-            check(&[(ARG_DELAY, AMQPValue::LongInt(-1))]).unwrap_err(),
+            check(&[(ARG_DELAY, Value::I32(-1))]).unwrap_err(),
             "invalid arg 'x-retry-delay' for queue 'q' in vhost '/': {value_negative,-1}"
         );
         assert_eq!(
@@ -477,19 +477,15 @@ mod tests {
             "invalid arg 'x-retry-delay' for queue 'q' in vhost '/': \"expected integer, got longstr\""
         );
         assert_eq!(
-            check(&[(ARG_DELAY, AMQPValue::LongInt(1)), (ARG_BACKOFF, s("linear"))]).unwrap_err(),
+            check(&[(ARG_DELAY, Value::I32(1)), (ARG_BACKOFF, s("linear"))]).unwrap_err(),
             "invalid arg 'x-retry-backoff' for queue 'q' in vhost '/': \"expected fixed or exponential, got 'linear'\""
         );
         assert_eq!(
-            check(&[
-                (ARG_DELAY, AMQPValue::LongInt(1)),
-                (ARG_MULTIPLIER, AMQPValue::LongInt(0))
-            ])
-            .unwrap_err(),
+            check(&[(ARG_DELAY, Value::I32(1)), (ARG_MULTIPLIER, Value::I32(0))]).unwrap_err(),
             "invalid arg 'x-retry-multiplier' for queue 'q' in vhost '/': {value_zero,0}"
         );
         assert_eq!(
-            check(&[(ARG_MAX_DELAY, AMQPValue::LongInt(5))]).unwrap_err(),
+            check(&[(ARG_MAX_DELAY, Value::I32(5))]).unwrap_err(),
             "invalid arg 'x-retry-max-delay' for queue 'q' in vhost '/': \"needs a positive 'x-retry-delay'\""
         );
     }

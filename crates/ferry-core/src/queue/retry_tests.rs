@@ -10,23 +10,25 @@ use crate::clock::{ManualClock, NEVER};
 use crate::exchange::{Destination, ExchangeKind};
 use crate::message::Message;
 use crate::test_support::{
-    body_of, broker, headers_of, message, s, spec, table, Fixture, JsonCodec, Taker, T0,
+    body_of, broker, headers_of, message, spec, table, Fixture, JsonCodec, Taker, T0,
 };
+use crate::test_support::{ms, mtable};
 use crate::vhost::ExchangeArgs;
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::SimIo;
+use ferry_model::{Table, Value};
 use std::sync::Arc;
 
 fn msg(body: &str) -> Arc<Message> {
     Arc::new(message(body, true))
 }
 
-fn exponential() -> Vec<(&'static str, AMQPValue)> {
+fn exponential() -> Vec<(&'static str, Value)> {
     vec![
-        ("x-retry-delay", AMQPValue::LongInt(100)),
-        ("x-retry-backoff", s("exponential")),
-        ("x-retry-max-delay", AMQPValue::LongInt(300)),
+        ("x-retry-delay", Value::I32(100)),
+        ("x-retry-backoff", ms("exponential")),
+        ("x-retry-max-delay", Value::I32(300)),
     ]
 }
 
@@ -71,7 +73,7 @@ fn returns_wait_with_exponential_backoff_up_to_the_cap() {
 #[test]
 fn fixed_backoff_and_a_consumer_gets_it_back_when_due() {
     let f = Fixture::new();
-    let q = f.open(&[("x-retry-delay", AMQPValue::LongInt(250))]);
+    let q = f.open(&[("x-retry-delay", Value::I32(250))]);
     let taker = Taker::new(10);
     q.consume(Arc::from("c"), taker.clone(), false, false)
         .unwrap();
@@ -98,7 +100,7 @@ fn fixed_backoff_and_a_consumer_gets_it_back_when_due() {
 #[test]
 fn a_due_retry_goes_back_to_its_original_place() {
     let f = Fixture::new();
-    let q = f.open(&[("x-retry-delay", AMQPValue::LongInt(50))]);
+    let q = f.open(&[("x-retry-delay", Value::I32(50))]);
     for b in ["a", "b", "c"] {
         q.publish(&msg(b), None).unwrap();
     }
@@ -118,9 +120,9 @@ fn a_due_retry_goes_back_to_its_original_place() {
 fn past_the_delivery_limit_a_return_dead_letters_instead_of_waiting() {
     let f = Fixture::new();
     let q = f.open(&[
-        ("x-retry-delay", AMQPValue::LongInt(10)),
-        ("x-delivery-limit", AMQPValue::LongInt(2)),
-        ("x-dead-letter-exchange", s("dlx")),
+        ("x-retry-delay", Value::I32(10)),
+        ("x-delivery-limit", Value::I32(2)),
+        ("x-dead-letter-exchange", ms("dlx")),
     ]);
     q.publish(&msg("m"), None).unwrap();
     for _ in 0..2 {
@@ -182,7 +184,7 @@ fn a_restart_restores_pending_waits_from_the_log() {
 #[test]
 fn a_crash_keeps_logged_waits_and_a_wait_already_over_is_ready_at_once() {
     let f = Fixture::new();
-    let a = [("x-retry-delay", AMQPValue::LongInt(1000))];
+    let a = [("x-retry-delay", Value::I32(1000))];
     let q = f.open(&a);
     q.publish(&msg("m"), None).unwrap();
     take_and_return(&f, &q);
@@ -201,7 +203,7 @@ fn a_crash_keeps_logged_waits_and_a_wait_already_over_is_ready_at_once() {
 #[test]
 fn purge_takes_waiting_messages_too_and_replay_agrees() {
     let f = Fixture::new();
-    let a = [("x-retry-delay", AMQPValue::LongInt(100))];
+    let a = [("x-retry-delay", Value::I32(100))];
     let q = f.open(&a);
     q.publish(&msg("waits"), None).unwrap();
     q.publish(&msg("ready"), None).unwrap();
@@ -217,7 +219,7 @@ fn purge_takes_waiting_messages_too_and_replay_agrees() {
 #[test]
 fn a_queue_without_retry_requeues_at_once() {
     let f = Fixture::new();
-    let q = f.open(&[("x-retry-delay", AMQPValue::LongInt(0))]);
+    let q = f.open(&[("x-retry-delay", Value::I32(0))]);
     q.publish(&msg("m"), None).unwrap();
     take_and_return(&f, &q);
     assert_eq!((q.counts().0, q.depth().delayed), (1, 0));
@@ -260,7 +262,7 @@ impl World {
                 false,
                 ExchangeArgs {
                     durable: true,
-                    arguments: table(&[("x-delayed-type", s(kind))]),
+                    arguments: mtable(&[("x-delayed-type", ms(kind))]),
                     ..ExchangeArgs::default()
                 },
             )
@@ -269,14 +271,14 @@ impl World {
 
     fn queue(&self, name: &str, bind_from: &str, key: &str) -> Arc<Queue> {
         let v = self.vhost();
-        v.declare_queue(spec(name, true, FieldTable::default()), false, 1)
+        v.declare_queue(spec(name, true, Table::new()), false, 1)
             .unwrap();
         v.binding(
             true,
             bind_from,
             Destination::Queue(Arc::from(name)),
             key,
-            FieldTable::default(),
+            Table::new(),
             1,
         )
         .unwrap();
@@ -310,7 +312,12 @@ impl World {
         });
         let mut qs = Vec::new();
         self.vhost()
-            .route(exchange, &m, Some(&headers), &mut qs)
+            .route(
+                exchange,
+                &m,
+                Some(&crate::amqp_shim::table(&headers)),
+                &mut qs,
+            )
             .unwrap();
         for q in &qs {
             q.publish(&m, None).unwrap();
@@ -337,10 +344,7 @@ fn drain(q: &Queue) -> Vec<(String, Option<AMQPValue>)> {
 fn a_delayed_exchange_needs_an_existing_delayed_type() {
     let w = World::new();
     let v = w.vhost();
-    for bad in [
-        FieldTable::default(),
-        table(&[("x-delayed-type", s("nope"))]),
-    ] {
+    for bad in [Table::new(), mtable(&[("x-delayed-type", ms("nope"))])] {
         let e = v
             .declare_exchange(
                 "d",
@@ -448,7 +452,7 @@ fn a_delayed_exchange_behind_an_exchange_binding_holds_too() {
         "src",
         Destination::Exchange(Arc::from("d")),
         "",
-        FieldTable::default(),
+        Table::new(),
         1,
     )
     .unwrap();
@@ -520,7 +524,7 @@ fn deleting_a_delayed_exchange_drops_what_it_held() {
         "d",
         Destination::Queue(Arc::from("q")),
         "k",
-        FieldTable::default(),
+        Table::new(),
         1,
     )
     .unwrap();
@@ -531,7 +535,7 @@ fn deleting_a_delayed_exchange_drops_what_it_held() {
 #[test]
 fn one_waiting_retry_is_not_ready_after_a_restart() {
     let f = Fixture::new();
-    let a = [("x-retry-delay", AMQPValue::LongInt(2000))];
+    let a = [("x-retry-delay", Value::I32(2000))];
     let q = f.open(&a);
     q.publish(&msg("r"), None).unwrap();
     take_and_return(&f, &q);

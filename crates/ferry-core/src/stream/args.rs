@@ -3,7 +3,7 @@
 //! checked with RabbitMQ 3.10's texts; RabbitMQ's duration strings ("7D").
 
 use crate::xargs::{self, invalid_arg, text, unacceptable};
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 
 /// Milliseconds per unit of RabbitMQ's duration strings (`rabbit_amqqueue:
 /// check_max_age`: a month is 30 days, a year 365).
@@ -39,7 +39,7 @@ const NOT_FOR_STREAMS: [&str; 14] = [
     "x-queue-master-locator",
 ];
 
-type Check = fn(&AMQPValue) -> Result<(), String>;
+type Check = fn(&Value) -> Result<(), String>;
 
 /// What a stream acts on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,14 +71,14 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// An integer argument. Unlike RabbitMQ's `check_int_arg` (and the queue
 /// arguments), a stream's integer arguments also accept a timestamp.
-fn int(v: &AMQPValue) -> Option<i128> {
+fn int(v: &Value) -> Option<i128> {
     match v {
-        AMQPValue::Timestamp(x) => Some(i128::from(*x)),
+        Value::Timestamp(x) => Some(i128::from(*x)),
         v => xargs::int(v),
     }
 }
 
-fn check_max_age(v: &AMQPValue) -> Result<(), String> {
+fn check_max_age(v: &Value) -> Result<(), String> {
     match text(v) {
         Some(s) if parse_duration(s).is_some() => Ok(()),
         // RabbitMQ 3.10 crashes (541) on "" and "-1h"; Ferry refuses them
@@ -88,7 +88,7 @@ fn check_max_age(v: &AMQPValue) -> Result<(), String> {
     }
 }
 
-fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
+fn check_non_neg(v: &Value) -> Result<(), String> {
     match int(v) {
         Some(n) if n < 0 => Err(format!("{{value_negative,{n}}}")),
         Some(_) => Ok(()),
@@ -98,8 +98,8 @@ fn check_non_neg(v: &AMQPValue) -> Result<(), String> {
 
 impl StreamArgs {
     /// Whether the arguments declare a stream.
-    pub fn is_stream(args: &FieldTable) -> bool {
-        args.inner().get("x-queue-type").and_then(text) == Some("stream")
+    pub fn is_stream(args: &Table) -> bool {
+        args.get("x-queue-type").and_then(text) == Some("stream")
     }
 
     /// Checks the declaration of a stream in RabbitMQ 3.10's order: the
@@ -107,7 +107,7 @@ impl StreamArgs {
     /// (whatever their value), then durable / exclusive / auto-delete. The
     /// error is the text after `PRECONDITION_FAILED - `.
     pub fn validate_declaration(
-        args: &FieldTable,
+        args: &Table,
         queue: &str,
         vhost: &str,
         durable: bool,
@@ -119,8 +119,8 @@ impl StreamArgs {
     }
 
     /// The argument checks of `validate_declaration`.
-    pub fn validate(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), String> {
-        let a = args.inner();
+    pub fn validate(args: &Table, queue: &str, vhost: &str) -> Result<(), String> {
+        let a = args;
         let rs = format!("queue '{queue}' in vhost '{vhost}'");
         let checks: [(&str, Check); 3] = [
             ("x-max-length-bytes", check_non_neg),
@@ -132,18 +132,22 @@ impl StreamArgs {
                 check(v).map_err(|e| invalid_arg(key, &rs, &e))?;
             }
         }
-        if let Some(key) = a.keys().find(|k| NOT_FOR_STREAMS.contains(&k.as_str())) {
+        // The first in key order, as RabbitMQ's sorted table has them.
+        let refused = crate::exchange::sorted(a)
+            .into_iter()
+            .map(|(k, _)| k)
+            .find(|k| NOT_FOR_STREAMS.contains(&&***k));
+        if let Some(key) = refused {
             return Err(format!(
-                "invalid arg '{}' for {rs} of queue type rabbit_stream_queue",
-                key.as_str()
+                "invalid arg '{key}' for {rs} of queue type rabbit_stream_queue"
             ));
         }
         Ok(())
     }
 
     /// The arguments of a declared (validated) stream.
-    pub fn parse(args: &FieldTable) -> StreamArgs {
-        let a = args.inner();
+    pub fn parse(args: &Table) -> StreamArgs {
+        let a = args;
         let num = |k: &str| a.get(k).and_then(int).and_then(|n| u64::try_from(n).ok());
         StreamArgs {
             max_age_ms: a.get("x-max-age").and_then(text).and_then(parse_duration),
@@ -164,7 +168,7 @@ impl StreamArgs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::test_support::{s, table};
+    use crate::test_support::{ms as s, mtable as table};
 
     #[test]
     fn durations_are_rabbitmq_s() {
@@ -181,20 +185,20 @@ mod tests {
 
     #[test]
     fn validation_texts_match_rabbitmq() {
-        let check = |items: &[(&str, AMQPValue)]| StreamArgs::validate(&table(items), "s", "/");
+        let check = |items: &[(&str, Value)]| StreamArgs::validate(&table(items), "s", "/");
         let pre = "invalid arg";
         assert_eq!(
             check(&[("x-max-age", s("10x"))]).unwrap_err(),
             format!("{pre} 'x-max-age' for queue 's' in vhost '/': invalid_max_age")
         );
         assert_eq!(
-            check(&[("x-max-age", AMQPValue::LongInt(5))]).unwrap_err(),
+            check(&[("x-max-age", Value::I32(5))]).unwrap_err(),
             format!(
                 "{pre} 'x-max-age' for queue 's' in vhost '/': {{unacceptable_type,signedint}}"
             )
         );
         assert_eq!(
-            check(&[("x-stream-max-segment-size-bytes", AMQPValue::LongInt(-5))]).unwrap_err(),
+            check(&[("x-stream-max-segment-size-bytes", Value::I32(-5))]).unwrap_err(),
             format!(
                 "{pre} 'x-stream-max-segment-size-bytes' for queue 's' in vhost '/': {{value_negative,-5}}"
             )
@@ -206,14 +210,26 @@ mod tests {
             )
         );
         assert_eq!(
-            check(&[("x-message-ttl", AMQPValue::LongInt(5))]).unwrap_err(),
+            check(&[("x-message-ttl", Value::I32(5))]).unwrap_err(),
             format!("{pre} 'x-message-ttl' for queue 's' in vhost '/' of queue type rabbit_stream_queue")
+        );
+        // Several refused: the first in key order is named, whatever the
+        // order given (RabbitMQ's table is sorted).
+        assert_eq!(
+            check(&[
+                ("x-message-ttl", Value::I32(5)),
+                ("x-expires", Value::I32(5))
+            ])
+            .unwrap_err(),
+            format!(
+                "{pre} 'x-expires' for queue 's' in vhost '/' of queue type rabbit_stream_queue"
+            )
         );
         assert!(check(&[
             ("x-max-age", s("7D")),
-            ("x-max-length-bytes", AMQPValue::LongInt(0)),
-            ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(0)),
-            ("x-initial-cluster-size", AMQPValue::LongInt(1)),
+            ("x-max-length-bytes", Value::I32(0)),
+            ("x-stream-max-segment-size-bytes", Value::I32(0)),
+            ("x-initial-cluster-size", Value::I32(1)),
         ])
         .is_ok());
     }
@@ -222,8 +238,8 @@ mod tests {
     fn parse_clamps_segment_size() {
         let a = StreamArgs::parse(&table(&[
             ("x-max-age", s("1h")),
-            ("x-max-length-bytes", AMQPValue::LongLongInt(1000)),
-            ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(10)),
+            ("x-max-length-bytes", Value::I64(1000)),
+            ("x-stream-max-segment-size-bytes", Value::I32(10)),
         ]));
         assert_eq!(a.max_age_ms, Some(3_600_000));
         assert_eq!(a.max_bytes, Some(1000));

@@ -2,7 +2,7 @@
 
 use super::args::parse_duration;
 use crate::xargs::text;
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 
 /// A consumer's starting point, as requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,26 +28,26 @@ impl OffsetSpec {
     /// `PRECONDITION_FAILED - ` (RabbitMQ 3.10 crashes the channel's
     /// connection with 541 on such values instead).
     pub fn parse(
-        args: &FieldTable,
+        args: &Table,
         now_ms: u64,
         queue: &str,
         vhost: &str,
     ) -> Result<OffsetSpec, String> {
-        let Some(v) = args.inner().get("x-stream-offset") else {
+        let Some(v) = args.get("x-stream-offset") else {
             return Ok(OffsetSpec::Next);
         };
         let bad = |why: String| {
             format!("invalid arg 'x-stream-offset' for queue '{queue}' in vhost '{vhost}': {why}")
         };
-        use AMQPValue as V;
+        use Value as V;
         let signed: Option<i128> = match v {
-            V::ShortShortInt(x) => Some(i128::from(*x)),
-            V::ShortShortUInt(x) => Some(i128::from(*x)),
-            V::ShortInt(x) => Some(i128::from(*x)),
-            V::ShortUInt(x) => Some(i128::from(*x)),
-            V::LongInt(x) => Some(i128::from(*x)),
-            V::LongUInt(x) => Some(i128::from(*x)),
-            V::LongLongInt(x) => Some(i128::from(*x)),
+            V::I8(x) => Some(i128::from(*x)),
+            V::U8(x) => Some(i128::from(*x)),
+            V::I16(x) => Some(i128::from(*x)),
+            V::U16(x) => Some(i128::from(*x)),
+            V::I32(x) => Some(i128::from(*x)),
+            V::U32(x) => Some(i128::from(*x)),
+            V::I64(x) => Some(i128::from(*x)),
             _ => None,
         };
         if let Some(n) = signed {
@@ -77,18 +77,17 @@ impl OffsetSpec {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
 
-    fn spec(v: Option<AMQPValue>) -> Result<OffsetSpec, String> {
-        let mut t = FieldTable::default();
+    fn spec(v: Option<Value>) -> Result<OffsetSpec, String> {
+        let mut t = Table::new();
         if let Some(v) = v {
-            t.insert("x-stream-offset".into(), v);
+            t.insert("x-stream-offset", v);
         }
         OffsetSpec::parse(&t, 10_000_000, "s", "/")
     }
 
-    fn s(x: &str) -> Option<AMQPValue> {
-        Some(AMQPValue::LongString(LongString::from(x)))
+    fn s(x: &str) -> Option<Value> {
+        Some(Value::str(x))
     }
 
     #[test]
@@ -97,16 +96,10 @@ mod tests {
         assert_eq!(spec(s("first")).unwrap(), OffsetSpec::First);
         assert_eq!(spec(s("last")).unwrap(), OffsetSpec::Last);
         assert_eq!(spec(s("next")).unwrap(), OffsetSpec::Next);
+        assert_eq!(spec(Some(Value::I64(42))).unwrap(), OffsetSpec::Offset(42));
+        assert_eq!(spec(Some(Value::I8(-1))).unwrap(), OffsetSpec::Offset(0));
         assert_eq!(
-            spec(Some(AMQPValue::LongLongInt(42))).unwrap(),
-            OffsetSpec::Offset(42)
-        );
-        assert_eq!(
-            spec(Some(AMQPValue::ShortShortInt(-1))).unwrap(),
-            OffsetSpec::Offset(0)
-        );
-        assert_eq!(
-            spec(Some(AMQPValue::Timestamp(1234))).unwrap(),
+            spec(Some(Value::Timestamp(1234))).unwrap(),
             OffsetSpec::Timestamp(1_234_000)
         );
         assert_eq!(
@@ -122,7 +115,7 @@ mod tests {
             "invalid arg 'x-stream-offset' for queue 's' in vhost '/': invalid offset 'bogus'"
         );
         assert_eq!(
-            spec(Some(AMQPValue::Boolean(true))).unwrap_err(),
+            spec(Some(Value::Bool(true))).unwrap_err(),
             "invalid arg 'x-stream-offset' for queue 's' in vhost '/': {unacceptable_type,bool}"
         );
     }

@@ -7,8 +7,8 @@ use super::*;
 use crate::error::ErrorKind;
 use crate::queue::QueueEnv;
 use crate::syncer::Syncer;
-use amq_protocol_types::AMQPValue;
 use ferry_log::{FileIo, LogConfig};
+use ferry_model::Value;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,7 +138,7 @@ fn max_bytes_is_honoured_but_one_record_always_comes() {
 
 #[test]
 fn retention_makes_an_old_offset_out_of_range_never_skipped() {
-    let f = retention_fixture(&[("x-max-length-bytes", AMQPValue::LongInt(10_000))]);
+    let f = retention_fixture(&[("x-max-length-bytes", Value::I32(10_000))]);
     let st = f.open();
     for i in 0..200 {
         st.publish(&big(i), None).unwrap();
@@ -355,10 +355,7 @@ fn after_a_crash_committed_offsets_read_the_same_and_nothing_else_was_served() {
 
 #[test]
 fn push_consumers_and_pull_reads_see_the_same_records_across_views() {
-    let segment = (
-        "x-stream-max-segment-size-bytes",
-        AMQPValue::LongInt(64 * 1024),
-    );
+    let segment = ("x-stream-max-segment-size-bytes", Value::I32(64 * 1024));
     let f = Fixture::new(&[segment]);
     let st = f.open();
     let body = "y".repeat(1_000);
@@ -366,7 +363,7 @@ fn push_consumers_and_pull_reads_see_the_same_records_across_views() {
         st.publish(&msg(&body, true), None).unwrap();
     }
     // 2.5 MB: one dispatch takes several 1 MiB views.
-    let pushed = super::tests::consume_at(&st, 3_000, Some(crate::test_support::s("first")));
+    let pushed = super::tests::consume_at(&st, 3_000, Some(crate::test_support::ms("first")));
     let pulled = st.read(0, ALL).unwrap();
     assert_eq!(pushed.offsets(), (0..2_500).collect::<Vec<_>>());
     let got = pushed.got.lock();
@@ -396,9 +393,9 @@ fn measure_pull_reads_and_lock_hold() {
         durable: true,
         exclusive_owner: None,
         auto_delete: false,
-        arguments: crate::test_support::table(&[(
+        arguments: crate::test_support::mtable(&[(
             "x-queue-type",
-            crate::test_support::s("stream"),
+            crate::test_support::ms("stream"),
         )]),
     };
     let st = Stream::open(spec, Arc::from("/"), dir.path().join("s"), f.env.clone()).unwrap();
@@ -428,7 +425,8 @@ fn measure_pull_reads_and_lock_hold() {
     }
     let capture = t.elapsed() / rounds;
     let taker = Taker::new(N as u32);
-    let args = crate::test_support::table(&[("x-stream-offset", crate::test_support::s("first"))]);
+    let args =
+        crate::test_support::mtable(&[("x-stream-offset", crate::test_support::ms("first"))]);
     let how = StreamConsume {
         no_ack: false,
         prefetch: N as u32,

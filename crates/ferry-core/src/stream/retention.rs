@@ -119,7 +119,7 @@ impl Stream {
     /// A policy change: the retention of `effective` (`max-age`,
     /// `max-length-bytes`) applies at once; the segment size stays until
     /// the stream reopens.
-    pub fn apply_arguments(&self, effective: &amq_protocol_types::FieldTable) {
+    pub fn apply_arguments(&self, effective: &ferry_model::Table) {
         let next = super::StreamArgs::parse(effective);
         let mut g = self.inner.lock();
         if g.deleted

@@ -40,9 +40,10 @@ use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
 use crate::syncer::SyncSchedule;
-use amq_protocol_types::{AMQPValue, FieldTable};
+use amq_protocol_types::AMQPValue;
 use bytes::Bytes;
 use ferry_log::Log;
+use ferry_model::Table;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ pub struct StreamConsume<'a> {
     /// The channel's per-consumer prefetch (0 = none: refused).
     pub prefetch: u32,
     /// basic.consume's arguments (`x-stream-offset`).
-    pub arguments: &'a FieldTable,
+    pub arguments: &'a Table,
 }
 
 #[derive(Debug)]
@@ -127,7 +128,7 @@ impl Stream {
     /// policy's retention keys, `policy::effective_stream_args`).
     pub fn open_effective(
         spec: QueueSpec,
-        effective: &amq_protocol_types::FieldTable,
+        effective: &Table,
         vhost: Arc<str>,
         dir: PathBuf,
         env: QueueEnv,
@@ -319,7 +320,7 @@ impl Stream {
     ) -> Result<u64> {
         // RabbitMQ 3.10's checks, in its order.
         let refuse = |text: String| CoreError::request(ErrorKind::PreconditionFailed, text);
-        if how.arguments.inner().contains_key("x-priority") {
+        if how.arguments.get("x-priority").is_some() {
             return Err(refuse(format!(
                 "invalid arg 'x-priority' for queue '{}' in vhost '{}' of queue type rabbit_stream_queue",
                 self.spec.name, self.vhost

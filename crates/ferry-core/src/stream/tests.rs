@@ -9,9 +9,9 @@ use crate::message::Message;
 use crate::queue::{ConfirmToken, Enqueued, QueueEnv, QueueSpec};
 use crate::source::Source;
 use crate::syncer::Syncer;
-use crate::test_support::{message, s, Confirms, Taker};
-use amq_protocol_types::{AMQPValue, FieldTable};
+use crate::test_support::{message, ms as s, Confirms, Taker};
 use ferry_log::{FileIo, LogConfig, SimIo};
+use ferry_model::{Table, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,15 +19,15 @@ pub(super) struct Fixture {
     pub(super) io: SimIo,
     pub(super) clock: Arc<ManualClock>,
     pub(super) env: QueueEnv,
-    args: FieldTable,
+    args: Table,
 }
 
 impl Fixture {
-    pub(super) fn new(extra: &[(&str, AMQPValue)]) -> Self {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), s("stream"));
+    pub(super) fn new(extra: &[(&str, Value)]) -> Self {
+        let mut args = Table::new();
+        args.insert("x-queue-type", s("stream"));
         for (k, v) in extra {
-            args.insert((*k).into(), v.clone());
+            args.insert(*k, v.clone());
         }
         let io = SimIo::new();
         let clock = ManualClock::new(1_000_000);
@@ -73,11 +73,11 @@ pub(super) fn publish_n(st: &Stream, from: usize, n: usize) {
     }
 }
 
-pub(super) fn consume_at(st: &Stream, credit: u32, offset: Option<AMQPValue>) -> Arc<Taker> {
+pub(super) fn consume_at(st: &Stream, credit: u32, offset: Option<Value>) -> Arc<Taker> {
     let t = Taker::new(credit);
-    let mut args = FieldTable::default();
+    let mut args = Table::new();
     if let Some(v) = offset {
-        args.insert("x-stream-offset".into(), v);
+        args.insert("x-stream-offset", v);
     }
     let how = StreamConsume {
         no_ack: false,
@@ -113,21 +113,18 @@ fn every_offset_spec_starts_where_rabbitmq_does() {
         st.publish(&msg(&format!("m{i}"), false), None).unwrap();
         f.clock.advance(1_000);
     }
-    let at = |v: Option<AMQPValue>| consume_at(&st, 100, v).offsets();
+    let at = |v: Option<Value>| consume_at(&st, 100, v).offsets();
     assert_eq!(at(None), Vec::<u64>::new());
     assert_eq!(at(Some(s("next"))), Vec::<u64>::new());
     assert_eq!(at(Some(s("first"))), (0..6).collect::<Vec<_>>());
     assert_eq!(at(Some(s("last"))), vec![5]);
-    assert_eq!(at(Some(AMQPValue::LongLongInt(4))), vec![4, 5]);
-    assert_eq!(at(Some(AMQPValue::LongLongInt(99))), Vec::<u64>::new());
-    assert_eq!(at(Some(AMQPValue::LongInt(-1))), (0..6).collect::<Vec<_>>());
+    assert_eq!(at(Some(Value::I64(4))), vec![4, 5]);
+    assert_eq!(at(Some(Value::I64(99))), Vec::<u64>::new());
+    assert_eq!(at(Some(Value::I32(-1))), (0..6).collect::<Vec<_>>());
     // Published at 1_000_000 + i * 1000 ms; timestamps are in seconds.
-    assert_eq!(at(Some(AMQPValue::Timestamp(1_003))), vec![3, 4, 5]);
-    assert_eq!(
-        at(Some(AMQPValue::Timestamp(0))),
-        (0..6).collect::<Vec<_>>()
-    );
-    assert_eq!(at(Some(AMQPValue::Timestamp(9_999_999))), Vec::<u64>::new());
+    assert_eq!(at(Some(Value::Timestamp(1_003))), vec![3, 4, 5]);
+    assert_eq!(at(Some(Value::Timestamp(0))), (0..6).collect::<Vec<_>>());
+    assert_eq!(at(Some(Value::Timestamp(9_999_999))), Vec::<u64>::new());
     // Now is 1_006_000: "2s" means from 1_004_000 on.
     assert_eq!(at(Some(s("2s"))), vec![4, 5]);
 }
@@ -138,7 +135,7 @@ fn consumers_follow_the_tail_when_appends_commit() {
     let st = f.open();
     publish_n(&st, 0, 2);
     let tail = consume_at(&st, 10, None);
-    let from2 = consume_at(&st, 10, Some(AMQPValue::LongLongInt(1)));
+    let from2 = consume_at(&st, 10, Some(Value::I64(1)));
     assert!(tail.offsets().is_empty());
     publish_n(&st, 2, 3);
     assert_eq!(tail.offsets(), vec![2, 3, 4]);
@@ -150,7 +147,7 @@ fn consumers_follow_the_tail_when_appends_commit() {
 fn rabbitmq_refusals_for_consumers_and_queue_operations() {
     let f = Fixture::new(&[]);
     let st = f.open();
-    let args = FieldTable::default();
+    let args = Table::new();
     let t = Taker::new(1);
     let err = |no_ack, prefetch| {
         let how = StreamConsume {
@@ -217,9 +214,9 @@ fn confirmed_messages_survive_a_crash_with_their_offsets_and_times() {
         assert_eq!(all.bodies(), expect, "seed {seed}");
         assert_eq!(all.offsets(), (0..20).collect::<Vec<_>>());
         // The publish times came back too (all within second 1000).
-        let t = consume_at(&st, 1000, Some(AMQPValue::Timestamp(1_000)));
+        let t = consume_at(&st, 1000, Some(Value::Timestamp(1_000)));
         assert_eq!(t.offsets().len(), 20);
-        let t = consume_at(&st, 1000, Some(AMQPValue::Timestamp(1_001)));
+        let t = consume_at(&st, 1000, Some(Value::Timestamp(1_001)));
         assert!(t.offsets().is_empty());
         // Appends continue at the next offset after the restart.
         st.publish(&msg("after", true), None).unwrap();
@@ -246,8 +243,8 @@ fn unconfirmed_tail_may_vanish_but_never_changes_a_committed_offset() {
 }
 
 /// 235-byte records in 4 KiB segments: 17 records a segment.
-pub(super) fn retention_fixture(extra: &[(&str, AMQPValue)]) -> Fixture {
-    let mut args = vec![("x-stream-max-segment-size-bytes", AMQPValue::LongInt(4096))];
+pub(super) fn retention_fixture(extra: &[(&str, Value)]) -> Fixture {
+    let mut args = vec![("x-stream-max-segment-size-bytes", Value::I32(4096))];
     args.extend(extra.iter().cloned());
     Fixture::new(&args)
 }
@@ -258,7 +255,7 @@ pub(super) fn big(i: usize) -> Arc<Message> {
 
 #[test]
 fn max_length_bytes_deletes_oldest_segments_and_moves_readers() {
-    let f = retention_fixture(&[("x-max-length-bytes", AMQPValue::LongInt(10_000))]);
+    let f = retention_fixture(&[("x-max-length-bytes", Value::I32(10_000))]);
     let st = f.open();
     let reader = consume_at(&st, 1, Some(s("first")));
     assert!(reader.offsets().is_empty());
@@ -337,7 +334,7 @@ fn timestamps_are_found_across_segments_after_a_restart() {
     drop(st);
     let st = f.open();
     // Record i was published at 1_000_000 + i * 1000 ms = (1000 + i) s.
-    let t = consume_at(&st, 100, Some(AMQPValue::Timestamp(1_037)));
+    let t = consume_at(&st, 100, Some(Value::Timestamp(1_037)));
     assert_eq!(t.offsets(), (37..60).collect::<Vec<_>>());
     assert_eq!(f.clock.now_ms(), 1_060_000);
 }
@@ -365,7 +362,7 @@ fn reopening_rebuilds_the_state_live_publishes_and_retention_left() {
     // opens with. Publish times step back sometimes (clamped to the
     // newest), segments roll every few records, and byte retention cuts.
     for seed in 0..10u64 {
-        let f = retention_fixture(&[("x-max-length-bytes", AMQPValue::LongInt(20_000))]);
+        let f = retention_fixture(&[("x-max-length-bytes", Value::I32(20_000))]);
         let st = f.open();
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         for i in 0..150 {

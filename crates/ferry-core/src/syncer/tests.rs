@@ -77,11 +77,8 @@ fn a_stream_consumer_sees_new_records_only_after_the_round() {
     let io = SimIo::new();
     let syncer = Syncer::manual(policy());
     let env = env(&io, syncer.clone());
-    let mut args = amq_protocol_types::FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        amq_protocol_types::AMQPValue::LongString("stream".into()),
-    );
+    let mut args = ferry_model::Table::new();
+    args.insert("x-queue-type", ferry_model::Value::str("stream"));
     let s = Stream::open(
         spec("s", true, args),
         Arc::from("/"),
@@ -91,7 +88,7 @@ fn a_stream_consumer_sees_new_records_only_after_the_round() {
     .unwrap();
     let queues: Vec<Arc<Queue>> = (0..5).map(|i| open_queue(&env, i)).collect();
     let taker = Taker::new(100);
-    let consume_args = amq_protocol_types::FieldTable::default();
+    let consume_args = ferry_model::Table::new();
     s.consume(
         Arc::from("c"),
         taker.clone(),

@@ -47,7 +47,6 @@ impl CrashedQueue {
     pub(super) fn new(spec: QueueSpec, reason: String) -> Self {
         let kind = match spec
             .arguments
-            .inner()
             .get("x-queue-type")
             .and_then(crate::xargs::text)
         {
@@ -151,9 +150,9 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::error::ErrorKind;
     use crate::exchange::Destination;
-    use crate::test_support::{broker, message, s, spec, table, T0};
-    use amq_protocol_types::FieldTable;
+    use crate::test_support::{broker, message, ms as s, mtable as table, spec, T0};
     use ferry_log::{Log, SimIo};
+    use ferry_model::Table;
     use std::sync::Arc;
 
     /// Appends `payload` as one whole record (valid CRC) to the log of
@@ -185,13 +184,13 @@ mod tests {
         let v = b.vhost("/").unwrap();
         let stream = table(&[("x-queue-type", s("stream"))]);
         for (name, args) in [
-            ("good", FieldTable::default()),
-            ("bad", FieldTable::default()),
+            ("good", Table::new()),
+            ("bad", Table::new()),
             ("bad-stream", stream.clone()),
         ] {
             v.declare_queue(spec(name, true, args), false, 1).unwrap();
             let d = Destination::queue(name);
-            v.binding(true, "amq.fanout", d, "", FieldTable::default(), 1)
+            v.binding(true, "amq.fanout", d, "", Table::new(), 1)
                 .unwrap();
         }
         for q in ["good", "bad", "bad-stream"] {
@@ -230,7 +229,7 @@ mod tests {
         let text = "queue 'bad' in vhost '/' has crashed and failed to restart";
         for passive in [true, false] {
             let e = v
-                .declare_queue(spec("bad", true, FieldTable::default()), passive, 1)
+                .declare_queue(spec("bad", true, Table::new()), passive, 1)
                 .unwrap_err();
             assert_eq!(
                 (e.kind(), e.to_string()),
@@ -245,7 +244,7 @@ mod tests {
             .unwrap();
         assert_eq!(out.len(), 1, "only 'good' is routable");
         // A later definitions save keeps the crashed ones.
-        v.declare_queue(spec("other", true, FieldTable::default()), false, 1)
+        v.declare_queue(spec("other", true, Table::new()), false, 1)
             .unwrap();
         b.shutdown();
         drop((v, b));
@@ -257,7 +256,7 @@ mod tests {
         // RabbitMQ counts every queue record of the vhost): 2 + 2 taken.
         v.set_max_queues(Some(4));
         let e = v
-            .declare_queue(spec("fifth", true, FieldTable::default()), false, 1)
+            .declare_queue(spec("fifth", true, Table::new()), false, 1)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
         v.set_max_queues(None);
@@ -265,7 +264,7 @@ mod tests {
         assert_eq!(v.delete_queue("bad", false, false, 1).unwrap(), 0);
         assert_eq!(v.delete_queue("bad-stream", false, false, 1).unwrap(), 0);
         assert!(v.crashed_queues().is_empty());
-        v.declare_queue(spec("bad", true, FieldTable::default()), false, 1)
+        v.declare_queue(spec("bad", true, Table::new()), false, 1)
             .unwrap();
         v.declare_queue(spec("bad-stream", true, stream), false, 1)
             .unwrap();
@@ -292,7 +291,7 @@ mod tests {
             || crate::Broker::open_with_clock(cfg.clone(), io.shared(), clock.clone()).unwrap();
         let b = open();
         let v = b.vhost("/").unwrap();
-        v.declare_queue(spec("flip", true, FieldTable::default()), false, 1)
+        v.declare_queue(spec("flip", true, Table::new()), false, 1)
             .unwrap();
         let q = v.queue_for("flip", 1).unwrap();
         for i in 0..90 {

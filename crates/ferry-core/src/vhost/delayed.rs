@@ -6,7 +6,7 @@ use super::{storage_name, VHost};
 use crate::error::Result;
 use crate::exchange::{delay_of, sender_selected_keys, ExchangeKind};
 use crate::queue::Queue;
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::sync::Arc;
 
 impl VHost {
@@ -30,7 +30,7 @@ impl VHost {
     pub(super) fn hold_target(
         &self,
         exchange: &str,
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
     ) -> Option<Arc<Queue>> {
         headers.and_then(delay_of)?;
         self.delayed.queue(exchange)
@@ -56,6 +56,9 @@ impl VHost {
         let codec = self.env.codec.get();
         self.delayed
             .release_due(now, codec, |exchange, msg, headers| {
+                // Held messages' headers are still amq-protocol tables.
+                let headers = headers.map(crate::amqp_shim::table);
+                let headers = headers.as_ref();
                 let exchanges = self.exchanges.read();
                 let names = self.registry.read();
                 let mut out = Vec::new();

@@ -55,8 +55,8 @@ pub(super) fn check_queue_equivalent(cur: &QueueSpec, new: &QueueSpec, vhost: &s
     // RabbitMQ compares only the arguments it gives meaning to; others may
     // differ between declarations. Integers of any width are one type class.
     for key in COMPARED_QUEUE_ARGS {
-        let got = new.arguments.inner().get(*key);
-        let have = cur.arguments.inner().get(*key);
+        let got = new.arguments.get(key);
+        let have = cur.arguments.get(key);
         match (got, have) {
             (None, None) => {}
             (Some(g), Some(h)) if equivalent_arg(h, g) => {}

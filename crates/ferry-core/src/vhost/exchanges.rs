@@ -8,7 +8,7 @@ use super::{
 };
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -146,7 +146,7 @@ impl VHost {
         source: &str,
         destination: Destination,
         routing_key: &str,
-        arguments: FieldTable,
+        arguments: Table,
         conn: u64,
     ) -> Result<()> {
         crate::limits::check_short("routing_key", routing_key)?;
@@ -216,7 +216,7 @@ impl VHost {
 
 /// The plugin's `validate` of a new consistent-hash exchange (RabbitMQ
 /// runs it only when the exchange is created, not on a redeclare).
-fn consistent_hash_args(arguments: &FieldTable) -> Result<()> {
+fn consistent_hash_args(arguments: &Table) -> Result<()> {
     use crate::exchange::consistent_hash::{hash_on, HashArgError};
     match hash_on(arguments) {
         Ok(_) => Ok(()),

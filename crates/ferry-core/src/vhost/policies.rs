@@ -13,13 +13,12 @@ use crate::policy::{
 };
 use crate::queue::QueueSpec;
 use crate::source::QueueRef;
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::sync::Arc;
 
 /// The policy target of a queue declared with these arguments.
-pub(crate) fn queue_target(args: &FieldTable) -> Target {
+pub(crate) fn queue_target(args: &Table) -> Target {
     let kind = args
-        .inner()
         .get("x-queue-type")
         .and_then(crate::xargs::text)
         .unwrap_or("classic");
@@ -38,7 +37,7 @@ impl VHost {
     }
 
     /// The arguments a queue with this declaration acts on now.
-    pub(super) fn queue_effective_args(&self, spec: &QueueSpec) -> FieldTable {
+    pub(super) fn queue_effective_args(&self, spec: &QueueSpec) -> Table {
         let e = self.effective_policy(&spec.name, queue_target(&spec.arguments));
         if e.is_empty() {
             return spec.arguments.clone();
@@ -47,7 +46,7 @@ impl VHost {
     }
 
     /// The arguments a stream with this declaration acts on now.
-    pub(super) fn stream_effective_args(&self, spec: &QueueSpec) -> FieldTable {
+    pub(super) fn stream_effective_args(&self, spec: &QueueSpec) -> Table {
         let e = self.effective_policy(&spec.name, Target::Stream);
         if e.is_empty() {
             return spec.arguments.clone();

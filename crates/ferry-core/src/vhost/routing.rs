@@ -15,6 +15,7 @@ use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
 use crate::source::Source;
 use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ impl VHost {
         &self,
         exchange: &str,
         msg: &Message,
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
         out: &mut Vec<Arc<dyn Source>>,
     ) -> Result<()> {
         crate::queue::record::check_fields(msg)?;
@@ -113,7 +114,7 @@ impl VHost {
         names: &Names,
         exchange: &str,
         (keys, properties): (&[&str], &[u8]),
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
         out: &mut Vec<Arc<dyn Source>>,
     ) {
         let mut found: Vec<Arc<str>> = Vec::new();
@@ -153,7 +154,7 @@ impl VHost {
         &self,
         exchange: &str,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
         properties: &[u8],
     ) -> Option<Vec<Arc<Queue>>> {
         let exchanges = self.exchanges.read();
@@ -286,8 +287,11 @@ impl VHost {
             bcc,
         });
         let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
+        // x-death is built on amq-protocol headers still; routing reads
+        // model tables.
+        let model = crate::amqp_shim::table(&table);
         let Some(targets) =
-            self.route_dead_letter(&dl.exchange, &keys, Some(&table), &msg.properties)
+            self.route_dead_letter(&dl.exchange, &keys, Some(&model), &msg.properties)
         else {
             tracing::debug!(
                 queue = %dl.queue, exchange = %dl.exchange,
@@ -345,6 +349,6 @@ impl DeadLetterRouter for VHost {
 /// The `CC` and `BCC` keys of a publish; a header of another type than an
 /// array is RabbitMQ's 406 (`rabbit_basic:header_routes/1` throwing, the
 /// channel answering "invalid message: ~p").
-fn sender_selected(headers: Option<&FieldTable>) -> Result<Vec<&str>> {
+fn sender_selected(headers: Option<&Table>) -> Result<Vec<&str>> {
     sender_selected_keys(headers).map_err(|e| super::precondition(e.to_string()))
 }

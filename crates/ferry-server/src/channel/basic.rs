@@ -96,8 +96,9 @@ impl Channel {
         ctx.check(Access::Read, Resource::Queue(&name))?;
         let found = ctx.vhost.lookup(&name, ctx.conn_id)?;
         let queue = found.source();
+        let arguments = ferry_amqp::model::table_from_amqp(&c.arguments);
         let priority =
-            ferry_core::queue::args::consumer_priority(&c.arguments, &name, ctx.vhost.name())
+            ferry_core::queue::args::consumer_priority(&arguments, &name, ctx.vhost.name())
                 .map_err(|text| AmqpError::new(ReplyCode::PRECONDITION_FAILED, text))?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             Arc::from(ferry_core::names::consumer_tag().as_str())
@@ -133,7 +134,7 @@ impl Channel {
                 StreamConsume {
                     no_ack: c.no_ack,
                     prefetch: self.prefetch,
-                    arguments: &c.arguments,
+                    arguments: &arguments,
                 },
             )?,
         };

@@ -4,12 +4,13 @@ use super::{Channel, ChannelCtx};
 use crate::direct_reply::PSEUDO_QUEUE;
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
-use ferry_amqp::AMQPValue;
+use ferry_amqp::model::table_from_amqp;
 use ferry_amqp::{AMQPClass, FieldTable, ShortString};
 use ferry_core::auth::{Access, Resource};
 use ferry_core::exchange::{Destination, ExchangeKind};
 use ferry_core::queue::QueueSpec;
 use ferry_core::ExchangeArgs;
+use ferry_model::Table;
 use std::sync::Arc;
 
 impl Channel {
@@ -20,13 +21,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         match m {
             exchange::AMQPMethod::Declare(d) => {
+                let arguments = table_from_amqp(&d.arguments);
                 if !d.passive {
-                    check_exchange_declare(
-                        ctx,
-                        d.exchange.as_str(),
-                        d.kind.as_str(),
-                        &d.arguments,
-                    )?;
+                    check_exchange_declare(ctx, d.exchange.as_str(), d.kind.as_str(), &arguments)?;
                 }
                 ctx.vhost.declare_exchange(
                     d.exchange.as_str(),
@@ -36,7 +33,7 @@ impl Channel {
                         durable: d.durable,
                         auto_delete: d.auto_delete,
                         internal: d.internal,
-                        arguments: d.arguments,
+                        arguments,
                     },
                 )?;
                 if !d.nowait {
@@ -94,7 +91,7 @@ impl Channel {
             source.as_str(),
             Destination::Exchange(Arc::from(destination.as_str())),
             key.as_str(),
-            arguments,
+            table_from_amqp(&arguments),
             ctx.conn_id,
         )?;
         if !nowait {
@@ -123,15 +120,16 @@ impl Channel {
                     return self.declare_reply_queue(ctx, &name, d.nowait);
                 }
                 let server_named = !d.passive && name.is_empty();
+                let arguments = table_from_amqp(&d.arguments);
                 if !d.passive && !server_named {
-                    check_queue_declare(ctx, &name, &d.arguments)?;
+                    check_queue_declare(ctx, &name, &arguments)?;
                 }
                 let spec = QueueSpec {
                     name,
                     durable: d.durable,
                     exclusive_owner: d.exclusive.then_some(ctx.conn_id),
                     auto_delete: d.auto_delete,
-                    arguments: d.arguments,
+                    arguments,
                 };
                 let arguments = server_named.then(|| spec.arguments.clone());
                 let (name, messages, consumers) =
@@ -163,7 +161,7 @@ impl Channel {
                     b.exchange.as_str(),
                     Destination::Queue(q),
                     b.routing_key.as_str(),
-                    b.arguments,
+                    table_from_amqp(&b.arguments),
                     ctx.conn_id,
                 )?;
                 if !b.nowait {
@@ -180,7 +178,7 @@ impl Channel {
                     b.exchange.as_str(),
                     Destination::Queue(q),
                     b.routing_key.as_str(),
-                    b.arguments,
+                    table_from_amqp(&b.arguments),
                     ctx.conn_id,
                 )?;
                 self.reply(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
@@ -217,12 +215,8 @@ impl Channel {
 
 /// An exchange named by a string argument (`alternate-exchange`,
 /// `x-dead-letter-exchange`); other types get the core's own refusal.
-fn exchange_arg<'a>(arguments: &'a FieldTable, key: &str) -> Option<&'a str> {
-    match arguments.inner().get(key)? {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
-    }
+fn exchange_arg<'a>(arguments: &'a Table, key: &str) -> Option<&'a str> {
+    arguments.get(key)?.as_text()
 }
 
 /// exchange.declare (not passive), in RabbitMQ's order: an unknown type
@@ -233,7 +227,7 @@ fn check_exchange_declare(
     ctx: &ChannelCtx<'_>,
     name: &str,
     kind: &str,
-    arguments: &FieldTable,
+    arguments: &Table,
 ) -> Result<(), AmqpError> {
     if name.is_empty() || ExchangeKind::parse(kind).is_none() {
         return Ok(());
@@ -252,7 +246,7 @@ fn check_exchange_declare(
 fn check_queue_declare(
     ctx: &ChannelCtx<'_>,
     name: &str,
-    arguments: &FieldTable,
+    arguments: &Table,
 ) -> Result<(), AmqpError> {
     ctx.check(Access::Configure, Resource::Queue(name))?;
     if let Some(dlx) = exchange_arg(arguments, "x-dead-letter-exchange") {

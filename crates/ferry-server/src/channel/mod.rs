@@ -280,7 +280,6 @@ impl Channel {
         let per_queue = queue.upgrade().and_then(|q| {
             q.spec()
                 .arguments
-                .inner()
                 .get("x-consumer-timeout")
                 .and_then(ferry_core::exchange::as_u64)
         });

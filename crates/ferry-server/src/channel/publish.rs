@@ -280,7 +280,13 @@ impl Channel {
                 }
             },
         };
-        let headers = props.headers().as_ref();
+        // Routing reads model tables (headers exchanges, consistent
+        // hashing, CC / BCC); converted once per publish with headers.
+        let model_headers = props
+            .headers()
+            .as_ref()
+            .map(ferry_amqp::model::table_from_amqp);
+        let headers = model_headers.as_ref();
         let mut msg = Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,

@@ -21,7 +21,7 @@ impl Queue {
             .get()
             .and_then(|c| c.read(&msg.properties).ok())
             .and_then(|edit| edit.headers)
-            .and_then(|h| crate::exchange::delay_of(&h))
+            .and_then(|h| crate::exchange::delayed::delay_of_amqp(&h))
             .unwrap_or(0);
         Some(self.env.clock.now_ms().saturating_add(delay))
     }

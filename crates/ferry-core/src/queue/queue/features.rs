@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::queue::command::Command;
+use amq_protocol_types::FieldTable;
 
 /// What `admit` found out about a message: (now, deadline) when it has a
 /// TTL, its priority level, and until when a hidden queue holds it.

@@ -65,7 +65,7 @@ impl Queue {
     /// Acts on new effective arguments (see `policy::effective_queue_args`).
     /// What only a declaration decides (priority levels, the queue type)
     /// comes from the same table and does not change.
-    pub fn apply_arguments(&self, effective: &FieldTable) {
+    pub fn apply_arguments(&self, effective: &Table) {
         let next = QueueArgs::parse(effective, self.env.quorum_delivery_limit);
         let mut letters = Vec::new();
         {
