@@ -145,20 +145,7 @@ async fn connections_are_listed_and_force_closed() {
     .expect("lapin hung on a force-closed connection");
     assert!(after.is_err());
     assert!(!conn.status().connected());
-    // The broker lists the connection until lapin's close-ok has arrived and the
-    // connection has been torn down (as RabbitMQ does): wait for that, bounded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, conns) = api.req("GET", "/api/connections", None);
-        if conns.as_array().is_some_and(|c| c.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "force-closed connection still listed: {conns}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_connections(&api, 0).await;
     assert_eq!(
         api.req("DELETE", &format!("/api/connections/{}", enc(&name)), None)
             .0,
@@ -189,6 +176,25 @@ async fn connections_are_listed_and_force_closed() {
         close.text,
         "CONNECTION_FORCED - Closed via management plugin"
     );
+}
+
+/// Waits (bounded) until the API lists `n` connections and returns the list. A
+/// force-closed connection stays listed until the client's close-ok has arrived
+/// and the connection is torn down (as in RabbitMQ), a moment after the client
+/// saw the close.
+async fn wait_for_connections(api: &Http, n: usize) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, conns) = api.req("GET", "/api/connections", None);
+        if conns.as_array().is_some_and(|c| c.len() == n) {
+            return conns;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {n} connections listed: {conns}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Percent-encodes a path segment.
@@ -638,8 +644,7 @@ async fn deleting_a_user_closes_its_connections() {
     );
     assert!(!conn.status().connected());
     // Other users' connections stay.
-    let (_, conns) = api.req("GET", "/api/connections", None);
-    assert_eq!(conns.as_array().unwrap().len(), 1, "{conns}");
+    let conns = wait_for_connections(&api, 1).await;
     assert_eq!(conns[0]["user"], "guest");
 }
 
