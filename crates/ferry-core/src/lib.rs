@@ -15,8 +15,10 @@
 //! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
-//! in with plain values; message properties are read and edited through
-//! the front end's `PropertyCodec`), know AMQP reply codes (errors carry an
+//! in with plain values), know a wire protocol's message format (message
+//! properties are `ferry-model` props blobs, read and edited in `props`;
+//! the front end converts at its edge and supplies the converter for
+//! properties stored by v1 records), know AMQP reply codes (errors carry an
 //! [`ErrorKind`]), or read the clock (time comes in through
 //! [`clock::Clock`]; message deadlines are facts in the command log).
 //!
@@ -38,6 +40,7 @@ pub mod message;
 pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod props;
 pub mod queue;
 pub mod source;
 pub mod stream;

@@ -1,6 +1,7 @@
 //! What the core's unit tests share (queue, stream and broker tests): sinks
-//! that record what a queue hands them, a JSON property codec (so core tests
-//! need no AMQP codec), and a queue over SimIo with a manual clock.
+//! that record what a queue hands them, message properties as props blobs
+//! (headers read back through ferry-amqp's converter, a dev-dependency),
+//! and a queue over SimIo with a manual clock.
 //!
 //! Test-only: compiled under `cfg(test)`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,8 +9,8 @@
 use crate::clock::{Clock, ManualClock};
 use crate::message::Message;
 use crate::queue::{
-    ConfirmSink, ConsumerSink, DeadLetter, DeadLetterRouter, Delivery, HeaderEdit, PropertyCodec,
-    Queue, QueueEnv, QueueSpec, Reason,
+    ConfirmSink, ConsumerSink, DeadLetter, DeadLetterRouter, Delivery, Queue, QueueEnv, QueueSpec,
+    Reason,
 };
 use crate::syncer::Syncer;
 use amq_protocol_types::{AMQPValue, FieldTable, LongString};
@@ -165,66 +166,68 @@ impl Letters {
     }
 }
 
-/// Properties as JSON (priority, headers, expiration).
-#[derive(Debug)]
-pub struct JsonCodec;
-
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-#[serde(default)]
-pub struct JsonProps {
+/// The properties tests give messages (priority, headers, expiration),
+/// encoded as the props blob a front end would have made.
+#[derive(Default)]
+pub struct TestProps {
     pub priority: Option<u8>,
-    #[serde(with = "crate::exchange::table_serde")]
     pub headers: FieldTable,
     pub expiration: Option<String>,
 }
 
-impl JsonProps {
-    pub fn parse(raw: &[u8]) -> std::result::Result<Self, String> {
-        serde_json::from_slice(raw).map_err(|e| e.to_string())
-    }
+impl TestProps {
     pub fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).unwrap())
+        ferry_model::Properties {
+            priority: self.priority,
+            headers: (!self.headers.inner().is_empty())
+                .then(|| crate::exchange::args_model::table(&self.headers)),
+            expiration: self
+                .expiration
+                .as_ref()
+                .map(|e| Bytes::copy_from_slice(e.as_bytes())),
+            ..ferry_model::Properties::default()
+        }
+        .encode()
     }
 }
 
-impl PropertyCodec for JsonCodec {
-    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
-        let p = JsonProps::parse(raw)?;
-        Ok(HeaderEdit {
-            headers: Some(p.headers),
-            expiration: p.expiration,
-        })
+/// A props blob with these headers and expiration.
+pub fn props(headers: FieldTable, expiration: Option<&str>) -> Bytes {
+    TestProps {
+        priority: None,
+        headers,
+        expiration: expiration.map(str::to_owned),
     }
-    fn write(&self, raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
-        // The priority is not part of an edit: it stays what it was.
-        let p = JsonProps {
-            priority: JsonProps::parse(raw).ok().and_then(|p| p.priority),
-            headers: e.headers.clone().unwrap_or_default(),
-            expiration: e.expiration.clone(),
-        };
-        Ok(p.encode())
-    }
-    fn priority(&self, raw: &[u8]) -> Option<u8> {
-        JsonProps::parse(raw).ok()?.priority
-    }
+    .encode()
 }
 
-/// The headers of a delivery whose properties `JsonCodec` wrote.
+/// The headers of a props blob, as AMQP values (converted by ferry-amqp).
+pub fn headers_in(blob: &Bytes) -> FieldTable {
+    let h = crate::props::headers(blob).unwrap().unwrap_or_default();
+    ferry_amqp::model::table_to_amqp(&h).unwrap()
+}
+
+/// The headers of a delivery.
 pub fn headers_of(d: &Delivery) -> FieldTable {
-    JsonProps::parse(&d.message.properties).unwrap().headers
+    headers_in(&d.message.properties)
 }
 
-/// A whole broker over `io` at `/data`, on the manual clock, reading
-/// properties with `JsonCodec`.
+/// Installs the AMQP converter for v1 records' properties, as the server
+/// does.
+pub fn install_legacy_converter() {
+    crate::props::set_legacy_converter(|raw| {
+        ferry_amqp::model::props_to_model(raw).map_err(|e| e.to_string())
+    });
+}
+
+/// A whole broker over `io` at `/data`, on the manual clock.
 pub fn broker(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<crate::Broker> {
-    let b = crate::Broker::open_with_clock(
+    crate::Broker::open_with_clock(
         crate::BrokerConfig::new(PathBuf::from("/data")),
         io.shared(),
         clock.clone(),
     )
-    .unwrap();
-    b.set_property_codec(Arc::new(JsonCodec));
-    b
+    .unwrap()
 }
 
 /// One durable queue `q` over SimIo with a manual clock at `T0`; its dead
@@ -235,7 +238,6 @@ pub struct Fixture {
     pub letters: Arc<Letters>,
     router: Arc<dyn DeadLetterRouter>,
     syncer: Arc<Syncer>,
-    json_codec: bool,
 }
 
 impl Fixture {
@@ -247,16 +249,6 @@ impl Fixture {
             router: letters.clone(),
             letters,
             syncer: Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
-            json_codec: false,
-        }
-    }
-
-    /// Queues read message properties with `JsonCodec` (priorities,
-    /// headers they add).
-    pub fn with_json_codec() -> Self {
-        Fixture {
-            json_codec: true,
-            ..Fixture::new()
         }
     }
 
@@ -272,9 +264,6 @@ impl Fixture {
         )
         .with_clock(self.clock.clone());
         env.dead_letters = Some(Arc::downgrade(&self.router));
-        if self.json_codec {
-            let _ = env.codec.set(Arc::new(JsonCodec));
-        }
         env
     }
 

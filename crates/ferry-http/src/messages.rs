@@ -184,9 +184,11 @@ pub async fn publish(
         ),
     };
     // Routed with the BCC keys below, stored without them (as over AMQP).
-    let stored_props = ferry_server::properties::without_bcc(&props);
-    let raw_props = ferry_amqp::encode_properties(stored_props.as_ref().unwrap_or(&props))
+    let raw_props = ferry_amqp::encode_properties(&props)
         .map_err(|e| ApiError::BadRequest(format!("bad properties: {e}")))?;
+    let (blob, headers) = ferry_server::properties::to_blob(&raw_props)
+        .map_err(|e| ApiError::BadRequest(format!("bad properties: {e}")))?;
+    let stored = ferry_server::properties::without_bcc(&blob, headers.as_ref());
     let exchange = exchange_name(&name).to_string();
     if !v.has_exchange(&exchange) {
         return Err(ApiError::NotFound);
@@ -200,7 +202,7 @@ pub async fn publish(
     )?;
     // RabbitMQ publishes through a channel: a bad CC/BCC header is that
     // channel's error, reported with its code.
-    if let Err(e) = ferry_core::exchange::sender_selected_keys(props.headers().as_ref()) {
+    if let Err(e) = ferry_core::exchange::sender_selected_keys(headers.as_ref()) {
         return Err(ApiError::BadRequest(format!(
             "406 PRECONDITION_FAILED - {e}"
         )));
@@ -208,22 +210,22 @@ pub async fn publish(
     let msg = Arc::new(Message {
         exchange: Arc::from(exchange.as_str()),
         routing_key: Arc::from(rk),
-        properties: raw_props,
+        properties: stored.unwrap_or(blob),
         body,
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
-        bcc: ferry_core::exchange::bcc_keys(props.headers().as_ref()),
+        bcc: ferry_core::exchange::bcc_keys(headers.as_ref()),
     });
     let replies = ctx.replies.clone();
     let routed = tokio::task::spawn_blocking(move || -> ApiResult<bool> {
         let mut queues = Vec::new();
-        v.route(&exchange, &msg, props.headers().as_ref(), &mut queues)?;
+        v.route(&exchange, &msg, headers.as_ref(), &mut queues)?;
         if let (true, Some(replies)) = (exchange.is_empty(), &replies) {
             // As RabbitMQ's default exchange: a direct reply-to name (the
             // routing key or a CC/BCC key) hands the message to its reply
             // consumer, which does not count as routed.
-            let cc = ferry_core::exchange::sender_selected_keys(props.headers().as_ref())
-                .unwrap_or_default();
+            let cc =
+                ferry_core::exchange::sender_selected_keys(headers.as_ref()).unwrap_or_default();
             let mut done: Vec<&str> = Vec::new();
             for key in std::iter::once(&*msg.routing_key).chain(cc) {
                 if key.starts_with(ferry_server::direct_reply::REPLY_PREFIX) && !done.contains(&key)
@@ -329,7 +331,9 @@ pub async fn get(
             let Some((d, left)) = got else { break };
             ids.push(d.msg_id);
             let m = &d.message;
-            let props = ferry_amqp::parse_properties(&m.properties)
+            let props = ferry_amqp::model::props_from_model(&m.properties)
+                .map_err(|e| e.to_string())
+                .and_then(|raw| ferry_amqp::parse_properties(&raw).map_err(|e| e.to_string()))
                 .map(|p| properties_json(&p))
                 .unwrap_or_else(|_| json!({}));
             let body: &[u8] = match truncate {

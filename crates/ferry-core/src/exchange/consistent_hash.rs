@@ -30,6 +30,7 @@
 
 use super::binding::{Binding, Destination};
 use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 
 /// The exchange type's wire name.
 pub const TYPE_NAME: &str = "x-consistent-hash";
@@ -295,9 +296,9 @@ const KEY_TAG: &[u8] = b"key";
 /// exactly as a routing key of the same bytes does. Any other value hashes
 /// its type with it (as the plugin hashes `{Type, Value}`): the type name,
 /// then a canonical encoding of the value (see [`feed_value`]).
-pub(crate) fn header_hash(v: &AMQPValue) -> u64 {
-    if let AMQPValue::LongString(s) = v {
-        return hash_value(KEY_TAG, s.as_bytes());
+pub(crate) fn header_hash(v: &Value) -> u64 {
+    if let Value::Str(s) = v {
+        return hash_value(KEY_TAG, s);
     }
     let mut h = StableHasher::new();
     feed_value(&mut h, v);
@@ -309,44 +310,43 @@ pub(crate) fn header_hash(v: &AMQPValue) -> u64 {
 /// (floats by their bit pattern), a decimal as its scale then its value,
 /// strings and byte arrays length-prefixed, an array as its length then
 /// each element, a table as its length then each (length-prefixed) key and
-/// value in key order. Recursion is bounded: the AMQP codec refuses field
-/// values nested deeper than 32 levels, HTTP's JSON parser deeper than 128.
-fn feed_value(h: &mut StableHasher, v: &AMQPValue) {
-    use AMQPValue as V;
-    h.tag(super::args::type_name(v).as_bytes());
+/// value in key order (one entry per key, the last). Recursion is bounded:
+/// the AMQP edge refuses values nested deeper than 32 levels, HTTP's JSON
+/// parser deeper than 128.
+fn feed_value(h: &mut StableHasher, v: &Value) {
+    h.tag(crate::props::type_name(v).as_bytes());
     match v {
-        V::Boolean(b) => h.write(&[u8::from(*b)]),
-        V::ShortShortInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortShortUInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortInt(n) => h.write(&n.to_le_bytes()),
-        V::ShortUInt(n) => h.write(&n.to_le_bytes()),
-        V::LongInt(n) => h.write(&n.to_le_bytes()),
-        V::LongUInt(n) => h.write(&n.to_le_bytes()),
-        V::LongLongInt(n) => h.write(&n.to_le_bytes()),
-        V::Float(f) => h.write(&f.to_bits().to_le_bytes()),
-        V::Double(f) => h.write(&f.to_bits().to_le_bytes()),
-        V::DecimalValue(d) => {
-            h.write(&[d.scale]);
-            h.write(&d.value.to_le_bytes());
+        Value::Bool(b) => h.write(&[u8::from(*b)]),
+        Value::I8(n) => h.write(&n.to_le_bytes()),
+        Value::U8(n) => h.write(&n.to_le_bytes()),
+        Value::I16(n) => h.write(&n.to_le_bytes()),
+        Value::U16(n) => h.write(&n.to_le_bytes()),
+        Value::I32(n) => h.write(&n.to_le_bytes()),
+        Value::U32(n) => h.write(&n.to_le_bytes()),
+        Value::I64(n) => h.write(&n.to_le_bytes()),
+        Value::F32(f) => h.write(&f.to_bits().to_le_bytes()),
+        Value::F64(f) => h.write(&f.to_bits().to_le_bytes()),
+        Value::Decimal { scale, value } => {
+            h.write(&[*scale]);
+            h.write(&value.to_le_bytes());
         }
-        V::ShortString(s) => h.sized(s.as_str().as_bytes()),
-        V::LongString(s) => h.sized(s.as_bytes()),
-        V::ByteArray(b) => h.sized(b.as_slice()),
-        V::Timestamp(t) => h.write(&t.to_le_bytes()),
-        V::FieldArray(a) => {
-            h.write(&(a.as_slice().len() as u64).to_le_bytes());
-            for item in a.as_slice() {
+        Value::Str(s) | Value::Bytes(s) => h.sized(s),
+        Value::Timestamp(t) => h.write(&t.to_le_bytes()),
+        Value::Array(a) => {
+            h.write(&(a.len() as u64).to_le_bytes());
+            for item in a {
                 feed_value(h, item);
             }
         }
-        V::FieldTable(t) => {
-            h.write(&(t.inner().len() as u64).to_le_bytes());
-            for (k, item) in t.inner() {
-                h.sized(k.as_str().as_bytes());
+        Value::Table(t) => {
+            let t = crate::props::sorted(t);
+            h.write(&(t.len() as u64).to_le_bytes());
+            for (k, item) in t.iter() {
+                h.sized(k.as_bytes());
                 feed_value(h, item);
             }
         }
-        V::Void => {}
+        Value::Void => {}
     }
 }
 
@@ -354,13 +354,13 @@ fn feed_value(h: &mut StableHasher, v: &AMQPValue) {
 pub(crate) fn message_hash(
     on: &HashOn,
     routing_key: &str,
-    headers: Option<&FieldTable>,
+    headers: Option<&Table>,
     properties: Option<PropertyLookup<'_>>,
 ) -> u64 {
     const UNDEFINED: u64 = 0x9e37_79b9_7f4a_7c15;
     match on {
         HashOn::RoutingKey => hash_value(KEY_TAG, routing_key.as_bytes()),
-        HashOn::Header(name) => match headers.and_then(|h| h.inner().get(name.as_str())) {
+        HashOn::Header(name) => match headers.and_then(|h| h.get(name.as_str())) {
             Some(v) => header_hash(v),
             None => UNDEFINED,
         },

@@ -208,7 +208,7 @@ impl Exchange {
     pub fn route(
         &self,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        headers: Option<&ferry_model::Table>,
         out: &mut Vec<Destination>,
     ) {
         self.route_keys(&[routing_key], headers, out);
@@ -220,7 +220,7 @@ impl Exchange {
     pub fn route_keys(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&ferry_model::Table>,
         out: &mut Vec<Destination>,
     ) {
         self.route_message(keys, headers, None, out);
@@ -232,7 +232,7 @@ impl Exchange {
     pub fn route_message(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&ferry_model::Table>,
         properties: Option<PropertyLookup<'_>>,
         out: &mut Vec<Destination>,
     ) {

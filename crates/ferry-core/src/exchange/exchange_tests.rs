@@ -21,7 +21,8 @@ fn bq(name: &str, key: &str) -> Binding {
 
 fn routed(x: &Exchange, key: &str, headers: Option<&FieldTable>) -> Vec<String> {
     let mut out = Vec::new();
-    x.route(key, headers, &mut out);
+    let headers = headers.map(crate::exchange::args_model::table);
+    x.route(key, headers.as_ref(), &mut out);
     let mut names: Vec<String> = out
         .iter()
         .map(|d| match d {

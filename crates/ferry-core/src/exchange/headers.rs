@@ -19,7 +19,9 @@
 
 use super::args;
 use amq_protocol_types::{AMQPValue, FieldTable, ShortString};
+use ferry_model::{Table, Value};
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// How a headers binding combines its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +68,8 @@ impl XMatch {
 pub struct HeadersMatcher {
     mode: XMatch,
     fields: Vec<(ShortString, Option<AMQPValue>)>,
+    /// The same, as model values: what message headers are matched with.
+    wanted: Vec<(Arc<str>, Option<Value>)>,
 }
 
 impl HeadersMatcher {
@@ -85,8 +89,21 @@ impl HeadersMatcher {
                 };
                 (k.clone(), want)
             })
+            .collect::<Vec<_>>();
+        let wanted = fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Arc::from(k.as_str()),
+                    v.as_ref().map(super::args_model::value),
+                )
+            })
             .collect();
-        Self { mode, fields }
+        Self {
+            mode,
+            fields,
+            wanted,
+        }
     }
 
     /// The mode.
@@ -95,20 +112,64 @@ impl HeadersMatcher {
     }
 
     /// Whether a message with these headers matches.
-    pub fn matches(&self, headers: Option<&FieldTable>) -> bool {
-        let one = |(k, want): &(ShortString, Option<AMQPValue>)| match (
-            headers.and_then(|h| h.inner().get(k.as_str())),
-            want,
-        ) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(got), Some(want)) => args::routing_eq(got, want),
-        };
+    pub fn matches(&self, headers: Option<&Table>) -> bool {
+        let one =
+            |(k, want): &(Arc<str>, Option<Value>)| match (headers.and_then(|h| h.get(k)), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(got), Some(want)) => routing_eq(got, want),
+            };
         if self.mode.is_any() {
-            self.fields.iter().any(one)
+            self.wanted.iter().any(one)
         } else {
-            self.fields.iter().all(one)
+            self.wanted.iter().all(one)
         }
+    }
+}
+
+/// A value with its type stripped, the way RabbitMQ's headers exchange
+/// sees it (an Erlang term); see `args::routing_eq`.
+enum Plain<'a> {
+    Int(i128),
+    Float(f64),
+    Bytes(&'a [u8]),
+    Bool(bool),
+    Decimal(u8, u32),
+    Void,
+    /// Arrays and tables keep their element types: compared whole.
+    Nested(&'a Value),
+}
+
+fn plain(v: &Value) -> Plain<'_> {
+    match v {
+        Value::Bool(b) => Plain::Bool(*b),
+        // A timestamp as the plain integer it is on the wire (see
+        // `args::plain`).
+        Value::Timestamp(x) => Plain::Int((*x).into()),
+        Value::F32(x) => Plain::Float((*x).into()),
+        Value::F64(x) => Plain::Float(*x),
+        Value::Decimal { scale, value } => Plain::Decimal(*scale, *value),
+        Value::Str(s) | Value::Bytes(s) => Plain::Bytes(s),
+        Value::Void => Plain::Void,
+        Value::Array(_) | Value::Table(_) => Plain::Nested(v),
+        other => other
+            .as_i64()
+            .map_or(Plain::Nested(other), |n| Plain::Int(n.into())),
+    }
+}
+
+/// Headers-exchange equality of a message header and a binding value
+/// (`args::routing_eq` over model values).
+fn routing_eq(a: &Value, b: &Value) -> bool {
+    match (plain(a), plain(b)) {
+        (Plain::Int(x), Plain::Int(y)) => x == y,
+        (Plain::Float(x), Plain::Float(y)) => x == y,
+        (Plain::Bytes(x), Plain::Bytes(y)) => x == y,
+        (Plain::Bool(x), Plain::Bool(y)) => x == y,
+        (Plain::Decimal(s1, v1), Plain::Decimal(s2, v2)) => s1 == s2 && v1 == v2,
+        (Plain::Void, Plain::Void) => true,
+        (Plain::Nested(x), Plain::Nested(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -195,7 +256,12 @@ mod tests {
         for (i, (binding, headers, want)) in cases.into_iter().enumerate() {
             let m = HeadersMatcher::new(&binding);
             assert_eq!(
-                m.matches(headers.as_ref()),
+                m.matches(
+                    headers
+                        .as_ref()
+                        .map(super::super::args_model::table)
+                        .as_ref()
+                ),
                 want,
                 "case {i}: {binding:?} / {headers:?}"
             );

@@ -105,7 +105,7 @@ impl RouteIndex {
     pub(crate) fn route(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        headers: Option<&ferry_model::Table>,
         properties: Option<PropertyLookup<'_>>,
         out: &mut Vec<Destination>,
     ) {

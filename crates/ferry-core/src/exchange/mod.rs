@@ -29,6 +29,7 @@
 //! code each maps to is documented where it is produced.
 
 mod args;
+pub(crate) mod args_model;
 mod binding;
 pub mod consistent_hash;
 pub mod delayed;

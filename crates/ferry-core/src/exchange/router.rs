@@ -23,11 +23,10 @@
 //!   knows no implicit bindings.
 //! - The result is a set: each queue name once, in discovery order.
 
-use super::args;
 use super::binding::Destination;
 use super::consistent_hash::PropertyLookup;
 use super::exchange::Exchange;
-use amq_protocol_types::{AMQPValue, FieldTable};
+use ferry_model::{Table, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ pub fn route_all<'x>(
     lookup: impl Fn(&str) -> Option<&'x Exchange>,
     start: &str,
     key: &str,
-    headers: Option<&FieldTable>,
+    headers: Option<&Table>,
     out_queues: &mut Vec<Arc<str>>,
 ) {
     route_all_keys(lookup, start, &[key], headers, out_queues);
@@ -55,7 +54,7 @@ pub fn route_all_keys<'x>(
     lookup: impl Fn(&str) -> Option<&'x Exchange>,
     start: &str,
     keys: &[&str],
-    headers: Option<&FieldTable>,
+    headers: Option<&Table>,
     out_queues: &mut Vec<Arc<str>>,
 ) {
     route_all_message(lookup, start, keys, headers, None, out_queues);
@@ -67,7 +66,7 @@ pub fn route_all_message<'x>(
     lookup: impl Fn(&str) -> Option<&'x Exchange>,
     start: &str,
     keys: &[&str],
-    headers: Option<&FieldTable>,
+    headers: Option<&Table>,
     properties: Option<PropertyLookup<'_>>,
     out_queues: &mut Vec<Arc<str>>,
 ) {
@@ -203,26 +202,19 @@ pub struct InvalidRoutingHeader {
 /// [`route_all_keys`]; the caller must strip `BCC` before delivery. Keys
 /// that are not UTF-8 are skipped: no binding key (a `String`) could match
 /// them.
-pub fn sender_selected_keys(
-    headers: Option<&FieldTable>,
-) -> Result<Vec<&str>, InvalidRoutingHeader> {
+pub fn sender_selected_keys(headers: Option<&Table>) -> Result<Vec<&str>, InvalidRoutingHeader> {
     let mut keys = Vec::new();
     let Some(h) = headers else {
         return Ok(keys);
     };
     for header in ["CC", "BCC"] {
-        match h.inner().get(header) {
+        match h.get(header) {
             None => {}
-            Some(AMQPValue::FieldArray(a)) => {
-                keys.extend(a.as_slice().iter().filter_map(|v| match v {
-                    AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-                    _ => None,
-                }))
-            }
+            Some(Value::Array(a)) => keys.extend(a.iter().filter_map(Value::as_text)),
             Some(other) => {
                 return Err(InvalidRoutingHeader {
                     header,
-                    type_name: args::type_name(other),
+                    type_name: crate::props::type_name(other),
                 })
             }
         }
@@ -233,15 +225,11 @@ pub fn sender_selected_keys(
 /// The keys of the `BCC` header alone (its UTF-8 long strings), kept with
 /// the stored message ([`Message::bcc`](crate::Message::bcc)) once the
 /// header is stripped. Empty without a `BCC` array.
-pub fn bcc_keys(headers: Option<&FieldTable>) -> Vec<Arc<str>> {
-    match headers.and_then(|h| h.inner().get("BCC")) {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
+pub fn bcc_keys(headers: Option<&Table>) -> Vec<Arc<str>> {
+    match headers.and_then(|h| h.get("BCC")) {
+        Some(Value::Array(a)) => a
             .iter()
-            .filter_map(|v| match v {
-                AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(Arc::from),
-                _ => None,
-            })
+            .filter_map(|v| v.as_text().map(Arc::from))
             .collect(),
         _ => Vec::new(),
     }

@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::exchange::args_model;
 use crate::exchange::{Binding, ExchangeKind};
-use amq_protocol_types::{FieldArray, LongString};
+use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString};
+use ferry_model::Table;
 use std::collections::HashMap;
 
 /// A vhost's worth of exchanges.
@@ -46,7 +48,8 @@ impl Graph {
 
     fn route_keys(&self, start: &str, keys: &[&str], headers: Option<&FieldTable>) -> Vec<String> {
         let mut out = Vec::new();
-        route_all_keys(|n| self.0.get(n), start, keys, headers, &mut out);
+        let headers = headers.map(args_model::table);
+        route_all_keys(|n| self.0.get(n), start, keys, headers.as_ref(), &mut out);
         out.iter().map(|q| q.to_string()).collect()
     }
 }
@@ -213,7 +216,8 @@ fn cc_headers(cc: &[&str], bcc: &[&str]) -> FieldTable {
 #[test]
 fn sender_selected_distribution() {
     let h = cc_headers(&["k2"], &["k3"]);
-    let keys = sender_selected_keys(Some(&h)).unwrap();
+    let model: Table = args_model::table(&h);
+    let keys = sender_selected_keys(Some(&model)).unwrap();
     assert_eq!(keys, ["k2", "k3"]);
     let mut g = Graph::default();
     g.add("x", Direct, None).add("t", Topic, None);
@@ -238,9 +242,13 @@ fn sender_selected_distribution() {
             AMQPValue::LongString("k".into()),
         ])),
     );
-    assert_eq!(sender_selected_keys(Some(&mixed)).unwrap(), ["k"]);
+    assert_eq!(
+        sender_selected_keys(Some(&args_model::table(&mixed))).unwrap(),
+        ["k"]
+    );
     let mut bad = FieldTable::default();
     bad.insert("BCC".into(), AMQPValue::LongString("k".into()));
+    let bad = args_model::table(&bad);
     let err = sender_selected_keys(Some(&bad)).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -3,15 +3,16 @@
 //! survives a restart, and (through a whole broker) x-death and cycles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::Reason;
 use super::record::{self, Record};
 use super::*;
 use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock, NEVER};
+use crate::exchange::args_model;
 use crate::message::Message;
 use crate::test_support::{
-    broker, drain as bodies, headers_of, message, s, spec, table as args, Fixture, JsonCodec,
-    Taker, T0,
+    broker, drain as bodies, headers_in, headers_of, message, props, s, spec, table as args,
+    Fixture, Taker, T0,
 };
 use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
@@ -339,18 +340,6 @@ fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
 
 // ----- through a broker: x-death, routing, cycles ------------------------
 
-fn props(headers: FieldTable, expiration: Option<&str>) -> Bytes {
-    JsonCodec
-        .write(
-            &[],
-            &HeaderEdit {
-                headers: Some(headers),
-                expiration: expiration.map(String::from),
-            },
-        )
-        .unwrap()
-}
-
 struct World {
     clock: Arc<ManualClock>,
     broker: Arc<Broker>,
@@ -394,8 +383,16 @@ impl World {
     }
 }
 
+/// The x-death array of headers read back as AMQP values.
+fn x_death(h: &FieldTable) -> &[AMQPValue] {
+    match h.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice(),
+        _ => &[],
+    }
+}
+
 fn death_summary(h: &FieldTable) -> Vec<(String, String)> {
-    super::dead_letter::deaths(h.inner())
+    x_death(h)
         .iter()
         .map(|d| {
             let AMQPValue::FieldTable(t) = d else {
@@ -442,16 +439,18 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
     assert_eq!(&*got.message.exchange, "amq.direct");
     assert_eq!(&*got.message.routing_key, "dead-key");
     assert_eq!(got.message.expiration_ms, None);
-    let edit = JsonCodec.read(&got.message.properties).unwrap();
-    assert_eq!(edit.expiration, None);
-    let h = edit.headers.unwrap();
-    let h = h.inner();
+    assert_eq!(
+        crate::props::expiration(&got.message.properties).unwrap(),
+        None
+    );
+    let headers = headers_in(&got.message.properties);
+    let h = headers.inner();
     assert!(!h.contains_key("CC"), "a dead-letter routing key drops CC");
     assert_eq!(h["app"], s("v"));
     assert_eq!(h["x-first-death-queue"], s("src"));
     assert_eq!(h["x-first-death-reason"], s("rejected"));
     assert_eq!(h["x-first-death-exchange"], s(""));
-    let AMQPValue::FieldTable(t) = &super::dead_letter::deaths(h)[0] else {
+    let AMQPValue::FieldTable(t) = &x_death(&headers)[0] else {
         panic!()
     };
     let t = t.inner();
@@ -607,6 +606,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
         AMQPValue::FieldArray(vec![s("zz"), s("b"), s("a")].into()),
     );
     let mut out = Vec::new();
+    let h = args_model::table(&h);
     w.vhost.route("", &m, Some(&h), &mut out).unwrap();
     let got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     assert_eq!(got, ["a", "c", "b"]);
@@ -634,6 +634,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
         ..message("m", false)
     };
     let mut out = Vec::new();
+    let h = args_model::table(&h);
     w.vhost.route("amq.direct", &m, Some(&h), &mut out).unwrap();
     let mut got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     got.sort();
@@ -641,6 +642,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
     // Not an array: RabbitMQ's 406 text; the exchange is checked first.
     let mut bad = FieldTable::default();
     bad.insert("CC".into(), AMQPValue::LongInt(1));
+    let bad = args_model::table(&bad);
     for exchange in ["", "amq.direct"] {
         let err = w
             .vhost

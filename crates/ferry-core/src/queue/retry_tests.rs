@@ -3,14 +3,14 @@
 //! delivery limit, purge, and what a restart (clean or a crash) restores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::Reason;
 use super::*;
 use crate::broker::Broker;
 use crate::clock::{ManualClock, NEVER};
-use crate::exchange::{Destination, ExchangeKind};
+use crate::exchange::{args_model, Destination, ExchangeKind};
 use crate::message::Message;
 use crate::test_support::{
-    body_of, broker, headers_of, message, s, spec, table, Fixture, JsonCodec, Taker, T0,
+    body_of, broker, headers_of, message, props, s, spec, table, Fixture, Taker, T0,
 };
 use crate::vhost::ExchangeArgs;
 use amq_protocol_types::{AMQPValue, FieldTable};
@@ -290,15 +290,7 @@ impl World {
             Some(d) => table(&[("x-delay", d)]),
             None => FieldTable::default(),
         };
-        let properties = JsonCodec
-            .write(
-                &[],
-                &HeaderEdit {
-                    headers: Some(headers.clone()),
-                    expiration: None,
-                },
-            )
-            .unwrap();
+        let properties = props(headers.clone(), None);
         let m = Arc::new(Message {
             exchange: Arc::from(exchange),
             routing_key: Arc::from(key),
@@ -310,7 +302,7 @@ impl World {
         });
         let mut qs = Vec::new();
         self.vhost()
-            .route(exchange, &m, Some(&headers), &mut qs)
+            .route(exchange, &m, Some(&args_model::table(&headers)), &mut qs)
             .unwrap();
         for q in &qs {
             q.publish(&m, None).unwrap();

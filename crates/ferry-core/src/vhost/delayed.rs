@@ -6,7 +6,7 @@ use super::{storage_name, VHost};
 use crate::error::Result;
 use crate::exchange::{delay_of, sender_selected_keys, ExchangeKind};
 use crate::queue::Queue;
-use amq_protocol_types::FieldTable;
+use ferry_model::Table;
 use std::sync::Arc;
 
 impl VHost {
@@ -30,7 +30,7 @@ impl VHost {
     pub(super) fn hold_target(
         &self,
         exchange: &str,
-        headers: Option<&FieldTable>,
+        headers: Option<&Table>,
     ) -> Option<Arc<Queue>> {
         headers.and_then(delay_of)?;
         self.delayed.queue(exchange)
@@ -53,26 +53,24 @@ impl VHost {
     /// `now` (the broker's expiry sweep). Returns the earliest due time
     /// left (`NEVER` if none).
     pub fn release_delayed(&self, now: u64) -> u64 {
-        let codec = self.env.codec.get();
-        self.delayed
-            .release_due(now, codec, |exchange, msg, headers| {
-                let exchanges = self.exchanges.read();
-                let queues = self.queues.read();
-                let mut out = Vec::new();
-                if exchanges.contains_key(exchange) {
-                    // Its publish key, CC keys (a stored header is an
-                    // array, or the publish failed) and the BCC keys kept
-                    // with it: RabbitMQ's delayed-message plugin stores the
-                    // whole message record (its `routing_keys` hold all
-                    // three) and routes it by them on release.
-                    let mut keys = vec![&*msg.routing_key];
-                    keys.extend(sender_selected_keys(headers).unwrap_or_default());
-                    keys.extend(msg.bcc.iter().map(|k| &**k));
-                    let routed = (keys.as_slice(), &msg.properties[..]);
-                    self.route_through(&exchanges, &queues, exchange, routed, headers, &mut out);
-                }
-                out
-            })
+        self.delayed.release_due(now, |exchange, msg, headers| {
+            let exchanges = self.exchanges.read();
+            let queues = self.queues.read();
+            let mut out = Vec::new();
+            if exchanges.contains_key(exchange) {
+                // Its publish key, CC keys (a stored header is an
+                // array, or the publish failed) and the BCC keys kept
+                // with it: RabbitMQ's delayed-message plugin stores the
+                // whole message record (its `routing_keys` hold all
+                // three) and routes it by them on release.
+                let mut keys = vec![&*msg.routing_key];
+                keys.extend(sender_selected_keys(headers).unwrap_or_default());
+                keys.extend(msg.bcc.iter().map(|k| &**k));
+                let routed = (keys.as_slice(), &msg.properties);
+                self.route_through(&exchanges, &queues, exchange, routed, headers, &mut out);
+            }
+            out
+        })
     }
 
     /// The hidden queues of the delayed exchanges (shutdown syncs them).

@@ -280,11 +280,19 @@ impl Channel {
                 }
             },
         };
-        let headers = props.headers().as_ref();
+        // The core's form of the properties (reply-to rewritten, as
+        // RabbitMQ stores it), converted once.
+        let converted = match &rewritten {
+            Some(props) => crate::properties::to_blob(&reply_to::encode(props)?),
+            None => crate::properties::to_blob(&raw),
+        };
+        let (blob, headers) =
+            converted.map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))?;
+        let headers = headers.as_ref();
         let mut msg = Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,
-            properties: raw,
+            properties: blob,
             body,
             persistent: *props.delivery_mode() == Some(2),
             expiration_ms,
@@ -297,11 +305,9 @@ impl Channel {
             .map_err(|e| AmqpError::from(e).on(60, 40))?;
         // ... stored and delivered without BCC, as RabbitMQ strips it (the
         // keys stay with the message: a dead letter is routed by them).
-        if let Some(props) = crate::properties::without_bcc(rewritten.as_ref().unwrap_or(&props)) {
+        if let Some(stripped) = crate::properties::without_bcc(&msg.properties, headers) {
             msg.bcc = ferry_core::exchange::bcc_keys(headers);
-            msg.properties = reply_to::encode(&props)?;
-        } else if let Some(props) = &rewritten {
-            msg.properties = reply_to::encode(props)?;
+            msg.properties = stripped;
         }
         let msg = Arc::new(msg);
         if p.exchange.is_empty() {
