@@ -7,7 +7,7 @@
 //! before a byte of the payload is read); the server then splits exactly
 //! those N bytes off its read buffer and gives them to [`parse_frame`].
 
-use amq_protocol::protocol::{AMQPClass, BasicProperties};
+use amq_protocol::protocol::AMQPClass;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::content;
@@ -118,10 +118,9 @@ pub fn frame_extent(buf: &[u8], frame_max: u32) -> Result<Option<usize>, CodecEr
 
 /// One decoded frame.
 ///
-/// Header is much larger than the other variants (~340 bytes, the typed
-/// properties). Not boxed on purpose: a frame lives only from parsing to
-/// dispatch, moving it is cheap, and a box would add an allocation per
-/// published message.
+/// Not boxed on purpose: a frame lives only from parsing to dispatch,
+/// moving it is cheap, and a box would add an allocation per published
+/// message.
 #[derive(Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Frame {
@@ -141,13 +140,13 @@ pub enum Frame {
         class_id: u16,
         /// Total size of the body frames that follow.
         body_size: u64,
-        /// The decoded properties.
-        properties: BasicProperties,
+        /// The properties as a `ferry-model` props blob
+        /// ([`crate::model::props_to_model`]): what the broker stores, and
+        /// reads the few fields it needs from. Converting it back gives
+        /// `raw_properties` byte for byte.
+        props: Bytes,
         /// The property flags and property list exactly as received (a
-        /// zero-copy slice of the frame). Store and re-send these: decoding
-        /// and re-encoding `properties` is lossy (header
-        /// tables come back with keys sorted, duplicates dropped, and some
-        /// type tags changed).
+        /// zero-copy slice of the frame).
         raw_properties: Bytes,
     },
     /// A content body piece: a zero-copy slice of the frame.
@@ -251,12 +250,13 @@ fn parse_content_header(channel: u16, payload: Bytes) -> Result<Frame, CodecErro
     // RabbitMQ and amq-protocol we accept any value.
     let body_size = be_u64(&payload, 4);
     let raw_properties = payload.slice(content::HEADER_FIXED_SIZE..);
-    let properties = content::parse_properties(&raw_properties)?;
+    // One pass: validated and converted (no amq-protocol decode here).
+    let props = crate::model::props_to_model(&raw_properties)?;
     Ok(Frame::Header {
         channel,
         class_id,
         body_size,
-        properties,
+        props,
         raw_properties,
     })
 }

@@ -11,9 +11,11 @@
 //!   any method ([`encode_method`], through amq-protocol), fast byte-identical
 //!   encoders for the hot basic methods ([`encode_basic_deliver`], ...),
 //!   content split to frame_max ([`encode_content`]), heartbeats.
-//! - **Properties** as raw bytes, so the broker re-sends exactly what was
-//!   published, plus typed decode/encode ([`parse_properties`],
-//!   [`encode_properties`]).
+//! - **Properties**: converted to and from `ferry-model` props blobs
+//!   ([`model`]; a content header arrives with its blob, a delivery is
+//!   written from one), plus typed decode/encode ([`parse_properties`],
+//!   [`encode_properties`]) for the broker's own messages and the
+//!   management API.
 //! - **Reply codes** and RabbitMQ-style reply texts ([`ReplyCode`],
 //!   [`reply_text`]); every [`CodecError`] knows its reply code.
 //! - **Handshake helpers**: SASL PLAIN/AMQPLAIN parsing ([`parse_sasl_response`])

@@ -14,7 +14,7 @@
 use crate::auth::{store, Users};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::queue::{PropertyCodec, QueueEnv};
+use crate::queue::QueueEnv;
 use crate::syncer::Syncer;
 use crate::vhost::VHost;
 use ferry_log::{FileIo, LogConfig};
@@ -237,12 +237,6 @@ impl Broker {
     /// expiry task sleeps on it and then calls [`Broker::expire_due`].
     pub fn expiry_timer(&self) -> &Arc<ExpiryTimer> {
         &self.env.timer
-    }
-
-    /// Installs the property codec dead-lettering re-encodes messages with
-    /// (the AMQP front end's). The first one installed stays.
-    pub fn set_property_codec(&self, codec: Arc<dyn PropertyCodec>) {
-        let _ = self.env.codec.set(codec);
     }
 
     /// Expires (and dead-letters) the messages of every queue whose head

@@ -12,13 +12,14 @@
 //! checksummed files definitions, access and policies are kept in
 //! (`framed`), the length limits of names and keys checked where input
 //! enters (`limits`: records never truncate), and how x-arguments are read and refused with
-//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges). Arguments and the
-//! headers routing reads are `ferry_model` tables; `amqp_shim` converts the amq-protocol
-//! header tables the message-properties paths still edit (until they move to the model).
+//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges). Arguments, headers
+//! and properties are `ferry_model` values, tables and props blobs.
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
-//! in with plain values; message properties are read and edited through
-//! the front end's `PropertyCodec`), know AMQP reply codes (errors carry an
+//! in with plain values), know a wire protocol's message format (message
+//! properties are `ferry-model` props blobs, read and edited in `props`;
+//! the front end converts at its edge and supplies the converter for
+//! properties stored by v1 records), know AMQP reply codes (errors carry an
 //! [`ErrorKind`]), or read the clock (time comes in through
 //! [`clock::Clock`]; message deadlines are facts in the command log), or
 //! hold arguments in AMQP's types (amq-protocol is left only where message
@@ -30,7 +31,6 @@
 //!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 
-pub(crate) mod amqp_shim;
 pub mod auth;
 pub mod broker;
 pub mod clock;
@@ -43,6 +43,7 @@ pub mod message;
 pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod props;
 pub mod queue;
 pub mod source;
 pub mod stream;

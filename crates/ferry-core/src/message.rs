@@ -1,10 +1,11 @@
 //! A message as the core stores and delivers it.
 //!
-//! Properties are kept as the raw bytes the publisher sent (the AMQP
-//! content-header property flags and list), so every header table and field
-//! type goes back to consumers byte for byte, and the core never parses them.
-//! The front end hands over the few facts the core needs (persistence and,
-//! for headers exchanges, the parsed header table) next to the raw bytes.
+//! Properties are a `ferry-model` props blob (docs/message-model.md): the
+//! protocol-neutral form every front end converts to when a message is
+//! published and from when it is delivered (AMQP round-trips byte for
+//! byte). The core reads and edits it itself (`crate::props`); the front
+//! end also hands over the facts it parsed anyway (persistence, the
+//! expiration in ms, the BCC keys) and the headers table for routing.
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ pub struct Message {
     pub exchange: Arc<str>,
     /// Routing key it was published with.
     pub routing_key: Arc<str>,
-    /// Raw encoded properties (opaque to the core).
+    /// The properties as a props blob (`ferry_model::props`; read and
+    /// edited through `crate::props`).
     pub properties: Bytes,
     /// The body.
     pub body: Bytes,

@@ -1,6 +1,7 @@
 //! What the core's unit tests share (queue, stream and broker tests): sinks
-//! that record what a queue hands them, a JSON property codec (so core tests
-//! need no AMQP codec), and a queue over SimIo with a manual clock.
+//! that record what a queue hands them, message properties as props blobs
+//! (built and read with ferry-model),
+//! and a queue over SimIo with a manual clock.
 //!
 //! Test-only: compiled under `cfg(test)`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,33 +9,19 @@
 use crate::clock::{Clock, ManualClock};
 use crate::message::Message;
 use crate::queue::{
-    ConfirmSink, ConsumerSink, DeadLetter, DeadLetterRouter, Delivery, HeaderEdit, PropertyCodec,
-    Queue, QueueEnv, QueueSpec, Reason,
+    ConfirmSink, ConsumerSink, DeadLetter, DeadLetterRouter, Delivery, Queue, QueueEnv, QueueSpec,
+    Reason,
 };
 use crate::syncer::Syncer;
-use amq_protocol_types::{AMQPValue, FieldTable, LongString};
 use bytes::Bytes;
 use ferry_log::{LogConfig, SimIo};
+use ferry_model::Table;
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The manual clock's start (ms since the epoch, a realistic value).
 pub const T0: u64 = 1_700_000_000_000;
-
-/// A long-string field value.
-pub fn s(x: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(x))
-}
-
-/// A field table (x-arguments, headers) from pairs.
-pub fn table(items: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in items {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 /// A string value (model).
 pub fn ms(x: &str) -> ferry_model::Value {
@@ -176,121 +163,66 @@ impl Letters {
     }
 }
 
-/// Properties as JSON (priority, headers, expiration).
-#[derive(Debug)]
-pub struct JsonCodec;
-
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-#[serde(default)]
-pub struct JsonProps {
+/// The properties tests give messages (priority, headers, expiration),
+/// encoded as the props blob a front end would have made.
+#[derive(Default)]
+pub struct TestProps {
     pub priority: Option<u8>,
-    #[serde(with = "amqp_headers")]
-    pub headers: FieldTable,
+    pub headers: Table,
     pub expiration: Option<String>,
 }
 
-impl JsonProps {
-    pub fn parse(raw: &[u8]) -> std::result::Result<Self, String> {
-        serde_json::from_slice(raw).map_err(|e| e.to_string())
-    }
+impl TestProps {
     pub fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).unwrap())
-    }
-}
-
-impl PropertyCodec for JsonCodec {
-    fn read(&self, raw: &[u8]) -> std::result::Result<HeaderEdit, String> {
-        let p = JsonProps::parse(raw)?;
-        Ok(HeaderEdit {
-            headers: Some(p.headers),
-            expiration: p.expiration,
-        })
-    }
-    fn write(&self, raw: &[u8], e: &HeaderEdit) -> std::result::Result<Bytes, String> {
-        // The priority is not part of an edit: it stays what it was.
-        let p = JsonProps {
-            priority: JsonProps::parse(raw).ok().and_then(|p| p.priority),
-            headers: e.headers.clone().unwrap_or_default(),
-            expiration: e.expiration.clone(),
-        };
-        Ok(p.encode())
-    }
-    fn priority(&self, raw: &[u8]) -> Option<u8> {
-        JsonProps::parse(raw).ok()?.priority
-    }
-}
-
-/// `JsonProps::headers` (amq-protocol, as `HeaderEdit` carries them) in
-/// the JSON form of `exchange::table_serde`, through the model.
-mod amqp_headers {
-    use amq_protocol_types::{
-        AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString,
-    };
-    use ferry_model::Value;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &FieldTable, s: S) -> Result<S::Ok, S::Error> {
-        crate::exchange::table_serde::serialize(&crate::amqp_shim::table(t), s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FieldTable, D::Error> {
-        let t = crate::exchange::table_serde::deserialize(d)?;
-        Ok(table(&t))
-    }
-
-    fn table(t: &ferry_model::Table) -> FieldTable {
-        let mut out = FieldTable::default();
-        for (k, v) in t.iter() {
-            out.insert((&**k).into(), value(v));
+        ferry_model::Properties {
+            priority: self.priority,
+            headers: (!self.headers.is_empty()).then(|| self.headers.clone()),
+            expiration: self
+                .expiration
+                .as_ref()
+                .map(|e| Bytes::copy_from_slice(e.as_bytes())),
+            ..ferry_model::Properties::default()
         }
-        out
-    }
-
-    fn value(v: &Value) -> AMQPValue {
-        use AMQPValue as A;
-        match v {
-            Value::Bool(b) => A::Boolean(*b),
-            Value::I8(x) => A::ShortShortInt(*x),
-            Value::U8(x) => A::ShortShortUInt(*x),
-            Value::I16(x) => A::ShortInt(*x),
-            Value::U16(x) => A::ShortUInt(*x),
-            Value::I32(x) => A::LongInt(*x),
-            Value::U32(x) => A::LongUInt(*x),
-            Value::I64(x) => A::LongLongInt(*x),
-            Value::F32(x) => A::Float(*x),
-            Value::F64(x) => A::Double(*x),
-            Value::Decimal { scale, value } => A::DecimalValue(DecimalValue {
-                scale: *scale,
-                value: *value,
-            }),
-            Value::Str(s) => A::LongString(LongString::from(s.to_vec())),
-            Value::Timestamp(t) => A::Timestamp(*t),
-            Value::Table(t) => A::FieldTable(table(t)),
-            Value::Array(a) => {
-                A::FieldArray(FieldArray::from(a.iter().map(value).collect::<Vec<_>>()))
-            }
-            Value::Bytes(b) => A::ByteArray(ByteArray::from(b.to_vec())),
-            Value::Void => A::Void,
-        }
+        .encode()
     }
 }
 
-/// The headers of a delivery whose properties `JsonCodec` wrote.
-pub fn headers_of(d: &Delivery) -> FieldTable {
-    JsonProps::parse(&d.message.properties).unwrap().headers
+/// A props blob with these headers and expiration.
+pub fn props(headers: Table, expiration: Option<&str>) -> Bytes {
+    TestProps {
+        priority: None,
+        headers,
+        expiration: expiration.map(str::to_owned),
+    }
+    .encode()
 }
 
-/// A whole broker over `io` at `/data`, on the manual clock, reading
-/// properties with `JsonCodec`.
+/// The headers of a props blob (empty when it has none).
+pub fn headers_in(blob: &Bytes) -> Table {
+    crate::props::headers(blob).unwrap().unwrap_or_default()
+}
+
+/// The headers of a delivery.
+pub fn headers_of(d: &Delivery) -> Table {
+    headers_in(&d.message.properties)
+}
+
+/// Installs the AMQP converter for v1 records' properties, as the server
+/// does.
+pub fn install_legacy_converter() {
+    crate::props::set_legacy_converter(|raw| {
+        ferry_amqp::model::props_to_model(raw).map_err(|e| e.to_string())
+    });
+}
+
+/// A whole broker over `io` at `/data`, on the manual clock.
 pub fn broker(io: &SimIo, clock: &Arc<ManualClock>) -> Arc<crate::Broker> {
-    let b = crate::Broker::open_with_clock(
+    crate::Broker::open_with_clock(
         crate::BrokerConfig::new(PathBuf::from("/data")),
         io.shared(),
         clock.clone(),
     )
-    .unwrap();
-    b.set_property_codec(Arc::new(JsonCodec));
-    b
+    .unwrap()
 }
 
 /// One durable queue `q` over SimIo with a manual clock at `T0`; its dead
@@ -301,7 +233,6 @@ pub struct Fixture {
     pub letters: Arc<Letters>,
     router: Arc<dyn DeadLetterRouter>,
     syncer: Arc<Syncer>,
-    json_codec: bool,
 }
 
 impl Fixture {
@@ -323,16 +254,6 @@ impl Fixture {
             router: letters.clone(),
             letters,
             syncer,
-            json_codec: false,
-        }
-    }
-
-    /// Queues read message properties with `JsonCodec` (priorities,
-    /// headers they add).
-    pub fn with_json_codec() -> Self {
-        Fixture {
-            json_codec: true,
-            ..Fixture::new()
         }
     }
 
@@ -348,9 +269,6 @@ impl Fixture {
         )
         .with_clock(self.clock.clone());
         env.dead_letters = Some(Arc::downgrade(&self.router));
-        if self.json_codec {
-            let _ = env.codec.set(Arc::new(JsonCodec));
-        }
         env
     }
 

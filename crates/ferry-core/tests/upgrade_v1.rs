@@ -2,37 +2,69 @@
 //! tests/fixtures/make_data_v1.py) decode with their facts intact. The Python test
 //! tests/python/test_upgrade.py checks what a client sees after an upgrade; this one checks
 //! the message deadlines, which it cannot (one of them passes some weeks after the fixture
-//! was written, and then the message is gone).
+//! was written, and then the message is gone), and that every record decodes, its AMQP
+//! properties converted to the props blob by the converter the server installs.
 #![allow(clippy::expect_used)]
 
 use ferry_core::queue::record::{self, Record};
+use ferry_core::stream::record as stream_record;
 use ferry_log::{Log, LogConfig, StdIo};
 use std::path::Path;
 use std::sync::Arc;
 
-/// (body, expires_at) of every Enqueue record with a deadline in the fixture's queues.
-fn deadlines(data: &Path) -> Vec<(Vec<u8>, u64)> {
+/// The AMQP front end's converter for v1 properties, as `ferry-server` installs it.
+fn install_converter() {
+    ferry_core::props::set_legacy_converter(|raw| {
+        ferry_amqp::model::props_to_model(raw).map_err(|e| e.to_string())
+    });
+}
+
+/// Checks a decoded message's properties: a blob that converts back to AMQP properties
+/// that parse. Returns them.
+fn amqp_properties(blob: &bytes::Bytes) -> ferry_amqp::BasicProperties {
+    let raw = ferry_amqp::model::props_from_model(blob).expect("blob converts back");
+    ferry_amqp::parse_properties(&raw).expect("AMQP properties parse")
+}
+
+/// (body, expires_at) of every Enqueue record with a deadline in the fixture's queues;
+/// every record decodes, as a queue record or (the stream's log) a stream record, and
+/// the number of messages seen is returned too.
+fn deadlines(data: &Path) -> (Vec<(Vec<u8>, u64)>, usize) {
     let mut out = Vec::new();
+    let mut messages = 0;
     let queues = data.join("vhosts").join("2f").join("queues");
     for dir in std::fs::read_dir(&queues).expect("fixture queues") {
         let dir = dir.expect("dir entry").path();
         let (log, _) = Log::open(Arc::new(StdIo), &dir, LogConfig::default()).expect("log opens");
         for item in log.reader(log.first_index()) {
             let (_, rec) = item.expect("record reads");
-            // The stream's log holds stream records: they are not queue records.
-            let Ok(Record::Enqueue {
+            // The stream's log holds stream records (tag 'S'), the queues queue records.
+            if rec.payload.first() == Some(&b'S') {
+                let (_, msg) = stream_record::decode(rec.payload).expect("stream record decodes");
+                amqp_properties(&msg.properties);
+                messages += 1;
+                continue;
+            }
+            let Record::Enqueue {
                 msg, expires_at, ..
-            }) = record::decode(rec.payload)
+            } = record::decode(rec.payload).expect("queue record decodes")
             else {
                 continue;
             };
+            messages += 1;
+            let p = amqp_properties(&msg.properties);
+            assert_eq!(
+                msg.persistent,
+                *p.delivery_mode() == Some(2),
+                "delivery mode kept"
+            );
             if let Some(at) = expires_at {
                 out.push((msg.body.to_vec(), at));
             }
         }
     }
     out.sort();
-    out
+    (out, messages)
 }
 
 #[test]
@@ -40,7 +72,9 @@ fn v1_enqueue_records_keep_their_deadlines() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1");
     let tmp = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture, tmp.path());
-    let found = deadlines(tmp.path());
+    install_converter();
+    let (found, messages) = deadlines(tmp.path());
+    assert!(messages > 10, "{messages} messages");
     // "hello": published with expiration 315360000000 (ten years); "ttl": the same expiration
     // in a queue whose x-message-ttl (2^32-1 ms) is smaller. Values as written on 2026-12-06.
     assert_eq!(

@@ -187,9 +187,11 @@ pub async fn publish(
         ),
     };
     // Routed with the BCC keys below, stored without them (as over AMQP).
-    let stored_props = ferry_server::properties::without_bcc(&props);
-    let raw_props = ferry_amqp::encode_properties(stored_props.as_ref().unwrap_or(&props))
+    let raw_props = ferry_amqp::encode_properties(&props)
         .map_err(|e| ApiError::BadRequest(format!("bad properties: {e}")))?;
+    let (blob, headers) = ferry_server::properties::to_blob(&raw_props)
+        .map_err(|e| ApiError::BadRequest(format!("bad properties: {e}")))?;
+    let stored = ferry_server::properties::without_bcc(&blob, headers.as_ref());
     let exchange = exchange_name(&name).to_string();
     if !v.has_exchange(&exchange) {
         return Err(ApiError::NotFound);
@@ -203,11 +205,6 @@ pub async fn publish(
     )?;
     // RabbitMQ publishes through a channel: a bad CC/BCC header is that
     // channel's error, reported with its code.
-    // Routing reads model tables.
-    let headers = props
-        .headers()
-        .as_ref()
-        .map(ferry_amqp::model::table_from_amqp);
     if let Err(e) = ferry_core::exchange::sender_selected_keys(headers.as_ref()) {
         return Err(ApiError::BadRequest(format!(
             "406 PRECONDITION_FAILED - {e}"
@@ -216,7 +213,7 @@ pub async fn publish(
     let msg = Arc::new(Message {
         exchange: Arc::from(exchange.as_str()),
         routing_key: Arc::from(rk),
-        properties: raw_props,
+        properties: stored.unwrap_or(blob),
         body,
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
@@ -337,7 +334,9 @@ pub async fn get(
             let Some((d, left)) = got else { break };
             ids.push(d.msg_id);
             let m = &d.message;
-            let props = ferry_amqp::parse_properties(&m.properties)
+            let props = ferry_amqp::model::props_from_model(&m.properties)
+                .map_err(|e| e.to_string())
+                .and_then(|raw| ferry_amqp::parse_properties(&raw).map_err(|e| e.to_string()))
                 .map(|p| properties_json(&p))
                 .unwrap_or_else(|_| json!({}));
             let body: &[u8] = match truncate {

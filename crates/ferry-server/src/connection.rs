@@ -27,7 +27,7 @@ use ferry_amqp::frame::frame_extent;
 use ferry_amqp::frame::rabbit::{self, Fault};
 use ferry_amqp::{
     check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
-    BasicProperties, CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
 use ferry_core::auth::CompiledPermissions;
 use ferry_core::VHost;
@@ -199,7 +199,7 @@ fn input_fault(e: &CodecError, frame: &[u8]) -> Result<Frame, ReadEnd> {
                 channel: u16::from_be_bytes([frame[1], frame[2]]),
                 class_id,
                 body_size,
-                properties: BasicProperties::default(),
+                props: Bytes::new(),
                 raw_properties: Bytes::new(),
             })
         }

@@ -62,7 +62,7 @@ impl Frontend {
         own_alarms: Option<watch::Sender<alarms::Alarms>>,
     ) -> Frontend {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        broker.set_property_codec(Arc::new(crate::properties::AmqpPropertyCodec));
+        crate::properties::install_legacy_converter();
         let shared = Arc::new(Shared {
             broker,
             config,

@@ -1,195 +1,120 @@
-//! The property codec ferry-core's dead-lettering uses to rewrite a
-//! message's headers (x-death) and drop its `expiration`, built on the
-//! ferry-amqp codec so the core never encodes AMQP itself.
+//! Message properties at the AMQP edge. The core stores and edits a
+//! message's properties as a `ferry-model` props blob; a publish converts
+//! its raw AMQP property bytes to the blob once ([`to_blob`]), a delivery
+//! converts back into the frame it writes (`writer`), both with
+//! `ferry_amqp::model` (an AMQP message round-trips byte for byte).
 //!
-//! Like RabbitMQ, which decodes a dead-lettered message's properties and
-//! encodes them again, the result is normalised: header tables come out
-//! with sorted keys (RabbitMQ sorts the top level too) and RabbitMQ's
-//! canonical field types.
+//! Records written before the blob (format v1) hold raw AMQP properties:
+//! [`install_legacy_converter`] hands the core the converter it upgrades
+//! them with when it reads them.
 
 use bytes::Bytes;
-use ferry_amqp::FieldTable;
-use ferry_amqp::{encode_properties, parse_properties, BasicProperties, ShortString};
-use ferry_core::exchange::consistent_hash::HashProperty;
-use ferry_core::queue::{HeaderEdit, PropertyCodec};
+use ferry_amqp::model::props_to_model;
+use ferry_amqp::CodecError;
+use ferry_model::props::{self, tag, Fields};
+use ferry_model::Table;
 
-/// [`PropertyCodec`] over ferry-amqp.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct AmqpPropertyCodec;
-
-impl PropertyCodec for AmqpPropertyCodec {
-    fn read(&self, raw: &[u8]) -> Result<HeaderEdit, String> {
-        let p = parse_properties(raw).map_err(|e| e.to_string())?;
-        Ok(HeaderEdit {
-            headers: p.headers().clone(),
-            expiration: p.expiration().as_ref().map(|s| s.as_str().to_string()),
-        })
-    }
-
-    fn write(&self, raw: &[u8], edit: &HeaderEdit) -> Result<Bytes, String> {
-        let p = parse_properties(raw).map_err(|e| e.to_string())?;
-        // amq-protocol has setters only: rebuild, taking headers and
-        // expiration from `edit`.
-        let mut out = BasicProperties::default();
-        let short = |s: &ShortString| s.clone();
-        if let Some(v) = p.content_type() {
-            out = out.with_content_type(short(v));
-        }
-        if let Some(v) = p.content_encoding() {
-            out = out.with_content_encoding(short(v));
-        }
-        if let Some(h) = &edit.headers {
-            out = out.with_headers(h.clone());
-        }
-        if let Some(v) = p.delivery_mode() {
-            out = out.with_delivery_mode(*v);
-        }
-        if let Some(v) = p.priority() {
-            out = out.with_priority(*v);
-        }
-        if let Some(v) = p.correlation_id() {
-            out = out.with_correlation_id(short(v));
-        }
-        if let Some(v) = p.reply_to() {
-            out = out.with_reply_to(short(v));
-        }
-        if let Some(e) = &edit.expiration {
-            let e = ShortString::try_new(e.as_str()).map_err(|e| e.to_string())?;
-            out = out.with_expiration(e);
-        }
-        if let Some(v) = p.message_id() {
-            out = out.with_message_id(short(v));
-        }
-        if let Some(v) = p.timestamp() {
-            out = out.with_timestamp(*v);
-        }
-        if let Some(v) = p.kind() {
-            out = out.with_type(short(v));
-        }
-        if let Some(v) = p.user_id() {
-            out = out.with_user_id(short(v));
-        }
-        if let Some(v) = p.app_id() {
-            out = out.with_app_id(short(v));
-        }
-        if let Some(v) = p.cluster_id() {
-            out = out.with_cluster_id(short(v));
-        }
-        encode_properties(&out).map_err(|e| e.to_string())
-    }
-
-    fn priority(&self, raw: &[u8]) -> Option<u8> {
-        parse_properties(raw).ok().and_then(|p| *p.priority())
-    }
-
-    fn hash_property(&self, raw: &[u8], property: HashProperty) -> Option<Vec<u8>> {
-        let p = parse_properties(raw).ok()?;
-        match property {
-            HashProperty::MessageId => p.message_id().as_ref().map(|s| s.as_str().into()),
-            HashProperty::CorrelationId => p.correlation_id().as_ref().map(|s| s.as_str().into()),
-            HashProperty::Timestamp => p.timestamp().map(|t| t.to_string().into_bytes()),
-        }
-    }
+/// Installs [`legacy_to_blob`] as the core's converter for properties in
+/// v1 records. Call before the broker opens its queues and streams.
+pub fn install_legacy_converter() {
+    ferry_core::props::set_legacy_converter(legacy_to_blob);
 }
 
-/// The properties without the `BCC` header, if they have one: what RabbitMQ
-/// stores and delivers of a message published with BCC (its
+/// The props blob of raw AMQP properties stored by a v1 record.
+pub fn legacy_to_blob(raw: &[u8]) -> Result<Bytes, String> {
+    props_to_model(raw).map_err(|e| e.to_string())
+}
+
+/// The props blob of a publish's raw AMQP properties, and its headers
+/// (decoded only when it has some: routing reads CC, BCC, x-delay and
+/// headers-exchange matches from them).
+pub fn to_blob(raw: &[u8]) -> Result<(Bytes, Option<Table>), CodecError> {
+    let blob = props_to_model(raw)?;
+    let headers =
+        ferry_model::props::headers(&blob).map_err(|_| CodecError::MalformedProperties)?;
+    Ok((blob, headers))
+}
+
+/// What the channel reads of a publish's properties.
+#[derive(Debug, Default, PartialEq)]
+pub struct Facts {
+    /// `delivery-mode`.
+    pub delivery_mode: Option<u8>,
+    /// `reply-to` (a direct reply-to request is rewritten).
+    pub reply_to: Option<Bytes>,
+    /// `expiration`, as sent.
+    pub expiration: Option<Bytes>,
+    /// `user-id` (checked against the connection's user).
+    pub user_id: Option<Bytes>,
+    /// The headers (CC, BCC, x-delay, headers exchanges).
+    pub headers: Option<Table>,
+}
+
+/// [`Facts`] of a props blob, in one pass (the headers table is decoded
+/// only when there is one).
+pub fn facts(blob: &Bytes) -> Result<Facts, CodecError> {
+    let bad = |_| CodecError::MalformedProperties;
+    let mut f = Facts::default();
+    for field in Fields::new(blob) {
+        let (t, v) = field.map_err(bad)?;
+        match t {
+            tag::HEADERS => {
+                let mut r = ferry_model::wire::Reader::new(&v);
+                f.headers = Some(ferry_model::wire::read_table(&mut r).map_err(bad)?);
+            }
+            tag::DELIVERY_MODE => f.delivery_mode = v.first().copied(),
+            tag::REPLY_TO => f.reply_to = Some(v),
+            tag::EXPIRATION => f.expiration = Some(v),
+            tag::USER_ID => f.user_id = Some(v),
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+/// The blob with its `reply-to` set to `reply_to`.
+pub fn with_reply_to(blob: &Bytes, reply_to: &[u8]) -> Result<Bytes, CodecError> {
+    let mut out = Vec::with_capacity(blob.len() + reply_to.len());
+    let mut put = Some(reply_to);
+    for field in Fields::new(blob) {
+        let (t, v) = field.map_err(|_| CodecError::MalformedProperties)?;
+        if t >= tag::REPLY_TO {
+            if let Some(r) = put.take() {
+                props::put_field(&mut out, tag::REPLY_TO, r);
+            }
+        }
+        if t != tag::REPLY_TO {
+            props::put_field(&mut out, t, &v);
+        }
+    }
+    if let Some(r) = put {
+        props::put_field(&mut out, tag::REPLY_TO, r);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The blob without the `BCC` header, if its headers have one: what
+/// RabbitMQ stores and delivers of a message published with BCC (its
 /// `strip_header`: the header table stays, possibly empty). The BCC keys
 /// route the publish and stay with the message (`Message::bcc`), not in
 /// its headers (nor in x-death).
-#[must_use]
-pub fn without_bcc(props: &BasicProperties) -> Option<BasicProperties> {
-    let h = props.headers().as_ref()?;
-    if !h.contains_key("BCC") {
-        return None;
-    }
-    let mut map = h.inner().clone();
-    map.remove("BCC");
-    Some(props.clone().with_headers(FieldTable::from(map)))
+pub fn without_bcc(blob: &Bytes, headers: Option<&Table>) -> Option<Bytes> {
+    let h = headers?;
+    h.get("BCC")?;
+    let mut h = h.clone();
+    h.remove("BCC");
+    ferry_core::props::with_headers(blob, Some(&h), false).ok()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use ferry_amqp::{AMQPValue, FieldTable};
+    use ferry_amqp::model::props_from_model;
+    use ferry_amqp::{encode_properties, parse_properties, AMQPValue, BasicProperties, FieldTable};
 
     #[test]
-    fn hash_properties_are_read_timestamp_as_decimal_text() {
-        let props = BasicProperties::default()
-            .with_correlation_id("c1".into())
-            .with_message_id("m1".into())
-            .with_timestamp(1_700_000_000);
-        let raw = encode_properties(&props).unwrap();
-        let c = AmqpPropertyCodec;
-        assert_eq!(
-            c.hash_property(&raw, HashProperty::MessageId),
-            Some(b"m1".to_vec())
-        );
-        assert_eq!(
-            c.hash_property(&raw, HashProperty::CorrelationId),
-            Some(b"c1".to_vec())
-        );
-        assert_eq!(
-            c.hash_property(&raw, HashProperty::Timestamp),
-            Some(b"1700000000".to_vec())
-        );
-        let empty = encode_properties(&BasicProperties::default()).unwrap();
-        assert_eq!(c.hash_property(&empty, HashProperty::MessageId), None);
-        assert_eq!(c.hash_property(b"\xff", HashProperty::MessageId), None);
-    }
-
-    #[test]
-    fn write_replaces_headers_and_expiration_and_keeps_the_rest() {
-        let mut h = FieldTable::default();
-        h.insert("a".into(), AMQPValue::LongInt(1));
-        let props = BasicProperties::default()
-            .with_content_type("text/plain".into())
-            .with_content_encoding("gzip".into())
-            .with_headers(h)
-            .with_delivery_mode(2)
-            .with_priority(3)
-            .with_correlation_id("c".into())
-            .with_reply_to("r".into())
-            .with_expiration("100".into())
-            .with_message_id("m".into())
-            .with_timestamp(1_700_000_000)
-            .with_type("t".into())
-            .with_user_id("guest".into())
-            .with_app_id("app".into())
-            .with_cluster_id("cl".into());
-        let raw = encode_properties(&props).unwrap();
-        let codec = AmqpPropertyCodec;
-        let mut edit = codec.read(&raw).unwrap();
-        assert_eq!(edit.expiration.as_deref(), Some("100"));
-        let mut h2 = edit.headers.clone().unwrap();
-        h2.insert("b".into(), AMQPValue::Boolean(true));
-        edit.headers = Some(h2.clone());
-        edit.expiration = None;
-        let out = parse_properties(&codec.write(&raw, &edit).unwrap()).unwrap();
-        let mut want = props.clone().with_headers(h2);
-        // No setter clears a property: compare everything else field by field.
-        assert_eq!(out.expiration(), &None);
-        want = BasicProperties::default()
-            .with_content_type("text/plain".into())
-            .with_content_encoding("gzip".into())
-            .with_headers(want.headers().clone().unwrap())
-            .with_delivery_mode(2)
-            .with_priority(3)
-            .with_correlation_id("c".into())
-            .with_reply_to("r".into())
-            .with_message_id("m".into())
-            .with_timestamp(1_700_000_000)
-            .with_type("t".into())
-            .with_user_id("guest".into())
-            .with_app_id("app".into())
-            .with_cluster_id("cl".into());
-        assert_eq!(out, want);
-        assert!(codec.read(&[0xff]).is_err());
-    }
-
-    #[test]
-    fn without_bcc_keeps_everything_else() {
+    fn a_publish_round_trips_and_bcc_is_stripped_keeping_the_rest() {
         use ferry_amqp::FieldArray;
         let mut h = FieldTable::default();
         h.insert("BCC".into(), AMQPValue::FieldArray(FieldArray::default()));
@@ -197,12 +122,65 @@ mod tests {
         let p = BasicProperties::default()
             .with_headers(h)
             .with_correlation_id("c".into());
-        let out = without_bcc(&p).unwrap();
-        let headers = out.headers().clone().unwrap_or_default();
-        assert!(!headers.contains_key("BCC"));
-        assert!(headers.contains_key("CC"));
-        assert_eq!(out.correlation_id(), p.correlation_id());
-        assert!(without_bcc(&out).is_none());
-        assert!(without_bcc(&BasicProperties::default()).is_none());
+        let raw = encode_properties(&p).unwrap();
+        let (blob, headers) = to_blob(&raw).unwrap();
+        assert_eq!(props_from_model(&blob).unwrap(), raw);
+        let out = without_bcc(&blob, headers.as_ref()).unwrap();
+        let back = parse_properties(&props_from_model(&out).unwrap()).unwrap();
+        let h = back.headers().clone().unwrap();
+        assert!(!h.contains_key("BCC"));
+        assert!(h.contains_key("CC"));
+        assert_eq!(back.correlation_id(), p.correlation_id());
+        // Nothing to strip: None.
+        let (plain, headers) =
+            to_blob(&encode_properties(&BasicProperties::default()).unwrap()).unwrap();
+        assert!(headers.is_none());
+        assert_eq!(without_bcc(&plain, headers.as_ref()), None);
+        assert!(to_blob(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn facts_are_read_in_one_pass_and_reply_to_is_replaced_in_place() {
+        let mut h = FieldTable::default();
+        h.insert("k".into(), AMQPValue::LongInt(1));
+        let p = BasicProperties::default()
+            .with_content_type("t".into())
+            .with_headers(h)
+            .with_delivery_mode(2)
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_expiration("100".into())
+            .with_user_id("guest".into())
+            .with_app_id("a".into());
+        let (blob, headers) = to_blob(&encode_properties(&p).unwrap()).unwrap();
+        let f = facts(&blob).unwrap();
+        assert_eq!(f.delivery_mode, Some(2));
+        assert_eq!(f.reply_to.as_deref(), Some(&b"amq.rabbitmq.reply-to"[..]));
+        assert_eq!(f.expiration.as_deref(), Some(&b"100"[..]));
+        assert_eq!(f.user_id.as_deref(), Some(&b"guest"[..]));
+        assert_eq!(f.headers, headers);
+        let out = with_reply_to(&blob, b"amq.rabbitmq.reply-to.x").unwrap();
+        let back = parse_properties(&props_from_model(&out).unwrap()).unwrap();
+        let want = p.clone().with_reply_to("amq.rabbitmq.reply-to.x".into());
+        assert_eq!(back, want);
+        // Added in its place when there was none.
+        let (plain, _) =
+            to_blob(&encode_properties(&BasicProperties::default().with_delivery_mode(1)).unwrap())
+                .unwrap();
+        let out = with_reply_to(&plain, b"r").unwrap();
+        let back = parse_properties(&props_from_model(&out).unwrap()).unwrap();
+        assert_eq!(
+            back,
+            BasicProperties::default()
+                .with_delivery_mode(1)
+                .with_reply_to("r".into())
+        );
+        assert_eq!(facts(&Bytes::new()).unwrap(), Facts::default());
+    }
+
+    #[test]
+    fn v1_properties_convert_to_the_blob() {
+        let raw = encode_properties(&BasicProperties::default().with_delivery_mode(2)).unwrap();
+        assert_eq!(&legacy_to_blob(&raw).unwrap()[..], &[4, 1, 2]);
+        assert!(legacy_to_blob(&[0x80, 0x00]).is_err());
     }
 }

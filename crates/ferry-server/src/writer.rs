@@ -4,6 +4,7 @@
 
 use crate::outbox::{Outbound, OutboxShared};
 use bytes::BytesMut;
+use ferry_amqp::model::props_from_model_into;
 use ferry_amqp::CodecError;
 use ferry_amqp::{
     encode_basic_ack, encode_basic_deliver, encode_basic_get_ok, encode_basic_nack,
@@ -95,13 +96,29 @@ pub async fn run<W: AsyncWrite + Unpin>(
 /// whole even if it does not fit frame_max (it was accepted within
 /// RabbitMQ's 8-byte allowance, or on a connection with a larger
 /// frame_max): refusing it would silently lose the delivery.
+///
+/// The stored properties (a props blob) become AMQP property bytes here,
+/// in a per-thread scratch buffer reused for every delivery (no
+/// allocation once it has grown), then go into the frame.
 fn content(
     buf: &mut BytesMut,
     channel: u16,
     m: &Message,
     frame_max: u32,
 ) -> Result<(), CodecError> {
-    encode_content_whole_header(buf, channel, CLASS_BASIC, &m.properties, &m.body, frame_max)
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|raw| {
+        raw.clear();
+        props_from_model_into(&m.properties, raw)?;
+        let r = encode_content_whole_header(buf, channel, CLASS_BASIC, raw, &m.body, frame_max);
+        // A huge header (up to frame_max) is not kept between deliveries.
+        if raw.capacity() > 64 * 1024 {
+            *raw = Vec::new();
+        }
+        r
+    })
 }
 
 /// Encodes one item; returns true for `Shutdown`.

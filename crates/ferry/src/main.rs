@@ -239,6 +239,9 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     // Bad certificates stop the broker before it opens anything.
     let tls = tls_config(&s)?;
     let data_dir = s.data_dir.clone();
+    // Records of format v1 hold AMQP properties: the core converts them
+    // with the AMQP front end's converter as it reads them.
+    ferry_server::properties::install_legacy_converter();
     let broker = tokio::task::spawn_blocking(move || Broker::open(bc, Arc::new(StdIo)))
         .await
         .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;

@@ -6,7 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
 use crate::test_util::{all_methods, method_frame};
-use crate::{encode_basic_deliver, encode_content, encode_method, encode_properties};
+use crate::{
+    encode_basic_deliver, encode_content, encode_method, encode_properties, BasicProperties,
+};
 
 #[test]
 fn protocol_header() {
@@ -247,11 +249,20 @@ fn body_and_raw_properties_are_zero_copy() {
             channel,
             class_id,
             body_size,
-            properties,
+            props,
             raw_properties,
         } => {
             assert_eq!((channel, class_id, body_size), (4, 60, 5));
-            assert_eq!(properties.delivery_mode(), &Some(2));
+            assert_eq!(
+                ferry_model::Properties::decode(&props)
+                    .unwrap()
+                    .delivery_mode,
+                Some(2)
+            );
+            assert_eq!(
+                crate::model::props_from_model(&props).unwrap(),
+                raw_properties
+            );
             assert_eq!(raw_properties, raw);
             assert!(within(&raw_properties));
         }

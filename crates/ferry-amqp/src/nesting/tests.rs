@@ -147,7 +147,17 @@ fn message_headers_nest_up_to_the_limit() {
         let mut buf = BytesMut::new();
         encode_content(&mut buf, 1, 60, &raw, b"", 0).unwrap();
         match parse_frame(buf.freeze()) {
-            Ok(Frame::Header { properties, .. }) if ok => assert_eq!(properties, props),
+            Ok(Frame::Header {
+                props: blob,
+                raw_properties,
+                ..
+            }) if ok => {
+                assert_eq!(
+                    crate::model::props_from_model(&blob).unwrap(),
+                    raw_properties
+                );
+                assert_eq!(parse_properties(&raw_properties).unwrap(), props);
+            }
             Err(CodecError::MalformedProperties) if !ok => {}
             other => panic!("depth {depth}: {other:?}"),
         }

@@ -348,7 +348,7 @@ fn feed_value(h: &mut StableHasher, v: &Value) {
                 feed_value(h, item);
             }
         }
-        V::Void => {}
+        Value::Void => {}
     }
 }
 

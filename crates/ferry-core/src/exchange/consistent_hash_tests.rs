@@ -311,7 +311,8 @@ fn a_string_header_hashes_as_the_same_routing_key_other_types_do_not() {
     };
     let via_header = |v: Value| {
         let mut out = Vec::new();
-        by_header.route("ignored", Some(&table(&[("h", v)])), &mut out);
+        let h = table(&[("h", v)]);
+        by_header.route("ignored", Some(&h), &mut out);
         assert_eq!(out.len(), 1);
         out
     };

@@ -18,7 +18,6 @@
 
 use super::kind::ExchangeKind;
 use crate::xargs::{int, text};
-use amq_protocol_types::{AMQPValue, FieldTable};
 use ferry_model::{Table, Value};
 
 /// The exchange type's wire name.
@@ -64,7 +63,7 @@ fn delay_value(v: &Value) -> Option<i128> {
         Value::F32(x) => float_ms(f64::from(*x)),
         Value::F64(x) => float_ms(*x),
         // The plugin also takes the delay as a string of digits.
-        v => text(v)?.trim().parse().ok(),
+        v => v.as_text()?.trim().parse().ok(),
     }
 }
 
@@ -77,17 +76,7 @@ fn float_ms(x: f64) -> Option<i128> {
 /// The delay a message with these headers asks for: Some(ms) when it is
 /// to be held (0 < ms <= 2^32 - 1), None when it is routed at once.
 pub fn delay_of(headers: &Table) -> Option<u64> {
-    delay_in(headers.get(DELAY_HEADER)?)
-}
-
-/// [`delay_of`] for headers still held as an amq-protocol table (the
-/// properties paths, until they move onto the model).
-pub(crate) fn delay_of_amqp(headers: &FieldTable) -> Option<u64> {
-    delay_in(&crate::amqp_shim::value(headers.inner().get(DELAY_HEADER)?))
-}
-
-fn delay_in(v: &Value) -> Option<u64> {
-    let d = delay_value(v)?;
+    let d = delay_value(headers.get(DELAY_HEADER)?)?;
     (d > 0 && d <= i128::from(MAX_DELAY_MS))
         .then(|| u64::try_from(d).ok())
         .flatten()
@@ -96,16 +85,16 @@ fn delay_in(v: &Value) -> Option<u64> {
 /// The headers a held message is routed with when due: `x-delay` set to
 /// minus its delay (the plugin's `swap_delay_header`). Returns whether
 /// anything changed.
-pub fn negate_delay(headers: &mut FieldTable) -> bool {
-    let Some(d) = delay_of_amqp(headers) else {
+pub fn negate_delay(headers: &mut Table) -> bool {
+    let Some(d) = delay_of(headers) else {
         return false;
     };
     let neg = -i128::from(d);
     let v = match i32::try_from(neg) {
-        Ok(n) => AMQPValue::LongInt(n),
-        Err(_) => AMQPValue::LongLongInt(i64::try_from(neg).unwrap_or(i64::MIN)),
+        Ok(n) => Value::I32(n),
+        Err(_) => Value::I64(i64::try_from(neg).unwrap_or(i64::MIN)),
     };
-    headers.insert(DELAY_HEADER.into(), v);
+    headers.insert(DELAY_HEADER, v);
     true
 }
 
@@ -113,13 +102,6 @@ pub fn negate_delay(headers: &mut FieldTable) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use amq_protocol_types::LongString;
-
-    fn with(k: &str, v: AMQPValue) -> FieldTable {
-        let mut t = FieldTable::default();
-        t.insert(k.into(), v);
-        t
-    }
 
     fn args(k: &str, v: Value) -> Table {
         [(k, v)].into_iter().collect()
@@ -160,44 +142,34 @@ mod tests {
 
     #[test]
     fn delays_are_read_like_the_plugin() {
-        // Headers still held by amq-protocol read as model ones do.
-        let d = |v: AMQPValue| {
-            let model = delay_of(&args(DELAY_HEADER, crate::amqp_shim::value(&v)));
-            let amqp = delay_of_amqp(&with(DELAY_HEADER, v));
-            assert_eq!(model, amqp);
-            model
-        };
-        assert_eq!(d(AMQPValue::LongInt(5000)), Some(5000));
-        assert_eq!(d(AMQPValue::ShortShortUInt(7)), Some(7));
-        assert_eq!(
-            d(AMQPValue::LongLongInt(4_294_967_295)),
-            Some(4_294_967_295)
-        );
-        assert_eq!(d(AMQPValue::LongLongInt(4_294_967_296)), None);
-        assert_eq!(d(AMQPValue::LongInt(0)), None);
-        assert_eq!(d(AMQPValue::LongInt(-5)), None);
-        assert_eq!(d(AMQPValue::Double(1500.9)), Some(1500));
-        assert_eq!(d(AMQPValue::Double(f64::NAN)), None);
-        assert_eq!(d(AMQPValue::LongString(LongString::from("250"))), Some(250));
-        assert_eq!(d(AMQPValue::LongString(LongString::from("soon"))), None);
-        assert_eq!(d(AMQPValue::Boolean(true)), None);
+        let one = |v: Value| -> Table { [(DELAY_HEADER, v)].into_iter().collect() };
+        let d = |v: Value| delay_of(&one(v));
+        assert_eq!(d(Value::I32(5000)), Some(5000));
+        assert_eq!(d(Value::U8(7)), Some(7));
+        assert_eq!(d(Value::I64(4_294_967_295)), Some(4_294_967_295));
+        assert_eq!(d(Value::I64(4_294_967_296)), None);
+        assert_eq!(d(Value::I32(0)), None);
+        assert_eq!(d(Value::I32(-5)), None);
+        assert_eq!(d(Value::F64(1500.9)), Some(1500));
+        assert_eq!(d(Value::F64(f64::NAN)), None);
+        assert_eq!(d(Value::str("250")), Some(250));
+        assert_eq!(d(Value::str("soon")), None);
+        assert_eq!(d(Value::Bool(true)), None);
+        assert_eq!(d(Value::Timestamp(5)), None);
         assert_eq!(delay_of(&Table::new()), None);
-        assert_eq!(delay_of_amqp(&FieldTable::default()), None);
     }
 
     #[test]
     fn release_negates_the_delay() {
-        let mut h = with(DELAY_HEADER, AMQPValue::LongLongInt(300));
+        let one = |v: Value| -> Table { [(DELAY_HEADER, v)].into_iter().collect() };
+        let mut h = one(Value::I64(300));
         assert!(negate_delay(&mut h));
-        assert_eq!(h.inner().get(DELAY_HEADER), Some(&AMQPValue::LongInt(-300)));
+        assert_eq!(h.get(DELAY_HEADER), Some(&Value::I32(-300)));
         // Negated, it is never held again.
-        assert_eq!(delay_of_amqp(&h), None);
+        assert_eq!(delay_of(&h), None);
         assert!(!negate_delay(&mut h));
-        let mut h = with(DELAY_HEADER, AMQPValue::LongLongInt(4_000_000_000));
+        let mut h = one(Value::I64(4_000_000_000));
         assert!(negate_delay(&mut h));
-        assert_eq!(
-            h.inner().get(DELAY_HEADER),
-            Some(&AMQPValue::LongLongInt(-4_000_000_000))
-        );
+        assert_eq!(h.get(DELAY_HEADER), Some(&Value::I64(-4_000_000_000)));
     }
 }

@@ -27,11 +27,8 @@ use super::delayed;
 use crate::error::{ErrorKind, Result};
 use crate::message::{parse_expiration, Message};
 use crate::queue::args::HOLD_ARG;
-use crate::queue::{
-    ConfirmSink, ConfirmToken, Enqueued, HeaderEdit, PropertyCodec, Queue, QueueEnv, QueueSpec,
-};
+use crate::queue::{ConfirmSink, ConfirmToken, Enqueued, Queue, QueueEnv, QueueSpec};
 use crate::source::Source;
-use amq_protocol_types::FieldTable;
 use ferry_model::{Table, Value};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -204,8 +201,7 @@ impl DelayedStore {
     pub fn release_due(
         &self,
         now: u64,
-        codec: Option<&Arc<dyn PropertyCodec>>,
-        route: impl Fn(&str, &Message, Option<&FieldTable>) -> Vec<Arc<dyn Source>>,
+        route: impl Fn(&str, &Message, Option<&Table>) -> Vec<Arc<dyn Source>>,
     ) -> u64 {
         let due: Vec<(Arc<str>, Held)> = self
             .held
@@ -227,7 +223,7 @@ impl DelayedStore {
                         break;
                     }
                 };
-                release_one(&held, &exchange, got.msg_id, &got.message, codec, &route);
+                release_one(&held, &exchange, got.msg_id, &got.message, &route);
                 released += 1;
                 if released % RELEASE_BATCH == 0 {
                     std::thread::yield_now();
@@ -245,10 +241,9 @@ fn release_one(
     exchange: &str,
     id: u64,
     stored: &Message,
-    codec: Option<&Arc<dyn PropertyCodec>>,
-    route: &impl Fn(&str, &Message, Option<&FieldTable>) -> Vec<Arc<dyn Source>>,
+    route: &impl Fn(&str, &Message, Option<&Table>) -> Vec<Arc<dyn Source>>,
 ) {
-    let (msg, headers) = released_message(stored, codec);
+    let (msg, headers) = released_message(stored);
     let targets = route(exchange, &msg, headers.as_ref());
     if targets.is_empty() {
         // Unroutable when due: dropped, as the plugin does (no
@@ -283,29 +278,22 @@ fn release_one(
 /// The message as routed when due: `x-delay` negated, and its
 /// `expiration` read again (the hidden queue's record does not keep the
 /// parsed TTL; target queues apply it from their own enqueue on).
-fn released_message(
-    stored: &Message,
-    codec: Option<&Arc<dyn PropertyCodec>>,
-) -> (Message, Option<FieldTable>) {
+fn released_message(stored: &Message) -> (Message, Option<Table>) {
     let mut msg = stored.clone();
-    let Some(codec) = codec else {
+    let props = &stored.properties;
+    let (Ok(headers), Ok(expiration)) = (
+        crate::props::headers(props),
+        crate::props::expiration(props),
+    ) else {
         return (msg, None);
     };
-    let Ok(mut edit) = codec.read(&stored.properties) else {
-        return (msg, None);
-    };
-    msg.expiration_ms = edit
-        .expiration
-        .as_deref()
-        .and_then(|e| parse_expiration(e).ok());
-    let mut headers = edit.headers.take();
+    msg.expiration_ms = expiration
+        .and_then(|e| std::str::from_utf8(&e).ok().map(str::to_owned))
+        .and_then(|e| parse_expiration(&e).ok());
+    let mut headers = headers;
     if let Some(h) = headers.as_mut() {
         if delayed::negate_delay(h) {
-            let out = HeaderEdit {
-                headers: Some(h.clone()),
-                expiration: edit.expiration.clone(),
-            };
-            match codec.write(&stored.properties, &out) {
+            match crate::props::with_headers(props, Some(h), false) {
                 Ok(p) => msg.properties = p,
                 Err(e) => tracing::warn!(error = %e, "cannot rewrite x-delay; sent as stored"),
             }

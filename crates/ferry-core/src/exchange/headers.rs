@@ -87,7 +87,7 @@ impl HeadersMatcher {
                 };
                 (k.clone(), want)
             })
-            .collect();
+            .collect::<Vec<_>>();
         Self { mode, fields }
     }
 

@@ -23,7 +23,6 @@
 //!   knows no implicit bindings.
 //! - The result is a set: each queue name once, in discovery order.
 
-use super::args;
 use super::binding::Destination;
 use super::consistent_hash::PropertyLookup;
 use super::exchange::Exchange;
@@ -215,7 +214,7 @@ pub fn sender_selected_keys(headers: Option<&Table>) -> Result<Vec<&str>, Invali
             Some(other) => {
                 return Err(InvalidRoutingHeader {
                     header,
-                    type_name: args::type_name(other),
+                    type_name: crate::props::type_name(other),
                 })
             }
         }

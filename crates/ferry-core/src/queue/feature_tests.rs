@@ -3,7 +3,7 @@
 //! survives a restart, and (through a whole broker) x-death and cycles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::Reason;
 use super::record::{self, Record};
 use super::*;
 use crate::broker::Broker;
@@ -11,10 +11,9 @@ use crate::clock::{Clock, ManualClock, NEVER};
 use crate::message::Message;
 use crate::test_support::ms;
 use crate::test_support::{
-    broker, drain as bodies, headers_of, message, mtable as args, s, spec, Fixture, JsonCodec,
-    Taker, T0,
+    broker, drain as bodies, headers_in, headers_of, message, ms as s, mtable as args, props, spec,
+    Fixture, Taker, T0,
 };
-use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::{Log, LogConfig, SimIo};
 use ferry_model::{Table, Value};
@@ -341,18 +340,6 @@ fn a_plain_queue_keeps_no_side_table_and_never_reads_the_clock() {
 
 // ----- through a broker: x-death, routing, cycles ------------------------
 
-fn props(headers: FieldTable, expiration: Option<&str>) -> Bytes {
-    JsonCodec
-        .write(
-            &[],
-            &HeaderEdit {
-                headers: Some(headers),
-                expiration: expiration.map(String::from),
-            },
-        )
-        .unwrap()
-}
-
 struct World {
     clock: Arc<ManualClock>,
     broker: Arc<Broker>,
@@ -378,7 +365,7 @@ impl World {
         self.vhost.queue_for(name, 1).unwrap()
     }
 
-    fn publish(&self, exchange: &str, key: &str, headers: FieldTable, expiration: Option<u64>) {
+    fn publish(&self, exchange: &str, key: &str, headers: Table, expiration: Option<u64>) {
         let m = Arc::new(Message {
             exchange: Arc::from(exchange),
             routing_key: Arc::from(key),
@@ -396,15 +383,23 @@ impl World {
     }
 }
 
-fn death_summary(h: &FieldTable) -> Vec<(String, String)> {
-    super::dead_letter::deaths(h.inner())
+/// The x-death array of headers read back as AMQP values.
+fn x_death(h: &Table) -> &[Value] {
+    match h.get("x-death") {
+        Some(Value::Array(a)) => a.as_slice(),
+        _ => &[],
+    }
+}
+
+fn death_summary(h: &Table) -> Vec<(String, String)> {
+    x_death(h)
         .iter()
         .map(|d| {
-            let AMQPValue::FieldTable(t) = d else {
+            let Value::Table(t) = d else {
                 panic!("not a table")
             };
-            let get = |k: &str| match t.inner().get(k) {
-                Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into(),
+            let get = |k: &str| match t.get(k) {
+                Some(Value::Str(s)) => String::from_utf8_lossy(s).into(),
                 other => panic!("{k}: {other:?}"),
             };
             (get("queue"), get("reason"))
@@ -433,9 +428,9 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
             1,
         )
         .unwrap();
-    let mut h = FieldTable::default();
-    h.insert("CC".into(), AMQPValue::FieldArray(vec![s("cc-key")].into()));
-    h.insert("app".into(), s("v"));
+    let mut h = Table::new();
+    h.insert("CC", Value::Array(vec![s("cc-key")]));
+    h.insert("app", s("v"));
     w.publish("", "src", h, Some(60_000));
     let (d, _) = src.get(false).unwrap().unwrap();
     w.clock.advance(2_000);
@@ -444,26 +439,27 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
     assert_eq!(&*got.message.exchange, "amq.direct");
     assert_eq!(&*got.message.routing_key, "dead-key");
     assert_eq!(got.message.expiration_ms, None);
-    let edit = JsonCodec.read(&got.message.properties).unwrap();
-    assert_eq!(edit.expiration, None);
-    let h = edit.headers.unwrap();
-    let h = h.inner();
-    assert!(!h.contains_key("CC"), "a dead-letter routing key drops CC");
-    assert_eq!(h["app"], s("v"));
-    assert_eq!(h["x-first-death-queue"], s("src"));
-    assert_eq!(h["x-first-death-reason"], s("rejected"));
-    assert_eq!(h["x-first-death-exchange"], s(""));
-    let AMQPValue::FieldTable(t) = &super::dead_letter::deaths(h)[0] else {
+    assert_eq!(
+        crate::props::expiration(&got.message.properties).unwrap(),
+        None
+    );
+    let headers = headers_in(&got.message.properties);
+    let h = &headers;
+    assert!(h.get("CC").is_none(), "a dead-letter routing key drops CC");
+    assert_eq!(h.get("app"), Some(&s("v")));
+    assert_eq!(h.get("x-first-death-queue"), Some(&s("src")));
+    assert_eq!(h.get("x-first-death-reason"), Some(&s("rejected")));
+    assert_eq!(h.get("x-first-death-exchange"), Some(&s("")));
+    let Value::Table(t) = &x_death(&headers)[0] else {
         panic!()
     };
-    let t = t.inner();
-    assert_eq!(t["time"], AMQPValue::Timestamp((T0 + 2_000) / 1000));
-    assert_eq!(t["original-expiration"], s("60000"));
+    assert_eq!(t.get("time"), Some(&Value::Timestamp((T0 + 2_000) / 1000)));
+    assert_eq!(t.get("original-expiration"), Some(&s("60000")));
     assert_eq!(
-        t["routing-keys"],
-        AMQPValue::FieldArray(vec![s("src"), s("cc-key")].into())
+        t.get("routing-keys"),
+        Some(&Value::Array(vec![s("src"), s("cc-key")]))
     );
-    assert_eq!(t["count"], AMQPValue::LongLongInt(1));
+    assert_eq!(t.get("count"), Some(&Value::I64(1)));
 }
 
 #[test]
@@ -486,7 +482,7 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
             ("x-dead-letter-routing-key", ms("a")),
         ],
     );
-    w.publish("", "a", FieldTable::default(), None);
+    w.publish("", "a", Table::new(), None);
     w.clock.advance(10);
     assert_eq!(w.broker.expire_due(w.clock.now_ms()), T0 + 20);
     assert_eq!((a.counts().0, b.counts().0), (0, 1));
@@ -510,7 +506,7 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
             ("x-dead-letter-routing-key", ms("c")),
         ],
     );
-    w.publish("", "c", FieldTable::default(), None);
+    w.publish("", "c", Table::new(), None);
     let (m, _) = c.get(false).unwrap().unwrap();
     c.reject(&[m.msg_id]).unwrap();
     w.clock.advance(10);
@@ -532,7 +528,7 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
             ("x-dead-letter-exchange", ms("")),
         ],
     );
-    w.publish("", "e", FieldTable::default(), None);
+    w.publish("", "e", Table::new(), None);
     assert_eq!(e.counts().0, 0);
 }
 
@@ -540,7 +536,7 @@ fn expiry_cycles_are_dropped_and_rejections_break_them() {
 fn a_missing_dead_letter_exchange_drops_and_drop_head_chains_end() {
     let w = World::new();
     let q = w.declare("q", &[("x-dead-letter-exchange", ms("nowhere"))]);
-    w.publish("", "q", FieldTable::default(), None);
+    w.publish("", "q", Table::new(), None);
     let (m, _) = q.get(false).unwrap().unwrap();
     q.reject(&[m.msg_id]).unwrap();
     assert_eq!(q.counts().0, 0);
@@ -564,7 +560,7 @@ fn a_missing_dead_letter_exchange_drops_and_drop_head_chains_end() {
         ],
     );
     for _ in 0..5 {
-        w.publish("", "x", FieldTable::default(), None);
+        w.publish("", "x", Table::new(), None);
     }
     assert_eq!((x.counts().0, y.counts().0), (1, 1));
 }
@@ -599,19 +595,11 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
         routing_key: Arc::from("a"),
         ..message("m", false)
     };
-    let mut h = FieldTable::default();
-    h.insert(
-        "CC".into(),
-        AMQPValue::FieldArray(vec![s("c"), s("zz")].into()),
-    );
-    h.insert(
-        "BCC".into(),
-        AMQPValue::FieldArray(vec![s("zz"), s("b"), s("a")].into()),
-    );
+    let mut h = Table::new();
+    h.insert("CC", Value::Array(vec![s("c"), s("zz")]));
+    h.insert("BCC", Value::Array(vec![s("zz"), s("b"), s("a")]));
     let mut out = Vec::new();
-    w.vhost
-        .route("", &m, Some(&crate::amqp_shim::table(&h)), &mut out)
-        .unwrap();
+    w.vhost.route("", &m, Some(&h), &mut out).unwrap();
     let got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     assert_eq!(got, ["a", "c", "b"]);
     // A direct exchange: bindings of every key.
@@ -627,35 +615,25 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
             )
             .unwrap();
     }
-    let mut h = FieldTable::default();
-    h.insert("CC".into(), AMQPValue::FieldArray(vec![s("kb")].into()));
-    h.insert(
-        "BCC".into(),
-        AMQPValue::FieldArray(vec![s("kc"), s("kb")].into()),
-    );
+    let mut h = Table::new();
+    h.insert("CC", Value::Array(vec![s("kb")]));
+    h.insert("BCC", Value::Array(vec![s("kc"), s("kb")]));
     let m = Message {
         routing_key: Arc::from("ka"),
         ..message("m", false)
     };
     let mut out = Vec::new();
-    w.vhost
-        .route(
-            "amq.direct",
-            &m,
-            Some(&crate::amqp_shim::table(&h)),
-            &mut out,
-        )
-        .unwrap();
+    w.vhost.route("amq.direct", &m, Some(&h), &mut out).unwrap();
     let mut got: Vec<String> = out.iter().map(|q| q.name().to_string()).collect();
     got.sort();
     assert_eq!(got, ["a", "b", "c"]);
     // Not an array: RabbitMQ's 406 text; the exchange is checked first.
-    let mut bad = FieldTable::default();
-    bad.insert("CC".into(), AMQPValue::LongInt(1));
+    let mut bad = Table::new();
+    bad.insert("CC", Value::I32(1));
     for exchange in ["", "amq.direct"] {
         let err = w
             .vhost
-            .route(exchange, &m, Some(&crate::amqp_shim::table(&bad)), &mut out)
+            .route(exchange, &m, Some(&bad), &mut out)
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::PreconditionFailed);
         assert_eq!(
@@ -663,10 +641,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
             r#"invalid message: {unacceptable_type_in_header,"CC",signedint}"#
         );
     }
-    let err = w
-        .vhost
-        .route("nope", &m, Some(&crate::amqp_shim::table(&bad)), &mut out)
-        .unwrap_err();
+    let err = w.vhost.route("nope", &m, Some(&bad), &mut out).unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::NotFound);
 }
 

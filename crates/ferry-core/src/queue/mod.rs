@@ -19,7 +19,7 @@ pub mod state;
 pub mod stats;
 
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
-pub use dead_letter::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Reason};
+pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use stats::{Depth, QueueStats, StatsSnapshot};

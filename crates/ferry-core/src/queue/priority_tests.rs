@@ -12,19 +12,18 @@ use crate::clock::{Clock, ManualClock};
 use crate::message::Message;
 use crate::test_support::ms;
 use crate::test_support::{
-    body_of, broker, drain as bodies, headers_of, message, mtable as args, spec, Fixture,
-    JsonProps, Taker, T0,
+    body_of, broker, drain as bodies, headers_of, message, mtable as args, spec, Fixture, Taker,
+    TestProps, T0,
 };
-use amq_protocol_types::AMQPValue;
 use ferry_log::{Log, LogConfig, SimIo};
 use ferry_model::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 fn msg(body: &str, priority: Option<u8>) -> Arc<Message> {
-    let p = JsonProps {
+    let p = TestProps {
         priority,
-        ..JsonProps::default()
+        ..TestProps::default()
     };
     Arc::new(Message {
         properties: p.encode(),
@@ -40,7 +39,7 @@ fn max_priority(p: i64) -> (&'static str, Value) {
 
 #[test]
 fn priorities_deliver_highest_first_fifo_within_one_capped_at_the_maximum() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[max_priority(5)]);
     // RabbitMQ 3.10.8 gave m2 m3 m6 m5 m1 m0 m4 for this sequence.
     for (i, p) in [None, Some(1), Some(9), Some(5), Some(0), Some(3), Some(9)]
@@ -54,7 +53,7 @@ fn priorities_deliver_highest_first_fifo_within_one_capped_at_the_maximum() {
 
 #[test]
 fn a_requeued_message_goes_back_to_its_place_in_its_priority() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[max_priority(5)]);
     for (b, p) in [("a1", 1), ("b5", 5), ("c3", 3), ("d5", 5)] {
         q.publish(&msg(b, Some(p)), None).unwrap();
@@ -75,7 +74,7 @@ fn a_requeued_message_goes_back_to_its_place_in_its_priority() {
 
 #[test]
 fn priority_order_holds_across_spilled_backlogs_and_a_restart() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[max_priority(9)]);
     // 10 levels: each keeps 819 in memory, the rest stays in the log.
     let n = 3000;
@@ -110,7 +109,7 @@ fn priority_order_holds_across_spilled_backlogs_and_a_restart() {
 
 #[test]
 fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[
         max_priority(5),
         ("x-max-length", Value::I32(2)),
@@ -126,7 +125,7 @@ fn drop_head_in_a_priority_queue_drops_the_next_to_deliver() {
 
 #[test]
 fn only_the_head_of_a_priority_queue_expires() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[max_priority(2), ("x-message-ttl", Value::I32(100))]);
     q.publish(&msg("low", Some(0)), None).unwrap();
     f.clock.advance(50);
@@ -144,7 +143,7 @@ fn only_the_head_of_a_priority_queue_expires() {
 
 #[test]
 fn the_enqueue_record_carries_the_capped_priority_and_a_plain_queue_none() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[max_priority(3)]);
     q.publish(&msg("a", Some(7)), None).unwrap();
     q.publish(&msg("b", None), None).unwrap();
@@ -176,7 +175,7 @@ fn deliver_n(q: &Queue, n: usize) {
 
 #[test]
 fn higher_priority_consumers_get_messages_while_they_have_credit() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[]);
     let low = Taker::new(100);
     let high_a = Taker::new(2);
@@ -196,7 +195,7 @@ fn higher_priority_consumers_get_messages_while_they_have_credit() {
 
 #[test]
 fn single_active_consumer_hands_over_in_registration_order() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[("x-single-active-consumer", Value::Bool(true))]);
     let a = Taker::new(2);
     let b = Taker::new(100);
@@ -225,8 +224,8 @@ fn single_active_consumer_hands_over_in_registration_order() {
 
 // ----- x-delivery-limit ---------------------------------------------------
 
-fn delivery_count(d: &Delivery) -> Option<AMQPValue> {
-    headers_of(d).inner().get("x-delivery-count").cloned()
+fn delivery_count(d: &Delivery) -> Option<Value> {
+    headers_of(d).get("x-delivery-count").cloned()
 }
 
 fn dlx() -> (&'static str, Value) {
@@ -235,23 +234,23 @@ fn dlx() -> (&'static str, Value) {
 
 #[test]
 fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_restart() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let a = [("x-delivery-limit", Value::I32(2)), dlx()];
     let q = f.open(&a);
     q.publish(&msg("x", None), None).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();
-    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(0)));
+    assert_eq!(delivery_count(&d), Some(Value::I64(0)));
     q.requeue(&[d.msg_id]).unwrap();
     q.sync_now();
     drop(q);
     // The count is the Requeue records': it survives the restart.
     let q = f.open(&a);
     let (d, _) = q.get(false).unwrap().unwrap();
-    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(1)));
+    assert_eq!(delivery_count(&d), Some(Value::I64(1)));
     assert!(d.redelivered);
     q.requeue(&[d.msg_id]).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();
-    assert_eq!(delivery_count(&d), Some(AMQPValue::LongLongInt(2)));
+    assert_eq!(delivery_count(&d), Some(Value::I64(2)));
     assert!(f.letters.take().is_empty());
     // The third return passes the limit of 2 (RabbitMQ: count > limit).
     q.requeue(&[d.msg_id]).unwrap();
@@ -267,7 +266,7 @@ fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_rest
 
 #[test]
 fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let returns = |a: &[(&str, Value)], n: usize| -> usize {
         let q = f.open(a);
         q.purge().unwrap();
@@ -295,7 +294,7 @@ fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
 
 #[test]
 fn a_classic_queue_without_a_limit_adds_no_header() {
-    let f = Fixture::with_json_codec();
+    let f = Fixture::new();
     let q = f.open(&[]);
     q.publish(&msg("x", None), None).unwrap();
     let (d, _) = q.get(false).unwrap().unwrap();

@@ -41,7 +41,7 @@
 
 use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 use super::command::{Command, Facts};
-use super::dead_letter::{DeadLetter, DeadLetterRouter, PropertyCodec, Reason};
+use super::dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 use super::record::{self, Record};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
 use super::state::{Entry, QueueState};
@@ -55,7 +55,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 /// The declared shape of a queue (what queue.declare compares).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -92,9 +92,6 @@ pub struct QueueEnv {
     pub clock: Arc<dyn Clock>,
     /// Where queues ask to be swept when their head's deadline passes.
     pub timer: Arc<ExpiryTimer>,
-    /// Re-encodes the properties of dead letters; installed by the front
-    /// end (without one, dead letters are dropped).
-    pub codec: Arc<OnceLock<Arc<dyn PropertyCodec>>>,
     /// Republishes dead letters: the queue's vhost.
     pub dead_letters: Option<Weak<dyn DeadLetterRouter>>,
     /// The delivery limit of quorum queues declared without
@@ -103,8 +100,8 @@ pub struct QueueEnv {
 }
 
 impl QueueEnv {
-    /// An environment with the system clock, its own expiry timer, no
-    /// codec and no dead-letter router.
+    /// An environment with the system clock, its own expiry timer and no
+    /// dead-letter router.
     pub fn new(io: Arc<dyn FileIo>, syncer: Arc<Syncer>, log: LogConfig, cache_limit: i64) -> Self {
         QueueEnv {
             io,
@@ -114,7 +111,6 @@ impl QueueEnv {
             cache_used: Arc::new(AtomicI64::new(0)),
             clock: Arc::new(SystemClock),
             timer: ExpiryTimer::new(),
-            codec: Arc::new(OnceLock::new()),
             dead_letters: None,
             quorum_delivery_limit: Some(QUORUM_DELIVERY_LIMIT),
         }

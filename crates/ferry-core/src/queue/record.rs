@@ -1,7 +1,7 @@
 //! The queue's command log records: the only way the queue state changes.
 //!
 //! ```text
-//! Enqueue  | 0x01 | flags u8 | [expires_at u64 LE] | [priority u8] | [not_before u64 LE] | [bcc] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
+//! Enqueue  | 0x07 | flags u8 | [expires_at u64 LE] | [priority u8] | [not_before u64 LE] | [bcc] | exch_len u8 | exchange | key_len u8 | key | props_len u32 LE | props | body ... |
 //! Settle   | 0x02 | count u32 LE | count × id u64 LE |
 //! Requeue  | 0x03 | count u32 LE | count × id u64 LE |
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
@@ -15,6 +15,10 @@
 //!                (the BCC keys the message was published with; records
 //!                written before it have the bit clear and decode with none)
 //! reason: 1 = expired, 2 = maxlen, 3 = rejected, 4 = delivery_limit
+//! props:  a ferry-model props blob (format v2). Enqueue records written
+//!         before it (tag 0x01, v1, same layout) hold AMQP 0-9-1 property
+//!         bytes; they are still read, converted by the front end's
+//!         converter (`crate::props::set_legacy_converter`), never written.
 //! ```
 //! A message's id is the log index of its Enqueue record. The format is
 //! described with its invariants in `docs/queue-records.md`.
@@ -25,7 +29,10 @@ use crate::message::Message;
 use bytes::{Buf, BufMut, Bytes};
 use std::sync::Arc;
 
-const TAG_ENQUEUE: u8 = 1;
+/// An Enqueue of format v1: properties are AMQP bytes (read only).
+const TAG_ENQUEUE_V1: u8 = 1;
+/// An Enqueue of format v2: properties are a props blob.
+const TAG_ENQUEUE: u8 = 7;
 const TAG_SETTLE: u8 = 2;
 const TAG_REQUEUE: u8 = 3;
 const TAG_PURGE: u8 = 4;
@@ -264,7 +271,7 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
         return Err(corrupt("empty"));
     }
     match payload.get_u8() {
-        TAG_ENQUEUE => {
+        tag @ (TAG_ENQUEUE | TAG_ENQUEUE_V1) => {
             if payload.remaining() < 1 {
                 return Err(corrupt("flags"));
             }
@@ -307,7 +314,10 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
             if payload.remaining() < n {
                 return Err(corrupt("properties"));
             }
-            let properties = payload.split_to(n);
+            let mut properties = payload.split_to(n);
+            if tag == TAG_ENQUEUE_V1 {
+                properties = crate::props::from_legacy(&properties)?;
+            }
             Ok(Record::Enqueue {
                 msg: Message {
                     exchange,
@@ -371,7 +381,8 @@ mod tests {
         Message {
             exchange: Arc::from("amq.direct"),
             routing_key: Arc::from("k.1"),
-            properties: Bytes::from_static(&[0x80, 0x00, 3, b'a', b'/', b'b']),
+            // A props blob: content_type "a/b".
+            properties: Bytes::from_static(&[1, 3, b'a', b'/', b'b']),
             body: Bytes::from_static(b"hello"),
             persistent,
             expiration_ms: None,
@@ -413,11 +424,12 @@ mod tests {
         assert_eq!(&out[..12], &[TAG_ENQUEUE, 7, 2, 1, 0, 0, 0, 0, 0, 0, 7, 10]);
     }
 
-    /// An Enqueue record as Ferry wrote it before the BCC field (flag bit
-    /// 4) existed: persistent, expiring at 0x0102, exchange "x", key "k",
-    /// properties [0x80, 0x00], body "hi". It must decode as it always did.
+    /// An Enqueue record of format v1 as Ferry wrote it before the BCC
+    /// field (flag bit 4) existed: persistent, expiring at 0x0102,
+    /// exchange "x", key "k", AMQP properties [0x10, 0x00, 2] (delivery
+    /// mode 2), body "hi". It must still decode, its properties converted.
     const V1_ENQUEUE: &[u8] = &[
-        TAG_ENQUEUE,
+        TAG_ENQUEUE_V1,
         3,
         2,
         1,
@@ -431,18 +443,20 @@ mod tests {
         b'x',
         1,
         b'k',
-        2,
+        3,
         0,
         0,
         0,
-        0x80,
+        0x10,
         0x00,
+        2,
         b'h',
         b'i',
     ];
 
     #[test]
-    fn records_written_before_bcc_decode_without_it() {
+    fn v1_records_decode_with_their_properties_converted() {
+        crate::test_support::install_legacy_converter();
         let Ok(Record::Enqueue {
             msg,
             expires_at,
@@ -457,15 +471,24 @@ mod tests {
             (Some(0x0102), None, None)
         );
         assert_eq!((&*msg.exchange, &*msg.routing_key), ("x", "k"));
+        // The props blob of delivery mode 2: tag 4, length 1, 2.
         assert_eq!(
             (&msg.properties[..], &msg.body[..]),
-            (&[0x80, 0][..], &b"hi"[..])
+            (&[4, 1, 2][..], &b"hi"[..])
         );
         assert!(msg.persistent && msg.bcc.is_empty());
-        // Without BCC keys the encoder still writes exactly this layout.
+        // Written again, it is a v2 record: the new tag and the blob, the
+        // rest of the layout as it was.
         let mut out = Vec::new();
         assert!(encode_enqueue(&msg, Some(0x0102), None, &mut out).is_ok());
-        assert_eq!(out, V1_ENQUEUE);
+        let mut want = V1_ENQUEUE.to_vec();
+        want[0] = TAG_ENQUEUE;
+        want.splice(14..21, [3, 0, 0, 0, 4, 1, 2]);
+        assert_eq!(out, want);
+        // Properties a v1 record cannot hold (not AMQP) are corruption.
+        let mut bad = V1_ENQUEUE.to_vec();
+        bad[18] = 0x80;
+        assert!(decode(Bytes::from(bad)).is_err());
     }
 
     #[test]

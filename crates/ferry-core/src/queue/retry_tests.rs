@@ -3,18 +3,17 @@
 //! delivery limit, purge, and what a restart (clean or a crash) restores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::dead_letter::{HeaderEdit, PropertyCodec, Reason};
+use super::dead_letter::Reason;
 use super::*;
 use crate::broker::Broker;
 use crate::clock::{ManualClock, NEVER};
 use crate::exchange::{Destination, ExchangeKind};
 use crate::message::Message;
 use crate::test_support::{
-    body_of, broker, headers_of, message, spec, table, Fixture, JsonCodec, Taker, T0,
+    body_of, broker, headers_of, message, mtable as table, props, spec, Fixture, Taker, T0,
 };
 use crate::test_support::{ms, mtable};
 use crate::vhost::ExchangeArgs;
-use amq_protocol_types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use ferry_log::SimIo;
 use ferry_model::{Table, Value};
@@ -287,20 +286,12 @@ impl World {
 
     /// Publishes `body` with `x-delay` (if any); returns how many queues
     /// the publish reached right away (the hidden queue counts).
-    fn publish(&self, exchange: &str, key: &str, body: &str, delay: Option<AMQPValue>) -> usize {
+    fn publish(&self, exchange: &str, key: &str, body: &str, delay: Option<Value>) -> usize {
         let headers = match delay {
             Some(d) => table(&[("x-delay", d)]),
-            None => FieldTable::default(),
+            None => Table::new(),
         };
-        let properties = JsonCodec
-            .write(
-                &[],
-                &HeaderEdit {
-                    headers: Some(headers.clone()),
-                    expiration: None,
-                },
-            )
-            .unwrap();
+        let properties = props(headers.clone(), None);
         let m = Arc::new(Message {
             exchange: Arc::from(exchange),
             routing_key: Arc::from(key),
@@ -312,12 +303,7 @@ impl World {
         });
         let mut qs = Vec::new();
         self.vhost()
-            .route(
-                exchange,
-                &m,
-                Some(&crate::amqp_shim::table(&headers)),
-                &mut qs,
-            )
+            .route(exchange, &m, Some(&headers), &mut qs)
             .unwrap();
         for q in &qs {
             q.publish(&m, None).unwrap();
@@ -331,11 +317,11 @@ impl World {
     }
 }
 
-fn drain(q: &Queue) -> Vec<(String, Option<AMQPValue>)> {
+fn drain(q: &Queue) -> Vec<(String, Option<Value>)> {
     let mut out = Vec::new();
     while let Some((d, _)) = q.get(true).unwrap() {
         let h = headers_of(&d);
-        out.push((body_of(&d.message), h.inner().get("x-delay").cloned()));
+        out.push((body_of(&d.message), h.get("x-delay").cloned()));
     }
     out
 }
@@ -373,21 +359,12 @@ fn held_messages_are_routed_in_due_order_with_x_delay_negated() {
     let w = World::new();
     w.declare_delayed("d", "direct");
     let q = w.queue("q", "d", "k");
-    assert_eq!(
-        w.publish("d", "k", "late", Some(AMQPValue::LongInt(300))),
-        1
-    );
-    assert_eq!(
-        w.publish("d", "k", "soon", Some(AMQPValue::LongLongInt(100))),
-        1
-    );
+    assert_eq!(w.publish("d", "k", "late", Some(Value::I32(300))), 1);
+    assert_eq!(w.publish("d", "k", "soon", Some(Value::I64(100))), 1);
     assert_eq!(w.publish("d", "k", "now", None), 1);
+    assert_eq!(w.publish("d", "k", "negative", Some(Value::I32(-5))), 1);
     assert_eq!(
-        w.publish("d", "k", "negative", Some(AMQPValue::LongInt(-5))),
-        1
-    );
-    assert_eq!(
-        w.publish("d", "other", "unroutable", Some(AMQPValue::LongInt(50))),
+        w.publish("d", "other", "unroutable", Some(Value::I32(50))),
         1,
         "held: counts as routed (no basic.return), dropped when due"
     );
@@ -395,7 +372,7 @@ fn held_messages_are_routed_in_due_order_with_x_delay_negated() {
         drain(&q),
         [
             ("now".to_string(), None),
-            ("negative".to_string(), Some(AMQPValue::LongInt(-5)))
+            ("negative".to_string(), Some(Value::I32(-5)))
         ]
     );
     assert!(
@@ -406,17 +383,11 @@ fn held_messages_are_routed_in_due_order_with_x_delay_negated() {
     assert_eq!(w.sweep_at(T0 + 99), T0 + 100);
     assert!(drain(&q).is_empty());
     assert_eq!(w.sweep_at(T0 + 100), T0 + 300);
-    assert_eq!(
-        drain(&q),
-        [("soon".to_string(), Some(AMQPValue::LongInt(-100)))]
-    );
+    assert_eq!(drain(&q), [("soon".to_string(), Some(Value::I32(-100)))]);
     // A binding made while the message waits counts: routed at due time.
     let late = w.queue("late", "d", "k");
     assert_eq!(w.sweep_at(T0 + 300), NEVER);
-    assert_eq!(
-        drain(&q),
-        [("late".to_string(), Some(AMQPValue::LongInt(-300)))]
-    );
+    assert_eq!(drain(&q), [("late".to_string(), Some(Value::I32(-300)))]);
     assert_eq!(drain(&late).len(), 1);
 }
 
@@ -428,7 +399,7 @@ fn held_messages_due_in_one_sweep_go_out_in_due_order() {
     w.declare_delayed("d", "fanout");
     let q = w.queue("q", "d", "");
     for (body, delay) in [("c", 300), ("a1", 100), ("b", 200), ("a2", 100), ("d", 400)] {
-        w.publish("d", "", body, Some(AMQPValue::LongInt(delay)));
+        w.publish("d", "", body, Some(Value::I32(delay)));
     }
     assert_eq!(w.sweep_at(T0 + 300), T0 + 400);
     let names: Vec<String> = drain(&q).into_iter().map(|(b, _)| b).collect();
@@ -458,17 +429,11 @@ fn a_delayed_exchange_behind_an_exchange_binding_holds_too() {
     .unwrap();
     let now = w.queue("now", "src", "");
     let q = w.queue("q", "d", "k");
-    assert_eq!(w.publish("src", "k", "x", Some(AMQPValue::LongInt(100))), 2);
-    assert_eq!(
-        drain(&now),
-        [("x".to_string(), Some(AMQPValue::LongInt(100)))]
-    );
+    assert_eq!(w.publish("src", "k", "x", Some(Value::I32(100))), 2);
+    assert_eq!(drain(&now), [("x".to_string(), Some(Value::I32(100)))]);
     assert!(drain(&q).is_empty(), "held, not routed through d");
     assert_eq!(w.sweep_at(T0 + 100), NEVER);
-    assert_eq!(
-        drain(&q),
-        [("x".to_string(), Some(AMQPValue::LongInt(-100)))]
-    );
+    assert_eq!(drain(&q), [("x".to_string(), Some(Value::I32(-100)))]);
     // Without a valid x-delay the chain routes at once.
     assert_eq!(w.publish("src", "k", "y", None), 2);
     assert_eq!(drain(&q).len(), 1);
@@ -479,10 +444,10 @@ fn held_messages_survive_a_restart_and_a_crash_and_come_out_on_time() {
     let mut w = World::new();
     w.declare_delayed("d", "fanout");
     w.queue("q", "d", "");
-    w.publish("d", "", "a", Some(AMQPValue::LongInt(1000)));
-    w.publish("d", "", "b", Some(AMQPValue::LongInt(2000)));
+    w.publish("d", "", "a", Some(Value::I32(1000)));
+    w.publish("d", "", "b", Some(Value::I32(2000)));
     w.restart(false);
-    w.publish("d", "", "c", Some(AMQPValue::LongInt(3000)));
+    w.publish("d", "", "c", Some(Value::I32(3000)));
     // Synced by the publish path's group commit before the crash.
     for q in w.vhost().delayed_queues() {
         q.sync_now();
@@ -510,7 +475,7 @@ fn deleting_a_delayed_exchange_drops_what_it_held() {
     let mut w = World::new();
     w.declare_delayed("d", "direct");
     let q = w.queue("q", "d", "k");
-    w.publish("d", "k", "x", Some(AMQPValue::LongInt(100)));
+    w.publish("d", "k", "x", Some(Value::I32(100)));
     w.vhost().delete_exchange("d", false).unwrap();
     assert!(w.vhost().delayed_queues().is_empty());
     assert_eq!(w.sweep_at(T0 + 100), NEVER);

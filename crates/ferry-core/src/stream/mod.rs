@@ -10,8 +10,8 @@
 //! [`Stream`] itself. It reuses the queue's seams (`ConsumerSink`,
 //! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
 //! [`crate::source::Source`], so channels treat it like a queue except for
-//! consume. Must not: know AMQP reply codes or wire bytes (headers are
-//! edited through the front end's `PropertyCodec`), read the clock except
+//! consume. Must not: know AMQP reply codes or wire bytes (properties are
+//! props blobs, edited through `crate::props`), read the clock except
 //! through `QueueEnv`, or touch the classic queue's state machine.
 //! Format and rules: `docs/streams.md`.
 

@@ -6,8 +6,11 @@ use crate::message::Message;
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// First byte of a stream record (format version 1).
-const TAG: u8 = b'S';
+/// First byte of a stream record of format v2: properties are a props blob.
+const TAG: u8 = b'T';
+/// First byte of a stream record of format v1: properties are AMQP bytes
+/// (read, converted by the front end's converter; never written).
+const TAG_V1: u8 = b'S';
 const PERSISTENT: u8 = 1;
 /// Tag, timestamp, flags.
 const FIXED: usize = 1 + 8 + 1;
@@ -45,7 +48,7 @@ fn corrupt(why: &str) -> CoreError {
 /// The publish time of a record (ms since the epoch).
 pub fn timestamp(payload: &[u8]) -> Result<u64> {
     match payload {
-        [TAG, t0, t1, t2, t3, t4, t5, t6, t7, ..] => {
+        [TAG | TAG_V1, t0, t1, t2, t3, t4, t5, t6, t7, ..] => {
             Ok(u64::from_le_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]))
         }
         _ => Err(corrupt("bad tag or too short")),
@@ -76,8 +79,11 @@ pub fn decode(payload: Bytes) -> Result<(u64, Message)> {
     let routing_key = str_of(take(n)?)?;
     let p = take(4)?;
     let plen = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
-    let properties = take(plen)?;
+    let mut properties = take(plen)?;
     let body = payload.slice(at..);
+    if payload[0] == TAG_V1 {
+        properties = crate::props::from_legacy(&properties)?;
+    }
     Ok((
         ts,
         Message {
@@ -102,7 +108,8 @@ mod tests {
         let m = Message {
             exchange: Arc::from("amq.direct"),
             routing_key: Arc::from("k"),
-            properties: Bytes::from_static(b"\x10\x00\x02"),
+            // A props blob: delivery mode 2.
+            properties: Bytes::from_static(&[4, 1, 2]),
             body: Bytes::from_static(b"hello"),
             persistent: true,
             expiration_ms: None,
@@ -119,6 +126,37 @@ mod tests {
         }
         buf[0] = b'X';
         assert!(decode(Bytes::from(buf)).is_err());
+    }
+
+    /// A record of format v1 (tag 'S', AMQP properties: delivery mode 2)
+    /// still decodes, its properties converted to the blob.
+    #[test]
+    fn v1_records_decode_with_their_properties_converted() {
+        crate::test_support::install_legacy_converter();
+        let mut v1 = vec![b'S'];
+        v1.extend_from_slice(&1_700_000_000_123u64.to_le_bytes());
+        v1.push(PERSISTENT);
+        v1.extend_from_slice(&[1, b'x', 1, b'k', 3, 0, 0, 0, 0x10, 0x00, 2]);
+        v1.extend_from_slice(b"hi");
+        let (ts, m) = decode(Bytes::from(v1.clone())).unwrap();
+        assert_eq!(ts, 1_700_000_000_123);
+        assert_eq!(timestamp(&v1).unwrap(), ts);
+        assert_eq!(&m.properties[..], &[4, 1, 2]);
+        assert_eq!(
+            (&*m.exchange, &*m.routing_key, &m.body[..]),
+            ("x", "k", &b"hi"[..])
+        );
+        assert!(m.persistent);
+        // Written again it is a v2 record: tag 'T' and the blob.
+        let mut out = Vec::new();
+        encode(&m, &m.properties, ts, &mut out).unwrap();
+        let mut want = v1.clone();
+        want[0] = b'T';
+        want.splice(14..21, [3, 0, 0, 0, 4, 1, 2]);
+        assert_eq!(out, want);
+        // v1 properties that are not AMQP are corruption.
+        v1[18] = 0x80;
+        assert!(decode(Bytes::from(v1)).is_err());
     }
 
     #[test]

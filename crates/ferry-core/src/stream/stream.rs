@@ -35,12 +35,10 @@ use super::state::StreamState;
 use crate::clock::NEVER;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::message::Message;
-use crate::queue::dead_letter::HeaderEdit;
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
 use crate::syncer::SyncSchedule;
-use amq_protocol_types::AMQPValue;
 use bytes::Bytes;
 use ferry_log::Log;
 use ferry_model::Table;
@@ -251,16 +249,8 @@ impl Stream {
     /// The message's properties with the `x-stream-offset` header every
     /// delivery carries (written once, at append: the offset is known).
     fn with_offset(&self, raw: &Bytes, offset: u64) -> Bytes {
-        let Some(codec) = self.env.codec.get() else {
-            return raw.clone();
-        };
-        let edit = codec.read(raw).and_then(|mut e: HeaderEdit| {
-            let mut headers = e.headers.take().unwrap_or_default();
-            let v = AMQPValue::LongLongInt(i64::try_from(offset).unwrap_or(i64::MAX));
-            headers.insert("x-stream-offset".into(), v);
-            e.headers = Some(headers);
-            codec.write(raw, &e)
-        });
+        let v = ferry_model::Value::I64(i64::try_from(offset).unwrap_or(i64::MAX));
+        let edit = crate::props::with_header(raw, "x-stream-offset", v);
         match edit {
             Ok(p) => p,
             Err(e) => {

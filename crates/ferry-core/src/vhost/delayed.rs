@@ -53,29 +53,24 @@ impl VHost {
     /// `now` (the broker's expiry sweep). Returns the earliest due time
     /// left (`NEVER` if none).
     pub fn release_delayed(&self, now: u64) -> u64 {
-        let codec = self.env.codec.get();
-        self.delayed
-            .release_due(now, codec, |exchange, msg, headers| {
-                // Held messages' headers are still amq-protocol tables.
-                let headers = headers.map(crate::amqp_shim::table);
-                let headers = headers.as_ref();
-                let exchanges = self.exchanges.read();
-                let names = self.registry.read();
-                let mut out = Vec::new();
-                if exchanges.contains_key(exchange) {
-                    // Its publish key, CC keys (a stored header is an
-                    // array, or the publish failed) and the BCC keys kept
-                    // with it: RabbitMQ's delayed-message plugin stores the
-                    // whole message record (its `routing_keys` hold all
-                    // three) and routes it by them on release.
-                    let mut keys = vec![&*msg.routing_key];
-                    keys.extend(sender_selected_keys(headers).unwrap_or_default());
-                    keys.extend(msg.bcc.iter().map(|k| &**k));
-                    let routed = (keys.as_slice(), &msg.properties[..]);
-                    self.route_through(&exchanges, &names, exchange, routed, headers, &mut out);
-                }
-                out
-            })
+        self.delayed.release_due(now, |exchange, msg, headers| {
+            let exchanges = self.exchanges.read();
+            let names = self.registry.read();
+            let mut out = Vec::new();
+            if exchanges.contains_key(exchange) {
+                // Its publish key, CC keys (a stored header is an
+                // array, or the publish failed) and the BCC keys kept
+                // with it: RabbitMQ's delayed-message plugin stores the
+                // whole message record (its `routing_keys` hold all
+                // three) and routes it by them on release.
+                let mut keys = vec![&*msg.routing_key];
+                keys.extend(sender_selected_keys(headers).unwrap_or_default());
+                keys.extend(msg.bcc.iter().map(|k| &**k));
+                let routed = (keys.as_slice(), &msg.properties);
+                self.route_through(&exchanges, &names, exchange, routed, headers, &mut out);
+            }
+            out
+        })
     }
 
     /// The hidden queues of the delayed exchanges (shutdown syncs them).

@@ -12,9 +12,9 @@ use crate::exchange::consistent_hash::HashProperty;
 use crate::exchange::{delay_of, route_all_message, sender_selected_keys, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
-use crate::queue::{DeadLetter, DeadLetterRouter, HeaderEdit, PropertyCodec, Queue, Reason};
+use crate::queue::{DeadLetter, DeadLetterRouter, Queue, Reason};
 use crate::source::Source;
-use amq_protocol_types::FieldTable;
+use bytes::Bytes;
 use ferry_model::Table;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -113,7 +113,7 @@ impl VHost {
         exchanges: &HashMap<Arc<str>, Exchange>,
         names: &Names,
         exchange: &str,
-        (keys, properties): (&[&str], &[u8]),
+        (keys, properties): (&[&str], &Bytes),
         headers: Option<&Table>,
         out: &mut Vec<Arc<dyn Source>>,
     ) {
@@ -155,7 +155,7 @@ impl VHost {
         exchange: &str,
         keys: &[&str],
         headers: Option<&Table>,
-        properties: &[u8],
+        properties: &Bytes,
     ) -> Option<Vec<Arc<Queue>>> {
         let exchanges = self.exchanges.read();
         let names = self.registry.read();
@@ -192,10 +192,9 @@ impl VHost {
         Some(out)
     }
 
-    /// A property of a message's raw properties, for consistent-hash
-    /// exchanges (through the front end's codec; None without one).
-    fn hash_property(&self, raw: &[u8], p: HashProperty) -> Option<Vec<u8>> {
-        self.env.codec.get()?.hash_property(raw, p)
+    /// A property of a message, for consistent-hash exchanges.
+    fn hash_property(&self, blob: &Bytes, p: HashProperty) -> Option<Vec<u8>> {
+        crate::props::hash_property(blob, p)
     }
 
     /// Republishes one dead letter (RabbitMQ's `rabbit_dead_letter:publish`):
@@ -203,23 +202,22 @@ impl VHost {
     /// removed, to the dead-letter exchange with the dead-letter routing
     /// key (dropping `CC`) or the message's own keys; queues the message
     /// already died in without a rejection since are skipped (cycles).
-    fn dead_letter_one(
-        &self,
-        codec: &dyn PropertyCodec,
-        dl: &DeadLetter,
-        work: &mut VecDeque<DeadLetter>,
-    ) {
-        let old = match codec.read(&dl.message.properties) {
+    fn dead_letter_one(&self, dl: &DeadLetter, work: &mut VecDeque<DeadLetter>) {
+        let props = &dl.message.properties;
+        let old =
+            crate::props::headers(props).and_then(|h| Ok((h, crate::props::expiration(props)?)));
+        let (old_headers, old_expiration) = match old {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(queue = %dl.queue, error = %e, "dead letter with unreadable properties dropped");
                 return;
             }
         };
-        let mut headers = old
-            .headers
+        let old_expiration = old_expiration.map(|e| String::from_utf8_lossy(&e).into_owned());
+        // Re-encoded as RabbitMQ does: keys in order, one entry each.
+        let mut headers = old_headers
             .as_ref()
-            .map(|h| h.inner().clone())
+            .map(crate::props::sorted)
             .unwrap_or_default();
         // The publish key, then CC (BCC left the headers at the publish):
         // the routing keys x-death records, as RabbitMQ's `header_routes`.
@@ -240,7 +238,7 @@ impl VHost {
                     time: self.env.clock.now_ms() / 1000,
                     exchange: &dl.message.exchange,
                     routing_keys: &keys,
-                    original_expiration: old.expiration.as_deref(),
+                    original_expiration: old_expiration.as_deref(),
                 },
             );
         }
@@ -265,12 +263,8 @@ impl VHost {
             tracing::warn!(queue = %dl.queue, error = %e.to_string().trim_end(), "dead letter with an over-long routing key dropped");
             return;
         }
-        let table = FieldTable::from(headers);
-        let edit = HeaderEdit {
-            headers: Some(table.clone()),
-            expiration: None,
-        };
-        let properties = match codec.write(&dl.message.properties, &edit) {
+        let table = crate::props::sorted(&headers);
+        let properties = match crate::props::with_headers(props, Some(&table), true) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(queue = %dl.queue, error = %e, "dead letter not re-encodable, dropped");
@@ -287,11 +281,8 @@ impl VHost {
             bcc,
         });
         let keys: Vec<&str> = route_keys.iter().map(String::as_str).collect();
-        // x-death is built on amq-protocol headers still; routing reads
-        // model tables.
-        let model = crate::amqp_shim::table(&table);
         let Some(targets) =
-            self.route_dead_letter(&dl.exchange, &keys, Some(&model), &msg.properties)
+            self.route_dead_letter(&dl.exchange, &keys, Some(&table), &msg.properties)
         else {
             tracing::debug!(
                 queue = %dl.queue, exchange = %dl.exchange,
@@ -299,7 +290,7 @@ impl VHost {
             );
             return;
         };
-        let deaths = dead_letter::deaths(table.inner());
+        let deaths = dead_letter::deaths(&table);
         for q in targets {
             if dl.reason != Reason::Rejected && dead_letter::is_cycle(q.name(), deaths) {
                 self.cycles.report(q.name(), deaths);
@@ -320,13 +311,6 @@ impl DeadLetterRouter for VHost {
     }
 
     fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        let Some(codec) = self.env.codec.get().cloned() else {
-            tracing::warn!(
-                count = letters.len(),
-                "no property codec installed: dead letters dropped"
-            );
-            return;
-        };
         let mut work: VecDeque<DeadLetter> = letters.into();
         // Each step either ends or stores a message that pushes out an
         // older one (reason maxlen, so cycles are cut): the list drains.
@@ -341,7 +325,7 @@ impl DeadLetterRouter for VHost {
                 );
                 return;
             }
-            self.dead_letter_one(codec.as_ref(), &dl, &mut work);
+            self.dead_letter_one(&dl, &mut work);
         }
     }
 }

@@ -140,10 +140,10 @@ impl Channel {
             Frame::Header {
                 class_id,
                 body_size,
-                properties,
+                props,
                 raw_properties,
                 ..
-            } => self.content_header(ctx, class_id, body_size, properties, raw_properties),
+            } => self.content_header(ctx, class_id, body_size, props, raw_properties),
             Frame::Body { payload, .. } => self.content_body(ctx, payload),
             Frame::Heartbeat { .. } => Err(AmqpError::new(
                 ReplyCode::UNEXPECTED_FRAME,

@@ -2,12 +2,12 @@
 //! routing, mandatory returns, publisher confirms and transactions.
 
 use super::delivery::Unacked;
-use super::{group_by_queue, reply_to, Channel, ChannelCtx};
+use super::{group_by_queue, Channel, ChannelCtx};
 use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use bytes::{Bytes, BytesMut};
 use ferry_amqp::amq_protocol::protocol::{basic, tx};
-use ferry_amqp::{AMQPClass, BasicProperties, ReplyCode};
+use ferry_amqp::{AMQPClass, ReplyCode};
 use ferry_core::auth::{Access, Resource};
 use ferry_core::queue::{ConfirmSink, ConfirmToken, Enqueued};
 use ferry_core::source::Source;
@@ -21,7 +21,9 @@ pub struct PendingContent {
     exchange: Arc<str>,
     routing_key: Arc<str>,
     mandatory: bool,
-    header: Option<(u64, BasicProperties, Bytes)>,
+    /// (body size, props blob, raw properties: empty when they did not
+    /// decode).
+    header: Option<(u64, Bytes, Bytes)>,
     body: BytesMut,
     single: Option<Bytes>,
     /// The properties did not decode: RabbitMQ finds out (and closes the
@@ -150,7 +152,7 @@ impl Channel {
         ctx: &ChannelCtx<'_>,
         class_id: u16,
         body_size: u64,
-        properties: BasicProperties,
+        props: Bytes,
         raw: Bytes,
     ) -> Result<(), AmqpError> {
         let Some(p) = self.pending.as_mut() else {
@@ -185,7 +187,7 @@ impl Channel {
             )
             .on(60, 40));
         }
-        p.header = Some((body_size, properties, raw));
+        p.header = Some((body_size, props, raw));
         if body_size == 0 {
             return self.finish_content(ctx);
         }
@@ -242,7 +244,7 @@ impl Channel {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
-        let Some((_, props, raw)) = p.header else {
+        let Some((_, blob, _)) = p.header else {
             return Ok(());
         };
         if p.undecodable {
@@ -252,47 +254,52 @@ impl Channel {
             Some(b) => b,
             None => p.body.freeze(),
         };
+        // What the channel reads of the properties, in one pass over the
+        // blob the frame parser made.
+        let facts = crate::properties::facts(&blob)
+            .map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))?;
         // As RabbitMQ: the reply-to rewrite comes before the property checks.
-        let rewritten = self.rewrite_reply_to(ctx, &p.exchange, &props)?;
-        if let Some(uid) = props.user_id() {
-            if uid.as_str() != ctx.user && !ctx.impersonator {
+        let blob = match self.rewrite_reply_to(ctx, &p.exchange, facts.reply_to.as_deref())? {
+            Some(name) => crate::properties::with_reply_to(&blob, name.as_str().as_bytes())
+                .map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))?,
+            None => blob,
+        };
+        if let Some(uid) = &facts.user_id {
+            if uid[..] != *ctx.user.as_bytes() && !ctx.impersonator {
                 return Err(AmqpError::new(
                     ReplyCode::PRECONDITION_FAILED,
                     format!(
                         "user_id property set to '{}' but authenticated user was '{}'",
-                        uid.as_str(),
+                        String::from_utf8_lossy(uid),
                         ctx.user
                     ),
                 )
                 .on(60, 40));
             }
         }
-        let expiration_ms = match props.expiration() {
+        let expiration_ms = match &facts.expiration {
             None => None,
-            Some(exp) => match ferry_core::message::parse_expiration(exp.as_str()) {
-                Ok(ms) => Some(ms),
-                Err(reason) => {
-                    return Err(AmqpError::new(
-                        ReplyCode::PRECONDITION_FAILED,
-                        ferry_core::message::invalid_expiration_text(exp.as_str(), &reason),
-                    )
-                    .on(60, 40));
+            Some(exp) => {
+                let exp = String::from_utf8_lossy(exp);
+                match ferry_core::message::parse_expiration(&exp) {
+                    Ok(ms) => Some(ms),
+                    Err(reason) => {
+                        return Err(AmqpError::new(
+                            ReplyCode::PRECONDITION_FAILED,
+                            ferry_core::message::invalid_expiration_text(&exp, &reason),
+                        )
+                        .on(60, 40));
+                    }
                 }
-            },
+            }
         };
-        // Routing reads model tables (headers exchanges, consistent
-        // hashing, CC / BCC); converted once per publish with headers.
-        let model_headers = props
-            .headers()
-            .as_ref()
-            .map(ferry_amqp::model::table_from_amqp);
-        let headers = model_headers.as_ref();
+        let headers = facts.headers.as_ref();
         let mut msg = Message {
             exchange: p.exchange.clone(),
             routing_key: p.routing_key,
-            properties: raw,
+            properties: blob,
             body,
-            persistent: *props.delivery_mode() == Some(2),
+            persistent: facts.delivery_mode == Some(2),
             expiration_ms,
             bcc: Vec::new(),
         };
@@ -303,11 +310,9 @@ impl Channel {
             .map_err(|e| AmqpError::from(e).on(60, 40))?;
         // ... stored and delivered without BCC, as RabbitMQ strips it (the
         // keys stay with the message: a dead letter is routed by them).
-        if let Some(props) = crate::properties::without_bcc(rewritten.as_ref().unwrap_or(&props)) {
+        if let Some(stripped) = crate::properties::without_bcc(&msg.properties, headers) {
             msg.bcc = ferry_core::exchange::bcc_keys(headers);
-            msg.properties = reply_to::encode(&props)?;
-        } else if let Some(props) = &rewritten {
-            msg.properties = reply_to::encode(props)?;
+            msg.properties = stripped;
         }
         let msg = Arc::new(msg);
         if p.exchange.is_empty() {

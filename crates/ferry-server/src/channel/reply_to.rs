@@ -8,7 +8,7 @@ use super::{Channel, ChannelCtx};
 use crate::direct_reply::{PSEUDO_QUEUE, REPLY_PREFIX};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{basic, queue};
-use ferry_amqp::{encode_properties, AMQPClass, BasicProperties, ReplyCode, ShortString};
+use ferry_amqp::{AMQPClass, ReplyCode, ShortString};
 use ferry_core::Message;
 use std::sync::{Arc, Weak};
 
@@ -176,9 +176,9 @@ impl Channel {
         &self,
         ctx: &ChannelCtx<'_>,
         exchange: &str,
-        props: &BasicProperties,
-    ) -> Result<Option<BasicProperties>, AmqpError> {
-        if props.reply_to().as_ref().map(ShortString::as_str) != Some(PSEUDO_QUEUE) {
+        reply_to: Option<&[u8]>,
+    ) -> Result<Option<ShortString>, AmqpError> {
+        if reply_to != Some(PSEUDO_QUEUE.as_bytes()) {
             return Ok(None);
         }
         let Some(r) = &self.reply else {
@@ -197,7 +197,7 @@ impl Channel {
             )
             .on(60, 40));
         };
-        Ok(Some(props.clone().with_reply_to(r.name.clone())))
+        Ok(Some(r.name.clone()))
     }
 
     /// Hands a message published to the default exchange to the reply
@@ -227,10 +227,4 @@ impl Channel {
             }
         }
     }
-}
-
-/// Encodes properties changed by the channel (reply_to rewritten, `BCC`
-/// removed).
-pub(super) fn encode(props: &BasicProperties) -> Result<bytes::Bytes, AmqpError> {
-    encode_properties(props).map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))
 }

@@ -26,7 +26,7 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
     let message = Arc::new(Message {
         exchange: Arc::from("amq.topic"),
         routing_key: Arc::from("k"),
-        properties: Bytes::from(raw),
+        properties: ferry_amqp::model::props_to_model(&raw).unwrap(),
         body: Bytes::from(vec![7u8; 9000]),
         persistent: false,
         expiration_ms: None,
@@ -65,8 +65,14 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
             let len = check_frame(&buf[at..], 0).unwrap().unwrap();
             match parse_frame(Bytes::copy_from_slice(&buf[at..at + len])).unwrap() {
                 Frame::Method { .. } => kinds.push('m'),
-                Frame::Header { body_size, .. } => {
+                Frame::Header {
+                    body_size,
+                    raw_properties,
+                    ..
+                } => {
                     assert_eq!(body_size, 9000);
+                    // Converted back from the blob byte for byte.
+                    assert_eq!(raw_properties[..], raw[..]);
                     assert_eq!(len, frame_max as usize + 8);
                     kinds.push('h');
                 }

@@ -15,13 +15,10 @@ impl Queue {
         if !inner.args.as_deref().is_some_and(|a| a.hold) {
             return None;
         }
-        let delay = self
-            .env
-            .codec
-            .get()
-            .and_then(|c| c.read(&msg.properties).ok())
-            .and_then(|edit| edit.headers)
-            .and_then(|h| crate::exchange::delayed::delay_of_amqp(&h))
+        let delay = crate::props::headers(&msg.properties)
+            .ok()
+            .flatten()
+            .and_then(|h| crate::exchange::delay_of(&h))
             .unwrap_or(0);
         Some(self.env.clock.now_ms().saturating_add(delay))
     }

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::queue::command::Command;
-use amq_protocol_types::FieldTable;
 
 /// What `admit` found out about a message: (now, deadline) when it has a
 /// TTL, its priority level, and until when a hidden queue holds it.
@@ -47,10 +46,7 @@ impl Queue {
             };
             // Above the maximum counts as the maximum; none counts as 0.
             priority = a.max_priority.map(|max| {
-                self.env
-                    .codec
-                    .get()
-                    .and_then(|c| c.priority(&msg.properties))
+                crate::props::priority(&msg.properties)
                     .unwrap_or(0)
                     .min(max)
             });
@@ -351,16 +347,11 @@ impl Queue {
     #[cold]
     #[inline(never)]
     fn with_delivery_count(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
-        let Some(codec) = self.env.codec.get() else {
-            return m;
-        };
-        let edited = codec.read(&m.properties).and_then(|mut edit| {
-            edit.headers.get_or_insert_with(FieldTable::default).insert(
-                "x-delivery-count".into(),
-                amq_protocol_types::AMQPValue::LongLongInt(i64::from(count)),
-            );
-            codec.write(&m.properties, &edit)
-        });
+        let edited = crate::props::with_header(
+            &m.properties,
+            "x-delivery-count",
+            ferry_model::Value::I64(i64::from(count)),
+        );
         match edited {
             Ok(properties) => Arc::new(Message {
                 properties,
