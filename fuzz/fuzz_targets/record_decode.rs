@@ -69,12 +69,9 @@ fn stream_record(data: &[u8]) {
 
 const VHOST_DIR: &str = "/data/vhosts/2f";
 fn spec(name: &str, stream: bool) -> QueueSpec {
-    let mut arguments = ferry_amqp::FieldTable::default();
+    let mut arguments = ferry_model::Table::new();
     if stream {
-        arguments.insert(
-            "x-queue-type".into(),
-            ferry_amqp::AMQPValue::LongString("stream".into()),
-        );
+        arguments.insert("x-queue-type", ferry_model::Value::str("stream"));
     }
     QueueSpec {
         name: Arc::from(name),
@@ -99,8 +96,12 @@ fn storage_dir(io: &SimIo, name: &str) -> PathBuf {
 
 fn boot(input: &Boot) {
     let io = SimIo::new();
-    let mut cfg = BrokerConfig::new(PathBuf::from("/data"));
-    cfg.sync_threads = 1;
+    // v1 records (fuzz payloads may be any version) upgrade through the
+    // AMQP converter, as in the server.
+    ferry_core::props::set_legacy_converter(|raw| {
+        ferry_amqp::model::props_to_model(raw).map_err(|e| e.to_string())
+    });
+    let cfg = BrokerConfig::new(PathBuf::from("/data"));
     let b = Broker::open(cfg.clone(), io.shared()).expect("first open");
     let v = b.vhost("/").expect("vhost /");
     for (name, stream) in [("q", false), ("s", true), ("good", false)] {
@@ -111,7 +112,7 @@ fn boot(input: &Boot) {
     let m = Arc::new(Message {
         exchange: Arc::from(""),
         routing_key: Arc::from("good"),
-        properties: Bytes::from_static(&[0, 0]),
+        properties: Bytes::new(),
         body: Bytes::from_static(b"m"),
         persistent: true,
         expiration_ms: None,
