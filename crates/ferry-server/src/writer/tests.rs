@@ -89,3 +89,63 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
         assert_eq!(body, 9000);
     }
 }
+
+/// The per-thread conversion is reused only for the very blob it was made
+/// from: copies of one message share it; another message with other (or
+/// equal) properties in another buffer, an empty blob, and the first
+/// message again each get their own properties.
+#[test]
+fn converted_properties_follow_the_message_delivered() {
+    let amqp = |p: &ferry_amqp::BasicProperties| ferry_amqp::encode_properties(p).unwrap();
+    let msg = |raw: &[u8]| {
+        Arc::new(Message {
+            exchange: Arc::from(""),
+            routing_key: Arc::from("q"),
+            properties: ferry_amqp::model::props_to_model(raw).unwrap(),
+            body: Bytes::from_static(b"b"),
+            persistent: false,
+            expiration_ms: None,
+            bcc: Vec::new(),
+        })
+    };
+    let a_raw = amqp(&ferry_amqp::BasicProperties::default().with_delivery_mode(2));
+    let b_raw = amqp(&ferry_amqp::BasicProperties::default().with_priority(7));
+    let (a, b) = (msg(&a_raw), msg(&b_raw));
+    let a_again = msg(&a_raw);
+    let empty = Arc::new(Message {
+        properties: Bytes::new(),
+        ..(*a).clone()
+    });
+    let empty_raw = amqp(&ferry_amqp::BasicProperties::default());
+    for (m, want) in [
+        (&a, &a_raw),
+        (&a, &a_raw),
+        (&b, &b_raw),
+        (&a_again, &a_raw),
+        (&empty, &empty_raw),
+        (&a, &a_raw),
+        (&empty, &empty_raw),
+    ] {
+        let mut buf = BytesMut::new();
+        let item = Outbound::Deliver {
+            channel: 1,
+            consumer_tag: Arc::from("c"),
+            delivery_tag: 1,
+            redelivered: false,
+            message: m.clone(),
+        };
+        assert!(!encode(&mut buf, item, 131_072, &mut 0));
+        let mut at = 0;
+        let mut headers = Vec::new();
+        while at < buf.len() {
+            let len = check_frame(&buf[at..], 0).unwrap().unwrap();
+            let frame = parse_frame(Bytes::copy_from_slice(&buf[at..at + len])).unwrap();
+            if let Frame::Header { raw_properties, .. } = frame {
+                headers.push(raw_properties);
+            }
+            at += len;
+        }
+        assert_eq!(headers.len(), 1);
+        assert_eq!(&headers[0][..], &want[..]);
+    }
+}
