@@ -14,7 +14,7 @@ use amq_protocol::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
 use bytes::{BufMut, Bytes};
-use ferry_model::props::{self, tag, Fields};
+use ferry_model::props::{self, tag, FieldSlices};
 use ferry_model::{wire, Table, Value};
 use std::sync::Arc;
 
@@ -157,17 +157,17 @@ pub fn props_from_model_into(blob: &Bytes, out: &mut Vec<u8>) -> Result<(), Code
     let at = out.len();
     out.put_u16(0);
     let mut flags = 0u16;
-    for f in Fields::new(blob) {
+    for f in FieldSlices::new(blob) {
         let (t, v) = f.map_err(|_| CodecError::MalformedProperties)?;
         let Some(&(bit, _, kind, name)) = PROPS.iter().find(|p| p.1 == t) else {
             continue;
         };
         flags |= bit;
         match kind {
-            Kind::Short => put_short(out, &v, name)?,
-            Kind::Octet | Kind::Timestamp => out.extend_from_slice(&v),
+            Kind::Short => put_short(out, v, name)?,
+            Kind::Octet | Kind::Timestamp => out.extend_from_slice(v),
             Kind::Table => {
-                let mut c = Cursor { b: &v };
+                let mut c = Cursor { b: v };
                 table_from_model(c.long()?, out, 1)?;
                 if !c.b.is_empty() {
                     return Err(CodecError::MalformedProperties);

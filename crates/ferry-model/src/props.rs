@@ -191,15 +191,43 @@ impl Properties {
 /// tags ascend.
 #[derive(Debug)]
 pub struct Fields<'a> {
-    r: Reader<'a>,
-    last: Option<u8>,
-    failed: bool,
+    blob: &'a Bytes,
+    inner: FieldSlices<'a>,
 }
 
 impl<'a> Fields<'a> {
     /// Fields of `blob`.
     pub fn new(blob: &'a Bytes) -> Self {
         Fields {
+            blob,
+            inner: FieldSlices::new(blob),
+        }
+    }
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<(u8, Bytes), ModelError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.inner.next()?;
+        Some(item.map(|(t, v)| (t, self.blob.slice_ref(v))))
+    }
+}
+
+/// [`Fields`] borrowing the payloads (no reference count touched: what a
+/// hot path that only copies them out wants, e.g. a front end encoding a
+/// delivery). The same checks.
+#[derive(Debug)]
+pub struct FieldSlices<'a> {
+    r: Reader<'a>,
+    last: Option<u8>,
+    failed: bool,
+}
+
+impl<'a> FieldSlices<'a> {
+    /// Fields of `blob`.
+    pub fn new(blob: &'a Bytes) -> Self {
+        FieldSlices {
             r: Reader::new(blob),
             last: None,
             failed: false,
@@ -207,8 +235,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-impl Iterator for Fields<'_> {
-    type Item = Result<(u8, Bytes), ModelError>;
+impl<'a> Iterator for FieldSlices<'a> {
+    type Item = Result<(u8, &'a [u8]), ModelError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.r.remaining() == 0 {
@@ -220,7 +248,8 @@ impl Iterator for Fields<'_> {
                 return Err(ModelError::Malformed("property tags out of order"));
             }
             self.last = Some(t);
-            Ok((t, self.r.prefixed()?))
+            let n = self.r.length()?;
+            Ok((t, self.r.slice(n)?))
         })();
         self.failed = item.is_err();
         Some(item)

@@ -49,6 +49,17 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// Reads `n` bytes as a borrowed slice (no reference count touched).
+    pub fn slice(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
+        if n > self.remaining() {
+            return Err(ModelError::Truncated);
+        }
+        let src: &'a Bytes = self.src;
+        let b = &src[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+
     fn array<const N: usize>(&mut self) -> Result<[u8; N], ModelError> {
         let s = self
             .src
