@@ -62,26 +62,20 @@ pub(crate) fn invalid_arg(key: &str, rs: &str, why: &str) -> String {
     format!("invalid arg '{key}' for {rs}: {why}")
 }
 
-/// What a replicated queue type (quorum, stream) demands of a declaration:
-/// durable, not exclusive, not auto-delete (RabbitMQ 3.10's texts and
-/// order).
-pub(crate) fn check_replicated_declaration(
-    queue: &str,
-    vhost: &str,
-    durable: bool,
-    exclusive: bool,
-    auto_delete: bool,
-) -> Result<(), String> {
-    let bad = if auto_delete {
-        "auto-delete"
-    } else if exclusive {
-        "exclusive-owner"
-    } else if !durable {
-        "non-durable"
-    } else {
-        return Ok(());
-    };
-    Err(format!(
-        "invalid property '{bad}' for queue '{queue}' in vhost '{vhost}'"
-    ))
+/// The characters of a string inside Erlang's `~p` of a binary
+/// (`<<"...">>`): `"` and `\` escaped, and the control characters `~p`
+/// prints as escapes (newline, tab, carriage return).
+pub(crate) fn erlang_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -138,21 +138,7 @@ fn erlang_binary(b: &[u8]) -> String {
             .all(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
     });
     match text {
-        Some(s) => {
-            let mut out = String::from("<<\"");
-            for c in s.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\t' => out.push_str("\\t"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-            out.push_str("\">>");
-            out
-        }
+        Some(s) => format!("<<\"{}\">>", crate::xargs::erlang_escaped(s)),
         None => {
             let parts: Vec<String> = b.iter().map(u8::to_string).collect();
             format!("<<{}>>", parts.join(","))

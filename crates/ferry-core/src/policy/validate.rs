@@ -256,19 +256,10 @@ pub fn validate(
 }
 
 /// A binary as Erlang's `~p` prints a string: `<<"...">>` with `"`, `\`
-/// and newlines escaped (shared with the HTTP layer's import errors).
+/// and control characters escaped (shared with the HTTP layer's import
+/// errors).
 pub fn erlang_binary(s: &str) -> String {
-    let mut out = String::from("<<\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push_str("\">>");
-    out
+    format!("<<\"{}\">>", crate::xargs::erlang_escaped(s))
 }
 
 /// [`erlang_binary`], marked `/utf8` when not ASCII.

@@ -5,8 +5,9 @@
 //! parsed when the queue opens, and again when a policy changes them
 //! (`Queue::apply_arguments`, `crate::policy`).
 
+use super::QueueSpec;
 use crate::xargs::{
-    self, check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,
+    check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,
     unacceptable,
 };
 use ferry_model::{Table, Value};
@@ -208,22 +209,18 @@ impl QueueArgs {
     }
 
     /// `validate`, then what a replicated queue type (quorum, stream)
-    /// demands of the declaration itself: durable, not exclusive, not
-    /// auto-delete (RabbitMQ 3.10's texts and order).
-    pub fn validate_declaration(
-        args: &Table,
-        queue: &str,
-        vhost: &str,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-    ) -> Result<(), String> {
-        Self::validate(args, queue, vhost)?;
-        let qtype = args.get("x-queue-type").and_then(text).unwrap_or("classic");
+    /// demands of the declaration itself ([`check_replicated_declaration`]).
+    pub fn validate_declaration(spec: &QueueSpec, vhost: &str) -> Result<(), String> {
+        Self::validate(&spec.arguments, &spec.name, vhost)?;
+        let qtype = spec
+            .arguments
+            .get("x-queue-type")
+            .and_then(text)
+            .unwrap_or("classic");
         if qtype == "classic" {
             return Ok(());
         }
-        xargs::check_replicated_declaration(queue, vhost, durable, exclusive, auto_delete)
+        check_replicated_declaration(spec, vhost)
     }
 
     /// The arguments of a declared queue (validated at declaration; values
@@ -310,6 +307,25 @@ pub fn consumer_priority(args: &Table, queue: &str, vhost: &str) -> Result<i64, 
                 )
             }),
     }
+}
+
+/// What a replicated queue type (quorum, stream) demands of a declaration:
+/// durable, not exclusive, not auto-delete (RabbitMQ 3.10's texts and
+/// order).
+pub(crate) fn check_replicated_declaration(spec: &QueueSpec, vhost: &str) -> Result<(), String> {
+    let bad = if spec.auto_delete {
+        "auto-delete"
+    } else if spec.exclusive_owner.is_some() {
+        "exclusive-owner"
+    } else if !spec.durable {
+        "non-durable"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "invalid property '{bad}' for queue '{}' in vhost '{vhost}'",
+        spec.name
+    ))
 }
 
 #[cfg(test)]

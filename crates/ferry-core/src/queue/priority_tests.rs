@@ -381,7 +381,12 @@ fn queue_expiry_restarts_with_the_broker() {
 #[test]
 fn new_arguments_are_validated_with_rabbitmq_s_texts() {
     let check = |items: &[(&str, Value)], durable: bool, excl: bool, ad: bool| {
-        QueueArgs::validate_declaration(&args(items), "q", "/", durable, excl, ad).err()
+        let spec = QueueSpec {
+            exclusive_owner: excl.then_some(1),
+            auto_delete: ad,
+            ..spec("q", durable, args(items))
+        };
+        QueueArgs::validate_declaration(&spec, "/").err()
     };
     let pre = "invalid arg";
     let rs = "for queue 'q' in vhost '/'";

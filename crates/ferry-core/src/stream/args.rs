@@ -2,6 +2,7 @@
 //! `x-stream-max-segment-size-bytes`) and the arguments a stream refuses,
 //! checked with RabbitMQ 3.10's texts; RabbitMQ's duration strings ("7D").
 
+use crate::queue::QueueSpec;
 use crate::xargs::{self, invalid_arg, text, unacceptable};
 use ferry_model::{Table, Value};
 
@@ -106,16 +107,9 @@ impl StreamArgs {
     /// values of the arguments streams support, then arguments they do not
     /// (whatever their value), then durable / exclusive / auto-delete. The
     /// error is the text after `PRECONDITION_FAILED - `.
-    pub fn validate_declaration(
-        args: &Table,
-        queue: &str,
-        vhost: &str,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-    ) -> Result<(), String> {
-        Self::validate(args, queue, vhost)?;
-        xargs::check_replicated_declaration(queue, vhost, durable, exclusive, auto_delete)
+    pub fn validate_declaration(spec: &QueueSpec, vhost: &str) -> Result<(), String> {
+        Self::validate(&spec.arguments, &spec.name, vhost)?;
+        crate::queue::args::check_replicated_declaration(spec, vhost)
     }
 
     /// The argument checks of `validate_declaration`.

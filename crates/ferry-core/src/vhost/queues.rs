@@ -13,20 +13,20 @@ use crate::stream::StreamArgs;
 use std::sync::Arc;
 
 impl VHost {
-    fn locked(&self, q: &Queue) -> CoreError {
+    /// RabbitMQ's 405 for a queue (or stream) held exclusively elsewhere.
+    pub(super) fn locked(&self, queue: &str) -> CoreError {
         CoreError::request(
             ErrorKind::ResourceLocked,
             format!(
                 "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                q.name(),
-                self.name
+                queue, self.name
             ),
         )
     }
 
     pub(super) fn check_exclusive(&self, q: &Queue, conn: u64) -> Result<()> {
         match q.spec().exclusive_owner {
-            Some(owner) if owner != conn => Err(self.locked(q)),
+            Some(owner) if owner != conn => Err(self.locked(q.name())),
             _ => Ok(()),
         }
     }
@@ -69,7 +69,7 @@ impl VHost {
             // RabbitMQ's "strict" check: the declared exclusivity must match
             // exactly, even for the owner (405, not 406).
             if q.spec().exclusive_owner != spec.exclusive_owner {
-                return Err(self.locked(&q));
+                return Err(self.locked(q.name()));
             }
             check_queue_equivalent(q.spec(), &spec, &self.name)?;
             q.touch();
@@ -87,15 +87,7 @@ impl VHost {
             self.check_queue_limit(&spec.name)?;
             return self.create_stream(spec);
         }
-        QueueArgs::validate_declaration(
-            &spec.arguments,
-            &spec.name,
-            &self.name,
-            spec.durable,
-            spec.exclusive_owner.is_some(),
-            spec.auto_delete,
-        )
-        .map_err(precondition)?;
+        QueueArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
         self.check_queue_limit(&spec.name)?;
         // An exclusive queue is deleted with its connection, so its messages
         // never outlive the process: keep it out of the durable storage.

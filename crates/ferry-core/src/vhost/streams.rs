@@ -4,7 +4,7 @@
 //! [`QueueRef`].
 
 use super::{check_queue_equivalent, precondition, storage_name, VHost};
-use crate::error::{CoreError, ErrorKind, Result};
+use crate::error::{CoreError, Result};
 use crate::exchange::Destination;
 use crate::queue::QueueSpec;
 use crate::source::{QueueRef, Source};
@@ -59,14 +59,7 @@ impl VHost {
     /// queue.declare of an existing stream: equivalence, then the counts.
     pub(super) fn redeclare_stream(&self, s: &Stream, spec: &QueueSpec) -> Result<(u32, u32)> {
         if spec.exclusive_owner.is_some() {
-            return Err(CoreError::request(
-                ErrorKind::ResourceLocked,
-                format!(
-                    "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                    s.name(),
-                    self.name
-                ),
-            ));
+            return Err(self.locked(s.name()));
         }
         check_queue_equivalent(s.spec(), spec, &self.name)?;
         Ok(s.counts())
@@ -74,15 +67,7 @@ impl VHost {
 
     /// Creates a stream (the caller holds `defs_lock`).
     pub(super) fn create_stream(&self, spec: QueueSpec) -> Result<(Arc<str>, u32, u32)> {
-        StreamArgs::validate_declaration(
-            &spec.arguments,
-            &spec.name,
-            &self.name,
-            spec.durable,
-            spec.exclusive_owner.is_some(),
-            spec.auto_delete,
-        )
-        .map_err(precondition)?;
+        StreamArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
         let storage = storage_name();
         let dir = self.dir.join("queues").join(&storage);
         let name = spec.name.clone();
