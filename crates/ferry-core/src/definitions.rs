@@ -6,10 +6,10 @@
 //! than silently dropping entities (see `docs/storage.md`).
 
 use crate::error::{CoreError, Result};
-use crate::exchange::Destination;
 use crate::queue::QueueSpec;
 use ferry_log::FileIo;
 use ferry_model::Table;
+use ferry_route::Destination;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -27,7 +27,7 @@ pub struct ExchangeDef {
     /// Not publishable by clients.
     pub internal: bool,
     /// x-arguments.
-    #[serde(with = "crate::exchange::table_serde", default)]
+    #[serde(with = "ferry_route::table_serde", default)]
     pub arguments: Table,
 }
 
@@ -50,7 +50,7 @@ pub struct BindingDef {
     /// Binding key.
     pub routing_key: String,
     /// Binding arguments.
-    #[serde(with = "crate::exchange::table_serde", default)]
+    #[serde(with = "ferry_route::table_serde", default)]
     pub arguments: Table,
 }
 

@@ -1,7 +1,9 @@
 //! # ferry-core: the broker's brain
 //!
-//! Owns vhosts, exchanges and routing (`vhost`, `exchange`), classic and
-//! quorum queues as deterministic state machines over their command logs
+//! Owns vhosts (`vhost`: the exchange map, the one registry of queues and
+//! streams, routing a publish through `ferry-route` to them, dead letters,
+//! the delayed-message exchange's hidden queues), classic and quorum
+//! queues as deterministic state machines over their command logs
 //! (`queue`), streams as append-only logs read by offset (`stream`), the
 //! [`source::Source`] seam a front end publishes to and consumes from
 //! (either kind), consumers, delivery and acknowledgement, publisher
@@ -11,19 +13,18 @@
 //! RabbitMQ's texts, matching, precedence; the policy file), the small
 //! checksummed files definitions, access and policies are kept in
 //! (`framed`), the length limits of names and keys checked where input
-//! enters (`limits`: records never truncate), and how x-arguments are read and refused with
-//! RabbitMQ's texts (`xargs`, one set for queues, streams and exchanges). Arguments, headers
-//! and properties are `ferry_model` values, tables and props blobs.
+//! enters (`limits`: records never truncate), and reading and editing
+//! message properties (`props`). Arguments, headers and properties are
+//! `ferry_model` values, tables and props blobs; x-arguments are read with
+//! `ferry_model::args` (one set of rules for queues, streams and exchanges).
 //!
 //! Must not: parse wire bytes or touch sockets (front ends do that and call
-//! in with plain values), know a wire protocol's message format (message
-//! properties are `ferry-model` props blobs, read and edited in `props`;
-//! the front end converts at its edge and supplies the converter for
-//! properties stored by v1 records), know AMQP reply codes (errors carry an
-//! [`ErrorKind`]), or read the clock (time comes in through
-//! [`clock::Clock`]; message deadlines are facts in the command log), or
-//! hold arguments in AMQP's types (amq-protocol is left only where message
-//! properties are still edited).
+//! in with plain values), know a wire protocol's message format (the front
+//! end converts at its edge and supplies the converter for properties
+//! stored by v1 records), know AMQP reply codes (errors carry an
+//! [`ErrorKind`]), read the clock (time comes in through [`clock::Clock`];
+//! message deadlines are facts in the command log), or hold exchange rules
+//! (they are `ferry-route`'s).
 //!
 //! ```text
 //! front end ─ publish ─▶ VHost::route ─▶ [dyn Source] ─ append ─▶ ferry-log
@@ -36,7 +37,6 @@ pub mod broker;
 pub mod clock;
 pub mod definitions;
 pub mod error;
-pub mod exchange;
 pub(crate) mod framed;
 pub mod limits;
 pub mod message;
@@ -51,7 +51,6 @@ pub mod syncer;
 #[cfg(test)]
 mod test_support;
 pub mod vhost;
-mod xargs;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{CoreError, ErrorKind, Result};

@@ -14,10 +14,10 @@
 //! like the format of the files it applies to.
 
 use crate::error::{CoreError, Result};
-use crate::exchange::consistent_hash::HashProperty;
 use bytes::Bytes;
 use ferry_model::props::{self as mp, tag, Fields};
 use ferry_model::{wire, ModelError, Table, Value};
+use ferry_route::consistent_hash::HashProperty;
 use std::sync::OnceLock;
 
 /// The headers table of a blob (None: no headers property).
@@ -111,30 +111,6 @@ pub fn sorted(t: &Table) -> Table {
         }
     }
     out.into_iter().collect()
-}
-
-/// RabbitMQ's name for a value's field type (as in its error texts; a
-/// model `Str` is AMQP's `longstr`).
-pub fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Bool(_) => "bool",
-        Value::I8(_) => "byte",
-        Value::U8(_) => "unsignedbyte",
-        Value::I16(_) => "short",
-        Value::U16(_) => "unsignedshort",
-        Value::I32(_) => "signedint",
-        Value::U32(_) => "unsignedint",
-        Value::I64(_) => "long",
-        Value::F32(_) => "float",
-        Value::F64(_) => "double",
-        Value::Decimal { .. } => "decimal",
-        Value::Str(_) => "longstr",
-        Value::Array(_) => "array",
-        Value::Timestamp(_) => "timestamp",
-        Value::Table(_) => "table",
-        Value::Bytes(_) => "binary",
-        Value::Void => "void",
-    }
 }
 
 /// Converts properties stored by a v1 record (a front end's raw bytes) to

@@ -48,7 +48,7 @@ impl Source for Queue {
     }
     fn kind(&self) -> &'static str {
         match self.spec().arguments.get("x-queue-type") {
-            Some(v) if crate::xargs::text(v) == Some("quorum") => "quorum",
+            Some(v) if ferry_model::args::text(v) == Some("quorum") => "quorum",
             _ => "classic",
         }
     }

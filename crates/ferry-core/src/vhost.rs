@@ -18,12 +18,12 @@
 
 use crate::definitions::{self, BindingDef, Definitions, ExchangeDef, QueueDef};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::queue::dead_letter::CycleLog;
 use crate::queue::{DeadLetterRouter, Queue, QueueEnv};
 use crate::source::QueueRef;
 use crate::stream::{Stream, StreamArgs};
 use ferry_model::Table;
+use ferry_route::{Binding, Destination, Exchange, ExchangeKind};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +31,7 @@ use std::sync::{Arc, Weak};
 
 mod crashed;
 mod delayed;
+mod delayed_store;
 mod equivalence;
 mod exchanges;
 mod lifecycle;
@@ -84,7 +85,7 @@ pub struct VHost {
     /// write its directory back into existence.
     deleted: std::sync::atomic::AtomicBool,
     /// The hidden queues of `x-delayed-message` exchanges.
-    delayed: crate::exchange::DelayedStore,
+    delayed: delayed_store::DelayedStore,
     /// The `max-queues` vhost limit (negative: none), set by the broker
     /// from its access database.
     max_queues: std::sync::atomic::AtomicI64,

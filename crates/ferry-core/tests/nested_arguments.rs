@@ -6,11 +6,11 @@
 //! everything up to that depth survives a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_core::exchange::Destination;
 use ferry_core::queue::QueueSpec;
 use ferry_core::{Broker, BrokerConfig, ExchangeArgs};
 use ferry_log::SimIo;
 use ferry_model::{Table, Value};
+use ferry_route::Destination;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -19,9 +19,9 @@ use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
 use ferry_core::auth::{Access, Resource};
-use ferry_core::exchange::Destination;
 use ferry_core::VHost;
 use ferry_model::Table;
+use ferry_route::Destination;
 use serde_json::{json, Value};
 
 fn args_hash(args: &Value) -> String {

@@ -13,9 +13,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_core::auth::Resource;
-use ferry_core::exchange::consistent_hash;
-use ferry_core::exchange::Exchange;
 use ferry_core::{ExchangeArgs, VHost};
+use ferry_route::consistent_hash;
+use ferry_route::Exchange;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

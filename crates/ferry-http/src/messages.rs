@@ -205,7 +205,7 @@ pub async fn publish(
     )?;
     // RabbitMQ publishes through a channel: a bad CC/BCC header is that
     // channel's error, reported with its code.
-    if let Err(e) = ferry_core::exchange::sender_selected_keys(headers.as_ref()) {
+    if let Err(e) = ferry_route::sender_selected_keys(headers.as_ref()) {
         return Err(ApiError::BadRequest(format!(
             "406 PRECONDITION_FAILED - {e}"
         )));
@@ -217,7 +217,7 @@ pub async fn publish(
         body,
         persistent: *props.delivery_mode() == Some(2),
         expiration_ms,
-        bcc: ferry_core::exchange::bcc_keys(headers.as_ref()),
+        bcc: ferry_route::bcc_keys(headers.as_ref()),
     });
     let replies = ctx.replies.clone();
     let routed = tokio::task::spawn_blocking(move || -> ApiResult<bool> {
@@ -227,8 +227,7 @@ pub async fn publish(
             // As RabbitMQ's default exchange: a direct reply-to name (the
             // routing key or a CC/BCC key) hands the message to its reply
             // consumer, which does not count as routed.
-            let cc =
-                ferry_core::exchange::sender_selected_keys(headers.as_ref()).unwrap_or_default();
+            let cc = ferry_route::sender_selected_keys(headers.as_ref()).unwrap_or_default();
             let mut done: Vec<&str> = Vec::new();
             for key in std::iter::once(&*msg.routing_key).chain(cc) {
                 if key.starts_with(ferry_server::direct_reply::REPLY_PREFIX) && !done.contains(&key)

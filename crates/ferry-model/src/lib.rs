@@ -6,12 +6,15 @@
 //! [`props`]) that stored records carry. AMQP 0-9-1 and Kafka front ends
 //! convert to and from it at their edges (the mapping rules are in
 //! docs/message-model.md), so one stored message can be delivered over
-//! either protocol.
+//! either protocol; and how x-arguments in those tables are read and
+//! refused with RabbitMQ's texts ([`args`]), which every layer that takes
+//! arguments shares.
 //!
 //! Must not: know any wire protocol (no AMQP or Kafka types here), do I/O,
 //! read clocks, or panic on any input (decoders are total: malformed bytes
 //! are a [`ModelError`]).
 
+pub mod args;
 pub mod error;
 pub mod props;
 pub mod value;

@@ -68,7 +68,7 @@ pub fn effective_queue_args(args: &Table, def: &Map<String, Value>) -> Table {
         let merged = match args.get(x.as_str()) {
             None => pv,
             Some(av) if LOWER_WINS.contains(&key) => {
-                match (crate::xargs::int(av), crate::xargs::int(&pv)) {
+                match (ferry_model::args::int(av), ferry_model::args::int(&pv)) {
                     (Some(a), Some(p)) if p < a => pv,
                     _ => av.clone(),
                 }

@@ -152,7 +152,7 @@ fn policies_survive_a_restart_and_apply_at_recovery() {
 /// and the broker reopens. A 255-byte key goes through.
 #[test]
 fn an_over_long_dead_letter_key_from_a_stored_policy_drops_the_letter() {
-    use crate::exchange::Destination;
+    use ferry_route::Destination;
     let io = SimIo::new();
     let clock = ManualClock::new(T0);
     let props = bytes::Bytes::new();

@@ -259,7 +259,7 @@ pub fn validate(
 /// and control characters escaped (shared with the HTTP layer's import
 /// errors).
 pub fn erlang_binary(s: &str) -> String {
-    format!("<<\"{}\">>", crate::xargs::erlang_escaped(s))
+    format!("<<\"{}\">>", ferry_model::args::erlang_escaped(s))
 }
 
 /// [`erlang_binary`], marked `/utf8` when not ASCII.

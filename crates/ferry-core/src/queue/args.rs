@@ -6,7 +6,7 @@
 //! (`Queue::apply_arguments`, `crate::policy`).
 
 use super::QueueSpec;
-use crate::xargs::{
+use ferry_model::args::{
     check_bool, check_int, check_non_neg, int, invalid_arg, is_string, non_negative, text,
     unacceptable,
 };
@@ -154,7 +154,7 @@ impl QueueArgs {
             if !is_string(v) {
                 return Err(format!(
                     "invalid type '{}' for arg 'x-dead-letter-exchange' in {rs}",
-                    crate::exchange::type_name(v)
+                    ferry_model::args::type_name(v)
                 ));
             }
             check_short_arg(v).map_err(|e| invalid_arg("x-dead-letter-exchange", &rs, &e))?;

@@ -422,7 +422,7 @@ fn dead_letters_carry_x_death_and_lose_their_expiration() {
         .binding(
             true,
             "amq.direct",
-            crate::exchange::Destination::Queue(Arc::from("dead")),
+            ferry_route::Destination::Queue(Arc::from("dead")),
             "dead-key",
             Table::new(),
             1,
@@ -608,7 +608,7 @@ fn cc_and_bcc_keys_route_a_publish_and_a_non_array_is_refused() {
             .binding(
                 true,
                 "amq.direct",
-                crate::exchange::Destination::Queue(Arc::from(q)),
+                ferry_route::Destination::Queue(Arc::from(q)),
                 key,
                 Table::new(),
                 1,

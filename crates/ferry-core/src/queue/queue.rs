@@ -71,7 +71,7 @@ pub struct QueueSpec {
     /// Deleted when its last consumer goes away.
     pub auto_delete: bool,
     /// x-arguments.
-    #[serde(with = "crate::exchange::table_serde", default)]
+    #[serde(with = "ferry_route::table_serde", default)]
     pub arguments: Table,
 }
 

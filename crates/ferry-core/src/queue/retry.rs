@@ -20,7 +20,7 @@
 //! keep their TTL deadline for when they are back.
 
 use super::state::Entry;
-use crate::xargs::{check_int, int, invalid_arg, non_negative, text, unacceptable};
+use ferry_model::args::{check_int, int, invalid_arg, non_negative, text, unacceptable};
 use ferry_model::Table;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};

@@ -7,7 +7,6 @@ use super::dead_letter::Reason;
 use super::*;
 use crate::broker::Broker;
 use crate::clock::{ManualClock, NEVER};
-use crate::exchange::{Destination, ExchangeKind};
 use crate::message::Message;
 use crate::test_support::{
     body_of, broker, headers_of, message, mtable as table, props, spec, Fixture, Taker, T0,
@@ -17,6 +16,7 @@ use crate::vhost::ExchangeArgs;
 use bytes::Bytes;
 use ferry_log::SimIo;
 use ferry_model::{Table, Value};
+use ferry_route::{Destination, ExchangeKind};
 use std::sync::Arc;
 
 fn msg(body: &str) -> Arc<Message> {

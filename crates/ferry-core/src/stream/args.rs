@@ -3,7 +3,7 @@
 //! checked with RabbitMQ 3.10's texts; RabbitMQ's duration strings ("7D").
 
 use crate::queue::QueueSpec;
-use crate::xargs::{self, invalid_arg, text, unacceptable};
+use ferry_model::args::{self as xargs, invalid_arg, text, unacceptable};
 use ferry_model::{Table, Value};
 
 /// Milliseconds per unit of RabbitMQ's duration strings (`rabbit_amqqueue:
@@ -127,7 +127,7 @@ impl StreamArgs {
             }
         }
         // The first in key order, as RabbitMQ's sorted table has them.
-        let refused = crate::exchange::sorted(a)
+        let refused = ferry_model::args::sorted(a)
             .into_iter()
             .map(|(k, _)| k)
             .find(|k| NOT_FOR_STREAMS.contains(&&***k));

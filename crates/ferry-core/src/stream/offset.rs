@@ -1,7 +1,7 @@
 //! Where a stream consumer starts: basic.consume's `x-stream-offset`.
 
 use super::args::parse_duration;
-use crate::xargs::text;
+use ferry_model::args::text;
 use ferry_model::{Table, Value};
 
 /// A consumer's starting point, as requested.
@@ -67,7 +67,7 @@ impl OffsetSpec {
             },
             None => Err(bad(format!(
                 "{{unacceptable_type,{}}}",
-                crate::exchange::type_name(v)
+                ferry_model::args::type_name(v)
             ))),
         }
     }

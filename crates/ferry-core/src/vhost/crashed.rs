@@ -28,8 +28,8 @@
 
 use super::VHost;
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::exchange::Destination;
 use crate::queue::QueueSpec;
+use ferry_route::Destination;
 use std::sync::Arc;
 
 /// A stored queue or stream that could not be opened.
@@ -48,7 +48,7 @@ impl CrashedQueue {
         let kind = match spec
             .arguments
             .get("x-queue-type")
-            .and_then(crate::xargs::text)
+            .and_then(ferry_model::args::text)
         {
             Some("stream") => "stream",
             Some("quorum") => "quorum",
@@ -149,10 +149,10 @@ impl VHost {
 mod tests {
     use crate::clock::ManualClock;
     use crate::error::ErrorKind;
-    use crate::exchange::Destination;
     use crate::test_support::{broker, message, ms as s, mtable as table, spec, T0};
     use ferry_log::{Log, SimIo};
     use ferry_model::Table;
+    use ferry_route::Destination;
     use std::sync::Arc;
 
     /// Appends `payload` as one whole record (valid CRC) to the log of

@@ -4,9 +4,9 @@
 
 use super::{storage_name, VHost};
 use crate::error::Result;
-use crate::exchange::{delay_of, sender_selected_keys, ExchangeKind};
 use crate::queue::Queue;
 use ferry_model::Table;
+use ferry_route::{delay_of, sender_selected_keys, ExchangeKind};
 use std::sync::Arc;
 
 impl VHost {

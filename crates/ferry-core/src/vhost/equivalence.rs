@@ -3,8 +3,8 @@
 
 use super::precondition;
 use crate::error::Result;
-use crate::exchange::{describe_bare, describe_typed, equivalent_arg};
 use crate::queue::QueueSpec;
+use ferry_route::{describe_bare, describe_typed, equivalent_arg};
 
 /// Queue arguments RabbitMQ 3.10 checks on redeclaration.
 const COMPARED_QUEUE_ARGS: &[&str] = &[

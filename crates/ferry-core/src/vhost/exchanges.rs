@@ -7,8 +7,8 @@ use super::{
     default_exchange_refused, precondition, refused, ExchangeArgs, VHost, STANDARD_EXCHANGES,
 };
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use ferry_model::Table;
+use ferry_route::{Binding, Destination, Exchange, ExchangeKind};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ impl VHost {
             ));
         };
         if kind == ExchangeKind::DelayedMessage {
-            crate::exchange::delayed::delayed_type(&a.arguments)
+            ferry_route::delayed::delayed_type(&a.arguments)
                 .map_err(|t| precondition(t.to_string()))?;
         }
         let _d = self.defs_lock.lock();
@@ -62,7 +62,7 @@ impl VHost {
                     "exchange name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
-            if crate::exchange::delayed::routing_kind(kind, &a.arguments)
+            if ferry_route::delayed::routing_kind(kind, &a.arguments)
                 == ExchangeKind::ConsistentHash
             {
                 consistent_hash_args(&a.arguments)?;
@@ -217,7 +217,7 @@ impl VHost {
 /// The plugin's `validate` of a new consistent-hash exchange (RabbitMQ
 /// runs it only when the exchange is created, not on a redeclare).
 fn consistent_hash_args(arguments: &Table) -> Result<()> {
-    use crate::exchange::consistent_hash::{hash_on, HashArgError};
+    use ferry_route::consistent_hash::{hash_on, HashArgError};
     match hash_on(arguments) {
         Ok(_) => Ok(()),
         Err(HashArgError::NotALongString) => {

@@ -6,7 +6,6 @@
 //! once and its `stream-max-segment-size-bytes` when they open.
 
 use super::VHost;
-use crate::exchange::Exchange;
 use crate::policy::{
     effective_queue_args, effective_stream_args, policy_alternate_exchange, Effective, Target,
     VhostPolicies,
@@ -14,13 +13,14 @@ use crate::policy::{
 use crate::queue::QueueSpec;
 use crate::source::QueueRef;
 use ferry_model::Table;
+use ferry_route::Exchange;
 use std::sync::Arc;
 
 /// The policy target of a queue declared with these arguments.
 pub(crate) fn queue_target(args: &Table) -> Target {
     let kind = args
         .get("x-queue-type")
-        .and_then(crate::xargs::text)
+        .and_then(ferry_model::args::text)
         .unwrap_or("classic");
     Target::of_queue_kind(kind)
 }

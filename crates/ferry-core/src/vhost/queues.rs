@@ -6,10 +6,10 @@ use super::{
     check_queue_equivalent, precondition, refused, remove_destination, storage_name, VHost,
 };
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::exchange::Destination;
 use crate::queue::{Queue, QueueArgs, QueueSpec};
 use crate::source::QueueRef;
 use crate::stream::StreamArgs;
+use ferry_route::Destination;
 use std::sync::Arc;
 
 impl VHost {

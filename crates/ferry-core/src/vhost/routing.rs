@@ -8,14 +8,14 @@
 use super::registry::{Names, Slot};
 use super::{refused, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::consistent_hash::HashProperty;
-use crate::exchange::{delay_of, route_all_message, sender_selected_keys, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, DeadLetterRouter, Queue, Reason};
 use crate::source::Source;
 use bytes::Bytes;
 use ferry_model::Table;
+use ferry_route::consistent_hash::HashProperty;
+use ferry_route::{delay_of, route_all_message, sender_selected_keys, Exchange, ExchangeKind};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ impl VHost {
             // Distinct keys name distinct queues: past a few keys (a CC
             // header may hold thousands) repeats are skipped by key in
             // O(1) instead of by scanning what was found.
-            let mut seen = (extra.len() > 16).then(crate::exchange::NameSet::default);
+            let mut seen = (extra.len() > 16).then(ferry_route::NameSet::default);
             for key in std::iter::once(&*msg.routing_key).chain(extra) {
                 if let Some(seen) = &mut seen {
                     if !seen.first(key) {
@@ -162,7 +162,7 @@ impl VHost {
         let queue = |n: &str| names.get(n).and_then(Slot::queue);
         let mut out: Vec<Arc<Queue>> = Vec::new();
         if exchange.is_empty() {
-            let mut seen = (keys.len() > 16).then(crate::exchange::NameSet::default);
+            let mut seen = (keys.len() > 16).then(ferry_route::NameSet::default);
             for k in keys {
                 if let Some(seen) = &mut seen {
                     if !seen.first(k) {

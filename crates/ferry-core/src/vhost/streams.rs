@@ -5,10 +5,10 @@
 
 use super::{check_queue_equivalent, precondition, storage_name, VHost};
 use crate::error::{CoreError, Result};
-use crate::exchange::Destination;
 use crate::queue::QueueSpec;
 use crate::source::{QueueRef, Source};
 use crate::stream::{Stream, StreamArgs};
+use ferry_route::Destination;
 use std::sync::Arc;
 
 impl VHost {

@@ -281,7 +281,7 @@ impl Channel {
             q.spec()
                 .arguments
                 .get("x-consumer-timeout")
-                .and_then(ferry_core::exchange::as_u64)
+                .and_then(ferry_route::as_u64)
         });
         let timeout = per_queue
             .map(std::time::Duration::from_millis)

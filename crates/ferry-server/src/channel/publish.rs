@@ -311,7 +311,7 @@ impl Channel {
         // ... stored and delivered without BCC, as RabbitMQ strips it (the
         // keys stay with the message: a dead letter is routed by them).
         if let Some(stripped) = crate::properties::without_bcc(&msg.properties, headers) {
-            msg.bcc = ferry_core::exchange::bcc_keys(headers);
+            msg.bcc = ferry_route::bcc_keys(headers);
             msg.properties = stripped;
         }
         let msg = Arc::new(msg);
@@ -319,7 +319,7 @@ impl Channel {
             // The default exchange hands replies to reply consumers (routed
             // now, as RabbitMQ, even in a transaction); they count as
             // unroutable, so a mandatory reply comes back as NO_ROUTE.
-            let cc = ferry_core::exchange::sender_selected_keys(headers).unwrap_or_default();
+            let cc = ferry_route::sender_selected_keys(headers).unwrap_or_default();
             self.deliver_replies(ctx, std::iter::once(&*msg.routing_key).chain(cc), &msg);
         }
         if let Some(tx) = self.tx.as_mut() {

@@ -214,7 +214,7 @@ impl Channel {
         // Each name once (a CC header may repeat thousands of keys), and
         // the reply registry locked once per publish; nothing is allocated
         // or locked for the common publish, which has no reply key.
-        let mut seen = ferry_core::exchange::NameSet::default();
+        let mut seen = ferry_route::NameSet::default();
         let mut names = keys
             .filter(|k| k.starts_with(REPLY_PREFIX) && seen.first(k))
             .peekable();

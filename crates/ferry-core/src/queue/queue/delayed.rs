@@ -18,7 +18,7 @@ impl Queue {
         let delay = crate::props::headers(&msg.properties)
             .ok()
             .flatten()
-            .and_then(|h| crate::exchange::delay_of(&h))
+            .and_then(|h| ferry_route::delay_of(&h))
             .unwrap_or(0);
         Some(self.env.clock.now_ms().saturating_add(delay))
     }

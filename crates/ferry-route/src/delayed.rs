@@ -17,7 +17,7 @@
 //! Holding (durably) is the vhost's job: `delayed_store`.
 
 use super::kind::ExchangeKind;
-use crate::xargs::{int, text};
+use ferry_model::args::{int, text};
 use ferry_model::{Table, Value};
 
 /// The exchange type's wire name.

@@ -182,7 +182,7 @@ impl Exchange {
     pub fn alternate_exchange(&self) -> Option<&str> {
         self.arguments
             .get(ALTERNATE_EXCHANGE)
-            .and_then(crate::xargs::text)
+            .and_then(ferry_model::args::text)
             .or(self.policy_alternate.as_deref())
     }
 

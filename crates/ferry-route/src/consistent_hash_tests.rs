@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::exchange::{Exchange, ExchangeKind};
 use crate::test_support::{ms as s, mtable as table};
+use crate::{Exchange, ExchangeKind};
 use ferry_model::{Table, Value};
 use std::collections::HashMap;
 

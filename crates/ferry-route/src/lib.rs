@@ -1,8 +1,13 @@
-//! Exchanges and routing, with RabbitMQ's semantics (AMQP 0-9-1).
+//! # ferry-route: exchanges and routing, with RabbitMQ's semantics
 //!
-//! Everything here is pure data and computation: no I/O, no clocks, no
-//! locks. The vhost owns the exchanges (a name → [`Exchange`] map) and
-//! calls into this module under its own locking.
+//! Owns exchange types, bindings, the topic trie, the headers matcher,
+//! consistent hashing, the delayed-message type's rules, and following
+//! exchange-to-exchange and alternate-exchange routes to the names of
+//! queues. Pure data and computation: the vhost (ferry-core) owns the
+//! exchanges (a name → [`Exchange`] map) and calls in under its own locking.
+//!
+//! Must not: do I/O, read clocks, take locks, know queues or streams beyond
+//! their names (a [`Destination`]), or know any wire protocol.
 //!
 //! - [`ExchangeKind`]: the built-in types (and the plugin types Ferry has built in) and their wire names.
 //! - [`Binding`] / [`Destination`]: a binding's identity is
@@ -27,8 +32,8 @@
 //! - [`consistent_hash`]: the `x-consistent-hash` type's rules (weights as
 //!   binding keys, `hash-header` / `hash-property`, the bucket ring).
 //! - [`delayed`]: the `x-delayed-message` type's rules (`x-delayed-type`,
-//!   `x-delay`); `delayed_store` holds its messages in hidden queues, the
-//!   one part of this module that does I/O (through `queue::Queue`).
+//!   `x-delay`); ferry-core's `vhost::delayed_store` holds the messages in
+//!   hidden queues.
 //!
 //! Error texts are RabbitMQ's (without the reply-code prefix); which AMQP
 //! code each maps to is documented where it is produced.
@@ -37,7 +42,6 @@ mod args;
 mod binding;
 pub mod consistent_hash;
 pub mod delayed;
-mod delayed_store;
 // The module is named after its main type like every other file here.
 #[allow(clippy::module_inception)]
 mod exchange;
@@ -47,13 +51,13 @@ mod kind;
 mod multiset;
 mod router;
 pub mod table_serde;
+#[cfg(test)]
+mod test_support;
 mod topic;
 
 pub use args::{as_u64, describe_bare, describe_typed, equivalent_arg};
-pub(crate) use args::{sorted, type_name};
 pub use binding::{Binding, Destination};
 pub use delayed::delay_of;
-pub use delayed_store::DelayedStore;
 pub use exchange::Exchange;
 pub use headers::{validate_binding_arguments, HeadersMatcher, InvalidBinding, XMatch};
 pub use kind::{ExchangeKind, UnknownExchangeType};

@@ -23,13 +23,13 @@
 //! Lock order: the store's map is taken after the vhost's `exchanges` and
 //! `queues` locks and released before any queue is called.
 
-use super::delayed;
 use crate::error::{ErrorKind, Result};
 use crate::message::{parse_expiration, Message};
 use crate::queue::args::HOLD_ARG;
 use crate::queue::{ConfirmSink, ConfirmToken, Enqueued, Queue, QueueEnv, QueueSpec};
 use crate::source::Source;
 use ferry_model::{Table, Value};
+use ferry_route::delayed;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;

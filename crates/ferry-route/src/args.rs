@@ -21,20 +21,10 @@
 //! Type names ([`type_name`]) are RabbitMQ's AMQP field type names, as its
 //! error texts print them; a model `Str` is AMQP's long string.
 
+pub(crate) use ferry_model::args::{sorted, type_name};
 use ferry_model::{Table, Value};
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-
-/// A table's entries in key order, the first entry of a repeated key kept
-/// (the table RabbitMQ / amq-protocol would hold after parsing it).
-pub(crate) fn sorted(t: &Table) -> Vec<(&Arc<str>, &Value)> {
-    let mut v: Vec<(&Arc<str>, &Value)> = t.iter().collect();
-    // Stable: the first of equal keys stays first.
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    v.dedup_by(|later, earlier| later.0 == earlier.0);
-    v
-}
 
 /// Position of the variant in the identity order.
 fn rank(v: &Value) -> u8 {
@@ -215,31 +205,6 @@ pub(crate) fn routing_eq(a: &Value, b: &Value) -> bool {
         (Plain::Void, Plain::Void) => true,
         (Plain::Nested(x), Plain::Nested(y)) => cmp_value(x, y) == Ordering::Equal,
         _ => false,
-    }
-}
-
-/// RabbitMQ's name for the value's AMQP field type (as in its error
-/// texts).
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    use Value as V;
-    match v {
-        V::Bool(_) => "bool",
-        V::I8(_) => "byte",
-        V::U8(_) => "unsignedbyte",
-        V::I16(_) => "short",
-        V::U16(_) => "unsignedshort",
-        V::I32(_) => "signedint",
-        V::U32(_) => "unsignedint",
-        V::I64(_) => "long",
-        V::F32(_) => "float",
-        V::F64(_) => "double",
-        V::Decimal { .. } => "decimal",
-        V::Str(_) => "longstr",
-        V::Array(_) => "array",
-        V::Timestamp(_) => "timestamp",
-        V::Table(_) => "table",
-        V::Bytes(_) => "binary",
-        V::Void => "void",
     }
 }
 
@@ -471,11 +436,11 @@ mod tests {
         assert_eq!(describe_typed(&s("ae")), "the value 'ae' of type 'longstr'");
         assert_eq!(describe_typed(&V::I64(7)), "the value '7' of type 'long'");
         assert_eq!(describe_bare(&V::F64(1.0)), "'1.0'");
-        assert_eq!(crate::xargs::text(&s("x")), Some("x"));
+        assert_eq!(ferry_model::args::text(&s("x")), Some("x"));
         assert_eq!(
-            crate::xargs::text(&V::Str(bytes::Bytes::from_static(&[0xff]))),
+            ferry_model::args::text(&V::Str(bytes::Bytes::from_static(&[0xff]))),
             None
         );
-        assert_eq!(crate::xargs::text(&V::I64(1)), None);
+        assert_eq!(ferry_model::args::text(&V::I64(1)), None);
     }
 }

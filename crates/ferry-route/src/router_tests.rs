@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::exchange::{Binding, ExchangeKind};
+use crate::{Binding, ExchangeKind};
 use ferry_model::{Table, Value};
 use std::collections::HashMap;
 

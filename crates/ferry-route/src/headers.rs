@@ -45,7 +45,7 @@ impl XMatch {
     /// lenient: a missing or unrecognized `x-match` means `All` (bindings
     /// are checked with [`validate_binding_arguments`] when created).
     pub fn of(arguments: &Table) -> Self {
-        match arguments.get("x-match").and_then(crate::xargs::text) {
+        match arguments.get("x-match").and_then(ferry_model::args::text) {
             Some("any") => XMatch::Any,
             Some("all-with-x") => XMatch::AllWithX,
             Some("any-with-x") => XMatch::AnyWithX,
@@ -166,7 +166,7 @@ pub fn validate_binding_arguments(arguments: &Table) -> Result<(), InvalidBindin
     let Some(v) = arguments.get("x-match") else {
         return Ok(());
     };
-    match crate::xargs::text(v) {
+    match ferry_model::args::text(v) {
         Some("all" | "any" | "all-with-x" | "any-with-x") => Ok(()),
         Some(other) => Err(InvalidBinding::XMatchValue(other.to_string())),
         None => match v {

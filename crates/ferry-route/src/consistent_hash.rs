@@ -138,7 +138,7 @@ fn erlang_binary(b: &[u8]) -> String {
             .all(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
     });
     match text {
-        Some(s) => format!("<<\"{}\">>", crate::xargs::erlang_escaped(s)),
+        Some(s) => format!("<<\"{}\">>", ferry_model::args::erlang_escaped(s)),
         None => {
             let parts: Vec<String> = b.iter().map(u8::to_string).collect();
             format!("<<{}>>", parts.join(","))

@@ -23,7 +23,7 @@
 //! as a string. Keys longer than 255 bytes are refused, as before: AMQP
 //! could not send them back.
 //!
-//! Use with `#[serde(with = "crate::exchange::table_serde")]`. Meant for
+//! Use with `#[serde(with = "crate::table_serde")]`. Meant for
 //! self-describing formats (JSON); floats need that.
 
 use super::args;

@@ -214,7 +214,7 @@ pub fn sender_selected_keys(headers: Option<&Table>) -> Result<Vec<&str>, Invali
             Some(other) => {
                 return Err(InvalidRoutingHeader {
                     header,
-                    type_name: crate::props::type_name(other),
+                    type_name: ferry_model::args::type_name(other),
                 })
             }
         }
