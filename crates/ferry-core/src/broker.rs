@@ -11,12 +11,12 @@
 //! DATA/transient/<id>/                      non-durable queues (wiped at start)
 //! ```
 
-use crate::auth::{store, Users};
 use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::queue::QueueEnv;
 use crate::syncer::Syncer;
 use crate::vhost::VHost;
+use ferry_auth::{store, Users};
 use ferry_log::{FileIo, LogConfig};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -162,7 +162,7 @@ impl Broker {
             Ok(s) => s,
             Err(e) => {
                 env.syncer.stop();
-                return Err(e);
+                return Err(e.into());
             }
         };
         let (users, listed) = match stored {

@@ -70,13 +70,19 @@ pub struct Definitions {
 /// Writes `defs` to `dir/definitions` atomically.
 pub fn save(io: &dyn FileIo, dir: &Path, defs: &Definitions) -> Result<()> {
     let json = serde_json::to_vec(defs).map_err(|e| CoreError::Corrupt(e.to_string()))?;
-    crate::framed::save(io, dir, "definitions", MAGIC, &json)
+    Ok(ferry_log::framed::save(
+        io,
+        dir,
+        "definitions",
+        MAGIC,
+        &json,
+    )?)
 }
 
 /// Reads `dir/definitions`; an absent file is an empty vhost.
 pub fn load(io: &dyn FileIo, dir: &Path) -> Result<Definitions> {
     let path = dir.join("definitions");
-    let Some(body) = crate::framed::load(io, &path, MAGIC)? else {
+    let Some(body) = ferry_log::framed::load(io, &path, MAGIC)? else {
         return Ok(Definitions::default());
     };
     serde_json::from_slice(&body)

@@ -92,5 +92,14 @@ impl CoreError {
     }
 }
 
+impl From<ferry_log::framed::FramedError> for CoreError {
+    fn from(e: ferry_log::framed::FramedError) -> Self {
+        match e {
+            ferry_log::framed::FramedError::Io(e) => CoreError::Io(e),
+            ferry_log::framed::FramedError::Corrupt(text) => CoreError::Corrupt(text),
+        }
+    }
+}
+
 /// Result alias for the core.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -32,12 +32,10 @@
 //!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 
-pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod definitions;
 pub mod error;
-pub(crate) mod framed;
 pub mod limits;
 pub mod message;
 pub mod metrics;

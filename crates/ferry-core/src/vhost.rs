@@ -223,8 +223,8 @@ impl VHost {
     fn check_queue_limit(&self, queue: &str) -> Result<()> {
         let limit = self.max_queues.load(std::sync::atomic::Ordering::Acquire);
         let count = self.registry.len();
-        match crate::auth::limits::is_reached(Some(limit), count) {
-            Some(l) => Err(precondition(crate::auth::limits::queues_text(
+        match ferry_auth::limits::is_reached(Some(limit), count) {
+            Some(l) => Err(precondition(ferry_auth::limits::queues_text(
                 queue, &self.name, l,
             ))),
             None => Ok(()),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{config, durable_queue};
-use ferry_core::auth::{Access, AccessDefs, PasswordSpec, Permissions, Resource};
+use ferry_auth::{Access, AccessDefs, PasswordSpec, Permissions, Resource};
 use ferry_core::{Broker, ErrorKind};
 use ferry_log::SimIo;
 use std::sync::atomic::{AtomicUsize, Ordering};

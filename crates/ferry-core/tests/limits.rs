@@ -7,7 +7,7 @@
 mod common;
 
 use common::{config, durable_queue};
-use ferry_core::auth::{AccessDefs, PasswordSpec};
+use ferry_auth::{AccessDefs, PasswordSpec};
 use ferry_core::{Broker, ErrorKind};
 use ferry_log::SimIo;
 

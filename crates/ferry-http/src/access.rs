@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::{PasswordSpec, Permissions, User, Users};
+use ferry_auth::{PasswordSpec, Permissions, User, Users};
 use serde_json::{json, Value};
 
 fn user_json(u: &User, users: &Users) -> Value {

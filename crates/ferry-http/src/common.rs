@@ -136,15 +136,9 @@ pub fn may_configure(
     ctx: &Ctx,
     caller: &Caller,
     vhost: &str,
-    resource: ferry_core::auth::Resource<'_>,
+    resource: ferry_auth::Resource<'_>,
 ) -> ApiResult<()> {
-    authorize(
-        ctx,
-        caller,
-        vhost,
-        ferry_core::auth::Access::Configure,
-        resource,
-    )
+    authorize(ctx, caller, vhost, ferry_auth::Access::Configure, resource)
 }
 
 /// Checks a resource permission of the caller (RabbitMQ checks these for
@@ -153,8 +147,8 @@ pub fn authorize(
     ctx: &Ctx,
     caller: &Caller,
     vhost: &str,
-    access: ferry_core::auth::Access,
-    resource: ferry_core::auth::Resource<'_>,
+    access: ferry_auth::Access,
+    resource: ferry_auth::Resource<'_>,
 ) -> ApiResult<()> {
     ctx.broker
         .authorize(&caller.name, vhost, access, resource)

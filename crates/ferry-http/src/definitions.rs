@@ -23,7 +23,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
+use ferry_auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
 use ferry_core::policy::validate::erlang_binary;
 use ferry_core::policy::PolicyKind;
 use ferry_core::queue::QueueSpec;

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::Resource;
+use ferry_auth::Resource;
 use ferry_core::{ExchangeArgs, VHost};
 use ferry_route::consistent_hash;
 use ferry_route::Exchange;

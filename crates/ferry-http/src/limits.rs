@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use ferry_core::auth::limits::{validate, value_json, LimitScope};
+use ferry_auth::limits::{validate, value_json, LimitScope};
 use ferry_core::ErrorKind;
 use serde_json::{json, Value};
 

@@ -23,7 +23,7 @@ use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
 use ferry_amqp::{BasicProperties, ShortString};
-use ferry_core::auth::{Access, Resource};
+use ferry_auth::{Access, Resource};
 use ferry_core::Message;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use ferry_core::auth::{Access, Resource};
+use ferry_auth::{Access, Resource};
 use ferry_core::queue::QueueSpec;
 use ferry_core::vhost::CrashedQueue;
 use ferry_core::VHost;

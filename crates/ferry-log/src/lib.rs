@@ -21,10 +21,12 @@
 //! ```
 //!
 //! The on-disk format, invariants and recovery rules are described in
-//! `docs/log-format.md`.
+//! `docs/log-format.md`. Beside the log: [`framed`], the small checksummed
+//! files rewritten whole (definitions, access, policies; `docs/storage.md`).
 
 mod config;
 mod error;
+pub mod framed;
 mod index;
 mod io;
 mod log;

@@ -29,7 +29,7 @@ use ferry_amqp::{
     check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
     CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
-use ferry_core::auth::CompiledPermissions;
+use ferry_auth::CompiledPermissions;
 use ferry_core::VHost;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -22,7 +22,7 @@ use crate::channel::delivery::ChannelShared;
 pub use crate::tls_info::TlsInfo;
 use crate::writer::WriterParams;
 use ferry_amqp::{AMQPValue, FieldTable};
-use ferry_core::auth::limits::is_reached;
+use ferry_auth::limits::is_reached;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

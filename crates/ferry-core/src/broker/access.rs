@@ -3,11 +3,11 @@
 //! visible; readers see the old database until then.
 
 use super::Broker;
-use crate::auth::{
+use crate::error::{CoreError, ErrorKind, Result};
+use ferry_auth::{
     store, Access, AccessDefs, CompiledPermissions, HashAlgorithm, LimitScope, Limits,
     ParameterDef, PasswordSpec, Permissions, Resource, Users, VhostDef, VHOST_LIMITS_COMPONENT,
 };
-use crate::error::{CoreError, ErrorKind, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -242,7 +242,7 @@ impl Broker {
                     vhost: vhost.clone(),
                     component: VHOST_LIMITS_COMPONENT.into(),
                     name: "limits".into(),
-                    value: crate::auth::limits::value_json(limits),
+                    value: ferry_auth::limits::value_json(limits),
                 })
                 .collect(),
         }
@@ -293,7 +293,7 @@ fn vhost_limit_params(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {
         let mut limits = Limits::new();
         if let Some(map) = p.value.as_object() {
             for (name, value) in map {
-                let n = crate::auth::limits::validate(LimitScope::Vhost, name, value)
+                let n = ferry_auth::limits::validate(LimitScope::Vhost, name, value)
                     .map_err(invalid)?;
                 limits.insert(name.clone(), n);
             }

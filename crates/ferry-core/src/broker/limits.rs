@@ -1,12 +1,12 @@
-//! Vhost and user limits (see [`crate::auth::limits`]): set and cleared
+//! Vhost and user limits (see [`ferry_auth::limits`]): set and cleared
 //! through the access database, so they are persisted in `DATA/access`
 //! before they are visible; `max-queues` is also pushed to the vhost,
 //! which checks it on queue.declare. Connection and channel counts are the
 //! front end's: it asks [`Broker::vhost_limit`] / [`Broker::user_limit`].
 
 use super::Broker;
-use crate::auth::limits::{LimitScope, Limits, USER_LIMITS, VHOST_LIMITS};
 use crate::error::{CoreError, ErrorKind, Result};
+use ferry_auth::limits::{LimitScope, Limits, USER_LIMITS, VHOST_LIMITS};
 
 fn not_found(text: String) -> CoreError {
     CoreError::request(ErrorKind::NotFound, text)

@@ -31,13 +31,13 @@ pub(crate) fn save(io: &dyn FileIo, dir: &Path, set: &PolicySet) -> Result<()> {
         operator_policies: set.list(PolicyKind::Operator),
     };
     let json = serde_json::to_vec(&file).map_err(|e| CoreError::Corrupt(e.to_string()))?;
-    crate::framed::save(io, dir, NAME, MAGIC, &json)
+    Ok(ferry_log::framed::save(io, dir, NAME, MAGIC, &json)?)
 }
 
 /// Reads the policy file (an empty set if there is none).
 pub(crate) fn load(io: &dyn FileIo, dir: &Path) -> Result<PolicySet> {
     let path = dir.join(NAME);
-    let Some(body) = crate::framed::load(io, &path, MAGIC)? else {
+    let Some(body) = ferry_log::framed::load(io, &path, MAGIC)? else {
         return Ok(PolicySet::default());
     };
     let bad = |e: String| CoreError::Corrupt(format!("policy file {}: {e}", path.display()));

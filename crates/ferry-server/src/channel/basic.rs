@@ -8,7 +8,7 @@ use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use ferry_amqp::amq_protocol::protocol::basic;
 use ferry_amqp::{AMQPClass, ReplyCode};
-use ferry_core::auth::{Access, Resource};
+use ferry_auth::{Access, Resource};
 use ferry_core::source::QueueRef;
 use ferry_core::stream::StreamConsume;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{exchange, queue};
 use ferry_amqp::model::table_from_amqp;
 use ferry_amqp::{AMQPClass, FieldTable, ShortString};
-use ferry_core::auth::{Access, Resource};
+use ferry_auth::{Access, Resource};
 use ferry_core::queue::QueueSpec;
 use ferry_core::ExchangeArgs;
 use ferry_model::Table;

@@ -17,7 +17,7 @@ use confirms::ConfirmTracker;
 use delivery::{ChannelShared, Unacked};
 use ferry_amqp::amq_protocol::protocol::{channel, confirm, tx};
 use ferry_amqp::{AMQPClass, Frame, ReplyCode};
-use ferry_core::auth::{Access, CompiledPermissions, Resource};
+use ferry_auth::{Access, CompiledPermissions, Resource};
 use ferry_core::source::Source;
 use ferry_core::VHost;
 use publish::{PendingContent, TxBuffer};

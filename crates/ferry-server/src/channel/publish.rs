@@ -8,7 +8,7 @@ use crate::outbox::Outbound;
 use bytes::{Bytes, BytesMut};
 use ferry_amqp::amq_protocol::protocol::{basic, tx};
 use ferry_amqp::{AMQPClass, ReplyCode};
-use ferry_core::auth::{Access, Resource};
+use ferry_auth::{Access, Resource};
 use ferry_core::queue::{ConfirmSink, ConfirmToken, Enqueued};
 use ferry_core::source::Source;
 use ferry_core::Message;

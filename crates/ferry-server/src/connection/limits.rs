@@ -1,6 +1,6 @@
 //! Vhost and user limits at connection.open and channel.open, with
 //! RabbitMQ 3.10's order and texts (530 NOT_ALLOWED; see
-//! `ferry_core::auth::limits`): the vhost's `max-connections`, then the
+//! `ferry_auth::limits`): the vhost's `max-connections`, then the
 //! user's `max-connections`, before the vhost access check; the user's
 //! `max-channels` (over all of the user's connections) on every
 //! channel.open. Slots are taken from the registry's counters at once
@@ -10,7 +10,7 @@
 use crate::error::AmqpError;
 use crate::registry::{ConnSlot, Registry, SlotRefused};
 use ferry_amqp::ReplyCode;
-use ferry_core::auth::limits::{user_channels_text, user_connections_text, vhost_connections_text};
+use ferry_auth::limits::{user_channels_text, user_connections_text, vhost_connections_text};
 use ferry_core::Broker;
 
 /// connection.open's limit checks for `user` opening `vhost`: the slot the

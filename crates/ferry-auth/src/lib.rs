@@ -1,15 +1,21 @@
-//! Users, password checks and permissions, with RabbitMQ's rules:
+//! # ferry-auth: users, passwords, permissions and limits
+//!
+//! Owns users, password checks and permissions, with RabbitMQ's rules:
 //! salted password hashes in RabbitMQ's format (see [`hash`]), tags, users
-//! named in `loopback_users` may log in only from a loopback address, and
-//! per (user, vhost) configure / write / read expressions (see
-//! [`permissions`]). The [`Broker`](crate::Broker) owns one [`Users`] and
-//! persists it in the access file ([`store`]).
+//! named in `loopback_users` may log in only from a loopback address, per
+//! (user, vhost) configure / write / read expressions (see
+//! [`permissions`]), user and vhost limits ([`limits`]), and the access
+//! file they are kept in ([`store`]). ferry-core's `Broker` owns one
+//! [`Users`] and decides when to persist it.
+//!
+//! Must not: know queues, exchanges or any wire protocol, or do I/O other
+//! than the access file through `ferry_log::FileIo`.
 
 pub mod defs;
 pub mod hash;
 pub mod limits;
 pub mod permissions;
-pub(crate) mod store;
+pub mod store;
 
 pub use defs::{
     AccessDefs, ParameterDef, PermissionDef, UserDef, VhostDef, VHOST_LIMITS_COMPONENT,
@@ -144,7 +150,7 @@ impl Users {
     }
 
     /// Creates or replaces a user (its permissions stay).
-    pub(crate) fn put(
+    pub fn put(
         &mut self,
         name: &str,
         password: PasswordSpec,
@@ -175,13 +181,13 @@ impl Users {
     }
 
     /// Deletes a user, its permissions and limits; false if absent.
-    pub(crate) fn remove(&mut self, name: &str) -> bool {
+    pub fn remove(&mut self, name: &str) -> bool {
         self.perms.retain(|(u, _), _| u != name);
         self.user_limits.remove(name);
         self.users.remove(name).is_some()
     }
 
-    pub(crate) fn set_permissions(
+    pub fn set_permissions(
         &mut self,
         user: &str,
         vhost: &str,
@@ -193,14 +199,14 @@ impl Users {
         Ok(())
     }
 
-    pub(crate) fn clear_permissions(&mut self, user: &str, vhost: &str) -> bool {
+    pub fn clear_permissions(&mut self, user: &str, vhost: &str) -> bool {
         self.perms
             .remove(&(user.to_string(), vhost.to_string()))
             .is_some()
     }
 
     /// Drops every permission and the limits of a deleted vhost.
-    pub(crate) fn remove_vhost(&mut self, vhost: &str) {
+    pub fn remove_vhost(&mut self, vhost: &str) {
         self.perms.retain(|(_, v), _| v != vhost);
         self.vhost_limits.remove(vhost);
     }
@@ -226,32 +232,32 @@ impl Users {
         self.user_limits.get(user)?.get(name).copied()
     }
 
-    pub(crate) fn set_vhost_limit(&mut self, vhost: &str, name: &str, value: i64) {
+    pub fn set_vhost_limit(&mut self, vhost: &str, name: &str, value: i64) {
         self.vhost_limits
             .entry(vhost.to_string())
             .or_default()
             .insert(name.to_string(), value);
     }
 
-    pub(crate) fn clear_vhost_limit(&mut self, vhost: &str, name: &str) {
+    pub fn clear_vhost_limit(&mut self, vhost: &str, name: &str) {
         if let Some(l) = self.vhost_limits.get_mut(vhost) {
             l.remove(name);
         }
     }
 
     /// Replaces a vhost's limits (the access file, definitions import).
-    pub(crate) fn put_vhost_limits(&mut self, vhost: &str, limits: Limits) {
+    pub fn put_vhost_limits(&mut self, vhost: &str, limits: Limits) {
         self.vhost_limits.insert(vhost.to_string(), limits);
     }
 
-    pub(crate) fn set_user_limit(&mut self, user: &str, name: &str, value: i64) {
+    pub fn set_user_limit(&mut self, user: &str, name: &str, value: i64) {
         self.user_limits
             .entry(user.to_string())
             .or_default()
             .insert(name.to_string(), value);
     }
 
-    pub(crate) fn clear_user_limit(&mut self, user: &str, name: &str) {
+    pub fn clear_user_limit(&mut self, user: &str, name: &str) {
         if let Some(l) = self.user_limits.get_mut(user) {
             l.remove(name);
             if l.is_empty() {
@@ -261,7 +267,7 @@ impl Users {
     }
 
     /// Replaces a user's limits (empty: none).
-    pub(crate) fn put_user_limits(&mut self, user: &str, limits: Limits) {
+    pub fn put_user_limits(&mut self, user: &str, limits: Limits) {
         if limits.is_empty() {
             self.user_limits.remove(user);
         } else {

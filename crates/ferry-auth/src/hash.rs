@@ -62,7 +62,7 @@ impl HashAlgorithm {
 /// Salted hash bytes (`salt ‖ digest`), or nothing: a user without a
 /// password cannot log in with one (RabbitMQ's empty `password_hash`).
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct PasswordHash {
+pub struct PasswordHash {
     algorithm: HashAlgorithm,
     bytes: Vec<u8>,
 }
@@ -76,11 +76,11 @@ impl std::fmt::Debug for PasswordHash {
 
 impl PasswordHash {
     /// Hashes a password with a fresh random 4-byte salt (SHA-256).
-    pub(crate) fn new(password: &str) -> Self {
+    pub fn new(password: &str) -> Self {
         Self::with_salt(rand::random::<[u8; 4]>(), password)
     }
 
-    pub(crate) fn with_salt(salt: [u8; 4], password: &str) -> Self {
+    pub fn with_salt(salt: [u8; 4], password: &str) -> Self {
         let algorithm = HashAlgorithm::Sha256;
         let mut bytes = salt.to_vec();
         bytes.extend_from_slice(algorithm.digest(&salt, password.as_bytes()).as_ref());
@@ -88,7 +88,7 @@ impl PasswordHash {
     }
 
     /// No password: every password check fails.
-    pub(crate) fn none() -> Self {
+    pub fn none() -> Self {
         PasswordHash {
             algorithm: HashAlgorithm::Sha256,
             bytes: Vec::new(),
@@ -96,7 +96,7 @@ impl PasswordHash {
     }
 
     /// Decodes RabbitMQ's base64 form; an empty string is "no password".
-    pub(crate) fn from_b64(b64: &str, algorithm: HashAlgorithm) -> Result<Self, String> {
+    pub fn from_b64(b64: &str, algorithm: HashAlgorithm) -> Result<Self, String> {
         if b64.is_empty() {
             return Ok(PasswordHash {
                 algorithm,
@@ -118,16 +118,16 @@ impl PasswordHash {
     }
 
     /// RabbitMQ's base64 form ("" for no password).
-    pub(crate) fn to_b64(&self) -> String {
+    pub fn to_b64(&self) -> String {
         STANDARD.encode(&self.bytes)
     }
 
-    pub(crate) fn algorithm(&self) -> HashAlgorithm {
+    pub fn algorithm(&self) -> HashAlgorithm {
         self.algorithm
     }
 
     /// Checks a password in constant time (for a given hash length).
-    pub(crate) fn verify(&self, password: &str) -> bool {
+    pub fn verify(&self, password: &str) -> bool {
         let Some((salt, expected)) = self.bytes.split_at_checked(4) else {
             return false;
         };

@@ -8,20 +8,27 @@
 //! A file whose checksum does not match is refused rather than silently
 //! dropping what it held (see `docs/storage.md`).
 
-use crate::error::{CoreError, Result};
-use ferry_log::FileIo;
+use crate::FileIo;
 use std::path::Path;
 
+/// Why a framed file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FramedError {
+    /// The file system failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file (or what the caller made of its body) is not what was
+    /// written: bad header, truncated, checksum mismatch, undecodable body.
+    #[error("corrupt file: {0}")]
+    Corrupt(String),
+}
+
+type Result<T> = std::result::Result<T, FramedError>;
+
 /// Writes `dir/name` atomically with the given magic.
-pub(crate) fn save(
-    io: &dyn FileIo,
-    dir: &Path,
-    name: &str,
-    magic: &[u8; 8],
-    body: &[u8],
-) -> Result<()> {
+pub fn save(io: &dyn FileIo, dir: &Path, name: &str, magic: &[u8; 8], body: &[u8]) -> Result<()> {
     let len = u32::try_from(body.len())
-        .map_err(|_| CoreError::Corrupt(format!("{name}: {} bytes is too big", body.len())))?;
+        .map_err(|_| FramedError::Corrupt(format!("{name}: {} bytes is too big", body.len())))?;
     let mut buf = Vec::with_capacity(body.len() + 16);
     buf.extend_from_slice(magic);
     buf.extend_from_slice(&len.to_le_bytes());
@@ -40,7 +47,7 @@ pub(crate) fn save(
 }
 
 /// Reads the body of `path`; `None` when the file does not exist.
-pub(crate) fn load(io: &dyn FileIo, path: &Path, magic: &[u8; 8]) -> Result<Option<Vec<u8>>> {
+pub fn load(io: &dyn FileIo, path: &Path, magic: &[u8; 8]) -> Result<Option<Vec<u8>>> {
     if !io.exists(path) {
         return Ok(None);
     }
@@ -55,7 +62,7 @@ pub(crate) fn load(io: &dyn FileIo, path: &Path, magic: &[u8; 8]) -> Result<Opti
         }
         off += n;
     }
-    let bad = |w: &str| CoreError::Corrupt(format!("{}: {w}", path.display()));
+    let bad = |w: &str| FramedError::Corrupt(format!("{}: {w}", path.display()));
     if off < 16 || &buf[..8] != magic {
         return Err(bad("bad header"));
     }

@@ -8,7 +8,7 @@
 
 use super::defs::{PermissionDef, UserDef, VhostDef};
 use super::{HashAlgorithm, Limits, PasswordSpec, Permissions, Users};
-use crate::error::{CoreError, Result};
+use ferry_log::framed::{self, FramedError};
 use ferry_log::FileIo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ struct AccessFile {
 }
 
 /// The users' entries in definitions form.
-pub(crate) fn user_defs(users: &Users) -> Vec<UserDef> {
+pub fn user_defs(users: &Users) -> Vec<UserDef> {
     users
         .users
         .values()
@@ -48,7 +48,7 @@ pub(crate) fn user_defs(users: &Users) -> Vec<UserDef> {
 }
 
 /// The permissions' entries in definitions form.
-pub(crate) fn permission_defs(users: &Users) -> Vec<PermissionDef> {
+pub fn permission_defs(users: &Users) -> Vec<PermissionDef> {
     users
         .permissions()
         .into_iter()
@@ -63,7 +63,7 @@ pub(crate) fn permission_defs(users: &Users) -> Vec<PermissionDef> {
 }
 
 /// Adds or replaces a user from its definitions entry.
-pub(crate) fn apply_user(users: &mut Users, u: &UserDef) -> std::result::Result<(), String> {
+pub fn apply_user(users: &mut Users, u: &UserDef) -> std::result::Result<(), String> {
     let algorithm = HashAlgorithm::parse(&u.hashing_algorithm)
         .ok_or_else(|| format!("unsupported hashing_algorithm '{}'", u.hashing_algorithm))?;
     let password = match (&u.password, u.password_hash.is_empty()) {
@@ -82,10 +82,7 @@ pub(crate) fn apply_user(users: &mut Users, u: &UserDef) -> std::result::Result<
 }
 
 /// Sets permissions from a definitions entry.
-pub(crate) fn apply_permission(
-    users: &mut Users,
-    p: &PermissionDef,
-) -> std::result::Result<(), String> {
+pub fn apply_permission(users: &mut Users, p: &PermissionDef) -> std::result::Result<(), String> {
     users.set_permissions(
         &p.user,
         &p.vhost,
@@ -98,7 +95,12 @@ pub(crate) fn apply_permission(
 }
 
 /// Writes the access file atomically.
-pub(crate) fn save(io: &dyn FileIo, dir: &Path, users: &Users, vhosts: Vec<String>) -> Result<()> {
+pub fn save(
+    io: &dyn FileIo,
+    dir: &Path,
+    users: &Users,
+    vhosts: Vec<String>,
+) -> Result<(), FramedError> {
     let file = AccessFile {
         version: 1,
         vhosts: vhosts.into_iter().map(|name| VhostDef { name }).collect(),
@@ -106,22 +108,22 @@ pub(crate) fn save(io: &dyn FileIo, dir: &Path, users: &Users, vhosts: Vec<Strin
         permissions: permission_defs(users),
         vhost_limits: users.vhost_limits().clone(),
     };
-    let json = serde_json::to_vec(&file).map_err(|e| CoreError::Corrupt(e.to_string()))?;
-    crate::framed::save(io, dir, NAME, MAGIC, &json)
+    let json = serde_json::to_vec(&file).map_err(|e| FramedError::Corrupt(e.to_string()))?;
+    framed::save(io, dir, NAME, MAGIC, &json)
 }
 
 /// Reads the access file: users and vhost names; `None` on a fresh data
 /// directory.
-pub(crate) fn load(
+pub fn load(
     io: &dyn FileIo,
     dir: &Path,
     loopback: Vec<String>,
-) -> Result<Option<(Users, Vec<String>)>> {
+) -> Result<Option<(Users, Vec<String>)>, FramedError> {
     let path = dir.join(NAME);
-    let Some(body) = crate::framed::load(io, &path, MAGIC)? else {
+    let Some(body) = framed::load(io, &path, MAGIC)? else {
         return Ok(None);
     };
-    let bad = |e: String| CoreError::Corrupt(format!("access file {}: {e}", path.display()));
+    let bad = |e: String| FramedError::Corrupt(format!("access file {}: {e}", path.display()));
     let file: AccessFile = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
     let mut users = Users::new(loopback);
     for u in &file.users {
