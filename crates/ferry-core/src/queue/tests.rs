@@ -165,9 +165,12 @@ fn purge_drops_ready_messages_but_not_checked_out_ones_across_restart() {
 #[test]
 fn a_failed_fsync_nacks_waiting_publishes_and_refuses_more() {
     let io = SimIo::new();
-    let q = open(&io, true, 1 << 20);
+    // Rounds only when the test runs them: a background round could take
+    // the failing fsync and complete after `sync_now` returned.
+    let mut env = env(&io, 1 << 20);
+    env.syncer = Syncer::manual(ferry_log::RoundPolicy::per_file());
+    let q = Queue::open(spec(true), Arc::from("/"), PathBuf::from("/data/q"), env).unwrap();
     let sink = Arc::new(Confirms::default());
-    // Armed before the publish: the background syncer may run first.
     io.fail_next_sync();
     q.publish(
         &msg("m", true),
