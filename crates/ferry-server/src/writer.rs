@@ -3,7 +3,7 @@
 //! the connection has been quiet.
 
 use crate::outbox::{Outbound, OutboxShared};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use ferry_amqp::model::props_from_model_into;
 use ferry_amqp::CodecError;
 use ferry_amqp::{
@@ -98,14 +98,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
 /// frame_max): refusing it would silently lose the delivery.
 ///
 /// The stored properties (a props blob) become AMQP property bytes here,
-/// in a per-thread buffer reused for every delivery (no allocation once it
-/// has grown), then go into the frame.
-///
-/// The buffer remembers which blob it holds (a clone of it, so its memory
-/// cannot be reused by another blob while remembered): the copies of one
-/// published message that a fan-out delivers one after another on this
-/// thread are converted once. A blob is immutable, so the same pointer and
-/// length is the same content.
+/// in a per-thread scratch buffer reused for every delivery (no
+/// allocation once it has grown), then go into the frame.
 fn content(
     buf: &mut BytesMut,
     channel: u16,
@@ -113,25 +107,15 @@ fn content(
     frame_max: u32,
 ) -> Result<(), CodecError> {
     thread_local! {
-        static CONVERTED: std::cell::RefCell<(Bytes, Vec<u8>)> =
-            const { std::cell::RefCell::new((Bytes::new(), Vec::new())) };
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    CONVERTED.with_borrow_mut(|(blob, raw)| {
-        let same = blob.as_ptr() == m.properties.as_ptr() && blob.len() == m.properties.len();
-        if !same || raw.is_empty() {
-            raw.clear();
-            *blob = Bytes::new();
-            if let Err(e) = props_from_model_into(&m.properties, raw) {
-                raw.clear();
-                return Err(e);
-            }
-            *blob = m.properties.clone();
-        }
+    SCRATCH.with_borrow_mut(|raw| {
+        raw.clear();
+        props_from_model_into(&m.properties, raw)?;
         let r = encode_content_whole_header(buf, channel, CLASS_BASIC, raw, &m.body, frame_max);
         // A huge header (up to frame_max) is not kept between deliveries.
         if raw.capacity() > 64 * 1024 {
             *raw = Vec::new();
-            *blob = Bytes::new();
         }
         r
     })

@@ -90,10 +90,10 @@ fn deliveries_with_headers_larger_than_frame_max_are_sent() {
     }
 }
 
-/// The per-thread conversion is reused only for the very blob it was made
-/// from: copies of one message share it; another message with other (or
-/// equal) properties in another buffer, an empty blob, and the first
-/// message again each get their own properties.
+/// Deliveries in a row on one thread (one scratch buffer) each carry their
+/// own message's properties: the same message twice, another message with
+/// other properties of the same length, equal properties in another buffer,
+/// an empty blob.
 #[test]
 fn converted_properties_follow_the_message_delivered() {
     let amqp = |p: &ferry_amqp::BasicProperties| ferry_amqp::encode_properties(p).unwrap();
