@@ -1,7 +1,7 @@
 //! The real connection code (`ferry_server::Frontend::serve`, the same
 //! `connection.rs` a TCP or TLS client gets: handshake, framing limits,
 //! channel routing, soft and hard errors, writer task, shutdown) over a
-//! real broker core (`ferry_core::Broker` on `ferry_log::SimIo`, so
+//! real broker core (`ferry_broker::Broker` on `ferry_log::SimIo`, so
 //! nothing touches the disk), driven through an in-process pipe
 //! (`tokio::io::duplex`) by a client whose frames the fuzzer chooses.
 //!
@@ -58,7 +58,7 @@ use ferry_amqp::{
     check_frame, encode_method, encode_properties, parse_frame, AMQPClass, AMQPValue,
     BasicProperties, FieldArray, FieldTable, Frame, ShortString, PROTOCOL_HEADER,
 };
-use ferry_core::{Broker, BrokerConfig, VHost};
+use ferry_broker::{Broker, BrokerConfig, VHost};
 use ferry_log::{LogConfig, SimIo};
 use ferry_server::{Frontend, ServerConfig};
 use libfuzzer_sys::fuzz_target;

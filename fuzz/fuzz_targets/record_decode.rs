@@ -19,9 +19,10 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use ferry_core::queue::record::{self, Record};
-use ferry_core::queue::QueueSpec;
-use ferry_core::{Broker, BrokerConfig, Message};
+use ferry_queue::queue::record::{self, Record};
+use ferry_queue::queue::QueueSpec;
+use ferry_broker::{Broker, BrokerConfig};
+use ferry_model::Message;
 use ferry_log::{Log, SimIo};
 use libfuzzer_sys::fuzz_target;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ fn queue_record(data: &[u8]) {
 }
 
 fn stream_record(data: &[u8]) {
-    use ferry_core::stream::record as srec;
+    use ferry_queue::stream::record as srec;
     let Ok((ts, msg)) = srec::decode(Bytes::copy_from_slice(data)) else {
         return;
     };
@@ -85,7 +86,7 @@ fn spec(name: &str, stream: bool) -> QueueSpec {
 /// The log directory of stored queue `name` (from the vhost's definitions file).
 fn storage_dir(io: &SimIo, name: &str) -> PathBuf {
     let vhost = Path::new(VHOST_DIR);
-    let defs = ferry_core::definitions::load(io, vhost).expect("definitions");
+    let defs = ferry_broker::definitions::load(io, vhost).expect("definitions");
     let q = defs
         .queues
         .iter()
@@ -98,7 +99,7 @@ fn boot(input: &Boot) {
     let io = SimIo::new();
     // v1 records (fuzz payloads may be any version) upgrade through the
     // AMQP converter, as in the server.
-    ferry_core::props::set_legacy_converter(|raw| {
+    ferry_queue::props::set_legacy_converter(|raw| {
         ferry_amqp::model::props_to_model(raw).map_err(|e| e.to_string())
     });
     let cfg = BrokerConfig::new(PathBuf::from("/data"));

@@ -4,7 +4,7 @@ tests/fixtures/make_data_v1.py; see that script for what went in) and serves all
 
 Ferry-only: the data directory is Ferry's own. The message in v1.ttl expires ~49 days after the
 fixture was written (a queue TTL is at most 2^32-1 ms), so only its queue is checked here;
-crates/ferry-core/tests/upgrade_v1.rs checks the deadlines in the records.
+crates/ferry-broker/tests/upgrade_v1.rs checks the deadlines in the records.
 """
 
 from __future__ import annotations

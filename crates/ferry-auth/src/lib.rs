@@ -5,7 +5,7 @@
 //! named in `loopback_users` may log in only from a loopback address, per
 //! (user, vhost) configure / write / read expressions (see
 //! [`permissions`]), user and vhost limits ([`limits`]), and the access
-//! file they are kept in ([`store`]). ferry-core's `Broker` owns one
+//! file they are kept in ([`store`]). ferry-broker's `Broker` owns one
 //! [`Users`] and decides when to persist it.
 //!
 //! Must not: know queues, exchanges or any wire protocol, or do I/O other

@@ -24,7 +24,7 @@
 //!
 //! # What it must not touch
 //!
-//! The broker's crates (ferry-server, ferry-core, ferry-log): this is a
+//! The broker's crates (ferry-server, ferry-broker, ferry-log): this is a
 //! client, and must stay broker-agnostic. It uses only ferry-amqp's codec.
 //! No state on disk; it never deletes queues it did not name.
 //!

@@ -19,7 +19,7 @@ use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
 use ferry_auth::{Access, Resource};
-use ferry_core::VHost;
+use ferry_broker::VHost;
 use ferry_model::Table;
 use ferry_route::Destination;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Ctx;
 use axum::http::StatusCode;
-use ferry_core::VHost;
+use ferry_broker::VHost;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;

@@ -24,10 +24,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
-use ferry_core::policy::validate::erlang_binary;
-use ferry_core::policy::PolicyKind;
-use ferry_core::queue::QueueSpec;
-use ferry_core::{Broker, ExchangeArgs, VHost};
+use ferry_broker::policy::validate::erlang_binary;
+use ferry_broker::policy::PolicyKind;
+use ferry_broker::{Broker, ExchangeArgs, VHost};
+use ferry_queue::queue::QueueSpec;
 use ferry_route::Destination;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -73,7 +73,7 @@ fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
         .iter()
         .map(|q| q.spec())
         .chain(crashed.iter().map(|c| &c.spec));
-    let specs: Vec<&ferry_core::queue::QueueSpec> = specs.collect();
+    let specs: Vec<&ferry_queue::queue::QueueSpec> = specs.collect();
     let durable_q: Vec<String> = specs.iter().map(|s| s.name.to_string()).collect();
     let queues = specs
         .iter()

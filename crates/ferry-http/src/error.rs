@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ferry_core::{CoreError, ErrorKind};
+use ferry_queue::{CoreError, ErrorKind};
 
 /// An HTTP API error.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::Resource;
-use ferry_core::{ExchangeArgs, VHost};
+use ferry_broker::{ExchangeArgs, VHost};
 use ferry_route::consistent_hash;
 use ferry_route::Exchange;
 use serde_json::{json, Value};

@@ -7,12 +7,12 @@
 //! computed here by sampling the queues' counters.
 //!
 //! Must not: hold broker rules (declares, routing, users go through
-//! ferry-core's `VHost` / `Broker` functions, exactly what AMQP clients
+//! ferry-broker's `VHost` / `Broker` functions, exactly what AMQP clients
 //! reach), touch the AMQP wire (connections are seen and closed through
 //! ferry-server's registry), or answer user input with a 500.
 //!
 //! ```text
-//! HTTP ─▶ auth (basic, tags) ─▶ handler ─▶ ferry-core (VHost, Broker)
+//! HTTP ─▶ auth (basic, tags) ─▶ handler ─▶ ferry-broker (VHost, Broker)
 //!                                      └──▶ ferry-server (Registry, alarms)
 //! sampler task (5 s) ─▶ queue counters ─▶ RateTable ─▶ *_details.rate
 //! ```
@@ -51,7 +51,7 @@ pub use state::{Ctx, NodeInfo};
 
 use axum::routing::{get, post};
 use axum::Router;
-use ferry_core::Broker;
+use ferry_broker::Broker;
 use ferry_server::alarms::Alarms;
 use ferry_server::registry::Registry;
 use std::net::SocketAddr;

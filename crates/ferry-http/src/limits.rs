@@ -31,7 +31,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use ferry_auth::limits::{validate, value_json, LimitScope};
-use ferry_core::ErrorKind;
+use ferry_queue::ErrorKind;
 use serde_json::{json, Value};
 
 /// The routes of this module (merged into the API router).

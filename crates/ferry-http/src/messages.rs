@@ -24,7 +24,7 @@ use base64::Engine;
 use bytes::Bytes;
 use ferry_amqp::{BasicProperties, ShortString};
 use ferry_auth::{Access, Resource};
-use ferry_core::Message;
+use ferry_model::Message;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -181,8 +181,11 @@ pub async fn publish(
     let expiration_ms = match props.expiration() {
         None => None,
         Some(e) => Some(
-            ferry_core::message::parse_expiration(e.as_str()).map_err(|r| {
-                ApiError::BadRequest(ferry_core::message::invalid_expiration_text(e.as_str(), &r))
+            ferry_model::message::parse_expiration(e.as_str()).map_err(|r| {
+                ApiError::BadRequest(ferry_model::message::invalid_expiration_text(
+                    e.as_str(),
+                    &r,
+                ))
             })?,
         ),
     };
@@ -240,7 +243,7 @@ pub async fn publish(
         let mut stored = false;
         for q in &queues {
             match q.publish(&msg, None) {
-                Ok(ferry_core::queue::Enqueued::Rejected) => {}
+                Ok(ferry_queue::queue::Enqueued::Rejected) => {}
                 Ok(_) => {
                     stored = true;
                     if msg.persistent && q.spec().durable {
@@ -315,7 +318,7 @@ pub async fn get(
     // RabbitMQ answers a get on a stream with 400 and the channel error's
     // code in the reason: "540 basic.get not supported by stream queues ...".
     let q = entry.queue("basic.get").map_err(|e| match e.kind() {
-        ferry_core::ErrorKind::NotImplemented => ApiError::BadRequest(format!("540 {e}")),
+        ferry_queue::ErrorKind::NotImplemented => ApiError::BadRequest(format!("540 {e}")),
         _ => ApiError::from(e),
     })?;
     let out = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {

@@ -10,7 +10,7 @@ use crate::state::Ctx;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use ferry_core::metrics::HistogramSnapshot;
+use ferry_queue::metrics::HistogramSnapshot;
 use std::fmt::Write;
 
 /// Escapes a label value (backslash, quote, newline).
@@ -65,8 +65,8 @@ impl Out {
 /// Per-queue values gathered once, then written family by family.
 struct QueueRow {
     labels: String,
-    d: ferry_core::queue::Depth,
-    s: ferry_core::queue::StatsSnapshot,
+    d: ferry_queue::queue::Depth,
+    s: ferry_queue::queue::StatsSnapshot,
 }
 
 type Field = fn(&QueueRow) -> u64;
@@ -160,7 +160,7 @@ pub fn render(ctx: &Ctx) -> String {
         "Stored queues and streams whose log could not be opened or read (state crashed; not counted in ferry_queues).",
         crashed,
     );
-    use ferry_core::metrics as m;
+    use ferry_queue::metrics as m;
     o.histogram(
         "ferry_fsync_duration_seconds",
         "Duration of each durability round's device flush (one syncfs, or the fdatasyncs of a small round; sync_now's fdatasyncs).",

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferry_core::queue::StatsSnapshot;
+use ferry_queue::queue::StatsSnapshot;
 use serde_json::{json, Value};
 
 /// The RabbitMQ API level Ferry answers as.

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use ferry_core::broker::PolicyChangeError;
-use ferry_core::policy::{PolicyDef, PolicyError, PolicyKind, Target};
+use ferry_broker::broker::PolicyChangeError;
+use ferry_broker::policy::{PolicyDef, PolicyError, PolicyKind, Target};
 use serde_json::{json, Map, Value};
 
 /// The routes of both kinds (merged into the authenticated API).
@@ -65,7 +65,7 @@ pub fn queue_policy(ctx: &Ctx, vhost: &str, q: &QueueView) -> QueuePolicy {
 
 /// The policies of the definitions export (all vhosts, or one; entries
 /// keep their `vhost` field in both, as RabbitMQ's do).
-pub fn export(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
+pub fn export(broker: &ferry_broker::Broker, vhost: Option<&str>) -> Value {
     let list = broker
         .list_policies(PolicyKind::Policy)
         .iter()
@@ -77,7 +77,7 @@ pub fn export(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
 
 /// The operator policies of the definitions export, as RabbitMQ exports
 /// them: runtime parameters of component `operator_policy`.
-pub fn export_operator(broker: &ferry_core::Broker, vhost: Option<&str>) -> Value {
+pub fn export_operator(broker: &ferry_broker::Broker, vhost: Option<&str>) -> Value {
     let list = broker
         .list_policies(PolicyKind::Operator)
         .iter()
@@ -96,7 +96,7 @@ pub fn export_operator(broker: &ferry_core::Broker, vhost: Option<&str>) -> Valu
 /// Imports one policy of a definitions document (into `fixed` or the
 /// entry's vhost).
 pub fn import(
-    broker: &ferry_core::Broker,
+    broker: &ferry_broker::Broker,
     kind: PolicyKind,
     p: &Value,
     fixed: Option<&str>,
@@ -110,7 +110,8 @@ pub fn import(
         return Err(ApiError::BadRequest(format!("vhost {vhost} not found")));
     }
     let bad = |e: String| ApiError::BadRequest(format!("policy '{name}' in vhost '{vhost}': {e}"));
-    let def = ferry_core::policy::validate(kind, vhost, name, p).map_err(|e| bad(e.to_string()))?;
+    let def =
+        ferry_broker::policy::validate(kind, vhost, name, p).map_err(|e| bad(e.to_string()))?;
     broker
         .put_policy_def(kind, def)
         .map(|_| ())

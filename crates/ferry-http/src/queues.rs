@@ -17,15 +17,15 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::{Access, Resource};
-use ferry_core::queue::QueueSpec;
-use ferry_core::vhost::CrashedQueue;
-use ferry_core::VHost;
+use ferry_broker::vhost::CrashedQueue;
+use ferry_broker::VHost;
+use ferry_queue::queue::QueueSpec;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// RabbitMQ's `message_stats` object from counters and rates.
-pub fn message_stats(s: &ferry_core::queue::StatsSnapshot, r: &crate::state::Rates) -> Value {
+pub fn message_stats(s: &ferry_queue::queue::StatsSnapshot, r: &crate::state::Rates) -> Value {
     json!({
         "publish": s.publish, "publish_details": rate(r.publish),
         "deliver": s.deliver, "deliver_details": rate(r.deliver),
@@ -75,7 +75,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
     })
 }
 
-/// A crashed queue or stream (`ferry_core::vhost::CrashedQueue`) as
+/// A crashed queue or stream (`ferry_broker::vhost::CrashedQueue`) as
 /// RabbitMQ shows one: its declared shape and `"state": "crashed"`, no
 /// counts (RabbitMQ has no statistics for it either).
 pub fn crashed_json(ctx: &Ctx, vhost: &str, c: &CrashedQueue) -> Value {

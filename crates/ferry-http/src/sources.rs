@@ -10,9 +10,9 @@
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Ctx;
-use ferry_core::queue::{Depth, QueueSpec, StatsSnapshot};
-use ferry_core::source::{QueueRef, Source};
-use ferry_core::VHost;
+use ferry_broker::VHost;
+use ferry_queue::queue::{Depth, QueueSpec, StatsSnapshot};
+use ferry_queue::source::{QueueRef, Source};
 use std::sync::Arc;
 
 /// One queue or stream at one instant.

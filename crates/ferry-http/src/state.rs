@@ -6,8 +6,8 @@
 //! `*_details.rate`, messages per second). Counters that went backwards (a
 //! queue deleted and declared again) count as a restart from zero.
 
-use ferry_core::queue::StatsSnapshot;
-use ferry_core::Broker;
+use ferry_broker::Broker;
+use ferry_queue::queue::StatsSnapshot;
 use ferry_server::alarms::Alarms;
 use ferry_server::registry::Registry;
 use parking_lot::Mutex;
@@ -127,7 +127,7 @@ impl Rates {
 }
 
 /// Counters and depth of a queue at one sample.
-type Counts = (StatsSnapshot, ferry_core::queue::Depth);
+type Counts = (StatsSnapshot, ferry_queue::queue::Depth);
 
 /// (vhost, queue).
 type QueueKey = (String, String);
@@ -218,7 +218,7 @@ mod tests {
             ack: 5,
             ..Default::default()
         };
-        let d = |ready, delayed| ferry_core::queue::Depth {
+        let d = |ready, delayed| ferry_queue::queue::Depth {
             ready,
             delayed,
             ..Default::default()

@@ -3,7 +3,7 @@
 //! Owns exchange types, bindings, the topic trie, the headers matcher,
 //! consistent hashing, the delayed-message type's rules, and following
 //! exchange-to-exchange and alternate-exchange routes to the names of
-//! queues. Pure data and computation: the vhost (ferry-core) owns the
+//! queues. Pure data and computation: the vhost (ferry-broker) owns the
 //! exchanges (a name → [`Exchange`] map) and calls in under its own locking.
 //!
 //! Must not: do I/O, read clocks, take locks, know queues or streams beyond
@@ -32,7 +32,7 @@
 //! - [`consistent_hash`]: the `x-consistent-hash` type's rules (weights as
 //!   binding keys, `hash-header` / `hash-property`, the bucket ring).
 //! - [`delayed`]: the `x-delayed-message` type's rules (`x-delayed-type`,
-//!   `x-delay`); ferry-core's `vhost::delayed_store` holds the messages in
+//!   `x-delay`); ferry-broker's `vhost::delayed_store` holds the messages in
 //!   hidden queues.
 //!
 //! Error texts are RabbitMQ's (without the reply-code prefix); which AMQP

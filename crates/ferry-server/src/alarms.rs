@@ -11,7 +11,7 @@
 //! clear.
 
 use crate::memory::Usage;
-use ferry_core::Broker;
+use ferry_broker::Broker;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

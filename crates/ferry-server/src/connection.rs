@@ -30,7 +30,7 @@ use ferry_amqp::{
     CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
 use ferry_auth::CompiledPermissions;
-use ferry_core::VHost;
+use ferry_broker::VHost;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! soft/hard split).
 
 use ferry_amqp::{reply_text, CodecError, ErrorScope, ReplyCode};
-use ferry_core::{CoreError, ErrorKind};
+use ferry_queue::{CoreError, ErrorKind};
 
 /// An AMQP error to be answered with channel.close or connection.close.
 #[derive(Debug, Clone, thiserror::Error)]

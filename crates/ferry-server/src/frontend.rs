@@ -13,7 +13,7 @@
 //! anything about the stream beyond `AsyncRead + AsyncWrite`.
 
 use crate::{alarms, connection, registry, ServerConfig, Shared};
-use ferry_core::Broker;
+use ferry_broker::Broker;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -168,7 +168,9 @@ impl Drop for Live {
 
 /// Closes the connections of a deleted vhost as RabbitMQ does (320
 /// CONNECTION_FORCED "vhost 'v' is down").
-fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::VhostDeletedHook {
+fn vhost_deleted_hook(
+    registry: &Arc<registry::Registry>,
+) -> ferry_broker::broker::VhostDeletedHook {
     let registry = Arc::downgrade(registry);
     Arc::new(move |vhost: &str| {
         let Some(registry) = registry.upgrade() else {
@@ -180,7 +182,7 @@ fn vhost_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker:
 
 /// Closes the connections of a deleted user as RabbitMQ 3.10 does (320
 /// CONNECTION_FORCED "user 'u' is deleted").
-fn user_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_core::broker::UserDeletedHook {
+fn user_deleted_hook(registry: &Arc<registry::Registry>) -> ferry_broker::broker::UserDeletedHook {
     let registry = Arc::downgrade(registry);
     Arc::new(move |user: &str| {
         if let Some(registry) = registry.upgrade() {

@@ -12,13 +12,13 @@
 //! reach without a queue. `frontend` serves a connection over any byte
 //! stream (TCP, TLS, an in-process pipe); `Server` adds the listeners.
 //!
-//! Must not: hold routing or storage rules (those live in `ferry-core`),
+//! Must not: hold routing or storage rules (those live in `ferry-broker`),
 //! decide who may do what (the core's users and permissions do; channels
 //! only ask), parse bytes by hand (the codec is `ferry-amqp`), or touch
 //! files (except reading TLS certificates once, at startup).
 //!
 //! ```text
-//! socket ─▶ connection (reader task) ─ frames ─▶ channel ─▶ ferry-core
+//! socket ─▶ connection (reader task) ─ frames ─▶ channel ─▶ ferry-broker
 //!    ▲                                                       │
 //!    └──── writer task ◀── outbox ◀── replies, deliveries, confirms
 //! ```
@@ -43,7 +43,7 @@ pub use config::ServerConfig;
 pub use error::{AmqpError, ServerError};
 pub use frontend::Frontend;
 
-use ferry_core::Broker;
+use ferry_broker::Broker;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

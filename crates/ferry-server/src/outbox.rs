@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use ferry_amqp::AMQPClass;
-use ferry_core::source::Source;
-use ferry_core::Message;
+use ferry_model::Message;
+use ferry_queue::source::Source;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};

@@ -17,7 +17,7 @@ use ferry_model::Table;
 /// Installs [`legacy_to_blob`] as the core's converter for properties in
 /// v1 records. Call before the broker opens its queues and streams.
 pub fn install_legacy_converter() {
-    ferry_core::props::set_legacy_converter(legacy_to_blob);
+    ferry_queue::props::set_legacy_converter(legacy_to_blob);
 }
 
 /// The props blob of raw AMQP properties stored by a v1 record.
@@ -103,7 +103,7 @@ pub fn without_bcc(blob: &Bytes, headers: Option<&Table>) -> Option<Bytes> {
     h.get("BCC")?;
     let mut h = h.clone();
     h.remove("BCC");
-    ferry_core::props::with_headers(blob, Some(&h), false).ok()
+    ferry_queue::props::with_headers(blob, Some(&h), false).ok()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use ferry_amqp::{
     encode_basic_ack, encode_basic_deliver, encode_basic_get_ok, encode_basic_nack,
     encode_basic_return, encode_content_whole_header, encode_heartbeat, encode_method,
 };
-use ferry_core::Message;
+use ferry_model::Message;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 mod settings;
 
 use clap::{Parser, Subcommand};
-use ferry_core::{Broker, BrokerConfig};
+use ferry_broker::{Broker, BrokerConfig};
 use ferry_log::{LogConfig, StdIo};
 use settings::{LogFormat, Settings};
 use std::io::Write;
@@ -185,7 +185,7 @@ fn init_logging(s: &Settings) -> Result<(), String> {
 #[derive(Debug, thiserror::Error)]
 enum RunError {
     #[error("cannot open data directory: {0}")]
-    Core(#[from] ferry_core::CoreError),
+    Core(#[from] ferry_queue::CoreError),
     #[error("cannot start listener: {0}")]
     Server(#[from] ferry_server::ServerError),
     #[error("signal handling: {0}")]

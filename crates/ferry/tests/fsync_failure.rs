@@ -8,8 +8,8 @@
 //! confirming, and an ERROR-level alarm naming the queue is logged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_core::broker::BrokerConfig;
-use ferry_core::Broker;
+use ferry_broker::broker::BrokerConfig;
+use ferry_broker::Broker;
 use ferry_log::SimIo;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;

@@ -9,8 +9,8 @@ use crate::outbox::Outbound;
 use ferry_amqp::amq_protocol::protocol::basic;
 use ferry_amqp::{AMQPClass, ReplyCode};
 use ferry_auth::{Access, Resource};
-use ferry_core::source::QueueRef;
-use ferry_core::stream::StreamConsume;
+use ferry_queue::source::QueueRef;
+use ferry_queue::stream::StreamConsume;
 use std::sync::Arc;
 
 impl Channel {
@@ -98,10 +98,10 @@ impl Channel {
         let queue = found.source();
         let arguments = ferry_amqp::model::table_from_amqp(&c.arguments);
         let priority =
-            ferry_core::queue::args::consumer_priority(&arguments, &name, ctx.vhost.name())
+            ferry_queue::queue::args::consumer_priority(&arguments, &name, ctx.vhost.name())
                 .map_err(|text| AmqpError::new(ReplyCode::PRECONDITION_FAILED, text))?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
-            Arc::from(ferry_core::names::consumer_tag().as_str())
+            Arc::from(ferry_model::names::consumer_tag().as_str())
         } else {
             Arc::from(c.consumer_tag.as_str())
         };

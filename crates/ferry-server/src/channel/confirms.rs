@@ -19,7 +19,7 @@
 //! `multiple`.
 
 use crate::outbox::{Outbound, Outbox};
-use ferry_core::queue::ConfirmSink;
+use ferry_queue::queue::ConfirmSink;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,9 +7,9 @@ use ferry_amqp::amq_protocol::protocol::{exchange, queue};
 use ferry_amqp::model::table_from_amqp;
 use ferry_amqp::{AMQPClass, FieldTable, ShortString};
 use ferry_auth::{Access, Resource};
-use ferry_core::queue::QueueSpec;
-use ferry_core::ExchangeArgs;
+use ferry_broker::ExchangeArgs;
 use ferry_model::Table;
+use ferry_queue::queue::QueueSpec;
 use ferry_route::{Destination, ExchangeKind};
 use std::sync::Arc;
 

@@ -8,8 +8,8 @@
 //! lock: it collects what to settle and calls queues afterwards.
 
 use crate::outbox::{Outbound, Outbox};
-use ferry_core::queue::{ConsumerSink, Delivery, Queue};
-use ferry_core::source::Source;
+use ferry_queue::queue::{ConsumerSink, Delivery, Queue};
+use ferry_queue::source::Source;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -155,7 +155,7 @@ impl ChannelShared {
     /// (counted, see [`dropped_replies`]) while the connection's socket
     /// buffer is full: a reply consumer that does not read its socket must
     /// not make the broker hold its replies without bound.
-    pub fn deliver_reply(&self, consumer_tag: &Arc<str>, message: Arc<ferry_core::Message>) {
+    pub fn deliver_reply(&self, consumer_tag: &Arc<str>, message: Arc<ferry_model::Message>) {
         let st = self.state.lock();
         if st.closed {
             return;

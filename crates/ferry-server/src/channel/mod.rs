@@ -18,8 +18,8 @@ use delivery::{ChannelShared, Unacked};
 use ferry_amqp::amq_protocol::protocol::{channel, confirm, tx};
 use ferry_amqp::{AMQPClass, Frame, ReplyCode};
 use ferry_auth::{Access, CompiledPermissions, Resource};
-use ferry_core::source::Source;
-use ferry_core::VHost;
+use ferry_broker::VHost;
+use ferry_queue::source::Source;
 use publish::{PendingContent, TxBuffer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl ChannelCtx<'_> {
         if self.perms.allows(access, resource) {
             return Ok(());
         }
-        Err(ferry_core::broker::access_refused(resource, self.vhost.name(), self.user).into())
+        Err(ferry_broker::broker::access_refused(resource, self.vhost.name(), self.user).into())
     }
 }
 

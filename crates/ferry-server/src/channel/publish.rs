@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use ferry_amqp::amq_protocol::protocol::{basic, tx};
 use ferry_amqp::{AMQPClass, ReplyCode};
 use ferry_auth::{Access, Resource};
-use ferry_core::queue::{ConfirmSink, ConfirmToken, Enqueued};
-use ferry_core::source::Source;
-use ferry_core::Message;
+use ferry_model::Message;
+use ferry_queue::queue::{ConfirmSink, ConfirmToken, Enqueued};
+use ferry_queue::source::Source;
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -281,12 +281,12 @@ impl Channel {
             None => None,
             Some(exp) => {
                 let exp = String::from_utf8_lossy(exp);
-                match ferry_core::message::parse_expiration(&exp) {
+                match ferry_model::message::parse_expiration(&exp) {
                     Ok(ms) => Some(ms),
                     Err(reason) => {
                         return Err(AmqpError::new(
                             ReplyCode::PRECONDITION_FAILED,
-                            ferry_core::message::invalid_expiration_text(&exp, &reason),
+                            ferry_model::message::invalid_expiration_text(&exp, &reason),
                         )
                         .on(60, 40));
                     }
@@ -400,7 +400,7 @@ impl Channel {
                     if let Some((s, n)) = sink {
                         match e.kind() {
                             // Deleted meanwhile: as if unroutable.
-                            ferry_core::ErrorKind::NotFound => confirm_now(&s, n),
+                            ferry_queue::ErrorKind::NotFound => confirm_now(&s, n),
                             _ => s.failed(&[n]),
                         }
                     }

@@ -9,7 +9,7 @@ use crate::direct_reply::{PSEUDO_QUEUE, REPLY_PREFIX};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{basic, queue};
 use ferry_amqp::{AMQPClass, ReplyCode, ShortString};
-use ferry_core::Message;
+use ferry_model::Message;
 use std::sync::{Arc, Weak};
 
 /// Where a reply goes: a channel's reply consumer.
@@ -80,7 +80,7 @@ impl Channel {
             ));
         }
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
-            Arc::from(ferry_core::names::consumer_tag().as_str())
+            Arc::from(ferry_model::names::consumer_tag().as_str())
         } else {
             Arc::from(c.consumer_tag.as_str())
         };

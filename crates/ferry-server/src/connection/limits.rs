@@ -11,7 +11,7 @@ use crate::error::AmqpError;
 use crate::registry::{ConnSlot, Registry, SlotRefused};
 use ferry_amqp::ReplyCode;
 use ferry_auth::limits::{user_channels_text, user_connections_text, vhost_connections_text};
-use ferry_core::Broker;
+use ferry_broker::Broker;
 
 /// connection.open's limit checks for `user` opening `vhost`: the slot the
 /// connection holds until it ends.

@@ -9,7 +9,7 @@ use ferry_amqp::{
     check_frame, encode_content, encode_method, encode_properties, parse_frame, AMQPValue,
     BasicProperties, FieldTable, Frame, LongString, PROTOCOL_HEADER,
 };
-use ferry_core::BrokerConfig;
+use ferry_broker::BrokerConfig;
 use ferry_log::SimIo;
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};

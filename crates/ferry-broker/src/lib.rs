@@ -1,0 +1,33 @@
+//! # ferry-broker: vhosts, the registry, routing, and the node's broker
+//!
+//! Owns the [`Broker`] (its vhosts, users and permissions through
+//! `ferry-auth`, policies and operator policies: validation with
+//! RabbitMQ's texts, matching, precedence, the policy file; the access
+//! file), each [`VHost`] (the exchange map, the one registry of queues and
+//! streams, routing a publish through `ferry-route` to them, dead letters,
+//! the delayed-message exchange's store), the definitions file, and the
+//! vhost lifecycle. Queues and streams themselves are `ferry-queue`'s: the
+//! broker opens them, hands them their effective arguments and a
+//! dead-letter router, and calls them through `Source`.
+//!
+//! Must not: parse wire bytes or touch sockets (front ends call in with
+//! plain values), know a wire protocol's message format, know AMQP reply
+//! codes (errors carry an `ErrorKind`), read the clock (time comes in
+//! through `ferry_queue::clock::Clock`), hold exchange rules (they are
+//! `ferry-route`'s) or change a queue other than through its methods.
+//!
+//! ```text
+//! front end ─ publish ─▶ VHost::route ─▶ [dyn Source] ─ append ─▶ ferry-log
+//!     ▲                                   │  ▲  (Queue | Stream)    │ round (Syncer)
+//!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
+//! ```
+
+pub mod broker;
+pub mod definitions;
+pub mod policy;
+#[cfg(test)]
+mod test_support;
+pub mod vhost;
+
+pub use broker::{Broker, BrokerConfig};
+pub use vhost::{ExchangeArgs, VHost};

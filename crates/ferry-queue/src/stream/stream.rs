@@ -1,0 +1,534 @@
+//! [`Stream`]: an append-only log of messages that consumers read without
+//! removing anything, each from its own offset.
+//!
+//! * Offsets are the log's record indexes (0 for a new stream). A record
+//!   carries its publish time (`record.rs`), taken from `QueueEnv`'s clock
+//!   and never decreasing within a stream.
+//! * Every append joins the node's next durability round. Consumers read only the
+//!   durable prefix (`committed`), so an offset a consumer has seen never
+//!   names a different message after a crash (the Kafka front end relies on
+//!   this). Confirms of persistent messages go out after the same fsync.
+//! * A consumer is an offset plus a `ConsumerSink`: dispatch reads records
+//!   from the log in order while the sink grants credit (prefetch and
+//!   socket room), so catching up on a large stream holds at most a
+//!   prefetch window of messages in memory. Acks only give credit back.
+//!   Consumers at the tail are woken by the sync that commits new records.
+//! * Pull reads (`Stream::read`, `Stream::wait_for`, for Kafka) and the
+//!   push consumers' reads live in `pull.rs`; wherever `committed`
+//!   advances, `readers.advance` must follow (delete and crash close it).
+//! * Retention (`retention.rs`): whole segments, oldest first.
+//! * What the log determines (offsets, committed prefix, publish times)
+//!   is a [`StreamState`] changed only through `apply.rs` — by a live
+//!   publish, by a retention decision (a Truncate), by the sync that
+//!   commits records, and by replay at open (`commit.rs`). Consumers,
+//!   credit, dispatch, pull readers and confirm waiters are leader-local.
+//!
+//! Lock order: `sync_lock` → `inner` → sinks (channel locks); `inner` →
+//! `readers` (a leaf).
+
+use super::args::StreamArgs;
+use super::command::Append;
+use super::offset::OffsetSpec;
+use super::pull::Readers;
+use super::record;
+use super::state::StreamState;
+use crate::clock::NEVER;
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::queue::sinks::for_each_sink_run;
+use crate::queue::stats::QueueStats;
+use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
+use crate::syncer::SyncSchedule;
+use bytes::Bytes;
+use ferry_log::Log;
+use ferry_model::message::Message;
+use ferry_model::Table;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How basic.consume asked for a stream consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamConsume<'a> {
+    /// no_ack flag (refused: streams need manual acks).
+    pub no_ack: bool,
+    /// The channel's per-consumer prefetch (0 = none: refused).
+    pub prefetch: u32,
+    /// basic.consume's arguments (`x-stream-offset`).
+    pub arguments: &'a Table,
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    pub(super) id: u64,
+    pub(super) tag: Arc<str>,
+    pub(super) sink: Arc<dyn ConsumerSink>,
+    /// The next offset it gets.
+    pub(super) next: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(super) log: Log,
+    /// Offsets, committed prefix, publish times: changed only by
+    /// `apply::apply` and `apply::commit` (`commit.rs`).
+    pub(super) state: StreamState,
+    pub(super) consumers: Vec<Consumer>,
+    pub(super) waiters: VecDeque<(u64, ConfirmToken)>,
+    /// A roll happened or a purge could not finish yet (the segment was
+    /// not settled): evaluate retention after the next sync.
+    pub(super) retention_pending: bool,
+    pub(super) scratch: Vec<u8>,
+    pub(super) deleted: bool,
+    /// Stopped on an unreadable record (`crash_locked`): deleted for
+    /// every use, but its files stay until the stream is deleted.
+    crashed: bool,
+    /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
+    /// policy's `max-age` / `max-length-bytes`, which win).
+    pub(super) retention: StreamArgs,
+}
+
+/// A stream. Shared by `Arc` between the vhost and the channels using it.
+#[derive(Debug)]
+pub struct Stream {
+    pub(super) spec: QueueSpec,
+    pub(super) vhost: Arc<str>,
+    dir: PathBuf,
+    pub(super) env: QueueEnv,
+    pub(super) args: StreamArgs,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) sync_lock: Mutex<()>,
+    pub(super) sync_state: SyncSchedule,
+    pub(super) me: Weak<Stream>,
+    /// When age retention must look again (`NEVER` if not needed).
+    pub(super) retention_at: AtomicU64,
+    stats: QueueStats,
+    /// Pull readers waiting for records to commit (`pull.rs`).
+    pub(super) readers: Readers,
+}
+
+impl Stream {
+    /// Opens (recovering) or creates the stream whose log lives in `dir`.
+    pub fn open(
+        spec: QueueSpec,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
+        let args = spec.arguments.clone();
+        Self::open_effective(spec, &args, vhost, dir, env)
+    }
+
+    /// `open` acting on `effective` arguments (the declared ones with a
+    /// policy's retention keys, `policy::effective_stream_args`).
+    pub fn open_effective(
+        spec: QueueSpec,
+        effective: &Table,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+    ) -> Result<Arc<Self>> {
+        env.io.create_dir_all(&dir)?;
+        let args = StreamArgs::parse(effective);
+        let mut cfg = env.log.clone();
+        if let Some(b) = args.segment_bytes {
+            cfg.segment_bytes = b;
+        }
+        let (log, report) = Log::open(env.io.clone(), &dir, cfg)?;
+        tracing::debug!(stream = %spec.name, ?report, "stream log opened");
+        let state = super::commit::replay(&log)?;
+        let committed = state.committed();
+        let s = Arc::new_cyclic(|me| Stream {
+            spec,
+            vhost,
+            dir,
+            env,
+            args,
+            inner: Mutex::new(Inner {
+                log,
+                state,
+                consumers: Vec::new(),
+                waiters: VecDeque::new(),
+                retention_pending: false,
+                scratch: Vec::new(),
+                deleted: false,
+                crashed: false,
+                retention: args,
+            }),
+            sync_lock: Mutex::new(()),
+            sync_state: SyncSchedule::default(),
+            me: me.clone(),
+            retention_at: AtomicU64::new(NEVER),
+            stats: QueueStats::default(),
+            readers: Readers::new(committed),
+        });
+        if s.args.has_retention() {
+            // Time passed while the broker was down.
+            let now = s.env.clock.now_ms();
+            let mut g = s.inner.lock();
+            s.apply_retention(&mut g, now);
+        }
+        Ok(s)
+    }
+
+    /// Declared shape.
+    pub fn spec(&self) -> &QueueSpec {
+        &self.spec
+    }
+
+    /// Name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.spec.name
+    }
+
+    /// Directory of its log.
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+
+    /// Its arguments.
+    pub fn args(&self) -> &StreamArgs {
+        &self.args
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> &QueueStats {
+        &self.stats
+    }
+
+    /// (messages retained, 0), as RabbitMQ 3.10's queue.declare-ok reports
+    /// a stream: it counts no consumers (see `consumer_count`).
+    pub fn counts(&self) -> (u32, u32) {
+        let g = self.inner.lock();
+        let n = g.state.next() - g.state.first();
+        (u32::try_from(n).unwrap_or(u32::MAX), 0)
+    }
+
+    /// Consumers attached now.
+    pub fn consumer_count(&self) -> usize {
+        self.inner.lock().consumers.len()
+    }
+
+    /// (first retained offset, next offset, committed offset).
+    pub fn offsets(&self) -> (u64, u64, u64) {
+        let g = self.inner.lock();
+        (g.state.first(), g.state.next(), g.state.committed())
+    }
+
+    /// Bytes of its segments on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.lock().log.disk_bytes()
+    }
+
+    /// (tag, next offset) of each consumer.
+    pub fn consumer_offsets(&self) -> Vec<(Arc<str>, u64)> {
+        let g = self.inner.lock();
+        g.consumers
+            .iter()
+            .map(|c| (c.tag.clone(), c.next))
+            .collect()
+    }
+
+    /// Whether it has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.inner.lock().deleted
+    }
+
+    pub(super) fn not_found(&self) -> CoreError {
+        CoreError::not_found("queue", &self.spec.name, &self.vhost)
+    }
+
+    /// RabbitMQ's 540 for an operation streams do not have.
+    pub fn unsupported(&self, op: &str) -> CoreError {
+        crate::source::unsupported(op, &self.spec.name, &self.vhost)
+    }
+
+    /// The message's properties with the `x-stream-offset` header every
+    /// delivery carries (written once, at append: the offset is known).
+    fn with_offset(&self, raw: &Bytes, offset: u64) -> Bytes {
+        let v = ferry_model::Value::I64(i64::try_from(offset).unwrap_or(i64::MAX));
+        let edit = crate::props::with_header(raw, "x-stream-offset", v);
+        match edit {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(stream = %self.spec.name, error = %e, "properties kept as sent");
+                raw.clone()
+            }
+        }
+    }
+
+    /// Appends a message. With a confirm token, says whether the confirm
+    /// may go out now (transient message) or after the fsync.
+    pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        let result = self.append(&mut self.inner.lock(), msg, confirm)?;
+        self.schedule_sync();
+        Ok(result)
+    }
+
+    /// `publish` short of joining the sync, under `inner`: decides the
+    /// facts (publish time, the offset header), then logs and applies the
+    /// Append (`commit`).
+    pub(super) fn append(
+        &self,
+        inner: &mut Inner,
+        msg: &Message,
+        confirm: Option<ConfirmToken>,
+    ) -> Result<Enqueued> {
+        if inner.deleted {
+            return Err(self.not_found());
+        }
+        let ts = self.env.clock.now_ms().max(inner.state.last_ts());
+        let offset = inner.log.next_index();
+        let props = self.with_offset(&msg.properties, offset);
+        let rec = Append {
+            ts,
+            msg,
+            properties: &props,
+        };
+        self.commit(inner, rec)?;
+        self.stats.published();
+        Ok(match confirm {
+            Some(t) if msg.persistent => {
+                inner.waiters.push_back((offset, t));
+                Enqueued::Deferred
+            }
+            _ => Enqueued::Confirmed,
+        })
+    }
+
+    /// Registers a consumer at the offset basic.consume's arguments ask
+    /// for, with RabbitMQ's refusals (manual acks and a prefetch count are
+    /// required). The front end sends consume-ok, then calls `dispatch`.
+    pub fn consume(
+        &self,
+        tag: Arc<str>,
+        sink: Arc<dyn ConsumerSink>,
+        how: StreamConsume<'_>,
+    ) -> Result<u64> {
+        // RabbitMQ 3.10's checks, in its order.
+        let refuse = |text: String| CoreError::request(ErrorKind::PreconditionFailed, text);
+        if how.arguments.get("x-priority").is_some() {
+            return Err(refuse(format!(
+                "invalid arg 'x-priority' for queue '{}' in vhost '{}' of queue type rabbit_stream_queue",
+                self.spec.name, self.vhost
+            )));
+        }
+        if how.prefetch == 0 {
+            return Err(refuse(format!(
+                "consumer prefetch count is not set for 'queue '{}' in vhost '{}''",
+                self.spec.name, self.vhost
+            )));
+        }
+        if how.no_ack {
+            return Err(self.unsupported("automatic acknowledgement"));
+        }
+        let spec = OffsetSpec::parse(
+            how.arguments,
+            self.env.clock.now_ms(),
+            &self.spec.name,
+            &self.vhost,
+        )
+        .map_err(|t| CoreError::request(ErrorKind::PreconditionFailed, t))?;
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let next = self.resolve(&g, spec)?;
+        let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
+        g.consumers.push(Consumer {
+            id,
+            tag,
+            sink,
+            next,
+        });
+        Ok(id)
+    }
+
+    /// The offset a consumer asking for `spec` starts at.
+    fn resolve(&self, g: &Inner, spec: OffsetSpec) -> Result<u64> {
+        let first = g.state.first();
+        let next = g.state.next();
+        Ok(match spec {
+            OffsetSpec::First => first,
+            OffsetSpec::Next => next,
+            OffsetSpec::Last => next.saturating_sub(1).max(first),
+            OffsetSpec::Offset(n) if n > next => next,
+            OffsetSpec::Offset(n) => n.max(first),
+            OffsetSpec::Timestamp(t) => self.offset_at(g, t)?,
+        })
+    }
+
+    /// The first offset published at or after `t` (ms): the first segment
+    /// whose newest record is recent enough, then a scan of that segment.
+    fn offset_at(&self, g: &Inner, t: u64) -> Result<u64> {
+        let base = g
+            .state
+            .sealed_ts()
+            .iter()
+            .find(|(_, ts)| *ts >= t)
+            .map_or(g.state.active_base(), |(b, _)| *b)
+            .max(g.state.first());
+        for item in g.log.reader(base) {
+            let (_, rec) = item?;
+            if record::timestamp(&rec.payload)? >= t {
+                return Ok(rec.index);
+            }
+        }
+        Ok(g.state.next())
+    }
+
+    /// Removes a consumer. Streams are never auto-delete: always false.
+    pub fn cancel(&self, consumer_id: u64) -> bool {
+        self.inner.lock().consumers.retain(|c| c.id != consumer_id);
+        false
+    }
+
+    /// Delivers committed records to every consumer with credit.
+    pub fn dispatch(&self) {
+        let mut g = self.inner.lock();
+        if !g.deleted {
+            self.dispatch_locked(&mut g);
+        }
+    }
+
+    pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
+        let first = inner.state.first();
+        let committed = inner.state.committed();
+        let mut corrupt = None;
+        for c in inner.consumers.iter_mut() {
+            // Retention moved the start past it.
+            c.next = c.next.max(first);
+            if c.next >= committed {
+                continue;
+            }
+            match self.feed(&inner.log, committed, c) {
+                Ok(()) => {}
+                Err(e) if e.is_corruption() => {
+                    corrupt = Some((c.next, e));
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.spec.name, consumer = %c.tag, error = %e, "stream read failed");
+                }
+            }
+        }
+        if let Some((offset, e)) = corrupt {
+            self.crash_locked(inner, offset, &e);
+        }
+    }
+
+    /// A record that does not decode (or fails its checksum) at `offset`:
+    /// corrupt data is never served, so the stream stops as if deleted
+    /// (consumers cancelled, publishes refused), keeps its files, and its
+    /// vhost reports it as crashed (as at boot: `vhost/crashed.rs`). Logged
+    /// at ERROR once.
+    pub(super) fn crash_locked(&self, inner: &mut Inner, offset: u64, e: &CoreError) {
+        if inner.deleted {
+            return;
+        }
+        tracing::error!(
+            vhost = %self.vhost,
+            queue = %self.spec.name,
+            offset,
+            error = %e,
+            "queue crashed: a stream record cannot be read; the stream is unavailable \
+             (state 'crashed') until it is deleted, the rest of the broker runs"
+        );
+        inner.deleted = true;
+        inner.crashed = true;
+        self.readers.close();
+        let consumers = std::mem::take(&mut inner.consumers);
+        let waiters: Vec<ConfirmToken> = inner.waiters.drain(..).map(|(_, t)| t).collect();
+        for c in consumers {
+            c.sink.cancelled(&c.tag);
+        }
+        for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
+        let Some(router) = self.env.dead_letters.clone() else {
+            return;
+        };
+        let (name, reason) = (self.spec.name.clone(), e.to_string());
+        // The vhost takes its own locks: not under this stream's.
+        let spawned = std::thread::Builder::new()
+            .name("ferry-stream-crash".into())
+            .spawn(move || {
+                if let Some(v) = router.upgrade() {
+                    v.stream_crashed(&name, reason);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(queue = %self.spec.name, error = %e, "cannot report the crashed stream");
+        }
+    }
+
+    /// Acks: nothing leaves a stream; the channel already took the credit
+    /// back, so the consumers may read on.
+    pub fn settle(&self, ids: &[u64]) -> Result<()> {
+        self.stats.acked(ids.len());
+        self.dispatch();
+        Ok(())
+    }
+
+    /// Deletes the stream: consumers cancelled, pending confirms answered,
+    /// files removed. Returns 0 (RabbitMQ's delete-ok count for streams).
+    pub fn delete(&self) -> Result<u32> {
+        let (consumers, waiters) = {
+            let mut g = self.inner.lock();
+            if g.deleted && !g.crashed {
+                return Ok(0);
+            }
+            g.deleted = true;
+            g.crashed = false;
+            let consumers = std::mem::take(&mut g.consumers);
+            let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
+            (consumers, waiters)
+        };
+        self.readers.close();
+        for c in consumers {
+            c.sink.cancelled(&c.tag);
+        }
+        for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
+        let _sync = self.sync_lock.lock();
+        self.env.io.remove_dir_all(&self.dir)?;
+        Ok(0)
+    }
+}
+
+impl crate::source::Source for Stream {
+    fn name(&self) -> &Arc<str> {
+        Stream::name(self)
+    }
+    fn spec(&self) -> &QueueSpec {
+        Stream::spec(self)
+    }
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+    fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        Stream::publish(self, msg, confirm)
+    }
+    fn dispatch(&self) {
+        Stream::dispatch(self);
+    }
+    fn settle(&self, ids: &[u64]) -> Result<()> {
+        Stream::settle(self, ids)
+    }
+    fn requeue(&self, _ids: &[u64]) -> Result<()> {
+        Err(self.unsupported("basic.nack and basic.reject"))
+    }
+    fn reject(&self, _ids: &[u64]) -> Result<()> {
+        Err(self.unsupported("basic.nack and basic.reject"))
+    }
+    /// A closing channel's unacked stream deliveries: nothing to return.
+    fn abandon(&self, _ids: &[u64]) -> Result<()> {
+        Ok(())
+    }
+    fn cancel(&self, consumer_id: u64) -> bool {
+        Stream::cancel(self, consumer_id)
+    }
+    fn sync_now(&self) {
+        Stream::sync_now(self);
+    }
+}
