@@ -27,6 +27,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod props;

@@ -31,7 +31,7 @@ use ferry_amqp::{
 };
 use ferry_auth::CompiledPermissions;
 use ferry_broker::VHost;
-use std::collections::HashMap;
+use ferry_queue::ids::IdMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -222,8 +222,8 @@ struct Conn {
     perms_epoch: u64,
     channel_max: u16,
     cancel_notify: bool,
-    channels: HashMap<u16, Channel>,
-    closing: HashMap<u16, ()>,
+    channels: IdMap<u16, Channel>,
+    closing: IdMap<u16, ()>,
     /// Confirm-mode channels that handled frames since the last flush of
     /// their held confirms (`Channel::flush_confirms`).
     confirm_dirty: dirty::DirtyChannels,
@@ -313,8 +313,8 @@ pub async fn serve<S>(
         perms_epoch: u64::MAX,
         channel_max: shared.config.channel_max,
         cancel_notify: false,
-        channels: HashMap::new(),
-        closing: HashMap::new(),
+        channels: IdMap::default(),
+        closing: IdMap::default(),
         confirm_dirty: dirty::DirtyChannels::default(),
         published: false,
         blocked_cap: false,
