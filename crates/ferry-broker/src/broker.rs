@@ -1,6 +1,18 @@
 //! The broker: configuration, vhosts, users, and the shared storage
 //! facilities (I/O seam, group-commit threads, body cache budget).
 //!
+//! This file holds the [`Broker`]: opening, the expiry sweep, shutdown,
+//! vhost creation and deletion (they span its parts), and thin public
+//! methods over its parts, each owning its state and locks:
+//! `vhosts` ([`VhostSet`](vhosts::VhostSet): the open vhosts),
+//! `access` ([`AccessDb`](access::AccessDb): users, permissions, limits,
+//! the access file, `access_write`), `policies`
+//! ([`Policies`](policies::Policies): the policy set and file,
+//! `policy_write`); `limits` checks limits (pure functions).
+//!
+//! Lock order: `access_write` → `policy_write` → a vhost's locks; the
+//! `vhosts` map, the `users` database and the policy set are leaves.
+//!
 //! Data directory layout (see `docs/storage.md`):
 //! ```text
 //! DATA/access                               users and permissions
@@ -11,18 +23,22 @@
 //! DATA/transient/<id>/                      non-durable queues (wiped at start)
 //! ```
 
+use crate::policy::{PolicyDef, PolicyKind};
 use crate::vhost::VHost;
-use ferry_auth::{store, Users};
+use access::AccessDb;
+use ferry_auth::{
+    store, Access, AccessDefs, CompiledPermissions, Limits, PasswordSpec, Permissions, Resource,
+    Users,
+};
 use ferry_log::{FileIo, LogConfig};
 use ferry_queue::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
 use ferry_queue::error::{CoreError, ErrorKind, Result};
 use ferry_queue::queue::QueueEnv;
 use ferry_queue::syncer::Syncer;
-use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use policies::Policies;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use vhosts::VhostSet;
 
 mod access;
 mod limits;
@@ -85,27 +101,19 @@ impl BrokerConfig {
 pub struct Broker {
     config: BrokerConfig,
     env: QueueEnv,
-    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
-    users: RwLock<Users>,
-    /// Serializes changes of users, permissions and vhosts (each rewrites
-    /// the access file); readers never wait for the fsync.
-    access_write: Mutex<()>,
-    /// Bumped by every change of users, permissions or vhosts, so a
-    /// connection's cached permissions are refreshed with one atomic load.
-    access_epoch: AtomicU64,
-    vhost_hooks: Mutex<Vec<VhostDeletedHook>>,
-    user_hooks: Mutex<Vec<UserDeletedHook>>,
-    /// Every vhost's policies (`broker/policies.rs`, `DATA/policies`).
-    policies: RwLock<crate::policy::PolicySet>,
-    /// Serializes policy changes (each rewrites the policy file).
-    policy_write: Mutex<()>,
+    /// The open vhosts (`broker/vhosts.rs`).
+    vhosts: VhostSet,
+    /// Users, permissions, limits, `DATA/access` (`broker/access.rs`).
+    access: AccessDb,
+    /// Every vhost's policies, `DATA/policies` (`broker/policies.rs`).
+    policies: Policies,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("config", &self.config)
-            .field("vhosts", &self.vhosts.read().keys().collect::<Vec<_>>())
+            .field("vhosts", &self.vhosts.names())
             .finish_non_exhaustive()
     }
 }
@@ -177,22 +185,22 @@ impl Broker {
                 return Err(e);
             }
         };
+        let data_dir = config.data_dir.clone();
         let broker = Broker {
+            vhosts: VhostSet::new(data_dir.clone(), env.clone()),
+            access: AccessDb::new(io.clone(), data_dir.clone(), users),
+            policies: Policies::new(io.clone(), data_dir, policies),
             config,
             env,
-            vhosts: RwLock::new(HashMap::new()),
-            users: RwLock::new(users),
-            access_write: Mutex::new(()),
-            access_epoch: AtomicU64::new(0),
-            vhost_hooks: Mutex::new(Vec::new()),
-            user_hooks: Mutex::new(Vec::new()),
-            policies: RwLock::new(policies),
-            policy_write: Mutex::new(()),
         };
         let opened = broker
             .open_vhosts(&*io, &vdir, listed)
             .and_then(|()| match fresh {
-                true => broker.create_default_user(),
+                true => broker.access.create_default_user(
+                    &broker.vhosts,
+                    broker.config.default_user.clone(),
+                    broker.config.default_pass.clone(),
+                ),
                 false => Ok(()),
             });
         if let Err(e) = opened {
@@ -206,7 +214,7 @@ impl Broker {
 
     /// Looks a vhost up.
     pub fn vhost(&self, name: &str) -> Result<Arc<VHost>> {
-        self.vhosts.read().get(name).cloned().ok_or_else(|| {
+        self.vhosts.get(name).ok_or_else(|| {
             CoreError::request(ErrorKind::NotAllowed, format!("vhost {name} not found"))
         })
     }
@@ -214,13 +222,13 @@ impl Broker {
     /// The user database. Drop the guard before calling a method that
     /// changes users, permissions or vhosts (they take the write lock).
     pub fn users(&self) -> parking_lot::RwLockReadGuard<'_, Users> {
-        self.users.read()
+        self.access.users()
     }
 
     /// Changes of users, permissions or vhosts so far: a connection that
     /// cached its permissions refreshes them when this moves.
     pub fn access_epoch(&self) -> u64 {
-        self.access_epoch.load(Ordering::Acquire)
+        self.access.epoch()
     }
 
     /// Settings.
@@ -244,7 +252,7 @@ impl Broker {
     /// past their `x-expires`. Returns the earliest deadline left (`NEVER`
     /// if none).
     pub fn expire_due(&self, now: u64) -> u64 {
-        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.all();
         let mut queues: Vec<Arc<ferry_queue::queue::Queue>> = Vec::new();
         for v in &vhosts {
             for q in v.queues() {
@@ -300,7 +308,7 @@ impl Broker {
 
     /// Drops cached message bodies in every queue (memory alarm).
     pub fn shed_memory(&self) {
-        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.all();
         for v in vhosts {
             for q in v.queues() {
                 q.shed_cache();
@@ -310,7 +318,7 @@ impl Broker {
 
     /// Flushes and fsyncs every queue, then stops the sync threads.
     pub fn shutdown(&self) {
-        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.all();
         for v in &vhosts {
             for q in v.queues() {
                 q.sync_now();
@@ -327,6 +335,261 @@ impl Broker {
             }
         }
         self.env.syncer.stop();
+    }
+    // --- vhosts (`vhosts.rs`) ---
+
+    /// Opens the vhosts the access file lists (`listed`), or on a fresh
+    /// data directory every directory found plus the default `/`.
+    fn open_vhosts(
+        &self,
+        io: &dyn FileIo,
+        vdir: &std::path::Path,
+        listed: Option<Vec<String>>,
+    ) -> Result<()> {
+        for n in self.vhosts.to_open(io, vdir, listed)? {
+            self.open_vhost(&n)?;
+        }
+        Ok(())
+    }
+
+    fn open_vhost(&self, name: &str) -> Result<Arc<VHost>> {
+        let policies = self.policies.vhost(name);
+        let max_queues = self.access.vhost_limit(name, "max-queues");
+        self.vhosts.open(name, policies, max_queues)
+    }
+
+    /// Creates (or returns the existing) vhost, persisted before it
+    /// returns.
+    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
+        if let Some(v) = self.vhosts.get(name) {
+            return Ok(v);
+        }
+        if name.is_empty() {
+            return Err(CoreError::request(
+                ErrorKind::CommandInvalid,
+                "vhost name must not be empty",
+            ));
+        }
+        let _w = self.access.lock();
+        if let Some(v) = self.vhosts.get(name) {
+            return Ok(v);
+        }
+        let v = self.open_vhost(name)?;
+        if let Err(e) = self.access.update_locked(&self.vhosts, |_| Ok(())) {
+            self.vhosts.remove(name);
+            return Err(e);
+        }
+        Ok(v)
+    }
+
+    /// Deletes a vhost: its queues (consumers are cancelled), exchanges,
+    /// data and permissions. Connections still on it fail their next
+    /// declare; the hooks (see [`Broker::on_vhost_deleted`]) close them.
+    pub fn delete_vhost(&self, name: &str) -> Result<()> {
+        let _w = self.access.lock();
+        let v = self.vhosts.remove(name).ok_or_else(|| {
+            CoreError::request(ErrorKind::NotFound, format!("vhost {name} not found"))
+        })?;
+        // The commit point: the access file no longer lists it.
+        if let Err(e) = self.access.update_locked(&self.vhosts, |u| {
+            u.remove_vhost(name);
+            Ok(())
+        }) {
+            self.vhosts.insert(name, v);
+            return Err(e);
+        }
+        self.policies.forget_vhost(name);
+        let deleted = v.delete_all();
+        self.vhosts.remove_data(name)?;
+        self.vhosts.deleted(name);
+        self.access.bump_epoch();
+        deleted
+    }
+
+    /// Registers a callback run after a vhost is deleted.
+    pub fn on_vhost_deleted(&self, hook: VhostDeletedHook) {
+        self.vhosts.on_deleted(hook);
+    }
+
+    /// Every vhost name, sorted.
+    pub fn vhost_names(&self) -> Vec<String> {
+        self.vhosts.names()
+    }
+
+    // --- users, permissions and limits (`access.rs`) ---
+
+    /// Creates or updates a user (permissions stay), persisted.
+    pub fn put_user(&self, name: &str, password: PasswordSpec, tags: Vec<String>) -> Result<()> {
+        self.access.put_user(&self.vhosts, name, password, tags)
+    }
+
+    /// Deletes a user and its permissions (`NotFound` if absent).
+    /// Its open connections are closed by the hooks (see
+    /// [`Broker::on_user_deleted`]).
+    pub fn delete_user(&self, name: &str) -> Result<()> {
+        self.access.delete_user(&self.vhosts, name)
+    }
+
+    /// Registers a callback run after a user is deleted.
+    pub fn on_user_deleted(&self, hook: UserDeletedHook) {
+        self.access.on_user_deleted(hook);
+    }
+
+    /// Sets a user's permissions in a vhost; `NotFound` for an unknown
+    /// user or vhost, `CommandInvalid` for a bad expression.
+    pub fn set_permissions(&self, user: &str, vhost: &str, p: Permissions) -> Result<()> {
+        self.access.set_permissions(&self.vhosts, user, vhost, p)
+    }
+
+    /// Removes a user's permissions in a vhost (`NotFound` if none).
+    pub fn clear_permissions(&self, user: &str, vhost: &str) -> Result<()> {
+        self.access.clear_permissions(&self.vhosts, user, vhost)
+    }
+
+    /// Every (user, vhost, permissions), sorted.
+    pub fn permissions(&self) -> Vec<(String, String, Permissions)> {
+        self.access.permissions()
+    }
+
+    /// A user's compiled permissions in a vhost, for a connection to cache
+    /// (refresh when [`Broker::access_epoch`] moves).
+    pub fn permissions_for(&self, user: &str, vhost: &str) -> Option<Arc<CompiledPermissions>> {
+        self.access.permissions_for(user, vhost)
+    }
+
+    /// connection.open's check: the vhost exists and the user has
+    /// permissions in it (both `NotAllowed`, RabbitMQ's 530).
+    pub fn check_vhost_access(&self, user: &str, vhost: &str) -> Result<()> {
+        self.access.check_vhost_access(&self.vhosts, user, vhost)
+    }
+
+    /// Whether `user` may do `access` on `resource` in `vhost`
+    /// (`AccessRefused` with RabbitMQ's text otherwise). Front ends on a
+    /// hot path cache [`Broker::permissions_for`] instead.
+    pub fn authorize(
+        &self,
+        user: &str,
+        vhost: &str,
+        access: Access,
+        resource: Resource<'_>,
+    ) -> Result<()> {
+        self.access.authorize(user, vhost, access, resource)
+    }
+
+    /// Imports users, vhosts and permissions from RabbitMQ definitions
+    /// (`load_definitions`, `POST /api/definitions`). Everything is
+    /// validated before anything changes; existing users are replaced.
+    pub fn import_access(&self, defs: &AccessDefs) -> Result<()> {
+        let vhost_limits = self.access.check_import(&self.vhosts, defs)?;
+        for v in &defs.vhosts {
+            self.add_vhost(&v.name)?;
+        }
+        self.access.apply_import(&self.vhosts, defs, &vhost_limits)
+    }
+
+    /// Users, vhosts and permissions in RabbitMQ's definitions shape.
+    pub fn export_access(&self) -> AccessDefs {
+        self.access.export(&self.vhosts)
+    }
+
+    /// Validates the vhost limits a definitions document carries (what
+    /// [`import_vhost_limits`](Self::import_vhost_limits) would refuse),
+    /// changing nothing.
+    pub fn check_vhost_limits(defs: &AccessDefs) -> Result<Vec<(String, Limits)>> {
+        limits::vhost_limit_params(defs)
+    }
+
+    /// The vhost limits of a per-vhost definitions document
+    /// (`POST /api/definitions/{vhost}`): as RabbitMQ 3.10, every
+    /// `vhost-limits` parameter goes to `vhost`, whatever vhost the entry
+    /// names, and replaces its limits. Validated before anything changes;
+    /// `NotFound` for an unknown vhost.
+    pub fn import_vhost_limits(&self, vhost: &str, defs: &AccessDefs) -> Result<()> {
+        self.access.import_vhost_limits(&self.vhosts, vhost, defs)
+    }
+
+    /// Sets a vhost limit (`max-connections`, `max-queues`; negative: no
+    /// limit). `NotFound` for an unknown vhost.
+    pub fn set_vhost_limit(&self, vhost: &str, name: &str, value: i64) -> Result<()> {
+        self.access
+            .set_vhost_limit(&self.vhosts, vhost, name, value)
+    }
+
+    /// Clears a vhost limit (absent: nothing to do). `NotFound` for an
+    /// unknown vhost.
+    pub fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<()> {
+        self.access.clear_vhost_limit(&self.vhosts, vhost, name)
+    }
+
+    /// Sets a user limit (`max-connections`, `max-channels`). `NotFound`
+    /// for an unknown user.
+    pub fn set_user_limit(&self, user: &str, name: &str, value: i64) -> Result<()> {
+        self.access.set_user_limit(&self.vhosts, user, name, value)
+    }
+
+    /// Clears a user limit (absent: nothing to do). `NotFound` for an
+    /// unknown user.
+    pub fn clear_user_limit(&self, user: &str, name: &str) -> Result<()> {
+        self.access.clear_user_limit(&self.vhosts, user, name)
+    }
+
+    /// One vhost limit.
+    pub fn vhost_limit(&self, vhost: &str, name: &str) -> Option<i64> {
+        self.access.vhost_limit(vhost, name)
+    }
+
+    /// One user limit.
+    pub fn user_limit(&self, user: &str, name: &str) -> Option<i64> {
+        self.access.user_limit(user, name)
+    }
+
+    /// Every vhost's limits, by vhost name (entries may be empty once
+    /// their last limit was cleared, as in RabbitMQ).
+    pub fn vhost_limits(&self) -> Vec<(String, Limits)> {
+        self.access.vhost_limits()
+    }
+
+    /// Every user's limits, by user name.
+    pub fn user_limits(&self) -> Vec<(String, Limits)> {
+        self.access.user_limits()
+    }
+
+    // --- policies (`policies.rs`) ---
+
+    /// Every policy of one kind, by vhost then name.
+    pub fn list_policies(&self, kind: PolicyKind) -> Vec<PolicyDef> {
+        self.policies.list(kind)
+    }
+
+    /// Adds or replaces a policy from its HTTP body (`pattern`,
+    /// `definition`, `priority`, `apply-to`); true if it replaced one.
+    pub fn put_policy(
+        &self,
+        kind: PolicyKind,
+        vhost: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> std::result::Result<bool, PolicyChangeError> {
+        self.policies.put(&self.vhosts, kind, vhost, name, body)
+    }
+
+    /// Adds or replaces a validated policy (definitions import).
+    pub fn put_policy_def(
+        &self,
+        kind: PolicyKind,
+        def: PolicyDef,
+    ) -> std::result::Result<bool, PolicyChangeError> {
+        self.policies.put_def(&self.vhosts, kind, def)
+    }
+
+    /// Deletes a policy.
+    pub fn delete_policy(
+        &self,
+        kind: PolicyKind,
+        vhost: &str,
+        name: &str,
+    ) -> std::result::Result<(), PolicyChangeError> {
+        self.policies.delete(&self.vhosts, kind, vhost, name)
     }
 }
 

@@ -25,12 +25,11 @@
 //! - queue.delete (AMQP or HTTP) deletes it with its files (message
 //!   count 0), which is how the operator recovers;
 //! - its definition is kept in the definitions file and exports.
+//!
+//! Owns the [`CrashedQueue`] record; the registry (`registry.rs`) holds
+//! the entries and answers for them, the vhost deletes them.
 
-use super::VHost;
-use ferry_queue::error::{CoreError, ErrorKind, Result};
 use ferry_queue::queue::QueueSpec;
-use ferry_route::Destination;
-use std::sync::Arc;
 
 /// A stored queue or stream that could not be opened.
 #[derive(Debug, Clone)]
@@ -58,92 +57,6 @@ impl CrashedQueue {
     }
 }
 
-impl VHost {
-    /// The crashed queues and streams, by name.
-    pub fn crashed_queues(&self) -> Vec<CrashedQueue> {
-        let mut all = self.registry.crashed();
-        all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-        all
-    }
-
-    /// The crashed queue or stream called `name`.
-    pub fn crashed_queue(&self, name: &str) -> Option<CrashedQueue> {
-        self.registry.get(name)?.crashed().cloned()
-    }
-
-    /// RabbitMQ's answer to any use of a crashed queue.
-    pub(super) fn crashed_error(&self, name: &str) -> CoreError {
-        CoreError::request(
-            ErrorKind::NotFound,
-            format!(
-                "queue '{name}' in vhost '{}' has crashed and failed to restart",
-                self.name
-            ),
-        )
-    }
-
-    /// `Err(crashed)` if `name` is a crashed queue.
-    pub(super) fn check_not_crashed(&self, name: &str) -> Result<()> {
-        match self.registry.is_crashed(name) {
-            true => Err(self.crashed_error(name)),
-            false => Ok(()),
-        }
-    }
-
-    /// Records a queue or stream that failed to open at boot (with its
-    /// storage name, so the definition and files are kept).
-    pub(super) fn note_crashed(&self, spec: QueueSpec, storage: String, e: &CoreError) {
-        tracing::error!(
-            vhost = %self.name,
-            queue = %spec.name,
-            error = %e,
-            "queue crashed: its log cannot be recovered; the queue is unavailable \
-             (state 'crashed') until it is deleted, the rest of the broker runs"
-        );
-        let c = CrashedQueue::new(spec, e.to_string());
-        self.registry.insert_crashed(c, storage);
-    }
-
-    /// A running stream stopped on a record it cannot read
-    /// (`Stream::crash_locked` logged it): it leaves the running streams
-    /// and is kept as crashed, with its definition, bindings and files.
-    pub(super) fn stream_crashed_at_runtime(&self, name: &str, reason: String) {
-        let _defs = self.defs_lock.lock();
-        let mut names = self.registry.write();
-        let Some(slot) = names.get_mut(name) else {
-            return;
-        };
-        if let Some(s) = slot.stream().filter(|s| s.is_deleted()) {
-            let c = CrashedQueue::new(s.spec().clone(), reason);
-            slot.entry = super::registry::Entry::Crashed(c);
-        }
-    }
-
-    /// queue.delete of a crashed queue (the caller holds `defs_lock`):
-    /// removes its definition, bindings and files. `None` if `name` is not
-    /// a crashed queue.
-    pub(super) fn delete_crashed(&self, name: &str) -> Option<Result<u32>> {
-        let slot = self.registry.get(name)?;
-        slot.crashed()?;
-        self.registry.remove(name);
-        {
-            let mut exchanges = self.exchanges.write();
-            super::remove_destination(&mut exchanges, &Destination::Queue(Arc::from(name)));
-        }
-        tracing::warn!(vhost = %self.name, queue = %name, "crashed queue deleted");
-        let dir = self.dir.join("queues").join(&slot.storage);
-        let removed = self
-            .env
-            .io
-            .remove_dir_all(&dir)
-            .or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(CoreError::from(e)),
-            });
-        Some(removed.and_then(|()| self.save()).map(|()| 0))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -157,7 +70,7 @@ mod tests {
 
     /// Appends `payload` as one whole record (valid CRC) to the log of
     /// `name` in vhost `/` of the broker stored in `io`.
-    fn append_record(io: &SimIo, v: &super::VHost, name: &str, payload: &[u8]) {
+    fn append_record(io: &SimIo, v: &crate::VHost, name: &str, payload: &[u8]) {
         let storage = v.registry.get(name).unwrap().storage;
         let dir = v.dir.join("queues").join(storage);
         let (mut log, _) = Log::open(io.shared(), &dir, v.env.log.clone()).unwrap();

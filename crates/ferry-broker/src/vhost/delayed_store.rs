@@ -20,8 +20,12 @@
 //!   the transient directory. Deleting the exchange deletes its queue and
 //!   with it the messages it held.
 //!
+//! Owns the hidden queues (its `held` map) and where they live; the
+//! vhost's exchange map says which delayed exchanges exist and routes what
+//! falls due (`Topology::route_released`).
+//!
 //! Lock order: the store's map is taken after the vhost's `exchanges` and
-//! `queues` locks and released before any queue is called.
+//! `registry` locks and released before any queue is called.
 
 use ferry_model::message::{parse_expiration, Message};
 use ferry_model::{Table, Value};
@@ -29,7 +33,7 @@ use ferry_queue::error::{ErrorKind, Result};
 use ferry_queue::queue::args::HOLD_ARG;
 use ferry_queue::queue::{ConfirmSink, ConfirmToken, Enqueued, Queue, QueueEnv, QueueSpec};
 use ferry_queue::source::Source;
-use ferry_route::delayed;
+use ferry_route::{delay_of, delayed};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,9 +44,15 @@ use std::sync::{Arc, Weak};
 const RELEASE_BATCH: usize = 256;
 
 /// The hidden queues of a vhost's delayed exchanges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DelayedStore {
     held: Mutex<HashMap<Arc<str>, Held>>,
+    /// The vhost's name, directory and transient directory, and the
+    /// environment its queues open with.
+    vhost: Arc<str>,
+    dir: PathBuf,
+    transient_dir: PathBuf,
+    env: QueueEnv,
 }
 
 #[derive(Debug, Clone)]
@@ -119,17 +129,31 @@ fn hidden_spec(exchange: &str, durable: bool) -> QueueSpec {
 }
 
 impl DelayedStore {
-    /// Opens (and replays) the hidden queue of delayed exchange `exchange`
-    /// in `dir`.
-    pub fn open(
-        &self,
-        exchange: &Arc<str>,
-        durable: bool,
-        vhost: Arc<str>,
-        dir: PathBuf,
-        env: QueueEnv,
-    ) -> Result<()> {
-        let queue = Queue::open(hidden_spec(exchange, durable), vhost, dir, env)?;
+    /// An empty store of vhost `vhost` whose directory is `dir` (durable
+    /// hidden queues go below `dir/delayed/`) and transient directory
+    /// `transient_dir`.
+    pub fn new(vhost: Arc<str>, dir: PathBuf, transient_dir: PathBuf, env: QueueEnv) -> Self {
+        DelayedStore {
+            held: Mutex::new(HashMap::new()),
+            vhost,
+            dir,
+            transient_dir,
+            env,
+        }
+    }
+
+    /// Opens (and replays) the hidden queue of delayed exchange `exchange`:
+    /// under the vhost's directory when the exchange is durable (its held
+    /// messages survive a restart), else under the transient directory.
+    pub fn open(&self, exchange: &Arc<str>, durable: bool) -> Result<()> {
+        let dir = if durable {
+            self.dir.join("delayed").join(crate::broker::hex(exchange))
+        } else {
+            self.transient_dir
+                .join(format!("delayed-{}", super::storage_name()))
+        };
+        let spec = hidden_spec(exchange, durable);
+        let queue = Queue::open(spec, self.vhost.clone(), dir, self.env.clone())?;
         let sink = Arc::new(ReleaseSink {
             queue: Arc::downgrade(&queue),
             pending: Mutex::new(HashMap::new()),
@@ -143,6 +167,22 @@ impl DelayedStore {
     /// The hidden queue of `exchange`, if it is a delayed exchange.
     pub fn queue(&self, exchange: &str) -> Option<Arc<Queue>> {
         self.held.lock().get(exchange).map(|h| h.queue.clone())
+    }
+
+    /// Where a publish to delayed exchange `exchange` goes when its
+    /// `x-delay` asks for a hold: the exchange's hidden queue. None: route
+    /// it now.
+    pub fn hold_target(&self, exchange: &str, headers: Option<&Table>) -> Option<Arc<Queue>> {
+        headers.and_then(delay_of)?;
+        self.queue(exchange)
+    }
+
+    /// Deletes the hidden queues whose delayed exchange is gone (`is_delayed`
+    /// says which names still are delayed exchanges); a failure is logged.
+    pub fn drop_orphans(&self, is_delayed: impl Fn(&str) -> bool) {
+        if let Err(e) = self.remove_missing(is_delayed) {
+            tracing::warn!(vhost = %self.vhost, error = %e, "cannot delete a delayed exchange's messages");
+        }
     }
 
     /// Every hidden queue (shutdown syncs, memory alarm).

@@ -4,16 +4,23 @@
 //! storage directory (random, so a deleted and redeclared queue never meets
 //! its predecessor's files).
 //!
-//! Owns the map and the lookups by name; must not open, delete or persist
-//! anything (the vhost does, under `defs_lock`). Lock order: the vhost's
-//! `exchanges` → the registry → a queue's or stream's own lock.
+//! Owns the map (its `names` lock), the lookups by name with the
+//! exclusive-owner rules and RabbitMQ's 404 / 405 texts, the crashed
+//! entries (`crashed.rs` has what they do), the `max-queues` limit on the
+//! name space, and the queue half of the definitions file. Must not open,
+//! delete or persist anything (the vhost does, under `defs_lock`). Lock
+//! order: the vhost's `exchanges` (`topology.rs`) → the registry → a
+//! queue's or stream's own lock.
 
-use super::CrashedQueue;
-use ferry_queue::queue::Queue;
+use super::{precondition, CrashedQueue};
+use crate::definitions::QueueDef;
+use ferry_queue::error::{CoreError, ErrorKind, Result};
+use ferry_queue::queue::{Queue, QueueSpec};
 use ferry_queue::source::{QueueRef, Source};
 use ferry_queue::stream::Stream;
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockReadGuard};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// What a name stands for.
@@ -78,20 +85,29 @@ impl Slot {
 pub(super) type Names = HashMap<Arc<str>, Slot>;
 
 /// The vhost's registry (see the module doc for the lock order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Registry {
+    /// The vhost's name (error texts).
+    vhost: Arc<str>,
     names: RwLock<Names>,
+    /// The `max-queues` vhost limit (negative: none), set by the broker
+    /// from its access database.
+    max_queues: AtomicI64,
 }
 
 impl Registry {
+    /// An empty registry of vhost `vhost`, without a queue limit.
+    pub(super) fn new(vhost: Arc<str>) -> Self {
+        Registry {
+            vhost,
+            names: RwLock::new(Names::new()),
+            max_queues: AtomicI64::new(-1),
+        }
+    }
+
     /// Read access (routing holds it across a whole publish).
     pub(super) fn read(&self) -> RwLockReadGuard<'_, Names> {
         self.names.read()
-    }
-
-    /// Write access.
-    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Names> {
-        self.names.write()
     }
 
     /// A copy of `name`'s slot.
@@ -178,5 +194,151 @@ impl Registry {
     /// Empties the registry, returning what it held.
     pub(super) fn drain(&self) -> Vec<Slot> {
         self.names.write().drain().map(|(_, s)| s).collect()
+    }
+
+    /// Every running queue and stream, by name.
+    pub(super) fn open_refs_sorted(&self) -> Vec<QueueRef> {
+        let mut all = self.open_refs();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// Every crashed entry, by name.
+    pub(super) fn crashed_sorted(&self) -> Vec<CrashedQueue> {
+        let mut all = self.crashed();
+        all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        all
+    }
+
+    /// The running queue or stream called `name`, whoever owns it.
+    pub(super) fn open_ref(&self, name: &str) -> Option<QueueRef> {
+        self.names.read().get(name)?.open().cloned()
+    }
+
+    /// The crashed entry called `name`.
+    pub(super) fn crashed_entry(&self, name: &str) -> Option<CrashedQueue> {
+        self.names.read().get(name)?.crashed().cloned()
+    }
+
+    /// The queue or stream called `name`, for use by connection `conn`.
+    pub(super) fn lookup(&self, name: &str, conn: u64) -> Result<QueueRef> {
+        let Some(slot) = self.get(name) else {
+            return Err(CoreError::not_found("queue", name, &self.vhost));
+        };
+        match slot.open() {
+            Some(QueueRef::Queue(q)) => {
+                self.check_exclusive(q, conn)?;
+                Ok(QueueRef::Queue(q.clone()))
+            }
+            Some(r) => Ok(r.clone()),
+            None => Err(self.crashed_error(name)),
+        }
+    }
+
+    /// RabbitMQ's 405 for a queue (or stream) held exclusively elsewhere.
+    pub(super) fn locked(&self, queue: &str) -> CoreError {
+        CoreError::request(
+            ErrorKind::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                queue, self.vhost
+            ),
+        )
+    }
+
+    /// `Err(locked)` if `q` is exclusive to another connection than `conn`.
+    pub(super) fn check_exclusive(&self, q: &Queue, conn: u64) -> Result<()> {
+        match q.spec().exclusive_owner {
+            Some(owner) if owner != conn => Err(self.locked(q.name())),
+            _ => Ok(()),
+        }
+    }
+
+    /// RabbitMQ's answer to any use of a crashed queue.
+    pub(super) fn crashed_error(&self, name: &str) -> CoreError {
+        CoreError::request(
+            ErrorKind::NotFound,
+            format!(
+                "queue '{name}' in vhost '{}' has crashed and failed to restart",
+                self.vhost
+            ),
+        )
+    }
+
+    /// `Err(crashed)` if `name` is a crashed queue.
+    pub(super) fn check_not_crashed(&self, name: &str) -> Result<()> {
+        match self.is_crashed(name) {
+            true => Err(self.crashed_error(name)),
+            false => Ok(()),
+        }
+    }
+
+    /// Records a queue or stream that failed to open at boot (with its
+    /// storage name, so the definition and files are kept).
+    pub(super) fn note_crashed(&self, spec: QueueSpec, storage: String, e: &CoreError) {
+        tracing::error!(
+            vhost = %self.vhost,
+            queue = %spec.name,
+            error = %e,
+            "queue crashed: its log cannot be recovered; the queue is unavailable \
+             (state 'crashed') until it is deleted, the rest of the broker runs"
+        );
+        let c = CrashedQueue::new(spec, e.to_string());
+        self.insert_crashed(c, storage);
+    }
+
+    /// A running stream stopped on a record it cannot read: if `name` is
+    /// still that (deleted) stream, it becomes a crashed entry, keeping
+    /// its storage. The caller holds the vhost's `defs_lock`.
+    pub(super) fn stream_crashed(&self, name: &str, reason: String) {
+        let mut names = self.names.write();
+        let Some(slot) = names.get_mut(name) else {
+            return;
+        };
+        if let Some(s) = slot.stream().filter(|s| s.is_deleted()) {
+            let c = CrashedQueue::new(s.spec().clone(), reason);
+            slot.entry = Entry::Crashed(c);
+        }
+    }
+
+    /// Sets the `max-queues` limit (None or negative: no limit).
+    pub(super) fn set_max_queues(&self, limit: Option<i64>) {
+        self.max_queues
+            .store(limit.unwrap_or(-1), Ordering::Release);
+    }
+
+    /// queue.declare's check of `max-queues` for a new queue (queues and
+    /// streams count, as in RabbitMQ): 406 with RabbitMQ's text.
+    pub(super) fn check_limit(&self, queue: &str) -> Result<()> {
+        let limit = self.max_queues.load(Ordering::Acquire);
+        let count = self.len();
+        match ferry_auth::limits::is_reached(Some(limit), count) {
+            Some(l) => Err(precondition(ferry_auth::limits::queues_text(
+                queue,
+                &self.vhost,
+                l,
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The definitions of the stored queues and streams (crashed ones
+    /// too), sorted by name; durable, not exclusive.
+    pub(super) fn queue_defs(names: &Names) -> Vec<QueueDef> {
+        let mut defs = Vec::new();
+        for slot in names.values() {
+            let spec = match &slot.entry {
+                Entry::Open(r) => r.spec(),
+                Entry::Crashed(c) => &c.spec,
+            };
+            if spec.durable && spec.exclusive_owner.is_none() {
+                defs.push(QueueDef {
+                    spec: spec.clone(),
+                    storage: slot.storage.clone(),
+                });
+            }
+        }
+        defs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        defs
     }
 }
