@@ -11,7 +11,7 @@ use super::command::{Append, Command};
 use super::commit::replay;
 use super::effects::Effects;
 use super::record;
-use super::retention::decide;
+use super::retention::Retention;
 use super::state::StreamState;
 use crate::test_support::message;
 use ferry_log::{Log, LogConfig, SimIo};
@@ -200,7 +200,11 @@ impl Live {
 
     fn retain(&mut self, max_bytes: Option<u64>, max_age: Option<u64>) {
         let first = self.state.first();
-        let before = decide(&self.log, &self.state, max_bytes, max_age, self.clock);
+        let retention = Retention {
+            max_bytes,
+            max_age_ms: max_age,
+        };
+        let before = retention.decide(&self.log, &self.state, self.clock);
         let fx = apply(&mut self.state, &Command::Truncate { before });
         assert_eq!(fx.purge_before, (before > first).then_some(before));
         self.purge();

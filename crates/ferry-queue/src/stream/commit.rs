@@ -1,33 +1,41 @@
-//! Decide → log → apply → execute: the one way a stream's state changes.
+//! [`Inner`], the state behind a stream's lock, and decide → log → apply
+//! → execute: the one way a stream's state changes.
 //!
 //! * A publish decides its facts (`Stream::append`: publish time from the
 //!   clock, never below the newest record's; the `x-stream-offset`
-//!   header), then [`Stream::commit`] encodes the Append, appends its
+//!   header), then [`Inner::commit`] encodes the Append, appends its
 //!   record and runs [`apply`] with where the log put it — what
 //!   [`replay`] runs for the same record at open. A failed append changes
 //!   nothing.
 //! * Retention decides a cut (`retention.rs`: clock, limits, segment
-//!   sizes) and applies it as a Truncate.
+//!   sizes) and [`Inner::retain`] applies it as a Truncate.
 //! * The sync that makes records durable applies [`commit`] (`synced`).
 //!
-//! [`Stream::execute`] carries out the effects under `inner`: a sealed
+//! [`Inner::execute`] carries out the effects under `inner`: a sealed
 //! segment makes retention look again after the next sync, a Truncate
 //! deletes the segments below it (once the log has settled them) and moves
-//! consumers up, newly committed records wake pull readers (consumers at
-//! the tail are dispatched by the caller, a leader-local step). Confirms
-//! run after `inner` is released (`crate::syncer::LogOwner`).
+//! consumers up, newly committed records wake pull readers (`Readers`, a
+//! leaf lock; consumers at the tail are dispatched by the caller, a
+//! leader-local step). Confirms run after `inner` is released
+//! (`crate::syncer::LogOwner`).
 //!
-//! Also here: the stream as a member of the durability rounds.
+//! Also here: the stream as a member of the durability rounds. `Inner`'s
+//! methods take no lock but the `Readers` leaf and call no sinks.
 
 use super::apply::{apply, commit};
 use super::command::{Append, Command};
+use super::consumers::Consumers;
 use super::effects::Effects;
+use super::pull::Readers;
 use super::record;
+use super::retention::Retention;
 use super::state::StreamState;
-use super::stream::{Inner, Stream};
+use super::stream::Stream;
 use crate::error::Result;
+use crate::queue::ConfirmToken;
 use crate::syncer::LogOwner;
 use ferry_log::Log;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Largest encode buffer kept between publishes.
@@ -68,64 +76,105 @@ pub(super) fn replay(log: &Log) -> Result<StreamState> {
     Ok(state)
 }
 
-impl Stream {
+/// The state behind a stream's lock (`Stream.inner`), and the one way its
+/// [`StreamState`] changes: [`Inner::commit`] (an Append), [`Inner::retain`]
+/// (a Truncate) and the sync's [`commit`], each followed by
+/// [`Inner::execute`].
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(super) log: Log,
+    /// Offsets, committed prefix, publish times: changed only by
+    /// `apply::apply` and `apply::commit` (here).
+    pub(super) state: StreamState,
+    /// Push consumers (`consumers.rs`).
+    pub(super) consumers: Consumers,
+    pub(super) waiters: VecDeque<(u64, ConfirmToken)>,
+    /// A roll happened or a purge could not finish yet (the segment was
+    /// not settled): evaluate retention after the next sync.
+    pub(super) retention_pending: bool,
+    scratch: Vec<u8>,
+    pub(super) deleted: bool,
+    /// Stopped on an unreadable record (`Stream::crash_locked`): deleted
+    /// for every use, but its files stay until the stream is deleted.
+    pub(super) crashed: bool,
+    /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
+    /// policy's `max-age` / `max-length-bytes`, which win).
+    pub(super) retention: Retention,
+}
+
+impl Inner {
+    /// A stream's state at open: `state` as [`replay`] rebuilt it from `log`.
+    pub(super) fn new(log: Log, state: StreamState, retention: Retention) -> Self {
+        Inner {
+            log,
+            state,
+            consumers: Consumers::default(),
+            waiters: VecDeque::new(),
+            retention_pending: false,
+            scratch: Vec::new(),
+            deleted: false,
+            crashed: false,
+            retention,
+        }
+    }
+
     /// Logs `rec` and applies its Append, then executes the effects. On an
     /// append error nothing changed.
-    pub(super) fn commit(&self, inner: &mut Inner, rec: Append<'_>) -> Result<()> {
-        inner.scratch.clear();
-        rec.encode(&mut inner.scratch)?;
-        let pos = inner.log.append(&inner.scratch)?;
-        if inner.scratch.capacity() > SCRATCH_KEEP {
+    pub(super) fn commit(&mut self, rec: Append<'_>, readers: &Readers, name: &str) -> Result<()> {
+        self.scratch.clear();
+        rec.encode(&mut self.scratch)?;
+        let pos = self.log.append(&self.scratch)?;
+        if self.scratch.capacity() > SCRATCH_KEEP {
             // One huge message must not pin its size in memory forever.
-            inner.scratch = Vec::new();
+            self.scratch = Vec::new();
         }
         let cmd = Command::Append {
             rec,
             offset: pos.index,
             segment: pos.segment,
         };
-        let fx = apply(&mut inner.state, &cmd);
-        self.execute(inner, fx);
+        let fx = apply(&mut self.state, &cmd);
+        self.execute(fx, readers, name);
         Ok(())
     }
 
-    /// The leader's part of `fx`, under `inner`.
-    pub(super) fn execute(&self, inner: &mut Inner, fx: Effects) {
+    /// Retention's decision as of `now`: finishes the deletion of an
+    /// earlier cut the log could not make yet, then cuts where
+    /// [`Retention::decide`] says (a Truncate through `apply`, executed at
+    /// once). Returns the next age deadline (`NEVER` if none).
+    pub(super) fn retain(&mut self, now: u64, readers: &Readers, name: &str) -> u64 {
+        self.purge(name);
+        let cmd = self.retention.truncate(&self.log, &self.state, now);
+        let fx = apply(&mut self.state, &cmd);
+        self.execute(fx, readers, name);
+        self.retention.deadline(&self.state)
+    }
+
+    /// The leader's part of `fx` (`name`: the stream's, for logs).
+    pub(super) fn execute(&mut self, fx: Effects, readers: &Readers, name: &str) {
         if fx.sealed.is_some() {
-            inner.retention_pending |= inner.retention.has_retention();
+            self.retention_pending |= self.retention.is_set();
         }
         if fx.purge_before.is_some() {
-            self.purge(inner);
+            self.purge(name);
         }
         if let Some(upto) = fx.committed {
-            self.readers.advance(upto);
+            readers.advance(upto);
         }
     }
 
     /// Deletes the segments below the first retained offset that the log
     /// can delete now (settled ones); the rest wait for a later sync
     /// (`retention_pending`). Consumers before it move up.
-    pub(super) fn purge(&self, inner: &mut Inner) {
-        let first = inner.state.first();
-        if inner.log.first_index() < first {
-            if let Err(e) = inner.log.purge_before(first) {
-                tracing::warn!(stream = %self.name(), error = %e, "retention failed");
+    fn purge(&mut self, name: &str) {
+        let first = self.state.first();
+        if self.log.first_index() < first {
+            if let Err(e) = self.log.purge_before(first) {
+                tracing::warn!(stream = %name, error = %e, "retention failed");
             }
         }
-        inner.retention_pending = inner.log.first_index() < first;
-        for c in inner.consumers.iter_mut() {
-            c.next = c.next.max(first);
-        }
-    }
-
-    /// Joins the next durability round (see `SyncSchedule`).
-    pub(super) fn schedule_sync(&self) {
-        crate::syncer::schedule(self);
-    }
-
-    /// Flushes and fsyncs now, on this thread (shutdown, tests).
-    pub fn sync_now(&self) {
-        crate::syncer::sync_serial(self);
+        self.retention_pending = self.log.first_index() < first;
+        self.consumers.move_up(first);
     }
 }
 
@@ -141,7 +190,7 @@ impl LogOwner for Stream {
     fn synced(&self, inner: &mut Inner) {
         let durable = inner.log.durable_index().map_or(0, |i| i + 1);
         let fx = commit(&mut inner.state, durable);
-        self.execute(inner, fx);
+        inner.execute(fx, &self.readers, &self.spec.name);
         if inner.retention_pending {
             self.apply_retention(inner, self.env.clock.now_ms());
         }

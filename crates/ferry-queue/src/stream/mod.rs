@@ -3,11 +3,12 @@
 //! Kafka front end will serve.
 //!
 //! Owns the stream record format (`record`), its commands and their one
-//! apply path (`command`, `apply`, `effects`, `state`; run by `commit`),
-//! its arguments and their checks
-//! (`args`), consumer offsets (`offset`), retention (`retention`), reads
-//! (`pull`: the pull API for Kafka and the push consumers' reader) and the
-//! [`Stream`] itself. It reuses the queue's seams (`ConsumerSink`,
+//! apply path (`command`, `apply`, `effects`, `state`; run by `commit`,
+//! home of `Inner`, the state behind the stream's lock), its arguments and
+//! their checks (`args`), consumer offsets (`offset`), push consumers and
+//! their dispatch (`consumers`), the retention policy (`retention`), pull
+//! reads (`pull`: the reader and waiters behind the Kafka pull API) and
+//! the [`Stream`] itself, whose one `impl` is the public face over these. It reuses the queue's seams (`ConsumerSink`,
 //! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
 //! [`crate::source::Source`], so channels treat it like a queue except for
 //! consume. Must not: know AMQP reply codes or wire bytes (properties are
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod args;
 pub mod command;
 mod commit;
+mod consumers;
 pub mod effects;
 pub mod offset;
 mod pull;

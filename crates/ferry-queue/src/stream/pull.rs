@@ -1,5 +1,6 @@
-//! Reading a stream: the pull API a Kafka Fetch needs, and the push
-//! consumers' reads, through one reader.
+//! Reading a stream: the pull API a Kafka Fetch needs ([`PullRead`], the
+//! reader behind `Stream::read`, and [`Readers`], the waiters behind
+//! `Stream::wait_for`), and the record decoding push consumers share.
 //!
 //! * [`Stream::read`]: committed records from an offset, bounded by bytes
 //!   and records (at least one record when one is available, however
@@ -9,15 +10,16 @@
 //!   offset are committed, or the stream is deleted or crashed. The core
 //!   runs no timers: the caller bounds the wait with its own
 //!   (`tokio::time::timeout(max_wait, stream.wait_for(next))`).
-//! * `Stream::feed` (AMQP push consumers) reads the same way, under the
+//! * AMQP push consumers (`consumers.rs`) read the same way, under the
 //!   stream's lock, while the consumer's sink grants credit.
 //!
 //! Both read through a [`ferry_log::LogView`] of the committed records and
 //! decode with [`decode_record`]. `read` captures the view under `inner`
-//! (positions and file handles, no I/O) and reads it after releasing the
-//! lock, so a slow disk never holds up publishers. `read` does blocking
-//! file reads: call it off async worker threads (`spawn_blocking` or a read
-//! pool). `wait_for` never blocks.
+//! ([`PullRead::capture`]: positions and file handles, no I/O) and reads
+//! it after releasing the lock ([`PullRead::fill`]), so a slow disk never
+//! holds up publishers. `read` does blocking file reads: call it off async
+//! worker threads (`spawn_blocking` or a read pool). `wait_for` never
+//! blocks.
 //!
 //! Waiters live in [`Readers`], a leaf lock apart from `inner`: the sync
 //! that commits records and a crash call `Readers::advance` /
@@ -27,21 +29,18 @@
 //! fails its checksum or decoding (the stream crashes, as for push reads).
 
 use super::record;
-use super::stream::{Consumer, Stream};
+use super::state::StreamState;
+#[cfg(doc)]
+use super::stream::Stream;
 use crate::error::{CoreError, Result};
-use crate::queue::Delivery;
 use bytes::Bytes;
-use ferry_log::{Log, LogError, Record};
+use ferry_log::{Log, LogView, Record};
 use ferry_model::message::Message;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-
-/// Bytes of records one push view covers before the next is taken.
-const PUSH_VIEW_BYTES: u64 = 1 << 20;
 
 /// Bounds of one [`Stream::read`]. The first record available is returned
 /// even when it alone exceeds `max_bytes`; `max_records` 0 counts as 1.
@@ -153,162 +152,115 @@ pub(super) fn decode_record(rec: Record) -> Result<StreamRecord> {
     })
 }
 
-impl Stream {
-    /// Committed records from `from` on, within `limits`: at least one
-    /// record when `from` is committed, whatever its size. Below the first
-    /// retained offset or past the log's end: `OffsetOutOfRange`. Fails on
-    /// a deleted or crashed stream (`NotFound`), on an I/O error, and on a
-    /// corrupt record, which crashes the stream (`crash_locked`).
-    ///
-    /// Blocking file reads: never call it on an async worker thread. The
-    /// stream's lock is held only to capture positions, never during I/O.
-    pub fn read(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch> {
-        let max_records = limits.max_records.max(1);
-        let mut records: Vec<StreamRecord> = Vec::new();
-        let mut bytes = 0u64;
-        let mut next = from;
-        loop {
-            let (first, end, view) = {
-                let g = self.inner.lock();
-                if g.deleted {
-                    return Err(self.not_found());
-                }
-                let (first, end) = (g.state.first(), g.state.committed());
-                if records.is_empty() && (next < first || next > g.state.next()) {
-                    return Ok(ReadBatch::OffsetOutOfRange { first, end });
-                }
-                if next >= end || next < first {
-                    return Ok(ReadBatch::Records {
-                        first,
-                        end,
-                        records,
-                    });
-                }
-                let budget = limits.max_bytes.saturating_sub(bytes);
-                let view = g.log.view(next, end, budget)?;
-                if view.end() <= next {
-                    // `committed` ahead of the log's durable end: never
-                    // expected; answer what was read rather than spin.
-                    return Ok(ReadBatch::Records {
-                        first,
-                        end,
-                        records,
-                    });
-                }
-                (first, end, view)
-            };
-            let mut reader = view.records();
-            let mut failed = None;
-            let mut full = false;
-            while !full && records.len() < max_records {
-                let Some(item) = reader.next() else { break };
-                match item.map_err(CoreError::from).and_then(decode_record) {
-                    Ok(rec) if !records.is_empty() && bytes + rec.bytes > limits.max_bytes => {
-                        full = true;
-                    }
-                    Ok(rec) => {
-                        bytes += rec.bytes;
-                        next = rec.offset + 1;
-                        records.push(rec);
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                // Retention may have removed the segment meanwhile: take
-                // another look (out of range, or what was read so far).
-                self.read_failed(next, e)?;
-                continue;
-            }
-            // Going on only makes sense where this view ended.
-            let stop = next >= end || next < view.end();
-            if full || stop || records.len() >= max_records || bytes >= limits.max_bytes {
-                return Ok(ReadBatch::Records {
-                    first,
-                    end,
-                    records,
-                });
-            }
+/// One [`Stream::read`] in progress: the records taken so far and where
+/// it goes on. The stream alternates [`capture`](Self::capture) under
+/// `inner` (positions and file handles, no I/O) with
+/// [`fill`](Self::fill) after releasing it.
+#[derive(Debug)]
+pub(super) struct PullRead {
+    max_bytes: u64,
+    max_records: usize,
+    records: Vec<StreamRecord>,
+    bytes: u64,
+    next: u64,
+    /// First retained offset and committed end as of the last capture.
+    first: u64,
+    end: u64,
+}
+
+/// What [`PullRead::capture`] found.
+#[derive(Debug)]
+pub(super) enum Capture {
+    /// The read is over: the answer.
+    Done(ReadBatch),
+    /// Read this view (after releasing `inner`).
+    View(LogView),
+}
+
+/// What [`PullRead::fill`] did with a view.
+#[derive(Debug)]
+pub(super) enum Fill {
+    /// The read is over: the answer.
+    Done(ReadBatch),
+    /// The view ended short of the limits: capture again.
+    More,
+    /// Reading the record at this offset failed (`Stream::read_failed`
+    /// decides: look again, or fail).
+    Failed(u64, CoreError),
+}
+
+impl PullRead {
+    /// A read from `from` within `limits`.
+    pub(super) fn new(from: u64, limits: ReadLimits) -> Self {
+        PullRead {
+            max_bytes: limits.max_bytes,
+            max_records: limits.max_records.max(1),
+            records: Vec::new(),
+            bytes: 0,
+            next: from,
+            first: 0,
+            end: 0,
         }
     }
 
-    /// A pull read failed at `offset`: fine if retention removed that
-    /// offset meanwhile (`Ok`: look again); a corrupt record crashes the
-    /// stream; the error is returned otherwise.
-    fn read_failed(&self, offset: u64, e: CoreError) -> Result<()> {
-        let mut g = self.inner.lock();
-        if g.deleted {
-            return Err(self.not_found());
-        }
-        if offset < g.state.first() {
-            return Ok(());
-        }
-        if e.is_corruption() {
-            self.crash_locked(&mut g, offset, &e);
-        } else {
-            tracing::error!(stream = %self.name(), offset, error = %e, "stream read failed");
-        }
-        Err(e)
-    }
-
-    /// Resolves once the record at `offset` is committed (a read from
-    /// `offset` then returns at least one record, or `OffsetOutOfRange` if
-    /// retention went past it), or the stream is deleted or crashed. Woken
-    /// by the sync that commits records, never by polling. The deadline is
-    /// the caller's: `tokio::time::timeout(max_wait, s.wait_for(n))`;
-    /// dropping the future unregisters it.
-    pub fn wait_for(&self, offset: u64) -> WaitFor<'_> {
-        WaitFor {
-            readers: &self.readers,
-            offset,
-            id: None,
+    fn done(&mut self) -> ReadBatch {
+        ReadBatch::Records {
+            first: self.first,
+            end: self.end,
+            records: std::mem::take(&mut self.records),
         }
     }
 
-    /// Delivers records from `c.next` for as long as `c`'s sink grants
-    /// credit (push consumers; under `inner`), through views of the
-    /// committed records like [`Stream::read`].
-    pub(super) fn feed(&self, log: &Log, committed: u64, c: &mut Consumer) -> Result<()> {
-        while c.next < committed {
-            let view = log.view(c.next, committed, PUSH_VIEW_BYTES)?;
-            if view.end() <= c.next {
-                return Ok(());
-            }
-            let mut reader = view.records();
-            while c.next < view.end() {
-                if !c.sink.reserve() {
-                    return Ok(());
+    /// Under `inner` (of a stream not deleted): the view of the committed
+    /// records to read next, or the answer (out of range, or what was read
+    /// so far once nothing more is committed).
+    pub(super) fn capture(&mut self, log: &Log, state: &StreamState) -> Result<Capture> {
+        let next = self.next;
+        let (first, end) = (state.first(), state.committed());
+        (self.first, self.end) = (first, end);
+        if self.records.is_empty() && (next < first || next > state.next()) {
+            return Ok(Capture::Done(ReadBatch::OffsetOutOfRange { first, end }));
+        }
+        if next >= end || next < first {
+            return Ok(Capture::Done(self.done()));
+        }
+        let budget = self.max_bytes.saturating_sub(self.bytes);
+        let view = log.view(next, end, budget)?;
+        if view.end() <= next {
+            // `committed` ahead of the log's durable end: never
+            // expected; answer what was read rather than spin.
+            return Ok(Capture::Done(self.done()));
+        }
+        Ok(Capture::View(view))
+    }
+
+    /// Reads `view` (no lock held) into the batch, within the limits.
+    pub(super) fn fill(&mut self, view: &LogView) -> Fill {
+        let mut reader = view.records();
+        let mut full = false;
+        while !full && self.records.len() < self.max_records {
+            let Some(item) = reader.next() else { break };
+            match item.map_err(CoreError::from).and_then(decode_record) {
+                Ok(rec) if !self.records.is_empty() && self.bytes + rec.bytes > self.max_bytes => {
+                    full = true;
                 }
-                let item = reader.next().unwrap_or_else(|| {
-                    Err(LogError::OutOfRange {
-                        index: c.next,
-                        first: log.first_index(),
-                        next: log.next_index(),
-                    })
-                });
-                let rec = match item.map_err(CoreError::from).and_then(decode_record) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        c.sink.unreserve();
-                        return Err(e);
-                    }
-                };
-                let d = Delivery {
-                    queue: self.name().clone(),
-                    msg_id: rec.offset,
-                    message: Arc::new(rec.message),
-                    redelivered: false,
-                    delivery_count: 0,
-                };
-                c.sink.deliver(&c.tag, d);
-                self.stats().delivered(false, false);
-                c.next = rec.offset + 1;
+                Ok(rec) => {
+                    self.bytes += rec.bytes;
+                    self.next = rec.offset + 1;
+                    self.records.push(rec);
+                }
+                // Retention may have removed the segment meanwhile: the
+                // stream takes another look (out of range, or what was
+                // read so far).
+                Err(e) => return Fill::Failed(self.next, e),
             }
         }
-        Ok(())
+        // Going on only makes sense where this view ended.
+        let stop = self.next >= self.end || self.next < view.end();
+        if full || stop || self.records.len() >= self.max_records || self.bytes >= self.max_bytes {
+            return Fill::Done(self.done());
+        }
+        Fill::More
     }
 }
 
@@ -351,6 +303,16 @@ impl Readers {
             ready.into_iter().map(|(_, _, waker)| waker).collect()
         };
         ready.into_iter().for_each(Waker::wake);
+    }
+
+    /// A future that resolves once the record at `offset` is committed, or
+    /// the readers close (`Stream::wait_for`).
+    pub(super) fn wait_for(&self, offset: u64) -> WaitFor<'_> {
+        WaitFor {
+            readers: self,
+            offset,
+            id: None,
+        }
     }
 
     /// Waiters registered now.

@@ -1,25 +1,26 @@
-//! Retention: a stream loses whole segments, oldest first, never the
-//! active one (RabbitMQ's segment granularity):
+//! Retention ([`Retention`], the policy): a stream loses whole segments,
+//! oldest first, never the active one (RabbitMQ's segment granularity):
 //! * `x-max-length-bytes`: while all segments together are larger;
 //! * `x-max-age`: while a sealed segment's newest record is older.
 //!
 //! The decision (which segment base to cut at) is the leader's: it reads
 //! the clock and the segment sizes. Its outcome is a Truncate command
 //! applied like every other (`apply.rs`), so a Raft follower would drop the
-//! same offsets; deleting the files is the effect (`Stream::purge`).
+//! same offsets; deleting the files is the effect (`Inner::purge`,
+//! `commit.rs`).
 //!
 //! Evaluated when the log rolls (after the sync that settles the rolled
 //! segment: the log deletes only settled segments), when the stream opens,
 //! and when the broker's `ExpiryTimer` reaches the next age deadline
-//! (`Broker::expire_due` → [`Stream::enforce_retention`]); never polled.
+//! (`Broker::expire_due` → `Stream::enforce_retention`); never polled.
+//! Owns the limits and the decisions, nothing else: the stream's lock,
+//! clock and timer stay the stream's (`Inner::retain` runs a decision).
 
-use super::apply::apply;
+use super::args::StreamArgs;
 use super::command::Command;
 use super::state::StreamState;
-use super::stream::{Inner, Stream};
 use crate::clock::NEVER;
 use ferry_log::Log;
-use std::sync::atomic::Ordering;
 
 /// The index below which whole segments must go. `segments` are
 /// `(base, bytes)` oldest first with the active one last; `sealed_ts` the
@@ -57,81 +58,61 @@ pub(super) fn cut_point(
     cut
 }
 
-/// Retention's decision: the first offset `log` keeps under `max_bytes`
-/// and `max_age` (ms) as of `now`, from the segments the state still
-/// retains and their newest publish times (the leader's step: it reads
-/// segment sizes and the caller's clock).
-pub(super) fn decide(
-    log: &Log,
-    state: &StreamState,
-    max_bytes: Option<u64>,
-    max_age: Option<u64>,
-    now: u64,
-) -> u64 {
-    let first = state.first();
-    let segments: Vec<(u64, u64)> = log
-        .segments()
-        .iter()
-        .filter(|s| s.base >= first)
-        .map(|s| (s.base, s.bytes))
-        .collect();
-    let sealed: Vec<(u64, u64)> = state.sealed_ts().iter().copied().collect();
-    cut_point(&segments, &sealed, max_bytes, max_age.map(|a| (now, a)))
+/// The retention in force: a pure policy over the stream's state and
+/// segments. Its decisions come back as a Truncate for `apply` and a
+/// deadline for the broker's timer; it changes nothing itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Retention {
+    /// `x-max-length-bytes` (or a policy's `max-length-bytes`).
+    pub(super) max_bytes: Option<u64>,
+    /// `x-max-age` in ms (or a policy's `max-age`).
+    pub(super) max_age_ms: Option<u64>,
 }
 
-impl Stream {
-    /// Retention's decision as of `now`: finishes the deletion of an
-    /// earlier cut the log could not make yet, then cuts where
-    /// [`cut_point`] says (a Truncate through `apply`, executed at once),
-    /// and posts the next age deadline to the broker's timer.
-    pub(super) fn apply_retention(&self, inner: &mut Inner, now: u64) {
-        self.purge(inner);
-        let retention = inner.retention;
-        let (max_bytes, max_age) = (retention.max_bytes, retention.max_age_ms);
-        let before = decide(&inner.log, &inner.state, max_bytes, max_age, now);
-        let fx = apply(&mut inner.state, &Command::Truncate { before });
-        self.execute(inner, fx);
-        let at = match (retention.max_age_ms, inner.state.sealed_ts().front()) {
+impl Retention {
+    /// The retention `args` ask for (their segment size is not retention).
+    pub(super) fn of(args: &StreamArgs) -> Self {
+        Retention {
+            max_bytes: args.max_bytes,
+            max_age_ms: args.max_age_ms,
+        }
+    }
+
+    /// Whether any limit is set.
+    pub(super) fn is_set(&self) -> bool {
+        self.max_age_ms.is_some() || self.max_bytes.is_some()
+    }
+
+    /// The first offset `log` keeps under these limits as of `now`, from
+    /// the segments the state still retains and their newest publish times
+    /// (the leader's step: it reads segment sizes and the caller's clock).
+    pub(super) fn decide(&self, log: &Log, state: &StreamState, now: u64) -> u64 {
+        let first = state.first();
+        let segments: Vec<(u64, u64)> = log
+            .segments()
+            .iter()
+            .filter(|s| s.base >= first)
+            .map(|s| (s.base, s.bytes))
+            .collect();
+        let sealed: Vec<(u64, u64)> = state.sealed_ts().iter().copied().collect();
+        let max_age = self.max_age_ms.map(|a| (now, a));
+        cut_point(&segments, &sealed, self.max_bytes, max_age)
+    }
+
+    /// The Truncate [`decide`](Self::decide) asks for as of `now`.
+    pub(super) fn truncate(&self, log: &Log, state: &StreamState, now: u64) -> Command<'static> {
+        Command::Truncate {
+            before: self.decide(log, state, now),
+        }
+    }
+
+    /// When the oldest sealed segment of `state` ages out (`NEVER` without
+    /// an age limit or a sealed segment).
+    pub(super) fn deadline(&self, state: &StreamState) -> u64 {
+        match (self.max_age_ms, state.sealed_ts().front()) {
             (Some(age), Some((_, ts))) => ts.saturating_add(age).saturating_add(1),
             _ => NEVER,
-        };
-        self.retention_at.store(at, Ordering::Release);
-        if at != NEVER {
-            self.env.timer.schedule(at);
         }
-    }
-
-    /// When the oldest sealed segment ages out (`NEVER` if not pending).
-    pub fn retention_deadline(&self) -> u64 {
-        self.retention_at.load(Ordering::Acquire)
-    }
-
-    /// The timer's call: applies retention as of `now`.
-    pub fn enforce_retention(&self, now: u64) {
-        let mut g = self.inner.lock();
-        if g.deleted || !g.retention.has_retention() {
-            return;
-        }
-        self.apply_retention(&mut g, now);
-        self.dispatch_locked(&mut g);
-    }
-
-    /// A policy change: the retention of `effective` (`max-age`,
-    /// `max-length-bytes`) applies at once; the segment size stays until
-    /// the stream reopens.
-    pub fn apply_arguments(&self, effective: &ferry_model::Table) {
-        let next = super::StreamArgs::parse(effective);
-        let mut g = self.inner.lock();
-        if g.deleted
-            || (g.retention.max_age_ms, g.retention.max_bytes) == (next.max_age_ms, next.max_bytes)
-        {
-            return;
-        }
-        g.retention.max_age_ms = next.max_age_ms;
-        g.retention.max_bytes = next.max_bytes;
-        let now = self.env.clock.now_ms();
-        self.apply_retention(&mut g, now);
-        self.dispatch_locked(&mut g);
     }
 }
 

@@ -8,29 +8,40 @@
 //!   durable prefix (`committed`), so an offset a consumer has seen never
 //!   names a different message after a crash (the Kafka front end relies on
 //!   this). Confirms of persistent messages go out after the same fsync.
-//! * A consumer is an offset plus a `ConsumerSink`: dispatch reads records
-//!   from the log in order while the sink grants credit (prefetch and
-//!   socket room), so catching up on a large stream holds at most a
-//!   prefetch window of messages in memory. Acks only give credit back.
-//!   Consumers at the tail are woken by the sync that commits new records.
-//! * Pull reads (`Stream::read`, `Stream::wait_for`, for Kafka) and the
-//!   push consumers' reads live in `pull.rs`; wherever `committed`
-//!   advances, `readers.advance` must follow (delete and crash close it).
-//! * Retention (`retention.rs`): whole segments, oldest first.
+//! * A consumer is an offset plus a `ConsumerSink` (`consumers.rs`):
+//!   dispatch reads records from the log in order while the sink grants
+//!   credit (prefetch and socket room), so catching up on a large stream
+//!   holds at most a prefetch window of messages in memory. Acks only give
+//!   credit back. Consumers at the tail are woken by the sync that commits
+//!   new records.
+//! * Pull reads (`Stream::read`, `Stream::wait_for`, for Kafka) run the
+//!   reader and waiters of `pull.rs` (`PullRead`, `Readers`); wherever
+//!   `committed` advances, `readers.advance` must follow (delete and crash
+//!   close it).
+//! * Retention (`retention.rs`, the `Retention` policy): whole segments,
+//!   oldest first.
 //! * What the log determines (offsets, committed prefix, publish times)
 //!   is a [`StreamState`] changed only through `apply.rs` — by a live
 //!   publish, by a retention decision (a Truncate), by the sync that
-//!   commits records, and by replay at open (`commit.rs`). Consumers,
-//!   credit, dispatch, pull readers and confirm waiters are leader-local.
+//!   commits records, and by replay at open (`commit.rs`, with `Inner`,
+//!   the state behind the lock). Consumers, credit, dispatch, pull readers
+//!   and confirm waiters are leader-local.
+//!
+//! This file is the stream's public face: its one `impl` decides the
+//! facts of a publish, checks consume, and drives the parts above under
+//! the lock order below; the parts own the state and the work.
 //!
 //! Lock order: `sync_lock` → `inner` → sinks (channel locks); `inner` →
 //! `readers` (a leaf).
 
 use super::args::StreamArgs;
 use super::command::Append;
+use super::commit::Inner;
+use super::consumers;
 use super::offset::OffsetSpec;
-use super::pull::Readers;
-use super::record;
+use super::pull::{Capture, Fill, PullRead, ReadBatch, ReadLimits, Readers, WaitFor};
+use super::retention::Retention;
+#[cfg(doc)]
 use super::state::StreamState;
 use crate::clock::NEVER;
 use crate::error::{CoreError, ErrorKind, Result};
@@ -43,12 +54,9 @@ use ferry_log::Log;
 use ferry_model::message::Message;
 use ferry_model::Table;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-
-static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How basic.consume asked for a stream consumer.
 #[derive(Debug, Clone, Copy)]
@@ -59,36 +67,6 @@ pub struct StreamConsume<'a> {
     pub prefetch: u32,
     /// basic.consume's arguments (`x-stream-offset`).
     pub arguments: &'a Table,
-}
-
-#[derive(Debug)]
-pub(super) struct Consumer {
-    pub(super) id: u64,
-    pub(super) tag: Arc<str>,
-    pub(super) sink: Arc<dyn ConsumerSink>,
-    /// The next offset it gets.
-    pub(super) next: u64,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(super) log: Log,
-    /// Offsets, committed prefix, publish times: changed only by
-    /// `apply::apply` and `apply::commit` (`commit.rs`).
-    pub(super) state: StreamState,
-    pub(super) consumers: Vec<Consumer>,
-    pub(super) waiters: VecDeque<(u64, ConfirmToken)>,
-    /// A roll happened or a purge could not finish yet (the segment was
-    /// not settled): evaluate retention after the next sync.
-    pub(super) retention_pending: bool,
-    pub(super) scratch: Vec<u8>,
-    pub(super) deleted: bool,
-    /// Stopped on an unreadable record (`crash_locked`): deleted for
-    /// every use, but its files stay until the stream is deleted.
-    crashed: bool,
-    /// The retention in force (`x-max-age`, `x-max-length-bytes`, or a
-    /// policy's `max-age` / `max-length-bytes`, which win).
-    pub(super) retention: StreamArgs,
 }
 
 /// A stream. Shared by `Arc` between the vhost and the channels using it.
@@ -147,17 +125,7 @@ impl Stream {
             dir,
             env,
             args,
-            inner: Mutex::new(Inner {
-                log,
-                state,
-                consumers: Vec::new(),
-                waiters: VecDeque::new(),
-                retention_pending: false,
-                scratch: Vec::new(),
-                deleted: false,
-                crashed: false,
-                retention: args,
-            }),
+            inner: Mutex::new(Inner::new(log, state, Retention::of(&args))),
             sync_lock: Mutex::new(()),
             sync_state: SyncSchedule::default(),
             me: me.clone(),
@@ -209,7 +177,7 @@ impl Stream {
 
     /// Consumers attached now.
     pub fn consumer_count(&self) -> usize {
-        self.inner.lock().consumers.len()
+        self.inner.lock().consumers.count()
     }
 
     /// (first retained offset, next offset, committed offset).
@@ -225,11 +193,7 @@ impl Stream {
 
     /// (tag, next offset) of each consumer.
     pub fn consumer_offsets(&self) -> Vec<(Arc<str>, u64)> {
-        let g = self.inner.lock();
-        g.consumers
-            .iter()
-            .map(|c| (c.tag.clone(), c.next))
-            .collect()
+        self.inner.lock().consumers.offsets()
     }
 
     /// Whether it has been deleted.
@@ -288,7 +252,7 @@ impl Stream {
             msg,
             properties: &props,
         };
-        self.commit(inner, rec)?;
+        inner.commit(rec, &self.readers, &self.spec.name)?;
         self.stats.published();
         Ok(match confirm {
             Some(t) if msg.persistent => {
@@ -336,53 +300,13 @@ impl Stream {
         if g.deleted {
             return Err(self.not_found());
         }
-        let next = self.resolve(&g, spec)?;
-        let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
-        g.consumers.push(Consumer {
-            id,
-            tag,
-            sink,
-            next,
-        });
-        Ok(id)
-    }
-
-    /// The offset a consumer asking for `spec` starts at.
-    fn resolve(&self, g: &Inner, spec: OffsetSpec) -> Result<u64> {
-        let first = g.state.first();
-        let next = g.state.next();
-        Ok(match spec {
-            OffsetSpec::First => first,
-            OffsetSpec::Next => next,
-            OffsetSpec::Last => next.saturating_sub(1).max(first),
-            OffsetSpec::Offset(n) if n > next => next,
-            OffsetSpec::Offset(n) => n.max(first),
-            OffsetSpec::Timestamp(t) => self.offset_at(g, t)?,
-        })
-    }
-
-    /// The first offset published at or after `t` (ms): the first segment
-    /// whose newest record is recent enough, then a scan of that segment.
-    fn offset_at(&self, g: &Inner, t: u64) -> Result<u64> {
-        let base = g
-            .state
-            .sealed_ts()
-            .iter()
-            .find(|(_, ts)| *ts >= t)
-            .map_or(g.state.active_base(), |(b, _)| *b)
-            .max(g.state.first());
-        for item in g.log.reader(base) {
-            let (_, rec) = item?;
-            if record::timestamp(&rec.payload)? >= t {
-                return Ok(rec.index);
-            }
-        }
-        Ok(g.state.next())
+        let next = consumers::start(&g.log, &g.state, spec)?;
+        Ok(g.consumers.add(tag, sink, next))
     }
 
     /// Removes a consumer. Streams are never auto-delete: always false.
     pub fn cancel(&self, consumer_id: u64) -> bool {
-        self.inner.lock().consumers.retain(|c| c.id != consumer_id);
+        self.inner.lock().consumers.remove(consumer_id);
         false
     }
 
@@ -395,26 +319,10 @@ impl Stream {
     }
 
     pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
-        let first = inner.state.first();
-        let committed = inner.state.committed();
-        let mut corrupt = None;
-        for c in inner.consumers.iter_mut() {
-            // Retention moved the start past it.
-            c.next = c.next.max(first);
-            if c.next >= committed {
-                continue;
-            }
-            match self.feed(&inner.log, committed, c) {
-                Ok(()) => {}
-                Err(e) if e.is_corruption() => {
-                    corrupt = Some((c.next, e));
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(stream = %self.spec.name, consumer = %c.tag, error = %e, "stream read failed");
-                }
-            }
-        }
+        let corrupt =
+            inner
+                .consumers
+                .dispatch(&inner.log, &inner.state, &self.spec.name, &self.stats);
         if let Some((offset, e)) = corrupt {
             self.crash_locked(inner, offset, &e);
         }
@@ -440,11 +348,9 @@ impl Stream {
         inner.deleted = true;
         inner.crashed = true;
         self.readers.close();
-        let consumers = std::mem::take(&mut inner.consumers);
+        let consumers = inner.consumers.take();
         let waiters: Vec<ConfirmToken> = inner.waiters.drain(..).map(|(_, t)| t).collect();
-        for c in consumers {
-            c.sink.cancelled(&c.tag);
-        }
+        consumers.cancelled();
         for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
         let Some(router) = self.env.dead_letters.clone() else {
             return;
@@ -481,18 +387,125 @@ impl Stream {
             }
             g.deleted = true;
             g.crashed = false;
-            let consumers = std::mem::take(&mut g.consumers);
+            let consumers = g.consumers.take();
             let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
             (consumers, waiters)
         };
         self.readers.close();
-        for c in consumers {
-            c.sink.cancelled(&c.tag);
-        }
+        consumers.cancelled();
         for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
         let _sync = self.sync_lock.lock();
         self.env.io.remove_dir_all(&self.dir)?;
         Ok(0)
+    }
+
+    /// Committed records from `from` on, within `limits`: at least one
+    /// record when `from` is committed, whatever its size. Below the first
+    /// retained offset or past the log's end: `OffsetOutOfRange`. Fails on
+    /// a deleted or crashed stream (`NotFound`), on an I/O error, and on a
+    /// corrupt record, which crashes the stream (`crash_locked`).
+    ///
+    /// Blocking file reads: never call it on an async worker thread. The
+    /// stream's lock is held only to capture positions, never during I/O
+    /// (`pull.rs`).
+    pub fn read(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch> {
+        let mut read = PullRead::new(from, limits);
+        loop {
+            let view = {
+                let g = self.inner.lock();
+                if g.deleted {
+                    return Err(self.not_found());
+                }
+                match read.capture(&g.log, &g.state)? {
+                    Capture::Done(batch) => return Ok(batch),
+                    Capture::View(view) => view,
+                }
+            };
+            match read.fill(&view) {
+                Fill::Done(batch) => return Ok(batch),
+                Fill::More => {}
+                Fill::Failed(offset, e) => self.read_failed(offset, e)?,
+            }
+        }
+    }
+
+    /// A pull read failed at `offset`: fine if retention removed that
+    /// offset meanwhile (`Ok`: look again); a corrupt record crashes the
+    /// stream; the error is returned otherwise.
+    fn read_failed(&self, offset: u64, e: CoreError) -> Result<()> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        if offset < g.state.first() {
+            return Ok(());
+        }
+        if e.is_corruption() {
+            self.crash_locked(&mut g, offset, &e);
+        } else {
+            tracing::error!(stream = %self.name(), offset, error = %e, "stream read failed");
+        }
+        Err(e)
+    }
+
+    /// Resolves once the record at `offset` is committed (a read from
+    /// `offset` then returns at least one record, or `OffsetOutOfRange` if
+    /// retention went past it), or the stream is deleted or crashed. Woken
+    /// by the sync that commits records, never by polling. The deadline is
+    /// the caller's: `tokio::time::timeout(max_wait, s.wait_for(n))`;
+    /// dropping the future unregisters it.
+    pub fn wait_for(&self, offset: u64) -> WaitFor<'_> {
+        self.readers.wait_for(offset)
+    }
+
+    /// Joins the next durability round (see `SyncSchedule`).
+    pub(super) fn schedule_sync(&self) {
+        crate::syncer::schedule(self);
+    }
+
+    /// Flushes and fsyncs now, on this thread (shutdown, tests).
+    pub fn sync_now(&self) {
+        crate::syncer::sync_serial(self);
+    }
+
+    /// Runs retention as of `now` (`Inner::retain`: a Truncate decided by
+    /// [`Retention`]) and posts the next age deadline to the broker's timer.
+    pub(super) fn apply_retention(&self, inner: &mut Inner, now: u64) {
+        let at = inner.retain(now, &self.readers, &self.spec.name);
+        self.retention_at.store(at, Ordering::Release);
+        if at != NEVER {
+            self.env.timer.schedule(at);
+        }
+    }
+
+    /// When the oldest sealed segment ages out (`NEVER` if not pending).
+    pub fn retention_deadline(&self) -> u64 {
+        self.retention_at.load(Ordering::Acquire)
+    }
+
+    /// The timer's call: applies retention as of `now`.
+    pub fn enforce_retention(&self, now: u64) {
+        let mut g = self.inner.lock();
+        if g.deleted || !g.retention.is_set() {
+            return;
+        }
+        self.apply_retention(&mut g, now);
+        self.dispatch_locked(&mut g);
+    }
+
+    /// A policy change: the retention of `effective` (`max-age`,
+    /// `max-length-bytes`) applies at once; the segment size stays until
+    /// the stream reopens.
+    pub fn apply_arguments(&self, effective: &Table) {
+        let next = Retention::of(&StreamArgs::parse(effective));
+        let mut g = self.inner.lock();
+        if g.deleted || g.retention == next {
+            return;
+        }
+        g.retention = next;
+        let now = self.env.clock.now_ms();
+        self.apply_retention(&mut g, now);
+        self.dispatch_locked(&mut g);
     }
 }
 
