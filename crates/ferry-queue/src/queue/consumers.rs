@@ -65,7 +65,10 @@ impl Consumers {
 
     /// (tag, no_ack) of each consumer.
     pub(super) fn tags(&self) -> Vec<(Arc<str>, bool)> {
-        self.list.iter().map(|c| (c.tag.clone(), c.no_ack)).collect()
+        self.list
+            .iter()
+            .map(|c| (c.tag.clone(), c.no_ack))
+            .collect()
     }
 
     /// Registers a consumer; its id, or None when the queue is in

@@ -30,8 +30,8 @@ use super::effects::Effects;
 use super::journal::Journal;
 use super::retry::RetryPolicy;
 use super::sinks::Delivery;
-use super::stats::QueueStats;
 use super::state::{Entry, QueueState};
+use super::stats::QueueStats;
 use crate::clock::{Clock, ExpiryTimer};
 use crate::error::Result;
 use ferry_model::message::Message;
@@ -152,7 +152,11 @@ impl Inner {
 
     /// `commit_ids` for the queue's own housekeeping (expiry, overflow),
     /// which has nobody to report a failure to.
-    pub(super) fn commit_logged(&mut self, cmd: &Command, letters: &mut Vec<DeadLetter>) -> Effects {
+    pub(super) fn commit_logged(
+        &mut self,
+        cmd: &Command,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Effects {
         self.commit_ids(cmd, letters).unwrap_or_else(|e| {
             tracing::error!(queue = %self.name, error = %e, "cannot log a queue command");
             Effects::default()

@@ -220,9 +220,7 @@ impl Journal {
 
     /// Removes log segments that hold only settled messages.
     pub(super) fn gc_segments(&mut self, state: &QueueState, queue: &str) {
-        let live = state
-            .min_live_id()
-            .unwrap_or_else(|| self.log.next_index());
+        let live = state.min_live_id().unwrap_or_else(|| self.log.next_index());
         if let Err(e) = self.log.purge_before(live) {
             tracing::warn!(queue = %queue, error = %e, "segment cleanup failed");
         }

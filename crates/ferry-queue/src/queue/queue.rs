@@ -45,8 +45,8 @@
 use super::args::QueueArgs;
 use super::body_cache::BodyCache;
 use super::command::{Command, Facts};
-use super::deadlines::Deadlines;
 use super::dead_letter::{DeadLetter, Reason};
+use super::deadlines::Deadlines;
 use super::inner::{Inner, LETTER_BATCH};
 use super::journal::Journal;
 use super::record;
