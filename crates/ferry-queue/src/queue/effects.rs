@@ -3,7 +3,8 @@
 //! the state changed, ignored by restart replay.
 //!
 //! Owns no behaviour: executing effects (reading bodies for dead letters,
-//! routing them, dispatching, scheduling the sweep) is `Queue`'s.
+//! routing them, dispatching, scheduling the sweep) is `Inner`'s and
+//! `Queue`'s (`queue::inner`, `queue::queue`).
 
 use super::dead_letter::Reason;
 use super::state::Entry;

@@ -1,27 +1,37 @@
 //! Queues: a deterministic state machine (`state`) changed only by
 //! `apply::apply` of a `command::Command` (one record of the queue's log,
-//! `record`), which returns `effects::Effects`; wrapped with consumers,
-//! dispatch and group commit (`queue`), which decides each command, logs
-//! it, applies it and executes its effects.
+//! `record`), which returns `effects::Effects`; wrapped by `queue::Queue`,
+//! the shared handle, whose lock protects `inner::Inner`: there each
+//! command is decided, logged and applied through the `journal`, and its
+//! effects executed; `consumers` picks who gets a message, `body_cache`
+//! accounts the bodies kept in memory, `deadlines` tells the broker's
+//! sweep when to look again.
 
 pub mod apply;
 pub mod args;
+mod body_cache;
 pub mod command;
+mod consumers;
 pub mod dead_letter;
+mod deadlines;
 pub mod effects;
+mod inner;
+mod journal;
 // Named after its main type, like every file here.
 #[allow(clippy::module_inception)]
 pub mod queue;
 pub mod record;
 pub mod retry;
 pub mod sinks;
+pub mod spec;
 pub mod state;
 pub mod stats;
 
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
-pub use queue::{Enqueued, Queue, QueueEnv, QueueSpec};
+pub use queue::{Enqueued, Queue};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
+pub use spec::{QueueEnv, QueueSpec};
 pub use stats::{Depth, QueueStats, StatsSnapshot};
 
 #[cfg(test)]

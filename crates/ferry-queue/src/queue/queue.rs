@@ -1,14 +1,17 @@
-//! A queue: the state machine, its command log and its consumers.
+//! A queue: the handle the vhost and channels share. It takes the `inner`
+//! lock (`inner::Inner`: state, journal, consumers, body cache), runs an
+//! operation there, and after releasing it does what calls out: routing
+//! dead letters, confirms, durability rounds.
 //!
 //! Every change goes through the log first: an operation decides a
 //! `Command` (Enqueue, Settle, Requeue, Retry, Purge, Drop) without
 //! touching the state, appends its record, then runs `apply::apply` — the
 //! same function restart replay runs — and executes the returned effects
-//! (`commit`). Publisher confirms for persistent
-//! messages wait for the fsync of their Enqueue record (group commit via
-//! the `Syncer`). Young message bodies stay in a bounded shared cache so a
-//! consumer that keeps up never reads the disk; older ones are read back
-//! from the log when delivered.
+//! (`inner`). Publisher confirms for persistent messages wait for the
+//! fsync of their Enqueue record (group commit via the `Syncer`, confirm
+//! waiters in the `journal`). Young message bodies stay in a bounded
+//! shared cache (`body_cache`) so a consumer that keeps up never reads the
+//! disk; older ones are read back from the log when delivered.
 //!
 //! Lock order: `sync_lock` → `inner` → (sinks: channel locks). Nothing
 //! called under `inner` may call back into a queue.
@@ -31,142 +34,35 @@
 //!
 //! Priorities (`x-max-priority`: one ready list per level in `QueueState`,
 //! the level written into the Enqueue record), consumer priorities and
-//! single active consumer (`dispatch::pick_consumer`), queue expiry
-//! (`x-expires`: an idle deadline on the broker's `ExpiryTimer`) and the
-//! delivery limit (returns counted by Requeue records; past the limit a
-//! Drop with reason `delivery_limit`) live in `features` and `dispatch`;
-//! delayed retry (`x-retry-*`: returns wait, their due times in Retry
-//! records) and a delayed exchange's holds live in `delayed`; a policy
-//! change reaching the queue (`apply_arguments`) in `policy`.
+//! single active consumer (`consumers::Consumers::pick`), the delivery
+//! limit (returns counted by Requeue records; past the limit a Drop with
+//! reason `delivery_limit`), delayed retry (`x-retry-*`: returns wait,
+//! their due times in Retry records) and a delayed exchange's holds are
+//! decided in `inner`. Here: queue expiry (`x-expires`: an idle deadline
+//! on the broker's `ExpiryTimer`), the head's deadline published to the
+//! sweep, and a policy change reaching the queue (`apply_arguments`).
 
-use super::args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
+use super::args::QueueArgs;
+use super::body_cache::BodyCache;
 use super::command::{Command, Facts};
-use super::dead_letter::{DeadLetter, DeadLetterRouter, Reason};
-use super::record::{self, Record};
+use super::dead_letter::{DeadLetter, Reason};
+use super::deadlines::Deadlines;
+use super::inner::{Inner, LETTER_BATCH};
+use super::journal::Journal;
+use super::record;
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
-use super::state::{Entry, QueueState};
-use crate::clock::{Clock, ExpiryTimer, SystemClock, NEVER};
+use super::spec::{QueueEnv, QueueSpec};
+use super::state::QueueState;
+use super::stats::{Depth, QueueStats};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::syncer::{SyncSchedule, Syncer};
-use ferry_log::{FileIo, Log, LogConfig};
+use crate::syncer::{LogOwner, SyncSchedule};
+use ferry_log::Log;
 use ferry_model::message::Message;
 use ferry_model::Table;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-
-/// The declared shape of a queue (what queue.declare compares).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QueueSpec {
-    /// Queue name.
-    #[serde(with = "arc_str")]
-    pub name: Arc<str>,
-    /// Survives a restart (with its persistent messages).
-    pub durable: bool,
-    /// Owning connection of an exclusive queue.
-    #[serde(skip)]
-    pub exclusive_owner: Option<u64>,
-    /// Deleted when its last consumer goes away.
-    pub auto_delete: bool,
-    /// x-arguments.
-    #[serde(with = "ferry_route::table_serde", default)]
-    pub arguments: Table,
-}
-
-/// Shared facilities every queue uses.
-#[derive(Debug, Clone)]
-pub struct QueueEnv {
-    /// File I/O seam.
-    pub io: Arc<dyn FileIo>,
-    /// Group-commit threads.
-    pub syncer: Arc<Syncer>,
-    /// Log settings.
-    pub log: LogConfig,
-    /// Bytes of message bodies all queues together may keep in memory.
-    pub cache_limit: i64,
-    /// Bytes currently cached, across queues.
-    pub cache_used: Arc<AtomicI64>,
-    /// Time, for message deadlines.
-    pub clock: Arc<dyn Clock>,
-    /// Where queues ask to be swept when their head's deadline passes.
-    pub timer: Arc<ExpiryTimer>,
-    /// Republishes dead letters: the queue's vhost.
-    pub dead_letters: Option<Weak<dyn DeadLetterRouter>>,
-    /// The delivery limit of quorum queues declared without
-    /// `x-delivery-limit` (None = unlimited).
-    pub quorum_delivery_limit: Option<u64>,
-}
-
-impl QueueEnv {
-    /// An environment with the system clock, its own expiry timer and no
-    /// dead-letter router.
-    pub fn new(io: Arc<dyn FileIo>, syncer: Arc<Syncer>, log: LogConfig, cache_limit: i64) -> Self {
-        QueueEnv {
-            io,
-            syncer,
-            log,
-            cache_limit,
-            cache_used: Arc::new(AtomicI64::new(0)),
-            clock: Arc::new(SystemClock),
-            timer: ExpiryTimer::new(),
-            dead_letters: None,
-            quorum_delivery_limit: Some(QUORUM_DELIVERY_LIMIT),
-        }
-    }
-
-    /// The same with another clock.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-mod commit;
-mod delayed;
-mod dispatch;
-mod features;
-mod policy;
-mod sync;
-
-use sync::replay;
-
-/// Largest encode buffer a queue keeps between publishes.
-const SCRATCH_KEEP: usize = 1 << 20;
-
-/// Dead letters collected under the queue lock before it is released to
-/// route them (bounds the bodies held in memory at once).
-const LETTER_BATCH: usize = 256;
-
-static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
-
-#[derive(Debug)]
-struct ConsumerEntry {
-    id: u64,
-    tag: Arc<str>,
-    sink: Arc<dyn ConsumerSink>,
-    no_ack: bool,
-    /// `x-priority` of basic.consume (0 if none).
-    priority: i64,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    /// TTL, limits and dead-lettering; None for a plain queue. Replaced
-    /// when a policy changes (`policy.rs`); read through the guard.
-    args: Option<Arc<QueueArgs>>,
-    state: QueueState,
-    log: Log,
-    consumers: Vec<ConsumerEntry>,
-    rr: usize,
-    exclusive_consumer: bool,
-    waiters: VecDeque<(u64, ConfirmToken)>,
-    scratch: Vec<u8>,
-    cached_bytes: i64,
-    settles_since_gc: usize,
-    deleted: bool,
-}
 
 /// A queue. Shared by `Arc` between the vhost and the channels using it.
 #[derive(Debug)]
@@ -178,27 +74,14 @@ pub struct Queue {
     /// Whether `Inner::args` is set: plain queues skip the argument
     /// checks without the lock (written with `inner` held).
     has_args: AtomicBool,
-    /// Deadline of the head (`NEVER` if none): when the sweep must look.
-    next_expiry: AtomicU64,
-    /// When the queue expires unused (`x-expires`; `NEVER` while it has
-    /// consumers or has no such argument).
-    idle_deadline: AtomicU64,
+    /// The head's and the idle deadline, for the broker's sweep.
+    deadlines: Deadlines,
     inner: Mutex<Inner>,
     sync_lock: Mutex<()>,
     sync_state: SyncSchedule,
-    self_ref: Mutex<Option<std::sync::Weak<Queue>>>,
+    self_ref: Weak<Queue>,
     /// Message counters (management API, metrics).
-    stats: super::stats::QueueStats,
-}
-
-/// What dispatch does about the head of the queue.
-enum HeadCheck {
-    /// Deliver it.
-    Deliver,
-    /// It expired and was dropped: look at the next one.
-    Expired,
-    /// Stop delivering for now.
-    Stop,
+    stats: QueueStats,
 }
 
 /// What `publish` did with a confirm token.
@@ -241,54 +124,33 @@ impl Queue {
         let args = (!args.is_plain()).then(|| Arc::new(args));
         let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
         let levels = args.as_ref().map_or(1, |a| a.levels());
-        let state = replay(&log, levels, track_body)?;
-        // The head's deadline or the next waiting message's time
-        // (replayed retries resume their wait).
-        let head = match (state.head_deadline(), state.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(d) = head {
-            env.timer.schedule(d);
-        }
-        // x-expires counts from the (re)start, as in RabbitMQ: a queue has
-        // no consumers when it opens.
-        let idle = match args.as_ref().and_then(|a| a.expires) {
-            Some(ms) => {
-                let at = env.clock.now_ms().saturating_add(ms);
-                env.timer.schedule(at);
-                at
-            }
-            None => NEVER,
-        };
-        let q = Arc::new(Queue {
-            spec,
-            vhost,
-            dir,
-            env,
-            has_args: AtomicBool::new(args.is_some()),
-            next_expiry: AtomicU64::new(head.unwrap_or(NEVER)),
-            idle_deadline: AtomicU64::new(idle),
-            inner: Mutex::new(Inner {
-                args,
+        let state = Journal::replay(&log, levels, track_body)?;
+        let expires = args.as_ref().and_then(|a| a.expires);
+        let deadlines = Deadlines::open(&state, expires, env.clock.clone(), env.timer.clone());
+        Ok(Arc::new_cyclic(|me| {
+            let inner = Inner::new(
+                spec.name.clone(),
+                env.clock.clone(),
+                env.timer.clone(),
+                args.clone(),
                 state,
-                log,
-                consumers: Vec::new(),
-                rr: 0,
-                exclusive_consumer: false,
-                waiters: VecDeque::new(),
-                scratch: Vec::new(),
-                cached_bytes: 0,
-                settles_since_gc: 0,
-                deleted: false,
-            }),
-            sync_lock: Mutex::new(()),
-            sync_state: SyncSchedule::default(),
-            self_ref: Mutex::new(None),
-            stats: Default::default(),
-        });
-        *q.self_ref.lock() = Some(Arc::downgrade(&q));
-        Ok(q)
+                Journal::new(log, me.clone()),
+                BodyCache::new(env.cache_used.clone(), env.cache_limit),
+            );
+            Queue {
+                spec,
+                vhost,
+                dir,
+                has_args: AtomicBool::new(args.is_some()),
+                deadlines,
+                env,
+                inner: Mutex::new(inner),
+                sync_lock: Mutex::new(()),
+                sync_state: SyncSchedule::default(),
+                self_ref: me.clone(),
+                stats: Default::default(),
+            }
+        }))
     }
 
     /// Declared shape.
@@ -313,14 +175,14 @@ impl Queue {
     }
 
     /// Message counters.
-    pub fn stats(&self) -> &super::stats::QueueStats {
+    pub fn stats(&self) -> &QueueStats {
         &self.stats
     }
 
     /// Ready / unacked messages and bytes, consumers (one lock).
-    pub fn depth(&self) -> super::stats::Depth {
+    pub fn depth(&self) -> Depth {
         let g = self.inner.lock();
-        super::stats::Depth {
+        Depth {
             ready: g.state.ready_len() as u64,
             unacked: g.state.unacked_len() as u64,
             ready_bytes: g.state.ready_bytes(),
@@ -332,11 +194,7 @@ impl Queue {
 
     /// (tag, no_ack) of each consumer.
     pub fn consumer_tags(&self) -> Vec<(Arc<str>, bool)> {
-        let g = self.inner.lock();
-        g.consumers
-            .iter()
-            .map(|c| (c.tag.clone(), c.no_ack))
-            .collect()
+        self.inner.lock().consumers.tags()
     }
 
     /// Messages checked out to consumers and not yet settled.
@@ -344,13 +202,45 @@ impl Queue {
         self.inner.lock().state.unacked_len()
     }
 
+    /// Messages waiting for a retry or held by a delayed exchange.
+    pub fn delayed_count(&self) -> usize {
+        self.inner.lock().state.waiting_len()
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.inner.lock().deleted
     }
 
+    /// Whether the queue keeps deadlines or body sizes (tests: a plain
+    /// queue must not).
+    #[cfg(test)]
+    pub(crate) fn has_side_table(&self) -> bool {
+        self.inner.lock().state.has_meta()
+    }
+
+    /// Reads the queue's state (tests, here and in ferry-broker).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn with_state<T>(&self, f: impl FnOnce(&QueueState) -> T) -> T {
+        f(&self.inner.lock().state)
+    }
+
     fn not_found(&self) -> CoreError {
         CoreError::not_found("queue", &self.spec.name, &self.vhost)
+    }
+
+    /// Whether the queue has arguments to act on (fast path for plain
+    /// queues: one atomic load, no lock).
+    #[inline]
+    fn has_args(&self) -> bool {
+        self.has_args.load(Ordering::Acquire)
+    }
+
+    /// The arguments acting now (declared ones combined with policies).
+    /// Takes the queue's lock: the queue's own code reads
+    /// `Inner::args` through the guard it holds instead.
+    pub fn args(&self) -> Option<Arc<QueueArgs>> {
+        self.inner.lock().args.clone()
     }
 
     /// Appends a message. With a confirm token, says whether the confirm
@@ -382,7 +272,7 @@ impl Queue {
         let featured = self.has_args() || msg.expiration_ms.is_some();
         let (mut now, mut deadline, mut priority, mut held) = (None, None, None, None);
         if featured {
-            match self.admit(inner, msg, letters) {
+            match inner.admit(msg, letters) {
                 Some(a) => (now, deadline, priority, held) = a,
                 None => return Ok(Enqueued::Rejected),
             }
@@ -392,32 +282,32 @@ impl Queue {
             priority,
             not_before: held,
         };
-        let (pos, _) = self.commit(inner, &Command::Enqueue { msg, facts })?;
+        let (pos, _) = inner.commit(&Command::Enqueue { msg, facts })?;
         // Only a queue with consumers will read the message back soon; a
         // backlog nobody consumes is read from the log later anyway. The
         // cache is the leader's memory, not state: set after `apply`.
         let p = priority.unwrap_or(0);
         if !inner.consumers.is_empty()
             && inner.state.tail_mut(pos.index, p).is_some()
-            && self.try_cache(inner, pos.len)
+            && inner.cache.try_add(pos.len)
         {
             inner.state.cache_tail(pos.index, p, msg.clone());
         }
         self.stats.published();
         let result = match confirm {
             Some(t) if needs_sync => {
-                inner.waiters.push_back((pos.index, t));
+                inner.journal.wait_for_sync(pos.index, t);
                 Enqueued::Deferred
             }
             _ => Enqueued::Confirmed,
         };
         // A message a waiting consumer takes at once is never expired (as in
         // RabbitMQ, even with a TTL of 0).
-        self.dispatch_locked(inner, letters, Some(pos.index));
+        inner.dispatch(&self.stats, letters, Some(pos.index));
         if featured {
-            self.after_enqueue(inner, now, letters);
+            inner.after_enqueue(now, letters);
         }
-        self.note_expiry(inner);
+        self.deadlines.note(&inner.state);
         drop(g);
         if needs_sync {
             self.schedule_sync();
@@ -425,37 +315,11 @@ impl Queue {
         Ok(result)
     }
 
-    fn try_cache(&self, inner: &mut Inner, size: u32) -> bool {
-        let size = i64::from(size);
-        let used = self.env.cache_used.fetch_add(size, Ordering::Relaxed);
-        if used + size > self.env.cache_limit {
-            self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
-            return false;
-        }
-        inner.cached_bytes += size;
-        true
-    }
-
-    fn uncache(&self, inner: &mut Inner, e: &Entry) {
-        if e.cached.is_some() {
-            let size = i64::from(e.size());
-            inner.cached_bytes -= size;
-            self.env.cache_used.fetch_sub(size, Ordering::Relaxed);
-        }
-    }
-
     /// Drops the bodies this queue keeps in memory (memory alarm): they
     /// are read back from the log when delivered.
     pub fn shed_cache(&self) {
-        let mut g = self.inner.lock();
-        if g.cached_bytes == 0 {
-            return;
-        }
-        g.state.drop_cached();
-        self.env
-            .cache_used
-            .fetch_sub(g.cached_bytes, Ordering::Relaxed);
-        g.cached_bytes = 0;
+        let inner = &mut *self.inner.lock();
+        inner.cache.shed(&mut inner.state);
     }
 
     /// Registers a consumer. Returns its id (for `cancel`).
@@ -486,11 +350,11 @@ impl Queue {
         if g.deleted {
             return Err(self.not_found());
         }
-        // A single-active-consumer queue refuses exclusive consumers
-        // outright (RabbitMQ's exclusive_consume_unavailable).
-        if g.exclusive_consumer
-            || (exclusive && (!g.consumers.is_empty() || Self::single_active(&g)))
-        {
+        let single_active = g.single_active();
+        let Some(id) = g
+            .consumers
+            .register(tag, sink, no_ack, exclusive, priority, single_active)
+        else {
             return Err(CoreError::request(
                 ErrorKind::AccessRefused,
                 format!(
@@ -498,26 +362,8 @@ impl Queue {
                     self.spec.name, self.vhost
                 ),
             ));
-        }
-        let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
-        g.exclusive_consumer = exclusive;
-        let c = ConsumerEntry {
-            id,
-            tag,
-            sink,
-            no_ack,
-            priority,
         };
-        // Kept sorted by priority, highest first, registration order
-        // within one; a single-active-consumer queue keeps plain
-        // registration order (its first consumer is the active one).
-        let at = if Self::single_active(&g) {
-            g.consumers.len()
-        } else {
-            g.consumers.partition_point(|x| x.priority >= priority)
-        };
-        g.consumers.insert(at, c);
-        self.idle_deadline.store(NEVER, Ordering::Relaxed);
+        self.deadlines.clear_idle();
         // No dispatch here: the front end first answers consume-ok, which
         // must reach the client before the first delivery, then calls
         // `dispatch`.
@@ -528,22 +374,17 @@ impl Queue {
     /// its last consumer (the vhost then deletes it).
     pub fn cancel(&self, consumer_id: u64) -> bool {
         let mut g = self.inner.lock();
-        let before = g.consumers.len();
-        let was_active = g.consumers.first().is_some_and(|c| c.id == consumer_id);
-        g.consumers.retain(|c| c.id != consumer_id);
-        if g.consumers.len() != before {
-            g.exclusive_consumer = false;
-            if g.consumers.is_empty() {
-                self.touch_locked(&g);
-            }
+        let removed = g.consumers.remove(consumer_id);
+        let emptied = removed.found && g.consumers.is_empty();
+        if emptied {
+            self.deadlines.touch(g.expires());
         }
-        let auto_deleted =
-            before > 0 && g.consumers.is_empty() && self.spec.auto_delete && !g.deleted;
-        if was_active && Self::single_active(&g) && !g.consumers.is_empty() {
+        let auto_deleted = emptied && self.spec.auto_delete && !g.deleted;
+        if removed.was_first && g.single_active() && !g.consumers.is_empty() {
             // The next consumer in registration order takes over.
             let mut letters = Vec::new();
-            self.dispatch_locked(&mut g, &mut letters, None);
-            self.note_expiry(&g);
+            g.dispatch(&self.stats, &mut letters, None);
+            self.deadlines.note(&g.state);
             drop(g);
             self.route_letters(letters);
         }
@@ -560,12 +401,9 @@ impl Queue {
             }
             g.deleted = true;
             let n = g.state.ready_len() as u32;
-            let consumers = std::mem::take(&mut g.consumers);
-            let waiters: Vec<ConfirmToken> = g.waiters.drain(..).map(|(_, t)| t).collect();
-            self.env
-                .cache_used
-                .fetch_sub(g.cached_bytes, Ordering::Relaxed);
-            g.cached_bytes = 0;
+            let consumers = g.consumers.take_all();
+            let waiters = g.journal.take_waiters();
+            g.cache.release_all();
             g.state = QueueState::new();
             (n, consumers, waiters)
         };
@@ -579,17 +417,368 @@ impl Queue {
         self.env.io.remove_dir_all(&self.dir)?;
         Ok(n)
     }
-}
 
-mod arc_str {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::sync::Arc;
-
-    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
+    /// Tries to deliver ready messages (after credit was freed).
+    pub fn dispatch(&self) {
+        let mut letters = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            g.dispatch(&self.stats, &mut letters, None);
+            self.deadlines.note(&g.state);
+        }
+        self.route_letters(letters);
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-        String::deserialize(d).map(Arc::from)
+    /// basic.get: takes the head message. Returns it with the number of
+    /// messages left.
+    pub fn get(&self, no_ack: bool) -> Result<Option<(Delivery, u32)>> {
+        loop {
+            let mut letters = Vec::new();
+            let got = self.get_locked(no_ack, &mut letters);
+            self.route_letters(letters);
+            match got {
+                // Expired messages were dropped in a batch; go on.
+                Ok(None) if self.head_expired() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn head_expired(&self) -> bool {
+        let g = self.inner.lock();
+        g.state
+            .head_deadline()
+            .is_some_and(|d| d <= self.env.clock.now_ms())
+    }
+
+    fn get_locked(
+        &self,
+        no_ack: bool,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<Option<(Delivery, u32)>> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let inner = &mut *g;
+        if inner.consumers.is_empty() {
+            self.deadlines.touch(inner.expires());
+        }
+        if inner.state.has_waiting() {
+            inner.promote_due();
+        }
+        inner.ensure_window();
+        if inner.state.head_deadline().is_some() {
+            let now = self.env.clock.now_ms();
+            let done = inner.expire(now, letters)?;
+            self.deadlines.note(&inner.state);
+            if !done {
+                return Ok(None);
+            }
+        }
+        let Some(d) = inner.take_head(no_ack, letters)? else {
+            return Ok(None);
+        };
+        self.stats.got(no_ack, d.redelivered);
+        self.deadlines.note(&inner.state);
+        Ok(Some((d, inner.state.ready_len() as u32)))
+    }
+
+    /// A delayed exchange's release: checks out the earliest held message
+    /// due at `now` (due time, then publish order) as basic.get would,
+    /// skipping the ready list, whose id order is publish order.
+    pub fn take_due(&self, now: u64) -> Result<Option<Delivery>> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let inner = &mut *g;
+        let Some(head) = inner.state.peek_due(now).cloned() else {
+            self.deadlines.note(&inner.state);
+            return Ok(None);
+        };
+        // Loaded before it leaves the waiting set: a read error keeps it
+        // held for the next sweep.
+        let message = inner.load(&head)?;
+        if inner.state.check_out_due(now) != Some(head.id) {
+            return Ok(None);
+        }
+        self.stats.got(false, head.redelivered());
+        self.deadlines.note(&inner.state);
+        Ok(Some(inner.delivery(&head, message)))
+    }
+
+    /// Settles checked-out messages (ack, or reject/nack without requeue).
+    pub fn settle(&self, ids: &[u64]) -> Result<()> {
+        self.release(ids, false)
+    }
+
+    /// Returns checked-out messages to their place (nack/reject with
+    /// requeue, channel closed, recover).
+    pub fn requeue(&self, ids: &[u64]) -> Result<()> {
+        self.release(ids, true)
+    }
+
+    fn release(&self, ids: &[u64], requeue: bool) -> Result<()> {
+        let mut letters = Vec::new();
+        let r = (|| {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Ok(());
+            }
+            let inner = &mut *g;
+            let limit = inner.args.as_deref().and_then(|a| a.delivery_limit);
+            if let (true, Some(limit)) = (requeue, limit) {
+                // Those past the limit leave here (a Drop); the rest return.
+                inner.over_delivery_limit(limit, ids, &mut letters)?;
+            }
+            let retry = inner.args.as_deref().and_then(|a| a.retry);
+            if let (true, Some(policy)) = (requeue, retry) {
+                inner.retry_later(&policy, ids)?;
+                inner.dispatch(&self.stats, &mut letters, None);
+                self.deadlines.note(&inner.state);
+                return Ok(());
+            }
+            let done = inner.checked_out(ids);
+            if requeue {
+                inner.commit_ids(&Command::Requeue(&done), &mut letters)?;
+            } else {
+                let fx = inner.commit_ids(&Command::Settle(&done), &mut letters)?;
+                if fx.removed > 0 {
+                    self.stats.acked(fx.removed);
+                }
+            }
+            inner.dispatch(&self.stats, &mut letters, None);
+            self.deadlines.note(&inner.state);
+            Ok(())
+        })();
+        self.route_letters(letters);
+        r
+    }
+
+    /// basic.reject / basic.nack without requeue: the messages leave the
+    /// queue (a Drop record, reason rejected) and go to the dead-letter
+    /// exchange if there is one.
+    pub fn reject(&self, ids: &[u64]) -> Result<()> {
+        for chunk in ids.chunks(LETTER_BATCH) {
+            let mut letters = Vec::new();
+            let logged = {
+                let mut g = self.inner.lock();
+                if g.deleted {
+                    return Ok(());
+                }
+                let inner = &mut *g;
+                let done = inner.checked_out(chunk);
+                let cmd = Command::Drop {
+                    reason: Reason::Rejected,
+                    ids: &done,
+                };
+                let logged = inner.commit_ids(&cmd, &mut letters);
+                inner.dispatch(&self.stats, &mut letters, None);
+                self.deadlines.note(&inner.state);
+                logged
+            };
+            self.route_letters(letters);
+            logged?;
+        }
+        Ok(())
+    }
+
+    /// Drops every ready (and waiting) message; returns how many. The
+    /// checked-out ones stay: the Purge record lists them.
+    pub fn purge(&self) -> Result<u32> {
+        let mut g = self.inner.lock();
+        if g.deleted {
+            return Err(self.not_found());
+        }
+        let inner = &mut *g;
+        let upto = inner.journal.next_index();
+        let keep = inner.state.unacked_ids();
+        let (_, mut fx) = inner.commit(&Command::Purge { upto, keep: &keep })?;
+        let mut letters = Vec::new();
+        inner.execute(&mut fx, &mut letters);
+        inner.gc_segments();
+        self.deadlines.note(&inner.state);
+        Ok(fx.purged as u32)
+    }
+
+    /// Hands dead letters to the vhost. Must be called without the lock.
+    #[inline]
+    fn route_letters(&self, letters: Vec<DeadLetter>) {
+        if !letters.is_empty() {
+            self.route_letters_slow(letters);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn route_letters_slow(&self, letters: Vec<DeadLetter>) {
+        match self.env.dead_letters.as_ref().and_then(Weak::upgrade) {
+            Some(router) => router.dead_letter(letters),
+            None => tracing::debug!(
+                queue = %self.spec.name, count = letters.len(),
+                "no dead-letter router: dead letters dropped"
+            ),
+        }
+    }
+
+    /// The head's deadline (`NEVER` if none): when `expire` has work.
+    pub fn next_expiry(&self) -> u64 {
+        self.deadlines.next_expiry()
+    }
+
+    /// Drops (and dead-letters) the messages at the head whose deadline
+    /// is at or before `now`, then delivers what is left. Called by the
+    /// broker's expiry sweep.
+    pub fn expire(&self, now: u64) {
+        loop {
+            let mut letters = Vec::new();
+            let more = {
+                let mut g = self.inner.lock();
+                if g.deleted {
+                    return;
+                }
+                let inner = &mut *g;
+                if inner.state.has_waiting() {
+                    inner.state.promote_due(now);
+                }
+                // Cannot log (poisoned): stop, the head stays undelivered.
+                let done = inner.expire(now, &mut letters);
+                if done.is_ok() {
+                    inner.dispatch(&self.stats, &mut letters, None);
+                }
+                self.deadlines.note(&inner.state);
+                done.is_ok_and(|d| !d)
+            };
+            self.route_letters(letters);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// queue.declare (active or passive) of an existing queue: a use that
+    /// restarts the `x-expires` countdown (RabbitMQ resets it on the stat
+    /// both declarations make).
+    pub fn touch(&self) {
+        let g = self.inner.lock();
+        if g.consumers.is_empty() && !g.deleted {
+            self.deadlines.touch(g.expires());
+        }
+    }
+
+    /// When the queue expires unused (`NEVER` if it does not).
+    pub fn idle_deadline(&self) -> u64 {
+        self.deadlines.idle()
+    }
+
+    /// Whether the queue has stayed unused past its `x-expires` at `now`
+    /// (the broker's sweep then deletes it through its vhost).
+    pub fn idle_expired(&self, now: u64) -> bool {
+        let g = self.inner.lock();
+        !g.deleted && g.consumers.is_empty() && self.idle_deadline() <= now
+    }
+
+    /// Acts on new effective arguments (see `policy::effective_queue_args`),
+    /// as RabbitMQ's `process_args_policy` does: they are replaced at once
+    /// (a lower length limit drops the head, the `x-expires` countdown
+    /// restarts, a new dead-letter target applies to the next dead
+    /// letter). Deadlines already written into Enqueue records stay: a new
+    /// message TTL applies to messages published from now on. A new
+    /// `max-length-bytes` counts the bodies already queued, exactly
+    /// (`Inner::count_bodies`). What only a declaration decides (priority
+    /// levels, the queue type) comes from the same table and does not
+    /// change.
+    pub fn apply_arguments(&self, effective: &Table) {
+        let next = QueueArgs::parse(effective, self.env.quorum_delivery_limit);
+        let mut letters = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return;
+            }
+            let unchanged = match g.args.as_deref() {
+                Some(c) => *c == next,
+                None => next.is_plain(),
+            };
+            if unchanged {
+                return;
+            }
+            let inner = &mut *g;
+            if next.max_length_bytes.is_some() {
+                inner.count_bodies();
+            }
+            let expires = next.expires;
+            let next = (!next.is_plain()).then(|| Arc::new(next));
+            self.has_args.store(next.is_some(), Ordering::Release);
+            inner.args = next.clone();
+            match expires {
+                Some(ms) if inner.consumers.is_empty() => self.deadlines.touch(Some(ms)),
+                Some(_) => {}
+                None => self.deadlines.clear_idle(),
+            }
+            if let Some(a) = next.as_deref() {
+                if a.limited() {
+                    inner.drop_over_limit(a, &mut letters);
+                }
+            }
+            if inner.state.has_meta() || inner.state.has_spill() {
+                let now = self.env.clock.now_ms();
+                // A failure is logged; the expired head is never delivered.
+                let _ = inner.expire(now, &mut letters);
+            }
+            inner.dispatch(&self.stats, &mut letters, None);
+            self.deadlines.note(&inner.state);
+        }
+        self.route_letters(letters);
+    }
+
+    /// Joins the next durability round (see `SyncSchedule`).
+    fn schedule_sync(&self) {
+        crate::syncer::schedule(self);
+    }
+
+    /// Flushes and fsyncs now, on this thread (shutdown, tests).
+    pub fn sync_now(&self) {
+        crate::syncer::sync_serial(self);
+    }
+}
+
+/// A queue as a member of the node's durability rounds (`crate::syncer`):
+/// the round glue is shared with streams; completion releases the
+/// confirms the durable index covers (the journal's waiters).
+impl LogOwner for Queue {
+    type Locked = Inner;
+
+    fn locked(&self) -> &Mutex<Inner> {
+        &self.inner
+    }
+
+    fn log_parts(inner: &mut Inner) -> Option<crate::syncer::LogParts<'_>> {
+        (!inner.deleted).then(|| inner.journal.log_parts())
+    }
+
+    fn sync_schedule(&self) -> &SyncSchedule {
+        &self.sync_state
+    }
+
+    fn sync_lock(&self) -> &Mutex<()> {
+        &self.sync_lock
+    }
+
+    fn syncer(&self) -> &crate::syncer::Syncer {
+        &self.env.syncer
+    }
+
+    fn log_name(&self) -> crate::syncer::LogName<'_> {
+        crate::syncer::LogName {
+            kind: "queue",
+            name: &self.spec.name,
+            vhost: &self.vhost,
+        }
+    }
+
+    fn strong(&self) -> Option<Arc<Self>> {
+        self.self_ref.upgrade()
     }
 }
