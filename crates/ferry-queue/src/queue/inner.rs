@@ -35,6 +35,7 @@ use super::stats::QueueStats;
 use crate::clock::{Clock, ExpiryTimer};
 use crate::error::Result;
 use ferry_model::message::Message;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -203,15 +204,29 @@ impl Inner {
     }
 
     /// Of `ids`, the checked-out ones, each once, in the given order: what
-    /// an ack, requeue or reject acts on.
-    pub(super) fn checked_out(&self, ids: &[u64]) -> Vec<u64> {
-        let out = ids.iter().copied().filter(|id| self.state.is_unacked(*id));
-        if ids.windows(2).all(|w| w[0] < w[1]) {
-            // Strictly ascending (an ack multiple): no repeats.
-            return out.collect();
+    /// an ack, requeue or reject acts on. The common case — an ack
+    /// multiple, strictly ascending, all checked out — borrows `ids`.
+    pub(super) fn checked_out<'a>(&self, ids: &'a [u64]) -> Cow<'a, [u64]> {
+        let ascending = ids.windows(2).all(|w| w[0] < w[1]);
+        let unacked = |id: &u64| self.state.is_unacked(*id);
+        if ascending {
+            // No repeats; borrowed unless some are not checked out.
+            return match ids.iter().position(|id| !unacked(id)) {
+                None => Cow::Borrowed(ids),
+                Some(at) => {
+                    let mut v = ids[..at].to_vec();
+                    v.extend(ids[at + 1..].iter().copied().filter(unacked));
+                    Cow::Owned(v)
+                }
+            };
         }
         let mut seen = HashSet::with_capacity(ids.len());
-        out.filter(|id| seen.insert(*id)).collect()
+        Cow::Owned(
+            ids.iter()
+                .copied()
+                .filter(|id| unacked(id) && seen.insert(*id))
+                .collect(),
+        )
     }
 
     /// The message of `e` (cached, or read from the log).
@@ -561,7 +576,8 @@ impl Inner {
     ) -> Result<()> {
         let dead: Vec<u64> = self
             .checked_out(ids)
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|id| {
                 self.state
                     .unacked_delivery_count(*id)
@@ -594,7 +610,8 @@ impl Inner {
         let now = self.clock.now_ms();
         let items: Vec<(u64, u64)> = self
             .checked_out(ids)
-            .into_iter()
+            .iter()
+            .copied()
             .filter_map(|id| {
                 let returns = self.state.unacked_delivery_count(id)?;
                 Some((id, now.saturating_add(policy.delay_for(returns))))
