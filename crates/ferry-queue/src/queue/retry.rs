@@ -20,10 +20,11 @@
 //! keep their TTL deadline for when they are back.
 
 use super::state::Entry;
+use crate::ids::IdMap;
 use ferry_model::args::{check_int, int, invalid_arg, non_negative, text, unacceptable};
 use ferry_model::Table;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// `x-retry-delay`: ms the first retry waits (0 = no delay: plain requeue).
 pub const ARG_DELAY: &str = "x-retry-delay";
@@ -155,7 +156,7 @@ pub struct Waiting {
     heap: BinaryHeap<Waiter>,
     bytes: u64,
     /// Replay mode: every waiting message by id (the heap is empty).
-    by_id: Option<HashMap<u64, (u64, Entry)>>,
+    by_id: Option<IdMap<u64, (u64, Entry)>>,
 }
 
 /// One waiting message; the heap's greatest is the earliest (due, id).
@@ -229,7 +230,7 @@ impl Waiting {
 
     /// Number of waiting messages.
     pub fn len(&self) -> usize {
-        self.heap.len() + self.by_id.as_ref().map_or(0, HashMap::len)
+        self.heap.len() + self.by_id.as_ref().map_or(0, IdMap::len)
     }
 
     /// Whether none waits.

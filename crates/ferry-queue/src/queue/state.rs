@@ -1,188 +1,61 @@
 //! The queue as a deterministic state machine: which messages are ready (in
-//! order) and which are checked out to a consumer. It knows nothing of files,
-//! sockets or clocks; `Queue` drives it from the command log and from
-//! consumers, and a replica (later, Raft) can drive it from the same log.
+//! order), which are checked out to a consumer and which wait for a time of
+//! their own. It knows nothing of files, sockets or clocks; `Queue` drives
+//! it from the command log and from consumers, and a replica (later, Raft)
+//! can drive it from the same log.
 //!
-//! Message deadlines and body sizes (for TTL and `x-max-length-bytes`) live
-//! in a side map ([`Meta`]), filled only for messages that have a deadline
-//! or in queues that limit bytes: a plain queue pays nothing for them.
-//!
-//! Ready messages are kept per priority level (`x-max-priority`; a plain
-//! queue has one level). Each level is an id-ordered list with its own
-//! in-memory window and its own spilled range, so the queue's order — the
-//! highest non-empty level first, FIFO (by id) within a level — holds for
-//! messages still in the log too.
+//! [`QueueState`] composes its parts and keeps the operations that cross
+//! them (commands naming a message by id wherever it is, purges, the
+//! replay mode); `apply` has the rules, this file keeps the accounting
+//! exact. The parts:
+//! * [`Entry`] (`entry`): a message's 32-byte index entry;
+//! * `Ready` (`ready`): the ready messages per priority level, in memory
+//!   and spilled to the log ([`Spill`]), with their counts and bytes;
+//! * `CheckedOut` (`checked_out`): the messages held by consumers;
+//! * `MetaTable` (`meta`): deadlines and body sizes ([`Meta`]), filled
+//!   only for messages that have a deadline or in queues that limit bytes:
+//!   a plain queue pays nothing for them;
+//! * [`Waiting`] (`queue::retry`): delayed retries and held messages.
 
 use super::retry::Waiting;
-use crate::clock::NEVER;
-use ferry_log::RecordPos;
+use checked_out::CheckedOut;
 use ferry_model::message::Message;
-use std::collections::{HashMap, HashSet, VecDeque};
+use meta::MetaTable;
+use ready::Ready;
 use std::sync::Arc;
 
-/// One message in the queue: where its Enqueue record lives, plus the
-/// little the dispatcher needs. The body stays on disk unless `cached`.
-///
-/// Kept to 32 bytes: a backlog of millions of messages costs its index in
-/// memory, never its bodies (2M messages ≈ 64 MiB).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Log index of the Enqueue record; orders the queue.
-    pub id: u64,
-    /// `id` minus the base index of the segment holding the record
-    /// (a segment holds fewer than 2^32 records).
-    seg_delta: u32,
-    /// Byte offset of the record in its segment (segments are < 4 GiB).
-    offset: u32,
-    /// Record length on disk.
-    len: u32,
-    /// How many times it was returned to the queue after a delivery.
-    pub delivery_count: u16,
-    flags: u8,
-    /// Its priority level (0 outside priority queues).
-    pub priority: u8,
-    /// The message itself while it is young enough to be kept in memory.
-    pub cached: Option<Arc<Message>>,
-}
+pub use entry::Entry;
+pub use meta::Meta;
+pub use ready::{Spill, WINDOW};
 
-const REDELIVERED: u8 = 1;
-const PERSISTENT: u8 = 2;
+/// The checked-out messages.
+mod checked_out;
+/// A message's index entry.
+mod entry;
+/// Deadlines and body sizes.
+mod meta;
+/// The ready messages: priority levels, window, spilled ranges.
+mod ready;
 
-impl Entry {
-    /// An entry for the record at `pos`.
-    pub fn new(pos: RecordPos, persistent: bool, cached: Option<Arc<Message>>) -> Self {
-        Entry {
-            id: pos.index,
-            seg_delta: u32::try_from(pos.index.saturating_sub(pos.segment)).unwrap_or(u32::MAX),
-            offset: u32::try_from(pos.offset).unwrap_or(u32::MAX),
-            len: pos.len,
-            delivery_count: 0,
-            flags: if persistent { PERSISTENT } else { 0 },
-            priority: 0,
-            cached,
-        }
-    }
+/// One message in [`QueueState::digest`]: (id, delivery count, priority,
+/// waiting until, deadline).
+#[cfg(test)]
+pub type DigestRow = (u64, u16, u8, Option<u64>, Option<u64>);
 
-    /// The same at priority level `p`.
-    pub fn with_priority(mut self, p: u8) -> Self {
-        self.priority = p;
-        self
-    }
-
-    /// Where to read the record back.
-    pub fn pos(&self) -> RecordPos {
-        RecordPos {
-            index: self.id,
-            segment: self.id - u64::from(self.seg_delta),
-            offset: u64::from(self.offset),
-            len: self.len,
-        }
-    }
-
-    /// Bytes it accounts for (its record on disk).
-    pub fn size(&self) -> u32 {
-        self.len
-    }
-
-    /// Delivered before (AMQP `redelivered`).
-    pub fn redelivered(&self) -> bool {
-        self.flags & REDELIVERED != 0
-    }
-
-    /// Survives a restart.
-    pub fn persistent(&self) -> bool {
-        self.flags & PERSISTENT != 0
-    }
-
-    fn returned(&mut self) {
-        self.delivery_count = self.delivery_count.saturating_add(1);
-        self.flags |= REDELIVERED;
-    }
-}
-
-/// What a message needs beyond its index entry, kept only when it has a
-/// deadline or its queue counts body bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    /// When it expires (ms since the epoch); `NEVER` if it does not.
-    pub deadline: u64,
-    /// Body bytes (what `x-max-length-bytes` counts).
-    pub body: u32,
-}
-
-/// The ready messages of one priority level: the in-memory window, then
-/// the spilled range (every id in it is newer than every id in `ready`).
-#[derive(Debug, Default)]
-struct Level {
-    ready: VecDeque<Entry>,
-    spill: Option<Spill>,
-}
-
-impl Level {
-    fn len(&self) -> usize {
-        self.ready.len() + self.spill.map_or(0, |s| s.count)
-    }
-}
-
-/// Ready and checked-out messages.
+/// Ready, checked-out and waiting messages.
 #[derive(Debug)]
 pub struct QueueState {
-    /// Ready messages by priority level (index = level; at least one).
-    levels: Vec<Level>,
-    /// Ready messages a level holds in memory before new ones spill.
-    window: usize,
-    /// Ready messages in memory, over all levels.
-    in_memory: usize,
-    /// Totals of the spilled ranges of all levels.
-    spilled: Spill,
-    unacked: HashMap<u64, Entry>,
-    ready_bytes: u64,
-    unacked_bytes: u64,
-    /// Deadlines and body sizes of in-memory messages (ready or checked
-    /// out) that have one or whose queue counts bytes.
-    meta: HashMap<u64, Meta>,
-    /// Whether body bytes of ready messages are counted.
-    track_body: bool,
-    /// Body bytes of ready in-memory messages (when tracked).
-    ready_body: u64,
+    /// Ready messages by priority level.
+    ready: Ready,
+    /// Messages delivered and not yet settled.
+    checked_out: CheckedOut,
+    /// Deadlines and body sizes of in-memory messages (ready, checked out
+    /// or waiting) that have one or whose queue counts bytes.
+    meta: MetaTable,
     /// Messages invisible until a time of their own (delayed retry, a
     /// delayed exchange's held messages): neither ready nor checked out.
     waiting: Waiting,
-    /// Replay mode only: ready entries removed for good but still in their
-    /// level's list (removing from the middle of a long list one by one
-    /// would make a replay quadratic); dropped at the end of the replay.
-    gone: Option<HashSet<u64>>,
 }
-
-/// The newest part of a long backlog, left in the log instead of memory.
-///
-/// Every Enqueue record of this level with an index in `[from, to)` is a
-/// ready message that nobody has seen yet (so none of them can have been
-/// settled or requeued), and each is newer than every message of the level
-/// held in memory: the level's order is its `ready` then the spilled range.
-/// Records of other levels in the range are skipped when it is read back.
-/// Memory for a backlog is thus bounded by the window, not by its depth;
-/// `Queue` loads the next part of the range back (a sequential log read)
-/// as the window drains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Spill {
-    /// First log index not yet loaded back.
-    pub from: u64,
-    /// One past the last spilled message's index.
-    pub to: u64,
-    /// Messages in the range.
-    pub count: usize,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Their body bytes (counted only when the queue tracks them).
-    pub body: u64,
-}
-
-/// Ready messages held in memory before new ones spill to the log.
-pub const WINDOW: usize = 8192;
-
-/// The smallest per-level window of a priority queue.
-const MIN_LEVEL_WINDOW: usize = 256;
 
 impl Default for QueueState {
     fn default() -> Self {
@@ -207,47 +80,37 @@ impl QueueState {
     /// (at least 256), so memory stays bounded by the window (plus at most
     /// 256 entries a level) however the messages spread over the levels.
     pub fn with_levels(levels: usize, track_body: bool) -> Self {
-        let levels = levels.clamp(1, 256);
         QueueState {
-            levels: (0..levels).map(|_| Level::default()).collect(),
-            window: Self::window_for(levels),
-            in_memory: 0,
-            spilled: Spill::default(),
-            unacked: HashMap::new(),
-            ready_bytes: 0,
-            unacked_bytes: 0,
-            meta: HashMap::new(),
-            track_body,
-            ready_body: 0,
+            ready: Ready::new(levels),
+            checked_out: CheckedOut::default(),
+            meta: MetaTable::new(track_body),
             waiting: Waiting::default(),
-            gone: None,
         }
     }
 
-    fn window_for(levels: usize) -> usize {
-        if levels <= 1 {
-            WINDOW
-        } else {
-            (WINDOW / levels).max(MIN_LEVEL_WINDOW)
-        }
+    /// An empty queue to replay a log into: nothing spills while
+    /// replaying (every replayed message is in memory, as a spilled range
+    /// could not be settled by id) and waiting messages are kept by id
+    /// (replay names them: a retried or held message delivered again
+    /// before the restart); [`QueueState::end_replay`] restores the window
+    /// and the waiting set's order for what comes next.
+    pub fn for_replay(levels: usize, track_body: bool) -> Self {
+        let mut st = Self::with_levels(levels, track_body);
+        st.ready.begin_replay();
+        st.waiting.index_by_id();
+        st
+    }
+
+    /// Ends the replay mode: new messages past the window spill again,
+    /// waiting ones are ordered by their time.
+    pub fn end_replay(&mut self) {
+        self.ready.end_replay();
+        self.waiting.seal();
     }
 
     /// Number of priority levels.
     pub fn levels(&self) -> usize {
-        self.levels.len()
-    }
-
-    fn level_of(&self, priority: u8) -> usize {
-        usize::from(priority).min(self.levels.len() - 1)
-    }
-
-    /// The level the queue delivers from next: the highest with any ready
-    /// message (in memory or spilled).
-    fn head_level(&self) -> Option<usize> {
-        if self.levels.len() == 1 {
-            return (self.levels[0].len() > 0).then_some(0);
-        }
-        self.levels.iter().rposition(|l| l.len() > 0)
+        self.ready.levels()
     }
 
     /// Starts counting body bytes (a policy set `max-length-bytes` on a
@@ -257,14 +120,13 @@ impl QueueState {
     /// [`QueueState::spilled_ranges`]); new ones are sized as they arrive.
     /// Nothing if bodies were counted already.
     pub fn track_bodies(&mut self) -> Vec<Entry> {
-        if self.track_body {
+        if !self.meta.start_tracking() {
             return Vec::new();
         }
-        self.track_body = true;
-        self.levels
-            .iter()
-            .flat_map(|l| l.ready.iter().cloned())
-            .chain(self.unacked.values().cloned())
+        self.ready
+            .entries()
+            .cloned()
+            .chain(self.checked_out.entries().cloned())
             .collect()
     }
 
@@ -272,45 +134,33 @@ impl QueueState {
     /// out) that was not counted (see [`QueueState::track_bodies`]); a
     /// checked-out one counts once it is requeued.
     pub fn note_body(&mut self, id: u64, body: u32) {
-        if !self.track_body {
+        if !self.meta.tracks_body() {
             return;
         }
-        let unacked = self.unacked.contains_key(&id);
-        let m = self.meta.entry(id).or_insert(Meta {
-            deadline: NEVER,
-            body: 0,
-        });
-        if m.body == 0 {
-            m.body = body;
+        let unacked = self.checked_out.contains(id);
+        if let Some(counted) = self.meta.note_body(id, body) {
             if !unacked {
-                self.ready_body += u64::from(body);
+                self.ready.add_body(counted);
             }
         }
     }
 
     /// Every level's spilled range, by level index.
     pub fn spilled_ranges(&self) -> Vec<(usize, Spill)> {
-        let ranges = self.levels.iter().enumerate();
-        ranges
-            .filter_map(|(i, l)| l.spill.map(|s| (i, s)))
-            .collect()
+        self.ready.spilled_ranges()
     }
 
     /// Sets the body bytes of level `level`'s spilled range, as read back
     /// from its records when tracking started.
     pub fn note_spilled_body(&mut self, level: usize, body: u64) {
-        if !self.track_body {
-            return;
-        }
-        if let Some(sp) = self.levels.get_mut(level).and_then(|l| l.spill.as_mut()) {
-            self.spilled.body = self.spilled.body.saturating_sub(sp.body) + body;
-            sp.body = body;
+        if self.meta.tracks_body() {
+            self.ready.note_spilled_body(level, body);
         }
     }
 
     /// Body bytes of ready messages (0 unless tracked).
     pub fn ready_body_bytes(&self) -> u64 {
-        self.ready_body + self.spilled.body
+        self.ready.body_bytes()
     }
 
     /// Whether any in-memory message has a deadline or a size recorded.
@@ -324,119 +174,62 @@ impl QueueState {
         if self.meta.is_empty() {
             return None;
         }
-        self.deadline_of(self.peek_ready()?.id)
-    }
-
-    fn deadline_of(&self, id: u64) -> Option<u64> {
-        match self.meta.get(&id) {
-            Some(m) if m.deadline != NEVER => Some(m.deadline),
-            _ => None,
-        }
-    }
-
-    fn note_meta(&mut self, id: u64, deadline: Option<u64>, body: u32) {
-        if self.track_body {
-            self.ready_body += u64::from(body);
-        }
-        if deadline.is_some() || self.track_body {
-            self.meta.insert(
-                id,
-                Meta {
-                    deadline: deadline.unwrap_or(NEVER),
-                    body,
-                },
-            );
-        }
-    }
-
-    fn body_of(&self, id: u64) -> u64 {
-        if !self.track_body {
-            return 0;
-        }
-        self.meta.get(&id).map_or(0, |m| u64::from(m.body))
+        self.meta.deadline(self.peek_ready()?.id)
     }
 
     /// Number of messages ready for delivery (AMQP message_count).
     pub fn ready_len(&self) -> usize {
-        self.in_memory + self.spilled.count
+        self.ready.len()
     }
 
     /// Ready messages held in memory.
     pub fn in_memory_len(&self) -> usize {
-        self.in_memory
+        self.ready.in_memory()
     }
 
     /// Whether any level has a spilled range (a range ends when its last
     /// message is loaded back, so a non-zero total count says it).
     pub fn has_spill(&self) -> bool {
-        self.spilled.count > 0
+        self.ready.has_spill()
     }
 
     /// The spilled range of level 0 (a plain queue's only level), if any.
     pub fn spill(&self) -> Option<Spill> {
-        self.levels[0].spill
+        self.ready.spill()
     }
 
     /// The level to load back from the log before the next delivery, with
     /// its spilled range and how many messages to load: the head level,
     /// when its window ran below half.
     pub fn refill_target(&self) -> Option<(usize, Spill, usize)> {
-        let lvl = self.head_level()?;
-        let l = &self.levels[lvl];
-        let sp = l.spill?;
-        (l.ready.len() < self.window / 2).then(|| (lvl, sp, self.window - l.ready.len()))
+        self.ready.refill_target()
     }
 
     /// A message loaded back from the spilled range of its level (in
     /// order), with its deadline and body size from its record.
     pub fn refill_push(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
-        let size = u64::from(e.size());
-        let lvl = self.level_of(e.priority);
-        if let Some(sp) = self.levels[lvl].spill.as_mut() {
-            sp.count = sp.count.saturating_sub(1);
-            sp.bytes = sp.bytes.saturating_sub(size);
-            self.spilled.count = self.spilled.count.saturating_sub(1);
-            self.spilled.bytes = self.spilled.bytes.saturating_sub(size);
-            if self.track_body {
-                sp.body = sp.body.saturating_sub(u64::from(body));
-                self.spilled.body = self.spilled.body.saturating_sub(u64::from(body));
-            }
-        }
-        self.ready_bytes += size;
-        self.in_memory += 1;
-        self.note_meta(e.id, deadline, body);
-        self.levels[lvl].ready.push_back(e);
+        self.meta.note(e.id, deadline, body);
+        self.ready.refill_push(e, self.meta.counted(body));
     }
 
     /// Records how far the spilled range of `level` has been loaded back.
     pub fn refill_advance(&mut self, level: usize, next_from: u64) {
-        if let Some(sp) = self.levels.get_mut(level).and_then(|l| l.spill.as_mut()) {
-            sp.from = next_from;
-            if sp.from >= sp.to || sp.count == 0 {
-                // Whatever the range still claimed is gone with it (only a
-                // damaged log leaves any), so the totals stay exact.
-                let left = *sp;
-                self.spilled.count -= left.count.min(self.spilled.count);
-                self.spilled.bytes -= left.bytes.min(self.spilled.bytes);
-                self.spilled.body -= left.body.min(self.spilled.body);
-                self.levels[level].spill = None;
-            }
-        }
+        self.ready.refill_advance(level, next_from);
     }
 
     /// Number of messages delivered and not yet settled.
     pub fn unacked_len(&self) -> usize {
-        self.unacked.len()
+        self.checked_out.len()
     }
 
     /// Bytes of ready messages.
     pub fn ready_bytes(&self) -> u64 {
-        self.ready_bytes + self.spilled.bytes
+        self.ready.bytes()
     }
 
     /// Bytes of checked-out messages.
     pub fn unacked_bytes(&self) -> u64 {
-        self.unacked_bytes
+        self.checked_out.bytes()
     }
 
     /// Appends a new message at the tail of its level. Ids grow with the
@@ -444,109 +237,57 @@ impl QueueState {
     /// (spilled; its deadline is read back from its record with it).
     /// `body` is its body size, `deadline` when it expires.
     pub fn enqueue(&mut self, e: Entry, deadline: Option<u64>, body: u32) {
-        let lvl = self.level_of(e.priority);
-        let window = self.window;
-        let level = &mut self.levels[lvl];
-        if level.spill.is_some() || level.ready.len() >= window {
-            let size = u64::from(e.size());
-            let sp = level.spill.get_or_insert(Spill {
-                from: e.id,
-                to: e.id,
-                ..Spill::default()
-            });
-            sp.to = e.id + 1;
-            sp.count += 1;
-            sp.bytes += size;
-            self.spilled.count += 1;
-            self.spilled.bytes += size;
-            if self.track_body {
-                sp.body += u64::from(body);
-                self.spilled.body += u64::from(body);
-            }
-            return;
-        }
-        self.ready_bytes += u64::from(e.size());
-        self.in_memory += 1;
-        self.note_meta(e.id, deadline, body);
-        let ready = &mut self.levels[lvl].ready;
-        match ready.back() {
-            Some(last) if last.id > e.id => insert_ordered(ready, e),
-            _ => ready.push_back(e),
+        let id = e.id;
+        if self.ready.enqueue(e, self.meta.counted(body)) {
+            self.meta.note(id, deadline, body);
         }
     }
 
     /// The head of the queue, without removing it. None also when the
     /// head level's messages are all still in the log (refill first).
     pub fn peek_ready(&self) -> Option<&Entry> {
-        self.levels[self.head_level()?].ready.front()
+        self.ready.peek()
     }
 
     /// Mutable head (to attach a freshly read message body).
     pub fn peek_ready_mut(&mut self) -> Option<&mut Entry> {
-        let lvl = self.head_level()?;
-        self.levels[lvl].ready.front_mut()
+        self.ready.peek_mut()
     }
 
     /// Takes the head of the queue (to deliver it: its deadline stays
     /// known in case it is requeued).
     pub fn pop_ready(&mut self) -> Option<Entry> {
-        let lvl = self.head_level()?;
-        self.pop_level(lvl)
-    }
-
-    fn pop_level(&mut self, lvl: usize) -> Option<Entry> {
-        let e = self.levels[lvl].ready.pop_front()?;
-        self.in_memory -= 1;
-        self.ready_bytes -= u64::from(e.size());
-        self.ready_body = self.ready_body.saturating_sub(self.body_of(e.id));
-        Some(e)
+        self.ready.pop(&self.meta)
     }
 
     /// Records that `e` (just popped) is now held by a consumer.
-    pub fn check_out(&mut self, mut e: Entry) {
-        // Memory holds an index, not bodies: a delivered message is read
-        // back from the log if it ever returns.
-        e.cached = None;
-        self.unacked_bytes += u64::from(e.size());
-        self.unacked.insert(e.id, e);
+    pub fn check_out(&mut self, e: Entry) {
+        self.checked_out.insert(e);
     }
 
     /// How often a checked-out message was returned before.
     pub fn unacked_delivery_count(&self, id: u64) -> Option<u16> {
-        self.unacked.get(&id).map(|e| e.delivery_count)
+        self.checked_out.get(id).map(|e| e.delivery_count)
     }
 
     /// Removes a checked-out message for good and returns it.
     pub fn take_unacked(&mut self, id: u64) -> Option<Entry> {
-        let e = self.unacked.remove(&id)?;
-        self.unacked_bytes -= u64::from(e.size());
-        if !self.meta.is_empty() {
-            self.meta.remove(&id);
-        }
+        let e = self.checked_out.take(id)?;
+        self.meta.remove(id);
         Some(e)
     }
 
     /// Drops every cached body (memory pressure); returns the bytes freed
     /// from the accounting.
     pub fn drop_cached(&mut self) -> u64 {
-        let mut freed = 0;
-        for e in self.levels.iter_mut().flat_map(|l| l.ready.iter_mut()) {
-            if e.cached.take().is_some() {
-                freed += u64::from(e.size());
-            }
-        }
-        freed
+        self.ready.drop_cached()
     }
 
-    /// Smallest id still live (ready or checked out): log records below it
-    /// are no longer needed.
+    /// Smallest id still live (ready, checked out or waiting): log records
+    /// below it are no longer needed.
     pub fn min_live_id(&self) -> Option<u64> {
-        let r = self
-            .levels
-            .iter()
-            .filter_map(|l| l.ready.front().map(|e| e.id).or(l.spill.map(|s| s.from)))
-            .min();
-        let u = self.unacked.keys().min().copied();
+        let r = self.ready.min_id();
+        let u = self.checked_out.ids().min();
         let u = match (u, self.waiting.min_id()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -559,18 +300,193 @@ impl QueueState {
 
     /// Ids of every checked-out message (to requeue them, e.g. at shutdown).
     pub fn unacked_ids(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.unacked.keys().copied().collect();
+        let mut v: Vec<u64> = self.checked_out.ids().collect();
         v.sort_unstable();
         v
     }
-}
 
-/// Commands by id (remove, return, purge), the head walk, replay mode.
-mod by_id;
-/// Delayed retry and held messages: the waiting set's side of the state.
-mod waiting;
+    /// Removes the message `id` for good, wherever it is. None if the
+    /// queue does not hold it (or only in a spilled range, which no
+    /// command names: a spilled message was never seen, and replay does
+    /// not spill).
+    pub fn remove(&mut self, id: u64) -> Option<Entry> {
+        if !self.checked_out.is_empty() {
+            if let Some(e) = self.take_unacked(id) {
+                return Some(e);
+            }
+        }
+        let e = match self.ready.take(id, &self.meta) {
+            Some(e) => e,
+            None => self.waiting.remove(id)?,
+        };
+        self.meta.remove(id);
+        Some(e)
+    }
 
-fn insert_ordered(ready: &mut VecDeque<Entry>, e: Entry) {
-    let at = ready.partition_point(|x| x.id < e.id);
-    ready.insert(at, e);
+    /// Returns the message `id` (checked out, or — in a replay — ready or
+    /// waiting) with its delivery count bumped: ready again in its place,
+    /// or waiting until `until`. False if the queue does not hold it.
+    pub fn return_any(&mut self, id: u64, until: Option<u64>) -> bool {
+        if until.is_none() && !self.checked_out.contains(id) && self.ready.return_in_place(id) {
+            // Ready already (a replay): it stays in its place.
+            return true;
+        }
+        let mut e = if let Some(e) = self.checked_out.take(id) {
+            e
+        } else if let Some(e) = self.ready.take(id, &self.meta) {
+            e
+        } else if let Some(e) = self.waiting.remove(id) {
+            e
+        } else {
+            return false;
+        };
+        e.returned();
+        match until {
+            Some(at) => self.waiting.insert(at, e),
+            None => {
+                let body = self.meta.body(e.id);
+                self.ready.requeue(e, body);
+            }
+        }
+        true
+    }
+
+    /// Removes every message with an id below `upto` except the `keep`
+    /// ones (sorted): ready (spilled ranges wholly below `upto`
+    /// included), waiting and checked out. Returns how many ready and
+    /// waiting messages went, and the bytes of cached bodies freed.
+    pub fn purge_below(&mut self, upto: u64, keep: &[u64]) -> (usize, u64) {
+        let stays = |id: u64| id >= upto || keep.binary_search(&id).is_ok();
+        let (mut n, freed) = self.ready.purge_below(upto, stays, &mut self.meta);
+        for e in self.waiting.remove_where(|id| !stays(id)) {
+            n += 1;
+            self.meta.remove(e.id);
+        }
+        let gone: Vec<u64> = self.checked_out.ids().filter(|id| !stays(*id)).collect();
+        for id in gone {
+            self.take_unacked(id);
+        }
+        (n, freed)
+    }
+
+    /// The ready messages in delivery order as far as memory holds them:
+    /// each level from the highest, its in-memory window, stopping after
+    /// the first level with a spilled range (its next message must be
+    /// loaded before anything below it). What expiry and overflow decide
+    /// from.
+    pub fn heads(&self) -> impl Iterator<Item = &Entry> {
+        self.ready.heads()
+    }
+
+    /// The deadline of a message held in memory, if it has one.
+    pub fn deadline(&self, id: u64) -> Option<u64> {
+        self.meta.deadline(id)
+    }
+
+    /// The counted body bytes of a message held in memory (0 unless the
+    /// queue counts them).
+    pub fn body_bytes(&self, id: u64) -> u64 {
+        self.meta.body(id)
+    }
+
+    /// Whether `id` is checked out.
+    pub fn is_unacked(&self, id: u64) -> bool {
+        self.checked_out.contains(id)
+    }
+
+    /// The message `id` if it is the in-memory tail of level `priority`
+    /// (a message just enqueued that did not spill): where the leader
+    /// keeps its body cached.
+    pub fn tail_mut(&mut self, id: u64, priority: u8) -> Option<&mut Entry> {
+        self.ready.tail_mut(id, priority)
+    }
+
+    /// Keeps `msg` as the cached body of the just-enqueued tail `id`.
+    pub fn cache_tail(&mut self, id: u64, priority: u8, msg: Arc<Message>) {
+        if let Some(e) = self.tail_mut(id, priority) {
+            e.cached = Some(msg);
+        }
+    }
+
+    /// A new message held (invisible) until `until`: a delayed
+    /// exchange's. Never spilled: the waiting set is in memory.
+    pub fn hold(&mut self, e: Entry, until: u64, deadline: Option<u64>, body: u32) {
+        self.meta.note(e.id, deadline, body);
+        self.waiting.insert(until, e);
+    }
+
+    /// Messages waiting for their time.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Their record bytes.
+    pub fn waiting_bytes(&self) -> u64 {
+        self.waiting.bytes()
+    }
+
+    /// Whether any message waits.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// When the next waiting message becomes ready.
+    pub fn next_due(&self) -> Option<u64> {
+        self.waiting.next_due()
+    }
+
+    /// The earliest waiting message due at or before `now` (due time, then
+    /// id), left waiting.
+    pub fn peek_due(&self, now: u64) -> Option<&Entry> {
+        self.waiting.peek_due(now)
+    }
+
+    /// Checks out the earliest waiting message due at or before `now`
+    /// without passing through the ready list (a delayed exchange releases
+    /// in due order, not in the id order of the ready list).
+    pub fn check_out_due(&mut self, now: u64) -> Option<u64> {
+        let e = self.waiting.pop_due(now)?;
+        let id = e.id;
+        self.check_out(e);
+        Some(id)
+    }
+
+    /// Makes every waiting message due at or before `now` ready, in its
+    /// original place (its id orders it among the ready ones, as a
+    /// requeue does). Returns how many.
+    pub fn promote_due(&mut self, now: u64) -> usize {
+        let due = self.waiting.take_due(now);
+        let n = due.len();
+        for e in due {
+            let body = self.meta.body(e.id);
+            self.ready.insert_due(e, body);
+        }
+        n
+    }
+
+    /// Every message the queue holds, as (id, delivery count, priority,
+    /// waiting until, deadline), by id; checked-out ones count as ready
+    /// (a restart returns them). Two states with the same digest hold
+    /// the same messages (tests: live and replayed states must agree).
+    #[cfg(test)]
+    pub fn digest(&self) -> Vec<DigestRow> {
+        let row = |e: &Entry, due: Option<u64>| {
+            (
+                e.id,
+                e.delivery_count,
+                e.priority,
+                due,
+                self.meta.deadline(e.id),
+            )
+        };
+        let mut v: Vec<_> = self
+            .ready
+            .entries()
+            .chain(self.checked_out.entries())
+            .map(|e| row(e, None))
+            .chain(self.waiting.iter().map(|(due, e)| row(e, Some(due))))
+            .collect();
+        v.sort_unstable();
+        v
+    }
 }
