@@ -106,6 +106,35 @@ fn transient_messages_and_settled_ones_do_not_come_back() {
 }
 
 #[test]
+fn an_ack_settles_each_checked_out_id_once_and_skips_the_rest() {
+    // The ids of an ack: ascending with one not checked out (owned copy),
+    // then repeats out of order (deduplicated), then a clean ascending run
+    // (borrowed): each checked-out message settles once, nothing else.
+    let io = SimIo::new();
+    let q = open(&io, true, 1 << 20);
+    for b in ["a", "b", "c", "d", "e", "f"] {
+        q.publish(&msg(b, true), None).unwrap();
+    }
+    let ids: Vec<u64> = (0..5)
+        .map(|_| q.get(false).unwrap().unwrap().0.msg_id)
+        .collect();
+    let ready_one = ids[4] + 1; // "f": ready, never checked out
+    q.settle(&[ids[0], ids[1] + 1000, ids[1]]).unwrap();
+    assert_eq!(q.stats().snapshot().ack, 2);
+    q.settle(&[ids[3], ids[2], ids[3], ids[0]]).unwrap();
+    assert_eq!(q.stats().snapshot().ack, 4);
+    q.settle(&[ids[4], ready_one]).unwrap();
+    assert_eq!(q.stats().snapshot().ack, 5);
+    assert_eq!(q.counts().0, 1, "the ready one stays");
+    q.sync_now();
+    drop(q);
+    let q = open(&io, true, 1 << 20);
+    let (d, _) = q.get(true).unwrap().unwrap();
+    assert_eq!(&d.message.body[..], b"f");
+    assert!(q.get(true).unwrap().is_none());
+}
+
+#[test]
 fn requeued_messages_return_to_their_place_marked_redelivered() {
     let io = SimIo::new();
     let q = open(&io, true, 0);
