@@ -15,9 +15,9 @@
 //! trusted yet) and the socket closes after 3 s; the whole handshake must
 //! finish within 10 s of the accept.
 //!
-//! [`Conn`] (here) owns the open connection: its channels, the frame loop
+//! `Conn` (here) owns the open connection: its channels, the frame loop
 //! and closing. Reading frames is `connection/reader.rs`, the handshake
-//! `connection/handshake.rs` (a [`handshake::Handshake`] whose result
+//! `connection/handshake.rs` (a `Handshake` whose result
 //! `Conn::open` takes over), vhost / user limits `connection/limits.rs`,
 //! the confirm-flush set `connection/dirty.rs`.
 
