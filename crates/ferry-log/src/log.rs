@@ -1,7 +1,8 @@
 //! [`Log`]: appends into an in-memory buffer, flushes with one write per
-//! batch, and tracks what is durable. Roll, truncate and purge live in
-//! `log/maintenance.rs`, replay in `reader.rs`, reads without the log's
-//! lock in `log/view.rs`.
+//! batch, and tracks what is durable. The segment files and the roll,
+//! truncate and purge of them belong to [`SegmentSet`] (`log/segments.rs`),
+//! replay to `reader.rs`, reads without the log's lock to [`LogView`]
+//! (`log/view.rs`).
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -9,17 +10,18 @@ use crate::io::FileIo;
 use crate::reader::LogReader;
 use crate::record::{self, Defect, Record, RecordPos, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN};
 use crate::recovery::{self, RecoveryReport};
-use crate::scan::{self, Scanner, SegmentSpan};
+use crate::scan::Scanner;
 use crate::segment::{seal_bytes, SealState, Segment, SEGMENT_HEADER_LEN};
 use crate::sync::{Receipt, SealWrite, SegmentReceipt, SyncJob, SyncOutcome, SyncStep};
 use crate::waiters::{DurableCallback, Waiters};
 use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-mod maintenance;
+mod segments;
 mod view;
 
+use segments::SegmentSet;
 pub use view::{LogView, ViewReader};
 
 /// Appends are flushed once this many bytes are buffered, so a burst with
@@ -44,12 +46,9 @@ pub struct SegmentInfo {
 /// Single writer: wrap it in a mutex. The fsync runs outside that mutex
 /// through [`Log::prepare_sync`] / [`SyncJob::run`] / [`Log::complete_sync`].
 pub struct Log {
-    io: Arc<dyn FileIo>,
-    dir: PathBuf,
+    /// The segment files (rolled ones, the active one) and their directory.
+    segs: SegmentSet,
     cfg: LogConfig,
-    /// Rolled segments, oldest first.
-    sealed: Vec<Segment>,
-    active: Segment,
     /// Appended records not yet written; they belong at `active.size`.
     buf: Vec<u8>,
     next_index: u64,
@@ -57,10 +56,7 @@ pub struct Log {
     durable_next: u64,
     poisoned: bool,
     waiters: Waiters,
-    next_segment_id: u64,
-    /// Bumped when segment files are created or removed; `dir_synced_gen`
-    /// is the value the last completed sync covered.
-    dir_gen: u64,
+    /// The `segs.dir_gen` the last completed sync covered.
     dir_synced_gen: u64,
     /// Truncations while syncs were in flight: `(trunc_gen, new next index)`.
     /// A job prepared before a truncation cannot vouch for what follows it.
@@ -72,11 +68,11 @@ pub struct Log {
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")
-            .field("dir", &self.dir)
+            .field("dir", &self.segs.dir)
             .field("first_index", &self.first_index())
             .field("next_index", &self.next_index)
             .field("durable_next", &self.durable_next)
-            .field("segments", &(self.sealed.len() + 1))
+            .field("segments", &(self.segs.sealed.len() + 1))
             .field("buffered", &self.buf.len())
             .field("waiters", &self.waiters.len())
             .field("poisoned", &self.poisoned)
@@ -101,22 +97,17 @@ impl Log {
         let Some(active) = sealed.pop() else {
             return Err(LogError::corrupt(dir, 0, "recovery produced no segment"));
         };
-        let next_segment_id = active.id + 1;
         let next_index = active.end_index();
-        let first = sealed.first().map_or(active.base, |s| s.base);
+        let segs = SegmentSet::new(io, dir.to_path_buf(), sealed, active);
+        let first = segs.first_index();
         let mut log = Log {
-            io,
-            dir: dir.to_path_buf(),
+            segs,
             cfg,
-            sealed,
-            active,
             buf: Vec::new(),
             next_index,
             durable_next: first,
             poisoned: false,
             waiters: Waiters::default(),
-            next_segment_id,
-            dir_gen: 1,
             dir_synced_gen: 0,
             trunc_gen: 0,
             trunc_floors: Vec::new(),
@@ -132,13 +123,13 @@ impl Log {
                 result: Ok(()),
             });
         }
-        tracing::debug!(dir = %log.dir.display(), ?report, "log opened");
+        tracing::debug!(dir = %log.segs.dir.display(), ?report, "log opened");
         Ok((log, report))
     }
 
     /// First retained index (equal to `next_index` when the log is empty).
     pub fn first_index(&self) -> u64 {
-        self.sealed.first().map_or(self.active.base, |s| s.base)
+        self.segs.first_index()
     }
 
     /// The index the next append gets.
@@ -161,7 +152,7 @@ impl Log {
 
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.segs.dir
     }
 
     /// Every segment, oldest first, the active one last (retention
@@ -172,8 +163,8 @@ impl Log {
             records: s.records,
             bytes: s.size,
         };
-        let mut out: Vec<SegmentInfo> = self.sealed.iter().map(info).collect();
-        let mut active = info(&self.active);
+        let mut out: Vec<SegmentInfo> = self.segs.sealed.iter().map(info).collect();
+        let mut active = info(&self.segs.active);
         active.bytes += self.buf.len() as u64;
         out.push(active);
         out
@@ -181,8 +172,12 @@ impl Log {
 
     /// Bytes of segments and indexes, including appends not yet flushed.
     pub fn disk_bytes(&self) -> u64 {
-        self.sealed.iter().map(Segment::disk_bytes).sum::<u64>()
-            + self.active.disk_bytes()
+        self.segs
+            .sealed
+            .iter()
+            .map(Segment::disk_bytes)
+            .sum::<u64>()
+            + self.segs.active.disk_bytes()
             + self.buf.len() as u64
     }
 
@@ -204,7 +199,7 @@ impl Log {
 
     /// Poisons and passes the error on.
     fn fail(&mut self, err: LogError) -> LogError {
-        tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
+        tracing::error!(dir = %self.segs.dir.display(), error = %err, "log poisoned");
         self.poison();
         err
     }
@@ -241,22 +236,22 @@ impl Log {
             });
         }
         let len = (RECORD_HEADER_LEN + payload.len()) as u64;
-        let end = self.active.size + self.buf.len() as u64;
+        let end = self.segs.active.size + self.buf.len() as u64;
         if end > SEGMENT_HEADER_LEN && end + len > self.cfg.segment_bytes {
             self.roll_active()?;
         }
-        let offset = self.active.size + self.buf.len() as u64;
+        let offset = self.segs.active.size + self.buf.len() as u64;
         let index = self.next_index;
         record::encode_into(&mut self.buf, index, payload);
         // Fits: records are at least 16 bytes and segments at most
         // u32::MAX bytes, so a segment holds far fewer than 2^32 records.
-        let rel = (index - self.active.base) as u32;
-        self.active.index.observe(rel, offset);
-        self.active.records += 1;
+        let rel = (index - self.segs.active.base) as u32;
+        self.segs.active.index.observe(rel, offset);
+        self.segs.active.records += 1;
         self.next_index += 1;
         let pos = RecordPos {
             index,
-            segment: self.active.base,
+            segment: self.segs.active.base,
             offset,
             len: len as u32,
         };
@@ -270,20 +265,25 @@ impl Log {
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.check_poisoned()?;
         if !self.buf.is_empty() {
-            if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.size) {
-                let err = LogError::io("write", &self.active.path, e);
+            if let Err(e) = self
+                .segs
+                .active
+                .file
+                .write_all_at(&self.buf, self.segs.active.size)
+            {
+                let err = LogError::io("write", &self.segs.active.path, e);
                 return Err(self.fail(err));
             }
-            self.active.size += self.buf.len() as u64;
-            self.active.mod_gen += 1;
+            self.segs.active.size += self.buf.len() as u64;
+            self.segs.active.mod_gen += 1;
             self.buf.clear();
             if self.buf.capacity() > 4 * WRITE_BUFFER_LIMIT {
                 // One huge record should not pin its buffer forever.
                 self.buf = Vec::new();
             }
         }
-        if let Err(e) = self.active.index.flush() {
-            let err = LogError::io("write index", self.active.index.path(), e);
+        if let Err(e) = self.segs.active.index.flush() {
+            let err = LogError::io("write index", self.segs.active.index.path(), e);
             return Err(self.fail(err));
         }
         Ok(())
@@ -310,7 +310,8 @@ impl Log {
         self.flush()?;
         // Settled segments form a prefix: every job covers the whole
         // unsettled suffix, and only the newest segments change.
-        let start = self
+        let segs = &self.segs;
+        let start = segs
             .sealed
             .iter()
             .rposition(Segment::is_settled)
@@ -318,14 +319,14 @@ impl Log {
         let mut steps = Vec::new();
         let mut receipts = Vec::new();
         let mut sealing_active = false;
-        for (i, seg) in self.sealed.iter().enumerate().skip(start) {
-            let next = self.sealed.get(i + 1).unwrap_or(&self.active);
+        for (i, seg) in segs.sealed.iter().enumerate().skip(start) {
+            let next = segs.sealed.get(i + 1).unwrap_or(&segs.active);
             let seal = (seg.seal == SealState::Pending).then(|| SealWrite {
                 file: next.file.clone(),
                 path: next.path.clone(),
                 bytes: seal_bytes(seg.base, next.base),
             });
-            sealing_active = seal.is_some() && i + 1 == self.sealed.len();
+            sealing_active = seal.is_some() && i + 1 == segs.sealed.len();
             receipts.push(SegmentReceipt {
                 id: seg.id,
                 mod_gen: seg.mod_gen,
@@ -337,32 +338,32 @@ impl Log {
                 seal,
             });
         }
-        if self.active.is_dirty() || sealing_active {
+        if segs.active.is_dirty() || sealing_active {
             receipts.push(SegmentReceipt {
-                id: self.active.id,
-                mod_gen: self.active.mod_gen,
+                id: segs.active.id,
+                mod_gen: segs.active.mod_gen,
                 sealed: false,
             });
             steps.push(SyncStep {
-                file: self.active.file.clone(),
-                path: self.active.path.clone(),
+                file: segs.active.file.clone(),
+                path: segs.active.path.clone(),
                 seal: None,
             });
         }
-        let sync_dir = self.dir_gen != self.dir_synced_gen;
+        let sync_dir = segs.dir_gen != self.dir_synced_gen;
         if steps.is_empty() && !sync_dir {
             self.mark_durable(self.next_index);
             return Ok(None);
         }
         self.inflight_syncs += 1;
         Ok(Some(SyncJob {
-            io: self.io.clone(),
-            dir: self.dir.clone(),
+            io: self.segs.io.clone(),
+            dir: self.segs.dir.clone(),
             sync_dir,
             steps,
             receipt: Receipt {
                 segments: receipts,
-                dir_gen: self.dir_gen,
+                dir_gen: self.segs.dir_gen,
                 target_next: self.next_index,
                 trunc_gen: self.trunc_gen,
             },
@@ -382,7 +383,7 @@ impl Log {
             Ok(()) if !self.poisoned => {
                 let r = outcome.receipt;
                 for s in &r.segments {
-                    if let Some(seg) = self.segment_by_id_mut(s.id) {
+                    if let Some(seg) = self.segs.segment_by_id_mut(s.id) {
                         seg.synced_gen = seg.synced_gen.max(s.mod_gen);
                         if s.sealed && seg.seal == SealState::Pending {
                             seg.seal = SealState::Durable;
@@ -413,27 +414,6 @@ impl Log {
         }
     }
 
-    fn segment_by_id_mut(&mut self, id: u64) -> Option<&mut Segment> {
-        if self.active.id == id {
-            return Some(&mut self.active);
-        }
-        let i = self.sealed.binary_search_by_key(&id, |s| s.id).ok()?;
-        self.sealed.get_mut(i)
-    }
-
-    /// The segment holding `index` (which must be in range), and whether
-    /// it is the active one.
-    fn segment_containing(&self, index: u64) -> (&Segment, bool) {
-        if index >= self.active.base {
-            return (&self.active, true);
-        }
-        let i = self.sealed.partition_point(|s| s.base <= index);
-        match i.checked_sub(1).and_then(|i| self.sealed.get(i)) {
-            Some(s) => (s, false),
-            None => (&self.active, true),
-        }
-    }
-
     /// Reads the record at `pos` (as returned by `append` or `reader`).
     pub fn read(&self, pos: &RecordPos) -> Result<Record, LogError> {
         self.check_range(pos.index)?;
@@ -441,7 +421,7 @@ impl Log {
             index: pos.index,
             reason,
         };
-        let (seg, is_active) = self.segment_containing(pos.index);
+        let (seg, is_active) = self.segs.segment_containing(pos.index);
         if seg.base != pos.segment {
             return Err(invalid("the record is not in that segment"));
         }
@@ -518,16 +498,109 @@ impl Log {
         chunk: usize,
     ) -> Result<(Scanner<'_>, &Segment), LogError> {
         self.check_range(index)?;
-        let (seg, is_active) = self.segment_containing(index);
-        let span = SegmentSpan {
-            file: &*seg.file,
-            size: seg.size,
-            tail: if is_active { &self.buf } else { &[] },
-            base: seg.base,
-            end: seg.end_index(),
-            hint: seg.index.lookup((index - seg.base) as u32),
-        };
-        Ok((scan::seek(span, index, chunk, &seg.path)?, seg))
+        self.segs.scanner_at(index, chunk, &self.buf)
+    }
+
+    /// Read size of a lookup by index: one index interval plus a record.
+    fn lookup_chunk(&self) -> usize {
+        (self.cfg.index_interval_bytes as usize)
+            .saturating_add(16 * 1024)
+            .min(1 << 20)
+    }
+
+    /// A view of the durable records from `from` to `to` (exclusive;
+    /// clamped to the durable end), covering the segment that holds `from`
+    /// and the following ones until about `max_bytes` of records are
+    /// covered: a reader that wants more takes another view where this one
+    /// ends ([`LogView::end`]). Empty when `from` is at or past the durable
+    /// end; `OutOfRange` when `from` is below `first_index`. Does no I/O.
+    pub fn view(&self, from: u64, to: u64, max_bytes: u64) -> Result<LogView, LogError> {
+        let first = self.first_index();
+        if from < first {
+            return Err(LogError::OutOfRange {
+                index: from,
+                first,
+                next: self.next_index,
+            });
+        }
+        let limit = to.min(self.durable_next).min(self.next_index);
+        Ok(LogView::capture(
+            &self.segs,
+            from,
+            limit,
+            max_bytes,
+            self.lookup_chunk(),
+        ))
+    }
+
+    /// Starts a new active segment, so the current one can be purged once
+    /// all its records are settled. A no-op while the active segment is
+    /// empty.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        if self.segs.active.records == 0 {
+            return Ok(());
+        }
+        self.roll_active()
+    }
+
+    fn roll_active(&mut self) -> Result<(), LogError> {
+        self.flush()?;
+        let rolled = self
+            .segs
+            .roll(self.next_index, self.cfg.index_interval_bytes);
+        rolled.map_err(|e| self.fail(e))
+    }
+
+    /// Drops every record after `index` (a replication conflict). Durable
+    /// on return. `index` below `first_index - 1` is out of range; at or
+    /// past the last record it is a no-op.
+    pub fn truncate_after(&mut self, index: u64) -> Result<(), LogError> {
+        match index.checked_add(1) {
+            Some(from) => self.truncate_from(from),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops every record at `index` and after; `truncate_from(first_index)`
+    /// empties the log while keeping its position. Durable on return.
+    /// Waiters for dropped indexes get `Err(Truncated)`. Syncs inline,
+    /// newest files first (see `log/segments.rs`).
+    pub fn truncate_from(&mut self, index: u64) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        if index >= self.next_index {
+            return Ok(());
+        }
+        let first = self.first_index();
+        if index < first {
+            return Err(LogError::OutOfRange {
+                index,
+                first,
+                next: self.next_index,
+            });
+        }
+        self.flush()?;
+        if let Err(e) = self.segs.truncate_files(index) {
+            return Err(self.fail(e));
+        }
+        self.next_index = index;
+        self.durable_next = self.durable_next.min(index);
+        self.trunc_gen += 1;
+        if self.inflight_syncs > 0 {
+            self.trunc_floors.push((self.trunc_gen, index));
+        }
+        self.waiters.fail_from(index);
+        Ok(())
+    }
+
+    /// Removes whole segments whose records are all below `index`, oldest
+    /// first, never the active one. Only segments already settled by a
+    /// completed sync (fully synced, successor sealed) go; the rest wait
+    /// for a later call. That keeps a crash from leaving a gap that
+    /// recovery could mistake for a torn tail.
+    pub fn purge_before(&mut self, index: u64) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        self.segs.purge_before(index)
     }
 }
 
@@ -537,7 +610,7 @@ impl Drop for Log {
         // more is promised.
         if !self.poisoned && !self.buf.is_empty() {
             if let Err(e) = self.flush() {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "flush on drop failed");
+                tracing::warn!(dir = %self.segs.dir.display(), error = %e, "flush on drop failed");
             }
         }
     }

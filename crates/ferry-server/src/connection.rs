@@ -14,20 +14,23 @@
 //! before connection.tune-ok nothing is sent back (the client is not
 //! trusted yet) and the socket closes after 3 s; the whole handshake must
 //! finish within 10 s of the accept.
+//!
+//! `Conn` (here) owns the open connection: its channels, the frame loop
+//! and closing. Reading frames is `connection/reader.rs`, the handshake
+//! `connection/handshake.rs` (a `Handshake` whose result
+//! `Conn::open` takes over), vhost / user limits `connection/limits.rs`,
+//! the confirm-flush set `connection/dirty.rs`.
 
 use crate::channel::{Channel, ChannelCtx};
 use crate::error::AmqpError;
 use crate::outbox::{Outbound, Outbox};
 use crate::writer::{self, WriterParams};
 use crate::Shared;
-use bytes::Bytes;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_amqp::amq_protocol::protocol::{basic, channel, connection};
-use ferry_amqp::frame::frame_extent;
-use ferry_amqp::frame::rabbit::{self, Fault};
+use ferry_amqp::frame::rabbit;
 use ferry_amqp::{
-    check_frame, check_protocol_header, parse_frame, parse_sasl_response, AMQPClass, AMQPValue,
-    CodecError, Frame, HeaderCheck, ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    check_protocol_header, AMQPClass, Frame, HeaderCheck, ReplyCode, PROTOCOL_HEADER,
 };
 use ferry_auth::CompiledPermissions;
 use ferry_broker::VHost;
@@ -36,14 +39,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// RabbitMQ's handshake_timeout: from the accept to connection.open.
 mod dirty;
 mod handshake;
 mod limits;
+mod reader;
 
+use handshake::{Handshake, Opened};
+use reader::{ReadEnd, Reader};
+
+/// RabbitMQ's handshake_timeout: from the accept to connection.open.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// RabbitMQ's SILENT_CLOSE_DELAY: how long a refused handshake, or a
@@ -53,159 +60,6 @@ const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
 const CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// Frames a connection handles before letting other tasks run.
 const FRAMES_PER_TURN: u32 = 64;
-
-/// Why reading stopped.
-enum ReadEnd {
-    /// Peer closed or socket error.
-    Gone,
-    /// No traffic for two heartbeat intervals.
-    Silent,
-    /// A hard error: connection.close, then wait for close-ok.
-    Bad(AmqpError),
-    /// The framing is lost: connection.close, read nothing more, close.
-    Fatal(AmqpError),
-    /// Close the socket without a word (where RabbitMQ's reader crashes).
-    Drop,
-    /// The handshake failed before connection.tune-ok: send nothing (or
-    /// the 403 a client with authentication_failure_close asked for), hold
-    /// the socket for SILENT_CLOSE_DELAY, close.
-    Refused(Option<AmqpError>),
-    /// The broker is shutting down.
-    Shutdown,
-    /// Time to run periodic checks (not an end: reading resumes).
-    Tick,
-}
-
-struct Reader<R> {
-    rd: R,
-    buf: BytesMut,
-    /// The last frame read, whole: some reply texts quote its payload.
-    last: Bytes,
-    frame_max: u32,
-    idle_limit: Option<Duration>,
-    shutdown: watch::Receiver<bool>,
-    tick: tokio::time::Interval,
-    last_data: tokio::time::Instant,
-    /// Registry entry: byte counter, close requests from the management API.
-    entry: Arc<crate::registry::ConnEntry>,
-    /// Bytes read and not yet handled, for the memory alarm.
-    held: crate::memory::Gauge,
-}
-
-impl<R: AsyncRead + Unpin> Reader<R> {
-    async fn fill(&mut self) -> Result<(), ReadEnd> {
-        if self.buf.capacity() - self.buf.len() < 8192 {
-            self.buf.reserve(64 * 1024);
-        }
-        let read = self.rd.read_buf(&mut self.buf);
-        let n = tokio::select! {
-            r = async {
-                // The deadline counts from the last byte received, not from
-                // this call: periodic ticks must not reset it.
-                match self.idle_limit {
-                    Some(d) => tokio::time::timeout_at(self.last_data + d, read)
-                        .await
-                        .map_err(|_| ReadEnd::Silent)?,
-                    None => read.await,
-                }
-                .map_err(|_| ReadEnd::Gone)
-            } => r?,
-            _ = self.shutdown.changed() => return Err(ReadEnd::Shutdown),
-            _ = self.tick.tick() => return Err(ReadEnd::Tick),
-            reason = self.entry.forced() => {
-                return Err(ReadEnd::Bad(AmqpError::new(ReplyCode::CONNECTION_FORCED, reason)))
-            }
-        };
-        if n == 0 {
-            return Err(ReadEnd::Gone);
-        }
-        self.entry.received(n);
-        self.held.set(self.buf.len());
-        self.last_data = tokio::time::Instant::now();
-        Ok(())
-    }
-
-    async fn frame(&mut self) -> Result<Frame, ReadEnd> {
-        loop {
-            let extent = match check_frame(&self.buf, self.frame_max) {
-                // RabbitMQ reads a frame of an unknown type whole (its
-                // reply quotes the payload) before refusing it.
-                Err(CodecError::UnknownFrameType { .. }) => frame_extent(&self.buf, self.frame_max),
-                other => other,
-            };
-            match extent {
-                Ok(Some(len)) => {
-                    let bytes = self.buf.split_to(len).freeze();
-                    self.last = bytes.clone();
-                    return parse_frame(bytes).or_else(|e| input_fault(&e, &self.last));
-                }
-                Ok(None) => self.fill().await?,
-                // Too large: refused from the 7-byte header alone.
-                Err(e) => {
-                    let header = &self.buf[..self.buf.len().min(7)];
-                    return input_fault(&e, header);
-                }
-            }
-        }
-    }
-
-    /// A whole frame is buffered: `frame` will not wait for the socket.
-    fn has_frame(&self) -> bool {
-        matches!(check_frame(&self.buf, self.frame_max), Ok(Some(_)))
-    }
-
-    /// The payload of the last frame read.
-    fn last_payload(&self) -> &[u8] {
-        self.last
-            .get(7..self.last.len().saturating_sub(1))
-            .unwrap_or(&[])
-    }
-
-    /// After a fatal error: reads and drops whatever comes until the peer
-    /// closes or `grace` is over (so that the connection.close just sent
-    /// is not lost to a reset caused by unread data).
-    async fn discard_until_eof(&mut self, grace: Duration) {
-        self.idle_limit = None;
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            self.buf.clear();
-            match tokio::time::timeout_at(deadline, self.fill()).await {
-                Ok(Ok(())) | Ok(Err(ReadEnd::Tick)) => {}
-                _ => return,
-            }
-        }
-    }
-}
-
-/// RabbitMQ's answer to a frame the codec refused (see
-/// `ferry_amqp::frame::rabbit`). A content header whose properties do not
-/// decode becomes a header with empty `raw_properties` (a decodable one
-/// always has its 2 flag bytes), which the channel fails with 541 once the
-/// message is complete, as RabbitMQ does.
-fn input_fault(e: &CodecError, frame: &[u8]) -> Result<Frame, ReadEnd> {
-    Err(match rabbit::classify(e, frame) {
-        Fault::Close {
-            code,
-            detail,
-            class_id,
-            method_id,
-        } => ReadEnd::Bad(AmqpError::new(code, detail).on(class_id, method_id)),
-        Fault::Fatal { code, detail } => ReadEnd::Fatal(AmqpError::new(code, detail)),
-        Fault::UndecodableHeader {
-            class_id,
-            body_size,
-        } => {
-            return Ok(Frame::Header {
-                channel: u16::from_be_bytes([frame[1], frame[2]]),
-                class_id,
-                body_size,
-                props: Bytes::new(),
-                raw_properties: Bytes::new(),
-            })
-        }
-        _ => ReadEnd::Drop,
-    })
-}
 
 struct Conn {
     id: u64,
@@ -323,8 +177,16 @@ pub async fn serve<S>(
         assembling: crate::memory::Gauge::default(),
     };
     tracing::debug!(conn = id, %peer, "connection accepted");
-    let end = match tokio::time::timeout_at(deadline, conn.handshake(&mut reader, peer)).await {
-        Ok(Ok(())) => {
+    let handshake = Handshake {
+        shared: &conn.shared,
+        outbox: &conn.outbox,
+        params: &conn.params,
+        entry: &conn.entry,
+        peer,
+    };
+    let end = match tokio::time::timeout_at(deadline, handshake.run(&mut reader)).await {
+        Ok(Ok(opened)) => {
+            conn.open(opened);
             let vhost = conn.vhost.as_ref().map_or("", |v| v.name()).to_string();
             entry.set_identity(&conn.user, &vhost, conn.params.clone());
             shared.registry.insert(entry.clone());
@@ -379,6 +241,56 @@ pub async fn serve<S>(
 }
 
 impl Conn {
+    /// Takes over what the handshake established and answers
+    /// connection.open.
+    fn open(&mut self, opened: Opened) {
+        let Opened {
+            user,
+            impersonator,
+            cancel_notify,
+            blocked_cap,
+            channel_max,
+            vhost,
+            slot,
+        } = opened;
+        self.user = user;
+        self.impersonator = impersonator;
+        self.cancel_notify = cancel_notify;
+        self.blocked_cap = blocked_cap;
+        self.channel_max = channel_max;
+        self.vhost = Some(vhost);
+        self.slot = Some(slot);
+        self.refresh_perms();
+        self.outbox.method(
+            0,
+            conn_method(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+    }
+
+    /// Re-reads the user's permissions when users, permissions or vhosts
+    /// changed since the last read: one atomic load per frame otherwise.
+    fn refresh_perms(&mut self) {
+        let broker = &self.shared.broker;
+        let epoch = broker.access_epoch();
+        if epoch == self.perms_epoch {
+            return;
+        }
+        self.perms_epoch = epoch;
+        let vhost = self.vhost.as_ref().map_or("", |v| v.name());
+        self.perms = broker
+            .permissions_for(&self.user, vhost)
+            .unwrap_or_else(|| Arc::new(CompiledPermissions::deny_all()));
+    }
+
+    /// Sends the confirms the channels hold (see `confirm_dirty`).
+    fn flush_confirms(&mut self) {
+        for ch in self.confirm_dirty.drain() {
+            if let Some(c) = self.channels.get(&ch) {
+                c.flush_confirms();
+            }
+        }
+    }
+
     async fn run<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>) -> ReadEnd {
         let mut handled = 0u32;
         loop {

@@ -5,6 +5,7 @@ use super::*;
 use crate::io::SimIo;
 use crate::segment::{parse_header, Header};
 use crate::sync::{sync_round, DeviceFlush, RoundPolicy};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 fn open(sim: &SimIo) -> Log {
@@ -87,20 +88,21 @@ fn rolled_segments_get_sealed_by_the_next_sync() {
     let sim = SimIo::new();
     let mut log = open(&sim);
     fill(&mut log, 60);
-    assert!(log.sealed.len() >= 2);
-    assert!(log.sealed.iter().all(|s| s.seal == SealState::Pending));
-    assert!(log.sealed.iter().all(|s| !s.is_settled()));
+    assert!(log.segs.sealed.len() >= 2);
+    assert!(log.segs.sealed.iter().all(|s| s.seal == SealState::Pending));
+    assert!(log.segs.sealed.iter().all(|s| !s.is_settled()));
     run(&mut log);
-    assert!(log.sealed.iter().all(Segment::is_settled));
+    assert!(log.segs.sealed.iter().all(Segment::is_settled));
     // Each successor's header on disk names its predecessor.
     let bases: Vec<u64> = log
+        .segs
         .sealed
         .iter()
         .map(|s| s.base)
-        .chain([log.active.base])
+        .chain([log.segs.active.base])
         .collect();
-    for (i, seg) in log.sealed.iter().enumerate() {
-        let next = log.sealed.get(i + 1).unwrap_or(&log.active);
+    for (i, seg) in log.segs.sealed.iter().enumerate() {
+        let next = log.segs.sealed.get(i + 1).unwrap_or(&log.segs.active);
         let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
         next.file.read_at(&mut head, 0).unwrap();
         assert_eq!(
@@ -128,7 +130,7 @@ fn overlapping_jobs_complete_in_any_order() {
     log.complete_sync(a);
     assert_eq!(log.durable_index(), Some(49));
     assert_eq!(log.inflight_syncs, 0);
-    assert!(log.sealed.iter().all(Segment::is_settled));
+    assert!(log.segs.sealed.iter().all(Segment::is_settled));
 }
 
 #[test]
@@ -156,11 +158,11 @@ fn purge_waits_for_segments_to_settle() {
     let outcome = job.run();
     log.complete_sync(outcome);
     log.purge_before(60).unwrap();
-    assert_eq!(log.first_index(), log.active.base);
+    assert_eq!(log.first_index(), log.segs.active.base);
     // Removal is made durable by the next sync.
-    assert_ne!(log.dir_gen, log.dir_synced_gen);
+    assert_ne!(log.segs.dir_gen, log.dir_synced_gen);
     run(&mut log);
-    assert_eq!(log.dir_gen, log.dir_synced_gen);
+    assert_eq!(log.segs.dir_gen, log.dir_synced_gen);
 }
 
 #[test]
@@ -174,7 +176,7 @@ fn big_bursts_flush_without_a_sync() {
         log.append(&payload).unwrap();
         assert!(log.buf.len() < WRITE_BUFFER_LIMIT);
     }
-    assert!(log.active.size > WRITE_BUFFER_LIMIT as u64);
+    assert!(log.segs.active.size > WRITE_BUFFER_LIMIT as u64);
 }
 
 #[test]
@@ -231,7 +233,7 @@ fn one_fs_sync_makes_a_round_of_logs_durable_and_seals_after_it() {
         let before = sim.fs_syncs();
         for log in &mut logs {
             fill(log, 60);
-            assert!(log.sealed.len() >= 2, "rolled: seals pending");
+            assert!(log.segs.sealed.len() >= 2, "rolled: seals pending");
         }
         let policy = RoundPolicy {
             fs_root: Some(PathBuf::from("/t")),
@@ -241,7 +243,7 @@ fn one_fs_sync_makes_a_round_of_logs_durable_and_seals_after_it() {
         assert_eq!(sim.fs_syncs(), before + 1);
         for log in &logs {
             assert_eq!(log.durable_index(), Some(59));
-            assert!(log.sealed.iter().all(Segment::is_settled));
+            assert!(log.segs.sealed.iter().all(Segment::is_settled));
         }
         // Unsynced appends after the round may go; the round's may not.
         for log in &mut logs {

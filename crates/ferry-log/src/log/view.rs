@@ -16,7 +16,7 @@
 //! capture stays readable through the captured handle (POSIX unlink
 //! semantics, also `SimIo`'s).
 
-use super::{Log, READER_CHUNK};
+use super::{SegmentSet, READER_CHUNK};
 use crate::error::LogError;
 use crate::index::IndexEntry;
 use crate::io::IoFile;
@@ -30,7 +30,7 @@ use std::sync::Arc;
 const MIN_READ_CHUNK: usize = 16 * 1024;
 
 /// Durable records `[from, end)` of a log, detached from it. Built by
-/// [`Log::view`], read with [`LogView::records`].
+/// [`Log::view`](crate::Log::view), read with [`LogView::records`].
 #[derive(Debug)]
 pub struct LogView {
     from: u64,
@@ -51,45 +51,31 @@ struct ViewSegment {
     hint: Option<IndexEntry>,
 }
 
-impl Log {
-    /// Read size of a lookup by index: one index interval plus a record.
-    pub(super) fn lookup_chunk(&self) -> usize {
-        (self.cfg.index_interval_bytes as usize)
-            .saturating_add(16 * 1024)
-            .min(1 << 20)
-    }
-
-    /// A view of the durable records from `from` to `to` (exclusive;
-    /// clamped to the durable end), covering the segment that holds `from`
-    /// and the following ones until about `max_bytes` of records are
-    /// covered: a reader that wants more takes another view where this one
-    /// ends ([`LogView::end`]). Empty when `from` is at or past the durable
-    /// end; `OutOfRange` when `from` is below `first_index`. Does no I/O.
-    pub fn view(&self, from: u64, to: u64, max_bytes: u64) -> Result<LogView, LogError> {
-        let first = self.first_index();
-        if from < first {
-            return Err(LogError::OutOfRange {
-                index: from,
-                first,
-                next: self.next_index,
-            });
-        }
-        let limit = to.min(self.durable_next).min(self.next_index);
+impl LogView {
+    /// Captures the segments covering `[from, limit)` (`limit` at most the
+    /// durable end) until about `max_bytes` are covered; see
+    /// [`Log::view`](crate::Log::view). No I/O.
+    pub(super) fn capture(
+        segs: &SegmentSet,
+        from: u64,
+        limit: u64,
+        max_bytes: u64,
+        seek_chunk: usize,
+    ) -> LogView {
         let mut view = LogView {
             from,
             end: from,
             segments: Vec::new(),
-            seek_chunk: self.lookup_chunk(),
+            seek_chunk,
             read_chunk: usize::try_from(max_bytes)
                 .unwrap_or(usize::MAX)
                 .clamp(MIN_READ_CHUNK, READER_CHUNK),
         };
         if from >= limit {
-            return Ok(view);
+            return view;
         }
         let mut covered = 0u64;
-        let all = self.sealed.iter().chain(std::iter::once(&self.active));
-        for seg in all.skip_while(|s| s.end_index() <= from) {
+        for seg in segs.iter().skip_while(|s| s.end_index() <= from) {
             if seg.base >= limit || (covered >= max_bytes && !view.segments.is_empty()) {
                 break;
             }
@@ -109,11 +95,9 @@ impl Log {
                 hint,
             });
         }
-        Ok(view)
+        view
     }
-}
 
-impl LogView {
     /// The first index it covers.
     pub fn from(&self) -> u64 {
         self.from
@@ -214,6 +198,7 @@ mod tests {
     use super::*;
     use crate::config::LogConfig;
     use crate::io::SimIo;
+    use crate::log::Log;
     use std::path::Path;
 
     fn open(sim: &SimIo) -> Log {

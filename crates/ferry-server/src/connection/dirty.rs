@@ -35,17 +35,6 @@ impl DirtyChannels {
     }
 }
 
-impl super::Conn {
-    /// Sends the confirms the channels hold (see `confirm_dirty`).
-    pub(super) fn flush_confirms(&mut self) {
-        for ch in self.confirm_dirty.drain() {
-            if let Some(c) = self.channels.get(&ch) {
-                c.flush_confirms();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::DirtyChannels;

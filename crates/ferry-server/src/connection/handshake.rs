@@ -1,87 +1,119 @@
-//! The AMQP handshake: connection.start / start-ok (SASL PLAIN and
-//! AMQPLAIN, loopback-only users), tune / tune-ok (limits validated as
-//! RabbitMQ does), open (vhost, connection limit).
+//! [`Handshake`]: the AMQP handshake up to connection.open: connection.start
+//! / start-ok (SASL PLAIN and AMQPLAIN, loopback-only users), tune / tune-ok
+//! (limits validated as RabbitMQ does, applied to the reader and the
+//! writer), open (vhost, connection limit). It yields [`Opened`]: the
+//! authenticated user and the negotiated parameters, which `Conn::open`
+//! takes over (and answers with open-ok).
 
-use super::*;
+use super::reader::{ReadEnd, Reader};
+use super::{bad, conn_method, unexpected_method};
+use crate::error::AmqpError;
+use crate::outbox::Outbox;
+use crate::registry::{ConnEntry, ConnSlot};
+use crate::writer::WriterParams;
+use crate::Shared;
+use ferry_amqp::amq_protocol::protocol::connection;
+use ferry_amqp::frame::rabbit;
+use ferry_amqp::{parse_sasl_response, AMQPClass, AMQPValue, Frame, ReplyCode, FRAME_MIN_SIZE};
+use ferry_broker::VHost;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncRead;
 
-impl Conn {
-    /// Re-reads the user's permissions when users, permissions or vhosts
-    /// changed since the last read: one atomic load per frame otherwise.
-    pub(super) fn refresh_perms(&mut self) {
-        let broker = &self.shared.broker;
-        let epoch = broker.access_epoch();
-        if epoch == self.perms_epoch {
-            return;
-        }
-        self.perms_epoch = epoch;
-        let vhost = self.vhost.as_ref().map_or("", |v| v.name());
-        self.perms = broker
-            .permissions_for(&self.user, vhost)
-            .unwrap_or_else(|| Arc::new(CompiledPermissions::deny_all()));
-    }
+/// One connection's handshake: what it talks through and to.
+pub(super) struct Handshake<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) outbox: &'a Outbox,
+    /// The writer's frame_max and heartbeat, set at tune-ok.
+    pub(super) params: &'a WriterParams,
+    /// Registry entry: gets the client properties.
+    pub(super) entry: &'a ConnEntry,
+    pub(super) peer: SocketAddr,
+}
 
-    /// The next connection method of the handshake. Before tune-ok
-    /// (`tuned` false) anything else refuses the connection without a word;
-    /// after it (RabbitMQ's "opening" state) it is answered with
-    /// connection.close.
-    pub(super) async fn expect<R: AsyncRead + Unpin>(
-        &mut self,
-        r: &mut Reader<R>,
-        tuned: bool,
-    ) -> Result<connection::AMQPMethod, ReadEnd> {
-        loop {
-            let frame = match r.frame().await {
-                Ok(f) => f,
-                Err(ReadEnd::Tick) => continue,
-                Err(ReadEnd::Bad(_) | ReadEnd::Fatal(_)) if !tuned => {
-                    return Err(ReadEnd::Refused(None))
-                }
-                Err(end) => return Err(end),
-            };
-            match frame {
-                Frame::Heartbeat { channel: 0 } => continue,
-                Frame::Method {
-                    channel: 0,
-                    method: AMQPClass::Connection(m),
-                } => return Ok(m),
-                _ if !tuned => return Err(ReadEnd::Refused(None)),
-                Frame::Method { channel: 0, method } => {
-                    return Err(ReadEnd::Bad(unexpected_method("opening", &method)))
-                }
-                _ => {
-                    let frame_type = r.last.first().copied().unwrap_or(0);
-                    return Err(ReadEnd::Bad(AmqpError::new(
-                        ReplyCode::UNEXPECTED_FRAME,
-                        rabbit::unexpected_frame_detail(frame_type, r.last_payload()),
-                    )));
-                }
+/// What a successful handshake established (connection.open accepted,
+/// open-ok not sent yet).
+pub(super) struct Opened {
+    pub(super) user: String,
+    /// The user has the `impersonator` tag (read at login).
+    pub(super) impersonator: bool,
+    /// Client capabilities: consumer_cancel_notify, connection.blocked.
+    pub(super) cancel_notify: bool,
+    pub(super) blocked_cap: bool,
+    /// The client's channel_max from tune-ok.
+    pub(super) channel_max: u16,
+    pub(super) vhost: Arc<VHost>,
+    /// Its vhost / user connection slot (given back when dropped).
+    pub(super) slot: ConnSlot,
+}
+
+/// The next connection method of the handshake. Before tune-ok
+/// (`tuned` false) anything else refuses the connection without a word;
+/// after it (RabbitMQ's "opening" state) it is answered with
+/// connection.close.
+async fn expect<R: AsyncRead + Unpin>(
+    r: &mut Reader<R>,
+    tuned: bool,
+) -> Result<connection::AMQPMethod, ReadEnd> {
+    loop {
+        let frame = match r.frame().await {
+            Ok(f) => f,
+            Err(ReadEnd::Tick) => continue,
+            Err(ReadEnd::Bad(_) | ReadEnd::Fatal(_)) if !tuned => {
+                return Err(ReadEnd::Refused(None))
+            }
+            Err(end) => return Err(end),
+        };
+        match frame {
+            Frame::Heartbeat { channel: 0 } => continue,
+            Frame::Method {
+                channel: 0,
+                method: AMQPClass::Connection(m),
+            } => return Ok(m),
+            _ if !tuned => return Err(ReadEnd::Refused(None)),
+            Frame::Method { channel: 0, method } => {
+                return Err(ReadEnd::Bad(unexpected_method("opening", &method)))
+            }
+            _ => {
+                let frame_type = r.last.first().copied().unwrap_or(0);
+                return Err(ReadEnd::Bad(AmqpError::new(
+                    ReplyCode::UNEXPECTED_FRAME,
+                    rabbit::unexpected_frame_detail(frame_type, r.last_payload()),
+                )));
             }
         }
     }
+}
 
-    pub(super) async fn handshake<R: AsyncRead + Unpin>(
-        &mut self,
+impl Handshake<'_> {
+    /// Runs the handshake up to an accepted connection.open. Sets the
+    /// reader's frame_max and heartbeat deadline at tune-ok.
+    pub(super) async fn run<R: AsyncRead + Unpin>(
+        self,
         r: &mut Reader<R>,
-        peer: SocketAddr,
-    ) -> Result<(), ReadEnd> {
+    ) -> Result<Opened, ReadEnd> {
+        let peer = self.peer;
         let props = ferry_amqp::server_properties(
             "Ferry",
             env!("CARGO_PKG_VERSION"),
             &ferry_amqp::Capabilities::default(),
         );
         self.outbox.method(0, ferry_amqp::connection_start(props));
-        let connection::AMQPMethod::StartOk(start_ok) = self.expect(r, false).await? else {
+        let connection::AMQPMethod::StartOk(start_ok) = expect(r, false).await? else {
             return Err(ReadEnd::Refused(None));
         };
         let mut auth_failure_close = false;
+        let (mut cancel_notify, mut blocked_cap) = (false, false);
         self.entry
             .set_client_properties(&start_ok.client_properties);
         if let Some(AMQPValue::FieldTable(caps)) =
             start_ok.client_properties.inner().get("capabilities")
         {
             let has = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
-            self.cancel_notify = has("consumer_cancel_notify");
-            self.blocked_cap = has("connection.blocked");
+            cancel_notify = has("consumer_cancel_notify");
+            blocked_cap = has("connection.blocked");
             auth_failure_close = has("authentication_failure_close");
         }
         let mechanism = start_ok.mechanism.as_str().to_string();
@@ -98,14 +130,11 @@ impl Conn {
             .users()
             .authenticate(&creds.username, &creds.password, peer.ip().is_loopback())
             .map(|u| (u.name.clone(), u.has_tag("impersonator")));
-        match auth {
+        let (user, impersonator) = match auth {
             // Tags are read at login, as RabbitMQ's channel keeps the
             // login's user record: a later tag change applies to new
             // connections.
-            Ok((name, impersonator)) => {
-                self.user = name;
-                self.impersonator = impersonator;
-            }
+            Ok(login) => login,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "login refused");
                 // A client that cannot take connection.close during the
@@ -117,9 +146,8 @@ impl Conn {
                     )
                 })));
             }
-        }
-        let shared = self.shared.clone();
-        let cfg = &shared.config;
+        };
+        let cfg = &self.shared.config;
         self.outbox.method(
             0,
             conn_method(connection::AMQPMethod::Tune(connection::Tune {
@@ -128,7 +156,7 @@ impl Conn {
                 heartbeat: cfg.heartbeat,
             })),
         );
-        let connection::AMQPMethod::TuneOk(t) = self.expect(r, false).await? else {
+        let connection::AMQPMethod::TuneOk(t) = expect(r, false).await? else {
             return Err(ReadEnd::Refused(None));
         };
         // RabbitMQ refuses values below the minimum or above its own
@@ -146,14 +174,13 @@ impl Conn {
             0 => cfg.frame_max,
             n => n,
         };
-        self.channel_max = t.channel_max;
         r.frame_max = frame_max;
         self.params.frame_max.store(frame_max, Ordering::Relaxed);
         self.params
             .heartbeat
             .store(u32::from(t.heartbeat), Ordering::Relaxed);
         r.idle_limit = (t.heartbeat > 0).then(|| Duration::from_secs(u64::from(t.heartbeat) * 2));
-        let open = match self.expect(r, true).await? {
+        let open = match expect(r, true).await? {
             connection::AMQPMethod::Open(open) => open,
             other => {
                 return Err(ReadEnd::Bad(unexpected_method(
@@ -177,34 +204,35 @@ impl Conn {
         let slot = match super::limits::reserve_connection(
             broker,
             &self.shared.registry,
-            &self.user,
+            &user,
             name,
         ) {
             Ok(s) => s,
             Err(e) => {
-                tracing::info!(%peer, user = %self.user, vhost = name, error = %e, "connection limit reached");
+                tracing::info!(%peer, user = %user, vhost = name, error = %e, "connection limit reached");
                 return Err(ReadEnd::Bad(e));
             }
         };
         let vhost = broker
-            .check_vhost_access(&self.user, name)
+            .check_vhost_access(&user, name)
             .and_then(|()| broker.vhost(name));
         let vhost = match vhost {
             Ok(v) => v,
             Err(e) => {
-                tracing::info!(%peer, user = %self.user, vhost = name, error = %e, "vhost access refused");
+                tracing::info!(%peer, user = %user, vhost = name, error = %e, "vhost access refused");
                 return Err(ReadEnd::Bad(
                     AmqpError::new(ReplyCode::NOT_ALLOWED, e.to_string()).on(10, 40),
                 ));
             }
         };
-        self.vhost = Some(vhost);
-        self.slot = Some(slot);
-        self.refresh_perms();
-        self.outbox.method(
-            0,
-            conn_method(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-        );
-        Ok(())
+        Ok(Opened {
+            user,
+            impersonator,
+            cancel_notify,
+            blocked_cap,
+            channel_max: t.channel_max,
+            vhost,
+            slot,
+        })
     }
 }
