@@ -1,98 +1,65 @@
-//! basic.*: qos, consume/cancel, get, ack/nack/reject, recover (publish is
-//! in `publish`).
+//! The consumer registry (`Consumers`): the channel's queue and stream
+//! consumers by tag, its per-consumer prefetch, basic.qos, basic.consume
+//! and basic.cancel of queue consumers, server-side cancellations, and
+//! nudging the queues consumed from. Acks, get and recover are the
+//! channel's (`mod.rs`); publish is in `publish`, the reply consumer in
+//! `reply_to`.
 
-use super::delivery::{ChannelConsumer, Unacked};
-use super::{group_by_queue, Channel, ChannelCtx, ConsumerRef};
-use crate::direct_reply::PSEUDO_QUEUE;
+use super::delivery::{ChannelConsumer, ChannelShared};
+use super::{ChannelCtx, Out};
 use crate::error::AmqpError;
-use crate::outbox::Outbound;
 use ferry_amqp::amq_protocol::protocol::basic;
 use ferry_amqp::{AMQPClass, ReplyCode};
 use ferry_auth::{Access, Resource};
-use ferry_queue::source::QueueRef;
+use ferry_queue::source::{QueueRef, Source};
 use ferry_queue::stream::StreamConsume;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-impl Channel {
-    pub(super) fn basic_method(
+#[derive(Debug)]
+struct ConsumerRef {
+    queue: Arc<dyn Source>,
+    id: u64,
+}
+
+/// A channel's queue and stream consumers (not the reply consumer).
+#[derive(Debug, Default)]
+pub(super) struct Consumers {
+    consumers: HashMap<Arc<str>, ConsumerRef>,
+    /// basic.qos's per-consumer prefetch, given to the next consumers.
+    prefetch: u32,
+}
+
+impl Consumers {
+    /// Whether a queue consumer has this tag.
+    pub(super) fn contains(&self, tag: &str) -> bool {
+        self.consumers.contains_key(tag)
+    }
+
+    /// basic.qos.
+    pub(super) fn qos(&mut self, out: &Out, shared: &ChannelShared, q: &basic::Qos) {
+        if q.global {
+            shared.state.lock().global_prefetch = u32::from(q.prefetch_count);
+        } else {
+            // As RabbitMQ: a per-consumer qos also lifts the
+            // channel-wide limit.
+            self.prefetch = u32::from(q.prefetch_count);
+            shared.info.set_prefetch(self.prefetch);
+            shared.state.lock().global_prefetch = 0;
+        }
+        out.method(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+        self.dispatch();
+    }
+
+    /// basic.consume on the queue or stream `name` (already resolved).
+    pub(super) fn consume(
         &mut self,
         ctx: &ChannelCtx<'_>,
-        m: basic::AMQPMethod,
+        out: &Out,
+        shared: &Arc<ChannelShared>,
+        name: Arc<str>,
+        c: basic::Consume,
     ) -> Result<(), AmqpError> {
-        match m {
-            basic::AMQPMethod::Publish(p) => {
-                self.check_publish(ctx, p.exchange.as_str())?;
-                self.start_publish(p)
-            }
-            basic::AMQPMethod::Ack(a) => self.settle_tags(a.delivery_tag, a.multiple, None),
-            basic::AMQPMethod::Nack(n) => {
-                self.settle_tags(n.delivery_tag, n.multiple, Some(n.requeue))
-            }
-            basic::AMQPMethod::Reject(r) => {
-                self.settle_tags(r.delivery_tag, false, Some(r.requeue))
-            }
-            basic::AMQPMethod::Qos(q) => {
-                if q.global {
-                    self.shared.state.lock().global_prefetch = u32::from(q.prefetch_count);
-                } else {
-                    // As RabbitMQ: a per-consumer qos also lifts the
-                    // channel-wide limit.
-                    self.prefetch = u32::from(q.prefetch_count);
-                    self.shared.info.set_prefetch(self.prefetch);
-                    self.shared.state.lock().global_prefetch = 0;
-                }
-                self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
-                self.dispatch_consumers();
-                Ok(())
-            }
-            basic::AMQPMethod::Consume(c) if c.queue.as_str() == PSEUDO_QUEUE => {
-                self.consume_reply(ctx, &c)
-            }
-            basic::AMQPMethod::Consume(c) => self.consume(ctx, c),
-            basic::AMQPMethod::Cancel(c) => {
-                let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
-                // The reply consumer first, as RabbitMQ matches it first.
-                let queue_consumer = if self.cancel_reply(ctx, &tag) {
-                    None
-                } else {
-                    self.consumers.remove(&tag)
-                };
-                if let Some(cr) = queue_consumer {
-                    self.shared.info.remove_consumer(&tag);
-                    self.shared.state.lock().forget_consumer(&tag);
-                    if cr.queue.cancel(cr.id) {
-                        crate::blocking::run(|| ctx.vhost.drop_source(&cr.queue))?;
-                    }
-                }
-                if !c.nowait {
-                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
-                        basic::CancelOk {
-                            consumer_tag: c.consumer_tag,
-                        },
-                    )));
-                }
-                Ok(())
-            }
-            basic::AMQPMethod::Get(g) => self.get(ctx, g.queue.as_str(), g.no_ack),
-            basic::AMQPMethod::Recover(r) => self.recover(r.requeue, true),
-            basic::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue, false),
-            _ => Err(super::unimplemented()),
-        }
-    }
-
-    /// The queue a method names, or the channel's last declared queue when
-    /// the name is empty (AMQP's "current queue").
-    pub(super) fn resolve_queue(&self, name: &str) -> Result<Arc<str>, AmqpError> {
-        if !name.is_empty() {
-            return Ok(Arc::from(name));
-        }
-        self.last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::new(ReplyCode::NOT_FOUND, "no previously declared queue"))
-    }
-
-    fn consume(&mut self, ctx: &ChannelCtx<'_>, c: basic::Consume) -> Result<(), AmqpError> {
-        let name = self.resolve_queue(c.queue.as_str())?;
         ctx.check(Access::Read, Resource::Queue(&name))?;
         let found = ctx.vhost.lookup(&name, ctx.conn_id)?;
         let queue = found.source();
@@ -117,7 +84,7 @@ impl Channel {
             ));
         }
         let sink = Arc::new(ChannelConsumer {
-            channel: self.shared.clone(),
+            channel: shared.clone(),
             queue: Arc::downgrade(&queue),
             tag: tag.clone(),
             prefetch: self.prefetch,
@@ -138,15 +105,13 @@ impl Channel {
                 },
             )?,
         };
-        self.shared
-            .info
-            .add_consumer(crate::registry::ConsumerInfo {
-                tag: tag.to_string(),
-                queue: name.to_string(),
-                ack_required: !c.no_ack,
-                prefetch: self.prefetch,
-                exclusive: c.exclusive,
-            });
+        shared.info.add_consumer(crate::registry::ConsumerInfo {
+            tag: tag.to_string(),
+            queue: name.to_string(),
+            ack_required: !c.no_ack,
+            prefetch: self.prefetch,
+            exclusive: c.exclusive,
+        });
         self.consumers.insert(
             tag.clone(),
             ConsumerRef {
@@ -155,7 +120,7 @@ impl Channel {
             },
         );
         if !c.nowait {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+            out.method(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
                 basic::ConsumeOk {
                     consumer_tag: tag.to_string().into(),
                 },
@@ -165,79 +130,54 @@ impl Channel {
         Ok(())
     }
 
-    fn get(&mut self, ctx: &ChannelCtx<'_>, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
-        let name = self.resolve_queue(queue)?;
-        ctx.check(Access::Read, Resource::Queue(&name))?;
-        let q = ctx.vhost.queue_for(&name, ctx.conn_id)?;
-        match q.get(no_ack)? {
-            Some((d, left)) => {
-                let tag = self.shared.record_get(&q, &d, no_ack);
-                self.outbox.send(Outbound::GetOk {
-                    channel: self.id,
-                    delivery_tag: tag,
-                    redelivered: d.redelivered,
-                    message_count: left,
-                    message: d.message,
-                });
-            }
-            None => self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
-                basic::GetEmpty {},
-            ))),
-        }
-        Ok(())
-    }
-
-    /// ack (requeue = None), nack/reject (Some(requeue)).
-    fn settle_tags(
+    /// basic.cancel of a queue consumer (nothing if `tag` is none); an
+    /// auto-delete queue left without consumers is deleted.
+    pub(super) fn cancel(
         &mut self,
-        tag: u64,
-        multiple: bool,
-        requeue: Option<bool>,
+        ctx: &ChannelCtx<'_>,
+        shared: &ChannelShared,
+        tag: &Arc<str>,
     ) -> Result<(), AmqpError> {
-        let Some(mut taken) = self.shared.take_acked(tag, multiple) else {
-            return Err(AmqpError::new(
-                ReplyCode::PRECONDITION_FAILED,
-                format!("unknown delivery tag {tag}"),
-            ));
-        };
-        if self.hold_in_tx(&mut taken, requeue) {
-            return Ok(());
-        }
-        let items: Vec<Unacked> = taken.into_iter().map(|(_, u)| u).collect();
-        for (q, ids) in group_by_queue(items) {
-            match requeue {
-                None => q.settle(&ids)?,
-                Some(true) => q.requeue(&ids)?,
-                // Dead-lettered if the queue has a dead-letter exchange.
-                Some(false) => q.reject(&ids)?,
+        if let Some(cr) = self.consumers.remove(tag) {
+            shared.info.remove_consumer(tag);
+            shared.state.lock().forget_consumer(tag);
+            if cr.queue.cancel(cr.id) {
+                crate::blocking::run(|| ctx.vhost.drop_source(&cr.queue))?;
             }
         }
-        if self.shared.state.lock().global_prefetch > 0 {
-            self.dispatch_consumers();
-        }
         Ok(())
     }
 
-    fn recover(&mut self, requeue: bool, reply: bool) -> Result<(), AmqpError> {
-        if !requeue {
-            return Err(AmqpError::new(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
+    /// Forgets the consumers their queues cancelled (queue deleted).
+    pub(super) fn forget_server_cancelled(&mut self, shared: &ChannelShared) {
+        let gone: Vec<Arc<str>> = std::mem::take(&mut *shared.server_cancelled.lock());
+        for tag in gone {
+            self.consumers.remove(&tag);
+            shared.info.remove_consumer(&tag);
+            shared.state.lock().forget_consumer(&tag);
         }
-        let all = self.shared.take_all();
-        // recover-ok goes first: clients (lapin) drop deliveries they
-        // buffered before it, expecting the redeliveries to follow it.
-        if reply {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
-                basic::RecoverOk {},
-            )));
-        }
-        for (q, ids) in group_by_queue(all) {
-            q.requeue(&ids)?;
-        }
-        self.dispatch_consumers();
-        Ok(())
     }
 
-    pub(super) fn restore_unacked(&self, items: Vec<(u64, Unacked)>) {
-        self.shared.restore(items);
+    /// Gives every queue this channel consumes from a chance to deliver.
+    pub(super) fn dispatch(&self) {
+        let mut seen: Vec<&Arc<dyn Source>> = Vec::new();
+        for c in self.consumers.values() {
+            if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                seen.push(&c.queue);
+                c.queue.dispatch();
+            }
+        }
+    }
+
+    /// Channel close: every consumer cancelled, auto-delete queues left
+    /// without consumers deleted.
+    pub(super) fn cancel_all(&mut self, ctx: &ChannelCtx<'_>) {
+        for (_, c) in self.consumers.drain() {
+            if c.queue.cancel(c.id) {
+                if let Err(e) = crate::blocking::run(|| ctx.vhost.drop_source(&c.queue)) {
+                    tracing::warn!(error = %e, "auto-delete failed");
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,12 @@
-//! One AMQP channel: its state machine and the method families it handles
-//! (one file each: `declare` for exchange/queue, `basic` for consumers and
-//! acks, `publish` for content assembly, confirms and transactions,
-//! `reply_to` for direct reply-to).
+//! One AMQP channel: `Channel` is its state machine and dispatcher; the
+//! work lives in parts that own their state (one file each): `publish`
+//! (`Publisher`: content assembly, routing, mandatory returns, confirm
+//! mode, transactions), `basic` (`Consumers`: the consumer registry,
+//! qos, consume/cancel), `declare` (exchange/queue methods as functions
+//! over the `ChannelCtx`, and the channel's `CurrentQueue`), `reply_to`
+//! (`ReplyTo`: the direct reply-to consumer), `delivery` (delivery tags,
+//! unacked messages) and `confirms` (`ConfirmTracker`). This file keeps
+//! what crosses parts: basic.get, acks, recover, channel.* and close.
 
 mod basic;
 pub mod confirms;
@@ -11,17 +16,18 @@ mod publish;
 pub mod reply_to;
 
 use crate::error::AmqpError;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbound, Outbox};
 use crate::ServerConfig;
-use confirms::ConfirmTracker;
+use basic::Consumers;
+use declare::CurrentQueue;
 use delivery::{ChannelShared, Unacked};
-use ferry_amqp::amq_protocol::protocol::{channel, confirm, tx};
+use ferry_amqp::amq_protocol::protocol::{basic as basic_m, channel, confirm};
 use ferry_amqp::{AMQPClass, Frame, ReplyCode};
 use ferry_auth::{Access, CompiledPermissions, Resource};
 use ferry_broker::VHost;
 use ferry_queue::source::Source;
-use publish::{PendingContent, TxBuffer};
-use std::collections::HashMap;
+use publish::Publisher;
+use reply_to::ReplyTo;
 use std::sync::Arc;
 
 /// What a channel needs from its connection.
@@ -55,46 +61,43 @@ impl ChannelCtx<'_> {
     }
 }
 
+/// The channel's way out: its number and the connection's outbox, lent
+/// to the parts that answer.
 #[derive(Debug)]
-struct ConsumerRef {
-    queue: Arc<dyn Source>,
-    id: u64,
+struct Out {
+    id: u16,
+    outbox: Outbox,
+}
+
+impl Out {
+    /// Sends a method frame on this channel.
+    fn method(&self, m: AMQPClass) {
+        self.outbox.method(self.id, m);
+    }
 }
 
 /// A channel as its connection task owns it.
 #[derive(Debug)]
 pub struct Channel {
-    id: u16,
+    out: Out,
     shared: Arc<ChannelShared>,
-    outbox: Outbox,
-    pending: Option<PendingContent>,
-    confirms: Option<Arc<ConfirmTracker>>,
-    tx: Option<TxBuffer>,
-    consumers: HashMap<Arc<str>, ConsumerRef>,
+    publisher: Publisher,
+    consumers: Consumers,
     /// The direct reply-to consumer (`amq.rabbitmq.reply-to`), if any.
-    reply: Option<reply_to::ReplyConsumer>,
-    prefetch: u32,
-    last_queue: Option<Arc<str>>,
-    /// The last exchange basic.publish was allowed to write to, under
-    /// which permissions (held, so the pointer cannot be reused).
-    publish_ok: Option<(Arc<CompiledPermissions>, Arc<str>)>,
+    reply: ReplyTo,
+    current: CurrentQueue,
 }
 
 impl Channel {
     /// A newly opened channel.
     pub fn new(id: u16, outbox: Outbox, cancel_notify: bool) -> Self {
         Channel {
-            id,
             shared: ChannelShared::new(id, outbox.clone(), cancel_notify),
-            outbox,
-            pending: None,
-            confirms: None,
-            tx: None,
-            consumers: HashMap::new(),
-            reply: None,
-            prefetch: 0,
-            last_queue: None,
-            publish_ok: None,
+            out: Out { id, outbox },
+            publisher: Publisher::default(),
+            consumers: Consumers::default(),
+            reply: ReplyTo::default(),
+            current: CurrentQueue::default(),
         }
     }
 
@@ -106,35 +109,27 @@ impl Channel {
     /// Whether the channel is in confirm mode (its confirms may be held
     /// until [`Channel::flush_confirms`]).
     pub fn confirming(&self) -> bool {
-        self.confirms.is_some()
+        self.publisher.confirming()
     }
 
     /// Sends the confirms held since the last flush (see
     /// `ConfirmTracker::confirm_later`). The connection calls it before it
     /// waits for input, yields or blocks.
     pub fn flush_confirms(&self) {
-        if let Some(t) = &self.confirms {
-            t.flush();
-        }
+        self.publisher.flush_confirms();
     }
 
     /// Whether a publish on this channel is waiting for more content frames.
     pub fn mid_content(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    fn reply(&self, m: AMQPClass) {
-        self.outbox.method(self.id, m);
+        self.publisher.mid_content()
     }
 
     /// Handles one frame addressed to this (open) channel.
     pub fn handle(&mut self, ctx: &ChannelCtx<'_>, frame: Frame) -> Result<(), AmqpError> {
-        self.forget_server_cancelled();
+        self.consumers.forget_server_cancelled(&self.shared);
         match frame {
             Frame::Method { method, .. } => {
-                if let Some(p) = &self.pending {
-                    return Err(p.unexpected_frame());
-                }
+                self.publisher.expect_method()?;
                 self.handle_method(ctx, method)
             }
             Frame::Header {
@@ -143,8 +138,17 @@ impl Channel {
                 props,
                 raw_properties,
                 ..
-            } => self.content_header(ctx, class_id, body_size, props, raw_properties),
-            Frame::Body { payload, .. } => self.content_body(ctx, payload),
+            } => self.publisher.content_header(
+                ctx,
+                &self.out,
+                &self.reply,
+                class_id,
+                (body_size, props, raw_properties),
+            ),
+            Frame::Body { payload, .. } => {
+                self.publisher
+                    .content_body(ctx, &self.out, &self.reply, payload)
+            }
             Frame::Heartbeat { .. } => Err(AmqpError::new(
                 ReplyCode::UNEXPECTED_FRAME,
                 ferry_amqp::frame::rabbit::unexpected_frame_detail(8, &[]),
@@ -156,12 +160,19 @@ impl Channel {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
         let r = match method {
             // Declare / delete / bind write the definitions file (fsync).
-            AMQPClass::Exchange(m) => crate::blocking::run(|| self.exchange_method(ctx, m)),
-            AMQPClass::Queue(m) => crate::blocking::run(|| self.queue_method(ctx, m)),
+            AMQPClass::Exchange(m) => {
+                crate::blocking::run(|| declare::exchange_method(ctx, &self.out, m))
+            }
+            AMQPClass::Queue(m) => {
+                crate::blocking::run(|| declare::queue_method(ctx, &self.out, &mut self.current, m))
+            }
             AMQPClass::Basic(m) => self.basic_method(ctx, m),
             AMQPClass::Channel(m) => self.channel_method(m),
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => self.confirm_select(s.nowait),
-            AMQPClass::Tx(m) => self.tx_method(ctx, m),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                self.publisher
+                    .confirm_select(&self.out, &self.shared, s.nowait)
+            }
+            AMQPClass::Tx(m) => self.publisher.tx_method(&self.out, &self.shared, m),
             _ => Err(unimplemented()),
         };
         r.map_err(|e| {
@@ -173,6 +184,133 @@ impl Channel {
         })
     }
 
+    fn basic_method(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        m: basic_m::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        match m {
+            basic_m::AMQPMethod::Publish(p) => self.publisher.start_publish(ctx, p),
+            basic_m::AMQPMethod::Ack(a) => self.settle_tags(a.delivery_tag, a.multiple, None),
+            basic_m::AMQPMethod::Nack(n) => {
+                self.settle_tags(n.delivery_tag, n.multiple, Some(n.requeue))
+            }
+            basic_m::AMQPMethod::Reject(r) => {
+                self.settle_tags(r.delivery_tag, false, Some(r.requeue))
+            }
+            basic_m::AMQPMethod::Qos(q) => {
+                self.consumers.qos(&self.out, &self.shared, &q);
+                Ok(())
+            }
+            basic_m::AMQPMethod::Consume(c)
+                if c.queue.as_str() == crate::direct_reply::PSEUDO_QUEUE =>
+            {
+                self.reply
+                    .consume(ctx, &self.out, &self.shared, &self.consumers, &c)
+            }
+            basic_m::AMQPMethod::Consume(c) => {
+                let name = self.current.resolve(c.queue.as_str())?;
+                self.consumers
+                    .consume(ctx, &self.out, &self.shared, name, c)
+            }
+            basic_m::AMQPMethod::Cancel(c) => {
+                let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
+                // The reply consumer first, as RabbitMQ matches it first.
+                if !self.reply.cancel(ctx, &tag) {
+                    self.consumers.cancel(ctx, &self.shared, &tag)?;
+                }
+                if !c.nowait {
+                    self.out
+                        .method(AMQPClass::Basic(basic_m::AMQPMethod::CancelOk(
+                            basic_m::CancelOk {
+                                consumer_tag: c.consumer_tag,
+                            },
+                        )));
+                }
+                Ok(())
+            }
+            basic_m::AMQPMethod::Get(g) => self.get(ctx, g.queue.as_str(), g.no_ack),
+            basic_m::AMQPMethod::Recover(r) => self.recover(r.requeue, true),
+            basic_m::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue, false),
+            _ => Err(unimplemented()),
+        }
+    }
+
+    fn get(&mut self, ctx: &ChannelCtx<'_>, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
+        let name = self.current.resolve(queue)?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
+        let q = ctx.vhost.queue_for(&name, ctx.conn_id)?;
+        match q.get(no_ack)? {
+            Some((d, left)) => {
+                let tag = self.shared.record_get(&q, &d, no_ack);
+                self.out.outbox.send(Outbound::GetOk {
+                    channel: self.out.id,
+                    delivery_tag: tag,
+                    redelivered: d.redelivered,
+                    message_count: left,
+                    message: d.message,
+                });
+            }
+            None => self
+                .out
+                .method(AMQPClass::Basic(basic_m::AMQPMethod::GetEmpty(
+                    basic_m::GetEmpty {},
+                ))),
+        }
+        Ok(())
+    }
+
+    /// ack (requeue = None), nack/reject (Some(requeue)).
+    fn settle_tags(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        let Some(mut taken) = self.shared.take_acked(tag, multiple) else {
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            ));
+        };
+        if self.publisher.hold_in_tx(&mut taken, requeue) {
+            return Ok(());
+        }
+        let items: Vec<Unacked> = taken.into_iter().map(|(_, u)| u).collect();
+        for (q, ids) in group_by_queue(items) {
+            match requeue {
+                None => q.settle(&ids)?,
+                Some(true) => q.requeue(&ids)?,
+                // Dead-lettered if the queue has a dead-letter exchange.
+                Some(false) => q.reject(&ids)?,
+            }
+        }
+        if self.shared.state.lock().global_prefetch > 0 {
+            self.consumers.dispatch();
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, requeue: bool, reply: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::new(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
+        }
+        let all = self.shared.take_all();
+        // recover-ok goes first: clients (lapin) drop deliveries they
+        // buffered before it, expecting the redeliveries to follow it.
+        if reply {
+            self.out
+                .method(AMQPClass::Basic(basic_m::AMQPMethod::RecoverOk(
+                    basic_m::RecoverOk {},
+                )));
+        }
+        for (q, ids) in group_by_queue(all) {
+            q.requeue(&ids)?;
+        }
+        self.consumers.dispatch();
+        Ok(())
+    }
+
     fn channel_method(&mut self, m: channel::AMQPMethod) -> Result<(), AmqpError> {
         match m {
             channel::AMQPMethod::Flow(f) if !f.active => {
@@ -181,11 +319,12 @@ impl Channel {
             }
             channel::AMQPMethod::Flow(f) => {
                 self.shared.state.lock().flow_active = f.active;
-                self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
-                    channel::FlowOk { active: f.active },
-                )));
+                self.out
+                    .method(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                        channel::FlowOk { active: f.active },
+                    )));
                 if f.active {
-                    self.dispatch_consumers();
+                    self.consumers.dispatch();
                 }
                 Ok(())
             }
@@ -195,80 +334,6 @@ impl Channel {
                 "second 'channel.open' seen",
             )),
             _ => Err(unimplemented()),
-        }
-    }
-
-    fn confirm_select(&mut self, nowait: bool) -> Result<(), AmqpError> {
-        if self.tx.is_some() {
-            return Err(AmqpError::new(
-                ReplyCode::PRECONDITION_FAILED,
-                "cannot switch from tx to confirm mode",
-            ));
-        }
-        if self.confirms.is_none() {
-            self.confirms = Some(Arc::new(ConfirmTracker::new(self.id, self.outbox.clone())));
-            self.shared.info.set_confirm();
-        }
-        if !nowait {
-            self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
-                confirm::SelectOk {},
-            )));
-        }
-        Ok(())
-    }
-
-    fn tx_method(&mut self, ctx: &ChannelCtx<'_>, m: tx::AMQPMethod) -> Result<(), AmqpError> {
-        match m {
-            tx::AMQPMethod::Select(_) => {
-                if self.confirms.is_some() {
-                    return Err(AmqpError::new(
-                        ReplyCode::PRECONDITION_FAILED,
-                        "cannot switch from confirm to tx mode",
-                    ));
-                }
-                if self.tx.is_none() {
-                    self.tx = Some(TxBuffer::default());
-                    self.shared.info.set_tx();
-                }
-                self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
-                Ok(())
-            }
-            tx::AMQPMethod::Commit(_) => self.tx_commit(ctx),
-            tx::AMQPMethod::Rollback(_) => {
-                let Some(buf) = self.tx.as_mut() else {
-                    return Err(AmqpError::new(
-                        ReplyCode::PRECONDITION_FAILED,
-                        "channel is not transactional",
-                    ));
-                };
-                let acks = buf.rollback();
-                // Acks taken back: the messages return to the unacked map's
-                // owners, as RabbitMQ leaves them unacknowledged.
-                self.restore_unacked(acks);
-                self.reply(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
-                Ok(())
-            }
-            _ => Err(unimplemented()),
-        }
-    }
-
-    fn forget_server_cancelled(&mut self) {
-        let gone: Vec<Arc<str>> = std::mem::take(&mut *self.shared.server_cancelled.lock());
-        for tag in gone {
-            self.consumers.remove(&tag);
-            self.shared.info.remove_consumer(&tag);
-            self.shared.state.lock().forget_consumer(&tag);
-        }
-    }
-
-    /// Gives every queue this channel consumes from a chance to deliver.
-    fn dispatch_consumers(&self) {
-        let mut seen: Vec<&Arc<dyn Source>> = Vec::new();
-        for c in self.consumers.values() {
-            if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
-                seen.push(&c.queue);
-                c.queue.dispatch();
-            }
         }
     }
 
@@ -298,27 +363,18 @@ impl Channel {
     /// to their queues (redelivered) with the rest.
     pub fn cleanup(&mut self, ctx: &ChannelCtx<'_>) {
         // Stored before the close: confirmed before close-ok.
-        self.flush_confirms();
-        if let Some(mut tx) = self.tx.take() {
-            let acks = tx.rollback();
-            self.restore_unacked(acks);
-        }
+        self.publisher.flush_confirms();
+        self.publisher.discard_tx(&self.shared);
         self.shared.state.lock().closed = true;
-        self.drop_reply(ctx);
-        for (_, c) in self.consumers.drain() {
-            if c.queue.cancel(c.id) {
-                if let Err(e) = crate::blocking::run(|| ctx.vhost.drop_source(&c.queue)) {
-                    tracing::warn!(error = %e, "auto-delete failed");
-                }
-            }
-        }
+        self.reply.close(ctx);
+        self.consumers.cancel_all(ctx);
         let unacked = self.shared.take_all();
         for (q, ids) in group_by_queue(unacked) {
             if let Err(e) = q.abandon(&ids) {
                 tracing::error!(queue = %q.name(), error = %e, "requeue on close failed");
             }
         }
-        self.pending = None;
+        self.publisher.drop_pending();
     }
 }
 

@@ -1,14 +1,18 @@
-//! basic.publish: content assembly (method → header → body frames),
-//! routing, mandatory returns, publisher confirms and transactions.
+//! The publishing side of a channel (`Publisher`): basic.publish's write
+//! check, content assembly (method → header → body frames), routing,
+//! mandatory returns, confirm mode (confirm.select, the `ConfirmTracker`)
+//! and transactions (tx.*, publishes and acks held until tx.commit).
 
-use super::delivery::Unacked;
-use super::{group_by_queue, Channel, ChannelCtx};
+use super::confirms::ConfirmTracker;
+use super::delivery::{ChannelShared, Unacked};
+use super::reply_to::{self, ReplyTo};
+use super::{group_by_queue, unimplemented, ChannelCtx, Out};
 use crate::error::AmqpError;
 use crate::outbox::Outbound;
 use bytes::{Bytes, BytesMut};
-use ferry_amqp::amq_protocol::protocol::{basic, tx};
+use ferry_amqp::amq_protocol::protocol::{basic, confirm, tx};
 use ferry_amqp::{AMQPClass, ReplyCode};
-use ferry_auth::{Access, Resource};
+use ferry_auth::{Access, CompiledPermissions, Resource};
 use ferry_model::Message;
 use ferry_queue::queue::{ConfirmSink, ConfirmToken, Enqueued};
 use ferry_queue::source::Source;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 
 /// A publish waiting for its content.
 #[derive(Debug)]
-pub struct PendingContent {
+struct PendingContent {
     exchange: Arc<str>,
     routing_key: Arc<str>,
     mandatory: bool,
@@ -37,7 +41,7 @@ pub struct PendingContent {
 
 impl PendingContent {
     /// RabbitMQ's answer to a frame other than the next content frame.
-    pub(super) fn unexpected_frame(&self) -> AmqpError {
+    fn unexpected_frame(&self) -> AmqpError {
         let text = if self.header.is_some() {
             "expected content body, got non content body frame instead"
         } else {
@@ -49,7 +53,7 @@ impl PendingContent {
 
 /// An acknowledgement held back by a transaction.
 #[derive(Debug)]
-pub struct TxAck {
+struct TxAck {
     tag: u64,
     unacked: Unacked,
     requeue: bool,
@@ -62,14 +66,14 @@ type Targets = Vec<Arc<dyn Source>>;
 
 /// Work held back by a transaction until tx.commit.
 #[derive(Debug, Default)]
-pub struct TxBuffer {
+struct TxBuffer {
     publishes: Vec<(Arc<Message>, Targets, bool)>,
     acks: Vec<TxAck>,
 }
 
 impl TxBuffer {
     /// Drops the publishes, returns the acks to undo.
-    pub fn rollback(&mut self) -> Vec<(u64, Unacked)> {
+    fn rollback(&mut self) -> Vec<(u64, Unacked)> {
         self.publishes.clear();
         self.acks.drain(..).map(|a| (a.tag, a.unacked)).collect()
     }
@@ -108,15 +112,64 @@ impl ConfirmSink for CommitWaiter {
     }
 }
 
-impl Channel {
+/// A channel's publishing state: the publish being assembled, confirm
+/// mode, the open transaction and the last exchange allowed.
+#[derive(Debug, Default)]
+pub(super) struct Publisher {
+    pending: Option<PendingContent>,
+    confirms: Option<Arc<ConfirmTracker>>,
+    tx: Option<TxBuffer>,
+    /// The last exchange basic.publish was allowed to write to, under
+    /// which permissions (held, so the pointer cannot be reused).
+    publish_ok: Option<(Arc<CompiledPermissions>, Arc<str>)>,
+}
+
+impl Publisher {
+    /// Whether the channel is in confirm mode.
+    pub(super) fn confirming(&self) -> bool {
+        self.confirms.is_some()
+    }
+
+    /// Sends the confirms held since the last flush.
+    pub(super) fn flush_confirms(&self) {
+        if let Some(t) = &self.confirms {
+            t.flush();
+        }
+    }
+
+    /// Whether a publish is waiting for more content frames.
+    pub(super) fn mid_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// A method frame arrived: an error while a publish waits for its
+    /// content.
+    pub(super) fn expect_method(&self) -> Result<(), AmqpError> {
+        if let Some(p) = &self.pending {
+            return Err(p.unexpected_frame());
+        }
+        Ok(())
+    }
+
+    /// Channel close: the unfinished publish is dropped.
+    pub(super) fn drop_pending(&mut self) {
+        self.pending = None;
+    }
+
+    /// basic.publish: the write check, then the wait for content.
+    pub(super) fn start_publish(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        p: basic::Publish,
+    ) -> Result<(), AmqpError> {
+        self.check_publish(ctx, p.exchange.as_str())?;
+        self.await_content(p)
+    }
+
     /// basic.publish's write check. A publisher sends to one exchange over
     /// and over and a regular expression costs ~150 ns a message, so the
     /// last exchange allowed is remembered (until the permissions change).
-    pub(super) fn check_publish(
-        &mut self,
-        ctx: &ChannelCtx<'_>,
-        exchange: &str,
-    ) -> Result<(), AmqpError> {
+    fn check_publish(&mut self, ctx: &ChannelCtx<'_>, exchange: &str) -> Result<(), AmqpError> {
         if !ctx.perms.runs_regex(Access::Write) {
             return ctx.check(Access::Write, Resource::Exchange(exchange));
         }
@@ -130,7 +183,7 @@ impl Channel {
         Ok(())
     }
 
-    pub(super) fn start_publish(&mut self, p: basic::Publish) -> Result<(), AmqpError> {
+    fn await_content(&mut self, p: basic::Publish) -> Result<(), AmqpError> {
         if p.immediate {
             return Err(AmqpError::new(ReplyCode::NOT_IMPLEMENTED, "immediate=true"));
         }
@@ -147,13 +200,14 @@ impl Channel {
         Ok(())
     }
 
+    /// A content header frame: (body size, props blob, raw properties).
     pub(super) fn content_header(
         &mut self,
         ctx: &ChannelCtx<'_>,
+        out: &Out,
+        reply: &ReplyTo,
         class_id: u16,
-        body_size: u64,
-        props: Bytes,
-        raw: Bytes,
+        (body_size, props, raw): (u64, Bytes, Bytes),
     ) -> Result<(), AmqpError> {
         let Some(p) = self.pending.as_mut() else {
             return Err(AmqpError::new(
@@ -189,14 +243,17 @@ impl Channel {
         }
         p.header = Some((body_size, props, raw));
         if body_size == 0 {
-            return self.finish_content(ctx);
+            return self.finish_content(ctx, out, reply);
         }
         Ok(())
     }
 
+    /// A content body frame.
     pub(super) fn content_body(
         &mut self,
         ctx: &ChannelCtx<'_>,
+        out: &Out,
+        reply: &ReplyTo,
         payload: Bytes,
     ) -> Result<(), AmqpError> {
         let Some(p) = self.pending.as_mut() else {
@@ -235,12 +292,17 @@ impl Channel {
         }
         let have = p.body.len() as u64 + p.single.as_ref().map_or(0, |b| b.len() as u64);
         if have == size {
-            return self.finish_content(ctx);
+            return self.finish_content(ctx, out, reply);
         }
         Ok(())
     }
 
-    fn finish_content(&mut self, ctx: &ChannelCtx<'_>) -> Result<(), AmqpError> {
+    fn finish_content(
+        &mut self,
+        ctx: &ChannelCtx<'_>,
+        out: &Out,
+        reply: &ReplyTo,
+    ) -> Result<(), AmqpError> {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
@@ -259,7 +321,7 @@ impl Channel {
         let facts = crate::properties::facts(&blob)
             .map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))?;
         // As RabbitMQ: the reply-to rewrite comes before the property checks.
-        let blob = match self.rewrite_reply_to(ctx, &p.exchange, facts.reply_to.as_deref())? {
+        let blob = match reply.rewrite(ctx, &p.exchange, facts.reply_to.as_deref())? {
             Some(name) => crate::properties::with_reply_to(&blob, name.as_str().as_bytes())
                 .map_err(|e| AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()))?,
             None => blob,
@@ -320,27 +382,28 @@ impl Channel {
             // now, as RabbitMQ, even in a transaction); they count as
             // unroutable, so a mandatory reply comes back as NO_ROUTE.
             let cc = ferry_route::sender_selected_keys(headers).unwrap_or_default();
-            self.deliver_replies(ctx, std::iter::once(&*msg.routing_key).chain(cc), &msg);
+            reply_to::deliver_replies(ctx, std::iter::once(&*msg.routing_key).chain(cc), &msg);
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((msg, queues, p.mandatory));
             return Ok(());
         }
-        self.enqueue(msg, &queues, p.mandatory, None);
+        self.enqueue(out, msg, &queues, p.mandatory, None);
         Ok(())
     }
 
     /// Hands a routed message to its queues.
     fn enqueue(
         &self,
+        out: &Out,
         msg: Arc<Message>,
         queues: &[Arc<dyn Source>],
         mandatory: bool,
         commit: Option<&Arc<CommitWaiter>>,
     ) {
         if queues.is_empty() && mandatory {
-            self.outbox.send(Outbound::Return {
-                channel: self.id,
+            out.outbox.send(Outbound::Return {
+                channel: out.id,
                 code: ReplyCode::NO_ROUTE.code(),
                 text: "NO_ROUTE",
                 message: msg.clone(),
@@ -409,7 +472,7 @@ impl Channel {
         }
     }
 
-    pub(super) fn tx_commit(&mut self, _ctx: &ChannelCtx<'_>) -> Result<(), AmqpError> {
+    fn tx_commit(&mut self, out: &Out) -> Result<(), AmqpError> {
         let Some(buf) = self.tx.as_mut() else {
             return Err(AmqpError::new(
                 ReplyCode::PRECONDITION_FAILED,
@@ -422,11 +485,11 @@ impl Channel {
         // commit-ok waits for every durable write of this transaction.
         let waiter = Arc::new(CommitWaiter {
             remaining: Mutex::new(1),
-            channel: self.id,
-            outbox: self.outbox.clone(),
+            channel: out.id,
+            outbox: out.outbox.clone(),
         });
         for (msg, queues, mandatory) in publishes {
-            self.enqueue(msg, &queues, mandatory, Some(&waiter));
+            self.enqueue(out, msg, &queues, mandatory, Some(&waiter));
         }
         let (requeue, settle): (Vec<TxAck>, Vec<TxAck>) = acks.into_iter().partition(|a| a.requeue);
         let (reject, settle): (Vec<TxAck>, Vec<TxAck>) = settle.into_iter().partition(|a| a.reject);
@@ -441,6 +504,80 @@ impl Channel {
         }
         waiter.done(1);
         Ok(())
+    }
+
+    /// confirm.select.
+    pub(super) fn confirm_select(
+        &mut self,
+        out: &Out,
+        shared: &ChannelShared,
+        nowait: bool,
+    ) -> Result<(), AmqpError> {
+        if self.tx.is_some() {
+            return Err(AmqpError::new(
+                ReplyCode::PRECONDITION_FAILED,
+                "cannot switch from tx to confirm mode",
+            ));
+        }
+        if self.confirms.is_none() {
+            self.confirms = Some(Arc::new(ConfirmTracker::new(out.id, out.outbox.clone())));
+            shared.info.set_confirm();
+        }
+        if !nowait {
+            out.method(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                confirm::SelectOk {},
+            )));
+        }
+        Ok(())
+    }
+
+    /// tx.select, tx.commit, tx.rollback.
+    pub(super) fn tx_method(
+        &mut self,
+        out: &Out,
+        shared: &ChannelShared,
+        m: tx::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                if self.tx.is_none() {
+                    self.tx = Some(TxBuffer::default());
+                    shared.info.set_tx();
+                }
+                out.method(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => self.tx_commit(out),
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(buf) = self.tx.as_mut() else {
+                    return Err(AmqpError::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                };
+                let acks = buf.rollback();
+                // Acks taken back: the messages return to the unacked map's
+                // owners, as RabbitMQ leaves them unacknowledged.
+                shared.restore(acks);
+                out.method(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                Ok(())
+            }
+            _ => Err(unimplemented()),
+        }
+    }
+
+    /// Channel close: an open transaction is discarded (its acks undone).
+    pub(super) fn discard_tx(&mut self, shared: &ChannelShared) {
+        if let Some(mut tx) = self.tx.take() {
+            let acks = tx.rollback();
+            shared.restore(acks);
+        }
     }
 
     /// In a transaction, acks wait for the commit. Returns true if held.

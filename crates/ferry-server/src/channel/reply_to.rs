@@ -1,10 +1,12 @@
 //! A channel's side of direct reply-to (`crate::direct_reply` has the
-//! design): the reply consumer, the `reply_to` rewrite of requests,
-//! replies handed to other channels, and `queue.declare` of the pseudo-queue
-//! names. Reply codes and texts are RabbitMQ 3.10's (`rabbit_channel`).
+//! design): the reply consumer (`ReplyTo`), the `reply_to` rewrite of
+//! requests, replies handed to other channels, and `queue.declare` of the
+//! pseudo-queue names. Reply codes and texts are RabbitMQ 3.10's (`rabbit_channel`).
 
+use super::basic::Consumers;
+use super::declare::CurrentQueue;
 use super::delivery::ChannelShared;
-use super::{Channel, ChannelCtx};
+use super::{ChannelCtx, Out};
 use crate::direct_reply::{PSEUDO_QUEUE, REPLY_PREFIX};
 use crate::error::AmqpError;
 use ferry_amqp::amq_protocol::protocol::{basic, queue};
@@ -42,23 +44,32 @@ impl Replies {
 
 /// A channel's reply consumer.
 #[derive(Debug)]
-pub(super) struct ReplyConsumer {
+struct ReplyConsumer {
     id: u64,
     tag: Arc<str>,
     /// `amq.rabbitmq.reply-to.<opaque>`: what requests' `reply_to` becomes.
     name: ShortString,
 }
 
-impl Channel {
+/// A channel's direct reply-to state: its reply consumer, if any.
+#[derive(Debug, Default)]
+pub(super) struct ReplyTo {
+    consumer: Option<ReplyConsumer>,
+}
+
+impl ReplyTo {
     /// basic.consume on `amq.rabbitmq.reply-to`. No queue, no permission
     /// check, no registration in the management API's consumer list (as in
     /// RabbitMQ, where the reply consumer is not in the consumer mapping).
-    pub(super) fn consume_reply(
+    pub(super) fn consume(
         &mut self,
         ctx: &ChannelCtx<'_>,
+        out: &Out,
+        shared: &Arc<ChannelShared>,
+        consumers: &Consumers,
         c: &basic::Consume,
     ) -> Result<(), AmqpError> {
-        if self.consumers.contains_key(c.consumer_tag.as_str()) {
+        if consumers.contains(c.consumer_tag.as_str()) {
             return Err(AmqpError::new(
                 ReplyCode::NOT_ALLOWED,
                 format!(
@@ -73,7 +84,7 @@ impl Channel {
                 "reply consumer cannot acknowledge",
             ));
         }
-        if self.reply.is_some() {
+        if self.consumer.is_some() {
             return Err(AmqpError::new(
                 ReplyCode::PRECONDITION_FAILED,
                 "reply consumer already set",
@@ -85,7 +96,7 @@ impl Channel {
             Arc::from(c.consumer_tag.as_str())
         };
         let reg = ctx.replies.register(ReplyTarget {
-            channel: Arc::downgrade(&self.shared),
+            channel: Arc::downgrade(shared),
             tag: tag.clone(),
         });
         let name = match ShortString::try_new(reg.name) {
@@ -95,13 +106,13 @@ impl Channel {
                 return Err(AmqpError::new(ReplyCode::INTERNAL_ERROR, e.to_string()));
             }
         };
-        self.reply = Some(ReplyConsumer {
+        self.consumer = Some(ReplyConsumer {
             id: reg.id,
             tag: tag.clone(),
             name,
         });
         if !c.nowait {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+            out.method(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
                 basic::ConsumeOk {
                     consumer_tag: tag.to_string().into(),
                 },
@@ -111,11 +122,11 @@ impl Channel {
     }
 
     /// basic.cancel of the reply consumer: true if `tag` was it.
-    pub(super) fn cancel_reply(&mut self, ctx: &ChannelCtx<'_>, tag: &str) -> bool {
-        match &self.reply {
+    pub(super) fn cancel(&mut self, ctx: &ChannelCtx<'_>, tag: &str) -> bool {
+        match &self.consumer {
             Some(r) if *r.tag == *tag => {
                 ctx.replies.unregister(r.id);
-                self.reply = None;
+                self.consumer = None;
                 true
             }
             _ => false,
@@ -123,56 +134,16 @@ impl Channel {
     }
 
     /// Channel close: the name stops working at once.
-    pub(super) fn drop_reply(&mut self, ctx: &ChannelCtx<'_>) {
-        if let Some(r) = self.reply.take() {
+    pub(super) fn close(&mut self, ctx: &ChannelCtx<'_>) {
+        if let Some(r) = self.consumer.take() {
             ctx.replies.unregister(r.id);
         }
-    }
-
-    /// queue.declare of a name starting with `amq.rabbitmq.reply-to`
-    /// (RabbitMQ matches the prefix without the dot), passive or not: the
-    /// pseudo-queue itself and a live reply consumer's name answer
-    /// declare-ok with 0 messages and 1 consumer; any other is 404.
-    pub(super) fn declare_reply_queue(
-        &mut self,
-        ctx: &ChannelCtx<'_>,
-        name: &str,
-        nowait: bool,
-    ) -> Result<(), AmqpError> {
-        let exists = name == PSEUDO_QUEUE || self.reply_target(ctx, name).is_some();
-        if !exists {
-            return Err(AmqpError::new(
-                ReplyCode::NOT_FOUND,
-                format!("no queue '{name}' in vhost '{}'", ctx.vhost.name()),
-            ));
-        }
-        self.last_queue = Some(Arc::from(name));
-        if !nowait {
-            self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
-                queue::DeclareOk {
-                    queue: name.to_string().into(),
-                    message_count: 0,
-                    consumer_count: 1,
-                },
-            )));
-        }
-        Ok(())
-    }
-
-    /// The live reply consumer `name` designates.
-    fn reply_target(
-        &self,
-        ctx: &ChannelCtx<'_>,
-        name: &str,
-    ) -> Option<(Arc<ChannelShared>, Arc<str>)> {
-        let t = ctx.replies.find(name)?;
-        Some((t.channel.upgrade()?, t.tag))
     }
 
     /// A request asking for a direct reply (`reply_to` is the pseudo-queue)
     /// gets this channel's reply consumer's name instead; 406 if the channel
     /// has none. `None`: nothing to rewrite.
-    pub(super) fn rewrite_reply_to(
+    pub(super) fn rewrite(
         &self,
         ctx: &ChannelCtx<'_>,
         exchange: &str,
@@ -181,7 +152,7 @@ impl Channel {
         if reply_to != Some(PSEUDO_QUEUE.as_bytes()) {
             return Ok(None);
         }
-        let Some(r) = &self.reply else {
+        let Some(r) = &self.consumer else {
             // RabbitMQ looks the exchange up first; routing does that
             // here, later, so a missing one is checked on this error path.
             if !exchange.is_empty() && !ctx.vhost.has_exchange(exchange) {
@@ -199,32 +170,68 @@ impl Channel {
         };
         Ok(Some(r.name.clone()))
     }
+}
 
-    /// Hands a message published to the default exchange to the reply
-    /// consumers its routing keys name (each once). RabbitMQ delivers with
-    /// the publish's routing key, `redelivered` false and the consumer
-    /// channel's next delivery tag, which it does not take (no ack is
-    /// expected); a channel that is gone drops the reply.
-    pub(super) fn deliver_replies<'k>(
-        &self,
-        ctx: &ChannelCtx<'_>,
-        keys: impl Iterator<Item = &'k str>,
-        msg: &Arc<Message>,
-    ) {
-        // Each name once (a CC header may repeat thousands of keys), and
-        // the reply registry locked once per publish; nothing is allocated
-        // or locked for the common publish, which has no reply key.
-        let mut seen = ferry_route::NameSet::default();
-        let mut names = keys
-            .filter(|k| k.starts_with(REPLY_PREFIX) && seen.first(k))
-            .peekable();
-        if names.peek().is_none() {
-            return;
-        }
-        for t in ctx.replies.find_many(names) {
-            if let Some(channel) = t.channel.upgrade() {
-                channel.deliver_reply(&t.tag, msg.clone());
-            }
+/// queue.declare of a name starting with `amq.rabbitmq.reply-to`
+/// (RabbitMQ matches the prefix without the dot), passive or not: the
+/// pseudo-queue itself and a live reply consumer's name answer
+/// declare-ok with 0 messages and 1 consumer; any other is 404.
+pub(super) fn declare_reply_queue(
+    ctx: &ChannelCtx<'_>,
+    out: &Out,
+    current: &mut CurrentQueue,
+    name: &str,
+    nowait: bool,
+) -> Result<(), AmqpError> {
+    let exists = name == PSEUDO_QUEUE || reply_target(ctx, name).is_some();
+    if !exists {
+        return Err(AmqpError::new(
+            ReplyCode::NOT_FOUND,
+            format!("no queue '{name}' in vhost '{}'", ctx.vhost.name()),
+        ));
+    }
+    current.set(Arc::from(name));
+    if !nowait {
+        out.method(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
+            queue::DeclareOk {
+                queue: name.to_string().into(),
+                message_count: 0,
+                consumer_count: 1,
+            },
+        )));
+    }
+    Ok(())
+}
+
+/// The live reply consumer `name` designates.
+fn reply_target(ctx: &ChannelCtx<'_>, name: &str) -> Option<(Arc<ChannelShared>, Arc<str>)> {
+    let t = ctx.replies.find(name)?;
+    Some((t.channel.upgrade()?, t.tag))
+}
+
+/// Hands a message published to the default exchange to the reply
+/// consumers its routing keys name (each once). RabbitMQ delivers with
+/// the publish's routing key, `redelivered` false and the consumer
+/// channel's next delivery tag, which it does not take (no ack is
+/// expected); a channel that is gone drops the reply.
+pub(super) fn deliver_replies<'k>(
+    ctx: &ChannelCtx<'_>,
+    keys: impl Iterator<Item = &'k str>,
+    msg: &Arc<Message>,
+) {
+    // Each name once (a CC header may repeat thousands of keys), and
+    // the reply registry locked once per publish; nothing is allocated
+    // or locked for the common publish, which has no reply key.
+    let mut seen = ferry_route::NameSet::default();
+    let mut names = keys
+        .filter(|k| k.starts_with(REPLY_PREFIX) && seen.first(k))
+        .peekable();
+    if names.peek().is_none() {
+        return;
+    }
+    for t in ctx.replies.find_many(names) {
+        if let Some(channel) = t.channel.upgrade() {
+            channel.deliver_reply(&t.tag, msg.clone());
         }
     }
 }
