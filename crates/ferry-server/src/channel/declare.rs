@@ -184,15 +184,7 @@ pub(super) fn queue_method(
         }
         queue::AMQPMethod::Bind(b) => {
             let q = current.resolve(b.queue.as_str())?;
-            check_binding(ctx, Resource::Queue(&q), b.exchange.as_str())?;
-            ctx.vhost.binding(
-                true,
-                b.exchange.as_str(),
-                Destination::Queue(q),
-                b.routing_key.as_str(),
-                table_from_amqp(&b.arguments),
-                ctx.conn_id,
-            )?;
+            queue_binding(ctx, true, q, &b.exchange, &b.routing_key, &b.arguments)?;
             if !b.nowait {
                 out.method(AMQPClass::Queue(queue::AMQPMethod::BindOk(
                     queue::BindOk {},
@@ -201,15 +193,7 @@ pub(super) fn queue_method(
         }
         queue::AMQPMethod::Unbind(b) => {
             let q = current.resolve(b.queue.as_str())?;
-            check_binding(ctx, Resource::Queue(&q), b.exchange.as_str())?;
-            ctx.vhost.binding(
-                false,
-                b.exchange.as_str(),
-                Destination::Queue(q),
-                b.routing_key.as_str(),
-                table_from_amqp(&b.arguments),
-                ctx.conn_id,
-            )?;
+            queue_binding(ctx, false, q, &b.exchange, &b.routing_key, &b.arguments)?;
             out.method(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
                 queue::UnbindOk {},
             )));
@@ -281,6 +265,28 @@ fn check_queue_declare(
         ctx.check(Access::Read, Resource::Queue(name))?;
         ctx.check(Access::Write, Resource::Exchange(dlx))?;
     }
+    Ok(())
+}
+
+/// queue.bind (`bind`) or queue.unbind of queue `q` to `exchange`, after
+/// the permission checks.
+fn queue_binding(
+    ctx: &ChannelCtx<'_>,
+    bind: bool,
+    q: Arc<str>,
+    exchange: &ShortString,
+    routing_key: &ShortString,
+    arguments: &FieldTable,
+) -> Result<(), AmqpError> {
+    check_binding(ctx, Resource::Queue(&q), exchange.as_str())?;
+    ctx.vhost.binding(
+        bind,
+        exchange.as_str(),
+        Destination::Queue(q),
+        routing_key.as_str(),
+        table_from_amqp(arguments),
+        ctx.conn_id,
+    )?;
     Ok(())
 }
 
