@@ -12,9 +12,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn env(io: &SimIo, cache: i64) -> QueueEnv {
+    env_with(
+        io,
+        cache,
+        Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
+    )
+}
+
+/// `env` whose durability rounds run only when a test asks (`sync_now`):
+/// no background round holds some confirms while `sync_now` completes
+/// others.
+fn env_manual(io: &SimIo, cache: i64) -> QueueEnv {
+    env_with(
+        io,
+        cache,
+        Syncer::manual(ferry_log::RoundPolicy::per_file()),
+    )
+}
+
+fn env_with(io: &SimIo, cache: i64, syncer: Arc<Syncer>) -> QueueEnv {
     QueueEnv::new(
         io.shared(),
-        Syncer::start(ferry_log::RoundPolicy::per_file()).unwrap(),
+        syncer,
         LogConfig {
             segment_bytes: 4096,
             ..LogConfig::default()
@@ -32,22 +51,23 @@ fn msg(body: &str, persistent: bool) -> Arc<Message> {
 }
 
 fn open(io: &SimIo, durable: bool, cache: i64) -> Arc<Queue> {
-    Queue::open(
-        spec(durable),
-        Arc::from("/"),
-        PathBuf::from("/data/q"),
-        env(io, cache),
-    )
-    .unwrap()
+    open_in(env(io, cache), durable)
+}
+
+fn open_in(env: QueueEnv, durable: bool) -> Arc<Queue> {
+    Queue::open(spec(durable), Arc::from("/"), PathBuf::from("/data/q"), env).unwrap()
 }
 
 use crate::test_support::drain;
 
 #[test]
 fn confirmed_messages_survive_a_crash_and_unsynced_ones_may_not() {
+    // Manual rounds: a background round could take m0..m8's confirms and
+    // complete them after `sync_now` returned (seen once in CI: only m9
+    // confirmed at the check below).
     for seed in 0..50 {
         let io = SimIo::new();
-        let q = open(&io, true, 1 << 20);
+        let q = open_in(env_manual(&io, 1 << 20), true);
         let sink = Arc::new(Confirms::default());
         for i in 0..20u64 {
             let token = ConfirmToken {
