@@ -272,6 +272,7 @@ def test_held_messages_survive_restart_and_kill9(restartable_broker, crash):
         b.start()
     else:
         assert b.restart() == 0
+    b.await_queue("dq.durable")
     c = pika.BlockingConnection(b.params())
     ch = c.channel()
     inbox = Inbox(c, ch, "dq.durable", auto_ack=True)

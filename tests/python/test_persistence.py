@@ -48,6 +48,7 @@ def publish_mixed(ch):
 
 
 def check_after_restart(b):
+    b.await_queue("d.q")      # before the declare below, which would create a missing queue
     c, ch = open_ch(b)
     try:
         ok = ch.queue_declare("d.q", durable=True).method             # same flags: no 406

@@ -443,6 +443,7 @@ def test_priorities_survive_a_kill(restartable_broker):
     c.close()
     b.kill9()
     b.start()
+    b.await_queue("prio")
     c, ch = open_ch(b)
     assert strs(bodies(ch, "prio")) == ["b3", "d9", "c1", "a0", "e"]
     c.close()

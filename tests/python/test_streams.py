@@ -16,7 +16,6 @@ import datetime
 import time
 
 import pika
-import pika.exceptions as px
 import pytest
 
 from harness.expect import channel_closed, connection_closed, ensure_confirms, eventually, sync, wait_for
@@ -343,20 +342,11 @@ def _open(b):
     return c, c.channel()
 
 
-def _reopen_stream(b, name: str, timeout: float = 30.0):
+def _reopen_stream(b, name: str):
     """RabbitMQ answers 404 "home node ... is down or inaccessible" until the stream's
-    process has recovered after a restart (no event to wait for): retry until it answers."""
-    deadline = time.monotonic() + timeout
-    c, ch = _open(b)
-    while True:
-        try:
-            ch.queue_declare(name, passive=True)
-            return c, ch
-        except px.ChannelClosedByBroker as e:
-            if e.reply_code != 404 or time.monotonic() > deadline:
-                raise
-            c.process_data_events(time_limit=0.1)
-            ch = c.channel()
+    process has recovered after a restart: `await_queue` retries there, as a client would."""
+    b.await_queue(name)
+    return _open(b)
 
 
 @pytest.mark.parametrize("how", ["restart", "kill9"])

@@ -187,6 +187,21 @@ class _Broker:
         self.start()
         return code
 
+    def await_queue(self, name: str, timeout: float = 30.0) -> None:
+        """After a (re)start: return once the durable queue `name` answers a passive
+        declare. Ferry recovers every queue before it prints FERRY_READY, so one declare
+        decides (a missing queue fails at once). RabbitMQ overrides this: it may answer 404
+        for a queue its vhost has not recovered yet, and a client retries."""
+        self._passive_declare(name)
+
+    def _passive_declare(self, name: str) -> None:
+        c = pika.BlockingConnection(self.params())
+        try:
+            c.channel().queue_declare(name, passive=True)
+        finally:
+            if c.is_open:
+                c.close()
+
     def __repr__(self):
         return f"<{self.kind} broker {self.host}:{self.port} data={self.data_dir}>"
 
@@ -478,6 +493,20 @@ class RabbitBroker(_Broker):
         if r.returncode != 0:
             raise BrokerError(f"rabbitmqctl await_startup failed ({r.returncode}): "
                               f"{r.stdout.decode(errors='replace')}{r.stderr.decode(errors='replace')}")
+
+    def await_queue(self, name: str, timeout: float = 30.0) -> None:
+        """RabbitMQ 3.10 was seen (once in CI, after kill -9 and a restart that passed
+        `await_startup`) answering 404 for a durable queue that came back moments later:
+        retry the passive declare on 404 until `timeout`, as a reconnecting client would."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._passive_declare(name)
+                return
+            except pika.exceptions.ChannelClosedByBroker as e:
+                if e.reply_code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)  # polling interval, not a settle delay
 
     def _beam_pids(self) -> list[int]:
         if self.proc is None:
