@@ -6,7 +6,7 @@
 //! membership entries are a header record alone.
 
 use crate::error::CodecError;
-use crate::types::{LogId, Membership, NodeId, Vote};
+use crate::types::{Entry, LogId, Membership, NodeId, Vote};
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -122,6 +122,30 @@ pub fn decode_header(bytes: &[u8]) -> Result<EntryHeader, CodecError> {
     })
 }
 
+/// The entry a header and its commands describe.
+pub fn assemble(h: EntryHeader, commands: Vec<bytes::Bytes>) -> Result<Entry, CodecError> {
+    if commands.len() != h.count as usize {
+        return Err(CodecError(format!(
+            "entry {} claims {} commands, {} given",
+            h.log_id.index,
+            h.count,
+            commands.len()
+        )));
+    }
+    let payload = match h.kind {
+        PayloadKind::Blank => EntryPayload::Blank,
+        PayloadKind::Normal => EntryPayload::Normal(crate::types::Batch::new(commands)),
+        PayloadKind::Membership => match h.membership {
+            Some(m) => EntryPayload::Membership(m),
+            None => return Err(CodecError("membership entry without members".into())),
+        },
+    };
+    Ok(Entry {
+        log_id: h.log_id,
+        payload,
+    })
+}
+
 /// Appends a command record holding `command` to `buf`.
 pub fn encode_command(command: &[u8], buf: &mut Vec<u8>) {
     buf.push(COMMAND_KIND);
@@ -141,7 +165,8 @@ pub fn is_header(record: &[u8]) -> bool {
     record.first() == Some(&HEADER_KIND)
 }
 
-fn encode_membership(m: &Membership, buf: &mut Vec<u8>) {
+/// Appends a membership (the layout of a membership entry's tail).
+pub fn encode_membership(m: &Membership, buf: &mut Vec<u8>) {
     let configs = m.get_joint_config();
     put_len(buf, configs.len());
     for c in configs {
@@ -157,6 +182,14 @@ fn encode_membership(m: &Membership, buf: &mut Vec<u8>) {
         put_len(buf, node.addr.len());
         buf.extend_from_slice(node.addr.as_bytes());
     }
+}
+
+/// Decodes a membership written by [`encode_membership`], returning it and
+/// the bytes after it.
+pub fn decode_membership_prefix(bytes: &[u8]) -> Result<(Membership, &[u8]), CodecError> {
+    let mut r = Reader::new(bytes);
+    let m = decode_membership(&mut r)?;
+    Ok((m, r.buf))
 }
 
 fn decode_membership(r: &mut Reader<'_>) -> Result<Membership, CodecError> {

@@ -15,6 +15,8 @@
 pub mod codec;
 mod error;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod types;
 
 pub use error::{CodecError, RaftLogError};

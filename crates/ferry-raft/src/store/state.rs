@@ -5,10 +5,9 @@
 
 use super::cache::TailCache;
 use super::index::EntryIndex;
-use crate::codec::{self, EntryHeader, PayloadKind};
+use crate::codec::{self, EntryHeader};
 use crate::error::RaftLogError;
-use crate::types::{Batch, Entry, LogId, Vote};
-use bytes::Bytes;
+use crate::types::{Entry, LogId, Vote};
 use ferry_log::{FileIo, Log, LogConfig};
 use openraft::EntryPayload;
 use std::path::{Path, PathBuf};
@@ -243,29 +242,16 @@ impl State {
                     format!("entry {} read for {want}", h.log_id.index),
                 ));
             }
-            let payload = match h.kind {
-                PayloadKind::Blank => EntryPayload::Blank,
-                PayloadKind::Membership => match h.membership {
-                    Some(m) => EntryPayload::Membership(m),
-                    None => return Err(corrupt(&self.dir, "membership entry without members")),
-                },
-                PayloadKind::Normal => {
-                    let mut commands = Vec::with_capacity(h.count as usize);
-                    for _ in 0..h.count {
-                        let (_, rec) = records.next().ok_or_else(|| {
-                            corrupt(&self.dir, format!("entry {want} lacks commands"))
-                        })??;
-                        let body = codec::command_body(&rec.payload)
-                            .map_err(|e| corrupt(&self.dir, e.0))?;
-                        commands.push(slice_of(&rec.payload, body));
-                    }
-                    EntryPayload::Normal(Batch::new(commands))
-                }
-            };
-            out.push(Entry {
-                log_id: h.log_id,
-                payload,
-            });
+            let mut commands = Vec::with_capacity(h.count as usize);
+            for _ in 0..h.count {
+                let (_, rec) = records
+                    .next()
+                    .ok_or_else(|| corrupt(&self.dir, format!("entry {want} lacks commands")))??;
+                let body =
+                    codec::command_body(&rec.payload).map_err(|e| corrupt(&self.dir, e.0))?;
+                commands.push(rec.payload.slice_ref(body));
+            }
+            out.push(codec::assemble(h, commands).map_err(|e| corrupt(&self.dir, e.0))?);
         }
         Ok(())
     }
@@ -343,9 +329,4 @@ fn index_entry(
     heads.push(at);
     *last_log_id = Some(h.log_id);
     Ok(())
-}
-
-/// The command bytes of a record as a slice of its (shared) buffer.
-fn slice_of(payload: &Bytes, body: &[u8]) -> Bytes {
-    payload.slice_ref(body)
 }
