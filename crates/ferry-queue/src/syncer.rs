@@ -284,11 +284,7 @@ impl SyncSchedule {
     /// Joins the next round: hands `member()` to `syncer` unless it is
     /// already waiting for a round; one that is in a running round joins
     /// the next. `member` gives None once its owner is gone.
-    pub(crate) fn request(
-        &self,
-        syncer: &Syncer,
-        member: impl FnOnce() -> Option<Arc<dyn SyncTask>>,
-    ) {
+    pub fn request(&self, syncer: &Syncer, member: impl FnOnce() -> Option<Arc<dyn SyncTask>>) {
         loop {
             let cur = self.0.load(Ordering::Acquire);
             let next = match cur {

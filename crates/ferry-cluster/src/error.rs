@@ -1,0 +1,47 @@
+//! ferry-cluster's errors: one enum for the layer.
+
+/// Bytes from a peer that do not decode (after authentication: a bug or a
+/// version mismatch, never trusted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad cluster message: {0}")]
+pub struct WireError(pub String);
+
+/// Why a request to a peer, or a peer's connection, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No connection to the peer (refused, reset, not yet retried).
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The peer's cluster address.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer did not answer in time.
+    #[error("peer {addr} did not answer within {millis} ms")]
+    Timeout {
+        /// The peer's cluster address.
+        addr: String,
+        /// The limit.
+        millis: u64,
+    },
+    /// The handshake failed: wrong secret, wrong version, or not a Ferry node.
+    #[error("cluster handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The other side's address.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The peer answered with an error or something undecodable.
+    #[error("peer {addr}: {reason}")]
+    Remote {
+        /// The peer's cluster address.
+        addr: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// A frame did not decode.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}

@@ -1,0 +1,221 @@
+//! Mutual authentication of a node link with the cluster's shared secret
+//! (HMAC-SHA256 over both sides' random nonces and node ids; the secret
+//! never crosses the wire). A connection that fails it is dropped before
+//! any Raft message is read.
+//!
+//! ```text
+//! client → server  hello:   "FRYC" | ver u8 | id u64 | nonce [16] | u16 len | name | u16 len | advertise
+//! server → client  welcome: "FRYC" | ver u8 | id u64 | nonce [16] | mac [32] = HMAC("srv" | nc | ns | ci | si)
+//! client → server  proof:   mac [32] = HMAC("cli" | ns | nc | ci | si)
+//! ```
+
+use crate::error::LinkError;
+use ferry_raft::NodeId;
+use rand::RngCore;
+use ring::hmac;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const MAGIC: &[u8; 4] = b"FRYC";
+const VERSION: u8 = 1;
+const MAX_TEXT: usize = 1024;
+/// The whole handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster's shared secret as an HMAC key.
+#[derive(Clone)]
+pub struct Secret(hmac::Key);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// A key from the secret's bytes (the file's contents, trimmed by the caller).
+    pub fn new(bytes: &[u8]) -> Self {
+        Secret(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    }
+
+    fn mac(&self, label: &[u8], a: &[u8; 16], b: &[u8; 16], ci: NodeId, si: NodeId) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(label);
+        ctx.update(a);
+        ctx.update(b);
+        ctx.update(&ci.to_le_bytes());
+        ctx.update(&si.to_le_bytes());
+        ctx.sign()
+    }
+
+    fn verify(
+        &self,
+        label: &[u8],
+        a: &[u8; 16],
+        b: &[u8; 16],
+        ci: NodeId,
+        si: NodeId,
+        tag: &[u8],
+    ) -> bool {
+        let mut msg = Vec::with_capacity(64);
+        msg.extend_from_slice(label);
+        msg.extend_from_slice(a);
+        msg.extend_from_slice(b);
+        msg.extend_from_slice(&ci.to_le_bytes());
+        msg.extend_from_slice(&si.to_le_bytes());
+        hmac::verify(&self.0, &msg, tag).is_ok()
+    }
+}
+
+/// Who a node is on the links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Its Raft node id.
+    pub id: NodeId,
+    /// Its node name (`--node-name`).
+    pub name: String,
+    /// The address the others dial (`cluster_advertise`).
+    pub advertise: String,
+}
+
+fn nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut n);
+    n
+}
+
+fn fail(addr: &str, reason: impl Into<String>) -> LinkError {
+    LinkError::Handshake {
+        addr: addr.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+async fn read_text<S: AsyncRead + Unpin>(s: &mut S, addr: &str) -> Result<String, LinkError> {
+    let n = s
+        .read_u16_le()
+        .await
+        .map_err(|e| fail(addr, e.to_string()))? as usize;
+    if n > MAX_TEXT {
+        return Err(fail(addr, format!("{n}-byte text field")));
+    }
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b)
+        .await
+        .map_err(|e| fail(addr, e.to_string()))?;
+    String::from_utf8(b).map_err(|_| fail(addr, "text field is not utf-8"))
+}
+
+fn put_text(out: &mut Vec<u8>, t: &str) {
+    let t = &t.as_bytes()[..t.len().min(MAX_TEXT)];
+    out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    out.extend_from_slice(t);
+}
+
+async fn read_intro<S: AsyncRead + Unpin>(
+    s: &mut S,
+    addr: &str,
+) -> Result<(NodeId, [u8; 16]), LinkError> {
+    let mut head = [0u8; 4 + 1 + 8 + 16];
+    s.read_exact(&mut head)
+        .await
+        .map_err(|e| fail(addr, e.to_string()))?;
+    if &head[..4] != MAGIC {
+        return Err(fail(addr, "not a Ferry cluster connection"));
+    }
+    if head[4] != VERSION {
+        return Err(fail(
+            addr,
+            format!(
+                "cluster protocol version {} (this node speaks {VERSION})",
+                head[4]
+            ),
+        ));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&head[5..13]);
+    let mut n = [0u8; 16];
+    n.copy_from_slice(&head[13..29]);
+    Ok((NodeId::from_le_bytes(id), n))
+}
+
+fn intro(me: NodeId, n: &[u8; 16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&me.to_le_bytes());
+    out.extend_from_slice(n);
+    out
+}
+
+/// The dialing side. Returns the peer's node id once both sides proved
+/// they hold the secret.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &Identity,
+    secret: &Secret,
+    addr: &str,
+) -> Result<NodeId, LinkError> {
+    let run = async {
+        let nc = nonce();
+        let mut hello = intro(me.id, &nc);
+        put_text(&mut hello, &me.name);
+        put_text(&mut hello, &me.advertise);
+        s.write_all(&hello)
+            .await
+            .map_err(|e| fail(addr, e.to_string()))?;
+        let (sid, ns) = read_intro(s, addr).await?;
+        let mut tag = [0u8; 32];
+        s.read_exact(&mut tag)
+            .await
+            .map_err(|e| fail(addr, e.to_string()))?;
+        if !secret.verify(b"srv", &nc, &ns, me.id, sid, &tag) {
+            return Err(fail(addr, "the peer does not hold this cluster's secret"));
+        }
+        let proof = secret.mac(b"cli", &ns, &nc, me.id, sid);
+        s.write_all(proof.as_ref())
+            .await
+            .map_err(|e| fail(addr, e.to_string()))?;
+        Ok(sid)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| fail(addr, "timed out"))?
+}
+
+/// The accepting side. Returns the dialer's identity once both sides
+/// proved they hold the secret; on any failure the caller drops the
+/// connection.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &Identity,
+    secret: &Secret,
+    addr: &str,
+) -> Result<Identity, LinkError> {
+    let run = async {
+        let (cid, nc) = read_intro(s, addr).await?;
+        let name = read_text(s, addr).await?;
+        let advertise = read_text(s, addr).await?;
+        let ns = nonce();
+        let mut welcome = intro(me.id, &ns);
+        welcome.extend_from_slice(secret.mac(b"srv", &nc, &ns, cid, me.id).as_ref());
+        s.write_all(&welcome)
+            .await
+            .map_err(|e| fail(addr, e.to_string()))?;
+        let mut tag = [0u8; 32];
+        s.read_exact(&mut tag)
+            .await
+            .map_err(|e| fail(addr, e.to_string()))?;
+        if !secret.verify(b"cli", &ns, &nc, cid, me.id, &tag) {
+            return Err(fail(addr, "the dialer does not hold this cluster's secret"));
+        }
+        Ok(Identity {
+            id: cid,
+            name,
+            advertise,
+        })
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| fail(addr, "timed out"))?
+}

@@ -1,0 +1,26 @@
+//! # ferry-cluster: the links between Ferry nodes
+//!
+//! Owns the cluster port and the connections between nodes: the mutual
+//! handshake with the cluster's shared secret (`handshake`), one
+//! authenticated, multiplexed connection per peer for this node's requests
+//! (`link`: frames tagged with a group id, answers matched by correlation
+//! id, queued writes coalesced), the accepting side (`listener`), the frame
+//! and Raft message codecs (`wire`, `docs/cluster-wire.md`) and openraft's
+//! network over all of it (`network`: a client per group and target, and
+//! the node's Raft instances answering their requests).
+//!
+//! Must not: know AMQP, queues or what a Raft command means, or let a
+//! connection that failed the handshake reach Raft.
+
+mod error;
+pub mod handshake;
+mod link;
+mod listener;
+mod network;
+pub mod wire;
+
+pub use error::{LinkError, WireError};
+pub use handshake::{Identity, Secret};
+pub use link::{Links, PeerLink};
+pub use listener::{Answer, Handler, Listener};
+pub use network::{FerryRaft, GroupClient, GroupNetwork, RaftGroups};

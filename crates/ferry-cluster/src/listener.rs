@@ -1,0 +1,154 @@
+//! Accepting peers: the cluster port. A connection must pass the
+//! handshake before any frame is read; then each request runs as its own
+//! task (a slow append never holds up a vote) and its answer goes back on
+//! the same connection.
+
+use crate::handshake::{self, Identity, Secret};
+use crate::link::write_loop;
+use crate::wire::Frame;
+use bytes::BytesMut;
+use ferry_raft::NodeId;
+use parking_lot::Mutex;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A boxed future of a request's answer.
+pub type Answer = Pin<Box<dyn Future<Output = Frame> + Send>>;
+
+/// What serves the requests arriving on the cluster port.
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to `frame` from node `from`.
+    fn handle(&self, from: NodeId, frame: Frame) -> Answer;
+}
+
+/// The cluster port of a node.
+pub struct Listener {
+    local: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Serves `addr` until closed or dropped.
+    pub async fn bind(
+        addr: &str,
+        me: Identity,
+        secret: Secret,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Self> {
+        let l = TcpListener::bind(addr).await?;
+        let local = l.local_addr()?;
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let t = tokio::spawn(accept_loop(l, me, secret, handler, tasks.clone()));
+        tasks.lock().push(t);
+        Ok(Listener { local, tasks })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops accepting and drops every accepted connection.
+    pub fn close(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    me: Identity,
+    secret: Secret,
+    handler: Arc<dyn Handler>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    loop {
+        let (s, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster accept failed");
+                continue;
+            }
+        };
+        let t = tokio::spawn(serve(
+            s,
+            peer,
+            me.clone(),
+            secret.clone(),
+            handler.clone(),
+            tasks.clone(),
+        ));
+        let mut ts = tasks.lock();
+        ts.retain(|t| !t.is_finished());
+        ts.push(t);
+    }
+}
+
+async fn serve(
+    mut s: TcpStream,
+    peer: SocketAddr,
+    me: Identity,
+    secret: Secret,
+    handler: Arc<dyn Handler>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let addr = peer.to_string();
+    let from = match handshake::accept(&mut s, &me, &secret, &addr).await {
+        Ok(who) => who,
+        Err(e) => {
+            tracing::warn!(peer = %addr, error = %e, "cluster connection refused");
+            return;
+        }
+    };
+    let _ = s.set_nodelay(true);
+    tracing::debug!(peer = %addr, node = from.id, name = %from.name, "cluster peer connected");
+    let (mut rd, wr) = s.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(wr, rx, Arc::new(AtomicBool::new(true))));
+    tasks.lock().push(writer);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'conn: loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match Frame::decode(&mut buf) {
+                Ok(Some(f)) => {
+                    let answer = handler.handle(from.id, f);
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(answer.await);
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(peer = %addr, error = %e, "dropping cluster connection");
+                    break 'conn;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! openraft's network over the node links: the client side
+//! ([`GroupNetwork`] → [`GroupClient`], one cheap handle per target) and
+//! the serving side ([`RaftGroups`]: the Raft instances of this node,
+//! keyed by group id, answering the frames that arrive for them).
+
+use crate::error::LinkError;
+use crate::link::{Links, PeerLink};
+use crate::listener::{Answer, Handler};
+use crate::wire::{self, Frame, KIND_APPEND, KIND_ERROR, KIND_REPLY, KIND_SNAPSHOT, KIND_VOTE};
+use bytes::Bytes;
+use ferry_raft::{NodeId, TypeConfig, Vote};
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, OptionalSend, Raft};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Raft instance of this configuration.
+pub type FerryRaft = Raft<TypeConfig>;
+
+/// The network of one group: hands openraft a client per target node.
+#[derive(Debug, Clone)]
+pub struct GroupNetwork {
+    group: u64,
+    links: Arc<Links>,
+}
+
+impl GroupNetwork {
+    /// The network of `group` over this node's links.
+    pub fn new(group: u64, links: Arc<Links>) -> Self {
+        GroupNetwork { group, links }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = GroupClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupClient {
+        GroupClient {
+            group: self.group,
+            link: self.links.link(target, &node.addr),
+        }
+    }
+}
+
+/// Requests of one group to one target node.
+#[derive(Debug, Clone)]
+pub struct GroupClient {
+    group: u64,
+    link: Arc<PeerLink>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+fn rpc_err<E: std::error::Error>(e: LinkError) -> RpcErr<E> {
+    match e {
+        LinkError::Unreachable { .. } | LinkError::Handshake { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
+        other => RPCError::Network(NetworkError::new(&other)),
+    }
+}
+
+impl GroupClient {
+    async fn call(&self, kind: u8, body: Bytes, ttl: Duration) -> Result<Bytes, LinkError> {
+        let f = self.link.request(kind, self.group, body, ttl).await?;
+        if f.kind != kind | KIND_REPLY {
+            return Err(LinkError::Remote {
+                addr: self.link.addr().to_owned(),
+                reason: format!("answer of kind {} to a request of kind {kind}", f.kind),
+            });
+        }
+        Ok(f.body)
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let body = self
+            .call(KIND_APPEND, wire::encode_append(&rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?;
+        wire::decode_append_reply(body).map_err(|e| rpc_err(e.into()))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let body = self
+            .call(KIND_VOTE, wire::encode_vote_req(&rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?;
+        wire::decode_vote_reply(body).map_err(|e| rpc_err(e.into()))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let body = wire::encode_snapshot(&vote, &snapshot);
+        let call = self.call(
+            KIND_SNAPSHOT,
+            body,
+            option.hard_ttl().max(Duration::from_secs(30)),
+        );
+        let got = tokio::select! {
+            r = call => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let body = got.map_err(|e| match e {
+            LinkError::Unreachable { .. } | LinkError::Handshake { .. } => {
+                StreamingError::Unreachable(Unreachable::new(&e))
+            }
+            other => StreamingError::Network(NetworkError::new(&other)),
+        })?;
+        wire::decode_snapshot_reply(body)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&LinkError::from(e))))
+    }
+}
+
+/// This node's Raft instances by group id; serves their requests.
+#[derive(Default)]
+pub struct RaftGroups {
+    groups: RwLock<HashMap<u64, FerryRaft>>,
+}
+
+impl std::fmt::Debug for RaftGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGroups")
+            .field("groups", &self.groups.read().len())
+            .finish()
+    }
+}
+
+impl RaftGroups {
+    /// An empty set.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Serves requests for `group` with `raft`.
+    pub fn insert(&self, group: u64, raft: FerryRaft) {
+        self.groups.write().insert(group, raft);
+    }
+
+    /// Stops serving `group`.
+    pub fn remove(&self, group: u64) -> Option<FerryRaft> {
+        self.groups.write().remove(&group)
+    }
+
+    /// The instance of `group`.
+    pub fn get(&self, group: u64) -> Option<FerryRaft> {
+        self.groups.read().get(&group).cloned()
+    }
+}
+
+fn answer(req: &Frame, result: Result<Bytes, String>) -> Frame {
+    match result {
+        Ok(body) => Frame {
+            kind: req.kind | KIND_REPLY,
+            corr: req.corr,
+            group: req.group,
+            body,
+        },
+        Err(reason) => Frame {
+            kind: KIND_ERROR,
+            corr: req.corr,
+            group: req.group,
+            body: Bytes::from(reason),
+        },
+    }
+}
+
+async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Bytes, String> {
+    match kind {
+        KIND_APPEND => {
+            let req = wire::decode_append(body).map_err(|e| e.to_string())?;
+            let resp = raft.append_entries(req).await.map_err(|e| e.to_string())?;
+            Ok(wire::encode_append_reply(&resp))
+        }
+        KIND_VOTE => {
+            let req = wire::decode_vote_req(body).map_err(|e| e.to_string())?;
+            let resp = raft.vote(req).await.map_err(|e| e.to_string())?;
+            Ok(wire::encode_vote_reply(&resp))
+        }
+        KIND_SNAPSHOT => {
+            let (vote, snap) = wire::decode_snapshot(body).map_err(|e| e.to_string())?;
+            let resp = raft
+                .install_full_snapshot(vote, snap)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(wire::encode_snapshot_reply(&resp))
+        }
+        other => Err(format!("unknown request kind {other}")),
+    }
+}
+
+impl Handler for RaftGroups {
+    fn handle(&self, _from: NodeId, frame: Frame) -> Answer {
+        let raft = self.get(frame.group);
+        Box::pin(async move {
+            let result = match raft {
+                Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
+                None => Err(format!("no raft group {} on this node", frame.group)),
+            };
+            answer(&frame, result)
+        })
+    }
+}

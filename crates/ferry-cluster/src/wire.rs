@@ -1,0 +1,396 @@
+//! The node link's frames and the Raft messages they carry: pure codecs,
+//! no I/O. Layouts are drawn in `docs/cluster-wire.md`.
+//!
+//! ```text
+//! frame: | len u32 (bytes after this field) | kind u8 | corr u64 | group u64 | body … |
+//! ```
+//! A request's answer carries the request's `corr` and kind `kind | 0x80`,
+//! or [`KIND_ERROR`] with a UTF-8 reason.
+
+use crate::error::WireError;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferry_raft::codec::{self, decode_membership_prefix, encode_membership};
+use ferry_raft::{Entry, LogId, NodeId, SnapshotData, TypeConfig, Vote};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::{Snapshot, SnapshotMeta};
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, StoredMembership};
+
+/// Bytes of a frame before its body, after the length field.
+pub const FRAME_HEADER: usize = 1 + 8 + 8;
+/// Largest frame accepted (checked from the length field, before buffering).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Raft AppendEntries.
+pub const KIND_APPEND: u8 = 1;
+/// Raft RequestVote.
+pub const KIND_VOTE: u8 = 2;
+/// A whole snapshot (openraft's `full_snapshot`).
+pub const KIND_SNAPSHOT: u8 = 3;
+/// An answer: the request's kind with this bit set.
+pub const KIND_REPLY: u8 = 0x80;
+/// A request failed on the receiver; the body is the reason.
+pub const KIND_ERROR: u8 = 0xFF;
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the body is.
+    pub kind: u8,
+    /// Pairs an answer with its request.
+    pub corr: u64,
+    /// The Raft group it is for.
+    pub group: u64,
+    /// The message.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// Appends the frame's bytes to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let len = FRAME_HEADER + self.body.len();
+        out.reserve(4 + len);
+        // Bodies are bounded by MAX_FRAME (the sender checks).
+        out.put_u32_le(u32::try_from(len).unwrap_or(u32::MAX));
+        out.put_u8(self.kind);
+        out.put_u64_le(self.corr);
+        out.put_u64_le(self.group);
+        out.put_slice(&self.body);
+    }
+
+    /// Takes one whole frame off the front of `buf`, if it holds one.
+    /// A length over [`MAX_FRAME`] or under the header is an error, found
+    /// from the first four bytes.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if !(FRAME_HEADER..=MAX_FRAME).contains(&len) {
+            return Err(WireError(format!("frame length {len}")));
+        }
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        buf.advance(4);
+        let mut f = buf.split_to(len);
+        let kind = f.get_u8();
+        let corr = f.get_u64_le();
+        let group = f.get_u64_le();
+        Ok(Some(Frame {
+            kind,
+            corr,
+            group,
+            body: f.freeze(),
+        }))
+    }
+}
+
+// -- requests and answers ------------------------------------------------------------------------
+
+/// Encodes an AppendEntries request.
+pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Bytes {
+    let mut b = Vec::with_capacity(64);
+    put_vote(&mut b, &rpc.vote);
+    put_opt_log_id(&mut b, &rpc.prev_log_id);
+    put_opt_log_id(&mut b, &rpc.leader_commit);
+    put_u32(&mut b, rpc.entries.len());
+    for e in &rpc.entries {
+        put_entry(&mut b, e);
+    }
+    Bytes::from(b)
+}
+
+/// Decodes an AppendEntries request.
+pub fn decode_append(body: Bytes) -> Result<AppendEntriesRequest<TypeConfig>, WireError> {
+    let mut r = Reader::new(body);
+    let vote = r.vote()?;
+    let prev_log_id = r.opt_log_id()?;
+    let leader_commit = r.opt_log_id()?;
+    let n = r.u32()? as usize;
+    // Each entry takes at least its length field and header.
+    if n > r.remaining() / (4 + codec::HEADER_LEN) {
+        return Err(WireError(format!("{n} entries in {} bytes", r.remaining())));
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push(r.entry()?);
+    }
+    r.end()?;
+    Ok(AppendEntriesRequest {
+        vote,
+        prev_log_id,
+        entries,
+        leader_commit,
+    })
+}
+
+/// Encodes an AppendEntries answer.
+pub fn encode_append_reply(resp: &AppendEntriesResponse<NodeId>) -> Bytes {
+    let mut b = Vec::with_capacity(32);
+    match resp {
+        AppendEntriesResponse::Success => b.push(0),
+        AppendEntriesResponse::PartialSuccess(id) => {
+            b.push(1);
+            put_opt_log_id(&mut b, id);
+        }
+        AppendEntriesResponse::Conflict => b.push(2),
+        AppendEntriesResponse::HigherVote(v) => {
+            b.push(3);
+            put_vote(&mut b, v);
+        }
+    }
+    Bytes::from(b)
+}
+
+/// Decodes an AppendEntries answer.
+pub fn decode_append_reply(body: Bytes) -> Result<AppendEntriesResponse<NodeId>, WireError> {
+    let mut r = Reader::new(body);
+    let resp = match r.u8()? {
+        0 => AppendEntriesResponse::Success,
+        1 => AppendEntriesResponse::PartialSuccess(r.opt_log_id()?),
+        2 => AppendEntriesResponse::Conflict,
+        3 => AppendEntriesResponse::HigherVote(r.vote()?),
+        t => return Err(WireError(format!("append reply tag {t}"))),
+    };
+    r.end()?;
+    Ok(resp)
+}
+
+/// Encodes a RequestVote request.
+pub fn encode_vote_req(rpc: &VoteRequest<NodeId>) -> Bytes {
+    let mut b = Vec::with_capacity(48);
+    put_vote(&mut b, &rpc.vote);
+    put_opt_log_id(&mut b, &rpc.last_log_id);
+    Bytes::from(b)
+}
+
+/// Decodes a RequestVote request.
+pub fn decode_vote_req(body: Bytes) -> Result<VoteRequest<NodeId>, WireError> {
+    let mut r = Reader::new(body);
+    let vote = r.vote()?;
+    let last_log_id = r.opt_log_id()?;
+    r.end()?;
+    Ok(VoteRequest { vote, last_log_id })
+}
+
+/// Encodes a RequestVote answer.
+pub fn encode_vote_reply(resp: &VoteResponse<NodeId>) -> Bytes {
+    let mut b = Vec::with_capacity(48);
+    put_vote(&mut b, &resp.vote);
+    b.push(u8::from(resp.vote_granted));
+    put_opt_log_id(&mut b, &resp.last_log_id);
+    Bytes::from(b)
+}
+
+/// Decodes a RequestVote answer.
+pub fn decode_vote_reply(body: Bytes) -> Result<VoteResponse<NodeId>, WireError> {
+    let mut r = Reader::new(body);
+    let vote = r.vote()?;
+    let vote_granted = r.bool()?;
+    let last_log_id = r.opt_log_id()?;
+    r.end()?;
+    Ok(VoteResponse {
+        vote,
+        vote_granted,
+        last_log_id,
+    })
+}
+
+/// Encodes a whole snapshot with the sender's vote.
+pub fn encode_snapshot(vote: &Vote, snap: &Snapshot<TypeConfig>) -> Bytes {
+    let mut b = Vec::with_capacity(64 + snap.snapshot.0.len());
+    put_vote(&mut b, vote);
+    put_opt_log_id(&mut b, &snap.meta.last_log_id);
+    put_opt_log_id(&mut b, snap.meta.last_membership.log_id());
+    encode_membership(snap.meta.last_membership.membership(), &mut b);
+    put_bytes(&mut b, snap.meta.snapshot_id.as_bytes());
+    put_bytes(&mut b, &snap.snapshot.0);
+    Bytes::from(b)
+}
+
+/// Decodes a whole snapshot and the sender's vote.
+pub fn decode_snapshot(body: Bytes) -> Result<(Vote, Snapshot<TypeConfig>), WireError> {
+    let mut r = Reader::new(body);
+    let vote = r.vote()?;
+    let last_log_id = r.opt_log_id()?;
+    let membership_log_id = r.opt_log_id()?;
+    let (membership, rest) = decode_membership_prefix(&r.buf).map_err(|e| WireError(e.0))?;
+    let used = r.buf.len() - rest.len();
+    r.buf.advance(used);
+    let id = r.bytes()?;
+    let snapshot_id = std::str::from_utf8(&id)
+        .map_err(|_| WireError("snapshot id is not utf-8".into()))?
+        .to_owned();
+    let data = r.bytes()?;
+    r.end()?;
+    Ok((
+        vote,
+        Snapshot {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership: StoredMembership::new(membership_log_id, membership),
+                snapshot_id,
+            },
+            snapshot: Box::new(SnapshotData(data)),
+        },
+    ))
+}
+
+/// Encodes a snapshot answer.
+pub fn encode_snapshot_reply(resp: &SnapshotResponse<NodeId>) -> Bytes {
+    let mut b = Vec::with_capacity(17);
+    put_vote(&mut b, &resp.vote);
+    Bytes::from(b)
+}
+
+/// Decodes a snapshot answer.
+pub fn decode_snapshot_reply(body: Bytes) -> Result<SnapshotResponse<NodeId>, WireError> {
+    let mut r = Reader::new(body);
+    let vote = r.vote()?;
+    r.end()?;
+    Ok(SnapshotResponse { vote })
+}
+
+// -- pieces ---------------------------------------------------------------------------------------
+
+fn put_u32(b: &mut Vec<u8>, n: usize) {
+    // Callers bound n below MAX_FRAME.
+    b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(b, bytes.len());
+    b.extend_from_slice(bytes);
+}
+
+fn put_vote(b: &mut Vec<u8>, v: &Vote) {
+    b.extend_from_slice(&codec::encode_vote(v));
+}
+
+fn put_opt_log_id(b: &mut Vec<u8>, id: &Option<LogId>) {
+    match id {
+        None => b.push(0),
+        Some(id) => {
+            b.push(1);
+            b.extend_from_slice(&codec::encode_log_id(id));
+        }
+    }
+}
+
+/// An entry: `u32 len | header record | per command: u32 len | bytes`.
+fn put_entry(b: &mut Vec<u8>, e: &Entry) {
+    let mut head = Vec::with_capacity(codec::HEADER_LEN);
+    codec::encode_header(&e.log_id, &e.payload, &mut head);
+    put_bytes(b, &head);
+    if let EntryPayload::Normal(batch) = &e.payload {
+        for c in &batch.commands {
+            put_bytes(b, c);
+        }
+    }
+}
+
+/// A bounds-checked reader over a frame body (slices share its buffer).
+struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    fn new(buf: Bytes) -> Self {
+        Reader { buf }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn need(&self, n: usize) -> Result<(), WireError> {
+        if self.buf.len() < n {
+            Err(WireError(format!(
+                "truncated: {n} bytes wanted, {} left",
+                self.buf.len()
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        self.need(1)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(WireError(format!("bool byte {b}"))),
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        self.need(4)?;
+        Ok(self.buf.get_u32_le())
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, WireError> {
+        let n = self.u32()? as usize;
+        self.need(n)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    fn vote(&mut self) -> Result<Vote, WireError> {
+        self.need(17)?;
+        let v = self.buf.split_to(17);
+        codec::decode_vote(&v).map_err(|e| WireError(e.0))
+    }
+
+    fn opt_log_id(&mut self) -> Result<Option<LogId>, WireError> {
+        if !self.bool()? {
+            return Ok(None);
+        }
+        self.need(24)?;
+        let b = self.buf.split_to(24);
+        codec::decode_log_id(&b)
+            .map(Some)
+            .map_err(|e| WireError(e.0))
+    }
+
+    fn entry(&mut self) -> Result<Entry, WireError> {
+        let head = self.bytes()?;
+        let h = codec::decode_header(&head).map_err(|e| WireError(e.0))?;
+        // Each command takes at least its length field.
+        if h.count as usize > self.remaining() / 4 {
+            return Err(WireError(format!(
+                "{} commands in {} bytes",
+                h.count,
+                self.remaining()
+            )));
+        }
+        let mut commands = Vec::with_capacity(h.count as usize);
+        for _ in 0..h.count {
+            commands.push(self.bytes()?);
+        }
+        codec::assemble(h, commands).map_err(|e| WireError(e.0))
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError(format!("{} trailing bytes", self.buf.len())))
+        }
+    }
+}
+
+/// A log id for tests and callers building requests by hand.
+pub fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+/// The node type of this configuration.
+pub type Node = BasicNode;
+
+#[cfg(test)]
+mod tests;

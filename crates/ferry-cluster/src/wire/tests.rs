@@ -1,0 +1,143 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use super::*;
+use ferry_raft::{Batch, Membership};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn entries() -> Vec<Entry> {
+    let m = Membership::new(
+        vec![BTreeSet::from([1, 2, 3])],
+        BTreeMap::from([
+            (1, BasicNode { addr: "a:1".into() }),
+            (2, BasicNode { addr: "b:2".into() }),
+        ]),
+    );
+    vec![
+        Entry {
+            log_id: log_id(1, 1, 5),
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            log_id: log_id(1, 1, 6),
+            payload: EntryPayload::Normal(Batch::new(vec![Bytes::from_static(b"x"), Bytes::new()])),
+        },
+        Entry {
+            log_id: log_id(2, 3, 7),
+            payload: EntryPayload::Membership(m),
+        },
+    ]
+}
+
+#[test]
+fn frames_round_trip_and_are_cut_at_their_length() {
+    let f = Frame {
+        kind: KIND_VOTE,
+        corr: 9,
+        group: 77,
+        body: Bytes::from_static(b"hello"),
+    };
+    let mut buf = BytesMut::new();
+    f.encode(&mut buf);
+    f.encode(&mut buf);
+    let whole = buf.clone();
+    for cut in 0..whole.len() / 2 {
+        let mut part = BytesMut::from(&whole[..cut]);
+        assert_eq!(Frame::decode(&mut part).expect("ok"), None);
+    }
+    assert_eq!(Frame::decode(&mut buf).expect("ok"), Some(f.clone()));
+    assert_eq!(Frame::decode(&mut buf).expect("ok"), Some(f));
+    assert!(buf.is_empty());
+    let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+    assert!(
+        Frame::decode(&mut huge).is_err(),
+        "refused from the length alone"
+    );
+    let mut tiny = BytesMut::from(&3u32.to_le_bytes()[..]);
+    assert!(Frame::decode(&mut tiny).is_err());
+}
+
+#[test]
+fn raft_messages_round_trip() {
+    let req = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(3, 1),
+        prev_log_id: Some(log_id(1, 1, 4)),
+        entries: entries(),
+        leader_commit: None,
+    };
+    let got = decode_append(encode_append(&req)).expect("append");
+    assert_eq!(
+        (got.vote, got.prev_log_id, got.leader_commit),
+        (req.vote, req.prev_log_id, req.leader_commit)
+    );
+    assert_eq!(got.entries, req.entries);
+    for r in [
+        AppendEntriesResponse::Success,
+        AppendEntriesResponse::PartialSuccess(Some(log_id(1, 2, 3))),
+        AppendEntriesResponse::PartialSuccess(None),
+        AppendEntriesResponse::Conflict,
+        AppendEntriesResponse::HigherVote(Vote::new(9, 2)),
+    ] {
+        assert_eq!(
+            decode_append_reply(encode_append_reply(&r)).expect("reply"),
+            r
+        );
+    }
+    let v = VoteRequest {
+        vote: Vote::new(4, 2),
+        last_log_id: Some(log_id(3, 1, 10)),
+    };
+    assert_eq!(decode_vote_req(encode_vote_req(&v)).expect("vote"), v);
+    let vr = VoteResponse {
+        vote: Vote::new(4, 2),
+        vote_granted: true,
+        last_log_id: None,
+    };
+    assert_eq!(
+        decode_vote_reply(encode_vote_reply(&vr)).expect("vote reply"),
+        vr
+    );
+    let snap = Snapshot::<TypeConfig> {
+        meta: SnapshotMeta {
+            last_log_id: Some(log_id(2, 1, 40)),
+            last_membership: StoredMembership::new(
+                Some(log_id(1, 1, 2)),
+                Membership::new(vec![BTreeSet::from([1, 2])], ()),
+            ),
+            snapshot_id: "s-1".into(),
+        },
+        snapshot: Box::new(SnapshotData(Bytes::from_static(b"state"))),
+    };
+    let (vote, got) = decode_snapshot(encode_snapshot(&Vote::new(5, 1), &snap)).expect("snapshot");
+    assert_eq!(vote, Vote::new(5, 1));
+    assert_eq!(got.meta, snap.meta);
+    assert_eq!(got.snapshot, snap.snapshot);
+    let sr = SnapshotResponse {
+        vote: Vote::new(5, 1),
+    };
+    assert_eq!(
+        decode_snapshot_reply(encode_snapshot_reply(&sr)).expect("snap reply"),
+        sr
+    );
+}
+
+#[test]
+fn truncated_or_lying_bodies_are_errors() {
+    let req = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new(1, 1),
+        prev_log_id: None,
+        entries: entries(),
+        leader_commit: Some(log_id(1, 1, 5)),
+    };
+    let body = encode_append(&req);
+    for cut in 0..body.len() {
+        assert!(decode_append(body.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    // An entry count no body could hold is refused before allocating.
+    let mut lying = body.to_vec();
+    let at = 17 + 1 + 1 + 24;
+    lying[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(decode_append(Bytes::from(lying)).is_err());
+    let mut extra = body.to_vec();
+    extra.push(0);
+    assert!(decode_append(Bytes::from(extra)).is_err());
+}

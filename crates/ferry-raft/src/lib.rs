@@ -1,0 +1,26 @@
+//! # ferry-raft: Ferry's adapter to openraft
+//!
+//! Owns openraft's type configuration for every group of a node
+//! ([`TypeConfig`]: entries carry a [`Batch`] of opaque commands), the Raft
+//! log of a group over a ferry-log ([`RaftLog`]: entries as records, the
+//! vote, the purged and committed pointers, durability through the node's
+//! durability round) and the pure codecs of those records (`codec`,
+//! `docs/raft-log.md`).
+//!
+//! Must not: know AMQP, Kafka, exchanges, vhosts or what a command means
+//! (state machines above decode their commands), read clocks, or do
+//! blocking I/O on an async worker (fsyncs run in the durability round or
+//! on tokio's blocking pool).
+
+pub mod codec;
+mod error;
+mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod types;
+
+pub use error::{CodecError, RaftLogError};
+pub use store::RaftLog;
+pub use types::{
+    Applied, Batch, Entry, LogId, Membership, NodeId, SnapshotData, StorageError, TypeConfig, Vote,
+};

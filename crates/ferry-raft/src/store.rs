@@ -1,0 +1,336 @@
+//! [`RaftLog`]: one group's Raft log storage over a ferry-log, as
+//! openraft's `RaftLogStorage` and `RaftLogReader`.
+//!
+//! ```text
+//!  <group dir>/log/…        ferry-log segments: per entry one header record
+//!                           ('R': log id, kind, command count[, membership]),
+//!                           then one record per command ('C' + bytes)
+//!  <group dir>/vote         framed, fsynced before save_vote returns
+//!  <group dir>/purged       framed, fsynced before a purge removes anything
+//!  <group dir>/committed    framed, written lazily (never ahead of commit)
+//! ```
+//!
+//! Appends are buffered writes under the group's lock; they become durable
+//! in the node's durability round (`ferry_queue::syncer`), which then
+//! reports openraft's `LogFlushed`. Truncations, votes and purges fsync
+//! inline, so they run on tokio's blocking pool.
+
+mod cache;
+mod index;
+mod state;
+
+use crate::error::RaftLogError;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use ferry_log::{DurableCallback, FileIo, LogConfig, SyncJob, SyncOutcome};
+use ferry_queue::syncer::{SyncSchedule, SyncTask, Syncer};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use parking_lot::Mutex;
+use state::State;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The committed pointer is rewritten after it advanced this many entries.
+const COMMITTED_EVERY: u64 = 1024;
+
+/// One group's Raft log. Cheap to clone: clones share the log (a clone is
+/// also the group's `LogReader`).
+#[derive(Clone, Debug)]
+pub struct RaftLog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    io: Arc<dyn FileIo>,
+    state: Mutex<State>,
+    schedule: SyncSchedule,
+    syncer: Arc<Syncer>,
+    /// A committed-pointer write is running (later ones are skipped).
+    writing_committed: AtomicBool,
+}
+
+impl RaftLog {
+    /// Opens (recovering) or creates the Raft log of a group in `dir`;
+    /// `syncer` is the node's durability round. Blocking I/O: call it from
+    /// a blocking context.
+    pub fn open(
+        io: Arc<dyn FileIo>,
+        dir: &Path,
+        cfg: LogConfig,
+        syncer: Arc<Syncer>,
+    ) -> Result<Self, RaftLogError> {
+        let state = State::open(io.clone(), dir, cfg)?;
+        Ok(RaftLog {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                io,
+                state: Mutex::new(state),
+                schedule: SyncSchedule::default(),
+                syncer,
+                writing_committed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The group's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// `(first, next)` ferry-log indexes of the records held.
+    pub fn record_range(&self) -> (u64, u64) {
+        let st = self.shared.state.lock();
+        (st.log.first_index(), st.log.next_index())
+    }
+
+    /// Appends `entries` (buffered) and calls `done` once all of them are
+    /// durable (after the durability round that covers them; at once for
+    /// no entries), with an error if the log failed first.
+    pub fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: DurableCallback,
+    ) -> Result<(), RaftLogError> {
+        {
+            let mut st = self.shared.state.lock();
+            let mut last = None;
+            for e in entries {
+                if let Some(at) = st.append(e)? {
+                    last = Some(at);
+                }
+            }
+            match last {
+                Some(last) => st.log.on_durable(last, done),
+                None => {
+                    drop(st);
+                    done(Ok(()));
+                    return Ok(());
+                }
+            }
+        }
+        let shared = self.shared.clone();
+        self.shared.schedule.request(&self.shared.syncer, move || {
+            Some(shared as Arc<dyn SyncTask>)
+        });
+        Ok(())
+    }
+
+    /// Entries with raft indexes in `range` that the log holds.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, RaftLogError> {
+        self.read_range(&range)
+    }
+
+    /// `(last purged, last)` log ids, as openraft's `get_log_state`.
+    pub fn log_state(&self) -> (Option<LogId>, Option<LogId>) {
+        let st = self.shared.state.lock();
+        (st.last_purged, st.last())
+    }
+
+    /// The saved vote.
+    pub fn vote(&self) -> Option<Vote> {
+        self.shared.state.lock().vote
+    }
+
+    /// Runs `f` on the state on tokio's blocking pool (it fsyncs).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T, RaftLogError> + Send + 'static,
+    ) -> Result<T, RaftLogError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| RaftLogError::Task(e.to_string()))?
+    }
+
+    fn read_range<RB: RangeBounds<u64> + ?Sized>(
+        &self,
+        range: &RB,
+    ) -> Result<Vec<Entry>, RaftLogError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let st = self.shared.state.lock();
+        let start = start.max(st.heads.base());
+        st.read(start, end)
+    }
+
+    /// Writes the committed pointer without waiting for the disk (it may
+    /// only lag), one write at a time, off the async workers.
+    fn write_committed(&self, id: LogId) {
+        if self.shared.writing_committed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let body = crate::codec::encode_log_id(&id);
+            if let Err(e) = ferry_log::framed::save(
+                &*shared.io,
+                &shared.dir,
+                state::COMMITTED_FILE,
+                state::LOG_ID_MAGIC,
+                &body,
+            ) {
+                tracing::warn!(dir = %shared.dir.display(), error = %e, "committed pointer not written");
+            }
+            shared.writing_committed.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl SyncTask for Shared {
+    fn schedule(&self) -> &SyncSchedule {
+        &self.schedule
+    }
+
+    fn prepare_sync(&self) -> Option<SyncJob> {
+        match self.state.lock().log.prepare_sync() {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "raft log sync failed");
+                None
+            }
+        }
+    }
+
+    fn complete_sync(&self, outcome: Option<SyncOutcome>) {
+        let Some(o) = outcome else { return };
+        if let Some(e) = o.error() {
+            tracing::error!(
+                dir = %self.dir.display(), error = %e,
+                "ALARM: fsync failed, raft log poisoned; this group stops until restart"
+            );
+        }
+        self.state.lock().log.complete_sync(o);
+    }
+}
+
+impl RaftLogReader<TypeConfig> for RaftLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_range(&range).map_err(|e| e.read_logs())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RaftLog {
+    type LogReader = RaftLog;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let (last_purged_log_id, last_log_id) = self.log_state();
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let v = *vote;
+        self.blocking(move |sh| {
+            let body = crate::codec::encode_vote(&v);
+            ferry_log::framed::save(&*sh.io, &sh.dir, state::VOTE_FILE, state::VOTE_MAGIC, &body)
+                .map_err(|source| RaftLogError::Meta {
+                what: state::VOTE_FILE,
+                dir: sh.dir.clone(),
+                source,
+            })?;
+            sh.state.lock().vote = Some(v);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.write_vote())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.shared.state.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let write = {
+            let mut st = self.shared.state.lock();
+            st.committed = committed;
+            match committed {
+                Some(c)
+                    if st
+                        .committed_written
+                        .is_none_or(|w| c.index >= w + COMMITTED_EVERY) =>
+                {
+                    st.committed_written = Some(c.index);
+                    Some(c)
+                }
+                _ => None,
+            }
+        };
+        if let Some(c) = write {
+            self.write_committed(c);
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.shared.state.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.append_entries(
+            entries,
+            Box::new(move |r| {
+                callback.log_io_completed(r.map_err(|e| std::io::Error::other(e.to_string())))
+            }),
+        )
+        .map_err(|e| e.write_logs())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |sh| sh.state.lock().truncate(log_id.index))
+            .await
+            .map_err(|e| e.write_logs())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |sh| {
+            // The pointer is on disk before any segment goes, so a restart
+            // never finds a hole between it and the first entry.
+            let body = crate::codec::encode_log_id(&log_id);
+            ferry_log::framed::save(
+                &*sh.io,
+                &sh.dir,
+                state::PURGED_FILE,
+                state::LOG_ID_MAGIC,
+                &body,
+            )
+            .map_err(|source| RaftLogError::Meta {
+                what: state::PURGED_FILE,
+                dir: sh.dir.clone(),
+                source,
+            })?;
+            sh.state.lock().purge(log_id)
+        })
+        .await
+        .map_err(|e| e.write_logs())
+    }
+}
