@@ -352,6 +352,28 @@ def test_a_closed_channel_s_return_counts_too(connect, uniq):
     ch.queue_delete(dead)
 
 
+def test_a_consumer_s_first_delivery_has_no_delivery_count(connect, uniq):
+    """basic.get carries x-delivery-count from 0 (above); a consumer delivery only once the
+    message was returned (RabbitMQ 3.10.8's quorum queue; found by the lapin suite's oracle run)."""
+    conn = connect()
+    ch = conn.channel()
+    q, dead = declare_limited(ch, uniq, 5)
+    ensure_confirms(ch)
+    ch.basic_publish("", q, b"z", pika.BasicProperties(headers={"a": 1}))
+    got = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append((m, p.headers)))
+    wait_for(conn, lambda: got, what="the first delivery")
+    m, headers = got.pop()
+    assert (m.redelivered, headers) == (False, {"a": 1})
+    ch.basic_nack(m.delivery_tag, requeue=True)
+    wait_for(conn, lambda: got, what="the redelivery")
+    m, headers = got.pop()
+    assert (m.redelivered, headers) == (True, {"a": 1, "x-delivery-count": 1})
+    ch.basic_ack(m.delivery_tag)
+    ch.queue_delete(q)
+    ch.queue_delete(dead)
+
+
 def test_classic_queues_honour_x_delivery_limit(broker, ch, uniq):
     """Ferry-only: RabbitMQ 3.10 refuses x-delivery-limit on classic queues (406 "… of queue
     type rabbit_classic_queue"); Ferry honours it on every queue type."""

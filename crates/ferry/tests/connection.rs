@@ -1,4 +1,6 @@
-//! Connection handshake and heartbeats, observed on the wire.
+//! Connection handshake (server properties, capabilities, tune) and heartbeats,
+//! observed on the wire. Broker-agnostic: scripts/lapin-oracle runs it against
+//! RabbitMQ 3.10 in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,7 +1,7 @@
-//! The x-consistent-hash exchange through lapin against the real binary:
-//! weights spread messages, a key sticks to its queue, bad weights and
-//! arguments get the plugin's answers. (tests/python/test_consistent_hash.py
-//! runs the same scenarios against RabbitMQ too.)
+//! The x-consistent-hash exchange through lapin: weights spread messages, a
+//! key sticks to its queue, bad weights and arguments get the plugin's
+//! answers. Broker-agnostic: scripts/lapin-oracle runs it against RabbitMQ
+//! 3.10 with rabbitmq_consistent_hash_exchange in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

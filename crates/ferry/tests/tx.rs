@@ -1,4 +1,5 @@
-//! AMQP transactions (tx.select / tx.commit / tx.rollback).
+//! AMQP transactions (tx.select / tx.commit / tx.rollback). Broker-agnostic:
+//! scripts/lapin-oracle runs it against RabbitMQ 3.10 in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

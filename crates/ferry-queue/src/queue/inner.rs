@@ -248,26 +248,31 @@ impl Inner {
         }
     }
 
-    /// `e` as handed out, with its `message`.
+    /// `e` as handed out, with its `message`: to a consumer, or (`get`)
+    /// by basic.get or a delayed exchange's release.
     #[inline]
-    pub(super) fn delivery(&self, e: &Entry, message: Arc<Message>) -> Delivery {
+    pub(super) fn delivery(&self, e: &Entry, message: Arc<Message>, get: bool) -> Delivery {
         Delivery {
             queue: self.name.clone(),
             msg_id: e.id,
-            message: self.delivered_message(message, e.delivery_count),
+            message: self.delivered_message(message, e.delivery_count, get),
             redelivered: e.redelivered(),
             delivery_count: u32::from(e.delivery_count),
         }
     }
 
     /// The message as delivered: quorum queues and queues with a delivery
-    /// limit add `x-delivery-count` (how often it was returned; 0 on the
-    /// first delivery, as RabbitMQ 3.10's quorum queues do). The header
-    /// is not stored: the count is the Requeue records'.
+    /// limit add `x-delivery-count` (how often it was returned). As in
+    /// RabbitMQ 3.10.8's quorum queues, basic.get adds it always (0 on the
+    /// first delivery) and a consumer delivery only once the message was
+    /// returned (count > 0). The header is not stored: the count is the
+    /// Requeue records'.
     #[inline]
-    fn delivered_message(&self, m: Arc<Message>, count: u16) -> Arc<Message> {
+    fn delivered_message(&self, m: Arc<Message>, count: u16, get: bool) -> Arc<Message> {
         match self.args.as_deref() {
-            Some(a) if a.counts_deliveries() => self.with_delivery_count(m, count),
+            Some(a) if a.counts_deliveries() && (get || count > 0) => {
+                self.with_delivery_count(m, count)
+            }
             _ => m,
         }
     }
@@ -337,7 +342,7 @@ impl Inner {
                 break;
             };
             self.cache.remove(&entry);
-            let delivery = self.delivery(&entry, message);
+            let delivery = self.delivery(&entry, message, false);
             let c = self.consumers.at(idx);
             // A checkout is leader-local (not logged); a no-ack delivery
             // is settled by one Settle command after the loop.
@@ -393,7 +398,7 @@ impl Inner {
             return Ok(None);
         };
         let message = self.load(&head)?;
-        let d = self.delivery(&head, message);
+        let d = self.delivery(&head, message, true);
         if no_ack {
             self.commit_ids(&Command::Settle(&[head.id]), letters)?;
         } else {

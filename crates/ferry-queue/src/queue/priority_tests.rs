@@ -291,6 +291,28 @@ fn quorum_queues_default_to_a_limit_of_20_and_minus_one_is_unlimited() {
     assert_eq!(returns(&[], 30), 30, "classic: unlimited unless set");
 }
 
+/// RabbitMQ 3.10.8's quorum queue (checked with the oracle): a consumer's
+/// first delivery has no `x-delivery-count`, a returned message has it; a
+/// basic.get carries it from the first (0, the test above).
+#[test]
+fn consumer_deliveries_carry_the_count_only_once_returned() {
+    let f = Fixture::new();
+    let q = f.open(&[("x-queue-type", Value::str("quorum"))]);
+    let t = Taker::new(100);
+    let id = q.consume(Arc::from("c"), t.clone(), false, false).unwrap();
+    q.publish(&msg("x", None), None).unwrap();
+    let first = t.got.lock()[0].clone();
+    assert_eq!(delivery_count(&first), None);
+    q.cancel(id);
+    q.requeue(&[first.msg_id]).unwrap();
+    let t = Taker::new(100);
+    q.consume(Arc::from("c2"), t.clone(), false, false).unwrap();
+    q.dispatch(); // what the front end does after consume-ok
+    let again = t.got.lock()[0].clone();
+    assert!(again.redelivered);
+    assert_eq!(delivery_count(&again), Some(Value::I64(1)));
+}
+
 #[test]
 fn a_classic_queue_without_a_limit_adds_no_header() {
     let f = Fixture::new();

@@ -505,7 +505,7 @@ impl Queue {
         }
         self.stats.got(false, head.redelivered());
         self.deadlines.note(&inner.state);
-        Ok(Some(inner.delivery(&head, message)))
+        Ok(Some(inner.delivery(&head, message, true)))
     }
 
     /// Settles checked-out messages (ack, or reject/nack without requeue).

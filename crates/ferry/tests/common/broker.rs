@@ -76,11 +76,7 @@ impl Broker {
     /// Start a ferry process this test owns with extra `FERRY_*` settings in its
     /// environment. `None` (with a skip notice) against an external broker.
     pub async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Option<Broker> {
-        if external_url().is_some() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIP {test}: needs its own configured broker, impossible with FERRY_TEST_AMQP_URL"
-            );
+        if skip_on_external(test, "needs its own configured broker") {
             return None;
         }
         let env = env
@@ -93,12 +89,17 @@ impl Broker {
     /// Start a ferry process this test owns (it may restart/kill it). Returns `None` and
     /// prints a skip notice when the suite runs against an external broker.
     pub async fn start_owned(test: &str) -> Option<Broker> {
-        if external_url().is_some() {
-            // Straight to the process's stderr, so the reason shows without --nocapture.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIP {test}: needs to restart/kill the broker, impossible with FERRY_TEST_AMQP_URL"
-            );
+        if skip_on_external(test, "needs to restart/kill the broker") {
+            return None;
+        }
+        Some(Broker::start().await)
+    }
+
+    /// Start a ferry process for a test that checks Ferry itself, not AMQP behaviour any
+    /// broker shares (its `/metrics`, its log lines, a Ferry-only feature): `why` says
+    /// which. Returns `None` and prints `SKIP {test}: {why}` against an external broker.
+    pub async fn start_ferry_only(test: &str, why: &str) -> Option<Broker> {
+        if skip_on_external(test, why) {
             return None;
         }
         Some(Broker::start().await)
@@ -394,6 +395,20 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// True (after printing `SKIP {test}: {why}, impossible with FERRY_TEST_AMQP_URL`) when
+/// the suite runs against an external broker. Straight to the process's stderr, so the
+/// reason shows without --nocapture.
+fn skip_on_external(test: &str, why: &str) -> bool {
+    if external_url().is_none() {
+        return false;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: {why}, impossible with FERRY_TEST_AMQP_URL"
+    );
+    true
 }
 
 pub fn external_url() -> Option<String> {
