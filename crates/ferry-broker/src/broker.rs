@@ -236,6 +236,12 @@ impl Broker {
         &self.config
     }
 
+    /// The node's durability round (shared with the Raft logs of a
+    /// clustered node).
+    pub fn syncer(&self) -> &Arc<ferry_queue::syncer::Syncer> {
+        &self.env.syncer
+    }
+
     /// The broker's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.env.clock

@@ -45,3 +45,35 @@ pub enum LinkError {
     #[error(transparent)]
     Wire(#[from] WireError),
 }
+
+/// Why a clustered node could not start or serve a cluster operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory belongs to another node, or its identity file is damaged.
+    #[error("node identity: {0}")]
+    Identity(String),
+    /// The metadata group's log could not be opened.
+    #[error(transparent)]
+    Log(#[from] ferry_raft::RaftLogError),
+    /// The cluster port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// openraft refused to start or answer.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The cluster did not form (or the node did not join) in time.
+    #[error("{0}")]
+    NotFormed(String),
+    /// A request went to a node that is not the metadata leader.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's address, if known.
+        leader: Option<String>,
+    },
+}

@@ -203,9 +203,17 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(|e| fail(addr, e.to_string()))?;
         let mut tag = [0u8; 32];
-        s.read_exact(&mut tag)
-            .await
-            .map_err(|e| fail(addr, e.to_string()))?;
+        s.read_exact(&mut tag).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // What a dialer does when this node's proof fails its check.
+                fail(
+                    addr,
+                    "the dialer hung up (it does not hold this cluster's secret?)",
+                )
+            } else {
+                fail(addr, e.to_string())
+            }
+        })?;
         if !secret.verify(b"cli", &ns, &nc, cid, me.id, &tag) {
             return Err(fail(addr, "the dialer does not hold this cluster's secret"));
         }

@@ -9,6 +9,9 @@
 //! network over all of it (`network`: a client per group and target, and
 //! the node's Raft instances answering their requests).
 //!
+//! It also owns a clustered node's runtime (`node`): identity in the data
+//! directory, the metadata Raft group and how the cluster forms and grows.
+//!
 //! Must not: know AMQP, queues or what a Raft command means, or let a
 //! connection that failed the handshake reach Raft.
 
@@ -17,9 +20,10 @@ pub mod handshake;
 mod link;
 mod listener;
 mod network;
+pub mod node;
 pub mod wire;
 
-pub use error::{LinkError, WireError};
+pub use error::{LinkError, NodeError, WireError};
 pub use handshake::{Identity, Secret};
 pub use link::{Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};

@@ -106,6 +106,29 @@ async fn accept_loop(
     }
 }
 
+/// Logs a refused connection: at most one line per 10 s per node (a
+/// misconfigured peer retries several times a second), with the count of
+/// those not logged.
+fn refused(addr: &str, e: &crate::LinkError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let more = QUIET.swap(0, Ordering::Relaxed);
+        tracing::warn!(peer = %addr, error = %e, not_logged = more, "cluster connection refused");
+    } else {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve(
     mut s: TcpStream,
     peer: SocketAddr,
@@ -118,7 +141,7 @@ async fn serve(
     let from = match handshake::accept(&mut s, &me, &secret, &addr).await {
         Ok(who) => who,
         Err(e) => {
-            tracing::warn!(peer = %addr, error = %e, "cluster connection refused");
+            refused(&addr, &e);
             return;
         }
     };

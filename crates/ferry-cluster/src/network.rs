@@ -172,7 +172,8 @@ impl RaftGroups {
     }
 }
 
-fn answer(req: &Frame, result: Result<Bytes, String>) -> Frame {
+/// The answer frame to `req`: its reply kind, or an error with `reason`.
+pub(crate) fn answer(req: &Frame, result: Result<Bytes, String>) -> Frame {
     match result {
         Ok(body) => Frame {
             kind: req.kind | KIND_REPLY,
@@ -189,7 +190,8 @@ fn answer(req: &Frame, result: Result<Bytes, String>) -> Frame {
     }
 }
 
-async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Bytes, String> {
+/// Serves a Raft request for one of this node's groups.
+pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Bytes, String> {
     match kind {
         KIND_APPEND => {
             let req = wire::decode_append(body).map_err(|e| e.to_string())?;

@@ -28,6 +28,12 @@ pub const KIND_APPEND: u8 = 1;
 pub const KIND_VOTE: u8 = 2;
 /// A whole snapshot (openraft's `full_snapshot`).
 pub const KIND_SNAPSHOT: u8 = 3;
+/// A node asks to join the cluster (to the metadata leader).
+pub const KIND_JOIN: u8 = 4;
+/// Commands for a group, forwarded to its leader.
+pub const KIND_PROPOSE: u8 = 5;
+/// Is the node up? (empty body both ways)
+pub const KIND_PING: u8 = 6;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.
@@ -251,6 +257,34 @@ pub fn decode_snapshot_reply(body: Bytes) -> Result<SnapshotResponse<NodeId>, Wi
     let vote = r.vote()?;
     r.end()?;
     Ok(SnapshotResponse { vote })
+}
+
+/// Encodes commands forwarded to a group's leader.
+pub fn encode_commands(cmds: &[Bytes]) -> Bytes {
+    let mut b = Vec::with_capacity(8 + cmds.iter().map(|c| c.len() + 4).sum::<usize>());
+    put_u32(&mut b, cmds.len());
+    for c in cmds {
+        put_bytes(&mut b, c);
+    }
+    Bytes::from(b)
+}
+
+/// Decodes forwarded commands.
+pub fn decode_commands(body: Bytes) -> Result<Vec<Bytes>, WireError> {
+    let mut r = Reader::new(body);
+    let n = r.u32()? as usize;
+    if n > r.remaining() / 4 {
+        return Err(WireError(format!(
+            "{n} commands in {} bytes",
+            r.remaining()
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(r.bytes()?);
+    }
+    r.end()?;
+    Ok(out)
 }
 
 // -- pieces ---------------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ pub enum CtlCommand {
     },
     /// Node summary: versions, object and message totals.
     Overview,
+    /// The cluster: its members as the node at --url sees them.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Declare a queue, an exchange or a binding.
     #[command(subcommand)]
     Declare(Declare),
@@ -102,6 +105,13 @@ pub enum CtlCommand {
         /// File to read, or "-" for stdin.
         file: String,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCmd {
+    /// Every member: name, running, voter, metadata leader, address and the
+    /// members it cannot reach. Exits 1 when a member is not running.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

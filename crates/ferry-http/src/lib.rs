@@ -79,6 +79,10 @@ pub struct HttpConfig {
     /// default exchange with a reply name as routing key reaches one
     /// (`ferry_server::Server::replies`; None = such publishes reach none).
     pub replies: Option<Arc<ferry_server::channel::reply_to::Replies>>,
+    /// This node's name (`node_name`).
+    pub node_name: String,
+    /// The cluster this node is a member of (None: a single node).
+    pub cluster: Option<ferry_cluster::node::ClusterNode>,
 }
 
 /// Errors starting the listeners.
@@ -99,7 +103,8 @@ pub struct HttpServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn node_name() -> String {
+/// "ferry@HOSTNAME", RabbitMQ's node name shape: the default `node_name`.
+pub fn default_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -329,7 +334,7 @@ impl HttpServer {
             registry,
             alarms,
             node: Arc::new(NodeInfo {
-                name: node_name(),
+                name: cfg.node_name.clone(),
                 mem_limit,
                 disk_free_limit: cfg.disk_free_limit,
                 amqp_listen: cfg.amqp_listen,
@@ -337,6 +342,7 @@ impl HttpServer {
             started: Instant::now(),
             rates: Arc::default(),
             replies: cfg.replies.clone(),
+            cluster: cfg.cluster.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -185,13 +185,62 @@ fn node_json(ctx: &Ctx) -> Value {
     })
 }
 
+/// Every node: this one in full; in a cluster, each other member with its
+/// name, whether it answers, and the members this node cannot reach
+/// (`partitions`, RabbitMQ's field), plus the cluster fields of
+/// `ferry_cluster` (`cluster_id`, `raft_id`, `cluster_address`, `voter`,
+/// `metadata_leader`).
+async fn all_nodes(ctx: &Ctx) -> Vec<Value> {
+    let mut me = node_json(ctx);
+    let Some(cluster) = &ctx.cluster else {
+        return vec![me];
+    };
+    let st = cluster.status().await;
+    let down: Vec<String> = st
+        .members
+        .iter()
+        .filter(|m| !m.running)
+        .map(display_name)
+        .collect();
+    let mut out = Vec::new();
+    for m in &st.members {
+        let mut v = if m.id == st.me {
+            me["partitions"] = json!(down);
+            std::mem::take(&mut me)
+        } else {
+            json!({
+                "name": display_name(m),
+                "type": "disc",
+                "running": m.running,
+                "partitions": [],
+            })
+        };
+        v["raft_id"] = json!(m.id.to_string());
+        v["cluster_address"] = json!(m.addr);
+        v["voter"] = json!(m.voter);
+        v["metadata_leader"] = json!(st.leader == Some(m.id));
+        v["cluster_id"] = json!(st.cluster_id);
+        out.push(v);
+    }
+    out
+}
+
+/// A member's name, or its address until it announced itself.
+fn display_name(m: &ferry_cluster::node::MemberStatus) -> String {
+    if m.name.is_empty() {
+        m.addr.clone()
+    } else {
+        m.name.clone()
+    }
+}
+
 /// GET /api/nodes
 pub async fn nodes(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     caller.require_monitor()?;
-    Ok(Json(json!([node_json(&ctx)])))
+    Ok(Json(Value::Array(all_nodes(&ctx).await)))
 }
 
 /// GET /api/nodes/{name}
@@ -201,10 +250,12 @@ pub async fn node(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require_monitor()?;
-    if name != ctx.node.name {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(node_json(&ctx)))
+    all_nodes(&ctx)
+        .await
+        .into_iter()
+        .find(|n| n["name"] == name)
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }
 
 /// GET /api/health/checks/alarms (and local-alarms): 200 without alarms,

@@ -49,6 +49,8 @@ pub struct Ctx {
     pub rates: Arc<RateTable>,
     /// Direct reply-to consumers (the AMQP front end's), for publishes.
     pub replies: Option<Arc<ferry_server::channel::reply_to::Replies>>,
+    /// The cluster this node belongs to (None: a single node).
+    pub cluster: Option<ferry_cluster::node::ClusterNode>,
 }
 
 /// Per-second rates of one queue's counters.

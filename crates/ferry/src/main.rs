@@ -3,6 +3,7 @@
 //! HTTP and metrics listeners, signals, and the `ferry ctl` subcommand
 //! (`ferry-ctl`). Must not hold broker logic: every rule lives in a crate.
 
+mod cluster;
 mod settings;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,24 @@ struct ServerArgs {
     /// RabbitMQ definitions JSON whose users, vhosts and permissions are imported at boot.
     #[arg(long)]
     load_definitions: Option<PathBuf>,
+    /// This node's name, unique in its cluster [default: ferry@HOSTNAME].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Cluster port, or "off" for a single node [default: off].
+    #[arg(long)]
+    cluster_listen: Option<String>,
+    /// The address the other nodes dial [default: --cluster-listen].
+    #[arg(long)]
+    cluster_advertise: Option<String>,
+    /// Seed nodes' cluster addresses, comma-separated (the same list on every seed).
+    #[arg(long)]
+    cluster_seeds: Option<String>,
+    /// File holding the cluster's shared secret.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// Tokio worker threads [default: one per core].
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -136,14 +155,33 @@ fn main() -> ExitCode {
     if args.load_definitions.is_some() {
         settings.load_definitions = args.load_definitions;
     }
+    if let Some(v) = args.node_name {
+        settings.node_name = v;
+    }
+    if let Some(v) = args.cluster_listen {
+        settings.cluster_listen = v;
+    }
+    if let Some(v) = args.cluster_advertise {
+        settings.cluster_advertise = v;
+    }
+    if let Some(v) = args.cluster_seeds {
+        settings.cluster_seeds = settings::split_list(&v);
+    }
+    if args.cluster_secret_file.is_some() {
+        settings.cluster_secret_file = args.cluster_secret_file;
+    }
+    if let Some(v) = args.worker_threads {
+        settings.worker_threads = v;
+    }
     if let Err(e) = init_logging(&settings) {
         eprintln!("ferry: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if settings.worker_threads > 0 {
+        rt.worker_threads(settings.worker_threads);
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start runtime: {e}");
@@ -236,8 +274,9 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     bc.default_pass = s.default_pass.clone();
     bc.loopback_users = s.loopback_users.clone();
     bc.quorum_delivery_limit = s.quorum_delivery_limit();
-    // Bad certificates stop the broker before it opens anything.
+    // Bad certificates or cluster settings stop the broker before it opens anything.
     let tls = tls_config(&s)?;
+    let cluster_cfg = cluster::node_config(&s).map_err(RunError::Config)?;
     let data_dir = s.data_dir.clone();
     // Records of format v1 hold AMQP properties: the core converts them
     // with the AMQP front end's converter as it reads them.
@@ -276,6 +315,17 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         tls,
         ..ferry_server::ServerConfig::default()
     };
+    let cluster = match cluster_cfg {
+        None => None,
+        Some(c) => match cluster::start(c, &broker).await {
+            Ok(node) => Some(node),
+            Err(e) => {
+                broker.shutdown();
+                return Err(RunError::Config(e));
+            }
+        },
+    };
+    let cluster_addr = cluster.as_ref().and_then(|c| c.local_addr());
     let http_listen = settings::optional_listen("http_listen", &s.http_listen)?;
     let metrics_listen = settings::optional_listen("metrics_listen", &s.metrics_listen)?;
     let server = ferry_server::Server::start(broker, cfg).await?;
@@ -292,6 +342,8 @@ async fn serve(s: Settings) -> Result<(), RunError> {
             amqp_listen: addr,
             tls: http_tls,
             replies: Some(server.replies()),
+            node_name: s.node_name.clone(),
+            cluster: cluster.clone(),
         },
     )
     .await?;
@@ -313,6 +365,9 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     if let Some(a) = http.metrics_addr() {
         ready.push_str(&format!(" metrics={a}"));
     }
+    if let Some(a) = cluster_addr {
+        ready.push_str(&format!(" cluster={a}"));
+    }
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
     drop(out);
@@ -321,6 +376,9 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
     http.shutdown().await;
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
     server.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())

@@ -67,6 +67,20 @@ pub struct Settings {
     /// Delivery limit of quorum queues declared without x-delivery-limit
     /// (0 or -1 = unlimited).
     pub quorum_delivery_limit: i64,
+    /// Tokio worker threads (0 = one per core).
+    pub worker_threads: usize,
+    /// This node's name, unique in its cluster ("ferry@HOSTNAME").
+    pub node_name: String,
+    /// Cluster port ("" or "off": a single node, as before clustering).
+    pub cluster_listen: String,
+    /// The address the other nodes dial ("" = cluster_listen).
+    pub cluster_advertise: String,
+    /// The seed nodes' cluster addresses (every seed lists the same ones).
+    pub cluster_seeds: Vec<String>,
+    /// The shared secret of node-to-node links.
+    pub cluster_secret: String,
+    /// A file holding the shared secret (wins over cluster_secret).
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -122,6 +136,13 @@ impl Default for Settings {
             tls_ca: None,
             tls_verify_peer: false,
             quorum_delivery_limit: 20,
+            worker_threads: 0,
+            node_name: ferry_http::default_node_name(),
+            cluster_listen: "off".to_string(),
+            cluster_advertise: String::new(),
+            cluster_seeds: Vec::new(),
+            cluster_secret: String::new(),
+            cluster_secret_file: None,
         }
     }
 }
@@ -157,6 +178,13 @@ struct FileSettings {
     tls_ca: Option<PathBuf>,
     tls_verify_peer: Option<bool>,
     quorum_delivery_limit: Option<i64>,
+    worker_threads: Option<usize>,
+    node_name: Option<String>,
+    cluster_listen: Option<String>,
+    cluster_advertise: Option<String>,
+    cluster_seeds: Option<Vec<String>>,
+    cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -171,6 +199,15 @@ pub enum SettingsError {
     /// An environment variable has a bad value.
     #[error("invalid value for {0}: {1:?}")]
     Env(&'static str, String),
+}
+
+/// A comma-separated list, trimmed, without empty items.
+pub fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An optional listener address: "" or "off" means disabled.
@@ -221,12 +258,24 @@ impl Settings {
             loopback_users,
             amqps_listen,
             tls_verify_peer,
-            quorum_delivery_limit
+            quorum_delivery_limit,
+            worker_threads,
+            node_name,
+            cluster_listen,
+            cluster_advertise,
+            cluster_seeds,
+            cluster_secret
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
         }
-        take_opt!(load_definitions, tls_cert, tls_key, tls_ca);
+        take_opt!(
+            load_definitions,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            cluster_secret_file
+        );
         Ok(())
     }
 
@@ -249,6 +298,7 @@ impl Settings {
             self.metrics_listen = v;
         }
         self.apply_security_env(&get);
+        self.apply_cluster_env(&get);
         macro_rules! env {
             ($($name:literal => $k:ident),*) => {
                 $( if let Some(v) = get($name) { self.$k = parse($name, v)?; } )*
@@ -270,7 +320,8 @@ impl Settings {
             "FERRY_LOG_FORMAT" => log_format,
             "FERRY_AMQPS_LISTEN" => amqps_listen,
             "FERRY_TLS_VERIFY_PEER" => tls_verify_peer,
-            "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit
+            "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit,
+            "FERRY_WORKER_THREADS" => worker_threads
         );
         Ok(())
     }
@@ -283,6 +334,28 @@ impl Settings {
         u64::try_from(self.quorum_delivery_limit)
             .ok()
             .filter(|n| *n > 0)
+    }
+
+    /// Cluster settings from `FERRY_*` (strings; seeds comma-separated).
+    fn apply_cluster_env(&mut self, get: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("FERRY_NODE_NAME") {
+            self.node_name = v;
+        }
+        if let Some(v) = get("FERRY_CLUSTER_LISTEN") {
+            self.cluster_listen = v;
+        }
+        if let Some(v) = get("FERRY_CLUSTER_ADVERTISE") {
+            self.cluster_advertise = v;
+        }
+        if let Some(v) = get("FERRY_CLUSTER_SEEDS") {
+            self.cluster_seeds = split_list(&v);
+        }
+        if let Some(v) = get("FERRY_CLUSTER_SECRET") {
+            self.cluster_secret = v;
+        }
+        if let Some(v) = get("FERRY_CLUSTER_SECRET_FILE") {
+            self.cluster_secret_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
     }
 
     /// Users and TLS from `FERRY_*` (strings and paths: nothing to parse

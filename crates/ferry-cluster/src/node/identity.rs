@@ -1,0 +1,159 @@
+//! Who this node is, kept in its data directory: a node never starts with
+//! data that belongs to another node.
+//!
+//! A node's Raft id is derived from its advertised cluster address (the
+//! first 8 bytes of its SHA-256), so every seed knows every seed's id from
+//! the seed list alone and all of them can start the metadata group with
+//! the same configuration.
+//!
+//! File `<data>/cluster/node` (framed, "FRYNODE1"):
+//! `id u64 | u16 len name | u16 len advertise | has_cluster u8 | cluster id [16]`
+
+use crate::error::NodeError;
+use bytes::{Buf, Bytes};
+use ferry_log::FileIo;
+use ferry_raft::NodeId;
+use std::path::Path;
+
+const FILE: &str = "node";
+const MAGIC: &[u8; 8] = b"FRYNODE1";
+
+/// The Raft node id of the node that advertises `addr`.
+pub fn node_id(addr: &str) -> NodeId {
+    let d = ring::digest::digest(&ring::digest::SHA256, addr.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    NodeId::from_le_bytes(b)
+}
+
+/// The identity recorded in a data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Advertised cluster address.
+    pub advertise: String,
+    /// The cluster it belongs to, once known.
+    pub cluster: Option<[u8; 16]>,
+}
+
+impl Recorded {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&self.id.to_le_bytes());
+        for t in [&self.name, &self.advertise] {
+            let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
+            b.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            b.extend_from_slice(t);
+        }
+        match self.cluster {
+            Some(c) => {
+                b.push(1);
+                b.extend_from_slice(&c);
+            }
+            None => b.push(0),
+        }
+        b
+    }
+
+    fn decode(body: Vec<u8>) -> Option<Self> {
+        let mut b = Bytes::from(body);
+        if b.len() < 8 {
+            return None;
+        }
+        let id = b.get_u64_le();
+        let mut texts = Vec::new();
+        for _ in 0..2 {
+            if b.len() < 2 {
+                return None;
+            }
+            let n = b.get_u16_le() as usize;
+            if b.len() < n {
+                return None;
+            }
+            texts.push(String::from_utf8(b.split_to(n).to_vec()).ok()?);
+        }
+        let cluster = match (b.first(), b.len()) {
+            (Some(0), 1) => None,
+            (Some(1), 17) => {
+                let mut c = [0u8; 16];
+                c.copy_from_slice(&b[1..17]);
+                Some(c)
+            }
+            _ => return None,
+        };
+        let advertise = texts.pop()?;
+        let name = texts.pop()?;
+        Some(Recorded {
+            id,
+            name,
+            advertise,
+            cluster,
+        })
+    }
+
+    /// Reads the recorded identity; `None` for a directory never used by
+    /// a clustered node.
+    pub fn load(io: &dyn FileIo, dir: &Path) -> Result<Option<Self>, NodeError> {
+        match ferry_log::framed::load(io, &dir.join(FILE), MAGIC) {
+            Ok(None) => Ok(None),
+            Ok(Some(body)) => Recorded::decode(body).map(Some).ok_or_else(|| {
+                NodeError::Identity(format!("{}: undecodable", dir.join(FILE).display()))
+            }),
+            Err(e) => Err(NodeError::Identity(format!(
+                "{}: {e}",
+                dir.join(FILE).display()
+            ))),
+        }
+    }
+
+    /// Writes it (fsynced). Blocking.
+    pub fn save(&self, io: &dyn FileIo, dir: &Path) -> Result<(), NodeError> {
+        ferry_log::framed::save(io, dir, FILE, MAGIC, &self.encode())
+            .map_err(|e| NodeError::Identity(format!("{}: {e}", dir.join(FILE).display())))
+    }
+
+    /// Refuses to start node `name` at `advertise` with this data.
+    pub fn check(&self, name: &str, advertise: &str) -> Result<(), NodeError> {
+        if self.name != name || self.advertise != advertise {
+            return Err(NodeError::Identity(format!(
+                "this data directory belongs to node {:?} advertising {} (started as {name:?} \
+                 advertising {advertise}); start it with its own name and address, or use an \
+                 empty data directory",
+                self.name, self.advertise
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_the_file_round_trips() {
+        assert_eq!(node_id("10.77.0.1:25672"), node_id("10.77.0.1:25672"));
+        assert_ne!(node_id("10.77.0.1:25672"), node_id("10.77.0.2:25672"));
+        let r = Recorded {
+            id: 5,
+            name: "n1".into(),
+            advertise: "a:1".into(),
+            cluster: Some([3; 16]),
+        };
+        assert_eq!(Recorded::decode(r.encode()), Some(r.clone()));
+        let none = Recorded {
+            cluster: None,
+            ..r.clone()
+        };
+        assert_eq!(Recorded::decode(none.encode()), Some(none));
+        assert!(r.check("n1", "a:1").is_ok());
+        assert!(r.check("n2", "a:1").is_err());
+        assert!(r.check("n1", "a:2").is_err());
+        let mut bad = r.encode();
+        bad.pop();
+        assert_eq!(Recorded::decode(bad), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! The metadata group's state machine: what every node knows about the
+//! cluster. For now: the cluster id and each member's name and address
+//! (vhosts, users, exchanges, bindings and the queue table follow). It is
+//! applied identically on every node from the group's committed entries;
+//! its snapshot is its whole (small) state.
+//!
+//! Commands (one per command record, docs/cluster-wire.md):
+//! ```text
+//! 1 NodeInfo:  id u64 | u16 len name | u16 len advertise
+//! 2 ClusterId: [16] random bytes (proposed once, by the first leader)
+//! ```
+
+use crate::error::WireError;
+use bytes::{Buf, Bytes};
+use ferry_raft::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, EntryPayload, OptionalSend, StoredMembership};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const CMD_NODE_INFO: u8 = 1;
+const CMD_CLUSTER_ID: u8 = 2;
+
+/// A metadata command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaCommand {
+    /// A member's name and address.
+    NodeInfo {
+        /// Its Raft node id.
+        id: NodeId,
+        /// Its node name.
+        name: String,
+        /// The address the others dial.
+        advertise: String,
+    },
+    /// The cluster's id (the first one applied wins).
+    ClusterId([u8; 16]),
+}
+
+fn put_text(b: &mut Vec<u8>, t: &str) {
+    let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
+    b.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    b.extend_from_slice(t);
+}
+
+fn text(b: &mut Bytes) -> Result<String, WireError> {
+    if b.len() < 2 {
+        return Err(WireError("truncated text".into()));
+    }
+    let n = b.get_u16_le() as usize;
+    if b.len() < n {
+        return Err(WireError("truncated text".into()));
+    }
+    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| WireError("text is not utf-8".into()))
+}
+
+impl MetaCommand {
+    /// The command's bytes.
+    pub fn encode(&self) -> Bytes {
+        let mut b = Vec::with_capacity(64);
+        match self {
+            MetaCommand::NodeInfo {
+                id,
+                name,
+                advertise,
+            } => {
+                b.push(CMD_NODE_INFO);
+                b.extend_from_slice(&id.to_le_bytes());
+                put_text(&mut b, name);
+                put_text(&mut b, advertise);
+            }
+            MetaCommand::ClusterId(id) => {
+                b.push(CMD_CLUSTER_ID);
+                b.extend_from_slice(id);
+            }
+        }
+        Bytes::from(b)
+    }
+
+    /// Decodes a command.
+    pub fn decode(mut b: Bytes) -> Result<Self, WireError> {
+        if b.is_empty() {
+            return Err(WireError("empty metadata command".into()));
+        }
+        let cmd = match b.get_u8() {
+            CMD_NODE_INFO => {
+                if b.len() < 8 {
+                    return Err(WireError("truncated node info".into()));
+                }
+                let id = b.get_u64_le();
+                let name = text(&mut b)?;
+                let advertise = text(&mut b)?;
+                MetaCommand::NodeInfo {
+                    id,
+                    name,
+                    advertise,
+                }
+            }
+            CMD_CLUSTER_ID => {
+                if b.len() != 16 {
+                    return Err(WireError("cluster id is not 16 bytes".into()));
+                }
+                let mut id = [0u8; 16];
+                b.copy_to_slice(&mut id);
+                MetaCommand::ClusterId(id)
+            }
+            t => return Err(WireError(format!("unknown metadata command {t}"))),
+        };
+        if !b.is_empty() {
+            return Err(WireError("trailing bytes in a metadata command".into()));
+        }
+        Ok(cmd)
+    }
+}
+
+/// What the metadata group says about the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaState {
+    /// The cluster's id, once the first leader set it.
+    pub cluster_id: Option<[u8; 16]>,
+    /// Names and addresses of the nodes that announced themselves.
+    pub nodes: BTreeMap<NodeId, (String, String)>,
+}
+
+impl MetaState {
+    fn apply(&mut self, cmd: MetaCommand) {
+        match cmd {
+            MetaCommand::NodeInfo {
+                id,
+                name,
+                advertise,
+            } => {
+                self.nodes.insert(id, (name, advertise));
+            }
+            MetaCommand::ClusterId(id) => {
+                self.cluster_id.get_or_insert(id);
+            }
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        let mut b = Vec::new();
+        let mut cmds = Vec::new();
+        if let Some(id) = self.cluster_id {
+            cmds.push(MetaCommand::ClusterId(id));
+        }
+        for (id, (name, advertise)) in &self.nodes {
+            cmds.push(MetaCommand::NodeInfo {
+                id: *id,
+                name: name.clone(),
+                advertise: advertise.clone(),
+            });
+        }
+        for c in cmds {
+            let e = c.encode();
+            b.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            b.extend_from_slice(&e);
+        }
+        Bytes::from(b)
+    }
+
+    fn decode(mut b: Bytes) -> Result<Self, WireError> {
+        let mut st = MetaState::default();
+        while !b.is_empty() {
+            if b.len() < 4 {
+                return Err(WireError("truncated metadata snapshot".into()));
+            }
+            let n = b.get_u32_le() as usize;
+            if b.len() < n {
+                return Err(WireError("truncated metadata snapshot".into()));
+            }
+            st.apply(MetaCommand::decode(b.split_to(n))?);
+        }
+        Ok(st)
+    }
+}
+
+/// The metadata state machine; clones share the state (the node reads it
+/// through [`MetaSm::state`]).
+#[derive(Debug, Clone, Default)]
+pub struct MetaSm {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    applied: Option<LogId>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    state: MetaState,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, SnapshotData)>,
+    snapshots_built: u64,
+}
+
+fn sm_error(e: WireError) -> StorageError {
+    StorageError::IO {
+        source: openraft::StorageIOError::new(
+            openraft::ErrorSubject::StateMachine,
+            openraft::ErrorVerb::Read,
+            openraft::AnyError::error(e.to_string()),
+        ),
+    }
+}
+
+impl MetaSm {
+    /// A copy of the applied state.
+    pub fn state(&self) -> MetaState {
+        self.inner.read().state.clone()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MetaSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let mut inner = self.inner.write();
+        inner.snapshots_built += 1;
+        let meta = SnapshotMeta {
+            last_log_id: inner.applied,
+            last_membership: inner.membership.clone(),
+            snapshot_id: format!("meta-{}", inner.snapshots_built),
+        };
+        let data = SnapshotData(inner.state.encode());
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MetaSm {
+    type SnapshotBuilder = MetaSm;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        let inner = self.inner.read();
+        Ok((inner.applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.inner.write();
+        let mut out = Vec::new();
+        for e in entries {
+            inner.applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    for c in batch.commands {
+                        match MetaCommand::decode(c) {
+                            Ok(cmd) => inner.state.apply(cmd),
+                            // Skipped the same way on every node: applying stays deterministic.
+                            Err(e) => tracing::error!(error = %e, "metadata command skipped"),
+                        }
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(e.log_id), m);
+                }
+            }
+            out.push(Applied::default());
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::default())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
+        let state = MetaState::decode(snapshot.0.clone()).map_err(sm_error)?;
+        let mut inner = self.inner.write();
+        inner.state = state;
+        inner.applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some((meta.clone(), *snapshot));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .inner
+            .read()
+            .snapshot
+            .clone()
+            .map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(data),
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_state_round_trip() {
+        let cmds = [
+            MetaCommand::NodeInfo {
+                id: 7,
+                name: "ferry@a".into(),
+                advertise: "10.0.0.1:25672".into(),
+            },
+            MetaCommand::ClusterId([9; 16]),
+        ];
+        let mut st = MetaState::default();
+        for c in cmds {
+            assert_eq!(MetaCommand::decode(c.encode()), Ok(c.clone()));
+            st.apply(c);
+        }
+        assert_eq!(MetaState::decode(st.encode()), Ok(st.clone()));
+        st.apply(MetaCommand::ClusterId([1; 16]));
+        assert_eq!(st.cluster_id, Some([9; 16]), "the first cluster id wins");
+        assert!(MetaCommand::decode(Bytes::from_static(&[3])).is_err());
+        assert!(MetaCommand::decode(Bytes::from_static(&[2, 1])).is_err());
+        assert!(MetaCommand::decode(Bytes::from_static(&[1, 0, 0])).is_err());
+    }
+}

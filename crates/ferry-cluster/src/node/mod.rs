@@ -1,0 +1,523 @@
+//! A clustered node: its identity, cluster port and links, the metadata
+//! Raft group (group 0, on every node) and how the cluster forms.
+//!
+//! Formation: every seed derives every seed's node id from the seed list
+//! (`identity::node_id`) and starts the metadata group with that same
+//! configuration — safe on all of them at once — so the group elects a
+//! leader as soon as a majority of the seeds reach each other, whatever
+//! the order they start in. A node that is not a seed asks the seeds to
+//! let it join (the leader adds it as a learner, then as a voter). Once a
+//! node is a member it announces its name and address through the group;
+//! the first leader also gives the cluster its id, which every node
+//! records in its data directory.
+
+pub mod identity;
+pub mod meta;
+mod rpc;
+
+use crate::error::NodeError;
+use crate::handshake::{Identity, Secret};
+use crate::link::Links;
+use crate::listener::Listener;
+use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
+use crate::wire::{self, KIND_JOIN, KIND_PING, KIND_PROPOSE, KIND_REPLY};
+use bytes::Bytes;
+use ferry_log::{FileIo, LogConfig};
+use ferry_queue::syncer::Syncer;
+use ferry_raft::{Batch, NodeId, RaftLog};
+use identity::{node_id, Recorded};
+use meta::{MetaCommand, MetaSm, MetaState};
+use openraft::{BasicNode, Config, Raft};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The metadata group's id.
+pub const META_GROUP: u64 = 0;
+
+/// How a clustered node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `<data dir>/cluster`.
+    pub dir: PathBuf,
+    /// `--node-name`.
+    pub name: String,
+    /// `--cluster-listen`.
+    pub listen: String,
+    /// `--cluster-advertise` (the address the others dial).
+    pub advertise: String,
+    /// `--cluster-seeds`.
+    pub seeds: Vec<String>,
+    /// The shared secret.
+    pub secret: Secret,
+    /// Metadata group heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Metadata group election timeout range, ms.
+    pub election_ms: (u64, u64),
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Node name (empty until it announced itself).
+    pub name: String,
+    /// Cluster address.
+    pub addr: String,
+    /// A voter (false: a learner still catching up).
+    pub voter: bool,
+    /// Answered a ping just now (always true for this node).
+    pub running: bool,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub me: NodeId,
+    /// The metadata group's leader, if known.
+    pub leader: Option<NodeId>,
+    /// The metadata group's term.
+    pub term: u64,
+    /// The cluster id, once set (hex).
+    pub cluster_id: Option<String>,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// A clustered node.
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct NodeInner {
+    me: Identity,
+    cfg: NodeConfig,
+    io: Arc<dyn FileIo>,
+    links: Arc<Links>,
+    groups: Arc<RaftGroups>,
+    listener: Mutex<Option<Listener>>,
+    meta: FerryRaft,
+    sm: MetaSm,
+    recorded: Mutex<Recorded>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn raft_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Raft(e.to_string())
+}
+
+impl ClusterNode {
+    /// Starts the node: checks its data directory's identity, opens the
+    /// metadata group, binds the cluster port and starts forming or
+    /// joining the cluster (in the background: see [`Self::wait_formed`]).
+    pub async fn start(
+        cfg: NodeConfig,
+        io: Arc<dyn FileIo>,
+        syncer: Arc<Syncer>,
+    ) -> Result<Self, NodeError> {
+        let id = node_id(&cfg.advertise);
+        let me = Identity {
+            id,
+            name: cfg.name.clone(),
+            advertise: cfg.advertise.clone(),
+        };
+        let (recorded, log) = {
+            let (io, cfg) = (io.clone(), cfg.clone());
+            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+                io.create_dir_all(&cfg.dir)
+                    .map_err(|e| NodeError::Identity(format!("{}: {e}", cfg.dir.display())))?;
+                let recorded = match Recorded::load(&*io, &cfg.dir)? {
+                    Some(r) => {
+                        r.check(&cfg.name, &cfg.advertise)?;
+                        r
+                    }
+                    None => {
+                        let r = Recorded {
+                            id,
+                            name: cfg.name.clone(),
+                            advertise: cfg.advertise.clone(),
+                            cluster: None,
+                        };
+                        r.save(&*io, &cfg.dir)?;
+                        r
+                    }
+                };
+                let log = RaftLog::open(io, &cfg.dir.join("meta"), LogConfig::default(), syncer)?;
+                Ok((recorded, log))
+            })
+            .await
+            .map_err(raft_err)??
+        };
+        let links = Links::new(me.clone(), cfg.secret.clone());
+        let groups = RaftGroups::new();
+        let raft_cfg = Config {
+            cluster_name: "ferry-meta".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_ms.0,
+            election_timeout_max: cfg.election_ms.1,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(raft_err)?;
+        let sm = MetaSm::default();
+        let meta = Raft::new(
+            id,
+            Arc::new(raft_cfg),
+            GroupNetwork::new(META_GROUP, links.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(raft_err)?;
+        groups.insert(META_GROUP, meta.clone());
+        let inner = Arc::new(NodeInner {
+            me: me.clone(),
+            cfg: cfg.clone(),
+            io,
+            links,
+            groups: groups.clone(),
+            listener: Mutex::new(None),
+            meta,
+            sm,
+            recorded: Mutex::new(recorded),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
+        let listener = Listener::bind(&cfg.listen, me, cfg.secret.clone(), Arc::new(handler))
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: cfg.listen.clone(),
+                source,
+            })?;
+        *inner.listener.lock() = Some(listener);
+        let node = ClusterNode { inner };
+        node.bootstrap().await?;
+        let keeper = node.clone();
+        let t = tokio::spawn(async move { keeper.keep_announced().await });
+        node.inner.tasks.lock().push(t);
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.me.id
+    }
+
+    /// The bound cluster port.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .listener
+            .lock()
+            .as_ref()
+            .map(Listener::local_addr)
+    }
+
+    /// The Raft groups this node serves (the metadata group and, later,
+    /// its queues' and streams' groups).
+    pub fn groups(&self) -> &Arc<RaftGroups> {
+        &self.inner.groups
+    }
+
+    /// The metadata group's applied state.
+    pub fn meta_state(&self) -> MetaState {
+        self.inner.sm.state()
+    }
+
+    /// The metadata group's Raft handle.
+    pub fn meta_raft(&self) -> &FerryRaft {
+        &self.inner.meta
+    }
+
+    fn seed_members(&self) -> BTreeMap<NodeId, BasicNode> {
+        self.inner
+            .cfg
+            .seeds
+            .iter()
+            .map(|s| (node_id(s), BasicNode { addr: s.clone() }))
+            .collect()
+    }
+
+    async fn bootstrap(&self) -> Result<(), NodeError> {
+        if self.inner.meta.is_initialized().await.map_err(raft_err)? {
+            return Ok(());
+        }
+        let seeds = self.seed_members();
+        let alone = seeds.is_empty();
+        if alone || seeds.contains_key(&self.id()) {
+            let members = if alone {
+                BTreeMap::from([(
+                    self.id(),
+                    BasicNode {
+                        addr: self.inner.cfg.advertise.clone(),
+                    },
+                )])
+            } else {
+                seeds
+            };
+            match self.inner.meta.initialize(members).await {
+                Ok(())
+                | Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => return Err(raft_err(e)),
+            }
+        } else {
+            let joiner = self.clone();
+            let t = tokio::spawn(async move { joiner.join_loop().await });
+            self.inner.tasks.lock().push(t);
+        }
+        Ok(())
+    }
+
+    /// Asks the seeds (then whoever they name as leader) to add this node,
+    /// until it is a member.
+    async fn join_loop(&self) {
+        let body = rpc::encode_join(&self.inner.me);
+        let mut targets: Vec<String> = self.inner.cfg.seeds.clone();
+        loop {
+            if self.is_voter() {
+                return;
+            }
+            let mut redirected = Vec::new();
+            for addr in &targets {
+                let link = self.inner.links.link(node_id(addr), addr);
+                match link
+                    .request(KIND_JOIN, META_GROUP, body.clone(), Duration::from_secs(10))
+                    .await
+                {
+                    Ok(f) if f.kind == KIND_JOIN | KIND_REPLY => {
+                        tracing::info!(via = %addr, "joined the cluster");
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(crate::LinkError::Remote { reason, .. }) => {
+                        if let Some(leader) = reason.strip_prefix(rpc::REDIRECT) {
+                            redirected.push(leader.to_owned());
+                        }
+                        tracing::debug!(via = %addr, %reason, "join refused");
+                    }
+                    Err(e) => tracing::debug!(via = %addr, error = %e, "join attempt failed"),
+                }
+            }
+            targets = if redirected.is_empty() {
+                self.inner.cfg.seeds.clone()
+            } else {
+                redirected
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn is_voter(&self) -> bool {
+        let m = self.inner.meta.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id())
+    }
+
+    /// Keeps this node's name and address announced in the metadata
+    /// group, gives the cluster its id when leading a group without one,
+    /// and records the id in the data directory.
+    async fn keep_announced(&self) {
+        let mut metrics = self.inner.meta.metrics();
+        loop {
+            let m = metrics.borrow().clone();
+            if m.current_leader.is_some() && self.is_voter() {
+                let st = self.inner.sm.state();
+                let me = &self.inner.me;
+                let mut cmds = Vec::new();
+                if st.nodes.get(&me.id) != Some(&(me.name.clone(), me.advertise.clone())) {
+                    cmds.push(MetaCommand::NodeInfo {
+                        id: me.id,
+                        name: me.name.clone(),
+                        advertise: me.advertise.clone(),
+                    });
+                }
+                if st.cluster_id.is_none() && m.current_leader == Some(me.id) {
+                    let mut id = [0u8; 16];
+                    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+                    cmds.push(MetaCommand::ClusterId(id));
+                }
+                if !cmds.is_empty() {
+                    if let Err(e) = self.propose_meta(cmds).await {
+                        tracing::debug!(error = %e, "announcing this node failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+                self.record_cluster_id(st.cluster_id).await;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn record_cluster_id(&self, id: Option<[u8; 16]>) {
+        let Some(id) = id else { return };
+        let rec = {
+            let mut r = self.inner.recorded.lock();
+            if r.cluster == Some(id) {
+                return;
+            }
+            r.cluster = Some(id);
+            r.clone()
+        };
+        let (io, dir) = (self.inner.io.clone(), self.inner.cfg.dir.clone());
+        let saved = tokio::task::spawn_blocking(move || rec.save(&*io, &dir)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!("could not record the cluster id in the data directory");
+        }
+    }
+
+    /// Proposes metadata commands through the group's leader; returns once
+    /// the leader applied them.
+    pub async fn propose_meta(&self, cmds: Vec<MetaCommand>) -> Result<(), NodeError> {
+        let cmds: Vec<Bytes> = cmds.iter().map(MetaCommand::encode).collect();
+        let m = self.inner.meta.metrics().borrow().clone();
+        let leader = m
+            .current_leader
+            .ok_or(NodeError::NotLeader { leader: None })?;
+        if leader == self.id() {
+            self.inner
+                .meta
+                .client_write(Batch::new(cmds))
+                .await
+                .map_err(raft_err)?;
+            return Ok(());
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .ok_or(NodeError::NotLeader { leader: None })?;
+        let link = self.inner.links.link(leader, &addr);
+        link.request(
+            KIND_PROPOSE,
+            META_GROUP,
+            wire::encode_commands(&cmds),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Waits until this node is a voting member that knows the leader and
+    /// has applied its own announcement.
+    pub async fn wait_formed(&self, timeout: Duration) -> Result<(), NodeError> {
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.inner.meta.metrics();
+        loop {
+            let known = metrics.borrow().current_leader.is_some();
+            if known && self.is_voter() && self.inner.sm.state().nodes.contains_key(&self.id()) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NodeError::NotFormed(format!(
+                    "the cluster did not form within {timeout:?}: is a majority of the seeds up \
+                     and do they share the secret?"
+                )));
+            }
+            // Metrics change on every apply and leader change; the cap
+            // re-checks the applied state, which has no channel of its own.
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(100)), metrics.changed()).await;
+        }
+    }
+
+    /// The cluster as this node sees it (pings every other member).
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.inner.meta.metrics().borrow().clone();
+        let st = self.inner.sm.state();
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let mut pings = Vec::new();
+        for (id, node) in membership.nodes() {
+            let (id, addr) = (*id, node.addr.clone());
+            let link = (id != self.id()).then(|| self.inner.links.link(id, &addr));
+            pings.push(async move {
+                let up = match link {
+                    None => true,
+                    Some(l) => l
+                        .request(
+                            KIND_PING,
+                            META_GROUP,
+                            Bytes::new(),
+                            Duration::from_millis(800),
+                        )
+                        .await
+                        .is_ok(),
+                };
+                (id, addr, up)
+            });
+        }
+        let mut members = Vec::new();
+        for (id, addr, running) in futures_join(pings).await {
+            members.push(MemberStatus {
+                id,
+                name: st
+                    .nodes
+                    .get(&id)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+                addr,
+                voter: voters.contains(&id),
+                running,
+            });
+        }
+        ClusterStatus {
+            me: self.id(),
+            leader: m.current_leader,
+            term: m.current_term,
+            cluster_id: st
+                .cluster_id
+                .map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
+            members,
+        }
+    }
+
+    /// Stops the node's Raft groups, links and port.
+    pub async fn shutdown(&self) {
+        for t in self.inner.tasks.lock().drain(..) {
+            t.abort();
+        }
+        let _ = self.inner.meta.shutdown().await;
+        self.inner.links.close();
+        if let Some(l) = self.inner.listener.lock().take() {
+            l.close();
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}

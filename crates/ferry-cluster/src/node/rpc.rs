@@ -1,0 +1,142 @@
+//! The requests a node serves on its cluster port besides Raft's own:
+//! joining, forwarded proposals and pings.
+
+use super::{NodeInner, META_GROUP};
+use crate::handshake::Identity;
+use crate::listener::{Answer, Handler};
+use crate::network::{answer, serve, RaftGroups};
+use crate::wire::{self, Frame, KIND_JOIN, KIND_PING, KIND_PROPOSE};
+use bytes::{Buf, Bytes};
+use ferry_raft::{Batch, NodeId};
+use openraft::BasicNode;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+/// An error answer starting with this names the leader's address.
+pub(crate) const REDIRECT: &str = "redirect ";
+
+/// Dispatches the frames that arrive on the cluster port.
+pub(crate) struct NodeHandler {
+    groups: Arc<RaftGroups>,
+    node: Weak<NodeInner>,
+}
+
+impl NodeHandler {
+    pub(crate) fn new(groups: Arc<RaftGroups>, node: Weak<NodeInner>) -> Self {
+        NodeHandler { groups, node }
+    }
+}
+
+/// A join request: `id u64 | u16 len name | u16 len advertise`.
+pub(crate) fn encode_join(me: &Identity) -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&me.id.to_le_bytes());
+    for t in [&me.name, &me.advertise] {
+        let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        b.extend_from_slice(t);
+    }
+    Bytes::from(b)
+}
+
+fn decode_join(mut b: Bytes) -> Result<(NodeId, String), String> {
+    if b.len() < 8 {
+        return Err("truncated join".into());
+    }
+    let id = b.get_u64_le();
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        if b.len() < 2 {
+            return Err("truncated join".into());
+        }
+        let n = b.get_u16_le() as usize;
+        if b.len() < n {
+            return Err("truncated join".into());
+        }
+        texts
+            .push(String::from_utf8(b.split_to(n).to_vec()).map_err(|_| "join text is not utf-8")?);
+    }
+    let advertise = texts.pop().unwrap_or_default();
+    if super::identity::node_id(&advertise) != id {
+        return Err(format!(
+            "node id {id} does not belong to address {advertise}"
+        ));
+    }
+    Ok((id, advertise))
+}
+
+/// The leader's address as an error answer, or "no leader".
+fn not_leader(node: &NodeInner) -> String {
+    let m = node.meta.metrics().borrow().clone();
+    match m.current_leader.and_then(|l| {
+        m.membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone())
+    }) {
+        Some(addr) if m.current_leader != Some(node.me.id) => format!("{REDIRECT}{addr}"),
+        _ => "no metadata leader yet".into(),
+    }
+}
+
+fn is_leader(node: &NodeInner) -> bool {
+    node.meta.metrics().borrow().current_leader == Some(node.me.id)
+}
+
+async fn join(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, String> {
+    let (id, addr) = decode_join(body)?;
+    if !is_leader(&node) {
+        return Err(not_leader(&node));
+    }
+    let m = node.meta.metrics().borrow().clone();
+    let mut voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    if voters.contains(&id) {
+        return Ok(Bytes::new());
+    }
+    node.meta
+        .add_learner(id, BasicNode { addr: addr.clone() }, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    voters.insert(id);
+    node.meta
+        .change_membership(voters, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(node = id, %addr, "node joined the cluster");
+    Ok(Bytes::new())
+}
+
+async fn propose(node: Arc<NodeInner>, group: u64, body: Bytes) -> Result<Bytes, String> {
+    if group != META_GROUP {
+        return Err(format!("no proposals for group {group} here yet"));
+    }
+    if !is_leader(&node) {
+        return Err(not_leader(&node));
+    }
+    let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
+    node.meta
+        .client_write(Batch::new(cmds))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Bytes::new())
+}
+
+impl Handler for NodeHandler {
+    fn handle(&self, _from: NodeId, frame: Frame) -> Answer {
+        let node = self.node.upgrade();
+        let raft = self.groups.get(frame.group);
+        Box::pin(async move {
+            let result = match (frame.kind, node) {
+                (KIND_PING, _) => Ok(Bytes::new()),
+                (KIND_JOIN, Some(n)) => join(n, frame.body.clone()).await,
+                (KIND_PROPOSE, Some(n)) => propose(n, frame.group, frame.body.clone()).await,
+                (KIND_JOIN | KIND_PROPOSE, None) => Err("node stopping".into()),
+                (kind, _) => match raft {
+                    Some(raft) => serve(raft, kind, frame.body.clone()).await,
+                    None => Err(format!("no raft group {} on this node", frame.group)),
+                },
+            };
+            answer(&frame, result)
+        })
+    }
+}

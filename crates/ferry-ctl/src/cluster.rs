@@ -1,0 +1,48 @@
+//! `ferry ctl cluster status`: the members as one node sees them
+//! (`/api/nodes`), and an exit status that says whether all are running.
+
+use crate::args::CtlArgs;
+use crate::client::Client;
+use crate::error::CtlError;
+use crate::table::{col, render, Column};
+use crate::Output;
+use serde_json::Value;
+
+const MEMBERS: &[Column] = &[
+    col("name", "name"),
+    col("running", "running"),
+    col("voter", "voter"),
+    col("metadata_leader", "metadata_leader"),
+    col("cluster_address", "cluster_address"),
+    col("partitions", "partitions"),
+];
+
+pub fn status(client: &Client, args: &CtlArgs, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let body = client.get("/api/nodes", "the nodes")?;
+    let Value::Array(rows) = &body else {
+        return Err(CtlError::BadResponse {
+            path: "/api/nodes".into(),
+            detail: "expected a JSON array".into(),
+        });
+    };
+    if args.json {
+        out.json(&body)?;
+    } else {
+        out.text(&render(MEMBERS, rows))?;
+    }
+    let down: Vec<&str> = rows
+        .iter()
+        .filter(|n| n["running"] != true)
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(CtlError::Input(format!(
+            "{} of {} nodes not running: {}",
+            down.len(),
+            rows.len(),
+            down.join(", ")
+        )))
+    }
+}

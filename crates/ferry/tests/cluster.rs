@@ -1,0 +1,244 @@
+//! Real `ferry` processes forming a cluster on loopback: three seeds form
+//! it whatever order they start in, agree on one cluster id and one
+//! metadata leader, survive a kill -9 of that leader (another takes over,
+//! the dead one is reported down and in `partitions`), take the killed node
+//! back, and let a fourth node join through the seeds. A node refuses to
+//! start without the secret or on another node's data directory.
+//!
+//! (Network-namespace partitions come with the cluster fault tests.)
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::http::Http;
+use common::Broker;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Free ports for the cluster listeners (bound, read, released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+fn node_env(i: usize, ports: &[u16], seeds: &str, secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("FERRY_NODE_NAME".into(), format!("n{i}")),
+        (
+            "FERRY_CLUSTER_LISTEN".into(),
+            format!("127.0.0.1:{}", ports[i - 1]),
+        ),
+        ("FERRY_CLUSTER_SEEDS".into(), seeds.into()),
+        ("FERRY_CLUSTER_SECRET".into(), secret.into()),
+        ("FERRY_WORKER_THREADS".into(), "1".into()),
+    ]
+}
+
+async fn start_node(env: Vec<(String, String)>) -> Broker {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Broker::start_with_env("cluster", &env)
+        .await
+        .expect("owned broker")
+}
+
+/// These tests start ferry processes of their own (none against RabbitMQ).
+fn skip_external(test: &str) -> bool {
+    let ext = common::external_url().is_some();
+    if ext {
+        eprintln!("SKIP {test}: starts a cluster of ferry processes");
+    }
+    ext
+}
+
+/// The three seeds, started together (each prints READY only once the
+/// cluster formed, which needs a majority of them).
+async fn three_seeds(ports: &[u16]) -> (Vec<Broker>, String) {
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (a, b, c) = tokio::join!(
+        start_node(node_env(1, ports, &seeds, "s3cret")),
+        start_node(node_env(2, ports, &seeds, "s3cret")),
+        start_node(node_env(3, ports, &seeds, "s3cret")),
+    );
+    (vec![a, b, c], seeds)
+}
+
+fn nodes_of(b: &Broker) -> Vec<Value> {
+    let http = Http::new(&b.endpoint("http").expect("http endpoint"));
+    let (st, v) = http.req("GET", "/api/nodes", None);
+    assert_eq!(st, 200, "{v}");
+    v.as_array().cloned().expect("array")
+}
+
+/// Polls `/api/nodes` of `b` until `ok` holds (the view changes as
+/// elections and pings settle; each poll is one HTTP round).
+async fn until(b: &Broker, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = nodes_of(b);
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last /api/nodes {v:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn leader(v: &[Value]) -> Option<String> {
+    let ls: Vec<&Value> = v.iter().filter(|n| n["metadata_leader"] == true).collect();
+    (ls.len() == 1).then(|| ls[0]["name"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_seeds_form_a_cluster_and_survive_a_leader_kill() {
+    if skip_external("three_seeds_form_a_cluster_and_survive_a_leader_kill") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    for b in &nodes {
+        assert!(
+            b.endpoint("cluster").is_some(),
+            "READY names the cluster port"
+        );
+    }
+    let all_up =
+        |v: &[Value]| v.len() == 3 && v.iter().all(|n| n["running"] == true) && leader(v).is_some();
+    let views: Vec<Vec<Value>> = {
+        let mut out = Vec::new();
+        for b in &nodes {
+            out.push(until(b, "three running members and a leader", all_up).await);
+        }
+        out
+    };
+    let ids: Vec<&Value> = views.iter().flatten().map(|n| &n["cluster_id"]).collect();
+    assert!(
+        ids[0].is_string() && ids.iter().all(|i| *i == ids[0]),
+        "one cluster id: {ids:?}"
+    );
+    let mut names: Vec<&str> = views[0].iter().filter_map(|n| n["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    for n in &views[0] {
+        assert_eq!(n["voter"], true);
+        assert_eq!(n["partitions"], serde_json::json!([]));
+    }
+
+    let url = format!("http://{}", nodes[0].endpoint("http").expect("http"));
+    let out = common::ctl::ctl(&url, &["cluster", "status"]);
+    let text = common::ctl::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        common::ctl::text(&out.stderr)
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert!(text.contains(n), "{text}");
+    }
+
+    let first = leader(&views[0]).expect("leader");
+    let k = first[1..].parse::<usize>().expect("n<i>") - 1;
+    nodes[k].kill9().await;
+    let s = (k + 1) % 3;
+    let after = until(&nodes[s], "a new leader, the old one reported down", |v| {
+        let dead = v.iter().find(|n| n["name"] == first.as_str());
+        leader(v).is_some_and(|l| l != first) && dead.is_some_and(|d| d["running"] == false)
+    })
+    .await;
+    let me = after
+        .iter()
+        .find(|n| n["os_pid"].is_string())
+        .expect("this node in full");
+    assert_eq!(
+        me["partitions"],
+        serde_json::json!([first]),
+        "the lost node is in partitions"
+    );
+
+    nodes[k].start_again().await;
+    until(&nodes[k], "the killed node back as a member", all_up).await;
+    until(&nodes[s], "everyone running again", all_up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_through_the_seeds() {
+    if skip_external("a_fourth_node_joins_through_the_seeds") {
+        return;
+    }
+    let ports = free_ports(4);
+    let (nodes, seeds) = three_seeds(&ports[..3]).await;
+    let fourth = start_node(node_env(4, &ports, &seeds, "s3cret")).await;
+    let v = until(&fourth, "four voting members", |v| {
+        v.len() == 4 && v.iter().all(|n| n["running"] == true && n["voter"] == true)
+    })
+    .await;
+    assert!(v.iter().any(|n| n["name"] == "n4"));
+    until(&nodes[0], "the seeds see the fourth", |v| v.len() == 4).await;
+}
+
+fn ferry(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args).env_remove("FERRY_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ferry")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_without_a_secret_or_on_another_nodes_data() {
+    if skip_external("a_node_refuses_to_start_without_a_secret_or_on_another_nodes_data") {
+        return;
+    }
+    let port = free_ports(1)[0];
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let base = [
+        "server",
+        "--data-dir",
+        d,
+        "--amqp-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "off",
+        "--metrics-listen",
+        "off",
+        "--cluster-listen",
+        &listen,
+    ];
+    let out = ferry(&base, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs the shared secret"), "{err}");
+
+    // A single node is a cluster of one: node "a" forms it on its own.
+    let mut a = start_node(vec![
+        ("FERRY_NODE_NAME".into(), "a".into()),
+        ("FERRY_CLUSTER_LISTEN".into(), listen.clone()),
+        ("FERRY_CLUSTER_SECRET".into(), "x".into()),
+    ])
+    .await;
+    let v = until(&a, "a cluster of one", |v| {
+        v.len() == 1 && leader(v).as_deref() == Some("a")
+    })
+    .await;
+    assert_eq!(v[0]["voter"], true);
+    assert!(a.terminate().await.success());
+    let d = a.data_dir().to_str().expect("utf-8 path").to_string();
+    let mut args = base.to_vec();
+    args[2] = &d;
+    args.extend(["--node-name", "b"]);
+    let out = ferry(&args, &[("FERRY_CLUSTER_SECRET", "x")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("belongs to node \"a\""), "{err}");
+}
