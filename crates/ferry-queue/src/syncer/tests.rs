@@ -154,7 +154,10 @@ fn a_transient_stream_message_is_confirmed_only_once_readable() {
         seq: 1,
     };
     let transient = Arc::new(message("t", false));
-    assert_eq!(s.publish(&transient, Some(token)).unwrap(), Enqueued::Deferred);
+    assert_eq!(
+        s.publish(&transient, Some(token)).unwrap(),
+        Enqueued::Deferred
+    );
     assert!(sink.ok.lock().is_empty(), "confirmed before it is readable");
     assert!(read_first(&s).is_empty(), "uncommitted record delivered");
     assert_eq!(syncer.run_round(), 1);
