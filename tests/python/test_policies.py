@@ -16,7 +16,11 @@ import pika
 import pytest
 
 from harness.admin import rabbitmqadmin
+from harness.expect import ensure_confirms, wait_for
 from test_management_api import api, eventually, q  # noqa: F401  (the fixture)
+from test_streams import Reader
+from test_streams import declare as declare_stream
+from test_streams import publish as publish_confirmed
 
 
 def anchored(name: str) -> str:
@@ -270,6 +274,71 @@ def test_dead_lettering_by_policy(api, uniq, policies, channel):
     assert body == b"dead" and props.headers["x-death"][0]["reason"] == "rejected"
 
 
+def test_overflow_reject_publish_by_policy_nacks_the_publisher(api, uniq, policies, channel):
+    name = uniq("q")
+    pol = uniq("pol")
+    # Set before the declaration, so the queue starts with it (no asynchronous update to await).
+    policies.put(pol, anchored(name), {"max-length": 2, "overflow": "reject-publish"})
+    channel.queue_declare(name)
+    assert eventually(lambda: api.ok("GET", f"/api/queues/%2F/{q(name)}").get("policy") == pol)
+    ensure_confirms(channel)
+    publish(channel, name, ["1", "2"])
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", name, b"3")
+    assert depth(channel, name) == 2
+    assert drain(channel, name) == [b"1", b"2"]
+    publish(channel, name, ["4"])                # room again
+    assert drain(channel, name) == [b"4"]
+
+
+def exists(api, name: str) -> bool:
+    """Asked of the management API: a passive queue.declare would count as using the queue."""
+    return api.call("GET", f"/api/queues/%2F/{q(name)}")[0] == 200
+
+
+def test_expires_by_policy_deletes_an_unused_queue(api, uniq, policies, channel):
+    kept, name = uniq("kept"), uniq("q")
+    channel.queue_declare(kept)
+    channel.queue_declare(name)
+    pol = uniq("pol")
+    both = "^(" + kept.replace(".", "\\.") + "|" + name.replace(".", "\\.") + ")$"
+    policies.put(pol, both, {"expires": 1000})
+    # A consumer keeps a queue in use: it outlives its expiry.
+    channel.basic_consume(kept, lambda *a: None)
+    assert eventually(lambda: not exists(api, name))
+    assert exists(api, kept)
+    channel.queue_delete(kept)
+
+
+def test_delivery_limit_by_policy_dead_letters_from_a_quorum_queue(api, uniq, policies, channel):
+    name, dead = uniq("quorum"), uniq("dead")
+    pol = uniq("pol")
+    policies.put(pol, anchored(name), {"delivery-limit": 1, "dead-letter-exchange": "",
+                                       "dead-letter-routing-key": dead})
+    channel.queue_declare(dead)
+    channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    try:
+        assert eventually(lambda: api.ok("GET", f"/api/queues/%2F/{q(name)}").get("policy") == pol)
+        ensure_confirms(channel)
+        channel.basic_publish("", name, b"x")
+        counts = []
+        for _ in range(2):
+            # A quorum queue applies a return asynchronously: get until it is back.
+            m, props, _ = eventually(lambda: (lambda r: r if r[0] else None)(
+                channel.basic_get(name)))
+            counts.append(props.headers["x-delivery-count"])
+            channel.basic_nack(m.delivery_tag, requeue=True)
+        # As with x-delivery-limit: counted from 0; the second return passes limit 1.
+        assert counts == [0, 1]
+        assert eventually(lambda: depth(channel, dead) == 1)
+        assert depth(channel, name) == 0
+        _, props, body = channel.basic_get(dead, auto_ack=True)
+        assert body == b"x" and props.headers["x-death"][0]["reason"] == "delivery_limit"
+        assert props.headers["x-first-death-reason"] == "delivery_limit"
+    finally:
+        channel.queue_delete(name)
+
+
 def test_precedence_priority_and_arguments(api, uniq, policies, channel):
     name, capped = uniq("q"), uniq("capped")
     channel.queue_declare(name, arguments={"x-dead-letter-exchange": "amq.fanout"})
@@ -320,9 +389,16 @@ def test_alternate_exchange_by_policy(api, uniq, policies, channel):
     pol = uniq("pol")
     policies.put(pol, anchored(x), {"alternate-exchange": ae}, **{"apply-to": "exchanges"})
     eventually(lambda: api.ok("GET", f"/api/exchanges/%2F/{q(x)}").get("policy") == pol)
-    channel.basic_publish(x, "unrouted", b"to-ae")
+    ensure_confirms(channel)
+    channel.basic_publish(x, "unrouted", b"to-ae", mandatory=True)   # routed by the AE: no return
     eventually(lambda: depth(channel, dest) == 1)
     assert "policy" not in api.ok("GET", f"/api/exchanges/%2F/{q(ae)}")
+    # Removing the policy stops the alternate routing: the message comes back unroutable.
+    policies.delete(pol)
+    eventually(lambda: "policy" not in api.ok("GET", f"/api/exchanges/%2F/{q(x)}"))
+    with pytest.raises(pika.exceptions.UnroutableError):
+        channel.basic_publish(x, "unrouted", b"returned", mandatory=True)
+    assert depth(channel, dest) == 1
 
 
 def test_definitions_round_trip(api, uniq, policies):
@@ -404,6 +480,42 @@ def test_stream_retention_policy_is_shown(api, uniq, policies, channel):
         channel.queue_delete(name)
 
 
+def retained(api, name: str) -> list[tuple[int, bytes]]:
+    """(offset, first 4 body bytes) of every message a new consumer from "first" reads, up to
+    the last one published (bodies "0000"...)."""
+    conn = pika.BlockingConnection(api.broker.params())
+    try:
+        r = Reader(conn, name, "first", prefetch=200)
+        wait_for(conn, lambda: r.got and r.got[-1][1].startswith(b"0099"), 10, "the last message")
+        return [(o, b[:4]) for o, b in r.got]
+    finally:
+        conn.close()
+
+
+def test_a_retention_policy_trims_a_running_stream(api, uniq, policies, channel):
+    """A max-length-bytes policy set on a running stream trims it at once on both brokers
+    (whole segments, oldest first; the segment size is small so that segments roll). The
+    retained messages keep their offsets. RabbitMQ's offsets count its tracking chunks too
+    (0099 was offset 118 there, 99 in Ferry), and its segments hold a little less: with these
+    sizes it kept 15 messages, Ferry 16 (measured), so the test checks a range."""
+    name = uniq("stream")
+    declare_stream(channel, name, **{"x-stream-max-segment-size-bytes": 5000})
+    try:
+        publish_confirmed(channel, name, [b"%04d" % i + b"x" * 1000 for i in range(100)])
+        before = retained(api, name)
+        assert [b for _, b in before] == [b"%04d" % i for i in range(100)]
+        pol = uniq("pol")
+        policies.put(pol, anchored(name), {"max-length-bytes": 20000}, **{"apply-to": "queues"})
+        after = eventually(lambda: (lambda g: g if len(g) < 100 else None)(retained(api, name)))
+        assert 10 <= len(after) <= 25, after
+        assert after == before[-len(after):]
+        shown = eventually(lambda: (lambda i: i if i.get("policy") == pol else None)(
+            api.ok("GET", f"/api/queues/%2F/{q(name)}")))
+        assert shown["effective_policy_definition"] == {"max-length-bytes": 20000}
+    finally:
+        channel.queue_delete(name)
+
+
 def test_a_leading_lookahead_pattern_matches_as_in_pcre(api, uniq, policies, channel):
     base = uniq("la")
     skipped = base + ".skip"
@@ -420,26 +532,43 @@ def test_a_leading_lookahead_pattern_matches_as_in_pcre(api, uniq, policies, cha
     assert policy_of(skipped) is None
 
 
-def test_rabbitmq4_apply_to_kinds(api, uniq, policies, channel):
-    classic, quorum = uniq("classic"), uniq("quorum")
-    channel.queue_declare(classic)
-    channel.queue_declare(quorum, durable=True, arguments={"x-queue-type": "quorum"})
+@pytest.mark.parametrize("apply_to, kind", [
+    ("classic_queues", "classic"), ("quorum_queues", "quorum"), ("streams", "stream"),
+])
+def test_rabbitmq4_apply_to_kinds(api, uniq, policies, channel, apply_to, kind):
+    """RabbitMQ 4's apply-to values pick one queue type. Ferry-only past the PUT: RabbitMQ 3.10
+    refuses them (400). The policy is shown on the queue of that type only, and acts there: its
+    max-length caps a classic or quorum queue (a stream ignores that key)."""
+    names = {k: uniq(k) for k in ("classic", "quorum", "stream")}
+    channel.queue_declare(names["classic"])
+    channel.queue_declare(names["quorum"], durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_declare(names["stream"], durable=True, arguments={"x-queue-type": "stream"})
     try:
         pol = uniq("pol")
-        pattern = "^(" + classic.replace(".", "\\.") + "|" + quorum.replace(".", "\\.") + ")$"
-        body = {"pattern": pattern, "definition": {"max-length": 3}, "apply-to": "classic_queues"}
+        pattern = "^(" + "|".join(n.replace(".", "\\.") for n in names.values()) + ")$"
+        definition = {"max-length": 3, "max-age": "1D"}
+        body = {"pattern": pattern, "definition": definition, "apply-to": apply_to}
         st, err = api.call("PUT", f"/api/policies/%2F/{q(pol)}", body)
         if api.broker.kind == "rabbitmq":
             # RabbitMQ 3.10 knows only queues / exchanges / all (Ferry takes RabbitMQ 4's too).
-            assert (st, err["reason"]) == (400, "Validation failed\n\napply-to 'classic_queues' "
+            assert (st, err["reason"]) == (400, f"Validation failed\n\napply-to '{apply_to}' "
                                                 "unrecognised; should be 'queues', 'exchanges' or 'all'\n")
             return
         assert st == 201
         policies.made.append(("policies", pol))
-        shown = {n: api.ok("GET", f"/api/queues/%2F/{q(n)}").get("policy") for n in (classic, quorum)}
-        assert shown == {classic: pol, quorum: None}
+        shown = {k: api.ok("GET", f"/api/queues/%2F/{q(n)}") for k, n in names.items()}
+        assert {k: i["type"] for k, i in shown.items()} == {
+            "classic": "classic", "quorum": "quorum", "stream": "stream"}
+        assert {k: (i.get("policy"), i.get("effective_policy_definition"))
+                for k, i in shown.items()} == {
+            k: (pol, definition) if k == kind else (None, {}) for k in names}
+        ensure_confirms(channel)
+        for k in ("classic", "quorum"):
+            publish(channel, names[k], ["1", "2", "3", "4", "5"])
+            assert depth(channel, names[k]) == (3 if k == kind else 5), k
     finally:
-        channel.queue_delete(quorum)
+        channel.queue_delete(names["quorum"])
+        channel.queue_delete(names["stream"])
 
 
 @pytest.mark.parametrize("key", ["dead-letter-exchange", "dead-letter-routing-key"])

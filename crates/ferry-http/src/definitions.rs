@@ -27,7 +27,8 @@ use ferry_auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
 use ferry_broker::policy::validate::erlang_binary;
 use ferry_broker::policy::PolicyKind;
 use ferry_broker::{Broker, ExchangeArgs, VHost};
-use ferry_queue::queue::QueueSpec;
+use ferry_queue::queue::{QueueArgs, QueueSpec};
+use ferry_queue::stream::args::StreamArgs;
 use ferry_route::Destination;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -323,6 +324,24 @@ fn check_vhost_limits(d: &DefsIn, vhost: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A new queue's arguments, checked as its declaration will, answered as
+/// RabbitMQ's import answers a refused argument (its declare raises
+/// `precondition_failed`): the Erlang term, not the AMQP reply text.
+fn check_new_queue_args(v: &VHost, spec: &QueueSpec) -> ApiResult<()> {
+    if v.has_queue_name(&spec.name) {
+        return Ok(());
+    }
+    let checked = if StreamArgs::is_stream(&spec.arguments) {
+        StreamArgs::validate(&spec.arguments, &spec.name, v.name())
+    } else {
+        QueueArgs::validate(&spec.arguments, &spec.name, v.name())
+    };
+    checked.map_err(|text| ApiError::AmqpError {
+        name: "precondition_failed",
+        text,
+    })
+}
+
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     check_queue_limits(broker, d, fixed)?;
     match fixed {
@@ -370,6 +389,7 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
             auto_delete: q.auto_delete,
             arguments: json_to_table(q.arguments.as_ref()).map_err(ApiError::BadRequest)?,
         };
+        check_new_queue_args(&v, &spec)?;
         v.declare_queue(spec, false, 0)?;
     }
     for b in &d.bindings {

@@ -13,6 +13,18 @@ pub enum ApiError {
     /// 400: malformed JSON, bad field values, refused by the broker's rules.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 400 for a declaration a definitions import makes and the broker
+    /// refuses with an AMQP error: RabbitMQ reports the `#amqp_error{}`
+    /// record as an Erlang term in JSON (tuples as lists, atoms as
+    /// strings, the text's charlist as a list of its bytes):
+    /// `["amqp_error", "precondition_failed", [105, 110, …], "none"]`.
+    #[error("bad request: {name} - {text}")]
+    AmqpError {
+        /// The AMQP error's name, e.g. `precondition_failed`.
+        name: &'static str,
+        /// The reply text (without the `PRECONDITION_FAILED - ` prefix).
+        text: String,
+    },
     /// 401: no or wrong credentials (asks for basic auth).
     #[error("not authorized: {0}")]
     Unauthorized(String),
@@ -38,7 +50,7 @@ impl ApiError {
     /// Status code.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::AmqpError { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) | ApiError::NotAuthorised(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -47,14 +59,19 @@ impl ApiError {
     }
 
     /// RabbitMQ's (error, reason) pair.
-    fn body(&self) -> (&'static str, String) {
+    fn body(&self) -> (&'static str, serde_json::Value) {
+        let s = |r: &str| serde_json::Value::String(r.to_owned());
         match self {
-            ApiError::BadRequest(r) => ("bad_request", r.clone()),
-            ApiError::Unauthorized(r) => ("not_authorized", r.clone()),
-            ApiError::NotAuthorised(r) => ("not_authorised", r.clone()),
-            ApiError::NotFound => ("Object Not Found", "Not Found".into()),
-            ApiError::MethodNotAllowed => ("method_not_allowed", "Method Not Allowed".into()),
-            ApiError::Internal(r) => ("internal_error", r.clone()),
+            ApiError::BadRequest(r) => ("bad_request", s(r)),
+            ApiError::AmqpError { name, text } => (
+                "bad_request",
+                serde_json::json!(["amqp_error", name, text.as_bytes(), "none"]),
+            ),
+            ApiError::Unauthorized(r) => ("not_authorized", s(r)),
+            ApiError::NotAuthorised(r) => ("not_authorised", s(r)),
+            ApiError::NotFound => ("Object Not Found", s("Not Found")),
+            ApiError::MethodNotAllowed => ("method_not_allowed", s("Method Not Allowed")),
+            ApiError::Internal(r) => ("internal_error", s(r)),
         }
     }
 
@@ -145,6 +162,28 @@ mod tests {
         assert_eq!(ApiError::from(pf).status(), StatusCode::BAD_REQUEST);
         let ar = CoreError::request(ErrorKind::AccessRefused, "x".to_string());
         assert_eq!(ApiError::from(ar).status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn amqp_errors_are_erlang_terms_with_the_text_as_bytes() {
+        let e = ApiError::AmqpError {
+            name: "precondition_failed",
+            text: "a 'é'".into(),
+        };
+        assert_eq!(e.to_string(), "bad request: precondition_failed - a 'é'");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.body(),
+            (
+                "bad_request",
+                serde_json::json!([
+                    "amqp_error",
+                    "precondition_failed",
+                    [97, 32, 39, 195, 169, 39],
+                    "none"
+                ])
+            )
+        );
     }
 
     #[test]

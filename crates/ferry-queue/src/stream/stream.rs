@@ -7,7 +7,9 @@
 //! * Every append joins the node's next durability round. Consumers read only the
 //!   durable prefix (`committed`), so an offset a consumer has seen never
 //!   names a different message after a crash (the Kafka front end relies on
-//!   this). Confirms of persistent messages go out after the same fsync.
+//!   this). Every confirm goes out after the fsync that commits its
+//!   message, persistent or not (RabbitMQ streams persist every message),
+//!   so a confirmed message is already counted and readable.
 //! * A consumer is an offset plus a `ConsumerSink` (`consumers.rs`):
 //!   dispatch reads records from the log in order while the sink grants
 //!   credit (prefetch and socket room), so catching up on a large stream
@@ -224,8 +226,9 @@ impl Stream {
         }
     }
 
-    /// Appends a message. With a confirm token, says whether the confirm
-    /// may go out now (transient message) or after the fsync.
+    /// Appends a message. With a confirm token the confirm is deferred to
+    /// the sync that commits the message, whatever its delivery mode: a
+    /// stream stores every message, and a confirmed one must be readable.
     pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
         let result = self.append(&mut self.inner.lock(), msg, confirm)?;
         self.schedule_sync();
@@ -255,11 +258,11 @@ impl Stream {
         inner.commit(rec, &self.readers, &self.spec.name)?;
         self.stats.published();
         Ok(match confirm {
-            Some(t) if msg.persistent => {
+            Some(t) => {
                 inner.waiters.push_back((offset, t));
                 Enqueued::Deferred
             }
-            _ => Enqueued::Confirmed,
+            None => Enqueued::Confirmed,
         })
     }
 

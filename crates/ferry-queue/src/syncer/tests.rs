@@ -116,6 +116,55 @@ fn a_stream_consumer_sees_new_records_only_after_the_round() {
     assert_eq!(sink.ok.lock().len(), 6);
 }
 
+/// A stream consumer from "first", registered now.
+fn read_first(s: &Stream) -> Vec<u64> {
+    let taker = Taker::new(100);
+    let mut args = ferry_model::Table::new();
+    args.insert("x-stream-offset", ferry_model::Value::str("first"));
+    let how = crate::stream::StreamConsume {
+        no_ack: false,
+        prefetch: 100,
+        arguments: &args,
+    };
+    s.consume(Arc::from("c"), taker.clone(), how).unwrap();
+    s.dispatch();
+    taker.offsets()
+}
+
+#[test]
+fn a_transient_stream_message_is_confirmed_only_once_readable() {
+    // A stream stores every message: a transient one's confirm waits for
+    // the round that commits it, like a persistent one's, so a consumer
+    // that starts after the confirm reads it.
+    let io = SimIo::new();
+    let syncer = Syncer::manual(policy());
+    let env = env(&io, syncer.clone());
+    let mut args = ferry_model::Table::new();
+    args.insert("x-queue-type", ferry_model::Value::str("stream"));
+    let s = Stream::open(
+        spec("s", true, args),
+        Arc::from("/"),
+        PathBuf::from(format!("{ROOT}/s")),
+        env.clone(),
+    )
+    .unwrap();
+    let sink = Arc::new(Confirms::default());
+    let token = ConfirmToken {
+        sink: sink.clone(),
+        seq: 1,
+    };
+    let transient = Arc::new(message("t", false));
+    assert_eq!(
+        s.publish(&transient, Some(token)).unwrap(),
+        Enqueued::Deferred
+    );
+    assert!(sink.ok.lock().is_empty(), "confirmed before it is readable");
+    assert!(read_first(&s).is_empty(), "uncommitted record delivered");
+    assert_eq!(syncer.run_round(), 1);
+    assert_eq!(*sink.ok.lock(), vec![1]);
+    assert_eq!(read_first(&s), vec![0]);
+}
+
 #[test]
 fn a_failed_flush_poisons_every_member_and_nacks_their_confirms() {
     let io = SimIo::new();
