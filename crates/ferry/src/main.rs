@@ -202,11 +202,19 @@ fn main() -> ExitCode {
 fn init_logging(s: &Settings) -> Result<(), String> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("FERRY_LOG") {
-        Ok(v) if !v.trim().is_empty() => {
-            EnvFilter::try_new(&v).map_err(|e| format!("invalid FERRY_LOG {v:?}: {e}"))?
+    // openraft narrates every election and vote at INFO: its warnings and
+    // errors are what an operator needs, unless the filter names it.
+    let quiet_raft = |f: &str| {
+        if f.contains("openraft") {
+            f.to_string()
+        } else {
+            format!("{f},openraft=warn")
         }
-        _ => EnvFilter::try_new(&s.log_level)
+    };
+    let filter = match std::env::var("FERRY_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(quiet_raft(&v))
+            .map_err(|e| format!("invalid FERRY_LOG {v:?}: {e}"))?,
+        _ => EnvFilter::try_new(quiet_raft(&s.log_level))
             .map_err(|e| format!("invalid log_level {:?}: {e}", s.log_level))?,
     };
     let fmt = tracing_subscriber::fmt()
