@@ -212,9 +212,14 @@ class FerryBroker(_Broker):
     kind = "ferry"
 
     def __init__(self, binary: Path, data_dir: Path, log_dir: Path, port: int = 0,
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, host: str = LOOPBACK,
+                 netns: str | None = None, extra_args: list[str] | None = None):
         super().__init__(data_dir)
         self.extra_env = dict(extra_env or {})
+        # A cluster node: its own address in its own network namespace (harness/cluster.py).
+        self.listen_host = host
+        self.netns = netns
+        self.extra_args = list(extra_args or [])
         self.binary = Path(binary)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +230,10 @@ class FerryBroker(_Broker):
     def log_path(self) -> Path:
         return self.log_dir / "ferry.stderr.log"
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Starts the process without waiting for READY (a cluster starts every node first:
+        each is READY only once a majority is up). Call from the thread that will outlive
+        the broker: the child dies with the thread that spawned it (PR_SET_PDEATHSIG)."""
         if self.running:
             raise BrokerError("ferry is already running")
         if not self.binary.is_file() or not os.access(self.binary, os.X_OK):
@@ -236,16 +244,17 @@ class FerryBroker(_Broker):
         # After the first start, come back on the same port: clients reconnect to the same
         # address after a restart (this also checks the listener uses SO_REUSEADDR).
         port = self.port if self.port is not None else self.requested_port
-        cmd = [str(self.binary), "server", "--data-dir", str(self.data_dir),
-               "--amqp-listen", f"{LOOPBACK}:{port}"]
+        cmd = ([] if self.netns is None else ["ip", "netns", "exec", self.netns]) + [
+            str(self.binary), "server", "--data-dir", str(self.data_dir),
+            "--amqp-listen", f"{self.listen_host}:{port}"] + self.extra_args
         log = open(self.log_path, "ab")
         log.write(f"\n==== start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
         log.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         # Management/metrics on ephemeral ports: parallel brokers never collide on 15672/15692.
-        env["FERRY_HTTP_LISTEN"] = f"{LOOPBACK}:0"
-        env["FERRY_METRICS_LISTEN"] = f"{LOOPBACK}:0"
+        env["FERRY_HTTP_LISTEN"] = f"{self.listen_host}:0"
+        env["FERRY_METRICS_LISTEN"] = f"{self.listen_host}:0"
         env.update(self.extra_env)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=log, env=env, start_new_session=True,
@@ -274,15 +283,23 @@ class FerryBroker(_Broker):
 
         self._stdout_thread = threading.Thread(target=reader, name="ferry-stdout", daemon=True)
         self._stdout_thread.start()
+        self._launched = (cmd, port, proc, signalled, found, stdout_lines)
 
+    def start(self) -> None:
+        self.launch()
+        self.await_ready()
+
+    def await_ready(self) -> None:
+        """Waits for the READY line of the process `launch` started."""
+        cmd, port, proc, signalled, found, stdout_lines = self._launched
         ok = signalled.wait(FERRY_START_TIMEOUT)
         if "port" in found:
             self.host, self.port = found["host"], found["port"]
             # Other listeners of the READY line: "http", "metrics", "amqps" -> "HOST:PORT".
             self.endpoints = found.get("endpoints", {})
-            if self.host != LOOPBACK:
+            if self.host != self.listen_host:
                 self.kill9()
-                raise BrokerError(f"ferry announced {self.host}, expected {LOOPBACK}")
+                raise BrokerError(f"ferry announced {self.host}, expected {self.listen_host}")
             if port and self.port != port:
                 self.kill9()
                 raise BrokerError(f"ferry announced port {self.port}, asked for {port}")
