@@ -185,6 +185,9 @@ pub fn render(ctx: &Ctx) -> String {
         &m::ROUND_DURATION.snapshot(),
         1e6,
     );
+    if let Some(c) = &ctx.cluster {
+        raft_families(&mut o, &c.group_stats());
+    }
     o.family("ferry_build_info", "gauge", "Ferry version.");
     o.sample(
         "ferry_build_info",
@@ -192,6 +195,65 @@ pub fn render(ctx: &Ctx) -> String {
         1,
     );
     o.0
+}
+
+/// Per Raft group of a clustered node (label `group`; "meta" is the
+/// metadata group).
+fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
+    type Get = fn(&ferry_cluster::node::GroupStats) -> u64;
+    const FAMILIES: &[(&str, &str, &str, Get)] = &[
+        ("ferry_raft_term", "gauge", "Current Raft term.", |g| g.term),
+        (
+            "ferry_raft_last_log_index",
+            "gauge",
+            "Index of the last entry in this node's log.",
+            |g| g.last_log_index,
+        ),
+        (
+            "ferry_raft_last_applied_index",
+            "gauge",
+            "Index of the last entry applied on this node.",
+            |g| g.last_applied_index,
+        ),
+        (
+            "ferry_raft_leader",
+            "gauge",
+            "1 if this node leads the group.",
+            |g| u64::from(g.leader),
+        ),
+        (
+            "ferry_raft_leader_changes_total",
+            "counter",
+            "Leader changes this node saw.",
+            |g| g.leader_changes,
+        ),
+        (
+            "ferry_raft_elections_total",
+            "counter",
+            "Terms this node saw begin (elections).",
+            |g| g.elections,
+        ),
+    ];
+    for (name, kind, help, f) in FAMILIES {
+        o.family(name, kind, help);
+        for g in groups {
+            o.sample(name, &format!("group=\"{}\"", esc(&g.group)), f(g));
+        }
+    }
+    o.family(
+        "ferry_raft_replication_lag_entries",
+        "gauge",
+        "On the leader: entries a follower's log lacks.",
+    );
+    for g in groups {
+        for (peer, lag) in &g.lag {
+            o.sample(
+                "ferry_raft_replication_lag_entries",
+                &format!("group=\"{}\",peer=\"{peer}\"", esc(&g.group)),
+                *lag,
+            );
+        }
+    }
 }
 
 /// GET /metrics

@@ -145,6 +145,29 @@ async fn three_seeds_form_a_cluster_and_survive_a_leader_kill() {
     }
 
     let first = leader(&views[0]).expect("leader");
+    // Prometheus: the leader says so, with a lag sample per follower; everyone has a term.
+    let k0 = first[1..].parse::<usize>().expect("n<i>") - 1;
+    let metrics = |b: &Broker| Http::new(&b.endpoint("metrics").expect("metrics")).text("/metrics");
+    let text = metrics(&nodes[k0]);
+    assert!(
+        text.contains("ferry_raft_leader{group=\"meta\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("ferry_raft_replication_lag_entries{group=\"meta\"")
+            .count(),
+        2,
+        "{text}"
+    );
+    for b in &nodes {
+        let t = metrics(b);
+        let term = t
+            .lines()
+            .find_map(|l| l.strip_prefix("ferry_raft_term{group=\"meta\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("ferry_raft_term");
+        assert!(term >= 1, "{t}");
+    }
     let k = first[1..].parse::<usize>().expect("n<i>") - 1;
     nodes[k].kill9().await;
     let s = (k + 1) % 3;
@@ -162,6 +185,13 @@ async fn three_seeds_form_a_cluster_and_survive_a_leader_kill() {
         serde_json::json!([first]),
         "the lost node is in partitions"
     );
+    let t = metrics(&nodes[s]);
+    let changes = t
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_raft_leader_changes_total{group=\"meta\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("leader changes");
+    assert!(changes >= 2, "a first leader, then another: {t}");
 
     nodes[k].start_again().await;
     until(&nodes[k], "the killed node back as a member", all_up).await;

@@ -88,6 +88,33 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
+/// A Raft group's figures for Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    /// The group's label ("meta" for the metadata group).
+    pub group: String,
+    /// Current term.
+    pub term: u64,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// Index of the last entry applied here.
+    pub last_applied_index: u64,
+    /// 1 if this node leads the group.
+    pub leader: bool,
+    /// Times this node saw the group's leader change (including to none).
+    pub leader_changes: u64,
+    /// Terms this node saw begin (each is an election).
+    pub elections: u64,
+    /// On the leader: entries each follower lacks, by follower node id.
+    pub lag: Vec<(NodeId, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    leader_changes: std::sync::atomic::AtomicU64,
+    elections: std::sync::atomic::AtomicU64,
+}
+
 /// A clustered node.
 #[derive(Clone)]
 pub struct ClusterNode {
@@ -113,6 +140,7 @@ pub(crate) struct NodeInner {
     sm: MetaSm,
     recorded: Mutex<Recorded>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    counters: Counters,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> NodeError {
@@ -194,6 +222,7 @@ impl ClusterNode {
             sm,
             recorded: Mutex::new(recorded),
             tasks: Mutex::new(Vec::new()),
+            counters: Counters::default(),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
         let listener = Listener::bind(&cfg.listen, me, cfg.secret.clone(), Arc::new(handler))
@@ -207,6 +236,9 @@ impl ClusterNode {
         node.bootstrap().await?;
         let keeper = node.clone();
         let t = tokio::spawn(async move { keeper.keep_announced().await });
+        node.inner.tasks.lock().push(t);
+        let counter = node.clone();
+        let t = tokio::spawn(async move { counter.count_changes().await });
         node.inner.tasks.lock().push(t);
         Ok(node)
     }
@@ -491,6 +523,58 @@ impl ClusterNode {
                 .map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
             members,
         }
+    }
+
+    /// Counts leader changes and new terms as the metadata group's
+    /// metrics move.
+    async fn count_changes(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rx = self.inner.meta.metrics();
+        let (mut leader, mut term) = {
+            let m = rx.borrow();
+            (m.current_leader, m.current_term)
+        };
+        while rx.changed().await.is_ok() {
+            let m = rx.borrow().clone();
+            if m.current_leader != leader {
+                leader = m.current_leader;
+                self.inner.counters.leader_changes.fetch_add(1, Relaxed);
+            }
+            if m.current_term > term {
+                self.inner
+                    .counters
+                    .elections
+                    .fetch_add(m.current_term - term, Relaxed);
+                term = m.current_term;
+            }
+        }
+    }
+
+    /// The figures of this node's Raft groups (for now the metadata group).
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.inner.meta.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id())
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        vec![GroupStats {
+            group: "meta".into(),
+            term: m.current_term,
+            last_log_index: last,
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader: m.current_leader == Some(self.id()),
+            leader_changes: self.inner.counters.leader_changes.load(Relaxed),
+            elections: self.inner.counters.elections.load(Relaxed),
+            lag,
+        }]
     }
 
     /// Stops the node's Raft groups, links and port.
