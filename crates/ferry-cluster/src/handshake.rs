@@ -107,9 +107,7 @@ async fn read_text<S: AsyncRead + Unpin>(s: &mut S, addr: &str) -> Result<String
 }
 
 fn put_text(out: &mut Vec<u8>, t: &str) {
-    let t = &t.as_bytes()[..t.len().min(MAX_TEXT)];
-    out.extend_from_slice(&(t.len() as u16).to_le_bytes());
-    out.extend_from_slice(t);
+    crate::wire::put_text(out, t, MAX_TEXT);
 }
 
 async fn read_intro<S: AsyncRead + Unpin>(

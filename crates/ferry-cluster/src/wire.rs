@@ -287,6 +287,30 @@ pub fn decode_commands(body: Bytes) -> Result<Vec<Bytes>, WireError> {
     Ok(out)
 }
 
+/// Appends `u16 len | UTF-8 bytes` of `t`, cut at a character boundary
+/// to at most `max` bytes (names and addresses; callers bound them far
+/// below).
+pub(crate) fn put_text(b: &mut Vec<u8>, t: &str, max: usize) {
+    let mut end = t.len().min(max).min(u16::MAX as usize);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    b.extend_from_slice(&(end as u16).to_le_bytes());
+    b.extend_from_slice(&t.as_bytes()[..end]);
+}
+
+/// Takes a `u16 len | UTF-8 bytes` text off the front of `b`.
+pub(crate) fn take_text(b: &mut Bytes) -> Result<String, WireError> {
+    if b.len() < 2 {
+        return Err(WireError("truncated text".into()));
+    }
+    let n = b.get_u16_le() as usize;
+    if b.len() < n {
+        return Err(WireError("truncated text".into()));
+    }
+    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| WireError("text is not utf-8".into()))
+}
+
 // -- pieces ---------------------------------------------------------------------------------------
 
 fn put_u32(b: &mut Vec<u8>, n: usize) {

@@ -44,9 +44,7 @@ impl Recorded {
         let mut b = Vec::new();
         b.extend_from_slice(&self.id.to_le_bytes());
         for t in [&self.name, &self.advertise] {
-            let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
-            b.extend_from_slice(&(t.len() as u16).to_le_bytes());
-            b.extend_from_slice(t);
+            crate::wire::put_text(&mut b, t, u16::MAX as usize);
         }
         match self.cluster {
             Some(c) => {
@@ -64,17 +62,8 @@ impl Recorded {
             return None;
         }
         let id = b.get_u64_le();
-        let mut texts = Vec::new();
-        for _ in 0..2 {
-            if b.len() < 2 {
-                return None;
-            }
-            let n = b.get_u16_le() as usize;
-            if b.len() < n {
-                return None;
-            }
-            texts.push(String::from_utf8(b.split_to(n).to_vec()).ok()?);
-        }
+        let name = crate::wire::take_text(&mut b).ok()?;
+        let advertise = crate::wire::take_text(&mut b).ok()?;
         let cluster = match (b.first(), b.len()) {
             (Some(0), 1) => None,
             (Some(1), 17) => {
@@ -84,8 +73,6 @@ impl Recorded {
             }
             _ => return None,
         };
-        let advertise = texts.pop()?;
-        let name = texts.pop()?;
         Some(Recorded {
             id,
             name,

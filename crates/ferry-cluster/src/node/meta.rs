@@ -39,20 +39,7 @@ pub enum MetaCommand {
 }
 
 fn put_text(b: &mut Vec<u8>, t: &str) {
-    let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
-    b.extend_from_slice(&(t.len() as u16).to_le_bytes());
-    b.extend_from_slice(t);
-}
-
-fn text(b: &mut Bytes) -> Result<String, WireError> {
-    if b.len() < 2 {
-        return Err(WireError("truncated text".into()));
-    }
-    let n = b.get_u16_le() as usize;
-    if b.len() < n {
-        return Err(WireError("truncated text".into()));
-    }
-    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| WireError("text is not utf-8".into()))
+    crate::wire::put_text(b, t, u16::MAX as usize);
 }
 
 impl MetaCommand {
@@ -89,8 +76,8 @@ impl MetaCommand {
                     return Err(WireError("truncated node info".into()));
                 }
                 let id = b.get_u64_le();
-                let name = text(&mut b)?;
-                let advertise = text(&mut b)?;
+                let name = crate::wire::take_text(&mut b)?;
+                let advertise = crate::wire::take_text(&mut b)?;
                 MetaCommand::NodeInfo {
                     id,
                     name,

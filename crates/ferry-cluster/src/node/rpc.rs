@@ -32,9 +32,7 @@ pub(crate) fn encode_join(me: &Identity) -> Bytes {
     let mut b = Vec::new();
     b.extend_from_slice(&me.id.to_le_bytes());
     for t in [&me.name, &me.advertise] {
-        let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
-        b.extend_from_slice(&(t.len() as u16).to_le_bytes());
-        b.extend_from_slice(t);
+        crate::wire::put_text(&mut b, t, u16::MAX as usize);
     }
     Bytes::from(b)
 }
@@ -44,19 +42,8 @@ fn decode_join(mut b: Bytes) -> Result<(NodeId, String), String> {
         return Err("truncated join".into());
     }
     let id = b.get_u64_le();
-    let mut texts = Vec::new();
-    for _ in 0..2 {
-        if b.len() < 2 {
-            return Err("truncated join".into());
-        }
-        let n = b.get_u16_le() as usize;
-        if b.len() < n {
-            return Err("truncated join".into());
-        }
-        texts
-            .push(String::from_utf8(b.split_to(n).to_vec()).map_err(|_| "join text is not utf-8")?);
-    }
-    let advertise = texts.pop().unwrap_or_default();
+    let _name = crate::wire::take_text(&mut b).map_err(|e| e.to_string())?;
+    let advertise = crate::wire::take_text(&mut b).map_err(|e| e.to_string())?;
     if super::identity::node_id(&advertise) != id {
         return Err(format!(
             "node id {id} does not belong to address {advertise}"
