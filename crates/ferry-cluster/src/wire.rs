@@ -34,6 +34,8 @@ pub const KIND_JOIN: u8 = 4;
 pub const KIND_PROPOSE: u8 = 5;
 /// Is the node up? (empty body both ways)
 pub const KIND_PING: u8 = 6;
+/// Remove a (stopped) node from the cluster: `id u64` (to the metadata leader).
+pub const KIND_FORGET: u8 = 7;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.

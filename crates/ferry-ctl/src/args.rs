@@ -112,6 +112,11 @@ pub enum ClusterCmd {
     /// Every member: name, running, voter, metadata leader, address and the
     /// members it cannot reach. Exits 1 when a member is not running.
     Status,
+    /// Remove a stopped member (by node name or cluster address) from the cluster.
+    Forget {
+        /// Node name or cluster address.
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -46,3 +46,9 @@ pub fn status(client: &Client, args: &CtlArgs, out: &mut Output<'_>) -> Result<(
         )))
     }
 }
+
+pub fn forget(client: &Client, node: &str, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let path = crate::client::api_path(&["nodes", node]);
+    client.delete(&path, &format!("cluster member '{node}'"))?;
+    out.done(&format!("forgot cluster member {node}"))
+}

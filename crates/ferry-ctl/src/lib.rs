@@ -75,6 +75,9 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
         CtlCommand::List { what } => list::list(&client, args, *what, out),
         CtlCommand::Overview => list::overview(&client, args, out),
         CtlCommand::Cluster(args::ClusterCmd::Status) => cluster::status(&client, args, out),
+        CtlCommand::Cluster(args::ClusterCmd::Forget { node }) => {
+            cluster::forget(&client, node, out)
+        }
         CtlCommand::Declare(d) => ops::declare(&client, args, d, out),
         CtlCommand::Delete(d) => ops::delete(&client, args, d, out),
         CtlCommand::Purge(args::Purge::Queue { name }) => ops::purge(&client, args, name, out),

@@ -127,7 +127,10 @@ pub fn api_router(ctx: Ctx) -> Router {
     let api = Router::new()
         .route("/api/overview", get(overview::overview))
         .route("/api/nodes", get(overview::nodes))
-        .route("/api/nodes/{name}", get(overview::node))
+        .route(
+            "/api/nodes/{name}",
+            get(overview::node).delete(overview::forget_node),
+        )
         .route("/api/health/checks/alarms", get(overview::alarms))
         .route("/api/health/checks/local-alarms", get(overview::alarms))
         .route("/api/whoami", get(overview::whoami))

@@ -243,6 +243,24 @@ pub async fn nodes(
     Ok(Json(Value::Array(all_nodes(&ctx).await)))
 }
 
+/// DELETE /api/nodes/{name}: removes a stopped member from the cluster
+/// (Ferry's own: RabbitMQ does this with `rabbitmqctl forget_cluster_node`).
+pub async fn forget_node(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    caller.require_admin()?;
+    let Some(cluster) = &ctx.cluster else {
+        return Err(ApiError::BadRequest("this node is not clustered".into()));
+    };
+    match cluster.forget(&name).await {
+        Ok(()) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Err(ferry_cluster::node::ForgetError::NotAMember) => Err(ApiError::NotFound),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
 /// GET /api/nodes/{name}
 pub async fn node(
     State(ctx): State<Ctx>,

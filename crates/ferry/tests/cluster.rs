@@ -212,6 +212,34 @@ async fn a_fourth_node_joins_through_the_seeds() {
     .await;
     assert!(v.iter().any(|n| n["name"] == "n4"));
     until(&nodes[0], "the seeds see the fourth", |v| v.len() == 4).await;
+
+    // Forgetting: refused while the node runs, done once it is stopped.
+    let url = format!("http://{}", nodes[0].endpoint("http").expect("http"));
+    let out = common::ctl::ctl(&url, &["cluster", "forget", "n4"]);
+    assert!(!out.status.success());
+    assert!(
+        common::ctl::text(&out.stderr).contains("is running"),
+        "{}",
+        common::ctl::text(&out.stderr)
+    );
+    let mut fourth = fourth;
+    fourth.kill9().await;
+    until(&nodes[0], "n4 reported down", |v| {
+        v.iter().any(|n| n["name"] == "n4" && n["running"] == false)
+    })
+    .await;
+    let out = common::ctl::ctl(&url, &["cluster", "forget", "n4"]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    for b in &nodes {
+        until(b, "three members, all running", |v| {
+            v.len() == 3 && v.iter().all(|n| n["running"] == true)
+        })
+        .await;
+    }
+    let out = common::ctl::ctl(&url, &["cluster", "status"]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    let out = common::ctl::ctl(&url, &["cluster", "forget", "n4"]);
+    assert_eq!(out.status.code(), Some(1), "a second forget: not found");
 }
 
 fn ferry(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {

@@ -20,7 +20,7 @@ use crate::handshake::{Identity, Secret};
 use crate::link::Links;
 use crate::listener::Listener;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
-use crate::wire::{self, KIND_JOIN, KIND_PING, KIND_PROPOSE, KIND_REPLY};
+use crate::wire::{self, KIND_FORGET, KIND_JOIN, KIND_PING, KIND_PROPOSE, KIND_REPLY};
 use bytes::Bytes;
 use ferry_log::{FileIo, LogConfig};
 use ferry_queue::syncer::Syncer;
@@ -113,6 +113,17 @@ pub struct GroupStats {
 struct Counters {
     leader_changes: std::sync::atomic::AtomicU64,
     elections: std::sync::atomic::AtomicU64,
+}
+
+/// Why `forget` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    /// No member has that name or address.
+    #[error("no such cluster member")]
+    NotAMember,
+    /// The cluster refused (this node, a running node, no leader, ...).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A clustered node.
@@ -447,6 +458,52 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a stopped member, named by its node name or cluster address,
+    /// from the cluster (RabbitMQ's `forget_cluster_node`). Refuses this
+    /// node itself and a member that still answers.
+    pub async fn forget(&self, who: &str) -> Result<(), ForgetError> {
+        let st = self.status().await;
+        let member = st
+            .members
+            .iter()
+            .find(|m| m.name == who || m.addr == who)
+            .ok_or(ForgetError::NotAMember)?;
+        if member.id == self.id() {
+            return Err(ForgetError::Refused(
+                "a node cannot forget itself: run this on another member".into(),
+            ));
+        }
+        if member.running {
+            return Err(ForgetError::Refused(format!(
+                "node {who} is running: stop it first (only a stopped node can be forgotten)"
+            )));
+        }
+        let body = Bytes::copy_from_slice(&member.id.to_le_bytes());
+        let m = self.inner.meta.metrics().borrow().clone();
+        let leader = m
+            .current_leader
+            .ok_or_else(|| ForgetError::Refused("no metadata leader".into()))?;
+        if leader == self.id() {
+            rpc::forget(self.inner.clone(), body)
+                .await
+                .map_err(ForgetError::Refused)?;
+            return Ok(());
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| ForgetError::Refused("no metadata leader".into()))?;
+        self.inner
+            .links
+            .link(leader, &addr)
+            .request(KIND_FORGET, META_GROUP, body, Duration::from_secs(15))
+            .await
+            .map_err(|e| ForgetError::Refused(e.to_string()))?;
         Ok(())
     }
 

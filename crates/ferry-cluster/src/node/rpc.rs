@@ -5,7 +5,7 @@ use super::{NodeInner, META_GROUP};
 use crate::handshake::Identity;
 use crate::listener::{Answer, Handler};
 use crate::network::{answer, serve, RaftGroups};
-use crate::wire::{self, Frame, KIND_JOIN, KIND_PING, KIND_PROPOSE};
+use crate::wire::{self, Frame, KIND_FORGET, KIND_JOIN, KIND_PING, KIND_PROPOSE};
 use bytes::{Buf, Bytes};
 use ferry_raft::{Batch, NodeId};
 use openraft::BasicNode;
@@ -93,6 +93,32 @@ async fn join(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, String> {
     Ok(Bytes::new())
 }
 
+/// Removes node `id` from the metadata group's voters and learners.
+pub(crate) async fn forget(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, String> {
+    let id = match <[u8; 8]>::try_from(&body[..]) {
+        Ok(b) => NodeId::from_le_bytes(b),
+        Err(_) => return Err("bad forget request".into()),
+    };
+    if !is_leader(&node) {
+        return Err(not_leader(&node));
+    }
+    let m = node.meta.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(format!("node {id} is not a member"));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
+    if voters.is_empty() {
+        return Err("the last voter cannot be removed".into());
+    }
+    node.meta
+        .change_membership(voters, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(node = id, "node removed from the cluster");
+    Ok(Bytes::new())
+}
+
 async fn propose(node: Arc<NodeInner>, group: u64, body: Bytes) -> Result<Bytes, String> {
     if group != META_GROUP {
         return Err(format!("no proposals for group {group} here yet"));
@@ -117,7 +143,8 @@ impl Handler for NodeHandler {
                 (KIND_PING, _) => Ok(Bytes::new()),
                 (KIND_JOIN, Some(n)) => join(n, frame.body.clone()).await,
                 (KIND_PROPOSE, Some(n)) => propose(n, frame.group, frame.body.clone()).await,
-                (KIND_JOIN | KIND_PROPOSE, None) => Err("node stopping".into()),
+                (KIND_FORGET, Some(n)) => forget(n, frame.body.clone()).await,
+                (KIND_JOIN | KIND_PROPOSE | KIND_FORGET, None) => Err("node stopping".into()),
                 (kind, _) => match raft {
                     Some(raft) => serve(raft, kind, frame.body.clone()).await,
                     None => Err(format!("no raft group {} on this node", frame.group)),
