@@ -147,12 +147,14 @@ fn intro(me: NodeId, n: &[u8; 16]) -> Vec<u8> {
 }
 
 /// The dialing side. Returns the peer's node id once both sides proved
-/// they hold the secret.
+/// they hold the secret; a peer answering with another id than `expect`
+/// (or this node's own) is refused before this side sends its proof.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &Identity,
     secret: &Secret,
     addr: &str,
+    expect: NodeId,
 ) -> Result<NodeId, LinkError> {
     let run = async {
         let nc = nonce();
@@ -169,6 +171,12 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             .map_err(|e| fail(addr, e.to_string()))?;
         if !secret.verify(b"srv", &nc, &ns, me.id, sid, &tag) {
             return Err(fail(addr, "the peer does not hold this cluster's secret"));
+        }
+        if sid != expect || sid == me.id {
+            return Err(fail(
+                addr,
+                format!("the peer is node {sid}, not node {expect} (is its cluster_advertise the address the others dial?)"),
+            ));
         }
         let proof = secret.mac(b"cli", &ns, &nc, me.id, sid);
         s.write_all(proof.as_ref())
@@ -192,6 +200,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Identity, LinkError> {
     let run = async {
         let (cid, nc) = read_intro(s, addr).await?;
+        if cid == me.id {
+            return Err(fail(addr, "the dialer claims this node's own id"));
+        }
         let name = read_text(s, addr).await?;
         let advertise = read_text(s, addr).await?;
         let ns = nonce();

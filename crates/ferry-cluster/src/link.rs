@@ -31,6 +31,28 @@ struct Conn {
     tx: mpsc::UnboundedSender<Frame>,
     pending: Pending,
     alive: Arc<AtomicBool>,
+    /// When the reader last got bytes (ms since `EPOCH`).
+    last_read: Arc<AtomicU64>,
+    /// The reader and writer tasks, ended when the connection is given up.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Conn {
+    /// Gives the connection up: its tasks end, its waiting requests fail,
+    /// the next request dials again.
+    fn kill(&self) {
+        self.alive.store(false, Ordering::Release);
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.pending.lock().clear();
+    }
 }
 
 /// The links of one node to its peers.
@@ -77,6 +99,7 @@ impl Links {
             }
         }
         let l = Arc::new(PeerLink {
+            expect: id,
             addr: addr.to_owned(),
             links: Arc::downgrade(self),
             conn: tokio::sync::Mutex::new(None),
@@ -105,6 +128,8 @@ impl Links {
 
 /// One peer's link.
 pub struct PeerLink {
+    /// The node id the peer must prove it has.
+    expect: NodeId,
     addr: String,
     links: std::sync::Weak<Links>,
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -133,7 +158,10 @@ impl PeerLink {
         }
     }
 
-    /// Sends a request for `group` and waits for its answer.
+    /// Sends a request for `group` and waits for its answer, all within
+    /// `timeout` (dialing included). A request that times out on a
+    /// connection that has read nothing for as long gives the connection
+    /// up (a peer behind a silent partition never resets it).
     pub async fn request(
         &self,
         kind: u8,
@@ -141,7 +169,20 @@ impl PeerLink {
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Result<Frame, LinkError> {
-        let conn = self.connection().await?;
+        if body.len() + crate::wire::FRAME_HEADER > crate::wire::MAX_FRAME {
+            return Err(LinkError::Remote {
+                addr: self.addr.clone(),
+                reason: format!("a {}-byte request exceeds the frame limit", body.len()),
+            });
+        }
+        let timed_out = || LinkError::Timeout {
+            addr: self.addr.clone(),
+            millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let deadline = Instant::now() + timeout;
+        let conn = tokio::time::timeout(timeout, self.connection())
+            .await
+            .map_err(|_| timed_out())??;
         let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(corr, tx);
@@ -155,7 +196,8 @@ impl PeerLink {
             conn.pending.lock().remove(&corr);
             return Err(self.unreachable("connection closed"));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
             Ok(Ok(f)) if f.kind == KIND_ERROR => Err(LinkError::Remote {
                 addr: self.addr.clone(),
                 reason: String::from_utf8_lossy(&f.body).into_owned(),
@@ -164,10 +206,12 @@ impl PeerLink {
             Ok(Err(_)) => Err(self.unreachable("connection lost")),
             Err(_) => {
                 conn.pending.lock().remove(&corr);
-                Err(LinkError::Timeout {
-                    addr: self.addr.clone(),
-                    millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                })
+                let silent = now_ms().saturating_sub(conn.last_read.load(Ordering::Relaxed));
+                if u128::from(silent) >= timeout.as_millis() {
+                    tracing::debug!(addr = %self.addr, silent, "giving up a silent cluster link");
+                    conn.kill();
+                }
+                Err(timed_out())
             }
         }
     }
@@ -195,17 +239,13 @@ impl PeerLink {
         if links.closed.load(Ordering::Acquire) {
             return Err(self.unreachable("node stopping"));
         }
-        match self.dial(&links).await {
-            Ok(c) => {
-                *self.failed_at.lock() = None;
-                *slot = Some(c.clone());
-                Ok(c)
-            }
-            Err(e) => {
-                *self.failed_at.lock() = Some(Instant::now());
-                Err(e)
-            }
-        }
+        // Counted as failed until it succeeds: a dial abandoned by its
+        // caller's timeout still holds the next one back.
+        *self.failed_at.lock() = Some(Instant::now());
+        let c = self.dial(&links).await?;
+        *self.failed_at.lock() = None;
+        *slot = Some(c.clone());
+        Ok(c)
     }
 
     async fn dial(&self, links: &Arc<Links>) -> Result<Conn, LinkError> {
@@ -214,7 +254,8 @@ impl PeerLink {
             .map_err(|_| self.unreachable("connect timed out"))?
             .map_err(|e| self.unreachable(e.to_string()))?;
         let _ = s.set_nodelay(true);
-        let peer = handshake::dial(&mut s, &links.me, &links.secret, &self.addr).await?;
+        let peer =
+            handshake::dial(&mut s, &links.me, &links.secret, &self.addr, self.expect).await?;
         tracing::debug!(addr = %self.addr, peer, "cluster link up");
         let (rd, wr) = s.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -222,9 +263,16 @@ impl PeerLink {
             tx,
             pending: Arc::new(Mutex::new(HashMap::new())),
             alive: Arc::new(AtomicBool::new(true)),
+            last_read: Arc::new(AtomicU64::new(now_ms())),
+            tasks: Arc::new(Mutex::new(Vec::new())),
         };
-        links.track(tokio::spawn(write_loop(wr, rx, conn.alive.clone())));
-        links.track(tokio::spawn(read_loop(rd, conn.clone(), self.addr.clone())));
+        let w = tokio::spawn(write_loop(wr, rx, conn.alive.clone()));
+        let r = tokio::spawn(read_loop(rd, conn.clone(), self.addr.clone()));
+        conn.tasks
+            .lock()
+            .extend([w.abort_handle(), r.abort_handle()]);
+        links.track(w);
+        links.track(r);
         Ok(conn)
     }
 }
@@ -257,7 +305,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, conn: Conn, addr: Str
     'conn: loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => conn.last_read.store(now_ms(), Ordering::Relaxed),
         }
         loop {
             match Frame::decode(&mut buf) {

@@ -88,7 +88,9 @@ async fn accept_loop(
         let (s, peer) = match l.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // Out of file descriptors, most likely: back off, do not spin.
                 tracing::warn!(error = %e, "cluster accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };

@@ -238,3 +238,50 @@ async fn a_dialer_without_the_secret_never_reaches_raft() {
     assert!(m.current_term < 1_000);
     n.raft.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_checked_both_ways_in_the_handshake() {
+    let secret = Secret::new(b"right");
+    let nodes = start(1, &secret).await;
+    let n = &nodes[0];
+    leader_of(&[n], Duration::from_secs(10)).await;
+    let addr = n.listener.local_addr().to_string();
+    let ping = |links: &std::sync::Arc<Links>, expect: u64| {
+        let link = links.link(expect, &addr);
+        async move {
+            link.request(
+                ferry_cluster::wire::KIND_VOTE,
+                GROUP,
+                bytes::Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    // The dialer expected another node at that address: refused before it proves itself.
+    let other = Links::new(
+        Identity {
+            id: 50,
+            name: "x".into(),
+            advertise: String::new(),
+        },
+        secret.clone(),
+    );
+    let err = ping(&other, 99).await.expect_err("wrong peer id");
+    assert!(err.to_string().contains("not node 99"), "{err}");
+    // A dialer claiming the node's own id (a reflection) is refused by the node.
+    let mirror = Links::new(
+        Identity {
+            id: 1,
+            name: "x".into(),
+            advertise: String::new(),
+        },
+        secret.clone(),
+    );
+    let err = ping(&mirror, 1).await.expect_err("own id");
+    assert!(
+        matches!(err, ferry_cluster::LinkError::Handshake { .. }),
+        "{err}"
+    );
+    n.raft.shutdown().await.expect("shutdown");
+}

@@ -323,13 +323,31 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         tls,
         ..ferry_server::ServerConfig::default()
     };
+    // Handlers first: whoever reads the READY line may send SIGTERM at once,
+    // and before registration its default action kills the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let cluster = match cluster_cfg {
         None => None,
-        Some(c) => match cluster::start(c, &broker).await {
-            Ok(node) => Some(node),
-            Err(e) => {
+        // Forming may wait for the other seeds: a signal meanwhile stops cleanly.
+        Some(c) => tokio::select! {
+            r = cluster::start(c, &broker) => match r {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    broker.shutdown();
+                    return Err(RunError::Config(e));
+                }
+            },
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received while forming the cluster, shutting down");
                 broker.shutdown();
-                return Err(RunError::Config(e));
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received while forming the cluster, shutting down");
+                broker.shutdown();
+                return Ok(());
             }
         },
     };
@@ -356,11 +374,6 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     )
     .await?;
     tracing::info!(amqp = %addr, data_dir = %data_dir.display(), "ferry started");
-    // Handlers first: whoever reads the READY line may send SIGTERM at once,
-    // and before registration its default action kills the process.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     // A machine-readable line for scripts and tests (logs go to stderr).
     let mut out = std::io::stdout().lock();
     let mut ready = format!("FERRY_READY amqp={addr}");

@@ -207,6 +207,10 @@ impl ClusterNode {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_ms.0,
             election_timeout_max: cfg.election_ms.1,
+            // The metadata state lives in memory and is rebuilt from the
+            // whole log at start: no snapshot, so nothing is ever purged
+            // (persisting it comes with the definitions in the group).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             ..Config::default()
         }
         .validate()

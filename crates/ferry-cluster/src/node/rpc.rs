@@ -8,7 +8,7 @@ use crate::network::{answer, serve, RaftGroups};
 use crate::wire::{self, Frame, KIND_FORGET, KIND_JOIN, KIND_PING, KIND_PROPOSE};
 use bytes::{Buf, Bytes};
 use ferry_raft::{Batch, NodeId};
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
@@ -76,17 +76,34 @@ async fn join(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, String> {
         return Err(not_leader(&node));
     }
     let m = node.meta.metrics().borrow().clone();
-    let mut voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-    if voters.contains(&id) {
+    if m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
+    {
         return Ok(Bytes::new());
     }
+    // Add, then promote, each relative to the membership of the moment:
+    // concurrent joins and forgets never undo each other.
     node.meta
-        .add_learner(id, BasicNode { addr: addr.clone() }, true)
+        .add_learner(id, BasicNode { addr: addr.clone() }, false)
         .await
         .map_err(|e| e.to_string())?;
-    voters.insert(id);
     node.meta
-        .change_membership(voters, false)
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .is_some_and(|matched| matched.is_some())
+            },
+            "the joining node caught up",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    node.meta
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(node = id, %addr, "node joined the cluster");
@@ -107,12 +124,18 @@ pub(crate) async fn forget(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, S
     if membership.get_node(&id).is_none() {
         return Err(format!("node {id} is not a member"));
     }
-    let voters: BTreeSet<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
-    if voters.is_empty() {
+    let is_voter = membership.voter_ids().any(|v| v == id);
+    if is_voter && membership.voter_ids().count() == 1 {
         return Err("the last voter cannot be removed".into());
     }
+    let change = if is_voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    // retain = false: a removed voter does not stay on as a learner.
     node.meta
-        .change_membership(voters, false)
+        .change_membership(change, false)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(node = id, "node removed from the cluster");
