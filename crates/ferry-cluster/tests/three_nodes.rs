@@ -144,24 +144,40 @@ async fn wait_applied(node: &Node, index: u64) {
         .expect("applied in time");
 }
 
+/// Writes `cmd` through whichever of `nodes` leads, following
+/// ForwardToLeader while the first elections settle (every node starts one).
+/// Returns the leader that took it and the entry's index.
+async fn write(nodes: &[&Node], cmd: &'static [u8]) -> (NodeId, u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let id = leader_of(nodes, deadline.saturating_duration_since(Instant::now())).await;
+        let n = nodes.iter().find(|n| n.id == id).expect("leader node");
+        match n
+            .raft
+            .client_write(Batch::new(vec![Bytes::from_static(cmd)]))
+            .await
+        {
+            Ok(w) => return (id, w.log_id.index),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            )) => assert!(Instant::now() < deadline, "no stable leader took the write"),
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_and_fail_over_over_tcp() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let secret = Secret::new(b"test secret");
     let nodes = start(3, &secret).await;
     let all: Vec<&Node> = nodes.iter().collect();
-    let first = leader_of(&all, Duration::from_secs(10)).await;
+    let (first, index) = write(&all, b"m1").await;
     let leader = nodes.iter().find(|n| n.id == first).expect("leader node");
-    let w = leader
-        .raft
-        .client_write(Batch::new(vec![Bytes::from_static(b"m1")]))
-        .await
-        .expect("write m1");
-    let index = w.log_id.index;
     for n in &nodes {
         wait_applied(n, index).await;
         assert_eq!(
-            *n.sm.commands.lock(),
+            n.sm.read(|r| r.commands.clone()),
             vec![Bytes::from_static(b"m1")],
             "node {}",
             n.id
@@ -174,22 +190,16 @@ async fn three_nodes_replicate_and_fail_over_over_tcp() {
     leader.links.close();
     leader.listener.close();
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != first).collect();
-    let second = leader_of(&rest, Duration::from_secs(15)).await;
+    let (second, index) = write(&rest, b"m2").await;
     assert_ne!(second, first);
-    let new_leader = rest.iter().find(|n| n.id == second).expect("new leader");
-    let w = new_leader
-        .raft
-        .client_write(Batch::new(vec![Bytes::from_static(b"m2")]))
-        .await
-        .expect("write m2");
     eprintln!(
         "failover: first committed write {:?} after the leader stopped",
         killed_at.elapsed()
     );
     for n in &rest {
-        wait_applied(n, w.log_id.index).await;
+        wait_applied(n, index).await;
         assert_eq!(
-            *n.sm.commands.lock(),
+            n.sm.read(|r| r.commands.clone()),
             vec![Bytes::from_static(b"m1"), Bytes::from_static(b"m2")],
             "node {}",
             n.id

@@ -4,8 +4,9 @@
 //! ([`TypeConfig`]: entries carry a [`Batch`] of opaque commands), the Raft
 //! log of a group over a ferry-log ([`RaftLog`]: entries as records, the
 //! vote, the purged and committed pointers, durability through the node's
-//! durability round) and the pure codecs of those records (`codec`,
-//! `docs/raft-log.md`).
+//! durability round), the pure codecs of those records (`codec`,
+//! `docs/raft-log.md`), and the state machine of a group whose state is
+//! small enough to snapshot whole (`machine`).
 //!
 //! Must not: know AMQP, Kafka, exchanges, vhosts or what a command means
 //! (state machines above decode their commands), read clocks, or do
@@ -14,6 +15,7 @@
 
 pub mod codec;
 mod error;
+pub mod machine;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;

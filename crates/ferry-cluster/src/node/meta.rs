@@ -12,12 +12,9 @@
 
 use crate::error::WireError;
 use bytes::{Buf, Bytes};
-use ferry_raft::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{BasicNode, EntryPayload, OptionalSend, StoredMembership};
-use parking_lot::RwLock;
+use ferry_raft::machine::{SmallMachine, SmallState};
+use ferry_raft::{Applied, CodecError, NodeId};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 const CMD_NODE_INFO: u8 = 1;
 const CMD_CLUSTER_ID: u8 = 2;
@@ -111,7 +108,7 @@ pub struct MetaState {
 }
 
 impl MetaState {
-    fn apply(&mut self, cmd: MetaCommand) {
+    fn apply_one(&mut self, cmd: MetaCommand) {
         match cmd {
             MetaCommand::NodeInfo {
                 id,
@@ -124,6 +121,19 @@ impl MetaState {
                 self.cluster_id.get_or_insert(id);
             }
         }
+    }
+}
+
+impl SmallState for MetaState {
+    fn apply(&mut self, commands: Vec<Bytes>) -> Applied {
+        for c in commands {
+            match MetaCommand::decode(c) {
+                Ok(cmd) => self.apply_one(cmd),
+                // Skipped the same way on every node: applying stays deterministic.
+                Err(e) => tracing::error!(error = %e, "metadata command skipped"),
+            }
+        }
+        Applied::default()
     }
 
     fn encode(&self) -> Bytes {
@@ -147,146 +157,24 @@ impl MetaState {
         Bytes::from(b)
     }
 
-    fn decode(mut b: Bytes) -> Result<Self, WireError> {
+    fn decode(mut b: Bytes) -> Result<Self, CodecError> {
         let mut st = MetaState::default();
         while !b.is_empty() {
             if b.len() < 4 {
-                return Err(WireError("truncated metadata snapshot".into()));
+                return Err(CodecError("truncated metadata snapshot".into()));
             }
             let n = b.get_u32_le() as usize;
             if b.len() < n {
-                return Err(WireError("truncated metadata snapshot".into()));
+                return Err(CodecError("truncated metadata snapshot".into()));
             }
-            st.apply(MetaCommand::decode(b.split_to(n))?);
+            st.apply_one(MetaCommand::decode(b.split_to(n)).map_err(|e| CodecError(e.0))?);
         }
         Ok(st)
     }
 }
 
-/// The metadata state machine; clones share the state (the node reads it
-/// through [`MetaSm::state`]).
-#[derive(Debug, Clone, Default)]
-pub struct MetaSm {
-    inner: Arc<RwLock<Inner>>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    applied: Option<LogId>,
-    membership: StoredMembership<NodeId, BasicNode>,
-    state: MetaState,
-    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, SnapshotData)>,
-    snapshots_built: u64,
-}
-
-fn sm_error(e: WireError) -> StorageError {
-    StorageError::IO {
-        source: openraft::StorageIOError::new(
-            openraft::ErrorSubject::StateMachine,
-            openraft::ErrorVerb::Read,
-            openraft::AnyError::error(e.to_string()),
-        ),
-    }
-}
-
-impl MetaSm {
-    /// A copy of the applied state.
-    pub fn state(&self) -> MetaState {
-        self.inner.read().state.clone()
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for MetaSm {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let mut inner = self.inner.write();
-        inner.snapshots_built += 1;
-        let meta = SnapshotMeta {
-            last_log_id: inner.applied,
-            last_membership: inner.membership.clone(),
-            snapshot_id: format!("meta-{}", inner.snapshots_built),
-        };
-        let data = SnapshotData(inner.state.encode());
-        inner.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(data),
-        })
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for MetaSm {
-    type SnapshotBuilder = MetaSm;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
-        let inner = self.inner.read();
-        Ok((inner.applied, inner.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let mut inner = self.inner.write();
-        let mut out = Vec::new();
-        for e in entries {
-            inner.applied = Some(e.log_id);
-            match e.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    for c in batch.commands {
-                        match MetaCommand::decode(c) {
-                            Ok(cmd) => inner.state.apply(cmd),
-                            // Skipped the same way on every node: applying stays deterministic.
-                            Err(e) => tracing::error!(error = %e, "metadata command skipped"),
-                        }
-                    }
-                }
-                EntryPayload::Membership(m) => {
-                    inner.membership = StoredMembership::new(Some(e.log_id), m);
-                }
-            }
-            out.push(Applied::default());
-        }
-        Ok(out)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        Ok(Box::default())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError> {
-        let state = MetaState::decode(snapshot.0.clone()).map_err(sm_error)?;
-        let mut inner = self.inner.write();
-        inner.state = state;
-        inner.applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), *snapshot));
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .inner
-            .read()
-            .snapshot
-            .clone()
-            .map(|(meta, data)| Snapshot {
-                meta,
-                snapshot: Box::new(data),
-            }))
-    }
-}
+/// The metadata state machine; clones share the state.
+pub type MetaSm = SmallMachine<MetaState>;
 
 #[cfg(test)]
 mod tests {
@@ -305,10 +193,10 @@ mod tests {
         let mut st = MetaState::default();
         for c in cmds {
             assert_eq!(MetaCommand::decode(c.encode()), Ok(c.clone()));
-            st.apply(c);
+            st.apply(vec![c.encode()]);
         }
         assert_eq!(MetaState::decode(st.encode()), Ok(st.clone()));
-        st.apply(MetaCommand::ClusterId([1; 16]));
+        st.apply(vec![MetaCommand::ClusterId([1; 16]).encode()]);
         assert_eq!(st.cluster_id, Some([9; 16]), "the first cluster id wins");
         assert!(MetaCommand::decode(Bytes::from_static(&[3])).is_err());
         assert!(MetaCommand::decode(Bytes::from_static(&[2, 1])).is_err());

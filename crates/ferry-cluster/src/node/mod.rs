@@ -215,7 +215,7 @@ impl ClusterNode {
         }
         .validate()
         .map_err(raft_err)?;
-        let sm = MetaSm::default();
+        let sm = MetaSm::new("meta");
         let meta = Raft::new(
             id,
             Arc::new(raft_cfg),
@@ -280,7 +280,7 @@ impl ClusterNode {
 
     /// The metadata group's applied state.
     pub fn meta_state(&self) -> MetaState {
-        self.inner.sm.state()
+        self.inner.sm.read(MetaState::clone)
     }
 
     /// The metadata group's Raft handle.
@@ -384,7 +384,7 @@ impl ClusterNode {
         loop {
             let m = metrics.borrow().clone();
             if m.current_leader.is_some() && self.is_voter() {
-                let st = self.inner.sm.state();
+                let st = self.inner.sm.read(MetaState::clone);
                 let me = &self.inner.me;
                 let mut cmds = Vec::new();
                 if st.nodes.get(&me.id) != Some(&(me.name.clone(), me.advertise.clone())) {
@@ -518,7 +518,8 @@ impl ClusterNode {
         let mut metrics = self.inner.meta.metrics();
         loop {
             let known = metrics.borrow().current_leader.is_some();
-            if known && self.is_voter() && self.inner.sm.state().nodes.contains_key(&self.id()) {
+            if known && self.is_voter() && self.inner.sm.read(|s| s.nodes.contains_key(&self.id()))
+            {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -538,7 +539,7 @@ impl ClusterNode {
     /// The cluster as this node sees it (pings every other member).
     pub async fn status(&self) -> ClusterStatus {
         let m = self.inner.meta.metrics().borrow().clone();
-        let st = self.inner.sm.state();
+        let st = self.inner.sm.read(MetaState::clone);
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let mut pings = Vec::new();

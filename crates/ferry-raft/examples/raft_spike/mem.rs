@@ -27,12 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_raft::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig, Vote};
-use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
-use openraft::{
-    AnyError, BasicNode, EntryPayload, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
-    Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use ferry_raft::machine::{SmallMachine, SmallState};
+use ferry_raft::{Applied, CodecError, Entry, LogId, StorageError, TypeConfig, Vote};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
 use parking_lot::{Condvar, Mutex};
 
 /// How [`MemLogStore::append`] completes its `LogFlushed` callback.
@@ -198,7 +196,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
 /// What the counting state machine has applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
+pub struct Counts {
     /// Normal (client) entries applied.
     entries: u64,
     /// Commands in them.
@@ -207,135 +205,44 @@ struct Counts {
     bytes: u64,
 }
 
-impl Counts {
-    fn encode(self) -> SnapshotData {
+impl SmallState for Counts {
+    fn apply(&mut self, commands: Vec<Bytes>) -> Applied {
+        self.entries += 1;
+        self.commands += commands.len() as u64;
+        self.bytes += commands.iter().map(|c| c.len() as u64).sum::<u64>();
+        Applied::default()
+    }
+
+    fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(24);
         for n in [self.entries, self.commands, self.bytes] {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        SnapshotData(Bytes::from(out))
+        Bytes::from(out)
     }
 
-    fn decode(data: &[u8]) -> Option<Self> {
+    fn decode(data: Bytes) -> Result<Self, CodecError> {
         let word = |i: usize| -> Option<u64> {
             Some(u64::from_le_bytes(
                 data.get(i * 8..i * 8 + 8)?.try_into().ok()?,
             ))
         };
-        Some(Self {
-            entries: word(0)?,
-            commands: word(1)?,
-            bytes: word(2)?,
-        })
-    }
-}
-
-/// A state machine that counts applied entries, commands and bytes. Clones
-/// share state (the snapshot builder is a clone).
-#[derive(Clone, Debug, Default)]
-pub struct MemStateMachine {
-    state: Arc<Mutex<SmData>>,
-}
-
-#[derive(Debug, Default)]
-struct SmData {
-    last_applied: Option<LogId>,
-    membership: StoredMembership<NodeId, BasicNode>,
-    counts: Counts,
-    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, SnapshotData)>,
-    snapshots_built: u64,
-}
-
-impl RaftStateMachine<TypeConfig> for MemStateMachine {
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
-        let sm = self.state.lock();
-        Ok((sm.last_applied, sm.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let mut sm = self.state.lock();
-        let mut out = Vec::new();
-        for entry in entries {
-            sm.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    sm.counts.entries += 1;
-                    sm.counts.commands += batch.commands.len() as u64;
-                    sm.counts.bytes += batch.bytes() as u64;
-                }
-                EntryPayload::Membership(m) => {
-                    sm.membership = StoredMembership::new(Some(entry.log_id), m);
-                }
-            }
-            out.push(Applied::default());
+        match (word(0), word(1), word(2)) {
+            (Some(entries), Some(commands), Some(bytes)) => Ok(Self {
+                entries,
+                commands,
+                bytes,
+            }),
+            _ => Err(CodecError(format!(
+                "counts snapshot of {} bytes",
+                data.len()
+            ))),
         }
-        Ok(out)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        Ok(Box::default())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError> {
-        let Some(counts) = Counts::decode(&snapshot.0) else {
-            let err = AnyError::error(format!("snapshot of {} bytes", snapshot.0.len()));
-            return Err(StorageIOError::read_snapshot(Some(meta.signature()), err).into());
-        };
-        let mut sm = self.state.lock();
-        sm.counts = counts;
-        sm.last_applied = meta.last_log_id;
-        sm.membership = meta.last_membership.clone();
-        sm.snapshot = Some((meta.clone(), *snapshot));
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let sm = self.state.lock();
-        Ok(sm.snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(data.clone()),
-        }))
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let mut sm = self.state.lock();
-        sm.snapshots_built += 1;
-        let data = sm.counts.encode();
-        let snapshot_id = match sm.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, sm.snapshots_built),
-            None => format!("--{}", sm.snapshots_built),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: sm.last_applied,
-            last_membership: sm.membership.clone(),
-            snapshot_id,
-        };
-        sm.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(data),
-        })
-    }
-}
+/// A state machine that counts applied entries, commands and bytes.
+pub type MemStateMachine = SmallMachine<Counts>;
 
 /// A fake node-level durability round: one thread takes every pending flush
 /// callback, "flushes the device" (sleeps `delay`), then completes them all.
