@@ -431,37 +431,49 @@ impl ClusterNode {
         }
     }
 
-    /// Proposes metadata commands through the group's leader; returns once
-    /// the leader applied them.
-    pub async fn propose_meta(&self, cmds: Vec<MetaCommand>) -> Result<(), NodeError> {
-        let cmds: Vec<Bytes> = cmds.iter().map(MetaCommand::encode).collect();
+    /// The metadata group's leader: `None` when it is this node, its link
+    /// otherwise; an error while there is none.
+    fn meta_leader(&self) -> Result<Option<Arc<crate::link::PeerLink>>, String> {
         let m = self.inner.meta.metrics().borrow().clone();
-        let leader = m
-            .current_leader
-            .ok_or(NodeError::NotLeader { leader: None })?;
+        let leader = m.current_leader.ok_or("no metadata leader")?;
         if leader == self.id() {
-            self.inner
-                .meta
-                .client_write(Batch::new(cmds))
-                .await
-                .map_err(raft_err)?;
-            return Ok(());
+            return Ok(None);
         }
         let addr = m
             .membership_config
             .membership()
             .get_node(&leader)
             .map(|n| n.addr.clone())
-            .ok_or(NodeError::NotLeader { leader: None })?;
-        let link = self.inner.links.link(leader, &addr);
-        link.request(
-            KIND_PROPOSE,
-            META_GROUP,
-            wire::encode_commands(&cmds),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .ok_or("no metadata leader")?;
+        Ok(Some(self.inner.links.link(leader, &addr)))
+    }
+
+    /// Proposes metadata commands through the group's leader; returns once
+    /// the leader applied them.
+    pub async fn propose_meta(&self, cmds: Vec<MetaCommand>) -> Result<(), NodeError> {
+        let cmds: Vec<Bytes> = cmds.iter().map(MetaCommand::encode).collect();
+        match self
+            .meta_leader()
+            .map_err(|_| NodeError::NotLeader { leader: None })?
+        {
+            None => {
+                self.inner
+                    .meta
+                    .client_write(Batch::new(cmds))
+                    .await
+                    .map_err(raft_err)?;
+            }
+            Some(link) => {
+                link.request(
+                    KIND_PROPOSE,
+                    META_GROUP,
+                    wire::encode_commands(&cmds),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            }
+        }
         Ok(())
     }
 
@@ -486,28 +498,16 @@ impl ClusterNode {
             )));
         }
         let body = Bytes::copy_from_slice(&member.id.to_le_bytes());
-        let m = self.inner.meta.metrics().borrow().clone();
-        let leader = m
-            .current_leader
-            .ok_or_else(|| ForgetError::Refused("no metadata leader".into()))?;
-        if leader == self.id() {
-            rpc::forget(self.inner.clone(), body)
+        match self.meta_leader().map_err(ForgetError::Refused)? {
+            None => rpc::forget(self.inner.clone(), body)
                 .await
-                .map_err(ForgetError::Refused)?;
-            return Ok(());
-        }
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
-            .ok_or_else(|| ForgetError::Refused("no metadata leader".into()))?;
-        self.inner
-            .links
-            .link(leader, &addr)
-            .request(KIND_FORGET, META_GROUP, body, Duration::from_secs(15))
-            .await
-            .map_err(|e| ForgetError::Refused(e.to_string()))?;
+                .map_err(ForgetError::Refused)?,
+            Some(link) => link
+                .request(KIND_FORGET, META_GROUP, body, Duration::from_secs(15))
+                .await
+                .map(|_| Bytes::new())
+                .map_err(|e| ForgetError::Refused(e.to_string()))?,
+        };
         Ok(())
     }
 
