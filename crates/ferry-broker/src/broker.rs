@@ -340,7 +340,16 @@ impl Broker {
                 q.sync_now();
             }
         }
+        // A round the executor thread was still running may have released
+        // confirms after the syncs above (they run after its members'
+        // locks): stopping joins it, and the delayed queues are synced once
+        // more so the settles those confirms appended are durable too.
         self.env.syncer.stop();
+        for v in &vhosts {
+            for q in v.delayed_queues() {
+                q.sync_now();
+            }
+        }
     }
     // --- vhosts (`vhosts.rs`) ---
 
