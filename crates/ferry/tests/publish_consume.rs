@@ -433,17 +433,7 @@ async fn queue_delete_returns_message_count() {
 async fn server_named_queue_and_generated_consumer_tag() {
     let broker = Broker::start().await;
     let (_conn, ch) = connect_channel(&broker.amqp_url()).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = common::server_named_queue(&ch).await;
     let name = q.name().to_string();
     assert!(name.starts_with("amq.gen-"), "server-named queue: {name}");
     assert!(name.len() > "amq.gen-".len() + 8, "name too short: {name}");

@@ -25,18 +25,13 @@ fn headers(items: &[(&str, AMQPValue)]) -> BasicProperties {
 async fn queues(ch: &Channel, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let ok = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        out.push(ok.name().as_str().to_string());
+        out.push(
+            common::server_named_queue(ch)
+                .await
+                .name()
+                .as_str()
+                .to_string(),
+        );
     }
     out
 }

@@ -72,20 +72,25 @@ fn many_logs_share_one_round_and_confirm_only_after_its_flush() {
     }
 }
 
-#[test]
-fn a_stream_consumer_sees_new_records_only_after_the_round() {
-    let io = SimIo::new();
-    let syncer = Syncer::manual(policy());
-    let env = env(&io, syncer.clone());
+/// A durable stream `s` on `env`.
+fn open_stream(env: &QueueEnv) -> Arc<Stream> {
     let mut args = ferry_model::Table::new();
     args.insert("x-queue-type", ferry_model::Value::str("stream"));
-    let s = Stream::open(
+    Stream::open(
         spec("s", true, args),
         Arc::from("/"),
         PathBuf::from(format!("{ROOT}/s")),
         env.clone(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_stream_consumer_sees_new_records_only_after_the_round() {
+    let io = SimIo::new();
+    let syncer = Syncer::manual(policy());
+    let env = env(&io, syncer.clone());
+    let s = open_stream(&env);
     let queues: Vec<Arc<Queue>> = (0..5).map(|i| open_queue(&env, i)).collect();
     let taker = Taker::new(100);
     let consume_args = ferry_model::Table::new();
@@ -139,15 +144,7 @@ fn a_transient_stream_message_is_confirmed_only_once_readable() {
     let io = SimIo::new();
     let syncer = Syncer::manual(policy());
     let env = env(&io, syncer.clone());
-    let mut args = ferry_model::Table::new();
-    args.insert("x-queue-type", ferry_model::Value::str("stream"));
-    let s = Stream::open(
-        spec("s", true, args),
-        Arc::from("/"),
-        PathBuf::from(format!("{ROOT}/s")),
-        env.clone(),
-    )
-    .unwrap();
+    let s = open_stream(&env);
     let sink = Arc::new(Confirms::default());
     let token = ConfirmToken {
         sink: sink.clone(),

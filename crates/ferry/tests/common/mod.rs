@@ -131,6 +131,20 @@ pub async fn declare_queue(ch: &Channel, prefix: &str) -> String {
 }
 
 /// Ready message count of a queue (passive declare).
+/// An exclusive queue the server names (`amq.gen-…`).
+pub async fn server_named_queue(ch: &Channel) -> lapin::Queue {
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
 pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
     ch.queue_declare(
         queue.into(),
