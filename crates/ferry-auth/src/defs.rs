@@ -90,6 +90,22 @@ pub struct PermissionDef {
     pub read: String,
 }
 
+impl AccessDefs {
+    /// The same definitions with every clear text password replaced by a
+    /// salted hash (as importing would store it), so that every node that
+    /// applies them (a cluster replicates imports) stores the same hash.
+    pub fn salted(mut self) -> Self {
+        for u in &mut self.users {
+            if let (Some(p), true) = (&u.password, u.password_hash.is_empty()) {
+                u.password_hash = super::hash::PasswordHash::new(p).to_b64();
+                u.hashing_algorithm = SHA256.to_string();
+            }
+            u.password = None;
+        }
+        self
+    }
+}
+
 fn default_algorithm() -> String {
     SHA256.to_string()
 }

@@ -69,6 +69,18 @@ pub enum PasswordSpec {
     NoPassword,
 }
 
+impl PasswordSpec {
+    /// The same password as a salted hash: a clear text password is hashed
+    /// here, once, so that every node that stores the user (a cluster
+    /// replicates the change) stores the same hash.
+    pub fn salted(self) -> PasswordSpec {
+        match self {
+            PasswordSpec::Plain(p) => PasswordSpec::HashB64(PasswordHash::new(&p).to_b64()),
+            other => other,
+        }
+    }
+}
+
 /// Why a login failed (the front end answers ACCESS_REFUSED either way).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -23,6 +23,7 @@
 //! DATA/transient/<id>/                      non-durable queues (wiped at start)
 //! ```
 
+use crate::command::{self, DefCommand, DefError, SharedReplicator};
 use crate::policy::{PolicyDef, PolicyKind};
 use crate::vhost::VHost;
 use access::AccessDb;
@@ -107,6 +108,8 @@ pub struct Broker {
     access: AccessDb,
     /// Every vhost's policies, `DATA/policies` (`broker/policies.rs`).
     policies: Policies,
+    /// Where definition changes go in a cluster (None: applied here).
+    replicator: parking_lot::RwLock<Option<SharedReplicator>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -192,6 +195,7 @@ impl Broker {
             policies: Policies::new(io.clone(), data_dir, policies),
             config,
             env,
+            replicator: parking_lot::RwLock::new(None),
         };
         let opened = broker
             .open_vhosts(&*io, &vdir, listed)
@@ -210,6 +214,42 @@ impl Broker {
             return Err(e);
         }
         Ok(Arc::new(broker))
+    }
+
+    /// The file I/O seam.
+    pub fn io(&self) -> &Arc<dyn FileIo> {
+        &self.env.io
+    }
+
+    /// Sends every later definition change through `r` (a cluster's
+    /// metadata group) instead of applying it here at once.
+    pub fn set_replicator(&self, r: SharedReplicator) {
+        *self.replicator.write() = Some(r);
+    }
+
+    /// Makes a definition change (`crate::command`): applied here at once
+    /// on a single node, through the replicator on every node of a
+    /// cluster. Blocks (file I/O; in a cluster a round trip to the
+    /// metadata leader): call it from the blocking pool or in
+    /// `block_in_place`.
+    pub fn submit(&self, cmd: DefCommand) -> std::result::Result<bool, DefError> {
+        let r = self.replicator.read().clone();
+        match r {
+            None => command::apply(self, &cmd),
+            Some(r) => match r.replicate(cmd.encode()) {
+                Ok(out) => command::decode_result(&out),
+                Err(e) => Err(CoreError::request(
+                    ErrorKind::Internal,
+                    format!("the change could not be replicated: {e}"),
+                )
+                .into()),
+            },
+        }
+    }
+
+    /// [`submit`](Self::submit) for the changes whose errors are the core's.
+    pub fn change(&self, cmd: DefCommand) -> Result<()> {
+        self.submit(cmd).map(|_| ()).map_err(CoreError::from)
     }
 
     /// Looks a vhost up.

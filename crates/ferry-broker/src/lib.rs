@@ -5,8 +5,10 @@
 //! RabbitMQ's texts, matching, precedence, the policy file; the access
 //! file), each [`VHost`] (the exchange map, the one registry of queues and
 //! streams, routing a publish through `ferry-route` to them, dead letters,
-//! the delayed-message exchange's store), the definitions file, and the
-//! vhost lifecycle. Queues and streams themselves are `ferry-queue`'s: the
+//! the delayed-message exchange's store), the definitions file, the
+//! vhost lifecycle, and definition changes as commands ([`command`]: one
+//! apply path, whether a change is applied here at once or comes through
+//! a cluster's metadata group; [`applied`]: each such command once). Queues and streams themselves are `ferry-queue`'s: the
 //! broker opens them, hands them their effective arguments and a
 //! dead-letter router, and calls them through `Source`.
 //!
@@ -22,7 +24,11 @@
 //!     └── ConsumerSink::deliver ◀─────────┘  └── ConfirmSink ◀──────┘
 //! ```
 
+pub mod applied;
 pub mod broker;
+pub mod command;
+#[cfg(test)]
+mod command_tests;
 pub mod definitions;
 pub mod policy;
 #[cfg(test)]
@@ -30,4 +36,5 @@ mod test_support;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig};
+pub use command::{DefCommand, DefError};
 pub use vhost::{ExchangeArgs, VHost};

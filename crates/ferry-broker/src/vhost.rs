@@ -236,6 +236,11 @@ impl VHost {
         self.topology.has(name)
     }
 
+    /// Whether exchange `name` is durable (None: no such exchange).
+    pub fn exchange_durable(&self, name: &str) -> Option<bool> {
+        self.topology.durable(name)
+    }
+
     // --- exchanges and bindings (`topology.rs`) ---
 
     /// exchange.declare.

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::{PasswordSpec, Permissions, User, Users};
+use ferry_broker::DefCommand;
 use serde_json::{json, Value};
 
 fn user_json(u: &User, users: &Users) -> Value {
@@ -111,7 +112,10 @@ pub async fn put_user(
         }
     };
     let tags = tags_of(&b)?;
-    ferry_server::blocking::run(|| ctx.broker.put_user(&name, password, tags))?;
+    ferry_server::blocking::run(|| {
+        ctx.broker
+            .change(DefCommand::put_user(&name, password, tags))
+    })?;
     Ok(put_status(existed))
 }
 
@@ -122,7 +126,7 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ferry_server::blocking::run(|| ctx.broker.delete_user(&name))?;
+    ferry_server::blocking::run(|| ctx.broker.change(DefCommand::DeleteUser { name }))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -198,7 +202,13 @@ pub async fn put_permission(
         return Err(ApiError::NotFound);
     }
     let existed = !perms_where(&ctx, |u, v| u == user && v == vhost).is_empty();
-    ferry_server::blocking::run(|| ctx.broker.set_permissions(&user, &vhost, p))?;
+    ferry_server::blocking::run(|| {
+        ctx.broker.change(DefCommand::SetPermissions {
+            user,
+            vhost,
+            permissions: p,
+        })
+    })?;
     Ok(put_status(existed))
 }
 
@@ -209,7 +219,10 @@ pub async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    ferry_server::blocking::run(|| ctx.broker.clear_permissions(&user, &vhost))?;
+    ferry_server::blocking::run(|| {
+        ctx.broker
+            .change(DefCommand::ClearPermissions { user, vhost })
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -273,7 +286,7 @@ pub async fn put_vhost(
         return Err(ApiError::BadRequest("vhost name must not be empty".into()));
     }
     let existed = ctx.broker.vhost(&name).is_ok();
-    ferry_server::blocking::run(|| ctx.broker.add_vhost(&name))?;
+    ferry_server::blocking::run(|| ctx.broker.change(DefCommand::AddVhost { name }))?;
     Ok(put_status(existed))
 }
 
@@ -288,7 +301,7 @@ pub async fn delete_vhost(
         return Err(ApiError::NotFound);
     }
     let b = ctx.broker.clone();
-    crate::common::blocking(move || b.delete_vhost(&name)).await??;
+    crate::common::blocking(move || b.change(DefCommand::DeleteVhost { name })).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -19,7 +19,7 @@ use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
 use ferry_auth::{Access, Resource};
-use ferry_broker::VHost;
+use ferry_broker::{command, VHost};
 use ferry_model::Table;
 use ferry_route::Destination;
 use serde_json::{json, Value};
@@ -189,7 +189,8 @@ pub async fn create(
     let rk = common::string(&b, "routing_key")?.unwrap_or("");
     let args = json_to_table(b.get("arguments")).map_err(ApiError::BadRequest)?;
     may_bind(&ctx, &caller, &vhost, source, &d)?;
-    ferry_server::blocking::run(|| v.binding(true, source, d, rk, args.clone(), 0))?;
+    let a = args.clone();
+    ferry_server::blocking::run(|| command::binding(&ctx.broker, &v, true, (source, d), rk, a, 0))?;
     let location = props_key(rk, &table_to_json(&args));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
@@ -246,7 +247,9 @@ pub async fn delete(
     let rk = b["routing_key"].as_str().unwrap_or("");
     let args = json_to_table(b.get("arguments")).map_err(ApiError::BadRequest)?;
     may_bind(&ctx, &caller, &vhost, source, &d)?;
-    ferry_server::blocking::run(|| v.binding(false, source, d, rk, args, 0))?;
+    ferry_server::blocking::run(|| {
+        command::binding(&ctx.broker, &v, false, (source, d), rk, args, 0)
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

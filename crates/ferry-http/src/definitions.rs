@@ -26,7 +26,7 @@ use bytes::Bytes;
 use ferry_auth::{AccessDefs, VHOST_LIMITS_COMPONENT};
 use ferry_broker::policy::validate::erlang_binary;
 use ferry_broker::policy::PolicyKind;
-use ferry_broker::{Broker, ExchangeArgs, VHost};
+use ferry_broker::{command, Broker, DefCommand, ExchangeArgs, VHost};
 use ferry_queue::queue::{QueueArgs, QueueSpec};
 use ferry_queue::stream::args::StreamArgs;
 use ferry_route::Destination;
@@ -345,7 +345,9 @@ fn check_new_queue_args(v: &VHost, spec: &QueueSpec) -> ApiResult<()> {
 fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
     check_queue_limits(broker, d, fixed)?;
     match fixed {
-        None => broker.import_access(&d.access)?,
+        None => broker.change(DefCommand::ImportAccess {
+            defs: d.access.clone().salted(),
+        })?,
         // Applied last (below), refused before anything changes.
         Some(vhost) => check_vhost_limits(d, vhost)?,
     }
@@ -378,7 +380,7 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
             internal: x.internal,
             arguments: json_to_table(x.arguments.as_ref()).map_err(ApiError::BadRequest)?,
         };
-        v.declare_exchange(&x.name, &x.kind, false, args)?;
+        command::declare_exchange(broker, &v, &x.name, &x.kind, args)?;
     }
     for q in &d.queues {
         let v = target(broker, fixed, q.vhost.as_deref())?;
@@ -404,13 +406,16 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
             }
         };
         let args = json_to_table(b.arguments.as_ref()).map_err(ApiError::BadRequest)?;
-        v.binding(true, &b.source, dest, &b.routing_key, args, 0)?;
+        command::binding(broker, &v, true, (&b.source, dest), &b.routing_key, args, 0)?;
     }
     // A per-vhost document's vhost limits go to that vhost (RabbitMQ
     // imports its `parameters` there). Last: RabbitMQ's import declares
     // the document's queues whatever `max-queues` it sets.
     if let Some(vhost) = fixed {
-        broker.import_vhost_limits(vhost, &d.access)?;
+        broker.change(DefCommand::ImportVhostLimits {
+            vhost: vhost.to_string(),
+            defs: d.access.clone(),
+        })?;
     }
     Ok(())
 }

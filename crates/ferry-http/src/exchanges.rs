@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::Resource;
-use ferry_broker::{ExchangeArgs, VHost};
+use ferry_broker::{command, ExchangeArgs, VHost};
 use ferry_route::consistent_hash;
 use ferry_route::Exchange;
 use serde_json::{json, Value};
@@ -112,7 +112,7 @@ pub async fn declare(
             ));
         }
     }
-    ferry_server::blocking::run(|| v.declare_exchange(name, kind, false, args))?;
+    ferry_server::blocking::run(|| command::declare_exchange(&ctx.broker, &v, name, kind, args))?;
     Ok(put_status(existed))
 }
 
@@ -129,7 +129,8 @@ pub async fn delete(
         return Err(ApiError::NotFound);
     }
     common::may_configure(&ctx, &caller, &vhost, Resource::Exchange(name))?;
-    ferry_server::blocking::run(|| v.delete_exchange(name, query_flag(&q, "if-unused")))?;
+    let if_unused = query_flag(&q, "if-unused");
+    ferry_server::blocking::run(|| command::delete_exchange(&ctx.broker, &v, name, if_unused))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -31,6 +31,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use ferry_auth::limits::{validate, value_json, LimitScope};
+use ferry_broker::DefCommand;
 use ferry_queue::ErrorKind;
 use serde_json::{json, Value};
 
@@ -106,7 +107,12 @@ async fn put_vhost_limit(
         }
         let n = body_value(LimitScope::Vhost, &name, &raw)?;
         let b = ctx.broker.clone();
-        match common::blocking(move || b.set_vhost_limit(&vhost, &name, n)).await? {
+        let cmd = DefCommand::VhostLimit {
+            vhost,
+            name,
+            value: Some(n),
+        };
+        match common::blocking(move || b.change(cmd)).await? {
             // Deleted since the check above.
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(vhost_not_found()),
             r => r
@@ -129,7 +135,12 @@ async fn delete_vhost_limit(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let b = ctx.broker.clone();
-    common::blocking(move || b.clear_vhost_limit(&vhost, &name)).await??;
+    let cmd = DefCommand::VhostLimit {
+        vhost,
+        name,
+        value: None,
+    };
+    common::blocking(move || b.change(cmd)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -186,7 +197,12 @@ async fn put_user_limit(
             ));
         }
         let b = ctx.broker.clone();
-        common::blocking(move || b.set_user_limit(&user, &name, n)).await??;
+        let cmd = DefCommand::UserLimit {
+            user,
+            name,
+            value: Some(n),
+        };
+        common::blocking(move || b.change(cmd)).await??;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -200,7 +216,12 @@ async fn delete_user_limit(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let b = ctx.broker.clone();
-    common::blocking(move || b.clear_user_limit(&user, &name)).await??;
+    let cmd = DefCommand::UserLimit {
+        user,
+        name,
+        value: None,
+    };
+    common::blocking(move || b.change(cmd)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -20,6 +20,7 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use ferry_broker::broker::PolicyChangeError;
 use ferry_broker::policy::{PolicyDef, PolicyError, PolicyKind, Target};
+use ferry_broker::DefCommand;
 use serde_json::{json, Map, Value};
 
 /// The routes of both kinds (merged into the authenticated API).
@@ -113,9 +114,9 @@ pub fn import(
     let def =
         ferry_broker::policy::validate(kind, vhost, name, p).map_err(|e| bad(e.to_string()))?;
     broker
-        .put_policy_def(kind, def)
+        .submit(DefCommand::PutPolicy { kind, def })
         .map(|_| ())
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(PolicyChangeError::from(e).to_string()))
 }
 
 /// `&`, `<` and `>` as HTML entities (RabbitMQ's validation texts).
@@ -231,7 +232,14 @@ async fn put_one(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let done = crate::common::blocking(move || ctx.broker.put_policy(kind, &vhost, &name, &body));
+    let done = crate::common::blocking(move || -> Result<bool, PolicyChangeError> {
+        if ctx.broker.vhost(&vhost).is_err() {
+            return Err(PolicyChangeError::NoVhost(vhost));
+        }
+        // Validated here: the change carries the checked definition.
+        let def = ferry_broker::policy::validate(kind, &vhost, &name, &body)?;
+        Ok(ctx.broker.submit(DefCommand::PutPolicy { kind, def })?)
+    });
     match done.await {
         Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Ok(false)) => StatusCode::CREATED.into_response(),
@@ -250,7 +258,10 @@ async fn delete_one(
     if let Err(e) = require_maker(&ctx, caller, kind, &vhost) {
         return e.into_response();
     }
-    let done = crate::common::blocking(move || ctx.broker.delete_policy(kind, &vhost, &name));
+    let done = crate::common::blocking(move || -> Result<(), PolicyChangeError> {
+        let cmd = DefCommand::DeletePolicy { kind, vhost, name };
+        Ok(ctx.broker.submit(cmd).map(|_| ())?)
+    });
     match done.await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(PolicyChangeError::NoVhost(_))) => ApiError::NotFound.into_response(),

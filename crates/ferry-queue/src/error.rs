@@ -5,7 +5,7 @@
 use ferry_log::LogError;
 
 /// What went wrong, in terms a front end can map to its own error codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The named entity does not exist (AMQP 404).

@@ -445,6 +445,7 @@ impl Conn {
         };
         self.refresh_perms();
         let ctx = ChannelCtx {
+            broker: &self.shared.broker,
             vhost: &vhost,
             conn_id: self.id,
             user: &self.user,
@@ -630,6 +631,7 @@ impl Conn {
             }
             if let Some(vhost) = self.vhost.clone() {
                 let ctx = ChannelCtx {
+                    broker: &self.shared.broker,
                     vhost: &vhost,
                     conn_id: self.id,
                     user: &self.user,

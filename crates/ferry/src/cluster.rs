@@ -1,12 +1,48 @@
 //! Starting a clustered node from the settings (`cluster_listen` on).
 
 use crate::settings::Settings;
+use bytes::Bytes;
+use ferry_broker::applied::ReplicatedDefinitions;
+use ferry_broker::command::Replicator;
 use ferry_broker::Broker;
+use ferry_cluster::node::machine::DefinitionApplier;
 use ferry_cluster::node::{ClusterNode, NodeConfig};
 use ferry_cluster::Secret;
 use ferry_log::StdIo;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a definition change waits for the metadata group (a leader
+/// election, a partition healing) before the client gets an error.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker's definitions as the metadata group's applier.
+struct Applier(ReplicatedDefinitions);
+
+impl DefinitionApplier for Applier {
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
+        self.0.apply(index, command)
+    }
+}
+
+/// The metadata group as the broker's replicator.
+struct Proposer {
+    node: ClusterNode,
+    rt: tokio::runtime::Handle,
+}
+
+impl Replicator for Proposer {
+    fn replicate(&self, command: Vec<u8>) -> Result<Vec<u8>, String> {
+        // The broker calls this from the blocking pool or `block_in_place`.
+        self.rt
+            .block_on(
+                self.node
+                    .propose_definition(Bytes::from(command), CHANGE_TIMEOUT),
+            )
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// How long to wait for the cluster to form before saying so in the log
 /// (the node keeps waiting).
@@ -55,13 +91,25 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
     }))
 }
 
-/// Starts the node's cluster side and waits until it is a member of the
-/// formed cluster (logging while it waits).
-pub async fn start(cfg: NodeConfig, broker: &Broker) -> Result<ClusterNode, String> {
+/// Starts the node's cluster side, waits until it is a member of the
+/// formed cluster (logging while it waits) and has applied the
+/// definitions logged so far, then sends the broker's definition changes
+/// through the metadata group.
+pub async fn start(cfg: NodeConfig, broker: &Arc<Broker>) -> Result<ClusterNode, String> {
     let advertise = cfg.advertise.clone();
-    let node = ClusterNode::start(cfg, Arc::new(StdIo), broker.syncer().clone())
+    let b = broker.clone();
+    let defs = tokio::task::spawn_blocking(move || ReplicatedDefinitions::open(b))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    let node = ClusterNode::start(
+        cfg,
+        Arc::new(StdIo),
+        broker.syncer().clone(),
+        Arc::new(Applier(defs)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(cluster = %advertise, node_id = node.id(), "cluster port open; forming");
     loop {
         match node.wait_formed(FORMING_NOTICE).await {
@@ -70,5 +118,9 @@ pub async fn start(cfg: NodeConfig, broker: &Broker) -> Result<ClusterNode, Stri
         }
     }
     tracing::info!(node_id = node.id(), "member of the cluster");
+    broker.set_replicator(Arc::new(Proposer {
+        node: node.clone(),
+        rt: tokio::runtime::Handle::current(),
+    }));
     Ok(node)
 }

@@ -105,7 +105,7 @@ impl Target {
 }
 
 /// Policies or operator policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyKind {
     /// `/api/policies`, `rabbitmqctl set_policy`.
     Policy,

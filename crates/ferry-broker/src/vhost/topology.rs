@@ -172,6 +172,11 @@ impl Topology {
         self.exchanges.read().contains_key(name)
     }
 
+    /// Whether exchange `name` is durable (None: no such exchange).
+    pub(super) fn durable(&self, name: &str) -> Option<bool> {
+        self.exchanges.read().get(name).map(|x| x.durable)
+    }
+
     /// Whether `name` is a delayed exchange.
     pub(super) fn is_delayed(&self, name: &str) -> bool {
         self.exchanges

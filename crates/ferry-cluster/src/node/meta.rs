@@ -1,23 +1,25 @@
-//! The metadata group's state machine: what every node knows about the
-//! cluster. For now: the cluster id and each member's name and address
-//! (vhosts, users, exchanges, bindings and the queue table follow). It is
-//! applied identically on every node from the group's committed entries;
-//! its snapshot is its whole (small) state.
+//! The metadata group's commands and what every node knows about the
+//! cluster from them: the cluster id and each member's name and address
+//! ([`MetaState`], applied identically on every node from the group's
+//! committed entries). Definition commands (users, vhosts, exchanges, ...)
+//! travel opaque: the node's `DefinitionApplier` applies them
+//! (`machine.rs`).
 //!
 //! Commands (one per command record, docs/cluster-wire.md):
 //! ```text
-//! 1 NodeInfo:  id u64 | u16 len name | u16 len advertise
-//! 2 ClusterId: [16] random bytes (proposed once, by the first leader)
+//! 1 NodeInfo:   id u64 | u16 len name | u16 len advertise
+//! 2 ClusterId:  [16] random bytes (proposed once, by the first leader)
+//! 3 Definition: the rest of the record, opaque (one per entry)
 //! ```
 
 use crate::error::WireError;
 use bytes::{Buf, Bytes};
-use ferry_raft::machine::{SmallMachine, SmallState};
-use ferry_raft::{Applied, CodecError, NodeId};
+use ferry_raft::NodeId;
 use std::collections::BTreeMap;
 
 const CMD_NODE_INFO: u8 = 1;
 const CMD_CLUSTER_ID: u8 = 2;
+const CMD_DEFINITION: u8 = 3;
 
 /// A metadata command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum MetaCommand {
     },
     /// The cluster's id (the first one applied wins).
     ClusterId([u8; 16]),
+    /// A definition change, opaque here.
+    Definition(Bytes),
 }
 
 fn put_text(b: &mut Vec<u8>, t: &str) {
@@ -57,6 +61,10 @@ impl MetaCommand {
             MetaCommand::ClusterId(id) => {
                 b.push(CMD_CLUSTER_ID);
                 b.extend_from_slice(id);
+            }
+            MetaCommand::Definition(d) => {
+                b.push(CMD_DEFINITION);
+                b.extend_from_slice(d);
             }
         }
         Bytes::from(b)
@@ -89,6 +97,7 @@ impl MetaCommand {
                 b.copy_to_slice(&mut id);
                 MetaCommand::ClusterId(id)
             }
+            CMD_DEFINITION => return Ok(MetaCommand::Definition(b)),
             t => return Err(WireError(format!("unknown metadata command {t}"))),
         };
         if !b.is_empty() {
@@ -108,7 +117,8 @@ pub struct MetaState {
 }
 
 impl MetaState {
-    fn apply_one(&mut self, cmd: MetaCommand) {
+    /// Applies a command (definitions are not this state's: ignored).
+    pub(crate) fn apply_one(&mut self, cmd: MetaCommand) {
         match cmd {
             MetaCommand::NodeInfo {
                 id,
@@ -120,68 +130,17 @@ impl MetaState {
             MetaCommand::ClusterId(id) => {
                 self.cluster_id.get_or_insert(id);
             }
+            MetaCommand::Definition(_) => {}
         }
     }
 }
-
-impl SmallState for MetaState {
-    fn apply(&mut self, commands: Vec<Bytes>) -> Applied {
-        for c in commands {
-            match MetaCommand::decode(c) {
-                Ok(cmd) => self.apply_one(cmd),
-                // Skipped the same way on every node: applying stays deterministic.
-                Err(e) => tracing::error!(error = %e, "metadata command skipped"),
-            }
-        }
-        Applied::default()
-    }
-
-    fn encode(&self) -> Bytes {
-        let mut b = Vec::new();
-        let mut cmds = Vec::new();
-        if let Some(id) = self.cluster_id {
-            cmds.push(MetaCommand::ClusterId(id));
-        }
-        for (id, (name, advertise)) in &self.nodes {
-            cmds.push(MetaCommand::NodeInfo {
-                id: *id,
-                name: name.clone(),
-                advertise: advertise.clone(),
-            });
-        }
-        for c in cmds {
-            let e = c.encode();
-            b.extend_from_slice(&(e.len() as u32).to_le_bytes());
-            b.extend_from_slice(&e);
-        }
-        Bytes::from(b)
-    }
-
-    fn decode(mut b: Bytes) -> Result<Self, CodecError> {
-        let mut st = MetaState::default();
-        while !b.is_empty() {
-            if b.len() < 4 {
-                return Err(CodecError("truncated metadata snapshot".into()));
-            }
-            let n = b.get_u32_le() as usize;
-            if b.len() < n {
-                return Err(CodecError("truncated metadata snapshot".into()));
-            }
-            st.apply_one(MetaCommand::decode(b.split_to(n)).map_err(|e| CodecError(e.0))?);
-        }
-        Ok(st)
-    }
-}
-
-/// The metadata state machine; clones share the state.
-pub type MetaSm = SmallMachine<MetaState>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn commands_and_state_round_trip() {
+    fn commands_round_trip_and_apply() {
         let cmds = [
             MetaCommand::NodeInfo {
                 id: 7,
@@ -189,16 +148,19 @@ mod tests {
                 advertise: "10.0.0.1:25672".into(),
             },
             MetaCommand::ClusterId([9; 16]),
+            MetaCommand::Definition(Bytes::from_static(b"{\"op\":\"add_vhost\"}")),
+            MetaCommand::Definition(Bytes::new()),
         ];
         let mut st = MetaState::default();
         for c in cmds {
             assert_eq!(MetaCommand::decode(c.encode()), Ok(c.clone()));
-            st.apply(vec![c.encode()]);
+            st.apply_one(c);
         }
-        assert_eq!(MetaState::decode(st.encode()), Ok(st.clone()));
-        st.apply(vec![MetaCommand::ClusterId([1; 16]).encode()]);
+        assert_eq!(st.nodes.len(), 1);
+        st.apply_one(MetaCommand::ClusterId([1; 16]));
         assert_eq!(st.cluster_id, Some([9; 16]), "the first cluster id wins");
-        assert!(MetaCommand::decode(Bytes::from_static(&[3])).is_err());
+        assert!(MetaCommand::decode(Bytes::from_static(&[4])).is_err());
+        assert!(MetaCommand::decode(Bytes::new()).is_err());
         assert!(MetaCommand::decode(Bytes::from_static(&[2, 1])).is_err());
         assert!(MetaCommand::decode(Bytes::from_static(&[1, 0, 0])).is_err());
     }

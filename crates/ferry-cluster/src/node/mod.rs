@@ -12,6 +12,7 @@
 //! records in its data directory.
 
 pub mod identity;
+pub mod machine;
 pub mod meta;
 mod rpc;
 
@@ -26,7 +27,8 @@ use ferry_log::{FileIo, LogConfig};
 use ferry_queue::syncer::Syncer;
 use ferry_raft::{Batch, NodeId, RaftLog};
 use identity::{node_id, Recorded};
-use meta::{MetaCommand, MetaSm, MetaState};
+use machine::{DefinitionApplier, MetaMachine};
+use meta::{MetaCommand, MetaState};
 use openraft::{BasicNode, Config, Raft};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -148,7 +150,7 @@ pub(crate) struct NodeInner {
     groups: Arc<RaftGroups>,
     listener: Mutex<Option<Listener>>,
     meta: FerryRaft,
-    sm: MetaSm,
+    sm: MetaMachine,
     recorded: Mutex<Recorded>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Counters,
@@ -160,12 +162,14 @@ fn raft_err(e: impl std::fmt::Display) -> NodeError {
 
 impl ClusterNode {
     /// Starts the node: checks its data directory's identity, opens the
-    /// metadata group, binds the cluster port and starts forming or
-    /// joining the cluster (in the background: see [`Self::wait_formed`]).
+    /// metadata group (whose definition commands `applier` applies here),
+    /// binds the cluster port and starts forming or joining the cluster
+    /// (in the background: see [`Self::wait_formed`]).
     pub async fn start(
         cfg: NodeConfig,
         io: Arc<dyn FileIo>,
         syncer: Arc<Syncer>,
+        applier: Arc<dyn DefinitionApplier>,
     ) -> Result<Self, NodeError> {
         let id = node_id(&cfg.advertise);
         let me = Identity {
@@ -207,15 +211,15 @@ impl ClusterNode {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_ms.0,
             election_timeout_max: cfg.election_ms.1,
-            // The metadata state lives in memory and is rebuilt from the
-            // whole log at start: no snapshot, so nothing is ever purged
-            // (persisting it comes with the definitions in the group).
+            // The cluster's state is rebuilt from the whole log at start
+            // and the definitions' applier skips what it applied before:
+            // no snapshot, so nothing is ever purged (machine.rs).
             snapshot_policy: openraft::SnapshotPolicy::Never,
             ..Config::default()
         }
         .validate()
         .map_err(raft_err)?;
-        let sm = MetaSm::new("meta");
+        let sm = MetaMachine::new(applier);
         let meta = Raft::new(
             id,
             Arc::new(raft_cfg),
@@ -477,6 +481,71 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Proposes one definition command (opaque here) through the metadata
+    /// group and returns its result's bytes once this node applied it
+    /// too, so what the caller does next here sees the change. Waits up
+    /// to `timeout` for a leader (an election, a partition healing).
+    pub async fn propose_definition(
+        &self,
+        command: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        let deadline = Instant::now() + timeout;
+        let cmd = MetaCommand::Definition(command).encode();
+        let mut metrics = self.inner.meta.metrics();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt: Result<(), String> = match self.meta_leader() {
+                Err(e) => Err(e),
+                Ok(None) => match self
+                    .inner
+                    .meta
+                    .client_write(Batch::new(vec![cmd.clone()]))
+                    .await
+                {
+                    // The leader applied it: so did this node.
+                    Ok(r) => return Ok(r.data.0),
+                    Err(e) => Err(e.to_string()),
+                },
+                Ok(Some(link)) => {
+                    match link
+                        .request(
+                            KIND_PROPOSE,
+                            META_GROUP,
+                            wire::encode_commands(std::slice::from_ref(&cmd)),
+                            left,
+                        )
+                        .await
+                    {
+                        Ok(f) => {
+                            let (index, reply) =
+                                rpc::decode_proposed(f.body).map_err(NodeError::Raft)?;
+                            self.inner
+                                .meta
+                                .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                                .applied_index_at_least(Some(index), "a definition applied here")
+                                .await
+                                .map_err(raft_err)?;
+                            return Ok(reply);
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = attempt.err().unwrap_or_default();
+                return Err(NodeError::Raft(format!(
+                    "no metadata leader accepted the change within {timeout:?}: {why}"
+                )));
+            }
+            // A leader change wakes the retry; the cap retries a leader
+            // that answered with an error of the moment.
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+        }
+    }
+
     /// Removes a stopped member, named by its node name or cluster address,
     /// from the cluster (RabbitMQ's `forget_cluster_node`). Refuses this
     /// node itself and a member that still answers.
@@ -517,8 +586,20 @@ impl ClusterNode {
         let deadline = Instant::now() + timeout;
         let mut metrics = self.inner.meta.metrics();
         loop {
-            let known = metrics.borrow().current_leader.is_some();
-            if known && self.is_voter() && self.inner.sm.read(|s| s.nodes.contains_key(&self.id()))
+            let (known, caught_up) = {
+                let m = metrics.borrow();
+                // Everything this node has logged is applied: a restarted
+                // node has caught up on the definitions before it serves.
+                let applied = m.last_applied.map_or(0, |l| l.index);
+                (
+                    m.current_leader.is_some(),
+                    applied >= m.last_log_index.unwrap_or(0),
+                )
+            };
+            if known
+                && caught_up
+                && self.is_voter()
+                && self.inner.sm.read(|s| s.nodes.contains_key(&self.id()))
             {
                 return Ok(());
             }

@@ -150,11 +150,23 @@ async fn propose(node: Arc<NodeInner>, group: u64, body: Bytes) -> Result<Bytes,
         return Err(not_leader(&node));
     }
     let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
-    node.meta
+    let r = node
+        .meta
         .client_write(Batch::new(cmds))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Bytes::new())
+    let mut b = Vec::with_capacity(8 + r.data.0.len());
+    b.extend_from_slice(&r.log_id.index.to_le_bytes());
+    b.extend_from_slice(&r.data.0);
+    Ok(Bytes::from(b))
+}
+
+/// A forwarded proposal's answer: `index u64 | the applied result`.
+pub(crate) fn decode_proposed(mut b: Bytes) -> Result<(u64, Bytes), String> {
+    if b.len() < 8 {
+        return Err("truncated proposal answer".into());
+    }
+    Ok((b.get_u64_le(), b))
 }
 
 impl Handler for NodeHandler {

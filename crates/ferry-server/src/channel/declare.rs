@@ -9,7 +9,7 @@ use ferry_amqp::amq_protocol::protocol::{exchange, queue};
 use ferry_amqp::model::table_from_amqp;
 use ferry_amqp::{AMQPClass, FieldTable, ReplyCode, ShortString};
 use ferry_auth::{Access, Resource};
-use ferry_broker::ExchangeArgs;
+use ferry_broker::{command, ExchangeArgs};
 use ferry_model::Table;
 use ferry_queue::queue::QueueSpec;
 use ferry_route::{Destination, ExchangeKind};
@@ -50,17 +50,18 @@ pub(super) fn exchange_method(
             if !d.passive {
                 check_exchange_declare(ctx, d.exchange.as_str(), d.kind.as_str(), &arguments)?;
             }
-            ctx.vhost.declare_exchange(
-                d.exchange.as_str(),
-                d.kind.as_str(),
-                d.passive,
-                ExchangeArgs {
-                    durable: d.durable,
-                    auto_delete: d.auto_delete,
-                    internal: d.internal,
-                    arguments,
-                },
-            )?;
+            let args = ExchangeArgs {
+                durable: d.durable,
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments,
+            };
+            let (name, kind) = (d.exchange.as_str(), d.kind.as_str());
+            if d.passive {
+                ctx.vhost.declare_exchange(name, kind, true, args)?;
+            } else {
+                command::declare_exchange(ctx.broker, ctx.vhost, name, kind, args)?;
+            }
             if !d.nowait {
                 out.method(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
                     exchange::DeclareOk {},
@@ -73,8 +74,7 @@ pub(super) fn exchange_method(
             if !name.is_empty() && !name.starts_with("amq.") {
                 ctx.check(Access::Configure, Resource::Exchange(name))?;
             }
-            ctx.vhost
-                .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+            command::delete_exchange(ctx.broker, ctx.vhost, name, d.if_unused)?;
             if !d.nowait {
                 out.method(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(
                     exchange::DeleteOk {},
@@ -113,10 +113,14 @@ fn exchange_binding(
         Resource::Exchange(destination.as_str()),
         source.as_str(),
     )?;
-    ctx.vhost.binding(
+    command::binding(
+        ctx.broker,
+        ctx.vhost,
         bind,
-        source.as_str(),
-        Destination::Exchange(Arc::from(destination.as_str())),
+        (
+            source.as_str(),
+            Destination::Exchange(Arc::from(destination.as_str())),
+        ),
         key.as_str(),
         table_from_amqp(&arguments),
         ctx.conn_id,

@@ -33,6 +33,8 @@ use std::sync::Arc;
 /// What a channel needs from its connection.
 #[derive(Debug)]
 pub struct ChannelCtx<'a> {
+    /// The broker (definition changes go through it).
+    pub broker: &'a Arc<ferry_broker::Broker>,
     /// The connection's vhost.
     pub vhost: &'a Arc<VHost>,
     /// Connection id (exclusive queue ownership).

@@ -20,6 +20,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+pub mod cluster;
 pub mod ctl;
 pub mod http;
 mod process;

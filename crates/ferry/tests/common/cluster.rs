@@ -1,0 +1,88 @@
+//! Starting clusters of `ferry` processes on loopback, and watching
+//! `/api/nodes` settle.
+
+use super::http::Http;
+use super::Broker;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Free ports for the cluster listeners (bound, read, released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+pub fn node_env(i: usize, ports: &[u16], seeds: &str, secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("FERRY_NODE_NAME".into(), format!("n{i}")),
+        (
+            "FERRY_CLUSTER_LISTEN".into(),
+            format!("127.0.0.1:{}", ports[i - 1]),
+        ),
+        ("FERRY_CLUSTER_SEEDS".into(), seeds.into()),
+        ("FERRY_CLUSTER_SECRET".into(), secret.into()),
+        ("FERRY_WORKER_THREADS".into(), "1".into()),
+    ]
+}
+
+pub async fn start_node(env: Vec<(String, String)>) -> Broker {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Broker::start_with_env("cluster", &env)
+        .await
+        .expect("owned broker")
+}
+
+/// These tests start ferry processes of their own (none against RabbitMQ).
+pub fn skip_external(test: &str) -> bool {
+    let ext = super::external_url().is_some();
+    if ext {
+        eprintln!("SKIP {test}: starts a cluster of ferry processes");
+    }
+    ext
+}
+
+/// The three seeds, started together (each prints READY only once the
+/// cluster formed, which needs a majority of them).
+pub async fn three_seeds(ports: &[u16]) -> (Vec<Broker>, String) {
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (a, b, c) = tokio::join!(
+        start_node(node_env(1, ports, &seeds, "s3cret")),
+        start_node(node_env(2, ports, &seeds, "s3cret")),
+        start_node(node_env(3, ports, &seeds, "s3cret")),
+    );
+    (vec![a, b, c], seeds)
+}
+
+pub fn nodes_of(b: &Broker) -> Vec<Value> {
+    let http = Http::new(&b.endpoint("http").expect("http endpoint"));
+    let (st, v) = http.req("GET", "/api/nodes", None);
+    assert_eq!(st, 200, "{v}");
+    v.as_array().cloned().expect("array")
+}
+
+/// Polls `/api/nodes` of `b` until `ok` holds (the view changes as
+/// elections and pings settle; each poll is one HTTP round).
+pub async fn until(b: &Broker, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = nodes_of(b);
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last /api/nodes {v:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn leader(v: &[Value]) -> Option<String> {
+    let ls: Vec<&Value> = v.iter().filter(|n| n["metadata_leader"] == true).collect();
+    (ls.len() == 1).then(|| ls[0]["name"].as_str().unwrap_or_default().to_string())
+}
