@@ -21,6 +21,7 @@ mod link;
 mod listener;
 mod network;
 pub mod node;
+pub mod tls;
 pub mod wire;
 
 pub use error::{LinkError, NodeError, WireError};
@@ -28,3 +29,4 @@ pub use handshake::{Identity, Secret};
 pub use link::{Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};
 pub use network::{FerryRaft, GroupClient, GroupNetwork, RaftGroups};
+pub use tls::LinkTls;

@@ -5,6 +5,7 @@
 
 use crate::error::LinkError;
 use crate::handshake::{self, Identity, Secret};
+use crate::tls::{BoxStream, LinkTls};
 use crate::wire::{Frame, KIND_ERROR};
 use bytes::BytesMut;
 use ferry_raft::NodeId;
@@ -59,6 +60,7 @@ impl Conn {
 pub struct Links {
     me: Identity,
     secret: Secret,
+    tls: Option<LinkTls>,
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     closed: AtomicBool,
@@ -73,11 +75,13 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
-    /// Links of the node `me`, authenticated with `secret`.
-    pub fn new(me: Identity, secret: Secret) -> Arc<Self> {
+    /// Links of the node `me`, authenticated with `secret`, over TLS when
+    /// `tls` is given.
+    pub fn new(me: Identity, secret: Secret, tls: Option<LinkTls>) -> Arc<Self> {
         Arc::new(Links {
             me,
             secret,
+            tls,
             peers: Mutex::new(HashMap::new()),
             tasks: Arc::new(Mutex::new(Vec::new())),
             closed: AtomicBool::new(false),
@@ -249,15 +253,18 @@ impl PeerLink {
     }
 
     async fn dial(&self, links: &Arc<Links>) -> Result<Conn, LinkError> {
-        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| self.unreachable("connect timed out"))?
             .map_err(|e| self.unreachable(e.to_string()))?;
-        let _ = s.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut s = crate::tls::dial(links.tls.as_ref(), tcp, &self.addr)
+            .await
+            .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
         let peer =
             handshake::dial(&mut s, &links.me, &links.secret, &self.addr, self.expect).await?;
         tracing::debug!(addr = %self.addr, peer, "cluster link up");
-        let (rd, wr) = s.into_split();
+        let (rd, wr) = tokio::io::split(s);
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = Conn {
             tx,
@@ -279,7 +286,7 @@ impl PeerLink {
 
 /// Writes queued frames, coalescing what is queued into one write.
 pub(crate) async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::io::WriteHalf<BoxStream>,
     mut rx: mpsc::UnboundedReceiver<Frame>,
     alive: Arc<AtomicBool>,
 ) {
@@ -300,7 +307,7 @@ pub(crate) async fn write_loop(
     alive.store(false, Ordering::Release);
 }
 
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, conn: Conn, addr: String) {
+async fn read_loop(mut rd: tokio::io::ReadHalf<BoxStream>, conn: Conn, addr: String) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'conn: loop {
         match rd.read_buf(&mut buf).await {

@@ -5,6 +5,7 @@
 
 use crate::handshake::{self, Identity, Secret};
 use crate::link::write_loop;
+use crate::tls::LinkTls;
 use crate::wire::Frame;
 use bytes::BytesMut;
 use ferry_raft::NodeId;
@@ -47,13 +48,13 @@ impl Listener {
     pub async fn bind(
         addr: &str,
         me: Identity,
-        secret: Secret,
+        (secret, tls): (Secret, Option<LinkTls>),
         handler: Arc<dyn Handler>,
     ) -> std::io::Result<Self> {
         let l = TcpListener::bind(addr).await?;
         let local = l.local_addr()?;
         let tasks = Arc::new(Mutex::new(Vec::new()));
-        let t = tokio::spawn(accept_loop(l, me, secret, handler, tasks.clone()));
+        let t = tokio::spawn(accept_loop(l, me, (secret, tls), handler, tasks.clone()));
         tasks.lock().push(t);
         Ok(Listener { local, tasks })
     }
@@ -80,7 +81,7 @@ impl Drop for Listener {
 async fn accept_loop(
     l: TcpListener,
     me: Identity,
-    secret: Secret,
+    (secret, tls): (Secret, Option<LinkTls>),
     handler: Arc<dyn Handler>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
@@ -98,7 +99,7 @@ async fn accept_loop(
             s,
             peer,
             me.clone(),
-            secret.clone(),
+            (secret.clone(), tls.clone()),
             handler.clone(),
             tasks.clone(),
         ));
@@ -132,14 +133,26 @@ fn refused(addr: &str, e: &crate::LinkError) {
 }
 
 async fn serve(
-    mut s: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     me: Identity,
-    secret: Secret,
+    (secret, tls): (Secret, Option<LinkTls>),
     handler: Arc<dyn Handler>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
     let addr = peer.to_string();
+    let _ = tcp.set_nodelay(true);
+    let mut s = match crate::tls::accept(tls.as_ref(), tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            let e = crate::LinkError::Handshake {
+                addr: addr.clone(),
+                reason: format!("TLS: {e}"),
+            };
+            refused(&addr, &e);
+            return;
+        }
+    };
     let from = match handshake::accept(&mut s, &me, &secret, &addr).await {
         Ok(who) => who,
         Err(e) => {
@@ -147,9 +160,8 @@ async fn serve(
             return;
         }
     };
-    let _ = s.set_nodelay(true);
     tracing::debug!(peer = %addr, node = from.id, name = %from.name, "cluster peer connected");
-    let (mut rd, wr) = s.into_split();
+    let (mut rd, wr) = tokio::io::split(s);
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(wr, rx, Arc::new(AtomicBool::new(true))));
     tasks.lock().push(writer);

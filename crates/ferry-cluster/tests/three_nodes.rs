@@ -53,7 +53,7 @@ async fn start(n: usize, secret: &Secret) -> Vec<Node> {
             name: format!("n{id}"),
             advertise: String::new(),
         };
-        let l = Listener::bind("127.0.0.1:0", me, secret.clone(), groups.clone())
+        let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
             .await
             .expect("bind");
         ports.push((id, l, groups));
@@ -76,7 +76,7 @@ async fn start(n: usize, secret: &Secret) -> Vec<Node> {
             name: format!("n{id}"),
             advertise: members[&id].addr.clone(),
         };
-        let links = Links::new(me, secret.clone());
+        let links = Links::new(me, secret.clone(), None);
         let dir = tempfile::tempdir().expect("tempdir");
         let log = RaftLog::open(
             Arc::new(StdIo),
@@ -223,6 +223,7 @@ async fn a_dialer_without_the_secret_never_reaches_raft() {
             advertise: String::new(),
         },
         Secret::new(b"wrong"),
+        None,
     );
     let link = intruder.link(1, &n.listener.local_addr().to_string());
     let body = ferry_cluster::wire::encode_vote_req(&openraft::raft::VoteRequest {
@@ -276,6 +277,7 @@ async fn ids_are_checked_both_ways_in_the_handshake() {
             advertise: String::new(),
         },
         secret.clone(),
+        None,
     );
     let err = ping(&other, 99).await.expect_err("wrong peer id");
     assert!(err.to_string().contains("not node 99"), "{err}");
@@ -287,6 +289,7 @@ async fn ids_are_checked_both_ways_in_the_handshake() {
             advertise: String::new(),
         },
         secret.clone(),
+        None,
     );
     let err = ping(&mirror, 1).await.expect_err("own id");
     assert!(

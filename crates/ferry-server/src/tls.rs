@@ -121,6 +121,38 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The rustls client configuration (see [`TlsConfig`]).
+pub type TlsClientConfig = rustls::ClientConfig;
+
+/// The two configurations of a node's cluster links (`cluster_tls`):
+/// mutual TLS within the cluster's CA. The server side requires a client
+/// certificate signed by `ca`; the client side checks the server's
+/// certificate against `ca` and offers `cert_pem` (which must allow both
+/// server and client authentication).
+pub fn cluster_configs(
+    cert_pem: &Path,
+    key_pem: &Path,
+    ca: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<TlsClientConfig>), TlsError> {
+    let server = server_config(cert_pem, key_pem, Some(ca), true)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certificates("tls_ca", ca)? {
+        roots.add(c).map_err(|e| pem_error("tls_ca", ca, e))?;
+    }
+    let chain = certificates("tls_cert", cert_pem)?;
+    let key_bytes = read("tls_key", key_pem)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| pem_error("tls_key", key_pem, e))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(format!("{}: {e}", key_pem.display())))?;
+    Ok((server, Arc::new(client)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

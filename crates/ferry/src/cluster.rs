@@ -7,7 +7,7 @@ use ferry_broker::command::Replicator;
 use ferry_broker::Broker;
 use ferry_cluster::node::machine::DefinitionApplier;
 use ferry_cluster::node::{ClusterNode, NodeConfig};
-use ferry_cluster::Secret;
+use ferry_cluster::{LinkTls, Secret};
 use ferry_log::StdIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +79,17 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
              (set cluster_advertise)"
         ));
     }
+    let tls = match (s.cluster_tls, &s.tls_cert, &s.tls_key, &s.tls_ca) {
+        (false, ..) => None,
+        (true, Some(cert), Some(key), Some(ca)) => {
+            let (server, client) = ferry_server::tls::cluster_configs(cert, key, ca)
+                .map_err(|e| format!("cluster_tls: {e}"))?;
+            Some(LinkTls { server, client })
+        }
+        (true, ..) => {
+            return Err("cluster_tls needs tls_cert, tls_key and tls_ca (the cluster's CA)".into())
+        }
+    };
     Ok(Some(NodeConfig {
         dir: s.data_dir.join("cluster"),
         name: s.node_name.clone(),
@@ -86,6 +97,7 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
         advertise,
         seeds: s.cluster_seeds.clone(),
         secret: Secret::new(secret),
+        tls,
         heartbeat_ms: 200,
         election_ms: (1_000, 2_000),
     }))

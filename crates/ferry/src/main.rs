@@ -95,6 +95,9 @@ struct ServerArgs {
     /// File holding the cluster's shared secret.
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// Node-to-node links over mutual TLS (needs --tls-cert, --tls-key, --tls-ca).
+    #[arg(long)]
+    cluster_tls: bool,
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -169,6 +172,9 @@ fn main() -> ExitCode {
     }
     if args.cluster_secret_file.is_some() {
         settings.cluster_secret_file = args.cluster_secret_file;
+    }
+    if args.cluster_tls {
+        settings.cluster_tls = true;
     }
     if let Some(v) = args.worker_threads {
         settings.worker_threads = v;

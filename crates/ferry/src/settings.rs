@@ -81,6 +81,8 @@ pub struct Settings {
     pub cluster_secret: String,
     /// A file holding the shared secret (wins over cluster_secret).
     pub cluster_secret_file: Option<PathBuf>,
+    /// Node-to-node links over mutual TLS (tls_cert, tls_key, tls_ca).
+    pub cluster_tls: bool,
 }
 
 /// How log lines are written.
@@ -143,6 +145,7 @@ impl Default for Settings {
             cluster_seeds: Vec::new(),
             cluster_secret: String::new(),
             cluster_secret_file: None,
+            cluster_tls: false,
         }
     }
 }
@@ -185,6 +188,7 @@ struct FileSettings {
     cluster_seeds: Option<Vec<String>>,
     cluster_secret: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    cluster_tls: Option<bool>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -264,7 +268,8 @@ impl Settings {
             cluster_listen,
             cluster_advertise,
             cluster_seeds,
-            cluster_secret
+            cluster_secret,
+            cluster_tls
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -321,7 +326,8 @@ impl Settings {
             "FERRY_AMQPS_LISTEN" => amqps_listen,
             "FERRY_TLS_VERIFY_PEER" => tls_verify_peer,
             "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit,
-            "FERRY_WORKER_THREADS" => worker_threads
+            "FERRY_WORKER_THREADS" => worker_threads,
+            "FERRY_CLUSTER_TLS" => cluster_tls
         );
         Ok(())
     }

@@ -221,3 +221,59 @@ async fn a_node_refuses_to_start_without_a_secret_or_on_another_nodes_data() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("belongs to node \"a\""), "{err}");
 }
+
+/// `cluster_tls`: three nodes form over mutual TLS with certificates of
+/// the cluster's CA; a connection that does not speak TLS is refused
+/// before the secret's handshake (and logged as such).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_over_tls_and_refuse_plain_connections() {
+    const TEST: &str = "three_nodes_form_over_tls_and_refuse_plain_connections";
+    if skip_external(TEST) {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    if !common::pki::make_pki(pki.path(), "serverAuth,clientAuth") {
+        eprintln!("SKIP {TEST}: no openssl CLI");
+        return;
+    }
+    let path = |f: &str| pki.path().join(f).to_str().unwrap().to_string();
+    let ports = free_ports(3);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let env = |i: usize| {
+        let mut e = node_env(i, &ports, &seeds, "s3cret");
+        for (k, v) in [
+            ("FERRY_CLUSTER_TLS", "true".to_string()),
+            ("FERRY_TLS_CERT", path("server.pem")),
+            ("FERRY_TLS_KEY", path("server.key")),
+            ("FERRY_TLS_CA", path("ca.pem")),
+            ("FERRY_AMQPS_LISTEN", "127.0.0.1:0".to_string()),
+        ] {
+            e.push((k.to_string(), v));
+        }
+        e
+    };
+    let (a, b, c) = tokio::join!(start_node(env(1)), start_node(env(2)), start_node(env(3)));
+    let all_up =
+        |v: &[Value]| v.len() == 3 && v.iter().all(|n| n["running"] == true) && leader(v).is_some();
+    for n in [&a, &b, &c] {
+        until(n, "three running members over TLS", all_up).await;
+    }
+    // A plain-text peer: the bytes of a handshake, no TLS.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = s.write_all(b"FRYC\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || !buf[..n].starts_with(b"FRYC"),
+        "a plain connection never gets a cluster handshake answer"
+    );
+    a.wait_stderr_line(|l| l.contains("cluster connection refused") && l.contains("TLS"))
+        .await;
+}

@@ -19,7 +19,6 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::Value;
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Runs a ctl command that must exit 0; returns stdout.
@@ -533,89 +532,6 @@ async fn overview_names_the_node() {
     assert!(table.contains("management_version"), "{table}");
 }
 
-/// Runs the `openssl` CLI in `dir`; false (the caller skips) when it is missing.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
-    match Command::new("openssl").args(args).current_dir(dir).output() {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                text(&out.stderr)
-            );
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it (as
-/// tests/python/test_tls.py makes them); false without the openssl CLI.
-fn make_pki(dir: &std::path::Path) -> bool {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ferry-ctl-test-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    if !openssl(dir, &ca) {
-        return false;
-    }
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=ferry-ctl-test-server",
-    ]);
-    openssl(dir, &csr)
-        && openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        )
-}
-
 /// Against Ferry's HTTPS management listener (`http_tls`): `--cacert` with
 /// the CA that signed the server's certificate works; without it the
 /// server's certificate is not trusted and ctl exits 3 saying why.
@@ -623,7 +539,7 @@ fn make_pki(dir: &std::path::Path) -> bool {
 async fn https_with_cacert_and_an_untrusted_certificate() {
     const TEST: &str = "https_with_cacert_and_an_untrusted_certificate";
     let pki = tempfile::tempdir().unwrap();
-    if !make_pki(pki.path()) {
+    if !common::pki::make_pki(pki.path(), "serverAuth") {
         let _ = writeln!(std::io::stderr(), "SKIP {TEST}: no openssl CLI");
         return;
     }

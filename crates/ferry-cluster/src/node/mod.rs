@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// The shared secret.
     pub secret: Secret,
+    /// TLS on the links (`cluster_tls`).
+    pub tls: Option<crate::LinkTls>,
     /// Metadata group heartbeat, ms.
     pub heartbeat_ms: u64,
     /// Metadata group election timeout range, ms.
@@ -204,7 +206,7 @@ impl ClusterNode {
             .await
             .map_err(raft_err)??
         };
-        let links = Links::new(me.clone(), cfg.secret.clone());
+        let links = Links::new(me.clone(), cfg.secret.clone(), cfg.tls.clone());
         let groups = RaftGroups::new();
         let raft_cfg = Config {
             cluster_name: "ferry-meta".into(),
@@ -244,7 +246,8 @@ impl ClusterNode {
             counters: Counters::default(),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
-        let listener = Listener::bind(&cfg.listen, me, cfg.secret.clone(), Arc::new(handler))
+        let auth = (cfg.secret.clone(), cfg.tls.clone());
+        let listener = Listener::bind(&cfg.listen, me, auth, Arc::new(handler))
             .await
             .map_err(|source| NodeError::Listen {
                 addr: cfg.listen.clone(),

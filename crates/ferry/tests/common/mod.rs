@@ -23,6 +23,7 @@ mod broker;
 pub mod cluster;
 pub mod ctl;
 pub mod http;
+pub mod pki;
 mod process;
 pub mod raw;
 
