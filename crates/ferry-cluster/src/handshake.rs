@@ -4,10 +4,16 @@
 //! any Raft message is read.
 //!
 //! ```text
-//! client → server  hello:   "FRYC" | ver u8 | id u64 | nonce [16] | u16 len | name | u16 len | advertise
-//! server → client  welcome: "FRYC" | ver u8 | id u64 | nonce [16] | mac [32] = HMAC("srv" | nc | ns | ci | si)
-//! client → server  proof:   mac [32] = HMAC("cli" | ns | nc | ci | si)
+//! client → server  hello:   "FRYC" | ver u8 | id u64 | inc u64 | nonce [16] | u16 len | name | u16 len | advertise
+//! server → client  welcome: "FRYC" | ver u8 | id u64 | inc u64 | nonce [16] | mac [32]
+//!                           mac = HMAC("srv" | nc | ns | ci | si | cinc | sinc)
+//! client → server  proof:   mac [32] = HMAC("cli" | ns | nc | ci | si | cinc | sinc)
 //! ```
+//!
+//! `inc` is the node's incarnation: a random number its data directory got
+//! when it was created. A node whose data directory was wiped comes back
+//! with the same id and a new incarnation, which the others can tell
+//! (`node::admission`).
 
 use crate::error::LinkError;
 use ferry_raft::NodeId;
@@ -17,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const MAGIC: &[u8; 4] = b"FRYC";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const MAX_TEXT: usize = 1024;
 /// The whole handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,32 +44,24 @@ impl Secret {
         Secret(hmac::Key::new(hmac::HMAC_SHA256, bytes))
     }
 
-    fn mac(&self, label: &[u8], a: &[u8; 16], b: &[u8; 16], ci: NodeId, si: NodeId) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.0);
-        ctx.update(label);
-        ctx.update(a);
-        ctx.update(b);
-        ctx.update(&ci.to_le_bytes());
-        ctx.update(&si.to_le_bytes());
-        ctx.sign()
-    }
-
-    fn verify(
-        &self,
-        label: &[u8],
-        a: &[u8; 16],
-        b: &[u8; 16],
-        ci: NodeId,
-        si: NodeId,
-        tag: &[u8],
-    ) -> bool {
-        let mut msg = Vec::with_capacity(64);
+    fn message(label: &[u8], a: &[u8; 16], b: &[u8; 16], ids: [u64; 4]) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(80);
         msg.extend_from_slice(label);
         msg.extend_from_slice(a);
         msg.extend_from_slice(b);
-        msg.extend_from_slice(&ci.to_le_bytes());
-        msg.extend_from_slice(&si.to_le_bytes());
-        hmac::verify(&self.0, &msg, tag).is_ok()
+        for x in ids {
+            msg.extend_from_slice(&x.to_le_bytes());
+        }
+        msg
+    }
+
+    /// `ids`: client id, server id, client incarnation, server incarnation.
+    fn mac(&self, label: &[u8], a: &[u8; 16], b: &[u8; 16], ids: [u64; 4]) -> hmac::Tag {
+        hmac::sign(&self.0, &Self::message(label, a, b, ids))
+    }
+
+    fn verify(&self, label: &[u8], a: &[u8; 16], b: &[u8; 16], ids: [u64; 4], tag: &[u8]) -> bool {
+        hmac::verify(&self.0, &Self::message(label, a, b, ids), tag).is_ok()
     }
 }
 
@@ -76,6 +74,8 @@ pub struct Identity {
     pub name: String,
     /// The address the others dial (`cluster_advertise`).
     pub advertise: String,
+    /// Its data directory's incarnation (see the module docs).
+    pub incarnation: u64,
 }
 
 fn nonce() -> [u8; 16] {
@@ -113,8 +113,8 @@ fn put_text(out: &mut Vec<u8>, t: &str) {
 async fn read_intro<S: AsyncRead + Unpin>(
     s: &mut S,
     addr: &str,
-) -> Result<(NodeId, [u8; 16]), LinkError> {
-    let mut head = [0u8; 4 + 1 + 8 + 16];
+) -> Result<(NodeId, u64, [u8; 16]), LinkError> {
+    let mut head = [0u8; 4 + 1 + 8 + 8 + 16];
     s.read_exact(&mut head)
         .await
         .map_err(|e| fail(addr, e.to_string()))?;
@@ -132,44 +132,49 @@ async fn read_intro<S: AsyncRead + Unpin>(
     }
     let mut id = [0u8; 8];
     id.copy_from_slice(&head[5..13]);
+    let mut inc = [0u8; 8];
+    inc.copy_from_slice(&head[13..21]);
     let mut n = [0u8; 16];
-    n.copy_from_slice(&head[13..29]);
-    Ok((NodeId::from_le_bytes(id), n))
+    n.copy_from_slice(&head[21..37]);
+    Ok((NodeId::from_le_bytes(id), u64::from_le_bytes(inc), n))
 }
 
-fn intro(me: NodeId, n: &[u8; 16]) -> Vec<u8> {
+fn intro(me: &Identity, n: &[u8; 16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.extend_from_slice(&me.to_le_bytes());
+    out.extend_from_slice(&me.id.to_le_bytes());
+    out.extend_from_slice(&me.incarnation.to_le_bytes());
     out.extend_from_slice(n);
     out
 }
 
-/// The dialing side. Returns the peer's node id once both sides proved
-/// they hold the secret; a peer answering with another id than `expect`
-/// (or this node's own) is refused before this side sends its proof.
+/// The dialing side. Returns the peer's node id and incarnation once
+/// both sides proved they hold the secret; a peer answering with another
+/// id than `expect` (or this node's own) is refused before this side
+/// sends its proof.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &Identity,
     secret: &Secret,
     addr: &str,
     expect: NodeId,
-) -> Result<NodeId, LinkError> {
+) -> Result<(NodeId, u64), LinkError> {
     let run = async {
         let nc = nonce();
-        let mut hello = intro(me.id, &nc);
+        let mut hello = intro(me, &nc);
         put_text(&mut hello, &me.name);
         put_text(&mut hello, &me.advertise);
         s.write_all(&hello)
             .await
             .map_err(|e| fail(addr, e.to_string()))?;
-        let (sid, ns) = read_intro(s, addr).await?;
+        let (sid, sinc, ns) = read_intro(s, addr).await?;
         let mut tag = [0u8; 32];
         s.read_exact(&mut tag)
             .await
             .map_err(|e| fail(addr, e.to_string()))?;
-        if !secret.verify(b"srv", &nc, &ns, me.id, sid, &tag) {
+        let ids = [me.id, sid, me.incarnation, sinc];
+        if !secret.verify(b"srv", &nc, &ns, ids, &tag) {
             return Err(fail(addr, "the peer does not hold this cluster's secret"));
         }
         if sid != expect || sid == me.id {
@@ -178,11 +183,11 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("the peer is node {sid}, not node {expect} (is its cluster_advertise the address the others dial?)"),
             ));
         }
-        let proof = secret.mac(b"cli", &ns, &nc, me.id, sid);
+        let proof = secret.mac(b"cli", &ns, &nc, ids);
         s.write_all(proof.as_ref())
             .await
             .map_err(|e| fail(addr, e.to_string()))?;
-        Ok(sid)
+        Ok((sid, sinc))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
@@ -199,15 +204,16 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     addr: &str,
 ) -> Result<Identity, LinkError> {
     let run = async {
-        let (cid, nc) = read_intro(s, addr).await?;
+        let (cid, cinc, nc) = read_intro(s, addr).await?;
         if cid == me.id {
             return Err(fail(addr, "the dialer claims this node's own id"));
         }
         let name = read_text(s, addr).await?;
         let advertise = read_text(s, addr).await?;
         let ns = nonce();
-        let mut welcome = intro(me.id, &ns);
-        welcome.extend_from_slice(secret.mac(b"srv", &nc, &ns, cid, me.id).as_ref());
+        let ids = [cid, me.id, cinc, me.incarnation];
+        let mut welcome = intro(me, &ns);
+        welcome.extend_from_slice(secret.mac(b"srv", &nc, &ns, ids).as_ref());
         s.write_all(&welcome)
             .await
             .map_err(|e| fail(addr, e.to_string()))?;
@@ -223,16 +229,52 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 fail(addr, e.to_string())
             }
         })?;
-        if !secret.verify(b"cli", &ns, &nc, cid, me.id, &tag) {
+        if !secret.verify(b"cli", &ns, &nc, ids, &tag) {
             return Err(fail(addr, "the dialer does not hold this cluster's secret"));
         }
         Ok(Identity {
             id: cid,
             name,
             advertise,
+            incarnation: cinc,
         })
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
         .map_err(|_| fail(addr, "timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: NodeId, incarnation: u64) -> Identity {
+        Identity {
+            id,
+            name: format!("n{id}"),
+            advertise: format!("10.0.0.{id}:25672"),
+            incarnation,
+        }
+    }
+
+    #[tokio::test]
+    async fn both_sides_learn_each_others_id_and_incarnation_or_fail() {
+        let (a, b) = (who(1, 0xAA), who(2, 0xBB));
+        let secret = Secret::new(b"s");
+        let (mut c, mut s) = tokio::io::duplex(1024);
+        let (dialed, accepted) = tokio::join!(
+            dial(&mut c, &a, &secret, "x", 2),
+            accept(&mut s, &b, &secret, "y")
+        );
+        assert!(matches!(dialed, Ok((2, 0xBB))), "{dialed:?}");
+        assert_eq!(accepted.ok(), Some(a.clone()));
+        // Another secret on one side: both fail.
+        let (mut c, mut s) = tokio::io::duplex(1024);
+        let other = Secret::new(b"other");
+        let (dialed, accepted) = tokio::join!(
+            dial(&mut c, &a, &other, "x", 2),
+            accept(&mut s, &b, &secret, "y")
+        );
+        assert!(dialed.is_err() && accepted.is_err());
+    }
 }

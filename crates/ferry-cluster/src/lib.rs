@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use error::{LinkError, NodeError, WireError};
 pub use handshake::{Identity, Secret};
-pub use link::{Links, PeerLink};
+pub use link::{Admission, Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};
 pub use network::{FerryRaft, GroupClient, GroupNetwork, RaftGroups};
 pub use tls::LinkTls;

@@ -61,10 +61,15 @@ pub struct Links {
     me: Identity,
     secret: Secret,
     tls: Option<LinkTls>,
+    admission: std::sync::OnceLock<Admission>,
     peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     closed: AtomicBool,
 }
+
+/// Whether this node may talk to node `id` of incarnation `inc`: None if
+/// so, the reason if not.
+pub type Admission = Arc<dyn Fn(NodeId, u64) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,10 +87,17 @@ impl Links {
             me,
             secret,
             tls,
+            admission: std::sync::OnceLock::new(),
             peers: Mutex::new(HashMap::new()),
             tasks: Arc::new(Mutex::new(Vec::new())),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Checks every peer this node dials from now on (a peer refused
+    /// gets no request; see `node::admission`). Set once.
+    pub fn set_admission(&self, a: Admission) {
+        let _ = self.admission.set(a);
     }
 
     /// This node's identity.
@@ -261,8 +273,14 @@ impl PeerLink {
         let mut s = crate::tls::dial(links.tls.as_ref(), tcp, &self.addr)
             .await
             .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
-        let peer =
+        let (peer, incarnation) =
             handshake::dial(&mut s, &links.me, &links.secret, &self.addr, self.expect).await?;
+        if let Some(why) = links.admission.get().and_then(|a| a(peer, incarnation)) {
+            return Err(LinkError::Handshake {
+                addr: self.addr.clone(),
+                reason: why,
+            });
+        }
         tracing::debug!(addr = %self.addr, peer, "cluster link up");
         let (rd, wr) = tokio::io::split(s);
         let (tx, rx) = mpsc::unbounded_channel();

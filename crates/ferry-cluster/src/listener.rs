@@ -8,7 +8,6 @@ use crate::link::write_loop;
 use crate::tls::LinkTls;
 use crate::wire::Frame;
 use bytes::BytesMut;
-use ferry_raft::NodeId;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,8 +24,9 @@ pub type Answer = Pin<Box<dyn Future<Output = Frame> + Send>>;
 
 /// What serves the requests arriving on the cluster port.
 pub trait Handler: Send + Sync + 'static {
-    /// The answer to `frame` from node `from`.
-    fn handle(&self, from: NodeId, frame: Frame) -> Answer;
+    /// The answer to `frame` from the node `from` (as its handshake
+    /// proved it).
+    fn handle(&self, from: &Identity, frame: Frame) -> Answer;
 }
 
 /// The cluster port of a node.
@@ -174,7 +174,7 @@ async fn serve(
         loop {
             match Frame::decode(&mut buf) {
                 Ok(Some(f)) => {
-                    let answer = handler.handle(from.id, f);
+                    let answer = handler.handle(&from, f);
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let _ = tx.send(answer.await);

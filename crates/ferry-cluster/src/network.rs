@@ -216,7 +216,7 @@ pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Byte
 }
 
 impl Handler for RaftGroups {
-    fn handle(&self, _from: NodeId, frame: Frame) -> Answer {
+    fn handle(&self, _from: &crate::Identity, frame: Frame) -> Answer {
         let raft = self.get(frame.group);
         Box::pin(async move {
             let result = match raft {

@@ -52,6 +52,7 @@ async fn start(n: usize, secret: &Secret) -> Vec<Node> {
             id,
             name: format!("n{id}"),
             advertise: String::new(),
+            incarnation: 1,
         };
         let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
             .await
@@ -75,6 +76,7 @@ async fn start(n: usize, secret: &Secret) -> Vec<Node> {
             id,
             name: format!("n{id}"),
             advertise: members[&id].addr.clone(),
+            incarnation: 1,
         };
         let links = Links::new(me, secret.clone(), None);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -221,6 +223,7 @@ async fn a_dialer_without_the_secret_never_reaches_raft() {
             id: 99,
             name: "x".into(),
             advertise: String::new(),
+            incarnation: 1,
         },
         Secret::new(b"wrong"),
         None,
@@ -275,6 +278,7 @@ async fn ids_are_checked_both_ways_in_the_handshake() {
             id: 50,
             name: "x".into(),
             advertise: String::new(),
+            incarnation: 1,
         },
         secret.clone(),
         None,
@@ -287,6 +291,7 @@ async fn ids_are_checked_both_ways_in_the_handshake() {
             id: 1,
             name: "x".into(),
             advertise: String::new(),
+            incarnation: 1,
         },
         secret.clone(),
         None,

@@ -277,3 +277,55 @@ async fn three_nodes_form_over_tls_and_refuse_plain_connections() {
     a.wait_stderr_line(|l| l.contains("cluster connection refused") && l.contains("TLS"))
         .await;
 }
+
+/// A node whose data directory is wiped comes back as the same node with
+/// a new incarnation: the others refuse it any part in Raft until the
+/// leader has rebuilt it (out of the voters, caught up as a learner, a
+/// voter again); then it holds the cluster's definitions again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_is_rebuilt_from_the_others() {
+    if skip_external("a_wiped_node_is_rebuilt_from_the_others") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    let http = |b: &Broker| Http::new(&b.endpoint("http").expect("http"));
+    let (st, v) = http(&nodes[0]).req(
+        "PUT",
+        "/api/users/keeper",
+        Some(serde_json::json!({"password": "pw", "tags": ""})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let all_up = |v: &[Value]| {
+        v.len() == 3
+            && v.iter().all(|n| n["running"] == true && n["voter"] == true)
+            && leader(v).is_some()
+    };
+    let before = until(&nodes[2], "three voters", all_up).await;
+    nodes[2].kill9().await;
+    let dir = nodes[2].data_dir().to_path_buf();
+    for e in std::fs::read_dir(&dir).expect("data dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).expect("wipe");
+        } else {
+            std::fs::remove_file(&p).expect("wipe");
+        }
+    }
+    nodes[2].start_again().await;
+    let after = until(&nodes[2], "the wiped node a voter again", all_up).await;
+    let ids = |v: &[Value]| {
+        v.iter()
+            .map(|n| n["cluster_id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&after), ids(&before), "the same cluster, not a new one");
+    let (st, v) = http(&nodes[2]).req("GET", "/api/users/keeper", None);
+    assert_eq!(st, 200, "the definitions came back with the log: {v}");
+    until(&nodes[0], "everyone running", all_up).await;
+    let rebuilt = |b: &Broker| b.stderr().contains("came back with a new data directory");
+    assert!(
+        rebuilt(&nodes[0]) || rebuilt(&nodes[1]),
+        "the leader said why it rebuilt the node"
+    );
+}

@@ -8,6 +8,11 @@
 //!
 //! File `<data>/cluster/node` (framed, "FRYNODE1"):
 //! `id u64 | u16 len name | u16 len advertise | has_cluster u8 | cluster id [16]`
+//!
+//! File `<data>/cluster/incarnation` (framed, "FRYINCA1"): `incarnation u64`,
+//! random and non-zero, made with the directory: a node whose directory was
+//! wiped comes back with the same id but another incarnation (so the others
+//! can tell it lost its Raft state; `node::admission`).
 
 use crate::error::NodeError;
 use bytes::{Buf, Bytes};
@@ -17,6 +22,28 @@ use std::path::Path;
 
 const FILE: &str = "node";
 const MAGIC: &[u8; 8] = b"FRYNODE1";
+const INC_FILE: &str = "incarnation";
+const INC_MAGIC: &[u8; 8] = b"FRYINCA1";
+
+/// This data directory's incarnation, made (at random, fsynced) the first
+/// time: for a new directory, or one a version without incarnations
+/// made (its Raft state is intact, so any new value will do). Blocking.
+pub fn incarnation(io: &dyn FileIo, dir: &Path) -> Result<u64, NodeError> {
+    let path = dir.join(INC_FILE);
+    let bad = |e: String| NodeError::Identity(format!("{}: {e}", path.display()));
+    match ferry_log::framed::load(io, &path, INC_MAGIC).map_err(|e| bad(e.to_string()))? {
+        Some(b) => match <[u8; 8]>::try_from(b.as_slice()) {
+            Ok(x) if u64::from_le_bytes(x) != 0 => Ok(u64::from_le_bytes(x)),
+            _ => Err(bad("not a non-zero u64".into())),
+        },
+        None => {
+            let inc = rand::random::<u64>().max(1);
+            ferry_log::framed::save(io, dir, INC_FILE, INC_MAGIC, &inc.to_le_bytes())
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(inc)
+        }
+    }
+}
 
 /// The Raft node id of the node that advertises `addr`.
 pub fn node_id(addr: &str) -> NodeId {

@@ -7,7 +7,7 @@
 //!
 //! Commands (one per command record, docs/cluster-wire.md):
 //! ```text
-//! 1 NodeInfo:   id u64 | u16 len name | u16 len advertise
+//! 1 NodeInfo:   id u64 | u16 len name | u16 len advertise [| incarnation u64]
 //! 2 ClusterId:  [16] random bytes (proposed once, by the first leader)
 //! 3 Definition: the rest of the record, opaque (one per entry)
 //! ```
@@ -32,6 +32,8 @@ pub enum MetaCommand {
         name: String,
         /// The address the others dial.
         advertise: String,
+        /// Its data directory's incarnation (0: not said, an older node).
+        incarnation: u64,
     },
     /// The cluster's id (the first one applied wins).
     ClusterId([u8; 16]),
@@ -52,11 +54,13 @@ impl MetaCommand {
                 id,
                 name,
                 advertise,
+                incarnation,
             } => {
                 b.push(CMD_NODE_INFO);
                 b.extend_from_slice(&id.to_le_bytes());
                 put_text(&mut b, name);
                 put_text(&mut b, advertise);
+                b.extend_from_slice(&incarnation.to_le_bytes());
             }
             MetaCommand::ClusterId(id) => {
                 b.push(CMD_CLUSTER_ID);
@@ -83,10 +87,16 @@ impl MetaCommand {
                 let id = b.get_u64_le();
                 let name = crate::wire::take_text(&mut b)?;
                 let advertise = crate::wire::take_text(&mut b)?;
+                let incarnation = match b.len() {
+                    0 => 0,
+                    8 => b.get_u64_le(),
+                    _ => return Err(WireError("bad node info incarnation".into())),
+                };
                 MetaCommand::NodeInfo {
                     id,
                     name,
                     advertise,
+                    incarnation,
                 }
             }
             CMD_CLUSTER_ID => {
@@ -112,8 +122,19 @@ impl MetaCommand {
 pub struct MetaState {
     /// The cluster's id, once the first leader set it.
     pub cluster_id: Option<[u8; 16]>,
-    /// Names and addresses of the nodes that announced themselves.
-    pub nodes: BTreeMap<NodeId, (String, String)>,
+    /// The nodes that announced themselves.
+    pub nodes: BTreeMap<NodeId, Member>,
+}
+
+/// What a node announced about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Node name.
+    pub name: String,
+    /// Cluster address.
+    pub advertise: String,
+    /// Its data directory's incarnation (0: unknown).
+    pub incarnation: u64,
 }
 
 impl MetaState {
@@ -124,8 +145,16 @@ impl MetaState {
                 id,
                 name,
                 advertise,
+                incarnation,
             } => {
-                self.nodes.insert(id, (name, advertise));
+                self.nodes.insert(
+                    id,
+                    Member {
+                        name,
+                        advertise,
+                        incarnation,
+                    },
+                );
             }
             MetaCommand::ClusterId(id) => {
                 self.cluster_id.get_or_insert(id);
@@ -140,12 +169,14 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn commands_round_trip_and_apply() {
         let cmds = [
             MetaCommand::NodeInfo {
                 id: 7,
                 name: "ferry@a".into(),
                 advertise: "10.0.0.1:25672".into(),
+                incarnation: 42,
             },
             MetaCommand::ClusterId([9; 16]),
             MetaCommand::Definition(Bytes::from_static(b"{\"op\":\"add_vhost\"}")),
@@ -156,7 +187,19 @@ mod tests {
             assert_eq!(MetaCommand::decode(c.encode()), Ok(c.clone()));
             st.apply_one(c);
         }
-        assert_eq!(st.nodes.len(), 1);
+        assert_eq!(st.nodes[&7].incarnation, 42);
+        // A node info of an older node (no incarnation) reads as 0.
+        let mut old = MetaCommand::NodeInfo {
+            id: 8,
+            name: "n".into(),
+            advertise: "a:1".into(),
+            incarnation: 0,
+        }
+        .encode()
+        .to_vec();
+        old.truncate(old.len() - 8);
+        st.apply_one(MetaCommand::decode(Bytes::from(old)).unwrap());
+        assert_eq!(st.nodes[&8].incarnation, 0);
         st.apply_one(MetaCommand::ClusterId([1; 16]));
         assert_eq!(st.cluster_id, Some([9; 16]), "the first cluster id wins");
         assert!(MetaCommand::decode(Bytes::from_static(&[4])).is_err());

@@ -11,6 +11,7 @@
 //! the first leader also gives the cluster its id, which every node
 //! records in its data directory.
 
+mod admission;
 pub mod identity;
 pub mod machine;
 pub mod meta;
@@ -154,6 +155,8 @@ pub(crate) struct NodeInner {
     meta: FerryRaft,
     sm: MetaMachine,
     recorded: Mutex<Recorded>,
+    /// The data directory was new at this start.
+    fresh: bool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Counters,
 }
@@ -174,17 +177,14 @@ impl ClusterNode {
         applier: Arc<dyn DefinitionApplier>,
     ) -> Result<Self, NodeError> {
         let id = node_id(&cfg.advertise);
-        let me = Identity {
-            id,
-            name: cfg.name.clone(),
-            advertise: cfg.advertise.clone(),
-        };
-        let (recorded, log) = {
+        let (recorded, fresh, incarnation, log) = {
             let (io, cfg) = (io.clone(), cfg.clone());
             tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
                 io.create_dir_all(&cfg.dir)
                     .map_err(|e| NodeError::Identity(format!("{}: {e}", cfg.dir.display())))?;
-                let recorded = match Recorded::load(&*io, &cfg.dir)? {
+                let loaded = Recorded::load(&*io, &cfg.dir)?;
+                let fresh = loaded.is_none();
+                let recorded = match loaded {
                     Some(r) => {
                         r.check(&cfg.name, &cfg.advertise)?;
                         r
@@ -200,13 +200,22 @@ impl ClusterNode {
                         r
                     }
                 };
+                let incarnation = identity::incarnation(&*io, &cfg.dir)?;
                 let log = RaftLog::open(io, &cfg.dir.join("meta"), LogConfig::default(), syncer)?;
-                Ok((recorded, log))
+                Ok((recorded, fresh, incarnation, log))
             })
             .await
             .map_err(raft_err)??
         };
+        let me = Identity {
+            id,
+            name: cfg.name.clone(),
+            advertise: cfg.advertise.clone(),
+            incarnation,
+        };
+        let sm = MetaMachine::new(applier);
         let links = Links::new(me.clone(), cfg.secret.clone(), cfg.tls.clone());
+        links.set_admission(admission::admission(sm.clone()));
         let groups = RaftGroups::new();
         let raft_cfg = Config {
             cluster_name: "ferry-meta".into(),
@@ -221,7 +230,6 @@ impl ClusterNode {
         }
         .validate()
         .map_err(raft_err)?;
-        let sm = MetaMachine::new(applier);
         let meta = Raft::new(
             id,
             Arc::new(raft_cfg),
@@ -242,6 +250,7 @@ impl ClusterNode {
             meta,
             sm,
             recorded: Mutex::new(recorded),
+            fresh,
             tasks: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
@@ -310,7 +319,12 @@ impl ClusterNode {
         }
         let seeds = self.seed_members();
         let alone = seeds.is_empty();
-        if alone || seeds.contains_key(&self.id()) {
+        // A seed on a new data directory whose cluster already runs (it was
+        // wiped, or started long after the others) joins it instead: it
+        // holds none of the votes and entries it may have acknowledged
+        // before, and the others rebuild it (`admission`).
+        let formed = self.inner.fresh && !alone && self.seeds_formed().await;
+        if (alone || seeds.contains_key(&self.id())) && !formed {
             let members = if alone {
                 BTreeMap::from([(
                     self.id(),
@@ -334,6 +348,25 @@ impl ClusterNode {
             self.inner.tasks.lock().push(t);
         }
         Ok(())
+    }
+
+    /// Whether another seed answers that the cluster has formed (a ping
+    /// answered with 1: it knows a metadata leader).
+    async fn seeds_formed(&self) -> bool {
+        let mut asks = Vec::new();
+        for addr in &self.inner.cfg.seeds {
+            let id = node_id(addr);
+            if id == self.id() {
+                continue;
+            }
+            let link = self.inner.links.link(id, addr);
+            asks.push(async move {
+                link.request(KIND_PING, META_GROUP, Bytes::new(), Duration::from_secs(1))
+                    .await
+                    .is_ok_and(|f| f.body.first() == Some(&1))
+            });
+        }
+        futures_join(asks).await.into_iter().any(|formed| formed)
     }
 
     /// Asks the seeds (then whoever they name as leader) to add this node,
@@ -394,11 +427,17 @@ impl ClusterNode {
                 let st = self.inner.sm.read(MetaState::clone);
                 let me = &self.inner.me;
                 let mut cmds = Vec::new();
-                if st.nodes.get(&me.id) != Some(&(me.name.clone(), me.advertise.clone())) {
+                let announced = st.nodes.get(&me.id).is_some_and(|m| {
+                    m.name == me.name
+                        && m.advertise == me.advertise
+                        && m.incarnation == me.incarnation
+                });
+                if !announced {
                     cmds.push(MetaCommand::NodeInfo {
                         id: me.id,
                         name: me.name.clone(),
                         advertise: me.advertise.clone(),
+                        incarnation: me.incarnation,
                     });
                 }
                 if st.cluster_id.is_none() && m.current_leader == Some(me.id) {
@@ -653,7 +692,7 @@ impl ClusterNode {
                 name: st
                     .nodes
                     .get(&id)
-                    .map(|(n, _)| n.clone())
+                    .map(|m| m.name.clone())
                     .unwrap_or_default(),
                 addr,
                 voter: voters.contains(&id),

@@ -1,7 +1,8 @@
 //! The requests a node serves on its cluster port besides Raft's own:
 //! joining, forwarded proposals and pings.
 
-use super::{NodeInner, META_GROUP};
+use super::meta::MetaCommand;
+use super::{admission, NodeInner, META_GROUP};
 use crate::handshake::Identity;
 use crate::listener::{Answer, Handler};
 use crate::network::{answer, serve, RaftGroups};
@@ -70,18 +71,49 @@ fn is_leader(node: &NodeInner) -> bool {
     node.meta.metrics().borrow().current_leader == Some(node.me.id)
 }
 
-async fn join(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, String> {
+async fn join(node: Arc<NodeInner>, from: Identity, body: Bytes) -> Result<Bytes, String> {
     let (id, addr) = decode_join(body)?;
+    if id != from.id {
+        return Err(format!("node {} asked to join as node {id}", from.id));
+    }
     if !is_leader(&node) {
         return Err(not_leader(&node));
     }
     let m = node.meta.metrics().borrow().clone();
-    if m.membership_config
+    let voter = m
+        .membership_config
         .membership()
         .voter_ids()
-        .any(|v| v == id)
-    {
+        .any(|v| v == id);
+    let stale = admission::check(&node.sm, id, from.incarnation).is_some();
+    if voter && !stale {
         return Ok(Bytes::new());
+    }
+    if stale {
+        // Its Raft state is gone: out of the voters (retain = false: not a
+        // learner either), its new incarnation recorded, then back in below
+        // as a learner that catches up from the others.
+        tracing::warn!(node = id, %addr, "node came back with a new data directory; rebuilding it");
+        if m.membership_config.membership().get_node(&id).is_some() {
+            let change = match voter {
+                true => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                false => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+            };
+            node.meta
+                .change_membership(change, false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let info = MetaCommand::NodeInfo {
+            id,
+            name: from.name.clone(),
+            advertise: addr.clone(),
+            incarnation: from.incarnation,
+        };
+        node.meta
+            .client_write(Batch::new(vec![info.encode()]))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     // Add, then promote, each relative to the membership of the moment:
     // concurrent joins and forgets never undo each other.
@@ -170,13 +202,23 @@ pub(crate) fn decode_proposed(mut b: Bytes) -> Result<(u64, Bytes), String> {
 }
 
 impl Handler for NodeHandler {
-    fn handle(&self, _from: NodeId, frame: Frame) -> Answer {
+    fn handle(&self, from: &Identity, frame: Frame) -> Answer {
         let node = self.node.upgrade();
+        let from = from.clone();
         let raft = self.groups.get(frame.group);
         Box::pin(async move {
             let result = match (frame.kind, node) {
-                (KIND_PING, _) => Ok(Bytes::new()),
-                (KIND_JOIN, Some(n)) => join(n, frame.body.clone()).await,
+                // 1: this node knows a metadata leader (the cluster formed).
+                (KIND_PING, n) => Ok(Bytes::from_static(
+                    match n.is_some_and(|n| n.meta.metrics().borrow().current_leader.is_some()) {
+                        true => &[1],
+                        false => &[0],
+                    },
+                )),
+                (KIND_JOIN, Some(n)) => join(n, from, frame.body.clone()).await,
+                (_, Some(n)) if admission::check(&n.sm, from.id, from.incarnation).is_some() => {
+                    Err(admission::check(&n.sm, from.id, from.incarnation).unwrap_or_default())
+                }
                 (KIND_PROPOSE, Some(n)) => propose(n, frame.group, frame.body.clone()).await,
                 (KIND_FORGET, Some(n)) => forget(n, frame.body.clone()).await,
                 (KIND_JOIN | KIND_PROPOSE | KIND_FORGET, None) => Err("node stopping".into()),
