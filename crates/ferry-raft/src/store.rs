@@ -151,16 +151,11 @@ impl RaftLog {
         &self,
         range: &RB,
     ) -> Result<Vec<Entry>, RaftLogError> {
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.saturating_add(1),
-            Bound::Excluded(&e) => e,
-            Bound::Unbounded => u64::MAX,
-        };
+        let (start, end) = bounds(range);
+        self.read_bounds(start, end)
+    }
+
+    fn read_bounds(&self, start: u64, end: u64) -> Result<Vec<Entry>, RaftLogError> {
         let st = self.shared.state.lock();
         let start = start.max(st.heads.base());
         st.read(start, end)
@@ -216,12 +211,41 @@ impl SyncTask for Shared {
     }
 }
 
+/// `[start, end)` of a range of raft indexes.
+fn bounds<RB: RangeBounds<u64> + ?Sized>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
 impl RaftLogReader<TypeConfig> for RaftLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.read_range(&range).map_err(|e| e.read_logs())
+        let (start, end) = bounds(&range);
+        let cached = {
+            let st = self.shared.state.lock();
+            st.cached(start.max(st.heads.base()), end)
+        };
+        if cached {
+            return self.read_bounds(start, end).map_err(|e| e.read_logs());
+        }
+        // A lagging follower's entries come from the segments: read them
+        // off the async workers.
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.read_bounds(start, end))
+            .await
+            .map_err(|e| RaftLogError::Task(e.to_string()).read_logs())?
+            .map_err(|e| e.read_logs())
     }
 }
 

@@ -196,6 +196,16 @@ impl State {
     }
 
     /// Entries `[start, end)`, from the cache or the disk.
+    /// Whether `read(start, end)` needs no disk read (every entry it
+    /// returns is in the tail cache).
+    pub(crate) fn cached(&self, start: u64, end: u64) -> bool {
+        let end = end.min(self.heads.next());
+        start >= end
+            || (start >= self.heads.base()
+                && start >= self.cache.base()
+                && self.cache.get(end - 1).is_some())
+    }
+
     pub(crate) fn read(&self, start: u64, end: u64) -> Result<Vec<Entry>, RaftLogError> {
         let end = end.min(self.heads.next());
         if start >= end {
