@@ -517,3 +517,45 @@ def test_channels_and_consumers_are_listed(page, conn, uniq):
          and "No channels." not in by_id(d, "view").text, "channels in the list")
     ch.basic_cancel(tag)
     ch.queue_delete(queue)
+
+
+def test_overview_lists_the_cluster_nodes_and_a_stopped_one(browser, tmp_path):
+    """On a clustered node the overview lists every member with its state, role and own memory
+    and disk figures (sent with its answer to this node's ping); a killed member shows as down."""
+    from conftest import FERRY_BIN
+    from harness.cluster import FerryCluster, Lab, netns_available
+    why = netns_available()
+    if why:
+        pytest.skip(f"cluster lab: {why}")
+    lab = Lab(3)
+    c = FerryCluster(lab, FERRY_BIN, tmp_path)
+    try:
+        c.start_all()
+        c.until(1, "three running members", lambda v: len(v) == 3 and all(n["running"] for n in v))
+        d = browser
+        d.get(f"http://{c.nodes[0].endpoints['http']}/#/")
+        d.execute_script("sessionStorage.clear()")
+        d.refresh()
+        login(d, "guest", "guest")
+
+        def rows() -> dict[str, str]:
+            try:
+                table = d.find_element(By.CSS_SELECTOR, "table[aria-label='Cluster nodes']")
+                out = {}
+                for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr"):
+                    cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                    out[cells[0]] = " | ".join(cells)
+                return out
+            except StaleElementReferenceException:  # redrawn while read
+                return {}
+
+        wait(d, lambda: sorted(rows()) == ["n1", "n2", "n3"]
+             and all("running" in r for r in rows().values())
+             and "B" in rows()["n2"].split(" | ")[3], "three running nodes with n2's memory")
+        assert sum("metadata leader" in r for r in rows().values()) == 1, rows()
+        shot(d, "cluster-nodes")
+        c.nodes[2].kill9()
+        wait(d, lambda: "down" in rows().get("n3", ""), "n3 shown down", timeout=40)
+    finally:
+        c.close()
+        lab.close()

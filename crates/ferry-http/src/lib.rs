@@ -347,6 +347,14 @@ impl HttpServer {
             replies: cfg.replies.clone(),
             cluster: cfg.cluster.clone(),
         };
+        if let Some(c) = &cfg.cluster {
+            let c2 = ctx.clone();
+            c.set_stats(Arc::new(move || {
+                bytes::Bytes::from(
+                    serde_json::to_vec(&overview::stats_json(&c2)).unwrap_or_default(),
+                )
+            }));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut api_addr = None;

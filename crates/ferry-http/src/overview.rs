@@ -146,14 +146,14 @@ pub fn disk_free(ctx: &Ctx) -> u64 {
         .map_or(0, |st| st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-fn node_json(ctx: &Ctx) -> Value {
+/// This node's figures that change (memory, disk, descriptors, ...):
+/// part of its `/api/nodes` entry here, and sent to the other nodes of a
+/// cluster with every ping so that theirs show them too.
+pub fn stats_json(ctx: &Ctx) -> Value {
     let alarms = *ctx.alarms.borrow();
     let fd_used = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     let fd_total = proc_value("/proc/self/limits", "Max open files").unwrap_or(0);
     json!({
-        "name": ctx.node.name,
-        "type": "disc",
-        "running": true,
         "os_pid": std::process::id().to_string(),
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "uptime": ctx.started.elapsed().as_millis() as u64,
@@ -171,6 +171,15 @@ fn node_json(ctx: &Ctx) -> Value {
         "fd_used": fd_used,
         "fd_total": fd_total,
         "sockets_used": ctx.registry.len(),
+    })
+}
+
+fn node_json(ctx: &Ctx) -> Value {
+    let mut v = stats_json(ctx);
+    let more = json!({
+        "name": ctx.node.name,
+        "type": "disc",
+        "running": true,
         "proc_used": 0,
         "proc_total": 0,
         "run_queue": 0,
@@ -182,7 +191,11 @@ fn node_json(ctx: &Ctx) -> Value {
             {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
             {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
         ],
-    })
+    });
+    if let (Some(v), Value::Object(more)) = (v.as_object_mut(), more) {
+        v.extend(more);
+    }
+    v
 }
 
 /// Every node: this one in full; in a cluster, each other member with its
@@ -208,12 +221,19 @@ async fn all_nodes(ctx: &Ctx) -> Vec<Value> {
             me["partitions"] = json!(down);
             std::mem::take(&mut me)
         } else {
-            json!({
+            let mut v = json!({
                 "name": display_name(m),
                 "type": "disc",
                 "running": m.running,
                 "partitions": [],
-            })
+            });
+            // Its own figures, sent with its answer to this node's ping.
+            if let (Some(v), Ok(Value::Object(stats))) =
+                (v.as_object_mut(), serde_json::from_slice::<Value>(&m.stats))
+            {
+                v.extend(stats);
+            }
+            v
         };
         v["raft_id"] = json!(m.id.to_string());
         v["cluster_address"] = json!(m.addr);

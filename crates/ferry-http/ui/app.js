@@ -4,7 +4,7 @@
 import {
   call, get, session, saveSession, clearSession, basicToken, whenLoggedOut, ApiError,
 } from './api.js';
-import { h, fill, num, rate, bytes, statRate, facts } from './dom.js';
+import { h, fill, num, rate, bytes, statRate, facts, table } from './dom.js';
 import { RateChart } from './chart.js';
 import {
   queuesView, queueView, exchangesView, exchangeView, connectionsView, channelsView, consumersView,
@@ -140,9 +140,9 @@ function overviewView(root) {
 }
 
 async function drawNode(el) {
-  let n;
+  let nodes;
   try {
-    [n] = await get('/api/nodes');
+    nodes = await get('/api/nodes');
   } catch (e) {
     // Users without the monitoring tag may not see node details.
     if (e instanceof ApiError && e.error === 'not_authorised') {
@@ -151,16 +151,38 @@ async function drawNode(el) {
     }
     throw e;
   }
+  // This node is the one listed in full (the others of a cluster carry
+  // only their figures and cluster fields).
+  const n = nodes.find((x) => Array.isArray(x.exchange_types)) || nodes[0];
   const alarm = (on) => h('span', { class: on ? 'badge bad' : 'badge good' }, on ? 'alarm' : 'ok');
-  const memPct = n.mem_limit ? Math.min(100, (100 * n.mem_used) / n.mem_limit) : 0;
-  const bar = h('span', { class: 'bar' }, h('span', { class: memPct > 90 ? 'fill bad' : 'fill' }));
-  bar.firstChild.style.width = `${memPct.toFixed(1)}%`;
-  fill(el, h('h2', {}, 'Node ', h('span', { class: 'name' }, n.name)), facts([
-    ['Memory', h('span', {}, bar, ` ${bytes(n.mem_used)} of ${bytes(n.mem_limit)} `, alarm(n.mem_alarm))],
+  const memBar = (x) => {
+    const pct = x.mem_limit ? Math.min(100, (100 * x.mem_used) / x.mem_limit) : 0;
+    const bar = h('span', { class: 'bar' }, h('span', { class: pct > 90 ? 'fill bad' : 'fill' }));
+    bar.firstChild.style.width = `${pct.toFixed(1)}%`;
+    return bar;
+  };
+  const parts = [h('h2', {}, 'Node ', h('span', { class: 'name' }, n.name)), facts([
+    ['Memory', h('span', {}, memBar(n), ` ${bytes(n.mem_used)} of ${bytes(n.mem_limit)} `, alarm(n.mem_alarm))],
     ['Disk free', h('span', {}, `${bytes(n.disk_free)} (limit ${bytes(n.disk_free_limit)}) `, alarm(n.disk_free_alarm))],
     ['File descriptors', `${num(n.fd_used)} of ${num(n.fd_total)}`],
     ['Uptime', `${Math.floor(n.uptime / 60000)} min`],
-  ]));
+  ])];
+  if (n.cluster_id !== undefined) {
+    const role = (x) => {
+      if (x.metadata_leader) return 'metadata leader';
+      return x.voter ? 'voter' : 'joining';
+    };
+    parts.push(h('h2', {}, 'Cluster'), table([
+      { label: 'Node', value: (x) => h('span', { class: 'name' }, x.name) },
+      { label: 'State', value: (x) => h('span', { class: x.running ? 'badge good' : 'badge bad' }, x.running ? 'running' : 'down') },
+      { label: 'Role', value: role },
+      { label: 'Memory', value: (x) => (x.running && x.mem_limit ? h('span', {}, memBar(x), ` ${bytes(x.mem_used)} `, alarm(x.mem_alarm)) : '') },
+      { label: 'Disk free', value: (x) => (x.running && x.disk_free !== undefined ? h('span', {}, `${bytes(x.disk_free)} `, alarm(x.disk_free_alarm)) : '') },
+      { label: 'Cannot reach', value: (x) => (x.partitions || []).join(', ') },
+      { label: 'Address', value: (x) => x.cluster_address },
+    ], nodes, { label: 'Cluster nodes' }));
+  }
+  fill(el, ...parts);
   const alarms = [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter(Boolean);
   const banner = $('alarm');
   banner.hidden = alarms.length === 0;

@@ -99,8 +99,17 @@ async fn three_seeds_form_a_cluster_and_survive_a_leader_kill() {
     .await;
     let me = after
         .iter()
-        .find(|n| n["os_pid"].is_string())
+        .find(|n| n["exchange_types"].is_array())
         .expect("this node in full");
+    // The other running member's own figures came with its ping answer.
+    let other = after
+        .iter()
+        .find(|n| n["running"] == true && n["exchange_types"].is_null())
+        .expect("another running member");
+    for k in ["mem_used", "mem_limit", "disk_free", "fd_used", "uptime"] {
+        assert!(other[k].is_u64(), "{k} of {other}");
+    }
+    assert!(other["mem_alarm"].is_boolean(), "{other}");
     assert_eq!(
         me["partitions"],
         serde_json::json!([first]),

@@ -76,6 +76,9 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Answered a ping just now (always true for this node).
     pub running: bool,
+    /// What its stats provider answered with the ping (empty for this
+    /// node, one that is down, or one without a provider).
+    pub stats: Bytes,
 }
 
 /// The cluster as this node sees it.
@@ -120,6 +123,10 @@ struct Counters {
     elections: std::sync::atomic::AtomicU64,
 }
 
+/// This node's figures for the others' `/api/nodes` (memory, disk, ...),
+/// opaque here: sent with every answer to a ping.
+pub type StatsProvider = Arc<dyn Fn() -> Bytes + Send + Sync>;
+
 /// Why `forget` did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
@@ -157,6 +164,8 @@ pub(crate) struct NodeInner {
     recorded: Mutex<Recorded>,
     /// The data directory was new at this start.
     fresh: bool,
+    /// What this node answers a ping with after its formed byte.
+    stats: parking_lot::RwLock<Option<StatsProvider>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Counters,
 }
@@ -251,6 +260,7 @@ impl ClusterNode {
             sm,
             recorded: Mutex::new(recorded),
             fresh,
+            stats: parking_lot::RwLock::new(None),
             tasks: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
@@ -272,6 +282,12 @@ impl ClusterNode {
         let t = tokio::spawn(async move { counter.count_changes().await });
         node.inner.tasks.lock().push(t);
         Ok(node)
+    }
+
+    /// Sets what this node sends with its ping answers (its figures for
+    /// the other nodes' `/api/nodes`).
+    pub fn set_stats(&self, provider: StatsProvider) {
+        *self.inner.stats.write() = Some(provider);
     }
 
     /// This node's id.
@@ -670,9 +686,9 @@ impl ClusterNode {
             let (id, addr) = (*id, node.addr.clone());
             let link = (id != self.id()).then(|| self.inner.links.link(id, &addr));
             pings.push(async move {
-                let up = match link {
-                    None => true,
-                    Some(l) => l
+                let (up, stats) = match link {
+                    None => (true, Bytes::new()),
+                    Some(l) => match l
                         .request(
                             KIND_PING,
                             META_GROUP,
@@ -680,13 +696,16 @@ impl ClusterNode {
                             Duration::from_millis(800),
                         )
                         .await
-                        .is_ok(),
+                    {
+                        Ok(f) => (true, f.body.slice(f.body.len().min(1)..)),
+                        Err(_) => (false, Bytes::new()),
+                    },
                 };
-                (id, addr, up)
+                (id, addr, up, stats)
             });
         }
         let mut members = Vec::new();
-        for (id, addr, running) in futures_join(pings).await {
+        for (id, addr, running, stats) in futures_join(pings).await {
             members.push(MemberStatus {
                 id,
                 name: st
@@ -697,6 +716,7 @@ impl ClusterNode {
                 addr,
                 voter: voters.contains(&id),
                 running,
+                stats,
             });
         }
         ClusterStatus {

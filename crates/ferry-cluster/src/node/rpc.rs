@@ -201,6 +201,18 @@ pub(crate) fn decode_proposed(mut b: Bytes) -> Result<(u64, Bytes), String> {
     Ok((b.get_u64_le(), b))
 }
 
+/// A ping's answer: 1 if this node knows a metadata leader (the cluster
+/// formed), else 0; then this node's figures (`ClusterNode::set_stats`).
+fn pong(node: &NodeInner) -> Bytes {
+    let formed = node.meta.metrics().borrow().current_leader.is_some();
+    let stats = node.stats.read().clone();
+    let mut b = vec![u8::from(formed)];
+    if let Some(f) = stats {
+        b.extend_from_slice(&f());
+    }
+    Bytes::from(b)
+}
+
 impl Handler for NodeHandler {
     fn handle(&self, from: &Identity, frame: Frame) -> Answer {
         let node = self.node.upgrade();
@@ -208,13 +220,7 @@ impl Handler for NodeHandler {
         let raft = self.groups.get(frame.group);
         Box::pin(async move {
             let result = match (frame.kind, node) {
-                // 1: this node knows a metadata leader (the cluster formed).
-                (KIND_PING, n) => Ok(Bytes::from_static(
-                    match n.is_some_and(|n| n.meta.metrics().borrow().current_leader.is_some()) {
-                        true => &[1],
-                        false => &[0],
-                    },
-                )),
+                (KIND_PING, n) => Ok(n.map_or_else(|| Bytes::from_static(&[0]), |n| pong(&n))),
                 (KIND_JOIN, Some(n)) => join(n, from, frame.body.clone()).await,
                 (_, Some(n)) if admission::check(&n.sm, from.id, from.incarnation).is_some() => {
                     Err(admission::check(&n.sm, from.id, from.incarnation).unwrap_or_default())
