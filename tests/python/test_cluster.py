@@ -1,7 +1,8 @@
 """A Ferry cluster of three real processes, each in its own network namespace (harness/cluster.py):
 the metadata group forms from the seeds, survives a partition of its leader from both
-followers and a paused (SIGSTOP) leader, and heals by itself. Ferry only for now: the RabbitMQ
-3-node oracle comes with replicated queues, where the behaviours are comparable."""
+followers and a paused (SIGSTOP) leader, and heals by itself. Ferry only: these are Ferry's
+metadata group's own behaviours (the RabbitMQ 3-node oracle, harness/rabbit_cluster.py, runs
+where the behaviours are comparable: test_cluster_definitions.py)."""
 
 from __future__ import annotations
 

@@ -117,6 +117,14 @@ class Lab:
         if self.closed:
             return
         self.closed = True
+        # Whatever still runs in the namespaces (an epmd RabbitMQ started) would outlive them.
+        for ns in self.ns:
+            r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in r.stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         for ns in self.ns + [self.bridge]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
