@@ -125,6 +125,23 @@ impl RaftLog {
         self.read_range(&range)
     }
 
+    /// Where entry `index`'s command records are in the log: command `k`
+    /// of the entry is the record at the `k`th position. The records'
+    /// ferry-log indexes are the same on every replica holding the entry,
+    /// so a state machine can name a command by it (a message id). May
+    /// read the segments (an entry no longer in the tail cache): call it
+    /// from a blocking context.
+    pub fn command_positions(&self, index: u64) -> Result<Vec<ferry_log::RecordPos>, RaftLogError> {
+        self.shared.state.lock().command_positions(index)
+    }
+
+    /// The command of the record at `pos` (a position
+    /// [`command_positions`](Self::command_positions) gave). Reads the
+    /// segments: call it from a blocking context.
+    pub fn read_command(&self, pos: &ferry_log::RecordPos) -> Result<bytes::Bytes, RaftLogError> {
+        self.shared.state.lock().read_command(pos)
+    }
+
     /// `(last purged, last)` log ids, as openraft's `get_log_state`.
     pub fn log_state(&self) -> (Option<LogId>, Option<LogId>) {
         let st = self.shared.state.lock();

@@ -3,6 +3,7 @@
 //! log store) rarely go to disk.
 
 use crate::types::Entry;
+use ferry_log::RecordPos;
 use openraft::EntryPayload;
 use std::collections::VecDeque;
 
@@ -16,6 +17,8 @@ const MAX_BYTES: usize = 8 << 20;
 pub(crate) struct TailCache {
     base: u64,
     entries: VecDeque<Entry>,
+    /// Where each cached entry's command records are, in the same order.
+    commands: VecDeque<Vec<RecordPos>>,
     bytes: usize,
 }
 
@@ -38,21 +41,30 @@ impl TailCache {
 
     /// Caches `e`, the entry after the cached ones (or the first after an
     /// emptied cache); evicts the oldest past the limits.
-    pub(crate) fn push(&mut self, e: Entry) {
+    pub(crate) fn push(&mut self, e: Entry, commands: Vec<RecordPos>) {
         if self.entries.is_empty() || e.log_id.index != self.next() {
             self.entries.clear();
+            self.commands.clear();
             self.bytes = 0;
             self.base = e.log_id.index;
         }
         self.bytes += weight(&e);
         self.entries.push_back(e);
+        self.commands.push_back(commands);
         while self.entries.len() > MAX_ENTRIES || (self.bytes > MAX_BYTES && self.entries.len() > 1)
         {
             if let Some(old) = self.entries.pop_front() {
+                self.commands.pop_front();
                 self.bytes -= weight(&old);
                 self.base += 1;
             }
         }
+    }
+
+    /// Where the cached entry `index`'s command records are.
+    pub(crate) fn commands(&self, index: u64) -> Option<&[RecordPos]> {
+        let off = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        self.commands.get(off).map(Vec::as_slice)
     }
 
     /// The cached entry at `index`.
@@ -65,6 +77,7 @@ impl TailCache {
     pub(crate) fn truncate_from(&mut self, index: u64) {
         while self.next() > index && !self.entries.is_empty() {
             if let Some(e) = self.entries.pop_back() {
+                self.commands.pop_back();
                 self.bytes -= weight(&e);
             }
         }
@@ -77,6 +90,7 @@ impl TailCache {
     pub(crate) fn purge_to(&mut self, index: u64) {
         while self.base <= index && !self.entries.is_empty() {
             if let Some(e) = self.entries.pop_front() {
+                self.commands.pop_front();
                 self.bytes -= weight(&e);
             }
             self.base += 1;

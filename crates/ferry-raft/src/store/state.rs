@@ -8,7 +8,7 @@ use super::index::EntryIndex;
 use crate::codec::{self, EntryHeader};
 use crate::error::RaftLogError;
 use crate::types::{Entry, LogId, Vote};
-use ferry_log::{FileIo, Log, LogConfig};
+use ferry_log::{FileIo, Log, LogConfig, RecordPos};
 use openraft::EntryPayload;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,17 +182,56 @@ impl State {
         codec::encode_header(&e.log_id, &e.payload, &mut self.buf);
         let head = self.log.append(&self.buf)?;
         let mut last = head.index;
+        let mut commands = Vec::new();
         if let EntryPayload::Normal(batch) = &e.payload {
+            commands.reserve(batch.commands.len());
             for c in &batch.commands {
                 self.buf.clear();
                 codec::encode_command(c, &mut self.buf);
-                last = self.log.append(&self.buf)?.index;
+                let pos = self.log.append(&self.buf)?;
+                last = pos.index;
+                commands.push(pos);
             }
         }
         self.heads.push(head.index);
         self.last_log_id = Some(e.log_id);
-        self.cache.push(e);
+        self.cache.push(e, commands);
         Ok(Some(last))
+    }
+
+    /// Where entry `index`'s command records are (from the tail cache, or
+    /// read from the segments).
+    pub(crate) fn command_positions(&self, index: u64) -> Result<Vec<RecordPos>, RaftLogError> {
+        if let Some(c) = self.cache.commands(index) {
+            return Ok(c.to_vec());
+        }
+        let Some(head) = self.heads.get(index) else {
+            return Err(RaftLogError::OutOfRange {
+                index,
+                first: self.heads.base(),
+                next: self.heads.next(),
+            });
+        };
+        let mut records = self.log.reader(head);
+        let (_, rec) = records
+            .next()
+            .ok_or_else(|| corrupt(&self.dir, format!("entry {index} missing")))??;
+        let h = codec::decode_header(&rec.payload).map_err(|e| corrupt(&self.dir, e.0))?;
+        let mut out = Vec::with_capacity(h.count as usize);
+        for _ in 0..h.count {
+            let (pos, _) = records.next().ok_or_else(|| {
+                corrupt(&self.dir, format!("a command of entry {index} missing"))
+            })??;
+            out.push(pos);
+        }
+        Ok(out)
+    }
+
+    /// The command held by the record at `pos`.
+    pub(crate) fn read_command(&self, pos: &RecordPos) -> Result<bytes::Bytes, RaftLogError> {
+        let rec = self.log.read(pos)?;
+        let body = codec::command_body(&rec.payload).map_err(|e| corrupt(&self.dir, e.0))?;
+        Ok(bytes::Bytes::copy_from_slice(body))
     }
 
     /// Entries `[start, end)`, from the cache or the disk.
