@@ -27,7 +27,7 @@ use super::command::Command;
 use super::consumers::Consumers;
 use super::dead_letter::{DeadLetter, Reason};
 use super::effects::Effects;
-use super::journal::Journal;
+use super::journal::{Journal, Logged};
 use super::retry::RetryPolicy;
 use super::sinks::Delivery;
 use super::state::{Entry, QueueState};
@@ -74,6 +74,13 @@ pub(crate) struct Inner {
     pub(super) consumers: Consumers,
     pub(super) cache: BodyCache,
     pub(super) deleted: bool,
+    /// A replicated queue's replica that serves (delivers, sweeps,
+    /// dead-letters): its group's leader. Always true for a local queue.
+    pub(super) leads: bool,
+    /// Purges proposed and not yet applied (replicated queues): nothing is
+    /// delivered meanwhile, so a message the purge takes is never also
+    /// handed out.
+    pub(super) purging: u32,
 }
 
 impl Inner {
@@ -97,7 +104,14 @@ impl Inner {
             consumers: Consumers::default(),
             cache,
             deleted: false,
+            leads: true,
+            purging: 0,
         }
+    }
+
+    /// The clock's time.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// `x-expires`: after how long unused the queue expires.
@@ -122,18 +136,48 @@ impl Inner {
     }
 
     /// What `apply` must know of this queue's arguments.
-    fn apply_config(&self) -> ApplyConfig {
+    pub(super) fn apply_config(&self) -> ApplyConfig {
         ApplyConfig {
             dead_letters: self.has_dlx(),
         }
     }
 
-    /// Logs `cmd` and applies it. Returns where its record is and its
-    /// effects; on an append error nothing changed.
+    /// Logs `cmd` and applies it: where its record is and its effects;
+    /// on an append error nothing changed. A replicated queue proposes it
+    /// instead (applied once committed, `Queue::apply_committed`), after
+    /// taking the ready messages a Drop names out of delivery.
     #[inline]
-    pub(super) fn commit(&mut self, cmd: &Command) -> Result<(ferry_log::RecordPos, Effects)> {
+    pub(super) fn commit(&mut self, cmd: &Command) -> Result<Logged> {
         let cfg = self.apply_config();
+        if self.journal.is_replicated() {
+            if !self.leads {
+                // A follower's housekeeping (a policy's new limit, ...) is
+                // its leader's to decide: nothing is proposed from here.
+                return Ok(Logged::Proposed);
+            }
+            self.withhold(cmd);
+        }
         self.journal.commit(&mut self.state, cfg, cmd)
+    }
+
+    /// A replicated queue's leader checks out the ready heads a Drop
+    /// names (expired, over the limit) while the Drop is proposed, so that
+    /// nothing delivers them; applying the Drop removes them wherever they
+    /// are.
+    #[cold]
+    fn withhold(&mut self, cmd: &Command) {
+        let Command::Drop { ids, .. } = cmd else {
+            return;
+        };
+        while let Some(head) = self.state.peek_ready().map(|e| e.id) {
+            if !ids.contains(&head) {
+                break;
+            }
+            if let Some(e) = self.state.pop_ready() {
+                self.cache.remove(&e);
+                self.state.check_out(e);
+            }
+        }
     }
 
     /// `commit` of a command that may name no message (then nothing is
@@ -146,7 +190,7 @@ impl Inner {
         if cmd.is_empty() {
             return Ok(Effects::default());
         }
-        let (_, mut fx) = self.commit(cmd)?;
+        let mut fx = self.commit(cmd)?.effects();
         self.execute(&mut fx, letters);
         Ok(fx)
     }
@@ -305,7 +349,7 @@ impl Inner {
         letters: &mut Vec<DeadLetter>,
         fresh: Option<u64>,
     ) {
-        if self.deleted {
+        if self.deleted || !self.leads || self.purging > 0 {
             return;
         }
         let mut settled: Vec<u64> = Vec::new();
@@ -399,7 +443,14 @@ impl Inner {
         };
         let message = self.load(&head)?;
         let d = self.delivery(&head, message, true);
-        if no_ack {
+        if no_ack && !self.journal.is_replicated() {
+            self.commit_ids(&Command::Settle(&[head.id]), letters)?;
+        } else if no_ack {
+            // Replicated: out of delivery now, settled once committed.
+            if let Some(entry) = self.state.pop_ready() {
+                self.cache.remove(&entry);
+                self.state.check_out(entry);
+            }
             self.commit_ids(&Command::Settle(&[head.id]), letters)?;
         } else {
             let Some(entry) = self.state.pop_ready() else {

@@ -6,6 +6,11 @@
 //! confirm waiters its fsyncs release (`crate::syncer`), and replay at
 //! open.
 //!
+//! A replicated queue's journal (`Store::Replicated`, see `replica`)
+//! proposes instead of appending — the command is applied once committed,
+//! through `Queue::apply_committed` — and reads its records back from its
+//! group's log; it has no file of its own to sync or clean up.
+//!
 //! Lives under the queue's `inner` lock. The one call out is joining a
 //! durability round after a cleanup (`crate::syncer::schedule`), which
 //! takes no queue lock.
@@ -16,10 +21,12 @@ use super::command::Command;
 use super::effects::Effects;
 use super::queue::Queue;
 use super::record::{self, Record};
+use super::replica::{CommandLog, ProposeDone, Proposer};
 use super::sinks::ConfirmToken;
 use super::state::{Entry, QueueState, Spill};
 use crate::error::{CoreError, Result};
 use crate::syncer::LogParts;
+use bytes::Bytes;
 use ferry_log::{Log, RecordPos};
 use ferry_model::message::Message;
 use std::collections::VecDeque;
@@ -34,7 +41,7 @@ const GC_EVERY: usize = 4096;
 /// The log, its encode buffer, cleanup counter and confirm waiters.
 #[derive(Debug)]
 pub(super) struct Journal {
-    log: Log,
+    store: Store,
     scratch: Vec<u8>,
     settles_since_gc: usize,
     /// Confirms owed once the log is durable up to their index.
@@ -43,11 +50,45 @@ pub(super) struct Journal {
     owner: Weak<Queue>,
 }
 
+/// Where the records are.
+// The local log is the hot variant (every publish appends to it): kept
+// inline rather than boxed behind a pointer for the rarer replicated one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Store {
+    /// The queue's own log.
+    Local(Log),
+    /// A replicated queue: proposed to its group, read from its log.
+    Replicated {
+        log: Arc<dyn CommandLog>,
+        proposer: Arc<dyn Proposer>,
+    },
+}
+
+/// What `commit` did.
+#[derive(Debug)]
+pub(super) enum Logged {
+    /// Appended and applied: where the record is, and the effects.
+    Applied(RecordPos, Effects),
+    /// Proposed to the queue's group: applied once committed.
+    Proposed,
+}
+
+impl Logged {
+    /// The effects of an applied command (none yet for a proposed one).
+    pub(super) fn effects(self) -> Effects {
+        match self {
+            Logged::Applied(_, fx) => fx,
+            Logged::Proposed => Effects::default(),
+        }
+    }
+}
+
 impl Journal {
     /// The journal of an opened (and replayed) log.
     pub(super) fn new(log: Log, owner: Weak<Queue>) -> Self {
         Journal {
-            log,
+            store: Store::Local(log),
             scratch: Vec::new(),
             settles_since_gc: 0,
             waiters: VecDeque::new(),
@@ -68,17 +109,48 @@ impl Journal {
         Ok(state)
     }
 
-    /// What the durability round works on (`crate::syncer::LogOwner`).
-    pub(super) fn log_parts(&mut self) -> LogParts<'_> {
-        LogParts {
-            log: &mut self.log,
-            waiters: &mut self.waiters,
+    /// The journal of a replicated queue (see `replica`).
+    pub(super) fn replicated(
+        log: Arc<dyn CommandLog>,
+        proposer: Arc<dyn Proposer>,
+        owner: Weak<Queue>,
+    ) -> Self {
+        Journal {
+            store: Store::Replicated { log, proposer },
+            scratch: Vec::new(),
+            settles_since_gc: 0,
+            waiters: VecDeque::new(),
+            owner,
         }
     }
 
-    /// The index the next record gets.
-    pub(super) fn next_index(&self) -> u64 {
-        self.log.next_index()
+    /// Whether commands are proposed to a group rather than appended.
+    pub(super) fn is_replicated(&self) -> bool {
+        matches!(self.store, Store::Replicated { .. })
+    }
+
+    /// What the durability round works on (`crate::syncer::LogOwner`):
+    /// nothing for a replicated queue (its group's log is synced).
+    pub(super) fn log_parts(&mut self) -> Option<LogParts<'_>> {
+        match &mut self.store {
+            Store::Local(log) => Some(LogParts {
+                log,
+                waiters: &mut self.waiters,
+            }),
+            Store::Replicated { .. } => None,
+        }
+    }
+
+    /// Proposes `cmd` to a replicated queue's group with `done` (the
+    /// publisher's confirm, for an Enqueue).
+    pub(super) fn propose(&mut self, cmd: &Command, done: Option<ProposeDone>) -> Result<()> {
+        let Store::Replicated { proposer, .. } = &self.store else {
+            return Err(CoreError::Corrupt("proposing on a local queue".into()));
+        };
+        let mut b = Vec::new();
+        cmd.encode(&mut b)?;
+        proposer.propose(vec![Bytes::from(b)], done);
+        Ok(())
     }
 
     /// Owes `token` a confirm once the record at `index` is durable.
@@ -100,16 +172,48 @@ impl Journal {
         state: &mut QueueState,
         cfg: ApplyConfig,
         cmd: &Command,
-    ) -> Result<(RecordPos, Effects)> {
+    ) -> Result<Logged> {
+        let log = match &mut self.store {
+            Store::Local(log) => log,
+            Store::Replicated { .. } => {
+                self.propose(cmd, None)?;
+                return Ok(Logged::Proposed);
+            }
+        };
         self.scratch.clear();
         cmd.encode(&mut self.scratch)?;
-        let pos = self.log.append(&self.scratch)?;
+        let pos = log.append(&self.scratch)?;
         if self.scratch.capacity() > SCRATCH_KEEP {
             // One huge message must not pin its size in memory forever.
             self.scratch = Vec::new();
         }
         let fx = apply(state, pos, cmd, cfg);
-        Ok((pos, fx))
+        Ok(Logged::Applied(pos, fx))
+    }
+
+    /// The payload of the record at `pos`.
+    fn read(&self, pos: &RecordPos) -> Result<Bytes> {
+        match &self.store {
+            Store::Local(log) => Ok(log.read(pos)?.payload),
+            Store::Replicated { log, .. } => log.read(pos),
+        }
+    }
+
+    /// The records from index `from` on, with their positions, until `f`
+    /// says stop.
+    fn scan(&self, from: u64, f: &mut dyn FnMut(RecordPos, Bytes) -> Result<bool>) -> Result<()> {
+        match &self.store {
+            Store::Local(log) => {
+                for item in log.reader(from) {
+                    let (pos, rec) = item?;
+                    if !f(pos, rec.payload)? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Store::Replicated { log, .. } => log.scan(from, f),
+        }
     }
 
     /// The message of `e`: its cached body, else read from its record.
@@ -117,8 +221,7 @@ impl Journal {
         if let Some(m) = &e.cached {
             return Ok(m.clone());
         }
-        let rec = self.log.read(&e.pos())?;
-        match record::decode(rec.payload)? {
+        match record::decode(self.read(&e.pos())?)? {
             Record::Enqueue { msg, .. } => Ok(Arc::new(msg)),
             _ => Err(CoreError::Corrupt(format!(
                 "record {} of queue '{queue}' is not an enqueue",
@@ -142,13 +245,12 @@ impl Journal {
         let levels = state.levels();
         let mut loaded = 0;
         let mut next = sp.from;
-        for item in self.log.reader(sp.from) {
-            let (pos, rec) = item?;
-            if rec.index >= sp.to || loaded >= want {
-                next = rec.index;
-                break;
+        self.scan(sp.from, &mut |pos, payload| {
+            if pos.index >= sp.to || loaded >= want {
+                next = pos.index;
+                return Ok(false);
             }
-            next = rec.index + 1;
+            next = pos.index + 1;
             // A held message (`not_before`) lives in the waiting set,
             // never in a spilled range.
             if let Record::Enqueue {
@@ -156,11 +258,11 @@ impl Journal {
                 expires_at,
                 priority,
                 not_before: None,
-            } = record::decode(rec.payload)?
+            } = record::decode(payload)?
             {
                 let p = priority.unwrap_or(0);
                 if levels > 1 && usize::from(p).min(levels - 1) != level {
-                    continue;
+                    return Ok(true);
                 }
                 let cached = (cache_ok && cache.try_add(pos.len)).then(|| Arc::new(m.clone()));
                 let body = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
@@ -168,7 +270,8 @@ impl Journal {
                 state.refill_push(e, expires_at, body);
                 loaded += 1;
             }
-        }
+            Ok(true)
+        })?;
         state.refill_advance(level, next);
         Ok(())
     }
@@ -180,25 +283,24 @@ impl Journal {
     /// policy changes run on the blocking pool, never on an async worker.
     pub(super) fn spilled_body(&self, levels: usize, level: usize, sp: Spill) -> Result<u64> {
         let mut body = 0u64;
-        for item in self.log.reader(sp.from) {
-            let (_, rec) = item?;
-            if rec.index >= sp.to {
-                break;
+        self.scan(sp.from, &mut |pos, payload| {
+            if pos.index >= sp.to {
+                return Ok(false);
             }
             if let Record::Enqueue {
                 msg,
                 priority,
                 not_before: None,
                 ..
-            } = record::decode(rec.payload)?
+            } = record::decode(payload)?
             {
                 let p = usize::from(priority.unwrap_or(0));
-                if levels > 1 && p.min(levels - 1) != level {
-                    continue;
+                if levels == 1 || p.min(levels - 1) == level {
+                    body += u64::try_from(msg.body.len()).unwrap_or(u64::MAX);
                 }
-                body += u64::try_from(msg.body.len()).unwrap_or(u64::MAX);
             }
-        }
+            Ok(true)
+        })?;
         Ok(body)
     }
 
@@ -218,11 +320,25 @@ impl Journal {
         }
     }
 
-    /// Removes log segments that hold only settled messages.
+    /// Removes log segments that hold only settled messages (a
+    /// replicated queue's group log is cut by its snapshots instead).
     pub(super) fn gc_segments(&mut self, state: &QueueState, queue: &str) {
-        let live = state.min_live_id().unwrap_or_else(|| self.log.next_index());
-        if let Err(e) = self.log.purge_before(live) {
+        let Store::Local(log) = &mut self.store else {
+            return;
+        };
+        let live = state.min_live_id().unwrap_or_else(|| log.next_index());
+        if let Err(e) = log.purge_before(live) {
             tracing::warn!(queue = %queue, error = %e, "segment cleanup failed");
+        }
+    }
+
+    /// The index the next record of a local queue gets; for a replicated
+    /// one, an index past every record proposed so far is not known here:
+    /// None.
+    pub(super) fn next_index(&self) -> Option<u64> {
+        match &self.store {
+            Store::Local(log) => Some(log.next_index()),
+            Store::Replicated { .. } => None,
         }
     }
 }

@@ -17,10 +17,12 @@ mod deadlines;
 pub mod effects;
 mod inner;
 mod journal;
+mod log_owner;
 // Named after its main type, like every file here.
 #[allow(clippy::module_inception)]
 pub mod queue;
 pub mod record;
+pub mod replica;
 pub mod retry;
 pub mod sinks;
 pub mod spec;
@@ -30,6 +32,7 @@ pub mod stats;
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 pub use queue::{Enqueued, Queue};
+pub use replica::{CommandLog, ProposeDone, Proposer, Replica};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use spec::{QueueEnv, QueueSpec};
 pub use stats::{Depth, QueueStats, StatsSnapshot};
@@ -42,6 +45,8 @@ mod crash_tests;
 mod feature_tests;
 #[cfg(test)]
 mod priority_tests;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]

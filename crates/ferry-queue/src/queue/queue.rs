@@ -48,14 +48,14 @@ use super::command::{Command, Facts};
 use super::dead_letter::{DeadLetter, Reason};
 use super::deadlines::Deadlines;
 use super::inner::{Inner, LETTER_BATCH};
-use super::journal::Journal;
+use super::journal::{Journal, Logged};
 use super::record;
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
 use super::spec::{QueueEnv, QueueSpec};
 use super::state::QueueState;
 use super::stats::{Depth, QueueStats};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::syncer::{LogOwner, SyncSchedule};
+use crate::syncer::SyncSchedule;
 use ferry_log::Log;
 use ferry_model::message::Message;
 use ferry_model::Table;
@@ -67,21 +67,21 @@ use std::sync::{Arc, Weak};
 /// A queue. Shared by `Arc` between the vhost and the channels using it.
 #[derive(Debug)]
 pub struct Queue {
-    spec: QueueSpec,
-    vhost: Arc<str>,
-    dir: PathBuf,
-    env: QueueEnv,
+    pub(super) spec: QueueSpec,
+    pub(super) vhost: Arc<str>,
+    pub(super) dir: PathBuf,
+    pub(super) env: QueueEnv,
     /// Whether `Inner::args` is set: plain queues skip the argument
     /// checks without the lock (written with `inner` held).
-    has_args: AtomicBool,
+    pub(super) has_args: AtomicBool,
     /// The head's and the idle deadline, for the broker's sweep.
-    deadlines: Deadlines,
-    inner: Mutex<Inner>,
-    sync_lock: Mutex<()>,
-    sync_state: SyncSchedule,
-    self_ref: Weak<Queue>,
+    pub(super) deadlines: Deadlines,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) sync_lock: Mutex<()>,
+    pub(super) sync_state: SyncSchedule,
+    pub(super) self_ref: Weak<Queue>,
     /// Message counters (management API, metrics).
-    stats: QueueStats,
+    pub(super) stats: QueueStats,
 }
 
 /// What `publish` did with a confirm token.
@@ -282,7 +282,15 @@ impl Queue {
             priority,
             not_before: held,
         };
-        let (pos, _) = inner.commit(&Command::Enqueue { msg, facts })?;
+        if inner.journal.is_replicated() {
+            self.stats.published();
+            return super::replica::propose_enqueue(inner, msg, facts, confirm);
+        }
+        let Logged::Applied(pos, _) = inner.commit(&Command::Enqueue { msg, facts })? else {
+            return Err(CoreError::Corrupt(
+                "a local queue's enqueue was not applied".into(),
+            ));
+        };
         // Only a queue with consumers will read the message back soon; a
         // backlog nobody consumes is read from the log later anyway. The
         // cache is the leader's memory, not state: set after `apply`.
@@ -414,7 +422,11 @@ impl Queue {
         // still handled, which is what RabbitMQ confirms too.
         for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
         let _sync = self.sync_lock.lock();
-        self.env.io.remove_dir_all(&self.dir)?;
+        // A replicated queue has no directory of its own (its group's
+        // log goes with the group).
+        if !self.dir.as_os_str().is_empty() {
+            self.env.io.remove_dir_all(&self.dir)?;
+        }
         Ok(n)
     }
 
@@ -544,8 +556,14 @@ impl Queue {
                 inner.commit_ids(&Command::Requeue(&done), &mut letters)?;
             } else {
                 let fx = inner.commit_ids(&Command::Settle(&done), &mut letters)?;
-                if fx.removed > 0 {
-                    self.stats.acked(fx.removed);
+                // A replicated queue's Settle is applied later: count the
+                // acks it settles now.
+                let acked = match inner.journal.is_replicated() {
+                    true => done.len(),
+                    false => fx.removed,
+                };
+                if acked > 0 {
+                    self.stats.acked(acked);
                 }
             }
             inner.dispatch(&self.stats, &mut letters, None);
@@ -592,9 +610,13 @@ impl Queue {
             return Err(self.not_found());
         }
         let inner = &mut *g;
-        let upto = inner.journal.next_index();
         let keep = inner.state.unacked_ids();
-        let (_, mut fx) = inner.commit(&Command::Purge { upto, keep: &keep })?;
+        let Some(upto) = inner.journal.next_index() else {
+            return super::replica::propose_purge(inner, &keep, self.self_ref.clone());
+        };
+        let mut fx = inner
+            .commit(&Command::Purge { upto, keep: &keep })?
+            .effects();
         let mut letters = Vec::new();
         inner.execute(&mut fx, &mut letters);
         inner.gc_segments();
@@ -604,7 +626,7 @@ impl Queue {
 
     /// Hands dead letters to the vhost. Must be called without the lock.
     #[inline]
-    fn route_letters(&self, letters: Vec<DeadLetter>) {
+    pub(super) fn route_letters(&self, letters: Vec<DeadLetter>) {
         if !letters.is_empty() {
             self.route_letters_slow(letters);
         }
@@ -635,7 +657,7 @@ impl Queue {
             let mut letters = Vec::new();
             let more = {
                 let mut g = self.inner.lock();
-                if g.deleted {
+                if g.deleted || !g.leads {
                     return;
                 }
                 let inner = &mut *g;
@@ -741,44 +763,5 @@ impl Queue {
     /// Flushes and fsyncs now, on this thread (shutdown, tests).
     pub fn sync_now(&self) {
         crate::syncer::sync_serial(self);
-    }
-}
-
-/// A queue as a member of the node's durability rounds (`crate::syncer`):
-/// the round glue is shared with streams; completion releases the
-/// confirms the durable index covers (the journal's waiters).
-impl LogOwner for Queue {
-    type Locked = Inner;
-
-    fn locked(&self) -> &Mutex<Inner> {
-        &self.inner
-    }
-
-    fn log_parts(inner: &mut Inner) -> Option<crate::syncer::LogParts<'_>> {
-        (!inner.deleted).then(|| inner.journal.log_parts())
-    }
-
-    fn sync_schedule(&self) -> &SyncSchedule {
-        &self.sync_state
-    }
-
-    fn sync_lock(&self) -> &Mutex<()> {
-        &self.sync_lock
-    }
-
-    fn syncer(&self) -> &crate::syncer::Syncer {
-        &self.env.syncer
-    }
-
-    fn log_name(&self) -> crate::syncer::LogName<'_> {
-        crate::syncer::LogName {
-            kind: "queue",
-            name: &self.spec.name,
-            vhost: &self.vhost,
-        }
-    }
-
-    fn strong(&self) -> Option<Arc<Self>> {
-        self.self_ref.upgrade()
     }
 }

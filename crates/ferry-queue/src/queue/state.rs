@@ -101,6 +101,29 @@ impl QueueState {
         st
     }
 
+    /// The state of a replicated queue's replica (see `replica`): built
+    /// by live applies from the start of the group's log, and kept wholly
+    /// in memory as an index (bodies stay in the log): every replica must
+    /// find each message a command names, and a spilled range would hide
+    /// some. Waiting messages are ordered by time as in a local queue.
+    pub fn for_replicated(levels: usize, track_body: bool) -> Self {
+        let mut st = Self::with_levels(levels, track_body);
+        st.ready.unbounded();
+        st
+    }
+
+    /// A replicated queue's leader stepping down: every checked-out
+    /// message goes back to its place as it was (checkouts are not
+    /// commands, so the other replicas never saw them leave).
+    pub fn return_all_checked_out(&mut self) {
+        for id in self.unacked_ids() {
+            if let Some(e) = self.checked_out.take(id) {
+                let body = self.meta.body(id);
+                self.ready.requeue(e, body);
+            }
+        }
+    }
+
     /// Ends the replay mode: new messages past the window spill again,
     /// waiting ones are ordered by their time.
     pub fn end_replay(&mut self) {

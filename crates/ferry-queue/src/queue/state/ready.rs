@@ -104,6 +104,13 @@ impl Ready {
         }
     }
 
+    /// A replicated queue's replica: nothing spills (every replica must
+    /// find each message a command names); removals are real (a leader
+    /// delivers from this list).
+    pub(super) fn unbounded(&mut self) {
+        self.window = usize::MAX;
+    }
+
     /// Replay mode: nothing spills, removed entries may stay in place.
     pub(super) fn begin_replay(&mut self) {
         self.window = usize::MAX;

@@ -1,0 +1,269 @@
+//! A replicated queue's seams: where its commands go ([`Proposer`]: the
+//! queue's Raft group) and where its records are read back
+//! ([`CommandLog`]: the group's Raft log, which is the queue's log — a
+//! message's id is the ferry-log index of its Enqueue record there, the
+//! same on every replica, and nothing is written twice).
+//!
+//! A replicated queue decides as a local one does (facts, ids, what to
+//! drop), but instead of appending a record and applying it at once it
+//! proposes the record; every replica — the leader included — applies it
+//! once it is committed, through `Queue::apply_committed` and the one
+//! apply path (`apply::apply`). So consumers only ever see committed
+//! messages, and a publisher's confirm goes out once its Enqueue is
+//! committed (on a majority, fsynced) and applied on the leader.
+//!
+//! ferry-queue does not know Raft: the crate that runs the group
+//! implements these traits and calls `apply_committed` from the group's
+//! state machine.
+
+use crate::error::Result;
+use bytes::Bytes;
+use ferry_log::RecordPos;
+
+/// Called once a proposal's fate is known: `Ok` once its commands are
+/// committed and applied on this replica, `Err` if they were not stored
+/// (this replica lost the leadership first, the group refused them). An
+/// `Err` does not prove the commands will never commit: a new leader may
+/// still commit them (the publisher's confirm is then a nack although the
+/// message may arrive, as with any in-doubt failover).
+pub type ProposeDone = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// Where a replicated queue's commands go.
+pub trait Proposer: Send + Sync + std::fmt::Debug {
+    /// Proposes one entry: the queue records `records`, in order. Never
+    /// blocks and never calls back into the queue before it returns (the
+    /// queue's lock is held); `done`, if any, runs later on another task
+    /// with no queue lock held.
+    fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>);
+}
+
+/// A replicated queue's records as the queue reads them back.
+pub trait CommandLog: Send + Sync + std::fmt::Debug {
+    /// The queue record at `pos` (a position `apply_committed` was given).
+    fn read(&self, pos: &RecordPos) -> Result<Bytes>;
+
+    /// The queue records from ferry-log index `from` on, in order, with
+    /// their positions, until `f` returns false (records that are not the
+    /// queue's, such as the group's own, are skipped).
+    fn scan(&self, from: u64, f: &mut dyn FnMut(RecordPos, Bytes) -> Result<bool>) -> Result<()>;
+}
+
+use super::args::QueueArgs;
+use super::body_cache::BodyCache;
+use super::command::{Command, Facts};
+use super::dead_letter::DeadLetter;
+use super::deadlines::Deadlines;
+use super::inner::Inner;
+use super::journal::Journal;
+use super::queue::{Enqueued, Queue};
+use super::record;
+use super::sinks::ConfirmToken;
+use super::spec::{QueueEnv, QueueSpec};
+use super::state::QueueState;
+use crate::syncer::SyncSchedule;
+use ferry_model::message::Message;
+use ferry_model::Table;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+
+/// This node's replica of a replicated queue: the [`Queue`] the vhost and
+/// channels use (publish, consume, ack as for any queue), driven by its
+/// group — which calls [`Replica::apply_committed`] for every committed
+/// command and [`Replica::set_leader`] when the leadership moves.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    queue: Arc<Queue>,
+}
+
+impl Replica {
+    /// A replica with an empty state that the group's committed commands
+    /// build from the start of its log. A follower until
+    /// [`set_leader`](Self::set_leader).
+    pub fn open(
+        spec: QueueSpec,
+        effective: &Table,
+        vhost: Arc<str>,
+        env: QueueEnv,
+        log: Arc<dyn CommandLog>,
+        proposer: Arc<dyn Proposer>,
+    ) -> Self {
+        let args = QueueArgs::parse(effective, env.quorum_delivery_limit);
+        let args = (!args.is_plain()).then(|| Arc::new(args));
+        let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
+        let levels = args.as_ref().map_or(1, |a| a.levels());
+        let state = QueueState::for_replicated(levels, track_body);
+        let expires = args.as_ref().and_then(|a| a.expires);
+        let deadlines = Deadlines::open(&state, expires, env.clock.clone(), env.timer.clone());
+        let queue = Arc::new_cyclic(|me| {
+            let mut inner = Inner::new(
+                spec.name.clone(),
+                env.clock.clone(),
+                env.timer.clone(),
+                args.clone(),
+                state,
+                Journal::replicated(log, proposer, me.clone()),
+                BodyCache::new(env.cache_used.clone(), env.cache_limit),
+            );
+            inner.leads = false;
+            Queue {
+                spec,
+                vhost,
+                dir: PathBuf::new(),
+                has_args: AtomicBool::new(args.is_some()),
+                deadlines,
+                env,
+                inner: Mutex::new(inner),
+                sync_lock: Mutex::new(()),
+                sync_state: SyncSchedule::default(),
+                self_ref: me.clone(),
+                stats: Default::default(),
+            }
+        });
+        Replica { queue }
+    }
+
+    /// The queue (what the vhost and the channels use).
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Applies a committed command of the group (on every replica, in log
+    /// order; its record is at `pos` of the group's log): the one apply
+    /// path. The leader then delivers what became ready, routes dead
+    /// letters and sweeps.
+    pub fn apply_committed(&self, pos: RecordPos, record: Bytes) -> Result<()> {
+        let letters = apply(&self.queue, pos, record)?;
+        self.queue.route_letters(letters);
+        Ok(())
+    }
+
+    /// Becomes (or stops being) the replica that serves: delivers, sweeps,
+    /// dead-letters. Stepping down cancels its consumers and returns their
+    /// messages (the new leader delivers them).
+    pub fn set_leader(&self, leads: bool) {
+        let consumers = {
+            let mut g = self.queue.inner.lock();
+            if g.leads == leads {
+                return;
+            }
+            g.leads = leads;
+            g.purging = 0;
+            if leads {
+                Vec::new()
+            } else {
+                g.state.return_all_checked_out();
+                g.consumers.take_all()
+            }
+        };
+        for c in consumers {
+            c.sink.cancelled(&c.tag);
+        }
+        if leads {
+            self.queue.dispatch();
+        }
+    }
+}
+
+/// A proposed purge did not go through: delivery resumes.
+fn purge_settled(q: &Queue) {
+    {
+        let mut g = q.inner.lock();
+        g.purging = g.purging.saturating_sub(1);
+    }
+    q.dispatch();
+}
+
+/// A replicated queue's publish: its Enqueue proposed, the publisher's
+/// confirm (if any) sent once it is committed and applied here, a nack if
+/// the group did not take it.
+pub(super) fn propose_enqueue(
+    inner: &mut Inner,
+    msg: &Arc<Message>,
+    facts: Facts,
+    confirm: Option<ConfirmToken>,
+) -> Result<Enqueued> {
+    let done = confirm.map(|t| -> ProposeDone {
+        Box::new(move |r| match r {
+            Ok(()) => t.sink.confirmed(&[t.seq]),
+            Err(_) => t.sink.failed(&[t.seq]),
+        })
+    });
+    let deferred = done.is_some();
+    inner
+        .journal
+        .propose(&Command::Enqueue { msg, facts }, done)?;
+    Ok(match deferred {
+        true => Enqueued::Deferred,
+        false => Enqueued::Confirmed,
+    })
+}
+
+/// A replicated queue's purge: proposed, with delivery paused until it is
+/// applied (the purge takes every message present then but the
+/// checked-out `keep`). Returns how many messages it takes as things
+/// stand.
+pub(super) fn propose_purge(inner: &mut Inner, keep: &[u64], owner: Weak<Queue>) -> Result<u32> {
+    let n = inner.state.ready_len() + inner.state.waiting_len();
+    let cmd = Command::Purge {
+        upto: u64::MAX,
+        keep,
+    };
+    // Not taken: delivery resumes (applied, `apply` resumed it).
+    let done: ProposeDone = Box::new(move |r| {
+        if r.is_err() {
+            if let Some(q) = owner.upgrade() {
+                purge_settled(&q);
+            }
+        }
+    });
+    inner.journal.propose(&cmd, Some(done))?;
+    inner.purging += 1;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The one apply path for a committed command of a replicated queue; on
+/// the leader, what follows from it (see `Queue::apply_committed`).
+/// Returns the dead letters to route (with no lock held).
+pub(super) fn apply(q: &Queue, pos: RecordPos, bytes: Bytes) -> Result<Vec<DeadLetter>> {
+    let rec = record::decode(bytes)?;
+    let cmd = Command::from_record(&rec);
+    let mut letters = Vec::new();
+    let mut g = q.inner.lock();
+    if g.deleted {
+        return Ok(letters);
+    }
+    let inner = &mut *g;
+    let cfg = inner.apply_config();
+    let mut fx = super::apply::apply(&mut inner.state, pos, &cmd, cfg);
+    if let Command::Purge { .. } = cmd {
+        inner.purging = inner.purging.saturating_sub(1);
+    }
+    if !inner.leads {
+        // A follower keeps the state; the leader delivers, dead-letters
+        // and sweeps.
+        inner.cache.freed(fx.freed_cache);
+        return Ok(letters);
+    }
+    let mut fresh = None;
+    let mut now = None;
+    if let Command::Enqueue { msg, facts } = cmd {
+        let p = facts.priority.unwrap_or(0);
+        if !inner.consumers.is_empty()
+            && inner.state.tail_mut(pos.index, p).is_some()
+            && inner.cache.try_add(pos.len)
+        {
+            inner.state.cache_tail(pos.index, p, Arc::new(msg.clone()));
+        }
+        fresh = Some(pos.index);
+        now = facts.deadline.map(|_| inner.now_ms());
+    }
+    inner.execute(&mut fx, &mut letters);
+    inner.dispatch(&q.stats, &mut letters, fresh);
+    if fresh.is_some() && (inner.args.is_some() || now.is_some()) {
+        inner.after_enqueue(now, &mut letters);
+    }
+    q.deadlines.note(&inner.state);
+    Ok(letters)
+}
