@@ -10,12 +10,17 @@
 //! the node's Raft instances answering their requests).
 //!
 //! It also owns a clustered node's runtime (`node`): identity in the data
-//! directory, the metadata Raft group and how the cluster forms and grows.
+//! directory, the metadata Raft group and how the cluster forms and grows;
+//! and a replicated queue's group on a node (`group`: the proposer that
+//! keeps a queue's proposals in order, batches and forwards them, and the
+//! watch that makes the replica serve while this node leads).
 //!
-//! Must not: know AMQP, queues or what a Raft command means, or let a
-//! connection that failed the handshake reach Raft.
+//! Must not: know AMQP or what a Raft command means (a queue's commands
+//! stay opaque bytes here), or let a connection that failed the handshake
+//! reach Raft.
 
 mod error;
+pub mod group;
 pub mod handshake;
 mod link;
 mod listener;

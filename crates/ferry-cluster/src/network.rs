@@ -6,7 +6,9 @@
 use crate::error::LinkError;
 use crate::link::{Links, PeerLink};
 use crate::listener::{Answer, Handler};
-use crate::wire::{self, Frame, KIND_APPEND, KIND_ERROR, KIND_REPLY, KIND_SNAPSHOT, KIND_VOTE};
+use crate::wire::{
+    self, Frame, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REPLY, KIND_SNAPSHOT, KIND_VOTE,
+};
 use bytes::Bytes;
 use ferry_raft::{NodeId, TypeConfig, Vote};
 use openraft::error::{
@@ -211,7 +213,34 @@ pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Byte
                 .map_err(|e| e.to_string())?;
             Ok(wire::encode_snapshot_reply(&resp))
         }
+        KIND_PROPOSE => propose(&raft, body).await,
         other => Err(format!("unknown request kind {other}")),
+    }
+}
+
+/// An error answer starting with this names the leader's cluster address.
+pub(crate) const REDIRECT: &str = "redirect ";
+
+/// A proposal forwarded to this node as the group's leader: its commands
+/// as one entry. Answers `index u64 | the applied result`, or (not the
+/// leader) `redirect ADDR` / why not.
+async fn propose(raft: &FerryRaft, body: Bytes) -> Result<Bytes, String> {
+    use openraft::error::{ClientWriteError, RaftError};
+    let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
+    match raft.client_write(ferry_raft::Batch::new(cmds)).await {
+        Ok(r) => {
+            let mut b = Vec::with_capacity(8 + r.data.0.len());
+            b.extend_from_slice(&r.log_id.index.to_le_bytes());
+            b.extend_from_slice(&r.data.0);
+            Ok(Bytes::from(b))
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(match f.leader_node {
+                Some(n) => format!("{REDIRECT}{}", n.addr),
+                None => "no leader yet".into(),
+            })
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

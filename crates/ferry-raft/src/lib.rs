@@ -5,8 +5,11 @@
 //! log of a group over a ferry-log ([`RaftLog`]: entries as records, the
 //! vote, the purged and committed pointers, durability through the node's
 //! durability round), the pure codecs of those records (`codec`,
-//! `docs/raft-log.md`), and the state machine of a group whose state is
-//! small enough to snapshot whole (`machine`).
+//! `docs/raft-log.md`), the state machine of a group whose state is
+//! small enough to snapshot whole (`machine`), and a replicated queue's
+//! replica as its group's state machine (`replica`: it hands the queue its
+//! commands with their positions in the group's log, which is the queue's
+//! log).
 //!
 //! Must not: know AMQP, Kafka, exchanges, vhosts or what a command means
 //! (state machines above decode their commands), read clocks, or do
@@ -16,6 +19,7 @@
 pub mod codec;
 mod error;
 pub mod machine;
+pub mod replica;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -142,6 +142,17 @@ impl RaftLog {
         self.shared.state.lock().read_command(pos)
     }
 
+    /// The command records from ferry index `from` on, in order, with
+    /// their positions (the entries' header records skipped), until `f`
+    /// says stop. Reads the segments: call it from a blocking context.
+    pub fn scan_commands(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(ferry_log::RecordPos, bytes::Bytes) -> bool,
+    ) -> Result<(), RaftLogError> {
+        self.shared.state.lock().scan_commands(from, f)
+    }
+
     /// `(last purged, last)` log ids, as openraft's `get_log_state`.
     pub fn log_state(&self) -> (Option<LogId>, Option<LogId>) {
         let st = self.shared.state.lock();

@@ -2,19 +2,18 @@
 //! joining, forwarded proposals and pings.
 
 use super::meta::MetaCommand;
-use super::{admission, NodeInner, META_GROUP};
+use super::{admission, NodeInner};
 use crate::handshake::Identity;
 use crate::listener::{Answer, Handler};
 use crate::network::{answer, serve, RaftGroups};
-use crate::wire::{self, Frame, KIND_FORGET, KIND_JOIN, KIND_PING, KIND_PROPOSE};
+use crate::wire::{Frame, KIND_FORGET, KIND_JOIN, KIND_PING};
 use bytes::{Buf, Bytes};
 use ferry_raft::{Batch, NodeId};
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
-/// An error answer starting with this names the leader's address.
-pub(crate) const REDIRECT: &str = "redirect ";
+pub(crate) use crate::network::REDIRECT;
 
 /// Dispatches the frames that arrive on the cluster port.
 pub(crate) struct NodeHandler {
@@ -174,25 +173,6 @@ pub(crate) async fn forget(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, S
     Ok(Bytes::new())
 }
 
-async fn propose(node: Arc<NodeInner>, group: u64, body: Bytes) -> Result<Bytes, String> {
-    if group != META_GROUP {
-        return Err(format!("no proposals for group {group} here yet"));
-    }
-    if !is_leader(&node) {
-        return Err(not_leader(&node));
-    }
-    let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
-    let r = node
-        .meta
-        .client_write(Batch::new(cmds))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut b = Vec::with_capacity(8 + r.data.0.len());
-    b.extend_from_slice(&r.log_id.index.to_le_bytes());
-    b.extend_from_slice(&r.data.0);
-    Ok(Bytes::from(b))
-}
-
 /// A forwarded proposal's answer: `index u64 | the applied result`.
 pub(crate) fn decode_proposed(mut b: Bytes) -> Result<(u64, Bytes), String> {
     if b.len() < 8 {
@@ -225,9 +205,8 @@ impl Handler for NodeHandler {
                 (_, Some(n)) if admission::check(&n.sm, from.id, from.incarnation).is_some() => {
                     Err(admission::check(&n.sm, from.id, from.incarnation).unwrap_or_default())
                 }
-                (KIND_PROPOSE, Some(n)) => propose(n, frame.group, frame.body.clone()).await,
                 (KIND_FORGET, Some(n)) => forget(n, frame.body.clone()).await,
-                (KIND_JOIN | KIND_PROPOSE | KIND_FORGET, None) => Err("node stopping".into()),
+                (KIND_JOIN | KIND_FORGET, None) => Err("node stopping".into()),
                 (kind, _) => match raft {
                     Some(raft) => serve(raft, kind, frame.body.clone()).await,
                     None => Err(format!("no raft group {} on this node", frame.group)),

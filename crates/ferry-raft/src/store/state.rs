@@ -227,6 +227,26 @@ impl State {
         Ok(out)
     }
 
+    /// The command records from ferry index `from` on (header records
+    /// skipped), until `f` says stop.
+    pub(crate) fn scan_commands(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(RecordPos, bytes::Bytes) -> bool,
+    ) -> Result<(), RaftLogError> {
+        for item in self.log.reader(from) {
+            let (pos, rec) = item?;
+            if codec::is_header(&rec.payload) {
+                continue;
+            }
+            let body = codec::command_body(&rec.payload).map_err(|e| corrupt(&self.dir, e.0))?;
+            if !f(pos, rec.payload.slice_ref(body)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The command held by the record at `pos`.
     pub(crate) fn read_command(&self, pos: &RecordPos) -> Result<bytes::Bytes, RaftLogError> {
         let rec = self.log.read(pos)?;

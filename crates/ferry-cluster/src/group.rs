@@ -1,0 +1,254 @@
+//! A replicated queue's Raft group on this node: the group's Raft
+//! instance over its log, the queue replica as its state machine
+//! (`ferry_raft::replica::QueueMachine`), the proposer the queue hands its
+//! commands to ([`GroupProposer`]), and the watch that makes the replica
+//! serve while this node leads the group.
+//!
+//! Proposals keep their order: one task per group takes them from a queue
+//! in the order the queue made them, batches what is waiting into one
+//! entry, and hands it to openraft (`client_write_ff`, which keeps the
+//! order) — or, on a follower, forwards it to the leader and waits for the
+//! answer before the next. The replica serves only once it has applied
+//! everything logged before its leadership began, so no message an old
+//! leader's committed ack settled is delivered again.
+
+use crate::error::NodeError;
+use crate::link::Links;
+use crate::network::{FerryRaft, GroupNetwork, RaftGroups, REDIRECT};
+use crate::wire::{self, KIND_PROPOSE};
+use bytes::Bytes;
+use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
+use ferry_raft::replica::{GroupLog, QueueMachine};
+use ferry_raft::{Batch, NodeId, RaftLog};
+use openraft::{Config, Raft, ServerState};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Commands batched into one entry at most.
+const MAX_BATCH: usize = 512;
+/// How long a proposal waits for the group to have a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+struct Proposal {
+    records: Vec<Bytes>,
+    done: Option<ProposeDone>,
+}
+
+/// Hands a queue's commands to its group, in order.
+#[derive(Debug, Clone)]
+pub struct GroupProposer {
+    tx: mpsc::UnboundedSender<Proposal>,
+}
+
+impl std::fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposal")
+            .field("records", &self.records.len())
+            .finish()
+    }
+}
+
+impl Proposer for GroupProposer {
+    fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>) {
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(Proposal { records, done }) {
+            if let Some(d) = p.done {
+                d(Err("the queue's group stopped".into()));
+            }
+        }
+    }
+}
+
+fn finish(dones: Vec<ProposeDone>, r: Result<(), String>) {
+    for d in dones {
+        d(r.clone());
+    }
+}
+
+/// This node's replica of a replicated queue's group.
+pub struct QueueGroup {
+    raft: FerryRaft,
+    replica: Replica,
+    groups: Arc<RaftGroups>,
+    id: u64,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for QueueGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueGroup")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueGroup {
+    /// Starts this node's replica of group `id`: its Raft instance over
+    /// `log` (the group's log, also the queue's), the replica `open`
+    /// builds (given the log to read and the proposer to write through),
+    /// serving the group's requests from the other nodes through
+    /// `groups`. The caller initializes the group's membership.
+    pub async fn start(
+        id: u64,
+        me: NodeId,
+        config: Arc<Config>,
+        links: Arc<Links>,
+        groups: Arc<RaftGroups>,
+        log: RaftLog,
+        open: impl FnOnce(Arc<dyn CommandLog>, Arc<dyn Proposer>) -> Replica,
+    ) -> Result<Self, NodeError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let replica = open(
+            Arc::new(GroupLog(log.clone())),
+            Arc::new(GroupProposer { tx }),
+        );
+        let sm = QueueMachine::new(log.clone(), replica.clone());
+        let raft = Raft::new(me, config, GroupNetwork::new(id, links.clone()), log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        groups.insert(id, raft.clone());
+        let proposing = tokio::spawn(run_proposer(raft.clone(), links, id, me, rx));
+        let watching = tokio::spawn(watch_leadership(raft.clone(), replica.clone(), me));
+        Ok(QueueGroup {
+            raft,
+            replica,
+            groups,
+            id,
+            tasks: Mutex::new(vec![proposing, watching]),
+        })
+    }
+
+    /// The group's Raft instance.
+    pub fn raft(&self) -> &FerryRaft {
+        &self.raft
+    }
+
+    /// The queue replica.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Stops this replica: it stops serving and leaves the group's Raft.
+    pub async fn shutdown(&self) {
+        self.groups.remove(self.id);
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.replica.set_leader(false);
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Takes proposals in order and hands them to the group: batched into
+/// one entry on the leader, forwarded one batch at a time from a
+/// follower.
+async fn run_proposer(
+    raft: FerryRaft,
+    links: Arc<Links>,
+    group: u64,
+    me: NodeId,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let cmds: Vec<Bytes> = batch
+            .iter()
+            .flat_map(|p| p.records.iter().cloned())
+            .collect();
+        let dones: Vec<ProposeDone> = batch.into_iter().filter_map(|p| p.done).collect();
+        let Some(leader) = wait_for_leader(&raft).await else {
+            finish(dones, Err("the queue's group has no leader".into()));
+            continue;
+        };
+        if leader == me {
+            match raft.client_write_ff(Batch::new(cmds)).await {
+                Ok(answer) => {
+                    tokio::spawn(async move {
+                        let r = match answer.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("the group stopped".into()),
+                        };
+                        finish(dones, r);
+                    });
+                }
+                Err(e) => finish(dones, Err(e.to_string())),
+            }
+            continue;
+        }
+        let addr = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone());
+        let r = match addr {
+            None => Err("the leader's address is unknown".to_string()),
+            Some(addr) => links
+                .link(leader, &addr)
+                .request(
+                    KIND_PROPOSE,
+                    group,
+                    wire::encode_commands(&cmds),
+                    LEADER_WAIT,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let e = e.to_string();
+                    match e.find(REDIRECT) {
+                        Some(_) => format!("the leadership moved: {e}"),
+                        None => e,
+                    }
+                }),
+        };
+        finish(dones, r);
+    }
+}
+
+/// The group's leader, waiting a while for one.
+async fn wait_for_leader(raft: &FerryRaft) -> Option<NodeId> {
+    let mut rx = raft.metrics();
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        if let Some(l) = rx.borrow().current_leader {
+            return Some(l);
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
+}
+
+/// Makes the replica serve while this node leads the group — once it has
+/// applied everything logged before its leadership began.
+async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId) {
+    let mut rx = raft.metrics();
+    let mut lead_from: Option<u64> = None;
+    loop {
+        let m = rx.borrow().clone();
+        if m.current_leader == Some(me) && m.state == ServerState::Leader {
+            let from = *lead_from.get_or_insert(m.last_log_index.unwrap_or(0));
+            replica.set_leader(m.last_applied.map_or(0, |l| l.index) >= from);
+        } else {
+            lead_from = None;
+            replica.set_leader(false);
+        }
+        if rx.changed().await.is_err() {
+            replica.set_leader(false);
+            return;
+        }
+    }
+}

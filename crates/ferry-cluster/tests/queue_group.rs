@@ -1,0 +1,267 @@
+//! A replicated queue's group on three nodes in one process, over real TCP
+//! links and real openraft: publishes with confirms on the leader are
+//! confirmed once committed and delivered to its consumer, a publish made
+//! through a follower is forwarded, acks reach every replica, and when the
+//! leader's node goes away the new leader delivers every unacked message —
+//! nothing confirmed is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferry_cluster::group::QueueGroup;
+use ferry_cluster::{Identity, Links, Listener, RaftGroups, Secret};
+use ferry_log::{LogConfig, RoundPolicy, StdIo};
+use ferry_queue::queue::{ConfirmToken, Replica};
+use ferry_queue::syncer::Syncer;
+use ferry_queue::test_support::{body_of, message, mtable, spec, Confirms, Fixture, Taker};
+use ferry_raft::{NodeId, RaftLog};
+use openraft::{BasicNode, Config};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GROUP: u64 = 9;
+
+struct Node {
+    id: NodeId,
+    group: QueueGroup,
+    links: Arc<Links>,
+    listener: Listener,
+    _dir: tempfile::TempDir,
+}
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Config::default()
+        }
+        .validate()
+        .expect("config"),
+    )
+}
+
+async fn start(fx: &Fixture) -> Vec<Node> {
+    let secret = Secret::new(b"s");
+    let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
+    let mut ports = Vec::new();
+    for id in 1..=3u64 {
+        let groups = RaftGroups::new();
+        let me = Identity {
+            id,
+            name: format!("n{id}"),
+            advertise: String::new(),
+            incarnation: 1,
+        };
+        let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
+            .await
+            .expect("bind");
+        ports.push((id, l, groups));
+    }
+    let members: BTreeMap<NodeId, BasicNode> = ports
+        .iter()
+        .map(|(id, l, _)| {
+            (
+                *id,
+                BasicNode {
+                    addr: l.local_addr().to_string(),
+                },
+            )
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (id, listener, groups) in ports {
+        let me = Identity {
+            id,
+            name: format!("n{id}"),
+            advertise: members[&id].addr.clone(),
+            incarnation: 1,
+        };
+        let links = Links::new(me, secret.clone(), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = RaftLog::open(
+            Arc::new(StdIo),
+            dir.path(),
+            LogConfig::default(),
+            syncer.clone(),
+        )
+        .expect("log");
+        let env = fx.env();
+        let group = QueueGroup::start(GROUP, id, config(), links.clone(), groups, log, |l, p| {
+            Replica::open(
+                spec("rq", true, mtable(&[])),
+                &mtable(&[]),
+                Arc::from("/"),
+                env,
+                l,
+                p,
+            )
+        })
+        .await
+        .expect("group");
+        nodes.push(Node {
+            id,
+            group,
+            links,
+            listener,
+            _dir: dir,
+        });
+    }
+    for n in &nodes {
+        let _ = n.group.raft().initialize(members.clone()).await;
+    }
+    nodes
+}
+
+/// Polls `ok` (a state that changes on its own: elections, replication)
+/// until it holds.
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The node whose replica serves (leads and caught up).
+async fn serving(nodes: &[&Node]) -> NodeId {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for n in nodes {
+            let m = n.group.raft().metrics().borrow().clone();
+            if m.current_leader == Some(n.id) {
+                // Serving follows leading once it caught up.
+                let t = Taker::new(0);
+                let q = n.group.replica().queue();
+                let id = q.consume(Arc::from("probe"), t, false, false).unwrap();
+                q.cancel(id);
+                return n.id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn publish(n: &Node, body: &str, confirms: &Arc<Confirms>, seq: u64) {
+    let t = ConfirmToken {
+        sink: confirms.clone(),
+        seq,
+    };
+    n.group
+        .replica()
+        .queue()
+        .publish(&Arc::new(message(body, true)), Some(t))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
+    let fx = Fixture::new();
+    let nodes = start(&fx).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let l = serving(&all).await;
+    let leader = nodes.iter().find(|n| n.id == l).unwrap();
+    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    let taker = Taker::new(1000);
+    let q = leader.group.replica().queue();
+    q.consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    q.dispatch();
+    let confirms = Arc::new(Confirms::default());
+    for i in 1..=20 {
+        publish(leader, &format!("m{i}"), &confirms, i);
+    }
+    // Through a follower: forwarded to the leader.
+    for i in 21..=25 {
+        publish(follower, &format!("m{i}"), &confirms, i);
+    }
+    until("every publish confirmed", || confirms.ok.lock().len() == 25).await;
+    assert!(confirms.failed.lock().is_empty());
+    until("every message delivered", || taker.got.lock().len() == 25).await;
+    let mut got = taker.bodies();
+    got.sort();
+    let mut want: Vec<String> = (1..=25).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Each publisher's messages in its order (the two publishers interleave).
+    let num = |b: &String| b[1..].parse::<u64>().unwrap();
+    let mine: Vec<String> = taker
+        .bodies()
+        .into_iter()
+        .filter(|b| num(b) <= 20)
+        .collect();
+    assert_eq!(mine, want_in_order(1, 20));
+    let forwarded: Vec<String> = taker.bodies().into_iter().filter(|b| num(b) > 20).collect();
+    assert_eq!(forwarded, want_in_order(21, 25));
+    for n in nodes.iter().filter(|n| n.id != l) {
+        until("followers hold every message", || {
+            n.group.replica().queue().depth().ready == 25
+        })
+        .await;
+    }
+
+    // Ack the first ten: every replica drops them.
+    let ids = taker.offsets();
+    q.settle(&ids[..10]).unwrap();
+    for n in nodes.iter().filter(|n| n.id != l) {
+        until("followers applied the acks", || {
+            n.group.replica().queue().depth().ready == 15
+        })
+        .await;
+    }
+
+    // The leader's node goes away.
+    leader.group.shutdown().await;
+    leader.links.close();
+    leader.listener.close();
+    assert!(*taker.cancelled.lock(), "its consumer was cancelled");
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
+    let l2 = serving(&rest).await;
+    assert_ne!(l2, l);
+    let new = rest.iter().find(|n| n.id == l2).unwrap();
+    let t2 = Taker::new(1000);
+    let q2 = new.group.replica().queue();
+    until("the new leader serves", || {
+        q2.consume(Arc::from("c2"), t2.clone(), false, false)
+            .map(|id| {
+                q2.dispatch();
+                let ok = t2.got.lock().len() == 15;
+                if !ok {
+                    q2.cancel(id);
+                    t2.got.lock().clear();
+                    t2.grant(1000);
+                }
+                ok
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let mut left = t2.bodies();
+    left.sort();
+    let mut want: Vec<String> = ids[10..]
+        .iter()
+        .map(|id| {
+            taker
+                .got
+                .lock()
+                .iter()
+                .find(|d| d.msg_id == *id)
+                .map(|d| body_of(&d.message))
+                .unwrap()
+        })
+        .collect();
+    want.sort();
+    assert_eq!(left, want, "every unacked message, none of the acked ones");
+    // Publishing goes on with the new leader.
+    publish(new, "after", &confirms, 26);
+    until("confirmed by the new leader", || {
+        confirms.ok.lock().len() == 26
+    })
+    .await;
+}
+
+fn want_in_order(from: u64, to: u64) -> Vec<String> {
+    (from..=to).map(|i| format!("m{i}")).collect()
+}
