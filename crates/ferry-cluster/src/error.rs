@@ -17,6 +17,13 @@ pub enum LinkError {
         /// What happened.
         reason: String,
     },
+    /// The connection dropped after the request was sent: the peer may
+    /// have acted on it.
+    #[error("peer {addr}: connection lost before the answer")]
+    Lost {
+        /// The peer's cluster address.
+        addr: String,
+    },
     /// The peer did not answer in time.
     #[error("peer {addr} did not answer within {millis} ms")]
     Timeout {
@@ -44,6 +51,20 @@ pub enum LinkError {
     /// A frame did not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
+}
+
+impl LinkError {
+    /// Whether the peer surely never acted on the request (it was never
+    /// sent, or the peer refused it as not its to take): safe to send again.
+    pub fn not_taken(&self) -> bool {
+        match self {
+            LinkError::Unreachable { .. } | LinkError::Handshake { .. } => true,
+            LinkError::Remote { reason, .. } => {
+                reason.starts_with(crate::network::REDIRECT) || reason == "no leader yet"
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why a clustered node could not start or serve a cluster operation.

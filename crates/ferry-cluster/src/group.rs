@@ -14,7 +14,7 @@
 
 use crate::error::NodeError;
 use crate::link::Links;
-use crate::network::{FerryRaft, GroupNetwork, RaftGroups, REDIRECT};
+use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::wire::{self, KIND_PROPOSE};
 use bytes::Bytes;
 use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
@@ -164,54 +164,83 @@ async fn run_proposer(
             .flat_map(|p| p.records.iter().cloned())
             .collect();
         let dones: Vec<ProposeDone> = batch.into_iter().filter_map(|p| p.done).collect();
-        let Some(leader) = wait_for_leader(&raft).await else {
-            finish(dones, Err("the queue's group has no leader".into()));
-            continue;
+        let r = hand_over(&raft, &links, group, me, cmds).await;
+        match r {
+            Handover::Local(answer) => {
+                tokio::spawn(async move {
+                    let r = match answer.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("the group stopped".into()),
+                    };
+                    finish(dones, r);
+                });
+            }
+            Handover::Done(r) => finish(dones, r),
+        }
+    }
+}
+
+/// The answer openraft gives a batch this node's Raft took as leader.
+type Answer = <<ferry_raft::TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<ferry_raft::TypeConfig>>::Receiver;
+
+/// What became of a batch.
+enum Handover {
+    /// Given to this node's Raft as leader: the answer comes later.
+    Local(Answer),
+    /// Forwarded and answered, or refused.
+    Done(Result<(), String>),
+}
+
+/// Hands one batch to the group's leader: this node's Raft, or the
+/// leader's node over the link. A forward the leader surely did not take
+/// (the link was down, another node leads now, no leader yet) is sent
+/// again to whoever leads next, until `LEADER_WAIT`; one that may have
+/// been taken (the connection dropped after sending) is not, and its
+/// publishers get a nack: in doubt.
+async fn hand_over(
+    raft: &FerryRaft,
+    links: &Arc<Links>,
+    group: u64,
+    me: NodeId,
+    cmds: Vec<Bytes>,
+) -> Handover {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mut metrics = raft.metrics();
+    loop {
+        let Some(leader) = wait_for_leader(raft).await else {
+            return Handover::Done(Err("the queue's group has no leader".into()));
         };
         if leader == me {
-            match raft.client_write_ff(Batch::new(cmds)).await {
-                Ok(answer) => {
-                    tokio::spawn(async move {
-                        let r = match answer.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err("the group stopped".into()),
-                        };
-                        finish(dones, r);
-                    });
-                }
-                Err(e) => finish(dones, Err(e.to_string())),
-            }
-            continue;
+            return match raft.client_write_ff(Batch::new(cmds)).await {
+                Ok(answer) => Handover::Local(answer),
+                Err(e) => Handover::Done(Err(e.to_string())),
+            };
         }
-        let addr = raft
-            .metrics()
+        let addr = metrics
             .borrow()
             .membership_config
             .membership()
             .get_node(&leader)
             .map(|n| n.addr.clone());
-        let r = match addr {
-            None => Err("the leader's address is unknown".to_string()),
-            Some(addr) => links
-                .link(leader, &addr)
-                .request(
-                    KIND_PROPOSE,
-                    group,
-                    wire::encode_commands(&cmds),
-                    LEADER_WAIT,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    let e = e.to_string();
-                    match e.find(REDIRECT) {
-                        Some(_) => format!("the leadership moved: {e}"),
-                        None => e,
-                    }
-                }),
+        let Some(addr) = addr else {
+            return Handover::Done(Err("the leader's address is unknown".into()));
         };
-        finish(dones, r);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let sent = links
+            .link(leader, &addr)
+            .request(KIND_PROPOSE, group, wire::encode_commands(&cmds), left)
+            .await;
+        match sent {
+            Ok(_) => return Handover::Done(Ok(())),
+            Err(e) if e.not_taken() && !left.is_zero() => {
+                // Wait for the leadership to move (or a short while).
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100).min(left), metrics.changed())
+                        .await;
+            }
+            Err(e) => return Handover::Done(Err(e.to_string())),
+        }
     }
 }
 

@@ -219,7 +219,9 @@ impl PeerLink {
                 reason: String::from_utf8_lossy(&f.body).into_owned(),
             }),
             Ok(Ok(f)) => Ok(f),
-            Ok(Err(_)) => Err(self.unreachable("connection lost")),
+            Ok(Err(_)) => Err(LinkError::Lost {
+                addr: self.addr.clone(),
+            }),
             Err(_) => {
                 conn.pending.lock().remove(&corr);
                 let silent = now_ms().saturating_sub(conn.last_read.load(Ordering::Relaxed));

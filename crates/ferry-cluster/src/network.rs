@@ -65,7 +65,7 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 
 fn rpc_err<E: std::error::Error>(e: LinkError) -> RpcErr<E> {
     match e {
-        LinkError::Unreachable { .. } | LinkError::Handshake { .. } => {
+        LinkError::Unreachable { .. } | LinkError::Handshake { .. } | LinkError::Lost { .. } => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
         other => RPCError::Network(NetworkError::new(&other)),
@@ -128,9 +128,9 @@ impl RaftNetwork<TypeConfig> for GroupClient {
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         let body = got.map_err(|e| match e {
-            LinkError::Unreachable { .. } | LinkError::Handshake { .. } => {
-                StreamingError::Unreachable(Unreachable::new(&e))
-            }
+            LinkError::Unreachable { .. }
+            | LinkError::Handshake { .. }
+            | LinkError::Lost { .. } => StreamingError::Unreachable(Unreachable::new(&e)),
             other => StreamingError::Network(NetworkError::new(&other)),
         })?;
         wire::decode_snapshot_reply(body)

@@ -265,3 +265,77 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
 fn want_in_order(from: u64, to: u64) -> Vec<String> {
     (from..=to).map(|i| format!("m{i}")).collect()
 }
+
+/// The leader's node goes away while a publisher on another node keeps
+/// publishing (its proposals forwarded to the leader): every publish it
+/// saw confirmed is on the new leader, none twice, in publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_goes_away_under_load_and_nothing_confirmed_is_lost() {
+    let fx = Fixture::new();
+    let nodes = start(&fx).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let l = serving(&all).await;
+    let leader = nodes.iter().find(|n| n.id == l).unwrap();
+    let publisher = nodes.iter().find(|n| n.id != l).unwrap();
+    let confirms = Arc::new(Confirms::default());
+    let mut seq = 0u64;
+    // Load before the kill, then the kill while proposals are in flight.
+    for _ in 0..300 {
+        seq += 1;
+        publish(publisher, &format!("m{seq}"), &confirms, seq);
+    }
+    until("some confirmed", || !confirms.ok.lock().is_empty()).await;
+    for _ in 0..200 {
+        seq += 1;
+        publish(publisher, &format!("m{seq}"), &confirms, seq);
+    }
+    leader.group.shutdown().await;
+    leader.links.close();
+    leader.listener.close();
+    for _ in 0..300 {
+        seq += 1;
+        publish(publisher, &format!("m{seq}"), &confirms, seq);
+    }
+    // Every publish gets its answer: confirmed, or nacked (in doubt).
+    until("every publish answered", || {
+        confirms.ok.lock().len() + confirms.failed.lock().len() == seq as usize
+    })
+    .await;
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
+    let l2 = serving(&rest).await;
+    let new = rest.iter().find(|n| n.id == l2).unwrap();
+    let q = new.group.replica().queue();
+    let t = Taker::new(u32::MAX);
+    until("the new leader serves", || {
+        let id = q.consume(Arc::from("c"), t.clone(), false, false).unwrap();
+        q.dispatch();
+        let served = !t.got.lock().is_empty();
+        if !served {
+            q.cancel(id);
+        }
+        served
+    })
+    .await;
+    until("the new leader delivered what it holds", || {
+        q.depth().ready == 0
+    })
+    .await;
+    let got: Vec<u64> = t.bodies().iter().map(|b| b[1..].parse().unwrap()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &got {
+        assert!(seen.insert(*s), "m{s} delivered twice");
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted, "in publish order");
+    let ok = confirms.ok.lock().clone();
+    let lost: Vec<u64> = ok.iter().copied().filter(|s| !seen.contains(s)).collect();
+    assert!(lost.is_empty(), "confirmed and lost: {lost:?}");
+    eprintln!(
+        "{} published, {} confirmed, {} nacked (in doubt), {} on the new leader",
+        seq,
+        ok.len(),
+        confirms.failed.lock().len(),
+        got.len()
+    );
+}
