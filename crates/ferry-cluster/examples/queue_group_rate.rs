@@ -9,17 +9,17 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use ferry_cluster::group::QueueGroup;
-use ferry_cluster::{Identity, Links, Listener, RaftGroups, Secret};
+use ferry_cluster::testing::{local_nodes, LocalNode};
+use ferry_cluster::Secret;
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::clock::SystemClock;
 use ferry_queue::queue::{
     ConfirmSink, ConfirmToken, ConsumerSink, Delivery, QueueEnv, QueueSpec, Replica,
 };
 use ferry_queue::syncer::Syncer;
-use ferry_raft::{NodeId, RaftLog};
-use openraft::{BasicNode, Config};
+use ferry_raft::RaftLog;
+use openraft::Config;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,31 +74,7 @@ async fn main() {
     let secret = Secret::new(b"rate");
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut ports = Vec::new();
-    for id in 1..=3u64 {
-        let groups = RaftGroups::new();
-        let me = Identity {
-            id,
-            name: format!("n{id}"),
-            advertise: String::new(),
-            incarnation: 1,
-        };
-        let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
-            .await
-            .expect("bind");
-        ports.push((id, l, groups));
-    }
-    let members: BTreeMap<NodeId, BasicNode> = ports
-        .iter()
-        .map(|(id, l, _)| {
-            (
-                *id,
-                BasicNode {
-                    addr: l.local_addr().to_string(),
-                },
-            )
-        })
-        .collect();
+    let (local, members) = local_nodes(3, &secret).await;
     let config = Arc::new(
         Config {
             heartbeat_interval: 250,
@@ -112,14 +88,16 @@ async fn main() {
     );
     let mut nodes = Vec::new();
     let mut listeners = Vec::new();
-    for ((id, listener, groups), dir) in ports.into_iter().zip(&dirs) {
-        let me = Identity {
+    for (
+        LocalNode {
             id,
-            name: format!("n{id}"),
-            advertise: members[&id].addr.clone(),
-            incarnation: 1,
-        };
-        let links = Links::new(me, secret.clone(), None);
+            links,
+            listener,
+            groups,
+        },
+        dir,
+    ) in local.into_iter().zip(&dirs)
+    {
         let log = RaftLog::open(
             Arc::new(StdIo),
             dir.path(),

@@ -26,6 +26,8 @@ mod link;
 mod listener;
 mod network;
 pub mod node;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod tls;
 pub mod wire;
 

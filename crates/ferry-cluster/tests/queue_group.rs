@@ -8,14 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferry_cluster::group::QueueGroup;
-use ferry_cluster::{Identity, Links, Listener, RaftGroups, Secret};
+use ferry_cluster::testing::{local_nodes, test_config, LocalNode};
+use ferry_cluster::{Links, Listener, Secret};
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::queue::{ConfirmToken, Replica};
 use ferry_queue::syncer::Syncer;
 use ferry_queue::test_support::{body_of, message, mtable, spec, Confirms, Fixture, Taker};
 use ferry_raft::{NodeId, RaftLog};
-use openraft::{BasicNode, Config};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,56 +28,17 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn config() -> Arc<Config> {
-    Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            ..Config::default()
-        }
-        .validate()
-        .expect("config"),
-    )
-}
-
 async fn start(fx: &Fixture) -> Vec<Node> {
-    let secret = Secret::new(b"s");
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
-    let mut ports = Vec::new();
-    for id in 1..=3u64 {
-        let groups = RaftGroups::new();
-        let me = Identity {
-            id,
-            name: format!("n{id}"),
-            advertise: String::new(),
-            incarnation: 1,
-        };
-        let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
-            .await
-            .expect("bind");
-        ports.push((id, l, groups));
-    }
-    let members: BTreeMap<NodeId, BasicNode> = ports
-        .iter()
-        .map(|(id, l, _)| {
-            (
-                *id,
-                BasicNode {
-                    addr: l.local_addr().to_string(),
-                },
-            )
-        })
-        .collect();
+    let (local, members) = local_nodes(3, &Secret::new(b"s")).await;
     let mut nodes = Vec::new();
-    for (id, listener, groups) in ports {
-        let me = Identity {
-            id,
-            name: format!("n{id}"),
-            advertise: members[&id].addr.clone(),
-            incarnation: 1,
-        };
-        let links = Links::new(me, secret.clone(), None);
+    for LocalNode {
+        id,
+        links,
+        listener,
+        groups,
+    } in local
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = RaftLog::open(
             Arc::new(StdIo),
@@ -88,16 +48,24 @@ async fn start(fx: &Fixture) -> Vec<Node> {
         )
         .expect("log");
         let env = fx.env();
-        let group = QueueGroup::start(GROUP, id, config(), links.clone(), groups, log, |l, p| {
-            Replica::open(
-                spec("rq", true, mtable(&[])),
-                &mtable(&[]),
-                Arc::from("/"),
-                env,
-                l,
-                p,
-            )
-        })
+        let group = QueueGroup::start(
+            GROUP,
+            id,
+            test_config(),
+            links.clone(),
+            groups,
+            log,
+            |l, p| {
+                Replica::open(
+                    spec("rq", true, mtable(&[])),
+                    &mtable(&[]),
+                    Arc::from("/"),
+                    env,
+                    l,
+                    p,
+                )
+            },
+        )
         .await
         .expect("group");
         nodes.push(Node {

@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use ferry_cluster::{GroupNetwork, Identity, Links, Listener, RaftGroups, Secret};
+use ferry_cluster::testing::{local_nodes, test_config, LocalNode};
+use ferry_cluster::{GroupNetwork, Identity, Links, Listener, Secret};
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::syncer::Syncer;
 use ferry_raft::testing::Recorder;
 use ferry_raft::{Batch, NodeId, RaftLog};
-use openraft::{BasicNode, Config, Raft};
-use std::collections::BTreeMap;
+use openraft::Raft;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,56 +29,18 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn config() -> Arc<Config> {
-    Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            ..Config::default()
-        }
-        .validate()
-        .expect("config"),
-    )
-}
-
 async fn start(n: usize, secret: &Secret) -> Vec<Node> {
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
     // Ports first: every node must know every address before it starts.
-    let mut ports = Vec::new();
-    for id in 1..=n as u64 {
-        let groups = RaftGroups::new();
-        let me = Identity {
-            id,
-            name: format!("n{id}"),
-            advertise: String::new(),
-            incarnation: 1,
-        };
-        let l = Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone())
-            .await
-            .expect("bind");
-        ports.push((id, l, groups));
-    }
-    let members: BTreeMap<NodeId, BasicNode> = ports
-        .iter()
-        .map(|(id, l, _)| {
-            (
-                *id,
-                BasicNode {
-                    addr: l.local_addr().to_string(),
-                },
-            )
-        })
-        .collect();
+    let (local, members) = local_nodes(n as u64, secret).await;
     let mut nodes = Vec::new();
-    for (id, listener, groups) in ports {
-        let me = Identity {
-            id,
-            name: format!("n{id}"),
-            advertise: members[&id].addr.clone(),
-            incarnation: 1,
-        };
-        let links = Links::new(me, secret.clone(), None);
+    for LocalNode {
+        id,
+        links,
+        listener,
+        groups,
+    } in local
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = RaftLog::open(
             Arc::new(StdIo),
@@ -90,7 +52,7 @@ async fn start(n: usize, secret: &Secret) -> Vec<Node> {
         let sm = Recorder::default();
         let raft = Raft::new(
             id,
-            config(),
+            test_config(),
             GroupNetwork::new(GROUP, links.clone()),
             log,
             sm.clone(),

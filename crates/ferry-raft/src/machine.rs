@@ -15,6 +15,14 @@ use openraft::{
 use parking_lot::RwLock;
 use std::sync::Arc;
 
+/// A state machine's failure as openraft's storage error (`subject`: the
+/// state machine, or a snapshot).
+pub fn state_machine_error(subject: ErrorSubject<NodeId>, e: impl ToString) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::new(subject, ErrorVerb::Write, AnyError::error(e.to_string())),
+    }
+}
+
 /// The rules of a small-state group: applied the same way on every replica.
 pub trait SmallState: Default + Send + Sync + 'static {
     /// Applies the commands of one committed normal entry.

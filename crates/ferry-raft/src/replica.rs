@@ -10,6 +10,7 @@
 //! would name the oldest record the queue still needs; not built), so
 //! `install_snapshot` refuses.
 
+use crate::machine::state_machine_error;
 use crate::store::RaftLog;
 use crate::types::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
 use bytes::Bytes;
@@ -17,10 +18,7 @@ use ferry_log::RecordPos;
 use ferry_queue::error::{CoreError, Result as CoreResult};
 use ferry_queue::queue::{CommandLog, Replica};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError,
-    StoredMembership,
-};
+use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -68,12 +66,6 @@ pub struct QueueMachine {
     log: RaftLog,
     replica: Replica,
     state: Arc<Mutex<Applied0>>,
-}
-
-fn io_error(subject: ErrorSubject<NodeId>, e: impl ToString) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(subject, ErrorVerb::Write, AnyError::error(e.to_string())),
-    }
 }
 
 impl QueueMachine {
@@ -132,7 +124,7 @@ impl QueueMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for QueueMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(io_error(
+        Err(state_machine_error(
             ErrorSubject::Snapshot(None),
             "queue groups do not snapshot yet",
         ))
@@ -158,8 +150,8 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.apply_blocking(entries))
             .await
-            .map_err(|e| io_error(ErrorSubject::StateMachine, e))?
-            .map_err(|e| io_error(ErrorSubject::StateMachine, e))
+            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))?
+            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -175,7 +167,7 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         _snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        Err(io_error(
+        Err(state_machine_error(
             ErrorSubject::Snapshot(Some(meta.signature())),
             "queue groups do not install snapshots yet",
         ))

@@ -14,12 +14,10 @@
 
 use super::meta::{MetaCommand, MetaState};
 use bytes::Bytes;
+use ferry_raft::machine::state_machine_error;
 use ferry_raft::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError,
-    StoredMembership,
-};
+use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
 use parking_lot::RwLock;
 use std::sync::Arc;
 
@@ -64,12 +62,6 @@ impl std::fmt::Debug for MetaMachine {
     }
 }
 
-fn io_error(subject: ErrorSubject<NodeId>, e: impl ToString) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(subject, ErrorVerb::Write, AnyError::error(e.to_string())),
-    }
-}
-
 impl MetaMachine {
     /// A machine that hands definition commands to `applier`.
     pub fn new(applier: Arc<dyn DefinitionApplier>) -> Self {
@@ -88,7 +80,7 @@ impl MetaMachine {
         let applier = self.applier.clone();
         let out = tokio::task::spawn_blocking(move || applier.apply(index, &cmd))
             .await
-            .map_err(|e| io_error(ErrorSubject::StateMachine, e))?;
+            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))?;
         Ok(Bytes::from(out))
     }
 }
@@ -97,7 +89,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Never asked for (the group's snapshot policy is Never); were it,
         // a snapshot without the definitions must not be installed.
-        Err(io_error(
+        Err(state_machine_error(
             ErrorSubject::Snapshot(None),
             "the metadata group does not snapshot",
         ))
@@ -159,7 +151,7 @@ impl RaftStateMachine<TypeConfig> for MetaMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         _snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        Err(io_error(
+        Err(state_machine_error(
             ErrorSubject::Snapshot(Some(meta.signature())),
             "the metadata group does not install snapshots",
         ))

@@ -120,21 +120,44 @@ impl Queue {
         env.io.create_dir_all(&dir)?;
         let (log, report) = Log::open(env.io.clone(), &dir, env.log.clone())?;
         tracing::debug!(queue = %spec.name, ?report, "queue log opened");
+        let (args, levels, track_body) = Self::parse_args(effective, &env);
+        let state = Journal::replay(&log, levels, track_body)?;
+        Ok(Self::assemble((spec, vhost, dir, env), args, state, |me| {
+            Journal::new(log, me)
+        }))
+    }
+
+    /// The arguments to act on: None for a plain queue; with the number
+    /// of priority levels and whether body bytes are counted.
+    pub(super) fn parse_args(
+        effective: &Table,
+        env: &QueueEnv,
+    ) -> (Option<Arc<QueueArgs>>, usize, bool) {
         let args = QueueArgs::parse(effective, env.quorum_delivery_limit);
         let args = (!args.is_plain()).then(|| Arc::new(args));
         let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
         let levels = args.as_ref().map_or(1, |a| a.levels());
-        let state = Journal::replay(&log, levels, track_body)?;
+        (args, levels, track_body)
+    }
+
+    /// A queue around its state and journal (`journal` gets the queue's
+    /// own weak handle).
+    pub(super) fn assemble(
+        (spec, vhost, dir, env): (QueueSpec, Arc<str>, PathBuf, QueueEnv),
+        args: Option<Arc<QueueArgs>>,
+        state: QueueState,
+        journal: impl FnOnce(Weak<Queue>) -> Journal,
+    ) -> Arc<Self> {
         let expires = args.as_ref().and_then(|a| a.expires);
         let deadlines = Deadlines::open(&state, expires, env.clock.clone(), env.timer.clone());
-        Ok(Arc::new_cyclic(|me| {
+        Arc::new_cyclic(|me| {
             let inner = Inner::new(
                 spec.name.clone(),
                 env.clock.clone(),
                 env.timer.clone(),
                 args.clone(),
                 state,
-                Journal::new(log, me.clone()),
+                journal(me.clone()),
                 BodyCache::new(env.cache_used.clone(), env.cache_limit),
             );
             Queue {
@@ -150,7 +173,7 @@ impl Queue {
                 self_ref: me.clone(),
                 stats: Default::default(),
             }
-        }))
+        })
     }
 
     /// Declared shape.

@@ -48,11 +48,8 @@ pub trait CommandLog: Send + Sync + std::fmt::Debug {
     fn scan(&self, from: u64, f: &mut dyn FnMut(RecordPos, Bytes) -> Result<bool>) -> Result<()>;
 }
 
-use super::args::QueueArgs;
-use super::body_cache::BodyCache;
 use super::command::{Command, Facts};
 use super::dead_letter::DeadLetter;
-use super::deadlines::Deadlines;
 use super::inner::Inner;
 use super::journal::Journal;
 use super::queue::{Enqueued, Queue};
@@ -60,12 +57,9 @@ use super::record;
 use super::sinks::ConfirmToken;
 use super::spec::{QueueEnv, QueueSpec};
 use super::state::QueueState;
-use crate::syncer::SyncSchedule;
 use ferry_model::message::Message;
 use ferry_model::Table;
-use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
 /// This node's replica of a replicated queue: the [`Queue`] the vhost and
@@ -89,38 +83,13 @@ impl Replica {
         log: Arc<dyn CommandLog>,
         proposer: Arc<dyn Proposer>,
     ) -> Self {
-        let args = QueueArgs::parse(effective, env.quorum_delivery_limit);
-        let args = (!args.is_plain()).then(|| Arc::new(args));
-        let track_body = args.as_ref().is_some_and(|a| a.max_length_bytes.is_some());
-        let levels = args.as_ref().map_or(1, |a| a.levels());
+        let (args, levels, track_body) = Queue::parse_args(effective, &env);
         let state = QueueState::for_replicated(levels, track_body);
-        let expires = args.as_ref().and_then(|a| a.expires);
-        let deadlines = Deadlines::open(&state, expires, env.clock.clone(), env.timer.clone());
-        let queue = Arc::new_cyclic(|me| {
-            let mut inner = Inner::new(
-                spec.name.clone(),
-                env.clock.clone(),
-                env.timer.clone(),
-                args.clone(),
-                state,
-                Journal::replicated(log, proposer, me.clone()),
-                BodyCache::new(env.cache_used.clone(), env.cache_limit),
-            );
-            inner.leads = false;
-            Queue {
-                spec,
-                vhost,
-                dir: PathBuf::new(),
-                has_args: AtomicBool::new(args.is_some()),
-                deadlines,
-                env,
-                inner: Mutex::new(inner),
-                sync_lock: Mutex::new(()),
-                sync_state: SyncSchedule::default(),
-                self_ref: me.clone(),
-                stats: Default::default(),
-            }
+        let queue = Queue::assemble((spec, vhost, PathBuf::new(), env), args, state, |me| {
+            Journal::replicated(log, proposer, me)
         });
+        // A follower until its group says otherwise.
+        queue.inner.lock().leads = false;
         Replica { queue }
     }
 
