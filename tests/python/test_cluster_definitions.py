@@ -6,17 +6,11 @@ node gets the same 406 on both brokers, and deletes travel too."""
 
 from __future__ import annotations
 
-import base64
-import json
-import time
-import urllib.error
-import urllib.request
-
 import pika
 import pytest
 
 from conftest import FERRY_BIN, KINDS
-from harness.cluster import FerryCluster, Lab, netns_available
+from harness.cluster import FerryCluster, Lab, http_json, netns_available, poll
 from harness.rabbit_cluster import RabbitCluster
 
 pytestmark = pytest.mark.skipif(netns_available() is not None,
@@ -34,31 +28,12 @@ class Nodes:
         return self.c.nodes[i - 1].endpoints["http"]
 
     def req(self, i: int, method: str, path: str, body=None, user=("guest", "guest")):
-        data = None if body is None else json.dumps(body).encode()
-        r = urllib.request.Request(f"http://{self.http(i)}{path}", data=data, method=method)
-        r.add_header("Authorization",
-                     "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode())
-        r.add_header("content-type", "application/json")
-        try:
-            with urllib.request.urlopen(r, timeout=15) as resp:
-                raw = resp.read()
-                return resp.status, (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, None
+        return http_json(self.http(i), method, path, body, user)
 
     def until(self, i: int, path: str, what: str, ok, timeout: float = 20.0):
         """Polls GET path on node i: another node applies a change a moment later."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st, body = self.req(i, "GET", path)
-            if ok(st, body):
-                return body
-            assert time.monotonic() < deadline, f"{what}: node {i} GET {path}: {st} {body}"
-            time.sleep(0.1)  # polling interval of a state that changes on its own
+        return poll(f"{what} (node {i} GET {path})", lambda: self.req(i, "GET", path),
+                    lambda r: ok(*r), timeout, every=0.1)
 
     def params(self, i: int, user: str, password: str, vhost: str) -> pika.ConnectionParameters:
         n = self.c.nodes[i - 1]

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import base64
 from pathlib import Path
@@ -39,6 +40,43 @@ def netns_available() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
+
+
+def http_json(addr: str, method: str, path: str, body=None, user=("guest", "guest"),
+              timeout: float = 15.0):
+    """One management API request to addr (HOST:PORT): (status, decoded JSON or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
+    req.add_header("Authorization",
+                   "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode())
+    req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, None
+
+
+def poll(what: str, fetch, ok, timeout: float = 30.0, every: float = 0.2):
+    """Calls fetch() until ok(result) holds (a state that changes on its own: elections,
+    replication); an OSError counts as not yet. Returns the result."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fetch()
+            if ok(last):
+                return last
+        except OSError as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: last {last!r}")
+        time.sleep(every)  # polling interval of a state that changes on its own
 
 
 def _run(*args: str) -> None:
@@ -179,18 +217,7 @@ class FerryCluster:
 
     def until(self, i: int, what: str, ok, timeout: float = 30.0) -> list[dict]:
         """Polls node i's /api/nodes until ok(view) holds."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            try:
-                last = self.nodes_view(i)
-                if ok(last):
-                    return last
-            except OSError as e:
-                last = e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: node n{i} last answered {last!r}")
-            time.sleep(0.2)  # polling interval of a state that changes on its own
+        return poll(f"{what} (node n{i})", lambda: self.nodes_view(i), ok, timeout)
 
     def close(self) -> None:
         for n in self.nodes:

@@ -14,16 +14,12 @@ kills what is left in the namespaces) and the management plugin on <address>:156
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
-import pika
-
+from harness.cluster import http_json, poll
 from harness.brokers import (RABBITMQ_SERVER, RABBITMQCTL, BrokerError, RabbitBroker, port_accepts,
                              rabbitmq_available, _unblock_signals, tail)
 
@@ -134,38 +130,17 @@ class RabbitCluster:
                    lambda v: len(v) == len(self.nodes) and all(x.get("running") for x in v),
                    timeout=RABBIT_START_TIMEOUT)
 
-    def api(self, i: int, path: str, method: str = "GET", body=None, timeout: float = 10.0):
+    def api(self, i: int, path: str, method: str = "GET", body=None):
         """The management API of node i (guest:guest): (status, JSON or None)."""
-        n = self.nodes[i - 1]
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://{n.endpoints['http']}{path}", data=data,
-                                     method=method)
-        req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-        req.add_header("content-type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                raw = r.read()
-                return r.status, (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, None
+        return http_json(self.nodes[i - 1].endpoints["http"], method, path, body)
 
     def until(self, i: int, what: str, ok, timeout: float = 30.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            try:
-                st, last = self.api(i, "/api/nodes")
-                if st == 200 and ok(last):
-                    return last
-            except OSError as e:
-                last = e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: rabbit node {i} last answered {last!r}")
-            time.sleep(0.3)  # polling interval of a state that changes on its own
+        """Polls node i's /api/nodes until ok(view) holds."""
+        def fetch():
+            st, view = self.api(i, "/api/nodes")
+            return view if st == 200 else None
+        return poll(f"{what} (rabbit node {i})", fetch, lambda v: v is not None and ok(v),
+                    timeout, every=0.3)
 
     def close(self) -> None:
         for n in self.nodes:
@@ -174,8 +149,3 @@ class RabbitCluster:
             except Exception:
                 pass
 
-
-def params(node, user: str = "guest", password: str = "guest", vhost: str = "/"):
-    return pika.ConnectionParameters(node.host, node.port, vhost,
-                                     pika.PlainCredentials(user, password),
-                                     connection_attempts=1, socket_timeout=5)
