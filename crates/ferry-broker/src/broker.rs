@@ -25,6 +25,7 @@
 
 use crate::command::{self, DefCommand, DefError, SharedReplicator};
 use crate::policy::{PolicyDef, PolicyKind};
+use crate::replicated::ReplicaHub;
 use crate::vhost::VHost;
 use access::AccessDb;
 use ferry_auth::{
@@ -110,6 +111,8 @@ pub struct Broker {
     policies: Policies,
     /// Where definition changes go in a cluster (None: applied here).
     replicator: parking_lot::RwLock<Option<SharedReplicator>>,
+    /// Replicated queues' groups (`crate::replicated`).
+    replicas: Arc<ReplicaHub>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -189,8 +192,10 @@ impl Broker {
             }
         };
         let data_dir = config.data_dir.clone();
+        let replicas = Arc::new(ReplicaHub::default());
         let broker = Broker {
-            vhosts: VhostSet::new(data_dir.clone(), env.clone()),
+            vhosts: VhostSet::new(data_dir.clone(), env.clone(), replicas.clone()),
+            replicas,
             access: AccessDb::new(io.clone(), data_dir.clone(), users),
             policies: Policies::new(io.clone(), data_dir, policies),
             config,
@@ -219,6 +224,11 @@ impl Broker {
     /// The file I/O seam.
     pub fn io(&self) -> &Arc<dyn FileIo> {
         &self.env.io
+    }
+
+    /// Replicated queues: where their groups run.
+    pub fn replicas(&self) -> &Arc<ReplicaHub> {
+        &self.replicas
     }
 
     /// Sends every later definition change through `r` (a cluster's

@@ -22,6 +22,7 @@ use crate::Broker;
 use ferry_auth::{AccessDefs, PasswordSpec, Permissions};
 use ferry_model::Table;
 use ferry_queue::error::{CoreError, ErrorKind};
+use ferry_queue::queue::QueueSpec;
 use ferry_route::Destination;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -140,6 +141,40 @@ pub enum DefCommand {
         name: String,
         /// Only when it has no bindings.
         if_unused: bool,
+    },
+    /// Declares a replicated queue (a cluster's quorum queue).
+    DeclareReplicatedQueue {
+        /// Vhost.
+        vhost: String,
+        /// Its declaration.
+        spec: QueueSpec,
+        /// Its group's id (chosen where it was declared).
+        group: u64,
+        /// The nodes that hold it.
+        replicas: Vec<u64>,
+    },
+    /// Deletes a replicated queue.
+    DeleteReplicatedQueue {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: String,
+    },
+    /// Binds (or unbinds) a replicated queue to a durable exchange.
+    BindQueue {
+        /// Vhost.
+        vhost: String,
+        /// true: bind; false: unbind.
+        bind: bool,
+        /// Source exchange.
+        source: String,
+        /// The queue.
+        queue: String,
+        /// Binding key.
+        routing_key: String,
+        /// Binding arguments.
+        #[serde(with = "ferry_route::table_serde", default)]
+        arguments: Table,
     },
     /// Binds (or unbinds) one durable exchange to another.
     BindExchanges {
@@ -337,6 +372,37 @@ pub fn apply(b: &Broker, cmd: &DefCommand) -> Result<bool, DefError> {
             name,
             if_unused,
         } => b.vhost(vhost)?.delete_exchange(name, *if_unused)?,
+        DefCommand::DeclareReplicatedQueue {
+            vhost,
+            spec,
+            group,
+            replicas,
+        } => b
+            .vhost(vhost)?
+            .declare_replicated(spec.clone(), *group, replicas.clone())?,
+        DefCommand::DeleteReplicatedQueue { vhost, name } => {
+            let v = b.vhost(vhost)?;
+            let group = v.replicated_group(name);
+            v.delete_queue(name, false, false, 0)?;
+            if let Some(g) = group {
+                b.replicas().remove(g);
+            }
+        }
+        DefCommand::BindQueue {
+            vhost,
+            bind,
+            source,
+            queue,
+            routing_key,
+            arguments,
+        } => b.vhost(vhost)?.binding(
+            *bind,
+            source,
+            Destination::Queue(Arc::from(queue.as_str())),
+            routing_key,
+            arguments.clone(),
+            0,
+        )?,
         DefCommand::BindExchanges {
             vhost,
             bind,
@@ -421,6 +487,74 @@ pub fn binding(
                 arguments,
             })
         }
+        Destination::Queue(q) if durable(source) && vhost.replicated_group(&q).is_some() => b
+            .change(DefCommand::BindQueue {
+                vhost: vhost.name().to_string(),
+                bind,
+                source: source.to_string(),
+                queue: q.to_string(),
+                routing_key: routing_key.to_string(),
+                arguments,
+            }),
         d => vhost.binding(bind, source, d, routing_key, arguments, conn),
     }
+}
+
+/// Whether queue.declare of `spec` makes a replicated queue: a durable,
+/// non-exclusive quorum queue while this node runs replicated groups (a
+/// cluster). Other queues stay on the node they were declared on.
+fn replicated(b: &Broker, spec: &QueueSpec) -> bool {
+    spec.durable
+        && spec.exclusive_owner.is_none()
+        && !spec.name.is_empty()
+        && b.replicas().active()
+        && spec
+            .arguments
+            .get("x-queue-type")
+            .and_then(|v| v.as_str_bytes())
+            == Some(b"quorum".as_slice())
+}
+
+/// queue.declare as a front end makes it: a replicated queue is declared
+/// through the definitions (every node of its group opens its replica),
+/// then answered from this node's replica. Returns (name, ready
+/// messages, consumers).
+pub fn declare_queue(
+    b: &Broker,
+    vhost: &crate::VHost,
+    spec: QueueSpec,
+    passive: bool,
+    conn: u64,
+) -> Result<(Arc<str>, u32, u32), CoreError> {
+    if !passive && replicated(b, &spec) && !vhost.has_queue_name(&spec.name) {
+        b.change(DefCommand::DeclareReplicatedQueue {
+            vhost: vhost.name().to_string(),
+            spec: spec.clone(),
+            group: rand::random::<u64>(),
+            replicas: b.replicas().placement(),
+        })?;
+    }
+    vhost.declare_queue(spec, passive, conn)
+}
+
+/// queue.delete as a front end makes it: a replicated queue through the
+/// definitions (its `if-unused` / `if-empty` checked here first).
+pub fn delete_queue(
+    b: &Broker,
+    vhost: &crate::VHost,
+    name: &str,
+    (if_unused, if_empty): (bool, bool),
+    conn: u64,
+) -> Result<u32, CoreError> {
+    if vhost.replicated_group(name).is_none() || !b.replicas().active() {
+        return vhost.delete_queue(name, if_unused, if_empty, conn);
+    }
+    let q = vhost.queue_for(name, conn)?;
+    vhost.check_deletable(&q, (if_unused, if_empty), conn)?;
+    let (ready, _) = q.counts();
+    b.change(DefCommand::DeleteReplicatedQueue {
+        vhost: vhost.name().to_string(),
+        name: name.to_string(),
+    })?;
+    Ok(ready)
 }

@@ -287,3 +287,53 @@ fn publish_persistent(b: &Arc<Broker>, vhost: &str, queue: &str, body: &str) {
     q.publish(&Arc::new(message(body, true)), None).unwrap();
     q.sync_now();
 }
+
+#[test]
+fn a_replicated_queue_waits_for_its_group_and_reopens_as_replicated() {
+    let clock = ManualClock::new(T0);
+    let io = SimIo::new();
+    let spec = spec(
+        "rq",
+        true,
+        mtable(&[("x-queue-type", ferry_model::Value::Str("quorum".into()))]),
+    );
+    let cmd = DefCommand::DeclareReplicatedQueue {
+        vhost: "/".into(),
+        spec: spec.clone(),
+        group: 0xfeed,
+        replicas: vec![1, 2, 3],
+    };
+    assert_eq!(DefCommand::decode(&cmd.encode()).unwrap(), cmd);
+    {
+        let b = broker(&io, &clock);
+        command::apply(&b, &cmd).unwrap();
+        // Applied again (a restart before recording it): nothing more.
+        command::apply(&b, &cmd).unwrap();
+        let v = b.vhost("/").unwrap();
+        assert_eq!(v.replicated_group("rq"), Some(0xfeed));
+        assert!(!b.replicas().active(), "no host: the group waits");
+        // Without its group a publish is refused at once (a nack).
+        let confirms = Arc::new(Confirms::default());
+        let t = ferry_queue::queue::ConfirmToken {
+            sink: confirms.clone(),
+            seq: 1,
+        };
+        let q = v.queue_for("rq", 1).unwrap();
+        q.publish(&Arc::new(message("m", true)), Some(t)).unwrap();
+        assert_eq!(*confirms.failed.lock(), [1]);
+        b.shutdown();
+    }
+    let b = broker(&io, &clock);
+    let v = b.vhost("/").unwrap();
+    assert_eq!(
+        v.replicated_group("rq"),
+        Some(0xfeed),
+        "reopened as replicated"
+    );
+    let del = DefCommand::DeleteReplicatedQueue {
+        vhost: "/".into(),
+        name: "rq".into(),
+    };
+    command::apply(&b, &del).unwrap();
+    assert!(v.queue_for("rq", 1).is_err());
+}

@@ -31,6 +31,7 @@ pub mod command;
 mod command_tests;
 pub mod definitions;
 pub mod policy;
+pub mod replicated;
 #[cfg(test)]
 mod test_support;
 pub mod vhost;

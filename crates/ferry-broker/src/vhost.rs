@@ -28,9 +28,11 @@
 //! (`set_policies` swaps it under `defs_lock`).
 
 use crate::definitions::{self, Definitions};
+use crate::replicated::{self, PendingReplica, ReplicaHub};
 use ferry_model::message::Message;
 use ferry_model::Table;
 use ferry_queue::error::{CoreError, ErrorKind, Result};
+use ferry_queue::queue::{Binding, Replica};
 use ferry_queue::queue::{DeadLetter, DeadLetterRouter, Queue, QueueArgs, QueueEnv, QueueSpec};
 use ferry_queue::source::{QueueRef, Source};
 use ferry_queue::stream::{Stream, StreamArgs};
@@ -98,6 +100,8 @@ pub struct VHost {
     delayed: DelayedStore,
     /// Its policies and operator policies (`vhost/policies.rs`).
     policies: PolicyCell,
+    /// Where its replicated queues' groups run (`crate::replicated`).
+    hub: Arc<ReplicaHub>,
 }
 
 fn refused(text: String) -> CoreError {
@@ -125,6 +129,7 @@ impl VHost {
         transient_dir: PathBuf,
         env: QueueEnv,
         policies: Arc<crate::policy::VhostPolicies>,
+        hub: Arc<ReplicaHub>,
     ) -> Result<Arc<Self>> {
         let vh = Arc::new_cyclic(|me: &Weak<VHost>| {
             let mut env = env;
@@ -150,6 +155,7 @@ impl VHost {
                 deleted: AtomicBool::new(false),
                 delayed,
                 policies: PolicyCell::new(policies),
+                hub,
             }
         });
         vh.load()?;
@@ -161,6 +167,11 @@ impl VHost {
         self.topology
             .load(defs.exchanges, &self.policies, &self.delayed)?;
         for q in defs.queues {
+            if let Some(group) = replicated::group_of(&q.storage) {
+                // Its group starts once the node has joined its cluster.
+                self.open_replica(q.spec, group, Vec::new())?;
+                continue;
+            }
             let dir = self.dir.join("queues").join(&q.storage);
             // One queue whose stored data is damaged (a record that does
             // not decode, a bad checksum in a sealed segment) must not
@@ -187,6 +198,66 @@ impl VHost {
         }
         self.topology.load_bindings(defs.bindings);
         Ok(())
+    }
+
+    /// Opens this node's replica of a replicated queue, registers it and
+    /// hands it to the hub to start its group (`replicas`: the members a
+    /// new declaration chose; empty when reopening).
+    fn open_replica(&self, spec: QueueSpec, group: u64, replicas: Vec<u64>) -> Result<()> {
+        let args = self.policies.queue_args(&spec);
+        let (binding, log, proposer) = Binding::new();
+        let replica = Replica::open(
+            spec,
+            &args,
+            self.name.clone(),
+            self.env.clone(),
+            log,
+            proposer,
+        );
+        self.registry.insert(
+            QueueRef::Queue(replica.queue().clone()),
+            replicated::storage_of(group),
+        );
+        self.hub.start(PendingReplica {
+            vhost: self.name.clone(),
+            group,
+            replicas,
+            replica,
+            binding,
+        })
+    }
+
+    /// Declares a replicated queue (`crate::command`: the same on every
+    /// node): nothing if it exists and is equivalent.
+    pub fn declare_replicated(
+        &self,
+        spec: QueueSpec,
+        group: u64,
+        replicas: Vec<u64>,
+    ) -> Result<()> {
+        ferry_queue::limits::check_short("queue", &spec.name)?;
+        let _d = self.defs_lock.lock();
+        self.check_alive()?;
+        if let Some(q) = self.registry.queue(&spec.name) {
+            return check_queue_equivalent(q.spec(), &spec, &self.name);
+        }
+        if self.registry.get(&spec.name).is_some() {
+            return Err(precondition(format!(
+                "queue '{}' in vhost '{}' exists with another type",
+                spec.name, self.name
+            )));
+        }
+        QueueArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
+        self.registry.check_limit(&spec.name)?;
+        self.open_replica(spec, group, replicas)?;
+        self.save()
+    }
+
+    /// The group of replicated queue `name` (None: not replicated).
+    pub fn replicated_group(&self, name: &str) -> Option<u64> {
+        self.registry
+            .get(name)
+            .and_then(|s| replicated::group_of(&s.storage))
     }
 
     /// Name.
@@ -489,8 +560,21 @@ impl VHost {
             }
             return self.delete_stream(name, if_unused);
         };
-        self.registry.check_exclusive(&q, conn)?;
+        self.check_deletable(&q, (if_unused, if_empty), conn)?;
+        self.remove_queue_locked(&q)
+    }
+
+    /// queue.delete's checks of queue `q`: exclusive use, `if-unused`,
+    /// `if-empty`.
+    pub fn check_deletable(
+        &self,
+        q: &Queue,
+        (if_unused, if_empty): (bool, bool),
+        conn: u64,
+    ) -> Result<()> {
+        self.registry.check_exclusive(q, conn)?;
         let (ready, consumers) = q.counts();
+        let name = q.name();
         if if_unused && consumers > 0 {
             return Err(precondition(format!(
                 "queue '{name}' in vhost '{}' in use",
@@ -503,7 +587,7 @@ impl VHost {
                 self.name
             )));
         }
-        self.remove_queue_locked(&q)
+        Ok(())
     }
 
     fn remove_queue_locked(&self, q: &Arc<Queue>) -> Result<u32> {

@@ -392,7 +392,7 @@ fn apply(broker: &Broker, d: &DefsIn, fixed: Option<&str>) -> ApiResult<()> {
             arguments: json_to_table(q.arguments.as_ref()).map_err(ApiError::BadRequest)?,
         };
         check_new_queue_args(&v, &spec)?;
-        v.declare_queue(spec, false, 0)?;
+        command::declare_queue(broker, &v, spec, false, 0)?;
     }
     for b in &d.bindings {
         let v = target(broker, fixed, b.vhost.as_deref())?;

@@ -18,7 +18,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use ferry_auth::{Access, Resource};
 use ferry_broker::vhost::CrashedQueue;
-use ferry_broker::VHost;
+use ferry_broker::{command, VHost};
 use ferry_queue::queue::QueueSpec;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -165,7 +165,7 @@ pub async fn declare(
     };
     common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
     let existed = v.queue_ref(&name).is_some();
-    ferry_server::blocking::run(|| v.declare_queue(spec, false, 0))?;
+    ferry_server::blocking::run(|| command::declare_queue(&ctx.broker, &v, spec, false, 0))?;
     Ok(put_status(existed))
 }
 
@@ -187,7 +187,8 @@ pub async fn delete(
     common::may_configure(&ctx, &caller, &vhost, Resource::Queue(&name))?;
     let owner = QueueView::of(queue).spec().exclusive_owner.unwrap_or(0);
     let (if_unused, if_empty) = (query_flag(&q, "if-unused"), query_flag(&q, "if-empty"));
-    ferry_server::blocking::run(|| v.delete_queue(&name, if_unused, if_empty, owner))?;
+    let flags = (if_unused, if_empty);
+    ferry_server::blocking::run(|| command::delete_queue(&ctx.broker, &v, &name, flags, owner))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

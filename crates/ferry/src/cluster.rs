@@ -134,5 +134,16 @@ pub async fn start(cfg: NodeConfig, broker: &Arc<Broker>) -> Result<ClusterNode,
         node: node.clone(),
         rt: tokio::runtime::Handle::current(),
     }));
+    // Replicated queues opened at start get their groups now (blocking:
+    // each group's log is opened and its Raft started).
+    let host = Arc::new(crate::replicas::GroupHost::new(
+        node.clone(),
+        tokio::runtime::Handle::current(),
+        broker.syncer().clone(),
+    ));
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.replicas().set_host(host))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(node)
 }

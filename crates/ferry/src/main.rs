@@ -4,6 +4,7 @@
 //! (`ferry-ctl`). Must not hold broker logic: every rule lives in a crate.
 
 mod cluster;
+mod replicas;
 mod settings;
 
 use clap::{Parser, Subcommand};

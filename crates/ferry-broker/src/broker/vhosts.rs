@@ -24,6 +24,7 @@ use std::sync::Arc;
 pub(super) struct VhostSet {
     data_dir: PathBuf,
     env: QueueEnv,
+    hub: Arc<crate::replicated::ReplicaHub>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     hooks: Mutex<Vec<VhostDeletedHook>>,
 }
@@ -31,10 +32,15 @@ pub(super) struct VhostSet {
 impl VhostSet {
     /// No vhosts yet; their directories are below `data_dir`, their
     /// queues open with `env`.
-    pub(super) fn new(data_dir: PathBuf, env: QueueEnv) -> Self {
+    pub(super) fn new(
+        data_dir: PathBuf,
+        env: QueueEnv,
+        hub: Arc<crate::replicated::ReplicaHub>,
+    ) -> Self {
         VhostSet {
             data_dir,
             env,
+            hub,
             vhosts: RwLock::new(HashMap::new()),
             hooks: Mutex::new(Vec::new()),
         }
@@ -106,7 +112,14 @@ impl VhostSet {
         let dir = self.data_dir.join("vhosts").join(hex(name));
         self.env.io.create_dir_all(&dir)?;
         let tdir = self.data_dir.join("transient").join(hex(name));
-        let v = VHost::open(name, dir, tdir, self.env.clone(), policies)?;
+        let v = VHost::open(
+            name,
+            dir,
+            tdir,
+            self.env.clone(),
+            policies,
+            self.hub.clone(),
+        )?;
         v.set_max_queues(max_queues);
         self.vhosts.write().insert(name.to_string(), v.clone());
         Ok(v)

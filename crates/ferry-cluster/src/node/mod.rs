@@ -310,6 +310,43 @@ impl ClusterNode {
         &self.inner.groups
     }
 
+    /// This node's links to the others.
+    pub fn links(&self) -> &Arc<Links> {
+        &self.inner.links
+    }
+
+    /// `<data>/cluster`.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.cfg.dir
+    }
+
+    /// The metadata group's voters and their cluster addresses, by id.
+    pub fn voters(&self) -> BTreeMap<NodeId, BasicNode> {
+        let m = self.inner.meta.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// Raft timers for the node's queue groups (as the metadata group's).
+    pub fn group_config(&self) -> Result<Arc<Config>, NodeError> {
+        Config {
+            cluster_name: "ferry-queue".into(),
+            heartbeat_interval: self.inner.cfg.heartbeat_ms,
+            election_timeout_min: self.inner.cfg.election_ms.0,
+            election_timeout_max: self.inner.cfg.election_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Config::default()
+        }
+        .validate()
+        .map(Arc::new)
+        .map_err(raft_err)
+    }
+
     /// The metadata group's applied state.
     pub fn meta_state(&self) -> MetaState {
         self.inner.sm.read(MetaState::clone)

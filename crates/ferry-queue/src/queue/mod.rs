@@ -32,7 +32,7 @@ pub mod stats;
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 pub use queue::{Enqueued, Queue};
-pub use replica::{CommandLog, ProposeDone, Proposer, Replica};
+pub use replica::{Binding, CommandLog, ProposeDone, Proposer, Replica};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use spec::{QueueEnv, QueueSpec};
 pub use stats::{Depth, QueueStats, StatsSnapshot};

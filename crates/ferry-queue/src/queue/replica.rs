@@ -236,3 +236,61 @@ pub(super) fn apply(q: &Queue, pos: RecordPos, bytes: Bytes) -> Result<Vec<DeadL
     q.deadlines.note(&inner.state);
     Ok(letters)
 }
+
+/// The log and proposer of a replica whose group is not running yet (a
+/// node opens its replicated queues before it has joined its cluster):
+/// reads fail and proposals are refused until [`Binding::bind`] gives the
+/// group's.
+#[derive(Debug, Default)]
+pub struct Binding {
+    log: std::sync::OnceLock<Arc<dyn CommandLog>>,
+    proposer: std::sync::OnceLock<Arc<dyn Proposer>>,
+}
+
+impl Binding {
+    /// A binding to fill later, and the log and proposer a replica opens
+    /// with, which go through it.
+    pub fn new() -> (Arc<Binding>, Arc<dyn CommandLog>, Arc<dyn Proposer>) {
+        let b = Arc::new(Binding::default());
+        (b.clone(), Arc::new(Bound(b.clone())), Arc::new(Bound(b)))
+    }
+
+    /// The group's log and proposer (the first binding stays).
+    pub fn bind(&self, log: Arc<dyn CommandLog>, proposer: Arc<dyn Proposer>) {
+        let _ = self.log.set(log);
+        let _ = self.proposer.set(proposer);
+    }
+}
+
+#[derive(Debug)]
+struct Bound(Arc<Binding>);
+
+fn unbound() -> crate::error::CoreError {
+    crate::error::CoreError::request(
+        crate::error::ErrorKind::Internal,
+        "the queue's replication group is not running",
+    )
+}
+
+impl CommandLog for Bound {
+    fn read(&self, pos: &RecordPos) -> Result<Bytes> {
+        self.0.log.get().ok_or_else(unbound)?.read(pos)
+    }
+
+    fn scan(&self, from: u64, f: &mut dyn FnMut(RecordPos, Bytes) -> Result<bool>) -> Result<()> {
+        self.0.log.get().ok_or_else(unbound)?.scan(from, f)
+    }
+}
+
+impl Proposer for Bound {
+    fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>) {
+        match self.0.proposer.get() {
+            Some(p) => p.propose(records, done),
+            None => {
+                if let Some(d) = done {
+                    d(Err(unbound().to_string()));
+                }
+            }
+        }
+    }
+}

@@ -166,7 +166,7 @@ pub(super) fn queue_method(
             };
             let arguments = server_named.then(|| spec.arguments.clone());
             let (name, messages, consumers) =
-                ctx.vhost.declare_queue(spec, d.passive, ctx.conn_id)?;
+                command::declare_queue(ctx.broker, ctx.vhost, spec, d.passive, ctx.conn_id)?;
             if let Some(arguments) = arguments {
                 // The name exists only now; RabbitMQ checks the
                 // generated name too. Refused: nobody saw the queue.
@@ -215,9 +215,8 @@ pub(super) fn queue_method(
         queue::AMQPMethod::Delete(d) => {
             let q = current.resolve(d.queue.as_str())?;
             ctx.check(Access::Configure, Resource::Queue(&q))?;
-            let n = ctx
-                .vhost
-                .delete_queue(&q, d.if_unused, d.if_empty, ctx.conn_id)?;
+            let flags = (d.if_unused, d.if_empty);
+            let n = command::delete_queue(ctx.broker, ctx.vhost, &q, flags, ctx.conn_id)?;
             if !d.nowait {
                 out.method(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(
                     queue::DeleteOk { message_count: n },

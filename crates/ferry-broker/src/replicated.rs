@@ -1,0 +1,116 @@
+//! Replicated queues as the broker sees them: a vhost holds a replica
+//! (`ferry_queue::queue::Replica`) like any queue; where its group runs is
+//! the [`ReplicaHost`]'s (a cluster: the node's Raft groups), injected
+//! once the node has joined its cluster. Until then (a node opens its
+//! replicated queues at start, before it joins) the replicas wait here,
+//! unbound, and are started when the host arrives.
+//!
+//! A replicated queue is stored in its vhost's definitions with storage
+//! `group-<16 hex digits>`, its group id (the group's log is the host's).
+
+use ferry_queue::error::Result;
+use ferry_queue::queue::{Binding, Replica};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+
+/// The storage name of a replicated queue's definition.
+pub fn storage_of(group: u64) -> String {
+    format!("group-{group:016x}")
+}
+
+/// The group of a replicated queue's storage name.
+pub fn group_of(storage: &str) -> Option<u64> {
+    u64::from_str_radix(storage.strip_prefix("group-")?, 16).ok()
+}
+
+/// A replica waiting for its group.
+#[derive(Debug, Clone)]
+pub struct PendingReplica {
+    /// Its vhost.
+    pub vhost: Arc<str>,
+    /// Its group's id.
+    pub group: u64,
+    /// The nodes that hold it (ids the host chose when it was declared;
+    /// empty for one reopened at start, whose group knows them).
+    pub replicas: Vec<u64>,
+    /// The replica.
+    pub replica: Replica,
+    /// Where its group's log and proposer go.
+    pub binding: Arc<Binding>,
+}
+
+/// Runs replicated queues' groups (a cluster node).
+pub trait ReplicaHost: Send + Sync {
+    /// The nodes a new replicated queue goes to (this node first).
+    fn placement(&self) -> Vec<u64>;
+    /// Starts this node's member of `p`'s group (if it is one) and binds
+    /// the replica to it. Blocking.
+    fn start(&self, p: PendingReplica) -> Result<()>;
+    /// Stops this node's member of `group` and removes its log. Blocking.
+    fn remove(&self, group: u64);
+}
+
+/// The broker's replicated queues: the host once known, the replicas
+/// waiting for it.
+#[derive(Default)]
+pub struct ReplicaHub {
+    host: RwLock<Option<Arc<dyn ReplicaHost>>>,
+    pending: Mutex<Vec<PendingReplica>>,
+}
+
+impl std::fmt::Debug for ReplicaHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaHub")
+            .field("pending", &self.pending.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaHub {
+    /// Sets the host and starts every replica that waited for it.
+    pub fn set_host(&self, host: Arc<dyn ReplicaHost>) {
+        *self.host.write() = Some(host.clone());
+        let waiting: Vec<PendingReplica> = std::mem::take(&mut *self.pending.lock());
+        for p in waiting {
+            let (vhost, group) = (p.vhost.clone(), p.group);
+            if let Err(e) = host.start(p) {
+                tracing::error!(%vhost, group, error = %e, "a replicated queue's group did not start");
+            }
+        }
+    }
+
+    /// Whether replicated queues can be declared (a host is set).
+    pub fn active(&self) -> bool {
+        self.host.read().is_some()
+    }
+
+    /// The nodes a new replicated queue goes to.
+    pub fn placement(&self) -> Vec<u64> {
+        self.host
+            .read()
+            .as_ref()
+            .map(|h| h.placement())
+            .unwrap_or_default()
+    }
+
+    /// Starts `p`'s group now, or once the host is set.
+    pub fn start(&self, p: PendingReplica) -> Result<()> {
+        let host = self.host.read().clone();
+        match host {
+            Some(h) => h.start(p),
+            None => {
+                self.pending.lock().push(p);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops this node's member of `group` (a deleted queue).
+    pub fn remove(&self, group: u64) {
+        self.pending.lock().retain(|p| p.group != group);
+        let host = self.host.read().clone();
+        if let Some(h) = host {
+            h.remove(group);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Wiring: the cluster node runs the broker's replicated queues' groups
+//! (`ferry_broker::replicated::ReplicaHost`). Each group's Raft log lives
+//! in `<data>/cluster/groups/<group id>`.
+
+use ferry_broker::replicated::{PendingReplica, ReplicaHost};
+use ferry_cluster::group::QueueGroup;
+use ferry_cluster::node::ClusterNode;
+use ferry_log::{LogConfig, StdIo};
+use ferry_queue::error::{CoreError, ErrorKind, Result};
+use ferry_queue::syncer::Syncer;
+use ferry_raft::RaftLog;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// At most this many replicas per queue (RabbitMQ's default quorum size).
+const REPLICAS: usize = 3;
+
+/// The node's queue groups.
+pub struct GroupHost {
+    node: ClusterNode,
+    rt: tokio::runtime::Handle,
+    syncer: Arc<Syncer>,
+    groups: Mutex<HashMap<u64, QueueGroup>>,
+}
+
+impl GroupHost {
+    pub fn new(node: ClusterNode, rt: tokio::runtime::Handle, syncer: Arc<Syncer>) -> Self {
+        GroupHost {
+            node,
+            rt,
+            syncer,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn dir(&self, group: u64) -> std::path::PathBuf {
+        self.node.dir().join("groups").join(format!("{group:016x}"))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CoreError {
+    CoreError::request(ErrorKind::Internal, e.to_string())
+}
+
+impl ReplicaHost for GroupHost {
+    fn placement(&self) -> Vec<u64> {
+        let me = self.node.id();
+        let mut ids: Vec<u64> = self
+            .node
+            .voters()
+            .keys()
+            .copied()
+            .filter(|id| *id != me)
+            .collect();
+        ids.insert(0, me);
+        ids.truncate(REPLICAS);
+        ids
+    }
+
+    fn start(&self, p: PendingReplica) -> Result<()> {
+        let me = self.node.id();
+        if !p.replicas.is_empty() && !p.replicas.contains(&me) {
+            // Not one of its nodes: the queue exists here, unbound.
+            return Ok(());
+        }
+        if self.groups.lock().contains_key(&p.group) {
+            return Ok(());
+        }
+        let log = RaftLog::open(
+            Arc::new(StdIo),
+            &self.dir(p.group),
+            LogConfig::default(),
+            self.syncer.clone(),
+        )
+        .map_err(internal)?;
+        let config = self.node.group_config().map_err(internal)?;
+        let (replica, binding) = (p.replica.clone(), p.binding.clone());
+        let group = self
+            .rt
+            .block_on(QueueGroup::start(
+                p.group,
+                me,
+                config,
+                self.node.links().clone(),
+                self.node.groups().clone(),
+                log,
+                move |log, proposer| {
+                    binding.bind(log, proposer);
+                    replica
+                },
+            ))
+            .map_err(internal)?;
+        if !p.replicas.is_empty() {
+            let voters = self.node.voters();
+            let members: std::collections::BTreeMap<u64, openraft::BasicNode> = p
+                .replicas
+                .iter()
+                .filter_map(|id| voters.get(id).map(|n| (*id, n.clone())))
+                .collect();
+            // The same configuration on every member: safe (see the
+            // metadata group's formation).
+            let _ = self.rt.block_on(group.raft().initialize(members));
+        }
+        self.groups.lock().insert(p.group, group);
+        Ok(())
+    }
+
+    fn remove(&self, group: u64) {
+        let g = self.groups.lock().remove(&group);
+        if let Some(g) = g {
+            self.rt.block_on(g.shutdown());
+        }
+        let _ = std::fs::remove_dir_all(self.dir(group));
+    }
+}

@@ -1,0 +1,190 @@
+//! Replicated (quorum) queues on three real `ferry` processes: declared
+//! through one node, the queue exists on every node; publishes through
+//! any node are confirmed once committed on a majority; only the leader
+//! delivers; when the leader's process is killed with -9, a consumer on a
+//! surviving node gets every unacked message — nothing confirmed is lost.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::cluster::{free_ports, skip_external, three_seeds};
+use common::Broker;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::BasicProperties;
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn quorum() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    t
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// Publishes `bodies` through `b` and returns those confirmed (acks).
+async fn publish_confirmed(b: &Broker, bodies: &[String]) -> Vec<String> {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = common::confirm_channel(&conn).await;
+    let mut pending = Vec::new();
+    for body in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "rq".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        pending.push((body.clone(), c));
+    }
+    let mut ok = Vec::new();
+    for (body, c) in pending {
+        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
+            if conf.is_ack() {
+                ok.push(body);
+            }
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    ok
+}
+
+/// A consumer on `b` that records what it gets (acking it if `ack`).
+async fn collect(b: &Broker, ack: bool) -> (lapin::Connection, Arc<Mutex<Vec<String>>>) {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = consumer.next().await {
+            g.lock().push(String::from_utf8_lossy(&d.data).into_owned());
+            if ack {
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+        }
+    });
+    (conn, got)
+}
+
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
+    if skip_external("a_quorum_queue_is_replicated_and_survives_its_leaders_kill") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    let (c1, ch1) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch1.queue_declare("rq".into(), durable(), quorum())
+        .await
+        .expect("declare the quorum queue");
+    for b in &nodes[1..] {
+        let (c, ch) = common::connect_channel(&b.amqp_url()).await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..durable()
+        };
+        ch.queue_declare("rq".into(), passive, FieldTable::default())
+            .await
+            .expect("the queue exists on every node");
+        let _ = c.close(200, "bye".into()).await;
+    }
+    drop((c1, ch1));
+
+    // Published through another node than the one that declared it.
+    let first: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
+    let ok = publish_confirmed(&nodes[1], &first).await;
+    assert_eq!(ok.len(), 50, "every publish confirmed");
+
+    // A consumer on every node: only the leader's delivers.
+    let mut consumers = Vec::new();
+    for b in &nodes {
+        consumers.push(collect(b, true).await);
+    }
+    let total = |cs: &[(lapin::Connection, Arc<Mutex<Vec<String>>>)]| -> usize {
+        cs.iter().map(|(_, g)| g.lock().len()).sum()
+    };
+    until("all 50 delivered", || total(&consumers) >= 50).await;
+    let serving: Vec<usize> = (0..3)
+        .filter(|i| !consumers[*i].1.lock().is_empty())
+        .collect();
+    assert_eq!(serving.len(), 1, "one node delivers (the leader's)");
+    let leader = serving[0];
+    let delivered: BTreeSet<String> = consumers[leader].1.lock().iter().cloned().collect();
+    assert_eq!(delivered, first.iter().cloned().collect());
+    for (c, _) in consumers {
+        let _ = c.close(200, "bye".into()).await;
+    }
+
+    // More messages; a consumer on the leader takes them without acking.
+    let (holder, held) = collect(&nodes[leader], false).await;
+    let second: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
+    let other = (leader + 1) % 3;
+    let ok = publish_confirmed(&nodes[other], &second).await;
+    assert_eq!(ok.len(), 20);
+    until("held unacked by the leader's consumer", || {
+        held.lock().len() == 20
+    })
+    .await;
+
+    // The leader's process dies: a survivor's consumer gets them all.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut after = Vec::new();
+    for i in &survivors {
+        after.push(collect(&nodes[*i], true).await);
+    }
+    nodes[leader].kill9().await;
+    drop(holder);
+    until("every unacked message redelivered on a survivor", || {
+        let got: BTreeSet<String> = after.iter().flat_map(|(_, g)| g.lock().clone()).collect();
+        second.iter().all(|b| got.contains(b))
+    })
+    .await;
+    let got: Vec<String> = after.iter().flat_map(|(_, g)| g.lock().clone()).collect();
+    assert!(
+        got.iter().all(|b| b.starts_with('b')),
+        "nothing acked came back: {got:?}"
+    );
+
+    // The killed node comes back: its replica reopens from its group's
+    // log and takes publishes again (forwarded to the new leader).
+    nodes[leader].start_again().await;
+    let third: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    let ok = publish_confirmed(&nodes[leader], &third).await;
+    assert_eq!(
+        ok.len(),
+        10,
+        "publishes through the restarted node confirmed"
+    );
+    until("delivered by the new leader", || {
+        let got: BTreeSet<String> = after.iter().flat_map(|(_, g)| g.lock().clone()).collect();
+        third.iter().all(|b| got.contains(b))
+    })
+    .await;
+}
