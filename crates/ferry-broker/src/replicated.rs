@@ -39,6 +39,15 @@ pub struct PendingReplica {
     pub binding: Arc<Binding>,
 }
 
+/// Where a replicated queue's group stands, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The leader's node name, if one is known.
+    pub leader: Option<String>,
+    /// Its nodes' names.
+    pub members: Vec<String>,
+}
+
 /// Runs replicated queues' groups (a cluster node).
 pub trait ReplicaHost: Send + Sync {
     /// The nodes a new replicated queue goes to (this node first).
@@ -48,6 +57,8 @@ pub trait ReplicaHost: Send + Sync {
     fn start(&self, p: PendingReplica) -> Result<()>;
     /// Stops this node's member of `group` and removes its log. Blocking.
     fn remove(&self, group: u64);
+    /// Where `group` stands (None: no member here).
+    fn status(&self, group: u64) -> Option<ReplicaStatus>;
 }
 
 /// The broker's replicated queues: the host once known, the replicas
@@ -103,6 +114,12 @@ impl ReplicaHub {
                 Ok(())
             }
         }
+    }
+
+    /// Where `group` stands, as this node sees it.
+    pub fn status(&self, group: u64) -> Option<ReplicaStatus> {
+        let host = self.host.read().clone();
+        host.and_then(|h| h.status(group))
     }
 
     /// Stops this node's member of `group` (a deleted queue).

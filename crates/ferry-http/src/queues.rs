@@ -46,7 +46,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
     let spec = q.spec();
     let r = ctx.rates.get(vhost, q.name());
     let pol = crate::policies::queue_policy(ctx, vhost, q);
-    json!({
+    let mut v = json!({
         "name": &**q.name(),
         "vhost": vhost,
         "durable": spec.durable,
@@ -72,7 +72,22 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
         "message_bytes_unacknowledged": d.unacked_bytes,
         "consumers": d.consumers,
         "message_stats": message_stats(&q.stats, &r),
-    })
+    });
+    // A replicated queue: RabbitMQ's quorum-queue fields (`node` is the
+    // leader's).
+    let group = ctx
+        .broker
+        .vhost(vhost)
+        .ok()
+        .and_then(|vh| vh.replicated_group(q.name()));
+    if let Some(st) = group.and_then(|g| ctx.broker.replicas().status(g)) {
+        if let Some(l) = &st.leader {
+            v["node"] = json!(l);
+        }
+        v["leader"] = json!(st.leader);
+        v["members"] = json!(st.members);
+    }
+    v
 }
 
 /// A crashed queue or stream (`ferry_broker::vhost::CrashedQueue`) as

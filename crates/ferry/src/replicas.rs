@@ -2,7 +2,7 @@
 //! (`ferry_broker::replicated::ReplicaHost`). Each group's Raft log lives
 //! in `<data>/cluster/groups/<group id>`.
 
-use ferry_broker::replicated::{PendingReplica, ReplicaHost};
+use ferry_broker::replicated::{PendingReplica, ReplicaHost, ReplicaStatus};
 use ferry_cluster::group::QueueGroup;
 use ferry_cluster::node::ClusterNode;
 use ferry_log::{LogConfig, StdIo};
@@ -101,9 +101,41 @@ impl ReplicaHost for GroupHost {
             // The same configuration on every member: safe (see the
             // metadata group's formation).
             let _ = self.rt.block_on(group.raft().initialize(members));
+            if p.replicas.first() == Some(&me) {
+                // The declaring node stands first (RabbitMQ's
+                // `client-local` leader placement): its client's node leads.
+                let _ = self.rt.block_on(group.raft().trigger().elect());
+            }
         }
         self.groups.lock().insert(p.group, group);
         Ok(())
+    }
+
+    fn status(&self, group: u64) -> Option<ReplicaStatus> {
+        let m = self
+            .groups
+            .lock()
+            .get(&group)?
+            .raft()
+            .metrics()
+            .borrow()
+            .clone();
+        let names = self.node.meta_state();
+        let name = |id: &u64| {
+            names
+                .nodes
+                .get(id)
+                .map_or_else(|| id.to_string(), |n| n.name.clone())
+        };
+        Some(ReplicaStatus {
+            leader: m.current_leader.as_ref().map(name),
+            members: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|id| name(&id))
+                .collect(),
+        })
     }
 
     fn remove(&self, group: u64) {

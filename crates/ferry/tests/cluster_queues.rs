@@ -122,6 +122,35 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
     let ok = publish_confirmed(&nodes[1], &first).await;
     assert_eq!(ok.len(), 50, "every publish confirmed");
 
+    // Every node's API shows its leader and its three nodes.
+    for b in &nodes {
+        let http = common::http::Http::new(&b.endpoint("http").expect("http"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, v) = http.req("GET", "/api/queues/%2F/rq", None);
+            assert_eq!(st, 200, "{v}");
+            let mut members: Vec<String> = v["members"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            members.sort();
+            if v["leader"].is_string() && members == ["n1", "n2", "n3"] {
+                assert_eq!(
+                    v["node"], v["leader"],
+                    "node is the leader's, as in RabbitMQ"
+                );
+                assert_eq!(v["type"], "quorum");
+                break;
+            }
+            assert!(Instant::now() < deadline, "leader and members: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // A consumer on every node: only the leader's delivers.
     let mut consumers = Vec::new();
     for b in &nodes {
@@ -138,6 +167,14 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
     let leader = serving[0];
     let delivered: BTreeSet<String> = consumers[leader].1.lock().iter().cloned().collect();
     assert_eq!(delivered, first.iter().cloned().collect());
+    // Every ack applied before the consumers go (an unacked message would
+    // be requeued when its channel closes).
+    let http = common::http::Http::new(&nodes[leader].endpoint("http").expect("http"));
+    until("every ack applied on the leader", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages"] == 0
+    })
+    .await;
     for (c, _) in consumers {
         let _ = c.close(200, "bye".into()).await;
     }
