@@ -1,0 +1,138 @@
+"""A quorum queue on three nodes, each in its own network namespace, under a partition: the
+leader is cut off from both followers while a client on a follower keeps publishing (and
+republishes what is nacked, as a client does), then the partition heals. A checker compares what
+was confirmed with what a consumer finally gets: no confirmed message may be lost; a message
+appears twice only if its first publish was nacked (in doubt) and it was published again.
+Against Ferry and (FERRY_ORACLE=1) a 3-node RabbitMQ 3.10 cluster with the same quorum queue."""
+
+from __future__ import annotations
+
+import time
+
+import pika
+import pytest
+
+from conftest import FERRY_BIN, KINDS
+from harness.cluster import FerryCluster, Lab, http_json, netns_available, poll
+from harness.rabbit_cluster import RabbitCluster
+
+pytestmark = pytest.mark.skipif(netns_available() is not None,
+                                reason=f"cluster lab: {netns_available()}")
+
+QUORUM = {"x-queue-type": "quorum"}
+
+
+@pytest.fixture(params=KINDS)
+def lab_cluster(request, tmp_path):
+    lab = Lab(3)
+    c = None
+    try:
+        c = FerryCluster(lab, FERRY_BIN, tmp_path) if request.param == "ferry" else RabbitCluster(lab, tmp_path)
+        c.start_all()
+        yield request.param, lab, c
+    finally:
+        if c is not None:
+            c.close()
+        lab.close()
+
+
+def params(node) -> pika.ConnectionParameters:
+    return pika.ConnectionParameters(node.host, node.port, "/", pika.PlainCredentials("guest", "guest"),
+                                     connection_attempts=1, socket_timeout=10,
+                                     blocked_connection_timeout=30)
+
+
+def leader_index(lab, c, asked: int) -> int:
+    """The 0-based node that leads the queue, as node `asked` says."""
+    def fetch():
+        st, q = http_json(c.nodes[asked].endpoints["http"], "GET", "/api/queues/%2F/cq")
+        return q if st == 200 else None
+    q = poll("the queue's leader", fetch, lambda q: bool(q and q.get("leader")), timeout=30)
+    leader = q["leader"]
+    for i, n in enumerate(c.nodes):
+        if leader in (f"n{i + 1}", f"rabbit@{lab.addr(i + 1)}"):
+            return i
+    raise AssertionError(f"unknown leader {leader}")
+
+
+def publish(node, bodies: list[str], deadline: float) -> tuple[set[str], set[str]]:
+    """Publishes each body with confirms, republishing a nacked (or unanswered) one on a new
+    connection until it is confirmed or `deadline` passes. Returns (confirmed, published more
+    than once)."""
+    confirmed: set[str] = set()
+    again: set[str] = set()
+    pending = list(bodies)
+    while pending and time.monotonic() < deadline:
+        try:
+            conn = pika.BlockingConnection(params(node))
+            ch = conn.channel()
+            ch.confirm_delivery()
+            while pending and time.monotonic() < deadline:
+                b = pending[0]
+                try:
+                    ch.basic_publish("", "cq", b.encode(),
+                                     pika.BasicProperties(delivery_mode=2), mandatory=True)
+                    confirmed.add(b)
+                    pending.pop(0)
+                except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                    # In doubt: publish it again on a fresh connection (RabbitMQ 3.10
+                    # keeps nacking on a channel whose queue client lost its leader).
+                    again.add(b)
+                    break
+            conn.close()
+            if pending:
+                time.sleep(0.2)  # a client's pause before it reconnects
+        except pika.exceptions.AMQPError:
+            # The channel or connection went away under the partition: in doubt.
+            if pending:
+                again.add(pending[0])
+            time.sleep(0.2)  # a client's reconnect pause
+    assert not pending, f"not confirmed by the deadline: {pending[:5]}..."
+    return confirmed, again
+
+
+def drain(node) -> list[str]:
+    conn = pika.BlockingConnection(params(node))
+    ch = conn.channel()
+    got = []
+    idle_since = time.monotonic()
+    for method, _, body in ch.consume("cq", inactivity_timeout=1.0):
+        if method is None:
+            if time.monotonic() - idle_since > 3:
+                break
+            continue
+        idle_since = time.monotonic()
+        got.append(body.decode())
+        ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    conn.close()
+    return got
+
+
+@pytest.mark.timeout(400)
+def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
+    kind, lab, c = lab_cluster
+    conn = pika.BlockingConnection(params(c.nodes[0]))
+    conn.channel().queue_declare("cq", durable=True, arguments=QUORUM)
+    conn.close()
+    leader = leader_index(lab, c, 0)
+    follower = (leader + 1) % 3
+    before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
+
+    lab.isolate(leader + 1)
+    during, again2 = publish(c.nodes[follower], [f"b{i}" for i in range(50)], time.monotonic() + 90)
+    lab.heal()
+    # The old leader rejoins: a publish through it is confirmed again.
+    after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 90)
+
+    new_leader = leader_index(lab, c, follower)
+    got = drain(c.nodes[new_leader])
+    confirmed = before | during | after
+    lost = confirmed - set(got)
+    assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
+    seen: set[str] = set()
+    twice = {b for b in got if b in seen or seen.add(b)}
+    republished = again1 | again2 | again3
+    assert twice <= republished, f"{kind}: duplicates never republished: {sorted(twice - republished)}"
+    print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
+          f"(republished after a nack), {len(republished)} republished")
