@@ -59,6 +59,7 @@ def nodes(request, tmp_path):
         lab.close()
 
 
+@pytest.mark.timeout(300)  # a 3-node RabbitMQ takes ~25 s to form, more on a busy machine
 def test_definitions_made_through_any_node_hold_on_every_node(nodes):
     perms = {"configure": ".*", "write": ".*", "read": ".*"}
     assert nodes.req(1, "PUT", "/api/users/alice", {"password": "pw", "tags": "administrator"})[0] == 201

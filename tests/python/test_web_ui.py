@@ -519,6 +519,7 @@ def test_channels_and_consumers_are_listed(page, conn, uniq):
     ch.queue_delete(queue)
 
 
+@pytest.mark.timeout(180)
 def test_overview_lists_the_cluster_nodes_and_a_stopped_one(browser, tmp_path):
     """On a clustered node the overview lists every member with its state, role and own memory
     and disk figures (sent with its answer to this node's ping); a killed member shows as down."""
