@@ -515,6 +515,23 @@ fn replicated(b: &Broker, spec: &QueueSpec) -> bool {
             == Some(b"quorum".as_slice())
 }
 
+/// The nodes of a new replicated queue: the host's placement, cut to
+/// `x-quorum-initial-group-size` when the declaration gives one (at least
+/// one node: this one).
+fn placement(b: &Broker, spec: &QueueSpec) -> Vec<u64> {
+    let mut nodes = b.replicas().placement();
+    let wanted = spec
+        .arguments
+        .get("x-quorum-initial-group-size")
+        .and_then(|v| v.as_i64())
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n >= 1);
+    if let Some(n) = wanted {
+        nodes.truncate(n);
+    }
+    nodes
+}
+
 /// queue.declare as a front end makes it: a replicated queue is declared
 /// through the definitions (every node of its group opens its replica),
 /// then answered from this node's replica. Returns (name, ready
@@ -531,7 +548,7 @@ pub fn declare_queue(
             vhost: vhost.name().to_string(),
             spec: spec.clone(),
             group: rand::random::<u64>(),
-            replicas: b.replicas().placement(),
+            replicas: placement(b, &spec),
         })?;
     }
     vhost.declare_queue(spec, passive, conn)

@@ -117,6 +117,26 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
     }
     drop((c1, ch1));
 
+    // `x-quorum-initial-group-size` picks how many nodes hold a queue.
+    let mut two = quorum();
+    two.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(2));
+    let (c2, ch2) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch2.queue_declare("rq2".into(), durable(), two)
+        .await
+        .expect("declare a two-node quorum queue");
+    let _ = c2.close(200, "bye".into()).await;
+    let http0 = common::http::Http::new(&nodes[0].endpoint("http").expect("http"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = http0.req("GET", "/api/queues/%2F/rq2", None);
+        let members = v["members"].as_array().map_or(0, Vec::len);
+        if members == 2 && v["leader"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two members and a leader: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Published through another node than the one that declared it.
     let first: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
     let ok = publish_confirmed(&nodes[1], &first).await;
