@@ -1,12 +1,15 @@
-"""A quorum queue on three nodes, each in its own network namespace, under a partition: the
-leader is cut off from both followers while a client on a follower keeps publishing (and
-republishes what is nacked, as a client does), then the partition heals. A checker compares what
-was confirmed with what a consumer finally gets: no confirmed message may be lost; a message
-appears twice only if its first publish was nacked (in doubt) and it was published again.
-Against Ferry and (FERRY_ORACLE=1) a 3-node RabbitMQ 3.10 cluster with the same quorum queue."""
+"""A quorum queue on three nodes, each in its own network namespace, under faults: its leader
+cut off from both followers, then healed; its leader paused (SIGSTOP) for 20 s; every node
+restarted in turn. Meanwhile a client keeps publishing through another node (and republishes
+what is nacked, as a client does). A checker compares what was confirmed with what a consumer
+finally gets: no confirmed message may be lost; a message appears twice only if its first
+publish was nacked (in doubt) and it was published again. Against Ferry and (FERRY_ORACLE=1) a
+3-node RabbitMQ 3.10 cluster with the same quorum queue."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pika
@@ -91,6 +94,27 @@ def publish(node, bodies: list[str], deadline: float) -> tuple[set[str], set[str
     return confirmed, again
 
 
+def check(kind: str, confirmed: set[str], republished: set[str], got: list[str]) -> None:
+    lost = confirmed - set(got)
+    assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
+    seen: set[str] = set()
+    twice = {b for b in got if b in seen or seen.add(b)}
+    assert twice <= republished, f"{kind}: duplicates never republished: {sorted(twice - republished)}"
+    print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
+          f"(republished after a nack), {len(republished)} republished")
+
+
+def declare(c) -> None:
+    conn = pika.BlockingConnection(params(c.nodes[0]))
+    conn.channel().queue_declare("cq", durable=True, arguments=QUORUM)
+    conn.close()
+
+
+def processes(kind: str, node) -> list[int]:
+    """The broker's OS processes (RabbitMQ: its beam.smp, not the wrapper script)."""
+    return node._beam_pids() if kind == "rabbitmq" else [node.proc.pid]
+
+
 def drain(node) -> list[str]:
     conn = pika.BlockingConnection(params(node))
     ch = conn.channel()
@@ -112,9 +136,7 @@ def drain(node) -> list[str]:
 @pytest.mark.timeout(400)
 def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
     kind, lab, c = lab_cluster
-    conn = pika.BlockingConnection(params(c.nodes[0]))
-    conn.channel().queue_declare("cq", durable=True, arguments=QUORUM)
-    conn.close()
+    declare(c)
     leader = leader_index(lab, c, 0)
     follower = (leader + 1) % 3
     before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
@@ -125,14 +147,49 @@ def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
     # The old leader rejoins: a publish through it is confirmed again.
     after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 90)
 
-    new_leader = leader_index(lab, c, follower)
-    got = drain(c.nodes[new_leader])
-    confirmed = before | during | after
-    lost = confirmed - set(got)
-    assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
-    seen: set[str] = set()
-    twice = {b for b in got if b in seen or seen.add(b)}
-    republished = again1 | again2 | again3
-    assert twice <= republished, f"{kind}: duplicates never republished: {sorted(twice - republished)}"
-    print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
-          f"(republished after a nack), {len(republished)} republished")
+    got = drain(c.nodes[leader_index(lab, c, follower)])
+    check(kind, before | during | after, again1 | again2 | again3, got)
+
+
+@pytest.mark.timeout(400)
+def test_a_paused_leader_loses_no_confirmed_message(lab_cluster):
+    kind, lab, c = lab_cluster
+    declare(c)
+    leader = leader_index(lab, c, 0)
+    follower = (leader + 1) % 3
+    before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    pids = processes(kind, c.nodes[leader])
+    paused_at = time.monotonic()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        during, again2 = publish(c.nodes[follower], [f"b{i}" for i in range(50)],
+                                 time.monotonic() + 90)
+        # Paused for 20 s in all.
+        time.sleep(max(0.0, 20 - (time.monotonic() - paused_at)))
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 90)
+    got = drain(c.nodes[leader_index(lab, c, follower)])
+    check(kind, before | during | after, again1 | again2 | again3, got)
+
+
+@pytest.mark.timeout(600)
+def test_a_rolling_restart_loses_no_confirmed_message(lab_cluster):
+    kind, lab, c = lab_cluster
+    declare(c)
+    confirmed: set[str] = set()
+    republished: set[str] = set()
+    ok, again = publish(c.nodes[0], [f"a{i}" for i in range(50)], time.monotonic() + 60)
+    confirmed |= ok
+    republished |= again
+    for i in range(3):
+        c.nodes[i].restart()
+        # Through another node while this one comes back, then through it.
+        for j, node in ((i + 1) % 3, c.nodes[(i + 1) % 3]), (i, c.nodes[i]):
+            ok, again = publish(node, [f"r{i}n{j}m{k}" for k in range(30)], time.monotonic() + 90)
+            confirmed |= ok
+            republished |= again
+    got = drain(c.nodes[leader_index(lab, c, 0)])
+    check(kind, confirmed, republished, got)
