@@ -309,20 +309,25 @@ impl Broker {
     /// if none).
     pub fn expire_due(&self, now: u64) -> u64 {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.all();
-        let mut queues: Vec<Arc<ferry_queue::queue::Queue>> = Vec::new();
+        // (queue, whether its x-expires is this node's to act on)
+        let mut queues: Vec<(Arc<ferry_queue::queue::Queue>, bool)> = Vec::new();
         for v in &vhosts {
             for q in v.queues() {
+                // A replicated queue is deleted through its definitions only
+                // (x-expires of replicated queues is not built: never here,
+                // where only this node's replica would go).
+                let local = v.replicated_group(q.name()).is_none();
                 // x-expires: the queue stayed unused past its deadline.
-                if q.idle_deadline() <= now && q.idle_expired(now) {
+                if local && q.idle_deadline() <= now && q.idle_expired(now) {
                     if let Err(e) = v.drop_queue(&q) {
                         tracing::warn!(queue = %q.name(), error = %e, "cannot delete expired queue");
                     }
                     continue;
                 }
-                queues.push(q);
+                queues.push((q, local));
             }
         }
-        for q in &queues {
+        for (q, _) in &queues {
             if q.next_expiry() <= now {
                 q.expire(now);
             }
@@ -342,7 +347,10 @@ impl Broker {
         // After the pass: dead letters may have given other queues a head.
         let queue_next = queues
             .iter()
-            .map(|q| q.next_expiry().min(q.idle_deadline()))
+            .map(|(q, local)| match local {
+                true => q.next_expiry().min(q.idle_deadline()),
+                false => q.next_expiry(),
+            })
             .min()
             .unwrap_or(NEVER);
         streams

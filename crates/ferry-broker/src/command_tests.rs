@@ -337,3 +337,28 @@ fn a_replicated_queue_waits_for_its_group_and_reopens_as_replicated() {
     command::apply(&b, &del).unwrap();
     assert!(v.queue_for("rq", 1).is_err());
 }
+
+#[test]
+fn a_replicated_queue_is_never_expired_by_one_nodes_sweep() {
+    let clock = ManualClock::new(T0);
+    let io = SimIo::new();
+    let b = broker(&io, &clock);
+    let args = mtable(&[
+        ("x-queue-type", ferry_model::Value::Str("quorum".into())),
+        ("x-expires", ferry_model::Value::I32(1000)),
+    ]);
+    let cmd = DefCommand::DeclareReplicatedQueue {
+        vhost: "/".into(),
+        spec: spec("rq", true, args),
+        group: 7,
+        replicas: vec![1],
+    };
+    command::apply(&b, &cmd).unwrap();
+    clock.advance(5000);
+    use ferry_queue::clock::Clock as _;
+    b.expire_due(clock.now_ms());
+    assert!(
+        b.vhost("/").unwrap().queue_for("rq", 1).is_ok(),
+        "only its definitions delete a replicated queue"
+    );
+}
