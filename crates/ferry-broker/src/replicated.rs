@@ -53,8 +53,10 @@ pub trait ReplicaHost: Send + Sync {
     /// The nodes a new replicated queue goes to (this node first).
     fn placement(&self) -> Vec<u64>;
     /// Starts this node's member of `p`'s group (if it is one) and binds
-    /// the replica to it. Blocking.
-    fn start(&self, p: PendingReplica) -> Result<()>;
+    /// the replica to it. `catching_up`: the replica waited for the host
+    /// (opened at start, or declared while this node caught up with its
+    /// cluster). Blocking.
+    fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()>;
     /// Stops this node's member of `group` and removes its log. Blocking.
     fn remove(&self, group: u64);
     /// Where `group` stands (None: no member here).
@@ -84,7 +86,7 @@ impl ReplicaHub {
         let waiting: Vec<PendingReplica> = std::mem::take(&mut *self.pending.lock());
         for p in waiting {
             let (vhost, group) = (p.vhost.clone(), p.group);
-            if let Err(e) = host.start(p) {
+            if let Err(e) = host.start(p, true) {
                 tracing::error!(%vhost, group, error = %e, "a replicated queue's group did not start");
             }
         }
@@ -108,7 +110,7 @@ impl ReplicaHub {
     pub fn start(&self, p: PendingReplica) -> Result<()> {
         let host = self.host.read().clone();
         match host {
-            Some(h) => h.start(p),
+            Some(h) => h.start(p, false),
             None => {
                 self.pending.lock().push(p);
                 Ok(())

@@ -58,10 +58,25 @@ impl ReplicaHost for GroupHost {
         ids
     }
 
-    fn start(&self, p: PendingReplica) -> Result<()> {
+    fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()> {
         let me = self.node.id();
         if !p.replicas.is_empty() && !p.replicas.contains(&me) {
             // Not one of its nodes: the queue exists here, unbound.
+            return Ok(());
+        }
+        if catching_up && !p.replicas.is_empty() && self.node.is_fresh() {
+            // This node is one of the queue's nodes, declared before this
+            // data directory existed: it was wiped, and its member of the
+            // group lost the votes and entries it acknowledged. Rejoining
+            // as a voter could elect a member that lacks committed
+            // entries: it stays out (the queue is served by the others)
+            // until rebuilding a member is built.
+            tracing::warn!(
+                vhost = %p.vhost,
+                queue = %p.replica.queue().name(),
+                group = p.group,
+                "this node's replica of a quorum queue lost its data; it stays out of the queue's group"
+            );
             return Ok(());
         }
         if self.groups.lock().contains_key(&p.group) {

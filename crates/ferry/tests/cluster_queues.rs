@@ -245,3 +245,55 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
     })
     .await;
 }
+
+/// A node whose data directory is wiped does not come back into its
+/// quorum queues' groups as a voter with an empty log (it could elect a
+/// member that lacks committed messages): it stays out, says so, and the
+/// queue goes on with the other two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_stays_out_of_its_queues_groups() {
+    if skip_external("a_wiped_node_stays_out_of_its_queues_groups") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rq".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let _ = c.close(200, "bye".into()).await;
+    let first: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], &first).await.len(), 20);
+
+    nodes[2].kill9().await;
+    let dir = nodes[2].data_dir().to_path_buf();
+    for e in std::fs::read_dir(&dir).expect("data dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).expect("wipe");
+        } else {
+            std::fs::remove_file(&p).expect("wipe");
+        }
+    }
+    nodes[2].start_again().await;
+    nodes[2]
+        .wait_stderr_line(|l| l.contains("lost its data; it stays out of the queue's group"))
+        .await;
+    // The queue goes on with the other two nodes.
+    let second: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[1], &second).await.len(), 20);
+    let (conn, got) = collect(&nodes[0], true).await;
+    let (conn2, got2) = collect(&nodes[1], true).await;
+    until("every message delivered", || {
+        got.lock().len() + got2.lock().len() == 40
+    })
+    .await;
+    let all: BTreeSet<String> = got
+        .lock()
+        .iter()
+        .chain(got2.lock().iter())
+        .cloned()
+        .collect();
+    assert_eq!(all.len(), 40);
+    drop((conn, conn2));
+}

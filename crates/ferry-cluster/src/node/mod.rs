@@ -244,6 +244,12 @@ impl ClusterNode {
         &self.inner.groups
     }
 
+    /// Whether this node's data directory was new at this start (a new
+    /// node, or one whose directory was wiped).
+    pub fn is_fresh(&self) -> bool {
+        self.inner.fresh
+    }
+
     /// This node's links to the others.
     pub fn links(&self) -> &Arc<Links> {
         &self.inner.links
