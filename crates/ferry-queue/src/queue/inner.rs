@@ -438,6 +438,11 @@ impl Inner {
         no_ack: bool,
         letters: &mut Vec<DeadLetter>,
     ) -> Result<Option<Delivery>> {
+        if !self.leads {
+            // A replicated queue's follower hands nothing out: its leader
+            // does (it alone knows what is checked out).
+            return Ok(None);
+        }
         let Some(head) = self.state.peek_ready().cloned() else {
             return Ok(None);
         };

@@ -244,6 +244,10 @@ fn a_follower_neither_delivers_nor_sweeps_and_a_purge_pauses_delivery() {
         follower_taker.got.lock().is_empty(),
         "a follower does not deliver"
     );
+    assert!(
+        reps[1].queue().get(true).unwrap().is_none(),
+        "nor hands out a basic.get"
+    );
     fx.clock.advance(2000);
     reps[1].queue().expire(fx.now());
     assert!(g.pending.lock().is_empty(), "a follower proposes no expiry");
