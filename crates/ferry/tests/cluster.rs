@@ -312,15 +312,7 @@ async fn a_wiped_node_is_rebuilt_from_the_others() {
     };
     let before = until(&nodes[2], "three voters", all_up).await;
     nodes[2].kill9().await;
-    let dir = nodes[2].data_dir().to_path_buf();
-    for e in std::fs::read_dir(&dir).expect("data dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).expect("wipe");
-        } else {
-            std::fs::remove_file(&p).expect("wipe");
-        }
-    }
+    nodes[2].wipe_data_dir();
     nodes[2].start_again().await;
     let after = until(&nodes[2], "the wiped node a voter again", all_up).await;
     let ids = |v: &[Value]| {

@@ -206,11 +206,10 @@ class FerryCluster:
 
     def api(self, i: int, path: str, timeout: float = 5.0):
         """GET the management API of node i (guest:guest), JSON-decoded."""
-        n = self.nodes[i - 1]
-        req = urllib.request.Request(f"http://{n.endpoints['http']}{path}")
-        req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
+        st, body = http_json(self.nodes[i - 1].endpoints["http"], "GET", path, timeout=timeout)
+        if st != 200:
+            raise OSError(f"GET {path}: {st} {body}")
+        return body
 
     def nodes_view(self, i: int) -> list[dict]:
         return self.api(i, "/api/nodes")

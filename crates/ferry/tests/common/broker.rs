@@ -149,6 +149,20 @@ impl Broker {
         self.data_dir.as_ref().expect("external broker").path()
     }
 
+    /// Empties the data directory (a disk replaced, a volume wiped) while
+    /// the broker is stopped.
+    pub fn wipe_data_dir(&self) {
+        assert!(self.child.is_none(), "wipe only a stopped broker");
+        for e in std::fs::read_dir(self.data_dir()).expect("data dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).expect("wipe");
+            } else {
+                std::fs::remove_file(&p).expect("wipe");
+            }
+        }
+    }
+
     /// Everything the broker printed on stderr so far (the last 64 KiB).
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
