@@ -573,15 +573,15 @@ impl VHost {
         conn: u64,
     ) -> Result<()> {
         self.registry.check_exclusive(q, conn)?;
-        let (ready, consumers) = q.counts();
+        let d = q.depth();
         let name = q.name();
-        if if_unused && consumers > 0 {
+        if if_unused && d.consumers > 0 {
             return Err(precondition(format!(
                 "queue '{name}' in vhost '{}' in use",
                 self.name
             )));
         }
-        if if_empty && (ready > 0 || q.unacked_count() > 0 || q.delayed_count() > 0) {
+        if if_empty && (d.ready > 0 || d.unacked > 0 || d.delayed > 0) {
             return Err(precondition(format!(
                 "queue '{name}' in vhost '{}' not empty",
                 self.name

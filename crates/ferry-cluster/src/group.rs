@@ -11,10 +11,16 @@
 //! answer before the next. The replica serves only once it has applied
 //! everything logged before its leadership began, so no message an old
 //! leader's committed ack settled is delivered again.
+//!
+//! Consumers of this node's clients are served by the leader when this
+//! node follows (`port`: a session with the leader), and the leader
+//! serves the other nodes' consumers (`served`).
 
 use crate::error::NodeError;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
+use crate::port::{run_forwarder, run_puller, FollowerPort};
+use crate::served::{Served, SESSION_TTL};
 use crate::wire::{self, KIND_PROPOSE};
 use bytes::Bytes;
 use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
@@ -109,14 +115,29 @@ impl QueueGroup {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         groups.insert(id, raft.clone());
-        let proposing = tokio::spawn(run_proposer(raft.clone(), links, id, me, rx));
-        let watching = tokio::spawn(watch_leadership(raft.clone(), replica.clone(), me));
+        let served = Served::new(replica.clone());
+        groups.insert_served(id, served.clone());
+        let name = replica.queue().name().clone();
+        let (port, forwards) = FollowerPort::new(raft.clone(), links.clone(), id, me, name);
+        replica.bind_leader(port.clone());
+        let tasks = vec![
+            tokio::spawn(run_proposer(raft.clone(), links, id, me, rx)),
+            tokio::spawn(watch_leadership(
+                raft.clone(),
+                replica.clone(),
+                me,
+                served.clone(),
+            )),
+            tokio::spawn(run_puller(port.clone(), replica.clone())),
+            tokio::spawn(run_forwarder(port, forwards)),
+            tokio::spawn(reap(served)),
+        ];
         Ok(QueueGroup {
             raft,
             replica,
             groups,
             id,
-            tasks: Mutex::new(vec![proposing, watching]),
+            tasks: Mutex::new(tasks),
         })
     }
 
@@ -261,9 +282,19 @@ async fn wait_for_leader(raft: &FerryRaft) -> Option<NodeId> {
     }
 }
 
+/// Ends the followers' sessions nobody keeps alive.
+async fn reap(served: Arc<Served>) {
+    let mut tick = tokio::time::interval(SESSION_TTL / 4);
+    loop {
+        tick.tick().await;
+        served.reap();
+    }
+}
+
 /// Makes the replica serve while this node leads the group — once it has
-/// applied everything logged before its leadership began.
-async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId) {
+/// applied everything logged before its leadership began. On losing the
+/// leadership, the followers' sessions end.
+async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served: Arc<Served>) {
     let mut rx = raft.metrics();
     let mut lead_from: Option<u64> = None;
     loop {
@@ -274,9 +305,11 @@ async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId) {
         } else {
             lead_from = None;
             replica.set_leader(false);
+            served.end_all();
         }
         if rx.changed().await.is_err() {
             replica.set_leader(false);
+            served.end_all();
             return;
         }
     }

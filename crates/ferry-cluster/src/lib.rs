@@ -13,7 +13,9 @@
 //! directory, the metadata Raft group and how the cluster forms and grows;
 //! and a replicated queue's group on a node (`group`: the proposer that
 //! keeps a queue's proposals in order, batches and forwards them, and the
-//! watch that makes the replica serve while this node leads).
+//! watch that makes the replica serve while this node leads), and how a
+//! follower's consumers are served by the leader (`served` on the
+//! leader, `port` on the follower: sessions, credit, pulls).
 //!
 //! Must not: know AMQP or what a Raft command means (a queue's commands
 //! stay opaque bytes here), or let a connection that failed the handshake
@@ -26,6 +28,8 @@ mod link;
 mod listener;
 mod network;
 pub mod node;
+mod port;
+mod served;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

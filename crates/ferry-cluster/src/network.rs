@@ -6,6 +6,8 @@
 use crate::error::LinkError;
 use crate::link::{Links, PeerLink};
 use crate::listener::{Answer, Handler};
+use crate::served::Served;
+use crate::wire::remote;
 use crate::wire::{
     self, Frame, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REPLY, KIND_SNAPSHOT, KIND_VOTE,
 };
@@ -138,10 +140,12 @@ impl RaftNetwork<TypeConfig> for GroupClient {
     }
 }
 
-/// This node's Raft instances by group id; serves their requests.
+/// This node's Raft instances by group id; serves their requests (and
+/// the requests of followers of the replicated queues this node leads).
 #[derive(Default)]
 pub struct RaftGroups {
     groups: RwLock<HashMap<u64, FerryRaft>>,
+    served: RwLock<HashMap<u64, Arc<Served>>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -165,7 +169,29 @@ impl RaftGroups {
 
     /// Stops serving `group`.
     pub fn remove(&self, group: u64) -> Option<FerryRaft> {
+        self.served.write().remove(&group);
         self.groups.write().remove(&group)
+    }
+
+    /// Answers the followers of replicated queue `group` with `served`.
+    pub(crate) fn insert_served(&self, group: u64, served: Arc<Served>) {
+        self.served.write().insert(group, served);
+    }
+
+    /// Answers a frame for one of this node's groups: Raft's requests,
+    /// forwarded proposals, a follower's queue requests.
+    pub(crate) async fn serve_frame(&self, from: NodeId, frame: &Frame) -> Result<Bytes, String> {
+        if (remote::KIND_PULL..=remote::KIND_GET).contains(&frame.kind) {
+            let served = self.served.read().get(&frame.group).cloned();
+            return match served {
+                Some(s) => s.handle(from, frame.kind, frame.body.clone()).await,
+                None => Err(format!("no queue group {} on this node", frame.group)),
+            };
+        }
+        match self.get(frame.group) {
+            Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
+            None => Err(format!("no raft group {} on this node", frame.group)),
+        }
     }
 
     /// The instance of `group`.
@@ -244,14 +270,12 @@ async fn propose(raft: &FerryRaft, body: Bytes) -> Result<Bytes, String> {
     }
 }
 
-impl Handler for RaftGroups {
-    fn handle(&self, _from: &crate::Identity, frame: Frame) -> Answer {
-        let raft = self.get(frame.group);
+impl Handler for Arc<RaftGroups> {
+    fn handle(&self, from: &crate::Identity, frame: Frame) -> Answer {
+        let groups = self.clone();
+        let from = from.id;
         Box::pin(async move {
-            let result = match raft {
-                Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
-                None => Err(format!("no raft group {} on this node", frame.group)),
-            };
+            let result = groups.serve_frame(from, &frame).await;
             answer(&frame, result)
         })
     }

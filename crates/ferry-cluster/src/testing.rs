@@ -39,11 +39,17 @@ pub async fn local_nodes(n: u64, secret: &Secret) -> (Vec<LocalNode>, BTreeMap<N
     for id in 1..=n {
         let groups = RaftGroups::new();
         let me = identity(id, String::new());
-        let l =
-            match Listener::bind("127.0.0.1:0", me, (secret.clone(), None), groups.clone()).await {
-                Ok(l) => l,
-                Err(e) => panic!("bind a cluster port: {e}"),
-            };
+        let l = match Listener::bind(
+            "127.0.0.1:0",
+            me,
+            (secret.clone(), None),
+            Arc::new(groups.clone()),
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => panic!("bind a cluster port: {e}"),
+        };
         bound.push((id, l, groups));
     }
     let members: BTreeMap<NodeId, BasicNode> = bound

@@ -22,6 +22,8 @@ pub const FRAME_HEADER: usize = 1 + 8 + 8;
 /// Largest frame accepted (checked from the length field, before buffering).
 pub const MAX_FRAME: usize = 64 << 20;
 
+pub mod remote;
+
 /// Raft AppendEntries.
 pub const KIND_APPEND: u8 = 1;
 /// Raft RequestVote.
@@ -392,6 +394,24 @@ impl Reader {
     fn u32(&mut self) -> Result<u32, WireError> {
         self.need(4)?;
         Ok(self.buf.get_u32_le())
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        self.need(8)?;
+        Ok(self.buf.get_u64_le())
+    }
+
+    /// A `u32` count of items of at least `min` bytes each, checked
+    /// against the bytes left (a lying count allocates nothing).
+    fn count(&mut self, min: usize, what: &str) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > self.remaining() / min.max(1) {
+            return Err(WireError(format!(
+                "{n} {what} in {} bytes",
+                self.remaining()
+            )));
+        }
+        Ok(n)
     }
 
     fn bytes(&mut self) -> Result<Bytes, WireError> {

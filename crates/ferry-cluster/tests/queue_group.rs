@@ -3,7 +3,9 @@
 //! confirmed once committed and delivered to its consumer, a publish made
 //! through a follower is forwarded, acks reach every replica, and when the
 //! leader's node goes away the new leader delivers every unacked message —
-//! nothing confirmed is lost.
+//! nothing confirmed is lost. A consumer on a follower is fed by the
+//! leader within its credit, its acks and basic.get go to the leader, and
+//! it keeps consuming when the leader's node goes away.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -98,12 +100,7 @@ async fn serving(nodes: &[&Node]) -> NodeId {
     loop {
         for n in nodes {
             let m = n.group.raft().metrics().borrow().clone();
-            if m.current_leader == Some(n.id) {
-                // Serving follows leading once it caught up.
-                let t = Taker::new(0);
-                let q = n.group.replica().queue();
-                let id = q.consume(Arc::from("probe"), t, false, false).unwrap();
-                q.cancel(id);
+            if m.current_leader == Some(n.id) && n.group.replica().serves() {
                 return n.id;
             }
         }
@@ -184,26 +181,18 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
     leader.group.shutdown().await;
     leader.links.close();
     leader.listener.close();
-    assert!(*taker.cancelled.lock(), "its consumer was cancelled");
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
     let l2 = serving(&rest).await;
     assert_ne!(l2, l);
     let new = rest.iter().find(|n| n.id == l2).unwrap();
     let t2 = Taker::new(1000);
     let q2 = new.group.replica().queue();
-    until("the new leader serves", || {
-        q2.consume(Arc::from("c2"), t2.clone(), false, false)
-            .map(|id| {
-                q2.dispatch();
-                let ok = t2.got.lock().len() == 15;
-                if !ok {
-                    q2.cancel(id);
-                    t2.got.lock().clear();
-                    t2.grant(1000);
-                }
-                ok
-            })
-            .unwrap_or(false)
+    until("the new leader serves", || new.group.replica().serves()).await;
+    q2.consume(Arc::from("c2"), t2.clone(), false, false)
+        .unwrap();
+    q2.dispatch();
+    until("the unacked ones delivered again", || {
+        t2.got.lock().len() == 15
     })
     .await;
     let mut left = t2.bodies();
@@ -274,16 +263,9 @@ async fn the_leader_goes_away_under_load_and_nothing_confirmed_is_lost() {
     let new = rest.iter().find(|n| n.id == l2).unwrap();
     let q = new.group.replica().queue();
     let t = Taker::new(u32::MAX);
-    until("the new leader serves", || {
-        let id = q.consume(Arc::from("c"), t.clone(), false, false).unwrap();
-        q.dispatch();
-        let served = !t.got.lock().is_empty();
-        if !served {
-            q.cancel(id);
-        }
-        served
-    })
-    .await;
+    until("the new leader serves", || new.group.replica().serves()).await;
+    q.consume(Arc::from("c"), t.clone(), false, false).unwrap();
+    q.dispatch();
     until("the new leader delivered what it holds", || {
         q.depth().ready == 0
     })
@@ -306,4 +288,100 @@ async fn the_leader_goes_away_under_load_and_nothing_confirmed_is_lost() {
         confirms.failed.lock().len(),
         got.len()
     );
+}
+
+/// A consumer on a follower: the leader delivers to it no more than its
+/// credit allows, its acks settle the messages on every replica, a
+/// basic.get through the follower takes the next message from the leader,
+/// and when the leader's node goes away the consumer stays and gets what
+/// is published next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_consumer_is_fed_by_the_leader_within_its_credit() {
+    let fx = Fixture::new();
+    let nodes = start(&fx).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let l = serving(&all).await;
+    let leader = nodes.iter().find(|n| n.id == l).unwrap();
+    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    let lq = leader.group.replica().queue();
+    let fq = follower.group.replica().queue();
+    let taker = Taker::new(3);
+    let cid = fq
+        .consume(Arc::from("f"), taker.clone(), false, false)
+        .unwrap();
+    fq.dispatch();
+    let confirms = Arc::new(Confirms::default());
+    for i in 1..=10 {
+        publish(leader, &format!("m{i}"), &confirms, i);
+    }
+    until("every publish confirmed", || confirms.ok.lock().len() == 10).await;
+    until("the follower's consumer got its credit's worth", || {
+        taker.got.lock().len() == 3
+    })
+    .await;
+    assert_eq!(taker.bodies(), want_in_order(1, 3));
+    // The leader checked out exactly what the credit allowed.
+    assert_eq!(lq.depth().unacked, 3);
+
+    // Acks through the follower settle on the leader (and everywhere).
+    fq.settle(&taker.offsets()).unwrap();
+    taker.grant(3);
+    fq.dispatch();
+    until("three more", || taker.got.lock().len() == 6).await;
+    assert_eq!(taker.bodies(), want_in_order(1, 6));
+    until("the acks reached the leader", || {
+        lq.depth().ready + lq.depth().unacked == 7
+    })
+    .await;
+
+    // basic.get through the follower: the next message, from the leader.
+    let (got, left) = tokio::task::block_in_place(|| fq.get(false))
+        .unwrap()
+        .expect("a message");
+    assert_eq!(body_of(&got.message), "m7");
+    assert_eq!(left, 3);
+    fq.settle(&[got.msg_id]).unwrap();
+
+    taker.grant(100);
+    fq.dispatch();
+    until("the rest", || taker.got.lock().len() == 9).await;
+    let mut want = want_in_order(1, 6);
+    want.extend(want_in_order(8, 10));
+    assert_eq!(taker.bodies(), want);
+    fq.settle(&taker.offsets()).unwrap();
+    for n in &nodes {
+        let q = n.group.replica().queue();
+        until("every replica settled everything", || {
+            let d = q.depth();
+            d.ready + d.unacked == 0
+        })
+        .await;
+    }
+
+    // The leader's node goes away: the consumer stays and is fed by the
+    // next leader (or serves itself, if its node leads now).
+    leader.group.shutdown().await;
+    leader.links.close();
+    leader.listener.close();
+    for i in 11..=15 {
+        publish(follower, &format!("m{i}"), &confirms, i);
+    }
+    until("publishes after the failover confirmed", || {
+        confirms.ok.lock().len() + confirms.failed.lock().len() == 15
+    })
+    .await;
+    let confirmed: Vec<String> = confirms
+        .ok
+        .lock()
+        .iter()
+        .filter(|s| **s > 10)
+        .map(|s| format!("m{s}"))
+        .collect();
+    until("the follower's consumer got every confirmed one", || {
+        let got = taker.bodies();
+        confirmed.iter().all(|b| got.contains(b))
+    })
+    .await;
+    assert!(!*taker.cancelled.lock(), "the consumer was never cancelled");
+    fq.cancel(cid);
 }

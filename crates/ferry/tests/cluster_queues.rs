@@ -1,8 +1,9 @@
 //! Replicated (quorum) queues on three real `ferry` processes: declared
 //! through one node, the queue exists on every node; publishes through
 //! any node are confirmed once committed on a majority; only the leader
-//! delivers; when the leader's process is killed with -9, a consumer on a
-//! surviving node gets every unacked message — nothing confirmed is lost.
+//! delivers — to consumers on any node, within their prefetch; when the
+//! leader's process is killed with -9, a consumer on a surviving node
+//! gets every unacked message — nothing confirmed is lost.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -83,6 +84,16 @@ async fn collect(b: &Broker, ack: bool) -> (lapin::Connection, Arc<Mutex<Vec<Str
         }
     });
     (conn, got)
+}
+
+/// The index of node `n1`..`n3` named by `v`.
+fn name_index(v: &serde_json::Value) -> usize {
+    match v.as_str() {
+        Some("n1") => 0,
+        Some("n2") => 1,
+        Some("n3") => 2,
+        other => panic!("node {other:?}"),
+    }
 }
 
 async fn until(what: &str, ok: impl Fn() -> bool) {
@@ -171,7 +182,8 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
         }
     }
 
-    // A consumer on every node: only the leader's delivers.
+    // A consumer on every node: the leader delivers to each (to the
+    // followers' through their nodes), every message once.
     let mut consumers = Vec::new();
     for b in &nodes {
         consumers.push(collect(b, true).await);
@@ -180,13 +192,35 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
         cs.iter().map(|(_, g)| g.lock().len()).sum()
     };
     until("all 50 delivered", || total(&consumers) >= 50).await;
-    let serving: Vec<usize> = (0..3)
-        .filter(|i| !consumers[*i].1.lock().is_empty())
+    let all: Vec<String> = consumers
+        .iter()
+        .flat_map(|(_, g)| g.lock().clone())
         .collect();
-    assert_eq!(serving.len(), 1, "one node delivers (the leader's)");
-    let leader = serving[0];
-    let delivered: BTreeSet<String> = consumers[leader].1.lock().iter().cloned().collect();
+    assert_eq!(all.len(), 50, "each message once");
+    let delivered: BTreeSet<String> = all.into_iter().collect();
     assert_eq!(delivered, first.iter().cloned().collect());
+    let (_, v) = http0.req("GET", "/api/queues/%2F/rq", None);
+    let leader_http = common::http::Http::new(
+        &nodes[name_index(&v["leader"])]
+            .endpoint("http")
+            .expect("http"),
+    );
+    // Once the leader knows all three consumers, new messages go round.
+    until("the leader knows every node's consumer", || {
+        let (_, v) = leader_http.req("GET", "/api/queues/%2F/rq", None);
+        v["consumers"] == 3
+    })
+    .await;
+    let round: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[2], &round).await.len(), 30);
+    until("all 80 delivered", || total(&consumers) >= 80).await;
+    for (i, (_, g)) in consumers.iter().enumerate() {
+        assert!(
+            g.lock().iter().any(|b| b.starts_with('r')),
+            "node {i}'s consumer got its share"
+        );
+    }
+    let leader = name_index(&v["leader"]);
     // Every ack applied before the consumers go (an unacked message would
     // be requeued when its channel closes).
     let http = common::http::Http::new(&nodes[leader].endpoint("http").expect("http"));
@@ -295,4 +329,106 @@ async fn a_wiped_node_stays_out_of_its_queues_groups() {
         .collect();
     assert_eq!(all.len(), 40);
     drop((conn, conn2));
+}
+
+/// A consumer connected to a node that does not lead the queue is fed by
+/// the leader within its prefetch; its acks settle the messages on the
+/// leader; basic.get through a third node takes the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
+    if skip_external("consumers_and_gets_on_other_nodes_are_served_by_the_leader") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rq".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let _ = c.close(200, "bye".into()).await;
+    // Declared through n1: n1 leads (client-local placement).
+    let http = common::http::Http::new(&nodes[0].endpoint("http").expect("http"));
+    until("n1 leads the queue", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        v["leader"] == "n1"
+    })
+    .await;
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[2], &bodies).await.len(), 10);
+
+    let (conn, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
+    ch.basic_qos(2, Default::default()).await.expect("qos");
+    let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("open")
+            .expect("ok");
+        got.push(d);
+    }
+    // The leader holds exactly the prefetch out for this consumer.
+    until("two unacked on the leader, eight ready", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages_unacknowledged"] == 2 && v["messages_ready"] == 8
+    })
+    .await;
+    let bodies_of = |ds: &[lapin::message::Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+            .collect()
+    };
+    assert_eq!(bodies_of(&got), ["m0", "m1"]);
+    for d in &got {
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("open")
+            .expect("ok");
+        got.push(d);
+    }
+    assert_eq!(bodies_of(&got[2..]), ["m2", "m3"]);
+    until("the acks settled on the leader", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages"] == 8
+    })
+    .await;
+
+    // basic.get through the third node: the next ready message.
+    let (c3, ch3) = common::connect_channel(&nodes[2].amqp_url()).await;
+    let m = ch3
+        .basic_get("rq".into(), Default::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(String::from_utf8_lossy(&m.delivery.data), "m4");
+    m.delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    for d in &got[2..] {
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let mut rest = Vec::new();
+    while rest.len() < 5 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("open")
+            .expect("ok");
+        rest.push(String::from_utf8_lossy(&d.data).into_owned());
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(rest, ["m5", "m6", "m7", "m8", "m9"]);
+    until("everything settled on the leader", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages"] == 0
+    })
+    .await;
+    let _ = c3.close(200, "bye".into()).await;
+    let _ = conn.close(200, "bye".into()).await;
 }

@@ -5,7 +5,7 @@ use super::meta::MetaCommand;
 use super::{admission, NodeInner};
 use crate::handshake::Identity;
 use crate::listener::{Answer, Handler};
-use crate::network::{answer, serve, RaftGroups};
+use crate::network::{answer, RaftGroups};
 use crate::wire::{Frame, KIND_FORGET, KIND_JOIN, KIND_PING};
 use bytes::{Buf, Bytes};
 use ferry_raft::{Batch, NodeId};
@@ -197,7 +197,7 @@ impl Handler for NodeHandler {
     fn handle(&self, from: &Identity, frame: Frame) -> Answer {
         let node = self.node.upgrade();
         let from = from.clone();
-        let raft = self.groups.get(frame.group);
+        let groups = self.groups.clone();
         Box::pin(async move {
             let result = match (frame.kind, node) {
                 (KIND_PING, n) => Ok(n.map_or_else(|| Bytes::from_static(&[0]), |n| pong(&n))),
@@ -207,10 +207,7 @@ impl Handler for NodeHandler {
                 }
                 (KIND_FORGET, Some(n)) => forget(n, frame.body.clone()).await,
                 (KIND_JOIN | KIND_FORGET, None) => Err("node stopping".into()),
-                (kind, _) => match raft {
-                    Some(raft) => serve(raft, kind, frame.body.clone()).await,
-                    None => Err(format!("no raft group {} on this node", frame.group)),
-                },
+                _ => groups.serve_frame(from.id, &frame).await,
             };
             answer(&frame, result)
         })

@@ -20,6 +20,8 @@ pub(super) struct Consumer {
     pub(super) no_ack: bool,
     /// `x-priority` of basic.consume (0 if none).
     pub(super) priority: i64,
+    /// Registered exclusive.
+    pub(super) exclusive: bool,
 }
 
 /// What `Consumers::remove` did.
@@ -96,6 +98,7 @@ impl Consumers {
             sink,
             no_ack,
             priority,
+            exclusive,
         };
         // A single-active-consumer queue keeps registration order (its
         // first consumer is the active one).
@@ -118,6 +121,40 @@ impl Consumers {
             self.exclusive = false;
         }
         Removed { found, was_first }
+    }
+
+    /// Consumer `id`.
+    pub(super) fn find(&self, id: u64) -> Option<&Consumer> {
+        self.list.iter().find(|c| c.id == id)
+    }
+
+    /// Removes consumer `id` and returns it.
+    pub(super) fn take(&mut self, id: u64) -> Option<Consumer> {
+        let at = self.list.iter().position(|c| c.id == id)?;
+        self.exclusive = false;
+        Some(self.list.remove(at))
+    }
+
+    /// The consumers of this node's clients (not the stand-ins of
+    /// consumers on other nodes, `ConsumerSink::forwards`).
+    pub(super) fn local(&self) -> impl Iterator<Item = &Consumer> {
+        self.list.iter().filter(|c| !c.sink.forwards())
+    }
+
+    /// Whether any consumer is one of this node's clients.
+    pub(super) fn any_local(&self) -> bool {
+        self.local().next().is_some()
+    }
+
+    /// Removes the stand-ins of consumers on other nodes (this replica
+    /// stopped serving).
+    pub(super) fn take_forwarding(&mut self) -> Vec<Consumer> {
+        let (gone, kept) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|c| c.sink.forwards());
+        self.list = kept;
+        self.exclusive = self.list.iter().any(|c| c.exclusive);
+        gone
     }
 
     /// Removes every consumer (the queue is deleted).

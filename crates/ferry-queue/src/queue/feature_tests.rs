@@ -117,10 +117,10 @@ fn requeued_messages_keep_their_deadline_and_unacked_ones_do_not_expire() {
     let (d, _) = q.get(false).unwrap().unwrap();
     f.clock.advance(200);
     q.expire(f.clock.now_ms());
-    assert_eq!(q.unacked_count(), 1, "checked out: not expired");
+    assert_eq!(q.depth().unacked, 1, "checked out: not expired");
     q.requeue(&[d.msg_id]).unwrap();
     assert!(q.get(true).unwrap().is_none());
-    assert_eq!((q.counts().0, q.unacked_count()), (0, 0));
+    assert_eq!((q.counts().0, q.depth().unacked), (0, 0));
 }
 
 #[test]

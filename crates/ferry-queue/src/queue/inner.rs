@@ -28,6 +28,7 @@ use super::consumers::Consumers;
 use super::dead_letter::{DeadLetter, Reason};
 use super::effects::Effects;
 use super::journal::{Journal, Logged};
+use super::remote::Remote;
 use super::retry::RetryPolicy;
 use super::sinks::Delivery;
 use super::state::{Entry, QueueState};
@@ -81,6 +82,8 @@ pub(crate) struct Inner {
     /// delivered meanwhile, so a message the purge takes is never also
     /// handed out.
     pub(super) purging: u32,
+    /// A follower's way to its leader and the deliveries waiting here.
+    pub(super) remote: Remote,
 }
 
 impl Inner {
@@ -106,6 +109,7 @@ impl Inner {
             deleted: false,
             leads: true,
             purging: 0,
+            remote: Remote::default(),
         }
     }
 
@@ -349,7 +353,12 @@ impl Inner {
         letters: &mut Vec<DeadLetter>,
         fresh: Option<u64>,
     ) {
-        if self.deleted || !self.leads || self.purging > 0 {
+        if !self.leads && !self.deleted {
+            // A follower's consumers are fed by the leader.
+            self.remote.drain(&self.consumers);
+            return;
+        }
+        if self.deleted || self.purging > 0 {
             return;
         }
         let mut settled: Vec<u64> = Vec::new();

@@ -22,6 +22,7 @@ mod log_owner;
 #[allow(clippy::module_inception)]
 pub mod queue;
 pub mod record;
+mod remote;
 pub mod replica;
 pub mod retry;
 pub mod sinks;
@@ -32,6 +33,7 @@ pub mod stats;
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 pub use queue::{Enqueued, Queue};
+pub use remote::{Forward, LeaderPort, RemoteConsumer};
 pub use replica::{Binding, CommandLog, ProposeDone, Proposer, Replica};
 pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use spec::{QueueEnv, QueueSpec};
@@ -45,6 +47,8 @@ mod crash_tests;
 mod feature_tests;
 #[cfg(test)]
 mod priority_tests;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod replica_tests;
 #[cfg(test)]

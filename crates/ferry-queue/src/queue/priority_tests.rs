@@ -254,7 +254,7 @@ fn the_delivery_limit_dead_letters_after_limit_returns_and_counts_survive_a_rest
     // The third return passes the limit of 2 (RabbitMQ: count > limit).
     q.requeue(&[d.msg_id]).unwrap();
     assert_eq!(q.counts().0, 0);
-    assert_eq!(q.unacked_count(), 0);
+    assert_eq!(q.depth().unacked, 0);
     let letters = f.letters.take();
     assert_eq!(letters, [("x".to_string(), Reason::DeliveryLimit)]);
     q.sync_now();

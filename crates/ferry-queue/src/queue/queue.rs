@@ -50,6 +50,7 @@ use super::deadlines::Deadlines;
 use super::inner::{Inner, LETTER_BATCH};
 use super::journal::{Journal, Logged};
 use super::record;
+use super::remote::{forward, Forward, Forward::Ack, Forward::Requeue};
 use super::sinks::{for_each_sink_run, ConfirmToken, ConsumerSink, Delivery};
 use super::spec::{QueueEnv, QueueSpec};
 use super::state::QueueState;
@@ -220,14 +221,11 @@ impl Queue {
         self.inner.lock().consumers.tags()
     }
 
-    /// Messages checked out to consumers and not yet settled.
-    pub fn unacked_count(&self) -> usize {
-        self.inner.lock().state.unacked_len()
-    }
-
-    /// Messages waiting for a retry or held by a delayed exchange.
-    pub fn delayed_count(&self) -> usize {
-        self.inner.lock().state.waiting_len()
+    /// Whether its commands go to a Raft group (`replica`): a follower's
+    /// basic.get then waits for the leader's answer (call it where
+    /// blocking is allowed).
+    pub fn is_replicated(&self) -> bool {
+        self.inner.lock().journal.is_replicated()
     }
 
     /// Whether the queue has been deleted.
@@ -406,6 +404,7 @@ impl Queue {
     pub fn cancel(&self, consumer_id: u64) -> bool {
         let mut g = self.inner.lock();
         let removed = g.consumers.remove(consumer_id);
+        super::remote::cancelled(&mut g, consumer_id);
         let emptied = removed.found && g.consumers.is_empty();
         if emptied {
             self.deadlines.touch(g.expires());
@@ -467,6 +466,9 @@ impl Queue {
     /// basic.get: takes the head message. Returns it with the number of
     /// messages left.
     pub fn get(&self, no_ack: bool) -> Result<Option<(Delivery, u32)>> {
+        if let Some(through_leader) = super::remote::get(self, no_ack) {
+            return through_leader;
+        }
         loop {
             let mut letters = Vec::new();
             let got = self.get_locked(no_ack, &mut letters);
@@ -562,6 +564,10 @@ impl Queue {
                 return Ok(());
             }
             let inner = &mut *g;
+            let op = || (if requeue { Requeue } else { Ack })(ids.to_vec());
+            if forward(inner, op) {
+                return Ok(());
+            }
             let limit = inner.args.as_deref().and_then(|a| a.delivery_limit);
             if let (true, Some(limit)) = (requeue, limit) {
                 // Those past the limit leave here (a Drop); the rest return.
@@ -609,6 +615,9 @@ impl Queue {
                     return Ok(());
                 }
                 let inner = &mut *g;
+                if forward(inner, || Forward::Reject(chunk.to_vec())) {
+                    continue;
+                }
                 let done = inner.checked_out(chunk);
                 let cmd = Command::Drop {
                     reason: Reason::Rejected,

@@ -109,29 +109,35 @@ impl Replica {
     }
 
     /// Becomes (or stops being) the replica that serves: delivers, sweeps,
-    /// dead-letters. Stepping down cancels its consumers and returns their
-    /// messages (the new leader delivers them).
+    /// dead-letters. Stepping down returns what was checked out (the new
+    /// leader delivers it) and ends the stand-ins of other nodes'
+    /// consumers; this node's own consumers stay, fed by the new leader
+    /// from now on (`remote`). Taking over forgets what the old leader
+    /// delivered here and was not handed out yet (it is ready here), and
+    /// delivers every message present as redelivered (the old leader may
+    /// have delivered it).
     pub fn set_leader(&self, leads: bool) {
-        let consumers = {
+        let ended = {
             let mut g = self.queue.inner.lock();
             if g.leads == leads {
                 return;
             }
             g.leads = leads;
             g.purging = 0;
+            g.remote.clear();
             if leads {
+                g.state.mark_all_redelivered();
                 Vec::new()
             } else {
                 g.state.return_all_checked_out();
-                g.consumers.take_all()
+                g.consumers.take_forwarding()
             }
         };
-        for c in consumers {
+        for c in ended {
             c.sink.cancelled(&c.tag);
         }
-        if leads {
-            self.queue.dispatch();
-        }
+        // Serving: deliver; following: ask the new leader.
+        self.queue.dispatch();
     }
 }
 

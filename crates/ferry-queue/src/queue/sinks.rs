@@ -39,6 +39,11 @@ pub trait ConsumerSink: Send + Sync + std::fmt::Debug {
     fn deliver(&self, consumer_tag: &Arc<str>, d: Delivery);
     /// The queue went away; the consumer is cancelled by the server.
     fn cancelled(&self, consumer_tag: &Arc<str>);
+    /// Whether this stands in for a consumer on another node (a
+    /// replicated queue's leader delivers to it for a follower).
+    fn forwards(&self) -> bool {
+        false
+    }
 }
 
 /// A publisher waiting for confirms.

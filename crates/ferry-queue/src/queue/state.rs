@@ -124,6 +124,15 @@ impl QueueState {
         }
     }
 
+    /// A replicated queue's replica taking over the leadership: any
+    /// message it holds may have been delivered by the previous leader
+    /// (checkouts are not commands), so each is delivered as redelivered
+    /// — conservatively: also those nobody had delivered. (A replica's
+    /// ready messages are all in memory.)
+    pub fn mark_all_redelivered(&mut self) {
+        self.ready.mark_all_redelivered();
+    }
+
     /// Ends the replay mode: new messages past the window spill again,
     /// waiting ones are ordered by their time.
     pub fn end_replay(&mut self) {

@@ -236,7 +236,7 @@ fn a_failed_fsync_nacks_waiting_publishes_and_refuses_more() {
     // A no-ack get needs a Settle record: refused, the message stays ready.
     assert!(q.get(true).is_err());
     assert_eq!(q.counts().0, 1);
-    assert_eq!(q.unacked_count(), 0);
+    assert_eq!(q.depth().unacked, 0);
 }
 
 #[test]

@@ -242,7 +242,12 @@ impl Channel {
         let name = self.current.resolve(queue)?;
         ctx.check(Access::Read, Resource::Queue(&name))?;
         let q = ctx.vhost.queue_for(&name, ctx.conn_id)?;
-        match q.get(no_ack)? {
+        // A replicated queue's follower asks its leader: a round trip.
+        let got = match q.is_replicated() {
+            true => crate::blocking::run(|| q.get(no_ack))?,
+            false => q.get(no_ack)?,
+        };
+        match got {
             Some((d, left)) => {
                 let tag = self.shared.record_get(&q, &d, no_ack);
                 self.out.outbox.send(Outbound::GetOk {

@@ -80,6 +80,11 @@ impl Entry {
         self.flags & PERSISTENT != 0
     }
 
+    /// May have been delivered (by a replicated queue's previous leader).
+    pub(super) fn mark_redelivered(&mut self) {
+        self.flags |= REDELIVERED;
+    }
+
     /// Counts a return to the queue after a delivery.
     pub(super) fn returned(&mut self) {
         self.delivery_count = self.delivery_count.saturating_add(1);

@@ -315,6 +315,13 @@ impl Ready {
         freed
     }
 
+    /// Flags every in-memory ready message as possibly delivered before.
+    pub(super) fn mark_all_redelivered(&mut self) {
+        for e in self.levels.iter_mut().flat_map(|l| l.ready.iter_mut()) {
+            e.mark_redelivered();
+        }
+    }
+
     /// Smallest ready id, in memory or spilled.
     pub(super) fn min_id(&self) -> Option<u64> {
         self.levels
