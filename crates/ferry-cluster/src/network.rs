@@ -181,7 +181,7 @@ impl RaftGroups {
     /// Answers a frame for one of this node's groups: Raft's requests,
     /// forwarded proposals, a follower's queue requests.
     pub(crate) async fn serve_frame(&self, from: NodeId, frame: &Frame) -> Result<Bytes, String> {
-        if (remote::KIND_PULL..=remote::KIND_GET).contains(&frame.kind) {
+        if (remote::KIND_PULL..=remote::KIND_PURGE).contains(&frame.kind) {
             let served = self.served.read().get(&frame.group).cloned();
             return match served {
                 Some(s) => s.handle(from, frame.kind, frame.body.clone()).await,

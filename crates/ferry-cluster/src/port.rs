@@ -81,6 +81,18 @@ impl LeaderPort for FollowerPort {
     fn get(&self, no_ack: bool) -> CoreResult<Option<(Delivery, u32)>> {
         self.rt.block_on(self.get_async(no_ack))
     }
+
+    fn purge(&self) -> CoreResult<u32> {
+        let answer =
+            self.rt
+                .block_on(self.request(remote::KIND_PURGE, Bytes::new(), REQUEST_TIMEOUT));
+        let refused = |e: String| CoreError::request(ErrorKind::Internal, e);
+        let body = answer.map_err(refused)?.body;
+        let n: [u8; 4] = body[..]
+            .try_into()
+            .map_err(|_| refused("a purge answer of the wrong size".into()))?;
+        Ok(u32::from_le_bytes(n))
+    }
 }
 
 impl FollowerPort {

@@ -165,6 +165,10 @@ impl Served {
                 let (session, op, ids) = remote::decode_settle(body).map_err(|e| e.to_string())?;
                 self.settle(from, session, op, ids)
             }
+            remote::KIND_PURGE => {
+                let n = self.replica.queue().purge().map_err(|e| e.to_string())?;
+                Ok(Bytes::copy_from_slice(&n.to_le_bytes()))
+            }
             remote::KIND_GET => {
                 let (session, no_ack) = remote::decode_get(body).map_err(|e| e.to_string())?;
                 self.get(from, session, no_ack)

@@ -16,6 +16,8 @@ pub const KIND_CREDIT: u8 = 9;
 pub const KIND_SETTLE: u8 = 10;
 /// basic.get through a follower.
 pub const KIND_GET: u8 = 11;
+/// queue.purge through a follower (empty body; answer: count u32).
+pub const KIND_PURGE: u8 = 12;
 
 /// One of a follower's consumers and how far the leader may deliver to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

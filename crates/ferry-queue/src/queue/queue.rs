@@ -641,11 +641,11 @@ impl Queue {
         if g.deleted {
             return Err(self.not_found());
         }
+        let Some(upto) = g.journal.next_index() else {
+            return super::replica::purge(self, g);
+        };
         let inner = &mut *g;
         let keep = inner.state.unacked_ids();
-        let Some(upto) = inner.journal.next_index() else {
-            return super::replica::propose_purge(inner, &keep, self.self_ref.clone());
-        };
         let mut fx = inner
             .commit(&Command::Purge { upto, keep: &keep })?
             .effects();

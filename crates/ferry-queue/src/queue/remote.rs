@@ -5,8 +5,8 @@
 //! group implements [`LeaderPort`], asks the replica which consumers want
 //! how many messages ([`Replica::remote_consumers`]), has the leader
 //! deliver to stand-ins for them and hands what arrives to
-//! [`Replica::deliver_remote`]. Acks, requeues, rejects and basic.get on a
-//! follower go to the leader through the port. A consumer survives a
+//! [`Replica::deliver_remote`]. Acks, requeues, rejects, basic.get and
+//! purges on a follower go to the leader through the port. A consumer survives a
 //! change of leader: it is then fed by the new one (messages it held
 //! unacked are delivered again, as after any failover).
 //!
@@ -48,6 +48,9 @@ pub trait LeaderPort: Send + Sync + std::fmt::Debug {
     /// on the blocking pool or inside `block_in_place`, without the
     /// queue's lock.
     fn get(&self, no_ack: bool) -> Result<Option<(Delivery, u32)>>;
+    /// queue.purge through the leader: how many messages it took. Blocks
+    /// as `get` does.
+    fn purge(&self) -> Result<u32>;
 }
 
 /// A follower's consumer as the leader must know it.

@@ -32,6 +32,9 @@ impl LeaderPort for Port {
         self.gets.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
+    fn purge(&self) -> Result<u32> {
+        Ok(7)
+    }
 }
 
 /// A consumer sink that stands in for another node's consumer.
@@ -128,9 +131,11 @@ fn a_follower_consumer_is_fed_through_its_port_within_its_credit() {
         [ids[0]]
     );
 
-    // basic.get on a follower asks the leader.
+    // basic.get and queue.purge on a follower ask the leader.
     assert!(follower.get(false).unwrap().is_none());
     assert_eq!(port.gets.load(Ordering::Relaxed), 1);
+    assert_eq!(follower.purge().unwrap(), 7);
+    assert_eq!(follower.depth().ready, 4, "nothing proposed from here");
 
     // Cancelled with a delivery waiting: it goes back to the leader.
     assert!(reps[1].deliver_remote(vec![items[2].clone()]).is_empty());

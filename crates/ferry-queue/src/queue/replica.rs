@@ -175,11 +175,25 @@ pub(super) fn propose_enqueue(
     })
 }
 
-/// A replicated queue's purge: proposed, with delivery paused until it is
-/// applied (the purge takes every message present then but the
-/// checked-out `keep`). Returns how many messages it takes as things
-/// stand.
-pub(super) fn propose_purge(inner: &mut Inner, keep: &[u64], owner: Weak<Queue>) -> Result<u32> {
+/// A replicated queue's purge (`g`: its lock, held): on a follower, done
+/// by the leader (it alone knows what is checked out, which stays); on
+/// the leader, proposed.
+pub(super) fn purge(q: &Queue, mut g: parking_lot::MutexGuard<'_, Inner>) -> Result<u32> {
+    if !g.leads {
+        if let Some(port) = g.remote.port().cloned() {
+            drop(g);
+            return port.purge();
+        }
+    }
+    let keep = g.state.unacked_ids();
+    propose_purge(&mut g, &keep, q.self_ref.clone())
+}
+
+/// A replicated queue's purge on its leader: proposed, with delivery
+/// paused until it is applied (the purge takes every message present
+/// then but the checked-out `keep`). Returns how many messages it takes
+/// as things stand.
+fn propose_purge(inner: &mut Inner, keep: &[u64], owner: Weak<Queue>) -> Result<u32> {
     let n = inner.state.ready_len() + inner.state.waiting_len();
     let cmd = Command::Purge {
         upto: u64::MAX,
