@@ -309,25 +309,34 @@ impl Broker {
     /// if none).
     pub fn expire_due(&self, now: u64) -> u64 {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.all();
-        // (queue, whether its x-expires is this node's to act on)
-        let mut queues: Vec<(Arc<ferry_queue::queue::Queue>, bool)> = Vec::new();
+        let mut queues: Vec<Arc<ferry_queue::queue::Queue>> = Vec::new();
+        // Replicated queues unused past their x-expires (this node leads
+        // them): deleted through the definitions, on every node.
+        let mut expired: Vec<(Arc<str>, Arc<str>)> = Vec::new();
         for v in &vhosts {
             for q in v.queues() {
-                // A replicated queue is deleted through its definitions only
-                // (x-expires of replicated queues is not built: never here,
-                // where only this node's replica would go).
-                let local = v.replicated_group(q.name()).is_none();
                 // x-expires: the queue stayed unused past its deadline.
-                if local && q.idle_deadline() <= now && q.idle_expired(now) {
-                    if let Err(e) = v.drop_queue(&q) {
+                if q.idle_deadline() <= now && q.idle_expired(now) {
+                    if v.replicated_group(q.name()).is_some() {
+                        expired.push((v.name().clone(), q.name().clone()));
+                    } else if let Err(e) = v.drop_queue(&q) {
                         tracing::warn!(queue = %q.name(), error = %e, "cannot delete expired queue");
                     }
                     continue;
                 }
-                queues.push((q, local));
+                queues.push(q);
             }
         }
-        for (q, _) in &queues {
+        for (vhost, name) in expired {
+            let cmd = DefCommand::DeleteReplicatedQueue {
+                vhost: vhost.to_string(),
+                name: name.to_string(),
+            };
+            if let Err(e) = self.change(cmd) {
+                tracing::warn!(queue = %name, error = %e, "cannot delete expired queue");
+            }
+        }
+        for q in &queues {
             if q.next_expiry() <= now {
                 q.expire(now);
             }
@@ -347,10 +356,7 @@ impl Broker {
         // After the pass: dead letters may have given other queues a head.
         let queue_next = queues
             .iter()
-            .map(|(q, local)| match local {
-                true => q.next_expiry().min(q.idle_deadline()),
-                false => q.next_expiry(),
-            })
+            .map(|q| q.next_expiry().min(q.idle_deadline()))
             .min()
             .unwrap_or(NEVER);
         streams

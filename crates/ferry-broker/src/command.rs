@@ -500,19 +500,27 @@ pub fn binding(
     }
 }
 
-/// Whether queue.declare of `spec` makes a replicated queue: a durable,
-/// non-exclusive quorum queue while this node runs replicated groups (a
-/// cluster). Other queues stay on the node they were declared on.
+/// Whether queue.declare of `spec` makes a replicated queue, while this
+/// node runs replicated groups (a cluster): a durable, non-exclusive quorum
+/// queue, or a durable classic queue that is not auto-delete (whose
+/// deletion would depend on consumers of every node). Exclusive,
+/// non-durable and auto-delete queues stay on the node they were declared
+/// on, as do streams (not replicated yet).
 fn replicated(b: &Broker, spec: &QueueSpec) -> bool {
+    let kind = spec
+        .arguments
+        .get("x-queue-type")
+        .and_then(|v| v.as_str_bytes());
+    let replicable = match kind {
+        Some(b"quorum") => true,
+        None | Some(b"classic") => !spec.auto_delete,
+        Some(_) => false,
+    };
     spec.durable
         && spec.exclusive_owner.is_none()
         && !spec.name.is_empty()
         && b.replicas().active()
-        && spec
-            .arguments
-            .get("x-queue-type")
-            .and_then(|v| v.as_str_bytes())
-            == Some(b"quorum".as_slice())
+        && replicable
 }
 
 /// The nodes of a new replicated queue: the host's placement, cut to

@@ -107,7 +107,11 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
 /// formed cluster (logging while it waits) and has applied the
 /// definitions logged so far, then sends the broker's definition changes
 /// through the metadata group.
-pub async fn start(cfg: NodeConfig, broker: &Arc<Broker>) -> Result<ClusterNode, String> {
+pub async fn start(
+    cfg: NodeConfig,
+    broker: &Arc<Broker>,
+    replicas: usize,
+) -> Result<ClusterNode, String> {
     let advertise = cfg.advertise.clone();
     let b = broker.clone();
     let defs = tokio::task::spawn_blocking(move || ReplicatedDefinitions::open(b))
@@ -140,6 +144,7 @@ pub async fn start(cfg: NodeConfig, broker: &Arc<Broker>) -> Result<ClusterNode,
         node.clone(),
         tokio::runtime::Handle::current(),
         broker.syncer().clone(),
+        replicas,
     ));
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.replicas().set_host(host))

@@ -99,6 +99,9 @@ struct ServerArgs {
     /// Node-to-node links over mutual TLS (needs --tls-cert, --tls-key, --tls-ca).
     #[arg(long)]
     cluster_tls: bool,
+    /// Replicas of a new durable queue in a cluster [default: 3].
+    #[arg(long)]
+    default_replicas: Option<usize>,
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -179,6 +182,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.worker_threads {
         settings.worker_threads = v;
+    }
+    if let Some(v) = args.default_replicas {
+        settings.default_replicas = v;
     }
     if let Err(e) = init_logging(&settings) {
         eprintln!("ferry: {e}");
@@ -339,7 +345,7 @@ async fn serve(s: Settings) -> Result<(), RunError> {
         None => None,
         // Forming may wait for the other seeds: a signal meanwhile stops cleanly.
         Some(c) => tokio::select! {
-            r = cluster::start(c, &broker) => match r {
+            r = cluster::start(c, &broker, s.default_replicas) => match r {
                 Ok(node) => Some(node),
                 Err(e) => {
                     broker.shutdown();

@@ -13,24 +13,29 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// At most this many replicas per queue (RabbitMQ's default quorum size).
-const REPLICAS: usize = 3;
-
 /// The node's queue groups.
 pub struct GroupHost {
     node: ClusterNode,
     rt: tokio::runtime::Handle,
     syncer: Arc<Syncer>,
     groups: Mutex<HashMap<u64, QueueGroup>>,
+    /// Replicas of a new queue (`default_replicas`; at least one).
+    replicas: usize,
 }
 
 impl GroupHost {
-    pub fn new(node: ClusterNode, rt: tokio::runtime::Handle, syncer: Arc<Syncer>) -> Self {
+    pub fn new(
+        node: ClusterNode,
+        rt: tokio::runtime::Handle,
+        syncer: Arc<Syncer>,
+        replicas: usize,
+    ) -> Self {
         GroupHost {
             node,
             rt,
             syncer,
             groups: Mutex::new(HashMap::new()),
+            replicas: replicas.max(1),
         }
     }
 
@@ -54,7 +59,7 @@ impl ReplicaHost for GroupHost {
             .filter(|id| *id != me)
             .collect();
         ids.insert(0, me);
-        ids.truncate(REPLICAS);
+        ids.truncate(self.replicas);
         ids
     }
 

@@ -83,6 +83,10 @@ pub struct Settings {
     pub cluster_secret_file: Option<PathBuf>,
     /// Node-to-node links over mutual TLS (tls_cert, tls_key, tls_ca).
     pub cluster_tls: bool,
+    /// Replicas of a new durable queue in a cluster (capped at the
+    /// cluster's size; `x-quorum-initial-group-size` overrides it for a
+    /// quorum queue).
+    pub default_replicas: usize,
 }
 
 /// How log lines are written.
@@ -146,6 +150,7 @@ impl Default for Settings {
             cluster_secret: String::new(),
             cluster_secret_file: None,
             cluster_tls: false,
+            default_replicas: 3,
         }
     }
 }
@@ -189,6 +194,7 @@ struct FileSettings {
     cluster_secret: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     cluster_tls: Option<bool>,
+    default_replicas: Option<usize>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -269,7 +275,8 @@ impl Settings {
             cluster_advertise,
             cluster_seeds,
             cluster_secret,
-            cluster_tls
+            cluster_tls,
+            default_replicas
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -327,7 +334,8 @@ impl Settings {
             "FERRY_TLS_VERIFY_PEER" => tls_verify_peer,
             "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit,
             "FERRY_WORKER_THREADS" => worker_threads,
-            "FERRY_CLUSTER_TLS" => cluster_tls
+            "FERRY_CLUSTER_TLS" => cluster_tls,
+            "FERRY_DEFAULT_REPLICAS" => default_replicas
         );
         Ok(())
     }

@@ -721,16 +721,21 @@ impl Queue {
         }
     }
 
-    /// When the queue expires unused (`NEVER` if it does not).
+    /// When the queue expires unused (`NEVER` if it does not, or if it is
+    /// a replica that does not serve: its leader's sweep decides).
     pub fn idle_deadline(&self) -> u64 {
-        self.deadlines.idle()
+        match self.inner.lock().leads {
+            true => self.deadlines.idle(),
+            false => crate::clock::NEVER,
+        }
     }
 
     /// Whether the queue has stayed unused past its `x-expires` at `now`
-    /// (the broker's sweep then deletes it through its vhost).
+    /// (the broker's sweep then deletes it: through its vhost, or a
+    /// replicated queue's leader through the definitions).
     pub fn idle_expired(&self, now: u64) -> bool {
         let g = self.inner.lock();
-        !g.deleted && g.consumers.is_empty() && self.idle_deadline() <= now
+        !g.deleted && g.leads && g.consumers.is_empty() && self.deadlines.idle() <= now
     }
 
     /// Acts on new effective arguments (see `policy::effective_queue_args`),

@@ -127,6 +127,11 @@ impl Replica {
             g.remote.clear();
             if leads {
                 g.state.mark_all_redelivered();
+                if g.consumers.is_empty() {
+                    // x-expires counts from the takeover: the other nodes'
+                    // consumers reattach first.
+                    self.queue.deadlines.touch(g.expires());
+                }
                 Vec::new()
             } else {
                 g.state.return_all_checked_out();
