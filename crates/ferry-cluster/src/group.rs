@@ -21,7 +21,7 @@ use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::port::{run_forwarder, run_puller, FollowerPort};
 use crate::served::{Served, SESSION_TTL};
-use crate::wire::{self, KIND_PROPOSE};
+use crate::wire::{self, KIND_PROPOSE, KIND_REBUILD};
 use bytes::Bytes;
 use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
 use ferry_raft::replica::{GroupLog, QueueMachine};
@@ -120,6 +120,7 @@ impl QueueGroup {
         let name = replica.queue().name().clone();
         let (port, forwards) = FollowerPort::new(raft.clone(), links.clone(), id, me, name);
         replica.bind_leader(port.clone());
+        let links_for_watch = links.clone();
         let tasks = vec![
             tokio::spawn(run_proposer(raft.clone(), links, id, me, rx)),
             tokio::spawn(watch_leadership(
@@ -131,6 +132,7 @@ impl QueueGroup {
             tokio::spawn(run_puller(port.clone(), replica.clone())),
             tokio::spawn(run_forwarder(port, forwards)),
             tokio::spawn(reap(served)),
+            tokio::spawn(watch_learner(raft.clone(), links_for_watch, id, me)),
         ];
         Ok(QueueGroup {
             raft,
@@ -311,6 +313,125 @@ async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served:
             replica.set_leader(false);
             served.end_all();
             return;
+        }
+    }
+}
+
+/// A wiped node's member of a group lost the votes and entries it
+/// acknowledged: `from` asks this node, the group's leader, to take it
+/// back. It leaves the group and comes back as a learner (so it can vote
+/// in no election with its empty log), catches up, and is made a voter
+/// again once it has everything logged now ([`promote`]).
+pub(crate) async fn rebuild(raft: FerryRaft, from: NodeId) -> Result<Bytes, String> {
+    use openraft::ChangeMembers;
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return Err("not the group's leader".into());
+    }
+    let membership = m.membership_config.membership().clone();
+    let Some(node) = membership.get_node(&from).cloned() else {
+        return Err(format!("node {from} is not a member of this group"));
+    };
+    if membership.voter_ids().any(|v| v == from) {
+        // Out of the group altogether, then back as a new learner: the
+        // leader forgets how far the old member's log went (it is empty
+        // now; openraft refuses a follower's log going back).
+        raft.change_membership(ChangeMembers::RemoveVoters([from].into()), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        raft.add_learner(from, node, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            node = from,
+            "a wiped member left the group's voters; it catches up as a learner"
+        );
+    }
+    tokio::spawn(promote(raft, from));
+    Ok(Bytes::new())
+}
+
+/// Makes learner `who` a voter again once it has what was logged when
+/// it asked (for up to 30 minutes; it asks again if it stays a learner).
+async fn promote(raft: FerryRaft, who: NodeId) {
+    use openraft::ChangeMembers;
+    let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut rx = raft.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30 * 60);
+    loop {
+        let m = rx.borrow().clone();
+        if m.current_leader != Some(m.id)
+            || m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == who)
+        {
+            return;
+        }
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&who).copied().flatten())
+            .map(|l| l.index);
+        if matched.is_some_and(|i| i >= target) {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    match raft
+        .change_membership(ChangeMembers::AddVoterIds([who].into()), false)
+        .await
+    {
+        Ok(_) => tracing::info!(node = who, "a rebuilt member is a voter of the group again"),
+        Err(e) => tracing::warn!(node = who, error = %e, "cannot make a rebuilt member a voter"),
+    }
+}
+
+/// Asks the group's leader, through any of `members` (id, cluster
+/// address), to take this wiped node back as a learner; returns once
+/// one did. Then this node's member may start (as a learner, with an
+/// empty log).
+pub async fn ask_rebuild(links: Arc<Links>, group: u64, members: Vec<(NodeId, String)>) {
+    loop {
+        for (id, addr) in &members {
+            let r = links
+                .link(*id, addr)
+                .request(KIND_REBUILD, group, Bytes::new(), Duration::from_secs(10))
+                .await;
+            if r.is_ok_and(|f| f.kind == KIND_REBUILD | crate::wire::KIND_REPLY) {
+                return;
+            }
+        }
+        // No leader among them yet (an election, the others restarting).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// While this node's member is a learner (rebuilt after a wipe), asks the
+/// leader now and then to finish the rebuild (a leader that changed
+/// meanwhile did not promote it).
+async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64, me: NodeId) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&me).is_none() || membership.voter_ids().any(|v| v == me) {
+            continue;
+        }
+        let Some(leader) = m.current_leader.filter(|l| *l != me) else {
+            continue;
+        };
+        if let Some(n) = membership.get_node(&leader) {
+            let _ = links
+                .link(leader, &n.addr)
+                .request(KIND_REBUILD, group, Bytes::new(), Duration::from_secs(5))
+                .await;
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::listener::{Answer, Handler};
 use crate::served::Served;
 use crate::wire::remote;
 use crate::wire::{
-    self, Frame, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REPLY, KIND_SNAPSHOT, KIND_VOTE,
+    self, Frame, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REBUILD, KIND_REPLY, KIND_SNAPSHOT,
+    KIND_VOTE,
 };
 use bytes::Bytes;
 use ferry_raft::{NodeId, TypeConfig, Vote};
@@ -189,6 +190,7 @@ impl RaftGroups {
             };
         }
         match self.get(frame.group) {
+            Some(raft) if frame.kind == KIND_REBUILD => crate::group::rebuild(raft, from).await,
             Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
             None => Err(format!("no raft group {} on this node", frame.group)),
         }

@@ -38,6 +38,9 @@ pub const KIND_PROPOSE: u8 = 5;
 pub const KIND_PING: u8 = 6;
 /// Remove a (stopped) node from the cluster: `id u64` (to the metadata leader).
 pub const KIND_FORGET: u8 = 7;
+/// A wiped node asks a queue group's leader to take it back as a learner
+/// (empty body; the requester is the node to rebuild).
+pub const KIND_REBUILD: u8 = 13;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.

@@ -15,12 +15,19 @@ use std::sync::Arc;
 
 /// The node's queue groups.
 pub struct GroupHost {
+    starter: Starter,
+    /// Replicas of a new queue (`default_replicas`; at least one).
+    replicas: usize,
+}
+
+/// What starting a group member takes (cloned into a wiped node's
+/// rebuild task).
+#[derive(Clone)]
+struct Starter {
     node: ClusterNode,
     rt: tokio::runtime::Handle,
     syncer: Arc<Syncer>,
-    groups: Mutex<HashMap<u64, QueueGroup>>,
-    /// Replicas of a new queue (`default_replicas`; at least one).
-    replicas: usize,
+    groups: Arc<Mutex<HashMap<u64, QueueGroup>>>,
 }
 
 impl GroupHost {
@@ -31,16 +38,14 @@ impl GroupHost {
         replicas: usize,
     ) -> Self {
         GroupHost {
-            node,
-            rt,
-            syncer,
-            groups: Mutex::new(HashMap::new()),
+            starter: Starter {
+                node,
+                rt,
+                syncer,
+                groups: Arc::new(Mutex::new(HashMap::new())),
+            },
             replicas: replicas.max(1),
         }
-    }
-
-    fn dir(&self, group: u64) -> std::path::PathBuf {
-        self.node.dir().join("groups").join(format!("{group:016x}"))
     }
 }
 
@@ -48,42 +53,16 @@ fn internal(e: impl std::fmt::Display) -> CoreError {
     CoreError::request(ErrorKind::Internal, e.to_string())
 }
 
-impl ReplicaHost for GroupHost {
-    fn placement(&self) -> Vec<u64> {
-        let me = self.node.id();
-        let mut ids: Vec<u64> = self
-            .node
-            .voters()
-            .keys()
-            .copied()
-            .filter(|id| *id != me)
-            .collect();
-        ids.insert(0, me);
-        ids.truncate(self.replicas);
-        ids
+impl Starter {
+    fn dir(&self, group: u64) -> std::path::PathBuf {
+        self.node.dir().join("groups").join(format!("{group:016x}"))
     }
 
-    fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()> {
+    /// Starts this node's member of `p`'s group (blocking: opens its log
+    /// and starts its Raft); `initialize`: with the queue's nodes as the
+    /// group's first configuration.
+    fn start_member(&self, p: PendingReplica, initialize: bool) -> Result<()> {
         let me = self.node.id();
-        if !p.replicas.is_empty() && !p.replicas.contains(&me) {
-            // Not one of its nodes: the queue exists here, unbound.
-            return Ok(());
-        }
-        if catching_up && !p.replicas.is_empty() && self.node.is_fresh() {
-            // This node is one of the queue's nodes, declared before this
-            // data directory existed: it was wiped, and its member of the
-            // group lost the votes and entries it acknowledged. Rejoining
-            // as a voter could elect a member that lacks committed
-            // entries: it stays out (the queue is served by the others)
-            // until rebuilding a member is built.
-            tracing::warn!(
-                vhost = %p.vhost,
-                queue = %p.replica.queue().name(),
-                group = p.group,
-                "this node's replica of a quorum queue lost its data; it stays out of the queue's group"
-            );
-            return Ok(());
-        }
         if self.groups.lock().contains_key(&p.group) {
             return Ok(());
         }
@@ -111,7 +90,7 @@ impl ReplicaHost for GroupHost {
                 },
             ))
             .map_err(internal)?;
-        if !p.replicas.is_empty() {
+        if initialize && !p.replicas.is_empty() {
             let voters = self.node.voters();
             let members: std::collections::BTreeMap<u64, openraft::BasicNode> = p
                 .replicas
@@ -131,8 +110,77 @@ impl ReplicaHost for GroupHost {
         Ok(())
     }
 
+    /// A wiped node's member of `p`'s group: the leader first takes it out
+    /// of the voters (it lost the votes and entries it acknowledged, and
+    /// voting with an empty log could elect a member that lacks committed
+    /// entries), then it starts as a learner that catches up, and the
+    /// leader makes it a voter again.
+    fn rebuild(self, p: PendingReplica) {
+        let me = self.node.id();
+        let voters = self.node.voters();
+        let members: Vec<(u64, String)> = p
+            .replicas
+            .iter()
+            .filter(|id| **id != me)
+            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
+            .collect();
+        let links = self.node.links().clone();
+        let rt = self.rt.clone();
+        rt.spawn(async move {
+            ferry_cluster::group::ask_rebuild(links, p.group, members).await;
+            let (group, queue) = (p.group, p.replica.queue().name().clone());
+            let started = tokio::task::spawn_blocking(move || self.start_member(p, false)).await;
+            match started {
+                Ok(Ok(())) => tracing::info!(%queue, group, "rebuilding this node's replica of a queue from the others"),
+                Ok(Err(e)) => tracing::error!(%queue, group, error = %e, "cannot start a rebuilt replica"),
+                Err(e) => tracing::error!(%queue, group, error = %e, "cannot start a rebuilt replica"),
+            }
+        });
+    }
+}
+
+impl ReplicaHost for GroupHost {
+    fn placement(&self) -> Vec<u64> {
+        let me = self.starter.node.id();
+        let mut ids: Vec<u64> = self
+            .starter
+            .node
+            .voters()
+            .keys()
+            .copied()
+            .filter(|id| *id != me)
+            .collect();
+        ids.insert(0, me);
+        ids.truncate(self.replicas);
+        ids
+    }
+
+    fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()> {
+        let me = self.starter.node.id();
+        if !p.replicas.is_empty() && !p.replicas.contains(&me) {
+            // Not one of its nodes: the queue exists here, unbound.
+            return Ok(());
+        }
+        if catching_up && !p.replicas.is_empty() && self.starter.node.is_fresh() {
+            // This node is one of the queue's nodes, declared before this
+            // data directory existed: it was wiped. Its member is rebuilt
+            // from the others (in the background: the leader must first
+            // take it out of the voters).
+            tracing::warn!(
+                vhost = %p.vhost,
+                queue = %p.replica.queue().name(),
+                group = p.group,
+                "this node's replica of a queue lost its data; it is rebuilt from the others"
+            );
+            self.starter.clone().rebuild(p);
+            return Ok(());
+        }
+        self.starter.start_member(p, true)
+    }
+
     fn status(&self, group: u64) -> Option<ReplicaStatus> {
         let m = self
+            .starter
             .groups
             .lock()
             .get(&group)?
@@ -140,7 +188,7 @@ impl ReplicaHost for GroupHost {
             .metrics()
             .borrow()
             .clone();
-        let names = self.node.meta_state();
+        let names = self.starter.node.meta_state();
         let name = |id: &u64| {
             names
                 .nodes
@@ -159,10 +207,10 @@ impl ReplicaHost for GroupHost {
     }
 
     fn remove(&self, group: u64) {
-        let g = self.groups.lock().remove(&group);
+        let g = self.starter.groups.lock().remove(&group);
         if let Some(g) = g {
-            self.rt.block_on(g.shutdown());
+            self.starter.rt.block_on(g.shutdown());
         }
-        let _ = std::fs::remove_dir_all(self.dir(group));
+        let _ = std::fs::remove_dir_all(self.starter.dir(group));
     }
 }

@@ -282,11 +282,12 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
 
 /// A node whose data directory is wiped does not come back into its
 /// quorum queues' groups as a voter with an empty log (it could elect a
-/// member that lacks committed messages): it stays out, says so, and the
-/// queue goes on with the other two.
+/// member that lacks committed messages): the leader takes it out of the
+/// voters, it catches up as a learner, and it becomes a voter again —
+/// holding every message — while the queue goes on with the other two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wiped_node_stays_out_of_its_queues_groups() {
-    if skip_external("a_wiped_node_stays_out_of_its_queues_groups") {
+async fn a_wiped_node_is_rebuilt_into_its_queues_groups() {
+    if skip_external("a_wiped_node_is_rebuilt_into_its_queues_groups") {
         return;
     }
     let ports = free_ports(3);
@@ -303,10 +304,10 @@ async fn a_wiped_node_stays_out_of_its_queues_groups() {
     nodes[2].wipe_data_dir();
     nodes[2].start_again().await;
     nodes[2]
-        .wait_stderr_line(|l| l.contains("lost its data; it stays out of the queue's group"))
+        .wait_stderr_line(|l| l.contains("lost its data; it is rebuilt from the others"))
         .await;
-    // The queue goes on with the other two nodes, once one of them leads
-    // it (if the wiped node led, an election follows its kill).
+    // The queue goes on with the other two nodes meanwhile, once one of
+    // them leads it (if the wiped node led, an election follows its kill).
     let http = common::http::Http::new(&nodes[1].endpoint("http").expect("http"));
     until("n1 or n2 leads the queue", || {
         let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
@@ -315,8 +316,23 @@ async fn a_wiped_node_stays_out_of_its_queues_groups() {
     .await;
     let second: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
     assert_eq!(publish_confirmed(&nodes[1], &second).await.len(), 20);
+
+    // Rebuilt: a voter of the group again, its replica holding all 40.
+    let wiped = common::http::Http::new(&nodes[2].endpoint("http").expect("http"));
+    until(
+        "the wiped node is a voter again, with every message",
+        || {
+            let (_, v) = wiped.req("GET", "/api/queues/%2F/rq", None);
+            let voters = v["members"].as_array().map_or(0, Vec::len);
+            voters == 3 && v["messages"] == 40
+        },
+    )
+    .await;
+    let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+    assert_eq!(v["members"].as_array().map_or(0, Vec::len), 3, "{v}");
+
     let (conn, got) = collect(&nodes[0], true).await;
-    let (conn2, got2) = collect(&nodes[1], true).await;
+    let (conn2, got2) = collect(&nodes[2], true).await;
     until("every message delivered", || {
         got.lock().len() + got2.lock().len() == 40
     })

@@ -339,7 +339,8 @@ impl Queue {
         self.deadlines.note(&inner.state);
         drop(g);
         if needs_sync {
-            self.schedule_sync();
+            // Joins the next durability round (see `SyncSchedule`).
+            crate::syncer::schedule(self);
         }
         Ok(result)
     }
@@ -790,11 +791,6 @@ impl Queue {
             self.deadlines.note(&inner.state);
         }
         self.route_letters(letters);
-    }
-
-    /// Joins the next durability round (see `SyncSchedule`).
-    fn schedule_sync(&self) {
-        crate::syncer::schedule(self);
     }
 
     /// Flushes and fsyncs now, on this thread (shutdown, tests).
