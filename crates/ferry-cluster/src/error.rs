@@ -60,7 +60,9 @@ impl LinkError {
         match self {
             LinkError::Unreachable { .. } | LinkError::Handshake { .. } => true,
             LinkError::Remote { reason, .. } => {
-                reason.starts_with(crate::network::REDIRECT) || reason == "no leader yet"
+                reason.starts_with(crate::network::REDIRECT)
+                    || reason == "no leader yet"
+                    || reason.starts_with("no raft group")
             }
             _ => false,
         }

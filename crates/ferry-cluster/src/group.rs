@@ -17,6 +17,7 @@
 //! serves the other nodes' consumers (`served`).
 
 use crate::error::NodeError;
+use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::port::{run_forwarder, run_puller, FollowerPort};
@@ -38,7 +39,7 @@ const MAX_BATCH: usize = 512;
 /// How long a proposal waits for the group to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
-struct Proposal {
+pub(crate) struct Proposal {
     records: Vec<Bytes>,
     done: Option<ProposeDone>,
 }
@@ -47,6 +48,14 @@ struct Proposal {
 #[derive(Debug, Clone)]
 pub struct GroupProposer {
     tx: mpsc::UnboundedSender<Proposal>,
+}
+
+impl GroupProposer {
+    /// A proposer and the receiver [`run_proposer`] takes its proposals from.
+    pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<Proposal>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (GroupProposer { tx }, rx)
+    }
 }
 
 impl std::fmt::Debug for Proposal {
@@ -118,11 +127,15 @@ impl QueueGroup {
         let served = Served::new(replica.clone());
         groups.insert_served(id, served.clone());
         let name = replica.queue().name().clone();
-        let (port, forwards) = FollowerPort::new(raft.clone(), links.clone(), id, me, name);
+        let lead = Leadership::Member {
+            raft: raft.clone(),
+            me,
+        };
+        let (port, forwards) = FollowerPort::new(lead.clone(), links.clone(), id, name);
         replica.bind_leader(port.clone());
         let links_for_watch = links.clone();
         let tasks = vec![
-            tokio::spawn(run_proposer(raft.clone(), links, id, me, rx)),
+            tokio::spawn(run_proposer(lead.clone(), links, id, rx)),
             tokio::spawn(watch_leadership(
                 raft.clone(),
                 replica.clone(),
@@ -167,11 +180,10 @@ impl QueueGroup {
 /// Takes proposals in order and hands them to the group: batched into
 /// one entry on the leader, forwarded one batch at a time from a
 /// follower.
-async fn run_proposer(
-    raft: FerryRaft,
+pub(crate) async fn run_proposer(
+    lead: Leadership,
     links: Arc<Links>,
     group: u64,
-    me: NodeId,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -187,7 +199,7 @@ async fn run_proposer(
             .flat_map(|p| p.records.iter().cloned())
             .collect();
         let dones: Vec<ProposeDone> = batch.into_iter().filter_map(|p| p.done).collect();
-        let r = hand_over(&raft, &links, group, me, cmds).await;
+        let r = hand_over(&lead, &links, group, cmds).await;
         match r {
             Handover::Local(answer) => {
                 tokio::spawn(async move {
@@ -222,34 +234,34 @@ enum Handover {
 /// been taken (the connection dropped after sending) is not, and its
 /// publishers get a nack: in doubt.
 async fn hand_over(
-    raft: &FerryRaft,
+    lead: &Leadership,
     links: &Arc<Links>,
     group: u64,
-    me: NodeId,
     cmds: Vec<Bytes>,
 ) -> Handover {
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    let mut metrics = raft.metrics();
+    let mut changes = lead.changes();
     loop {
-        let Some(leader) = wait_for_leader(raft).await else {
-            return Handover::Done(Err("the queue's group has no leader".into()));
-        };
-        if leader == me {
-            return match raft.client_write_ff(Batch::new(cmds)).await {
-                Ok(answer) => Handover::Local(answer),
-                Err(e) => Handover::Done(Err(e.to_string())),
+        if let Leadership::Member { raft, me } = lead {
+            let Some(leader) = wait_for_leader(raft).await else {
+                return Handover::Done(Err("the queue's group has no leader".into()));
             };
+            if leader == *me {
+                return match raft.client_write_ff(Batch::new(cmds)).await {
+                    Ok(answer) => Handover::Local(answer),
+                    Err(e) => Handover::Done(Err(e.to_string())),
+                };
+            }
         }
-        let addr = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone());
-        let Some(addr) = addr else {
-            return Handover::Done(Err("the leader's address is unknown".into()));
-        };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some((leader, addr)) = lead.leader() else {
+            if left.is_zero() {
+                return Handover::Done(Err("the leader's address is unknown".into()));
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed()).await;
+            continue;
+        };
         let sent = links
             .link(leader, &addr)
             .request(KIND_PROPOSE, group, wire::encode_commands(&cmds), left)
@@ -257,9 +269,16 @@ async fn hand_over(
         match sent {
             Ok(_) => return Handover::Done(Ok(())),
             Err(e) if e.not_taken() && !left.is_zero() => {
+                let hint = match &e {
+                    crate::LinkError::Remote { reason, .. } => reason
+                        .strip_prefix(crate::network::REDIRECT)
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                lead.missed(leader, hint.as_deref());
                 // Wait for the leadership to move (or a short while).
                 let _ =
-                    tokio::time::timeout(Duration::from_millis(100).min(left), metrics.changed())
+                    tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed())
                         .await;
             }
             Err(e) => return Handover::Done(Err(e.to_string())),

@@ -15,7 +15,9 @@
 //! keeps a queue's proposals in order, batches and forwards them, and the
 //! watch that makes the replica serve while this node leads), and how a
 //! follower's consumers are served by the leader (`served` on the
-//! leader, `port` on the follower: sessions, credit, pulls).
+//! leader, `port` on the follower: sessions, credit, pulls), and a queue
+//! on a node outside its group (`outside`, `leadership`: the leader
+//! guessed among the members).
 //!
 //! Must not: know AMQP or what a Raft command means (a queue's commands
 //! stay opaque bytes here), or let a connection that failed the handshake
@@ -24,10 +26,12 @@
 mod error;
 pub mod group;
 pub mod handshake;
+pub mod leadership;
 mod link;
 mod listener;
 mod network;
 pub mod node;
+pub mod outside;
 mod port;
 mod served;
 #[cfg(feature = "test-support")]

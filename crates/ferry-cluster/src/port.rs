@@ -11,9 +11,9 @@
 //! session delivered and this node had not handed out are forgotten:
 //! they are delivered again).
 
+use crate::leadership::{Changes, Leadership};
 use crate::link::Links;
-use crate::network::FerryRaft;
-use crate::served::PARK;
+use crate::served::{NOT_LEADER, PARK};
 use crate::wire::remote::{self, ConsumerCredit, Credit, SettleOp};
 use crate::wire::Frame;
 use bytes::Bytes;
@@ -36,10 +36,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The way from this node's replica of a queue to the group's leader.
 pub struct FollowerPort {
-    raft: FerryRaft,
+    lead: Leadership,
     links: Arc<Links>,
     group: u64,
-    me: NodeId,
     rt: tokio::runtime::Handle,
     woken: AtomicBool,
     wake: Notify,
@@ -99,18 +98,16 @@ impl FollowerPort {
     /// The port of `group`'s replica on node `me`; the returned receiver
     /// feeds [`run_forwarder`].
     pub fn new(
-        raft: FerryRaft,
+        lead: Leadership,
         links: Arc<Links>,
         group: u64,
-        me: NodeId,
         name: Arc<str>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(u64, Forward)>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let port = Arc::new(FollowerPort {
-            raft,
+            lead,
             links,
             group,
-            me,
             rt: tokio::runtime::Handle::current(),
             woken: AtomicBool::new(false),
             wake: Notify::new(),
@@ -124,10 +121,7 @@ impl FollowerPort {
 
     /// The leader and its address, if another node leads.
     fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let l = m.current_leader.filter(|l| *l != self.me)?;
-        let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
-        Some((l, addr))
+        self.lead.leader()
     }
 
     async fn request(
@@ -137,16 +131,27 @@ impl FollowerPort {
         ttl: Duration,
     ) -> std::result::Result<Frame, String> {
         let (l, addr) = self.leader().ok_or("no other node leads the queue")?;
-        let f = self
+        let r = self
             .links
             .link(l, &addr)
             .request(kind, self.group, body, ttl)
-            .await
-            .map_err(|e| e.to_string())?;
-        if f.kind == kind | crate::wire::KIND_REPLY {
-            Ok(f)
-        } else {
-            Err(String::from_utf8_lossy(&f.body).into_owned())
+            .await;
+        match r {
+            Ok(f) if f.kind == kind | crate::wire::KIND_REPLY => Ok(f),
+            Ok(f) => Err(String::from_utf8_lossy(&f.body).into_owned()),
+            Err(e) => {
+                // Not the leader (or gone): an outside node tries another.
+                let wrong = match &e {
+                    crate::LinkError::Remote { reason, .. } => {
+                        reason.starts_with(NOT_LEADER) || reason.starts_with("no ")
+                    }
+                    _ => true,
+                };
+                if wrong {
+                    self.lead.missed(l, None);
+                }
+                Err(e.to_string())
+            }
         }
     }
 
@@ -242,7 +247,7 @@ struct Session {
 /// Keeps a session with the leader while this node's replica follows and
 /// has consumers, or holds messages of the session unsettled.
 pub async fn run_puller(port: Arc<FollowerPort>, replica: Replica) {
-    let mut metrics = port.raft.metrics();
+    let mut metrics = port.lead.changes();
     let mut s: Option<Session> = None;
     loop {
         port.woken.store(false, Ordering::Release);
@@ -297,7 +302,7 @@ fn end_session(port: &FollowerPort, replica: &Replica) {
     port.session.store(rand::random(), Ordering::Release);
 }
 
-type Metrics = tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>;
+type Metrics = Changes;
 
 /// No consumer here: the leader's stand-ins go; while messages of the
 /// session are unsettled here, the session is kept alive. Ok(false): the

@@ -5,6 +5,7 @@
 use ferry_broker::replicated::{PendingReplica, ReplicaHost, ReplicaStatus};
 use ferry_cluster::group::QueueGroup;
 use ferry_cluster::node::ClusterNode;
+use ferry_cluster::outside::OutsideGroup;
 use ferry_log::{LogConfig, StdIo};
 use ferry_queue::error::{CoreError, ErrorKind, Result};
 use ferry_queue::syncer::Syncer;
@@ -28,6 +29,8 @@ struct Starter {
     rt: tokio::runtime::Handle,
     syncer: Arc<Syncer>,
     groups: Arc<Mutex<HashMap<u64, QueueGroup>>>,
+    /// Queues whose groups this node is not in, served through them.
+    outside: Arc<Mutex<HashMap<u64, OutsideGroup>>>,
 }
 
 impl GroupHost {
@@ -43,6 +46,7 @@ impl GroupHost {
                 rt,
                 syncer,
                 groups: Arc::new(Mutex::new(HashMap::new())),
+                outside: Arc::new(Mutex::new(HashMap::new())),
             },
             replicas: replicas.max(1),
         }
@@ -110,6 +114,31 @@ impl Starter {
         Ok(())
     }
 
+    /// A queue whose group this node is not in (the cluster has more
+    /// nodes than its replicas): its clients are served through the
+    /// group's leader.
+    fn start_outside(&self, p: PendingReplica) {
+        if self.outside.lock().contains_key(&p.group) {
+            return;
+        }
+        let voters = self.node.voters();
+        let members: Vec<(u64, String)> = p
+            .replicas
+            .iter()
+            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
+            .collect();
+        let _rt = self.rt.enter();
+        let binding = p.binding.clone();
+        let g = OutsideGroup::start(
+            p.group,
+            members,
+            self.node.links().clone(),
+            p.replica.clone(),
+            move |log, proposer| binding.bind(log, proposer),
+        );
+        self.outside.lock().insert(p.group, g);
+    }
+
     /// A wiped node's member of `p`'s group: the leader first takes it out
     /// of the voters (it lost the votes and entries it acknowledged, and
     /// voting with an empty log could elect a member that lacks committed
@@ -158,7 +187,8 @@ impl ReplicaHost for GroupHost {
     fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()> {
         let me = self.starter.node.id();
         if !p.replicas.is_empty() && !p.replicas.contains(&me) {
-            // Not one of its nodes: the queue exists here, unbound.
+            // Not one of its nodes: served through the group's leader.
+            self.starter.start_outside(p);
             return Ok(());
         }
         if catching_up && !p.replicas.is_empty() && self.starter.node.is_fresh() {
@@ -207,6 +237,9 @@ impl ReplicaHost for GroupHost {
     }
 
     fn remove(&self, group: u64) {
+        if let Some(o) = self.starter.outside.lock().remove(&group) {
+            o.shutdown();
+        }
         let g = self.starter.groups.lock().remove(&group);
         if let Some(g) = g {
             self.starter.rt.block_on(g.shutdown());

@@ -448,3 +448,86 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
     let _ = c3.close(200, "bye".into()).await;
     let _ = conn.close(200, "bye".into()).await;
 }
+
+/// A node outside a queue's group (here a two-replica queue on three
+/// nodes) holds no copy, but its clients publish, consume and get as
+/// anywhere: through the group's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_a_queues_group_serves_it_through_the_leader() {
+    if skip_external("a_node_outside_a_queues_group_serves_it_through_the_leader") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let mut two = quorum();
+    two.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(2));
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rq".into(), durable(), two)
+        .await
+        .expect("declare a two-node quorum queue");
+    let _ = c.close(200, "bye".into()).await;
+    let http = common::http::Http::new(&nodes[0].endpoint("http").expect("http"));
+    let members = || -> Vec<String> {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        match v["leader"].is_string() {
+            true => v["members"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            false => Vec::new(),
+        }
+    };
+    until("two members and a leader", || members().len() == 2).await;
+    let members = members();
+    let outside = (0..3)
+        .find(|i| !members.contains(&format!("n{}", i + 1)))
+        .expect("a node outside the group");
+
+    let bodies: Vec<String> = (0..30).map(|i| format!("o{i}")).collect();
+    let ok = publish_confirmed(&nodes[outside], &bodies).await;
+    assert_eq!(
+        ok, bodies,
+        "every publish through the outside node confirmed"
+    );
+
+    let (conn, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
+    let m = ch
+        .basic_get("rq".into(), Default::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(String::from_utf8_lossy(&m.delivery.data), "o0");
+    m.delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    ch.basic_qos(5, Default::default()).await.expect("qos");
+    let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
+    let mut got = Vec::new();
+    while got.len() < 29 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("open")
+            .expect("ok");
+        got.push(String::from_utf8_lossy(&d.data).into_owned());
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(got, bodies[1..], "in order, through the outside node");
+    until("everything settled on the leader's side", || {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        let leader_http = common::http::Http::new(
+            &nodes[name_index(&v["leader"])]
+                .endpoint("http")
+                .expect("http"),
+        );
+        let (_, v) = leader_http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages"] == 0
+    })
+    .await;
+    let _ = conn.close(200, "bye".into()).await;
+}

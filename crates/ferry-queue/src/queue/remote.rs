@@ -226,14 +226,17 @@ impl Replica {
 
 /// A follower's ack, requeue or reject (under the queue's lock), handed
 /// to its leader: false on a replica that serves, which settles them
-/// itself. (Without a port yet, there is no leader to tell.)
-pub(super) fn forward(inner: &Inner, op: impl FnOnce() -> Forward) -> bool {
+/// itself. (Without a port yet, there is no leader to tell.) Then, as
+/// after any settlement, what waits for credit is handed over.
+pub(super) fn forward(inner: &mut Inner, op: impl FnOnce() -> Forward) -> bool {
     if inner.leads {
         return false;
     }
     if let Some(p) = inner.remote.port() {
         p.forward(op());
     }
+    // The channel's credit came back: hand over what waits, ask for more.
+    inner.remote.drain(&inner.consumers);
     true
 }
 

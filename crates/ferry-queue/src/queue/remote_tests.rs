@@ -109,8 +109,13 @@ fn a_follower_consumer_is_fed_through_its_port_within_its_credit() {
 
     // Acks on the follower go to the leader; the follower proposes nothing.
     let ids = taker.offsets();
+    let wakes = port.wakes.load(Ordering::Relaxed);
     follower.settle(&ids).unwrap();
     assert_eq!(*port.forwarded.lock(), [Forward::Ack(ids.clone())]);
+    assert!(
+        port.wakes.load(Ordering::Relaxed) > wakes,
+        "an ack frees credit: the leader is asked for more"
+    );
     assert_eq!(follower.depth().ready, 4, "nothing proposed from here");
 
     // Credit frees: the waiting one is handed over, in order.

@@ -1,0 +1,84 @@
+//! A replicated queue on a node outside its group (a cluster larger than
+//! the queue's replicas): the node holds no copy, but its clients use the
+//! queue as anywhere else — its publishes are forwarded to the group's
+//! leader (confirmed once committed there), its consumers, acks, gets and
+//! purges go through a [`FollowerPort`] — with the leader guessed among
+//! the members and learnt from their answers (`leadership`).
+
+use crate::group::{run_proposer, GroupProposer};
+use crate::leadership::{Guess, Leadership};
+use crate::link::Links;
+use crate::port::{run_forwarder, run_puller, FollowerPort};
+use bytes::Bytes;
+use ferry_log::RecordPos;
+use ferry_queue::error::{CoreError, ErrorKind, Result};
+use ferry_queue::queue::{CommandLog, Proposer, Replica};
+use ferry_raft::NodeId;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A queue's tasks on a node outside its group.
+pub struct OutsideGroup {
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for OutsideGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutsideGroup").finish_non_exhaustive()
+    }
+}
+
+/// The log of a node that holds no copy of the queue: nothing to read
+/// (its replica applies nothing, so it never asks).
+#[derive(Debug)]
+struct NoCopy;
+
+fn no_copy() -> CoreError {
+    CoreError::request(ErrorKind::Internal, "this node holds no copy of the queue")
+}
+
+impl CommandLog for NoCopy {
+    fn read(&self, _pos: &RecordPos) -> Result<Bytes> {
+        Err(no_copy())
+    }
+
+    fn scan(&self, _from: u64, _f: &mut dyn FnMut(RecordPos, Bytes) -> Result<bool>) -> Result<()> {
+        Err(no_copy())
+    }
+}
+
+impl OutsideGroup {
+    /// Serves `replica` (of group `group`, whose members are `members`:
+    /// id and cluster address) through the group's leader; `bind` gets
+    /// the log and proposer the replica works with.
+    pub fn start(
+        group: u64,
+        members: Vec<(NodeId, String)>,
+        links: Arc<Links>,
+        replica: Replica,
+        bind: impl FnOnce(Arc<dyn CommandLog>, Arc<dyn Proposer>),
+    ) -> Self {
+        let lead = Leadership::Outside(Guess::new(members));
+        let (proposer, proposals) = GroupProposer::new();
+        bind(Arc::new(NoCopy), Arc::new(proposer));
+        let name = replica.queue().name().clone();
+        let (port, forwards) = FollowerPort::new(lead.clone(), links.clone(), group, name);
+        replica.bind_leader(port.clone());
+        let tasks = vec![
+            tokio::spawn(run_proposer(lead, links, group, proposals)),
+            tokio::spawn(run_puller(port.clone(), replica)),
+            tokio::spawn(run_forwarder(port, forwards)),
+        ];
+        OutsideGroup {
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// Stops serving.
+    pub fn shutdown(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
