@@ -20,6 +20,7 @@ use crate::error::NodeError;
 use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
+use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
 use crate::port::{run_forwarder, run_puller, FollowerPort};
 use crate::served::{Served, SESSION_TTL};
 use crate::wire::{self, KIND_PROPOSE, KIND_REBUILD};
@@ -88,6 +89,8 @@ pub struct QueueGroup {
     replica: Replica,
     groups: Arc<RaftGroups>,
     id: u64,
+    me: NodeId,
+    counters: Arc<RaftCounters>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -134,7 +137,9 @@ impl QueueGroup {
         let (port, forwards) = FollowerPort::new(lead.clone(), links.clone(), id, name);
         replica.bind_leader(port.clone());
         let links_for_watch = links.clone();
+        let counters = Arc::new(RaftCounters::default());
         let tasks = vec![
+            tokio::spawn(count_changes(raft.clone(), counters.clone())),
             tokio::spawn(run_proposer(lead.clone(), links, id, rx)),
             tokio::spawn(watch_leadership(
                 raft.clone(),
@@ -152,6 +157,8 @@ impl QueueGroup {
             replica,
             groups,
             id,
+            me,
+            counters,
             tasks: Mutex::new(tasks),
         })
     }
@@ -164,6 +171,19 @@ impl QueueGroup {
     /// The queue replica.
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// The group's figures for Prometheus (label: its id in hex), for
+    /// the queue `vhost`/`name`.
+    pub fn stats(&self, vhost: &str) -> GroupStats {
+        let mut s = stats_of(
+            format!("{:016x}", self.id),
+            &self.raft,
+            self.me,
+            &self.counters,
+        );
+        s.queue = Some((vhost.to_owned(), self.replica.queue().name().to_string()));
+        s
     }
 
     /// Stops this replica: it stops serving and leaves the group's Raft.

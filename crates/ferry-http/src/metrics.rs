@@ -234,10 +234,19 @@ fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
             |g| g.elections,
         ),
     ];
+    let labels = |g: &ferry_cluster::node::GroupStats| match &g.queue {
+        Some((vhost, queue)) => format!(
+            "group=\"{}\",vhost=\"{}\",queue=\"{}\"",
+            esc(&g.group),
+            esc(vhost),
+            esc(queue)
+        ),
+        None => format!("group=\"{}\"", esc(&g.group)),
+    };
     for (name, kind, help, f) in FAMILIES {
         o.family(name, kind, help);
         for g in groups {
-            o.sample(name, &format!("group=\"{}\"", esc(&g.group)), f(g));
+            o.sample(name, &labels(g), f(g));
         }
     }
     o.family(
@@ -249,7 +258,7 @@ fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
         for (peer, lag) in &g.lag {
             o.sample(
                 "ferry_raft_replication_lag_entries",
-                &format!("group=\"{}\",peer=\"{peer}\"", esc(&g.group)),
+                &format!("{},peer=\"{peer}\"", labels(g)),
                 *lag,
             );
         }

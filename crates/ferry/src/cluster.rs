@@ -146,6 +146,10 @@ pub async fn start(
         broker.syncer().clone(),
         replicas,
     ));
+    let weak = Arc::downgrade(&host);
+    node.set_group_stats(Arc::new(move || {
+        weak.upgrade().map(|h| h.group_stats()).unwrap_or_default()
+    }));
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.replicas().set_host(host))
         .await

@@ -28,7 +28,8 @@ struct Starter {
     node: ClusterNode,
     rt: tokio::runtime::Handle,
     syncer: Arc<Syncer>,
-    groups: Arc<Mutex<HashMap<u64, QueueGroup>>>,
+    /// This node's members of queue groups, with their queue's vhost.
+    groups: Arc<Mutex<HashMap<u64, (String, QueueGroup)>>>,
     /// Queues whose groups this node is not in, served through them.
     outside: Arc<Mutex<HashMap<u64, OutsideGroup>>>,
 }
@@ -50,6 +51,12 @@ impl GroupHost {
             },
             replicas: replicas.max(1),
         }
+    }
+
+    /// The queue groups' figures for Prometheus.
+    pub fn group_stats(&self) -> Vec<ferry_cluster::node::GroupStats> {
+        let groups = self.starter.groups.lock();
+        groups.values().map(|(vhost, g)| g.stats(vhost)).collect()
     }
 }
 
@@ -110,7 +117,9 @@ impl Starter {
                 let _ = self.rt.block_on(group.raft().trigger().elect());
             }
         }
-        self.groups.lock().insert(p.group, group);
+        self.groups
+            .lock()
+            .insert(p.group, (p.vhost.to_string(), group));
         Ok(())
     }
 
@@ -214,6 +223,7 @@ impl ReplicaHost for GroupHost {
             .groups
             .lock()
             .get(&group)?
+            .1
             .raft()
             .metrics()
             .borrow()
@@ -241,7 +251,7 @@ impl ReplicaHost for GroupHost {
             o.shutdown();
         }
         let g = self.starter.groups.lock().remove(&group);
-        if let Some(g) = g {
+        if let Some((_, g)) = g {
             self.starter.rt.block_on(g.shutdown());
         }
         let _ = std::fs::remove_dir_all(self.starter.dir(group));

@@ -10,6 +10,7 @@
 mod common;
 
 use common::cluster::{free_ports, skip_external, three_seeds};
+use common::http::Http;
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -371,6 +372,25 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
     .await;
     let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     assert_eq!(publish_confirmed(&nodes[2], &bodies).await.len(), 10);
+    // Prometheus: the queue's group on its leader, labelled with the queue,
+    // a lag sample per follower.
+    let text = Http::new(&nodes[0].endpoint("metrics").expect("metrics")).text("/metrics");
+    let mine = |family: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{family}{{")) && l.contains("vhost=\"/\",queue=\"rq\"")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let leads = mine("ferry_raft_leader");
+    assert!(leads.len() == 1 && leads[0].ends_with(" 1"), "{text}");
+    assert_eq!(
+        mine("ferry_raft_replication_lag_entries").len(),
+        2,
+        "{text}"
+    );
+    assert_eq!(mine("ferry_raft_elections_total").len(), 1, "{text}");
 
     let (conn, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
     ch.basic_qos(2, Default::default()).await.expect("qos");

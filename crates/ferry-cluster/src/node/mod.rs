@@ -18,7 +18,10 @@ pub mod meta;
 mod rpc;
 mod status;
 
-pub use status::{ClusterStatus, ForgetError, GroupStats, MemberStatus, StatsProvider};
+pub use status::{
+    count_changes, stats_of, ClusterStatus, ForgetError, GroupStats, GroupStatsProvider,
+    MemberStatus, RaftCounters, StatsProvider,
+};
 
 use crate::error::NodeError;
 use crate::handshake::{Identity, Secret};
@@ -66,12 +69,6 @@ pub struct NodeConfig {
     pub election_ms: (u64, u64),
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    leader_changes: std::sync::atomic::AtomicU64,
-    elections: std::sync::atomic::AtomicU64,
-}
-
 /// A clustered node.
 #[derive(Clone)]
 pub struct ClusterNode {
@@ -101,7 +98,8 @@ pub(crate) struct NodeInner {
     /// What this node answers a ping with after its formed byte.
     stats: parking_lot::RwLock<Option<StatsProvider>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    counters: Counters,
+    counters: Arc<status::RaftCounters>,
+    group_stats: parking_lot::RwLock<Option<status::GroupStatsProvider>>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> NodeError {
@@ -196,7 +194,8 @@ impl ClusterNode {
             fresh,
             stats: parking_lot::RwLock::new(None),
             tasks: Mutex::new(Vec::new()),
-            counters: Counters::default(),
+            counters: Arc::default(),
+            group_stats: parking_lot::RwLock::new(None),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
         let auth = (cfg.secret.clone(), cfg.tls.clone());
@@ -212,8 +211,10 @@ impl ClusterNode {
         let keeper = node.clone();
         let t = tokio::spawn(async move { keeper.keep_announced().await });
         node.inner.tasks.lock().push(t);
-        let counter = node.clone();
-        let t = tokio::spawn(async move { counter.count_changes().await });
+        let t = tokio::spawn(status::count_changes(
+            node.inner.meta.clone(),
+            node.inner.counters.clone(),
+        ));
         node.inner.tasks.lock().push(t);
         Ok(node)
     }
@@ -707,56 +708,26 @@ impl ClusterNode {
         }
     }
 
-    /// Counts leader changes and new terms as the metadata group's
-    /// metrics move.
-    async fn count_changes(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut rx = self.inner.meta.metrics();
-        let (mut leader, mut term) = {
-            let m = rx.borrow();
-            (m.current_leader, m.current_term)
-        };
-        while rx.changed().await.is_ok() {
-            let m = rx.borrow().clone();
-            if m.current_leader != leader {
-                leader = m.current_leader;
-                self.inner.counters.leader_changes.fetch_add(1, Relaxed);
-            }
-            if m.current_term > term {
-                self.inner
-                    .counters
-                    .elections
-                    .fetch_add(m.current_term - term, Relaxed);
-                term = m.current_term;
-            }
+    /// The figures of this node's Raft groups: the metadata group and
+    /// those the group-stats provider adds (`set_group_stats`).
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        let mut all = vec![status::stats_of(
+            "meta".into(),
+            &self.inner.meta,
+            self.id(),
+            &self.inner.counters,
+        )];
+        let more = self.inner.group_stats.read().clone();
+        if let Some(f) = more {
+            all.extend(f());
         }
+        all
     }
 
-    /// The figures of this node's Raft groups (for now the metadata group).
-    pub fn group_stats(&self) -> Vec<GroupStats> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let m = self.inner.meta.metrics().borrow().clone();
-        let last = m.last_log_index.unwrap_or(0);
-        let lag = m
-            .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .filter(|(id, _)| **id != self.id())
-                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        vec![GroupStats {
-            group: "meta".into(),
-            term: m.current_term,
-            last_log_index: last,
-            last_applied_index: m.last_applied.map_or(0, |l| l.index),
-            leader: m.current_leader == Some(self.id()),
-            leader_changes: self.inner.counters.leader_changes.load(Relaxed),
-            elections: self.inner.counters.elections.load(Relaxed),
-            lag,
-        }]
+    /// Adds the figures of other groups (the queue groups) to
+    /// [`group_stats`](Self::group_stats).
+    pub fn set_group_stats(&self, provider: status::GroupStatsProvider) {
+        *self.inner.group_stats.write() = Some(provider);
     }
 
     /// Stops the node's Raft groups, links and port.

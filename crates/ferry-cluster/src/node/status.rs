@@ -42,8 +42,11 @@ pub struct ClusterStatus {
 /// A Raft group's figures for Prometheus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStats {
-    /// The group's label ("meta" for the metadata group).
+    /// The group's label ("meta" for the metadata group, a queue group's
+    /// id in hex).
     pub group: String,
+    /// A queue group's queue: (vhost, name).
+    pub queue: Option<(String, String)>,
     /// Current term.
     pub term: u64,
     /// Index of the last entry in this node's log.
@@ -74,3 +77,69 @@ pub enum ForgetError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// Leader changes and elections a node saw in one group.
+#[derive(Debug, Default)]
+pub struct RaftCounters {
+    leader_changes: std::sync::atomic::AtomicU64,
+    elections: std::sync::atomic::AtomicU64,
+}
+
+/// Counts leader changes and new terms as `raft`'s metrics move (until
+/// the group stops).
+pub async fn count_changes(raft: crate::FerryRaft, counters: Arc<RaftCounters>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rx = raft.metrics();
+    let (mut leader, mut term) = {
+        let m = rx.borrow();
+        (m.current_leader, m.current_term)
+    };
+    while rx.changed().await.is_ok() {
+        let m = rx.borrow().clone();
+        if m.current_leader != leader {
+            leader = m.current_leader;
+            counters.leader_changes.fetch_add(1, Relaxed);
+        }
+        if m.current_term > term {
+            counters.elections.fetch_add(m.current_term - term, Relaxed);
+            term = m.current_term;
+        }
+    }
+}
+
+/// The figures of group `group` (label) as node `me` sees them.
+pub fn stats_of(
+    group: String,
+    raft: &crate::FerryRaft,
+    me: NodeId,
+    counters: &RaftCounters,
+) -> GroupStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let lag = m
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                .collect()
+        })
+        .unwrap_or_default();
+    GroupStats {
+        group,
+        queue: None,
+        term: m.current_term,
+        last_log_index: last,
+        last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        leader: m.current_leader == Some(me),
+        leader_changes: counters.leader_changes.load(Relaxed),
+        elections: counters.elections.load(Relaxed),
+        lag,
+    }
+}
+
+/// More groups' figures for Prometheus (the node's queue groups, which
+/// the node itself does not know).
+pub type GroupStatsProvider = Arc<dyn Fn() -> Vec<GroupStats> + Send + Sync>;
