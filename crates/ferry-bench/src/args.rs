@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Broker URI (amqp://user:pass@host:port/vhost).
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub uri: String,
+    /// Connect the consumers here instead (another node of a cluster; the
+    /// producers and the topology use --uri).
+    #[arg(long)]
+    pub consumer_uri: Option<String>,
     /// Publishing connections.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,

@@ -113,8 +113,12 @@ async fn traffic(target: &Target, plan: &Plan, backlog: &[u64]) -> Result<Report
     } else {
         0.0
     };
+    let consumer_target = match &args.consumer_uri {
+        Some(u) => Target::parse(u)?,
+        None => target.clone(),
+    };
     let consumers = connect_all(plan.consumers, |j| {
-        let target = target.clone();
+        let target = consumer_target.clone();
         let spec = ConsumerSpec {
             index: j,
             queue: plan.consumer_queue(j).to_string(),
