@@ -109,6 +109,22 @@ async fn serving(nodes: &[&Node]) -> NodeId {
     }
 }
 
+/// The node that serves (its id) and one that does not.
+async fn roles(nodes: &[Node]) -> (&Node, &Node) {
+    let all: Vec<&Node> = nodes.iter().collect();
+    let l = serving(&all).await;
+    let leader = nodes.iter().find(|n| n.id == l).unwrap();
+    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    (leader, follower)
+}
+
+/// The node goes away: its group, its links, its port.
+async fn go_away(n: &Node) {
+    n.group.shutdown().await;
+    n.links.close();
+    n.listener.close();
+}
+
 fn publish(n: &Node, body: &str, confirms: &Arc<Confirms>, seq: u64) {
     let t = ConfirmToken {
         sink: confirms.clone(),
@@ -125,10 +141,8 @@ fn publish(n: &Node, body: &str, confirms: &Arc<Confirms>, seq: u64) {
 async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
     let fx = Fixture::new();
     let nodes = start(&fx).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    let l = serving(&all).await;
-    let leader = nodes.iter().find(|n| n.id == l).unwrap();
-    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    let (leader, follower) = roles(&nodes).await;
+    let l = leader.id;
     let taker = Taker::new(1000);
     let q = leader.group.replica().queue();
     q.consume(Arc::from("c"), taker.clone(), false, false)
@@ -178,9 +192,7 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
     }
 
     // The leader's node goes away.
-    leader.group.shutdown().await;
-    leader.links.close();
-    leader.listener.close();
+    go_away(leader).await;
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
     let l2 = serving(&rest).await;
     assert_ne!(l2, l);
@@ -246,9 +258,7 @@ async fn the_leader_goes_away_under_load_and_nothing_confirmed_is_lost() {
         seq += 1;
         publish(publisher, &format!("m{seq}"), &confirms, seq);
     }
-    leader.group.shutdown().await;
-    leader.links.close();
-    leader.listener.close();
+    go_away(leader).await;
     for _ in 0..300 {
         seq += 1;
         publish(publisher, &format!("m{seq}"), &confirms, seq);
@@ -300,10 +310,7 @@ async fn the_leader_goes_away_under_load_and_nothing_confirmed_is_lost() {
 async fn a_follower_consumer_is_fed_by_the_leader_within_its_credit() {
     let fx = Fixture::new();
     let nodes = start(&fx).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    let l = serving(&all).await;
-    let leader = nodes.iter().find(|n| n.id == l).unwrap();
-    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    let (leader, follower) = roles(&nodes).await;
     let lq = leader.group.replica().queue();
     let fq = follower.group.replica().queue();
     let taker = Taker::new(3);
@@ -362,9 +369,7 @@ async fn a_follower_consumer_is_fed_by_the_leader_within_its_credit() {
 
     // The leader's node goes away: the consumer stays and is fed by the
     // next leader (or serves itself, if its node leads now).
-    leader.group.shutdown().await;
-    leader.links.close();
-    leader.listener.close();
+    go_away(leader).await;
     for i in 11..=15 {
         publish(follower, &format!("m{i}"), &confirms, i);
     }

@@ -10,19 +10,12 @@ mod common;
 
 use common::cluster::{free_ports, skip_external, three_seeds};
 use common::http::Http;
-use futures_lite::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::cluster::poll_until as until;
 
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
@@ -141,15 +134,8 @@ async fn classic_durable_queues_are_replicated_and_keep_their_features() {
         },
     )
     .await;
-    let mut got = Vec::new();
-    while got.len() < sent.len() {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("open")
-            .expect("ok");
-        got.push(String::from_utf8_lossy(&d.data).into_owned());
-    }
+    let got =
+        common::bodies(&common::recv_n(&mut consumer, sent.len(), Duration::from_secs(20)).await);
     let mut want = sent.clone();
     // Stable: publish order within a priority.
     want.sort_by_key(|(p, _)| std::cmp::Reverse(*p));

@@ -97,12 +97,18 @@ fn name_index(v: &serde_json::Value) -> usize {
     }
 }
 
-async fn until(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+use common::cluster::poll_until as until;
+
+/// Receives `n` deliveries, acking each as it comes (the prefetch window
+/// moves on only with the acks).
+async fn recv_acking(consumer: &mut lapin::Consumer, n: usize) -> Vec<lapin::message::Delivery> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = common::recv_one(consumer, Duration::from_secs(20)).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        got.push(d);
     }
+    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,39 +401,19 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
     let (conn, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
     ch.basic_qos(2, Default::default()).await.expect("qos");
     let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("open")
-            .expect("ok");
-        got.push(d);
-    }
+    let mut got = common::recv_n(&mut consumer, 2, Duration::from_secs(20)).await;
     // The leader holds exactly the prefetch out for this consumer.
     until("two unacked on the leader, eight ready", || {
         let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
         v["messages_unacknowledged"] == 2 && v["messages_ready"] == 8
     })
     .await;
-    let bodies_of = |ds: &[lapin::message::Delivery]| -> Vec<String> {
-        ds.iter()
-            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
-            .collect()
-    };
-    assert_eq!(bodies_of(&got), ["m0", "m1"]);
+    assert_eq!(common::bodies(&got), ["m0", "m1"]);
     for d in &got {
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }
-    for _ in 0..2 {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("open")
-            .expect("ok");
-        got.push(d);
-    }
-    assert_eq!(bodies_of(&got[2..]), ["m2", "m3"]);
+    got.extend(common::recv_n(&mut consumer, 2, Duration::from_secs(20)).await);
+    assert_eq!(common::bodies(&got[2..]), ["m2", "m3"]);
     until("the acks settled on the leader", || {
         let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
         v["messages"] == 8
@@ -436,30 +422,12 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
 
     // basic.get through the third node: the next ready message.
     let (c3, ch3) = common::connect_channel(&nodes[2].amqp_url()).await;
-    let m = ch3
-        .basic_get("rq".into(), Default::default())
-        .await
-        .expect("get")
-        .expect("a message");
-    assert_eq!(String::from_utf8_lossy(&m.delivery.data), "m4");
-    m.delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    assert_eq!(common::get_acked(&ch3, "rq").await, "m4");
     for d in &got[2..] {
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }
-    let mut rest = Vec::new();
-    while rest.len() < 5 {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("open")
-            .expect("ok");
-        rest.push(String::from_utf8_lossy(&d.data).into_owned());
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-    }
-    assert_eq!(rest, ["m5", "m6", "m7", "m8", "m9"]);
+    let rest = recv_acking(&mut consumer, 5).await;
+    assert_eq!(common::bodies(&rest), ["m5", "m6", "m7", "m8", "m9"]);
     until("everything settled on the leader", || {
         let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
         v["messages"] == 0
@@ -515,29 +483,15 @@ async fn a_node_outside_a_queues_group_serves_it_through_the_leader() {
     );
 
     let (conn, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
-    let m = ch
-        .basic_get("rq".into(), Default::default())
-        .await
-        .expect("get")
-        .expect("a message");
-    assert_eq!(String::from_utf8_lossy(&m.delivery.data), "o0");
-    m.delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    assert_eq!(common::get_acked(&ch, "rq").await, "o0");
     ch.basic_qos(5, Default::default()).await.expect("qos");
     let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
-    let mut got = Vec::new();
-    while got.len() < 29 {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("open")
-            .expect("ok");
-        got.push(String::from_utf8_lossy(&d.data).into_owned());
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-    }
-    assert_eq!(got, bodies[1..], "in order, through the outside node");
+    let got = recv_acking(&mut consumer, 29).await;
+    assert_eq!(
+        common::bodies(&got),
+        bodies[1..],
+        "in order, through the outside node"
+    );
     until("everything settled on the leader's side", || {
         let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
         let leader_http = common::http::Http::new(

@@ -86,3 +86,13 @@ pub fn leader(v: &[Value]) -> Option<String> {
     let ls: Vec<&Value> = v.iter().filter(|n| n["metadata_leader"] == true).collect();
     (ls.len() == 1).then(|| ls[0]["name"].as_str().unwrap_or_default().to_string())
 }
+
+/// Polls `ok` (a state that settles on its own: elections, replication,
+/// a sweep) every 50 ms until it holds, for up to 30 s.
+pub async fn poll_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

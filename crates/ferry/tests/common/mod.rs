@@ -336,6 +336,20 @@ pub async fn publish_settled(ch: &Channel, queue: &str, bodies: &[&str]) {
     settle(ch).await;
 }
 
+/// basic.get of one message, acked; its body (panics if the queue is empty).
+pub async fn get_acked(ch: &Channel, queue: &str) -> String {
+    let m = ch
+        .basic_get(queue.into(), Default::default())
+        .await
+        .expect("basic.get")
+        .expect("a message");
+    m.delivery
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .expect("ack");
+    body_str(&m.delivery)
+}
+
 /// Drain a queue with basic.get (no-ack) and return the bodies in order.
 pub async fn drain_get(ch: &Channel, queue: &str) -> Vec<String> {
     let mut out = Vec::new();
