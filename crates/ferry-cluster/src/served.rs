@@ -247,6 +247,9 @@ impl Served {
             return Ok(Bytes::new());
         }
         s.state.lock().pulling = true;
+        // Not pulling any more however this ends (an answer, or the
+        // request dropped with its connection): the session can expire.
+        let _pulling = Pulling(&s);
         let deadline = tokio::time::Instant::now() + PARK;
         loop {
             let notified = s.notify.notified();
@@ -264,7 +267,6 @@ impl Served {
         }
         let taken = {
             let mut st = s.state.lock();
-            st.pulling = false;
             st.last_seen = Instant::now();
             take_answer(&mut st)
         };
@@ -390,6 +392,18 @@ impl Served {
                 tracing::warn!(error = %e, "cannot return the messages of an ended session");
             }
         }
+    }
+}
+
+/// A pull waiting on a session: its end (however it comes) marks the
+/// session as not pulled.
+struct Pulling<'a>(&'a Session);
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.pulling = false;
+        st.last_seen = Instant::now();
     }
 }
 
