@@ -335,25 +335,42 @@ async fn reap(served: Arc<Served>) {
 /// Makes the replica serve while this node leads the group — once it has
 /// applied everything logged before its leadership began. On losing the
 /// leadership, the followers' sessions end.
+///
+/// It watches the server metrics (they change with the leadership only;
+/// openraft sends the full metrics at every heartbeat round) and, while
+/// catching up as a new leader, the data metrics.
 async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served: Arc<Served>) {
-    let mut rx = raft.metrics();
-    let mut lead_from: Option<u64> = None;
-    loop {
-        let m = rx.borrow().clone();
-        if m.current_leader == Some(me) && m.state == ServerState::Leader {
-            let from = *lead_from.get_or_insert(m.last_log_index.unwrap_or(0));
-            replica.set_leader(m.last_applied.map_or(0, |l| l.index) >= from);
+    let mut server = raft.server_metrics();
+    'watch: loop {
+        let leads = {
+            let m = server.borrow_and_update();
+            m.current_leader == Some(me) && m.state == ServerState::Leader
+        };
+        if leads {
+            // Serve once everything logged before the leadership began is
+            // applied (the leader's own first entry included).
+            let from = raft.metrics().borrow().last_log_index.unwrap_or(0);
+            let mut data = raft.data_metrics();
+            while data.borrow_and_update().last_applied.map_or(0, |l| l.index) < from {
+                tokio::select! {
+                    r = data.changed() => if r.is_err() { break 'watch },
+                    r = server.changed() => match r {
+                        Ok(()) => continue 'watch,
+                        Err(_) => break 'watch,
+                    },
+                }
+            }
+            replica.set_leader(true);
         } else {
-            lead_from = None;
             replica.set_leader(false);
             served.end_all();
         }
-        if rx.changed().await.is_err() {
-            replica.set_leader(false);
-            served.end_all();
-            return;
+        if server.changed().await.is_err() {
+            break;
         }
     }
+    replica.set_leader(false);
+    served.end_all();
 }
 
 /// A wiped node's member of a group lost the votes and entries it

@@ -6,7 +6,8 @@
 
 use crate::network::FerryRaft;
 use ferry_raft::NodeId;
-use openraft::{BasicNode, RaftMetrics};
+use openraft::metrics::RaftServerMetrics;
+use openraft::BasicNode;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -53,8 +54,9 @@ impl Guess {
 
 /// Wakes when the leadership may have moved.
 pub enum Changes {
-    /// A member's Raft metrics.
-    Raft(watch::Receiver<RaftMetrics<NodeId, BasicNode>>),
+    /// A member's Raft server metrics (they change with the leadership
+    /// only).
+    Raft(watch::Receiver<RaftServerMetrics<NodeId, BasicNode>>),
     /// An outside node's guess.
     Guess(watch::Receiver<usize>),
 }
@@ -91,7 +93,7 @@ impl Leadership {
     /// A receiver of changes.
     pub fn changes(&self) -> Changes {
         match self {
-            Leadership::Member { raft, .. } => Changes::Raft(raft.metrics()),
+            Leadership::Member { raft, .. } => Changes::Raft(raft.server_metrics()),
             Leadership::Outside(g) => Changes::Guess(g.at.subscribe()),
         }
     }

@@ -89,20 +89,24 @@ pub struct RaftCounters {
 /// the group stops).
 pub async fn count_changes(raft: crate::FerryRaft, counters: Arc<RaftCounters>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut rx = raft.metrics();
+    // The server metrics change with the leadership and the vote only.
+    let mut rx = raft.server_metrics();
     let (mut leader, mut term) = {
         let m = rx.borrow();
-        (m.current_leader, m.current_term)
+        (m.current_leader, m.vote.leader_id().get_term())
     };
     while rx.changed().await.is_ok() {
-        let m = rx.borrow().clone();
-        if m.current_leader != leader {
-            leader = m.current_leader;
+        let (now_leader, now_term) = {
+            let m = rx.borrow();
+            (m.current_leader, m.vote.leader_id().get_term())
+        };
+        if now_leader != leader {
+            leader = now_leader;
             counters.leader_changes.fetch_add(1, Relaxed);
         }
-        if m.current_term > term {
-            counters.elections.fetch_add(m.current_term - term, Relaxed);
-            term = m.current_term;
+        if now_term > term {
+            counters.elections.fetch_add(now_term - term, Relaxed);
+            term = now_term;
         }
     }
 }
