@@ -3,9 +3,9 @@
 //! checked out), so a consumer registered on a follower replica stays
 //! registered there and is fed by the leader: the crate that runs the
 //! group implements [`LeaderPort`], asks the replica which consumers want
-//! how many messages ([`Replica::remote_consumers`]), has the leader
+//! how many messages (`Replica::remote_consumers`), has the leader
 //! deliver to stand-ins for them and hands what arrives to
-//! [`Replica::deliver_remote`]. Acks, requeues, rejects, basic.get and
+//! `Replica::deliver_remote`. Acks, requeues, rejects, basic.get and
 //! purges on a follower go to the leader through the port. A consumer survives a
 //! change of leader: it is then fed by the new one (messages it held
 //! unacked are delivered again, as after any failover).
@@ -17,7 +17,6 @@
 use super::consumers::Consumers;
 use super::inner::Inner;
 use super::queue::Queue;
-use super::replica::Replica;
 use super::sinks::Delivery;
 use crate::error::Result;
 use std::collections::{HashSet, VecDeque};
@@ -128,99 +127,28 @@ impl Remote {
         ids
     }
 
+    /// Takes the port (the first stays).
+    pub(super) fn bind(&mut self, port: Arc<dyn LeaderPort>) {
+        if self.port.is_none() {
+            self.port = Some(port);
+        }
+    }
+
+    /// How many deliveries wait for consumer `cid`.
+    pub(super) fn waiting_for(&self, cid: u64) -> usize {
+        self.inbox.iter().filter(|(id, _)| *id == cid).count()
+    }
+
+    /// A delivery for consumer `cid` joins the wait (in arrival order).
+    pub(super) fn push(&mut self, cid: u64, d: Delivery) {
+        self.inbox.push_back((cid, d));
+    }
+
     /// Forgets what waits: the leader that delivered it is gone (its
     /// checkouts returned), or this replica leads now (those messages
     /// are ready in its own state).
     pub(super) fn clear(&mut self) {
         self.inbox.clear();
-    }
-}
-
-impl Replica {
-    /// Gives a follower its way to the leader (once; the first stays).
-    pub fn bind_leader(&self, port: Arc<dyn LeaderPort>) {
-        let mut g = self.queue().inner.lock();
-        if g.remote.port.is_none() {
-            g.remote.port = Some(port);
-        }
-    }
-
-    /// Whether this replica serves (its group's leader, caught up).
-    pub fn serves(&self) -> bool {
-        self.queue().inner.lock().leads
-    }
-
-    /// The consumers registered on this follower and how many messages
-    /// each would take now (at most `cap`); none while it serves.
-    pub fn remote_consumers(&self, cap: u32) -> Vec<RemoteConsumer> {
-        let g = self.queue().inner.lock();
-        if g.leads || g.deleted {
-            return Vec::new();
-        }
-        g.consumers
-            .local()
-            .map(|c| {
-                // How many reservations the sink grants now, given back.
-                let mut n = 0;
-                while n < cap && c.sink.reserve() {
-                    n += 1;
-                }
-                for _ in 0..n {
-                    c.sink.unreserve();
-                }
-                let waiting = g.remote.inbox.iter().filter(|(id, _)| *id == c.id).count();
-                RemoteConsumer {
-                    id: c.id,
-                    tag: c.tag.clone(),
-                    no_ack: c.no_ack,
-                    exclusive: c.exclusive,
-                    priority: c.priority,
-                    want: n.saturating_sub(u32::try_from(waiting).unwrap_or(u32::MAX)),
-                }
-            })
-            .collect()
-    }
-
-    /// Messages the leader delivered to this follower's consumers: handed
-    /// over in order as their credit allows, the rest wait. Returns the
-    /// ids whose consumer is gone (for the leader to requeue); a replica
-    /// that serves now drops them all (they are ready in its state).
-    pub fn deliver_remote(&self, items: Vec<(u64, Delivery)>) -> Vec<u64> {
-        let mut g = self.queue().inner.lock();
-        if g.leads || g.deleted {
-            return Vec::new();
-        }
-        let inner = &mut *g;
-        let mut gone = Vec::new();
-        for (cid, d) in items {
-            match inner.consumers.find(cid) {
-                Some(_) => inner.remote.inbox.push_back((cid, d)),
-                None => gone.push(d.msg_id),
-            }
-        }
-        inner.remote.drain(&inner.consumers);
-        gone
-    }
-
-    /// The leader refused or ended consumer `cid` (an exclusive consumer
-    /// elsewhere, the queue deleted): it is cancelled here too.
-    pub fn cancel_remote(&self, cid: u64) {
-        let c = {
-            let mut g = self.queue().inner.lock();
-            let inner = &mut *g;
-            inner.remote.take_for(cid);
-            inner.consumers.take(cid)
-        };
-        if let Some(c) = c {
-            c.sink.cancelled(&c.tag);
-        }
-    }
-
-    /// The leader this follower was fed by is gone: what it delivered and
-    /// this node has not handed out yet is forgotten (it delivers them
-    /// again, or the new leader does).
-    pub fn reset_remote(&self) {
-        self.queue().inner.lock().remote.clear();
     }
 }
 

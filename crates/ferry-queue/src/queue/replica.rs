@@ -54,7 +54,9 @@ use super::inner::Inner;
 use super::journal::Journal;
 use super::queue::{Enqueued, Queue};
 use super::record;
+use super::remote::{LeaderPort, RemoteConsumer};
 use super::sinks::ConfirmToken;
+use super::sinks::Delivery;
 use super::spec::{QueueEnv, QueueSpec};
 use super::state::QueueState;
 use ferry_model::message::Message;
@@ -143,6 +145,89 @@ impl Replica {
         }
         // Serving: deliver; following: ask the new leader.
         self.queue.dispatch();
+    }
+
+    /// Gives a follower its way to the leader (once; the first stays).
+    pub fn bind_leader(&self, port: Arc<dyn LeaderPort>) {
+        self.queue().inner.lock().remote.bind(port);
+    }
+
+    /// Whether this replica serves (its group's leader, caught up).
+    pub fn serves(&self) -> bool {
+        self.queue().inner.lock().leads
+    }
+
+    /// The consumers registered on this follower and how many messages
+    /// each would take now (at most `cap`); none while it serves.
+    pub fn remote_consumers(&self, cap: u32) -> Vec<RemoteConsumer> {
+        let g = self.queue().inner.lock();
+        if g.leads || g.deleted {
+            return Vec::new();
+        }
+        g.consumers
+            .local()
+            .map(|c| {
+                // How many reservations the sink grants now, given back.
+                let mut n = 0;
+                while n < cap && c.sink.reserve() {
+                    n += 1;
+                }
+                for _ in 0..n {
+                    c.sink.unreserve();
+                }
+                let waiting = g.remote.waiting_for(c.id);
+                RemoteConsumer {
+                    id: c.id,
+                    tag: c.tag.clone(),
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    priority: c.priority,
+                    want: n.saturating_sub(u32::try_from(waiting).unwrap_or(u32::MAX)),
+                }
+            })
+            .collect()
+    }
+
+    /// Messages the leader delivered to this follower's consumers: handed
+    /// over in order as their credit allows, the rest wait. Returns the
+    /// ids whose consumer is gone (for the leader to requeue); a replica
+    /// that serves now drops them all (they are ready in its state).
+    pub fn deliver_remote(&self, items: Vec<(u64, Delivery)>) -> Vec<u64> {
+        let mut g = self.queue().inner.lock();
+        if g.leads || g.deleted {
+            return Vec::new();
+        }
+        let inner = &mut *g;
+        let mut gone = Vec::new();
+        for (cid, d) in items {
+            match inner.consumers.find(cid) {
+                Some(_) => inner.remote.push(cid, d),
+                None => gone.push(d.msg_id),
+            }
+        }
+        inner.remote.drain(&inner.consumers);
+        gone
+    }
+
+    /// The leader refused or ended consumer `cid` (an exclusive consumer
+    /// elsewhere, the queue deleted): it is cancelled here too.
+    pub fn cancel_remote(&self, cid: u64) {
+        let c = {
+            let mut g = self.queue().inner.lock();
+            let inner = &mut *g;
+            inner.remote.take_for(cid);
+            inner.consumers.take(cid)
+        };
+        if let Some(c) = c {
+            c.sink.cancelled(&c.tag);
+        }
+    }
+
+    /// The leader this follower was fed by is gone: what it delivered and
+    /// this node has not handed out yet is forgotten (it delivers them
+    /// again, or the new leader does).
+    pub fn reset_remote(&self) {
+        self.queue().inner.lock().remote.clear();
     }
 }
 
