@@ -113,21 +113,11 @@ impl Starter {
             let _ = self.rt.block_on(group.raft().initialize(members));
             if p.replicas.first() == Some(&me) {
                 // The declaring node stands first (RabbitMQ's
-                // `client-local` leader placement): its client's node
-                // leads. It stands for election at once, and again while
-                // the group has no leader (the other members start their
-                // part of the group when they apply the declaration; a
-                // vote asked before that is lost).
-                let raft = group.raft().clone();
-                self.rt.spawn(async move {
-                    for _ in 0..25 {
-                        if raft.metrics().borrow().current_leader.is_some() {
-                            return;
-                        }
-                        let _ = raft.trigger().elect().await;
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                });
+                // `client-local` leader placement): it stands for election
+                // at once, so its client's node usually leads. (Repeating
+                // the election while the others start their part of the
+                // group made two nodes duel for terms: it is not done.)
+                let _ = self.rt.block_on(group.raft().trigger().elect());
             }
         }
         self.groups

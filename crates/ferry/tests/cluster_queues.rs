@@ -369,18 +369,23 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
         .await
         .expect("declare");
     let _ = c.close(200, "bye".into()).await;
-    // Declared through n1: n1 leads (client-local placement).
-    let http = common::http::Http::new(&nodes[0].endpoint("http").expect("http"));
-    until("n1 leads the queue", || {
-        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
-        v["leader"] == "n1"
+    // The leader (n1 usually: client-local placement) and the two others:
+    // a consumer on one, a publisher and a basic.get on the other.
+    let http0 = common::http::Http::new(&nodes[0].endpoint("http").expect("http"));
+    until("the queue has a leader", || {
+        let (_, v) = http0.req("GET", "/api/queues/%2F/rq", None);
+        v["leader"].is_string()
     })
     .await;
+    let (_, v) = http0.req("GET", "/api/queues/%2F/rq", None);
+    let l = name_index(&v["leader"]);
+    let (a, b) = ((l + 1) % 3, (l + 2) % 3);
+    let http = common::http::Http::new(&nodes[l].endpoint("http").expect("http"));
     let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-    assert_eq!(publish_confirmed(&nodes[2], &bodies).await.len(), 10);
+    assert_eq!(publish_confirmed(&nodes[b], &bodies).await.len(), 10);
     // Prometheus: the queue's group on its leader, labelled with the queue,
     // a lag sample per follower.
-    let text = Http::new(&nodes[0].endpoint("metrics").expect("metrics")).text("/metrics");
+    let text = Http::new(&nodes[l].endpoint("metrics").expect("metrics")).text("/metrics");
     let mine = |family: &str| -> Vec<String> {
         text.lines()
             .filter(|l| {
@@ -398,7 +403,7 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
     );
     assert_eq!(mine("ferry_raft_elections_total").len(), 1, "{text}");
 
-    let (conn, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
+    let (conn, ch) = common::connect_channel(&nodes[a].amqp_url()).await;
     ch.basic_qos(2, Default::default()).await.expect("qos");
     let mut consumer = common::consume(&ch, "rq", BasicConsumeOptions::default()).await;
     let mut got = common::recv_n(&mut consumer, 2, Duration::from_secs(20)).await;
@@ -421,7 +426,7 @@ async fn consumers_and_gets_on_other_nodes_are_served_by_the_leader() {
     .await;
 
     // basic.get through the third node: the next ready message.
-    let (c3, ch3) = common::connect_channel(&nodes[2].amqp_url()).await;
+    let (c3, ch3) = common::connect_channel(&nodes[b].amqp_url()).await;
     assert_eq!(common::get_acked(&ch3, "rq").await, "m4");
     for d in &got[2..] {
         d.ack(BasicAckOptions::default()).await.expect("ack");
