@@ -8,7 +8,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ferry_cluster::group::QueueGroup;
+use ferry_cluster::group::{queue_raft_config, GroupConfig, QueueGroup};
 use ferry_cluster::testing::{local_nodes, LocalNode};
 use ferry_cluster::Secret;
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
@@ -75,17 +75,17 @@ async fn main() {
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let (local, members) = local_nodes(3, &secret).await;
-    let config = Arc::new(
-        Config {
+    let config = GroupConfig {
+        raft: queue_raft_config(Config {
             heartbeat_interval: 250,
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             max_payload_entries: 1024,
             ..Config::default()
-        }
-        .validate()
+        })
         .expect("config"),
-    );
+        snapshot_bytes: 64 << 20,
+    };
     let mut nodes = Vec::new();
     let mut listeners = Vec::new();
     for (
@@ -119,7 +119,7 @@ async fn main() {
             auto_delete: false,
             arguments: Default::default(),
         };
-        let g = QueueGroup::start(9, id, config.clone(), links, groups, log, move |l, p| {
+        let g = QueueGroup::start(9, id, &config, links, groups, log, move |l, p| {
             Replica::open(spec, &Default::default(), Arc::from("/"), env, l, p)
         })
         .await

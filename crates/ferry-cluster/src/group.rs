@@ -26,7 +26,8 @@ use crate::served::{Served, SESSION_TTL};
 use crate::wire::{self, KIND_PROPOSE, KIND_REBUILD};
 use bytes::Bytes;
 use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
-use ferry_raft::replica::{GroupLog, QueueMachine};
+use ferry_raft::replica::{GroupLog, QueueMachine, SnapshotDue};
+use ferry_raft::snapshot::SnapshotStore;
 use ferry_raft::{Batch, NodeId, RaftLog};
 use openraft::{Config, Raft, ServerState};
 use parking_lot::Mutex;
@@ -83,6 +84,42 @@ fn finish(dones: Vec<ProposeDone>, r: Result<(), String>) {
     }
 }
 
+/// How this node runs its queue groups.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// openraft's settings (timers; snapshots are triggered by the group,
+    /// `SnapshotPolicy::Never`, and the log is purged up to each).
+    pub raft: Arc<Config>,
+    /// Bytes of records applied since the last snapshot before the next
+    /// one (and at least the records of the messages the queue holds).
+    pub snapshot_bytes: u64,
+}
+
+/// openraft's settings of a queue group from `timers`: the group
+/// triggers its snapshots itself and the log is purged up to each (the
+/// snapshot holds the records the queue still needs).
+pub fn queue_raft_config(timers: Config) -> Result<Arc<Config>, NodeError> {
+    Config {
+        cluster_name: "ferry-queue".into(),
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        ..timers
+    }
+    .validate()
+    .map(Arc::new)
+    .map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+/// Triggers a snapshot each time the state machine says one is due.
+async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
+    loop {
+        due.wait().await;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// This node's replica of a replicated queue's group.
 pub struct QueueGroup {
     raft: FerryRaft,
@@ -111,22 +148,41 @@ impl QueueGroup {
     pub async fn start(
         id: u64,
         me: NodeId,
-        config: Arc<Config>,
+        config: &GroupConfig,
         links: Arc<Links>,
         groups: Arc<RaftGroups>,
         log: RaftLog,
         open: impl FnOnce(Arc<dyn CommandLog>, Arc<dyn Proposer>) -> Replica,
     ) -> Result<Self, NodeError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (io, dir) = (log.io().clone(), log.dir().to_path_buf());
+        let (store, image) = tokio::task::spawn_blocking(move || SnapshotStore::open(io, &dir))
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
         let replica = open(
-            Arc::new(GroupLog(log.clone())),
+            Arc::new(GroupLog::new(log.clone(), store.clone())),
             Arc::new(GroupProposer { tx }),
         );
-        let sm = QueueMachine::new(log.clone(), replica.clone());
-        let raft = Raft::new(me, config, GroupNetwork::new(id, links.clone()), log, sm)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let sm = QueueMachine::new(
+            log.clone(),
+            replica.clone(),
+            store.clone(),
+            image,
+            config.snapshot_bytes,
+        );
+        let due = sm.due();
+        let raft = Raft::new(
+            me,
+            config.raft.clone(),
+            GroupNetwork::new(id, links.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
         groups.insert(id, raft.clone());
+        groups.insert_store(id, store);
         let served = Served::new(replica.clone());
         groups.insert_served(id, served.clone());
         let name = replica.queue().name().clone();
@@ -151,6 +207,7 @@ impl QueueGroup {
             tokio::spawn(run_forwarder(port, forwards)),
             tokio::spawn(reap(served)),
             tokio::spawn(watch_learner(raft.clone(), links_for_watch, id, me)),
+            tokio::spawn(snapshot_when_due(raft.clone(), due)),
         ];
         Ok(QueueGroup {
             raft,

@@ -9,11 +9,12 @@ use crate::listener::{Answer, Handler};
 use crate::served::Served;
 use crate::wire::remote;
 use crate::wire::{
-    self, Frame, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REBUILD, KIND_REPLY, KIND_SNAPSHOT,
-    KIND_VOTE,
+    self, Frame, SnapshotBody, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REBUILD, KIND_REPLY,
+    KIND_SNAPSHOT, KIND_SNAPSHOT_CHUNK, KIND_VOTE,
 };
 use bytes::Bytes;
-use ferry_raft::{NodeId, TypeConfig, Vote};
+use ferry_raft::snapshot::{SnapshotStore, CHUNK};
+use ferry_raft::{NodeId, SnapshotData, SnapshotFileRef, TypeConfig, Vote};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -120,14 +121,20 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let body = wire::encode_snapshot(&vote, &snapshot);
-        let call = self.call(
-            KIND_SNAPSHOT,
-            body,
-            option.hard_ttl().max(Duration::from_secs(30)),
-        );
+        let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        let send = async {
+            let body = match *snapshot.snapshot {
+                SnapshotData::Inline(b) => SnapshotBody::Inline(b),
+                SnapshotData::File(f) => {
+                    self.send_file(&f, ttl).await?;
+                    SnapshotBody::File { len: f.len }
+                }
+            };
+            let req = wire::encode_snapshot(&vote, &snapshot.meta, &body);
+            self.call(KIND_SNAPSHOT, req, ttl).await
+        };
         let got = tokio::select! {
-            r = call => r,
+            r = send => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         let body = got.map_err(|e| match e {
@@ -141,12 +148,54 @@ impl RaftNetwork<TypeConfig> for GroupClient {
     }
 }
 
+impl GroupClient {
+    /// Sends a snapshot file in chunks, each answered before the next
+    /// (read on the blocking pool; never held whole in memory).
+    async fn send_file(&self, f: &SnapshotFileRef, ttl: Duration) -> Result<(), LinkError> {
+        let mut off = 0u64;
+        loop {
+            let file = f.file.clone();
+            let want = usize::try_from((f.len - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                file.read_at(&mut buf, off).map(|n| {
+                    buf.truncate(n);
+                    buf
+                })
+            })
+            .await
+            .map_err(|e| LinkError::Remote {
+                addr: self.link.addr().to_owned(),
+                reason: format!("snapshot read task: {e}"),
+            })?
+            .map_err(|e| LinkError::Remote {
+                addr: self.link.addr().to_owned(),
+                reason: format!("snapshot read: {e}"),
+            })?;
+            if chunk.len() != want {
+                return Err(LinkError::Remote {
+                    addr: self.link.addr().to_owned(),
+                    reason: format!("snapshot file shorter than {} bytes", f.len),
+                });
+            }
+            self.call(KIND_SNAPSHOT_CHUNK, wire::encode_chunk(off, &chunk), ttl)
+                .await?;
+            off += want as u64;
+            if off >= f.len {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// This node's Raft instances by group id; serves their requests (and
 /// the requests of followers of the replicated queues this node leads).
 #[derive(Default)]
 pub struct RaftGroups {
     groups: RwLock<HashMap<u64, FerryRaft>>,
     served: RwLock<HashMap<u64, Arc<Served>>>,
+    /// Where the queue groups receive snapshot files.
+    stores: RwLock<HashMap<u64, Arc<SnapshotStore>>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -171,7 +220,13 @@ impl RaftGroups {
     /// Stops serving `group`.
     pub fn remove(&self, group: u64) -> Option<FerryRaft> {
         self.served.write().remove(&group);
+        self.stores.write().remove(&group);
         self.groups.write().remove(&group)
+    }
+
+    /// Receives the snapshots of queue `group` into `store`.
+    pub(crate) fn insert_store(&self, group: u64, store: Arc<SnapshotStore>) {
+        self.stores.write().insert(group, store);
     }
 
     /// Answers the followers of replicated queue `group` with `served`.
@@ -191,15 +246,63 @@ impl RaftGroups {
         }
         match self.get(frame.group) {
             Some(raft) if frame.kind == KIND_REBUILD => crate::group::rebuild(raft, from).await,
+            Some(raft) if frame.kind == KIND_SNAPSHOT || frame.kind == KIND_SNAPSHOT_CHUNK => {
+                self.serve_snapshot(raft, frame).await
+            }
             Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
             None => Err(format!("no raft group {} on this node", frame.group)),
         }
+    }
+
+    /// A snapshot's chunk (written to the group's reception file) or the
+    /// snapshot itself (installed).
+    async fn serve_snapshot(&self, raft: FerryRaft, frame: &Frame) -> Result<Bytes, String> {
+        let store = || {
+            self.stores
+                .read()
+                .get(&frame.group)
+                .cloned()
+                .ok_or_else(|| format!("group {} takes no snapshot files", frame.group))
+        };
+        if frame.kind == KIND_SNAPSHOT_CHUNK {
+            let (off, bytes) = wire::decode_chunk(frame.body.clone()).map_err(|e| e.to_string())?;
+            let store = store()?;
+            blocking(tokio::task::spawn_blocking(move || store.receive_chunk(off, &bytes)).await)?;
+            return Ok(Bytes::new());
+        }
+        let (vote, meta, body) =
+            wire::decode_snapshot(frame.body.clone()).map_err(|e| e.to_string())?;
+        let data = match body {
+            SnapshotBody::Inline(b) => SnapshotData::Inline(b),
+            SnapshotBody::File { len } => {
+                let store = store()?;
+                let (path, file) =
+                    blocking(tokio::task::spawn_blocking(move || store.received(len)).await)?;
+                SnapshotData::File(SnapshotFileRef { path, len, file })
+            }
+        };
+        let snap = Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        };
+        let resp = raft
+            .install_full_snapshot(vote, snap)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(wire::encode_snapshot_reply(&resp))
     }
 
     /// The instance of `group`.
     pub fn get(&self, group: u64) -> Option<FerryRaft> {
         self.groups.read().get(&group).cloned()
     }
+}
+
+/// A blocking task's result as a request's.
+fn blocking<T>(
+    r: Result<Result<T, ferry_raft::RaftLogError>, tokio::task::JoinError>,
+) -> Result<T, String> {
+    r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
 /// The answer frame to `req`: its reply kind, or an error with `reason`.
@@ -232,14 +335,6 @@ pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Byte
             let req = wire::decode_vote_req(body).map_err(|e| e.to_string())?;
             let resp = raft.vote(req).await.map_err(|e| e.to_string())?;
             Ok(wire::encode_vote_reply(&resp))
-        }
-        KIND_SNAPSHOT => {
-            let (vote, snap) = wire::decode_snapshot(body).map_err(|e| e.to_string())?;
-            let resp = raft
-                .install_full_snapshot(vote, snap)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(wire::encode_snapshot_reply(&resp))
         }
         KIND_PROPOSE => propose(&raft, body).await,
         other => Err(format!("unknown request kind {other}")),

@@ -98,3 +98,16 @@ pub fn test_config() -> Arc<Config> {
         Err(e) => panic!("test config: {e}"),
     }
 }
+
+/// A queue group's settings for tests: [`test_config`]'s timers, a
+/// snapshot once `snapshot_bytes` of records were applied.
+pub fn test_group_config(snapshot_bytes: u64) -> crate::group::GroupConfig {
+    let timers = Config::clone(&test_config());
+    match crate::group::queue_raft_config(timers) {
+        Ok(raft) => crate::group::GroupConfig {
+            raft,
+            snapshot_bytes,
+        },
+        Err(e) => panic!("test group config: {e}"),
+    }
+}

@@ -10,11 +10,11 @@
 use crate::error::WireError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferry_raft::codec::{self, decode_membership_prefix, encode_membership};
-use ferry_raft::{Entry, LogId, NodeId, SnapshotData, TypeConfig, Vote};
+use ferry_raft::{Entry, LogId, NodeId, TypeConfig, Vote};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::storage::{Snapshot, SnapshotMeta};
+use openraft::storage::SnapshotMeta;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, StoredMembership};
 
 /// Bytes of a frame before its body, after the length field.
@@ -30,6 +30,9 @@ pub const KIND_APPEND: u8 = 1;
 pub const KIND_VOTE: u8 = 2;
 /// A whole snapshot (openraft's `full_snapshot`).
 pub const KIND_SNAPSHOT: u8 = 3;
+/// A piece of a snapshot file, before the [`KIND_SNAPSHOT`] that
+/// installs it (`encode_chunk`).
+pub const KIND_SNAPSHOT_CHUNK: u8 = 14;
 /// A node asks to join the cluster (to the metadata leader).
 pub const KIND_JOIN: u8 = 4;
 /// Commands for a group, forwarded to its leader.
@@ -211,20 +214,47 @@ pub fn decode_vote_reply(body: Bytes) -> Result<VoteResponse<NodeId>, WireError>
     })
 }
 
-/// Encodes a whole snapshot with the sender's vote.
-pub fn encode_snapshot(vote: &Vote, snap: &Snapshot<TypeConfig>) -> Bytes {
-    let mut b = Vec::with_capacity(64 + snap.snapshot.0.len());
+/// What a snapshot request carries besides its meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotBody {
+    /// The state itself (a small state).
+    Inline(Bytes),
+    /// A file of `len` bytes, sent before in [`KIND_SNAPSHOT_CHUNK`]s.
+    File {
+        /// Its bytes.
+        len: u64,
+    },
+}
+
+/// Encodes a snapshot's meta and `body` with the sender's vote.
+pub fn encode_snapshot(
+    vote: &Vote,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    body: &SnapshotBody,
+) -> Bytes {
+    let mut b = Vec::with_capacity(96);
     put_vote(&mut b, vote);
-    put_opt_log_id(&mut b, &snap.meta.last_log_id);
-    put_opt_log_id(&mut b, snap.meta.last_membership.log_id());
-    encode_membership(snap.meta.last_membership.membership(), &mut b);
-    put_bytes(&mut b, snap.meta.snapshot_id.as_bytes());
-    put_bytes(&mut b, &snap.snapshot.0);
+    put_opt_log_id(&mut b, &meta.last_log_id);
+    put_opt_log_id(&mut b, meta.last_membership.log_id());
+    encode_membership(meta.last_membership.membership(), &mut b);
+    put_bytes(&mut b, meta.snapshot_id.as_bytes());
+    match body {
+        SnapshotBody::Inline(data) => {
+            b.push(0);
+            put_bytes(&mut b, data);
+        }
+        SnapshotBody::File { len } => {
+            b.push(1);
+            b.extend_from_slice(&len.to_le_bytes());
+        }
+    }
     Bytes::from(b)
 }
 
-/// Decodes a whole snapshot and the sender's vote.
-pub fn decode_snapshot(body: Bytes) -> Result<(Vote, Snapshot<TypeConfig>), WireError> {
+/// Decodes a snapshot request: the sender's vote, the meta, the body.
+pub fn decode_snapshot(
+    body: Bytes,
+) -> Result<(Vote, SnapshotMeta<NodeId, BasicNode>, SnapshotBody), WireError> {
     let mut r = Reader::new(body);
     let vote = r.vote()?;
     let last_log_id = r.opt_log_id()?;
@@ -236,19 +266,35 @@ pub fn decode_snapshot(body: Bytes) -> Result<(Vote, Snapshot<TypeConfig>), Wire
     let snapshot_id = std::str::from_utf8(&id)
         .map_err(|_| WireError("snapshot id is not utf-8".into()))?
         .to_owned();
-    let data = r.bytes()?;
+    let data = match r.u8()? {
+        0 => SnapshotBody::Inline(r.bytes()?),
+        1 => SnapshotBody::File { len: r.u64()? },
+        other => return Err(WireError(format!("snapshot body kind {other}"))),
+    };
     r.end()?;
-    Ok((
-        vote,
-        Snapshot {
-            meta: SnapshotMeta {
-                last_log_id,
-                last_membership: StoredMembership::new(membership_log_id, membership),
-                snapshot_id,
-            },
-            snapshot: Box::new(SnapshotData(data)),
-        },
-    ))
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership: StoredMembership::new(membership_log_id, membership),
+        snapshot_id,
+    };
+    Ok((vote, meta, data))
+}
+
+/// Encodes a piece of a snapshot file: `offset u64 | bytes`.
+pub fn encode_chunk(offset: u64, bytes: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(12 + bytes.len());
+    b.extend_from_slice(&offset.to_le_bytes());
+    put_bytes(&mut b, bytes);
+    Bytes::from(b)
+}
+
+/// Decodes [`encode_chunk`]'s body.
+pub fn decode_chunk(body: Bytes) -> Result<(u64, Bytes), WireError> {
+    let mut r = Reader::new(body);
+    let offset = r.u64()?;
+    let bytes = r.bytes()?;
+    r.end()?;
+    Ok((offset, bytes))
 }
 
 /// Encodes a snapshot answer.

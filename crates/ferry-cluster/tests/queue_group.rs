@@ -5,12 +5,14 @@
 //! leader's node goes away the new leader delivers every unacked message —
 //! nothing confirmed is lost. A consumer on a follower is fed by the
 //! leader within its credit, its acks and basic.get go to the leader, and
-//! it keeps consuming when the leader's node goes away.
+//! it keeps consuming when the leader's node goes away. Every replica
+//! snapshots and cuts its log as the queue drains, and a new leader serves
+//! the messages its snapshot holds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferry_cluster::group::QueueGroup;
-use ferry_cluster::testing::{local_nodes, test_config, LocalNode};
+use ferry_cluster::testing::{local_nodes, test_group_config, LocalNode};
 use ferry_cluster::{Links, Listener, Secret};
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::queue::{ConfirmToken, Replica};
@@ -27,10 +29,15 @@ struct Node {
     group: QueueGroup,
     links: Arc<Links>,
     listener: Listener,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start(fx: &Fixture) -> Vec<Node> {
+    start_with(fx, 64 << 20).await
+}
+
+/// Three nodes whose groups snapshot every `snapshot_bytes` of records.
+async fn start_with(fx: &Fixture, snapshot_bytes: u64) -> Vec<Node> {
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
     let (local, members) = local_nodes(3, &Secret::new(b"s")).await;
     let mut nodes = Vec::new();
@@ -42,18 +49,20 @@ async fn start(fx: &Fixture) -> Vec<Node> {
     } in local
     {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = RaftLog::open(
-            Arc::new(StdIo),
-            dir.path(),
-            LogConfig::default(),
-            syncer.clone(),
-        )
-        .expect("log");
+        // Small groups get small segments (a purge removes whole ones).
+        let cfg = match snapshot_bytes < 1 << 20 {
+            true => LogConfig {
+                segment_bytes: 32 << 10,
+                ..LogConfig::default()
+            },
+            false => LogConfig::default(),
+        };
+        let log = RaftLog::open(Arc::new(StdIo), dir.path(), cfg, syncer.clone()).expect("log");
         let env = fx.env();
         let group = QueueGroup::start(
             GROUP,
             id,
-            test_config(),
+            &test_group_config(snapshot_bytes),
             links.clone(),
             groups,
             log,
@@ -75,7 +84,7 @@ async fn start(fx: &Fixture) -> Vec<Node> {
             group,
             links,
             listener,
-            _dir: dir,
+            dir,
         });
     }
     for n in &nodes {
@@ -391,4 +400,92 @@ async fn a_follower_consumer_is_fed_by_the_leader_within_its_credit() {
     .await;
     assert!(!*taker.cancelled.lock(), "the consumer was never cancelled");
     fq.cancel(cid);
+}
+
+/// With a small snapshot threshold every replica snapshots while messages
+/// flow and are acked, and cuts its log below the snapshot: its disk use
+/// stays bounded by what the queue holds, not by what went through it.
+/// The messages still held are then read from the snapshot: the new
+/// leader, after the old one goes away, delivers each of them, body
+/// intact, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_snapshot_and_cut_their_logs_and_serve_from_the_snapshot() {
+    let fx = Fixture::new();
+    let nodes = start_with(&fx, 8 << 10).await;
+    let (leader, _) = roles(&nodes).await;
+    let l = leader.id;
+    let q = leader.group.replica().queue();
+    let confirms = Arc::new(Confirms::default());
+    let body = |i: u64| format!("m{i}-{}", "x".repeat(100));
+    for i in 1..=2000 {
+        publish(leader, &body(i), &confirms, i);
+    }
+    until("every publish confirmed", || {
+        confirms.ok.lock().len() == 2000
+    })
+    .await;
+    // Ack the first 1,900 (100 stay).
+    let taker = Taker::new(1900);
+    q.consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    q.dispatch();
+    until("1,900 delivered", || taker.got.lock().len() == 1900).await;
+    q.settle(&taker.offsets()).unwrap();
+    // More traffic after the acks, so a snapshot comes after them.
+    for i in 2001..=2200 {
+        publish(leader, &body(i), &confirms, i);
+    }
+    until("every publish confirmed", || {
+        confirms.ok.lock().len() == 2200
+    })
+    .await;
+    let written = 2200 * 100;
+    for n in &nodes {
+        until("the replica holds the rest", || {
+            let d = n.group.replica().queue().depth();
+            d.ready + d.unacked == 300
+        })
+        .await;
+        until(
+            "the replica snapshotted after the acks and cut its log",
+            || {
+                let m = n.group.raft().metrics().borrow().clone();
+                let snap = m.snapshot.map_or(0, |s| s.index);
+                let purged = m.purged.map_or(0, |p| p.index);
+                snap > 0 && purged == snap && dir_bytes(n.dir.path()) < written / 2
+            },
+        )
+        .await;
+        let files: Vec<String> = std::fs::read_dir(n.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("snapshot-"))
+            .collect();
+        assert_eq!(files.len(), 1, "one snapshot file: {files:?}");
+    }
+    go_away(leader).await;
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
+    let l2 = serving(&rest).await;
+    let new = rest.iter().find(|n| n.id == l2).unwrap();
+    let t2 = Taker::new(u32::MAX);
+    let q2 = new.group.replica().queue();
+    q2.consume(Arc::from("c2"), t2.clone(), false, false)
+        .unwrap();
+    q2.dispatch();
+    until("the new leader delivered the 300 left", || {
+        t2.got.lock().len() == 300
+    })
+    .await;
+    let want: Vec<String> = (1901..=2200).map(body).collect();
+    assert_eq!(t2.bodies(), want);
+}
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }

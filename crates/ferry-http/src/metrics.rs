@@ -216,6 +216,18 @@ fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
             |g| g.last_applied_index,
         ),
         (
+            "ferry_raft_snapshot_index",
+            "gauge",
+            "Index of the last entry this node's current snapshot covers.",
+            |g| g.snapshot_index,
+        ),
+        (
+            "ferry_raft_purged_index",
+            "gauge",
+            "Index up to which this node's log was cut (after a snapshot).",
+            |g| g.purged_index,
+        ),
+        (
             "ferry_raft_leader",
             "gauge",
             "1 if this node leads the group.",

@@ -262,6 +262,49 @@ pub fn decode_log_id(bytes: &[u8]) -> Result<LogId, CodecError> {
     Ok(id)
 }
 
+/// A snapshot's meta (what openraft knows of it), decoded.
+pub type SnapMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+
+/// The head of a queue snapshot file (`docs/queue-snapshot.md`): its
+/// last log id, its membership and that membership's log id, its id,
+/// then the state image (the rest of the head).
+pub fn encode_snapshot_head(meta: &SnapMeta, image: &[u8], buf: &mut Vec<u8>) {
+    put_opt_log_id(buf, meta.last_log_id.as_ref());
+    put_opt_log_id(buf, meta.last_membership.log_id().as_ref());
+    encode_membership(meta.last_membership.membership(), buf);
+    put_len(buf, meta.snapshot_id.len());
+    buf.extend_from_slice(meta.snapshot_id.as_bytes());
+    buf.extend_from_slice(image);
+}
+
+/// Decodes [`encode_snapshot_head`]'s bytes: the meta and the image.
+pub fn decode_snapshot_head(bytes: &[u8]) -> Result<(SnapMeta, &[u8]), CodecError> {
+    let mut r = Reader::new(bytes);
+    let last = r.opt_log_id()?;
+    let mlog = r.opt_log_id()?;
+    let m = decode_membership(&mut r)?;
+    let n = r.len(MAX_ADDR)?;
+    let id = std::str::from_utf8(r.take(n)?)
+        .map_err(|_| CodecError("snapshot id is not utf-8".into()))?
+        .to_owned();
+    let meta = SnapMeta {
+        last_log_id: last,
+        last_membership: openraft::StoredMembership::new(mlog, m),
+        snapshot_id: id,
+    };
+    Ok((meta, r.buf))
+}
+
+fn put_opt_log_id(buf: &mut Vec<u8>, id: Option<&LogId>) {
+    match id {
+        Some(id) => {
+            buf.push(1);
+            put_log_id(buf, id);
+        }
+        None => buf.push(0),
+    }
+}
+
 fn put_log_id(buf: &mut Vec<u8>, id: &LogId) {
     buf.extend_from_slice(&id.leader_id.term.to_le_bytes());
     buf.extend_from_slice(&id.leader_id.node_id.to_le_bytes());
@@ -323,6 +366,14 @@ impl<'a> Reader<'a> {
         let node = self.u64()?;
         let index = self.u64()?;
         Ok(LogId::new(CommittedLeaderId::new(term, node), index))
+    }
+
+    fn opt_log_id(&mut self) -> Result<Option<LogId>, CodecError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.log_id().map(Some),
+            other => Err(CodecError(format!("log id flag {other}"))),
+        }
     }
 
     fn end(&self) -> Result<(), CodecError> {

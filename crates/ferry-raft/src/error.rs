@@ -46,6 +46,15 @@ pub enum RaftLogError {
         /// Raft index the next append gets.
         next: u64,
     },
+    /// A queue snapshot file could not be written or read, or is not
+    /// what was written.
+    #[error("queue snapshot {}: {reason}", path.display())]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A blocking task did not finish (the runtime is shutting down).
     #[error("storage task failed: {0}")]
     Task(String),

@@ -9,7 +9,8 @@
 //! small enough to snapshot whole (`machine`), and a replicated queue's
 //! replica as its group's state machine (`replica`: it hands the queue its
 //! commands with their positions in the group's log, which is the queue's
-//! log).
+//! log) with its snapshots (`snapshot`: the queue's state image and the
+//! records of its messages, in one file per group).
 //!
 //! Must not: know AMQP, Kafka, exchanges, vhosts or what a command means
 //! (state machines above decode their commands), read clocks, or do
@@ -20,6 +21,7 @@ pub mod codec;
 mod error;
 pub mod machine;
 pub mod replica;
+pub mod snapshot;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -28,5 +30,6 @@ mod types;
 pub use error::{CodecError, RaftLogError};
 pub use store::RaftLog;
 pub use types::{
-    Applied, Batch, Entry, LogId, Membership, NodeId, SnapshotData, StorageError, TypeConfig, Vote,
+    Applied, Batch, Entry, LogId, Membership, NodeId, SnapshotData, SnapshotFileRef, StorageError,
+    TypeConfig, Vote,
 };

@@ -89,7 +89,7 @@ impl<S: SmallState> RaftSnapshotBuilder<TypeConfig> for SmallMachine<S> {
             last_membership: m.membership.clone(),
             snapshot_id: format!("{}-{}", self.label, m.built),
         };
-        let data = SnapshotData(m.state.encode());
+        let data = SnapshotData::Inline(m.state.encode());
         m.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -142,7 +142,13 @@ impl<S: SmallState> RaftStateMachine<TypeConfig> for SmallMachine<S> {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let state = S::decode(snapshot.0.clone()).map_err(|e| StorageError::IO {
+        let SnapshotData::Inline(bytes) = &*snapshot else {
+            return Err(state_machine_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                "a small state's snapshot is inline",
+            ));
+        };
+        let state = S::decode(bytes.clone()).map_err(|e| StorageError::IO {
             source: StorageIOError::new(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,

@@ -4,27 +4,51 @@
 //!
 //! Applying an entry hands each of its commands, with the position of its
 //! record in the group's log, to `Replica::apply_committed`; the queue
-//! decodes them (this module does not). The queue's state lives in memory
-//! and is rebuilt at start by openraft applying the group's log from its
-//! beginning: the group never snapshots or purges its log yet (a snapshot
-//! would name the oldest record the queue still needs; not built), so
-//! `install_snapshot` refuses.
+//! decodes them (this module does not). The queue's state lives in memory.
+//!
+//! Snapshots (`snapshot`): once the records logged since the last
+//! snapshot outweigh both the threshold and the records of the messages
+//! the queue holds, the machine asks for one ([`SnapshotDue`]); the group
+//! triggers it, the state is imaged under the queue's lock at the applied
+//! index, and the file (image + the records of the messages it holds) is
+//! written on the blocking pool while applies go on. openraft then purges
+//! the log up to it; the records of those messages are read from the
+//! snapshot from then on ([`GroupLog`] asks it first). At start the
+//! newest snapshot rebuilds the state and openraft applies the log after
+//! it; a follower that lags behind the purged log installs the leader's.
 
 use crate::machine::state_machine_error;
+use crate::snapshot::SnapshotStore;
 use crate::store::RaftLog;
-use crate::types::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
+use crate::types::{
+    Applied, Entry, LogId, NodeId, SnapshotData, SnapshotFileRef, StorageError, TypeConfig,
+};
 use bytes::Bytes;
 use ferry_log::RecordPos;
 use ferry_queue::error::{CoreError, Result as CoreResult};
+use ferry_queue::queue::state::StateImage;
 use ferry_queue::queue::{CommandLog, Replica};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
 use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A group's Raft log as its queue reads it.
+/// A group's Raft log as its queue reads it: a record the current
+/// snapshot holds is read from there (the log below it may be purged).
 #[derive(Debug, Clone)]
-pub struct GroupLog(pub RaftLog);
+pub struct GroupLog {
+    log: RaftLog,
+    store: Arc<SnapshotStore>,
+}
+
+impl GroupLog {
+    /// The queue's view of `log` and of its group's snapshots.
+    pub fn new(log: RaftLog, store: Arc<SnapshotStore>) -> Self {
+        GroupLog { log, store }
+    }
+}
 
 fn core(e: impl std::fmt::Display) -> CoreError {
     CoreError::Corrupt(e.to_string())
@@ -32,7 +56,10 @@ fn core(e: impl std::fmt::Display) -> CoreError {
 
 impl CommandLog for GroupLog {
     fn read(&self, pos: &RecordPos) -> CoreResult<Bytes> {
-        self.0.read_command(pos).map_err(core)
+        if let Some(r) = self.store.read(pos.index) {
+            return r.map_err(core);
+        }
+        self.log.read_command(pos).map_err(core)
     }
 
     fn scan(
@@ -41,7 +68,7 @@ impl CommandLog for GroupLog {
         f: &mut dyn FnMut(RecordPos, Bytes) -> CoreResult<bool>,
     ) -> CoreResult<()> {
         let mut failed = None;
-        self.0
+        self.log
             .scan_commands(from, &mut |pos, b| match f(pos, b) {
                 Ok(go) => go,
                 Err(e) => {
@@ -60,21 +87,84 @@ struct Applied0 {
     membership: StoredMembership<NodeId, BasicNode>,
 }
 
+/// When a queue group wants a snapshot: the bytes of command records
+/// applied since the last one against `max(threshold, live records)`, so
+/// a snapshot (which rewrites the live records) costs at most as much as
+/// what it lets the log drop.
+#[derive(Debug)]
+pub struct SnapshotDue {
+    threshold: u64,
+    logged: AtomicU64,
+    asked: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl SnapshotDue {
+    fn new(threshold: u64) -> Self {
+        SnapshotDue {
+            threshold,
+            logged: AtomicU64::new(0),
+            asked: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn logged(&self, bytes: u64, live: impl FnOnce() -> u64) {
+        let n = self.logged.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if n >= self.threshold
+            && !self.asked.load(Ordering::Relaxed)
+            && n >= live()
+            && !self.asked.swap(true, Ordering::AcqRel)
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    fn reset(&self) {
+        self.logged.store(0, Ordering::Relaxed);
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// Waits until a snapshot is due (the caller triggers it).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// openraft's state machine of a queue group. Clones share it.
 #[derive(Debug, Clone)]
 pub struct QueueMachine {
     log: RaftLog,
     replica: Replica,
     state: Arc<Mutex<Applied0>>,
+    store: Arc<SnapshotStore>,
+    due: Arc<SnapshotDue>,
 }
 
 impl QueueMachine {
-    /// The state machine applying `log`'s committed entries to `replica`.
-    pub fn new(log: RaftLog, replica: Replica) -> Self {
+    /// The state machine applying `log`'s committed entries to `replica`,
+    /// starting from `store`'s current snapshot (`image`: its state, as
+    /// [`SnapshotStore::open`] gave it); asks for a snapshot once more
+    /// than `threshold` bytes of records were applied since the last.
+    pub fn new(
+        log: RaftLog,
+        replica: Replica,
+        store: Arc<SnapshotStore>,
+        image: Option<StateImage>,
+        threshold: u64,
+    ) -> Self {
+        let mut state = Applied0::default();
+        if let (Some(cur), Some(image)) = (store.current(), image) {
+            replica.restore(&image);
+            state.applied = cur.meta().last_log_id;
+            state.membership = cur.meta().last_membership.clone();
+        }
         QueueMachine {
             log,
             replica,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
+            store,
+            due: Arc::new(SnapshotDue::new(threshold)),
         }
     }
 
@@ -83,10 +173,21 @@ impl QueueMachine {
         &self.replica
     }
 
+    /// Says when a snapshot is due.
+    pub fn due(&self) -> Arc<SnapshotDue> {
+        self.due.clone()
+    }
+
+    /// The group's snapshots.
+    pub fn store(&self) -> &Arc<SnapshotStore> {
+        &self.store
+    }
+
     /// Applies `entries` (blocking: positions may come from the segments,
     /// and the queue reads bodies when it delivers).
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, String> {
         let mut out = Vec::with_capacity(entries.len());
+        let mut logged = 0u64;
         for e in entries {
             match e.payload {
                 EntryPayload::Blank => {}
@@ -104,6 +205,7 @@ impl QueueMachine {
                         ));
                     }
                     for (pos, cmd) in at.into_iter().zip(batch.commands) {
+                        logged += u64::from(pos.len);
                         // A command the queue cannot apply is refused the
                         // same way on every replica: logged, skipped.
                         if let Err(err) = self.replica.apply_committed(pos, cmd) {
@@ -118,21 +220,73 @@ impl QueueMachine {
             self.state.lock().applied = Some(e.log_id);
             out.push(Applied::default());
         }
+        self.due.logged(logged, || self.replica.live_bytes());
         Ok(out)
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for QueueMachine {
+fn file_ref(f: &crate::snapshot::SnapshotFile) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta: f.meta().clone(),
+        snapshot: Box::new(SnapshotData::File(SnapshotFileRef {
+            path: f.path().to_path_buf(),
+            len: f.len(),
+            file: f.file().clone(),
+        })),
+    }
+}
+
+/// Builds one snapshot from the state imaged when openraft asked.
+#[derive(Debug)]
+pub struct QueueSnapshotBuilder {
+    log: RaftLog,
+    store: Arc<SnapshotStore>,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    image: StateImage,
+    /// Where each message's record is in the log (read from there unless
+    /// the current snapshot holds it).
+    positions: HashMap<u64, RecordPos>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(state_machine_error(
-            ErrorSubject::Snapshot(None),
-            "queue groups do not snapshot yet",
-        ))
+        let subject = ErrorSubject::Snapshot(None);
+        if let Some(cur) = self.store.current() {
+            if cur.meta().last_log_id >= self.meta.last_log_id {
+                return Ok(file_ref(&cur));
+            }
+        }
+        let (log, store, meta) = (self.log.clone(), self.store.clone(), self.meta.clone());
+        let image = std::mem::take(&mut self.image);
+        let positions = std::mem::take(&mut self.positions);
+        let built = tokio::task::spawn_blocking(move || {
+            store.build(&meta, &image, &mut |id| {
+                if let Some(r) = store.read(id) {
+                    return r;
+                }
+                match positions.get(&id) {
+                    Some(pos) => log.read_command(pos),
+                    None => Err(crate::error::RaftLogError::Task(format!(
+                        "no position for message {id}"
+                    ))),
+                }
+            })
+        })
+        .await
+        .map_err(|e| state_machine_error(subject.clone(), e))?
+        .map_err(|e| state_machine_error(subject, e))?;
+        tracing::debug!(
+            snapshot = %built.meta().snapshot_id,
+            records = built.records(),
+            bytes = built.len(),
+            "queue snapshot built"
+        );
+        Ok(file_ref(&built))
     }
 }
 
 impl RaftStateMachine<TypeConfig> for QueueMachine {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = QueueSnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -155,7 +309,27 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        // Called between applies: the image is the state at `applied`.
+        let (image, positions) = self.replica.image_with_positions();
+        let s = self.state.lock();
+        let last = s.applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: s.membership.clone(),
+            snapshot_id: match last {
+                Some(l) => format!("q-{}-{}", l.leader_id.term, l.index),
+                None => "q-0-0".to_owned(),
+            },
+        };
+        drop(s);
+        self.due.reset();
+        QueueSnapshotBuilder {
+            log: self.log.clone(),
+            store: self.store.clone(),
+            meta,
+            image,
+            positions: positions.into_iter().map(|p| (p.index, p)).collect(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
@@ -165,15 +339,40 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        _snapshot: Box<SnapshotData>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        Err(state_machine_error(
-            ErrorSubject::Snapshot(Some(meta.signature())),
-            "queue groups do not install snapshots yet",
-        ))
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let SnapshotData::File(f) = *snapshot else {
+            return Err(state_machine_error(
+                subject,
+                "a queue group's snapshot is a file",
+            ));
+        };
+        let store = self.store.clone();
+        let (got, image) = tokio::task::spawn_blocking(move || store.install(&f.path))
+            .await
+            .map_err(|e| state_machine_error(subject.clone(), e))?
+            .map_err(|e| state_machine_error(subject.clone(), e))?;
+        if got.last_log_id != meta.last_log_id {
+            return Err(state_machine_error(
+                subject,
+                format!(
+                    "the snapshot file is at {:?}, openraft installs {:?}",
+                    got.last_log_id, meta.last_log_id
+                ),
+            ));
+        }
+        self.replica.restore(&image);
+        let mut s = self.state.lock();
+        s.applied = meta.last_log_id;
+        s.membership = meta.last_membership.clone();
+        drop(s);
+        self.due.reset();
+        tracing::info!(snapshot = %meta.snapshot_id, "queue snapshot installed");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
+        Ok(self.store.current().map(|f| file_ref(&f)))
     }
 }

@@ -82,6 +82,11 @@ impl RaftLog {
         &self.shared.dir
     }
 
+    /// The file system it is on.
+    pub fn io(&self) -> &Arc<dyn FileIo> {
+        &self.shared.io
+    }
+
     /// `(first, next)` ferry-log indexes of the records held.
     pub fn record_range(&self) -> (u64, u64) {
         let st = self.shared.state.lock();

@@ -60,8 +60,42 @@ impl Batch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied(pub Bytes);
 
-/// A snapshot's data: the state machine's small state. Large state (a
-/// queue's retained segments) is shipped as files by the transport, never
-/// held here whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotData(pub Bytes);
+/// A snapshot's data.
+#[derive(Debug, Clone)]
+pub enum SnapshotData {
+    /// A small state whole (the metadata group's).
+    Inline(Bytes),
+    /// A file (a queue group's snapshot: its state and the records of
+    /// its messages), shipped in chunks, never held whole in memory.
+    File(SnapshotFileRef),
+}
+
+impl Default for SnapshotData {
+    fn default() -> Self {
+        SnapshotData::Inline(Bytes::new())
+    }
+}
+
+impl PartialEq for SnapshotData {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SnapshotData::Inline(a), SnapshotData::Inline(b)) => a == b,
+            (SnapshotData::File(a), SnapshotData::File(b)) => a.path == b.path && a.len == b.len,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SnapshotData {}
+
+/// A snapshot file, open (a newer snapshot may remove its name while it
+/// is shipped: the open handle still reads it).
+#[derive(Debug, Clone)]
+pub struct SnapshotFileRef {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// Its bytes.
+    pub len: u64,
+    /// The open file.
+    pub file: std::sync::Arc<dyn ferry_log::IoFile>,
+}

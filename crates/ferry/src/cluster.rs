@@ -100,6 +100,7 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
         tls,
         heartbeat_ms: 200,
         election_ms: (1_000, 2_000),
+        snapshot_bytes: s.queue_snapshot_bytes.max(1),
     }))
 }
 

@@ -102,6 +102,9 @@ struct ServerArgs {
     /// Replicas of a new durable queue in a cluster [default: 3].
     #[arg(long)]
     default_replicas: Option<usize>,
+    /// Bytes a replicated queue logs between snapshots [default: 64 MiB].
+    #[arg(long)]
+    queue_snapshot_bytes: Option<u64>,
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -185,6 +188,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.default_replicas {
         settings.default_replicas = v;
+    }
+    if let Some(v) = args.queue_snapshot_bytes {
+        settings.queue_snapshot_bytes = v;
     }
     if let Err(e) = init_logging(&settings) {
         eprintln!("ferry: {e}");

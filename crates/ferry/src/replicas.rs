@@ -91,7 +91,7 @@ impl Starter {
             .block_on(QueueGroup::start(
                 p.group,
                 me,
-                config,
+                &config,
                 self.node.links().clone(),
                 self.node.groups().clone(),
                 log,

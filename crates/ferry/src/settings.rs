@@ -87,6 +87,10 @@ pub struct Settings {
     /// cluster's size; `x-quorum-initial-group-size` overrides it for a
     /// quorum queue).
     pub default_replicas: usize,
+    /// Bytes of records a replicated queue logs between two snapshots
+    /// (at least the records of the messages it holds); each snapshot
+    /// lets its Raft log be cut.
+    pub queue_snapshot_bytes: u64,
 }
 
 /// How log lines are written.
@@ -151,6 +155,7 @@ impl Default for Settings {
             cluster_secret_file: None,
             cluster_tls: false,
             default_replicas: 3,
+            queue_snapshot_bytes: 64 << 20,
         }
     }
 }
@@ -195,6 +200,7 @@ struct FileSettings {
     cluster_secret_file: Option<PathBuf>,
     cluster_tls: Option<bool>,
     default_replicas: Option<usize>,
+    queue_snapshot_bytes: Option<u64>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -276,7 +282,8 @@ impl Settings {
             cluster_seeds,
             cluster_secret,
             cluster_tls,
-            default_replicas
+            default_replicas,
+            queue_snapshot_bytes
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -335,7 +342,8 @@ impl Settings {
             "FERRY_QUORUM_DELIVERY_LIMIT" => quorum_delivery_limit,
             "FERRY_WORKER_THREADS" => worker_threads,
             "FERRY_CLUSTER_TLS" => cluster_tls,
-            "FERRY_DEFAULT_REPLICAS" => default_replicas
+            "FERRY_DEFAULT_REPLICAS" => default_replicas,
+            "FERRY_QUEUE_SNAPSHOT_BYTES" => queue_snapshot_bytes
         );
         Ok(())
     }

@@ -24,6 +24,7 @@ pub use status::{
 };
 
 use crate::error::NodeError;
+use crate::group::{queue_raft_config, GroupConfig};
 use crate::handshake::{Identity, Secret};
 use crate::link::Links;
 use crate::listener::Listener;
@@ -67,6 +68,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Metadata group election timeout range, ms.
     pub election_ms: (u64, u64),
+    /// Queue groups: bytes of records between snapshots (`GroupConfig`).
+    pub snapshot_bytes: u64,
 }
 
 /// A clustered node.
@@ -273,19 +276,19 @@ impl ClusterNode {
             .collect()
     }
 
-    /// Raft timers for the node's queue groups (as the metadata group's).
-    pub fn group_config(&self) -> Result<Arc<Config>, NodeError> {
-        Config {
-            cluster_name: "ferry-queue".into(),
+    /// How the node's queue groups run: the metadata group's timers,
+    /// snapshots when the group asks (`GroupConfig`).
+    pub fn group_config(&self) -> Result<GroupConfig, NodeError> {
+        let raft = queue_raft_config(Config {
             heartbeat_interval: self.inner.cfg.heartbeat_ms,
             election_timeout_min: self.inner.cfg.election_ms.0,
             election_timeout_max: self.inner.cfg.election_ms.1,
-            snapshot_policy: openraft::SnapshotPolicy::Never,
             ..Config::default()
-        }
-        .validate()
-        .map(Arc::new)
-        .map_err(raft_err)
+        })?;
+        Ok(GroupConfig {
+            raft,
+            snapshot_bytes: self.inner.cfg.snapshot_bytes,
+        })
     }
 
     /// The metadata group's applied state.

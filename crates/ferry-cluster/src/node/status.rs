@@ -53,6 +53,10 @@ pub struct GroupStats {
     pub last_log_index: u64,
     /// Index of the last entry applied here.
     pub last_applied_index: u64,
+    /// Index of the last entry the current snapshot covers (0: none).
+    pub snapshot_index: u64,
+    /// The log holds nothing at or below this index (0: nothing purged).
+    pub purged_index: u64,
     /// 1 if this node leads the group.
     pub leader: bool,
     /// Times this node saw the group's leader change (including to none).
@@ -137,6 +141,8 @@ pub fn stats_of(
         term: m.current_term,
         last_log_index: last,
         last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
         leader: m.current_leader == Some(me),
         leader_changes: counters.leader_changes.load(Relaxed),
         elections: counters.elections.load(Relaxed),

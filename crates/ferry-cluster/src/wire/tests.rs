@@ -96,21 +96,28 @@ fn raft_messages_round_trip() {
         decode_vote_reply(encode_vote_reply(&vr)).expect("vote reply"),
         vr
     );
-    let snap = Snapshot::<TypeConfig> {
-        meta: SnapshotMeta {
-            last_log_id: Some(log_id(2, 1, 40)),
-            last_membership: StoredMembership::new(
-                Some(log_id(1, 1, 2)),
-                Membership::new(vec![BTreeSet::from([1, 2])], ()),
-            ),
-            snapshot_id: "s-1".into(),
-        },
-        snapshot: Box::new(SnapshotData(Bytes::from_static(b"state"))),
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id(2, 1, 40)),
+        last_membership: StoredMembership::new(
+            Some(log_id(1, 1, 2)),
+            Membership::new(vec![BTreeSet::from([1, 2])], ()),
+        ),
+        snapshot_id: "s-1".into(),
     };
-    let (vote, got) = decode_snapshot(encode_snapshot(&Vote::new(5, 1), &snap)).expect("snapshot");
-    assert_eq!(vote, Vote::new(5, 1));
-    assert_eq!(got.meta, snap.meta);
-    assert_eq!(got.snapshot, snap.snapshot);
+    let bodies = [
+        SnapshotBody::Inline(Bytes::from_static(b"state")),
+        SnapshotBody::File { len: 1 << 40 },
+    ];
+    for body in bodies {
+        let (vote, got_meta, got) =
+            decode_snapshot(encode_snapshot(&Vote::new(5, 1), &meta, &body)).expect("snapshot");
+        assert_eq!(vote, Vote::new(5, 1));
+        assert_eq!(got_meta, meta);
+        assert_eq!(got, body);
+    }
+    let (off, b) = decode_chunk(encode_chunk(7, b"abc")).expect("chunk");
+    assert_eq!((off, &b[..]), (7, &b"abc"[..]));
+    assert!(decode_chunk(encode_chunk(7, b"abc").slice(..10)).is_err());
     let sr = SnapshotResponse {
         vote: Vote::new(5, 1),
     };

@@ -58,7 +58,7 @@ use super::remote::{LeaderPort, RemoteConsumer};
 use super::sinks::ConfirmToken;
 use super::sinks::Delivery;
 use super::spec::{QueueEnv, QueueSpec};
-use super::state::QueueState;
+use super::state::{QueueState, StateImage};
 use ferry_model::message::Message;
 use ferry_model::Table;
 use std::path::PathBuf;
@@ -221,6 +221,39 @@ impl Replica {
         if let Some(c) = c {
             c.sink.cancelled(&c.tag);
         }
+    }
+
+    /// The replicated state as an image (for the group's snapshot), and
+    /// where the records of its messages are (taken together, under the
+    /// queue's lock).
+    pub fn image_with_positions(&self) -> (StateImage, Vec<RecordPos>) {
+        let g = self.queue().inner.lock();
+        (g.state.image(), g.state.positions())
+    }
+
+    /// Record bytes of the messages the replica holds (what a snapshot
+    /// would carry).
+    pub fn live_bytes(&self) -> u64 {
+        let g = self.queue().inner.lock();
+        g.state.ready_bytes() + g.state.unacked_bytes() + g.state.waiting_bytes()
+    }
+
+    /// Replaces the state with `image`: a snapshot loaded at start or
+    /// installed from the leader (whose log no longer holds what this
+    /// replica lacks). Its records are read through the log as any
+    /// message's (the group's log finds them in the snapshot).
+    pub fn restore(&self, image: &StateImage) {
+        let mut g = self.queue().inner.lock();
+        let inner = &mut *g;
+        if inner.leads {
+            inner.state.return_all_checked_out();
+        }
+        let freed = inner.state.drop_cached();
+        inner.cache.freed(freed);
+        inner.remote.clear();
+        let levels = inner.state.levels();
+        let track = inner.state.tracks_body();
+        inner.state = QueueState::from_image(levels, track, image);
     }
 
     /// The leader this follower was fed by is gone: what it delivered and

@@ -25,6 +25,7 @@ use ready::Ready;
 use std::sync::Arc;
 
 pub use entry::Entry;
+pub use image::{ImageError, ImageRow, StateImage};
 pub use meta::Meta;
 pub use ready::{Spill, WINDOW};
 
@@ -32,6 +33,8 @@ pub use ready::{Spill, WINDOW};
 mod checked_out;
 /// A message's index entry.
 mod entry;
+/// The state as data, for a replicated queue's snapshot.
+mod image;
 /// Deadlines and body sizes.
 mod meta;
 /// The ready messages: priority levels, window, spilled ranges.
@@ -138,6 +141,11 @@ impl QueueState {
     pub fn end_replay(&mut self) {
         self.ready.end_replay();
         self.waiting.seal();
+    }
+
+    /// Whether body bytes are counted.
+    pub fn tracks_body(&self) -> bool {
+        self.meta.tracks_body()
     }
 
     /// Number of priority levels.

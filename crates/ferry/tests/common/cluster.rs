@@ -48,16 +48,22 @@ pub fn skip_external(test: &str) -> bool {
 /// The three seeds, started together (each prints READY only once the
 /// cluster formed, which needs a majority of them).
 pub async fn three_seeds(ports: &[u16]) -> (Vec<Broker>, String) {
+    three_seeds_with(ports, &[]).await
+}
+
+/// [`three_seeds`] with `extra` settings (`FERRY_*` variables) on each.
+pub async fn three_seeds_with(ports: &[u16], extra: &[(&str, &str)]) -> (Vec<Broker>, String) {
     let seeds = ports
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(",");
-    let (a, b, c) = tokio::join!(
-        start_node(node_env(1, ports, &seeds, "s3cret")),
-        start_node(node_env(2, ports, &seeds, "s3cret")),
-        start_node(node_env(3, ports, &seeds, "s3cret")),
-    );
+    let env = |i| {
+        let mut e = node_env(i, ports, &seeds, "s3cret");
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        e
+    };
+    let (a, b, c) = tokio::join!(start_node(env(1)), start_node(env(2)), start_node(env(3)));
     (vec![a, b, c], seeds)
 }
 

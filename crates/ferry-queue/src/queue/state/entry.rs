@@ -49,6 +49,21 @@ impl Entry {
         }
     }
 
+    /// An entry restored from a snapshot's image (`flags` as
+    /// [`Entry::flags`] gave them).
+    pub fn restored(pos: RecordPos, delivery_count: u16, flags: u8, priority: u8) -> Self {
+        let mut e = Entry::new(pos, false, None);
+        e.delivery_count = delivery_count;
+        e.flags = flags & (REDELIVERED | PERSISTENT);
+        e.priority = priority;
+        e
+    }
+
+    /// Its flags as one byte (for a snapshot's image).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
     /// The same at priority level `p`.
     pub fn with_priority(mut self, p: u8) -> Self {
         self.priority = p;
