@@ -462,6 +462,11 @@ async fn replicas_snapshot_and_cut_their_logs_and_serve_from_the_snapshot() {
             .filter(|f| f.starts_with("snapshot-"))
             .collect();
         assert_eq!(files.len(), 1, "one snapshot file: {files:?}");
+        eprintln!(
+            "node {}: {} bytes on disk after {written} bytes of bodies",
+            n.id,
+            dir_bytes(n.dir.path())
+        );
     }
     go_away(leader).await;
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != l).collect();
@@ -480,12 +485,18 @@ async fn replicas_snapshot_and_cut_their_logs_and_serve_from_the_snapshot() {
     assert_eq!(t2.bodies(), want);
 }
 
-/// Bytes of the files in `dir`.
+/// Bytes of the files under `dir` (the log's segments are in `log/`).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
         .sum()
 }

@@ -171,3 +171,39 @@ fn a_power_cut_leaves_the_old_snapshot_or_the_new_one_whole() {
         }
     }
 }
+
+/// The committed version-1 file (`tests/fixtures/queue-snapshot-v1.fqs`):
+/// today's reader opens it with its meta, state and records intact, and
+/// today's writer still writes the same bytes (a format change must
+/// bump the version and keep reading this one). `FERRY_WRITE_FIXTURES=1`
+/// rewrites it.
+#[test]
+fn the_version_1_fixture_reads_back_and_is_what_the_writer_writes() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/queue-snapshot-v1.fqs");
+    let dir = tempfile::tempdir().unwrap();
+    let io: Arc<dyn FileIo> = Arc::new(StdIo);
+    let (store, _) = SnapshotStore::open(io.clone(), dir.path()).unwrap();
+    let mut img = image(&[5, 8, 13]);
+    img.rows[1].until = Some(77_000);
+    img.rows[2].priority = 4;
+    img.rows[2].body = 9;
+    let built = store
+        .build(&meta(21), &img, &mut |id| Ok(record(id)))
+        .unwrap();
+    let written = std::fs::read(built.path()).unwrap();
+    if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() {
+        std::fs::write(&fixture, &written).unwrap();
+    }
+    let committed = std::fs::read(&fixture).expect("the committed fixture");
+    assert_eq!(written, committed, "the writer's bytes changed");
+    let copy = tempfile::tempdir().unwrap();
+    let path = copy.path().join("snapshot-00000000000000000021.fqs");
+    std::fs::copy(&fixture, &path).unwrap();
+    let (store, got) = SnapshotStore::open(io, copy.path()).unwrap();
+    assert_eq!(got.unwrap(), img);
+    assert_eq!(store.current().unwrap().meta(), &meta(21));
+    for id in [5, 8, 13] {
+        assert_eq!(store.read(id).unwrap().unwrap(), record(id));
+    }
+}
