@@ -110,13 +110,20 @@ pub fn queue_raft_config(timers: Config) -> Result<Arc<Config>, NodeError> {
     .map_err(|e| NodeError::Raft(e.to_string()))
 }
 
-/// Triggers a snapshot each time the state machine says one is due.
+/// Triggers a snapshot each time the state machine says one is due, and
+/// waits for it (a while at most: openraft skips a trigger while it
+/// builds a snapshot) before the machine may ask again.
 async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
+    let mut metrics = raft.metrics();
     loop {
         due.wait().await;
+        let before = metrics.borrow().snapshot;
         if raft.trigger().snapshot().await.is_err() {
             return;
         }
+        let built = metrics.wait_for(|m| m.snapshot != before);
+        let _ = tokio::time::timeout(Duration::from_secs(5), built).await;
+        due.rearm();
     }
 }
 

@@ -31,7 +31,6 @@ use ferry_queue::queue::{CommandLog, Replica};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -122,6 +121,12 @@ impl SnapshotDue {
 
     fn reset(&self) {
         self.logged.store(0, Ordering::Relaxed);
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// Asks again at the next apply if still due (the trigger may have
+    /// been skipped: openraft ignores one while it builds a snapshot).
+    pub fn rearm(&self) {
         self.asked.store(false, Ordering::Release);
     }
 
@@ -244,8 +249,8 @@ pub struct QueueSnapshotBuilder {
     meta: SnapshotMeta<NodeId, BasicNode>,
     image: StateImage,
     /// Where each message's record is in the log (read from there unless
-    /// the current snapshot holds it).
-    positions: HashMap<u64, RecordPos>,
+    /// the current snapshot holds it), by id.
+    positions: Vec<RecordPos>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
@@ -264,9 +269,9 @@ impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
                 if let Some(r) = store.read(id) {
                     return r;
                 }
-                match positions.get(&id) {
-                    Some(pos) => log.read_command(pos),
-                    None => Err(crate::error::RaftLogError::Task(format!(
+                match positions.binary_search_by_key(&id, |p| p.index) {
+                    Ok(at) => log.read_command(&positions[at]),
+                    Err(_) => Err(crate::error::RaftLogError::Task(format!(
                         "no position for message {id}"
                     ))),
                 }
@@ -310,7 +315,8 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called between applies: the image is the state at `applied`.
-        let (image, positions) = self.replica.image_with_positions();
+        let (image, mut positions) = self.replica.image_with_positions();
+        positions.sort_unstable_by_key(|p| p.index);
         let s = self.state.lock();
         let last = s.applied;
         let meta = SnapshotMeta {
@@ -328,7 +334,7 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
             store: self.store.clone(),
             meta,
             image,
-            positions: positions.into_iter().map(|p| (p.index, p)).collect(),
+            positions,
         }
     }
 

@@ -309,7 +309,9 @@ impl SnapshotStore {
     }
 
     /// Writes a snapshot with `meta` and `image`, whose records `record`
-    /// gives by id, and makes it current. Returns it.
+    /// gives by id, and makes it current. Returns it — or the current one
+    /// if that is as recent (an install overtook this build: the image
+    /// is older than what is installed, and its records may be gone).
     pub fn build(
         &self,
         meta: &SnapMeta,
@@ -317,6 +319,11 @@ impl SnapshotStore {
         record: &mut dyn FnMut(u64) -> Result<Bytes, RaftLogError>,
     ) -> Result<Arc<SnapshotFile>, RaftLogError> {
         let _busy = self.busy.lock();
+        if let Some(cur) = self.current() {
+            if cur.meta.last_log_id >= meta.last_log_id {
+                return Ok(cur);
+            }
+        }
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let path = self.dir.join(format!("{PREFIX}{index:020}{SUFFIX}"));
         let tmp = self.dir.join(format!("{PREFIX}{index:020}.tmp"));

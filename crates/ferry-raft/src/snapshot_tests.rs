@@ -92,6 +92,25 @@ fn a_built_snapshot_reopens_with_its_state_and_serves_its_records() {
     assert_eq!(names, vec!["snapshot-00000000000000000020.fqs".to_owned()]);
 }
 
+/// A build whose image is older than the current snapshot (an install
+/// overtook it) writes nothing: the current one stays.
+#[test]
+fn an_older_build_leaves_a_newer_snapshot_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = SnapshotStore::open(Arc::new(StdIo), dir.path()).unwrap();
+    build(&store, 20, &[7]);
+    let mut asked = 0;
+    let got = store
+        .build(&meta(10), &image(&[1, 2]), &mut |id| {
+            asked += 1;
+            Ok(record(id))
+        })
+        .unwrap();
+    assert_eq!(got.meta(), &meta(20));
+    assert_eq!(asked, 0, "no record read");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
 #[test]
 fn damaged_snapshots_are_refused_and_damaged_records_are_errors() {
     let sim = SimIo::new();
