@@ -84,6 +84,13 @@ fn finish(dones: Vec<ProposeDone>, r: Result<(), String>) {
     }
 }
 
+/// A queue group's openraft heartbeat interval (its tick is 1.5 × this;
+/// heartbeats themselves are off).
+pub const QUEUE_TICK_MS: u64 = 250;
+/// A queue group's election timeout range, ms: the lease after the last
+/// word from a leader during which its followers refuse other candidates.
+pub const QUEUE_LEASE_MS: (u64, u64) = (600, 900);
+
 /// How this node runs its queue groups.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -95,15 +102,22 @@ pub struct GroupConfig {
     pub snapshot_bytes: u64,
 }
 
-/// openraft's settings of a queue group from `timers`: the group
-/// triggers its snapshots itself and the log is purged up to each (the
-/// snapshot holds the records the queue still needs).
-pub fn queue_raft_config(timers: Config) -> Result<Arc<Config>, NodeError> {
+/// openraft's settings of a queue group (from `base`, timers replaced):
+/// quiescent, and the group triggers its snapshots itself; the log is
+/// purged up to each (the snapshot holds the records the queue needs).
+pub fn queue_raft_config(base: Config) -> Result<Arc<Config>, NodeError> {
     Config {
         cluster_name: "ferry-queue".into(),
+        // Quiescent (`elector`): no heartbeats, no election timer. The
+        // tick (1.5 × this) still steps a removed leader down; the
+        // election timeout is the lease during which a voter that heard
+        // the leader refuses another candidate.
+        heartbeat_interval: QUEUE_TICK_MS,
+        election_timeout_min: QUEUE_LEASE_MS.0,
+        election_timeout_max: QUEUE_LEASE_MS.1,
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
-        ..timers
+        ..base
     }
     .validate()
     .map(Arc::new)
@@ -190,6 +204,7 @@ impl QueueGroup {
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         groups.insert(id, raft.clone());
         groups.insert_store(id, store);
+        groups.set_quiescent(id);
         let served = Served::new(replica.clone());
         groups.insert_served(id, served.clone());
         let name = replica.queue().name().clone();

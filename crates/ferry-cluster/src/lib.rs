@@ -17,12 +17,14 @@
 //! follower's consumers are served by the leader (`served` on the
 //! leader, `port` on the follower: sessions, credit, pulls), and a queue
 //! on a node outside its group (`outside`, `leadership`: the leader
-//! guessed among the members).
+//! guessed among the members). Queue groups are quiescent: a node-wide
+//! failure detector elects their leaders (`elector`).
 //!
 //! Must not: know AMQP or what a Raft command means (a queue's commands
 //! stay opaque bytes here), or let a connection that failed the handshake
 //! reach Raft.
 
+pub mod elector;
 mod error;
 pub mod group;
 pub mod handshake;
@@ -45,3 +47,19 @@ pub use link::{Admission, Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};
 pub use network::{FerryRaft, GroupClient, GroupNetwork, RaftGroups};
 pub use tls::LinkTls;
+
+/// Runs futures concurrently and collects their outputs in order.
+pub(crate) async fn join_all<F>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}

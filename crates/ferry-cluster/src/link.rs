@@ -135,7 +135,7 @@ impl Links {
         self.peers.lock().clear();
     }
 
-    fn track(&self, t: JoinHandle<()>) {
+    pub(crate) fn track(&self, t: JoinHandle<()>) {
         let mut tasks = self.tasks.lock();
         tasks.retain(|t| !t.is_finished());
         tasks.push(t);

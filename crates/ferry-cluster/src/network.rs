@@ -196,6 +196,8 @@ pub struct RaftGroups {
     served: RwLock<HashMap<u64, Arc<Served>>>,
     /// Where the queue groups receive snapshot files.
     stores: RwLock<HashMap<u64, Arc<SnapshotStore>>>,
+    /// Groups without timers of their own (`elector`).
+    quiescent: RwLock<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -221,7 +223,27 @@ impl RaftGroups {
     pub fn remove(&self, group: u64) -> Option<FerryRaft> {
         self.served.write().remove(&group);
         self.stores.write().remove(&group);
+        self.quiescent.write().remove(&group);
         self.groups.write().remove(&group)
+    }
+
+    /// Makes `group` quiescent: no heartbeats, no election timer; the
+    /// node's elector elects its leaders.
+    pub(crate) fn set_quiescent(&self, group: u64) {
+        if let Some(raft) = self.get(group) {
+            raft.runtime_config().heartbeat(false);
+            raft.runtime_config().elect(false);
+            self.quiescent.write().insert(group);
+        }
+    }
+
+    /// The quiescent groups.
+    pub(crate) fn quiescent(&self) -> Vec<(u64, FerryRaft)> {
+        let ids: Vec<u64> = self.quiescent.read().iter().copied().collect();
+        let groups = self.groups.read();
+        ids.into_iter()
+            .filter_map(|id| groups.get(&id).map(|r| (id, r.clone())))
+            .collect()
     }
 
     /// Receives the snapshots of queue `group` into `store`.
@@ -237,6 +259,9 @@ impl RaftGroups {
     /// Answers a frame for one of this node's groups: Raft's requests,
     /// forwarded proposals, a follower's queue requests.
     pub(crate) async fn serve_frame(&self, from: NodeId, frame: &Frame) -> Result<Bytes, String> {
+        if frame.kind == wire::KIND_ALIVE {
+            return Ok(Bytes::new());
+        }
         if (remote::KIND_PULL..=remote::KIND_PURGE).contains(&frame.kind) {
             let served = self.served.read().get(&frame.group).cloned();
             return match served {

@@ -1,7 +1,7 @@
 //! Nodes in one process for tests and measurements (feature
 //! `test-support`): each with its cluster port on loopback serving its own
-//! Raft groups, and its links to the others, authenticated with one
-//! secret.
+//! Raft groups, its links to the others, authenticated with one secret,
+//! and its elector (which elects the leaders of quiescent groups).
 
 use crate::handshake::{Identity, Secret};
 use crate::link::Links;
@@ -59,17 +59,23 @@ pub async fn local_nodes(n: u64, secret: &Secret) -> (Vec<LocalNode>, BTreeMap<N
             (*id, BasicNode { addr })
         })
         .collect();
+    let peers: Vec<(NodeId, String)> = members.iter().map(|(id, n)| (*id, n.addr.clone())).collect();
     let nodes = bound
         .into_iter()
-        .map(|(id, listener, groups)| LocalNode {
-            id,
-            links: Links::new(
+        .map(|(id, listener, groups)| {
+            let links = Links::new(
                 identity(id, members[&id].addr.clone()),
                 secret.clone(),
                 None,
-            ),
-            listener,
-            groups,
+            );
+            let peers = peers.clone();
+            crate::elector::spawn(id, &links, groups.clone(), Arc::new(move || peers.clone()));
+            LocalNode {
+                id,
+                links,
+                listener,
+                groups,
+            }
         })
         .collect();
     (nodes, members)
@@ -99,11 +105,10 @@ pub fn test_config() -> Arc<Config> {
     }
 }
 
-/// A queue group's settings for tests: [`test_config`]'s timers, a
-/// snapshot once `snapshot_bytes` of records were applied.
+/// A queue group's settings for tests: a snapshot once `snapshot_bytes`
+/// of records were applied.
 pub fn test_group_config(snapshot_bytes: u64) -> crate::group::GroupConfig {
-    let timers = Config::clone(&test_config());
-    match crate::group::queue_raft_config(timers) {
+    match crate::group::queue_raft_config(Config::default()) {
         Ok(raft) => crate::group::GroupConfig {
             raft,
             snapshot_bytes,

@@ -33,6 +33,9 @@ pub const KIND_SNAPSHOT: u8 = 3;
 /// A piece of a snapshot file, before the [`KIND_SNAPSHOT`] that
 /// installs it (`encode_chunk`).
 pub const KIND_SNAPSHOT_CHUNK: u8 = 14;
+/// Is the node up? Answered with an empty body at once (the elector's
+/// failure detector; group 0).
+pub const KIND_ALIVE: u8 = 15;
 /// A node asks to join the cluster (to the metadata leader).
 pub const KIND_JOIN: u8 = 4;
 /// Commands for a group, forwarded to its leader.

@@ -211,6 +211,14 @@ impl ClusterNode {
         *inner.listener.lock() = Some(listener);
         let node = ClusterNode { inner };
         node.bootstrap().await?;
+        let weak = Arc::downgrade(&node.inner);
+        let peers: crate::elector::Peers = Arc::new(move || {
+            weak.upgrade().map_or_else(Vec::new, |inner| {
+                let n = ClusterNode { inner };
+                n.voters().into_iter().map(|(id, b)| (id, b.addr)).collect()
+            })
+        });
+        crate::elector::spawn(id, &node.inner.links, node.inner.groups.clone(), peers);
         let keeper = node.clone();
         let t = tokio::spawn(async move { keeper.keep_announced().await });
         node.inner.tasks.lock().push(t);
@@ -276,15 +284,10 @@ impl ClusterNode {
             .collect()
     }
 
-    /// How the node's queue groups run: the metadata group's timers,
-    /// snapshots when the group asks (`GroupConfig`).
+    /// How the node's queue groups run: quiescent (the elector elects
+    /// their leaders), snapshots when the group asks (`GroupConfig`).
     pub fn group_config(&self) -> Result<GroupConfig, NodeError> {
-        let raft = queue_raft_config(Config {
-            heartbeat_interval: self.inner.cfg.heartbeat_ms,
-            election_timeout_min: self.inner.cfg.election_ms.0,
-            election_timeout_max: self.inner.cfg.election_ms.1,
-            ..Config::default()
-        })?;
+        let raft = queue_raft_config(Config::default())?;
         Ok(GroupConfig {
             raft,
             snapshot_bytes: self.inner.cfg.snapshot_bytes,
@@ -363,7 +366,7 @@ impl ClusterNode {
                     .is_ok_and(|f| f.body.first() == Some(&1))
             });
         }
-        futures_join(asks).await.into_iter().any(|formed| formed)
+        crate::join_all(asks).await.into_iter().any(|formed| formed)
     }
 
     /// Asks the seeds (then whoever they name as leader) to add this node,
@@ -686,7 +689,7 @@ impl ClusterNode {
             });
         }
         let mut members = Vec::new();
-        for (id, addr, running, stats) in futures_join(pings).await {
+        for (id, addr, running, stats) in crate::join_all(pings).await {
             members.push(MemberStatus {
                 id,
                 name: st
@@ -744,20 +747,4 @@ impl ClusterNode {
             l.close();
         }
     }
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

@@ -1,0 +1,185 @@
+//! Elections of quiescent groups (the queue groups): such a group sends
+//! no heartbeats and starts no election on a timer of its own (openraft's
+//! `heartbeat(false)` / `elect(false)`), so an idle group costs only
+//! openraft's tick; a change of the commit index still reaches the
+//! followers at once (openraft sends it). Instead, one task per node:
+//!
+//! - **Failure detector**: pings every other node every [`TICK`] over the
+//!   node links ([`KIND_ALIVE`]). A node is down when a dial to it is
+//!   refused or its connection is lost (a killed process: known at once),
+//!   or when it answered nothing for [`DOWN_AFTER`] (a partition).
+//! - **Elections**: for each quiescent group this node votes in whose
+//!   leader is unknown, down, or this node without leading, the live
+//!   voters stand in the order of their ids: the first at once, the next
+//!   [`STAND_GAP`] later, ... (each again every [`RETRY`] while the group
+//!   has no leader: a voter that heard the old leader less than the
+//!   election timeout ago refuses its vote until then).
+//! - **Catching up**: a leader whose live follower lags (it was down,
+//!   or is being rebuilt) sends it a heartbeat every [`NUDGE`], so it
+//!   catches up (entries, or the snapshot) without waiting for a write.
+//!
+//! Known limit: a group whose Raft instance stopped on a node that is
+//! otherwise up keeps that node as its leader on the others.
+
+use crate::link::Links;
+use crate::network::{FerryRaft, RaftGroups};
+use crate::wire::KIND_ALIVE;
+use crate::LinkError;
+use ferry_raft::NodeId;
+use openraft::ServerState;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the other nodes are pinged and the groups looked at.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A node that answered nothing for this long is down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(2);
+/// Between two voters' turns to stand.
+pub const STAND_GAP: Duration = Duration::from_secs(1);
+/// Before a voter stands again in a group still without a leader.
+pub const RETRY: Duration = Duration::from_secs(2);
+/// Between two heartbeats to a lagging follower.
+pub const NUDGE: Duration = Duration::from_secs(1);
+/// How long a ping may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The other nodes to watch, with their cluster addresses.
+pub type Peers = Arc<dyn Fn() -> Vec<(NodeId, String)> + Send + Sync>;
+
+/// What this node knows of the others' liveness.
+#[derive(Debug, Default)]
+struct Liveness {
+    last_ok: HashMap<NodeId, Instant>,
+    gone: HashSet<NodeId>,
+}
+
+impl Liveness {
+    fn alive(&self, me: NodeId, id: NodeId) -> bool {
+        id == me
+            || (!self.gone.contains(&id)
+                && self
+                    .last_ok
+                    .get(&id)
+                    .is_some_and(|t| t.elapsed() < DOWN_AFTER))
+    }
+
+    fn record(&mut self, id: NodeId, r: Result<(), LinkError>) {
+        match r {
+            Ok(()) => {
+                self.last_ok.insert(id, Instant::now());
+                self.gone.remove(&id);
+            }
+            // Refused or lost: the process is gone (or the link broke:
+            // the next ping tells).
+            Err(LinkError::Unreachable { .. } | LinkError::Lost { .. }) => {
+                self.gone.insert(id);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct GroupWatch {
+    leaderless_since: Option<Instant>,
+    stood_at: Option<Instant>,
+    nudged_at: Option<Instant>,
+}
+
+/// Starts this node's elector (ends when `links` close).
+pub fn spawn(me: NodeId, links: &Arc<Links>, groups: Arc<RaftGroups>, peers: Peers) {
+    let weak = Arc::downgrade(links);
+    let t = tokio::spawn(run(me, weak, groups, peers));
+    links.track(t);
+}
+
+async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Peers) {
+    let mut live = Liveness::default();
+    let mut watch: HashMap<u64, GroupWatch> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(l) = links.upgrade() else { return };
+        let pings = peers()
+            .into_iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, addr)| {
+                let link = l.link(id, &addr);
+                async move {
+                    let r = link
+                        .request(KIND_ALIVE, 0, bytes::Bytes::new(), PING_TIMEOUT)
+                        .await
+                        .map(|_| ());
+                    (id, r)
+                }
+            });
+        let answers = crate::join_all(pings.collect()).await;
+        drop(l);
+        for (id, r) in answers {
+            live.record(id, r);
+        }
+        let quiet = groups.quiescent();
+        watch.retain(|g, _| quiet.iter().any(|(q, _)| q == g));
+        for (gid, raft) in quiet {
+            // A group seen for the first time (declared, or this node
+            // starting) gets a turn's grace: its declaring node stands
+            // first (RabbitMQ's client-local placement).
+            let w = watch.entry(gid).or_insert_with(|| GroupWatch {
+                leaderless_since: Some(Instant::now() + STAND_GAP),
+                ..GroupWatch::default()
+            });
+            look_at(me, &raft, &live, w).await;
+        }
+    }
+}
+
+/// One group, as this node sees it: stands for election if it is this
+/// node's turn, or (leading) nudges a lagging follower.
+async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWatch) {
+    let now = Instant::now();
+    let (state, leader, voters, lagging) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let lagging = m.replication.as_ref().is_some_and(|r| {
+            r.iter().any(|(id, matched)| {
+                *id != me && live.alive(me, *id) && matched.map_or(0, |l| l.index) < last
+            })
+        });
+        (m.state, m.current_leader, voters, lagging)
+    };
+    if state == ServerState::Leader {
+        w.leaderless_since = None;
+        if lagging && w.nudged_at.is_none_or(|t| now - t >= NUDGE) {
+            w.nudged_at = Some(now);
+            let _ = raft.trigger().heartbeat().await;
+        }
+        return;
+    }
+    if !voters.contains(&me) {
+        return;
+    }
+    if leader.is_some_and(|l| l != me && live.alive(me, l)) {
+        w.leaderless_since = None;
+        return;
+    }
+    let since = *w.leaderless_since.get_or_insert(now);
+    if now < since {
+        return;
+    }
+    let mut standing: Vec<NodeId> = voters
+        .into_iter()
+        .filter(|v| live.alive(me, *v))
+        .collect();
+    standing.sort_unstable();
+    let rank = standing.iter().position(|v| *v == me).unwrap_or(0);
+    let turn = since + STAND_GAP * u32::try_from(rank).unwrap_or(u32::MAX);
+    if now >= turn && w.stood_at.is_none_or(|t| now - t >= RETRY) {
+        w.stood_at = Some(now);
+        tracing::debug!(rank, ?leader, "a quiescent group has no live leader: standing");
+        let _ = raft.trigger().elect().await;
+    }
+}
