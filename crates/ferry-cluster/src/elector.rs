@@ -13,7 +13,9 @@
 //!   voters stand in the order of their ids: the first at once, the next
 //!   [`STAND_GAP`] later, ... (each again every [`RETRY`] while the group
 //!   has no leader: a voter that heard the old leader less than the
-//!   election timeout ago refuses its vote until then).
+//!   election timeout ago refuses its vote until then). Groups are looked
+//!   at on every tick only while a node came or went or some group needs
+//!   this node, else every [`SCAN`].
 //! - **Catching up**: a leader whose live follower lags (it was down,
 //!   or is being rebuilt) sends it a heartbeat every [`NUDGE`], so it
 //!   catches up (entries, or the snapshot) without waiting for a write.
@@ -37,10 +39,14 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const DOWN_AFTER: Duration = Duration::from_secs(2);
 /// Between two voters' turns to stand.
 pub const STAND_GAP: Duration = Duration::from_secs(1);
-/// Before a voter stands again in a group still without a leader.
-pub const RETRY: Duration = Duration::from_secs(2);
+/// Before a voter stands again in a group still without a leader (its
+/// vote requests may have met the lease of a voter that heard the old
+/// leader lately).
+pub const RETRY: Duration = Duration::from_millis(400);
 /// Between two heartbeats to a lagging follower.
 pub const NUDGE: Duration = Duration::from_secs(1);
+/// Every group is looked at least this often.
+pub const SCAN: Duration = Duration::from_secs(1);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -99,14 +105,17 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
     let mut watch: HashMap<u64, GroupWatch> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scanned: Option<Instant> = None;
+    let mut attention = false;
     loop {
         tick.tick().await;
         let Some(l) = links.upgrade() else { return };
-        let pings = peers()
-            .into_iter()
+        let peers = peers();
+        let pings = peers
+            .iter()
             .filter(|(id, _)| *id != me)
             .map(|(id, addr)| {
-                let link = l.link(id, &addr);
+                let (id, link) = (*id, l.link(*id, addr));
                 async move {
                     let r = link
                         .request(KIND_ALIVE, 0, bytes::Bytes::new(), PING_TIMEOUT)
@@ -114,12 +123,27 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
                         .map(|_| ());
                     (id, r)
                 }
-            });
-        let answers = crate::join_all(pings.collect()).await;
+            })
+            .collect();
+        let answers = crate::join_all(pings).await;
         drop(l);
+        let before: Vec<bool> = peers.iter().map(|(id, _)| live.alive(me, *id)).collect();
         for (id, r) in answers {
             live.record(id, r);
         }
+        let changed = peers
+            .iter()
+            .zip(before)
+            .any(|((id, _), was)| live.alive(me, *id) != was);
+        // Every group is looked at when a node came or went, while some
+        // group needs this node, and every SCAN otherwise (new groups,
+        // restarted members): 1,000 idle groups cost little.
+        let due = scanned.is_none_or(|t| t.elapsed() >= SCAN);
+        if !(changed || attention || due) {
+            continue;
+        }
+        scanned = Some(Instant::now());
+        attention = false;
         let quiet = groups.quiescent();
         watch.retain(|g, _| quiet.iter().any(|(q, _)| q == g));
         for (gid, raft) in quiet {
@@ -130,18 +154,25 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
                 leaderless_since: Some(Instant::now() + STAND_GAP),
                 ..GroupWatch::default()
             });
-            look_at(me, &raft, &live, w).await;
+            attention |= look_at(me, &raft, &live, w).await;
         }
     }
 }
 
 /// One group, as this node sees it: stands for election if it is this
-/// node's turn, or (leading) nudges a lagging follower.
-async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWatch) {
+/// node's turn, or (leading) nudges a lagging follower. True while the
+/// group needs this node (no live leader, a lagging follower).
+async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWatch) -> bool {
     let now = Instant::now();
     let (state, leader, voters, lagging) = {
         let m = raft.metrics();
         let m = m.borrow();
+        let leader = m.current_leader;
+        if m.state != ServerState::Leader && leader.is_some_and(|l| l != me && live.alive(me, l)) {
+            // The common case: a live leader elsewhere.
+            w.leaderless_since = None;
+            return false;
+        }
         let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
         let lagging = m.replication.as_ref().is_some_and(|r| {
@@ -149,7 +180,7 @@ async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWat
                 *id != me && live.alive(me, *id) && matched.map_or(0, |l| l.index) < last
             })
         });
-        (m.state, m.current_leader, voters, lagging)
+        (m.state, leader, voters, lagging)
     };
     if state == ServerState::Leader {
         w.leaderless_since = None;
@@ -157,29 +188,65 @@ async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWat
             w.nudged_at = Some(now);
             let _ = raft.trigger().heartbeat().await;
         }
-        return;
+        return lagging;
     }
     if !voters.contains(&me) {
-        return;
-    }
-    if leader.is_some_and(|l| l != me && live.alive(me, l)) {
-        w.leaderless_since = None;
-        return;
+        return false;
     }
     let since = *w.leaderless_since.get_or_insert(now);
     if now < since {
-        return;
+        return true;
     }
-    let mut standing: Vec<NodeId> = voters
-        .into_iter()
-        .filter(|v| live.alive(me, *v))
-        .collect();
+    let mut standing: Vec<NodeId> = voters.into_iter().filter(|v| live.alive(me, *v)).collect();
     standing.sort_unstable();
     let rank = standing.iter().position(|v| *v == me).unwrap_or(0);
     let turn = since + STAND_GAP * u32::try_from(rank).unwrap_or(u32::MAX);
     if now >= turn && w.stood_at.is_none_or(|t| now - t >= RETRY) {
         w.stood_at = Some(now);
-        tracing::debug!(rank, ?leader, "a quiescent group has no live leader: standing");
+        tracing::debug!(
+            rank,
+            ?leader,
+            "a quiescent group has no live leader: standing"
+        );
         let _ = raft.trigger().elect().await;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_or_lost_link_is_down_at_once_a_silent_one_after_a_while() {
+        let mut live = Liveness::default();
+        assert!(live.alive(1, 1), "a node is alive to itself");
+        assert!(!live.alive(1, 2), "never heard: down");
+        live.record(2, Ok(()));
+        assert!(live.alive(1, 2));
+        let refused = LinkError::Unreachable {
+            addr: "a".into(),
+            reason: "refused".into(),
+        };
+        live.record(2, Err(refused));
+        assert!(!live.alive(1, 2), "refused: down at once");
+        live.record(2, Ok(()));
+        assert!(live.alive(1, 2), "answered again: up");
+        live.record(2, Err(LinkError::Lost { addr: "a".into() }));
+        assert!(!live.alive(1, 2), "connection lost: down at once");
+        live.record(2, Ok(()));
+        let silent = LinkError::Timeout {
+            addr: "a".into(),
+            millis: 1000,
+        };
+        live.record(2, Err(silent));
+        assert!(live.alive(1, 2), "one unanswered ping is not death");
+        live.last_ok.insert(
+            2,
+            Instant::now()
+                .checked_sub(DOWN_AFTER)
+                .unwrap_or_else(Instant::now),
+        );
+        assert!(!live.alive(1, 2), "silent for DOWN_AFTER: down");
     }
 }

@@ -84,12 +84,12 @@ fn finish(dones: Vec<ProposeDone>, r: Result<(), String>) {
     }
 }
 
-/// A queue group's openraft heartbeat interval (its tick is 1.5 × this;
-/// heartbeats themselves are off).
-pub const QUEUE_TICK_MS: u64 = 250;
+/// A queue group's openraft heartbeat interval (its tick task, disabled,
+/// still wakes every 1.5 × this; heartbeats are off).
+pub const QUEUE_TICK_MS: u64 = 300;
 /// A queue group's election timeout range, ms: the lease after the last
 /// word from a leader during which its followers refuse other candidates.
-pub const QUEUE_LEASE_MS: (u64, u64) = (600, 900);
+pub const QUEUE_LEASE_MS: (u64, u64) = (400, 500);
 
 /// How this node runs its queue groups.
 #[derive(Debug, Clone)]
@@ -108,10 +108,9 @@ pub struct GroupConfig {
 pub fn queue_raft_config(base: Config) -> Result<Arc<Config>, NodeError> {
     Config {
         cluster_name: "ferry-queue".into(),
-        // Quiescent (`elector`): no heartbeats, no election timer. The
-        // tick (1.5 × this) still steps a removed leader down; the
-        // election timeout is the lease during which a voter that heard
-        // the leader refuses another candidate.
+        // Quiescent (`elector`): no tick, heartbeats or election timer;
+        // the election timeout is the lease during which a voter that
+        // heard the leader refuses another candidate.
         heartbeat_interval: QUEUE_TICK_MS,
         election_timeout_min: QUEUE_LEASE_MS.0,
         election_timeout_max: QUEUE_LEASE_MS.1,
@@ -554,17 +553,19 @@ async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64, me: NodeI
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let m = raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        if membership.get_node(&me).is_none() || membership.voter_ids().any(|v| v == me) {
-            continue;
-        }
-        let Some(leader) = m.current_leader.filter(|l| *l != me) else {
-            continue;
+        let ask = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let learner =
+                membership.get_node(&me).is_some() && !membership.voter_ids().any(|v| v == me);
+            m.current_leader
+                .filter(|l| learner && *l != me)
+                .and_then(|l| membership.get_node(&l).map(|n| (l, n.addr.clone())))
         };
-        if let Some(n) = membership.get_node(&leader) {
+        if let Some((leader, addr)) = ask {
             let _ = links
-                .link(leader, &n.addr)
+                .link(leader, &addr)
                 .request(KIND_REBUILD, group, Bytes::new(), Duration::from_secs(5))
                 .await;
         }

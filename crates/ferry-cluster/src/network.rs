@@ -227,10 +227,14 @@ impl RaftGroups {
         self.groups.write().remove(&group)
     }
 
-    /// Makes `group` quiescent: no heartbeats, no election timer; the
-    /// node's elector elects its leaders.
+    /// Makes `group` quiescent: no tick, no heartbeats, no election
+    /// timer; the node's elector elects its leaders.
     pub(crate) fn set_quiescent(&self, group: u64) {
         if let Some(raft) = self.get(group) {
+            // No tick either: with no heartbeat and no election timer it
+            // would only step down a leader that removed itself from the
+            // group, which queue groups never do.
+            raft.runtime_config().tick(false);
             raft.runtime_config().heartbeat(false);
             raft.runtime_config().elect(false);
             self.quiescent.write().insert(group);

@@ -59,7 +59,10 @@ pub async fn local_nodes(n: u64, secret: &Secret) -> (Vec<LocalNode>, BTreeMap<N
             (*id, BasicNode { addr })
         })
         .collect();
-    let peers: Vec<(NodeId, String)> = members.iter().map(|(id, n)| (*id, n.addr.clone())).collect();
+    let peers: Vec<(NodeId, String)> = members
+        .iter()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
     let nodes = bound
         .into_iter()
         .map(|(id, listener, groups)| {
