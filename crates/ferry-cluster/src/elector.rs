@@ -16,6 +16,11 @@
 //!   election timeout ago refuses its vote until then). Groups are looked
 //!   at on every tick only while a node came or went or some group needs
 //!   this node, else every [`SCAN`].
+//! - **Fencing**: a leader that heard from less than a majority of its
+//!   group's voters for [`FENCE_AFTER`] stops serving (its consumers and
+//!   gets wait) until it hears from them again: cut off, it cannot commit,
+//!   and the majority elects another leader after [`DOWN_AFTER`] — so it
+//!   never hands out what the new leader may have delivered meanwhile.
 //! - **Catching up**: a leader whose live follower lags (it was down,
 //!   or is being rebuilt) sends it a heartbeat every [`NUDGE`], so it
 //!   catches up (entries, or the snapshot) without waiting for a write.
@@ -45,6 +50,10 @@ pub const STAND_GAP: Duration = Duration::from_secs(1);
 pub const RETRY: Duration = Duration::from_millis(400);
 /// Between two heartbeats to a lagging follower.
 pub const NUDGE: Duration = Duration::from_secs(1);
+/// A leader that heard from less than a majority of its group's voters
+/// for this long stops serving (before the others, who wait
+/// [`DOWN_AFTER`], elect another).
+pub const FENCE_AFTER: Duration = Duration::from_secs(1);
 /// Every group is looked at least this often.
 pub const SCAN: Duration = Duration::from_secs(1);
 /// How long a ping may take.
@@ -70,6 +79,12 @@ impl Liveness {
                     .is_some_and(|t| t.elapsed() < DOWN_AFTER))
     }
 
+    /// Whether `id` answered within `d` (and was not found gone since).
+    fn heard_within(&self, me: NodeId, id: NodeId, d: Duration) -> bool {
+        id == me
+            || (!self.gone.contains(&id) && self.last_ok.get(&id).is_some_and(|t| t.elapsed() < d))
+    }
+
     fn record(&mut self, id: NodeId, r: Result<(), LinkError>) {
         match r {
             Ok(()) => {
@@ -91,6 +106,8 @@ struct GroupWatch {
     leaderless_since: Option<Instant>,
     stood_at: Option<Instant>,
     nudged_at: Option<Instant>,
+    /// Leading, with a live follower behind.
+    lagging: bool,
 }
 
 /// Starts this node's elector (ends when `links` close).
@@ -154,15 +171,24 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
                 leaderless_since: Some(Instant::now() + STAND_GAP),
                 ..GroupWatch::default()
             });
-            attention |= look_at(me, &raft, &live, w).await;
+            let fenced = look_at(me, &raft, &live, w).await;
+            attention |= fenced.is_some_and(|f| f) || w.leaderless_since.is_some();
+            attention |= w.lagging;
+            groups.set_fenced(gid, fenced.unwrap_or(false));
         }
     }
 }
 
 /// One group, as this node sees it: stands for election if it is this
-/// node's turn, or (leading) nudges a lagging follower. True while the
-/// group needs this node (no live leader, a lagging follower).
-async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWatch) -> bool {
+/// node's turn, or (leading) nudges a lagging follower. Returns, when
+/// this node leads, whether it must not serve (fenced: it heard from less
+/// than a majority of the voters lately).
+async fn look_at(
+    me: NodeId,
+    raft: &FerryRaft,
+    live: &Liveness,
+    w: &mut GroupWatch,
+) -> Option<bool> {
     let now = Instant::now();
     let (state, leader, voters, lagging) = {
         let m = raft.metrics();
@@ -171,7 +197,8 @@ async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWat
         if m.state != ServerState::Leader && leader.is_some_and(|l| l != me && live.alive(me, l)) {
             // The common case: a live leader elsewhere.
             w.leaderless_since = None;
-            return false;
+            w.lagging = false;
+            return None;
         }
         let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
@@ -182,20 +209,27 @@ async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWat
         });
         (m.state, leader, voters, lagging)
     };
+    w.lagging = false;
     if state == ServerState::Leader {
         w.leaderless_since = None;
+        w.lagging = lagging;
         if lagging && w.nudged_at.is_none_or(|t| now - t >= NUDGE) {
             w.nudged_at = Some(now);
             let _ = raft.trigger().heartbeat().await;
         }
-        return lagging;
+        let heard = voters
+            .iter()
+            .filter(|v| live.heard_within(me, **v, FENCE_AFTER))
+            .count();
+        return Some(heard * 2 <= voters.len());
     }
     if !voters.contains(&me) {
-        return false;
+        w.leaderless_since = None;
+        return None;
     }
     let since = *w.leaderless_since.get_or_insert(now);
     if now < since {
-        return true;
+        return None;
     }
     let mut standing: Vec<NodeId> = voters.into_iter().filter(|v| live.alive(me, *v)).collect();
     standing.sort_unstable();
@@ -210,7 +244,7 @@ async fn look_at(me: NodeId, raft: &FerryRaft, live: &Liveness, w: &mut GroupWat
         );
         let _ = raft.trigger().elect().await;
     }
-    true
+    None
 }
 
 #[cfg(test)]

@@ -223,6 +223,7 @@ impl QueueGroup {
                 replica.clone(),
                 me,
                 served.clone(),
+                groups.fence(id),
             )),
             tokio::spawn(run_puller(port.clone(), replica.clone())),
             tokio::spawn(run_forwarder(port, forwards)),
@@ -411,19 +412,29 @@ async fn reap(served: Arc<Served>) {
 }
 
 /// Makes the replica serve while this node leads the group — once it has
-/// applied everything logged before its leadership began. On losing the
+/// applied everything logged before its leadership began, and while the
+/// elector does not fence it (cut off from a majority). On losing the
 /// leadership, the followers' sessions end.
 ///
 /// It watches the server metrics (they change with the leadership only;
 /// openraft sends the full metrics at every heartbeat round) and, while
 /// catching up as a new leader, the data metrics.
-async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served: Arc<Served>) {
+async fn watch_leadership(
+    raft: FerryRaft,
+    replica: Replica,
+    me: NodeId,
+    served: Arc<Served>,
+    fence: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let mut server = raft.server_metrics();
+    // A group without a fence is never fenced (the sender stays here).
+    let (_keep, unfenced) = tokio::sync::watch::channel(false);
+    let mut fence = fence.unwrap_or(unfenced);
     'watch: loop {
         let leads = {
             let m = server.borrow_and_update();
             m.current_leader == Some(me) && m.state == ServerState::Leader
-        };
+        } && !*fence.borrow_and_update();
         if leads {
             // Serve once everything logged before the leadership began is
             // applied (the leader's own first entry included).
@@ -436,6 +447,10 @@ async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served:
                         Ok(()) => continue 'watch,
                         Err(_) => break 'watch,
                     },
+                    r = fence.changed() => match r {
+                        Ok(()) => continue 'watch,
+                        Err(_) => break 'watch,
+                    },
                 }
             }
             replica.set_leader(true);
@@ -443,7 +458,11 @@ async fn watch_leadership(raft: FerryRaft, replica: Replica, me: NodeId, served:
             replica.set_leader(false);
             served.end_all();
         }
-        if server.changed().await.is_err() {
+        let changed = tokio::select! {
+            r = server.changed() => r,
+            r = fence.changed() => r,
+        };
+        if changed.is_err() {
             break;
         }
     }

@@ -196,8 +196,10 @@ pub struct RaftGroups {
     served: RwLock<HashMap<u64, Arc<Served>>>,
     /// Where the queue groups receive snapshot files.
     stores: RwLock<HashMap<u64, Arc<SnapshotStore>>>,
-    /// Groups without timers of their own (`elector`).
-    quiescent: RwLock<std::collections::HashSet<u64>>,
+    /// Groups without timers of their own (`elector`), each with its
+    /// fence: true while this node leads it without hearing from a
+    /// majority of its voters (it must not serve).
+    quiescent: RwLock<HashMap<u64, tokio::sync::watch::Sender<bool>>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -237,13 +239,28 @@ impl RaftGroups {
             raft.runtime_config().tick(false);
             raft.runtime_config().heartbeat(false);
             raft.runtime_config().elect(false);
-            self.quiescent.write().insert(group);
+            self.quiescent
+                .write()
+                .insert(group, tokio::sync::watch::Sender::new(false));
+        }
+    }
+
+    /// Whether this node may serve quiescent `group` as its leader
+    /// (false while fenced: cut off from a majority of its voters).
+    pub(crate) fn fence(&self, group: u64) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.quiescent.read().get(&group).map(|f| f.subscribe())
+    }
+
+    /// Fences `group` (or lifts its fence).
+    pub(crate) fn set_fenced(&self, group: u64, fenced: bool) {
+        if let Some(f) = self.quiescent.read().get(&group) {
+            f.send_if_modified(|v| std::mem::replace(v, fenced) != fenced);
         }
     }
 
     /// The quiescent groups.
     pub(crate) fn quiescent(&self) -> Vec<(u64, FerryRaft)> {
-        let ids: Vec<u64> = self.quiescent.read().iter().copied().collect();
+        let ids: Vec<u64> = self.quiescent.read().keys().copied().collect();
         let groups = self.groups.read();
         ids.into_iter()
             .filter_map(|id| groups.get(&id).map(|r| (id, r.clone())))

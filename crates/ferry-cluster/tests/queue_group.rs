@@ -500,3 +500,37 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// A leader cut off from both followers (their nodes gone: dials refused)
+/// stops serving within about a second — the node-wide failure detector
+/// fences it — so it never hands out messages the others' new leader may
+/// deliver; messages published before stay on it, unserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_majority_stops_serving() {
+    let fx = Fixture::new();
+    let nodes = start(&fx).await;
+    let (leader, _) = roles(&nodes).await;
+    let confirms = Arc::new(Confirms::default());
+    for i in 1..=5 {
+        publish(leader, &format!("m{i}"), &confirms, i);
+    }
+    until("every publish confirmed", || confirms.ok.lock().len() == 5).await;
+    assert!(leader.group.replica().serves());
+    for n in nodes.iter().filter(|n| n.id != leader.id) {
+        go_away(n).await;
+    }
+    until("the cut-off leader stops serving", || {
+        !leader.group.replica().serves()
+    })
+    .await;
+    let taker = Taker::new(100);
+    let q = leader.group.replica().queue();
+    q.consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    q.dispatch();
+    assert!(
+        taker.got.lock().is_empty(),
+        "a fenced leader delivers nothing"
+    );
+    assert_eq!(q.depth().ready, 5, "its messages stay");
+}
