@@ -510,23 +510,10 @@ impl QueueState {
     /// the same messages (tests: live and replayed states must agree).
     #[cfg(test)]
     pub fn digest(&self) -> Vec<DigestRow> {
-        let row = |e: &Entry, due: Option<u64>| {
-            (
-                e.id,
-                e.delivery_count,
-                e.priority,
-                due,
-                self.meta.deadline(e.id),
-            )
-        };
-        let mut v: Vec<_> = self
-            .ready
-            .entries()
-            .chain(self.checked_out.entries())
-            .map(|e| row(e, None))
-            .chain(self.waiting.iter().map(|(due, e)| row(e, Some(due))))
-            .collect();
-        v.sort_unstable();
-        v
+        self.image()
+            .rows
+            .iter()
+            .map(|r| (r.id, r.delivery_count, r.priority, r.until, r.deadline))
+            .collect()
     }
 }

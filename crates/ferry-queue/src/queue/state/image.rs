@@ -239,29 +239,18 @@ mod tests {
 
     #[test]
     fn bad_images_are_refused() {
+        let row = |id| ImageRow {
+            id,
+            len: 1,
+            delivery_count: 0,
+            flags: 0,
+            priority: 0,
+            until: None,
+            deadline: None,
+            body: 0,
+        };
         let img = StateImage {
-            rows: vec![
-                ImageRow {
-                    id: 4,
-                    len: 1,
-                    delivery_count: 0,
-                    flags: 0,
-                    priority: 0,
-                    until: None,
-                    deadline: None,
-                    body: 0,
-                },
-                ImageRow {
-                    id: 2,
-                    len: 1,
-                    delivery_count: 0,
-                    flags: 0,
-                    priority: 0,
-                    until: None,
-                    deadline: None,
-                    body: 0,
-                },
-            ],
+            rows: vec![row(4), row(2)],
         };
         let b = img.encode();
         assert!(StateImage::decode(&b).unwrap_err().0.contains("order"));
