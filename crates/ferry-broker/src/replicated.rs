@@ -46,6 +46,9 @@ pub struct ReplicaStatus {
     pub leader: Option<String>,
     /// Its nodes' names.
     pub members: Vec<String>,
+    /// Those this node sees up (itself, and those its failure detector
+    /// heard lately): RabbitMQ's `online`.
+    pub online: Vec<String>,
 }
 
 /// Runs replicated queues' groups (a cluster node).

@@ -152,6 +152,13 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
             .iter()
             .zip(before)
             .any(|((id, _), was)| live.alive(me, *id) != was);
+        groups.set_alive(
+            peers
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != me && live.alive(me, *id))
+                .collect(),
+        );
         // Every group is looked at when a node came or went, while some
         // group needs this node, and every SCAN otherwise (new groups,
         // restarted members): 1,000 idle groups cost little.

@@ -200,6 +200,8 @@ pub struct RaftGroups {
     /// fence: true while this node leads it without hearing from a
     /// majority of its voters (it must not serve).
     quiescent: RwLock<HashMap<u64, tokio::sync::watch::Sender<bool>>>,
+    /// The other nodes the elector found alive at its last round.
+    alive: RwLock<std::collections::HashSet<NodeId>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
@@ -256,6 +258,17 @@ impl RaftGroups {
         if let Some(f) = self.quiescent.read().get(&group) {
             f.send_if_modified(|v| std::mem::replace(v, fenced) != fenced);
         }
+    }
+
+    /// Records the other nodes found alive (the elector, each round).
+    pub(crate) fn set_alive(&self, alive: std::collections::HashSet<NodeId>) {
+        *self.alive.write() = alive;
+    }
+
+    /// Whether the elector found node `id` alive at its last round (this
+    /// node's own id is not in the set).
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.alive.read().contains(&id)
     }
 
     /// The quiescent groups.

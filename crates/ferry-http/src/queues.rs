@@ -86,6 +86,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
         }
         v["leader"] = json!(st.leader);
         v["members"] = json!(st.members);
+        v["online"] = json!(st.online);
     }
     v
 }

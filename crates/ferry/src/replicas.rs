@@ -238,14 +238,17 @@ impl ReplicaHost for GroupHost {
                 .get(id)
                 .map_or_else(|| id.to_string(), |n| n.name.clone())
         };
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let me = self.starter.node.id();
+        let groups = self.starter.node.groups();
         Some(ReplicaStatus {
             leader: m.current_leader.as_ref().map(name),
-            members: m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .map(|id| name(&id))
+            online: voters
+                .iter()
+                .filter(|id| **id == me || groups.is_alive(**id))
+                .map(name)
                 .collect(),
+            members: voters.iter().map(name).collect(),
         })
     }
 

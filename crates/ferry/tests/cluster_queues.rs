@@ -260,8 +260,21 @@ async fn a_quorum_queue_is_replicated_and_survives_its_leaders_kill() {
     for i in &survivors {
         after.push(collect(&nodes[*i], true).await);
     }
+    let (_, v) = http0.req("GET", "/api/queues/%2F/rq", None);
+    assert_eq!(v["online"].as_array().map_or(0, Vec::len), 3, "{v}");
     nodes[leader].kill9().await;
     drop(holder);
+    let dead = format!("n{}", leader + 1);
+    let watcher = Http::new(&nodes[survivors[0]].endpoint("http").expect("http"));
+    until("a survivor shows the killed node not online", || {
+        let (_, v) = watcher.req("GET", "/api/queues/%2F/rq", None);
+        let online: Vec<&str> = v["online"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+            .unwrap_or_default();
+        online.len() == 2 && !online.contains(&dead.as_str())
+    })
+    .await;
     until("every unacked message redelivered on a survivor", || {
         let got: BTreeSet<String> = after.iter().flat_map(|(_, g)| g.lock().clone()).collect();
         second.iter().all(|b| got.contains(b))
