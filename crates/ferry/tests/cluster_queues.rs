@@ -102,6 +102,15 @@ fn name_index(v: &serde_json::Value) -> usize {
 
 use common::cluster::poll_until as until;
 
+/// Queue `rq`'s group figure `name` on a node's Prometheus endpoint.
+fn rq_metric(metrics: &Http, name: &str) -> Option<u64> {
+    let text = metrics.text("/metrics");
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains("queue=\"rq\""))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Receives `n` deliveries, acking each as it comes (the prefetch window
 /// moves on only with the acks).
 async fn recv_acking(consumer: &mut lapin::Consumer, n: usize) -> Vec<lapin::message::Delivery> {
@@ -555,6 +564,9 @@ async fn a_follower_behind_the_cut_log_installs_the_leaders_snapshot() {
     .await;
     let l = leader.unwrap();
     let f = (l + 1) % 3;
+    // How far the follower's log goes when it stops.
+    let f_metrics = Http::new(&nodes[f].endpoint("metrics").expect("metrics"));
+    let f_last = rq_metric(&f_metrics, "ferry_raft_last_log_index").expect("its last index");
     nodes[f].kill9().await;
 
     let pad = "x".repeat(200);
@@ -570,12 +582,8 @@ async fn a_follower_behind_the_cut_log_installs_the_leaders_snapshot() {
     // The leader cut its log past what the stopped follower has (openraft
     // defers a cut while entries to be cut are being sent).
     let metrics = Http::new(&nodes[l].endpoint("metrics").expect("metrics"));
-    until("the leader cut its log after a snapshot", || {
-        let text = metrics.text("/metrics");
-        text.lines()
-            .filter(|l| l.starts_with("ferry_raft_purged_index{") && l.contains("queue=\"rq\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .any(|i| i > 20)
+    until("the leader cut its log past the stopped follower's", || {
+        rq_metric(&metrics, "ferry_raft_purged_index").is_some_and(|i| i > f_last)
     })
     .await;
 
