@@ -256,11 +256,8 @@ pub struct QueueSnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let subject = ErrorSubject::Snapshot(None);
-        if let Some(cur) = self.store.current() {
-            if cur.meta().last_log_id >= self.meta.last_log_id {
-                return Ok(file_ref(&cur));
-            }
-        }
+        // The store returns its current snapshot instead if that is as
+        // recent (checked under its lock, against installs).
         let (log, store, meta) = (self.log.clone(), self.store.clone(), self.meta.clone());
         let image = std::mem::take(&mut self.image);
         let positions = std::mem::take(&mut self.positions);
