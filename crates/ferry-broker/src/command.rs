@@ -503,16 +503,16 @@ pub fn binding(
 /// Whether queue.declare of `spec` makes a replicated queue, while this
 /// node runs replicated groups (a cluster): a durable, non-exclusive quorum
 /// queue, or a durable classic queue that is not auto-delete (whose
-/// deletion would depend on consumers of every node). Exclusive,
-/// non-durable and auto-delete queues stay on the node they were declared
-/// on, as do streams (not replicated yet).
+/// deletion would depend on consumers of every node), or a stream.
+/// Exclusive, non-durable and auto-delete queues stay on the node they
+/// were declared on.
 fn replicated(b: &Broker, spec: &QueueSpec) -> bool {
     let kind = spec
         .arguments
         .get("x-queue-type")
         .and_then(|v| v.as_str_bytes());
     let replicable = match kind {
-        Some(b"quorum") => true,
+        Some(b"quorum") | Some(b"stream") => true,
         None | Some(b"classic") => !spec.auto_delete,
         Some(_) => false,
     };
@@ -524,13 +524,17 @@ fn replicated(b: &Broker, spec: &QueueSpec) -> bool {
 }
 
 /// The nodes of a new replicated queue: the host's placement, cut to
-/// `x-quorum-initial-group-size` when the declaration gives one (at least
-/// one node: this one).
+/// `x-quorum-initial-group-size` (a stream: `x-initial-cluster-size`)
+/// when the declaration gives one (at least one node: this one).
 fn placement(b: &Broker, spec: &QueueSpec) -> Vec<u64> {
     let mut nodes = b.replicas().placement();
+    let key = match ferry_queue::stream::StreamArgs::is_stream(&spec.arguments) {
+        true => "x-initial-cluster-size",
+        false => "x-quorum-initial-group-size",
+    };
     let wanted = spec
         .arguments
-        .get("x-quorum-initial-group-size")
+        .get(key)
         .and_then(|v| v.as_i64())
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n >= 1);
@@ -574,9 +578,17 @@ pub fn delete_queue(
     if vhost.replicated_group(name).is_none() || !b.replicas().active() {
         return vhost.delete_queue(name, if_unused, if_empty, conn);
     }
-    let q = vhost.queue_for(name, conn)?;
-    vhost.check_deletable(&q, (if_unused, if_empty), conn)?;
-    let (ready, _) = q.counts();
+    let ready = match vhost.queue_ref(name) {
+        Some(ferry_queue::source::QueueRef::Stream(s)) => {
+            vhost.check_stream_deletable(&s, if_unused)?;
+            0
+        }
+        _ => {
+            let q = vhost.queue_for(name, conn)?;
+            vhost.check_deletable(&q, (if_unused, if_empty), conn)?;
+            q.counts().0
+        }
+    };
     b.change(DefCommand::DeleteReplicatedQueue {
         vhost: vhost.name().to_string(),
         name: name.to_string(),

@@ -5,11 +5,13 @@
 //! replicated queues at start, before it joins) the replicas wait here,
 //! unbound, and are started when the host arrives.
 //!
-//! A replicated queue is stored in its vhost's definitions with storage
-//! `group-<16 hex digits>`, its group id (the group's log is the host's).
+//! A replicated queue or stream is stored in its vhost's definitions with
+//! storage `group-<16 hex digits>`, its group id (the group's log is the
+//! host's; a stream's own log is in the vhost's `queues/` under that name).
 
 use ferry_queue::error::Result;
 use ferry_queue::queue::{Binding, Replica};
+use ferry_queue::stream::Stream;
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 
@@ -33,10 +35,29 @@ pub struct PendingReplica {
     /// The nodes that hold it (ids the host chose when it was declared;
     /// empty for one reopened at start, whose group knows them).
     pub replicas: Vec<u64>,
-    /// The replica.
-    pub replica: Replica,
+    /// The replica: a queue's or a stream's.
+    pub kind: Replicated,
     /// Where its group's log and proposer go.
     pub binding: Arc<Binding>,
+}
+
+/// What a replicated group replicates.
+#[derive(Debug, Clone)]
+pub enum Replicated {
+    /// A queue (its group's log is the queue's log).
+    Queue(Replica),
+    /// A stream (its replicas append committed records to their own log).
+    Stream(Arc<Stream>),
+}
+
+impl PendingReplica {
+    /// The queue's or stream's name.
+    pub fn name(&self) -> &Arc<str> {
+        match &self.kind {
+            Replicated::Queue(r) => r.queue().name(),
+            Replicated::Stream(s) => s.name(),
+        }
+    }
 }
 
 /// Where a replicated queue's group stands, as this node sees it.

@@ -28,11 +28,10 @@
 //! (`set_policies` swaps it under `defs_lock`).
 
 use crate::definitions::{self, Definitions};
-use crate::replicated::{self, PendingReplica, ReplicaHub};
+use crate::replicated::{self, ReplicaHub};
 use ferry_model::message::Message;
 use ferry_model::Table;
 use ferry_queue::error::{CoreError, ErrorKind, Result};
-use ferry_queue::queue::{Binding, Replica};
 use ferry_queue::queue::{DeadLetter, DeadLetterRouter, Queue, QueueArgs, QueueEnv, QueueSpec};
 use ferry_queue::source::{QueueRef, Source};
 use ferry_queue::stream::{Stream, StreamArgs};
@@ -54,6 +53,7 @@ mod equivalence;
 mod expiry_tests;
 mod policies;
 mod registry;
+mod replicas;
 mod routing;
 mod topology;
 
@@ -198,66 +198,6 @@ impl VHost {
         }
         self.topology.load_bindings(defs.bindings);
         Ok(())
-    }
-
-    /// Opens this node's replica of a replicated queue, registers it and
-    /// hands it to the hub to start its group (`replicas`: the members a
-    /// new declaration chose; empty when reopening).
-    fn open_replica(&self, spec: QueueSpec, group: u64, replicas: Vec<u64>) -> Result<()> {
-        let args = self.policies.queue_args(&spec);
-        let (binding, log, proposer) = Binding::new();
-        let replica = Replica::open(
-            spec,
-            &args,
-            self.name.clone(),
-            self.env.clone(),
-            log,
-            proposer,
-        );
-        self.registry.insert(
-            QueueRef::Queue(replica.queue().clone()),
-            replicated::storage_of(group),
-        );
-        self.hub.start(PendingReplica {
-            vhost: self.name.clone(),
-            group,
-            replicas,
-            replica,
-            binding,
-        })
-    }
-
-    /// Declares a replicated queue (`crate::command`: the same on every
-    /// node): nothing if it exists and is equivalent.
-    pub fn declare_replicated(
-        &self,
-        spec: QueueSpec,
-        group: u64,
-        replicas: Vec<u64>,
-    ) -> Result<()> {
-        ferry_queue::limits::check_short("queue", &spec.name)?;
-        let _d = self.defs_lock.lock();
-        self.check_alive()?;
-        if let Some(q) = self.registry.queue(&spec.name) {
-            return check_queue_equivalent(q.spec(), &spec, &self.name);
-        }
-        if self.registry.get(&spec.name).is_some() {
-            return Err(precondition(format!(
-                "queue '{}' in vhost '{}' exists with another type",
-                spec.name, self.name
-            )));
-        }
-        QueueArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
-        self.registry.check_limit(&spec.name)?;
-        self.open_replica(spec, group, replicas)?;
-        self.save()
-    }
-
-    /// The group of replicated queue `name` (None: not replicated).
-    pub fn replicated_group(&self, name: &str) -> Option<u64> {
-        self.registry
-            .get(name)
-            .and_then(|s| replicated::group_of(&s.storage))
     }
 
     /// Name.
@@ -606,18 +546,25 @@ impl VHost {
         let Some(s) = self.registry.stream(name) else {
             return Ok(0);
         };
-        if if_unused && s.consumer_count() > 0 {
-            return Err(precondition(format!(
-                "queue '{name}' in vhost '{}' in use",
-                self.name
-            )));
-        }
+        self.check_stream_deletable(&s, if_unused)?;
         self.registry.remove(name);
         self.topology
             .remove_destination(&Destination::Queue(Arc::from(name)));
         s.delete()?;
         self.save()?;
         Ok(0)
+    }
+
+    /// queue.delete's `if-unused` check of stream `s`.
+    pub fn check_stream_deletable(&self, s: &Stream, if_unused: bool) -> Result<()> {
+        if if_unused && s.consumer_count() > 0 {
+            return Err(precondition(format!(
+                "queue '{}' in vhost '{}' in use",
+                s.name(),
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// queue.delete of a crashed queue (the caller holds `defs_lock`):

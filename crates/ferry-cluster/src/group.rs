@@ -568,7 +568,7 @@ pub async fn ask_rebuild(links: Arc<Links>, group: u64, members: Vec<(NodeId, St
 /// While this node's member is a learner (rebuilt after a wipe), asks the
 /// leader now and then to finish the rebuild (a leader that changed
 /// meanwhile did not promote it).
-async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64, me: NodeId) {
+pub(crate) async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64, me: NodeId) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;

@@ -17,8 +17,10 @@
 //! follower's consumers are served by the leader (`served` on the
 //! leader, `port` on the follower: sessions, credit, pulls), and a queue
 //! on a node outside its group (`outside`, `leadership`: the leader
-//! guessed among the members). Queue groups are quiescent: a node-wide
-//! failure detector elects their leaders (`elector`).
+//! guessed among the members), and a replicated stream's group
+//! (`stream_group`: its proposer; every replica serves its own copy).
+//! Queue and stream groups are quiescent: a node-wide failure detector
+//! elects their leaders (`elector`).
 //!
 //! Must not: know AMQP or what a Raft command means (a queue's commands
 //! stay opaque bytes here), or let a connection that failed the handshake
@@ -36,6 +38,7 @@ pub mod node;
 pub mod outside;
 mod port;
 mod served;
+pub mod stream_group;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

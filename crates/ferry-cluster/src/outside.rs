@@ -3,7 +3,9 @@
 //! queue as anywhere else — its publishes are forwarded to the group's
 //! leader (confirmed once committed there), its consumers, acks, gets and
 //! purges go through a [`FollowerPort`] — with the leader guessed among
-//! the members and learnt from their answers (`leadership`).
+//! the members and learnt from their answers (`leadership`). A replicated
+//! stream there only forwards its publishes (its consumers are refused:
+//! no copy to read).
 
 use crate::group::{run_proposer, GroupProposer};
 use crate::leadership::{Guess, Leadership};
@@ -72,6 +74,25 @@ impl OutsideGroup {
         ];
         OutsideGroup {
             tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// A replicated stream on a node outside its group: publishes are
+    /// forwarded to the group's leader (`bind` gets the proposer); the
+    /// node holds no copy to read.
+    pub fn start_stream(
+        group: u64,
+        members: Vec<(NodeId, String)>,
+        links: Arc<Links>,
+        bind: impl FnOnce(Arc<dyn Proposer>),
+    ) -> Self {
+        let lead = Leadership::Outside(Guess::new(members));
+        let (proposer, proposals) = GroupProposer::new();
+        bind(Arc::new(proposer));
+        OutsideGroup {
+            tasks: Mutex::new(vec![tokio::spawn(run_proposer(
+                lead, links, group, proposals,
+            ))]),
         }
     }
 

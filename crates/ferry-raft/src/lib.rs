@@ -10,7 +10,9 @@
 //! replica as its group's state machine (`replica`: it hands the queue its
 //! commands with their positions in the group's log, which is the queue's
 //! log) with its snapshots (`snapshot`: the queue's state image and the
-//! records of its messages, in one file per group).
+//! records of its messages, in one file per group), and a replicated
+//! stream's replica as its group's state machine (`stream`: committed
+//! records appended to the stream's own log at the offsets it counts).
 //!
 //! Must not: know AMQP, Kafka, exchanges, vhosts or what a command means
 //! (state machines above decode their commands), read clocks, or do
@@ -23,6 +25,7 @@ pub mod machine;
 pub mod replica;
 pub mod snapshot;
 mod store;
+pub mod stream;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod types;

@@ -1,11 +1,12 @@
 //! Wiring: the cluster node runs the broker's replicated queues' groups
-//! (`ferry_broker::replicated::ReplicaHost`). Each group's Raft log lives
-//! in `<data>/cluster/groups/<group id>`.
+//! (`ferry_broker::replicated::ReplicaHost`) and replicated streams'.
+//! Each group's Raft log lives in `<data>/cluster/groups/<group id>`.
 
-use ferry_broker::replicated::{PendingReplica, ReplicaHost, ReplicaStatus};
+use ferry_broker::replicated::{PendingReplica, ReplicaHost, ReplicaStatus, Replicated};
 use ferry_cluster::group::QueueGroup;
 use ferry_cluster::node::ClusterNode;
 use ferry_cluster::outside::OutsideGroup;
+use ferry_cluster::stream_group::StreamGroup;
 use ferry_log::{LogConfig, StdIo};
 use ferry_queue::error::{CoreError, ErrorKind, Result};
 use ferry_queue::syncer::Syncer;
@@ -28,8 +29,8 @@ struct Starter {
     node: ClusterNode,
     rt: tokio::runtime::Handle,
     syncer: Arc<Syncer>,
-    /// This node's members of queue groups, with their queue's vhost.
-    groups: Arc<Mutex<HashMap<u64, (String, QueueGroup)>>>,
+    /// This node's members of queue and stream groups, with their vhost.
+    groups: Arc<Mutex<HashMap<u64, (String, Member)>>>,
     /// Queues whose groups this node is not in, served through them.
     outside: Arc<Mutex<HashMap<u64, OutsideGroup>>>,
 }
@@ -60,6 +61,35 @@ impl GroupHost {
     }
 }
 
+/// This node's member of a group.
+enum Member {
+    Queue(QueueGroup),
+    Stream(StreamGroup),
+}
+
+impl Member {
+    fn raft(&self) -> &ferry_cluster::FerryRaft {
+        match self {
+            Member::Queue(g) => g.raft(),
+            Member::Stream(g) => g.raft(),
+        }
+    }
+
+    fn stats(&self, vhost: &str) -> ferry_cluster::node::GroupStats {
+        match self {
+            Member::Queue(g) => g.stats(vhost),
+            Member::Stream(g) => g.stats(vhost),
+        }
+    }
+
+    async fn shutdown(&self) {
+        match self {
+            Member::Queue(g) => g.shutdown().await,
+            Member::Stream(g) => g.shutdown().await,
+        }
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> CoreError {
     CoreError::request(ErrorKind::Internal, e.to_string())
 }
@@ -85,22 +115,45 @@ impl Starter {
         )
         .map_err(internal)?;
         let config = self.node.group_config().map_err(internal)?;
-        let (replica, binding) = (p.replica.clone(), p.binding.clone());
-        let group = self
-            .rt
-            .block_on(QueueGroup::start(
-                p.group,
-                me,
-                &config,
-                self.node.links().clone(),
-                self.node.groups().clone(),
-                log,
-                move |log, proposer| {
-                    binding.bind(log, proposer);
-                    replica
-                },
-            ))
-            .map_err(internal)?;
+        let (links, groups) = (self.node.links().clone(), self.node.groups().clone());
+        let binding = p.binding.clone();
+        let group = match &p.kind {
+            Replicated::Queue(replica) => {
+                let replica = replica.clone();
+                Member::Queue(
+                    self.rt
+                        .block_on(QueueGroup::start(
+                            p.group,
+                            me,
+                            &config,
+                            links,
+                            groups,
+                            log,
+                            move |log, proposer| {
+                                binding.bind(log, proposer);
+                                replica
+                            },
+                        ))
+                        .map_err(internal)?,
+                )
+            }
+            Replicated::Stream(stream) => {
+                let (group, proposer) = self
+                    .rt
+                    .block_on(StreamGroup::start(
+                        p.group,
+                        me,
+                        &config,
+                        links,
+                        groups,
+                        log,
+                        stream.clone(),
+                    ))
+                    .map_err(internal)?;
+                binding.bind_proposer(proposer);
+                Member::Stream(group)
+            }
+        };
         if initialize && !p.replicas.is_empty() {
             let voters = self.node.voters();
             let members: std::collections::BTreeMap<u64, openraft::BasicNode> = p
@@ -141,13 +194,22 @@ impl Starter {
             .collect();
         let _rt = self.rt.enter();
         let binding = p.binding.clone();
-        let g = OutsideGroup::start(
-            p.group,
-            members,
-            self.node.links().clone(),
-            p.replica.clone(),
-            move |log, proposer| binding.bind(log, proposer),
-        );
+        let links = self.node.links().clone();
+        let g = match &p.kind {
+            Replicated::Queue(replica) => OutsideGroup::start(
+                p.group,
+                members,
+                links,
+                replica.clone(),
+                move |log, proposer| binding.bind(log, proposer),
+            ),
+            Replicated::Stream(stream) => {
+                stream.set_no_copy();
+                OutsideGroup::start_stream(p.group, members, links, move |proposer| {
+                    binding.bind_proposer(proposer)
+                })
+            }
+        };
         self.outside.lock().insert(p.group, g);
     }
 
@@ -169,7 +231,7 @@ impl Starter {
         let rt = self.rt.clone();
         rt.spawn(async move {
             ferry_cluster::group::ask_rebuild(links, p.group, members).await;
-            let (group, queue) = (p.group, p.replica.queue().name().clone());
+            let (group, queue) = (p.group, p.name().clone());
             let started = tokio::task::spawn_blocking(move || self.start_member(p, false)).await;
             match started {
                 Ok(Ok(())) => tracing::info!(%queue, group, "rebuilding this node's replica of a queue from the others"),
@@ -210,7 +272,7 @@ impl ReplicaHost for GroupHost {
             // take it out of the voters).
             tracing::warn!(
                 vhost = %p.vhost,
-                queue = %p.replica.queue().name(),
+                queue = %p.name(),
                 group = p.group,
                 "this node's replica of a queue lost its data; it is rebuilt from the others"
             );

@@ -83,9 +83,9 @@ pub struct Settings {
     pub cluster_secret_file: Option<PathBuf>,
     /// Node-to-node links over mutual TLS (tls_cert, tls_key, tls_ca).
     pub cluster_tls: bool,
-    /// Replicas of a new durable queue in a cluster (capped at the
-    /// cluster's size; `x-quorum-initial-group-size` overrides it for a
-    /// quorum queue).
+    /// Replicas of a new durable queue or stream in a cluster (capped at
+    /// the cluster's size; `x-quorum-initial-group-size` overrides it for
+    /// a queue, `x-initial-cluster-size` for a stream).
     pub default_replicas: usize,
     /// Bytes of records a replicated queue logs between two snapshots
     /// (at least the records of the messages it holds); each snapshot

@@ -398,6 +398,12 @@ impl Binding {
         (b.clone(), Arc::new(Bound(b.clone())), Arc::new(Bound(b)))
     }
 
+    /// The group's proposer only (a replicated stream, which reads its
+    /// own log; the first binding stays).
+    pub fn bind_proposer(&self, proposer: Arc<dyn Proposer>) {
+        let _ = self.proposer.set(proposer);
+    }
+
     /// The group's log and proposer (the first binding stays).
     pub fn bind(&self, log: Arc<dyn CommandLog>, proposer: Arc<dyn Proposer>) {
         let _ = self.log.set(log);

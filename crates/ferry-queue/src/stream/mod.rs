@@ -7,7 +7,9 @@
 //! home of `Inner`, the state behind the stream's lock), its arguments and
 //! their checks (`args`), consumer offsets (`offset`), push consumers and
 //! their dispatch (`consumers`), the retention policy (`retention`), pull
-//! reads (`pull`: the reader and waiters behind the Kafka pull API) and
+//! reads (`pull`: the reader and waiters behind the Kafka pull API), a
+//! replicated stream's differences (`replica`: propose, apply committed
+//! records at the group's offsets) and
 //! the [`Stream`] itself, whose one `impl` is the public face over these. It reuses the queue's seams (`ConsumerSink`,
 //! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
 //! [`crate::source::Source`], so channels treat it like a queue except for
@@ -25,6 +27,7 @@ pub mod effects;
 pub mod offset;
 mod pull;
 pub mod record;
+mod replica;
 mod retention;
 pub mod state;
 // Named after its main type, like every file here.
@@ -34,6 +37,7 @@ mod stream;
 pub use args::StreamArgs;
 pub use offset::OffsetSpec;
 pub use pull::{ReadBatch, ReadLimits, StreamRecord, WaitFor, WaitOutcome};
+pub use replica::Applied;
 pub use state::StreamState;
 pub use stream::{Stream, StreamConsume};
 
@@ -41,5 +45,7 @@ pub use stream::{Stream, StreamConsume};
 mod apply_tests;
 #[cfg(test)]
 mod pull_tests;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@ use crate::clock::NEVER;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::queue::sinks::for_each_sink_run;
 use crate::queue::stats::QueueStats;
-use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, QueueEnv, QueueSpec};
+use crate::queue::{ConfirmToken, ConsumerSink, Enqueued, Proposer, QueueEnv, QueueSpec};
 use crate::syncer::SyncSchedule;
 use bytes::Bytes;
 use ferry_log::Log;
@@ -57,7 +57,7 @@ use ferry_model::message::Message;
 use ferry_model::Table;
 use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// How basic.consume asked for a stream consumer.
@@ -85,9 +85,15 @@ pub struct Stream {
     pub(super) me: Weak<Stream>,
     /// When age retention must look again (`NEVER` if not needed).
     pub(super) retention_at: AtomicU64,
-    stats: QueueStats,
+    pub(super) stats: QueueStats,
     /// Pull readers waiting for records to commit (`pull.rs`).
     pub(super) readers: Readers,
+    /// A replicated stream's group (`replica.rs`): publishes are proposed
+    /// to it and appended here once committed. None: a local stream.
+    pub(super) proposer: Option<Arc<dyn Proposer>>,
+    /// Whether this node holds a copy (a replicated stream on a node
+    /// outside its group holds none: it forwards publishes only).
+    pub(super) holds_copy: AtomicBool,
 }
 
 impl Stream {
@@ -110,6 +116,18 @@ impl Stream {
         vhost: Arc<str>,
         dir: PathBuf,
         env: QueueEnv,
+    ) -> Result<Arc<Self>> {
+        Self::open_with(spec, effective, vhost, dir, env, None)
+    }
+
+    /// `open_effective`, replicated through `proposer` if given.
+    pub(super) fn open_with(
+        spec: QueueSpec,
+        effective: &Table,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+        proposer: Option<Arc<dyn Proposer>>,
     ) -> Result<Arc<Self>> {
         env.io.create_dir_all(&dir)?;
         let args = StreamArgs::parse(effective);
@@ -134,6 +152,8 @@ impl Stream {
             retention_at: AtomicU64::new(NEVER),
             stats: QueueStats::default(),
             readers: Readers::new(committed),
+            proposer,
+            holds_copy: AtomicBool::new(true),
         });
         if s.args.has_retention() {
             // Time passed while the broker was down.
@@ -214,7 +234,7 @@ impl Stream {
 
     /// The message's properties with the `x-stream-offset` header every
     /// delivery carries (written once, at append: the offset is known).
-    fn with_offset(&self, raw: &Bytes, offset: u64) -> Bytes {
+    pub(super) fn with_offset(&self, raw: &Bytes, offset: u64) -> Bytes {
         let v = ferry_model::Value::I64(i64::try_from(offset).unwrap_or(i64::MAX));
         let edit = crate::props::with_header(raw, "x-stream-offset", v);
         match edit {
@@ -230,6 +250,9 @@ impl Stream {
     /// the sync that commits the message, whatever its delivery mode: a
     /// stream stores every message, and a confirmed one must be readable.
     pub fn publish(&self, msg: &Arc<Message>, confirm: Option<ConfirmToken>) -> Result<Enqueued> {
+        if let Some(p) = &self.proposer {
+            return self.propose_append(p.as_ref(), msg, confirm);
+        }
         let result = self.append(&mut self.inner.lock(), msg, confirm)?;
         self.schedule_sync();
         Ok(result)
@@ -292,6 +315,7 @@ impl Stream {
         if how.no_ack {
             return Err(self.unsupported("automatic acknowledgement"));
         }
+        self.check_copy()?;
         let spec = OffsetSpec::parse(
             how.arguments,
             self.env.clock.now_ms(),
@@ -412,6 +436,7 @@ impl Stream {
     /// stream's lock is held only to capture positions, never during I/O
     /// (`pull.rs`).
     pub fn read(&self, from: u64, limits: ReadLimits) -> Result<ReadBatch> {
+        self.check_copy()?;
         let mut read = PullRead::new(from, limits);
         loop {
             let view = {

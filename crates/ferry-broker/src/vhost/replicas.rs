@@ -1,0 +1,106 @@
+//! A vhost's replicated queues and streams: opening this node's replica
+//! of one (declared through the definitions on every node, or reopened
+//! at start) and handing it to the hub, which starts its group once the
+//! node has joined its cluster.
+
+use super::equivalence::check_queue_equivalent;
+use super::{precondition, VHost};
+use crate::replicated::{self, PendingReplica, Replicated};
+use ferry_queue::error::Result;
+use ferry_queue::queue::{Binding, QueueArgs, QueueSpec, Replica};
+use ferry_queue::source::QueueRef;
+use ferry_queue::stream::{Stream, StreamArgs};
+
+impl VHost {
+    /// Opens this node's replica of a replicated queue or stream,
+    /// registers it and hands it to the hub to start its group
+    /// (`replicas`: the members a new declaration chose; empty when
+    /// reopening). A stream's own log is in `queues/group-<id>`.
+    pub(super) fn open_replica(
+        &self,
+        spec: QueueSpec,
+        group: u64,
+        replicas: Vec<u64>,
+    ) -> Result<()> {
+        let storage = replicated::storage_of(group);
+        let (binding, log, proposer) = Binding::new();
+        let kind = if StreamArgs::is_stream(&spec.arguments) {
+            let args = self.policies.stream_args(&spec);
+            let dir = self.dir.join("queues").join(&storage);
+            let s = Stream::open_replica(
+                spec,
+                &args,
+                self.name.clone(),
+                dir,
+                self.env.clone(),
+                proposer,
+            )?;
+            self.registry.insert(QueueRef::Stream(s.clone()), storage);
+            Replicated::Stream(s)
+        } else {
+            let args = self.policies.queue_args(&spec);
+            let replica = Replica::open(
+                spec,
+                &args,
+                self.name.clone(),
+                self.env.clone(),
+                log,
+                proposer,
+            );
+            self.registry
+                .insert(QueueRef::Queue(replica.queue().clone()), storage);
+            Replicated::Queue(replica)
+        };
+        self.hub.start(PendingReplica {
+            vhost: self.name.clone(),
+            group,
+            replicas,
+            kind,
+            binding,
+        })
+    }
+
+    /// Declares a replicated queue or stream (`crate::command`: the same
+    /// on every node): nothing if it exists and is equivalent.
+    pub fn declare_replicated(
+        &self,
+        spec: QueueSpec,
+        group: u64,
+        replicas: Vec<u64>,
+    ) -> Result<()> {
+        ferry_queue::limits::check_short("queue", &spec.name)?;
+        let _d = self.defs_lock.lock();
+        self.check_alive()?;
+        let stream = StreamArgs::is_stream(&spec.arguments);
+        if let Some(existing) = self.registry.get(&spec.name) {
+            let same_kind = match (existing.queue(), existing.stream(), stream) {
+                (Some(q), _, false) => Some(q.spec().clone()),
+                (_, Some(s), true) => Some(s.spec().clone()),
+                _ => None,
+            };
+            return match same_kind {
+                Some(have) => check_queue_equivalent(&have, &spec, &self.name),
+                None => Err(precondition(format!(
+                    "queue '{}' in vhost '{}' exists with another type",
+                    spec.name, self.name
+                ))),
+            };
+        }
+        if stream {
+            StreamArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
+        } else {
+            QueueArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
+        }
+        self.registry.check_limit(&spec.name)?;
+        self.open_replica(spec, group, replicas)?;
+        self.save()
+    }
+
+    /// The group of replicated queue or stream `name` (None: not
+    /// replicated).
+    pub fn replicated_group(&self, name: &str) -> Option<u64> {
+        self.registry
+            .get(name)
+            .and_then(|s| replicated::group_of(&s.storage))
+    }
+}

@@ -1,0 +1,121 @@
+//! A replicated stream's Raft group on this node: the group's Raft
+//! instance over its log, the stream replica as its state machine
+//! (`ferry_raft::stream::StreamMachine`) and the proposer its publishes
+//! go through (the queue groups' [`run_proposer`]: batched in order on the
+//! leader, forwarded from a follower).
+//!
+//! Unlike a queue, every replica of a stream serves its own consumers from
+//! its own copy (committed records only), so nothing here watches the
+//! leadership: it only decides where proposals go. Quiescent like the
+//! queue groups (the node's elector elects their leaders).
+
+use crate::error::NodeError;
+use crate::group::{run_proposer, watch_learner, GroupConfig, GroupProposer};
+use crate::leadership::Leadership;
+use crate::link::Links;
+use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
+use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
+use ferry_queue::queue::Proposer;
+use ferry_queue::stream::Stream;
+use ferry_raft::stream::StreamMachine;
+use ferry_raft::{NodeId, RaftLog};
+use openraft::Raft;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// This node's replica of a replicated stream's group.
+pub struct StreamGroup {
+    raft: FerryRaft,
+    stream: Arc<Stream>,
+    groups: Arc<RaftGroups>,
+    id: u64,
+    me: NodeId,
+    counters: Arc<RaftCounters>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for StreamGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamGroup")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamGroup {
+    /// Starts this node's replica of group `id`: its Raft instance over
+    /// `log`, applying to `stream`; also returns the proposer the stream
+    /// publishes through (the caller binds it). The caller initializes the
+    /// group's membership.
+    pub async fn start(
+        id: u64,
+        me: NodeId,
+        config: &GroupConfig,
+        links: Arc<Links>,
+        groups: Arc<RaftGroups>,
+        log: RaftLog,
+        stream: Arc<Stream>,
+    ) -> Result<(Self, Arc<dyn Proposer>), NodeError> {
+        let (proposer, proposals) = GroupProposer::new();
+        let sm = StreamMachine::new(stream.clone(), log.io().clone(), log.dir());
+        let raft = Raft::new(
+            me,
+            config.raft.clone(),
+            GroupNetwork::new(id, links.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        groups.insert(id, raft.clone());
+        groups.set_quiescent(id);
+        let lead = Leadership::Member {
+            raft: raft.clone(),
+            me,
+        };
+        let counters = Arc::new(RaftCounters::default());
+        let tasks = vec![
+            tokio::spawn(count_changes(raft.clone(), counters.clone())),
+            tokio::spawn(run_proposer(lead, links.clone(), id, proposals)),
+            tokio::spawn(watch_learner(raft.clone(), links, id, me)),
+        ];
+        let group = StreamGroup {
+            raft,
+            stream,
+            groups,
+            id,
+            me,
+            counters,
+            tasks: Mutex::new(tasks),
+        };
+        Ok((group, Arc::new(proposer)))
+    }
+
+    /// The group's Raft instance.
+    pub fn raft(&self) -> &FerryRaft {
+        &self.raft
+    }
+
+    /// The group's figures for Prometheus (label: its id in hex), for
+    /// the stream `vhost`/`name`.
+    pub fn stats(&self, vhost: &str) -> GroupStats {
+        let mut s = stats_of(
+            format!("{:016x}", self.id),
+            &self.raft,
+            self.me,
+            &self.counters,
+        );
+        s.queue = Some((vhost.to_owned(), self.stream.name().to_string()));
+        s
+    }
+
+    /// Stops this replica: it leaves the group's Raft.
+    pub async fn shutdown(&self) {
+        self.groups.remove(self.id);
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,160 @@
+//! A replicated stream (a Raft group per stream, run by the crate that
+//! knows Raft): what differs from a local stream.
+//!
+//! * A publish decides its publish time where it arrives and **proposes**
+//!   the message's record (the stream record format, without the
+//!   `x-stream-offset` header) to the group ([`Proposer`]); its confirm
+//!   goes out once the group committed it (fsynced on a majority) and
+//!   the leader applied it.
+//! * Every replica applies each committed record through
+//!   [`Stream::apply_committed`] with the offset the group's state
+//!   machine counts for it (the number of message records committed
+//!   before it): the publish time is raised to the newest record's, the
+//!   offset header added, and the record appended to this replica's own
+//!   stream log and applied as a local append is (`Inner::commit`). So a
+//!   message has the same offset, bytes and publish time on every replica.
+//!   A record whose offset this replica already holds (the log after a
+//!   restart re-applied from an older point) is skipped.
+//! * Consumers and pull readers of every replica read that replica's log,
+//!   durable prefix only, as on a single node: a replica serves only
+//!   committed messages (the group committed them before any replica
+//!   applies them), possibly a little behind the leader.
+//! * Retention is each replica's (as on a single node, docs/streams.md).
+//!
+//! Must not: know Raft or the cluster (the group is behind [`Proposer`]).
+
+use super::record;
+use super::stream::Stream;
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::queue::{ConfirmToken, Enqueued, ProposeDone, Proposer, QueueEnv, QueueSpec};
+use bytes::Bytes;
+use ferry_model::message::Message;
+use ferry_model::Table;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// What applying one committed record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It took its offset (appended now, or held already).
+    Offset,
+    /// It does not decode: skipped on every replica alike, no offset taken.
+    Skipped,
+}
+
+impl Stream {
+    /// Opens (recovering) or creates this node's replica of a replicated
+    /// stream whose log lives in `dir`; publishes go to `proposer`.
+    pub fn open_replica(
+        spec: QueueSpec,
+        effective: &Table,
+        vhost: Arc<str>,
+        dir: PathBuf,
+        env: QueueEnv,
+        proposer: Arc<dyn Proposer>,
+    ) -> Result<Arc<Self>> {
+        Self::open_with(spec, effective, vhost, dir, env, Some(proposer))
+    }
+
+    /// Whether its publishes go to a group.
+    pub fn is_replicated(&self) -> bool {
+        self.proposer.is_some()
+    }
+
+    /// This node holds no copy of the stream (outside its group):
+    /// consumers and reads are refused, publishes are forwarded.
+    pub fn set_no_copy(&self) {
+        self.holds_copy.store(false, Ordering::Release);
+    }
+
+    /// Refuses a read where this node holds no copy.
+    pub(super) fn check_copy(&self) -> Result<()> {
+        if self.holds_copy.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(CoreError::request(
+            ErrorKind::PreconditionFailed,
+            format!(
+                "stream '{}' in vhost '{}' has no replica on this node: consume through one of its nodes",
+                self.spec.name, self.vhost
+            ),
+        ))
+    }
+
+    /// The offset after the last durable record of this replica's log.
+    pub fn durable_next(&self) -> u64 {
+        let g = self.inner.lock();
+        g.log.durable_index().map_or(g.log.first_index(), |i| i + 1)
+    }
+
+    /// A replicated stream's publish: its record proposed with the publish
+    /// time decided here; the confirm (if any) once committed.
+    pub(super) fn propose_append(
+        &self,
+        proposer: &dyn Proposer,
+        msg: &Arc<Message>,
+        confirm: Option<ConfirmToken>,
+    ) -> Result<Enqueued> {
+        if self.inner.lock().deleted {
+            return Err(self.not_found());
+        }
+        let mut buf = Vec::new();
+        record::encode(msg, &msg.properties, self.env.clock.now_ms(), &mut buf)?;
+        let done = confirm.map(|t| -> ProposeDone {
+            Box::new(move |r| match r {
+                Ok(()) => t.sink.confirmed(&[t.seq]),
+                Err(_) => t.sink.failed(&[t.seq]),
+            })
+        });
+        let deferred = done.is_some();
+        proposer.propose(vec![Bytes::from(buf)], done);
+        Ok(match deferred {
+            true => Enqueued::Deferred,
+            false => Enqueued::Confirmed,
+        })
+    }
+
+    /// Applies one committed record of the group at `offset` (the group
+    /// counts offsets: the records that took one before it). Appended to
+    /// this replica's log unless it holds that offset already (or
+    /// retention removed it); consumers see it once this log made it
+    /// durable. An error is this replica's (its log failed): the group
+    /// must stop applying, as offsets would diverge.
+    pub fn apply_committed(&self, offset: u64, bytes: Bytes) -> Result<Applied> {
+        let (ts, msg) = match record::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(stream = %self.spec.name, offset, error = %e, "stream command skipped");
+                return Ok(Applied::Skipped);
+            }
+        };
+        {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Ok(Applied::Offset);
+            }
+            let next = g.log.next_index();
+            if offset < next {
+                return Ok(Applied::Offset);
+            }
+            if offset > next {
+                return Err(CoreError::Corrupt(format!(
+                    "stream '{}': committed offset {offset} after {next} records: a gap",
+                    self.spec.name
+                )));
+            }
+            let ts = ts.max(g.state.last_ts());
+            let props = self.with_offset(&msg.properties, offset);
+            let rec = super::command::Append {
+                ts,
+                msg: &msg,
+                properties: &props,
+            };
+            g.commit(rec, &self.readers, &self.spec.name)?;
+        }
+        self.stats.published();
+        self.schedule_sync();
+        Ok(Applied::Offset)
+    }
+}

@@ -1,0 +1,329 @@
+//! Replicated streams on three real `ferry` processes: a stream declared
+//! through one node is a Raft group on its nodes (`x-initial-cluster-size`,
+//! default: every node up to `default_replicas`); publishes through any
+//! node are confirmed once committed on a majority; every replica serves
+//! its consumers from its own copy, and a message has the same offset and
+//! bytes on every node — also after the leader is killed with -9 and
+//! after the killed node comes back and catches up.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::cluster::{free_ports, poll_until, skip_external, three_seeds};
+use common::http::Http;
+use common::Broker;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn stream_args(size: Option<i32>) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    if let Some(n) = size {
+        t.insert("x-initial-cluster-size".into(), AMQPValue::LongInt(n));
+    }
+    t
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn offset_of(d: &lapin::message::Delivery) -> u64 {
+    let headers = d.properties.headers().as_ref().expect("headers");
+    match headers.inner().get("x-stream-offset") {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).expect("offset >= 0"),
+        other => panic!("x-stream-offset header: {other:?}"),
+    }
+}
+
+/// Publishes `bodies` to stream `s` through `b`; returns those confirmed.
+async fn publish_confirmed(b: &Broker, s: &str, bodies: &[String]) -> Vec<String> {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = common::confirm_channel(&conn).await;
+    let mut pending = Vec::new();
+    for body in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                s.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        pending.push((body.clone(), c));
+    }
+    let mut ok = Vec::new();
+    for (body, c) in pending {
+        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
+            if conf.is_ack() {
+                ok.push(body);
+            }
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    ok
+}
+
+/// Publishes until every one of `bodies` is confirmed (a nack is
+/// republished: in doubt, it may be stored twice).
+async fn publish_all(b: &Broker, s: &str, bodies: &[String]) {
+    let mut left: Vec<String> = bodies.to_vec();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} publishes never confirmed",
+            left.len()
+        );
+        let ok: BTreeSet<String> = publish_confirmed(b, s, &left).await.into_iter().collect();
+        left.retain(|x| !ok.contains(x));
+    }
+}
+
+/// Reads stream `s` through `b` from its first offset until `n`
+/// messages: (offset, body) in order.
+async fn read_from_first(b: &Broker, s: &str, n: usize) -> Vec<(u64, String)> {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(200, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let mut consumer = ch
+        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("consume the stream");
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}
+
+/// The stream's queue object on `http`, once it shows `members` members
+/// and a leader.
+async fn settled(http: &Http, s: &str, members: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = http.req("GET", &format!("/api/queues/%2F/{s}"), None);
+        if v["members"].as_array().map_or(0, Vec::len) == members && v["leader"].is_string() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "members and a leader: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn index_of(name: &serde_json::Value) -> usize {
+    match name.as_str() {
+        Some("n1") => 0,
+        Some("n2") => 1,
+        Some("n3") => 2,
+        other => panic!("node {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_has_the_same_offsets_on_every_node_across_a_leader_kill() {
+    if skip_external("a_stream_has_the_same_offsets_on_every_node_across_a_leader_kill") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rs".into(), durable(), stream_args(None))
+        .await
+        .expect("declare the stream");
+    let _ = c.close(200, "bye".into()).await;
+    let http0 = Http::new(&nodes[0].endpoint("http").expect("http"));
+    let v = settled(&http0, "rs", 3).await;
+    assert_eq!(v["type"], "stream", "{v}");
+
+    // Published through another node than the one that declared it.
+    let first: Vec<String> = (0..300).map(|i| format!("a{i}")).collect();
+    let ok = publish_confirmed(&nodes[1], "rs", &first).await;
+    assert_eq!(ok.len(), 300, "every publish confirmed");
+
+    // Every node serves the same messages at the same offsets 0..300.
+    let expected: Vec<(u64, String)> = first
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, b)| (i as u64, b))
+        .collect();
+    for b in &nodes {
+        let got = read_from_first(b, "rs", 300).await;
+        assert_eq!(got, expected, "node {}", b.amqp_url());
+    }
+
+    // Kill the leader; publish more through a survivor.
+    let leader = index_of(&settled(&http0, "rs", 3).await["leader"]);
+    nodes[leader].kill9().await;
+    let survivor = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let more: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+    publish_all(&nodes[survivor], "rs", &more).await;
+
+    // The survivors agree offset by offset, hold the first 300 where they
+    // were and every confirmed message after them.
+    let count = |b: &Broker| {
+        let http = Http::new(&b.endpoint("http").expect("http"));
+        let (_, v) = http.req("GET", "/api/queues/%2F/rs", None);
+        v["messages"].as_u64().unwrap_or(0)
+    };
+    let mut total = 0;
+    poll_until("the survivors hold every confirmed message", || {
+        total = count(&nodes[survivor]);
+        total >= 400 && count(&nodes[other]) == total
+    })
+    .await;
+    let a = read_from_first(&nodes[survivor], "rs", total as usize).await;
+    let b = read_from_first(&nodes[other], "rs", total as usize).await;
+    assert_eq!(a, b, "the same offsets on both survivors");
+    assert_eq!(a[..300], expected[..], "the first 300 unchanged");
+    let after: BTreeSet<&str> = a[300..].iter().map(|(_, s)| s.as_str()).collect();
+    for m in &more {
+        assert!(after.contains(m.as_str()), "confirmed {m} is in the stream");
+    }
+    let offsets: Vec<u64> = a.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..total).collect::<Vec<_>>(), "dense offsets");
+
+    // The killed node comes back and catches up: the same log.
+    nodes[leader].start_again().await;
+    poll_until("the restarted node caught up", || {
+        count(&nodes[leader]) == total
+    })
+    .await;
+    let c = read_from_first(&nodes[leader], "rs", total as usize).await;
+    assert_eq!(c, a, "the restarted node has the same offsets");
+
+    // Every node killed at once and restarted: each replica rebuilds from
+    // its own log and checkpoint (the group's log applied again from
+    // there, offsets it holds skipped): the same stream, nothing doubled.
+    for b in nodes.iter_mut() {
+        b.kill9().await;
+    }
+    let (x, y, z) = {
+        let [x, y, z] = &mut nodes[..] else {
+            unreachable!()
+        };
+        (x, y, z)
+    };
+    tokio::join!(x.start_again(), y.start_again(), z.start_again());
+    for b in &nodes {
+        poll_until("a restarted node holds its stream", || count(b) == total).await;
+        let got = read_from_first(b, "rs", total as usize).await;
+        assert_eq!(got, a, "node {} after the restart of all", b.amqp_url());
+        assert!(!b.stderr().contains("a gap"), "no replica found a gap");
+    }
+    let more = publish_confirmed(&nodes[0], "rs", &["after".to_string()]).await;
+    assert_eq!(
+        more.len(),
+        1,
+        "the stream takes publishes after the restart"
+    );
+    poll_until("every node holds the new message", || {
+        nodes.iter().all(|b| count(b) == total + 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_replica_stream_is_published_through_the_third_node_and_deleted_everywhere() {
+    if skip_external(
+        "a_two_replica_stream_is_published_through_the_third_node_and_deleted_everywhere",
+    ) {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rs2".into(), durable(), stream_args(Some(2)))
+        .await
+        .expect("declare a two-node stream");
+    let _ = c.close(200, "bye".into()).await;
+    let http0 = Http::new(&nodes[0].endpoint("http").expect("http"));
+    let v = settled(&http0, "rs2", 2).await;
+    let members: BTreeSet<usize> = v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(index_of)
+        .collect();
+    let outside = (0..3)
+        .find(|i| !members.contains(i))
+        .expect("a node outside");
+
+    let bodies: Vec<String> = (0..50).map(|i| format!("o{i}")).collect();
+    let ok = publish_confirmed(&nodes[outside], "rs2", &bodies).await;
+    assert_eq!(
+        ok.len(),
+        50,
+        "publishes through a node outside the group are confirmed"
+    );
+    for m in &members {
+        let got = read_from_first(&nodes[*m], "rs2", 50).await;
+        let want: Vec<(u64, String)> = bodies
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, b)| (i as u64, b))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    // The outside node holds no copy: its consumers are refused (406),
+    // never served an empty stream.
+    let (c, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
+    ch.basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let r = ch
+        .basic_consume(
+            "rs2".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let (code, text) = common::expect_amqp_err(r, "consume where no replica is");
+    assert_eq!(code, 406, "{text}");
+    assert!(text.contains("no replica on this node"), "{text}");
+    drop(c);
+
+    // Deleted through one node, gone on every node.
+    let (c, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
+    ch.queue_delete("rs2".into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    let _ = c.close(200, "bye".into()).await;
+    for b in &nodes {
+        let http = Http::new(&b.endpoint("http").expect("http"));
+        poll_until("the stream is gone everywhere", || {
+            http.req("GET", "/api/queues/%2F/rs2", None).0 == 404
+        })
+        .await;
+    }
+}
