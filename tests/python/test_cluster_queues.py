@@ -18,8 +18,8 @@ import pika
 import pytest
 
 from conftest import FERRY_BIN, KINDS
-from harness.cluster import FerryCluster, Lab, http_json, netns_available, poll
-from harness.rabbit_cluster import RabbitCluster
+from harness.cluster import http_json, netns_available, poll
+from harness.lab_clients import lab_cluster_of, params, publish
 
 pytestmark = pytest.mark.skipif(netns_available() is not None,
                                 reason=f"cluster lab: {netns_available()}")
@@ -29,22 +29,7 @@ QUORUM = {"x-queue-type": "quorum"}
 
 @pytest.fixture(params=KINDS)
 def lab_cluster(request, tmp_path):
-    lab = Lab(3)
-    c = None
-    try:
-        c = FerryCluster(lab, FERRY_BIN, tmp_path) if request.param == "ferry" else RabbitCluster(lab, tmp_path)
-        c.start_all()
-        yield request.param, lab, c
-    finally:
-        if c is not None:
-            c.close()
-        lab.close()
-
-
-def params(node) -> pika.ConnectionParameters:
-    return pika.ConnectionParameters(node.host, node.port, "/", pika.PlainCredentials("guest", "guest"),
-                                     connection_attempts=1, socket_timeout=10,
-                                     blocked_connection_timeout=30)
+    yield from lab_cluster_of(request.param, FERRY_BIN, tmp_path)
 
 
 def leader_index(lab, c, asked: int) -> int:
@@ -58,42 +43,6 @@ def leader_index(lab, c, asked: int) -> int:
         if leader in (f"n{i + 1}", f"rabbit@{lab.addr(i + 1)}"):
             return i
     raise AssertionError(f"unknown leader {leader}")
-
-
-def publish(node, bodies: list[str], deadline: float) -> tuple[set[str], set[str]]:
-    """Publishes each body with confirms, republishing a nacked (or unanswered) one on a new
-    connection until it is confirmed or `deadline` passes. Returns (confirmed, published more
-    than once)."""
-    confirmed: set[str] = set()
-    again: set[str] = set()
-    pending = list(bodies)
-    while pending and time.monotonic() < deadline:
-        try:
-            conn = pika.BlockingConnection(params(node))
-            ch = conn.channel()
-            ch.confirm_delivery()
-            while pending and time.monotonic() < deadline:
-                b = pending[0]
-                try:
-                    ch.basic_publish("", "cq", b.encode(),
-                                     pika.BasicProperties(delivery_mode=2), mandatory=True)
-                    confirmed.add(b)
-                    pending.pop(0)
-                except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
-                    # In doubt: publish it again on a fresh connection (RabbitMQ 3.10
-                    # keeps nacking on a channel whose queue client lost its leader).
-                    again.add(b)
-                    break
-            conn.close()
-            if pending:
-                time.sleep(0.2)  # a client's pause before it reconnects
-        except pika.exceptions.AMQPError:
-            # The channel or connection went away under the partition: in doubt.
-            if pending:
-                again.add(pending[0])
-            time.sleep(0.2)  # a client's reconnect pause
-    assert not pending, f"not confirmed by the deadline: {pending[:5]}..."
-    return confirmed, again
 
 
 def check(kind: str, confirmed: set[str], republished: set[str], got: list[str],
@@ -182,10 +131,10 @@ def test_a_consumer_on_a_follower_keeps_consuming_through_its_leaders_kill(lab_c
     consumer = Consumer(c.nodes[consumer_node])
     consumer.start()
     try:
-        before, again1 = publish(c.nodes[publisher_node], [f"a{i}" for i in range(200)],
+        before, again1 = publish(c.nodes[publisher_node], "cq", [f"a{i}" for i in range(200)],
                                  time.monotonic() + 60)
         c.nodes[leader].kill9()
-        during, again2 = publish(c.nodes[publisher_node], [f"b{i}" for i in range(200)],
+        during, again2 = publish(c.nodes[publisher_node], "cq", [f"b{i}" for i in range(200)],
                                  time.monotonic() + 90)
         poll("the consumer got every confirmed message", consumer.bodies,
              lambda got: (before | during) <= got, timeout=90)
@@ -204,13 +153,13 @@ def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
     declare(c)
     leader = leader_index(lab, c, 0)
     follower = (leader + 1) % 3
-    before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[follower], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
 
     lab.isolate(leader + 1)
-    during, again2 = publish(c.nodes[follower], [f"b{i}" for i in range(50)], time.monotonic() + 90)
+    during, again2 = publish(c.nodes[follower], "cq", [f"b{i}" for i in range(50)], time.monotonic() + 90)
     lab.heal()
     # The old leader rejoins: a publish through it is confirmed again.
-    after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 90)
+    after, again3 = publish(c.nodes[leader], "cq", [f"c{i}" for i in range(10)], time.monotonic() + 90)
 
     got = drain(c.nodes[leader_index(lab, c, follower)])
     check(kind, before | during | after, again1 | again2 | again3, got)
@@ -222,20 +171,20 @@ def test_a_paused_leader_loses_no_confirmed_message(lab_cluster):
     declare(c)
     leader = leader_index(lab, c, 0)
     follower = (leader + 1) % 3
-    before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[follower], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
     pids = processes(kind, c.nodes[leader])
     paused_at = time.monotonic()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        during, again2 = publish(c.nodes[follower], [f"b{i}" for i in range(50)],
+        during, again2 = publish(c.nodes[follower], "cq", [f"b{i}" for i in range(50)],
                                  time.monotonic() + 90)
         # Paused for 20 s in all.
         time.sleep(max(0.0, 20 - (time.monotonic() - paused_at)))
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 90)
+    after, again3 = publish(c.nodes[leader], "cq", [f"c{i}" for i in range(10)], time.monotonic() + 90)
     got = drain(c.nodes[leader_index(lab, c, follower)])
     check(kind, before | during | after, again1 | again2 | again3, got)
 
@@ -246,14 +195,14 @@ def test_a_rolling_restart_loses_no_confirmed_message(lab_cluster):
     declare(c)
     confirmed: set[str] = set()
     republished: set[str] = set()
-    ok, again = publish(c.nodes[0], [f"a{i}" for i in range(50)], time.monotonic() + 60)
+    ok, again = publish(c.nodes[0], "cq", [f"a{i}" for i in range(50)], time.monotonic() + 60)
     confirmed |= ok
     republished |= again
     for i in range(3):
         c.nodes[i].restart()
         # Through another node while this one comes back, then through it.
         for j, node in ((i + 1) % 3, c.nodes[(i + 1) % 3]), (i, c.nodes[i]):
-            ok, again = publish(node, [f"r{i}n{j}m{k}" for k in range(30)], time.monotonic() + 90)
+            ok, again = publish(node, "cq", [f"r{i}n{j}m{k}" for k in range(30)], time.monotonic() + 90)
             confirmed |= ok
             republished |= again
     got = drain(c.nodes[leader_index(lab, c, 0)])

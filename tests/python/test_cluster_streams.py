@@ -14,8 +14,8 @@ import pika
 import pytest
 
 from conftest import KINDS, FERRY_BIN
-from harness.cluster import FerryCluster, Lab, http_json, netns_available, poll
-from harness.rabbit_cluster import RabbitCluster
+from harness.cluster import http_json, netns_available, poll
+from harness.lab_clients import lab_cluster_of, params, publish
 
 pytestmark = pytest.mark.skipif(netns_available() is not None,
                                 reason=f"cluster lab: {netns_available()}")
@@ -25,22 +25,7 @@ STREAM = {"x-queue-type": "stream"}
 
 @pytest.fixture(params=KINDS)
 def lab_cluster(request, tmp_path):
-    lab = Lab(3)
-    c = None
-    try:
-        c = FerryCluster(lab, FERRY_BIN, tmp_path) if request.param == "ferry" else RabbitCluster(lab, tmp_path)
-        c.start_all()
-        yield request.param, lab, c
-    finally:
-        if c is not None:
-            c.close()
-        lab.close()
-
-
-def params(node) -> pika.ConnectionParameters:
-    return pika.ConnectionParameters(node.host, node.port, "/", pika.PlainCredentials("guest", "guest"),
-                                     connection_attempts=1, socket_timeout=10,
-                                     blocked_connection_timeout=30)
+    yield from lab_cluster_of(request.param, FERRY_BIN, tmp_path)
 
 
 def declare(c) -> None:
@@ -62,38 +47,6 @@ def leader_index(kind, lab, c, asked: int) -> int:
         if q[key] in (f"n{i + 1}", f"rabbit@{lab.addr(i + 1)}"):
             return i
     raise AssertionError(f"unknown leader {q[key]}")
-
-
-def publish(node, bodies: list[str], deadline: float) -> tuple[set[str], set[str]]:
-    """Publishes each body with confirms; a nacked or unanswered one is published again on a
-    new connection. Returns (confirmed, published more than once)."""
-    confirmed: set[str] = set()
-    again: set[str] = set()
-    pending = list(bodies)
-    while pending and time.monotonic() < deadline:
-        try:
-            conn = pika.BlockingConnection(params(node))
-            ch = conn.channel()
-            ch.confirm_delivery()
-            while pending and time.monotonic() < deadline:
-                b = pending[0]
-                try:
-                    ch.basic_publish("", "st", b.encode(), pika.BasicProperties(delivery_mode=2),
-                                     mandatory=True)
-                    confirmed.add(b)
-                    pending.pop(0)
-                except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
-                    again.add(b)
-                    break
-            conn.close()
-            if pending:
-                time.sleep(0.2)  # a client's pause before it reconnects
-        except pika.exceptions.AMQPError:
-            if pending:
-                again.add(pending[0])
-            time.sleep(0.2)
-    assert not pending, f"not confirmed by the deadline: {pending[:5]}..."
-    return confirmed, again
 
 
 def read_all(node, at_least: int, timeout: float = 90) -> list[tuple[int, str]]:
@@ -154,11 +107,11 @@ def test_a_partitioned_stream_leader_keeps_every_confirmed_message_at_one_offset
     declare(c)
     leader = leader_index(kind, lab, c, 0)
     follower = (leader + 1) % 3
-    before, again1 = publish(c.nodes[follower], [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[follower], "st", [f"a{i}" for i in range(100)], time.monotonic() + 60)
     lab.isolate(leader + 1)
-    during, again2 = publish(c.nodes[follower], [f"b{i}" for i in range(50)], time.monotonic() + 120)
+    during, again2 = publish(c.nodes[follower], "st", [f"b{i}" for i in range(50)], time.monotonic() + 120)
     lab.heal()
-    after, again3 = publish(c.nodes[leader], [f"c{i}" for i in range(10)], time.monotonic() + 120)
+    after, again3 = publish(c.nodes[leader], "st", [f"c{i}" for i in range(10)], time.monotonic() + 120)
     check(kind, c, before | during | after, again1 | again2 | again3)
 
 
@@ -168,8 +121,8 @@ def test_a_killed_stream_leader_loses_no_confirmed_message(lab_cluster):
     declare(c)
     leader = leader_index(kind, lab, c, 0)
     publisher = (leader + 1) % 3
-    before, again1 = publish(c.nodes[publisher], [f"a{i}" for i in range(200)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[publisher], "st", [f"a{i}" for i in range(200)], time.monotonic() + 60)
     c.nodes[leader].kill9()
-    during, again2 = publish(c.nodes[publisher], [f"b{i}" for i in range(200)], time.monotonic() + 120)
+    during, again2 = publish(c.nodes[publisher], "st", [f"b{i}" for i in range(200)], time.monotonic() + 120)
     c.nodes[leader].start()
     check(kind, c, before | during, again1 | again2)

@@ -16,11 +16,8 @@ use common::cluster::{free_ports, skip_external, three_seeds, three_seeds_with};
 use common::http::Http;
 use common::Broker;
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::BasicProperties;
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,34 +39,9 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Publishes `bodies` through `b` and returns those confirmed (acks).
+/// Publishes `bodies` to `rq` through `b` and returns those confirmed.
 async fn publish_confirmed(b: &Broker, bodies: &[String]) -> Vec<String> {
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = common::confirm_channel(&conn).await;
-    let mut pending = Vec::new();
-    for body in bodies {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                "rq".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish");
-        pending.push((body.clone(), c));
-    }
-    let mut ok = Vec::new();
-    for (body, c) in pending {
-        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
-            if conf.is_ack() {
-                ok.push(body);
-            }
-        }
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    ok
+    common::cluster::publish_confirmed(b, "rq", bodies).await
 }
 
 /// A consumer on `b` that records what it gets (acking it if `ack`).

@@ -10,15 +10,13 @@
 
 mod common;
 
-use common::cluster::{free_ports, poll_until, skip_external, three_seeds};
+use common::cluster::{free_ports, poll_until, publish_confirmed, skip_external, three_seeds};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::BasicProperties;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -47,36 +45,6 @@ fn offset_of(d: &lapin::message::Delivery) -> u64 {
         Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).expect("offset >= 0"),
         other => panic!("x-stream-offset header: {other:?}"),
     }
-}
-
-/// Publishes `bodies` to stream `s` through `b`; returns those confirmed.
-async fn publish_confirmed(b: &Broker, s: &str, bodies: &[String]) -> Vec<String> {
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = common::confirm_channel(&conn).await;
-    let mut pending = Vec::new();
-    for body in bodies {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                s.into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish");
-        pending.push((body.clone(), c));
-    }
-    let mut ok = Vec::new();
-    for (body, c) in pending {
-        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
-            if conf.is_ack() {
-                ok.push(body);
-            }
-        }
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    ok
 }
 
 /// Publishes until every one of `bodies` is confirmed (a nack is

@@ -102,3 +102,35 @@ pub async fn poll_until(what: &str, mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Publishes `bodies` (persistent) to `queue` through `b` on one confirm
+/// channel; returns those confirmed (acked within 20 s).
+pub async fn publish_confirmed(b: &Broker, queue: &str, bodies: &[String]) -> Vec<String> {
+    use lapin::options::BasicPublishOptions;
+    let conn = super::connect(&b.amqp_url()).await;
+    let ch = super::confirm_channel(&conn).await;
+    let mut pending = Vec::new();
+    for body in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        pending.push((body.clone(), c));
+    }
+    let mut ok = Vec::new();
+    for (body, c) in pending {
+        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
+            if conf.is_ack() {
+                ok.push(body);
+            }
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    ok
+}
