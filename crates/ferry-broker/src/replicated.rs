@@ -72,8 +72,22 @@ pub struct ReplicaStatus {
     pub online: Vec<String>,
 }
 
+/// What a rebalance of queue leaders did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebalanced {
+    /// Groups this node is a member of that had a leader.
+    pub groups: usize,
+    /// Of those, the ones whose leadership a less loaded member was asked
+    /// to take.
+    pub moved: usize,
+}
+
 /// Runs replicated queues' groups (a cluster node).
 pub trait ReplicaHost: Send + Sync {
+    /// Spreads the leaderships of the groups this node is a member of
+    /// evenly over their live members: each over-loaded leader's group is
+    /// asked to elect a member with fewer. Blocking.
+    fn rebalance(&self) -> Rebalanced;
     /// The nodes a new replicated queue goes to (this node first).
     fn placement(&self) -> Vec<u64>;
     /// Starts this node's member of `p`'s group (if it is one) and binds
@@ -146,6 +160,12 @@ impl ReplicaHub {
     pub fn status(&self, group: u64) -> Option<ReplicaStatus> {
         let host = self.host.read().clone();
         host.and_then(|h| h.status(group))
+    }
+
+    /// Spreads queue and stream leaders over the nodes (None: no host).
+    pub fn rebalance(&self) -> Option<Rebalanced> {
+        let host = self.host.read().clone();
+        host.map(|h| h.rebalance())
     }
 
     /// Stops this node's member of `group` (a deleted queue).

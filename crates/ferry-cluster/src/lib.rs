@@ -48,7 +48,7 @@ pub use error::{LinkError, NodeError, WireError};
 pub use handshake::{Identity, Secret};
 pub use link::{Admission, Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};
-pub use network::{FerryRaft, GroupClient, GroupNetwork, RaftGroups};
+pub use network::{stand, FerryRaft, GroupClient, GroupNetwork, RaftGroups};
 pub use tls::LinkTls;
 
 /// Runs futures concurrently and collects their outputs in order.

@@ -305,6 +305,7 @@ impl RaftGroups {
         }
         match self.get(frame.group) {
             Some(raft) if frame.kind == KIND_REBUILD => crate::group::rebuild(raft, from).await,
+            Some(raft) if frame.kind == wire::KIND_STAND => stand(&raft).await,
             Some(raft) if frame.kind == KIND_SNAPSHOT || frame.kind == KIND_SNAPSHOT_CHUNK => {
                 self.serve_snapshot(raft, frame).await
             }
@@ -435,4 +436,12 @@ impl Handler for Arc<RaftGroups> {
             answer(&frame, result)
         })
     }
+}
+
+/// Stands for election in `raft`'s group now (a rebalance's request). The
+/// voters grant it once they have not heard from the current leader for
+/// the lease (an idle quiescent group's: at once).
+pub async fn stand(raft: &FerryRaft) -> Result<Bytes, String> {
+    raft.trigger().elect().await.map_err(|e| e.to_string())?;
+    Ok(Bytes::new())
 }

@@ -47,6 +47,9 @@ pub const KIND_FORGET: u8 = 7;
 /// A wiped node asks a queue group's leader to take it back as a learner
 /// (empty body; the requester is the node to rebuild).
 pub const KIND_REBUILD: u8 = 13;
+/// Stand for election in a group now (empty body; a rebalance asks a
+/// member with few leaderships to take this group's).
+pub const KIND_STAND: u8 = 16;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.

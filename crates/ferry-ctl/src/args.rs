@@ -112,6 +112,10 @@ pub enum ClusterCmd {
     /// Every member: name, running, voter, metadata leader, address and the
     /// members it cannot reach. Exits 1 when a member is not running.
     Status,
+    /// Spread the leaders of replicated queues and streams evenly over the
+    /// nodes (RabbitMQ's `rabbitmq-queues rebalance`; `POST
+    /// /api/rebalance/queues`).
+    Rebalance,
     /// Remove a stopped member (by node name or cluster address) from the cluster.
     Forget {
         /// Node name or cluster address.

@@ -1,5 +1,7 @@
 //! `ferry ctl cluster status`: the members as one node sees them
-//! (`/api/nodes`), and an exit status that says whether all are running.
+//! (`/api/nodes`), and an exit status that says whether all are running;
+//! `cluster rebalance` (queue leaders spread over the nodes) and
+//! `cluster forget`.
 
 use crate::args::CtlArgs;
 use crate::client::Client;
@@ -51,4 +53,18 @@ pub fn forget(client: &Client, node: &str, out: &mut Output<'_>) -> Result<(), C
     let path = crate::client::api_path(&["nodes", node]);
     client.delete(&path, &format!("cluster member '{node}'"))?;
     out.done(&format!("forgot cluster member {node}"))
+}
+
+pub fn rebalance(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let r = client.post(
+        "/api/rebalance/queues",
+        &serde_json::json!({}),
+        "the rebalance",
+    )?;
+    let field = |k: &str| r.as_ref().and_then(|v| v[k].as_u64()).unwrap_or(0);
+    out.done(&format!(
+        "rebalance: {} of {} queue and stream leaders asked to move",
+        field("moved"),
+        field("groups")
+    ))
 }

@@ -75,6 +75,7 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
         CtlCommand::List { what } => list::list(&client, args, *what, out),
         CtlCommand::Overview => list::overview(&client, args, out),
         CtlCommand::Cluster(args::ClusterCmd::Status) => cluster::status(&client, args, out),
+        CtlCommand::Cluster(args::ClusterCmd::Rebalance) => cluster::rebalance(&client, out),
         CtlCommand::Cluster(args::ClusterCmd::Forget { node }) => {
             cluster::forget(&client, node, out)
         }

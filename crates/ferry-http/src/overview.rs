@@ -281,6 +281,29 @@ pub async fn forget_node(
     }
 }
 
+/// POST /api/rebalance/queues (RabbitMQ's, administrator): spreads the
+/// leaders of the replicated queues and streams this node holds a replica
+/// of evenly over their live members (each over-loaded leader's group is
+/// asked to elect a less loaded member; an idle group moves at once, a
+/// busy one within its lease). Answers how many groups it looked at and
+/// how many it asked to move.
+pub async fn rebalance_queues(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let broker = ctx.broker.clone();
+    let done = tokio::task::spawn_blocking(move || broker.replicas().rebalance())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some(r) = done else {
+        return Err(ApiError::BadRequest("this node is not clustered".into()));
+    };
+    Ok(Json(
+        serde_json::json!({ "groups": r.groups, "moved": r.moved }),
+    ))
+}
+
 /// GET /api/nodes/{name}
 pub async fn node(
     State(ctx): State<Ctx>,

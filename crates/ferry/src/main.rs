@@ -4,6 +4,7 @@
 //! (`ferry-ctl`). Must not hold broker logic: every rule lives in a crate.
 
 mod cluster;
+mod rebalance;
 mod replicas;
 mod settings;
 

@@ -2,7 +2,9 @@
 //! (`ferry_broker::replicated::ReplicaHost`) and replicated streams'.
 //! Each group's Raft log lives in `<data>/cluster/groups/<group id>`.
 
-use ferry_broker::replicated::{PendingReplica, ReplicaHost, ReplicaStatus, Replicated};
+use ferry_broker::replicated::{
+    PendingReplica, Rebalanced, ReplicaHost, ReplicaStatus, Replicated,
+};
 use ferry_cluster::group::QueueGroup;
 use ferry_cluster::node::ClusterNode;
 use ferry_cluster::outside::OutsideGroup;
@@ -242,7 +244,83 @@ impl Starter {
     }
 }
 
+impl GroupHost {
+    /// Asks `to` to stand for election in `group` (this node: at once).
+    fn ask_to_stand(&self, group: u64, to: u64, raft: &ferry_cluster::FerryRaft) {
+        let node = &self.starter.node;
+        let r = if to == node.id() {
+            self.starter
+                .rt
+                .block_on(ferry_cluster::stand(raft))
+                .map(|_| ())
+        } else {
+            match node.voters().get(&to) {
+                Some(n) => self
+                    .starter
+                    .rt
+                    .block_on(node.links().link(to, &n.addr).request(
+                        ferry_cluster::wire::KIND_STAND,
+                        group,
+                        bytes::Bytes::new(),
+                        std::time::Duration::from_secs(5),
+                    ))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err("not a member".into()),
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(group, node = to, error = %e, "rebalance: a member did not stand");
+        }
+    }
+}
+
 impl ReplicaHost for GroupHost {
+    fn rebalance(&self) -> Rebalanced {
+        let node = &self.starter.node;
+        let me = node.id();
+        let live: Vec<u64> = node
+            .voters()
+            .keys()
+            .copied()
+            .filter(|id| *id == me || node.groups().is_alive(*id))
+            .collect();
+        let views: Vec<(crate::rebalance::GroupView, ferry_cluster::FerryRaft)> = self
+            .starter
+            .groups
+            .lock()
+            .iter()
+            .map(|(id, (_, g))| {
+                let raft = g.raft().clone();
+                let m = raft.metrics().borrow().clone();
+                let view = crate::rebalance::GroupView {
+                    id: *id,
+                    voters: m.membership_config.membership().voter_ids().collect(),
+                    leader: m.current_leader,
+                };
+                (view, raft)
+            })
+            .collect();
+        let plain: Vec<crate::rebalance::GroupView> =
+            views.iter().map(|(v, _)| v.clone()).collect();
+        let moves = crate::rebalance::plan(&plain, &live);
+        for (group, to) in &moves {
+            if let Some((_, raft)) = views.iter().find(|(v, _)| v.id == *group) {
+                self.ask_to_stand(*group, *to, raft);
+            }
+        }
+        let groups = plain.iter().filter(|v| v.leader.is_some()).count();
+        tracing::info!(
+            groups,
+            moved = moves.len(),
+            "rebalance of queue leaders asked"
+        );
+        Rebalanced {
+            groups,
+            moved: moves.len(),
+        }
+    }
+
     fn placement(&self) -> Vec<u64> {
         let me = self.starter.node.id();
         let mut ids: Vec<u64> = self
