@@ -126,7 +126,7 @@ pub fn queue_raft_config(base: Config) -> Result<Arc<Config>, NodeError> {
 /// Triggers a snapshot each time the state machine says one is due, and
 /// waits for it (a while at most: openraft skips a trigger while it
 /// builds a snapshot) before the machine may ask again.
-async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
+pub(crate) async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
     let mut metrics = raft.metrics();
     loop {
         due.wait().await;

@@ -129,6 +129,15 @@ impl RaftNetwork<TypeConfig> for GroupClient {
                     self.send_file(&f, ttl).await?;
                     SnapshotBody::File { len: f.len }
                 }
+                SnapshotData::Stream(r) => {
+                    // Written from the stream's records now, then shipped.
+                    let f = tokio::task::spawn_blocking(move || r.materialize())
+                        .await
+                        .map_err(|e| self.remote(format!("stream snapshot task: {e}")))?
+                        .map_err(|e| self.remote(format!("stream snapshot: {e}")))?;
+                    self.send_file(&f, ttl).await?;
+                    SnapshotBody::File { len: f.len }
+                }
             };
             let req = wire::encode_snapshot(&vote, &snapshot.meta, &body);
             self.call(KIND_SNAPSHOT, req, ttl).await
@@ -149,6 +158,13 @@ impl RaftNetwork<TypeConfig> for GroupClient {
 }
 
 impl GroupClient {
+    fn remote(&self, reason: String) -> LinkError {
+        LinkError::Remote {
+            addr: self.link.addr().to_owned(),
+            reason,
+        }
+    }
+
     /// Sends a snapshot file in chunks, each answered before the next
     /// (read on the blocking pool; never held whole in memory).
     async fn send_file(&self, f: &SnapshotFileRef, ttl: Duration) -> Result<(), LinkError> {

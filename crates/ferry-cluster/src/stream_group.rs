@@ -7,16 +7,20 @@
 //! Unlike a queue, every replica of a stream serves its own consumers from
 //! its own copy (committed records only), so nothing here watches the
 //! leadership: it only decides where proposals go. Quiescent like the
-//! queue groups (the node's elector elects their leaders).
+//! queue groups (the node's elector elects their leaders). Snapshots are
+//! the machine's checkpoints, triggered every `snapshot_bytes` of records;
+//! a lagging replica receives the leader's as a file (`SnapshotStore`'s
+//! reception).
 
 use crate::error::NodeError;
-use crate::group::{run_proposer, watch_learner, GroupConfig, GroupProposer};
+use crate::group::{run_proposer, snapshot_when_due, watch_learner, GroupConfig, GroupProposer};
 use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
 use ferry_queue::queue::Proposer;
 use ferry_queue::stream::Stream;
+use ferry_raft::snapshot::SnapshotStore;
 use ferry_raft::stream::StreamMachine;
 use ferry_raft::{NodeId, RaftLog};
 use openraft::Raft;
@@ -58,7 +62,21 @@ impl StreamGroup {
         stream: Arc<Stream>,
     ) -> Result<(Self, Arc<dyn Proposer>), NodeError> {
         let (proposer, proposals) = GroupProposer::new();
-        let sm = StreamMachine::new(stream.clone(), log.io().clone(), log.dir());
+        let (io, dir) = (log.io().clone(), log.dir().to_path_buf());
+        // Receives a leader's snapshot file (chunks) when this replica lags
+        // behind the leader's cut log.
+        let store = tokio::task::spawn_blocking(move || SnapshotStore::open(io, &dir))
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .0;
+        let sm = StreamMachine::new(
+            stream.clone(),
+            log.io().clone(),
+            log.dir(),
+            config.snapshot_bytes,
+        );
+        let due = sm.due();
         let raft = Raft::new(
             me,
             config.raft.clone(),
@@ -69,6 +87,7 @@ impl StreamGroup {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         groups.insert(id, raft.clone());
+        groups.insert_store(id, store);
         groups.set_quiescent(id);
         let lead = Leadership::Member {
             raft: raft.clone(),
@@ -79,6 +98,7 @@ impl StreamGroup {
             tokio::spawn(count_changes(raft.clone(), counters.clone())),
             tokio::spawn(run_proposer(lead, links.clone(), id, proposals)),
             tokio::spawn(watch_learner(raft.clone(), links, id, me)),
+            tokio::spawn(snapshot_when_due(raft.clone(), due)),
         ];
         let group = StreamGroup {
             raft,

@@ -26,6 +26,7 @@ pub mod replica;
 pub mod snapshot;
 mod store;
 pub mod stream;
+pub mod stream_snapshot;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod types;

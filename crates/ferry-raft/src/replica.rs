@@ -99,7 +99,7 @@ pub struct SnapshotDue {
 }
 
 impl SnapshotDue {
-    fn new(threshold: u64) -> Self {
+    pub(crate) fn new(threshold: u64) -> Self {
         SnapshotDue {
             threshold,
             logged: AtomicU64::new(0),
@@ -108,7 +108,7 @@ impl SnapshotDue {
         }
     }
 
-    fn logged(&self, bytes: u64, live: impl FnOnce() -> u64) {
+    pub(crate) fn logged(&self, bytes: u64, live: impl FnOnce() -> u64) {
         let n = self.logged.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if n >= self.threshold
             && !self.asked.load(Ordering::Relaxed)
@@ -119,7 +119,7 @@ impl SnapshotDue {
         }
     }
 
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.logged.store(0, Ordering::Relaxed);
         self.asked.store(false, Ordering::Release);
     }

@@ -35,14 +35,14 @@ const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".fqs";
 const RECV: &str = "snapshot.recv";
 
-fn bad(path: &Path, reason: impl Into<String>) -> RaftLogError {
+pub(crate) fn bad(path: &Path, reason: impl Into<String>) -> RaftLogError {
     RaftLogError::Snapshot {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> RaftLogError {
+pub(crate) fn io_err(path: &Path, e: std::io::Error) -> RaftLogError {
     bad(path, e.to_string())
 }
 
@@ -168,7 +168,7 @@ impl SnapshotFile {
 }
 
 /// Reads a file front to back in large chunks.
-struct SeqReader<'a> {
+pub(crate) struct SeqReader<'a> {
     f: &'a dyn IoFile,
     len: u64,
     at: u64,
@@ -177,7 +177,7 @@ struct SeqReader<'a> {
 }
 
 impl<'a> SeqReader<'a> {
-    fn new(f: &'a dyn IoFile, len: u64) -> Self {
+    pub(crate) fn new(f: &'a dyn IoFile, len: u64) -> Self {
         SeqReader {
             f,
             len,
@@ -187,11 +187,11 @@ impl<'a> SeqReader<'a> {
         }
     }
 
-    fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.at + self.pos as u64
     }
 
-    fn take(&mut self, n: usize) -> std::io::Result<&[u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> std::io::Result<&[u8]> {
         if self.buf.len() - self.pos < n {
             self.buf.drain(..self.pos);
             self.at += self.pos as u64;

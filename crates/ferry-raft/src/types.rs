@@ -68,6 +68,9 @@ pub enum SnapshotData {
     /// A file (a queue group's snapshot: its state and the records of
     /// its messages), shipped in chunks, never held whole in memory.
     File(SnapshotFileRef),
+    /// A stream group's snapshot: written to a file from the stream's
+    /// records only when a follower needs it, then shipped as a `File`.
+    Stream(crate::stream_snapshot::StreamSnapshotRef),
 }
 
 impl Default for SnapshotData {
@@ -81,6 +84,9 @@ impl PartialEq for SnapshotData {
         match (self, other) {
             (SnapshotData::Inline(a), SnapshotData::Inline(b)) => a == b,
             (SnapshotData::File(a), SnapshotData::File(b)) => a.path == b.path && a.len == b.len,
+            (SnapshotData::Stream(a), SnapshotData::Stream(b)) => {
+                a.meta == b.meta && a.next == b.next
+            }
             _ => false,
         }
     }

@@ -89,7 +89,8 @@ pub struct Settings {
     pub default_replicas: usize,
     /// Bytes of records a replicated queue logs between two snapshots
     /// (at least the records of the messages it holds); each snapshot
-    /// lets its Raft log be cut.
+    /// lets its Raft log be cut. A replicated stream's group snapshots
+    /// at the same pace.
     pub queue_snapshot_bytes: u64,
 }
 

@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::cluster::{free_ports, poll_until, publish_confirmed, skip_external, three_seeds};
+use common::cluster::{
+    free_ports, poll_until, publish_confirmed, skip_external, three_seeds, three_seeds_with,
+};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
@@ -294,4 +296,144 @@ async fn a_two_replica_stream_is_published_through_the_third_node_and_deleted_ev
         })
         .await;
     }
+}
+
+/// Reads stream `s` through `b` from its first retained offset until the
+/// record at `end - 1`: (offset, body) in order.
+async fn read_until(b: &Broker, s: &str, end: u64) -> Vec<(u64, String)> {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(200, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let mut consumer = ch
+        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("consume the stream");
+    let mut got = Vec::new();
+    while got.last().is_none_or(|(o, _)| *o + 1 < end) {
+        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}
+
+/// Stream `s`'s group figure `name` on a node's Prometheus endpoint.
+fn metric(metrics: &Http, s: &str, name: &str) -> Option<u64> {
+    let text = metrics.text("/metrics");
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("queue=\"{s}\"")))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_cut_log_installs_the_leaders_stream() {
+    if skip_external("a_replica_behind_the_cut_log_installs_the_leaders_stream") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds_with(&ports, &[("FERRY_QUEUE_SNAPSHOT_BYTES", "8192")]).await;
+    // Small segments and a byte limit: the leader's retention drops what
+    // the stopped replica never got, so it must take the leader's log.
+    let mut args = stream_args(None);
+    args.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongInt(8192),
+    );
+    args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(40_000));
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rs3".into(), durable(), args)
+        .await
+        .expect("declare the stream");
+    let _ = c.close(200, "bye".into()).await;
+    let http0 = Http::new(&nodes[0].endpoint("http").expect("http"));
+    let l = index_of(&settled(&http0, "rs3", 3).await["leader"]);
+    let f = (l + 1) % 3;
+    let pad = "x".repeat(200);
+    let early: Vec<String> = (0..20).map(|i| format!("e{i}-{pad}")).collect();
+    assert_eq!(publish_confirmed(&nodes[l], "rs3", &early).await.len(), 20);
+    let f_metrics = Http::new(&nodes[f].endpoint("metrics").expect("metrics"));
+    poll_until("the follower applied the first 20", || {
+        count_of(&nodes[f], "rs3") == 20
+    })
+    .await;
+    let f_last = metric(&f_metrics, "rs3", "ferry_raft_last_log_index").expect("its last index");
+    nodes[f].kill9().await;
+
+    let late: Vec<String> = (0..400).map(|i| format!("l{i}-{pad}")).collect();
+    assert_eq!(publish_confirmed(&nodes[l], "rs3", &late).await.len(), 400);
+    let metrics = Http::new(&nodes[l].endpoint("metrics").expect("metrics"));
+    poll_until("the leader cut its log past the stopped replica's", || {
+        metric(&metrics, "rs3", "ferry_raft_purged_index").is_some_and(|i| i > f_last)
+    })
+    .await;
+
+    nodes[f].start_again().await;
+    nodes[f]
+        .wait_stderr_line(|line| line.contains("stream snapshot installed"))
+        .await;
+    // The same records at the same offsets on both, up to offset 420.
+    let on_leader = read_until(&nodes[l], "rs3", 420).await;
+    let on_follower = read_until(&nodes[f], "rs3", 420).await;
+    assert!(
+        on_follower[0].0 > 20,
+        "retention removed the early ones: {:?}",
+        on_follower[0]
+    );
+    assert!(
+        nodes[f].stderr().contains("stream log replaced"),
+        "the replica's log starts where the leader's does"
+    );
+    eprintln!(
+        "leader from {}, follower from {}",
+        on_leader[0].0, on_follower[0].0
+    );
+    let from = on_follower[0].0.max(on_leader[0].0);
+    let pick = |v: &[(u64, String)]| -> Vec<(u64, String)> {
+        v.iter().filter(|(o, _)| *o >= from).cloned().collect()
+    };
+    assert_eq!(pick(&on_follower), pick(&on_leader));
+    assert_eq!(
+        on_follower.last().map(|x| x.1.clone()),
+        late.last().cloned()
+    );
+
+    // Everything killed and restarted: each replica from its checkpoint and
+    // its cut log: the same stream, and it takes publishes.
+    for n in nodes.iter_mut() {
+        n.kill9().await;
+    }
+    let [a, b, c] = &mut nodes[..] else {
+        panic!("three nodes")
+    };
+    tokio::join!(a.start_again(), b.start_again(), c.start_again());
+    let more = publish_confirmed(&nodes[f], "rs3", &["after".to_string()]).await;
+    assert_eq!(more.len(), 1);
+    for n in &nodes {
+        let got = read_until(n, "rs3", 421).await;
+        assert_eq!(
+            got.last().map(|x| (x.0, x.1.as_str())),
+            Some((420, "after"))
+        );
+        let mine: Vec<(u64, String)> = got
+            .iter()
+            .filter(|(o, _)| *o >= from && *o < 420)
+            .cloned()
+            .collect();
+        assert_eq!(mine, pick(&on_leader), "node {}", n.amqp_url());
+    }
+}
+
+fn count_of(b: &Broker, s: &str) -> u64 {
+    let http = Http::new(&b.endpoint("http").expect("http"));
+    let (_, v) = http.req("GET", &format!("/api/queues/%2F/{s}"), None);
+    v["messages"].as_u64().unwrap_or(0)
 }

@@ -158,3 +158,101 @@ impl Stream {
         Ok(Applied::Offset)
     }
 }
+
+/// How much of the log one view covers while records are exported.
+const EXPORT_VIEW_BYTES: u64 = 1 << 20;
+
+impl Stream {
+    /// Calls `f` with each durable record of this replica's log from its
+    /// first retained offset up to `upto` (exclusive), as stored (offset,
+    /// payload): what a lagging replica installs. Returns the first
+    /// offset. Fails if the log does not hold `[first, upto)` durably (or
+    /// retention removed a part while it was read: the caller tries
+    /// again). Blocking file reads; the stream's lock is held only to
+    /// capture each view.
+    pub fn export_records(
+        &self,
+        upto: u64,
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut first = None;
+        let mut from = 0;
+        loop {
+            let view = {
+                let g = self.inner.lock();
+                if g.deleted {
+                    return Err(self.not_found());
+                }
+                if first.is_none() {
+                    from = g.log.first_index();
+                    first = Some(from);
+                }
+                if from >= upto {
+                    break;
+                }
+                g.log.view(from, upto, EXPORT_VIEW_BYTES)?
+            };
+            if view.end() <= from {
+                return Err(CoreError::Corrupt(format!(
+                    "stream '{}': offsets {from}..{upto} are not durable here",
+                    self.spec.name
+                )));
+            }
+            for rec in view.records() {
+                let rec = rec?;
+                f(rec.index, &rec.payload)?;
+            }
+            from = view.end();
+        }
+        Ok(first.unwrap_or(upto))
+    }
+
+    /// Makes this replica's log hold what a leader's snapshot holds: the
+    /// records `records` yields, at offsets `first`.. (dense). Records at
+    /// offsets this log holds already are skipped (replicas hold the same
+    /// committed records); a snapshot that starts past this log's end (the
+    /// leader's retention removed what this replica lacks) replaces the
+    /// log, which then starts at `first`. Durable on return; consumers
+    /// below `first` move up to it. Returns the next offset. Blocking: the
+    /// stream's lock is held while the records are written.
+    pub fn install_records(
+        &self,
+        first: u64,
+        records: &mut dyn Iterator<Item = Result<Bytes>>,
+    ) -> Result<u64> {
+        let _serial = self.sync_lock.lock();
+        {
+            let mut g = self.inner.lock();
+            if g.deleted {
+                return Err(self.not_found());
+            }
+            if first > g.log.next_index() {
+                let mut cfg = self.env.log.clone();
+                if let Some(b) = self.args.segment_bytes {
+                    cfg.segment_bytes = b;
+                }
+                cfg.first_index = first;
+                self.env.io.remove_dir_all(self.dir())?;
+                let (log, _) = ferry_log::Log::open(self.env.io.clone(), self.dir(), cfg)?;
+                g.log = log;
+                tracing::info!(stream = %self.spec.name, first, "stream log replaced by the leader's (it starts past this replica's end)");
+            }
+            for (offset, rec) in (first..).zip(records) {
+                let rec = rec?;
+                if offset >= g.log.next_index() {
+                    g.log.append(&rec)?;
+                }
+            }
+            g.state = super::commit::replay(&g.log)?;
+            let start = g.state.first();
+            g.consumers.move_up(start);
+        }
+        crate::syncer::sync_alone(self);
+        let mut g = self.inner.lock();
+        // The replay counted every record committed; readers see them as
+        // the log is durable now (a view stops at the durable end anyway).
+        self.readers.advance(g.state.committed());
+        self.dispatch_locked(&mut g);
+        Ok(g.log.next_index())
+    }
+}

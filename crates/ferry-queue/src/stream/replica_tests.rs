@@ -144,3 +144,71 @@ fn a_refused_proposal_nacks_and_publish_times_never_go_back() {
         .collect();
     assert!(ts[1] >= ts[0], "publish times never go back: {ts:?}");
 }
+
+/// Commits `n` proposed publishes of `st` (bodies `{tag}{i}`) at the
+/// group's next offsets, starting at `at`.
+fn commit_n(st: &Stream, held: &Held, tag: &str, at: u64, n: u64) {
+    for i in 0..n {
+        st.publish(&msg(&format!("{tag}{i}"), true), None).unwrap();
+        let (records, _) = held.0.lock().pop().expect("proposed");
+        st.apply_committed(at + i, records[0].clone()).unwrap();
+    }
+    st.sync_now();
+}
+
+fn exported(st: &Stream, upto: u64) -> (u64, Vec<(u64, Bytes)>) {
+    let mut out = Vec::new();
+    let first = st
+        .export_records(upto, &mut |o, p| {
+            out.push((o, Bytes::copy_from_slice(p)));
+            Ok(())
+        })
+        .unwrap();
+    (first, out)
+}
+
+#[test]
+fn a_lagging_replica_installs_a_leaders_records_appending_or_replacing_its_log() {
+    let f = Fixture::new(&[]);
+    let held = Arc::new(Held::default());
+    let leader = open(&f, &held);
+    commit_n(&leader, &held, "m", 0, 10);
+    let (first, recs) = exported(&leader, 10);
+    assert_eq!((first, recs.len()), (0, 10));
+
+    // A replica holding the first 4: the rest is appended.
+    let f2 = Fixture::new(&[]);
+    let held2 = Arc::new(Held::default());
+    let replica = open(&f2, &held2);
+    for (o, p) in recs.iter().take(4) {
+        replica.apply_committed(*o, p.clone()).unwrap();
+    }
+    let next = replica
+        .install_records(0, &mut recs.iter().map(|(_, p)| Ok(p.clone())))
+        .unwrap();
+    assert_eq!(next, 10);
+    assert_eq!(
+        exported(&replica, 10).1,
+        recs,
+        "the same bytes at the same offsets"
+    );
+
+    // A snapshot that starts past this replica's end replaces its log.
+    let f3 = Fixture::new(&[]);
+    let held3 = Arc::new(Held::default());
+    let behind = open(&f3, &held3);
+    behind.apply_committed(0, recs[0].1.clone()).unwrap();
+    let c = consume_at(&behind, 100, Some(s("first")));
+    let next = behind
+        .install_records(6, &mut recs[6..].iter().map(|(_, p)| Ok(p.clone())))
+        .unwrap();
+    assert_eq!(next, 10);
+    let (first, got) = exported(&behind, 10);
+    assert_eq!((first, got.as_slice()), (6, &recs[6..]));
+    assert_eq!(behind.offsets().0, 6, "first retained offset");
+    // Its consumer moved up to the new first offset and reads on.
+    assert_eq!(c.offsets(), vec![0, 6, 7, 8, 9]);
+    // It goes on from there.
+    commit_n(&behind, &held3, "n", 10, 2);
+    assert_eq!(behind.offsets().1, 12);
+}
