@@ -10,7 +10,7 @@
 //! host's; a stream's own log is in the vhost's `queues/` under that name).
 
 use ferry_queue::error::Result;
-use ferry_queue::queue::{Binding, Replica};
+use ferry_queue::queue::{Binding, Depth, Replica};
 use ferry_queue::stream::Stream;
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
@@ -88,6 +88,11 @@ pub trait ReplicaHost: Send + Sync {
     /// evenly over their live members: each over-loaded leader's group is
     /// asked to elect a member with fewer. Blocking.
     fn rebalance(&self) -> Rebalanced;
+    /// The figures (ready, unacked, consumers, ...) of the replicated
+    /// queues this node holds a follower replica of, as their live
+    /// leaders have them (`only`: just that group). A leader that does
+    /// not answer within a second is left out. Blocking.
+    fn leader_depths(&self, only: Option<u64>) -> Vec<(u64, Depth)>;
     /// The nodes a new replicated queue goes to (this node first).
     fn placement(&self) -> Vec<u64>;
     /// Starts this node's member of `p`'s group (if it is one) and binds
@@ -166,6 +171,13 @@ impl ReplicaHub {
     pub fn rebalance(&self) -> Option<Rebalanced> {
         let host = self.host.read().clone();
         host.map(|h| h.rebalance())
+    }
+
+    /// The leaders' figures of the queues this node follows (see
+    /// [`ReplicaHost::leader_depths`]).
+    pub fn leader_depths(&self, only: Option<u64>) -> Vec<(u64, Depth)> {
+        let host = self.host.read().clone();
+        host.map(|h| h.leader_depths(only)).unwrap_or_default()
     }
 
     /// Stops this node's member of `group` (a deleted queue).

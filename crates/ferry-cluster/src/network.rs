@@ -312,6 +312,15 @@ impl RaftGroups {
         if frame.kind == wire::KIND_ALIVE {
             return Ok(Bytes::new());
         }
+        if frame.kind == remote::KIND_FIGURES {
+            let groups = remote::decode_groups(frame.body.clone()).map_err(|e| e.to_string())?;
+            let served = self.served.read();
+            let figures: Vec<remote::Figures> = groups
+                .iter()
+                .filter_map(|g| served.get(g).and_then(|s| s.figures(*g)))
+                .collect();
+            return Ok(remote::encode_figures(&figures));
+        }
         if (remote::KIND_PULL..=remote::KIND_PURGE).contains(&frame.kind) {
             let served = self.served.read().get(&frame.group).cloned();
             return match served {

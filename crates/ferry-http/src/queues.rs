@@ -41,8 +41,17 @@ pub fn message_stats(s: &ferry_queue::queue::StatsSnapshot, r: &crate::state::Ra
 /// One queue or stream as the API shows it. `messages` counts messages
 /// waiting for a delayed retry too; `messages_delayed` (Ferry's) says how
 /// many, `messages_ready` leaves them out.
-pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
-    let d = &q.depth;
+pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView, leaders: &LeaderDepths) -> Value {
+    // A replicated queue: RabbitMQ's quorum-queue fields (`node` is the
+    // leader's), and the leader's figures when this node follows.
+    let group = ctx
+        .broker
+        .vhost(vhost)
+        .ok()
+        .and_then(|vh| vh.replicated_group(q.name()));
+    let d = &group
+        .and_then(|g| leaders.get(&g).copied())
+        .unwrap_or(q.depth);
     let spec = q.spec();
     let r = ctx.rates.get(vhost, q.name());
     let pol = crate::policies::queue_policy(ctx, vhost, q);
@@ -73,13 +82,6 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView) -> Value {
         "consumers": d.consumers,
         "message_stats": message_stats(&q.stats, &r),
     });
-    // A replicated queue: RabbitMQ's quorum-queue fields (`node` is the
-    // leader's).
-    let group = ctx
-        .broker
-        .vhost(vhost)
-        .ok()
-        .and_then(|vh| vh.replicated_group(q.name()));
     if let Some(st) = group.and_then(|g| ctx.broker.replicas().status(g)) {
         if let Some(l) = &st.leader {
             v["node"] = json!(l);
@@ -111,10 +113,27 @@ pub fn crashed_json(ctx: &Ctx, vhost: &str, c: &CrashedQueue) -> Value {
     })
 }
 
-fn rows(ctx: &Ctx, v: &VHost) -> Vec<Value> {
+/// The figures of the replicated queues this node follows, as their
+/// leaders have them, by group (empty on a single node).
+pub type LeaderDepths = std::collections::HashMap<u64, ferry_queue::queue::Depth>;
+
+/// Asks the leaders of the queues this node follows for their figures
+/// (`only`: one group), at most a second per leader node.
+pub async fn leader_depths(ctx: &Ctx, only: Option<u64>) -> LeaderDepths {
+    if ctx.cluster.is_none() {
+        return LeaderDepths::new();
+    }
+    let broker = ctx.broker.clone();
+    tokio::task::spawn_blocking(move || broker.replicas().leader_depths(only))
+        .await
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn rows(ctx: &Ctx, v: &VHost, leaders: &LeaderDepths) -> Vec<Value> {
     let mut all: Vec<Value> = sources::of_vhost(v)
         .iter()
-        .map(|q| queue_json(ctx, v.name(), q))
+        .map(|q| queue_json(ctx, v.name(), q, leaders))
         .collect();
     let crashed = v.crashed_queues();
     if !crashed.is_empty() {
@@ -132,7 +151,10 @@ pub async fn list(
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
     let vhost = vhost.map(|Path(v)| v);
-    common::listing(&ctx, &caller, vhost.as_deref(), &p, |v| rows(&ctx, v))
+    let leaders = leader_depths(&ctx, None).await;
+    common::listing(&ctx, &caller, vhost.as_deref(), &p, |v| {
+        rows(&ctx, v, &leaders)
+    })
 }
 
 /// GET /api/queues/{vhost}/{name}
@@ -146,8 +168,12 @@ pub async fn show(
     if let Some(c) = vh.crashed_queue(&name) {
         return Ok(Json(p.apply_one(crashed_json(&ctx, &vhost, &c))));
     }
-    let (_, q) = sources::find(&ctx, &caller, &vhost, &name)?;
-    let mut v = queue_json(&ctx, &vhost, &QueueView::of(q));
+    let (vh, q) = sources::find(&ctx, &caller, &vhost, &name)?;
+    let leaders = match vh.replicated_group(&name) {
+        Some(g) => leader_depths(&ctx, Some(g)).await,
+        None => LeaderDepths::new(),
+    };
+    let mut v = queue_json(&ctx, &vhost, &QueueView::of(q), &leaders);
     if let Some(m) = v.as_object_mut() {
         let consumers: Vec<Value> = crate::connections::consumers_json(&ctx)
             .into_iter()

@@ -276,6 +276,55 @@ impl GroupHost {
 }
 
 impl ReplicaHost for GroupHost {
+    fn leader_depths(&self, only: Option<u64>) -> Vec<(u64, ferry_queue::queue::Depth)> {
+        use ferry_cluster::wire::remote;
+        let node = &self.starter.node;
+        let me = node.id();
+        let mut by_leader: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for (id, (_, g)) in self.starter.groups.lock().iter() {
+            if only.is_some_and(|o| o != *id) {
+                continue;
+            }
+            let Member::Queue(q) = g else { continue };
+            let leader = q.raft().metrics().borrow().current_leader;
+            if let Some(l) = leader.filter(|l| *l != me && node.groups().is_alive(*l)) {
+                by_leader.entry(l).or_default().push(*id);
+            }
+        }
+        let voters = node.voters();
+        let mut out = Vec::new();
+        for (leader, groups) in by_leader {
+            let Some(n) = voters.get(&leader) else {
+                continue;
+            };
+            let asked = self
+                .starter
+                .rt
+                .block_on(node.links().link(leader, &n.addr).request(
+                    remote::KIND_FIGURES,
+                    0,
+                    remote::encode_groups(&groups),
+                    std::time::Duration::from_secs(1),
+                ));
+            let Ok(frame) = asked else { continue };
+            let Ok(figures) = remote::decode_figures(frame.body) else {
+                continue;
+            };
+            out.extend(figures.into_iter().map(|f| {
+                let d = ferry_queue::queue::Depth {
+                    ready: f.ready,
+                    unacked: f.unacked,
+                    ready_bytes: f.ready_bytes,
+                    unacked_bytes: f.unacked_bytes,
+                    consumers: f.consumers,
+                    delayed: f.delayed,
+                };
+                (f.group, d)
+            }));
+        }
+        out
+    }
+
     fn rebalance(&self) -> Rebalanced {
         let node = &self.starter.node;
         let me = node.id();

@@ -587,3 +587,49 @@ async fn a_follower_behind_the_cut_log_installs_the_leaders_snapshot() {
     assert_eq!(got, want);
     let _ = conn.close(200, "bye".into()).await;
 }
+
+/// `/api/queues` on every node shows the leader's figures of a replicated
+/// queue (ready, unacknowledged, consumers), as RabbitMQ does: a follower's
+/// own replica holds every message but knows nothing of deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_the_leaders_figures_of_a_queue() {
+    if skip_external("every_node_shows_the_leaders_figures_of_a_queue") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rq".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let _ = c.close(200, "bye".into()).await;
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[1], &bodies).await.len(), 10);
+    // A consumer on node 3 holds 3 unacked (prefetch 3, no acks).
+    let (c3, ch3) = common::connect_channel(&nodes[2].amqp_url()).await;
+    ch3.basic_qos(3, lapin::options::BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = common::consume(&ch3, "rq", BasicConsumeOptions::default()).await;
+    let held = common::recv_n(&mut consumer, 3, Duration::from_secs(20)).await;
+    assert_eq!(held.len(), 3);
+    for b in &nodes {
+        let http = Http::new(&b.endpoint("http").expect("http"));
+        until("the leader's figures on every node", || {
+            let (_, one) = http.req("GET", "/api/queues/%2F/rq", None);
+            let (_, all) = http.req("GET", "/api/queues/%2F", None);
+            let listed = all
+                .as_array()
+                .and_then(|a| a.iter().find(|q| q["name"] == "rq").cloned())
+                .unwrap_or_default();
+            [one, listed].iter().all(|v| {
+                v["messages_ready"] == 7
+                    && v["messages_unacknowledged"] == 3
+                    && v["messages"] == 10
+                    && v["consumers"] == 1
+            })
+        })
+        .await;
+    }
+    let _ = c3.close(200, "bye".into()).await;
+}

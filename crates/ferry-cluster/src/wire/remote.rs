@@ -18,6 +18,81 @@ pub const KIND_SETTLE: u8 = 10;
 pub const KIND_GET: u8 = 11;
 /// queue.purge through a follower (empty body; answer: count u32).
 pub const KIND_PURGE: u8 = 12;
+/// The figures of the queues the receiver leads, among the groups asked
+/// (group 0; body: the group ids; answer: [`Figures`] of those it leads).
+pub const KIND_FIGURES: u8 = 17;
+
+/// A queue's figures on its leader (what `/api/queues` shows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub group: u64,
+    pub ready: u64,
+    pub unacked: u64,
+    pub ready_bytes: u64,
+    pub unacked_bytes: u64,
+    pub consumers: u64,
+    pub delayed: u64,
+}
+
+/// `n u32 | n × group u64`
+pub fn encode_groups(groups: &[u64]) -> Bytes {
+    let mut b = Vec::with_capacity(4 + groups.len() * 8);
+    put_u32(&mut b, groups.len());
+    for g in groups {
+        b.extend_from_slice(&g.to_le_bytes());
+    }
+    Bytes::from(b)
+}
+
+/// Decodes [`encode_groups`]'s bytes.
+pub fn decode_groups(body: Bytes) -> Result<Vec<u64>, WireError> {
+    let mut r = Reader::new(body);
+    let n = r.count(8, "groups")?;
+    let out = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+    r.end()?;
+    Ok(out)
+}
+
+/// `n u32 | n × (group, ready, unacked, ready_bytes, unacked_bytes,
+/// consumers, delayed: u64 each)`
+pub fn encode_figures(figures: &[Figures]) -> Bytes {
+    let mut b = Vec::with_capacity(4 + figures.len() * 56);
+    put_u32(&mut b, figures.len());
+    for f in figures {
+        for v in [
+            f.group,
+            f.ready,
+            f.unacked,
+            f.ready_bytes,
+            f.unacked_bytes,
+            f.consumers,
+            f.delayed,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Bytes::from(b)
+}
+
+/// Decodes [`encode_figures`]'s bytes.
+pub fn decode_figures(body: Bytes) -> Result<Vec<Figures>, WireError> {
+    let mut r = Reader::new(body);
+    let n = r.count(56, "figures")?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Figures {
+            group: r.u64()?,
+            ready: r.u64()?,
+            unacked: r.u64()?,
+            ready_bytes: r.u64()?,
+            unacked_bytes: r.u64()?,
+            consumers: r.u64()?,
+            delayed: r.u64()?,
+        });
+    }
+    r.end()?;
+    Ok(out)
+}
 
 /// One of a follower's consumers and how far the leader may deliver to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
