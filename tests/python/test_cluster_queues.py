@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pika
@@ -19,7 +18,7 @@ import pytest
 
 from conftest import FERRY_BIN, KINDS
 from harness.cluster import http_json, netns_available, poll
-from harness.lab_clients import lab_cluster_of, params, publish
+from harness.lab_clients import Consumer, check, drain, lab_cluster_of, params, publish
 
 pytestmark = pytest.mark.skipif(netns_available() is not None,
                                 reason=f"cluster lab: {netns_available()}")
@@ -45,19 +44,6 @@ def leader_index(lab, c, asked: int) -> int:
     raise AssertionError(f"unknown leader {leader}")
 
 
-def check(kind: str, confirmed: set[str], republished: set[str], got: list[str],
-          redelivered: frozenset[str] = frozenset()) -> None:
-    """`redelivered`: bodies that came (again) flagged redelivered, as after a failover."""
-    lost = confirmed - set(got)
-    assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
-    seen: set[str] = set()
-    twice = {b for b in got if b in seen or seen.add(b)}
-    unexplained = twice - republished - redelivered
-    assert not unexplained, f"{kind}: duplicates neither republished nor redelivered: {sorted(unexplained)}"
-    print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
-          f"(republished after a nack or redelivered), {len(republished)} republished")
-
-
 def declare(c) -> None:
     conn = pika.BlockingConnection(params(c.nodes[0]))
     conn.channel().queue_declare("cq", durable=True, arguments=QUORUM)
@@ -67,59 +53,6 @@ def declare(c) -> None:
 def processes(kind: str, node) -> list[int]:
     """The broker's OS processes (RabbitMQ: its beam.smp, not the wrapper script)."""
     return node._beam_pids() if kind == "rabbitmq" else [node.proc.pid]
-
-
-def drain(node) -> list[str]:
-    conn = pika.BlockingConnection(params(node))
-    ch = conn.channel()
-    got = []
-    idle_since = time.monotonic()
-    for method, _, body in ch.consume("cq", inactivity_timeout=1.0):
-        if method is None:
-            if time.monotonic() - idle_since > 3:
-                break
-            continue
-        idle_since = time.monotonic()
-        got.append(body.decode())
-        ch.basic_ack(method.delivery_tag)
-    ch.cancel()
-    conn.close()
-    return got
-
-
-class Consumer(threading.Thread):
-    """Consumes `cq` through one node with a prefetch of 50, acking each message; after the
-    broker cancels it or its connection fails it reconnects, as a client does. Records each
-    delivery as (body, redelivered)."""
-
-    def __init__(self, node):
-        super().__init__(daemon=True)
-        self.node = node
-        self.got: list[tuple[str, bool]] = []
-        self.reconnects = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                conn = pika.BlockingConnection(params(self.node))
-                ch = conn.channel()
-                ch.basic_qos(prefetch_count=50)
-                for method, _, body in ch.consume("cq", inactivity_timeout=0.5):
-                    if self.done.is_set():
-                        break
-                    if method is not None:
-                        self.got.append((body.decode(), bool(method.redelivered)))
-                        ch.basic_ack(method.delivery_tag)
-                conn.close()
-            except pika.exceptions.AMQPError:
-                pass
-            if not self.done.is_set():
-                self.reconnects += 1
-                time.sleep(0.2)  # a client's reconnect pause
-
-    def bodies(self) -> set[str]:
-        return {b for b, _ in list(self.got)}
 
 
 @pytest.mark.timeout(400)

@@ -171,12 +171,15 @@ class Lab:
 class FerryCluster:
     """One ferry process per lab node, seeds = every node, one shared secret."""
 
-    def __init__(self, lab: Lab, binary: Path, workdir: Path, secret: str = "lab secret"):
+    def __init__(self, lab: Lab, binary: Path, workdir: Path, secret: str = "lab secret",
+                 seeds: int | None = None):
+        """`seeds`: how many of the lab's nodes (the first ones) are the seeds; every node is
+        started with them (a node after them joins the running cluster)."""
         self.lab = lab
         workdir = Path(workdir)
         secret_file = workdir / "cluster.secret"
         secret_file.write_text(secret)
-        seeds = ",".join(f"{lab.addr(i)}:25672" for i in range(1, len(lab.ns) + 1))
+        seeds = ",".join(f"{lab.addr(i)}:25672" for i in range(1, (seeds or len(lab.ns)) + 1))
         self.nodes: list[FerryBroker] = []
         for i, ns in enumerate(lab.ns, start=1):
             a = lab.addr(i)

@@ -4,6 +4,7 @@ for one node, and a publisher that republishes what is nacked, as a client does.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pika
@@ -66,3 +67,71 @@ def publish(node, queue: str, bodies: list[str], deadline: float) -> tuple[set[s
             time.sleep(0.2)  # a client's reconnect pause
     assert not pending, f"not confirmed by the deadline: {pending[:5]}..."
     return confirmed, again
+
+
+def check(kind: str, confirmed: set[str], republished: set[str], got: list[str],
+          redelivered: frozenset[str] = frozenset()) -> None:
+    """`redelivered`: bodies that came (again) flagged redelivered, as after a failover."""
+    lost = confirmed - set(got)
+    assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
+    seen: set[str] = set()
+    twice = {b for b in got if b in seen or seen.add(b)}
+    unexplained = twice - republished - redelivered
+    assert not unexplained, f"{kind}: duplicates neither republished nor redelivered: {sorted(unexplained)}"
+    print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
+          f"(republished after a nack or redelivered), {len(republished)} republished")
+
+
+def drain(node, queue: str = "cq") -> list[str]:
+    """Consumes `queue` through `node` (acking) until 3 s pass without a message."""
+    conn = pika.BlockingConnection(params(node))
+    ch = conn.channel()
+    got = []
+    idle_since = time.monotonic()
+    for method, _, body in ch.consume(queue, inactivity_timeout=1.0):
+        if method is None:
+            if time.monotonic() - idle_since > 3:
+                break
+            continue
+        idle_since = time.monotonic()
+        got.append(body.decode())
+        ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    conn.close()
+    return got
+
+
+class Consumer(threading.Thread):
+    """Consumes a queue through one node with a prefetch of 50, acking each message; after the
+    broker cancels it or its connection fails it reconnects, as a client does. Records each
+    delivery as (body, redelivered)."""
+
+    def __init__(self, node, queue: str = "cq"):
+        super().__init__(daemon=True)
+        self.node = node
+        self.queue = queue
+        self.got: list[tuple[str, bool]] = []
+        self.reconnects = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn = pika.BlockingConnection(params(self.node))
+                ch = conn.channel()
+                ch.basic_qos(prefetch_count=50)
+                for method, _, body in ch.consume(self.queue, inactivity_timeout=0.5):
+                    if self.done.is_set():
+                        break
+                    if method is not None:
+                        self.got.append((body.decode(), bool(method.redelivered)))
+                        ch.basic_ack(method.delivery_tag)
+                conn.close()
+            except pika.exceptions.AMQPError:
+                pass
+            if not self.done.is_set():
+                self.reconnects += 1
+                time.sleep(0.2)  # a client's reconnect pause
+
+    def bodies(self) -> set[str]:
+        return {b for b, _ in list(self.got)}
