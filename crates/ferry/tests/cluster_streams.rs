@@ -68,6 +68,16 @@ async fn publish_all(b: &Broker, s: &str, bodies: &[String]) {
 /// Reads stream `s` through `b` from its first offset until `n`
 /// messages: (offset, body) in order.
 async fn read_from_first(b: &Broker, s: &str, n: usize) -> Vec<(u64, String)> {
+    read_while(b, s, |got| got.len() < n).await
+}
+
+/// Reads stream `s` through `b` from its first retained offset, in order,
+/// while `more` says the records so far are not enough: (offset, body).
+async fn read_while(
+    b: &Broker,
+    s: &str,
+    more: impl Fn(&[(u64, String)]) -> bool,
+) -> Vec<(u64, String)> {
     let conn = common::connect(&b.amqp_url()).await;
     let ch = conn.create_channel().await.expect("channel");
     ch.basic_qos(200, BasicQosOptions::default())
@@ -82,8 +92,8 @@ async fn read_from_first(b: &Broker, s: &str, n: usize) -> Vec<(u64, String)> {
         .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
         .await
         .expect("consume the stream");
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
+    let mut got = Vec::new();
+    while more(&got) {
         let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
         d.ack(BasicAckOptions::default()).await.expect("ack");
         got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
@@ -301,28 +311,7 @@ async fn a_two_replica_stream_is_published_through_the_third_node_and_deleted_ev
 /// Reads stream `s` through `b` from its first retained offset until the
 /// record at `end - 1`: (offset, body) in order.
 async fn read_until(b: &Broker, s: &str, end: u64) -> Vec<(u64, String)> {
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.basic_qos(200, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = ch
-        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
-        .await
-        .expect("consume the stream");
-    let mut got = Vec::new();
-    while got.last().is_none_or(|(o, _)| *o + 1 < end) {
-        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-        got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    got
+    read_while(b, s, |got| got.last().is_none_or(|(o, _)| *o + 1 < end)).await
 }
 
 /// Stream `s`'s group figure `name` on a node's Prometheus endpoint.
