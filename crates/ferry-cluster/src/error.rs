@@ -62,7 +62,7 @@ impl LinkError {
             LinkError::Remote { reason, .. } => {
                 reason.starts_with(crate::network::REDIRECT)
                     || reason == "no leader yet"
-                    || reason.starts_with("no raft group")
+                    || reason.starts_with(crate::network::NO_GROUP)
             }
             _ => false,
         }

@@ -67,13 +67,32 @@ pub struct GroupClient {
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+/// The prefix of the answer of a node that runs no member of the group
+/// (yet: a new queue's declaration has not reached it).
+pub(crate) const NO_GROUP: &str = "no raft group";
+
 fn rpc_err<E: std::error::Error>(e: LinkError) -> RpcErr<E> {
     match e {
         LinkError::Unreachable { .. } | LinkError::Handshake { .. } | LinkError::Lost { .. } => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
+        // Unreachable for now: openraft backs off (`backoff`) instead of
+        // retrying at once, which flooded the log and a core while a
+        // thousand new queues' declarations travelled.
+        LinkError::Remote { ref reason, .. } if reason.starts_with(NO_GROUP) => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         other => RPCError::Network(NetworkError::new(&other)),
     }
+}
+
+/// Waits between attempts to reach an unreachable member: short at first
+/// (a new group's member appears within milliseconds), then 500 ms.
+fn backoff_steps() -> impl Iterator<Item = Duration> + Send + 'static {
+    [20u64, 50, 100, 200]
+        .into_iter()
+        .map(Duration::from_millis)
+        .chain(std::iter::repeat(Duration::from_millis(500)))
 }
 
 impl GroupClient {
@@ -90,6 +109,10 @@ impl GroupClient {
 }
 
 impl RaftNetwork<TypeConfig> for GroupClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(backoff_steps())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -335,7 +358,7 @@ impl RaftGroups {
                 self.serve_snapshot(raft, frame).await
             }
             Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
-            None => Err(format!("no raft group {} on this node", frame.group)),
+            None => Err(format!("{NO_GROUP} {} on this node", frame.group)),
         }
     }
 
