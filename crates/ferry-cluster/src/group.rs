@@ -402,11 +402,12 @@ async fn wait_for_leader(raft: &FerryRaft) -> Option<NodeId> {
     }
 }
 
-/// Ends the followers' sessions nobody keeps alive.
+/// Ends the followers' sessions nobody keeps alive (asleep while there
+/// are none: an idle queue costs no timer).
 async fn reap(served: Arc<Served>) {
-    let mut tick = tokio::time::interval(SESSION_TTL / 4);
     loop {
-        tick.tick().await;
+        served.any_session().await;
+        tokio::time::sleep(SESSION_TTL / 4).await;
         served.reap();
     }
 }
@@ -576,8 +577,12 @@ pub(crate) async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64
             let m = raft.metrics();
             let m = m.borrow();
             let membership = m.membership_config.membership();
-            let learner =
-                membership.get_node(&me).is_some() && !membership.voter_ids().any(|v| v == me);
+            if membership.voter_ids().any(|v| v == me) {
+                // A voter: only a wiped node's member (started anew) is ever
+                // a learner, so this one never needs to ask: no timer left.
+                return;
+            }
+            let learner = membership.get_node(&me).is_some();
             m.current_leader
                 .filter(|l| learner && *l != me)
                 .and_then(|l| membership.get_node(&l).map(|n| (l, n.addr.clone())))

@@ -41,6 +41,8 @@ pub(crate) const UNKNOWN_SESSION: &str = "unknown session";
 pub struct Served {
     replica: Replica,
     sessions: Mutex<HashMap<(NodeId, u64), Arc<Session>>>,
+    /// Wakes the reaper when a session starts (it sleeps while none is).
+    opened: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Served {
@@ -159,6 +161,7 @@ impl Served {
         Arc::new(Served {
             replica,
             sessions: Mutex::new(HashMap::new()),
+            opened: tokio::sync::Notify::new(),
         })
     }
 
@@ -204,6 +207,7 @@ impl Served {
         }
         let s = Arc::new(Session::default());
         all.insert(key, s.clone());
+        self.opened.notify_one();
         Some(s)
     }
 
@@ -345,6 +349,18 @@ impl Served {
                 let _ = self.replica.queue().requeue(&[d.msg_id]);
                 Err("cannot encode the message".into())
             }
+        }
+    }
+
+    /// Returns once this group serves a session (at once if it does): an
+    /// idle queue's reaper sleeps until then.
+    pub(crate) async fn any_session(&self) {
+        loop {
+            let opened = self.opened.notified();
+            if !self.sessions.lock().is_empty() {
+                return;
+            }
+            opened.await;
         }
     }
 
