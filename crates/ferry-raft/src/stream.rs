@@ -327,15 +327,18 @@ impl RaftStateMachine<TypeConfig> for StreamMachine {
                 .stream
                 .install_records(got.first, &mut records)
                 .map_err(|e| e.to_string())?;
-            if next != got.next {
+            // The stream may end past the snapshot's count when the
+            // leader's retention has removed everything up to a later
+            // offset: the group's next records (below that) are skipped.
+            if next < got.next {
                 return Err(format!(
                     "the stream holds {next} offsets after the install, the snapshot {}",
                     got.next
                 ));
             }
-            m.save(&want, next).map_err(|e| e.to_string())?;
+            m.save(&want, got.next).map_err(|e| e.to_string())?;
             let _ = m.io.remove(&f.path);
-            Ok(next)
+            Ok(got.next)
         })
         .await
         .map_err(|e| state_machine_error(subject.clone(), e))?

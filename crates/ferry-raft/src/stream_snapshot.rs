@@ -8,7 +8,9 @@
 //!   record  = len u32 | payload (a stream record as stored, docs/streams.md)
 //!   trailer = "FRYSSEND" | first u64 | count u64 | crc32c u32 (of the records' bytes)
 //! ```
-//! All integers little-endian. Written only when a lagging replica needs
+//! All integers little-endian. `first + count = next`, or `count = 0` and
+//! `first >= next` when the sender's retention has gone past the snapshot's
+//! offset count. Written only when a lagging replica needs
 //! it (never at build time: a stream's snapshot is its checkpoint), read
 //! twice on the receiver: checked whole, then installed.
 
@@ -164,7 +166,11 @@ pub fn check(file: &dyn IoFile, len: u64, path: &Path) -> Result<Received, RaftL
     let word = |at: usize| u64::from_le_bytes(t[at..at + 8].try_into().unwrap_or([0; 8]));
     let (first, count) = (word(8), word(16));
     let want_crc = u32::from_le_bytes([t[24], t[25], t[26], t[27]]);
-    if first.checked_add(count) != Some(next) {
+    // The records end at the snapshot's offset count, or there are none
+    // because the sender's retention has gone past it (the receiver's log
+    // then starts at `first`, as the sender's does).
+    let ends = first.checked_add(count) == Some(next) || (count == 0 && first >= next);
+    if !ends {
         return Err(bad(
             path,
             format!("{count} records from {first} do not end at {next}"),

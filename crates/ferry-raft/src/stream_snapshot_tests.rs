@@ -15,9 +15,16 @@ use openraft::{CommittedLeaderId, StoredMembership};
 use std::path::PathBuf;
 
 fn stream(io: &SimIo, n: usize) -> Arc<Stream> {
+    stream_with(io, n, &[])
+}
+
+fn stream_with(io: &SimIo, n: usize, extra: &[(&str, Value)]) -> Arc<Stream> {
     let env = QueueEnv::new(io.shared(), Syncer::inline(), LogConfig::default(), 0);
     let mut args = Table::new();
     args.insert("x-queue-type", Value::Str(Bytes::from_static(b"stream")));
+    for (k, v) in extra {
+        args.insert(*k, v.clone());
+    }
     let spec = QueueSpec {
         name: Arc::from("s"),
         durable: true,
@@ -115,4 +122,24 @@ fn a_flipped_bit_or_a_short_file_is_refused() {
     // A count that does not end at the snapshot's offset count.
     let f = shipped(&io, &s, 25).materialize();
     assert!(f.is_err(), "20 records do not make 25 offsets durable");
+}
+
+/// A snapshot whose offset count the sender's retention has gone past
+/// ships no records and says where the sender's log starts.
+#[test]
+fn a_snapshot_below_the_senders_first_offset_ships_where_the_log_starts() {
+    let io = SimIo::new();
+    let s = stream_with(
+        &io,
+        400,
+        &[
+            ("x-stream-max-segment-size-bytes", Value::I64(4096)),
+            ("x-max-length-bytes", Value::I64(4096)),
+        ],
+    );
+    let (first, _, _) = s.offsets();
+    assert!(first > 5, "retention cut the stream: first {first}");
+    let f = shipped(&io, &s, 5).materialize().unwrap();
+    let got = check(f.file.as_ref(), f.len, &f.path).unwrap();
+    assert_eq!((got.first, got.count, got.next), (first, 0, 5));
 }
