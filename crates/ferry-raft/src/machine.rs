@@ -23,6 +23,22 @@ pub fn state_machine_error(subject: ErrorSubject<NodeId>, e: impl ToString) -> S
     }
 }
 
+/// Runs `f` on tokio's blocking pool (state machines do file I/O); its
+/// failure, or the task's, becomes openraft's storage error about `subject`.
+pub(crate) async fn on_blocking_pool<T, E>(
+    subject: ErrorSubject<NodeId>,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    E: ToString + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| state_machine_error(subject.clone(), e))?
+        .map_err(|e| state_machine_error(subject, e))
+}
+
 /// The rules of a small-state group: applied the same way on every replica.
 pub trait SmallState: Default + Send + Sync + 'static {
     /// Applies the commands of one committed normal entry.

@@ -17,7 +17,7 @@
 //! newest snapshot rebuilds the state and openraft applies the log after
 //! it; a follower that lags behind the purged log installs the leader's.
 
-use crate::machine::state_machine_error;
+use crate::machine::{on_blocking_pool, state_machine_error};
 use crate::snapshot::SnapshotStore;
 use crate::store::RaftLog;
 use crate::types::{
@@ -304,10 +304,10 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.apply_blocking(entries))
-            .await
-            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))?
-            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))
+        on_blocking_pool(ErrorSubject::StateMachine, move || {
+            me.apply_blocking(entries)
+        })
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

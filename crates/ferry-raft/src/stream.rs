@@ -23,7 +23,7 @@
 //! log hold those records (`Stream::install_records`).
 
 use crate::codec::{decode_snapshot_head, encode_snapshot_head, SnapMeta};
-use crate::machine::state_machine_error;
+use crate::machine::{on_blocking_pool, state_machine_error};
 use crate::replica::SnapshotDue;
 use crate::stream_snapshot::{self, StreamSnapshotRef};
 use crate::types::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
@@ -236,7 +236,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StreamSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let subject = ErrorSubject::Snapshot(None);
         let (m, meta, next) = (self.machine.clone(), self.meta.clone(), self.next);
-        let saved = tokio::task::spawn_blocking(move || {
+        on_blocking_pool(subject, move || {
             m.stream.sync_now();
             let durable = m.stream.durable_next();
             if durable < next {
@@ -246,9 +246,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StreamSnapshotBuilder {
             }
             m.save(&meta, next).map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| state_machine_error(subject.clone(), e))?;
-        saved.map_err(|e| state_machine_error(subject, e))?;
+        .await?;
         self.machine.state.lock().current = Some((self.meta.clone(), self.next));
         tracing::debug!(snapshot = %self.meta.snapshot_id, next = self.next, "stream snapshot built");
         Ok(self.machine.shipped(self.meta.clone(), self.next))
@@ -272,10 +270,10 @@ impl RaftStateMachine<TypeConfig> for StreamMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.apply_blocking(entries))
-            .await
-            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))?
-            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))
+        on_blocking_pool(ErrorSubject::StateMachine, move || {
+            me.apply_blocking(entries)
+        })
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -313,7 +311,7 @@ impl RaftStateMachine<TypeConfig> for StreamMachine {
             ));
         };
         let (m, want) = (self.clone(), meta.clone());
-        let installed = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let installed = on_blocking_pool(subject, move || -> Result<u64, String> {
             let got = stream_snapshot::check(f.file.as_ref(), f.len, &f.path)
                 .map_err(|e| e.to_string())?;
             if got.meta.last_log_id != want.last_log_id {
@@ -340,9 +338,7 @@ impl RaftStateMachine<TypeConfig> for StreamMachine {
             let _ = m.io.remove(&f.path);
             Ok(got.next)
         })
-        .await
-        .map_err(|e| state_machine_error(subject.clone(), e))?
-        .map_err(|e| state_machine_error(subject, e))?;
+        .await?;
         let mut s = self.state.lock();
         s.applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
