@@ -338,9 +338,9 @@ impl RaftGroups {
         if frame.kind == remote::KIND_FIGURES {
             let groups = remote::decode_groups(frame.body.clone()).map_err(|e| e.to_string())?;
             let served = self.served.read();
-            let figures: Vec<remote::Figures> = groups
+            let figures: Vec<(u64, ferry_queue::queue::Depth)> = groups
                 .iter()
-                .filter_map(|g| served.get(g).and_then(|s| s.figures(*g)))
+                .filter_map(|g| Some((*g, served.get(g)?.figures()?)))
                 .collect();
             return Ok(remote::encode_figures(&figures));
         }

@@ -140,20 +140,8 @@ impl ConsumerSink for StandIn {
 
 impl Served {
     /// The queue's figures while this replica serves (leads), else None.
-    pub(crate) fn figures(&self, group: u64) -> Option<remote::Figures> {
-        if !self.replica.serves() {
-            return None;
-        }
-        let d = self.replica.queue().depth();
-        Some(remote::Figures {
-            group,
-            ready: d.ready,
-            unacked: d.unacked,
-            ready_bytes: d.ready_bytes,
-            unacked_bytes: d.unacked_bytes,
-            consumers: d.consumers,
-            delayed: d.delayed,
-        })
+    pub(crate) fn figures(&self) -> Option<ferry_queue::queue::Depth> {
+        self.replica.serves().then(|| self.replica.queue().depth())
     }
 
     /// Sessions of `replica`'s group.

@@ -307,20 +307,9 @@ impl ReplicaHost for GroupHost {
                     std::time::Duration::from_secs(1),
                 ));
             let Ok(frame) = asked else { continue };
-            let Ok(figures) = remote::decode_figures(frame.body) else {
-                continue;
-            };
-            out.extend(figures.into_iter().map(|f| {
-                let d = ferry_queue::queue::Depth {
-                    ready: f.ready,
-                    unacked: f.unacked,
-                    ready_bytes: f.ready_bytes,
-                    unacked_bytes: f.unacked_bytes,
-                    consumers: f.consumers,
-                    delayed: f.delayed,
-                };
-                (f.group, d)
-            }));
+            if let Ok(figures) = remote::decode_figures(frame.body) {
+                out.extend(figures);
+            }
         }
         out
     }

@@ -6,6 +6,7 @@
 use super::{put_bytes, put_text, put_u32, take_text, Reader};
 use crate::error::WireError;
 use bytes::Bytes;
+use ferry_queue::queue::Depth;
 
 /// Pull deliveries for a follower's consumers (answered when there are
 /// some, or after a while with none).
@@ -19,20 +20,9 @@ pub const KIND_GET: u8 = 11;
 /// queue.purge through a follower (empty body; answer: count u32).
 pub const KIND_PURGE: u8 = 12;
 /// The figures of the queues the receiver leads, among the groups asked
-/// (group 0; body: the group ids; answer: [`Figures`] of those it leads).
+/// (group 0; body: the group ids; answer: the queue's `Depth` of those it
+/// leads, [`encode_figures`]).
 pub const KIND_FIGURES: u8 = 17;
-
-/// A queue's figures on its leader (what `/api/queues` shows).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Figures {
-    pub group: u64,
-    pub ready: u64,
-    pub unacked: u64,
-    pub ready_bytes: u64,
-    pub unacked_bytes: u64,
-    pub consumers: u64,
-    pub delayed: u64,
-}
 
 /// `n u32 | n × group u64`
 pub fn encode_groups(groups: &[u64]) -> Bytes {
@@ -54,19 +44,19 @@ pub fn decode_groups(body: Bytes) -> Result<Vec<u64>, WireError> {
 }
 
 /// `n u32 | n × (group, ready, unacked, ready_bytes, unacked_bytes,
-/// consumers, delayed: u64 each)`
-pub fn encode_figures(figures: &[Figures]) -> Bytes {
+/// consumers, delayed: u64 each)`: each queue's figures on its leader.
+pub fn encode_figures(figures: &[(u64, Depth)]) -> Bytes {
     let mut b = Vec::with_capacity(4 + figures.len() * 56);
     put_u32(&mut b, figures.len());
-    for f in figures {
+    for (group, d) in figures {
         for v in [
-            f.group,
-            f.ready,
-            f.unacked,
-            f.ready_bytes,
-            f.unacked_bytes,
-            f.consumers,
-            f.delayed,
+            *group,
+            d.ready,
+            d.unacked,
+            d.ready_bytes,
+            d.unacked_bytes,
+            d.consumers,
+            d.delayed,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -75,20 +65,21 @@ pub fn encode_figures(figures: &[Figures]) -> Bytes {
 }
 
 /// Decodes [`encode_figures`]'s bytes.
-pub fn decode_figures(body: Bytes) -> Result<Vec<Figures>, WireError> {
+pub fn decode_figures(body: Bytes) -> Result<Vec<(u64, Depth)>, WireError> {
     let mut r = Reader::new(body);
     let n = r.count(56, "figures")?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(Figures {
-            group: r.u64()?,
+        let group = r.u64()?;
+        let d = Depth {
             ready: r.u64()?,
             unacked: r.u64()?,
             ready_bytes: r.u64()?,
             unacked_bytes: r.u64()?,
             consumers: r.u64()?,
             delayed: r.u64()?,
-        });
+        };
+        out.push((group, d));
     }
     r.end()?;
     Ok(out)

@@ -148,3 +148,27 @@ fn truncated_or_lying_bodies_are_errors() {
     extra.push(0);
     assert!(decode_append(Bytes::from(extra)).is_err());
 }
+
+#[test]
+fn figures_round_trip_and_a_lying_count_is_refused() {
+    use ferry_queue::queue::Depth;
+    let groups = vec![7u64, 9];
+    assert_eq!(
+        remote::decode_groups(remote::encode_groups(&groups)).unwrap(),
+        groups
+    );
+    let d = Depth {
+        ready: 7,
+        unacked: 3,
+        ready_bytes: 70,
+        unacked_bytes: 30,
+        consumers: 1,
+        delayed: 2,
+    };
+    let body = remote::encode_figures(&[(7, d)]);
+    assert_eq!(remote::decode_figures(body.clone()).unwrap(), vec![(7, d)]);
+    let mut lying = body.to_vec();
+    lying[..4].copy_from_slice(&1_000_000u32.to_le_bytes());
+    assert!(remote::decode_figures(Bytes::from(lying)).is_err());
+    assert!(remote::decode_groups(Bytes::from_static(&[9, 0, 0, 0])).is_err());
+}
