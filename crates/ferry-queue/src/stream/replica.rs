@@ -227,10 +227,7 @@ impl Stream {
                 return Err(self.not_found());
             }
             if first > g.log.next_index() {
-                let mut cfg = self.env.log.clone();
-                if let Some(b) = self.args.segment_bytes {
-                    cfg.segment_bytes = b;
-                }
+                let mut cfg = super::stream::log_config(&self.env, &self.args);
                 cfg.first_index = first;
                 self.env.io.remove_dir_all(self.dir())?;
                 let (log, _) = ferry_log::Log::open(self.env.io.clone(), self.dir(), cfg)?;

@@ -131,11 +131,7 @@ impl Stream {
     ) -> Result<Arc<Self>> {
         env.io.create_dir_all(&dir)?;
         let args = StreamArgs::parse(effective);
-        let mut cfg = env.log.clone();
-        if let Some(b) = args.segment_bytes {
-            cfg.segment_bytes = b;
-        }
-        let (log, report) = Log::open(env.io.clone(), &dir, cfg)?;
+        let (log, report) = Log::open(env.io.clone(), &dir, log_config(&env, &args))?;
         tracing::debug!(stream = %spec.name, ?report, "stream log opened");
         let state = super::commit::replay(&log)?;
         let committed = state.committed();
@@ -535,6 +531,15 @@ impl Stream {
         self.apply_retention(&mut g, now);
         self.dispatch_locked(&mut g);
     }
+}
+
+/// The log settings of a stream: the broker's, with its own segment size.
+pub(super) fn log_config(env: &QueueEnv, args: &StreamArgs) -> ferry_log::LogConfig {
+    let mut cfg = env.log.clone();
+    if let Some(b) = args.segment_bytes {
+        cfg.segment_bytes = b;
+    }
+    cfg
 }
 
 impl crate::source::Source for Stream {
