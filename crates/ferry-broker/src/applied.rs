@@ -12,10 +12,18 @@
 //! commands at or below it are skipped. A crash between the two applies
 //! that one command again, which changes nothing (`crate::command`).
 //!
+//! Once the group cuts its log, a node behind the cut installs a snapshot
+//! instead ([`ReplicatedDefinitions::snapshot`] /
+//! [`ReplicatedDefinitions::install`]): every replicated definition as
+//! `crate::def_snapshot` exports it, taken with the index it reflects;
+//! installing converges this node's definitions to it, then records its
+//! index like an applied command's.
+//!
 //! `DATA/meta-applied`: a framed file (`ferry_log::framed`, magic
 //! "FRYMAP01") holding the index as u64 little endian.
 
 use crate::command::{self, DefCommand};
+use crate::def_snapshot;
 use crate::Broker;
 use ferry_queue::error::CoreError;
 use parking_lot::Mutex;
@@ -88,5 +96,41 @@ impl ReplicatedDefinitions {
             ),
         }
         command::encode_result(&result)
+    }
+
+    /// The applied index and the definitions as of it
+    /// (`def_snapshot::encode` of `def_snapshot::export`), both taken
+    /// while no command applies, so they match. Blocks on the broker's
+    /// locks.
+    pub fn snapshot(&self) -> (u64, Vec<u8>) {
+        let applied = self.applied.lock();
+        let bytes = def_snapshot::encode(&def_snapshot::export(&self.broker));
+        (*applied, bytes)
+    }
+
+    /// Installs a snapshot taken at log `index` ([`snapshot`](Self::snapshot)
+    /// of another node): converges this node's definitions to it, then
+    /// records `index` as applied. A snapshot at or below the applied
+    /// index changes nothing (this node's definitions already include
+    /// what it holds, and the same log's commands after it). An error (bad
+    /// bytes, a storage failure) records nothing: the definitions may be
+    /// partly converged, and installing again finishes. Blocks on file
+    /// I/O.
+    pub fn install(&self, index: u64, bytes: &[u8]) -> Result<(), CoreError> {
+        let target = def_snapshot::decode(bytes)?;
+        let mut applied = self.applied.lock();
+        if index <= *applied {
+            tracing::info!(
+                index,
+                applied = *applied,
+                "definitions snapshot not newer than what was applied: skipped"
+            );
+            return Ok(());
+        }
+        def_snapshot::converge(&self.broker, &target)?;
+        let dir = self.broker.config().data_dir.clone();
+        ferry_log::framed::save(&**self.broker.io(), &dir, FILE, MAGIC, &index.to_le_bytes())?;
+        *applied = index;
+        Ok(())
     }
 }

@@ -153,6 +153,19 @@ pub enum DefCommand {
         /// The nodes that hold it.
         replicas: Vec<u64>,
     },
+    /// Records the nodes a replicated queue's or stream's group now has
+    /// (after a member was taken out: `crate::shrink`).
+    SetReplicas {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: String,
+        /// Its group's id (a queue of that name in another group is left
+        /// alone).
+        group: u64,
+        /// Its nodes.
+        replicas: Vec<u64>,
+    },
     /// Deletes a replicated queue.
     DeleteReplicatedQueue {
         /// Vhost.
@@ -380,6 +393,12 @@ pub fn apply(b: &Broker, cmd: &DefCommand) -> Result<bool, DefError> {
         } => b
             .vhost(vhost)?
             .declare_replicated(spec.clone(), *group, replicas.clone())?,
+        DefCommand::SetReplicas {
+            vhost,
+            name,
+            group,
+            replicas,
+        } => b.vhost(vhost)?.set_replicas(name, *group, replicas)?,
         DefCommand::DeleteReplicatedQueue { vhost, name } => {
             let v = b.vhost(vhost)?;
             let group = v.replicated_group(name);

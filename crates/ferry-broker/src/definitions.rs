@@ -38,6 +38,10 @@ pub struct QueueDef {
     pub spec: QueueSpec,
     /// Directory name of its log under the vhost's `queues/`.
     pub storage: String,
+    /// A replicated queue's nodes as its declaration chose them (absent:
+    /// not replicated, or declared before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<u64>,
 }
 
 /// A binding between durable entities.

@@ -8,7 +8,9 @@
 //! the delayed-message exchange's store), the definitions file, the
 //! vhost lifecycle, and definition changes as commands ([`command`]: one
 //! apply path, whether a change is applied here at once or comes through
-//! a cluster's metadata group; [`applied`]: each such command once). Queues and streams themselves are `ferry-queue`'s: the
+//! a cluster's metadata group; [`applied`]: each such command once;
+//! [`def_snapshot`]: all of them as one snapshot, and converging to one).
+//! Queues and streams themselves are `ferry-queue`'s: the
 //! broker opens them, hands them their effective arguments and a
 //! dead-letter router, and calls them through `Source`.
 //!
@@ -29,9 +31,13 @@ pub mod broker;
 pub mod command;
 #[cfg(test)]
 mod command_tests;
+pub mod def_snapshot;
+#[cfg(test)]
+mod def_snapshot_tests;
 pub mod definitions;
 pub mod policy;
 pub mod replicated;
+pub mod shrink;
 #[cfg(test)]
 mod test_support;
 pub mod vhost;

@@ -33,8 +33,12 @@ pub struct PendingReplica {
     /// Its group's id.
     pub group: u64,
     /// The nodes that hold it (ids the host chose when it was declared;
-    /// empty for one reopened at start, whose group knows them).
+    /// empty for one recorded before they were kept).
     pub replicas: Vec<u64>,
+    /// Reopened at start: its group was formed before (it must not be
+    /// initialized or elected again; only whether this node is one of
+    /// its nodes matters).
+    pub reopened: bool,
     /// The replica: a queue's or a stream's.
     pub kind: Replicated,
     /// Where its group's log and proposer go.
@@ -102,6 +106,15 @@ pub trait ReplicaHost: Send + Sync {
     fn start(&self, p: PendingReplica, catching_up: bool) -> Result<()>;
     /// Stops this node's member of `group` and removes its log. Blocking.
     fn remove(&self, group: u64);
+    /// Takes node `who` out of `group`'s members (`replicas`: the nodes
+    /// its definitions record), through the group's leader; waits a few
+    /// seconds for one (an election). Blocking.
+    fn remove_member(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        who: u64,
+    ) -> std::result::Result<(), String>;
     /// Where `group` stands (None: no member here).
     fn status(&self, group: u64) -> Option<ReplicaStatus>;
 }
@@ -171,6 +184,20 @@ impl ReplicaHub {
     pub fn rebalance(&self) -> Option<Rebalanced> {
         let host = self.host.read().clone();
         host.map(|h| h.rebalance())
+    }
+
+    /// Takes node `who` out of `group` (see [`ReplicaHost::remove_member`]).
+    pub fn remove_member(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        who: u64,
+    ) -> std::result::Result<(), String> {
+        let host = self.host.read().clone();
+        match host {
+            Some(h) => h.remove_member(group, replicas, who),
+            None => Err("this node is not clustered".into()),
+        }
     }
 
     /// The leaders' figures of the queues this node follows (see

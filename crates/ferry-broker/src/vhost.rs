@@ -55,6 +55,7 @@ mod policies;
 mod registry;
 mod replicas;
 mod routing;
+mod snapshot;
 mod topology;
 
 pub use crashed::CrashedQueue;
@@ -169,7 +170,7 @@ impl VHost {
         for q in defs.queues {
             if let Some(group) = replicated::group_of(&q.storage) {
                 // Its group starts once the node has joined its cluster.
-                self.open_replica(q.spec, group, Vec::new())?;
+                self.open_replica(q.spec, group, q.replicas, true)?;
                 continue;
             }
             let dir = self.dir.join("queues").join(&q.storage);

@@ -75,6 +75,9 @@ pub enum NodeError {
     /// The data directory belongs to another node, or its identity file is damaged.
     #[error("node identity: {0}")]
     Identity(String),
+    /// The metadata group's snapshot file could not be read.
+    #[error("metadata snapshot: {0}")]
+    MetaSnapshot(String),
     /// The metadata group's log could not be opened.
     #[error(transparent)]
     Log(#[from] ferry_raft::RaftLogError),

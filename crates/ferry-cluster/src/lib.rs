@@ -38,6 +38,7 @@ pub mod node;
 pub mod outside;
 mod port;
 mod served;
+pub mod shrink;
 pub mod stream_group;
 #[cfg(feature = "test-support")]
 pub mod testing;

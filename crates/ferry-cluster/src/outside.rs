@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 /// A queue's tasks on a node outside its group.
 pub struct OutsideGroup {
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// A queue's members (id, cluster address); empty for a stream.
+    queue_members: Vec<(NodeId, String)>,
 }
 
 impl std::fmt::Debug for OutsideGroup {
@@ -61,6 +63,7 @@ impl OutsideGroup {
         replica: Replica,
         bind: impl FnOnce(Arc<dyn CommandLog>, Arc<dyn Proposer>),
     ) -> Self {
+        let queue_members = members.clone();
         let lead = Leadership::Outside(Guess::new(members));
         let (proposer, proposals) = GroupProposer::new();
         bind(Arc::new(NoCopy), Arc::new(proposer));
@@ -74,7 +77,14 @@ impl OutsideGroup {
         ];
         OutsideGroup {
             tasks: Mutex::new(tasks),
+            queue_members,
         }
+    }
+
+    /// A queue's members (id, cluster address): one of them leads and
+    /// has its figures. Empty for a stream.
+    pub fn queue_members(&self) -> &[(NodeId, String)] {
+        &self.queue_members
     }
 
     /// A replicated stream on a node outside its group: publishes are
@@ -93,6 +103,7 @@ impl OutsideGroup {
             tasks: Mutex::new(vec![tokio::spawn(run_proposer(
                 lead, links, group, proposals,
             ))]),
+            queue_members: Vec::new(),
         }
     }
 

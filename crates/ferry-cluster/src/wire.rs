@@ -50,6 +50,8 @@ pub const KIND_REBUILD: u8 = 13;
 /// Stand for election in a group now (empty body; a rebalance asks a
 /// member with few leaderships to take this group's).
 pub const KIND_STAND: u8 = 16;
+/// Take a node out of a group (to its leader): `id u64` (`crate::shrink`).
+pub const KIND_SHRINK: u8 = 18;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.

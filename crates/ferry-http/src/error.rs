@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 405: the path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 503: the cluster cannot act now (no leader elected: lost majority).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// 500: the broker failed (I/O); never caused by input alone.
     #[error("internal error: {0}")]
     Internal(String),
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::NotAuthorised(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::NotAuthorised(r) => ("not_authorised", s(r)),
             ApiError::NotFound => ("Object Not Found", s("Not Found")),
             ApiError::MethodNotAllowed => ("method_not_allowed", s("Method Not Allowed")),
+            ApiError::Unavailable(r) => ("service_unavailable", s(r)),
             ApiError::Internal(r) => ("internal_error", s(r)),
         }
     }

@@ -274,9 +274,21 @@ pub async fn forget_node(
     let Some(cluster) = &ctx.cluster else {
         return Err(ApiError::BadRequest("this node is not clustered".into()));
     };
+    use ferry_cluster::node::ForgetError;
     match cluster.forget(&name).await {
-        Ok(()) => Ok(axum::http::StatusCode::NO_CONTENT),
-        Err(ferry_cluster::node::ForgetError::NotAMember) => Err(ApiError::NotFound),
+        Ok(id) => {
+            // As RabbitMQ's forget: out of every replicated queue's group
+            // too (a group that cannot lose it is logged and stays).
+            let broker = ctx.broker.clone();
+            let shrunk = tokio::task::spawn_blocking(move || broker.shrink_node(id))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            tracing::info!(node = %name, removed = shrunk.removed, failed = shrunk.failed.len(),
+                "forgotten node taken out of the replicated queues' groups");
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+        Err(ForgetError::NotAMember) => Err(ApiError::NotFound),
+        Err(e @ ForgetError::NoLeader(_)) => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
 }

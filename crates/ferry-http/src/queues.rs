@@ -69,7 +69,7 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView, leaders: &LeaderDepths)
         "operator_policy": pol.operator_policy,
         "effective_policy_definition": pol.definition,
         "exclusive_consumer_tag": null,
-        "messages": q.messages(),
+        "messages": d.ready + d.unacked + d.delayed,
         "messages_details": rate(r.messages()),
         "messages_ready": d.ready,
         "messages_ready_details": rate(r.ready),

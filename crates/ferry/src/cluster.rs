@@ -23,6 +23,16 @@ impl DefinitionApplier for Applier {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         self.0.apply(index, command)
     }
+
+    fn export(&self) -> (u64, Vec<u8>) {
+        self.0.snapshot()
+    }
+
+    fn install(&self, index: u64, definitions: &[u8]) -> Result<(), String> {
+        self.0
+            .install(index, definitions)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The metadata group as the broker's replicator.
@@ -101,6 +111,7 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
         heartbeat_ms: 200,
         election_ms: (1_000, 2_000),
         snapshot_bytes: s.queue_snapshot_bytes.max(1),
+        meta_snapshot_interval: s.meta_snapshot_interval.max(1),
     }))
 }
 

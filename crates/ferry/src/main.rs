@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker (the default).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Load generator for any AMQP 0-9-1 broker (see the ferry-bench crate).
     Bench(ferry_bench::BenchArgs),
     /// Manage a node through its management HTTP API (see the ferry-ctl crate).
@@ -106,6 +106,9 @@ struct ServerArgs {
     /// Bytes a replicated queue logs between snapshots [default: 64 MiB].
     #[arg(long)]
     queue_snapshot_bytes: Option<u64>,
+    /// Metadata log entries between snapshots [default: 4096].
+    #[arg(long)]
+    meta_snapshot_interval: Option<u64>,
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -114,7 +117,7 @@ struct ServerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Server(a)) => a,
+        Some(Command::Server(a)) => *a,
         // Before logging is set up: the bench has its own output.
         Some(Command::Bench(b)) => return ferry_bench::run_cli(b),
         Some(Command::Ctl(c)) => return ferry_ctl::run_cli(c),
@@ -192,6 +195,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.queue_snapshot_bytes {
         settings.queue_snapshot_bytes = v;
+    }
+    if let Some(v) = args.meta_snapshot_interval {
+        settings.meta_snapshot_interval = v;
     }
     if let Err(e) = init_logging(&settings) {
         eprintln!("ferry: {e}");

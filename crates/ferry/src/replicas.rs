@@ -280,27 +280,52 @@ impl ReplicaHost for GroupHost {
         use ferry_cluster::wire::remote;
         let node = &self.starter.node;
         let me = node.id();
-        let mut by_leader: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for (id, (_, g)) in self.starter.groups.lock().iter() {
-            if only.is_some_and(|o| o != *id) {
-                continue;
-            }
+        let voters = node.voters();
+        // The nodes to ask (id → address, groups): a member's leader; for
+        // a queue this node is outside of, every member (only the leader
+        // answers for it).
+        let mut ask: std::collections::BTreeMap<u64, (String, Vec<u64>)> = Default::default();
+        let mut add = |node_id: u64, addr: &str, group: u64| {
+            ask.entry(node_id)
+                .or_insert_with(|| (addr.to_string(), Vec::new()))
+                .1
+                .push(group);
+        };
+        let wanted = |id: &u64| only.is_none_or(|o| o == *id);
+        for (id, (_, g)) in self
+            .starter
+            .groups
+            .lock()
+            .iter()
+            .filter(|(id, _)| wanted(id))
+        {
             let Member::Queue(q) = g else { continue };
             let leader = q.raft().metrics().borrow().current_leader;
             if let Some(l) = leader.filter(|l| *l != me && node.groups().is_alive(*l)) {
-                by_leader.entry(l).or_default().push(*id);
+                if let Some(n) = voters.get(&l) {
+                    add(l, &n.addr, *id);
+                }
             }
         }
-        let voters = node.voters();
-        let mut out = Vec::new();
-        for (leader, groups) in by_leader {
-            let Some(n) = voters.get(&leader) else {
-                continue;
-            };
+        for (id, o) in self
+            .starter
+            .outside
+            .lock()
+            .iter()
+            .filter(|(id, _)| wanted(id))
+        {
+            // (The elector watches only the nodes this node shares groups
+            // with: a member that is down fails its request at once.)
+            for (m, addr) in o.queue_members() {
+                add(*m, addr, *id);
+            }
+        }
+        let mut out: Vec<(u64, ferry_queue::queue::Depth)> = Vec::new();
+        for (leader, (addr, groups)) in ask {
             let asked = self
                 .starter
                 .rt
-                .block_on(node.links().link(leader, &n.addr).request(
+                .block_on(node.links().link(leader, &addr).request(
                     remote::KIND_FIGURES,
                     0,
                     remote::encode_groups(&groups),
@@ -381,7 +406,7 @@ impl ReplicaHost for GroupHost {
             self.starter.start_outside(p);
             return Ok(());
         }
-        if catching_up && !p.replicas.is_empty() && self.starter.node.is_fresh() {
+        if !p.reopened && catching_up && !p.replicas.is_empty() && self.starter.node.is_fresh() {
             // This node is one of the queue's nodes, declared before this
             // data directory existed: it was wiped. Its member is rebuilt
             // from the others (in the background: the leader must first
@@ -395,7 +420,8 @@ impl ReplicaHost for GroupHost {
             self.starter.clone().rebuild(p);
             return Ok(());
         }
-        self.starter.start_member(p, true)
+        let initialize = !p.reopened;
+        self.starter.start_member(p, initialize)
     }
 
     fn status(&self, group: u64) -> Option<ReplicaStatus> {
@@ -439,5 +465,35 @@ impl ReplicaHost for GroupHost {
             self.starter.rt.block_on(g.shutdown());
         }
         let _ = std::fs::remove_dir_all(self.starter.dir(group));
+    }
+
+    fn remove_member(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        who: u64,
+    ) -> std::result::Result<(), String> {
+        let node = &self.starter.node;
+        let voters = node.voters();
+        let members: Vec<(u64, String)> = replicas
+            .iter()
+            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
+            .collect();
+        let local = self
+            .starter
+            .groups
+            .lock()
+            .get(&group)
+            .map(|(_, g)| (node.id(), g.raft().clone()));
+        self.starter
+            .rt
+            .block_on(ferry_cluster::shrink::remove_member(
+                node.links().clone(),
+                local,
+                group,
+                &members,
+                who,
+                std::time::Duration::from_secs(10),
+            ))
     }
 }

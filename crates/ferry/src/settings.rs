@@ -92,6 +92,10 @@ pub struct Settings {
     /// lets its Raft log be cut. A replicated stream's group snapshots
     /// at the same pace.
     pub queue_snapshot_bytes: u64,
+    /// Entries the metadata group (definitions, members) logs between two
+    /// snapshots; each lets its Raft log be cut (ra's `snapshot_interval`
+    /// in RabbitMQ, 4,096 there too).
+    pub meta_snapshot_interval: u64,
 }
 
 /// How log lines are written.
@@ -157,6 +161,7 @@ impl Default for Settings {
             cluster_tls: false,
             default_replicas: 3,
             queue_snapshot_bytes: 64 << 20,
+            meta_snapshot_interval: 4096,
         }
     }
 }
@@ -202,6 +207,7 @@ struct FileSettings {
     cluster_tls: Option<bool>,
     default_replicas: Option<usize>,
     queue_snapshot_bytes: Option<u64>,
+    meta_snapshot_interval: Option<u64>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -284,7 +290,8 @@ impl Settings {
             cluster_secret,
             cluster_tls,
             default_replicas,
-            queue_snapshot_bytes
+            queue_snapshot_bytes,
+            meta_snapshot_interval
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -344,7 +351,8 @@ impl Settings {
             "FERRY_WORKER_THREADS" => worker_threads,
             "FERRY_CLUSTER_TLS" => cluster_tls,
             "FERRY_DEFAULT_REPLICAS" => default_replicas,
-            "FERRY_QUEUE_SNAPSHOT_BYTES" => queue_snapshot_bytes
+            "FERRY_QUEUE_SNAPSHOT_BYTES" => queue_snapshot_bytes,
+            "FERRY_META_SNAPSHOT_INTERVAL" => meta_snapshot_interval
         );
         Ok(())
     }

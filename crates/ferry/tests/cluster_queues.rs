@@ -448,7 +448,7 @@ async fn a_node_outside_a_queues_group_serves_it_through_the_leader() {
         return;
     }
     let ports = free_ports(3);
-    let (nodes, _) = three_seeds(&ports).await;
+    let (mut nodes, _) = three_seeds(&ports).await;
     let mut two = quorum();
     two.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(2));
     let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
@@ -506,6 +506,30 @@ async fn a_node_outside_a_queues_group_serves_it_through_the_leader() {
     })
     .await;
     let _ = conn.close(200, "bye".into()).await;
+
+    // The outside node shows the leader's figures (it holds no copy).
+    let more: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], &more).await.len(), 7);
+    let out_http = common::http::Http::new(&nodes[outside].endpoint("http").expect("http"));
+    until("the leader's figures on the outside node", || {
+        let (_, v) = out_http.req("GET", "/api/queues/%2F/rq", None);
+        v["messages"] == 7 && v["messages_ready"] == 7
+    })
+    .await;
+    // Restarted, it still serves the queue through the group (it does not
+    // take itself for a member).
+    nodes[outside].kill9().await;
+    nodes[outside].start_again().await;
+    let ok = publish_confirmed(&nodes[outside], &bodies[..3]).await;
+    assert_eq!(
+        ok.len(),
+        3,
+        "publishes through the restarted outside node confirmed"
+    );
+    let (_, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
+    let mut want = more.clone();
+    want.extend_from_slice(&bodies[..3]);
+    assert_eq!(common::drain_get(&ch, "rq").await, want);
 }
 
 /// Small snapshots: while a follower is down, the leader's log is cut

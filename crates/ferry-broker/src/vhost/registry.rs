@@ -40,6 +40,9 @@ pub(super) enum Entry {
 pub(super) struct Slot {
     pub(super) entry: Entry,
     pub(super) storage: String,
+    /// A replicated queue's nodes as its declaration chose them (empty:
+    /// not replicated, or not recorded).
+    pub(super) replicas: Arc<[u64]>,
 }
 
 impl Slot {
@@ -135,10 +138,32 @@ impl Registry {
 
     /// Adds a running queue or stream.
     pub(super) fn insert(&self, r: QueueRef, storage: String) {
+        self.insert_replicated(r, storage, Vec::new());
+    }
+
+    /// Records the nodes of `name`'s group `group`; false if `name` is
+    /// not in that group or they are unchanged.
+    pub(super) fn set_replicas(&self, name: &str, group: u64, replicas: &[u64]) -> bool {
+        let mut names = self.names.write();
+        match names.get_mut(name) {
+            Some(slot)
+                if crate::replicated::group_of(&slot.storage) == Some(group)
+                    && *slot.replicas != *replicas =>
+            {
+                slot.replicas = replicas.into();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds a running queue or stream with the nodes it is replicated on.
+    pub(super) fn insert_replicated(&self, r: QueueRef, storage: String, replicas: Vec<u64>) {
         let name = r.name().clone();
         let slot = Slot {
             entry: Entry::Open(r),
             storage,
+            replicas: replicas.into(),
         };
         self.names.write().insert(name, slot);
     }
@@ -149,6 +174,7 @@ impl Registry {
         let slot = Slot {
             storage,
             entry: Entry::Crashed(c),
+            replicas: Arc::from([]),
         };
         self.names.write().insert(name, slot);
     }
@@ -335,6 +361,7 @@ impl Registry {
                 defs.push(QueueDef {
                     spec: spec.clone(),
                     storage: slot.storage.clone(),
+                    replicas: slot.replicas.to_vec(),
                 });
             }
         }

@@ -13,16 +13,20 @@ use ferry_queue::stream::{Stream, StreamArgs};
 
 impl VHost {
     /// Opens this node's replica of a replicated queue or stream,
-    /// registers it and hands it to the hub to start its group
-    /// (`replicas`: the members a new declaration chose; empty when
-    /// reopening). A stream's own log is in `queues/group-<id>`.
+    /// registers it with `replicas` (the members its declaration chose,
+    /// recorded in the definitions) and hands it to the hub to start its
+    /// group (formed with those members for a new declaration; joined as
+    /// it is, or served from outside it, when `reopened` at start). A
+    /// stream's own log is in `queues/group-<id>`.
     pub(super) fn open_replica(
         &self,
         spec: QueueSpec,
         group: u64,
         replicas: Vec<u64>,
+        reopened: bool,
     ) -> Result<()> {
         let storage = replicated::storage_of(group);
+        let recorded = replicas.clone();
         let (binding, log, proposer) = Binding::new();
         let kind = if StreamArgs::is_stream(&spec.arguments) {
             let args = self.policies.stream_args(&spec);
@@ -35,7 +39,8 @@ impl VHost {
                 self.env.clone(),
                 proposer,
             )?;
-            self.registry.insert(QueueRef::Stream(s.clone()), storage);
+            self.registry
+                .insert_replicated(QueueRef::Stream(s.clone()), storage, recorded);
             Replicated::Stream(s)
         } else {
             let args = self.policies.queue_args(&spec);
@@ -47,14 +52,15 @@ impl VHost {
                 log,
                 proposer,
             );
-            self.registry
-                .insert(QueueRef::Queue(replica.queue().clone()), storage);
+            let q = QueueRef::Queue(replica.queue().clone());
+            self.registry.insert_replicated(q, storage, recorded);
             Replicated::Queue(replica)
         };
         self.hub.start(PendingReplica {
             vhost: self.name.clone(),
             group,
             replicas,
+            reopened,
             kind,
             binding,
         })
@@ -92,7 +98,7 @@ impl VHost {
             QueueArgs::validate_declaration(&spec, &self.name).map_err(precondition)?;
         }
         self.registry.check_limit(&spec.name)?;
-        self.open_replica(spec, group, replicas)?;
+        self.open_replica(spec, group, replicas, false)?;
         self.save()
     }
 
@@ -102,5 +108,28 @@ impl VHost {
         self.registry
             .get(name)
             .and_then(|s| replicated::group_of(&s.storage))
+    }
+
+    /// Records the nodes of replicated queue or stream `name`'s group
+    /// `group` (nothing if `name` is not in that group).
+    pub fn set_replicas(&self, name: &str, group: u64, replicas: &[u64]) -> Result<()> {
+        let _d = self.defs_lock.lock();
+        if self.registry.set_replicas(name, group, replicas) {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// This vhost's replicated queues and streams: name, group, the nodes
+    /// its definitions record.
+    pub fn replicated_members(&self) -> Vec<(String, u64, Vec<u64>)> {
+        let names = self.registry.read();
+        names
+            .iter()
+            .filter_map(|(name, slot)| {
+                let group = replicated::group_of(&slot.storage)?;
+                Some((name.to_string(), group, slot.replicas.to_vec()))
+            })
+            .collect()
     }
 }

@@ -15,6 +15,7 @@ mod admission;
 pub mod identity;
 pub mod machine;
 pub mod meta;
+pub mod meta_snapshot;
 mod rpc;
 mod status;
 
@@ -23,7 +24,7 @@ pub use status::{
     MemberStatus, RaftCounters, StatsProvider,
 };
 
-use crate::error::NodeError;
+use crate::error::{LinkError, NodeError};
 use crate::group::{queue_raft_config, GroupConfig};
 use crate::handshake::{Identity, Secret};
 use crate::link::Links;
@@ -70,6 +71,9 @@ pub struct NodeConfig {
     pub election_ms: (u64, u64),
     /// Queue groups: bytes of records between snapshots (`GroupConfig`).
     pub snapshot_bytes: u64,
+    /// Metadata group: entries between snapshots (the log is cut at each,
+    /// keeping as many entries again for followers a little behind).
+    pub meta_snapshot_interval: u64,
 }
 
 /// A clustered node.
@@ -121,7 +125,7 @@ impl ClusterNode {
         applier: Arc<dyn DefinitionApplier>,
     ) -> Result<Self, NodeError> {
         let id = node_id(&cfg.advertise);
-        let (recorded, fresh, incarnation, log) = {
+        let (recorded, fresh, incarnation, log, sm) = {
             let (io, cfg) = (io.clone(), cfg.clone());
             tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
                 io.create_dir_all(&cfg.dir)
@@ -145,8 +149,15 @@ impl ClusterNode {
                     }
                 };
                 let incarnation = identity::incarnation(&*io, &cfg.dir)?;
-                let log = RaftLog::open(io, &cfg.dir.join("meta"), LogConfig::default(), syncer)?;
-                Ok((recorded, fresh, incarnation, log))
+                let log = RaftLog::open(
+                    io.clone(),
+                    &cfg.dir.join("meta"),
+                    LogConfig::default(),
+                    syncer,
+                )?;
+                let sm = MetaMachine::open(io, cfg.dir.clone(), applier)
+                    .map_err(NodeError::MetaSnapshot)?;
+                Ok((recorded, fresh, incarnation, log, sm))
             })
             .await
             .map_err(raft_err)??
@@ -157,7 +168,6 @@ impl ClusterNode {
             advertise: cfg.advertise.clone(),
             incarnation,
         };
-        let sm = MetaMachine::new(applier);
         let links = Links::new(me.clone(), cfg.secret.clone(), cfg.tls.clone());
         links.set_admission(admission::admission(sm.clone()));
         let groups = RaftGroups::new();
@@ -166,10 +176,11 @@ impl ClusterNode {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_ms.0,
             election_timeout_max: cfg.election_ms.1,
-            // The cluster's state is rebuilt from the whole log at start
-            // and the definitions' applier skips what it applied before:
-            // no snapshot, so nothing is ever purged (machine.rs).
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            // A snapshot carries the cluster state and every definition
+            // (machine.rs); the log keeps as many entries again after it
+            // for followers a little behind.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.meta_snapshot_interval),
+            max_in_snapshot_log_to_keep: cfg.meta_snapshot_interval,
             ..Config::default()
         }
         .validate()
@@ -589,9 +600,9 @@ impl ClusterNode {
     }
 
     /// Removes a stopped member, named by its node name or cluster address,
-    /// from the cluster (RabbitMQ's `forget_cluster_node`). Refuses this
-    /// node itself and a member that still answers.
-    pub async fn forget(&self, who: &str) -> Result<(), ForgetError> {
+    /// from the cluster (RabbitMQ's `forget_cluster_node`); returns its id.
+    /// Refuses this node itself and a member that still answers.
+    pub async fn forget(&self, who: &str) -> Result<NodeId, ForgetError> {
         let st = self.status().await;
         let member = st
             .members
@@ -609,17 +620,42 @@ impl ClusterNode {
             )));
         }
         let body = Bytes::copy_from_slice(&member.id.to_le_bytes());
-        match self.meta_leader().map_err(ForgetError::Refused)? {
-            None => rpc::forget(self.inner.clone(), body)
-                .await
-                .map_err(ForgetError::Refused)?,
-            Some(link) => link
-                .request(KIND_FORGET, META_GROUP, body, Duration::from_secs(15))
-                .await
-                .map(|_| Bytes::new())
-                .map_err(|e| ForgetError::Refused(e.to_string()))?,
-        };
-        Ok(())
+        // The stopped node may have led the metadata group: the others
+        // elect a new leader first, so a leader that cannot be reached or
+        // has just changed is waited for, not reported.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut metrics = self.inner.meta.metrics();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = match self.meta_leader() {
+                Err(e) => e,
+                Ok(None) => match rpc::forget(self.inner.clone(), body.clone()).await {
+                    Ok(_) => return Ok(member.id),
+                    Err(e) if rpc::leader_moved(&e) => e,
+                    Err(e) => return Err(ForgetError::Refused(e)),
+                },
+                Ok(Some(link)) => {
+                    match link
+                        .request(KIND_FORGET, META_GROUP, body.clone(), left)
+                        .await
+                    {
+                        Ok(_) => return Ok(member.id),
+                        Err(LinkError::Remote { reason, .. }) if !rpc::leader_moved(&reason) => {
+                            return Err(ForgetError::Refused(reason))
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ForgetError::NoLeader(why));
+            }
+            // A leader change wakes the retry; the cap retries a leader
+            // that could not be reached a moment ago.
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
+        }
     }
 
     /// Waits until this node is a voting member that knows the leader and

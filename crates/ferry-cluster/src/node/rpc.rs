@@ -53,6 +53,14 @@ fn decode_join(mut b: Bytes) -> Result<(NodeId, String), String> {
 }
 
 /// The leader's address as an error answer, or "no leader".
+/// Whether a metadata request's refusal only means the leader is
+/// elsewhere or not elected yet (worth retrying), as `not_leader` words it.
+pub(crate) fn leader_moved(reason: &str) -> bool {
+    reason.starts_with(REDIRECT) || reason == NO_LEADER_YET
+}
+
+const NO_LEADER_YET: &str = "no metadata leader yet";
+
 fn not_leader(node: &NodeInner) -> String {
     let m = node.meta.metrics().borrow().clone();
     match m.current_leader.and_then(|l| {
@@ -62,7 +70,7 @@ fn not_leader(node: &NodeInner) -> String {
             .map(|n| n.addr.clone())
     }) {
         Some(addr) if m.current_leader != Some(node.me.id) => format!("{REDIRECT}{addr}"),
-        _ => "no metadata leader yet".into(),
+        _ => NO_LEADER_YET.into(),
     }
 }
 
@@ -168,7 +176,10 @@ pub(crate) async fn forget(node: Arc<NodeInner>, body: Bytes) -> Result<Bytes, S
     node.meta
         .change_membership(change, false)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.forward_to_leader() {
+            Some(_) => not_leader(&node),
+            None => e.to_string(),
+        })?;
     tracing::info!(node = id, "node removed from the cluster");
     Ok(Bytes::new())
 }

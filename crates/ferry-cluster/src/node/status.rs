@@ -80,6 +80,10 @@ pub enum ForgetError {
     /// The cluster refused (this node, a running node, no leader, ...).
     #[error("{0}")]
     Refused(String),
+    /// No metadata leader took the change in time (an election that does
+    /// not end: the cluster has lost its majority).
+    #[error("no metadata leader accepted the change: {0}")]
+    NoLeader(String),
 }
 
 /// Leader changes and elections a node saw in one group.

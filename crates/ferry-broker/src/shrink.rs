@@ -1,0 +1,63 @@
+//! Taking a node out of every replicated queue's and stream's group it is
+//! a member of (RabbitMQ's `rabbitmq-queues shrink`, what
+//! `forget_cluster_node` does): each group's leader removes it from the
+//! members (`ReplicaHost::remove_member`), then the group's recorded nodes
+//! change through the definitions (`DefCommand::SetReplicas`, the one
+//! apply path), so every node, and a snapshot, knows them.
+//!
+//! Owns the walk over the vhosts and the report; must not change a group
+//! itself (the host does) nor a definition other than through `submit`.
+
+use crate::command::DefCommand;
+use crate::Broker;
+
+/// What [`Broker::shrink_node`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Shrunk {
+    /// Groups the node was taken out of.
+    pub removed: usize,
+    /// Groups it is still in: (vhost, queue, why).
+    pub failed: Vec<(String, String, String)>,
+}
+
+impl Broker {
+    /// Takes node `who` out of every replicated queue's and stream's group
+    /// whose recorded nodes name it (one at a time; each waits a few
+    /// seconds for its group's leader). A group whose remaining members
+    /// hold no majority of it stays as it is (reported). Blocking.
+    pub fn shrink_node(&self, who: u64) -> Shrunk {
+        let mut out = Shrunk::default();
+        for vhost in self.vhost_names() {
+            let Ok(v) = self.vhost(&vhost) else { continue };
+            for (name, group, replicas) in v.replicated_members() {
+                if !replicas.contains(&who) {
+                    continue;
+                }
+                let done = self
+                    .replicas()
+                    .remove_member(group, &replicas, who)
+                    .and_then(|()| {
+                        let left: Vec<u64> =
+                            replicas.iter().copied().filter(|n| *n != who).collect();
+                        self.submit(DefCommand::SetReplicas {
+                            vhost: vhost.clone(),
+                            name: name.clone(),
+                            group,
+                            replicas: left,
+                        })
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    });
+                match done {
+                    Ok(()) => out.removed += 1,
+                    Err(why) => {
+                        tracing::warn!(%vhost, queue = %name, node = who, error = %why,
+                            "could not take a node out of a replicated queue's group");
+                        out.failed.push((vhost.clone(), name, why));
+                    }
+                }
+            }
+        }
+        out
+    }
+}

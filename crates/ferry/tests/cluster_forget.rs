@@ -1,0 +1,85 @@
+//! Forgetting a stopped node takes it out of every replicated queue's and
+//! stream's group too (as RabbitMQ's `forget_cluster_node` does to quorum
+//! queues): the groups' members no longer count it, and the queues go on
+//! with the nodes left, their messages intact.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::cluster::{
+    free_ports, poll_until, publish_confirmed, skip_external, three_seeds, until,
+};
+use common::http::Http;
+use common::Broker;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+
+fn members(b: &Broker, queue: &str) -> Vec<String> {
+    let http = Http::new(&b.endpoint("http").expect("http"));
+    let (_, v) = http.req("GET", &format!("/api/queues/%2F/{queue}"), None);
+    let mut m: Vec<String> = v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_node_leaves_its_queues_and_streams_groups() {
+    if skip_external("a_forgotten_node_leaves_its_queues_and_streams_groups") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (name, kind) in [("rq", "quorum"), ("rs", "stream")] {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        ch.queue_declare(name.into(), durable, args)
+            .await
+            .expect("declare");
+    }
+    let _ = c.close(200, "bye".into()).await;
+    let all = ["n1", "n2", "n3"];
+    for q in ["rq", "rs"] {
+        poll_until(&format!("{q} on the three nodes"), || {
+            members(&nodes[0], q) == all
+        })
+        .await;
+    }
+    let first: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[1], "rq", &first).await, first);
+
+    nodes[2].kill9().await;
+    until(&nodes[0], "n3 reported down", |v| {
+        v.iter().any(|n| n["name"] == "n3" && n["running"] == false)
+    })
+    .await;
+    let url = format!("http://{}", nodes[0].endpoint("http").expect("http"));
+    let out = common::ctl::ctl(&url, &["cluster", "forget", "n3"]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    for b in &nodes[..2] {
+        for q in ["rq", "rs"] {
+            poll_until(&format!("{q}'s members without n3"), || {
+                members(b, q) == ["n1", "n2"]
+            })
+            .await;
+        }
+    }
+    // The queue goes on with the two left, nothing lost.
+    let second: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], "rq", &second).await, second);
+    let (_, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
+    let want: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(common::drain_get(&ch, "rq").await, want);
+}
