@@ -526,3 +526,52 @@ fn an_installed_snapshot_counts_as_applied() {
     let defs_b = ReplicatedDefinitions::open(b.clone()).unwrap();
     assert_eq!(defs_b.applied(), index + 1, "recorded in meta-applied");
 }
+
+/// The committed version-1 bytes (`tests/fixtures/definitions-snapshot-v1`):
+/// today's decoder reads them to the same commands, today's encoder writes
+/// the same bytes (a change of the commands' JSON or of the framing must
+/// keep reading this). `FERRY_WRITE_FIXTURES=1` rewrites it.
+#[test]
+fn the_version_1_fixture_decodes_and_is_what_the_encoder_writes() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/definitions-snapshot-v1");
+    let cmds = vec![
+        DefCommand::AddVhost { name: "v1".into() },
+        DefCommand::PutUser {
+            name: "alice".into(),
+            password_hash: Some("c2FsdHNhbHRoYXNoaGFzaGhhc2g=".into()),
+            tags: vec!["monitoring".into()],
+        },
+        DefCommand::SetPermissions {
+            user: "alice".into(),
+            vhost: "v1".into(),
+            permissions: perms("^r"),
+        },
+        DefCommand::UserLimit {
+            user: "alice".into(),
+            name: "max-channels".into(),
+            value: Some(8),
+        },
+        DefCommand::PutPolicy {
+            kind: PolicyKind::Policy,
+            def: policy(
+                PolicyKind::Policy,
+                "v1",
+                "ttl",
+                serde_json::json!({"pattern": "^t", "definition": {"message-ttl": 9000}}),
+            ),
+        },
+        exchange("v1", "x", "topic", false, Table::new()),
+        quorum("v1", "rq", 0xfeed, vec![1, 2, 3]),
+        bind_exchanges(true, "x", "amq.fanout", "a.#"),
+        bind_queue(true, "x", "rq", "a.b"),
+        vhost_limit("v1", "max-queues", Some(10)),
+    ];
+    let written = encode(&cmds);
+    if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() {
+        std::fs::write(&fixture, &written).unwrap();
+    }
+    let committed = std::fs::read(&fixture).expect("the committed fixture");
+    assert_eq!(written, committed, "the encoder's bytes changed");
+    assert_eq!(decode(&committed).unwrap(), cmds);
+}

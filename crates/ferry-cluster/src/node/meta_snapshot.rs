@@ -116,6 +116,85 @@ pub fn load(io: &dyn FileIo, dir: &Path) -> Result<Option<(SnapMeta, Bytes)>, St
 mod tests {
     use super::*;
     use crate::node::meta::Member;
+    use ferry_log::StdIo;
+    use ferry_raft::LogId;
+    use openraft::{BasicNode, CommittedLeaderId, Membership, StoredMembership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn fixture_meta() -> SnapMeta {
+        let nodes: BTreeMap<u64, BasicNode> = (1..=3)
+            .map(|i| {
+                (
+                    i,
+                    BasicNode {
+                        addr: format!("10.0.0.{i}:25672"),
+                    },
+                )
+            })
+            .collect();
+        let ids: BTreeSet<u64> = nodes.keys().copied().collect();
+        SnapMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 4096)),
+            last_membership: StoredMembership::new(
+                Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
+                Membership::new(vec![ids], nodes),
+            ),
+            snapshot_id: "meta-4096-1".into(),
+        }
+    }
+
+    fn fixture_state() -> MetaState {
+        let mut st = MetaState {
+            cluster_id: Some(*b"ferry-cluster-id"),
+            ..MetaState::default()
+        };
+        for i in 1..=3u64 {
+            st.nodes.insert(
+                i,
+                Member {
+                    name: format!("n{i}"),
+                    advertise: format!("10.0.0.{i}:25672"),
+                    incarnation: 100 + i,
+                },
+            );
+        }
+        st
+    }
+
+    /// The committed version-1 file (`tests/fixtures/meta-snapshot-v1`):
+    /// today's reader loads it, today's writer writes the same bytes (a
+    /// format change must bump the magic and keep reading this one).
+    /// `FERRY_WRITE_FIXTURES=1` rewrites it.
+    #[test]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    fn the_version_1_fixture_reads_back_and_is_what_the_writer_writes() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/meta-snapshot-v1");
+        // Opaque definitions here: an empty FRYDEFS1 list.
+        let defs = b"FRYDEFS1\0\0\0\0";
+        let image = encode_image(&fixture_state(), 4090, defs);
+        let dir = tempfile::tempdir().unwrap();
+        save(&StdIo, dir.path(), &fixture_meta(), &image).unwrap();
+        let written = std::fs::read(dir.path().join(FILE)).unwrap();
+        if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() {
+            std::fs::write(&fixture, &written).unwrap();
+        }
+        let committed = std::fs::read(&fixture).expect("the committed fixture");
+        assert_eq!(written, committed, "the writer's bytes changed");
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, copy.path().join(FILE)).unwrap();
+        let (meta, image) = load(&StdIo, copy.path()).unwrap().expect("a snapshot");
+        assert_eq!(meta, fixture_meta());
+        let (state, d) = decode_image(image).unwrap();
+        assert_eq!(state, fixture_state());
+        assert_eq!((d.index, &d.bytes[..]), (4090, &defs[..]));
+        // A damaged file is an error, never trusted.
+        let mut bad = committed;
+        let at = bad.len() - 3;
+        bad[at] ^= 1;
+        std::fs::write(copy.path().join(FILE), &bad).unwrap();
+        assert!(load(&StdIo, copy.path()).is_err());
+    }
 
     #[test]
     #[allow(clippy::unwrap_used)]
