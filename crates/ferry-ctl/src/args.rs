@@ -116,11 +116,16 @@ pub enum ClusterCmd {
     /// nodes (RabbitMQ's `rabbitmq-queues rebalance`; `POST
     /// /api/rebalance/queues`).
     Rebalance,
-    /// Remove a stopped member (by node name or cluster address) from the cluster.
+    /// Remove a stopped member (by node name or cluster address) from the
+    /// cluster, and from every replicated queue's and stream's group.
     Forget {
         /// Node name or cluster address.
         node: String,
     },
+    /// The node at --url leaves the cluster (RabbitMQ's `stop_app` +
+    /// `reset`): it hands its leaderships over, leaves every queue's and
+    /// stream's group and the cluster, then stops (`POST /api/cluster/leave`).
+    Leave,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

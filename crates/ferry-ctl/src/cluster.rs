@@ -1,7 +1,7 @@
 //! `ferry ctl cluster status`: the members as one node sees them
 //! (`/api/nodes`), and an exit status that says whether all are running;
-//! `cluster rebalance` (queue leaders spread over the nodes) and
-//! `cluster forget`.
+//! `cluster rebalance` (queue leaders spread over the nodes),
+//! `cluster forget` and `cluster leave`.
 
 use crate::args::CtlArgs;
 use crate::client::Client;
@@ -53,6 +53,15 @@ pub fn forget(client: &Client, node: &str, out: &mut Output<'_>) -> Result<(), C
     let path = crate::client::api_path(&["nodes", node]);
     client.delete(&path, &format!("cluster member '{node}'"))?;
     out.done(&format!("forgot cluster member {node}"))
+}
+
+pub fn leave(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {
+    client.post(
+        "/api/cluster/leave",
+        &serde_json::json!({}),
+        "leaving the cluster",
+    )?;
+    out.done("the node left the cluster and stops")
 }
 
 pub fn rebalance(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {

@@ -79,6 +79,7 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
         CtlCommand::Cluster(args::ClusterCmd::Forget { node }) => {
             cluster::forget(&client, node, out)
         }
+        CtlCommand::Cluster(args::ClusterCmd::Leave) => cluster::leave(&client, out),
         CtlCommand::Declare(d) => ops::declare(&client, args, d, out),
         CtlCommand::Delete(d) => ops::delete(&client, args, d, out),
         CtlCommand::Purge(args::Purge::Queue { name }) => ops::purge(&client, args, name, out),

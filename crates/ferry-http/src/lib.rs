@@ -131,6 +131,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             "/api/nodes/{name}",
             get(overview::node).delete(overview::forget_node),
         )
+        .route("/api/cluster/leave", post(overview::leave_cluster))
         .route("/api/rebalance/queues", post(overview::rebalance_queues))
         .route("/api/health/checks/alarms", get(overview::alarms))
         .route("/api/health/checks/local-alarms", get(overview::alarms))

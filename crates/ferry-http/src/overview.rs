@@ -293,6 +293,49 @@ pub async fn forget_node(
     }
 }
 
+/// POST /api/cluster/leave (Ferry's own, administrator): this node leaves
+/// the cluster (RabbitMQ's `stop_app` + `reset`): out of every replicated
+/// queue's and stream's group first (handing over the leaderships it
+/// has), then out of the cluster; then it stops. If a group cannot let it
+/// go (its other members hold no majority), nothing more is done: 400
+/// naming those queues.
+pub async fn leave_cluster(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<axum::http::StatusCode> {
+    use ferry_cluster::node::ForgetError;
+    caller.require_admin()?;
+    let Some(cluster) = &ctx.cluster else {
+        return Err(ApiError::BadRequest("this node is not clustered".into()));
+    };
+    if cluster.voters().len() <= 1 {
+        return Err(ApiError::BadRequest(
+            "the cluster's last member cannot leave it".into(),
+        ));
+    }
+    let (broker, me) = (ctx.broker.clone(), cluster.id());
+    let shrunk = tokio::task::spawn_blocking(move || broker.shrink_node(me))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !shrunk.failed.is_empty() {
+        let queues: Vec<String> = shrunk
+            .failed
+            .iter()
+            .map(|(v, q, why)| format!("'{q}' in vhost '{v}' ({why})"))
+            .collect();
+        return Err(ApiError::BadRequest(format!(
+            "this node could not leave the groups of {}; it is still a member of the cluster",
+            queues.join(", ")
+        )));
+    }
+    match cluster.leave().await {
+        Ok(()) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Err(ForgetError::NotAMember) => Err(ApiError::NotFound),
+        Err(e @ ForgetError::NoLeader(_)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
 /// POST /api/rebalance/queues (RabbitMQ's, administrator): spreads the
 /// leaders of the replicated queues and streams this node holds a replica
 /// of evenly over their live members (each over-loaded leader's group is

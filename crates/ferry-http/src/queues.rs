@@ -82,13 +82,30 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView, leaders: &LeaderDepths)
         "consumers": d.consumers,
         "message_stats": message_stats(&q.stats, &r),
     });
-    if let Some(st) = group.and_then(|g| ctx.broker.replicas().status(g)) {
-        if let Some(l) = &st.leader {
-            v["node"] = json!(l);
+    match group.and_then(|g| ctx.broker.replicas().status(g)) {
+        Some(st) => {
+            if let Some(l) = &st.leader {
+                v["node"] = json!(l);
+            }
+            v["leader"] = json!(st.leader);
+            v["members"] = json!(st.members);
+            v["online"] = json!(st.online);
         }
-        v["leader"] = json!(st.leader);
-        v["members"] = json!(st.members);
-        v["online"] = json!(st.online);
+        // A node outside the group: the nodes its definitions record (the
+        // leader is known to its members only).
+        None if group.is_some() => {
+            if let (Some(c), Ok(vh)) = (&ctx.cluster, ctx.broker.vhost(vhost)) {
+                let names = c.meta_state();
+                let members: Vec<String> = vh
+                    .recorded_replicas(q.name())
+                    .iter()
+                    .filter_map(|id| names.nodes.get(id).map(|m| m.name.clone()))
+                    .collect();
+                v["leader"] = Value::Null;
+                v["members"] = json!(members);
+            }
+        }
+        None => {}
     }
     v
 }

@@ -418,9 +418,18 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
     drop(out);
+    let left = async {
+        match &cluster {
+            Some(c) => c.left().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = left => tracing::info!(
+            "left the cluster, shutting down (wipe the data directory before starting this node again)"
+        ),
     }
     http.shutdown().await;
     if let Some(c) = &cluster {

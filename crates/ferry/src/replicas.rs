@@ -275,6 +275,37 @@ impl GroupHost {
     }
 }
 
+impl GroupHost {
+    /// Before this node leaves `group`: if it leads, another member is
+    /// asked to stand, and the leadership awaited (5 s at most; a leader
+    /// cannot take itself out of its group).
+    fn hand_over(
+        &self,
+        group: u64,
+        me: &u64,
+        raft: &ferry_cluster::FerryRaft,
+        members: &[(u64, String)],
+    ) {
+        let leads =
+            |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| m.current_leader == Some(*me);
+        if !leads(&raft.metrics().borrow()) {
+            return;
+        }
+        let Some((to, _)) = members.iter().find(|(id, _)| id != me) else {
+            return;
+        };
+        self.ask_to_stand(group, *to, raft);
+        let mut rx = raft.metrics();
+        let moved = self.starter.rt.block_on(tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.wait_for(|m| !leads(m)),
+        ));
+        if moved.is_err() {
+            tracing::warn!(group, "the leadership did not move within 5 s");
+        }
+    }
+}
+
 impl ReplicaHost for GroupHost {
     fn leader_depths(&self, only: Option<u64>) -> Vec<(u64, ferry_queue::queue::Depth)> {
         use ferry_cluster::wire::remote;
@@ -485,6 +516,9 @@ impl ReplicaHost for GroupHost {
             .lock()
             .get(&group)
             .map(|(_, g)| (node.id(), g.raft().clone()));
+        if let Some((me, raft)) = local.as_ref().filter(|(me, _)| *me == who) {
+            self.hand_over(group, me, raft, &members);
+        }
         self.starter
             .rt
             .block_on(ferry_cluster::shrink::remove_member(

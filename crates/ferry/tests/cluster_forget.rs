@@ -1,14 +1,17 @@
 //! Forgetting a stopped node takes it out of every replicated queue's and
 //! stream's group too (as RabbitMQ's `forget_cluster_node` does to quorum
 //! queues): the groups' members no longer count it, and the queues go on
-//! with the nodes left, their messages intact.
+//! with the nodes left, their messages intact. A running node leaves by
+//! itself (`ferry ctl cluster leave`) the same way, handing over the
+//! leaderships it holds, then stops.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
 use common::cluster::{
-    free_ports, poll_until, publish_confirmed, skip_external, three_seeds, until,
+    free_ports, node_env, poll_until, publish_confirmed, skip_external, start_node, three_seeds,
+    until,
 };
 use common::http::Http;
 use common::Broker;
@@ -82,4 +85,67 @@ async fn a_forgotten_node_leaves_its_queues_and_streams_groups() {
     let (_, ch) = common::connect_channel(&nodes[1].amqp_url()).await;
     let want: Vec<String> = first.iter().chain(&second).cloned().collect();
     assert_eq!(common::drain_get(&ch, "rq").await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_the_cluster_and_its_groups_by_itself() {
+    if skip_external("a_node_leaves_the_cluster_and_its_groups_by_itself") {
+        return;
+    }
+    let ports = free_ports(4);
+    let (nodes, seeds) = three_seeds(&ports[..3]).await;
+    let mut fourth = start_node(node_env(4, &ports, &seeds, "s3cret")).await;
+    until(&fourth, "four voting members", |v| {
+        v.len() == 4 && v.iter().all(|n| n["running"] == true && n["voter"] == true)
+    })
+    .await;
+    // Declared through n4: it is one of their nodes and (client-local)
+    // most likely their leader.
+    let (c, ch) = common::connect_channel(&fourth.amqp_url()).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (name, kind) in [("lq", "quorum"), ("ls", "stream")] {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        ch.queue_declare(name.into(), durable, args)
+            .await
+            .expect("declare");
+    }
+    let _ = c.close(200, "bye".into()).await;
+    for q in ["lq", "ls"] {
+        poll_until(&format!("{q} on three nodes, n4 among them"), || {
+            let m = members(&fourth, q);
+            m.len() == 3 && m.contains(&"n4".to_string())
+        })
+        .await;
+    }
+    let first: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], "lq", &first).await, first);
+
+    let url = format!("http://{}", fourth.endpoint("http").expect("http"));
+    let out = common::ctl::ctl(&url, &["cluster", "leave"]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    let status = fourth.wait_exited().await;
+    assert!(status.success(), "the node stops after leaving: {status:?}");
+
+    for b in &nodes {
+        until(b, "three members, all running", |v| {
+            v.len() == 3 && v.iter().all(|n| n["running"] == true)
+        })
+        .await;
+        for q in ["lq", "ls"] {
+            poll_until(&format!("{q}'s two members left"), || {
+                let m = members(b, q);
+                m.len() == 2 && !m.contains(&"n4".to_string())
+            })
+            .await;
+        }
+    }
+    let second: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[1], "lq", &second).await, second);
+    let (_, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    let want: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(common::drain_get(&ch, "lq").await, want);
 }

@@ -120,6 +120,15 @@ impl VHost {
         Ok(())
     }
 
+    /// The nodes the definitions record for replicated queue or stream
+    /// `name` (empty: not replicated, or not recorded).
+    pub fn recorded_replicas(&self, name: &str) -> Vec<u64> {
+        self.registry
+            .get(name)
+            .map(|s| s.replicas.to_vec())
+            .unwrap_or_default()
+    }
+
     /// This vhost's replicated queues and streams: name, group, the nodes
     /// its definitions record.
     pub fn replicated_members(&self) -> Vec<(String, u64, Vec<u64>)> {

@@ -13,6 +13,7 @@
 
 mod admission;
 pub mod identity;
+mod leave;
 pub mod machine;
 pub mod meta;
 pub mod meta_snapshot;
@@ -24,13 +25,13 @@ pub use status::{
     MemberStatus, RaftCounters, StatsProvider,
 };
 
-use crate::error::{LinkError, NodeError};
+use crate::error::NodeError;
 use crate::group::{queue_raft_config, GroupConfig};
 use crate::handshake::{Identity, Secret};
 use crate::link::Links;
 use crate::listener::Listener;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
-use crate::wire::{self, KIND_FORGET, KIND_JOIN, KIND_PING, KIND_PROPOSE, KIND_REPLY};
+use crate::wire::{self, KIND_JOIN, KIND_PING, KIND_PROPOSE, KIND_REPLY};
 use bytes::Bytes;
 use ferry_log::{FileIo, LogConfig};
 use ferry_queue::syncer::Syncer;
@@ -107,6 +108,8 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Arc<status::RaftCounters>,
     group_stats: parking_lot::RwLock<Option<status::GroupStatsProvider>>,
+    /// Set once this node has left the cluster (`leave`).
+    left: tokio::sync::watch::Sender<bool>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> NodeError {
@@ -210,6 +213,7 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
             counters: Arc::default(),
             group_stats: parking_lot::RwLock::new(None),
+            left: tokio::sync::watch::Sender::new(false),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
         let auth = (cfg.secret.clone(), cfg.tls.clone());
@@ -594,65 +598,6 @@ impl ClusterNode {
             }
             // A leader change wakes the retry; the cap retries a leader
             // that answered with an error of the moment.
-            let _ =
-                tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
-        }
-    }
-
-    /// Removes a stopped member, named by its node name or cluster address,
-    /// from the cluster (RabbitMQ's `forget_cluster_node`); returns its id.
-    /// Refuses this node itself and a member that still answers.
-    pub async fn forget(&self, who: &str) -> Result<NodeId, ForgetError> {
-        let st = self.status().await;
-        let member = st
-            .members
-            .iter()
-            .find(|m| m.name == who || m.addr == who)
-            .ok_or(ForgetError::NotAMember)?;
-        if member.id == self.id() {
-            return Err(ForgetError::Refused(
-                "a node cannot forget itself: run this on another member".into(),
-            ));
-        }
-        if member.running {
-            return Err(ForgetError::Refused(format!(
-                "node {who} is running: stop it first (only a stopped node can be forgotten)"
-            )));
-        }
-        let body = Bytes::copy_from_slice(&member.id.to_le_bytes());
-        // The stopped node may have led the metadata group: the others
-        // elect a new leader first, so a leader that cannot be reached or
-        // has just changed is waited for, not reported.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut metrics = self.inner.meta.metrics();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let why = match self.meta_leader() {
-                Err(e) => e,
-                Ok(None) => match rpc::forget(self.inner.clone(), body.clone()).await {
-                    Ok(_) => return Ok(member.id),
-                    Err(e) if rpc::leader_moved(&e) => e,
-                    Err(e) => return Err(ForgetError::Refused(e)),
-                },
-                Ok(Some(link)) => {
-                    match link
-                        .request(KIND_FORGET, META_GROUP, body.clone(), left)
-                        .await
-                    {
-                        Ok(_) => return Ok(member.id),
-                        Err(LinkError::Remote { reason, .. }) if !rpc::leader_moved(&reason) => {
-                            return Err(ForgetError::Refused(reason))
-                        }
-                        Err(e) => e.to_string(),
-                    }
-                }
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ForgetError::NoLeader(why));
-            }
-            // A leader change wakes the retry; the cap retries a leader
-            // that could not be reached a moment ago.
             let _ =
                 tokio::time::timeout(left.min(Duration::from_millis(200)), metrics.changed()).await;
         }

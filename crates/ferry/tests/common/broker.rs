@@ -207,6 +207,15 @@ impl Broker {
         status
     }
 
+    /// Waits (bounded) for the process to exit by itself (a node that
+    /// left its cluster); returns its exit status.
+    pub async fn wait_exited(&mut self) -> ExitStatus {
+        self.assert_owned("wait_exited");
+        let status = self.wait_exit(SHUTDOWN_TIMEOUT).await;
+        self.addr = None;
+        status
+    }
+
     /// SIGKILL the broker (its whole process group) and reap it.
     pub async fn kill9(&mut self) {
         self.assert_owned("kill9");
