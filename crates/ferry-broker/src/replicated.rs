@@ -115,8 +115,15 @@ pub trait ReplicaHost: Send + Sync {
         replicas: &[u64],
         who: u64,
     ) -> std::result::Result<(), String>;
+    /// Adds node `who` to `group`'s members (`replicas`: the nodes its
+    /// definitions record) through the group's leader: a learner that
+    /// becomes a voter once caught up. Blocking.
+    fn add_member(&self, group: u64, replicas: &[u64], who: u64)
+        -> std::result::Result<(), String>;
     /// Where `group` stands (None: no member here).
     fn status(&self, group: u64) -> Option<ReplicaStatus>;
+    /// This node's id in the cluster.
+    fn node_id(&self) -> u64;
 }
 
 /// The broker's replicated queues: the host once known, the replicas
@@ -198,6 +205,25 @@ impl ReplicaHub {
             Some(h) => h.remove_member(group, replicas, who),
             None => Err("this node is not clustered".into()),
         }
+    }
+
+    /// Adds node `who` to `group` (see [`ReplicaHost::add_member`]).
+    pub fn add_member(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        who: u64,
+    ) -> std::result::Result<(), String> {
+        let host = self.host.read().clone();
+        match host {
+            Some(h) => h.add_member(group, replicas, who),
+            None => Err("this node is not clustered".into()),
+        }
+    }
+
+    /// This node's id in its cluster (None: not clustered, or not yet).
+    pub fn node_id(&self) -> Option<u64> {
+        self.host.read().as_ref().map(|h| h.node_id())
     }
 
     /// The leaders' figures of the queues this node follows (see

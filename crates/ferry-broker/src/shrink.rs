@@ -1,21 +1,23 @@
 //! Taking a node out of every replicated queue's and stream's group it is
 //! a member of (RabbitMQ's `rabbitmq-queues shrink`, what
-//! `forget_cluster_node` does): each group's leader removes it from the
-//! members (`ReplicaHost::remove_member`), then the group's recorded nodes
-//! change through the definitions (`DefCommand::SetReplicas`, the one
-//! apply path), so every node, and a snapshot, knows them.
+//! `forget_cluster_node` does), or adding it to every group it is not in
+//! (`rabbitmq-queues grow`): each group's leader changes the members
+//! (`ReplicaHost::remove_member` / `add_member`), then the group's recorded
+//! nodes change through the definitions (`DefCommand::SetReplicas`, the
+//! one apply path), so every node, and a snapshot, knows them; the node
+//! concerned starts (or stops) its replica when it applies that.
 //!
-//! Owns the walk over the vhosts and the report; must not change a group
+//! Owns the walks over the vhosts and the reports; must not change a group
 //! itself (the host does) nor a definition other than through `submit`.
 
 use crate::command::DefCommand;
 use crate::Broker;
 
-/// What [`Broker::shrink_node`] did.
+/// What [`Broker::shrink_node`] or [`Broker::grow_node`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Shrunk {
-    /// Groups the node was taken out of.
-    pub removed: usize,
+    /// Groups the node was taken out of (or added to).
+    pub changed: usize,
     /// Groups it is still in: (vhost, queue, why).
     pub failed: Vec<(String, String, String)>,
 }
@@ -49,10 +51,54 @@ impl Broker {
                         .map_err(|e| e.to_string())
                     });
                 match done {
-                    Ok(()) => out.removed += 1,
+                    Ok(()) => out.changed += 1,
                     Err(why) => {
                         tracing::warn!(%vhost, queue = %name, node = who, error = %why,
                             "could not take a node out of a replicated queue's group");
+                        out.failed.push((vhost.clone(), name, why));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds node `who` to every replicated queue's and stream's group
+    /// whose recorded nodes do not name it (`even_only`: only those with
+    /// an even number of nodes, RabbitMQ's `grow ... even`). A queue whose
+    /// nodes were not recorded (declared before they were) is skipped.
+    /// Blocking.
+    pub fn grow_node(&self, who: u64, even_only: bool) -> Shrunk {
+        let mut out = Shrunk::default();
+        for vhost in self.vhost_names() {
+            let Ok(v) = self.vhost(&vhost) else { continue };
+            for (name, group, replicas) in v.replicated_members() {
+                if replicas.is_empty()
+                    || replicas.contains(&who)
+                    || (even_only && replicas.len() % 2 == 1)
+                {
+                    continue;
+                }
+                let done = self
+                    .replicas()
+                    .add_member(group, &replicas, who)
+                    .and_then(|()| {
+                        let mut now = replicas.clone();
+                        now.push(who);
+                        self.submit(DefCommand::SetReplicas {
+                            vhost: vhost.clone(),
+                            name: name.clone(),
+                            group,
+                            replicas: now,
+                        })
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    });
+                match done {
+                    Ok(()) => out.changed += 1,
+                    Err(why) => {
+                        tracing::warn!(%vhost, queue = %name, node = who, error = %why,
+                            "could not add a node to a replicated queue's group");
                         out.failed.push((vhost.clone(), name, why));
                     }
                 }

@@ -507,7 +507,7 @@ pub(crate) async fn rebuild(raft: FerryRaft, from: NodeId) -> Result<Bytes, Stri
 
 /// Makes learner `who` a voter again once it has what was logged when
 /// it asked (for up to 30 minutes; it asks again if it stays a learner).
-async fn promote(raft: FerryRaft, who: NodeId) {
+pub(crate) async fn promote(raft: FerryRaft, who: NodeId) {
     use openraft::ChangeMembers;
     let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let mut rx = raft.metrics();

@@ -33,12 +33,12 @@ pub mod handshake;
 pub mod leadership;
 mod link;
 mod listener;
+pub mod membership;
 mod network;
 pub mod node;
 pub mod outside;
 mod port;
 mod served;
-pub mod shrink;
 pub mod stream_group;
 #[cfg(feature = "test-support")]
 pub mod testing;

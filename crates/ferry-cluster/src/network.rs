@@ -355,7 +355,10 @@ impl RaftGroups {
             Some(raft) if frame.kind == KIND_REBUILD => crate::group::rebuild(raft, from).await,
             Some(raft) if frame.kind == wire::KIND_STAND => stand(&raft).await,
             Some(raft) if frame.kind == wire::KIND_SHRINK => {
-                crate::shrink::serve(&raft, &frame.body).await
+                crate::membership::serve_shrink(&raft, &frame.body).await
+            }
+            Some(raft) if frame.kind == wire::KIND_GROW => {
+                crate::membership::serve_grow(&raft, &frame.body).await
             }
             Some(raft) if frame.kind == KIND_SNAPSHOT || frame.kind == KIND_SNAPSHOT_CHUNK => {
                 self.serve_snapshot(raft, frame).await

@@ -124,34 +124,48 @@ impl FollowerPort {
         self.lead.leader()
     }
 
+    /// One request to the leader (as this node knows it), retried with the
+    /// next guess while it surely was not taken (the node could not be
+    /// reached, or answered that it does not lead), for up to `ttl`.
     async fn request(
         &self,
         kind: u8,
         body: Bytes,
         ttl: Duration,
     ) -> std::result::Result<Frame, String> {
-        let (l, addr) = self.leader().ok_or("no other node leads the queue")?;
-        let r = self
-            .links
-            .link(l, &addr)
-            .request(kind, self.group, body, ttl)
-            .await;
-        match r {
-            Ok(f) if f.kind == kind | crate::wire::KIND_REPLY => Ok(f),
-            Ok(f) => Err(String::from_utf8_lossy(&f.body).into_owned()),
-            Err(e) => {
-                // Not the leader (or gone): an outside node tries another.
-                let wrong = match &e {
-                    crate::LinkError::Remote { reason, .. } => {
-                        reason.starts_with(NOT_LEADER) || reason.starts_with("no ")
-                    }
-                    _ => true,
-                };
-                if wrong {
-                    self.lead.missed(l, None);
+        let deadline = tokio::time::Instant::now() + ttl;
+        let mut changes = self.lead.changes();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (l, addr) = self.leader().ok_or("no other node leads the queue")?;
+            let r = self
+                .links
+                .link(l, &addr)
+                .request(kind, self.group, body.clone(), left)
+                .await;
+            let e = match r {
+                Ok(f) if f.kind == kind | crate::wire::KIND_REPLY => return Ok(f),
+                Ok(f) => return Err(String::from_utf8_lossy(&f.body).into_owned()),
+                Err(e) => e,
+            };
+            // Not the leader (or gone): an outside node tries another.
+            let (wrong, not_taken) = match &e {
+                crate::LinkError::Remote { reason, .. } => {
+                    let wrong = reason.starts_with(NOT_LEADER) || reason.starts_with("no ");
+                    (wrong, wrong)
                 }
-                Err(e.to_string())
+                e => (true, e.not_taken()),
+            };
+            if wrong {
+                self.lead.missed(l, None);
             }
+            if !not_taken || deadline <= tokio::time::Instant::now() {
+                return Err(e.to_string());
+            }
+            // The leadership moves (or a short while passes) before the
+            // next try.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed()).await;
         }
     }
 

@@ -52,6 +52,8 @@ pub const KIND_REBUILD: u8 = 13;
 pub const KIND_STAND: u8 = 16;
 /// Take a node out of a group (to its leader): `id u64` (`crate::shrink`).
 pub const KIND_SHRINK: u8 = 18;
+/// Add a node to a group (to its leader): `id u64 | u16 len address`.
+pub const KIND_GROW: u8 = 19;
 /// An answer: the request's kind with this bit set.
 pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.

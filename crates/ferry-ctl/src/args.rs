@@ -71,6 +71,9 @@ pub enum CtlCommand {
     /// The cluster: its members as the node at --url sees them.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Replicated queues' and streams' members (RabbitMQ's `rabbitmq-queues`).
+    #[command(subcommand)]
+    Queues(QueuesCmd),
     /// Declare a queue, an exchange or a binding.
     #[command(subcommand)]
     Declare(Declare),
@@ -126,6 +129,25 @@ pub enum ClusterCmd {
     /// `reset`): it hands its leaderships over, leaves every queue's and
     /// stream's group and the cluster, then stops (`POST /api/cluster/leave`).
     Leave,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueuesCmd {
+    /// Add a replica on NODE to every replicated queue and stream that has
+    /// none there (`POST /api/queues/quorum/replicas/on/{node}/grow`).
+    Grow {
+        /// Node name.
+        node: String,
+        /// Only those with an even number of replicas (RabbitMQ's `even`).
+        #[arg(long)]
+        even: bool,
+    },
+    /// Remove NODE's replica from every replicated queue and stream
+    /// (`DELETE /api/queues/quorum/replicas/on/{node}/shrink`).
+    Shrink {
+        /// Node name.
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

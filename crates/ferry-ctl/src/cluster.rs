@@ -1,7 +1,8 @@
 //! `ferry ctl cluster status`: the members as one node sees them
 //! (`/api/nodes`), and an exit status that says whether all are running;
 //! `cluster rebalance` (queue leaders spread over the nodes),
-//! `cluster forget` and `cluster leave`.
+//! `cluster forget` and `cluster leave`; `queues grow | shrink` (a node's
+//! replicas of the replicated queues and streams).
 
 use crate::args::CtlArgs;
 use crate::client::Client;
@@ -62,6 +63,26 @@ pub fn leave(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {
         "leaving the cluster",
     )?;
     out.done("the node left the cluster and stops")
+}
+
+pub fn grow(client: &Client, node: &str, even: bool, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let path = crate::client::api_path(&["queues", "quorum", "replicas", "on", node, "grow"]);
+    let strategy = if even { "even" } else { "all" };
+    let r = client.post(
+        &path,
+        &serde_json::json!({ "strategy": strategy }),
+        "the grow",
+    )?;
+    let n = r.as_ref().and_then(|v| v["changed"].as_u64()).unwrap_or(0);
+    out.done(&format!(
+        "{n} queue and stream groups got a replica on {node}"
+    ))
+}
+
+pub fn shrink(client: &Client, node: &str, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let path = crate::client::api_path(&["queues", "quorum", "replicas", "on", node, "shrink"]);
+    client.delete(&path, &format!("{node}'s replicas"))?;
+    out.done(&format!("{node}'s replicas removed"))
 }
 
 pub fn rebalance(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {

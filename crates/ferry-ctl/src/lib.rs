@@ -80,6 +80,10 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
             cluster::forget(&client, node, out)
         }
         CtlCommand::Cluster(args::ClusterCmd::Leave) => cluster::leave(&client, out),
+        CtlCommand::Queues(args::QueuesCmd::Grow { node, even }) => {
+            cluster::grow(&client, node, *even, out)
+        }
+        CtlCommand::Queues(args::QueuesCmd::Shrink { node }) => cluster::shrink(&client, node, out),
         CtlCommand::Declare(d) => ops::declare(&client, args, d, out),
         CtlCommand::Delete(d) => ops::delete(&client, args, d, out),
         CtlCommand::Purge(args::Purge::Queue { name }) => ops::purge(&client, args, name, out),

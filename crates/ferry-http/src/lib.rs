@@ -132,6 +132,14 @@ pub fn api_router(ctx: Ctx) -> Router {
             get(overview::node).delete(overview::forget_node),
         )
         .route("/api/cluster/leave", post(overview::leave_cluster))
+        .route(
+            "/api/queues/quorum/replicas/on/{node}/grow",
+            post(overview::grow_replicas),
+        )
+        .route(
+            "/api/queues/quorum/replicas/on/{node}/shrink",
+            axum::routing::delete(overview::shrink_replicas),
+        )
         .route("/api/rebalance/queues", post(overview::rebalance_queues))
         .route("/api/health/checks/alarms", get(overview::alarms))
         .route("/api/health/checks/local-alarms", get(overview::alarms))

@@ -283,7 +283,7 @@ pub async fn forget_node(
             let shrunk = tokio::task::spawn_blocking(move || broker.shrink_node(id))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-            tracing::info!(node = %name, removed = shrunk.removed, failed = shrunk.failed.len(),
+            tracing::info!(node = %name, removed = shrunk.changed, failed = shrunk.failed.len(),
                 "forgotten node taken out of the replicated queues' groups");
             Ok(axum::http::StatusCode::NO_CONTENT)
         }
@@ -334,6 +334,81 @@ pub async fn leave_cluster(
         Err(e @ ForgetError::NoLeader(_)) => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
+}
+
+/// The cluster id of member `name` (404: no such member).
+fn member_id(ctx: &Ctx, name: &str) -> ApiResult<u64> {
+    let Some(cluster) = &ctx.cluster else {
+        return Err(ApiError::BadRequest("this node is not clustered".into()));
+    };
+    let st = cluster.meta_state();
+    let voters = cluster.voters();
+    st.nodes
+        .iter()
+        .find(|(id, m)| m.name == name && voters.contains_key(id))
+        .map(|(id, _)| *id)
+        .ok_or(ApiError::NotFound)
+}
+
+/// The JSON answer of a grow or shrink.
+fn changed_json(r: &ferry_broker::shrink::Shrunk) -> Json<Value> {
+    let failed: Vec<Value> = r
+        .failed
+        .iter()
+        .map(|(v, q, why)| serde_json::json!({"vhost": v, "name": q, "error": why}))
+        .collect();
+    Json(serde_json::json!({"changed": r.changed, "failed": failed}))
+}
+
+/// POST /api/queues/quorum/replicas/on/{node}/grow (administrator; body
+/// `{"strategy": "all" | "even"}`, RabbitMQ's `rabbitmq-queues grow`):
+/// adds a replica on `node` to every replicated queue and stream without
+/// one there. Answers how many groups changed and which could not.
+pub async fn grow_replicas(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(node): Path<String>,
+    raw: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let who = member_id(&ctx, &node)?;
+    let body: Value = if raw.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&raw).map_err(ApiError::bad_json)?
+    };
+    let even = match body.get("strategy").and_then(Value::as_str) {
+        None | Some("all") => false,
+        Some("even") => true,
+        Some(s) => {
+            return Err(ApiError::BadRequest(format!(
+                "strategy must be \"all\" or \"even\", not \"{s}\""
+            )))
+        }
+    };
+    let broker = ctx.broker.clone();
+    let r = tokio::task::spawn_blocking(move || broker.grow_node(who, even))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(changed_json(&r))
+}
+
+/// DELETE /api/queues/quorum/replicas/on/{node}/shrink (administrator,
+/// RabbitMQ's `rabbitmq-queues shrink`): removes `node`'s replica from
+/// every replicated queue and stream (a group whose other members hold no
+/// majority of it keeps it: listed in the answer).
+pub async fn shrink_replicas(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(node): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let who = member_id(&ctx, &node)?;
+    let broker = ctx.broker.clone();
+    let r = tokio::task::spawn_blocking(move || broker.shrink_node(who))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(changed_json(&r))
 }
 
 /// POST /api/rebalance/queues (RabbitMQ's, administrator): spreads the

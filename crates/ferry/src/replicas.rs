@@ -498,6 +498,44 @@ impl ReplicaHost for GroupHost {
         let _ = std::fs::remove_dir_all(self.starter.dir(group));
     }
 
+    fn node_id(&self) -> u64 {
+        self.starter.node.id()
+    }
+
+    fn add_member(
+        &self,
+        group: u64,
+        replicas: &[u64],
+        who: u64,
+    ) -> std::result::Result<(), String> {
+        let node = &self.starter.node;
+        let voters = node.voters();
+        let addr = voters
+            .get(&who)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| format!("node {who} is not a voting member of the cluster"))?;
+        let members: Vec<(u64, String)> = replicas
+            .iter()
+            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
+            .collect();
+        let local = self
+            .starter
+            .groups
+            .lock()
+            .get(&group)
+            .map(|(_, g)| (node.id(), g.raft().clone()));
+        self.starter
+            .rt
+            .block_on(ferry_cluster::membership::add_member(
+                node.links().clone(),
+                local,
+                group,
+                &members,
+                (who, &addr),
+                std::time::Duration::from_secs(10),
+            ))
+    }
+
     fn remove_member(
         &self,
         group: u64,
@@ -521,7 +559,7 @@ impl ReplicaHost for GroupHost {
         }
         self.starter
             .rt
-            .block_on(ferry_cluster::shrink::remove_member(
+            .block_on(ferry_cluster::membership::remove_member(
                 node.links().clone(),
                 local,
                 group,

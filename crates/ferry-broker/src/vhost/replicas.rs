@@ -112,12 +112,35 @@ impl VHost {
 
     /// Records the nodes of replicated queue or stream `name`'s group
     /// `group` (nothing if `name` is not in that group).
+    /// If this node joins or leaves the group by it, its replica is opened
+    /// again: as a member (a learner of the group, catching up from the
+    /// leader) or as a node outside the group.
     pub fn set_replicas(&self, name: &str, group: u64, replicas: &[u64]) -> Result<()> {
         let _d = self.defs_lock.lock();
-        if self.registry.set_replicas(name, group, replicas) {
-            self.save()?;
+        if !self.registry.set_replicas(name, group, replicas) {
+            return Ok(());
         }
-        Ok(())
+        self.save()?;
+        let Some(me) = self.hub.node_id() else {
+            return Ok(());
+        };
+        let member_here = self.hub.status(group).is_some();
+        if replicas.contains(&me) == member_here {
+            return Ok(());
+        }
+        let Some(slot) = self.registry.get(name) else {
+            return Ok(());
+        };
+        let spec = match (slot.queue(), slot.stream()) {
+            (Some(q), _) => q.spec().clone(),
+            (_, Some(s)) => s.spec().clone(),
+            _ => return Ok(()),
+        };
+        // Its member (and the member's Raft log) or its outside tasks go;
+        // the replica opens anew with the group's nodes.
+        self.hub.remove(group);
+        self.registry.remove(name);
+        self.open_replica(spec, group, replicas.to_vec(), true)
     }
 
     /// The nodes the definitions record for replicated queue or stream

@@ -3,7 +3,9 @@
 //! queues): the groups' members no longer count it, and the queues go on
 //! with the nodes left, their messages intact. A running node leaves by
 //! itself (`ferry ctl cluster leave`) the same way, handing over the
-//! leaderships it holds, then stops.
+//! leaderships it holds, then stops. `ferry ctl queues grow | shrink` add a
+//! node's replica to every group (it catches up: a stream consumer there
+//! reads every record from its own copy) and take it away again.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -15,8 +17,9 @@ use common::cluster::{
 };
 use common::http::Http;
 use common::Broker;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use std::time::Duration;
 
 fn members(b: &Broker, queue: &str) -> Vec<String> {
     let http = Http::new(&b.endpoint("http").expect("http"));
@@ -148,4 +151,101 @@ async fn a_node_leaves_the_cluster_and_its_groups_by_itself() {
     let (_, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
     let want: Vec<String> = first.iter().chain(&second).cloned().collect();
     assert_eq!(common::drain_get(&ch, "lq").await, want);
+}
+
+/// Reads stream `s` through `b` from its first offset until `n` bodies.
+async fn read_stream(b: &Broker, s: &str, n: usize) -> Vec<String> {
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let mut consumer = ch
+        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("consume the stream");
+    let mut got = Vec::new();
+    while got.len() < n {
+        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        got.push(String::from_utf8_lossy(&d.data).into_owned());
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_and_streams_grow_onto_a_node_and_shrink_off_it() {
+    if skip_external("queues_and_streams_grow_onto_a_node_and_shrink_off_it") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (name, kind, size) in [
+        ("gq", "quorum", "x-quorum-initial-group-size"),
+        ("gs", "stream", "x-initial-cluster-size"),
+    ] {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        args.insert(size.into(), AMQPValue::LongInt(2));
+        ch.queue_declare(name.into(), durable, args)
+            .await
+            .expect("declare");
+    }
+    let _ = c.close(200, "bye".into()).await;
+    for q in ["gq", "gs"] {
+        poll_until(&format!("{q} on two nodes"), || {
+            members(&nodes[0], q).len() == 2
+        })
+        .await;
+    }
+    let two = members(&nodes[0], "gq");
+    assert_eq!(members(&nodes[0], "gs"), two, "the same placement");
+    let o = (0..3)
+        .find(|i| !two.contains(&format!("n{}", i + 1)))
+        .expect("a node without them");
+    let name = format!("n{}", o + 1);
+    let msgs: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], "gq", &msgs).await, msgs);
+    let recs: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[0], "gs", &recs).await, recs);
+
+    let url = format!("http://{}", nodes[0].endpoint("http").expect("http"));
+    let out = common::ctl::ctl(&url, &["queues", "grow", &name]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    for b in &nodes {
+        for q in ["gq", "gs"] {
+            poll_until(&format!("{q} on three nodes, {name} a voter"), || {
+                let m = members(b, q);
+                m.len() == 3 && m.contains(&name)
+            })
+            .await;
+        }
+    }
+    // The grown node's own copy of the stream holds every record.
+    assert_eq!(read_stream(&nodes[o], "gs", 5).await, recs);
+
+    let out = common::ctl::ctl(&url, &["queues", "shrink", &name]);
+    assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));
+    for b in &nodes {
+        for q in ["gq", "gs"] {
+            poll_until(&format!("{q} back on two nodes"), || members(b, q) == two).await;
+        }
+    }
+    // The node serves the queue from outside its group again.
+    let more: Vec<String> = (10..15).map(|i| format!("q{i}")).collect();
+    assert_eq!(publish_confirmed(&nodes[o], "gq", &more).await, more);
+    let (_, ch) = common::connect_channel(&nodes[o].amqp_url()).await;
+    let want: Vec<String> = msgs.iter().chain(&more).cloned().collect();
+    assert_eq!(common::drain_get(&ch, "gq").await, want);
 }
