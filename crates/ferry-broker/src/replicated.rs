@@ -200,11 +200,7 @@ impl ReplicaHub {
         replicas: &[u64],
         who: u64,
     ) -> std::result::Result<(), String> {
-        let host = self.host.read().clone();
-        match host {
-            Some(h) => h.remove_member(group, replicas, who),
-            None => Err("this node is not clustered".into()),
-        }
+        self.with_host(|h| h.remove_member(group, replicas, who))
     }
 
     /// Adds node `who` to `group` (see [`ReplicaHost::add_member`]).
@@ -214,9 +210,16 @@ impl ReplicaHub {
         replicas: &[u64],
         who: u64,
     ) -> std::result::Result<(), String> {
+        self.with_host(|h| h.add_member(group, replicas, who))
+    }
+
+    fn with_host(
+        &self,
+        f: impl FnOnce(&dyn ReplicaHost) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String> {
         let host = self.host.read().clone();
         match host {
-            Some(h) => h.add_member(group, replicas, who),
+            Some(h) => f(&*h),
             None => Err("this node is not clustered".into()),
         }
     }

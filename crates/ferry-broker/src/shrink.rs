@@ -28,39 +28,13 @@ impl Broker {
     /// seconds for its group's leader). A group whose remaining members
     /// hold no majority of it stays as it is (reported). Blocking.
     pub fn shrink_node(&self, who: u64) -> Shrunk {
-        let mut out = Shrunk::default();
-        for vhost in self.vhost_names() {
-            let Ok(v) = self.vhost(&vhost) else { continue };
-            for (name, group, replicas) in v.replicated_members() {
-                if !replicas.contains(&who) {
-                    continue;
-                }
-                let done = self
-                    .replicas()
-                    .remove_member(group, &replicas, who)
-                    .and_then(|()| {
-                        let left: Vec<u64> =
-                            replicas.iter().copied().filter(|n| *n != who).collect();
-                        self.submit(DefCommand::SetReplicas {
-                            vhost: vhost.clone(),
-                            name: name.clone(),
-                            group,
-                            replicas: left,
-                        })
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                    });
-                match done {
-                    Ok(()) => out.changed += 1,
-                    Err(why) => {
-                        tracing::warn!(%vhost, queue = %name, node = who, error = %why,
-                            "could not take a node out of a replicated queue's group");
-                        out.failed.push((vhost.clone(), name, why));
-                    }
-                }
-            }
-        }
-        out
+        self.change_groups(
+            |nodes| nodes.contains(&who),
+            |group, nodes| {
+                self.replicas().remove_member(group, nodes, who)?;
+                Ok(nodes.iter().copied().filter(|n| *n != who).collect())
+            },
+        )
     }
 
     /// Adds node `who` to every replicated queue's and stream's group
@@ -69,36 +43,49 @@ impl Broker {
     /// nodes were not recorded (declared before they were) is skipped.
     /// Blocking.
     pub fn grow_node(&self, who: u64, even_only: bool) -> Shrunk {
+        self.change_groups(
+            |nodes| {
+                !nodes.is_empty() && !nodes.contains(&who) && (!even_only || nodes.len() % 2 == 0)
+            },
+            |group, nodes| {
+                self.replicas().add_member(group, nodes, who)?;
+                let mut now = nodes.to_vec();
+                now.push(who);
+                Ok(now)
+            },
+        )
+    }
+
+    /// For every replicated queue and stream whose recorded nodes `pick`
+    /// takes: `change` changes its group and says its nodes now, which
+    /// are then recorded through the definitions.
+    fn change_groups(
+        &self,
+        pick: impl Fn(&[u64]) -> bool,
+        change: impl Fn(u64, &[u64]) -> Result<Vec<u64>, String>,
+    ) -> Shrunk {
         let mut out = Shrunk::default();
         for vhost in self.vhost_names() {
             let Ok(v) = self.vhost(&vhost) else { continue };
-            for (name, group, replicas) in v.replicated_members() {
-                if replicas.is_empty()
-                    || replicas.contains(&who)
-                    || (even_only && replicas.len() % 2 == 1)
-                {
+            for (name, group, nodes) in v.replicated_members() {
+                if !pick(&nodes) {
                     continue;
                 }
-                let done = self
-                    .replicas()
-                    .add_member(group, &replicas, who)
-                    .and_then(|()| {
-                        let mut now = replicas.clone();
-                        now.push(who);
-                        self.submit(DefCommand::SetReplicas {
-                            vhost: vhost.clone(),
-                            name: name.clone(),
-                            group,
-                            replicas: now,
-                        })
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                    });
+                let done = change(group, &nodes).and_then(|replicas| {
+                    self.submit(DefCommand::SetReplicas {
+                        vhost: vhost.clone(),
+                        name: name.clone(),
+                        group,
+                        replicas,
+                    })
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                });
                 match done {
                     Ok(()) => out.changed += 1,
                     Err(why) => {
-                        tracing::warn!(%vhost, queue = %name, node = who, error = %why,
-                            "could not add a node to a replicated queue's group");
+                        tracing::warn!(%vhost, queue = %name, error = %why,
+                            "could not change a replicated queue's group");
                         out.failed.push((vhost.clone(), name, why));
                     }
                 }

@@ -59,48 +59,69 @@ pub(crate) async fn serve_shrink(raft: &FerryRaft, body: &[u8]) -> Result<Bytes,
     Ok(Bytes::new())
 }
 
-/// Removes node `who` from `group` through its leader, asked through
-/// `members` (id, cluster address; this node's own Raft as `local` if it
-/// is a member): each is tried in turn until the leader answers — after
-/// an election when `who` led. Gives up after `timeout` with the last
-/// refusal (e.g. the others hold no majority of the group).
-pub async fn remove_member(
-    links: Arc<Links>,
-    local: Option<(NodeId, FerryRaft)>,
-    group: u64,
-    members: &[(NodeId, String)],
-    who: NodeId,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
+/// One group's leader, to be asked through its members.
+pub struct GroupAsk {
+    /// The node's links.
+    pub links: Arc<Links>,
+    /// This node's own Raft of the group, if it is a member.
+    pub local: Option<(NodeId, FerryRaft)>,
+    /// The group.
+    pub group: u64,
+    /// Its members (id, cluster address).
+    pub members: Vec<(NodeId, String)>,
+    /// How long to keep asking (an election may come first).
+    pub timeout: Duration,
+}
+
+/// Removes node `who` from the group through its leader: each member is
+/// asked in turn until the leader answers — after an election when `who`
+/// led. Gives up after the timeout with the last refusal (e.g. the others
+/// hold no majority of the group).
+pub async fn remove_member(ask: GroupAsk, who: NodeId) -> Result<(), String> {
     let body = Bytes::copy_from_slice(&who.to_le_bytes());
+    ask_leader(ask, who, KIND_SHRINK, body).await
+}
+
+/// Adds node `who` (cluster address `addr`) to the group through its
+/// leader, asked as [`remove_member`] does; returns once the leader took
+/// it as a learner (it becomes a voter when caught up).
+pub async fn add_member(ask: GroupAsk, who: NodeId, addr: &str) -> Result<(), String> {
+    ask_leader(ask, who, KIND_GROW, encode_grow(who, addr)).await
+}
+
+async fn ask_leader(ask: GroupAsk, who: NodeId, kind: u8, body: Bytes) -> Result<(), String> {
+    let deadline = Instant::now() + ask.timeout;
     let mut last = String::from("no member to ask");
     loop {
-        for (id, addr) in members.iter().filter(|(id, _)| *id != who) {
+        for (id, addr) in ask.members.iter().filter(|(id, _)| *id != who) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let r = match &local {
-                Some((me, raft)) if me == id => serve_shrink(raft, &body).await.map(|_| ()),
-                _ => links
+            let r = match &ask.local {
+                Some((me, raft)) if me == id && kind == KIND_SHRINK => {
+                    serve_shrink(raft, &body).await
+                }
+                Some((me, raft)) if me == id => serve_grow(raft, &body).await,
+                _ => ask
+                    .links
                     .link(*id, addr)
                     .request(
-                        KIND_SHRINK,
-                        group,
+                        kind,
+                        ask.group,
                         body.clone(),
                         left.max(Duration::from_millis(100)),
                     )
                     .await
-                    .map(|_| ())
+                    .map(|_| Bytes::new())
                     .map_err(|e| e.to_string()),
             };
             match r {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e) => last = e,
             }
         }
         if Instant::now() >= deadline {
             return Err(last);
         }
-        // No leader among them yet (an election after `who`'s death).
+        // No leader among them yet (an election after a member's death).
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -145,49 +166,6 @@ fn decode_grow(body: &[u8]) -> Option<(NodeId, String)> {
     let who = NodeId::from_le_bytes(b.split_to(8)[..].try_into().ok()?);
     let addr = crate::wire::take_text(&mut b).ok()?;
     b.is_empty().then_some((who, addr))
-}
-
-/// Adds node `who` (cluster address `addr`) to `group` through its
-/// leader, asked through `members` as [`remove_member`] does; returns once
-/// the leader took it as a learner (it becomes a voter when caught up).
-pub async fn add_member(
-    links: Arc<Links>,
-    local: Option<(NodeId, FerryRaft)>,
-    group: u64,
-    members: &[(NodeId, String)],
-    (who, addr): (NodeId, &str),
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let body = encode_grow(who, addr);
-    let mut last = String::from("no member to ask");
-    loop {
-        for (id, a) in members.iter().filter(|(id, _)| *id != who) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let r = match &local {
-                Some((me, raft)) if me == id => serve_grow(raft, &body).await.map(|_| ()),
-                _ => links
-                    .link(*id, a)
-                    .request(
-                        KIND_GROW,
-                        group,
-                        body.clone(),
-                        left.max(Duration::from_millis(100)),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            };
-            match r {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[cfg(test)]

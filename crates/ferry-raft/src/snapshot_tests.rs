@@ -1,32 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::types::LogId;
 use ferry_log::{SimIo, StdIo};
 use ferry_queue::queue::state::ImageRow;
-use openraft::{BasicNode, CommittedLeaderId, Membership, StoredMembership};
-use std::collections::{BTreeMap, BTreeSet};
 
 fn meta(index: u64) -> SnapMeta {
-    let nodes: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|i| {
-            (
-                i,
-                BasicNode {
-                    addr: format!("10.0.0.{i}:25672"),
-                },
-            )
-        })
-        .collect();
-    let ids: BTreeSet<u64> = nodes.keys().copied().collect();
-    SnapMeta {
-        last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), index)),
-        last_membership: StoredMembership::new(
-            Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
-            Membership::new(vec![ids], nodes),
-        ),
-        snapshot_id: format!("q-2-{index}"),
-    }
+    crate::testing::three_node_meta((2, 1, index), &format!("q-2-{index}"))
 }
 
 fn image(ids: &[u64]) -> StateImage {

@@ -362,30 +362,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use ferry_log::StdIo;
-    use openraft::{CommittedLeaderId, Membership};
-    use std::collections::{BTreeMap, BTreeSet};
 
     fn meta() -> SnapMeta {
-        let nodes: BTreeMap<u64, BasicNode> = (1..=3)
-            .map(|i| {
-                (
-                    i,
-                    BasicNode {
-                        addr: format!("10.0.0.{i}:25672"),
-                    },
-                )
-            })
-            .collect();
-        let ids: BTreeSet<u64> = nodes.keys().copied().collect();
-        SnapMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(4, 2), 310)),
-            last_membership: StoredMembership::new(
-                Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
-                Membership::new(vec![ids], nodes),
-            ),
-            snapshot_id: "s-4-310".into(),
-        }
+        crate::testing::three_node_meta((4, 2, 310), "s-4-310")
     }
+
 
     /// The committed version-1 checkpoint (`tests/fixtures/stream-checkpoint-v1`):
     /// today's reader loads it, today's writer writes the same bytes (a

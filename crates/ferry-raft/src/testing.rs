@@ -46,3 +46,29 @@ impl SmallState for Recorded {
 /// A state machine that records the commands it applied (for tests of the
 /// log store and the links).
 pub type Recorder = SmallMachine<Recorded>;
+
+/// A snapshot's meta over the three nodes 1..=3 (`10.0.0.N:25672`, their
+/// membership logged at index 1 of term 1): last log id `(term, leader,
+/// index)`, id `snapshot_id`.
+pub fn three_node_meta(
+    (term, leader, index): (u64, u64, u64),
+    snapshot_id: &str,
+) -> crate::codec::SnapMeta {
+    use crate::types::LogId;
+    use openraft::{BasicNode, CommittedLeaderId, Membership, StoredMembership};
+    let nodes: std::collections::BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|i| {
+            let addr = format!("10.0.0.{i}:25672");
+            (i, BasicNode { addr })
+        })
+        .collect();
+    let ids: std::collections::BTreeSet<u64> = nodes.keys().copied().collect();
+    crate::codec::SnapMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(term, leader), index)),
+        last_membership: StoredMembership::new(
+            Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
+            Membership::new(vec![ids], nodes),
+        ),
+        snapshot_id: snapshot_id.to_string(),
+    }
+}

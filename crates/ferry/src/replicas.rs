@@ -276,6 +276,29 @@ impl GroupHost {
 }
 
 impl GroupHost {
+    /// How to reach `group`'s leader: through the members its definitions
+    /// record (`replicas`) and this node's own member, if any.
+    fn ask(&self, group: u64, replicas: &[u64]) -> ferry_cluster::membership::GroupAsk {
+        let node = &self.starter.node;
+        let voters = node.voters();
+        let local = self
+            .starter
+            .groups
+            .lock()
+            .get(&group)
+            .map(|(_, g)| (node.id(), g.raft().clone()));
+        ferry_cluster::membership::GroupAsk {
+            links: node.links().clone(),
+            local,
+            group,
+            members: replicas
+                .iter()
+                .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
+                .collect(),
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
     /// Before this node leaves `group`: if it leads, another member is
     /// asked to stand, and the leadership awaited (5 s at most; a leader
     /// cannot take itself out of its group).
@@ -508,32 +531,17 @@ impl ReplicaHost for GroupHost {
         replicas: &[u64],
         who: u64,
     ) -> std::result::Result<(), String> {
-        let node = &self.starter.node;
-        let voters = node.voters();
-        let addr = voters
+        let addr = self
+            .starter
+            .node
+            .voters()
             .get(&who)
             .map(|n| n.addr.clone())
             .ok_or_else(|| format!("node {who} is not a voting member of the cluster"))?;
-        let members: Vec<(u64, String)> = replicas
-            .iter()
-            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
-            .collect();
-        let local = self
-            .starter
-            .groups
-            .lock()
-            .get(&group)
-            .map(|(_, g)| (node.id(), g.raft().clone()));
+        let ask = self.ask(group, replicas);
         self.starter
             .rt
-            .block_on(ferry_cluster::membership::add_member(
-                node.links().clone(),
-                local,
-                group,
-                &members,
-                (who, &addr),
-                std::time::Duration::from_secs(10),
-            ))
+            .block_on(ferry_cluster::membership::add_member(ask, who, &addr))
     }
 
     fn remove_member(
@@ -542,30 +550,12 @@ impl ReplicaHost for GroupHost {
         replicas: &[u64],
         who: u64,
     ) -> std::result::Result<(), String> {
-        let node = &self.starter.node;
-        let voters = node.voters();
-        let members: Vec<(u64, String)> = replicas
-            .iter()
-            .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
-            .collect();
-        let local = self
-            .starter
-            .groups
-            .lock()
-            .get(&group)
-            .map(|(_, g)| (node.id(), g.raft().clone()));
-        if let Some((me, raft)) = local.as_ref().filter(|(me, _)| *me == who) {
-            self.hand_over(group, me, raft, &members);
+        let ask = self.ask(group, replicas);
+        if let Some((me, raft)) = ask.local.as_ref().filter(|(me, _)| *me == who) {
+            self.hand_over(group, me, raft, &ask.members);
         }
         self.starter
             .rt
-            .block_on(ferry_cluster::membership::remove_member(
-                node.links().clone(),
-                local,
-                group,
-                &members,
-                who,
-                std::time::Duration::from_secs(10),
-            ))
+            .block_on(ferry_cluster::membership::remove_member(ask, who))
     }
 }

@@ -12,14 +12,13 @@
 mod common;
 
 use common::cluster::{
-    free_ports, node_env, poll_until, publish_confirmed, skip_external, start_node, three_seeds,
-    until,
+    free_ports, node_env, poll_until, publish_confirmed, read_while, skip_external, start_node,
+    three_seeds, until,
 };
 use common::http::Http;
 use common::Broker;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use std::time::Duration;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
 
 fn members(b: &Broker, queue: &str) -> Vec<String> {
     let http = Http::new(&b.endpoint("http").expect("http"));
@@ -43,19 +42,8 @@ async fn a_forgotten_node_leaves_its_queues_and_streams_groups() {
     }
     let ports = free_ports(3);
     let (mut nodes, _) = three_seeds(&ports).await;
-    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (name, kind) in [("rq", "quorum"), ("rs", "stream")] {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
-        ch.queue_declare(name.into(), durable, args)
-            .await
-            .expect("declare");
-    }
-    let _ = c.close(200, "bye".into()).await;
+    declare(&nodes[0], "rq", "quorum", &[]).await;
+    declare(&nodes[0], "rs", "stream", &[]).await;
     let all = ["n1", "n2", "n3"];
     for q in ["rq", "rs"] {
         poll_until(&format!("{q} on the three nodes"), || {
@@ -104,19 +92,8 @@ async fn a_node_leaves_the_cluster_and_its_groups_by_itself() {
     .await;
     // Declared through n4: it is one of their nodes and (client-local)
     // most likely their leader.
-    let (c, ch) = common::connect_channel(&fourth.amqp_url()).await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (name, kind) in [("lq", "quorum"), ("ls", "stream")] {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
-        ch.queue_declare(name.into(), durable, args)
-            .await
-            .expect("declare");
-    }
-    let _ = c.close(200, "bye".into()).await;
+    declare(&fourth, "lq", "quorum", &[]).await;
+    declare(&fourth, "ls", "stream", &[]).await;
     for q in ["lq", "ls"] {
         poll_until(&format!("{q} on three nodes, n4 among them"), || {
             let m = members(&fourth, q);
@@ -153,30 +130,22 @@ async fn a_node_leaves_the_cluster_and_its_groups_by_itself() {
     assert_eq!(common::drain_get(&ch, "lq").await, want);
 }
 
-/// Reads stream `s` through `b` from its first offset until `n` bodies.
-async fn read_stream(b: &Broker, s: &str, n: usize) -> Vec<String> {
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.basic_qos(100, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = ch
-        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
-        .await
-        .expect("consume the stream");
-    let mut got = Vec::new();
-    while got.len() < n {
-        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-        got.push(String::from_utf8_lossy(&d.data).into_owned());
+/// Declares durable `name` of `kind` through `b` with `args` added.
+async fn declare(b: &Broker, name: &str, kind: &str, args: &[(&str, i32)]) {
+    let (c, ch) = common::connect_channel(&b.amqp_url()).await;
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    for (k, v) in args {
+        t.insert((*k).into(), AMQPValue::LongInt(*v));
     }
-    let _ = conn.close(200, "bye".into()).await;
-    got
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), durable, t)
+        .await
+        .expect("declare");
+    let _ = c.close(200, "bye".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,23 +155,14 @@ async fn queues_and_streams_grow_onto_a_node_and_shrink_off_it() {
     }
     let ports = free_ports(3);
     let (nodes, _) = three_seeds(&ports).await;
-    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (name, kind, size) in [
-        ("gq", "quorum", "x-quorum-initial-group-size"),
-        ("gs", "stream", "x-initial-cluster-size"),
-    ] {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
-        args.insert(size.into(), AMQPValue::LongInt(2));
-        ch.queue_declare(name.into(), durable, args)
-            .await
-            .expect("declare");
-    }
-    let _ = c.close(200, "bye".into()).await;
+    declare(
+        &nodes[0],
+        "gq",
+        "quorum",
+        &[("x-quorum-initial-group-size", 2)],
+    )
+    .await;
+    declare(&nodes[0], "gs", "stream", &[("x-initial-cluster-size", 2)]).await;
     for q in ["gq", "gs"] {
         poll_until(&format!("{q} on two nodes"), || {
             members(&nodes[0], q).len() == 2
@@ -233,7 +193,8 @@ async fn queues_and_streams_grow_onto_a_node_and_shrink_off_it() {
         }
     }
     // The grown node's own copy of the stream holds every record.
-    assert_eq!(read_stream(&nodes[o], "gs", 5).await, recs);
+    let got = read_while(&nodes[o], "gs", |got| got.len() < 5).await;
+    assert_eq!(got.into_iter().map(|(_, b)| b).collect::<Vec<_>>(), recs);
 
     let out = common::ctl::ctl(&url, &["queues", "shrink", &name]);
     assert!(out.status.success(), "{}", common::ctl::text(&out.stderr));

@@ -11,14 +11,15 @@
 mod common;
 
 use common::cluster::{
-    free_ports, poll_until, publish_confirmed, skip_external, three_seeds, three_seeds_with,
+    free_ports, poll_until, publish_confirmed, read_while, skip_external, three_seeds,
+    three_seeds_with,
 };
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -38,14 +39,6 @@ fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
         ..Default::default()
-    }
-}
-
-fn offset_of(d: &lapin::message::Delivery) -> u64 {
-    let headers = d.properties.headers().as_ref().expect("headers");
-    match headers.inner().get("x-stream-offset") {
-        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).expect("offset >= 0"),
-        other => panic!("x-stream-offset header: {other:?}"),
     }
 }
 
@@ -69,37 +62,6 @@ async fn publish_all(b: &Broker, s: &str, bodies: &[String]) {
 /// messages: (offset, body) in order.
 async fn read_from_first(b: &Broker, s: &str, n: usize) -> Vec<(u64, String)> {
     read_while(b, s, |got| got.len() < n).await
-}
-
-/// Reads stream `s` through `b` from its first retained offset, in order,
-/// while `more` says the records so far are not enough: (offset, body).
-async fn read_while(
-    b: &Broker,
-    s: &str,
-    more: impl Fn(&[(u64, String)]) -> bool,
-) -> Vec<(u64, String)> {
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.basic_qos(200, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = ch
-        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
-        .await
-        .expect("consume the stream");
-    let mut got = Vec::new();
-    while more(&got) {
-        let d = common::recv_one(&mut consumer, Duration::from_secs(30)).await;
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-        got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    got
 }
 
 /// The stream's queue object on `http`, once it shows `members` members

@@ -117,31 +117,11 @@ mod tests {
     use super::*;
     use crate::node::meta::Member;
     use ferry_log::StdIo;
-    use ferry_raft::LogId;
-    use openraft::{BasicNode, CommittedLeaderId, Membership, StoredMembership};
-    use std::collections::{BTreeMap, BTreeSet};
 
     fn fixture_meta() -> SnapMeta {
-        let nodes: BTreeMap<u64, BasicNode> = (1..=3)
-            .map(|i| {
-                (
-                    i,
-                    BasicNode {
-                        addr: format!("10.0.0.{i}:25672"),
-                    },
-                )
-            })
-            .collect();
-        let ids: BTreeSet<u64> = nodes.keys().copied().collect();
-        SnapMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 4096)),
-            last_membership: StoredMembership::new(
-                Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
-                Membership::new(vec![ids], nodes),
-            ),
-            snapshot_id: "meta-4096-1".into(),
-        }
+        ferry_raft::testing::three_node_meta((3, 1, 4096), "meta-4096-1")
     }
+
 
     fn fixture_state() -> MetaState {
         let mut st = MetaState {

@@ -3,6 +3,8 @@
 
 use super::http::Http;
 use super::Broker;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -133,4 +135,44 @@ pub async fn publish_confirmed(b: &Broker, queue: &str, bodies: &[String]) -> Ve
     }
     let _ = conn.close(200, "bye".into()).await;
     ok
+}
+
+/// The `x-stream-offset` of a stream delivery.
+pub fn offset_of(d: &lapin::message::Delivery) -> u64 {
+    let headers = d.properties.headers().as_ref().expect("headers");
+    match headers.inner().get("x-stream-offset") {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).expect("offset >= 0"),
+        other => panic!("x-stream-offset header: {other:?}"),
+    }
+}
+
+/// Reads stream `s` through `b` from its first retained offset, in order,
+/// while `more` says the records so far are not enough: (offset, body).
+pub async fn read_while(
+    b: &Broker,
+    s: &str,
+    more: impl Fn(&[(u64, String)]) -> bool,
+) -> Vec<(u64, String)> {
+    let conn = super::connect(&b.amqp_url()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(200, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let mut consumer = ch
+        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("consume the stream");
+    let mut got = Vec::new();
+    while more(&got) {
+        let d = super::recv_one(&mut consumer, Duration::from_secs(30)).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        got.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
 }
