@@ -25,6 +25,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const NOT_LEADER: &str = "not the group's leader";
+/// The answer of a leader asked to remove itself: another member must
+/// lead first (a quiescent group's leader that removed itself would not
+/// step down: it has no tick).
+const LEADS_ITSELF: &str = "the group's leader cannot remove itself";
 
 /// On the group's leader: removes node `who` (a voter or a learner) from
 /// the group. Done when it is not a member (again).
@@ -42,7 +46,7 @@ pub(crate) async fn serve_shrink(raft: &FerryRaft, body: &[u8]) -> Result<Bytes,
         return Ok(Bytes::new());
     }
     if who == m.id {
-        return Err("the group's leader cannot remove itself: move the leadership first".into());
+        return Err(LEADS_ITSELF.into());
     }
     let voter = membership.voter_ids().any(|v| v == who);
     if voter && membership.voter_ids().count() == 1 {
@@ -75,8 +79,9 @@ pub struct GroupAsk {
 
 /// Removes node `who` from the group through its leader: each member is
 /// asked in turn until the leader answers — after an election when `who`
-/// led. Gives up after the timeout with the last refusal (e.g. the others
-/// hold no majority of the group).
+/// was dead and led, or after another member stood for election when
+/// `who` leads. Gives up after the timeout with the last refusal (e.g.
+/// the others hold no majority of the group).
 pub async fn remove_member(ask: GroupAsk, who: NodeId) -> Result<(), String> {
     let body = Bytes::copy_from_slice(&who.to_le_bytes());
     ask_leader(ask, who, KIND_SHRINK, body).await
@@ -93,7 +98,7 @@ async fn ask_leader(ask: GroupAsk, who: NodeId, kind: u8, body: Bytes) -> Result
     let deadline = Instant::now() + ask.timeout;
     let mut last = String::from("no member to ask");
     loop {
-        for (id, addr) in ask.members.iter().filter(|(id, _)| *id != who) {
+        for (id, addr) in &ask.members {
             let left = deadline.saturating_duration_since(Instant::now());
             let r = match &ask.local {
                 Some((me, raft)) if me == id && kind == KIND_SHRINK => {
@@ -115,14 +120,45 @@ async fn ask_leader(ask: GroupAsk, who: NodeId, kind: u8, body: Bytes) -> Result
             };
             match r {
                 Ok(_) => return Ok(()),
+                Err(e) if e.contains(LEADS_ITSELF) => {
+                    // `who` leads: another member stands for election.
+                    if let Some((other, a)) = ask.members.iter().find(|(id, _)| *id != who) {
+                        stand_by(&ask, *other, a).await;
+                    }
+                    last = e;
+                }
                 Err(e) => last = e,
             }
         }
         if Instant::now() >= deadline {
             return Err(last);
         }
-        // No leader among them yet (an election after a member's death).
+        // No leader among them yet (an election after a member's death,
+        // or the one just asked for).
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks member `id` of the group to stand for election (at once if it is
+/// this node's own member).
+async fn stand_by(ask: &GroupAsk, id: NodeId, addr: &str) {
+    let r = match &ask.local {
+        Some((me, raft)) if *me == id => crate::network::stand(raft).await.map(|_| ()),
+        _ => ask
+            .links
+            .link(id, addr)
+            .request(
+                crate::wire::KIND_STAND,
+                ask.group,
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = r {
+        tracing::debug!(group = ask.group, node = id, error = %e, "a member did not stand");
     }
 }
 

@@ -367,7 +367,6 @@ mod tests {
         crate::testing::three_node_meta((4, 2, 310), "s-4-310")
     }
 
-
     /// The committed version-1 checkpoint (`tests/fixtures/stream-checkpoint-v1`):
     /// today's reader loads it, today's writer writes the same bytes (a
     /// format change must bump the magic and keep reading this one).

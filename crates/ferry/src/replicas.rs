@@ -298,35 +298,6 @@ impl GroupHost {
             timeout: std::time::Duration::from_secs(10),
         }
     }
-
-    /// Before this node leaves `group`: if it leads, another member is
-    /// asked to stand, and the leadership awaited (5 s at most; a leader
-    /// cannot take itself out of its group).
-    fn hand_over(
-        &self,
-        group: u64,
-        me: &u64,
-        raft: &ferry_cluster::FerryRaft,
-        members: &[(u64, String)],
-    ) {
-        let leads =
-            |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| m.current_leader == Some(*me);
-        if !leads(&raft.metrics().borrow()) {
-            return;
-        }
-        let Some((to, _)) = members.iter().find(|(id, _)| id != me) else {
-            return;
-        };
-        self.ask_to_stand(group, *to, raft);
-        let mut rx = raft.metrics();
-        let moved = self.starter.rt.block_on(tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            rx.wait_for(|m| !leads(m)),
-        ));
-        if moved.is_err() {
-            tracing::warn!(group, "the leadership did not move within 5 s");
-        }
-    }
 }
 
 impl ReplicaHost for GroupHost {
@@ -551,9 +522,6 @@ impl ReplicaHost for GroupHost {
         who: u64,
     ) -> std::result::Result<(), String> {
         let ask = self.ask(group, replicas);
-        if let Some((me, raft)) = ask.local.as_ref().filter(|(me, _)| *me == who) {
-            self.hand_over(group, me, raft, &ask.members);
-        }
         self.starter
             .rt
             .block_on(ferry_cluster::membership::remove_member(ask, who))

@@ -210,3 +210,61 @@ async fn queues_and_streams_grow_onto_a_node_and_shrink_off_it() {
     let want: Vec<String> = msgs.iter().chain(&more).cloned().collect();
     assert_eq!(common::drain_get(&ch, "gq").await, want);
 }
+
+/// A node outside a queue's group guesses its leader among the nodes the
+/// definitions record: when they change (grow, shrink) its guesses follow,
+/// even when none of the nodes it knew is a member any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_node_follows_the_groups_new_members() {
+    if skip_external("an_outside_node_follows_the_groups_new_members") {
+        return;
+    }
+    let ports = free_ports(4);
+    let (mut nodes, seeds) = three_seeds(&ports[..3]).await;
+    nodes.push(start_node(node_env(4, &ports, &seeds, "s3cret")).await);
+    until(&nodes[0], "four voting members", |v| {
+        v.len() == 4 && v.iter().all(|n| n["running"] == true && n["voter"] == true)
+    })
+    .await;
+    declare(
+        &nodes[0],
+        "oq",
+        "quorum",
+        &[("x-quorum-initial-group-size", 2)],
+    )
+    .await;
+    poll_until("oq on two nodes", || members(&nodes[0], "oq").len() == 2).await;
+    let first = members(&nodes[0], "oq");
+    let outside: Vec<usize> = (0..4)
+        .filter(|i| !first.contains(&format!("n{}", i + 1)))
+        .collect();
+    let (grown, watcher) = (outside[0], outside[1]);
+    let url = format!("http://{}", nodes[0].endpoint("http").expect("http"));
+    let ctl = |args: &[&str]| {
+        let out = common::ctl::ctl(&url, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            common::ctl::text(&out.stderr)
+        );
+    };
+    // The group moves to a node the watcher never knew as a member.
+    let new = format!("n{}", grown + 1);
+    ctl(&["queues", "grow", &new]);
+    poll_until("oq grown", || members(&nodes[0], "oq").len() == 3).await;
+    for old in &first {
+        ctl(&["queues", "shrink", old]);
+    }
+    poll_until("oq on the new node only", || {
+        members(&nodes[0], "oq") == [new.clone()]
+    })
+    .await;
+    let msgs: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    assert_eq!(
+        publish_confirmed(&nodes[watcher], "oq", &msgs).await,
+        msgs,
+        "publishes through the outside node reach the new leader"
+    );
+    let (_, ch) = common::connect_channel(&nodes[watcher].amqp_url()).await;
+    assert_eq!(common::drain_get(&ch, "oq").await, msgs);
+}

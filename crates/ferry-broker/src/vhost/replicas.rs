@@ -112,9 +112,10 @@ impl VHost {
 
     /// Records the nodes of replicated queue or stream `name`'s group
     /// `group` (nothing if `name` is not in that group).
-    /// If this node joins or leaves the group by it, its replica is opened
-    /// again: as a member (a learner of the group, catching up from the
-    /// leader) or as a node outside the group.
+    /// Unless this node stays a member, its replica is opened again with
+    /// them: as a member when it joins (a learner of the group, catching
+    /// up from the leader), as a node outside the group when it leaves or
+    /// stays outside (whose guesses of the leader go to those nodes).
     pub fn set_replicas(&self, name: &str, group: u64, replicas: &[u64]) -> Result<()> {
         let _d = self.defs_lock.lock();
         if !self.registry.set_replicas(name, group, replicas) {
@@ -125,7 +126,8 @@ impl VHost {
             return Ok(());
         };
         let member_here = self.hub.status(group).is_some();
-        if replicas.contains(&me) == member_here {
+        if replicas.contains(&me) && member_here {
+            // Its group's Raft knows the members itself.
             return Ok(());
         }
         let Some(slot) = self.registry.get(name) else {

@@ -122,7 +122,6 @@ mod tests {
         ferry_raft::testing::three_node_meta((3, 1, 4096), "meta-4096-1")
     }
 
-
     fn fixture_state() -> MetaState {
         let mut st = MetaState {
             cluster_id: Some(*b"ferry-cluster-id"),
