@@ -312,7 +312,7 @@ def test_queue_list_depth_and_get_from_the_page(page, conn, uniq):
         ch.basic_publish("", queue, f"payload {i}".encode())
     go(d, "#/queues")
     cells = wait(d, lambda: queue_row(d, queue), "the queue in the list")
-    assert (cells[0], cells[5], cells[6], cells[7]) == ("/", "3", "0", "3")  # ready, unacked, total
+    assert (cells[0], cells[6], cells[7], cells[8]) == ("/", "3", "0", "3")  # ready, unacked, total
     shot(d, "queues")
     open_queue(d, queue)
 
@@ -522,7 +522,9 @@ def test_channels_and_consumers_are_listed(page, conn, uniq):
 @pytest.mark.timeout(180)
 def test_overview_lists_the_cluster_nodes_and_a_stopped_one(browser, tmp_path):
     """On a clustered node the overview lists every member with its state, role and own memory
-    and disk figures (sent with its answer to this node's ping); a killed member shows as down."""
+    and disk figures (sent with its answer to this node's ping); a quorum queue shows its leader
+    and replicas in the queue list and on its page; a killed member shows as down (and is no
+    longer among the queue's online replicas)."""
     from conftest import FERRY_BIN
     from harness.cluster import FerryCluster, Lab, netns_available
     why = netns_available()
@@ -555,7 +557,31 @@ def test_overview_lists_the_cluster_nodes_and_a_stopped_one(browser, tmp_path):
              and "B" in rows()["n2"].split(" | ")[3], "three running nodes with n2's memory")
         assert sum("metadata leader" in r for r in rows().values()) == 1, rows()
         shot(d, "cluster-nodes")
+
+        # A quorum queue shows its leader and replicas, in the list and on its page.
+        from harness.lab_clients import params
+        qc = pika.BlockingConnection(params(c.nodes[0]))
+        qc.channel().queue_declare("uiq", durable=True, arguments={"x-queue-type": "quorum"})
+        qc.close()
+
+        def fact(name: str) -> str:
+            try:
+                dd = d.find_element(By.XPATH, f"//dt[text()='{name}']/following-sibling::dd[1]")
+                return dd.text
+            except Exception:  # not drawn yet, or redrawn while read
+                return ""
+
+        go(d, "#/queues")
+        wait(d, lambda: re.search(r"n[123] \+2", " | ".join(queue_row(d, "uiq") or [])) is not None,
+             "the list shows the leader and +2")
+        go(d, "#/queues/%2F/uiq")
+        wait(d, lambda: fact("Replicas") == "n1, n2, n3" and fact("Leader") in ("n1", "n2", "n3")
+             and fact("Online") == "n1, n2, n3", "the queue's leader, replicas and online ones")
+        shot(d, "cluster-queue")
         c.nodes[2].kill9()
+        wait(d, lambda: "n3" not in fact("Online") and fact("Replicas") == "n1, n2, n3",
+             "n3 no longer online, still a replica", timeout=40)
+        go(d, "#/")
         wait(d, lambda: "down" in rows().get("n3", ""), "n3 shown down", timeout=40)
     finally:
         c.close()

@@ -96,11 +96,12 @@ pub fn queue_json(ctx: &Ctx, vhost: &str, q: &QueueView, leaders: &LeaderDepths)
         None if group.is_some() => {
             if let (Some(c), Ok(vh)) = (&ctx.cluster, ctx.broker.vhost(vhost)) {
                 let names = c.meta_state();
-                let members: Vec<String> = vh
+                let mut members: Vec<String> = vh
                     .recorded_replicas(q.name())
                     .iter()
                     .filter_map(|id| names.nodes.get(id).map(|m| m.name.clone()))
                     .collect();
+                members.sort();
                 v["leader"] = Value::Null;
                 v["members"] = json!(members);
             }

@@ -44,6 +44,7 @@ export function queuesView(root) {
       { label: 'Virtual host', value: (q) => q.vhost },
       { label: 'Name', value: queueLink },
       { label: 'Type', value: (q) => q.type },
+      { label: 'Node', value: (q) => nodeLabel(q) },
       { label: 'Features', value: (q) => features(q) },
       { label: 'State', value: (q) => q.state },
       { label: 'Ready', num: true, value: (q) => num(q.messages_ready) },
@@ -56,6 +57,14 @@ export function queuesView(root) {
       { label: 'Policy', value: (q) => [q.policy, q.operator_policy].filter(Boolean).join(' / ') },
     ],
   });
+}
+
+/** A queue's node as RabbitMQ shows it: a replicated queue's leader and
+ *  how many other replicas it has ("n1 +2"). */
+function nodeLabel(q) {
+  if (!Array.isArray(q.members)) return q.node;
+  const others = Math.max(q.members.length - 1, 0);
+  return `${q.leader || 'no leader'}${others ? ` +${others}` : ''}`;
 }
 
 function features(q) {
@@ -195,6 +204,12 @@ export function queueView(ui, root, vhost, name) {
         ['Arguments', argText(q.arguments)],
         ['Policy', [q.policy, q.operator_policy && `operator: ${q.operator_policy}`].filter(Boolean).join(', ') || 'none'],
         ['Effective policy', argText(q.effective_policy_definition)],
+        ['Node', q.node],
+        ...(Array.isArray(q.members) ? [
+          ['Leader', q.leader || 'unknown here'],
+          ['Replicas', q.members.join(', ')],
+          ['Online', (q.online || []).join(', ') || 'unknown here'],
+        ] : []),
       ]),
       facts([
         ['Ready', num(q.messages_ready)], ['Unacked', num(q.messages_unacknowledged)],

@@ -470,14 +470,21 @@ impl ReplicaHost for GroupHost {
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let me = self.starter.node.id();
         let groups = self.starter.node.groups();
+        // By name (ids are hashes of addresses).
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
         Some(ReplicaStatus {
             leader: m.current_leader.as_ref().map(name),
-            online: voters
-                .iter()
-                .filter(|id| **id == me || groups.is_alive(**id))
-                .map(name)
-                .collect(),
-            members: voters.iter().map(name).collect(),
+            online: sorted(
+                voters
+                    .iter()
+                    .filter(|id| **id == me || groups.is_alive(**id))
+                    .map(name)
+                    .collect(),
+            ),
+            members: sorted(voters.iter().map(name).collect()),
         })
     }
 
