@@ -25,7 +25,7 @@ pub fn state_machine_error(subject: ErrorSubject<NodeId>, e: impl ToString) -> S
 
 /// Runs `f` on tokio's blocking pool (state machines do file I/O); its
 /// failure, or the task's, becomes openraft's storage error about `subject`.
-pub(crate) async fn on_blocking_pool<T, E>(
+pub async fn on_blocking_pool<T, E>(
     subject: ErrorSubject<NodeId>,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, StorageError>

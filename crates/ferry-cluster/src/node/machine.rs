@@ -19,7 +19,7 @@ use super::meta::{MetaCommand, MetaState};
 use super::meta_snapshot;
 use bytes::Bytes;
 use ferry_log::FileIo;
-use ferry_raft::machine::state_machine_error;
+use ferry_raft::machine::{on_blocking_pool, state_machine_error};
 use ferry_raft::{Applied, Entry, LogId, NodeId, SnapshotData, StorageError, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
@@ -125,9 +125,10 @@ impl MetaMachine {
 
     async fn apply_definition(&self, index: u64, cmd: Bytes) -> Result<Bytes, StorageError> {
         let applier = self.applier.clone();
-        let out = tokio::task::spawn_blocking(move || applier.apply(index, &cmd))
-            .await
-            .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e))?;
+        let out = on_blocking_pool(ErrorSubject::StateMachine, move || {
+            Ok::<_, String>(applier.apply(index, &cmd))
+        })
+        .await?;
         Ok(Bytes::from(out))
     }
 }
@@ -142,9 +143,8 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaMachine {
                 (s.applied, s.membership.clone(), s.meta.clone())
             };
             let applier = self.applier.clone();
-            let (index, defs) = tokio::task::spawn_blocking(move || applier.export())
-                .await
-                .map_err(|e| state_machine_error(subject(), e))?;
+            let (index, defs) =
+                on_blocking_pool(subject(), move || Ok::<_, String>(applier.export())).await?;
             let n = self
                 .built
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -174,11 +174,11 @@ impl MetaMachine {
         image: Bytes,
     ) -> Result<(), StorageError> {
         let (io, dir) = (self.io.clone(), self.dir.clone());
-        let signature = meta.signature();
-        tokio::task::spawn_blocking(move || meta_snapshot::save(&*io, &dir, &meta, &image))
-            .await
-            .map_err(|e| state_machine_error(ErrorSubject::Snapshot(Some(signature.clone())), e))?
-            .map_err(|e| state_machine_error(ErrorSubject::Snapshot(Some(signature)), e))
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        on_blocking_pool(subject, move || {
+            meta_snapshot::save(&*io, &dir, &meta, &image)
+        })
+        .await
     }
 }
 
@@ -256,10 +256,7 @@ impl RaftStateMachine<TypeConfig> for MetaMachine {
         // it is past the snapshot's (taken while a restart replayed).
         let index = meta.last_log_id.map_or(0, |l| l.index).max(defs.index);
         let applier = self.applier.clone();
-        tokio::task::spawn_blocking(move || applier.install(index, &defs.bytes))
-            .await
-            .map_err(|e| state_machine_error(subject(), e))?
-            .map_err(|e| state_machine_error(subject(), e))?;
+        on_blocking_pool(subject(), move || applier.install(index, &defs.bytes)).await?;
         self.save(meta.clone(), image.clone()).await?;
         let mut s = self.state.write();
         s.applied = meta.last_log_id;
