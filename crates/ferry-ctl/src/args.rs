@@ -129,6 +129,17 @@ pub enum ClusterCmd {
     /// `reset`): it hands its leaderships over, leaves every queue's and
     /// stream's group and the cluster, then stops (`POST /api/cluster/leave`).
     Leave,
+    /// The node at --url, a cluster of one, joins the cluster of the node
+    /// whose cluster address is NODE (RabbitMQ's `join_cluster`): it resets
+    /// its data directory (its definitions and messages are gone), starts
+    /// again and joins; waits until it is a member (`POST /api/cluster/join`).
+    Join {
+        /// HOST:PORT: a running node's cluster address (its cluster_listen).
+        node: String,
+        /// Seconds to wait for the node to be a member again.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -1,7 +1,7 @@
 //! `ferry ctl cluster status`: the members as one node sees them
 //! (`/api/nodes`), and an exit status that says whether all are running;
 //! `cluster rebalance` (queue leaders spread over the nodes),
-//! `cluster forget` and `cluster leave`; `queues grow | shrink` (a node's
+//! `cluster forget`, `cluster leave` and `cluster join`; `queues grow | shrink` (a node's
 //! replicas of the replicated queues and streams).
 
 use crate::args::CtlArgs;
@@ -63,6 +63,46 @@ pub fn leave(client: &Client, out: &mut Output<'_>) -> Result<(), CtlError> {
         "leaving the cluster",
     )?;
     out.done("the node left the cluster and stops")
+}
+
+/// Asks the node to join the cluster of `node`, then waits until the node
+/// (starting over on a reset data directory) lists that node among the
+/// members of its cluster.
+pub fn join(
+    client: &Client,
+    node: &str,
+    timeout: u64,
+    out: &mut Output<'_>,
+) -> Result<(), CtlError> {
+    client.post(
+        "/api/cluster/join",
+        &serde_json::json!({ "node": node }),
+        "joining the cluster",
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        // Refused while the node starts over: ask again until it answers.
+        if let Ok(Value::Array(rows)) = client.get("/api/nodes", "the nodes") {
+            let joined = rows.len() > 1
+                && rows
+                    .iter()
+                    .any(|n| n["cluster_address"].as_str() == Some(node.trim()));
+            if joined {
+                return out.done(&format!(
+                    "joined the cluster of {node}: {} members",
+                    rows.len()
+                ));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CtlError::Input(format!(
+                "the node reset its data and started again, but is not a member of {node}'s \
+                 cluster after {timeout} s: see its log"
+            )));
+        }
+        // Polling a process that is starting over: nothing to await.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }
 
 pub fn grow(client: &Client, node: &str, even: bool, out: &mut Output<'_>) -> Result<(), CtlError> {

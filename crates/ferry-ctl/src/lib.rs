@@ -80,6 +80,9 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
             cluster::forget(&client, node, out)
         }
         CtlCommand::Cluster(args::ClusterCmd::Leave) => cluster::leave(&client, out),
+        CtlCommand::Cluster(args::ClusterCmd::Join { node, timeout }) => {
+            cluster::join(&client, node, *timeout, out)
+        }
         CtlCommand::Queues(args::QueuesCmd::Grow { node, even }) => {
             cluster::grow(&client, node, *even, out)
         }

@@ -132,6 +132,7 @@ pub fn api_router(ctx: Ctx) -> Router {
             get(overview::node).delete(overview::forget_node),
         )
         .route("/api/cluster/leave", post(overview::leave_cluster))
+        .route("/api/cluster/join", post(overview::join_cluster))
         .route(
             "/api/queues/quorum/replicas/on/{node}/grow",
             post(overview::grow_replicas),

@@ -336,6 +336,40 @@ pub async fn leave_cluster(
     }
 }
 
+/// POST /api/cluster/join (Ferry's own, administrator; RabbitMQ's
+/// `join_cluster`): `{"node": "HOST:PORT"}`, the cluster address of a node
+/// of a running cluster. This node must be a cluster of one; it then
+/// resets its data directory (every definition and message it holds is
+/// gone, as RabbitMQ's join resets the node) and starts again, joining
+/// that cluster. 202: it is starting over; 400: refused, nothing changed.
+pub async fn join_cluster(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    raw: axum::body::Bytes,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    caller.require_admin()?;
+    let Some(cluster) = &ctx.cluster else {
+        return Err(ApiError::BadRequest(
+            "this node is not clustered: start it with cluster_listen (and no seeds) to join a cluster"
+                .into(),
+        ));
+    };
+    let body: Value = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
+    let Some(addr) = body.get("node").and_then(Value::as_str) else {
+        return Err(ApiError::BadRequest(
+            "expected {\"node\": \"HOST:PORT\"}: the cluster address of a node of the cluster to join"
+                .into(),
+        ));
+    };
+    match cluster.join_other(addr).await {
+        Ok(()) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(serde_json::json!({"joining": addr.trim()})),
+        )),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
 /// The cluster id of member `name` (404: no such member).
 fn member_id(ctx: &Ctx, name: &str) -> ApiResult<u64> {
     let Some(cluster) = &ctx.cluster else {

@@ -105,7 +105,9 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
         name: s.node_name.clone(),
         listen: listen.to_string(),
         advertise,
-        seeds: s.cluster_seeds.clone(),
+        // A join (`ferry ctl cluster join`) recorded the other cluster's
+        // address: it replaces the configured seeds.
+        seeds: crate::join::recorded_seeds(&s.data_dir)?.unwrap_or_else(|| s.cluster_seeds.clone()),
         secret: Secret::new(secret),
         tls,
         heartbeat_ms: 200,

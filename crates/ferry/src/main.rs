@@ -4,6 +4,7 @@
 //! (`ferry-ctl`). Must not hold broker logic: every rule lives in a crate.
 
 mod cluster;
+mod join;
 mod rebalance;
 mod replicas;
 mod settings;
@@ -203,6 +204,12 @@ fn main() -> ExitCode {
         eprintln!("ferry: {e}");
         return ExitCode::from(2);
     }
+    // Before anything opens the data directory: a join asked for at the
+    // last run resets it here.
+    if let Err(e) = join::apply_pending(&settings.data_dir) {
+        eprintln!("ferry: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if settings.worker_threads > 0 {
         rt.worker_threads(settings.worker_threads);
@@ -214,8 +221,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let data_dir = settings.data_dir.clone();
+    let ran = rt.block_on(serve(settings));
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match ran {
+        Ok(None) => ExitCode::SUCCESS,
+        // Asked to join another cluster: reset and start over in place.
+        Ok(Some(addr)) => {
+            if let Err(e) = join::mark(&data_dir, &addr) {
+                eprintln!("ferry: cannot record the join of {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+            tracing::info!(cluster = %addr, "starting over to join the cluster");
+            let e = join::start_over();
+            eprintln!("ferry: cannot start again ({e}): start the node again to join {addr}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("ferry: {e}");
             ExitCode::FAILURE
@@ -297,7 +318,9 @@ fn load_definitions(broker: &Broker, path: &std::path::Path) -> Result<(), RunEr
     ferry_http::import_document(broker, &text, None).map_err(|e| bad(e.to_string()))
 }
 
-async fn serve(s: Settings) -> Result<(), RunError> {
+/// Runs the broker until a signal, or until its node leaves its cluster;
+/// `Some(addr)`: it is to join the cluster at `addr` (see `join`).
+async fn serve(s: Settings) -> Result<Option<String>, RunError> {
     let mut bc = BrokerConfig::new(s.data_dir.clone());
     bc.log = LogConfig {
         segment_bytes: s.segment_bytes,
@@ -368,12 +391,12 @@ async fn serve(s: Settings) -> Result<(), RunError> {
             _ = term.recv() => {
                 tracing::info!("SIGTERM received while forming the cluster, shutting down");
                 broker.shutdown();
-                return Ok(());
+                return Ok(None);
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT received while forming the cluster, shutting down");
                 broker.shutdown();
-                return Ok(());
+                return Ok(None);
             }
         },
     };
@@ -418,18 +441,25 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
     drop(out);
-    let left = async {
+    let exit = async {
         match &cluster {
-            Some(c) => c.left().await,
+            Some(c) => c.exit().await,
             None => std::future::pending().await,
         }
     };
+    let mut join = None;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-        _ = left => tracing::info!(
-            "left the cluster, shutting down (wipe the data directory before starting this node again)"
-        ),
+        e = exit => match e {
+            ferry_cluster::node::NodeExit::Left => tracing::info!(
+                "left the cluster, shutting down (wipe the data directory before starting this node again)"
+            ),
+            ferry_cluster::node::NodeExit::Join(addr) => {
+                tracing::info!(cluster = %addr, "joining another cluster: shutting down to reset");
+                join = Some(addr);
+            }
+        },
     }
     http.shutdown().await;
     if let Some(c) = &cluster {
@@ -437,5 +467,5 @@ async fn serve(s: Settings) -> Result<(), RunError> {
     }
     server.shutdown().await;
     tracing::info!("ferry stopped");
-    Ok(())
+    Ok(join)
 }

@@ -45,7 +45,7 @@ impl ClusterNode {
     }
 
     /// Takes this running node out of the cluster's metadata group; then
-    /// [`Self::left`] resolves (the process stops: its data directory
+    /// [`Self::exit`] resolves (the process stops: its data directory
     /// belongs to no cluster any more). The broker takes it out of its
     /// queue and stream groups first. Refuses the last voter.
     pub async fn leave(&self) -> Result<(), ForgetError> {
@@ -60,14 +60,8 @@ impl ClusterNode {
         }
         self.remove_from_meta(self.id()).await?;
         tracing::info!("this node left the cluster");
-        self.inner.left.send_replace(true);
+        self.inner.exit.send_replace(Some(super::NodeExit::Left));
         Ok(())
-    }
-
-    /// Resolves once this node has left the cluster.
-    pub async fn left(&self) {
-        let mut rx = self.inner.left.subscribe();
-        let _ = rx.wait_for(|left| *left).await;
     }
 
     /// Has the metadata leader remove node `id`; waits up to 20 s for one.

@@ -13,6 +13,7 @@
 
 mod admission;
 pub mod identity;
+mod join;
 mod leave;
 pub mod machine;
 pub mod meta;
@@ -20,6 +21,7 @@ pub mod meta_snapshot;
 mod rpc;
 mod status;
 
+pub use join::NodeExit;
 pub use status::{
     count_changes, stats_of, ClusterStatus, ForgetError, GroupStats, GroupStatsProvider,
     MemberStatus, RaftCounters, StatsProvider,
@@ -108,8 +110,9 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Arc<status::RaftCounters>,
     group_stats: parking_lot::RwLock<Option<status::GroupStatsProvider>>,
-    /// Set once this node has left the cluster (`leave`).
-    left: tokio::sync::watch::Sender<bool>,
+    /// Set once this node leaves its cluster (`leave`) or is to join
+    /// another (`join_other`): the process then stops or starts over.
+    exit: tokio::sync::watch::Sender<Option<NodeExit>>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> NodeError {
@@ -213,7 +216,7 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
             counters: Arc::default(),
             group_stats: parking_lot::RwLock::new(None),
-            left: tokio::sync::watch::Sender::new(false),
+            exit: tokio::sync::watch::Sender::new(None),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
         let auth = (cfg.secret.clone(), cfg.tls.clone());
