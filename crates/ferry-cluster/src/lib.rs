@@ -18,7 +18,9 @@
 //! leader, `port` on the follower: sessions, credit, pulls), and a queue
 //! on a node outside its group (`outside`, `leadership`: the leader
 //! guessed among the members), and a replicated stream's group
-//! (`stream_group`: its proposer; every replica serves its own copy).
+//! (`stream_group`: its proposer; every replica serves its own copy) and
+//! its consumers on a node outside the group (`stream_port` there, a
+//! reader per consumer; `stream_served` on the member it reads from).
 //! Queue and stream groups are quiescent: a node-wide failure detector
 //! elects their leaders (`elector`).
 //!
@@ -40,6 +42,8 @@ pub mod outside;
 mod port;
 mod served;
 pub mod stream_group;
+pub mod stream_port;
+mod stream_served;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

@@ -233,6 +233,9 @@ impl GroupClient {
 pub struct RaftGroups {
     groups: RwLock<HashMap<u64, FerryRaft>>,
     served: RwLock<HashMap<u64, Arc<Served>>>,
+    /// This node's replicas of replicated streams (read by nodes outside
+    /// their groups).
+    streams: RwLock<HashMap<u64, Arc<ferry_queue::stream::Stream>>>,
     /// Where the queue groups receive snapshot files.
     stores: RwLock<HashMap<u64, Arc<SnapshotStore>>>,
     /// Groups without timers of their own (`elector`), each with its
@@ -265,6 +268,7 @@ impl RaftGroups {
     /// Stops serving `group`.
     pub fn remove(&self, group: u64) -> Option<FerryRaft> {
         self.served.write().remove(&group);
+        self.streams.write().remove(&group);
         self.stores.write().remove(&group);
         self.quiescent.write().remove(&group);
         self.groups.write().remove(&group)
@@ -329,8 +333,14 @@ impl RaftGroups {
         self.served.write().insert(group, served);
     }
 
+    /// Serves the reads of nodes outside replicated stream `group` from
+    /// `stream`, this node's replica.
+    pub(crate) fn insert_stream(&self, group: u64, stream: Arc<ferry_queue::stream::Stream>) {
+        self.streams.write().insert(group, stream);
+    }
+
     /// Answers a frame for one of this node's groups: Raft's requests,
-    /// forwarded proposals, a follower's queue requests.
+    /// forwarded proposals, a follower's queue requests, a stream read.
     pub(crate) async fn serve_frame(&self, from: NodeId, frame: &Frame) -> Result<Bytes, String> {
         if frame.kind == wire::KIND_ALIVE {
             return Ok(Bytes::new());
@@ -349,6 +359,13 @@ impl RaftGroups {
             return match served {
                 Some(s) => s.handle(from, frame.kind, frame.body.clone()).await,
                 None => Err(format!("no queue group {} on this node", frame.group)),
+            };
+        }
+        if frame.kind == crate::wire::stream::KIND_STREAM_READ {
+            let stream = self.streams.read().get(&frame.group).cloned();
+            return match stream {
+                Some(s) => crate::stream_served::serve(s, frame.body.clone()).await,
+                None => Err(format!("{NO_GROUP} {} on this node", frame.group)),
             };
         }
         match self.get(frame.group) {

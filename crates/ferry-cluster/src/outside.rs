@@ -4,17 +4,21 @@
 //! leader (confirmed once committed there), its consumers, acks, gets and
 //! purges go through a [`FollowerPort`] — with the leader guessed among
 //! the members and learnt from their answers (`leadership`). A replicated
-//! stream there only forwards its publishes (its consumers are refused:
-//! no copy to read).
+//! stream there forwards its publishes the same way, and its consumers
+//! read the group's committed records through a member
+//! ([`StreamReaders`]: a reader per consumer, asking the guessed leader
+//! first and the other members when one fails or refuses).
 
 use crate::group::{run_proposer, GroupProposer};
 use crate::leadership::{Guess, Leadership};
 use crate::link::Links;
 use crate::port::{run_forwarder, run_puller, FollowerPort};
+use crate::stream_port::StreamReaders;
 use bytes::Bytes;
 use ferry_log::RecordPos;
 use ferry_queue::error::{CoreError, ErrorKind, Result};
 use ferry_queue::queue::{CommandLog, Proposer, Replica};
+use ferry_queue::stream::Stream;
 use ferry_raft::NodeId;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -25,6 +29,8 @@ pub struct OutsideGroup {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// A queue's members (id, cluster address); empty for a stream.
     queue_members: Vec<(NodeId, String)>,
+    /// A stream's consumers' readers.
+    readers: Option<StreamReaders>,
 }
 
 impl std::fmt::Debug for OutsideGroup {
@@ -78,6 +84,7 @@ impl OutsideGroup {
         OutsideGroup {
             tasks: Mutex::new(tasks),
             queue_members,
+            readers: None,
         }
     }
 
@@ -87,23 +94,29 @@ impl OutsideGroup {
         &self.queue_members
     }
 
-    /// A replicated stream on a node outside its group: publishes are
-    /// forwarded to the group's leader (`bind` gets the proposer); the
-    /// node holds no copy to read.
+    /// A replicated stream on a node outside its group (`stream` here
+    /// holds no copy): publishes are forwarded to the group's leader
+    /// (`bind` gets the proposer); consumers read through the members.
     pub fn start_stream(
         group: u64,
         members: Vec<(NodeId, String)>,
         links: Arc<Links>,
+        stream: &Arc<Stream>,
         bind: impl FnOnce(Arc<dyn Proposer>),
     ) -> Self {
         let lead = Leadership::Outside(Guess::new(members));
         let (proposer, proposals) = GroupProposer::new();
         bind(Arc::new(proposer));
+        // One guess for both: a member found down or refusing is passed
+        // over by the reads and the proposals alike.
+        let readers = StreamReaders::new(lead.clone(), links.clone(), group, stream);
+        stream.read_through(Arc::new(readers.clone()));
         OutsideGroup {
             tasks: Mutex::new(vec![tokio::spawn(run_proposer(
                 lead, links, group, proposals,
             ))]),
             queue_members: Vec::new(),
+            readers: Some(readers),
         }
     }
 
@@ -111,6 +124,9 @@ impl OutsideGroup {
     pub fn shutdown(&self) {
         for t in self.tasks.lock().drain(..) {
             t.abort();
+        }
+        if let Some(r) = &self.readers {
+            r.shutdown();
         }
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! Unlike a queue, every replica of a stream serves its own consumers from
 //! its own copy (committed records only), so nothing here watches the
-//! leadership: it only decides where proposals go. Quiescent like the
+//! leadership: it only decides where proposals go. Every replica also
+//! serves the reads of nodes outside the group (`stream_served`; its
+//! replica is registered with the node's groups here). Quiescent like the
 //! queue groups (the node's elector elects their leaders). Snapshots are
 //! the machine's checkpoints, triggered every `snapshot_bytes` of records;
 //! a lagging replica receives the leader's as a file (`SnapshotStore`'s
@@ -88,6 +90,7 @@ impl StreamGroup {
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         groups.insert(id, raft.clone());
         groups.insert_store(id, store);
+        groups.insert_stream(id, stream.clone());
         groups.set_quiescent(id);
         let lead = Leadership::Member {
             raft: raft.clone(),

@@ -23,6 +23,7 @@ pub const FRAME_HEADER: usize = 1 + 8 + 8;
 pub const MAX_FRAME: usize = 64 << 20;
 
 pub mod remote;
+pub mod stream;
 
 /// Raft AppendEntries.
 pub const KIND_APPEND: u8 = 1;

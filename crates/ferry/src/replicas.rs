@@ -206,8 +206,7 @@ impl Starter {
                 move |log, proposer| binding.bind(log, proposer),
             ),
             Replicated::Stream(stream) => {
-                stream.set_no_copy();
-                OutsideGroup::start_stream(p.group, members, links, move |proposer| {
+                OutsideGroup::start_stream(p.group, members, links, stream, move |proposer| {
                     binding.bind_proposer(proposer)
                 })
             }

@@ -4,20 +4,24 @@
 //! node are confirmed once committed on a majority; every replica serves
 //! its consumers from its own copy, and a message has the same offset and
 //! bytes on every node — also after the leader is killed with -9 and
-//! after the killed node comes back and catches up.
+//! after the killed node comes back and catches up. A node outside a
+//! stream's group (a two-replica stream on three nodes) serves its
+//! consumers by reading through a member: the same offsets, bodies and
+//! properties, within the prefetch, from any `x-stream-offset`, following
+//! the tail.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
 use common::cluster::{
-    free_ports, poll_until, publish_confirmed, read_while, skip_external, three_seeds,
+    free_ports, offset_of, poll_until, publish_confirmed, read_while, skip_external, three_seeds,
     three_seeds_with,
 };
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::BTreeSet;
@@ -192,11 +196,55 @@ async fn a_stream_has_the_same_offsets_on_every_node_across_a_leader_kill() {
     .await;
 }
 
+/// A consumer of stream `s` on `b` from `x-stream-offset` = `offset`,
+/// on a channel of its own with a per-consumer prefetch of `prefetch`.
+async fn stream_consumer(
+    b: &Broker,
+    s: &str,
+    offset: AMQPValue,
+    prefetch: u16,
+) -> (lapin::Connection, lapin::Consumer) {
+    let (c, ch) = common::connect_channel(&b.amqp_url()).await;
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), offset);
+    let consumer = ch
+        .basic_consume(s.into(), "".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("consume the stream");
+    (c, consumer)
+}
+
+/// What a stream delivery carries: offset, body, properties (headers
+/// included).
+type Got = (u64, String, lapin::BasicProperties);
+
+fn got(d: &lapin::message::Delivery) -> Got {
+    (
+        offset_of(d),
+        String::from_utf8_lossy(&d.data).into_owned(),
+        d.properties.clone(),
+    )
+}
+
+/// Takes `n` deliveries of `consumer`, acking each (which gives its
+/// credit back).
+async fn take_acked(consumer: &mut lapin::Consumer, n: usize) -> Vec<Got> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let d = common::recv_one(consumer, Duration::from_secs(30)).await;
+        assert!(!d.redelivered, "stream deliveries are never redelivered");
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        out.push(got(&d));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_replica_stream_is_published_through_the_third_node_and_deleted_everywhere() {
-    if skip_external(
-        "a_two_replica_stream_is_published_through_the_third_node_and_deleted_everywhere",
-    ) {
+async fn a_two_replica_stream_is_published_and_consumed_through_the_third_node() {
+    if skip_external("a_two_replica_stream_is_published_and_consumed_through_the_third_node") {
         return;
     }
     let ports = free_ports(3);
@@ -217,43 +265,111 @@ async fn a_two_replica_stream_is_published_through_the_third_node_and_deleted_ev
     let outside = (0..3)
         .find(|i| !members.contains(i))
         .expect("a node outside");
+    let member = *members.iter().next().expect("a member");
 
-    let bodies: Vec<String> = (0..50).map(|i| format!("o{i}")).collect();
+    let bodies: Vec<String> = (0..300).map(|i| format!("o{i}")).collect();
     let ok = publish_confirmed(&nodes[outside], "rs2", &bodies).await;
     assert_eq!(
         ok.len(),
-        50,
+        300,
         "publishes through a node outside the group are confirmed"
     );
+    let want: Vec<(u64, String)> = bodies
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, b)| (i as u64, b))
+        .collect();
     for m in &members {
-        let got = read_from_first(&nodes[*m], "rs2", 50).await;
-        let want: Vec<(u64, String)> = bodies
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, b)| (i as u64, b))
-            .collect();
+        let got = read_from_first(&nodes[*m], "rs2", 300).await;
         assert_eq!(got, want);
     }
 
-    // The outside node holds no copy: its consumers are refused (406),
-    // never served an empty stream.
-    let (c, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
-    ch.basic_qos(10, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let r = ch
-        .basic_consume(
-            "rs2".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    let (code, text) = common::expect_amqp_err(r, "consume where no replica is");
-    assert_eq!(code, 406, "{text}");
-    assert!(text.contains("no replica on this node"), "{text}");
-    drop(c);
+    // The outside node holds no copy: its consumer reads the group's
+    // committed records through a member, within its prefetch.
+    let (c1, mut first) = stream_consumer(
+        &nodes[outside],
+        "rs2",
+        AMQPValue::LongString("first".into()),
+        10,
+    )
+    .await;
+    let window = common::recv_n(&mut first, 10, Duration::from_secs(30)).await;
+    let offsets: Vec<u64> = window.iter().map(offset_of).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<u64>>());
+    // Bounded negative check: nothing beyond the prefetch while unacked.
+    common::assert_no_delivery(&mut first, Duration::from_millis(500)).await;
+    let mut through_outside: Vec<Got> = window.iter().map(got).collect();
+    for d in &window {
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    through_outside.extend(take_acked(&mut first, 290).await);
+    let plain: Vec<(u64, String)> = through_outside
+        .iter()
+        .map(|(o, b, _)| (*o, b.clone()))
+        .collect();
+    assert_eq!(plain, want, "offsets 0..300 in order with their bodies");
+
+    // The same offsets, bodies and properties (x-stream-offset among the
+    // headers) as a member's own consumer gets.
+    let (c2, mut on_member) = stream_consumer(
+        &nodes[member],
+        "rs2",
+        AMQPValue::LongString("first".into()),
+        50,
+    )
+    .await;
+    let from_member = take_acked(&mut on_member, 300).await;
+    assert_eq!(through_outside, from_member, "as a member delivers them");
+    let _ = c2.close(200, "bye".into()).await;
+
+    // A second consumer from offset 150 starts there.
+    let (c3, mut middle) =
+        stream_consumer(&nodes[outside], "rs2", AMQPValue::LongLongInt(150), 7).await;
+    let got_middle = take_acked(&mut middle, 150).await;
+    let plain: Vec<(u64, String)> = got_middle.iter().map(|(o, b, _)| (*o, b.clone())).collect();
+    assert_eq!(plain, want[150..], "from offset 150 on");
+
+    // Both follow the tail: messages published after they caught up
+    // arrive too (through a member, and through the outside node).
+    let more: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    assert_eq!(
+        publish_confirmed(&nodes[member], "rs2", &more[..10])
+            .await
+            .len(),
+        10
+    );
+    assert_eq!(
+        publish_confirmed(&nodes[outside], "rs2", &more[10..])
+            .await
+            .len(),
+        10
+    );
+    let tail: Vec<(u64, String)> = more
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, b)| (300 + i as u64, b))
+        .collect();
+    for consumer in [&mut first, &mut middle] {
+        let got = take_acked(consumer, 20).await;
+        let plain: Vec<(u64, String)> = got.iter().map(|(o, b, _)| (*o, b.clone())).collect();
+        assert_eq!(plain, tail, "the tail followed");
+    }
+
+    // "last" resolves on the member: the newest message.
+    let (c4, mut last) = stream_consumer(
+        &nodes[outside],
+        "rs2",
+        AMQPValue::LongString("last".into()),
+        10,
+    )
+    .await;
+    let got_last = take_acked(&mut last, 1).await;
+    assert_eq!((got_last[0].0, got_last[0].1.as_str()), (319, "t19"));
+    for c in [c1, c3, c4] {
+        let _ = c.close(200, "bye".into()).await;
+    }
 
     // Deleted through one node, gone on every node.
     let (c, ch) = common::connect_channel(&nodes[1].amqp_url()).await;

@@ -5,19 +5,25 @@
 //! catching up on a large stream holds at most a prefetch window of
 //! messages in memory.
 //!
+//! On a node outside a replicated stream's group the log is not read:
+//! records a member sent wait in each consumer's inbox (at most what its
+//! credit asked for) and go to its sink as credit allows (`remote.rs`
+//! drives this).
+//!
 //! Runs under the stream's `inner` (it is a field of `Inner`); sinks are
 //! called under it (lock order `inner` → sinks). Must not: read past the
 //! committed prefix, or decide what a corrupt record does to the stream
 //! (dispatch returns it; the stream crashes, `Stream::crash_locked`).
 
 use super::offset::OffsetSpec;
-use super::pull::decode_record;
+use super::pull::{decode_record, StreamRecord};
 use super::record;
 use super::state::StreamState;
 use crate::error::{CoreError, Result};
 use crate::queue::stats::QueueStats;
 use crate::queue::{ConsumerSink, Delivery};
 use ferry_log::{Log, LogError};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -33,6 +39,9 @@ struct Consumer {
     sink: Arc<dyn ConsumerSink>,
     /// The next offset it gets.
     next: u64,
+    /// Outside the group: records read through a member, waiting for its
+    /// credit (in offset order). Always empty where the log is read.
+    inbox: VecDeque<StreamRecord>,
 }
 
 /// The push consumers attached to a stream.
@@ -50,8 +59,14 @@ impl Consumers {
             tag,
             sink,
             next,
+            inbox: VecDeque::new(),
         });
         id
+    }
+
+    /// The ids of the consumers attached now.
+    pub(super) fn ids(&self) -> Vec<u64> {
+        self.list.iter().map(|c| c.id).collect()
     }
 
     /// Detaches consumer `id` (if attached).
@@ -117,6 +132,69 @@ impl Consumers {
             }
         }
         None
+    }
+
+    /// How many more records consumer `id` would take now: what its sink
+    /// grants (probed, given back), at most `cap`, less what waits in its
+    /// inbox. None if it is not attached.
+    pub(super) fn room(&self, id: u64, cap: u32) -> Option<u32> {
+        let c = self.list.iter().find(|c| c.id == id)?;
+        let mut n = 0;
+        while n < cap && c.sink.reserve() {
+            n += 1;
+        }
+        for _ in 0..n {
+            c.sink.unreserve();
+        }
+        let waiting = u32::try_from(c.inbox.len()).unwrap_or(u32::MAX);
+        Some(n.saturating_sub(waiting))
+    }
+
+    /// Records read for consumer `id` through a member join its inbox;
+    /// `next` is where its reads go on (the start a member resolved, when
+    /// nothing came yet). False if it is not attached (cancelled).
+    pub(super) fn push_inbox(&mut self, id: u64, next: u64, records: Vec<StreamRecord>) -> bool {
+        let Some(c) = self.list.iter_mut().find(|c| c.id == id) else {
+            return false;
+        };
+        if records.is_empty() && c.inbox.is_empty() {
+            c.next = next;
+        }
+        c.inbox.extend(records);
+        true
+    }
+
+    /// Hands each consumer's inbox to its sink while it grants credit.
+    /// Returns the consumers whose inbox is empty and who could take more
+    /// (their readers ask a member again).
+    pub(super) fn drain_inboxes(&mut self, queue: &Arc<str>, stats: &QueueStats) -> Vec<u64> {
+        let mut hungry = Vec::new();
+        for c in self.list.iter_mut() {
+            while !c.inbox.is_empty() {
+                if !c.sink.reserve() {
+                    break;
+                }
+                let Some(rec) = c.inbox.pop_front() else {
+                    c.sink.unreserve();
+                    break;
+                };
+                c.next = rec.offset + 1;
+                let d = Delivery {
+                    queue: queue.clone(),
+                    msg_id: rec.offset,
+                    message: Arc::new(rec.message),
+                    redelivered: false,
+                    delivery_count: 0,
+                };
+                c.sink.deliver(&c.tag, d);
+                stats.delivered(false, false);
+            }
+            if c.inbox.is_empty() && c.sink.reserve() {
+                c.sink.unreserve();
+                hungry.push(c.id);
+            }
+        }
+        hungry
     }
 }
 

@@ -9,7 +9,8 @@
 //! their dispatch (`consumers`), the retention policy (`retention`), pull
 //! reads (`pull`: the reader and waiters behind the Kafka pull API), a
 //! replicated stream's differences (`replica`: propose, apply committed
-//! records at the group's offsets) and
+//! records at the group's offsets; `remote`: consumers on a node outside
+//! the group, fed through a member) and
 //! the [`Stream`] itself, whose one `impl` is the public face over these. It reuses the queue's seams (`ConsumerSink`,
 //! `ConfirmToken`, `QueueEnv`, the `Syncer`) and implements
 //! [`crate::source::Source`], so channels treat it like a queue except for
@@ -27,6 +28,7 @@ pub mod effects;
 pub mod offset;
 mod pull;
 pub mod record;
+mod remote;
 mod replica;
 mod retention;
 pub mod state;
@@ -37,6 +39,7 @@ mod stream;
 pub use args::StreamArgs;
 pub use offset::OffsetSpec;
 pub use pull::{ReadBatch, ReadLimits, StreamRecord, WaitFor, WaitOutcome};
+pub use remote::StreamPort;
 pub use replica::Applied;
 pub use state::StreamState;
 pub use stream::{Stream, StreamConsume};
@@ -45,6 +48,8 @@ pub use stream::{Stream, StreamConsume};
 mod apply_tests;
 #[cfg(test)]
 mod pull_tests;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod replica_tests;
 #[cfg(test)]

@@ -20,18 +20,19 @@
 //!   committed messages (the group committed them before any replica
 //!   applies them), possibly a little behind the leader.
 //! * Retention is each replica's (as on a single node, docs/streams.md).
+//! * A node outside the group holds no copy: it forwards publishes, and
+//!   its consumers read through a member (`remote.rs`).
 //!
 //! Must not: know Raft or the cluster (the group is behind [`Proposer`]).
 
 use super::record;
 use super::stream::Stream;
-use crate::error::{CoreError, ErrorKind, Result};
+use crate::error::{CoreError, Result};
 use crate::queue::{ConfirmToken, Enqueued, ProposeDone, Proposer, QueueEnv, QueueSpec};
 use bytes::Bytes;
 use ferry_model::message::Message;
 use ferry_model::Table;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What applying one committed record did.
@@ -60,26 +61,6 @@ impl Stream {
     /// Whether its publishes go to a group.
     pub fn is_replicated(&self) -> bool {
         self.proposer.is_some()
-    }
-
-    /// This node holds no copy of the stream (outside its group):
-    /// consumers and reads are refused, publishes are forwarded.
-    pub fn set_no_copy(&self) {
-        self.holds_copy.store(false, Ordering::Release);
-    }
-
-    /// Refuses a read where this node holds no copy.
-    pub(super) fn check_copy(&self) -> Result<()> {
-        if self.holds_copy.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        Err(CoreError::request(
-            ErrorKind::PreconditionFailed,
-            format!(
-                "stream '{}' in vhost '{}' has no replica on this node: consume through one of its nodes",
-                self.spec.name, self.vhost
-            ),
-        ))
     }
 
     /// The offset after the last durable record of this replica's log.

@@ -16,6 +16,8 @@
 //!   holds at most a prefetch window of messages in memory. Acks only give
 //!   credit back. Consumers at the tail are woken by the sync that commits
 //!   new records.
+//! * On a node outside a replicated stream's group (no copy here), its
+//!   consumers read through a member (`remote.rs`, the [`StreamPort`]).
 //! * Pull reads (`Stream::read`, `Stream::wait_for`, for Kafka) run the
 //!   reader and waiters of `pull.rs` (`PullRead`, `Readers`); wherever
 //!   `committed` advances, `readers.advance` must follow (delete and crash
@@ -34,7 +36,8 @@
 //! the lock order below; the parts own the state and the work.
 //!
 //! Lock order: `sync_lock` → `inner` → sinks (channel locks); `inner` →
-//! `readers` (a leaf).
+//! `readers` (a leaf); `inner` → the port (`StreamPort::wake`, which never
+//! calls back).
 
 use super::args::StreamArgs;
 use super::command::Append;
@@ -42,6 +45,7 @@ use super::commit::Inner;
 use super::consumers;
 use super::offset::OffsetSpec;
 use super::pull::{Capture, Fill, PullRead, ReadBatch, ReadLimits, Readers, WaitFor};
+use super::remote::StreamPort;
 use super::retention::Retention;
 #[cfg(doc)]
 use super::state::StreamState;
@@ -57,8 +61,8 @@ use ferry_model::message::Message;
 use ferry_model::Table;
 use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// How basic.consume asked for a stream consumer.
 #[derive(Debug, Clone, Copy)]
@@ -91,9 +95,10 @@ pub struct Stream {
     /// A replicated stream's group (`replica.rs`): publishes are proposed
     /// to it and appended here once committed. None: a local stream.
     pub(super) proposer: Option<Arc<dyn Proposer>>,
-    /// Whether this node holds a copy (a replicated stream on a node
-    /// outside its group holds none: it forwards publishes only).
-    pub(super) holds_copy: AtomicBool,
+    /// Set on a node outside a replicated stream's group, which holds no
+    /// copy: its publishes are forwarded, its consumers read through a
+    /// member (`remote.rs`).
+    pub(super) port: OnceLock<Arc<dyn StreamPort>>,
 }
 
 impl Stream {
@@ -149,7 +154,7 @@ impl Stream {
             stats: QueueStats::default(),
             readers: Readers::new(committed),
             proposer,
-            holds_copy: AtomicBool::new(true),
+            port: OnceLock::new(),
         });
         if s.args.has_retention() {
             // Time passed while the broker was down.
@@ -311,7 +316,6 @@ impl Stream {
         if how.no_ack {
             return Err(self.unsupported("automatic acknowledgement"));
         }
-        self.check_copy()?;
         let spec = OffsetSpec::parse(
             how.arguments,
             self.env.clock.now_ms(),
@@ -319,6 +323,9 @@ impl Stream {
             &self.vhost,
         )
         .map_err(|t| CoreError::request(ErrorKind::PreconditionFailed, t))?;
+        if let Some(port) = self.port.get() {
+            return self.consume_remote(port, tag, sink, spec);
+        }
         let mut g = self.inner.lock();
         if g.deleted {
             return Err(self.not_found());
@@ -330,6 +337,10 @@ impl Stream {
     /// Removes a consumer. Streams are never auto-delete: always false.
     pub fn cancel(&self, consumer_id: u64) -> bool {
         self.inner.lock().consumers.remove(consumer_id);
+        if let Some(port) = self.port.get() {
+            // Its reader stops.
+            port.wake(consumer_id);
+        }
         false
     }
 
@@ -342,6 +353,9 @@ impl Stream {
     }
 
     pub(super) fn dispatch_locked(&self, inner: &mut Inner) {
+        if let Some(port) = self.port.get() {
+            return self.dispatch_remote(port, inner);
+        }
         let corrupt =
             inner
                 .consumers
@@ -415,6 +429,10 @@ impl Stream {
             (consumers, waiters)
         };
         self.readers.close();
+        if let Some(port) = self.port.get() {
+            // Their readers stop.
+            consumers.ids().into_iter().for_each(|id| port.wake(id));
+        }
         consumers.cancelled();
         for_each_sink_run(waiters, |s, seqs| s.confirmed(seqs));
         let _sync = self.sync_lock.lock();
