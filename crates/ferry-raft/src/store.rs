@@ -322,6 +322,9 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         let write = {
             let mut st = self.shared.state.lock();
             st.committed = committed;
+            if let Some(c) = committed {
+                st.cache.committed(c.index);
+            }
             match committed {
                 Some(c)
                     if st

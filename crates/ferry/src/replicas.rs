@@ -165,8 +165,12 @@ impl Starter {
                 .collect();
             // The same configuration on every member: safe (see the
             // metadata group's formation).
+            let alone = members.len() == 1;
             let _ = self.rt.block_on(group.raft().initialize(members));
-            if p.replicas.first() == Some(&me) {
+            // A group of one elects itself as it initializes: standing
+            // again would start a second term over the first (and log a
+            // warning per declared queue).
+            if p.replicas.first() == Some(&me) && !alone {
                 // The declaring node stands first (RabbitMQ's
                 // `client-local` leader placement): it stands for election
                 // at once, so its client's node usually leads. (Repeating
