@@ -16,6 +16,7 @@
 //! node follows (`port`: a session with the leader), and the leader
 //! serves the other nodes' consumers (`served`).
 
+use crate::admission::{finish, split, Gate};
 use crate::error::NodeError;
 use crate::leadership::Leadership;
 use crate::link::Links;
@@ -25,7 +26,7 @@ use crate::port::{run_forwarder, run_puller, FollowerPort};
 use crate::served::{Served, SESSION_TTL};
 use crate::wire::{self, KIND_PROPOSE, KIND_REBUILD};
 use bytes::Bytes;
-use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica};
+use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica, Ticket};
 use ferry_raft::replica::{GroupLog, QueueMachine, SnapshotDue};
 use ferry_raft::snapshot::SnapshotStore;
 use ferry_raft::{Batch, NodeId, RaftLog};
@@ -33,7 +34,7 @@ use openraft::{Config, Raft, ServerState};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Commands batched into one entry at most.
@@ -75,12 +76,6 @@ impl Proposer for GroupProposer {
                 d(Err("the queue's group stopped".into()));
             }
         }
-    }
-}
-
-fn finish(dones: Vec<ProposeDone>, r: Result<(), String>) {
-    for d in dones {
-        d(r.clone());
     }
 }
 
@@ -201,11 +196,13 @@ impl QueueGroup {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // Served first: a forwarded proposal never finds the group
+        // without its replica's decision (`admission`).
+        let served = Served::new(replica.clone());
+        groups.insert_served(id, served.clone());
         groups.insert(id, raft.clone());
         groups.insert_store(id, store);
         groups.set_quiescent(id);
-        let served = Served::new(replica.clone());
-        groups.insert_served(id, served.clone());
         let name = replica.queue().name().clone();
         let lead = Leadership::Member {
             raft: raft.clone(),
@@ -215,12 +212,17 @@ impl QueueGroup {
         replica.bind_leader(port.clone());
         let links_for_watch = links.clone();
         let counters = Arc::new(RaftCounters::default());
+        let (serving, serving_rx) = watch::channel(false);
+        let gate = Gate {
+            replica: replica.clone(),
+            serving: serving_rx,
+        };
         let tasks = vec![
             tokio::spawn(count_changes(raft.clone(), counters.clone())),
-            tokio::spawn(run_proposer(lead.clone(), links, id, rx)),
+            tokio::spawn(run_proposer(lead.clone(), links, id, rx, Some(gate))),
             tokio::spawn(watch_leadership(
                 raft.clone(),
-                replica.clone(),
+                (replica.clone(), serving),
                 me,
                 served.clone(),
                 groups.fence(id),
@@ -278,12 +280,14 @@ impl QueueGroup {
 
 /// Takes proposals in order and hands them to the group: batched into
 /// one entry on the leader, forwarded one batch at a time from a
-/// follower.
+/// follower. A queue group's `gate` is its replica, which decides on the
+/// leader which records are proposed (`admission`); a stream's has none.
 pub(crate) async fn run_proposer(
     lead: Leadership,
     links: Arc<Links>,
     group: u64,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
+    gate: Option<Gate>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -297,20 +301,31 @@ pub(crate) async fn run_proposer(
             .iter()
             .flat_map(|p| p.records.iter().cloned())
             .collect();
-        let dones: Vec<ProposeDone> = batch.into_iter().filter_map(|p| p.done).collect();
-        let r = hand_over(&lead, &links, group, cmds).await;
+        let spans: Vec<(usize, Option<ProposeDone>)> = batch
+            .into_iter()
+            .map(|p| (p.records.len(), p.done))
+            .collect();
+        let r = hand_over(&lead, &links, group, cmds, gate.as_ref()).await;
         match r {
-            Handover::Local(answer) => {
+            Handover::Local {
+                answer,
+                refused,
+                ticket,
+            } => {
+                let replica = gate.as_ref().map(|g| g.replica.clone());
                 tokio::spawn(async move {
                     let r = match answer.await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("the group stopped".into()),
                     };
-                    finish(dones, r);
+                    if let (Err(_), Some(rep)) = (&r, replica) {
+                        rep.release(ticket);
+                    }
+                    finish(spans, &refused, r);
                 });
             }
-            Handover::Done(r) => finish(dones, r),
+            Handover::Done(r, refused) => finish(spans, &refused, r),
         }
     }
 }
@@ -320,10 +335,17 @@ type Answer = <<ferry_raft::TypeConfig as openraft::RaftTypeConfig>::Responder a
 
 /// What became of a batch.
 enum Handover {
-    /// Given to this node's Raft as leader: the answer comes later.
-    Local(Answer),
-    /// Forwarded and answered, or refused.
-    Done(Result<(), String>),
+    /// Given to this node's Raft as leader: the answer comes later. The
+    /// records at `refused` were not given (the replica refused them);
+    /// `ticket` is what the others count as pending.
+    Local {
+        answer: Answer,
+        refused: Vec<u32>,
+        ticket: Ticket,
+    },
+    /// Forwarded and answered (with the positions the leader refused),
+    /// or failed.
+    Done(Result<(), String>, Vec<u32>),
 }
 
 /// Hands one batch to the group's leader: this node's Raft, or the
@@ -331,31 +353,52 @@ enum Handover {
 /// (the link was down, another node leads now, no leader yet) is sent
 /// again to whoever leads next, until `LEADER_WAIT`; one that may have
 /// been taken (the connection dropped after sending) is not, and its
-/// publishers get a nack: in doubt.
+/// publishers get a nack: in doubt. On the leader, `gate` decides first
+/// (waiting while its replica does not serve yet: it catches up on what
+/// was logged before this leadership).
 async fn hand_over(
     lead: &Leadership,
     links: &Arc<Links>,
     group: u64,
     cmds: Vec<Bytes>,
+    gate: Option<&Gate>,
 ) -> Handover {
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     let mut changes = lead.changes();
     loop {
         if let Leadership::Member { raft, me } = lead {
             let Some(leader) = wait_for_leader(raft).await else {
-                return Handover::Done(Err("the queue's group has no leader".into()));
+                return Handover::Done(Err("the queue's group has no leader".into()), Vec::new());
             };
             if leader == *me {
-                return match raft.client_write_ff(Batch::new(cmds)).await {
-                    Ok(answer) => Handover::Local(answer),
-                    Err(e) => Handover::Done(Err(e.to_string())),
+                let Some(g) = gate else {
+                    return local(raft, cmds, Vec::new(), None).await;
                 };
+                // Marked seen before deciding: a change after it wakes
+                // the wait below.
+                let mut serving = g.serving.clone();
+                serving.borrow_and_update();
+                if let Some(s) = split(&g.replica, cmds.clone()) {
+                    return local(raft, s.write, s.refused, Some((&g.replica, s.ticket))).await;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Handover::Done(
+                        Err("the queue's leader does not serve yet".into()),
+                        Vec::new(),
+                    );
+                }
+                tokio::select! {
+                    _ = serving.changed() => {}
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                continue;
             }
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some((leader, addr)) = lead.leader() else {
             if left.is_zero() {
-                return Handover::Done(Err("the leader's address is unknown".into()));
+                return Handover::Done(Err("the leader's address is unknown".into()), Vec::new());
             }
             let _ =
                 tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed()).await;
@@ -366,7 +409,13 @@ async fn hand_over(
             .request(KIND_PROPOSE, group, wire::encode_commands(&cmds), left)
             .await;
         match sent {
-            Ok(_) => return Handover::Done(Ok(())),
+            Ok(f) => {
+                return match wire::decode_refused(f.body, cmds.len()) {
+                    Ok(refused) => Handover::Done(Ok(()), refused),
+                    // Taken, but which records is not known: in doubt.
+                    Err(e) => Handover::Done(Err(format!("the leader's answer: {e}")), Vec::new()),
+                };
+            }
             Err(e) if e.not_taken() && !left.is_zero() => {
                 let hint = match &e {
                     crate::LinkError::Remote { reason, .. } => reason
@@ -380,7 +429,34 @@ async fn hand_over(
                     tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed())
                         .await;
             }
-            Err(e) => return Handover::Done(Err(e.to_string())),
+            Err(e) => return Handover::Done(Err(e.to_string()), Vec::new()),
+        }
+    }
+}
+
+/// Gives `write` to this node's Raft as the group's leader (nothing if
+/// every record was refused); a failure gives the replica's `ticket` back.
+async fn local(
+    raft: &FerryRaft,
+    write: Vec<Bytes>,
+    refused: Vec<u32>,
+    gate: Option<(&Replica, Ticket)>,
+) -> Handover {
+    let ticket = gate.map(|(_, t)| t).unwrap_or_default();
+    if write.is_empty() {
+        return Handover::Done(Ok(()), refused);
+    }
+    match raft.client_write_ff(Batch::new(write)).await {
+        Ok(answer) => Handover::Local {
+            answer,
+            refused,
+            ticket,
+        },
+        Err(e) => {
+            if let Some((r, t)) = gate {
+                r.release(t);
+            }
+            Handover::Done(Err(e.to_string()), Vec::new())
         }
     }
 }
@@ -422,7 +498,7 @@ async fn reap(served: Arc<Served>) {
 /// catching up as a new leader, the data metrics.
 async fn watch_leadership(
     raft: FerryRaft,
-    replica: Replica,
+    (replica, serving): (Replica, watch::Sender<bool>),
     me: NodeId,
     served: Arc<Served>,
     fence: Option<tokio::sync::watch::Receiver<bool>>,
@@ -455,8 +531,10 @@ async fn watch_leadership(
                 }
             }
             replica.set_leader(true);
+            serving.send_if_modified(|s| !std::mem::replace(s, true));
         } else {
             replica.set_leader(false);
+            serving.send_if_modified(|s| std::mem::replace(s, false));
             served.end_all();
         }
         let changed = tokio::select! {
@@ -468,6 +546,7 @@ async fn watch_leadership(
         }
     }
     replica.set_leader(false);
+    serving.send_replace(false);
     served.end_all();
 }
 

@@ -13,7 +13,9 @@
 //! directory, the metadata Raft group and how the cluster forms and grows;
 //! and a replicated queue's group on a node (`group`: the proposer that
 //! keeps a queue's proposals in order, batches and forwards them, and the
-//! watch that makes the replica serve while this node leads), and how a
+//! watch that makes the replica serve while this node leads; `admission`:
+//! the leader passes every batch it proposes, its own or forwarded,
+//! through its replica's decision, a reject-publish length limit), and how a
 //! follower's consumers are served by the leader (`served` on the
 //! leader, `port` on the follower: sessions, credit, pulls), and a queue
 //! on a node outside its group (`outside`, `leadership`: the leader
@@ -28,6 +30,7 @@
 //! stay opaque bytes here), or let a connection that failed the handshake
 //! reach Raft.
 
+mod admission;
 pub mod elector;
 mod error;
 pub mod group;

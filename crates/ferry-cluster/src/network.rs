@@ -380,6 +380,19 @@ impl RaftGroups {
             Some(raft) if frame.kind == KIND_SNAPSHOT || frame.kind == KIND_SNAPSHOT_CHUNK => {
                 self.serve_snapshot(raft, frame).await
             }
+            Some(raft) if frame.kind == KIND_PROPOSE => {
+                // A queue group's leader decides which records it proposes
+                // (`admission`); a stream's or the metadata group's takes
+                // them all.
+                let queue = self.served.read().get(&frame.group).cloned();
+                match queue {
+                    Some(q) => {
+                        crate::admission::propose_forwarded(&raft, q.replica(), frame.body.clone())
+                            .await
+                    }
+                    None => propose(&raft, frame.body.clone()).await,
+                }
+            }
             Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
             None => Err(format!("{NO_GROUP} {} on this node", frame.group)),
         }
@@ -467,7 +480,6 @@ pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Byte
             let resp = raft.vote(req).await.map_err(|e| e.to_string())?;
             Ok(wire::encode_vote_reply(&resp))
         }
-        KIND_PROPOSE => propose(&raft, body).await,
         other => Err(format!("unknown request kind {other}")),
     }
 }
@@ -475,11 +487,12 @@ pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Byte
 /// An error answer starting with this names the leader's cluster address.
 pub(crate) const REDIRECT: &str = "redirect ";
 
-/// A proposal forwarded to this node as the group's leader: its commands
-/// as one entry. Answers `index u64 | the applied result`, or (not the
-/// leader) `redirect ADDR` / why not.
+/// A proposal forwarded to this node as the group's leader (the
+/// metadata group's, or a stream's; a queue group's goes through
+/// `admission::propose_forwarded`): its commands as one entry. Answers
+/// `index u64 | the applied result`, or (not the leader) `redirect ADDR`
+/// / why not.
 async fn propose(raft: &FerryRaft, body: Bytes) -> Result<Bytes, String> {
-    use openraft::error::{ClientWriteError, RaftError};
     let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
     match raft.client_write(ferry_raft::Batch::new(cmds)).await {
         Ok(r) => {
@@ -488,13 +501,23 @@ async fn propose(raft: &FerryRaft, body: Bytes) -> Result<Bytes, String> {
             b.extend_from_slice(&r.data.0);
             Ok(Bytes::from(b))
         }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(match f.leader_node {
-                Some(n) => format!("{REDIRECT}{}", n.addr),
-                None => "no leader yet".into(),
-            })
-        }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+/// A forwarded proposal's error answer: `redirect ADDR` or `no leader
+/// yet` when this node does not lead (surely not taken: the forwarder
+/// sends it again), else why it failed.
+pub(crate) fn write_error(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> String {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {
+            Some(n) => format!("{REDIRECT}{}", n.addr),
+            None => "no leader yet".into(),
+        },
+        e => e.to_string(),
     }
 }
 

@@ -77,7 +77,8 @@ impl OutsideGroup {
         let (port, forwards) = FollowerPort::new(lead.clone(), links.clone(), group, name);
         replica.bind_leader(port.clone());
         let tasks = vec![
-            tokio::spawn(run_proposer(lead, links, group, proposals)),
+            // Outside the group it never leads: nothing to decide here.
+            tokio::spawn(run_proposer(lead, links, group, proposals, None)),
             tokio::spawn(run_puller(port.clone(), replica)),
             tokio::spawn(run_forwarder(port, forwards)),
         ];
@@ -113,7 +114,7 @@ impl OutsideGroup {
         stream.read_through(Arc::new(readers.clone()));
         OutsideGroup {
             tasks: Mutex::new(vec![tokio::spawn(run_proposer(
-                lead, links, group, proposals,
+                lead, links, group, proposals, None,
             ))]),
             queue_members: Vec::new(),
             readers: Some(readers),

@@ -144,6 +144,12 @@ impl Served {
         self.replica.serves().then(|| self.replica.queue().depth())
     }
 
+    /// The queue replica it serves (its leader's decisions about
+    /// forwarded proposals, `admission`).
+    pub(crate) fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
     /// Sessions of `replica`'s group.
     pub fn new(replica: Replica) -> Arc<Self> {
         Arc::new(Served {

@@ -99,7 +99,7 @@ impl StreamGroup {
         let counters = Arc::new(RaftCounters::default());
         let tasks = vec![
             tokio::spawn(count_changes(raft.clone(), counters.clone())),
-            tokio::spawn(run_proposer(lead, links.clone(), id, proposals)),
+            tokio::spawn(run_proposer(lead, links.clone(), id, proposals, None)),
             tokio::spawn(watch_learner(raft.clone(), links, id, me)),
             tokio::spawn(snapshot_when_due(raft.clone(), due)),
         ];

@@ -351,6 +351,45 @@ pub fn decode_commands(body: Bytes) -> Result<Vec<Bytes>, WireError> {
     Ok(out)
 }
 
+/// The answer to a batch forwarded to a queue group's leader: the index
+/// of the entry it proposed (0 if it proposed none) and the positions of
+/// the records it refused (`crate::admission`), ascending.
+pub fn encode_proposed(index: u64, refused: &[u32]) -> Bytes {
+    let mut b = Vec::with_capacity(12 + 4 * refused.len());
+    b.extend_from_slice(&index.to_le_bytes());
+    put_u32(&mut b, refused.len());
+    for at in refused {
+        b.extend_from_slice(&at.to_le_bytes());
+    }
+    Bytes::from(b)
+}
+
+/// The refused positions of an answer to `commands` forwarded commands
+/// (`encode_proposed`). The index alone — a stream group's answer, or a
+/// leader of an earlier version — refuses nothing. Positions must be
+/// ascending and within the request.
+pub fn decode_refused(body: Bytes, commands: usize) -> Result<Vec<u32>, WireError> {
+    let mut r = Reader::new(body);
+    r.u64()?;
+    if r.remaining() == 0 {
+        return Ok(Vec::new());
+    }
+    let n = r.count(4, "refused commands")?;
+    let mut out: Vec<u32> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = r.u32()?;
+        if at as usize >= commands || out.last().is_some_and(|l| *l >= at) {
+            return Err(WireError(format!(
+                "refused position {at} (of {commands} commands, after {:?})",
+                out.last()
+            )));
+        }
+        out.push(at);
+    }
+    r.end()?;
+    Ok(out)
+}
+
 /// Appends `u16 len | UTF-8 bytes` of `t`, cut at a character boundary
 /// to at most `max` bytes (names and addresses; callers bound them far
 /// below).

@@ -17,7 +17,7 @@ use ferry_cluster::{Links, Listener, Secret};
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::queue::{ConfirmToken, Replica};
 use ferry_queue::syncer::Syncer;
-use ferry_queue::test_support::{body_of, message, mtable, spec, Confirms, Fixture, Taker};
+use ferry_queue::test_support::{body_of, message, ms, mtable, spec, Confirms, Fixture, Taker};
 use ferry_raft::{NodeId, RaftLog};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,15 @@ async fn start(fx: &Fixture) -> Vec<Node> {
 
 /// Three nodes whose groups snapshot every `snapshot_bytes` of records.
 async fn start_with(fx: &Fixture, snapshot_bytes: u64) -> Vec<Node> {
+    start_args(fx, snapshot_bytes, &[]).await
+}
+
+/// Three nodes of a queue declared with `args`.
+async fn start_args(
+    fx: &Fixture,
+    snapshot_bytes: u64,
+    args: &[(&str, ferry_model::Value)],
+) -> Vec<Node> {
     let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
     let (local, members) = local_nodes(3, &Secret::new(b"s")).await;
     let mut nodes = Vec::new();
@@ -68,8 +77,8 @@ async fn start_with(fx: &Fixture, snapshot_bytes: u64) -> Vec<Node> {
             log,
             |l, p| {
                 Replica::open(
-                    spec("rq", true, mtable(&[])),
-                    &mtable(&[]),
+                    spec("rq", true, mtable(args)),
+                    &mtable(args),
                     Arc::from("/"),
                     env,
                     l,
@@ -238,6 +247,56 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
         confirms.ok.lock().len() == 26
     })
     .await;
+}
+
+/// `x-max-length` 10 with `reject-publish`: 15 publishes on the leader
+/// and 15 through a follower, pipelined (nothing waits for a confirm).
+/// The leader decides each one as it proposes it, counting what is in
+/// flight and what the follower forwards: exactly 10 confirmed, 20
+/// nacked, 10 on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_decides_a_reject_publish_limit_for_every_node() {
+    let fx = Fixture::new();
+    let args = [
+        ("x-max-length", ferry_model::Value::I32(10)),
+        ("x-overflow", ms("reject-publish")),
+    ];
+    let nodes = start_args(&fx, 64 << 20, &args).await;
+    let (leader, follower) = roles(&nodes).await;
+    let confirms = Arc::new(Confirms::default());
+    for i in 1..=15 {
+        publish(leader, &format!("m{i}"), &confirms, i);
+        publish(follower, &format!("m{}", i + 15), &confirms, i + 15);
+    }
+    until("every publish answered", || {
+        confirms.ok.lock().len() + confirms.failed.lock().len() == 30
+    })
+    .await;
+    assert_eq!(confirms.ok.lock().len(), 10, "exactly the limit confirmed");
+    assert_eq!(confirms.failed.lock().len(), 20, "the rest nacked");
+    for n in &nodes {
+        until("every replica holds the ten", || {
+            n.group.replica().queue().depth().ready == 10
+        })
+        .await;
+    }
+    // Consumed and acked, room again: through the follower too.
+    let taker = Taker::new(4);
+    let q = leader.group.replica().queue();
+    q.consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    q.dispatch();
+    until("four delivered", || taker.got.lock().len() == 4).await;
+    q.settle(&taker.offsets()).unwrap();
+    for i in 31..=36 {
+        publish(follower, &format!("m{i}"), &confirms, i);
+    }
+    until("every publish answered", || {
+        confirms.ok.lock().len() + confirms.failed.lock().len() == 36
+    })
+    .await;
+    assert_eq!(confirms.ok.lock().len(), 14, "four more fit");
+    assert_eq!(&confirms.ok.lock()[10..], [31, 32, 33, 34]);
 }
 
 fn want_in_order(from: u64, to: u64) -> Vec<String> {

@@ -6,7 +6,9 @@
 //! gets every unacked message — nothing confirmed is lost. Replicas
 //! snapshot and cut their logs; a follower that was down past the cut
 //! catches up from the leader's snapshot, and a whole-cluster restart
-//! serves every message from the snapshots.
+//! serves every message from the snapshots. A reject-publish length
+//! limit is the leader's to decide, exactly, whichever node a publish
+//! arrives through.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -656,4 +658,105 @@ async fn every_node_shows_the_leaders_figures_of_a_queue() {
         .await;
     }
     let _ = c3.close(200, "bye".into()).await;
+}
+
+/// Publishes `bodies` to `rq` through `b`, pipelined (every publish sent
+/// before any confirm is awaited): (the acked bodies, how many nacked).
+async fn publish_counted(b: &Broker, bodies: &[String]) -> (Vec<String>, usize) {
+    use lapin::options::BasicPublishOptions;
+    let conn = common::connect(&b.amqp_url()).await;
+    let ch = common::confirm_channel(&conn).await;
+    let mut pending = Vec::new();
+    for body in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "rq".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        pending.push((body.clone(), c));
+    }
+    let (mut acked, mut nacked) = (Vec::new(), 0);
+    for (body, c) in pending {
+        let conf = tokio::time::timeout(Duration::from_secs(20), c)
+            .await
+            .expect("a confirm within 20 s")
+            .expect("a confirm");
+        match conf.is_ack() {
+            true => acked.push(body),
+            false => nacked += 1,
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    (acked, nacked)
+}
+
+/// `x-max-length` 10 with `x-overflow: reject-publish` on a two-replica
+/// queue of three nodes: the group's leader decides every publish, also
+/// those arriving through the node outside the group (which has no copy)
+/// and through the follower (whose copy lags), counting what is in
+/// flight: 30 pipelined through the outside node → exactly 10 acked, 20
+/// nacked, 10 in the queue; then none through the follower while full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_decides_reject_publish_for_publishes_through_any_node() {
+    if skip_external("the_leader_decides_reject_publish_for_publishes_through_any_node") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (nodes, _) = three_seeds(&ports).await;
+    let mut args = quorum();
+    args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(2));
+    args.insert("x-max-length".into(), AMQPValue::LongInt(10));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let (c, ch) = common::connect_channel(&nodes[0].amqp_url()).await;
+    ch.queue_declare("rq".into(), durable(), args)
+        .await
+        .expect("declare a limited two-node quorum queue");
+    let _ = c.close(200, "bye".into()).await;
+    let http = Http::new(&nodes[0].endpoint("http").expect("http"));
+    let roles = || -> Option<(usize, Vec<String>)> {
+        let (_, v) = http.req("GET", "/api/queues/%2F/rq", None);
+        let members: Vec<String> = v["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m.as_str().map(str::to_string))
+            .collect();
+        (v["leader"].is_string() && members.len() == 2).then(|| (name_index(&v["leader"]), members))
+    };
+    until("two members and a leader", || roles().is_some()).await;
+    let (leader, members) = roles().expect("roles");
+    let member = |i: usize| members.contains(&format!("n{}", i + 1));
+    let outside = (0..3).find(|i| !member(*i)).expect("a node outside");
+    let follower = (0..3)
+        .find(|i| member(*i) && *i != leader)
+        .expect("a follower");
+
+    let bodies: Vec<String> = (0..30).map(|i| format!("o{i}")).collect();
+    let (acked, nacked) = publish_counted(&nodes[outside], &bodies).await;
+    assert_eq!(acked, bodies[..10], "the first ten acked, in order");
+    assert_eq!(nacked, 20, "the other twenty nacked");
+    let leader_http = Http::new(&nodes[leader].endpoint("http").expect("http"));
+    let (_, v) = leader_http.req("GET", "/api/queues/%2F/rq", None);
+    assert_eq!(v["messages"], 10, "the leader holds exactly ten");
+
+    // Full: a follower's publishes are refused too.
+    let more: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    let (acked, nacked) = publish_counted(&nodes[follower], &more).await;
+    assert!(acked.is_empty(), "none through the follower: {acked:?}");
+    assert_eq!(nacked, 5);
+
+    // Emptied through the outside node: exactly the ten; room again.
+    let (_, ch) = common::connect_channel(&nodes[outside].amqp_url()).await;
+    assert_eq!(common::drain_get(&ch, "rq").await, bodies[..10]);
+    let again: Vec<String> = (0..12).map(|i| format!("g{i}")).collect();
+    let (acked, nacked) = publish_counted(&nodes[follower], &again).await;
+    assert_eq!(acked, again[..10]);
+    assert_eq!(nacked, 2);
 }

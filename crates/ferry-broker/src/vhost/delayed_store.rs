@@ -100,6 +100,12 @@ impl ConfirmSink for ReleaseSink {
             "delayed messages not stored by a target queue; kept for the next start"
         );
     }
+
+    fn rejected(&self, seqs: &[u64]) {
+        // Refused by a full replicated queue's leader: still handled, as
+        // `Enqueued::Rejected` from a local one.
+        self.confirmed(seqs);
+    }
 }
 
 impl ReleaseSink {

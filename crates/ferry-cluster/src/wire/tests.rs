@@ -172,3 +172,32 @@ fn figures_round_trip_and_a_lying_count_is_refused() {
     assert!(remote::decode_figures(Bytes::from(lying)).is_err());
     assert!(remote::decode_groups(Bytes::from_static(&[9, 0, 0, 0])).is_err());
 }
+
+#[test]
+fn proposal_answers_carry_the_refused_positions() {
+    let b = encode_proposed(7, &[1, 3]);
+    assert_eq!(decode_refused(b.clone(), 4).unwrap(), [1, 3]);
+    assert_eq!(b.len(), 8 + 4 + 2 * 4);
+    // The index alone (a stream group's, or an earlier version's answer).
+    let bare = Bytes::copy_from_slice(&7u64.to_le_bytes());
+    assert!(decode_refused(bare, 4).unwrap().is_empty());
+    assert!(decode_refused(encode_proposed(0, &[]), 0)
+        .unwrap()
+        .is_empty());
+    // A position outside the request, or not ascending, is an error.
+    assert!(decode_refused(b.clone(), 3).is_err());
+    assert!(decode_refused(encode_proposed(1, &[2, 2]), 4).is_err());
+    assert!(decode_refused(encode_proposed(1, &[2, 1]), 4).is_err());
+    // Truncated, trailing bytes, a lying count: errors, never panics.
+    for cut in 0..b.len() {
+        if cut != 8 {
+            assert!(decode_refused(b.slice(..cut), 4).is_err(), "cut at {cut}");
+        }
+    }
+    let mut long = b.to_vec();
+    long.push(0);
+    assert!(decode_refused(Bytes::from(long), 4).is_err());
+    let mut lying = 7u64.to_le_bytes().to_vec();
+    lying.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(decode_refused(Bytes::from(lying), 4).is_err());
+}

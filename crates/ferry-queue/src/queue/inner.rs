@@ -16,10 +16,12 @@
 //!
 //! Also here, as the decisions they are: TTL expiry of the head, drop-head
 //! overflow, the reject-publish and priority decisions of a publish
-//! (`admit`), the delivery limit, delayed retry and a delayed exchange's
-//! holds (their due times; the rules are in `queue::retry`), and the
-//! `x-delivery-count` of a delivered message.
+//! (`admit`; a replicated queue's reject-publish is its leader's, when it
+//! proposes: `admission`), the delivery limit, delayed retry and a
+//! delayed exchange's holds (their due times; the rules are in
+//! `queue::retry`), and the `x-delivery-count` of a delivered message.
 
+use super::admission::Pending;
 use super::apply::ApplyConfig;
 use super::args::{Overflow, QueueArgs};
 use super::body_cache::BodyCache;
@@ -84,6 +86,9 @@ pub(crate) struct Inner {
     pub(super) purging: u32,
     /// A follower's way to its leader and the deliveries waiting here.
     pub(super) remote: Remote,
+    /// A replicated queue's leader: the enqueues it proposed and has not
+    /// applied yet (its reject-publish limit counts them, `admission`).
+    pub(super) pending: Pending,
 }
 
 impl Inner {
@@ -110,6 +115,7 @@ impl Inner {
             leads: true,
             purging: 0,
             remote: Remote::default(),
+            pending: Pending::default(),
         }
     }
 
@@ -495,7 +501,10 @@ impl Inner {
                 // queues apply the message's expiration when it arrives).
                 return Some((None, None, None, self.hold_until(msg)));
             }
+            // A replicated queue's limit is its leader's to decide, when it
+            // proposes the Enqueue (`admission`): not against this copy.
             if a.overflow != Overflow::DropHead
+                && !self.journal.is_replicated()
                 && a.over_limit(
                     self.state.ready_len() as u64 + 1,
                     self.state.ready_body_bytes() + msg.body.len() as u64,

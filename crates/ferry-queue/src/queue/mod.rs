@@ -7,6 +7,7 @@
 //! accounts the bodies kept in memory, `deadlines` tells the broker's
 //! sweep when to look again.
 
+mod admission;
 pub mod apply;
 pub mod args;
 mod body_cache;
@@ -30,6 +31,7 @@ pub mod spec;
 pub mod state;
 pub mod stats;
 
+pub use admission::{Admission, Ticket, REFUSED};
 pub use args::{Overflow, QueueArgs, QUORUM_DELIVERY_LIMIT};
 pub use dead_letter::{DeadLetter, DeadLetterRouter, Reason};
 pub use queue::{Enqueued, Queue};
@@ -39,6 +41,8 @@ pub use sinks::{ConfirmSink, ConfirmToken, ConsumerSink, Delivery};
 pub use spec::{QueueEnv, QueueSpec};
 pub use stats::{Depth, QueueStats, StatsSnapshot};
 
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod apply_tests;
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! once it is committed, through `Queue::apply_committed` and the one
 //! apply path (`apply::apply`). So consumers only ever see committed
 //! messages, and a publisher's confirm goes out once its Enqueue is
-//! committed (on a majority, fsynced) and applied on the leader.
+//! committed (on a majority, fsynced) and applied on the leader. A length
+//! limit with a reject-publish overflow is the one decision a replica
+//! does not take where a publish arrives: the leader takes it when it
+//! proposes the Enqueue (`admission`).
 //!
 //! ferry-queue does not know Raft: the crate that runs the group
 //! implements these traits and calls `apply_committed` from the group's
@@ -22,7 +25,9 @@ use ferry_log::RecordPos;
 
 /// Called once a proposal's fate is known: `Ok` once its commands are
 /// committed and applied on this replica, `Err` if they were not stored
-/// (this replica lost the leadership first, the group refused them). An
+/// (this replica lost the leadership first, the group refused them, the
+/// leader refused an Enqueue over a reject-publish limit: `REFUSED`,
+/// with `Replica::admit`). An
 /// `Err` does not prove the commands will never commit: a new leader may
 /// still commit them (the publisher's confirm is then a nack although the
 /// message may arrive, as with any in-doubt failover).
@@ -33,7 +38,10 @@ pub trait Proposer: Send + Sync + std::fmt::Debug {
     /// Proposes one entry: the queue records `records`, in order. Never
     /// blocks and never calls back into the queue before it returns (the
     /// queue's lock is held); `done`, if any, runs later on another task
-    /// with no queue lock held.
+    /// with no queue lock held. The group's leader passes the records
+    /// through its replica's [`Replica::admit`] before it proposes them
+    /// (the `done` of a proposal with a refused record gets
+    /// `Err(REFUSED)`).
     fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>);
 }
 
@@ -127,6 +135,9 @@ impl Replica {
             g.leads = leads;
             g.purging = 0;
             g.remote.clear();
+            // What an old leadership had in flight is in the log a new
+            // leader applies before it serves, or lost (`admission`).
+            g.pending.reset();
             if leads {
                 g.state.mark_all_redelivered();
                 if g.consumers.is_empty() {
@@ -275,7 +286,8 @@ fn purge_settled(q: &Queue) {
 
 /// A replicated queue's publish: its Enqueue proposed, the publisher's
 /// confirm (if any) sent once it is committed and applied here, a nack if
-/// the group did not take it.
+/// the group did not take it or its leader refused it (a reject-publish
+/// limit, `admission`).
 pub(super) fn propose_enqueue(
     inner: &mut Inner,
     msg: &Arc<Message>,
@@ -285,6 +297,7 @@ pub(super) fn propose_enqueue(
     let done = confirm.map(|t| -> ProposeDone {
         Box::new(move |r| match r {
             Ok(()) => t.sink.confirmed(&[t.seq]),
+            Err(e) if e == super::admission::REFUSED => t.sink.rejected(&[t.seq]),
             Err(_) => t.sink.failed(&[t.seq]),
         })
     });
@@ -348,6 +361,7 @@ pub(super) fn apply(q: &Queue, pos: RecordPos, bytes: Bytes) -> Result<Vec<DeadL
     }
     let inner = &mut *g;
     let cfg = inner.apply_config();
+    super::admission::applied(inner, &cmd);
     let mut fx = super::apply::apply(&mut inner.state, pos, &cmd, cfg);
     if let Command::Purge { .. } = cmd {
         inner.purging = inner.purging.saturating_sub(1);

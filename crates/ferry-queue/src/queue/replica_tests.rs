@@ -5,6 +5,7 @@
 //! commit, replicas agree, and a failover loses no confirmed message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::admission::{Admission, Ticket, REFUSED};
 use super::replica::{CommandLog, ProposeDone, Proposer, Replica};
 use super::sinks::ConfirmToken;
 use crate::error::Result;
@@ -17,14 +18,20 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-type Pending = (Vec<Bytes>, Option<ProposeDone>);
+/// A proposal: its records, its `done`, and once the serving leader
+/// admitted its records (`Group::hand_over`), what they count as pending.
+pub(super) struct Pending {
+    records: Vec<Bytes>,
+    done: Option<ProposeDone>,
+    ticket: Option<Ticket>,
+}
 
 /// The group: its log (records by ferry index), pending proposals, the
 /// replicas it applies to.
 #[derive(Default)]
 pub(super) struct Group {
     log: Mutex<BTreeMap<u64, Bytes>>,
-    pending: Mutex<VecDeque<Pending>>,
+    pub(super) pending: Mutex<VecDeque<Pending>>,
     next: Mutex<u64>,
     replicas: Mutex<Vec<Replica>>,
 }
@@ -73,17 +80,56 @@ struct Propose(Arc<Group>);
 
 impl Proposer for Propose {
     fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>) {
-        self.0.pending.lock().push_back((records, done));
+        self.0.pending.lock().push_back(Pending {
+            records,
+            done,
+            ticket: None,
+        });
     }
 }
 
 impl Group {
-    /// Commits the `n` oldest proposals: each entry takes a header index
-    /// (the group's own record) and one index per command, then every
-    /// replica applies its commands in order.
-    fn commit(&self, n: usize) {
+    /// What the group's proposer does on the leader before it hands
+    /// proposals to Raft: the serving replica admits the records of each
+    /// proposal not admitted yet, in order (`Replica::admit`); a proposal
+    /// with a refused record fails at once and is not proposed. Nothing
+    /// changes while no replica serves (the real proposer waits).
+    pub(super) fn hand_over(&self) {
+        let Some(leader) = self.replicas.lock().iter().find(|r| r.serves()).cloned() else {
+            return;
+        };
+        let mut refused = Vec::new();
+        {
+            let mut pending = self.pending.lock();
+            let mut kept = VecDeque::new();
+            for mut p in pending.drain(..) {
+                if p.ticket.is_some() {
+                    kept.push_back(p);
+                    continue;
+                }
+                match leader.admit(&p.records) {
+                    Admission::Decided { admitted, ticket } if admitted.iter().all(|a| *a) => {
+                        p.ticket = Some(ticket);
+                        kept.push_back(p);
+                    }
+                    Admission::Decided { .. } => refused.extend(p.done),
+                    Admission::NotServing => kept.push_back(p),
+                }
+            }
+            *pending = kept;
+        }
+        for d in refused {
+            d(Err(REFUSED.into()));
+        }
+    }
+
+    /// Commits the `n` oldest proposals (handed over first): each entry
+    /// takes a header index (the group's own record) and one index per
+    /// command, then every replica applies its commands in order.
+    pub(super) fn commit(&self, n: usize) {
+        self.hand_over();
         for _ in 0..n {
-            let Some((records, done)) = self.pending.lock().pop_front() else {
+            let Some(Pending { records, done, .. }) = self.pending.lock().pop_front() else {
                 return;
             };
             let first = {
@@ -111,11 +157,18 @@ impl Group {
         }
     }
 
-    /// A leader lost its pending proposals (never committed).
-    fn lose_pending(&self) {
+    /// A leader lost its pending proposals (never committed): what they
+    /// counted as pending is given back, their publishers get a nack.
+    pub(super) fn lose_pending(&self) {
         let lost: Vec<Pending> = self.pending.lock().drain(..).collect();
-        for (_, done) in lost {
-            if let Some(d) = done {
+        let replicas = self.replicas.lock().clone();
+        for p in lost {
+            if let Some(t) = p.ticket {
+                for r in &replicas {
+                    r.release(t);
+                }
+            }
+            if let Some(d) = p.done {
                 d(Err("leader lost".into()));
             }
         }

@@ -52,6 +52,14 @@ pub trait ConfirmSink: Send + Sync + std::fmt::Debug {
     fn confirmed(&self, seqs: &[u64]);
     /// These could not be stored (e.g. the log failed an fsync).
     fn failed(&self, seqs: &[u64]);
+    /// These were refused by a full queue (`x-overflow: reject-publish`)
+    /// after `publish` returned: a replicated queue's leader decides its
+    /// limit when it proposes the Enqueue (`admission`). As
+    /// `Enqueued::Rejected`: a publisher's nack (the default), while a
+    /// transaction or a delayed exchange's release counts them handled.
+    fn rejected(&self, seqs: &[u64]) {
+        self.failed(seqs);
+    }
 }
 
 /// A confirm the queue owes: whom and which publish.

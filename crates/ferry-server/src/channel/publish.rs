@@ -110,6 +110,11 @@ impl ConfirmSink for CommitWaiter {
         tracing::error!(count = seqs.len(), "transaction messages not stored");
         self.done(seqs.len() as u64);
     }
+    fn rejected(&self, seqs: &[u64]) {
+        // A full replicated queue refused them (its leader decides):
+        // handled, as `Enqueued::Rejected` in a transaction.
+        self.done(seqs.len() as u64);
+    }
 }
 
 /// A channel's publishing state: the publish being assembled, confirm
