@@ -663,35 +663,13 @@ async fn every_node_shows_the_leaders_figures_of_a_queue() {
 /// Publishes `bodies` to `rq` through `b`, pipelined (every publish sent
 /// before any confirm is awaited): (the acked bodies, how many nacked).
 async fn publish_counted(b: &Broker, bodies: &[String]) -> (Vec<String>, usize) {
-    use lapin::options::BasicPublishOptions;
-    let conn = common::connect(&b.amqp_url()).await;
-    let ch = common::confirm_channel(&conn).await;
-    let mut pending = Vec::new();
-    for body in bodies {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                "rq".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish");
-        pending.push((body.clone(), c));
-    }
     let (mut acked, mut nacked) = (Vec::new(), 0);
-    for (body, c) in pending {
-        let conf = tokio::time::timeout(Duration::from_secs(20), c)
-            .await
-            .expect("a confirm within 20 s")
-            .expect("a confirm");
-        match conf.is_ack() {
+    for (body, conf) in common::cluster::publish_each(b, "rq", bodies).await {
+        match conf.expect("a confirm within 20 s") {
             true => acked.push(body),
             false => nacked += 1,
         }
     }
-    let _ = conn.close(200, "bye".into()).await;
     (acked, nacked)
 }
 

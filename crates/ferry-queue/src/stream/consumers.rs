@@ -179,15 +179,7 @@ impl Consumers {
                     break;
                 };
                 c.next = rec.offset + 1;
-                let d = Delivery {
-                    queue: queue.clone(),
-                    msg_id: rec.offset,
-                    message: Arc::new(rec.message),
-                    redelivered: false,
-                    delivery_count: 0,
-                };
-                c.sink.deliver(&c.tag, d);
-                stats.delivered(false, false);
+                c.hand_over(rec, queue, stats);
             }
             if c.inbox.is_empty() && c.sink.reserve() {
                 c.sink.unreserve();
@@ -233,19 +225,24 @@ impl Consumer {
                         return Err(e);
                     }
                 };
-                let d = Delivery {
-                    queue: queue.clone(),
-                    msg_id: rec.offset,
-                    message: Arc::new(rec.message),
-                    redelivered: false,
-                    delivery_count: 0,
-                };
-                self.sink.deliver(&self.tag, d);
-                stats.delivered(false, false);
                 self.next = rec.offset + 1;
+                self.hand_over(rec, queue, stats);
             }
         }
         Ok(())
+    }
+
+    /// Delivers `rec` (credit reserved) to the sink.
+    fn hand_over(&mut self, rec: StreamRecord, queue: &Arc<str>, stats: &QueueStats) {
+        let d = Delivery {
+            queue: queue.clone(),
+            msg_id: rec.offset,
+            message: Arc::new(rec.message),
+            redelivered: false,
+            delivery_count: 0,
+        };
+        self.sink.deliver(&self.tag, d);
+        stats.delivered(false, false);
     }
 }
 

@@ -106,8 +106,14 @@ pub async fn poll_until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 /// Publishes `bodies` (persistent) to `queue` through `b` on one confirm
-/// channel; returns those confirmed (acked within 20 s).
-pub async fn publish_confirmed(b: &Broker, queue: &str, bodies: &[String]) -> Vec<String> {
+/// channel, pipelined (every publish sent before any confirm is awaited);
+/// returns each body with its confirm: acked (true), nacked (false), or
+/// none within 20 s (None).
+pub async fn publish_each(
+    b: &Broker,
+    queue: &str,
+    bodies: &[String],
+) -> Vec<(String, Option<bool>)> {
     use lapin::options::BasicPublishOptions;
     let conn = super::connect(&b.amqp_url()).await;
     let ch = super::confirm_channel(&conn).await;
@@ -125,16 +131,27 @@ pub async fn publish_confirmed(b: &Broker, queue: &str, bodies: &[String]) -> Ve
             .expect("publish");
         pending.push((body.clone(), c));
     }
-    let mut ok = Vec::new();
+    let mut out = Vec::new();
     for (body, c) in pending {
-        if let Ok(Ok(conf)) = tokio::time::timeout(Duration::from_secs(20), c).await {
-            if conf.is_ack() {
-                ok.push(body);
-            }
-        }
+        let conf = match tokio::time::timeout(Duration::from_secs(20), c).await {
+            Ok(Ok(conf)) => Some(conf.is_ack()),
+            _ => None,
+        };
+        out.push((body, conf));
     }
     let _ = conn.close(200, "bye".into()).await;
-    ok
+    out
+}
+
+/// Publishes `bodies` (persistent) to `queue` through `b` on one confirm
+/// channel; returns those confirmed (acked within 20 s).
+pub async fn publish_confirmed(b: &Broker, queue: &str, bodies: &[String]) -> Vec<String> {
+    publish_each(b, queue, bodies)
+        .await
+        .into_iter()
+        .filter(|(_, c)| *c == Some(true))
+        .map(|(body, _)| body)
+        .collect()
 }
 
 /// The `x-stream-offset` of a stream delivery.
