@@ -158,8 +158,12 @@ async fn confirms_on_enqueue_are_coalesced_too() {
     let broker = Broker::start().await;
     let n = 3000;
     let frames = pipelined_ack_frames(&broker, false, n).await;
+    // RabbitMQ (the oracle run) coalesces as its timing allows: a CI run
+    // saw 788 frames for 3,000. Ferry's coalescing is by design: at
+    // least four confirms per frame.
+    let per_frame = if broker.is_external() { 1 } else { 4 };
     assert!(
-        frames * 4 <= n,
+        frames * per_frame < n,
         "{frames} ack frames for {n} transient publishes"
     );
 }
