@@ -39,13 +39,21 @@ pub(crate) struct Split {
     pub(crate) ticket: Ticket,
 }
 
-/// Splits `cmds` by the replica's decision; None if it does not serve
-/// (it cannot decide: nothing may be proposed now).
-pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Option<Split> {
+/// Splits `cmds` by the replica's decision; gives `cmds` back if it does
+/// not serve (it cannot decide: nothing may be proposed now). The common
+/// case — everything admitted — keeps the batch as it is.
+pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Result<Split, Vec<Bytes>> {
     let (admitted, ticket) = match replica.admit(&cmds) {
         Admission::Decided { admitted, ticket } => (admitted, ticket),
-        Admission::NotServing => return None,
+        Admission::NotServing => return Err(cmds),
     };
+    if admitted.iter().all(|ok| *ok) {
+        return Ok(Split {
+            write: cmds,
+            refused: Vec::new(),
+            ticket,
+        });
+    }
     let mut write = Vec::with_capacity(cmds.len());
     let mut refused = Vec::new();
     for (i, (c, ok)) in cmds.into_iter().zip(admitted).enumerate() {
@@ -55,7 +63,7 @@ pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Option<Split> {
             false => refused.push(u32::try_from(i).unwrap_or(u32::MAX)),
         }
     }
-    Some(Split {
+    Ok(Split {
         write,
         refused,
         ticket,
@@ -85,7 +93,7 @@ pub(crate) async fn propose_forwarded(
     body: Bytes,
 ) -> Result<Bytes, String> {
     let cmds = wire::decode_commands(body).map_err(|e| e.to_string())?;
-    let Some(s) = split(replica, cmds) else {
+    let Ok(s) = split(replica, cmds) else {
         return Err(not_serving(raft));
     };
     if s.write.is_empty() {

@@ -360,7 +360,7 @@ async fn hand_over(
     lead: &Leadership,
     links: &Arc<Links>,
     group: u64,
-    cmds: Vec<Bytes>,
+    mut cmds: Vec<Bytes>,
     gate: Option<&Gate>,
 ) -> Handover {
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
@@ -378,9 +378,12 @@ async fn hand_over(
                 // the wait below.
                 let mut serving = g.serving.clone();
                 serving.borrow_and_update();
-                if let Some(s) = split(&g.replica, cmds.clone()) {
-                    return local(raft, s.write, s.refused, Some((&g.replica, s.ticket))).await;
-                }
+                cmds = match split(&g.replica, cmds) {
+                    Ok(s) => {
+                        return local(raft, s.write, s.refused, Some((&g.replica, s.ticket))).await
+                    }
+                    Err(back) => back,
+                };
                 if tokio::time::Instant::now() >= deadline {
                     return Handover::Done(
                         Err("the queue's leader does not serve yet".into()),
