@@ -85,6 +85,7 @@ async fn main() {
         })
         .expect("config"),
         snapshot_bytes: 64 << 20,
+        hibernate_after: None,
     };
     let mut nodes = Vec::new();
     let mut listeners = Vec::new();
@@ -128,13 +129,18 @@ async fn main() {
         listeners.push(listener);
     }
     for (_, g) in &nodes {
-        let _ = g.raft().initialize(members.clone()).await;
+        let _ = g
+            .raft()
+            .await
+            .expect("started")
+            .initialize(members.clone())
+            .await;
     }
     // The leader, once it serves.
     let leader = loop {
         let found = nodes
             .iter()
-            .find(|(id, g)| g.raft().metrics().borrow().current_leader == Some(*id));
+            .find(|(id, g)| g.slot().with_metrics(|m| m.current_leader) == Some(*id));
         if let Some((_, g)) = found {
             break g;
         }

@@ -25,11 +25,16 @@
 //!   or is being rebuilt) sends it a heartbeat every [`NUDGE`], so it
 //!   catches up (entries, or the snapshot) without waiting for a write.
 //!
+//! - **Hibernation**: a queue group nobody used for its idle time is put
+//!   to sleep (`slot`); a sleeping group is looked at through the
+//!   metrics it had, and woken to stand, to nudge, or to apply a fence.
+//!
 //! Known limit: a group whose Raft instance stopped on a node that is
 //! otherwise up keeps that node as its leader on the others.
 
 use crate::link::Links;
-use crate::network::{FerryRaft, RaftGroups};
+use crate::network::RaftGroups;
+use crate::slot::RaftSlot;
 use crate::wire::KIND_ALIVE;
 use crate::LinkError;
 use ferry_raft::NodeId;
@@ -56,6 +61,9 @@ pub const NUDGE: Duration = Duration::from_secs(1);
 pub const FENCE_AFTER: Duration = Duration::from_secs(1);
 /// Every group is looked at least this often.
 pub const SCAN: Duration = Duration::from_secs(1);
+/// How long an instance started from hibernation refuses votes (the
+/// queue groups' lease, openraft's election timeout).
+const WOKEN_LEASE: Duration = Duration::from_millis(crate::group::QUEUE_LEASE_MS.1);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -108,6 +116,8 @@ struct GroupWatch {
     nudged_at: Option<Instant>,
     /// Leading, with a live follower behind.
     lagging: bool,
+    /// When this node woke the group (hibernating) to elect a leader.
+    woke_at: Option<Instant>,
 }
 
 /// Starts this node's elector (ends when `links` close).
@@ -169,8 +179,9 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
         scanned = Some(Instant::now());
         attention = false;
         let quiet = groups.quiescent();
-        watch.retain(|g, _| quiet.iter().any(|(q, _)| q == g));
-        for (gid, raft) in quiet {
+        let ids: HashSet<u64> = quiet.iter().map(|(q, _)| *q).collect();
+        watch.retain(|g, _| ids.contains(g));
+        for (gid, slot) in quiet {
             // A group seen for the first time (declared, or this node
             // starting) gets a turn's grace: its declaring node stands
             // first (RabbitMQ's client-local placement).
@@ -178,10 +189,23 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
                 leaderless_since: Some(Instant::now() + STAND_GAP),
                 ..GroupWatch::default()
             });
-            let fenced = look_at(me, &raft, &live, w).await;
+            let fenced = look_at(me, &slot, &live, w).await;
             attention |= fenced.is_some_and(|f| f) || w.leaderless_since.is_some();
             attention |= w.lagging;
-            groups.set_fenced(gid, fenced.unwrap_or(false));
+            let fenced = fenced.unwrap_or(false);
+            if (fenced || groups.is_fenced(gid) != fenced) && !slot.is_awake() {
+                // A hibernating leader that is, or was, fenced: its
+                // instance's watch applies the fence.
+                let s = slot.clone();
+                tokio::spawn(async move { s.raft().await.is_some() });
+            }
+            groups.set_fenced(gid, fenced);
+            // Only a group with a live leader sleeps (one being elected
+            // would wake again, its lease anew).
+            let settled = w.leaderless_since.is_none() && w.woke_at.is_none() && !fenced;
+            if settled && slot.drowsy(me) {
+                tokio::spawn(async move { slot.sleep_if_idle(me).await });
+            }
         }
     }
 }
@@ -192,19 +216,15 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
 /// than a majority of the voters lately).
 async fn look_at(
     me: NodeId,
-    raft: &FerryRaft,
+    slot: &Arc<RaftSlot>,
     live: &Liveness,
     w: &mut GroupWatch,
 ) -> Option<bool> {
     let now = Instant::now();
-    let (state, leader, voters, lagging) = {
-        let m = raft.metrics();
-        let m = m.borrow();
+    let seen = slot.with_metrics(|m| {
         let leader = m.current_leader;
         if m.state != ServerState::Leader && leader.is_some_and(|l| l != me && live.alive(me, l)) {
             // The common case: a live leader elsewhere.
-            w.leaderless_since = None;
-            w.lagging = false;
             return None;
         }
         let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
@@ -214,15 +234,24 @@ async fn look_at(
                 *id != me && live.alive(me, *id) && matched.map_or(0, |l| l.index) < last
             })
         });
-        (m.state, leader, voters, lagging)
+        Some((m.state, leader, voters, lagging))
+    });
+    let Some((state, leader, voters, lagging)) = seen else {
+        w.leaderless_since = None;
+        w.lagging = false;
+        w.woke_at = None;
+        return None;
     };
     w.lagging = false;
     if state == ServerState::Leader {
         w.leaderless_since = None;
+        w.woke_at = None;
         w.lagging = lagging;
         if lagging && w.nudged_at.is_none_or(|t| now - t >= NUDGE) {
             w.nudged_at = Some(now);
-            let _ = raft.trigger().heartbeat().await;
+            if let Some(raft) = slot.raft().await {
+                let _ = raft.trigger().heartbeat().await;
+            }
         }
         let heard = voters
             .iter()
@@ -232,24 +261,42 @@ async fn look_at(
     }
     if !voters.contains(&me) {
         w.leaderless_since = None;
+        w.woke_at = None;
         return None;
     }
+    if !slot.is_awake() {
+        // Hibernating: woken now, on every live voter (each elector sees
+        // the leader go). A started instance refuses votes for the lease
+        // (openraft's, from its start), so it stands once that is over.
+        // (Woken apart: many groups may have lost the same leader.)
+        let s = slot.clone();
+        tokio::spawn(async move { s.raft().await.is_some() });
+        w.woke_at = Some(now);
+    }
     let since = *w.leaderless_since.get_or_insert(now);
-    if now < since {
+    // (The lease that matters is the other voters', which began when
+    // their electors woke them, within a tick of this one: standing a
+    // little before this node's own ends loses nothing but a term.)
+    if now < since || w.woke_at.is_some_and(|t| now + TICK / 5 < t + WOKEN_LEASE) {
         return None;
     }
     let mut standing: Vec<NodeId> = voters.into_iter().filter(|v| live.alive(me, *v)).collect();
     standing.sort_unstable();
     let rank = standing.iter().position(|v| *v == me).unwrap_or(0);
     let turn = since + STAND_GAP * u32::try_from(rank).unwrap_or(u32::MAX);
-    if now >= turn && w.stood_at.is_none_or(|t| now - t >= RETRY) {
+    // A woken group's other voters woke when their electors saw the
+    // leader go (within a tick of this one): again at the next tick.
+    let retry = if w.woke_at.is_some() { TICK } else { RETRY };
+    if now >= turn && w.stood_at.is_none_or(|t| now - t >= retry) {
         w.stood_at = Some(now);
         tracing::debug!(
             rank,
             ?leader,
             "a quiescent group has no live leader: standing"
         );
-        let _ = raft.trigger().elect().await;
+        if let Some(raft) = slot.raft().await {
+            let _ = raft.trigger().elect().await;
+        }
     }
     None
 }

@@ -20,21 +20,25 @@ use crate::admission::{finish, split, Gate};
 use crate::error::NodeError;
 use crate::leadership::Leadership;
 use crate::link::Links;
-use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
+use crate::network::{quiesce, FerryRaft, GroupNetwork, RaftGroups};
 use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
 use crate::port::{run_forwarder, run_puller, FollowerPort};
+use crate::rebuild::watch_learner;
 use crate::served::{Served, SESSION_TTL};
-use crate::wire::{self, KIND_PROPOSE, KIND_REBUILD};
+use crate::slot::{Awake, Changes, RaftRef, RaftSlot};
+use crate::wire::{self, KIND_PROPOSE};
 use bytes::Bytes;
 use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica, Ticket};
 use ferry_raft::replica::{GroupLog, QueueMachine, SnapshotDue};
 use ferry_raft::snapshot::SnapshotStore;
 use ferry_raft::{Batch, NodeId, RaftLog};
+use futures::channel::mpsc;
+use futures::StreamExt;
 use openraft::{Config, Raft, ServerState};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Commands batched into one entry at most.
@@ -54,9 +58,11 @@ pub struct GroupProposer {
 }
 
 impl GroupProposer {
-    /// A proposer and the receiver [`run_proposer`] takes its proposals from.
+    /// A proposer and the receiver [`run_proposer`] takes its proposals
+    /// from. (futures' channel allocates per message: an idle queue's
+    /// costs no block of slots.)
     pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<Proposal>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         (GroupProposer { tx }, rx)
     }
 }
@@ -71,8 +77,8 @@ impl std::fmt::Debug for Proposal {
 
 impl Proposer for GroupProposer {
     fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>) {
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Proposal { records, done }) {
-            if let Some(d) = p.done {
+        if let Err(e) = self.tx.unbounded_send(Proposal { records, done }) {
+            if let Some(d) = e.into_inner().done {
                 d(Err("the queue's group stopped".into()));
             }
         }
@@ -95,6 +101,9 @@ pub struct GroupConfig {
     /// Bytes of records applied since the last snapshot before the next
     /// one (and at least the records of the messages the queue holds).
     pub snapshot_bytes: u64,
+    /// A queue group nobody used for this long hibernates (`slot`);
+    /// None: never.
+    pub hibernate_after: Option<Duration>,
 }
 
 /// openraft's settings of a queue group (from `base`, timers replaced):
@@ -137,12 +146,13 @@ pub(crate) async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
 
 /// This node's replica of a replicated queue's group.
 pub struct QueueGroup {
-    raft: FerryRaft,
+    slot: Arc<RaftSlot>,
     replica: Replica,
     groups: Arc<RaftGroups>,
     id: u64,
     me: NodeId,
     counters: Arc<RaftCounters>,
+    /// The tasks that run while the group hibernates too.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -154,12 +164,81 @@ impl std::fmt::Debug for QueueGroup {
     }
 }
 
+/// What a queue group's Raft instance is started from, the first time
+/// and each time it wakes from hibernation: all of it outlives the
+/// instance.
+struct Instance {
+    id: u64,
+    me: NodeId,
+    config: Arc<Config>,
+    links: Arc<Links>,
+    log: RaftLog,
+    sm: QueueMachine,
+    replica: Replica,
+    serving: Arc<watch::Sender<bool>>,
+    served: Arc<Served>,
+    fence: watch::Receiver<bool>,
+    counters: Arc<RaftCounters>,
+    changes: Changes,
+    due: Arc<SnapshotDue>,
+}
+
+impl Instance {
+    /// Starts openraft's instance (quiescent) and the tasks that follow it.
+    async fn start(self: Arc<Self>) -> Result<Awake, NodeError> {
+        let raft = Raft::new(
+            self.me,
+            self.config.clone(),
+            GroupNetwork::new(self.id, self.links.clone()),
+            self.log.clone(),
+            self.sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        quiesce(&raft);
+        // Its metrics start as openraft's defaults (no leader) until its
+        // core reports: a leader that woke would look deposed to the
+        // watchers and hand its consumers' messages out again.
+        let _ = raft.metrics().changed().await;
+        let tasks = vec![
+            tokio::spawn(count_changes(
+                raft.clone(),
+                self.counters.clone(),
+                Some(self.changes.clone()),
+            )),
+            tokio::spawn(watch_leadership(
+                raft.clone(),
+                (self.replica.clone(), self.serving.clone()),
+                self.me,
+                self.served.clone(),
+                Some(self.fence.clone()),
+            )),
+            tokio::spawn(watch_learner(
+                raft.clone(),
+                self.links.clone(),
+                self.id,
+                self.me,
+            )),
+            tokio::spawn(snapshot_when_due(raft.clone(), self.due.clone())),
+        ];
+        Ok(Awake { raft, tasks })
+    }
+
+    /// Whether the group's own parts let it hibernate: no snapshot asked
+    /// for or being built, not fenced.
+    fn quiet(&self) -> bool {
+        !self.due.pending() && !self.due.building() && !*self.fence.borrow()
+    }
+}
+
 impl QueueGroup {
     /// Starts this node's replica of group `id`: its Raft instance over
     /// `log` (the group's log, also the queue's), the replica `open`
     /// builds (given the log to read and the proposer to write through),
     /// serving the group's requests from the other nodes through
-    /// `groups`. The caller initializes the group's membership.
+    /// `groups`. The caller initializes the group's membership. With
+    /// `config.hibernate_after`, the instance stops while the group is
+    /// idle and starts again when something needs it (`slot`).
     pub async fn start(
         id: u64,
         me: NodeId,
@@ -169,7 +248,7 @@ impl QueueGroup {
         log: RaftLog,
         open: impl FnOnce(Arc<dyn CommandLog>, Arc<dyn Proposer>) -> Replica,
     ) -> Result<Self, NodeError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (proposer, rx) = GroupProposer::new();
         let (io, dir) = (log.io().clone(), log.dir().to_path_buf());
         let (store, image) = tokio::task::spawn_blocking(move || SnapshotStore::open(io, &dir))
             .await
@@ -177,7 +256,7 @@ impl QueueGroup {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let replica = open(
             Arc::new(GroupLog::new(log.clone(), store.clone())),
-            Arc::new(GroupProposer { tx }),
+            Arc::new(proposer),
         );
         let sm = QueueMachine::new(
             log.clone(),
@@ -186,55 +265,59 @@ impl QueueGroup {
             image,
             config.snapshot_bytes,
         );
-        let due = sm.due();
-        let raft = Raft::new(
-            me,
-            config.raft.clone(),
-            GroupNetwork::new(id, links.clone()),
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
         // Served first: a forwarded proposal never finds the group
         // without its replica's decision (`admission`).
         let served = Served::new(replica.clone());
         groups.insert_served(id, served.clone());
-        groups.insert(id, raft.clone());
         groups.insert_store(id, store);
-        groups.set_quiescent(id);
+        let (serving, serving_rx) = watch::channel(false);
+        let counters = Arc::new(RaftCounters::default());
+        let changes = crate::slot::changes();
+        let instance = Arc::new(Instance {
+            id,
+            me,
+            config: config.raft.clone(),
+            links: links.clone(),
+            log,
+            due: sm.due(),
+            sm,
+            replica: replica.clone(),
+            serving: Arc::new(serving),
+            served: served.clone(),
+            fence: groups.add_fence(id),
+            counters: counters.clone(),
+            changes: changes.clone(),
+        });
+        let awake = instance.clone().start().await?;
+        let slot = match config.hibernate_after {
+            Some(idle) => {
+                let again = instance.clone();
+                let start: crate::slot::Start = Box::new(move || Box::pin(again.clone().start()));
+                let quiet: crate::slot::Quiet = Box::new(move || instance.quiet());
+                RaftSlot::sleepy(id, changes, awake, (start, quiet, idle))
+            }
+            None => RaftSlot::fixed(id, changes, awake),
+        };
+        groups.insert_slot(id, slot.clone());
         let name = replica.queue().name().clone();
         let lead = Leadership::Member {
-            raft: raft.clone(),
+            slot: slot.clone(),
             me,
         };
         let (port, forwards) = FollowerPort::new(lead.clone(), links.clone(), id, name);
         replica.bind_leader(port.clone());
-        let links_for_watch = links.clone();
-        let counters = Arc::new(RaftCounters::default());
-        let (serving, serving_rx) = watch::channel(false);
         let gate = Gate {
             replica: replica.clone(),
             serving: serving_rx,
         };
         let tasks = vec![
-            tokio::spawn(count_changes(raft.clone(), counters.clone())),
-            tokio::spawn(run_proposer(lead.clone(), links, id, rx, Some(gate))),
-            tokio::spawn(watch_leadership(
-                raft.clone(),
-                (replica.clone(), serving),
-                me,
-                served.clone(),
-                groups.fence(id),
-            )),
+            tokio::spawn(run_proposer(lead, links, id, rx, Some(gate))),
             tokio::spawn(run_puller(port.clone(), replica.clone())),
             tokio::spawn(run_forwarder(port, forwards)),
             tokio::spawn(reap(served)),
-            tokio::spawn(watch_learner(raft.clone(), links_for_watch, id, me)),
-            tokio::spawn(snapshot_when_due(raft.clone(), due)),
         ];
         Ok(QueueGroup {
-            raft,
+            slot,
             replica,
             groups,
             id,
@@ -244,9 +327,15 @@ impl QueueGroup {
         })
     }
 
-    /// The group's Raft instance.
-    pub fn raft(&self) -> &FerryRaft {
-        &self.raft
+    /// The group's Raft instance here, awake or hibernating.
+    pub fn slot(&self) -> &Arc<RaftSlot> {
+        &self.slot
+    }
+
+    /// The group's Raft instance, woken if it hibernates (None once the
+    /// group stopped here).
+    pub async fn raft(&self) -> Option<RaftRef> {
+        self.slot.raft().await
     }
 
     /// The queue replica.
@@ -257,12 +346,11 @@ impl QueueGroup {
     /// The group's figures for Prometheus (label: its id in hex), for
     /// the queue `vhost`/`name`.
     pub fn stats(&self, vhost: &str) -> GroupStats {
-        let mut s = stats_of(
-            format!("{:016x}", self.id),
-            &self.raft,
-            self.me,
-            &self.counters,
-        );
+        let mut s = self
+            .slot
+            .with_metrics(|m| stats_of(format!("{:016x}", self.id), m, self.me, &self.counters));
+        s.awake = self.slot.is_awake();
+        s.hibernations = self.slot.sleeps();
         s.queue = Some((vhost.to_owned(), self.replica.queue().name().to_string()));
         s
     }
@@ -273,8 +361,8 @@ impl QueueGroup {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
+        self.slot.stop().await;
         self.replica.set_leader(false);
-        let _ = self.raft.shutdown().await;
     }
 }
 
@@ -289,7 +377,7 @@ pub(crate) async fn run_proposer(
     mut rx: mpsc::UnboundedReceiver<Proposal>,
     gate: Option<Gate>,
 ) {
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.next().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -305,15 +393,20 @@ pub(crate) async fn run_proposer(
             .into_iter()
             .map(|p| (p.records.len(), p.done))
             .collect();
-        let r = hand_over(&lead, &links, group, cmds, gate.as_ref()).await;
+        // Boxed: the task waits for proposals with a small future (an
+        // idle queue's task stays small).
+        let r = Box::pin(hand_over(&lead, &links, group, cmds, gate.as_ref())).await;
         match r {
             Handover::Local {
                 answer,
                 refused,
                 ticket,
+                using,
             } => {
                 let replica = gate.as_ref().map(|g| g.replica.clone());
                 tokio::spawn(async move {
+                    // The group does not hibernate before the answer.
+                    let _using = using;
                     let r = match answer.await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(e)) => Err(e.to_string()),
@@ -342,6 +435,7 @@ enum Handover {
         answer: Answer,
         refused: Vec<u32>,
         ticket: Ticket,
+        using: RaftRef,
     },
     /// Forwarded and answered (with the positions the leader refused),
     /// or failed.
@@ -366,8 +460,11 @@ async fn hand_over(
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     let mut changes = lead.changes();
     loop {
-        if let Leadership::Member { raft, me } = lead {
-            let Some(leader) = wait_for_leader(raft).await else {
+        if let Leadership::Member { slot, me } = lead {
+            let Some(raft) = slot.raft().await else {
+                return Handover::Done(Err("the queue's group stopped".into()), Vec::new());
+            };
+            let Some(leader) = wait_for_leader(&raft).await else {
                 return Handover::Done(Err("the queue's group has no leader".into()), Vec::new());
             };
             if leader == *me {
@@ -440,7 +537,7 @@ async fn hand_over(
 /// Gives `write` to this node's Raft as the group's leader (nothing if
 /// every record was refused); a failure gives the replica's `ticket` back.
 async fn local(
-    raft: &FerryRaft,
+    raft: RaftRef,
     write: Vec<Bytes>,
     refused: Vec<u32>,
     gate: Option<(&Replica, Ticket)>,
@@ -454,6 +551,7 @@ async fn local(
             answer,
             refused,
             ticket,
+            using: raft,
         },
         Err(e) => {
             if let Some((r, t)) = gate {
@@ -501,7 +599,7 @@ async fn reap(served: Arc<Served>) {
 /// catching up as a new leader, the data metrics.
 async fn watch_leadership(
     raft: FerryRaft,
-    (replica, serving): (Replica, watch::Sender<bool>),
+    (replica, serving): (Replica, Arc<watch::Sender<bool>>),
     me: NodeId,
     served: Arc<Served>,
     fence: Option<tokio::sync::watch::Receiver<bool>>,
@@ -551,129 +649,4 @@ async fn watch_leadership(
     replica.set_leader(false);
     serving.send_replace(false);
     served.end_all();
-}
-
-/// A wiped node's member of a group lost the votes and entries it
-/// acknowledged: `from` asks this node, the group's leader, to take it
-/// back. It leaves the group and comes back as a learner (so it can vote
-/// in no election with its empty log), catches up, and is made a voter
-/// again once it has everything logged now ([`promote`]).
-pub(crate) async fn rebuild(raft: FerryRaft, from: NodeId) -> Result<Bytes, String> {
-    use openraft::ChangeMembers;
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(m.id) {
-        return Err("not the group's leader".into());
-    }
-    let membership = m.membership_config.membership().clone();
-    let Some(node) = membership.get_node(&from).cloned() else {
-        return Err(format!("node {from} is not a member of this group"));
-    };
-    if membership.voter_ids().any(|v| v == from) {
-        // Out of the group altogether, then back as a new learner: the
-        // leader forgets how far the old member's log went (it is empty
-        // now; openraft refuses a follower's log going back).
-        raft.change_membership(ChangeMembers::RemoveVoters([from].into()), false)
-            .await
-            .map_err(|e| e.to_string())?;
-        raft.add_learner(from, node, false)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(
-            node = from,
-            "a wiped member left the group's voters; it catches up as a learner"
-        );
-    }
-    tokio::spawn(promote(raft, from));
-    Ok(Bytes::new())
-}
-
-/// Makes learner `who` a voter again once it has what was logged when
-/// it asked (for up to 30 minutes; it asks again if it stays a learner).
-pub(crate) async fn promote(raft: FerryRaft, who: NodeId) {
-    use openraft::ChangeMembers;
-    let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
-    let mut rx = raft.metrics();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30 * 60);
-    loop {
-        let m = rx.borrow().clone();
-        if m.current_leader != Some(m.id)
-            || m.membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == who)
-        {
-            return;
-        }
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&who).copied().flatten())
-            .map(|l| l.index);
-        if matched.is_some_and(|i| i >= target) {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    match raft
-        .change_membership(ChangeMembers::AddVoterIds([who].into()), false)
-        .await
-    {
-        Ok(_) => tracing::info!(node = who, "a rebuilt member is a voter of the group again"),
-        Err(e) => tracing::warn!(node = who, error = %e, "cannot make a rebuilt member a voter"),
-    }
-}
-
-/// Asks the group's leader, through any of `members` (id, cluster
-/// address), to take this wiped node back as a learner; returns once
-/// one did. Then this node's member may start (as a learner, with an
-/// empty log).
-pub async fn ask_rebuild(links: Arc<Links>, group: u64, members: Vec<(NodeId, String)>) {
-    loop {
-        for (id, addr) in &members {
-            let r = links
-                .link(*id, addr)
-                .request(KIND_REBUILD, group, Bytes::new(), Duration::from_secs(10))
-                .await;
-            if r.is_ok_and(|f| f.kind == KIND_REBUILD | crate::wire::KIND_REPLY) {
-                return;
-            }
-        }
-        // No leader among them yet (an election, the others restarting).
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// While this node's member is a learner (rebuilt after a wipe), asks the
-/// leader now and then to finish the rebuild (a leader that changed
-/// meanwhile did not promote it).
-pub(crate) async fn watch_learner(raft: FerryRaft, links: Arc<Links>, group: u64, me: NodeId) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        let ask = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            let membership = m.membership_config.membership();
-            if membership.voter_ids().any(|v| v == me) {
-                // A voter: only a wiped node's member (started anew) is ever
-                // a learner, so this one never needs to ask: no timer left.
-                return;
-            }
-            let learner = membership.get_node(&me).is_some();
-            m.current_leader
-                .filter(|l| learner && *l != me)
-                .and_then(|l| membership.get_node(&l).map(|n| (l, n.addr.clone())))
-        };
-        if let Some((leader, addr)) = ask {
-            let _ = links
-                .link(leader, &addr)
-                .request(KIND_REBUILD, group, Bytes::new(), Duration::from_secs(5))
-                .await;
-        }
-    }
 }

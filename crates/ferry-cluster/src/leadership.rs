@@ -1,13 +1,12 @@
 //! Who leads a replicated queue's group, as this node sees it: a member
-//! reads its own Raft's metrics; a node outside the group (a cluster
+//! reads its own Raft's metrics (the last it had, while the group
+//! hibernates); a node outside the group (a cluster
 //! larger than the queue's replicas) guesses among the members and learns
 //! from their answers (a refusal moves the guess on, a redirect names the
 //! leader).
 
-use crate::network::FerryRaft;
+use crate::slot::RaftSlot;
 use ferry_raft::NodeId;
-use openraft::metrics::RaftServerMetrics;
-use openraft::BasicNode;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -17,7 +16,7 @@ pub enum Leadership {
     /// This node is a member: its Raft knows.
     Member {
         /// The group's Raft instance here.
-        raft: FerryRaft,
+        slot: Arc<RaftSlot>,
         /// This node.
         me: NodeId,
     },
@@ -54,9 +53,9 @@ impl Guess {
 
 /// Wakes when the leadership may have moved.
 pub enum Changes {
-    /// A member's Raft server metrics (they change with the leadership
-    /// only).
-    Raft(watch::Receiver<RaftServerMetrics<NodeId, BasicNode>>),
+    /// A member's Raft instance (bumped as its server metrics change,
+    /// which they do with the leadership only, and as it wakes).
+    Raft(watch::Receiver<u64>),
     /// An outside node's guess.
     Guess(watch::Receiver<usize>),
 }
@@ -77,12 +76,11 @@ impl Leadership {
     /// guessed to).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         match self {
-            Leadership::Member { raft, me } => {
-                let m = raft.metrics().borrow().clone();
+            Leadership::Member { slot, me } => slot.with_metrics(|m| {
                 let l = m.current_leader.filter(|l| l != me)?;
                 let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
                 Some((l, addr))
-            }
+            }),
             Leadership::Outside(g) => {
                 let at = *g.at.borrow();
                 g.members.get(at % g.members.len().max(1)).cloned()
@@ -93,7 +91,7 @@ impl Leadership {
     /// A receiver of changes.
     pub fn changes(&self) -> Changes {
         match self {
-            Leadership::Member { raft, .. } => Changes::Raft(raft.server_metrics()),
+            Leadership::Member { slot, .. } => Changes::Raft(slot.changes()),
             Leadership::Outside(g) => Changes::Guess(g.at.subscribe()),
         }
     }

@@ -24,7 +24,10 @@
 //! its consumers on a node outside the group (`stream_port` there, a
 //! reader per consumer; `stream_served` on the member it reads from).
 //! Queue and stream groups are quiescent: a node-wide failure detector
-//! elects their leaders (`elector`).
+//! elects their leaders (`elector`). An idle queue group hibernates: its
+//! Raft instance stops and starts again from its kept log and state
+//! machine when something needs it (`slot`). A wiped member comes back
+//! as a learner (`rebuild`).
 //!
 //! Must not: know AMQP or what a Raft command means (a queue's commands
 //! stay opaque bytes here), or let a connection that failed the handshake
@@ -43,7 +46,9 @@ mod network;
 pub mod node;
 pub mod outside;
 mod port;
+pub mod rebuild;
 mod served;
+pub mod slot;
 pub mod stream_group;
 pub mod stream_port;
 mod stream_served;

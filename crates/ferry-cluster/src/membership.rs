@@ -6,7 +6,7 @@
 //! change: the remaining members must hold a majority of the old
 //! membership. Adding one (`KIND_GROW`) makes it a learner that catches up
 //! (entries, or the leader's snapshot) and a voter once it has what was
-//! logged when it was added (`group::promote`).
+//! logged when it was added (`rebuild::promote`).
 //!
 //! Owns the requests (Shrink: the node id u64 LE; Grow: the node id u64 LE,
 //! u16 LE length, its cluster address) and their answers; must not decide
@@ -15,6 +15,7 @@
 
 use crate::link::Links;
 use crate::network::FerryRaft;
+use crate::slot::RaftSlot;
 use crate::wire::{KIND_GROW, KIND_SHRINK};
 use bytes::Bytes;
 use ferry_raft::NodeId;
@@ -68,7 +69,7 @@ pub struct GroupAsk {
     /// The node's links.
     pub links: Arc<Links>,
     /// This node's own Raft of the group, if it is a member.
-    pub local: Option<(NodeId, FerryRaft)>,
+    pub local: Option<(NodeId, Arc<RaftSlot>)>,
     /// The group.
     pub group: u64,
     /// Its members (id, cluster address).
@@ -101,10 +102,11 @@ async fn ask_leader(ask: GroupAsk, who: NodeId, kind: u8, body: Bytes) -> Result
         for (id, addr) in &ask.members {
             let left = deadline.saturating_duration_since(Instant::now());
             let r = match &ask.local {
-                Some((me, raft)) if me == id && kind == KIND_SHRINK => {
-                    serve_shrink(raft, &body).await
-                }
-                Some((me, raft)) if me == id => serve_grow(raft, &body).await,
+                Some((me, slot)) if me == id => match slot.raft().await {
+                    Some(raft) if kind == KIND_SHRINK => serve_shrink(&raft, &body).await,
+                    Some(raft) => serve_grow(&raft, &body).await,
+                    None => Err("the group stopped on this node".into()),
+                },
                 _ => ask
                     .links
                     .link(*id, addr)
@@ -143,7 +145,10 @@ async fn ask_leader(ask: GroupAsk, who: NodeId, kind: u8, body: Bytes) -> Result
 /// this node's own member).
 async fn stand_by(ask: &GroupAsk, id: NodeId, addr: &str) {
     let r = match &ask.local {
-        Some((me, raft)) if *me == id => crate::network::stand(raft).await.map(|_| ()),
+        Some((me, slot)) if *me == id => match slot.raft().await {
+            Some(raft) => crate::network::stand(&raft).await.map(|_| ()),
+            None => Err("the group stopped on this node".into()),
+        },
         _ => ask
             .links
             .link(id, addr)
@@ -183,7 +188,7 @@ pub(crate) async fn serve_grow(raft: &FerryRaft, body: &[u8]) -> Result<Bytes, S
             "a node joins a replicated group's members (a learner first)"
         );
     }
-    tokio::spawn(crate::group::promote(raft.clone(), who));
+    tokio::spawn(crate::rebuild::promote(raft.clone(), who));
     Ok(Bytes::new())
 }
 

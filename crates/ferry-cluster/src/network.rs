@@ -7,6 +7,7 @@ use crate::error::LinkError;
 use crate::link::{Links, PeerLink};
 use crate::listener::{Answer, Handler};
 use crate::served::Served;
+use crate::slot::{RaftRef, RaftSlot};
 use crate::wire::remote;
 use crate::wire::{
     self, Frame, SnapshotBody, KIND_APPEND, KIND_ERROR, KIND_PROPOSE, KIND_REBUILD, KIND_REPLY,
@@ -231,7 +232,7 @@ impl GroupClient {
 /// the requests of followers of the replicated queues this node leads).
 #[derive(Default)]
 pub struct RaftGroups {
-    groups: RwLock<HashMap<u64, FerryRaft>>,
+    groups: RwLock<HashMap<u64, Arc<RaftSlot>>>,
     served: RwLock<HashMap<u64, Arc<Served>>>,
     /// This node's replicas of replicated streams (read by nodes outside
     /// their groups).
@@ -260,13 +261,24 @@ impl RaftGroups {
         Arc::new(Self::default())
     }
 
-    /// Serves requests for `group` with `raft`.
+    /// Serves requests for `group` with `raft`, which never hibernates
+    /// (the metadata group).
     pub fn insert(&self, group: u64, raft: FerryRaft) {
-        self.groups.write().insert(group, raft);
+        let awake = crate::slot::Awake {
+            raft,
+            tasks: Vec::new(),
+        };
+        let slot = RaftSlot::fixed(group, crate::slot::changes(), awake);
+        self.insert_slot(group, slot);
+    }
+
+    /// Serves requests for `group` with `slot`'s instance.
+    pub fn insert_slot(&self, group: u64, slot: Arc<RaftSlot>) {
+        self.groups.write().insert(group, slot);
     }
 
     /// Stops serving `group`.
-    pub fn remove(&self, group: u64) -> Option<FerryRaft> {
+    pub fn remove(&self, group: u64) -> Option<Arc<RaftSlot>> {
         self.served.write().remove(&group);
         self.streams.write().remove(&group);
         self.stores.write().remove(&group);
@@ -275,25 +287,33 @@ impl RaftGroups {
     }
 
     /// Makes `group` quiescent: no tick, no heartbeats, no election
-    /// timer; the node's elector elects its leaders.
+    /// timer; the node's elector elects its leaders. (A hibernating
+    /// group's instance is made so each time it starts: [`quiesce`].)
     pub(crate) fn set_quiescent(&self, group: u64) {
-        if let Some(raft) = self.get(group) {
-            // No tick either: with no heartbeat and no election timer it
-            // would only step down a leader that removed itself from the
-            // group, which queue groups never do.
-            raft.runtime_config().tick(false);
-            raft.runtime_config().heartbeat(false);
-            raft.runtime_config().elect(false);
+        if let Some(raft) = self.get(group).and_then(|s| s.awake()) {
+            quiesce(&raft);
             self.quiescent
                 .write()
                 .insert(group, tokio::sync::watch::Sender::new(false));
         }
     }
 
-    /// Whether this node may serve quiescent `group` as its leader
-    /// (false while fenced: cut off from a majority of its voters).
-    pub(crate) fn fence(&self, group: u64) -> Option<tokio::sync::watch::Receiver<bool>> {
-        self.quiescent.read().get(&group).map(|f| f.subscribe())
+    /// Makes `group` quiescent (each of its instances calls [`quiesce`]
+    /// as it starts): the fence its leader watches.
+    pub(crate) fn add_fence(&self, group: u64) -> tokio::sync::watch::Receiver<bool> {
+        self.quiescent
+            .write()
+            .entry(group)
+            .or_insert_with(|| tokio::sync::watch::Sender::new(false))
+            .subscribe()
+    }
+
+    /// Whether `group` is fenced now.
+    pub(crate) fn is_fenced(&self, group: u64) -> bool {
+        self.quiescent
+            .read()
+            .get(&group)
+            .is_some_and(|f| *f.borrow())
     }
 
     /// Fences `group` (or lifts its fence).
@@ -315,7 +335,7 @@ impl RaftGroups {
     }
 
     /// The quiescent groups.
-    pub(crate) fn quiescent(&self) -> Vec<(u64, FerryRaft)> {
+    pub(crate) fn quiescent(&self) -> Vec<(u64, Arc<RaftSlot>)> {
         let ids: Vec<u64> = self.quiescent.read().keys().copied().collect();
         let groups = self.groups.read();
         ids.into_iter()
@@ -368,8 +388,13 @@ impl RaftGroups {
                 None => Err(format!("{NO_GROUP} {} on this node", frame.group)),
             };
         }
-        match self.get(frame.group) {
-            Some(raft) if frame.kind == KIND_REBUILD => crate::group::rebuild(raft, from).await,
+        let Some(slot) = self.get(frame.group) else {
+            return Err(format!("{NO_GROUP} {} on this node", frame.group));
+        };
+        match slot.raft().await {
+            Some(raft) if frame.kind == KIND_REBUILD => {
+                crate::rebuild::rebuild(raft.clone(), from).await
+            }
             Some(raft) if frame.kind == wire::KIND_STAND => stand(&raft).await,
             Some(raft) if frame.kind == wire::KIND_SHRINK => {
                 crate::membership::serve_shrink(&raft, &frame.body).await
@@ -378,7 +403,7 @@ impl RaftGroups {
                 crate::membership::serve_grow(&raft, &frame.body).await
             }
             Some(raft) if frame.kind == KIND_SNAPSHOT || frame.kind == KIND_SNAPSHOT_CHUNK => {
-                self.serve_snapshot(raft, frame).await
+                self.serve_snapshot(&raft, frame).await
             }
             Some(raft) if frame.kind == KIND_PROPOSE => {
                 // A queue group's leader decides which records it proposes
@@ -393,14 +418,14 @@ impl RaftGroups {
                     None => propose(&raft, frame.body.clone()).await,
                 }
             }
-            Some(raft) => serve(raft, frame.kind, frame.body.clone()).await,
+            Some(raft) => serve(&raft, frame.kind, frame.body.clone()).await,
             None => Err(format!("{NO_GROUP} {} on this node", frame.group)),
         }
     }
 
     /// A snapshot's chunk (written to the group's reception file) or the
     /// snapshot itself (installed).
-    async fn serve_snapshot(&self, raft: FerryRaft, frame: &Frame) -> Result<Bytes, String> {
+    async fn serve_snapshot(&self, raft: &FerryRaft, frame: &Frame) -> Result<Bytes, String> {
         let store = || {
             self.stores
                 .read()
@@ -436,9 +461,15 @@ impl RaftGroups {
         Ok(wire::encode_snapshot_reply(&resp))
     }
 
-    /// The instance of `group`.
-    pub fn get(&self, group: u64) -> Option<FerryRaft> {
+    /// The instance of `group` (awake or hibernating).
+    pub fn get(&self, group: u64) -> Option<Arc<RaftSlot>> {
         self.groups.read().get(&group).cloned()
+    }
+
+    /// The instance of `group`, woken if it hibernates.
+    pub async fn awake(&self, group: u64) -> Option<RaftRef> {
+        let slot = self.get(group)?;
+        slot.raft().await
     }
 }
 
@@ -468,7 +499,7 @@ pub(crate) fn answer(req: &Frame, result: Result<Bytes, String>) -> Frame {
 }
 
 /// Serves a Raft request for one of this node's groups.
-pub(crate) async fn serve(raft: FerryRaft, kind: u8, body: Bytes) -> Result<Bytes, String> {
+pub(crate) async fn serve(raft: &FerryRaft, kind: u8, body: Bytes) -> Result<Bytes, String> {
     match kind {
         KIND_APPEND => {
             let req = wire::decode_append(body).map_err(|e| e.to_string())?;
@@ -532,10 +563,38 @@ impl Handler for Arc<RaftGroups> {
     }
 }
 
+/// Makes an instance quiescent (`elector`): no tick, no heartbeats, no
+/// election timer. With no heartbeat and no election timer the tick would
+/// only step down a leader that removed itself from the group, which
+/// queue groups never do.
+pub(crate) fn quiesce(raft: &FerryRaft) {
+    raft.runtime_config().tick(false);
+    raft.runtime_config().heartbeat(false);
+    raft.runtime_config().elect(false);
+}
+
 /// Stands for election in `raft`'s group now (a rebalance's request). The
 /// voters grant it once they have not heard from the current leader for
-/// the lease (an idle quiescent group's: at once).
+/// the lease (an idle quiescent group's: at once). A hibernating group's
+/// voters, woken by the vote request, refuse it for the lease from their
+/// start: this node stands once more after that unless it leads by then.
 pub async fn stand(raft: &FerryRaft) -> Result<Bytes, String> {
     raft.trigger().elect().await.map_err(|e| e.to_string())?;
+    let again = raft.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(AFTER_WAKE).await;
+        let leads = {
+            let m = again.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        if !leads {
+            let _ = again.trigger().elect().await;
+        }
+    });
     Ok(Bytes::new())
 }
+
+/// A woken instance's lease (openraft's election timeout, from its
+/// start), and a little more.
+const AFTER_WAKE: Duration = Duration::from_millis(crate::group::QUEUE_LEASE_MS.1 + 100);

@@ -20,12 +20,14 @@ use bytes::Bytes;
 use ferry_queue::error::{CoreError, ErrorKind, Result as CoreResult};
 use ferry_queue::queue::{record, Delivery, Forward, LeaderPort, RemoteConsumer, Replica};
 use ferry_raft::NodeId;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// A consumer is offered at most this many messages at a time.
 const CAP: u32 = 256;
@@ -74,7 +76,7 @@ impl LeaderPort for FollowerPort {
         }
         let _ = self
             .forwards
-            .send((self.session.load(Ordering::Acquire), op));
+            .unbounded_send((self.session.load(Ordering::Acquire), op));
     }
 
     fn get(&self, no_ack: bool) -> CoreResult<Option<(Delivery, u32)>> {
@@ -103,7 +105,7 @@ impl FollowerPort {
         group: u64,
         name: Arc<str>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(u64, Forward)>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         let port = Arc::new(FollowerPort {
             lead,
             links,
@@ -217,7 +219,7 @@ pub async fn run_forwarder(
     port: Arc<FollowerPort>,
     mut rx: mpsc::UnboundedReceiver<(u64, Forward)>,
 ) {
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.next().await {
         let mut runs: Vec<(u64, SettleOp, Vec<u64>)> = Vec::new();
         let mut next = Some(first);
         while let Some((session, op)) = next {
@@ -235,9 +237,9 @@ pub async fn run_forwarder(
         for (session, op, ids) in runs {
             for chunk in ids.chunks(64 * 1024) {
                 let body = remote::encode_settle(session, op, chunk);
-                if let Err(e) = port
-                    .request(remote::KIND_SETTLE, body, REQUEST_TIMEOUT)
-                    .await
+                // Boxed: the task of an idle queue stays small.
+                if let Err(e) =
+                    Box::pin(port.request(remote::KIND_SETTLE, body, REQUEST_TIMEOUT)).await
                 {
                     tracing::debug!(group = port.group, error = %e, "a follower's settlement was not delivered");
                 }
@@ -288,10 +290,11 @@ pub async fn run_puller(port: Arc<FollowerPort>, replica: Replica) {
             continue;
         };
         let wanted = replica.remote_consumers(CAP);
+        // Boxed: the task of an idle queue stays small.
         let r = if wanted.is_empty() {
-            idle(&port, sess, &mut metrics).await
+            Box::pin(idle(&port, sess, &mut metrics)).await
         } else {
-            pull(&port, &replica, sess, wanted, &mut metrics).await
+            Box::pin(pull(&port, &replica, sess, wanted, &mut metrics)).await
         };
         match r {
             Ok(true) => {}

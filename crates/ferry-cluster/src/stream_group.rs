@@ -15,11 +15,13 @@
 //! reception).
 
 use crate::error::NodeError;
-use crate::group::{run_proposer, snapshot_when_due, watch_learner, GroupConfig, GroupProposer};
+use crate::group::{run_proposer, snapshot_when_due, GroupConfig, GroupProposer};
 use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
+use crate::rebuild::watch_learner;
+use crate::slot::{Awake, RaftSlot};
 use ferry_queue::queue::Proposer;
 use ferry_queue::stream::Stream;
 use ferry_raft::snapshot::SnapshotStore;
@@ -33,6 +35,7 @@ use tokio::task::JoinHandle;
 /// This node's replica of a replicated stream's group.
 pub struct StreamGroup {
     raft: FerryRaft,
+    slot: Arc<RaftSlot>,
     stream: Arc<Stream>,
     groups: Arc<RaftGroups>,
     id: u64,
@@ -88,23 +91,43 @@ impl StreamGroup {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        groups.insert(id, raft.clone());
+        let counters = Arc::new(RaftCounters::default());
+        let changes = crate::slot::changes();
+        let tasks = vec![
+            tokio::spawn(count_changes(
+                raft.clone(),
+                counters.clone(),
+                Some(changes.clone()),
+            )),
+            tokio::spawn(watch_learner(raft.clone(), links.clone(), id, me)),
+            tokio::spawn(snapshot_when_due(raft.clone(), due)),
+        ];
+        let slot = RaftSlot::fixed(
+            id,
+            changes,
+            Awake {
+                raft: raft.clone(),
+                tasks,
+            },
+        );
+        groups.insert_slot(id, slot.clone());
         groups.insert_store(id, store);
         groups.insert_stream(id, stream.clone());
         groups.set_quiescent(id);
         let lead = Leadership::Member {
-            raft: raft.clone(),
+            slot: slot.clone(),
             me,
         };
-        let counters = Arc::new(RaftCounters::default());
-        let tasks = vec![
-            tokio::spawn(count_changes(raft.clone(), counters.clone())),
-            tokio::spawn(run_proposer(lead, links.clone(), id, proposals, None)),
-            tokio::spawn(watch_learner(raft.clone(), links, id, me)),
-            tokio::spawn(snapshot_when_due(raft.clone(), due)),
-        ];
+        let tasks = vec![tokio::spawn(run_proposer(
+            lead,
+            links.clone(),
+            id,
+            proposals,
+            None,
+        ))];
         let group = StreamGroup {
             raft,
+            slot,
             stream,
             groups,
             id,
@@ -120,12 +143,18 @@ impl StreamGroup {
         &self.raft
     }
 
+    /// The group's Raft instance as the node's other parts reach it (a
+    /// stream's never hibernates).
+    pub fn slot(&self) -> &Arc<RaftSlot> {
+        &self.slot
+    }
+
     /// The group's figures for Prometheus (label: its id in hex), for
     /// the stream `vhost`/`name`.
     pub fn stats(&self, vhost: &str) -> GroupStats {
         let mut s = stats_of(
             format!("{:016x}", self.id),
-            &self.raft,
+            &self.raft.metrics().borrow(),
             self.me,
             &self.counters,
         );
@@ -135,10 +164,15 @@ impl StreamGroup {
 
     /// Stops this replica: it leaves the group's Raft.
     pub async fn shutdown(&self) {
-        self.groups.remove(self.id);
+        let slot = self.groups.remove(self.id);
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-        let _ = self.raft.shutdown().await;
+        match slot {
+            Some(s) => s.stop().await,
+            None => {
+                let _ = self.raft.shutdown().await;
+            }
+        }
     }
 }

@@ -109,12 +109,13 @@ pub fn test_config() -> Arc<Config> {
 }
 
 /// A queue group's settings for tests: a snapshot once `snapshot_bytes`
-/// of records were applied.
+/// of records were applied; no hibernation.
 pub fn test_group_config(snapshot_bytes: u64) -> crate::group::GroupConfig {
     match crate::group::queue_raft_config(Config::default()) {
         Ok(raft) => crate::group::GroupConfig {
             raft,
             snapshot_bytes,
+            hibernate_after: None,
         },
         Err(e) => panic!("test group config: {e}"),
     }

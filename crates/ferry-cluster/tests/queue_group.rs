@@ -11,149 +11,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_cluster::group::QueueGroup;
-use ferry_cluster::testing::{local_nodes, test_group_config, LocalNode};
-use ferry_cluster::{Links, Listener, Secret};
-use ferry_log::{LogConfig, RoundPolicy, StdIo};
-use ferry_queue::queue::{ConfirmToken, Replica};
-use ferry_queue::syncer::Syncer;
-use ferry_queue::test_support::{body_of, message, ms, mtable, spec, Confirms, Fixture, Taker};
-use ferry_raft::{NodeId, RaftLog};
+use ferry_queue::test_support::{body_of, ms, Confirms, Fixture, Taker};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-const GROUP: u64 = 9;
+mod common;
 
-struct Node {
-    id: NodeId,
-    group: QueueGroup,
-    links: Arc<Links>,
-    listener: Listener,
-    dir: tempfile::TempDir,
-}
-
-async fn start(fx: &Fixture) -> Vec<Node> {
-    start_with(fx, 64 << 20).await
-}
-
-/// Three nodes whose groups snapshot every `snapshot_bytes` of records.
-async fn start_with(fx: &Fixture, snapshot_bytes: u64) -> Vec<Node> {
-    start_args(fx, snapshot_bytes, &[]).await
-}
-
-/// Three nodes of a queue declared with `args`.
-async fn start_args(
-    fx: &Fixture,
-    snapshot_bytes: u64,
-    args: &[(&str, ferry_model::Value)],
-) -> Vec<Node> {
-    let syncer = Syncer::start(RoundPolicy::per_file()).expect("syncer");
-    let (local, members) = local_nodes(3, &Secret::new(b"s")).await;
-    let mut nodes = Vec::new();
-    for LocalNode {
-        id,
-        links,
-        listener,
-        groups,
-    } in local
-    {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Small groups get small segments (a purge removes whole ones).
-        let cfg = match snapshot_bytes < 1 << 20 {
-            true => LogConfig {
-                segment_bytes: 32 << 10,
-                ..LogConfig::default()
-            },
-            false => LogConfig::default(),
-        };
-        let log = RaftLog::open(Arc::new(StdIo), dir.path(), cfg, syncer.clone()).expect("log");
-        let env = fx.env();
-        let group = QueueGroup::start(
-            GROUP,
-            id,
-            &test_group_config(snapshot_bytes),
-            links.clone(),
-            groups,
-            log,
-            |l, p| {
-                Replica::open(
-                    spec("rq", true, mtable(args)),
-                    &mtable(args),
-                    Arc::from("/"),
-                    env,
-                    l,
-                    p,
-                )
-            },
-        )
-        .await
-        .expect("group");
-        nodes.push(Node {
-            id,
-            group,
-            links,
-            listener,
-            dir,
-        });
-    }
-    for n in &nodes {
-        let _ = n.group.raft().initialize(members.clone()).await;
-    }
-    nodes
-}
-
-/// Polls `ok` (a state that changes on its own: elections, replication)
-/// until it holds.
-async fn until(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The node whose replica serves (leads and caught up).
-async fn serving(nodes: &[&Node]) -> NodeId {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        for n in nodes {
-            let m = n.group.raft().metrics().borrow().clone();
-            if m.current_leader == Some(n.id) && n.group.replica().serves() {
-                return n.id;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The node that serves (its id) and one that does not.
-async fn roles(nodes: &[Node]) -> (&Node, &Node) {
-    let all: Vec<&Node> = nodes.iter().collect();
-    let l = serving(&all).await;
-    let leader = nodes.iter().find(|n| n.id == l).unwrap();
-    let follower = nodes.iter().find(|n| n.id != l).unwrap();
-    (leader, follower)
-}
-
-/// The node goes away: its group, its links, its port.
-async fn go_away(n: &Node) {
-    n.group.shutdown().await;
-    n.links.close();
-    n.listener.close();
-}
-
-fn publish(n: &Node, body: &str, confirms: &Arc<Confirms>, seq: u64) {
-    let t = ConfirmToken {
-        sink: confirms.clone(),
-        seq,
-    };
-    n.group
-        .replica()
-        .queue()
-        .publish(&Arc::new(message(body, true)), Some(t))
-        .unwrap();
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
@@ -297,10 +160,6 @@ async fn the_leader_decides_a_reject_publish_limit_for_every_node() {
     .await;
     assert_eq!(confirms.ok.lock().len(), 14, "four more fit");
     assert_eq!(&confirms.ok.lock()[10..], [31, 32, 33, 34]);
-}
-
-fn want_in_order(from: u64, to: u64) -> Vec<String> {
-    (from..=to).map(|i| format!("m{i}")).collect()
 }
 
 /// The leader's node goes away while a publisher on another node keeps
@@ -508,7 +367,7 @@ async fn replicas_snapshot_and_cut_their_logs_and_serve_from_the_snapshot() {
         until(
             "the replica snapshotted after the acks and cut its log",
             || {
-                let m = n.group.raft().metrics().borrow().clone();
+                let m = n.group.slot().with_metrics(Clone::clone);
                 let snap = m.snapshot.map_or(0, |s| s.index);
                 let purged = m.purged.map_or(0, |p| p.index);
                 snap > 0 && purged == snap && dir_bytes(n.dir.path()) < written / 2

@@ -234,6 +234,18 @@ fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
             |g| u64::from(g.leader),
         ),
         (
+            "ferry_raft_awake",
+            "gauge",
+            "1 if the group's Raft instance runs on this node, 0 while it hibernates (idle).",
+            |g| u64::from(g.awake),
+        ),
+        (
+            "ferry_raft_hibernations_total",
+            "counter",
+            "Times the group's Raft instance hibernated on this node.",
+            |g| g.hibernations,
+        ),
+        (
             "ferry_raft_leader_changes_total",
             "counter",
             "Leader changes this node saw.",

@@ -95,6 +95,8 @@ pub struct SnapshotDue {
     threshold: u64,
     logged: AtomicU64,
     asked: AtomicBool,
+    /// Snapshot builders alive (one is built at a time).
+    building: AtomicU64,
     notify: tokio::sync::Notify,
 }
 
@@ -104,6 +106,7 @@ impl SnapshotDue {
             threshold,
             logged: AtomicU64::new(0),
             asked: AtomicBool::new(false),
+            building: AtomicU64::new(0),
             notify: tokio::sync::Notify::new(),
         }
     }
@@ -128,6 +131,16 @@ impl SnapshotDue {
     /// been skipped: openraft ignores one while it builds a snapshot).
     pub fn rearm(&self) {
         self.asked.store(false, Ordering::Release);
+    }
+
+    /// Whether a snapshot was asked for and is not built yet.
+    pub fn pending(&self) -> bool {
+        self.asked.load(Ordering::Acquire)
+    }
+
+    /// Whether a snapshot is being built now.
+    pub fn building(&self) -> bool {
+        self.building.load(Ordering::Acquire) > 0
     }
 
     /// Waits until a snapshot is due (the caller triggers it).
@@ -251,6 +264,14 @@ pub struct QueueSnapshotBuilder {
     /// Where each message's record is in the log (read from there unless
     /// the current snapshot holds it), by id.
     positions: Vec<RecordPos>,
+    /// Counts this builder as building until it is dropped.
+    due: Arc<SnapshotDue>,
+}
+
+impl Drop for QueueSnapshotBuilder {
+    fn drop(&mut self) {
+        self.due.building.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for QueueSnapshotBuilder {
@@ -326,12 +347,14 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
         };
         drop(s);
         self.due.reset();
+        self.due.building.fetch_add(1, Ordering::AcqRel);
         QueueSnapshotBuilder {
             log: self.log.clone(),
             store: self.store.clone(),
             meta,
             image,
             positions,
+            due: self.due.clone(),
         }
     }
 

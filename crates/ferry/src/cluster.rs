@@ -114,6 +114,8 @@ pub fn node_config(s: &Settings) -> Result<Option<NodeConfig>, String> {
         election_ms: (1_000, 2_000),
         snapshot_bytes: s.queue_snapshot_bytes.max(1),
         meta_snapshot_interval: s.meta_snapshot_interval.max(1),
+        hibernate_after: (s.queue_hibernate_after_ms > 0)
+            .then(|| std::time::Duration::from_millis(s.queue_hibernate_after_ms)),
     }))
 }
 
@@ -163,6 +165,10 @@ pub async fn start(
     let weak = Arc::downgrade(&host);
     node.set_group_stats(Arc::new(move || {
         weak.upgrade().map(|h| h.group_stats()).unwrap_or_default()
+    }));
+    let weak = Arc::downgrade(&host);
+    tokio::spawn(crate::trim::after_hibernations(move || {
+        weak.upgrade().map(|h| h.hibernations())
     }));
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.replicas().set_host(host))

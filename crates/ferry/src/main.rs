@@ -8,6 +8,7 @@ mod join;
 mod rebalance;
 mod replicas;
 mod settings;
+mod trim;
 
 use clap::{Parser, Subcommand};
 use ferry_broker::{Broker, BrokerConfig};
@@ -110,6 +111,10 @@ struct ServerArgs {
     /// Metadata log entries between snapshots [default: 4096].
     #[arg(long)]
     meta_snapshot_interval: Option<u64>,
+    /// A replicated queue's Raft instance unused this long (ms) hibernates
+    /// [default: 10000; 0: never].
+    #[arg(long)]
+    queue_hibernate_after_ms: Option<u64>,
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -199,6 +204,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.meta_snapshot_interval {
         settings.meta_snapshot_interval = v;
+    }
+    if let Some(v) = args.queue_hibernate_after_ms {
+        settings.queue_hibernate_after_ms = v;
     }
     if let Err(e) = init_logging(&settings) {
         eprintln!("ferry: {e}");

@@ -8,6 +8,7 @@ use ferry_broker::replicated::{
 use ferry_cluster::group::QueueGroup;
 use ferry_cluster::node::ClusterNode;
 use ferry_cluster::outside::OutsideGroup;
+use ferry_cluster::slot::RaftSlot;
 use ferry_cluster::stream_group::StreamGroup;
 use ferry_log::{LogConfig, StdIo};
 use ferry_queue::error::{CoreError, ErrorKind, Result};
@@ -56,6 +57,12 @@ impl GroupHost {
         }
     }
 
+    /// Times this node's queue groups hibernated, in all.
+    pub fn hibernations(&self) -> u64 {
+        let groups = self.starter.groups.lock();
+        groups.values().map(|(_, g)| g.slot().sleeps()).sum()
+    }
+
     /// The queue groups' figures for Prometheus.
     pub fn group_stats(&self) -> Vec<ferry_cluster::node::GroupStats> {
         let groups = self.starter.groups.lock();
@@ -70,10 +77,10 @@ enum Member {
 }
 
 impl Member {
-    fn raft(&self) -> &ferry_cluster::FerryRaft {
+    fn slot(&self) -> &Arc<RaftSlot> {
         match self {
-            Member::Queue(g) => g.raft(),
-            Member::Stream(g) => g.raft(),
+            Member::Queue(g) => g.slot(),
+            Member::Stream(g) => g.slot(),
         }
     }
 
@@ -166,7 +173,10 @@ impl Starter {
             // The same configuration on every member: safe (see the
             // metadata group's formation).
             let alone = members.len() == 1;
-            let _ = self.rt.block_on(group.raft().initialize(members));
+            let Some(raft) = self.rt.block_on(group.slot().raft()) else {
+                return Err(internal("the queue's group stopped as it started"));
+            };
+            let _ = self.rt.block_on(raft.initialize(members));
             // A group of one elects itself as it initializes: standing
             // again would start a second term over the first (and log a
             // warning per declared queue).
@@ -176,7 +186,7 @@ impl Starter {
                 // at once, so its client's node usually leads. (Repeating
                 // the election while the others start their part of the
                 // group made two nodes duel for terms: it is not done.)
-                let _ = self.rt.block_on(group.raft().trigger().elect());
+                let _ = self.rt.block_on(raft.trigger().elect());
             }
         }
         self.groups
@@ -235,7 +245,7 @@ impl Starter {
         let links = self.node.links().clone();
         let rt = self.rt.clone();
         rt.spawn(async move {
-            ferry_cluster::group::ask_rebuild(links, p.group, members).await;
+            ferry_cluster::rebuild::ask_rebuild(links, p.group, members).await;
             let (group, queue) = (p.group, p.name().clone());
             let started = tokio::task::spawn_blocking(move || self.start_member(p, false)).await;
             match started {
@@ -249,13 +259,15 @@ impl Starter {
 
 impl GroupHost {
     /// Asks `to` to stand for election in `group` (this node: at once).
-    fn ask_to_stand(&self, group: u64, to: u64, raft: &ferry_cluster::FerryRaft) {
+    fn ask_to_stand(&self, group: u64, to: u64, slot: &Arc<RaftSlot>) {
         let node = &self.starter.node;
         let r = if to == node.id() {
-            self.starter
-                .rt
-                .block_on(ferry_cluster::stand(raft))
-                .map(|_| ())
+            self.starter.rt.block_on(async {
+                match slot.raft().await {
+                    Some(raft) => ferry_cluster::stand(&raft).await.map(|_| ()),
+                    None => Err("the group stopped on this node".to_string()),
+                }
+            })
         } else {
             match node.voters().get(&to) {
                 Some(n) => self
@@ -289,7 +301,7 @@ impl GroupHost {
             .groups
             .lock()
             .get(&group)
-            .map(|(_, g)| (node.id(), g.raft().clone()));
+            .map(|(_, g)| (node.id(), g.slot().clone()));
         ferry_cluster::membership::GroupAsk {
             links: node.links().clone(),
             local,
@@ -328,7 +340,7 @@ impl ReplicaHost for GroupHost {
             .filter(|(id, _)| wanted(id))
         {
             let Member::Queue(q) = g else { continue };
-            let leader = q.raft().metrics().borrow().current_leader;
+            let leader = q.slot().with_metrics(|m| m.current_leader);
             if let Some(l) = leader.filter(|l| *l != me && node.groups().is_alive(*l)) {
                 if let Some(n) = voters.get(&l) {
                     add(l, &n.addr, *id);
@@ -376,28 +388,27 @@ impl ReplicaHost for GroupHost {
             .copied()
             .filter(|id| *id == me || node.groups().is_alive(*id))
             .collect();
-        let views: Vec<(crate::rebalance::GroupView, ferry_cluster::FerryRaft)> = self
+        let views: Vec<(crate::rebalance::GroupView, Arc<RaftSlot>)> = self
             .starter
             .groups
             .lock()
             .iter()
             .map(|(id, (_, g))| {
-                let raft = g.raft().clone();
-                let m = raft.metrics().borrow().clone();
-                let view = crate::rebalance::GroupView {
+                let slot = g.slot().clone();
+                let view = slot.with_metrics(|m| crate::rebalance::GroupView {
                     id: *id,
                     voters: m.membership_config.membership().voter_ids().collect(),
                     leader: m.current_leader,
-                };
-                (view, raft)
+                });
+                (view, slot)
             })
             .collect();
         let plain: Vec<crate::rebalance::GroupView> =
             views.iter().map(|(v, _)| v.clone()).collect();
         let moves = crate::rebalance::plan(&plain, &live);
         for (group, to) in &moves {
-            if let Some((_, raft)) = views.iter().find(|(v, _)| v.id == *group) {
-                self.ask_to_stand(*group, *to, raft);
+            if let Some((_, slot)) = views.iter().find(|(v, _)| v.id == *group) {
+                self.ask_to_stand(*group, *to, slot);
             }
         }
         let groups = plain.iter().filter(|v| v.leader.is_some()).count();
@@ -459,10 +470,8 @@ impl ReplicaHost for GroupHost {
             .lock()
             .get(&group)?
             .1
-            .raft()
-            .metrics()
-            .borrow()
-            .clone();
+            .slot()
+            .with_metrics(Clone::clone);
         let names = self.starter.node.meta_state();
         let name = |id: &u64| {
             names

@@ -96,6 +96,10 @@ pub struct Settings {
     /// snapshots; each lets its Raft log be cut (ra's `snapshot_interval`
     /// in RabbitMQ, 4,096 there too).
     pub meta_snapshot_interval: u64,
+    /// A replicated queue's Raft instance nobody used for this many ms
+    /// hibernates: it stops and starts again from its log when a publish,
+    /// an ack or another node needs it (0: never).
+    pub queue_hibernate_after_ms: u64,
 }
 
 /// How log lines are written.
@@ -162,6 +166,7 @@ impl Default for Settings {
             default_replicas: 3,
             queue_snapshot_bytes: 64 << 20,
             meta_snapshot_interval: 4096,
+            queue_hibernate_after_ms: 10_000,
         }
     }
 }
@@ -208,6 +213,7 @@ struct FileSettings {
     default_replicas: Option<usize>,
     queue_snapshot_bytes: Option<u64>,
     meta_snapshot_interval: Option<u64>,
+    queue_hibernate_after_ms: Option<u64>,
 }
 
 /// A settings error, reported before the broker starts.
@@ -291,7 +297,8 @@ impl Settings {
             cluster_tls,
             default_replicas,
             queue_snapshot_bytes,
-            meta_snapshot_interval
+            meta_snapshot_interval,
+            queue_hibernate_after_ms
         );
         macro_rules! take_opt {
             ($($k:ident),*) => { $( if f.$k.is_some() { self.$k = f.$k; } )* };
@@ -352,7 +359,8 @@ impl Settings {
             "FERRY_CLUSTER_TLS" => cluster_tls,
             "FERRY_DEFAULT_REPLICAS" => default_replicas,
             "FERRY_QUEUE_SNAPSHOT_BYTES" => queue_snapshot_bytes,
-            "FERRY_META_SNAPSHOT_INTERVAL" => meta_snapshot_interval
+            "FERRY_META_SNAPSHOT_INTERVAL" => meta_snapshot_interval,
+            "FERRY_QUEUE_HIBERNATE_AFTER_MS" => queue_hibernate_after_ms
         );
         Ok(())
     }

@@ -74,6 +74,8 @@ pub struct NodeConfig {
     pub election_ms: (u64, u64),
     /// Queue groups: bytes of records between snapshots (`GroupConfig`).
     pub snapshot_bytes: u64,
+    /// Queue groups: hibernate after this long unused (`GroupConfig`).
+    pub hibernate_after: Option<Duration>,
     /// Metadata group: entries between snapshots (the log is cut at each,
     /// keeping as many entries again for followers a little behind).
     pub meta_snapshot_interval: u64,
@@ -243,6 +245,7 @@ impl ClusterNode {
         let t = tokio::spawn(status::count_changes(
             node.inner.meta.clone(),
             node.inner.counters.clone(),
+            None,
         ));
         node.inner.tasks.lock().push(t);
         Ok(node)
@@ -309,6 +312,7 @@ impl ClusterNode {
         Ok(GroupConfig {
             raft,
             snapshot_bytes: self.inner.cfg.snapshot_bytes,
+            hibernate_after: self.inner.cfg.hibernate_after,
         })
     }
 
@@ -703,7 +707,7 @@ impl ClusterNode {
     pub fn group_stats(&self) -> Vec<GroupStats> {
         let mut all = vec![status::stats_of(
             "meta".into(),
-            &self.inner.meta,
+            &self.inner.meta.metrics().borrow(),
             self.id(),
             &self.inner.counters,
         )];

@@ -65,6 +65,10 @@ pub struct GroupStats {
     pub elections: u64,
     /// On the leader: entries each follower lacks, by follower node id.
     pub lag: Vec<(NodeId, u64)>,
+    /// Its Raft instance runs (false: the group hibernates, idle).
+    pub awake: bool,
+    /// Times the group hibernated on this node.
+    pub hibernations: u64,
 }
 
 /// This node's figures for the others' `/api/nodes` (memory, disk, ...),
@@ -94,8 +98,12 @@ pub struct RaftCounters {
 }
 
 /// Counts leader changes and new terms as `raft`'s metrics move (until
-/// the group stops).
-pub async fn count_changes(raft: crate::FerryRaft, counters: Arc<RaftCounters>) {
+/// the instance stops), and bumps `changes` (its slot's) at each move.
+pub async fn count_changes(
+    raft: crate::FerryRaft,
+    counters: Arc<RaftCounters>,
+    changes: Option<crate::slot::Changes>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     // The server metrics change with the leadership and the vote only.
     let mut rx = raft.server_metrics();
@@ -104,6 +112,9 @@ pub async fn count_changes(raft: crate::FerryRaft, counters: Arc<RaftCounters>) 
         (m.current_leader, m.vote.leader_id().get_term())
     };
     while rx.changed().await.is_ok() {
+        if let Some(c) = &changes {
+            c.send_modify(|n| *n += 1);
+        }
         let (now_leader, now_term) = {
             let m = rx.borrow();
             (m.current_leader, m.vote.leader_id().get_term())
@@ -119,15 +130,15 @@ pub async fn count_changes(raft: crate::FerryRaft, counters: Arc<RaftCounters>) 
     }
 }
 
-/// The figures of group `group` (label) as node `me` sees them.
+/// The figures of group `group` (label) as node `me` sees them in `m`,
+/// its metrics.
 pub fn stats_of(
     group: String,
-    raft: &crate::FerryRaft,
+    m: &crate::slot::Metrics,
     me: NodeId,
     counters: &RaftCounters,
 ) -> GroupStats {
     use std::sync::atomic::Ordering::Relaxed;
-    let m = raft.metrics().borrow().clone();
     let last = m.last_log_index.unwrap_or(0);
     let lag = m
         .replication
@@ -147,6 +158,8 @@ pub fn stats_of(
         last_applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         purged_index: m.purged.map_or(0, |l| l.index),
+        awake: true,
+        hibernations: 0,
         leader: m.current_leader == Some(me),
         leader_changes: counters.leader_changes.load(Relaxed),
         elections: counters.elections.load(Relaxed),
