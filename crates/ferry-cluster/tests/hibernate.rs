@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_queue::test_support::{Confirms, Fixture, Taker};
+use ferry_queue::test_support::{Confirms, Fixture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,8 @@ async fn idle_groups_hibernate_and_wake_for_publishes_acks_and_elections() {
     let nodes = start_opts(&fx, 64 << 20, &[], Some(IDLE)).await;
     let all: Vec<&Node> = nodes.iter().collect();
     let (leader, follower) = roles(&nodes).await;
-    let taker = Taker::new(1000);
+    let taker = consumer(leader, "c", 1000);
     let q = leader.group.replica().queue();
-    q.consume(Arc::from("c"), taker.clone(), false, false)
-        .unwrap();
-    q.dispatch();
     let confirms = Arc::new(Confirms::default());
     for i in 1..=10 {
         publish(leader, &format!("m{i}"), &confirms, i);
@@ -83,11 +80,7 @@ async fn idle_groups_hibernate_and_wake_for_publishes_acks_and_elections() {
     let failover = started.elapsed();
     assert_ne!(l2, gone);
     let new = rest.iter().find(|n| n.id == l2).unwrap();
-    let t2 = Taker::new(1000);
-    let q2 = new.group.replica().queue();
-    q2.consume(Arc::from("c2"), t2.clone(), false, false)
-        .unwrap();
-    q2.dispatch();
+    let t2 = consumer(new, "c2", 1000);
     until("the unacked three delivered again", || {
         t2.got.lock().len() == 3
     })

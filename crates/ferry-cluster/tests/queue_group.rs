@@ -24,11 +24,8 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
     let nodes = start(&fx).await;
     let (leader, follower) = roles(&nodes).await;
     let l = leader.id;
-    let taker = Taker::new(1000);
+    let taker = consumer(leader, "c", 1000);
     let q = leader.group.replica().queue();
-    q.consume(Arc::from("c"), taker.clone(), false, false)
-        .unwrap();
-    q.dispatch();
     let confirms = Arc::new(Confirms::default());
     for i in 1..=20 {
         publish(leader, &format!("m{i}"), &confirms, i);
@@ -78,12 +75,8 @@ async fn a_queue_group_confirms_after_commit_forwards_and_fails_over() {
     let l2 = serving(&rest).await;
     assert_ne!(l2, l);
     let new = rest.iter().find(|n| n.id == l2).unwrap();
-    let t2 = Taker::new(1000);
-    let q2 = new.group.replica().queue();
     until("the new leader serves", || new.group.replica().serves()).await;
-    q2.consume(Arc::from("c2"), t2.clone(), false, false)
-        .unwrap();
-    q2.dispatch();
+    let t2 = consumer(new, "c2", 1000);
     until("the unacked ones delivered again", || {
         t2.got.lock().len() == 15
     })

@@ -40,7 +40,10 @@ async fn an_idle_quorum_queue_hibernates_and_wakes_for_publishes_and_failover() 
     let (mut nodes, _) =
         three_seeds_with(&ports, &[("FERRY_QUEUE_HIBERNATE_AFTER_MS", "300")]).await;
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     let (c0, ch0) = common::connect_channel(&nodes[0].amqp_url()).await;
     let durable = QueueDeclareOptions {
         durable: true,
@@ -86,7 +89,10 @@ async fn an_idle_quorum_queue_hibernates_and_wakes_for_publishes_and_failover() 
     nodes[leader].kill9().await;
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let after = vec!["after".to_string()];
-    assert_eq!(publish_confirmed(&nodes[rest[0]], "hq", &after).await, after);
+    assert_eq!(
+        publish_confirmed(&nodes[rest[0]], "hq", &after).await,
+        after
+    );
     let (c, ch) = common::connect_channel(&nodes[rest[1]].amqp_url()).await;
     let mut left = common::drain_get(&ch, "hq").await;
     left.sort();

@@ -9,7 +9,7 @@ use ferry_cluster::{Links, Listener, Secret};
 use ferry_log::{LogConfig, RoundPolicy, StdIo};
 use ferry_queue::queue::{ConfirmToken, Replica};
 use ferry_queue::syncer::Syncer;
-use ferry_queue::test_support::{message, mtable, spec, Confirms, Fixture};
+use ferry_queue::test_support::{message, mtable, spec, Confirms, Fixture, Taker};
 use ferry_raft::{NodeId, RaftLog};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,6 +165,16 @@ pub fn publish(n: &Node, body: &str, confirms: &Arc<Confirms>, seq: u64) {
         .queue()
         .publish(&Arc::new(message(body, true)), Some(t))
         .unwrap();
+}
+
+/// A consumer `tag` on `n`'s replica, taking up to `credit` unacked.
+pub fn consumer(n: &Node, tag: &str, credit: u32) -> Arc<Taker> {
+    let taker = Taker::new(credit);
+    let q = n.group.replica().queue();
+    q.consume(Arc::from(tag), taker.clone(), false, false)
+        .unwrap();
+    q.dispatch();
+    taker
 }
 
 /// `m{from}` .. `m{to}`.
