@@ -37,8 +37,14 @@ async fn an_idle_quorum_queue_hibernates_and_wakes_for_publishes_and_failover() 
         return;
     }
     let ports = free_ports(3);
-    let (mut nodes, _) =
-        three_seeds_with(&ports, &[("FERRY_QUEUE_HIBERNATE_AFTER_MS", "300")]).await;
+    let (mut nodes, _) = three_seeds_with(
+        &ports,
+        &[
+            ("FERRY_QUEUE_HIBERNATE_AFTER_MS", "300"),
+            ("FERRY_LOG_LEVEL", "ferry_cluster=debug,info"),
+        ],
+    )
+    .await;
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -89,10 +95,18 @@ async fn an_idle_quorum_queue_hibernates_and_wakes_for_publishes_and_failover() 
     nodes[leader].kill9().await;
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let after = vec!["after".to_string()];
-    assert_eq!(
-        publish_confirmed(&nodes[rest[0]], "hq", &after).await,
-        after
-    );
+    let t0 = std::time::Instant::now();
+    let got = publish_confirmed(&nodes[rest[0]], "hq", &after).await;
+    if got != after {
+        for r in &rest {
+            eprintln!(
+                "=== node {r} after {:?}\n{}",
+                t0.elapsed(),
+                nodes[*r].stderr()
+            );
+        }
+    }
+    assert_eq!(got, after);
     let (c, ch) = common::connect_channel(&nodes[rest[1]].amqp_url()).await;
     let mut left = common::drain_get(&ch, "hq").await;
     left.sort();
