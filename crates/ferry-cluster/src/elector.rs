@@ -11,11 +11,9 @@
 //! - **Elections**: for each quiescent group this node votes in whose
 //!   leader is unknown, down, or this node without leading, the live
 //!   voters stand in the order of their ids: the first at once, the next
-//!   [`STAND_GAP`] later, ... (the first again every [`RETRY`] while the
-//!   group has no leader — a voter that heard the old leader less than
-//!   the election timeout ago refuses its vote until then — the others
-//!   less often with their rank, and none while a live node it voted for
-//!   may still take over, for [`GRANT_GRACE`]). Groups are looked
+//!   [`STAND_GAP`] later, ... (each again every [`RETRY`] while the group
+//!   has no leader: a voter that heard the old leader less than the
+//!   election timeout ago refuses its vote until then). Groups are looked
 //!   at on every tick only while a node came or went or some group needs
 //!   this node, else every [`SCAN`].
 //! - **Fencing**: a leader that heard from less than a majority of its
@@ -61,9 +59,6 @@ pub const NUDGE: Duration = Duration::from_secs(1);
 /// for this long stops serving (before the others, who wait
 /// [`DOWN_AFTER`], elect another).
 pub const FENCE_AFTER: Duration = Duration::from_secs(1);
-/// How long a live node this one voted for may take to lead before this
-/// node stands against it.
-pub const GRANT_GRACE: Duration = Duration::from_secs(2);
 /// Every group is looked at least this often.
 pub const SCAN: Duration = Duration::from_secs(1);
 /// How long an instance started from hibernation refuses votes (the
@@ -123,8 +118,6 @@ struct GroupWatch {
     lagging: bool,
     /// When this node woke the group (hibernating) to elect a leader.
     woke_at: Option<Instant>,
-    /// The live node this one voted for, and since when it is seen so.
-    granted: Option<(NodeId, Instant)>,
 }
 
 /// Starts this node's elector (ends when `links` close).
@@ -241,12 +234,9 @@ async fn look_at(
                 *id != me && live.alive(me, *id) && matched.map_or(0, |l| l.index) < last
             })
         });
-        // The node this one voted for, if not itself: a candidate it
-        // granted, or a leader it has not heard from yet.
-        let voted = m.vote.leader_id().voted_for().filter(|v| *v != me);
-        Some((m.state, leader, voters, lagging, voted))
+        Some((m.state, leader, voters, lagging))
     });
-    let Some((state, leader, voters, lagging, voted)) = seen else {
+    let Some((state, leader, voters, lagging)) = seen else {
         w.leaderless_since = None;
         w.lagging = false;
         w.woke_at = None;
@@ -284,18 +274,6 @@ async fn look_at(
         w.woke_at = Some(now);
     }
     let since = *w.leaderless_since.get_or_insert(now);
-    // A live node this one voted for (standing, or elected and not heard
-    // yet) gets its turn: standing now would depose it before its first
-    // append arrives (two voters left dueled for terms that way).
-    match voted.filter(|v| live.alive(me, *v)) {
-        Some(v) if w.granted.is_none_or(|(to, _)| to != v) => {
-            w.granted = Some((v, now));
-            return None;
-        }
-        Some(_) if w.granted.is_some_and(|(_, at)| now - at < GRANT_GRACE) => return None,
-        Some(_) => {}
-        None => w.granted = None,
-    }
     // (The lease that matters is the other voters', which began when
     // their electors woke them, within a tick of this one: standing a
     // little before this node's own ends loses nothing but a term.)
@@ -306,15 +284,9 @@ async fn look_at(
     standing.sort_unstable();
     let rank = standing.iter().position(|v| *v == me).unwrap_or(0);
     let turn = since + STAND_GAP * u32::try_from(rank).unwrap_or(u32::MAX);
-    // The first in rank retries soonest: a woken group's other voters
-    // woke when their electors saw the leader go (within a tick of this
-    // one), so at the next tick. The others back off further with their
-    // rank, so two never keep standing in step.
-    let retry = match rank {
-        0 if w.woke_at.is_some() => TICK,
-        r => RETRY * (1 + 2 * u32::try_from(r).unwrap_or(u32::MAX / 4)),
-    };
-    if now >= turn && w.stood_at.is_none_or(|t| now - t >= retry) {
+    // (Every voter retries at the same pace: a faster one for a woken
+    // group made two survivors duel for terms under load.)
+    if now >= turn && w.stood_at.is_none_or(|t| now - t >= RETRY) {
         w.stood_at = Some(now);
         tracing::debug!(
             rank,
