@@ -20,6 +20,13 @@ pub(crate) async fn rebuild(raft: FerryRaft, from: NodeId) -> Result<Bytes, Stri
     use openraft::ChangeMembers;
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(m.id) {
+        if m.current_leader == Some(from) {
+            // The node this one takes for the leader lost its data: it
+            // leads no more, and its node answers pings again, so the
+            // elector would not see it go. A voter stands (the asker
+            // retries until some member leads).
+            let _ = raft.trigger().elect().await;
+        }
         return Err("not the group's leader".into());
     }
     let membership = m.membership_config.membership().clone();
