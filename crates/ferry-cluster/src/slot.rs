@@ -193,7 +193,7 @@ impl RaftSlot {
         let raft = i.raft.clone()?;
         i.users += 1;
         drop(i);
-        self.touch();
+        // (Its drop records the use: the group cannot sleep while held.)
         Some(RaftRef {
             raft,
             slot: self.clone(),
