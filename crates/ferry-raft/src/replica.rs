@@ -243,6 +243,26 @@ impl QueueMachine {
     }
 }
 
+/// At most this many entries, holding at most [`INLINE_COMMANDS`]
+/// commands, are applied where openraft asks; larger batches (a replica
+/// catching up reads records back from its segments) go to the blocking
+/// pool.
+const INLINE_ENTRIES: usize = 8;
+/// See [`INLINE_ENTRIES`].
+const INLINE_COMMANDS: usize = 1024;
+
+fn applies_inline(entries: &[Entry]) -> bool {
+    entries.len() <= INLINE_ENTRIES
+        && entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(b) => b.commands.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+            <= INLINE_COMMANDS
+}
+
 fn file_ref(f: &crate::snapshot::SnapshotFile) -> Snapshot<TypeConfig> {
     Snapshot {
         meta: f.meta().clone(),
@@ -324,6 +344,19 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if applies_inline(&entries) {
+            // A few entries (a queue's steady state): applied on this
+            // worker. Their records are in the log's tail cache, and what
+            // applying does beyond memory is the publish / deliver path's
+            // page-cache I/O, allowed on a worker (ARCHITECTURE.md,
+            // "Blocking"). A hand-off to the blocking pool per apply cost
+            // two thread wake-ups: at 1,000 queues committing 10 entries a
+            // second each, most of a node's futex calls and context
+            // switches (BENCHMARKS.md, S8).
+            return self
+                .apply_blocking(entries)
+                .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e));
+        }
         let me = self.clone();
         on_blocking_pool(ErrorSubject::StateMachine, move || {
             me.apply_blocking(entries)
