@@ -8,14 +8,39 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Free ports for the cluster listeners (bound, read, released).
+/// Free ports for listeners a test must name in advance (bound, read,
+/// released). Taken below the kernel's ephemeral range: a port the kernel
+/// handed out for `:0` is free again once released, and another process's
+/// `127.0.0.1:0` listener (every test node's AMQP port) or outgoing
+/// connection could get it before the node that was meant to (CI saw a
+/// node's fixed HTTP port taken by another node's AMQP listener).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
+    use std::hash::{BuildHasher, Hasher};
+    let low = ephemeral_low().clamp(12_000, 32_768);
+    let span = u64::from(low - 10_000);
+    let mut ls: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0u32;
+    while ls.len() < n {
+        tries += 1;
+        assert!(tries < 10_000, "no free port below {low}");
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(tries);
+        let port = 10_000 + u16::try_from(h.finish() % span).expect("below the range");
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            ls.push(l);
+        }
+    }
     ls.iter()
         .map(|l| l.local_addr().expect("addr").port())
         .collect()
+}
+
+/// The first port of the kernel's ephemeral range (32768 if unknown).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 pub fn node_env(i: usize, ports: &[u16], seeds: &str, secret: &str) -> Vec<(String, String)> {
