@@ -305,7 +305,6 @@ impl PeerLink {
     }
 }
 
-/// Writes queued frames, coalescing what is queued into one write.
 /// A write smaller than this waits one turn of the scheduler for more.
 const COALESCE_BELOW: usize = 16 * 1024;
 /// The most one write carries (more waits for the next).
@@ -320,6 +319,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Frame>, buf: &mut BytesMut) {
     }
 }
 
+/// Writes queued frames, coalescing what is queued into one write.
 pub(crate) async fn write_loop(
     mut wr: tokio::io::WriteHalf<BoxStream>,
     mut rx: mpsc::UnboundedReceiver<Frame>,

@@ -201,9 +201,9 @@ impl QueueMachine {
         &self.store
     }
 
-    /// Applies `entries` (blocking: positions may come from the segments,
-    /// and the queue reads bodies when it delivers).
-    fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, String> {
+    /// Applies `entries`. May read the segments (positions past the tail
+    /// cache, bodies the queue delivers): page-cache I/O, see `apply`.
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, String> {
         let mut out = Vec::with_capacity(entries.len());
         let mut logged = 0u64;
         for e in entries {
@@ -354,12 +354,12 @@ impl RaftStateMachine<TypeConfig> for QueueMachine {
             // second each, most of a node's futex calls and context
             // switches (BENCHMARKS.md, S8).
             return self
-                .apply_blocking(entries)
+                .apply_entries(entries)
                 .map_err(|e| state_machine_error(ErrorSubject::StateMachine, e));
         }
         let me = self.clone();
         on_blocking_pool(ErrorSubject::StateMachine, move || {
-            me.apply_blocking(entries)
+            me.apply_entries(entries)
         })
         .await
     }
