@@ -278,7 +278,7 @@ impl QueueGroup {
             me,
             config: config.raft.clone(),
             links: links.clone(),
-            log,
+            log: log.clone(),
             due: sm.due(),
             sm,
             replica: replica.clone(),
@@ -311,7 +311,7 @@ impl QueueGroup {
             serving: serving_rx,
         };
         let tasks = vec![
-            tokio::spawn(run_proposer(lead, links, id, rx, Some(gate))),
+            tokio::spawn(run_proposer(lead, links, id, rx, (Some(gate), Some(log)))),
             tokio::spawn(run_puller(port.clone(), replica.clone())),
             tokio::spawn(run_forwarder(port, forwards)),
             tokio::spawn(reap(served)),
@@ -370,12 +370,19 @@ impl QueueGroup {
 /// one entry on the leader, forwarded one batch at a time from a
 /// follower. A queue group's `gate` is its replica, which decides on the
 /// leader which records are proposed (`admission`); a stream's has none.
+/// With this node's `log` of the group, a batch this node's Raft took as
+/// leader is followed by the next only once the log made its append
+/// durable (or the batch was answered): openraft appends one entry per
+/// write and waits for each, so handing over every small batch at once
+/// would queue one entry and one durability round per batch — under a
+/// busy node's long rounds a fast publisher's confirms waited for dozens
+/// of rounds.
 pub(crate) async fn run_proposer(
     lead: Leadership,
     links: Arc<Links>,
     group: u64,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
-    gate: Option<Gate>,
+    (gate, log): (Option<Gate>, Option<RaftLog>),
 ) {
     while let Some(first) = rx.next().await {
         let mut batch = vec![first];
@@ -393,6 +400,7 @@ pub(crate) async fn run_proposer(
             .into_iter()
             .map(|p| (p.records.len(), p.done))
             .collect();
+        let mark = log.as_ref().map(RaftLog::append_mark);
         // Boxed: the task waits for proposals with a small future (an
         // idle queue's task stays small).
         let r = Box::pin(hand_over(&lead, &links, group, cmds, gate.as_ref())).await;
@@ -404,6 +412,7 @@ pub(crate) async fn run_proposer(
                 using,
             } => {
                 let replica = gate.as_ref().map(|g| g.replica.clone());
+                let (answered, on_answer) = tokio::sync::oneshot::channel::<()>();
                 tokio::spawn(async move {
                     // The group does not hibernate before the answer.
                     let _using = using;
@@ -412,11 +421,21 @@ pub(crate) async fn run_proposer(
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("the group stopped".into()),
                     };
+                    drop(answered);
                     if let (Err(_), Some(rep)) = (&r, replica) {
                         rep.release(ticket);
                     }
                     finish(spans, &refused, r);
                 });
+                if let (Some(log), Some(mark)) = (&log, mark) {
+                    Box::pin(async {
+                        tokio::select! {
+                            _ = log.flushed_past(mark) => {}
+                            _ = on_answer => {}
+                        }
+                    })
+                    .await;
+                }
             }
             Handover::Done(r, refused) => finish(spans, &refused, r),
         }

@@ -78,7 +78,7 @@ impl OutsideGroup {
         replica.bind_leader(port.clone());
         let tasks = vec![
             // Outside the group it never leads: nothing to decide here.
-            tokio::spawn(run_proposer(lead, links, group, proposals, None)),
+            tokio::spawn(run_proposer(lead, links, group, proposals, (None, None))),
             tokio::spawn(run_puller(port.clone(), replica)),
             tokio::spawn(run_forwarder(port, forwards)),
         ];
@@ -114,7 +114,11 @@ impl OutsideGroup {
         stream.read_through(Arc::new(readers.clone()));
         OutsideGroup {
             tasks: Mutex::new(vec![tokio::spawn(run_proposer(
-                lead, links, group, proposals, None,
+                lead,
+                links,
+                group,
+                proposals,
+                (None, None),
             ))]),
             queue_members: Vec::new(),
             readers: Some(readers),

@@ -86,7 +86,7 @@ impl StreamGroup {
             me,
             config.raft.clone(),
             GroupNetwork::new(id, links.clone()),
-            log,
+            log.clone(),
             sm,
         )
         .await
@@ -123,7 +123,7 @@ impl StreamGroup {
             links.clone(),
             id,
             proposals,
-            None,
+            (None, Some(log)),
         ))];
         let group = StreamGroup {
             raft,

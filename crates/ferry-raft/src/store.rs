@@ -30,7 +30,7 @@ use state::State;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The committed pointer is rewritten after it advanced this many entries.
@@ -52,6 +52,11 @@ struct Shared {
     syncer: Arc<Syncer>,
     /// A committed-pointer write is running (later ones are skipped).
     writing_committed: AtomicBool,
+    /// Appends handed to the log, and how many of them are settled (made
+    /// durable, or failed): see [`RaftLog::flushed_past`].
+    appends: AtomicU64,
+    settled: AtomicU64,
+    settled_wake: tokio::sync::Notify,
 }
 
 impl RaftLog {
@@ -73,6 +78,9 @@ impl RaftLog {
                 schedule: SyncSchedule::default(),
                 syncer,
                 writing_committed: AtomicBool::new(false),
+                appends: AtomicU64::new(0),
+                settled: AtomicU64::new(0),
+                settled_wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -101,6 +109,16 @@ impl RaftLog {
         entries: impl IntoIterator<Item = Entry>,
         done: DurableCallback,
     ) -> Result<(), RaftLogError> {
+        let n = self.shared.appends.fetch_add(1, Ordering::AcqRel) + 1;
+        // Weak: the callback waits inside the log, which `shared` holds.
+        let settle = Settle {
+            shared: Arc::downgrade(&self.shared),
+            n,
+        };
+        let done: DurableCallback = Box::new(move |r| {
+            done(r);
+            drop(settle);
+        });
         {
             let mut st = self.shared.state.lock();
             let mut last = None;
@@ -123,6 +141,30 @@ impl RaftLog {
             Some(shared as Arc<dyn SyncTask>)
         });
         Ok(())
+    }
+
+    /// How many appends were handed to the log so far: a mark for
+    /// [`flushed_past`](Self::flushed_past).
+    pub fn append_mark(&self) -> u64 {
+        self.shared.appends.load(Ordering::Acquire)
+    }
+
+    /// Returns once an append handed to the log after `mark` is settled
+    /// (durable, or failed). openraft's core waits for each append to be
+    /// durable before it takes the next write, so a leader's proposer
+    /// that hands over its next batch only then puts everything that
+    /// arrived meanwhile into one entry, instead of queueing one entry
+    /// (and one durability round) per small batch.
+    pub async fn flushed_past(&self, mark: u64) {
+        loop {
+            let woken = self.shared.settled_wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.shared.settled.load(Ordering::Acquire) > mark {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Entries with raft indexes in `range` that the log holds.
@@ -214,6 +256,22 @@ impl RaftLog {
             }
             shared.writing_committed.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Settles append `n` when dropped: after its callback ran, or with it
+/// when the append failed before it was registered.
+struct Settle {
+    shared: std::sync::Weak<Shared>,
+    n: u64,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.settled.fetch_max(self.n, Ordering::AcqRel);
+            shared.settled_wake.notify_waiters();
+        }
     }
 }
 

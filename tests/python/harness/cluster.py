@@ -172,9 +172,11 @@ class FerryCluster:
     """One ferry process per lab node, seeds = every node, one shared secret."""
 
     def __init__(self, lab: Lab, binary: Path, workdir: Path, secret: str = "lab secret",
-                 seeds: int | None = None):
+                 seeds: int | None = None, worker_threads: int | None = 1):
         """`seeds`: how many of the lab's nodes (the first ones) are the seeds; every node is
-        started with them (a node after them joins the running cluster)."""
+        started with them (a node after them joins the running cluster). `worker_threads`:
+        tokio workers per node (1 keeps three nodes on two cores calm in tests; None: Ferry's
+        default, one per core, as the benchmarks run it)."""
         self.lab = lab
         workdir = Path(workdir)
         secret_file = workdir / "cluster.secret"
@@ -188,7 +190,8 @@ class FerryCluster:
                 extra_env={
                     # guest may log in only from loopback; the test process is not.
                     "FERRY_LOOPBACK_USERS": "",
-                    "FERRY_WORKER_THREADS": "1",
+                    **({} if worker_threads is None
+                       else {"FERRY_WORKER_THREADS": str(worker_threads)}),
                 },
                 extra_args=["--node-name", f"n{i}", "--cluster-listen", f"{a}:25672",
                             "--cluster-seeds", seeds, "--cluster-secret-file", str(secret_file)],
