@@ -51,7 +51,10 @@ pub const DOWN_AFTER: Duration = Duration::from_secs(2);
 pub const STAND_GAP: Duration = Duration::from_secs(1);
 /// Before a voter stands again in a group still without a leader (its
 /// vote requests may have met the lease of a voter that heard the old
-/// leader lately).
+/// leader lately), plus a random part up to as much again: two voters
+/// past their turns that retried in step (their electors tick alike)
+/// kept splitting the third's votes, each winning a term and losing
+/// the next to the other (a 10 s duel, seen once in CI).
 pub const RETRY: Duration = Duration::from_millis(400);
 /// Between two heartbeats to a lagging follower.
 pub const NUDGE: Duration = Duration::from_secs(1);
@@ -113,6 +116,9 @@ impl Liveness {
 struct GroupWatch {
     leaderless_since: Option<Instant>,
     stood_at: Option<Instant>,
+    /// How long after `stood_at` it may stand again ([`RETRY`] and a
+    /// random part).
+    retry: Duration,
     nudged_at: Option<Instant>,
     /// Leading, with a live follower behind.
     lagging: bool,
@@ -284,10 +290,11 @@ async fn look_at(
     standing.sort_unstable();
     let rank = standing.iter().position(|v| *v == me).unwrap_or(0);
     let turn = since + STAND_GAP * u32::try_from(rank).unwrap_or(u32::MAX);
-    // (Every voter retries at the same pace: a faster one for a woken
-    // group made two survivors duel for terms under load.)
-    if now >= turn && w.stood_at.is_none_or(|t| now - t >= RETRY) {
+    // (Every voter retries at the same average pace: a faster one for a
+    // woken group made two survivors duel for terms under load.)
+    if now >= turn && w.stood_at.is_none_or(|t| now - t >= w.retry) {
         w.stood_at = Some(now);
+        w.retry = RETRY + RETRY.mul_f64(rand::random::<f64>());
         tracing::debug!(
             rank,
             ?leader,

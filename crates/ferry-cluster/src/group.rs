@@ -376,7 +376,9 @@ impl QueueGroup {
 /// write and waits for each, so handing over every small batch at once
 /// would queue one entry and one durability round per batch — under a
 /// busy node's long rounds a fast publisher's confirms waited for dozens
-/// of rounds.
+/// of rounds. The gate may open a round early (another append settled
+/// first: a new leader's blank entry, a membership change): that only
+/// costs batching.
 pub(crate) async fn run_proposer(
     lead: Leadership,
     links: Arc<Links>,

@@ -52,8 +52,9 @@ struct Shared {
     syncer: Arc<Syncer>,
     /// A committed-pointer write is running (later ones are skipped).
     writing_committed: AtomicBool,
-    /// Appends handed to the log, and how many of them are settled (made
-    /// durable, or failed): see [`RaftLog::flushed_past`].
+    /// Appends handed to the log (numbered from 1), and the highest number
+    /// of one that settled (made durable, or failed; openraft's core hands
+    /// over one append at a time): see [`RaftLog::flushed_past`].
     appends: AtomicU64,
     settled: AtomicU64,
     settled_wake: tokio::sync::Notify,

@@ -104,4 +104,26 @@ fn a_failed_round_opens_the_gate_too() {
         done(gate.as_mut()),
         "a failed append left the proposer waiting"
     );
+
+    // The log is poisoned now: an append fails at once, and settles.
+    let mark = log.append_mark();
+    let mut gate = pin!(log.flushed_past(mark));
+    let (c, f) = (calls.clone(), failed.clone());
+    let taken = log.append_entries(
+        vec![entry(1)],
+        Box::new(move |r| {
+            c.fetch_add(1, Ordering::SeqCst);
+            if r.is_err() {
+                f.fetch_add(1, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert!(
+        taken.is_err() || failed.load(Ordering::SeqCst) == 2,
+        "a poisoned log took an append"
+    );
+    assert!(
+        done(gate.as_mut()),
+        "an append a poisoned log refused left the proposer waiting"
+    );
 }
