@@ -85,6 +85,9 @@ pub struct BenchArgs {
     /// Only consume: drain the messages found in the queues, then delete them.
     #[arg(long)]
     pub consume_only: bool,
+    /// Leave the queues (and the exchange) in place after the run instead of deleting them.
+    #[arg(long)]
+    pub keep_queues: bool,
     /// Open N idle connections (one channel each), hold them for --duration, report the
     /// broker's RSS; no traffic.
     #[arg(long, value_name = "N")]

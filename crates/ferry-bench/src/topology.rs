@@ -4,7 +4,7 @@
 //! The bench owns the queues named `PREFIX.N` and the exchange `PREFIX.x`:
 //! it purges them before a run (except --consume-only, which drains them)
 //! and deletes them after (except --publish-only, which leaves the backlog
-//! for the next run).
+//! for the next run, and --keep-queues).
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -99,9 +99,10 @@ pub async fn setup(target: &Target, plan: &Plan) -> Result<Vec<u64>, BenchError>
     Ok(backlog)
 }
 
-/// Deletes what [`setup`] declared (not after --publish-only).
+/// Deletes what [`setup`] declared (not after --publish-only or with
+/// --keep-queues).
 pub async fn teardown(target: &Target, plan: &Plan) -> Result<(), BenchError> {
-    if plan.mode == Mode::PublishOnly {
+    if plan.mode == Mode::PublishOnly || plan.args.keep_queues {
         return Ok(());
     }
     let (conn, ch) = open(target).await?;

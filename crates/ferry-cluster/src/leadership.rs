@@ -1,6 +1,6 @@
 //! Who leads a replicated queue's group, as this node sees it: a member
-//! reads its own Raft's metrics (the last it had, while the group
-//! hibernates); a node outside the group (a cluster
+//! reads its own Raft's server metrics (the last it had, while the group
+//! hibernates; `RaftSlot::with_leader`); a node outside the group (a cluster
 //! larger than the queue's replicas) guesses among the members and learns
 //! from their answers (a refusal moves the guess on, a redirect names the
 //! leader).
@@ -76,9 +76,9 @@ impl Leadership {
     /// guessed to).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         match self {
-            Leadership::Member { slot, me } => slot.with_metrics(|m| {
-                let l = m.current_leader.filter(|l| l != me)?;
-                let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
+            Leadership::Member { slot, me } => slot.with_leader(|leader, membership| {
+                let l = leader.filter(|l| l != me)?;
+                let addr = membership.membership().get_node(&l)?.addr.clone();
                 Some((l, addr))
             }),
             Leadership::Outside(g) => {

@@ -273,6 +273,11 @@ pub async fn run_puller(port: Arc<FollowerPort>, replica: Replica) {
                 end_session(&port, &replica);
             }
             if let Some(l) = leader {
+                tracing::debug!(
+                    group = port.group,
+                    leader = l,
+                    "a follower's session with the queue's leader begins"
+                );
                 s = Some(Session {
                     id: port.session.load(Ordering::Acquire),
                     leader: l,
@@ -399,6 +404,7 @@ async fn pull(
     };
     s.known = true;
     let pulled = remote::decode_pulled(answer.body).map_err(|e| e.to_string())?;
+    tracing::trace!(group = port.group, wanted = ?sent, deliveries = pulled.deliveries.len(), "pulled");
     let name = replica.queue().name().clone();
     let mut items = Vec::with_capacity(pulled.deliveries.len());
     let mut bad = Vec::new();

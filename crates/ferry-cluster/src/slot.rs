@@ -20,7 +20,7 @@
 use crate::error::NodeError;
 use crate::network::FerryRaft;
 use ferry_raft::NodeId;
-use openraft::{BasicNode, RaftMetrics, ServerState};
+use openraft::{BasicNode, RaftMetrics, ServerState, StoredMembership};
 use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
@@ -244,6 +244,32 @@ impl RaftSlot {
             (Some(r), _) => f(&r.metrics().borrow()),
             (None, Some(m)) => f(&m),
             (None, None) => f(&Metrics::new_initial(0)),
+        }
+    }
+
+    /// Calls `f` with the leader and the membership as this node's Raft
+    /// knows them, from its *server* metrics: the source whose changes
+    /// bump [`changes`](Self::changes). openraft publishes those before
+    /// its full metrics, so a reader woken by a change that read the full
+    /// ones could still see the old leader, and wait for a change that
+    /// already came (a follower's consumer then never got its session).
+    /// While the group sleeps: the last metrics it had.
+    pub fn with_leader<R>(
+        &self,
+        f: impl FnOnce(Option<NodeId>, &StoredMembership<NodeId, BasicNode>) -> R,
+    ) -> R {
+        let (raft, frozen) = {
+            let i = self.inner.lock();
+            (i.raft.clone(), i.frozen.clone())
+        };
+        match (raft, frozen) {
+            (Some(r), _) => {
+                let rx = r.server_metrics();
+                let m = rx.borrow();
+                f(m.current_leader, &m.membership_config)
+            }
+            (None, Some(m)) => f(m.current_leader, &m.membership_config),
+            (None, None) => f(None, &StoredMembership::default()),
         }
     }
 

@@ -445,3 +445,57 @@ async fn a_leader_cut_off_from_the_majority_stops_serving() {
     );
     assert_eq!(q.depth().ready, 5, "its messages stay");
 }
+
+/// A consumer stays fed while the leadership moves around the group, its
+/// own node leading a third of the time: after every move, the message
+/// published next reaches it, and its ack settles it on every replica:
+/// a deposed leader's consumer is fed by the new leader, and serves
+/// itself again when its node leads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_follows_the_leadership_around_the_group() {
+    let fx = Fixture::new();
+    let nodes = start(&fx).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let home = &nodes[0];
+    let taker = consumer(home, "c", 1000);
+    let confirms = Arc::new(Confirms::default());
+    const ROUNDS: u64 = 18;
+    for round in 1..=ROUNDS {
+        let l = serving(&all).await;
+        let at = nodes.iter().position(|n| n.id == l).unwrap();
+        let next = &nodes[(at + 1) % nodes.len()];
+        lead_on(next).await;
+        let body = format!("m{round}");
+        publish(next, &body, &confirms, round);
+        until(&format!("{body} reached the consumer"), || {
+            taker.bodies().contains(&body)
+        })
+        .await;
+        let got = taker.got.lock().last().map(|d| d.msg_id).unwrap();
+        home.group.replica().queue().settle(&[got]).unwrap();
+        for n in &nodes {
+            until(&format!("every replica settled {body}"), || {
+                let d = n.group.replica().queue().depth();
+                d.ready + d.unacked == 0
+            })
+            .await;
+        }
+    }
+    assert_eq!(confirms.ok.lock().len() as u64, ROUNDS);
+    assert!(!*taker.cancelled.lock(), "the consumer was never cancelled");
+}
+
+/// Has `n` stand for election until its replica serves (the voters refuse
+/// while they heard from the leader within its lease).
+async fn lead_on(n: &Node) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !n.group.replica().serves() {
+        assert!(std::time::Instant::now() < deadline, "{} never led", n.id);
+        let raft = n.group.slot().raft().await.expect("the group runs");
+        let _ = raft.trigger().elect().await;
+        let wait = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while !n.group.replica().serves() && std::time::Instant::now() < wait {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
