@@ -292,9 +292,20 @@ impl QueueGroup {
         let slot = match config.hibernate_after {
             Some(idle) => {
                 let again = instance.clone();
-                let start: crate::slot::Start = Box::new(move || Box::pin(again.clone().start()));
-                let quiet: crate::slot::Quiet = Box::new(move || instance.quiet());
-                RaftSlot::sleepy(id, changes, awake, (start, quiet, idle))
+                let (slept_log, slept_replica) = (log.clone(), replica.clone());
+                let sleepy = crate::slot::Sleepy {
+                    start: Box::new(move || Box::pin(again.clone().start())),
+                    quiet: Box::new(move || instance.quiet()),
+                    // What the log keeps for a running instance is read
+                    // back from its files once it wakes; the queue's
+                    // lists give back what a busy spell grew.
+                    slept: Box::new(move || {
+                        slept_log.release_memory();
+                        slept_replica.release_memory();
+                    }),
+                    idle,
+                };
+                RaftSlot::sleepy(id, changes, awake, sleepy)
             }
             None => RaftSlot::fixed(id, changes, awake),
         };

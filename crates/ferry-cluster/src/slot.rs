@@ -50,6 +50,22 @@ pub type Start =
 /// built, not fenced, ...).
 pub type Quiet = Box<dyn Fn() -> bool + Send + Sync>;
 
+/// Called once the instance stopped for a sleep: the group gives back
+/// what only a running instance needs (its log's tail cache and buffers).
+pub type Slept = Box<dyn Fn() + Send + Sync>;
+
+/// How a group that sleeps sleeps and wakes.
+pub struct Sleepy {
+    /// Starts the instance again.
+    pub start: Start,
+    /// Whether the group's own parts let it sleep now.
+    pub quiet: Quiet,
+    /// After each sleep began.
+    pub slept: Slept,
+    /// Unused this long, it sleeps.
+    pub idle: Duration,
+}
+
 struct Inner {
     raft: Option<FerryRaft>,
     tasks: Vec<JoinHandle<()>>,
@@ -68,7 +84,7 @@ pub struct RaftSlot {
     /// How it starts again, whether its parts let it sleep, and after how
     /// long unused; None: the group never sleeps (streams, the metadata
     /// group).
-    start: Option<(Start, Quiet, Duration)>,
+    start: Option<Sleepy>,
     /// Bumped when the leadership may have moved (and at each start).
     changes: Changes,
     epoch: Instant,
@@ -119,12 +135,7 @@ impl Drop for RaftRef {
 }
 
 impl RaftSlot {
-    fn with(
-        group: u64,
-        changes: Changes,
-        awake: Awake,
-        start: Option<(Start, Quiet, Duration)>,
-    ) -> Arc<Self> {
+    fn with(group: u64, changes: Changes, awake: Awake, start: Option<Sleepy>) -> Arc<Self> {
         let slot = Arc::new(RaftSlot {
             group,
             inner: Mutex::new(Inner {
@@ -150,15 +161,9 @@ impl RaftSlot {
         Self::with(group, changes, awake, None)
     }
 
-    /// A group that sleeps when unused for `idle`: `start` starts it
-    /// again, `quiet` says whether its own parts let it sleep.
-    pub fn sleepy(
-        group: u64,
-        changes: Changes,
-        awake: Awake,
-        (start, quiet, idle): (Start, Quiet, Duration),
-    ) -> Arc<Self> {
-        Self::with(group, changes, awake, Some((start, quiet, idle)))
+    /// A group that sleeps when unused for `sleepy.idle`.
+    pub fn sleepy(group: u64, changes: Changes, awake: Awake, sleepy: Sleepy) -> Arc<Self> {
+        Self::with(group, changes, awake, Some(sleepy))
     }
 
     /// The group's id.
@@ -210,7 +215,7 @@ impl RaftSlot {
         if let Some(r) = self.awake() {
             return Some(r);
         }
-        let (start, _, _) = self.start.as_ref()?;
+        let start = &self.start.as_ref()?.start;
         if self.inner.lock().stopped {
             return None;
         }
@@ -282,7 +287,7 @@ impl RaftSlot {
     /// waiting: nobody used it for its idle time and everything it holds
     /// is settled (then [`RaftSlot::sleep_if_idle`] puts it to sleep).
     pub fn drowsy(&self, me: NodeId) -> bool {
-        let Some((_, quiet, idle)) = self.start.as_ref() else {
+        let Some(Sleepy { quiet, idle, .. }) = self.start.as_ref() else {
             return false;
         };
         if self.idle() < *idle {
@@ -296,7 +301,10 @@ impl RaftSlot {
     /// its idle time, and everything it holds is settled. True if it
     /// slept.
     pub async fn sleep_if_idle(self: &Arc<Self>, me: NodeId) -> bool {
-        let Some((_, quiet, idle)) = self.start.as_ref() else {
+        let Some(Sleepy {
+            quiet, idle, slept, ..
+        }) = self.start.as_ref()
+        else {
             return false;
         };
         let idle = *idle;
@@ -332,6 +340,7 @@ impl RaftSlot {
             t.abort();
         }
         let _ = raft.shutdown().await;
+        slept();
         tracing::debug!(group = self.group, "an idle group hibernates");
         true
     }

@@ -60,6 +60,10 @@ pub const KIND_REPLY: u8 = 0x80;
 /// A request failed on the receiver; the body is the reason.
 pub const KIND_ERROR: u8 = 0xFF;
 
+/// Frame bodies shorter than this are copied out of the read buffer
+/// ([`Frame::decode`]).
+pub const COPY_BELOW: usize = 32 * 1024;
+
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -88,7 +92,11 @@ impl Frame {
 
     /// Takes one whole frame off the front of `buf`, if it holds one.
     /// A length over [`MAX_FRAME`] or under the header is an error, found
-    /// from the first four bytes.
+    /// from the first four bytes. A body under [`COPY_BELOW`] is copied
+    /// out: a slice of `buf` would keep its whole chunk (a connection's
+    /// 64 KiB read buffer) alive for as long as anything holds a part of
+    /// it — a Raft log's tail cache keeps entries for a while, and one
+    /// small entry per group pinned a chunk each.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         if buf.len() < 4 {
             return Ok(None);
@@ -105,11 +113,16 @@ impl Frame {
         let kind = f.get_u8();
         let corr = f.get_u64_le();
         let group = f.get_u64_le();
+        let body = if f.len() < COPY_BELOW {
+            Bytes::copy_from_slice(&f)
+        } else {
+            f.freeze()
+        };
         Ok(Some(Frame {
             kind,
             corr,
             group,
-            body: f.freeze(),
+            body,
         }))
     }
 }

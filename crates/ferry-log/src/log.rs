@@ -289,6 +289,14 @@ impl Log {
         Ok(())
     }
 
+    /// Gives back the write buffer's room if it holds nothing (an idle
+    /// log: the next append allocates again).
+    pub fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Calls `cb` once every record up to `index` is durable: right away if
     /// it already is, with `Err(Poisoned)` if the log is or becomes
     /// poisoned, with `Err(Truncated)` if `index` is truncated first.

@@ -183,6 +183,14 @@ impl RaftLog {
         self.shared.state.lock().command_positions(index)
     }
 
+    /// Gives back the memory kept for a running Raft instance: the tail
+    /// cache (whose entries may hold on to whole network buffers) and
+    /// the write buffers' room. Reads go to the files until the cache
+    /// fills again. For a group that stopped for a while (hibernating).
+    pub fn release_memory(&self) {
+        self.shared.state.lock().release_memory();
+    }
+
     /// The command of the record at `pos` (a position
     /// [`command_positions`](Self::command_positions) gave). Reads the
     /// segments: call it from a blocking context.

@@ -80,3 +80,34 @@ fn command_positions_are_stable_and_read_back() {
     }
     assert!(log.command_positions(99).is_err());
 }
+
+/// A log that gave its memory back (its group sleeps) still gives every
+/// entry and command (from the segments now), and takes the next appends.
+#[test]
+fn a_released_log_reads_from_its_files_and_takes_more() {
+    let io = SimIo::new();
+    let syncer = Syncer::manual(RoundPolicy::per_file());
+    let log = RaftLog::open(
+        io.shared(),
+        Path::new("/g"),
+        LogConfig::default(),
+        syncer.clone(),
+    )
+    .unwrap();
+    let first: Vec<Entry> = (0..4).map(|i| entry(i, 3)).collect();
+    log.append_entries(first.clone(), Box::new(|r| r.expect("durable")))
+        .unwrap();
+    syncer.run_round();
+    let before: Vec<_> = (0..4).map(|i| log.command_positions(i).unwrap()).collect();
+    log.release_memory();
+    assert_eq!(log.entries(0..4).unwrap(), first, "entries from the files");
+    for (i, pos) in before.iter().enumerate() {
+        assert_eq!(&log.command_positions(i as u64).unwrap(), pos);
+    }
+    let more: Vec<Entry> = (4..6).map(|i| entry(i, 2)).collect();
+    log.append_entries(more.clone(), Box::new(|r| r.expect("durable")))
+        .unwrap();
+    syncer.run_round();
+    let all: Vec<Entry> = first.into_iter().chain(more).collect();
+    assert_eq!(log.entries(0..6).unwrap(), all);
+}

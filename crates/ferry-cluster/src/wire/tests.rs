@@ -56,6 +56,35 @@ fn frames_round_trip_and_are_cut_at_their_length() {
     assert!(Frame::decode(&mut tiny).is_err());
 }
 
+/// A small frame's body is its own allocation, not a slice of the read
+/// buffer (which it would keep alive whole); a large one is a slice.
+#[test]
+fn small_bodies_are_copied_out_of_the_read_buffer() {
+    let small = Frame {
+        kind: KIND_VOTE,
+        corr: 1,
+        group: 2,
+        body: Bytes::from(vec![7u8; 100]),
+    };
+    let large = Frame {
+        body: Bytes::from(vec![8u8; COPY_BELOW]),
+        ..small.clone()
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    small.encode(&mut buf);
+    large.encode(&mut buf);
+    let (start, end) = (
+        buf.as_ptr() as usize,
+        buf.as_ptr() as usize + buf.capacity(),
+    );
+    let inside = |b: &Bytes| (start..end).contains(&(b.as_ptr() as usize));
+    let a = Frame::decode(&mut buf).expect("ok").expect("a frame");
+    let b = Frame::decode(&mut buf).expect("ok").expect("a frame");
+    assert_eq!((&a, &b), (&small, &large));
+    assert!(!inside(&a.body), "the small body was copied out");
+    assert!(inside(&b.body), "the large body stays a slice");
+}
+
 #[test]
 fn raft_messages_round_trip() {
     let req = AppendEntriesRequest::<TypeConfig> {

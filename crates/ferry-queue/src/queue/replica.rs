@@ -158,6 +158,12 @@ impl Replica {
         self.queue.dispatch();
     }
 
+    /// Gives back the spare room of the queue's state (its group went to
+    /// sleep: idle).
+    pub fn release_memory(&self) {
+        self.queue().inner.lock().state.shrink();
+    }
+
     /// Gives a follower its way to the leader (once; the first stays).
     pub fn bind_leader(&self, port: Arc<dyn LeaderPort>) {
         self.queue().inner.lock().remote.bind(port);

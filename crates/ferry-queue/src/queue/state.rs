@@ -67,6 +67,14 @@ impl Default for QueueState {
 }
 
 impl QueueState {
+    /// Gives back the spare room of its lists and maps (for an idle
+    /// queue: what a busy spell grew stays allocated otherwise).
+    pub fn shrink(&mut self) {
+        self.ready.shrink();
+        self.checked_out.shrink();
+        self.meta.shrink();
+    }
+
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()

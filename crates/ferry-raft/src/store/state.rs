@@ -199,6 +199,13 @@ impl State {
         Ok(Some(last))
     }
 
+    /// Empties the tail cache and gives back the buffers' room.
+    pub(crate) fn release_memory(&mut self) {
+        self.cache = TailCache::default();
+        self.buf = Vec::new();
+        self.log.release_buffer();
+    }
+
     /// Where entry `index`'s command records are (from the tail cache, or
     /// read from the segments).
     pub(crate) fn command_positions(&self, index: u64) -> Result<Vec<RecordPos>, RaftLogError> {

@@ -14,6 +14,11 @@ pub(super) struct CheckedOut {
 }
 
 impl CheckedOut {
+    /// Gives back the map's spare room.
+    pub(super) fn shrink(&mut self) {
+        self.map.shrink_to_fit();
+    }
+
     /// Holds `e` (just popped) for its consumer.
     pub(super) fn insert(&mut self, mut e: Entry) {
         // Memory holds an index, not bodies: a delivered message is read

@@ -27,6 +27,11 @@ pub(super) struct MetaTable {
 }
 
 impl MetaTable {
+    /// Gives back the map's spare room.
+    pub(super) fn shrink(&mut self) {
+        self.map.shrink_to_fit();
+    }
+
     /// An empty table; body sizes are kept when `track_body`.
     pub(super) fn new(track_body: bool) -> Self {
         MetaTable {

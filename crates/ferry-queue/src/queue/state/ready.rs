@@ -79,6 +79,14 @@ pub(super) struct Ready {
 }
 
 impl Ready {
+    /// Gives back the lists' spare room (an idle queue's: a list that
+    /// once held thousands keeps room for them).
+    pub(super) fn shrink(&mut self) {
+        for l in &mut self.levels {
+            l.ready.shrink_to_fit();
+        }
+    }
+
     /// No ready message, in `levels` priority levels (clamped to 1..=256).
     /// The levels share the window: each holds `WINDOW / levels` in memory
     /// (at least 256), so memory stays bounded by the window (plus at most
