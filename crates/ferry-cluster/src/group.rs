@@ -596,7 +596,9 @@ async fn local(
 
 /// The group's leader, waiting a while for one.
 async fn wait_for_leader(raft: &FerryRaft) -> Option<NodeId> {
-    let mut rx = raft.metrics();
+    // The server metrics: those whose changes wake the callers (the full
+    // ones are published after them).
+    let mut rx = raft.server_metrics();
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         if let Some(l) = rx.borrow().current_leader {
@@ -648,7 +650,9 @@ async fn watch_leadership(
         if leads {
             // Serve once everything logged before the leadership began is
             // applied (the leader's own first entry included).
-            let from = raft.metrics().borrow().last_log_index.unwrap_or(0);
+            // (From the data metrics: openraft publishes them before the
+            // server metrics that woke this, the full ones after.)
+            let from = raft.data_metrics().borrow().last_log.map_or(0, |l| l.index);
             let mut data = raft.data_metrics();
             while data.borrow_and_update().last_applied.map_or(0, |l| l.index) < from {
                 tokio::select! {

@@ -53,8 +53,9 @@ impl Guess {
 
 /// Wakes when the leadership may have moved.
 pub enum Changes {
-    /// A member's Raft instance (bumped as its server metrics change,
-    /// which they do with the leadership only, and as it wakes).
+    /// A member's Raft instance (bumped as its server metrics change —
+    /// with the leadership, the vote, the role and the membership only —
+    /// and as it wakes).
     Raft(watch::Receiver<u64>),
     /// An outside node's guess.
     Guess(watch::Receiver<usize>),

@@ -51,7 +51,8 @@ pub type Start =
 pub type Quiet = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Called once the instance stopped for a sleep: the group gives back
-/// what only a running instance needs (its log's tail cache and buffers).
+/// what only a running instance needs (its log's tail cache and buffers)
+/// and the spare room its queue's lists grew.
 pub type Slept = Box<dyn Fn() + Send + Sync>;
 
 /// How a group that sleeps sleeps and wakes.
@@ -325,9 +326,14 @@ impl RaftSlot {
             if settled {
                 self.sleeps.fetch_add(1, Ordering::Relaxed);
                 let raft = i.raft.take();
-                i.frozen = raft
-                    .as_ref()
-                    .map(|r| Arc::new(r.metrics().borrow().clone()));
+                i.frozen = raft.as_ref().map(|r| {
+                    // Who leads as the server metrics say (`with_leader`).
+                    let mut m = r.metrics().borrow().clone();
+                    let s = r.server_metrics().borrow().clone();
+                    m.current_leader = s.current_leader;
+                    m.membership_config = s.membership_config;
+                    Arc::new(m)
+                });
                 raft.map(|r| (r, std::mem::take(&mut i.tasks)))
             } else {
                 None

@@ -94,7 +94,7 @@ impl Frame {
     /// A length over [`MAX_FRAME`] or under the header is an error, found
     /// from the first four bytes. A body under [`COPY_BELOW`] is copied
     /// out: a slice of `buf` would keep its whole chunk (a connection's
-    /// 64 KiB read buffer) alive for as long as anything holds a part of
+    /// read buffer, 64 KiB at first) alive for as long as anything holds a part of
     /// it — a Raft log's tail cache keeps entries for a while, and one
     /// small entry per group pinned a chunk each.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {

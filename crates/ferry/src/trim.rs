@@ -7,10 +7,11 @@
 //! least once per [`AT_LEAST_EVERY`] otherwise, the allocator releases
 //! its free pages (`malloc_trim`, on the blocking pool: it walks the
 //! heaps). The periodic one is for what the node's other threads free
-//! while everything sleeps: each blocking-pool thread allocates in an
-//! arena of its own (a Prometheus scrape renders every group's figures
-//! on one), and those arenas' free pages stayed, the node's RSS creeping
-//! up by ≈ 60 KB/s with 300 sleeping queues scraped every 5 s.
+//! while everything sleeps: glibc spreads threads over several arenas
+//! (up to 8 per core), the blocking pool's among them (a Prometheus
+//! scrape renders every group's figures there), and those arenas' free
+//! pages stayed: the node's RSS crept up by ≈ 60 KB/s with 300 sleeping
+//! queues scraped every 5 s.
 
 use std::time::Duration;
 

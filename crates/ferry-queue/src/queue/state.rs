@@ -67,8 +67,9 @@ impl Default for QueueState {
 }
 
 impl QueueState {
-    /// Gives back the spare room of its lists and maps (for an idle
-    /// queue: what a busy spell grew stays allocated otherwise).
+    /// Gives back the spare room of its lists and maps where most of it
+    /// is spare (for an idle queue: what a busy spell grew stays
+    /// allocated otherwise).
     pub fn shrink(&mut self) {
         self.ready.shrink();
         self.checked_out.shrink();

@@ -16,7 +16,9 @@ pub(super) struct CheckedOut {
 impl CheckedOut {
     /// Gives back the map's spare room.
     pub(super) fn shrink(&mut self) {
-        self.map.shrink_to_fit();
+        if let Some(to) = super::ready::spare(self.map.len(), self.map.capacity()) {
+            self.map.shrink_to(to);
+        }
     }
 
     /// Holds `e` (just popped) for its consumer.

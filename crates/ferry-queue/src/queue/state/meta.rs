@@ -29,7 +29,9 @@ pub(super) struct MetaTable {
 impl MetaTable {
     /// Gives back the map's spare room.
     pub(super) fn shrink(&mut self) {
-        self.map.shrink_to_fit();
+        if let Some(to) = super::ready::spare(self.map.len(), self.map.capacity()) {
+            self.map.shrink_to(to);
+        }
     }
 
     /// An empty table; body sizes are kept when `track_body`.

@@ -83,7 +83,9 @@ impl Ready {
     /// once held thousands keeps room for them).
     pub(super) fn shrink(&mut self) {
         for l in &mut self.levels {
-            l.ready.shrink_to_fit();
+            if let Some(to) = spare(l.ready.len(), l.ready.capacity()) {
+                l.ready.shrink_to(to);
+            }
         }
     }
 
@@ -500,4 +502,11 @@ impl Ready {
 fn insert_ordered(ready: &mut VecDeque<Entry>, e: Entry) {
     let at = ready.partition_point(|x| x.id < e.id);
     ready.insert(at, e);
+}
+
+/// The room to shrink a list or map of `len` items to, if its `capacity`
+/// is mostly spare (a quarter or less used): twice what it holds. Only
+/// then: shrinking copies (or rehashes) what it holds.
+pub(super) fn spare(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len.saturating_mul(4) <= capacity).then(|| len * 2)
 }
