@@ -4,6 +4,8 @@
 //! reopen), and `read_command` gives the command's bytes back.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use bytes::Bytes;
 use ferry_log::{LogConfig, RoundPolicy, SimIo};
 use ferry_queue::syncer::Syncer;
@@ -85,15 +87,7 @@ fn command_positions_are_stable_and_read_back() {
 /// entry and command (from the segments now), and takes the next appends.
 #[test]
 fn a_released_log_reads_from_its_files_and_takes_more() {
-    let io = SimIo::new();
-    let syncer = Syncer::manual(RoundPolicy::per_file());
-    let log = RaftLog::open(
-        io.shared(),
-        Path::new("/g"),
-        LogConfig::default(),
-        syncer.clone(),
-    )
-    .unwrap();
+    let (_io, syncer, log) = common::open_sim();
     let first: Vec<Entry> = (0..4).map(|i| entry(i, 3)).collect();
     log.append_entries(first.clone(), Box::new(|r| r.expect("durable")))
         .unwrap();

@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use bytes::Bytes;
-use ferry_log::{LogConfig, RoundPolicy, SimIo};
+use ferry_log::SimIo;
 use ferry_queue::syncer::Syncer;
 use ferry_raft::{Batch, Entry, LogId, RaftLog};
 use openraft::{CommittedLeaderId, EntryPayload};
 use std::future::Future;
-use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,16 +25,7 @@ fn entry(index: u64) -> Entry {
 }
 
 fn open() -> (SimIo, Arc<Syncer>, RaftLog) {
-    let io = SimIo::new();
-    let syncer = Syncer::manual(RoundPolicy::per_file());
-    let log = RaftLog::open(
-        io.shared(),
-        Path::new("/g"),
-        LogConfig::default(),
-        syncer.clone(),
-    )
-    .expect("open");
-    (io, syncer, log)
+    common::open_sim()
 }
 
 /// Polls `f` once: has it finished?
