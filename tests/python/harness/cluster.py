@@ -85,11 +85,22 @@ def _run(*args: str) -> None:
         raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
 
 
+def _subnet_taken(k: int) -> bool:
+    """Whether this namespace already routes 10.77.k.0/24."""
+    out = subprocess.run(["ip", "-o", "route", "show", f"10.77.{k}.0/24"], capture_output=True,
+                         text=True, check=False).stdout
+    return bool(out.strip())
+
+
 class Lab:
     """A bridge namespace, one namespace per node, and a veth for the test process."""
 
     def __init__(self, nodes: int):
-        self.k = next(_labs)
+        # A subnet no other lab holds (one left behind by a killed run would
+        # take this lab's traffic to its own namespaces).
+        self.k = next(_labs) % 250
+        while _subnet_taken(self.k):
+            self.k = next(_labs) % 250
         self.tag = f"f{os.getpid() % 10000}x{self.k}"
         self.bridge = f"{self.tag}br"
         self.ns = [f"{self.tag}n{i}" for i in range(1, nodes + 1)]
