@@ -239,14 +239,16 @@ impl RaftSlot {
         }
     }
 
+    /// The running instance, or the metrics it had when it went to sleep.
+    fn instance_or_frozen(&self) -> (Option<FerryRaft>, Option<Arc<Metrics>>) {
+        let i = self.inner.lock();
+        (i.raft.clone(), i.frozen.clone())
+    }
+
     /// Calls `f` with the group's metrics: the instance's, or the last it
     /// had while it sleeps.
     pub fn with_metrics<R>(&self, f: impl FnOnce(&Metrics) -> R) -> R {
-        let (raft, frozen) = {
-            let i = self.inner.lock();
-            (i.raft.clone(), i.frozen.clone())
-        };
-        match (raft, frozen) {
+        match self.instance_or_frozen() {
             (Some(r), _) => f(&r.metrics().borrow()),
             (None, Some(m)) => f(&m),
             (None, None) => f(&Metrics::new_initial(0)),
@@ -264,11 +266,7 @@ impl RaftSlot {
         &self,
         f: impl FnOnce(Option<NodeId>, &StoredMembership<NodeId, BasicNode>) -> R,
     ) -> R {
-        let (raft, frozen) = {
-            let i = self.inner.lock();
-            (i.raft.clone(), i.frozen.clone())
-        };
-        match (raft, frozen) {
+        match self.instance_or_frozen() {
             (Some(r), _) => {
                 let rx = r.server_metrics();
                 let m = rx.borrow();
