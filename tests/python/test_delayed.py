@@ -268,6 +268,7 @@ def test_held_messages_survive_restart_and_kill9(restartable_broker, crash):
     for body, ms in [(b"two", 2500), (b"one", 1500)]:
         ch.basic_publish("dx.durable", "k", body, with_delay(ms, persistent=True))
     if crash:
+        b.definitions_on_disk()
         b.kill9()                                        # confirmed: fsynced
         b.start()
     else:

@@ -116,6 +116,7 @@ def test_persistent_confirmed_messages_survive_kill9(restartable_broker):
     c, ch = open_ch(b)
     setup_topology(ch)
     publish_mixed(ch)                       # confirmed: must be on disk
+    b.definitions_on_disk()
     b.kill9()
     b.start()
     check_after_restart(b)

@@ -463,6 +463,7 @@ def test_priorities_survive_a_kill(restartable_broker):
     assert body == b"b3"
     ch.basic_nack(m.delivery_tag, requeue=True)
     c.close()
+    b.definitions_on_disk()
     b.kill9()
     b.start()
     b.await_queue("prio")
