@@ -1,6 +1,7 @@
 """A quorum queue on three nodes, each in its own network namespace, under faults: its leader
 cut off from both followers, then healed; its leader paused (SIGSTOP) for 20 s; every node
-restarted in turn; its leader killed (-9) while a consumer on a follower's node consumes.
+restarted in turn; its leader killed (-9) while a consumer on a follower's node consumes; a
+follower cut off, healed, then the leader killed.
 Meanwhile a client keeps publishing through another node (and republishes what is nacked, as
 a client does). A checker compares what was confirmed with what a consumer finally gets: no
 confirmed message may be lost; a message appears twice only if its first publish was nacked
@@ -18,7 +19,8 @@ import pytest
 
 from conftest import FERRY_BIN, KINDS
 from harness.cluster import http_json, netns_available, poll
-from harness.lab_clients import Consumer, check, drain, lab_cluster_of, params, publish
+from harness.lab_clients import (Consumer, check, drain, lab_cluster_of, never_nacked, params,
+                                 publish)
 
 pytestmark = pytest.mark.skipif(netns_available() is not None,
                                 reason=f"cluster lab: {netns_available()}")
@@ -77,6 +79,7 @@ def test_a_consumer_on_a_follower_keeps_consuming_through_its_leaders_kill(lab_c
     got = [b for b, _ in consumer.got]
     redelivered = frozenset(b for b, r in consumer.got if r)
     check(kind, before | during, again1 | again2, got, redelivered)
+    never_nacked(kind, again1, again2)
     print(f"{kind}: the consumer reconnected {consumer.reconnects} times")
 
 
@@ -96,6 +99,28 @@ def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
 
     got = drain(c.nodes[leader_index(lab, c, follower)])
     check(kind, before | during | after, again1 | again2 | again3, got)
+    never_nacked(kind, again1, again2, again3)
+
+
+@pytest.mark.timeout(400)
+def test_an_isolated_follower_catches_up_and_the_leaders_loss_loses_nothing(lab_cluster):
+    """A follower cut off from both others while publishing goes on through the other
+    follower (the leader and it are a majority); healed; then the leader is killed (-9): the
+    two left elect a leader and every confirmed message is there, published through the
+    follower that was cut off too."""
+    kind, lab, c = lab_cluster
+    declare(c)
+    leader = leader_index(lab, c, 0)
+    cut, other = (leader + 1) % 3, (leader + 2) % 3
+    before, again1 = publish(c.nodes[other], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    lab.isolate(cut + 1)
+    during, again2 = publish(c.nodes[other], "cq", [f"b{i}" for i in range(100)], time.monotonic() + 90)
+    lab.heal()
+    c.nodes[leader].kill9()
+    after, again3 = publish(c.nodes[cut], "cq", [f"c{i}" for i in range(20)], time.monotonic() + 90)
+    got = drain(c.nodes[cut])
+    check(kind, before | during | after, again1 | again2 | again3, got)
+    never_nacked(kind, again1, again2, again3)
 
 
 @pytest.mark.timeout(400)
@@ -120,6 +145,7 @@ def test_a_paused_leader_loses_no_confirmed_message(lab_cluster):
     after, again3 = publish(c.nodes[leader], "cq", [f"c{i}" for i in range(10)], time.monotonic() + 90)
     got = drain(c.nodes[leader_index(lab, c, follower)])
     check(kind, before | during | after, again1 | again2 | again3, got)
+    never_nacked(kind, again1, again2, again3)
 
 
 @pytest.mark.timeout(600)

@@ -86,7 +86,8 @@ fn not_serving(raft: &FerryRaft) -> String {
 /// A batch forwarded to this node for queue group `raft` (whose replica
 /// here is `replica`): the admitted records proposed as one entry.
 /// Answers `index u64 | u32 n | n × u32 refused` once applied (index 0
-/// if every record was refused and nothing proposed).
+/// if every record was refused and nothing proposed; a numbered batch's
+/// Mark always goes), or the gap error if the entry was skipped.
 pub(crate) async fn propose_forwarded(
     raft: &FerryRaft,
     replica: &Replica,
@@ -100,6 +101,11 @@ pub(crate) async fn propose_forwarded(
         return Ok(wire::encode_proposed(0, &s.refused));
     }
     match raft.client_write(ferry_raft::Batch::new(s.write)).await {
+        // Skipped: an earlier batch of its proposer is missing (it sends
+        // again from that one).
+        Ok(r) if r.data.0.as_ref() == ferry_raft::replica::GAP => {
+            Err(crate::proposer::GAP_REASON.into())
+        }
         Ok(r) => Ok(wire::encode_proposed(r.log_id.index, &s.refused)),
         Err(e) => {
             replica.release(s.ticket);

@@ -1,14 +1,11 @@
 //! A replicated queue's Raft group on this node: the group's Raft
 //! instance over its log, the queue replica as its state machine
 //! (`ferry_raft::replica::QueueMachine`), the proposer the queue hands its
-//! commands to ([`GroupProposer`]), and the watch that makes the replica
+//! commands to (`proposer`), and the watch that makes the replica
 //! serve while this node leads the group.
 //!
-//! Proposals keep their order: one task per group takes them from a queue
-//! in the order the queue made them, batches what is waiting into one
-//! entry, and hands it to openraft (`client_write_ff`, which keeps the
-//! order) — or, on a follower, forwards it to the leader and waits for the
-//! answer before the next. The replica serves only once it has applied
+//! Proposals keep their order and are applied once (`proposer`: batched
+//! into numbered entries, a batch in doubt sent again). The replica serves only once it has applied
 //! everything logged before its leadership began, so no message an old
 //! leader's committed ack settled is delivered again.
 //!
@@ -16,74 +13,27 @@
 //! node follows (`port`: a session with the leader), and the leader
 //! serves the other nodes' consumers (`served`).
 
-use crate::admission::{finish, split, Gate};
+use crate::admission::Gate;
 use crate::error::NodeError;
 use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{quiesce, FerryRaft, GroupNetwork, RaftGroups};
 use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
 use crate::port::{run_forwarder, run_puller, FollowerPort};
+use crate::proposer::{run_proposer, GroupProposer};
 use crate::rebuild::watch_learner;
 use crate::served::{Served, SESSION_TTL};
 use crate::slot::{Awake, Changes, RaftRef, RaftSlot};
-use crate::wire::{self, KIND_PROPOSE};
-use bytes::Bytes;
-use ferry_queue::queue::{CommandLog, ProposeDone, Proposer, Replica, Ticket};
+use ferry_queue::queue::{CommandLog, Proposer, Replica};
 use ferry_raft::replica::{GroupLog, QueueMachine, SnapshotDue};
 use ferry_raft::snapshot::SnapshotStore;
-use ferry_raft::{Batch, NodeId, RaftLog};
-use futures::channel::mpsc;
-use futures::StreamExt;
+use ferry_raft::{NodeId, RaftLog};
 use openraft::{Config, Raft, ServerState};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Commands batched into one entry at most.
-const MAX_BATCH: usize = 512;
-/// How long a proposal waits for the group to have a leader.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
-
-pub(crate) struct Proposal {
-    records: Vec<Bytes>,
-    done: Option<ProposeDone>,
-}
-
-/// Hands a queue's commands to its group, in order.
-#[derive(Debug, Clone)]
-pub struct GroupProposer {
-    tx: mpsc::UnboundedSender<Proposal>,
-}
-
-impl GroupProposer {
-    /// A proposer and the receiver [`run_proposer`] takes its proposals
-    /// from. (futures' channel allocates per message: an idle queue's
-    /// costs no block of slots.)
-    pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<Proposal>) {
-        let (tx, rx) = mpsc::unbounded();
-        (GroupProposer { tx }, rx)
-    }
-}
-
-impl std::fmt::Debug for Proposal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proposal")
-            .field("records", &self.records.len())
-            .finish()
-    }
-}
-
-impl Proposer for GroupProposer {
-    fn propose(&self, records: Vec<Bytes>, done: Option<ProposeDone>) {
-        if let Err(e) = self.tx.unbounded_send(Proposal { records, done }) {
-            if let Some(d) = e.into_inner().done {
-                d(Err("the queue's group stopped".into()));
-            }
-        }
-    }
-}
 
 /// A queue group's openraft heartbeat interval (its tick task, disabled,
 /// still wakes every 1.5 × this; heartbeats are off).
@@ -322,7 +272,14 @@ impl QueueGroup {
             serving: serving_rx,
         };
         let tasks = vec![
-            tokio::spawn(run_proposer(lead, links, id, rx, (Some(gate), Some(log)))),
+            tokio::spawn(run_proposer(
+                lead,
+                links,
+                id,
+                rx,
+                (Some(gate), Some(log)),
+                true,
+            )),
             tokio::spawn(run_puller(port.clone(), replica.clone())),
             tokio::spawn(run_forwarder(port, forwards)),
             tokio::spawn(reap(served)),
@@ -374,242 +331,6 @@ impl QueueGroup {
         }
         self.slot.stop().await;
         self.replica.set_leader(false);
-    }
-}
-
-/// Takes proposals in order and hands them to the group: batched into
-/// one entry on the leader, forwarded one batch at a time from a
-/// follower. A queue group's `gate` is its replica, which decides on the
-/// leader which records are proposed (`admission`); a stream's has none.
-/// With this node's `log` of the group, a batch this node's Raft took as
-/// leader is followed by the next only once the log made its append
-/// durable (or the batch was answered): openraft appends one entry per
-/// write and waits for each, so handing over every small batch at once
-/// would queue one entry and one durability round per batch — under a
-/// busy node's long rounds a fast publisher's confirms waited for dozens
-/// of rounds. The gate may open a round early (another append settled
-/// first: a new leader's blank entry, a membership change): that only
-/// costs batching.
-pub(crate) async fn run_proposer(
-    lead: Leadership,
-    links: Arc<Links>,
-    group: u64,
-    mut rx: mpsc::UnboundedReceiver<Proposal>,
-    (gate, log): (Option<Gate>, Option<RaftLog>),
-) {
-    while let Some(first) = rx.next().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let cmds: Vec<Bytes> = batch
-            .iter()
-            .flat_map(|p| p.records.iter().cloned())
-            .collect();
-        let spans: Vec<(usize, Option<ProposeDone>)> = batch
-            .into_iter()
-            .map(|p| (p.records.len(), p.done))
-            .collect();
-        let mark = log.as_ref().map(RaftLog::append_mark);
-        // Boxed: the task waits for proposals with a small future (an
-        // idle queue's task stays small).
-        let r = Box::pin(hand_over(&lead, &links, group, cmds, gate.as_ref())).await;
-        match r {
-            Handover::Local {
-                answer,
-                refused,
-                ticket,
-                using,
-            } => {
-                let replica = gate.as_ref().map(|g| g.replica.clone());
-                let (answered, on_answer) = tokio::sync::oneshot::channel::<()>();
-                tokio::spawn(async move {
-                    // The group does not hibernate before the answer.
-                    let _using = using;
-                    let r = match answer.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("the group stopped".into()),
-                    };
-                    drop(answered);
-                    if let (Err(_), Some(rep)) = (&r, replica) {
-                        rep.release(ticket);
-                    }
-                    finish(spans, &refused, r);
-                });
-                if let (Some(log), Some(mark)) = (&log, mark) {
-                    Box::pin(async {
-                        tokio::select! {
-                            _ = log.flushed_past(mark) => {}
-                            _ = on_answer => {}
-                        }
-                    })
-                    .await;
-                }
-            }
-            Handover::Done(r, refused) => finish(spans, &refused, r),
-        }
-    }
-}
-
-/// The answer openraft gives a batch this node's Raft took as leader.
-type Answer = <<ferry_raft::TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<ferry_raft::TypeConfig>>::Receiver;
-
-/// What became of a batch.
-enum Handover {
-    /// Given to this node's Raft as leader: the answer comes later. The
-    /// records at `refused` were not given (the replica refused them);
-    /// `ticket` is what the others count as pending.
-    Local {
-        answer: Answer,
-        refused: Vec<u32>,
-        ticket: Ticket,
-        using: RaftRef,
-    },
-    /// Forwarded and answered (with the positions the leader refused),
-    /// or failed.
-    Done(Result<(), String>, Vec<u32>),
-}
-
-/// Hands one batch to the group's leader: this node's Raft, or the
-/// leader's node over the link. A forward the leader surely did not take
-/// (the link was down, another node leads now, no leader yet) is sent
-/// again to whoever leads next, until `LEADER_WAIT`; one that may have
-/// been taken (the connection dropped after sending) is not, and its
-/// publishers get a nack: in doubt. On the leader, `gate` decides first
-/// (waiting while its replica does not serve yet: it catches up on what
-/// was logged before this leadership).
-async fn hand_over(
-    lead: &Leadership,
-    links: &Arc<Links>,
-    group: u64,
-    mut cmds: Vec<Bytes>,
-    gate: Option<&Gate>,
-) -> Handover {
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    let mut changes = lead.changes();
-    loop {
-        if let Leadership::Member { slot, me } = lead {
-            let Some(raft) = slot.raft().await else {
-                return Handover::Done(Err("the queue's group stopped".into()), Vec::new());
-            };
-            let Some(leader) = wait_for_leader(&raft).await else {
-                return Handover::Done(Err("the queue's group has no leader".into()), Vec::new());
-            };
-            if leader == *me {
-                let Some(g) = gate else {
-                    return local(raft, cmds, Vec::new(), None).await;
-                };
-                // Marked seen before deciding: a change after it wakes
-                // the wait below.
-                let mut serving = g.serving.clone();
-                serving.borrow_and_update();
-                cmds = match split(&g.replica, cmds) {
-                    Ok(s) => {
-                        return local(raft, s.write, s.refused, Some((&g.replica, s.ticket))).await
-                    }
-                    Err(back) => back,
-                };
-                if tokio::time::Instant::now() >= deadline {
-                    return Handover::Done(
-                        Err("the queue's leader does not serve yet".into()),
-                        Vec::new(),
-                    );
-                }
-                tokio::select! {
-                    _ = serving.changed() => {}
-                    _ = changes.changed() => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
-                continue;
-            }
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some((leader, addr)) = lead.leader() else {
-            if left.is_zero() {
-                return Handover::Done(Err("the leader's address is unknown".into()), Vec::new());
-            }
-            let _ =
-                tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed()).await;
-            continue;
-        };
-        let sent = links
-            .link(leader, &addr)
-            .request(KIND_PROPOSE, group, wire::encode_commands(&cmds), left)
-            .await;
-        match sent {
-            Ok(f) => {
-                return match wire::decode_refused(f.body, cmds.len()) {
-                    Ok(refused) => Handover::Done(Ok(()), refused),
-                    // Taken, but which records is not known: in doubt.
-                    Err(e) => Handover::Done(Err(format!("the leader's answer: {e}")), Vec::new()),
-                };
-            }
-            Err(e) if e.not_taken() && !left.is_zero() => {
-                let hint = match &e {
-                    crate::LinkError::Remote { reason, .. } => reason
-                        .strip_prefix(crate::network::REDIRECT)
-                        .map(str::to_owned),
-                    _ => None,
-                };
-                lead.missed(leader, hint.as_deref());
-                // Wait for the leadership to move (or a short while).
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(100).min(left), changes.changed())
-                        .await;
-            }
-            Err(e) => return Handover::Done(Err(e.to_string()), Vec::new()),
-        }
-    }
-}
-
-/// Gives `write` to this node's Raft as the group's leader (nothing if
-/// every record was refused); a failure gives the replica's `ticket` back.
-async fn local(
-    raft: RaftRef,
-    write: Vec<Bytes>,
-    refused: Vec<u32>,
-    gate: Option<(&Replica, Ticket)>,
-) -> Handover {
-    let ticket = gate.map(|(_, t)| t).unwrap_or_default();
-    if write.is_empty() {
-        return Handover::Done(Ok(()), refused);
-    }
-    match raft.client_write_ff(Batch::new(write)).await {
-        Ok(answer) => Handover::Local {
-            answer,
-            refused,
-            ticket,
-            using: raft,
-        },
-        Err(e) => {
-            if let Some((r, t)) = gate {
-                r.release(t);
-            }
-            Handover::Done(Err(e.to_string()), Vec::new())
-        }
-    }
-}
-
-/// The group's leader, waiting a while for one.
-async fn wait_for_leader(raft: &FerryRaft) -> Option<NodeId> {
-    // The server metrics: those whose changes wake the callers (the full
-    // ones are published after them).
-    let mut rx = raft.server_metrics();
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    loop {
-        if let Some(l) = rx.borrow().current_leader {
-            return Some(l);
-        }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            return None;
-        }
     }
 }
 

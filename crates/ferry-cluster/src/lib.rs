@@ -46,6 +46,7 @@ mod network;
 pub mod node;
 pub mod outside;
 mod port;
+pub mod proposer;
 pub mod rebuild;
 mod served;
 pub mod slot;

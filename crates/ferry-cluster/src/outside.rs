@@ -9,10 +9,10 @@
 //! ([`StreamReaders`]: a reader per consumer, asking the guessed leader
 //! first and the other members when one fails or refuses).
 
-use crate::group::{run_proposer, GroupProposer};
 use crate::leadership::{Guess, Leadership};
 use crate::link::Links;
 use crate::port::{run_forwarder, run_puller, FollowerPort};
+use crate::proposer::{run_proposer, GroupProposer};
 use crate::stream_port::StreamReaders;
 use bytes::Bytes;
 use ferry_log::RecordPos;
@@ -78,7 +78,14 @@ impl OutsideGroup {
         replica.bind_leader(port.clone());
         let tasks = vec![
             // Outside the group it never leads: nothing to decide here.
-            tokio::spawn(run_proposer(lead, links, group, proposals, (None, None))),
+            tokio::spawn(run_proposer(
+                lead,
+                links,
+                group,
+                proposals,
+                (None, None),
+                true,
+            )),
             tokio::spawn(run_puller(port.clone(), replica)),
             tokio::spawn(run_forwarder(port, forwards)),
         ];
@@ -119,6 +126,7 @@ impl OutsideGroup {
                 group,
                 proposals,
                 (None, None),
+                false,
             ))]),
             queue_members: Vec::new(),
             readers: Some(readers),

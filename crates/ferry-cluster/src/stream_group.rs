@@ -15,11 +15,12 @@
 //! reception).
 
 use crate::error::NodeError;
-use crate::group::{run_proposer, snapshot_when_due, GroupConfig, GroupProposer};
+use crate::group::{snapshot_when_due, GroupConfig};
 use crate::leadership::Leadership;
 use crate::link::Links;
 use crate::network::{FerryRaft, GroupNetwork, RaftGroups};
 use crate::node::{count_changes, stats_of, GroupStats, RaftCounters};
+use crate::proposer::{run_proposer, GroupProposer};
 use crate::rebuild::watch_learner;
 use crate::slot::{Awake, RaftSlot};
 use ferry_queue::queue::Proposer;
@@ -124,6 +125,7 @@ impl StreamGroup {
             id,
             proposals,
             (None, Some(log)),
+            false,
         ))];
         let group = StreamGroup {
             raft,

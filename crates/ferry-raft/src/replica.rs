@@ -2,9 +2,10 @@
 //! as openraft's state machine, and the group's Raft log as the queue's
 //! log ([`GroupLog`]).
 //!
-//! Applying an entry hands each of its commands, with the position of its
-//! record in the group's log, to `Replica::apply_committed`; the queue
-//! decodes them (this module does not). The queue's state lives in memory.
+//! Applying an entry hands its commands, each with the position of its
+//! record in the group's log, to `Replica::apply_entry`; the queue
+//! decodes them (this module does not) and answers whether a Mark that
+//! opens the entry let it apply ([`GAP`] if not). The queue's state lives in memory.
 //!
 //! Snapshots (`snapshot`): once the records logged since the last
 //! snapshot outweigh both the threshold and the records of the messages
@@ -26,7 +27,7 @@ use crate::types::{
 use bytes::Bytes;
 use ferry_log::RecordPos;
 use ferry_queue::error::{CoreError, Result as CoreResult};
-use ferry_queue::queue::state::StateImage;
+use ferry_queue::queue::state::{MarkOutcome, StateImage};
 use ferry_queue::queue::{CommandLog, Replica};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, ErrorSubject, OptionalSend, StoredMembership};
@@ -207,6 +208,7 @@ impl QueueMachine {
         let mut out = Vec::with_capacity(entries.len());
         let mut logged = 0u64;
         for e in entries {
+            let mut answer = Applied::default();
             match e.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
@@ -222,13 +224,17 @@ impl QueueMachine {
                             batch.commands.len()
                         ));
                     }
-                    for (pos, cmd) in at.into_iter().zip(batch.commands) {
-                        logged += u64::from(pos.len);
-                        // A command the queue cannot apply is refused the
-                        // same way on every replica: logged, skipped.
-                        if let Err(err) = self.replica.apply_committed(pos, cmd) {
-                            tracing::error!(index = pos.index, error = %err, "queue command skipped");
-                        }
+                    logged += at.iter().map(|p| u64::from(p.len)).sum::<u64>();
+                    // A command the queue cannot apply is refused the
+                    // same way on every replica: logged, skipped.
+                    let (outcome, errors) = self
+                        .replica
+                        .apply_entry(at.into_iter().zip(batch.commands).collect());
+                    for err in errors {
+                        tracing::error!(index = e.log_id.index, error = %err, "queue command skipped");
+                    }
+                    if outcome == MarkOutcome::Gap {
+                        answer = Applied(Bytes::from_static(GAP));
                     }
                 }
                 EntryPayload::Membership(m) => {
@@ -236,12 +242,18 @@ impl QueueMachine {
                 }
             }
             self.state.lock().applied = Some(e.log_id);
-            out.push(Applied::default());
+            out.push(answer);
         }
         self.due.logged(logged, || self.replica.live_bytes());
         Ok(out)
     }
 }
+
+/// What an entry's answer holds when it was skipped because an earlier
+/// batch of its proposer is missing (`ferry_queue`'s `Marks`): the
+/// proposer sends again from the missing one. Any other entry's answer
+/// is empty (applied, or a resend of a batch applied before).
+pub const GAP: &[u8] = b"gap";
 
 /// At most this many entries, holding at most [`INLINE_COMMANDS`]
 /// commands, are applied where openraft asks; larger batches (a replica

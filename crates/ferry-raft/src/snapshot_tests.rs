@@ -2,7 +2,7 @@
 
 use super::*;
 use ferry_log::{SimIo, StdIo};
-use ferry_queue::queue::state::ImageRow;
+use ferry_queue::queue::state::{ImageRow, MarkRow};
 
 fn meta(index: u64) -> SnapMeta {
     crate::testing::three_node_meta((2, 1, index), &format!("q-2-{index}"))
@@ -23,6 +23,7 @@ fn image(ids: &[u64]) -> StateImage {
                 body: 0,
             })
             .collect(),
+        marks: Vec::new(),
     }
 }
 
@@ -170,36 +171,58 @@ fn a_power_cut_leaves_the_old_snapshot_or_the_new_one_whole() {
     }
 }
 
-/// The committed version-1 file (`tests/fixtures/queue-snapshot-v1.fqs`):
-/// today's reader opens it with its meta, state and records intact, and
-/// today's writer still writes the same bytes (a format change must
-/// bump the version and keep reading this one). `FERRY_WRITE_FIXTURES=1`
-/// rewrites it.
+/// The committed files of `tests/fixtures/`: today's reader opens each
+/// with its meta, state and records intact, and today's writer still
+/// writes the newest one's bytes (a format change must bump the version
+/// and keep reading the older files). `FERRY_WRITE_FIXTURES=1` rewrites
+/// the newest.
 #[test]
-fn the_version_1_fixture_reads_back_and_is_what_the_writer_writes() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/queue-snapshot-v1.fqs");
-    let dir = tempfile::tempdir().unwrap();
-    let io: Arc<dyn FileIo> = Arc::new(StdIo);
-    let (store, _) = SnapshotStore::open(io.clone(), dir.path()).unwrap();
+fn the_committed_fixtures_read_back_and_the_writer_writes_the_newest() {
     let mut img = image(&[5, 8, 13]);
     img.rows[1].until = Some(77_000);
     img.rows[2].priority = 4;
     img.rows[2].body = 9;
-    let built = store
-        .build(&meta(21), &img, &mut |id| Ok(record(id)))
-        .unwrap();
-    let written = std::fs::read(built.path()).unwrap();
-    if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() {
-        std::fs::write(&fixture, &written).unwrap();
+    // Version 1: the state image without marks.
+    check_fixture("queue-snapshot-v1.fqs", &img, false);
+    // Version 2 (image version 2): with each proposer's last batch.
+    img.marks = vec![
+        MarkRow {
+            proposer: 0x1111,
+            seq: 3,
+            index: 12,
+        },
+        MarkRow {
+            proposer: 0xfeed,
+            seq: 1,
+            index: 20,
+        },
+    ];
+    check_fixture("queue-snapshot-v2.fqs", &img, true);
+}
+
+fn check_fixture(name: &str, img: &StateImage, newest: bool) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
+    let io: Arc<dyn FileIo> = Arc::new(StdIo);
+    if newest {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SnapshotStore::open(io.clone(), dir.path()).unwrap();
+        let built = store
+            .build(&meta(21), img, &mut |id| Ok(record(id)))
+            .unwrap();
+        let written = std::fs::read(built.path()).unwrap();
+        if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() {
+            std::fs::write(&fixture, &written).unwrap();
+        }
+        let committed = std::fs::read(&fixture).expect("the committed fixture");
+        assert_eq!(written, committed, "the writer's bytes changed");
     }
-    let committed = std::fs::read(&fixture).expect("the committed fixture");
-    assert_eq!(written, committed, "the writer's bytes changed");
     let copy = tempfile::tempdir().unwrap();
     let path = copy.path().join("snapshot-00000000000000000021.fqs");
     std::fs::copy(&fixture, &path).unwrap();
     let (store, got) = SnapshotStore::open(io, copy.path()).unwrap();
-    assert_eq!(got.unwrap(), img);
+    assert_eq!(&got.unwrap(), img, "{name}");
     assert_eq!(store.current().unwrap().meta(), &meta(21));
     for id in [5, 8, 13] {
         assert_eq!(store.read(id).unwrap().unwrap(), record(id));

@@ -102,10 +102,7 @@ pub fn replay_record(state: &mut QueueState, pos: RecordPos, rec: &Record) {
             return;
         }
     }
-    apply(
-        state,
-        pos,
-        &Command::from_record(rec),
-        ApplyConfig::default(),
-    );
+    if let Some(cmd) = Command::from_record(rec) {
+        apply(state, pos, &cmd, ApplyConfig::default());
+    }
 }

@@ -366,7 +366,7 @@ fn a_follower_applying_every_record_holds_every_live_message() {
         let mut follower = QueueState::for_replay(1, true);
         for (p, bytes) in &m.log {
             let rec: Record = record::decode(Bytes::from(bytes.clone())).unwrap();
-            let fx = apply(&mut follower, *p, &Command::from_record(&rec), DLX);
+            let fx = apply(&mut follower, *p, &Command::from_record(&rec).unwrap(), DLX);
             // Applying never reads anything but the command: the same
             // record gives the same removal counts on every replica.
             if let Record::Settle(ids) | Record::Drop { ids, .. } = &rec {

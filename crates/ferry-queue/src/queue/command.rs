@@ -59,9 +59,10 @@ pub enum Command<'a> {
 }
 
 impl<'a> Command<'a> {
-    /// The command a decoded record holds.
-    pub fn from_record(r: &'a Record) -> Self {
-        match r {
+    /// The command a decoded record holds; None for a Mark (it numbers
+    /// its entry's commands, see `state::marks`, and is none itself).
+    pub fn from_record(r: &'a Record) -> Option<Self> {
+        Some(match r {
             Record::Enqueue {
                 msg,
                 expires_at,
@@ -83,7 +84,8 @@ impl<'a> Command<'a> {
             },
             Record::Retry(items) => Command::Retry(items),
             Record::Purge { upto, keep } => Command::Purge { upto: *upto, keep },
-        }
+            Record::Mark { .. } => return None,
+        })
     }
 
     /// Appends its record to `out` (refused, writing nothing, for a message

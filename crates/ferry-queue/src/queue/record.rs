@@ -7,6 +7,7 @@
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
 //! Drop     | 0x05 | reason u8 | count u32 LE | count × id u64 LE |
 //! Retry    | 0x06 | count u32 LE | count × (id u64 LE, until u64 LE) |
+//! Mark     | 0x08 | proposer u64 LE | seq u64 LE |
 //! flags: bit 0 = persistent (replay drops Enqueue records without it)
 //!        bit 1 = expires_at present (ms since the Unix epoch)
 //!        bit 2 = priority present (priority queues: the level it joined)
@@ -20,6 +21,9 @@
 //!         bytes; they are still read, converted by the front end's
 //!         converter (`crate::props::set_legacy_converter`), never written.
 //! ```
+//! A Mark opens a replicated queue's Raft entry: which proposer sent the
+//! entry's other records, and its number for them (publisher
+//! deduplication: `state::marks`). It is not a queue command.
 //! A message's id is the log index of its Enqueue record. The format is
 //! described with its invariants in `docs/queue-records.md`.
 
@@ -38,6 +42,7 @@ const TAG_REQUEUE: u8 = 3;
 const TAG_PURGE: u8 = 4;
 const TAG_DROP: u8 = 5;
 const TAG_RETRY: u8 = 6;
+const TAG_MARK: u8 = 8;
 const FLAG_PERSISTENT: u8 = 1;
 const FLAG_EXPIRES: u8 = 2;
 const FLAG_PRIORITY: u8 = 4;
@@ -84,6 +89,14 @@ pub enum Record {
         upto: u64,
         /// Ids below `upto` that survive.
         keep: Vec<u64>,
+    },
+    /// The first record of a replicated queue's entry: proposer
+    /// `proposer` sent the entry's other records as its batch `seq`.
+    Mark {
+        /// The proposer (random, one per proposing task).
+        proposer: u64,
+        /// Its batch number (1, 2, ...).
+        seq: u64,
     },
 }
 
@@ -202,6 +215,15 @@ pub fn encode_purge(upto: u64, keep: &[u64], out: &mut Vec<u8>) {
     for id in keep {
         out.put_u64_le(*id);
     }
+}
+
+/// A Mark record: the batch `seq` of proposer `proposer`.
+pub fn encode_mark(proposer: u64, seq: u64) -> Bytes {
+    let mut out = Vec::with_capacity(17);
+    out.put_u8(TAG_MARK);
+    out.put_u64_le(proposer);
+    out.put_u64_le(seq);
+    Bytes::from(out)
 }
 
 /// Writes a short string whose length `check_fields` has checked.
@@ -368,6 +390,14 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
             let upto = payload.get_u64_le();
             let keep = take_ids(&mut payload)?;
             Ok(Record::Purge { upto, keep })
+        }
+        TAG_MARK => {
+            if payload.remaining() != 16 {
+                return Err(corrupt("mark length"));
+            }
+            let proposer = payload.get_u64_le();
+            let seq = payload.get_u64_le();
+            Ok(Record::Mark { proposer, seq })
         }
         other => Err(corrupt(&format!("unknown tag {other}"))),
     }
@@ -593,6 +623,23 @@ mod tests {
         }
         assert!(decode(Bytes::from_static(&[TAG_DROP, 9, 0, 0, 0, 0])).is_err());
         assert!(decode(Bytes::from_static(&[TAG_DROP])).is_err());
+    }
+
+    #[test]
+    fn marks_round_trip_and_wrong_lengths_are_errors() {
+        let m = encode_mark(0xfeed_beef_0000_0001, 42);
+        assert_eq!(m.len(), 17);
+        assert_eq!(
+            decode(m.clone()).ok(),
+            Some(Record::Mark {
+                proposer: 0xfeed_beef_0000_0001,
+                seq: 42
+            })
+        );
+        assert!(decode(m.slice(..16)).is_err());
+        let mut long = m.to_vec();
+        long.push(0);
+        assert!(decode(Bytes::from(long)).is_err());
     }
 
     #[test]

@@ -61,12 +61,13 @@ use super::dead_letter::DeadLetter;
 use super::inner::Inner;
 use super::journal::Journal;
 use super::queue::{Enqueued, Queue};
-use super::record;
+use super::record::{self, Record};
 use super::remote::{LeaderPort, RemoteConsumer};
 use super::sinks::ConfirmToken;
 use super::sinks::Delivery;
 use super::spec::{QueueEnv, QueueSpec};
-use super::state::{QueueState, StateImage};
+use super::state::{MarkOutcome, QueueState, StateImage};
+use crate::error::CoreError;
 use ferry_model::message::Message;
 use ferry_model::Table;
 use std::path::PathBuf;
@@ -116,6 +117,46 @@ impl Replica {
         let letters = apply(&self.queue, pos, record)?;
         self.queue.route_letters(letters);
         Ok(())
+    }
+
+    /// Applies a committed entry's records (each with its position): if
+    /// a Mark opens it, only when it is its proposer's next batch
+    /// (`state::Marks`); a resend or a batch past a gap is skipped (on the
+    /// leader its Enqueues leave the pending count). Returns what the
+    /// Mark decided (Apply for an entry without one) and the records the
+    /// queue could not apply — refused the same way on every replica.
+    pub fn apply_entry(&self, records: Vec<(RecordPos, Bytes)>) -> (MarkOutcome, Vec<CoreError>) {
+        let mut it = records.into_iter().peekable();
+        let mut outcome = MarkOutcome::Apply;
+        if let Some((pos, first)) = it.peek() {
+            if let Ok(Record::Mark { proposer, seq }) = record::decode(first.clone()) {
+                outcome = self
+                    .queue
+                    .inner
+                    .lock()
+                    .state
+                    .check_mark(proposer, seq, pos.index);
+                it.next();
+            }
+        }
+        let mut errors = Vec::new();
+        if outcome != MarkOutcome::Apply {
+            let mut g = self.queue.inner.lock();
+            for (_, bytes) in it {
+                if let Ok(rec) = record::decode(bytes) {
+                    if let Some(cmd) = Command::from_record(&rec) {
+                        super::admission::applied(&mut g, &cmd);
+                    }
+                }
+            }
+            return (outcome, errors);
+        }
+        for (pos, bytes) in it {
+            if let Err(e) = self.apply_committed(pos, bytes) {
+                errors.push(e);
+            }
+        }
+        (outcome, errors)
     }
 
     /// Becomes (or stops being) the replica that serves: delivers, sweeps,
@@ -359,8 +400,11 @@ fn propose_purge(inner: &mut Inner, keep: &[u64], owner: Weak<Queue>) -> Result<
 /// Returns the dead letters to route (with no lock held).
 pub(super) fn apply(q: &Queue, pos: RecordPos, bytes: Bytes) -> Result<Vec<DeadLetter>> {
     let rec = record::decode(bytes)?;
-    let cmd = Command::from_record(&rec);
     let mut letters = Vec::new();
+    // A Mark is read by `Replica::apply_entry`; nothing to apply.
+    let Some(cmd) = Command::from_record(&rec) else {
+        return Ok(letters);
+    };
     let mut g = q.inner.lock();
     if g.deleted {
         return Ok(letters);

@@ -502,3 +502,68 @@ fn run(seed: u64) {
     let failed: BTreeSet<u64> = confirms.failed.lock().iter().copied().collect();
     assert!(ok.is_disjoint(&failed), "seed {seed}: confirmed and nacked");
 }
+
+/// Entries opened by Marks (publisher deduplication): a resend of a batch
+/// applied before is skipped, a batch past a missing one is skipped (its
+/// proposer sends again from the missing one), on every replica alike;
+/// the skipped Enqueues leave the leader's pending count.
+#[test]
+fn numbered_entries_apply_once_and_in_their_order() {
+    use super::record::{encode_enqueue, encode_mark};
+    use super::state::MarkOutcome;
+    let fx = Fixture::new();
+    let (g, reps) = group(&fx, 2, &[]);
+    let enqueue = |body: &str| {
+        let mut out = Vec::new();
+        encode_enqueue(&message(body, true), None, None, &mut out).unwrap();
+        Bytes::from(out)
+    };
+    let mut next = 100u64;
+    let mut entry = |recs: Vec<Bytes>| {
+        let at: Vec<(RecordPos, Bytes)> = recs
+            .into_iter()
+            .map(|r| {
+                next += 1;
+                g.log.lock().insert(next, r.clone());
+                (pos(next, &r), r)
+            })
+            .collect();
+        at
+    };
+    let b1 = vec![encode_mark(7, 1), enqueue("a"), enqueue("b")];
+    let b2 = vec![encode_mark(7, 2), enqueue("c")];
+    let b3 = vec![encode_mark(7, 3), enqueue("d")];
+    let steps = [
+        (b1.clone(), MarkOutcome::Apply),
+        (b1, MarkOutcome::Duplicate),
+        (b3.clone(), MarkOutcome::Gap),
+        (b2, MarkOutcome::Apply),
+        (b3, MarkOutcome::Apply),
+    ];
+    for (recs, want) in steps {
+        let e = entry(recs);
+        for r in &reps {
+            let (got, errors) = r.apply_entry(e.clone());
+            assert_eq!(got, want);
+            assert!(errors.is_empty());
+        }
+    }
+    for r in &reps {
+        assert_eq!(r.queue().depth().ready, 4, "a, b, c, d once each");
+    }
+    let taker = Taker::new(100);
+    reps[0]
+        .queue()
+        .consume(Arc::from("c"), taker.clone(), false, false)
+        .unwrap();
+    reps[0].queue().dispatch();
+    assert_eq!(
+        taker.bodies(),
+        ["a", "b", "c", "d"],
+        "in the batches' order"
+    );
+    // An entry without a Mark (written before them) applies as it is.
+    let (got, _) = reps[1].apply_entry(entry(vec![enqueue("e")]));
+    assert_eq!(got, MarkOutcome::Apply);
+    assert_eq!(reps[1].queue().depth().ready, 5);
+}

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 pub use entry::Entry;
 pub use image::{ImageError, ImageRow, StateImage};
+pub use marks::{MarkOutcome, MarkRow, Marks};
 pub use meta::Meta;
 pub use ready::{Spill, WINDOW};
 
@@ -35,6 +36,8 @@ mod checked_out;
 mod entry;
 /// The state as data, for a replicated queue's snapshot.
 mod image;
+/// Publisher deduplication: each proposer's last applied batch.
+mod marks;
 /// Deadlines and body sizes.
 mod meta;
 /// The ready messages: priority levels, window, spilled ranges.
@@ -58,6 +61,8 @@ pub struct QueueState {
     /// Messages invisible until a time of their own (delayed retry, a
     /// delayed exchange's held messages): neither ready nor checked out.
     waiting: Waiting,
+    /// Each proposer's last applied batch (replicated queues).
+    marks: Marks,
 }
 
 impl Default for QueueState {
@@ -97,7 +102,13 @@ impl QueueState {
             checked_out: CheckedOut::default(),
             meta: MetaTable::new(track_body),
             waiting: Waiting::default(),
+            marks: Marks::default(),
         }
+    }
+
+    /// Decides a replicated queue's entry by its Mark (see `marks`).
+    pub fn check_mark(&mut self, proposer: u64, seq: u64, index: u64) -> MarkOutcome {
+        self.marks.check(proposer, seq, index)
     }
 
     /// An empty queue to replay a log into: nothing spills while

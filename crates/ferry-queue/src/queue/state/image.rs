@@ -1,13 +1,14 @@
 //! [`StateImage`]: a replicated queue's state as data, for its group's
 //! snapshot — every message the replica holds with what the index knows
 //! of it (never its body: the snapshot carries the records beside the
-//! image), and the pure codec of that image (`docs/queue-snapshot.md`).
+//! image), and each proposer's last applied batch (`marks`), and the pure
+//! codec of that image (`docs/queue-snapshot.md`).
 //!
 //! Checked-out messages are imaged as ready: checkouts are not commands,
 //! so no other replica ever saw them leave, and a restart or a new leader
 //! returns them anyway.
 
-use super::{Entry, QueueState};
+use super::{Entry, MarkRow, Marks, QueueState};
 use ferry_log::RecordPos;
 
 /// One message of an image.
@@ -31,11 +32,14 @@ pub struct ImageRow {
     pub body: u32,
 }
 
-/// Every message a replica holds, by id.
+/// Every message a replica holds, by id, and its proposers' last batches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateImage {
     /// The rows, sorted by id.
     pub rows: Vec<ImageRow>,
+    /// Each proposer's last applied batch, by proposer (version 2; none
+    /// in a version 1 image).
+    pub marks: Vec<MarkRow>,
 }
 
 /// Why an image could not be decoded.
@@ -43,7 +47,10 @@ pub struct StateImage {
 #[error("bad queue state image: {0}")]
 pub struct ImageError(pub String);
 
-const VERSION: u8 = 1;
+/// Version 1: the rows only. Version 2 adds the marks.
+const VERSION_1: u8 = 1;
+const VERSION: u8 = 2;
+const MARK_LEN: usize = 24;
 const ROW_LEN: usize = 8 + 4 + 2 + 1 + 1 + 1 + 8 + 8 + 4;
 const HAS_UNTIL: u8 = 1;
 const HAS_DEADLINE: u8 = 2;
@@ -54,10 +61,12 @@ impl StateImage {
         self.rows.iter().map(|r| u64::from(r.len)).sum()
     }
 
-    /// The image's bytes: `version u8 | count u64 | rows`, each row of
-    /// fixed size (see `docs/queue-snapshot.md`).
+    /// The image's bytes: `version u8 | count u64 | rows | marks u32 |
+    /// marks × (proposer u64, seq u64, index u64)`, each row of fixed
+    /// size (see `docs/queue-snapshot.md`).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(9 + self.rows.len() * ROW_LEN);
+        let mut b =
+            Vec::with_capacity(13 + self.rows.len() * ROW_LEN + self.marks.len() * MARK_LEN);
         b.push(VERSION);
         b.extend_from_slice(&(self.rows.len() as u64).to_le_bytes());
         for r in &self.rows {
@@ -78,26 +87,37 @@ impl StateImage {
             b.extend_from_slice(&r.deadline.unwrap_or(0).to_le_bytes());
             b.extend_from_slice(&r.body.to_le_bytes());
         }
+        b.extend_from_slice(&(self.marks.len() as u32).to_le_bytes());
+        for m in &self.marks {
+            b.extend_from_slice(&m.proposer.to_le_bytes());
+            b.extend_from_slice(&m.seq.to_le_bytes());
+            b.extend_from_slice(&m.index.to_le_bytes());
+        }
         b
     }
 
-    /// Decodes [`StateImage::encode`]'s bytes (ids must grow).
+    /// Decodes [`StateImage::encode`]'s bytes (ids must grow), and
+    /// version 1's.
     pub fn decode(b: &[u8]) -> Result<Self, ImageError> {
         let bad = |w: &str| ImageError(w.to_owned());
         if b.len() < 9 {
             return Err(bad("truncated header"));
         }
-        if b[0] != VERSION {
+        if b[0] != VERSION && b[0] != VERSION_1 {
             return Err(ImageError(format!("unknown version {}", b[0])));
         }
         let n = u64::from_le_bytes(b[1..9].try_into().map_err(|_| bad("count"))?);
-        let body = &b[9..];
-        if (body.len() as u64) != n.saturating_mul(ROW_LEN as u64) {
-            return Err(ImageError(format!(
-                "{} bytes for {n} rows of {ROW_LEN}",
-                body.len()
-            )));
-        }
+        let rows_len = n
+            .checked_mul(ROW_LEN as u64)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l <= b.len() - 9)
+            .ok_or_else(|| ImageError(format!("{} bytes for {n} rows", b.len() - 9)))?;
+        let (body, rest) = b[9..].split_at(rows_len);
+        let marks = match b[0] {
+            VERSION_1 if rest.is_empty() => Vec::new(),
+            VERSION_1 => return Err(bad("bytes after the rows")),
+            _ => decode_marks(rest)?,
+        };
         let mut rows = Vec::with_capacity(body.len() / ROW_LEN);
         for c in body.chunks_exact(ROW_LEN) {
             let u64_at = |i: usize| {
@@ -126,8 +146,40 @@ impl StateImage {
             }
             rows.push(row);
         }
-        Ok(StateImage { rows })
+        Ok(StateImage { rows, marks })
     }
+}
+
+/// `count u32 | count × (proposer u64, seq u64, index u64)`, by proposer.
+fn decode_marks(b: &[u8]) -> Result<Vec<MarkRow>, ImageError> {
+    let Some((count, rows)) = b.split_first_chunk::<4>() else {
+        return Err(ImageError("truncated marks".into()));
+    };
+    let n = u32::from_le_bytes(*count) as usize;
+    if rows.len() != n.saturating_mul(MARK_LEN) {
+        return Err(ImageError(format!(
+            "{} bytes for {n} marks of {MARK_LEN}",
+            rows.len()
+        )));
+    }
+    let mut out: Vec<MarkRow> = Vec::with_capacity(n);
+    for c in rows.chunks_exact(MARK_LEN) {
+        let at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&c[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let m = MarkRow {
+            proposer: at(0),
+            seq: at(8),
+            index: at(16),
+        };
+        if out.last().is_some_and(|p| p.proposer >= m.proposer) {
+            return Err(ImageError(format!("mark {:x} out of order", m.proposer)));
+        }
+        out.push(m);
+    }
+    Ok(out)
 }
 
 impl QueueState {
@@ -151,7 +203,10 @@ impl QueueState {
             .chain(self.waiting.iter().map(|(due, e)| row(e, Some(due))))
             .collect();
         rows.sort_unstable_by_key(|r| r.id);
-        StateImage { rows }
+        StateImage {
+            rows,
+            marks: self.marks.rows(),
+        }
     }
 
     /// Where the record of every message held is (any order).
@@ -183,6 +238,7 @@ impl QueueState {
                 None => st.enqueue(e, deadline, r.body),
             }
         }
+        st.marks = Marks::from_rows(&image.marks);
         st
     }
 }
@@ -212,6 +268,8 @@ mod tests {
         );
         st.enqueue(Entry::new(pos(7, 70), true, None), None, 30);
         st.hold(Entry::new(pos(9, 80), true, None), 5_000, None, 40);
+        assert_eq!(st.check_mark(0xab, 1, 2), super::super::MarkOutcome::Apply);
+        assert_eq!(st.check_mark(0x12, 1, 4), super::super::MarkOutcome::Apply);
         // 3 is delivered (checked out), then 7 returned once.
         let e = st.pop_ready().unwrap();
         assert_eq!(e.id, 5, "priority 2 first");
@@ -235,6 +293,35 @@ mod tests {
         assert_eq!(rebuilt.peek_ready().unwrap().id, 5);
         assert!(rebuilt.peek_ready().unwrap().redelivered());
         assert_eq!(rebuilt.peek_ready().unwrap().pos().len, 60);
+        // The marks came along: batch 1 of 0xab again is a resend.
+        assert_eq!(back.marks.len(), 2);
+        let mut rebuilt = rebuilt;
+        assert_eq!(
+            rebuilt.check_mark(0xab, 1, 20),
+            super::super::MarkOutcome::Duplicate
+        );
+    }
+
+    /// A version 1 image (before the marks) still decodes: the rows, no
+    /// marks. Bytes as version 1 wrote them.
+    #[test]
+    fn a_version_1_image_decodes_without_marks() {
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&3u64.to_le_bytes()); // id
+        v1.extend_from_slice(&50u32.to_le_bytes()); // len
+        v1.extend_from_slice(&2u16.to_le_bytes()); // delivery count
+        v1.extend_from_slice(&[1, 0, 2]); // flags, priority, has (deadline)
+        v1.extend_from_slice(&0u64.to_le_bytes()); // until
+        v1.extend_from_slice(&9_000u64.to_le_bytes()); // deadline
+        v1.extend_from_slice(&10u32.to_le_bytes()); // body
+        let img = StateImage::decode(&v1).unwrap();
+        assert!(img.marks.is_empty());
+        assert_eq!(img.rows.len(), 1);
+        assert_eq!((img.rows[0].id, img.rows[0].deadline), (3, Some(9_000)));
+        let mut extra = v1.clone();
+        extra.push(0);
+        assert!(StateImage::decode(&extra).is_err());
     }
 
     #[test]
@@ -251,6 +338,7 @@ mod tests {
         };
         let img = StateImage {
             rows: vec![row(4), row(2)],
+            marks: Vec::new(),
         };
         let b = img.encode();
         assert!(StateImage::decode(&b).unwrap_err().0.contains("order"));
@@ -260,5 +348,22 @@ mod tests {
         let mut huge = vec![VERSION];
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(StateImage::decode(&huge).is_err());
+        let marks = |ps: &[u64]| StateImage {
+            rows: vec![row(1)],
+            marks: ps
+                .iter()
+                .map(|p| MarkRow {
+                    proposer: *p,
+                    seq: 1,
+                    index: 1,
+                })
+                .collect(),
+        };
+        let b = marks(&[3, 2]).encode();
+        assert!(StateImage::decode(&b).unwrap_err().0.contains("order"));
+        let b = marks(&[2, 3]).encode();
+        assert_eq!(StateImage::decode(&b).unwrap(), marks(&[2, 3]));
+        assert!(StateImage::decode(&b[..b.len() - 1]).is_err());
+        assert!(StateImage::decode(&b[..b.len() - 2 * MARK_LEN]).is_err());
     }
 }
