@@ -96,6 +96,10 @@ pub enum NodeError {
     /// The cluster did not form (or the node did not join) in time.
     #[error("{0}")]
     NotFormed(String),
+    /// The cluster refused this node for good (its node name is another
+    /// member's).
+    #[error("{0}")]
+    JoinRefused(String),
     /// A request went to a node that is not the metadata leader.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader {

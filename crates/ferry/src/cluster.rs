@@ -146,6 +146,7 @@ pub async fn start(
     loop {
         match node.wait_formed(FORMING_NOTICE).await {
             Ok(()) => break,
+            Err(e @ ferry_cluster::NodeError::JoinRefused(_)) => return Err(e.to_string()),
             Err(e) => tracing::warn!("{e}"),
         }
     }

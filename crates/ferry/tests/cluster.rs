@@ -2,8 +2,9 @@
 //! it whatever order they start in, agree on one cluster id and one
 //! metadata leader, survive a kill -9 of that leader (another takes over,
 //! the dead one is reported down and in `partitions`), take the killed node
-//! back, and let a fourth node join through the seeds. A node refuses to
-//! start without the secret or on another node's data directory.
+//! back, and let a fourth node join through the seeds (not one named like
+//! a member). A node refuses to start without the secret or on another
+//! node's data directory.
 //!
 //! (Network-namespace partitions come with the cluster fault tests.)
 
@@ -135,6 +136,34 @@ async fn a_fourth_node_joins_through_the_seeds() {
     }
     let ports = free_ports(4);
     let (nodes, seeds) = three_seeds(&ports[..3]).await;
+    // A node named like a member is refused and does not start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = node_env(4, &ports, &seeds, "s3cret");
+    env[0].1 = "n2".into();
+    let d = dir.path().to_str().expect("utf-8 path").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args = [
+            "server",
+            "--data-dir",
+            &d,
+            "--amqp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+        ];
+        ferry_exits(&args, &env, std::time::Duration::from_secs(60))
+    })
+    .await
+    .expect("join");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node name taken: n2 is the name of node"),
+        "{err}"
+    );
     let fourth = start_node(node_env(4, &ports, &seeds, "s3cret")).await;
     let v = until(&fourth, "four voting members", |v| {
         v.len() == 4 && v.iter().all(|n| n["running"] == true && n["voter"] == true)
@@ -205,6 +234,37 @@ fn ferry(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run ferry")
+}
+
+/// Runs `ferry` until it exits; killed (and the test failed) if it still
+/// runs after `within`.
+fn ferry_exits(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: std::time::Duration,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args)
+        .env_remove("FERRY_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run ferry");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "ferry still ran after {within:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50)); // polling the exit
+    }
+    child.wait_with_output().expect("output")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,8 @@ pub(crate) struct NodeInner {
     /// Set once this node leaves its cluster (`leave`) or is to join
     /// another (`join_other`): the process then stops or starts over.
     exit: tokio::sync::watch::Sender<Option<NodeExit>>,
+    /// Why the cluster refused this node's join for good, if it did.
+    refused: Mutex<Option<String>>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> NodeError {
@@ -219,6 +221,7 @@ impl ClusterNode {
             counters: Arc::default(),
             group_stats: parking_lot::RwLock::new(None),
             exit: tokio::sync::watch::Sender::new(None),
+            refused: Mutex::new(None),
         });
         let handler = rpc::NodeHandler::new(groups, Arc::downgrade(&inner));
         let auth = (cfg.secret.clone(), cfg.tls.clone());
@@ -412,6 +415,13 @@ impl ClusterNode {
                         return;
                     }
                     Ok(_) => {}
+                    Err(crate::LinkError::Remote { reason, .. })
+                        if reason.starts_with(rpc::NAME_TAKEN) =>
+                    {
+                        tracing::error!(via = %addr, %reason, "the cluster refused this node");
+                        *self.inner.refused.lock() = Some(reason);
+                        return;
+                    }
                     Err(crate::LinkError::Remote { reason, .. }) => {
                         if let Some(leader) = reason.strip_prefix(rpc::REDIRECT) {
                             redirected.push(leader.to_owned());
@@ -616,6 +626,9 @@ impl ClusterNode {
         let deadline = Instant::now() + timeout;
         let mut metrics = self.inner.meta.metrics();
         loop {
+            if let Some(why) = self.inner.refused.lock().clone() {
+                return Err(NodeError::JoinRefused(why));
+            }
             let (known, caught_up) = {
                 let m = metrics.borrow();
                 // Everything this node has logged is applied: a restarted

@@ -15,6 +15,10 @@ use std::sync::{Arc, Weak};
 
 pub(crate) use crate::network::REDIRECT;
 
+/// How the leader's refusal of a join starts when the joining node's name
+/// is another member's: the joining node gives up (it does not start).
+pub(crate) const NAME_TAKEN: &str = "node name taken: ";
+
 /// Dispatches the frames that arrive on the cluster port.
 pub(crate) struct NodeHandler {
     groups: Arc<RaftGroups>,
@@ -92,6 +96,24 @@ async fn join(node: Arc<NodeInner>, from: Identity, body: Bytes) -> Result<Bytes
         .membership()
         .voter_ids()
         .any(|v| v == id);
+    // A node's name is unique in its cluster (a member that left, or was
+    // forgotten, frees its name).
+    let membership = m.membership_config.membership();
+    let taken = node.sm.read(|s| {
+        s.nodes
+            .iter()
+            .find(|(other, info)| {
+                **other != id && info.name == from.name && membership.get_node(other).is_some()
+            })
+            .map(|(other, info)| (*other, info.advertise.clone()))
+    });
+    if let Some((other, at)) = taken {
+        return Err(format!(
+            "{NAME_TAKEN}{} is the name of node {other:016x} ({at}); start this node with \
+             another --node-name, or forget that node first (ferry ctl cluster forget)",
+            from.name
+        ));
+    }
     let stale = admission::check(&node.sm, id, from.incarnation).is_some();
     if voter && !stale {
         return Ok(Bytes::new());
