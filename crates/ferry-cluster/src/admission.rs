@@ -17,7 +17,9 @@
 use crate::network::{FerryRaft, REDIRECT};
 use crate::wire;
 use bytes::Bytes;
+use ferry_queue::queue::record::{self, Record};
 use ferry_queue::queue::{Admission, ProposeDone, Replica, Ticket, REFUSED};
+use ferry_raft::replica::EntryAnswer;
 use tokio::sync::watch;
 
 /// A queue group's replica as the gate its leader's proposals pass, and
@@ -63,6 +65,13 @@ pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Result<Split, Vec<By
             false => refused.push(u32::try_from(i).unwrap_or(u32::MAX)),
         }
     }
+    // A numbered batch's Mark (always admitted, first) records what was
+    // refused: a resend of the batch learns it (`state::marks`).
+    if let Some(first) = write.first_mut() {
+        if let Ok(Record::Mark { proposer, seq, .. }) = record::decode(first.clone()) {
+            *first = record::encode_mark(proposer, seq, &refused);
+        }
+    }
     Ok(Split {
         write,
         refused,
@@ -101,12 +110,15 @@ pub(crate) async fn propose_forwarded(
         return Ok(wire::encode_proposed(0, &s.refused));
     }
     match raft.client_write(ferry_raft::Batch::new(s.write)).await {
-        // Skipped: an earlier batch of its proposer is missing (it sends
-        // again from that one).
-        Ok(r) if r.data.0.as_ref() == ferry_raft::replica::GAP => {
-            Err(crate::proposer::GAP_REASON.into())
-        }
-        Ok(r) => Ok(wire::encode_proposed(r.log_id.index, &s.refused)),
+        Ok(r) => match EntryAnswer::decode(&r.data) {
+            EntryAnswer::Applied => Ok(wire::encode_proposed(r.log_id.index, &s.refused)),
+            // A resend: what the applied copy's leader refused.
+            EntryAnswer::Duplicate(refused) => Ok(wire::encode_proposed(r.log_id.index, &refused)),
+            // Skipped: an earlier batch of its proposer is missing (it
+            // sends again from that one).
+            EntryAnswer::Gap => Err(crate::proposer::GAP_REASON.into()),
+            EntryAnswer::Unknown => Err(crate::proposer::UNKNOWN_REASON.into()),
+        },
         Err(e) => {
             replica.release(s.ticket);
             Err(crate::network::write_error(e))

@@ -30,7 +30,7 @@ use crate::wire::{self, KIND_PROPOSE};
 use bytes::Bytes;
 use ferry_queue::queue::record::encode_mark;
 use ferry_queue::queue::{ProposeDone, Proposer, Replica, Ticket};
-use ferry_raft::replica::GAP;
+use ferry_raft::replica::EntryAnswer;
 use ferry_raft::{Batch, NodeId, RaftLog};
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Commands batched into one entry at most.
 const MAX_BATCH: usize = 512;
@@ -49,6 +50,14 @@ pub const RESEND_WAIT: Duration = Duration::from_secs(300);
 /// The reason a queue group's leader gives for a forwarded batch it
 /// skipped because an earlier batch of its proposer is missing.
 pub(crate) const GAP_REASON: &str = "gap: an earlier batch of this proposer is missing";
+/// The reason given for a resend of a batch applied too long ago to say
+/// which of its records were refused (its publishers are nacked).
+pub(crate) const UNKNOWN_REASON: &str = "in doubt: a resend of a batch applied long ago";
+/// How long a batch's answer is waited for before it is sent again (a
+/// leader that stepped down may keep an answer it never gives).
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// Batches in flight at most (the oldest is settled before the next).
+const MAX_FLIGHT: usize = 64;
 
 pub(crate) struct Proposal {
     records: Vec<Bytes>,
@@ -106,22 +115,13 @@ impl Numbering {
 
     /// Opens `sent` with this proposer's next Mark.
     fn mark(&mut self, sent: &mut Sent) {
-        let m = encode_mark(self.id, self.next);
+        let m = encode_mark(self.id, self.next, &[]);
         self.next += 1;
         match sent.mark {
             Some(_) => sent.cmds[0] = m,
             None => sent.cmds.insert(0, m),
         }
         sent.mark = Some(self.id);
-    }
-
-    /// Starts over under a new id (see `state::marks`): the batches of
-    /// `flight` get new Marks, in order.
-    fn renew<'a>(&mut self, flight: impl Iterator<Item = &'a mut Sent>) {
-        *self = Numbering::new();
-        for s in flight {
-            self.mark(s);
-        }
     }
 }
 
@@ -133,6 +133,11 @@ struct Sent {
     mark: Option<u64>,
     /// The proposer id of the Mark the pending answer is about.
     sent_with: Option<u64>,
+    /// Whether that attempt went while no older batch was unsettled (a gap
+    /// it met then means this proposer's row is gone: `settle_all`).
+    alone: bool,
+    /// When that attempt went.
+    since: Instant,
     /// The proposals' record counts and dones (the Mark's span first).
     spans: Vec<(usize, Option<ProposeDone>)>,
     outcome: Pending,
@@ -151,7 +156,8 @@ enum Outcome {
     Done(Vec<u32>),
     /// Skipped: an earlier batch of this proposer is missing.
     Gap,
-    /// Failed: maybe stored, maybe not (surely not if `definite`).
+    /// Failed: maybe stored, maybe not (for good if `definite`: sending
+    /// it again cannot help).
     Failed { why: String, definite: bool },
 }
 
@@ -185,16 +191,23 @@ impl Sent {
         true
     }
 
-    /// The answer (call after `answered`).
+    /// The answer; a late one counts as failed (in doubt).
     fn take(&mut self) -> Outcome {
         match std::mem::replace(&mut self.outcome, Pending::Known(stopped())) {
             Pending::Known(o) => o,
-            Pending::Waiting(_) => stopped(),
+            Pending::Waiting(_) => Outcome::Failed {
+                why: format!("no answer within {ANSWER_WAIT:?}"),
+                definite: false,
+            },
         }
     }
 
     fn done(&self) -> bool {
         matches!(self.outcome, Pending::Known(Outcome::Done(_)))
+    }
+
+    fn late(&self) -> Instant {
+        self.since + ANSWER_WAIT
     }
 }
 
@@ -242,13 +255,20 @@ pub(crate) async fn run_proposer(
     let mut flight: VecDeque<Sent> = VecDeque::new();
     loop {
         settle_ready(&to, &mut flight, &mut numbering).await;
-        let first = if flight.is_empty() {
-            match rx.next().await {
+        let first = match flight.front().map(Sent::late) {
+            None => match rx.next().await {
                 Some(p) => p,
                 None => return,
+            },
+            // Enough in flight: the oldest is settled first.
+            Some(late) if flight.len() >= MAX_FLIGHT => {
+                let _ = tokio::time::timeout_at(late, wait_front(&mut flight)).await;
+                if Instant::now() >= late {
+                    settle_all(&to, &mut flight, &mut numbering).await;
+                }
+                continue;
             }
-        } else {
-            tokio::select! {
+            Some(late) => tokio::select! {
                 p = rx.next() => match p {
                     Some(p) => p,
                     None => {
@@ -258,7 +278,13 @@ pub(crate) async fn run_proposer(
                 },
                 // The oldest batch's answer came: settle it first.
                 _ = wait_front(&mut flight) => continue,
-            }
+                // It is late (its leader may have stepped down, keeping
+                // its answer): settle everything, sending it again.
+                _ = tokio::time::sleep_until(late) => {
+                    settle_all(&to, &mut flight, &mut numbering).await;
+                    continue;
+                }
+            },
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -271,6 +297,8 @@ pub(crate) async fn run_proposer(
             cmds: Vec::new(),
             mark: None,
             sent_with: None,
+            alone: true,
+            since: Instant::now(),
             spans: Vec::new(),
             outcome: Pending::Known(stopped()),
         };
@@ -285,6 +313,8 @@ pub(crate) async fn run_proposer(
         let durable = log.as_ref().map(RaftLog::append_mark);
         loop {
             sent.sent_with = sent.mark;
+            sent.alone = flight.is_empty();
+            sent.since = Instant::now();
             // Boxed: the task waits for proposals with a small future (an
             // idle queue's task stays small).
             let h = Box::pin(hand_over(&to, sent.cmds.clone(), flight.is_empty())).await;
@@ -293,7 +323,14 @@ pub(crate) async fn run_proposer(
                     let (answered, on_answer) = oneshot::channel::<()>();
                     let (tx, rx_outcome) = oneshot::channel();
                     tokio::spawn(async move {
-                        let o = answer.outcome().await;
+                        // Bounded: an answer openraft keeps for ever
+                        // would keep the group awake for ever.
+                        let o = tokio::time::timeout(ANSWER_WAIT, answer.outcome())
+                            .await
+                            .unwrap_or_else(|_| Outcome::Failed {
+                                why: format!("no answer within {ANSWER_WAIT:?}"),
+                                definite: false,
+                            });
                         drop(answered);
                         let _ = tx.send(o);
                     });
@@ -345,10 +382,13 @@ async fn wait_front(flight: &mut VecDeque<Sent>) {
 }
 
 /// Settles the answered batches at the front of `flight`, in order; one
-/// that did not go through starts [`settle_all`].
+/// that did not go through, or is late, starts [`settle_all`].
 async fn settle_ready(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Option<Numbering>) {
     while let Some(front) = flight.front_mut() {
         if !front.ready() {
+            if Instant::now() >= front.late() {
+                settle_all(to, flight, numbering).await;
+            }
             return;
         }
         if !front.done() {
@@ -363,14 +403,17 @@ async fn settle_ready(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut 
     }
 }
 
-/// Settles every batch in flight, in order: waits for each answer; a
-/// numbered batch that did not go through is sent again (alone, to
-/// whoever leads) until it does, or is surely not stored, or
-/// [`RESEND_WAIT`] passes.
+/// Settles every batch in flight, in order: waits for each answer (until
+/// it is late); a numbered batch that did not go through is sent again
+/// (alone, to whoever leads) until it does, or cannot, or
+/// [`RESEND_WAIT`] passes — then it and every later batch not yet
+/// answered as done fail (in doubt: their earlier copies may still be
+/// applied, so they are not sent again under a new id) and the proposer
+/// starts over under a new id.
 async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Option<Numbering>) {
     while let Some(mut s) = flight.pop_front() {
-        s.answered().await;
-        let deadline = tokio::time::Instant::now() + RESEND_WAIT;
+        let _ = tokio::time::timeout_at(s.late(), s.answered()).await;
+        let deadline = Instant::now() + RESEND_WAIT;
         let mut changes = to.lead.changes();
         loop {
             let (why, definite) = match s.take() {
@@ -379,13 +422,18 @@ async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Op
                     break;
                 }
                 Outcome::Gap => match numbering.as_mut() {
-                    // Nothing of this proposer's is missing (every older
-                    // batch was settled): its row was pruned, or an older
-                    // batch was given up. Start over under a new id (once:
-                    // a gap of an older Mark is just sent again).
+                    // Sent while nothing older of this proposer was
+                    // unsettled, yet an earlier batch is missing: its row
+                    // was pushed out of the table. Start over under a new
+                    // id. (A gap met while older batches were unsettled
+                    // was theirs: just send it again.)
                     Some(n) => {
-                        if s.sent_with == Some(n.id) {
-                            n.renew(std::iter::once(&mut s).chain(flight.iter_mut()));
+                        if s.sent_with == Some(n.id) && s.alone {
+                            *n = Numbering::new();
+                            n.mark(&mut s);
+                            for later in flight.iter_mut() {
+                                n.mark(later);
+                            }
                         }
                         (String::new(), false)
                     }
@@ -393,13 +441,12 @@ async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Op
                 },
                 Outcome::Failed { why, definite } => (why, definite),
             };
-            if numbering.is_none() || definite || tokio::time::Instant::now() >= deadline {
+            if numbering.is_none() || definite || Instant::now() >= deadline {
+                finish(std::mem::take(&mut s.spans), &[], Err(why.clone()));
                 if let Some(n) = numbering.as_mut() {
-                    // This batch may never be applied: the later ones
-                    // would wait behind it.
-                    n.renew(flight.iter_mut());
+                    give_up(flight, &why);
+                    *n = Numbering::new();
                 }
-                finish(std::mem::take(&mut s.spans), &[], Err(why));
                 break;
             }
             if !why.is_empty() {
@@ -408,12 +455,38 @@ async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Op
                 let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
             }
             s.sent_with = s.mark;
+            s.alone = true;
+            s.since = Instant::now();
             let o = match Box::pin(hand_over(to, s.cmds.clone(), true)).await {
-                Handover::Local(answer) => answer.outcome().await,
+                Handover::Local(answer) => {
+                    match tokio::time::timeout_at(s.late(), answer.outcome()).await {
+                        Ok(o) => o,
+                        Err(_) => Outcome::Failed {
+                            why: format!("no answer within {ANSWER_WAIT:?}"),
+                            definite: false,
+                        },
+                    }
+                }
                 Handover::Done(o) => o,
                 Handover::Blocked => stopped(),
             };
             s.outcome = Pending::Known(o);
+        }
+    }
+}
+
+/// Fails every batch of `flight` not answered as done (each an answer
+/// away at most: it is not waited for).
+fn give_up(flight: &mut VecDeque<Sent>, why: &str) {
+    for mut s in flight.drain(..) {
+        s.ready();
+        match s.take() {
+            Outcome::Done(refused) => finish(std::mem::take(&mut s.spans), &refused, Ok(())),
+            _ => finish(
+                std::mem::take(&mut s.spans),
+                &[],
+                Err(format!("in doubt: an earlier batch failed ({why})")),
+            ),
         }
     }
 }
@@ -446,24 +519,30 @@ struct LocalAnswer {
 
 impl LocalAnswer {
     async fn outcome(self) -> Outcome {
-        let o = match self.answer.await {
-            Ok(Ok(r)) if r.data.0.as_ref() == GAP => Outcome::Gap,
-            Ok(Ok(_)) => Outcome::Done(self.refused),
-            Ok(Err(e)) => Outcome::Failed {
-                why: e.to_string(),
-                definite: false,
-            },
-            Err(_) => Outcome::Failed {
-                why: "the group stopped".into(),
-                definite: false,
-            },
-        };
-        if !matches!(o, Outcome::Done(_)) {
+        let failed = |why: String| {
             if let Some(r) = &self.replica {
                 r.release(self.ticket);
             }
+            Outcome::Failed {
+                why,
+                definite: false,
+            }
+        };
+        match self.answer.await {
+            // (A skipped entry's admitted Enqueues already left the
+            // pending count when the replica skipped them.)
+            Ok(Ok(r)) => match EntryAnswer::decode(&r.data) {
+                EntryAnswer::Applied => Outcome::Done(self.refused),
+                EntryAnswer::Duplicate(refused) => Outcome::Done(refused),
+                EntryAnswer::Gap => Outcome::Gap,
+                EntryAnswer::Unknown => Outcome::Failed {
+                    why: UNKNOWN_REASON.into(),
+                    definite: true,
+                },
+            },
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => failed("the group stopped".into()),
         }
-        o
     }
 }
 
@@ -546,6 +625,9 @@ async fn hand_over(to: &Target, mut cmds: Vec<Bytes>, may_forward: bool) -> Hand
             }
             Err(crate::LinkError::Remote { reason, .. }) if reason == GAP_REASON => {
                 return Handover::Done(Outcome::Gap)
+            }
+            Err(crate::LinkError::Remote { reason, .. }) if reason == UNKNOWN_REASON => {
+                return failed(UNKNOWN_REASON, true)
             }
             Err(e) if e.not_taken() && !left.is_zero() => {
                 let hint = match &e {

@@ -5,7 +5,7 @@
 //! Applying an entry hands its commands, each with the position of its
 //! record in the group's log, to `Replica::apply_entry`; the queue
 //! decodes them (this module does not) and answers whether a Mark that
-//! opens the entry let it apply ([`GAP`] if not). The queue's state lives in memory.
+//! opens the entry let it apply ([`EntryAnswer`]). The queue's state lives in memory.
 //!
 //! Snapshots (`snapshot`): once the records logged since the last
 //! snapshot outweigh both the threshold and the records of the messages
@@ -233,9 +233,7 @@ impl QueueMachine {
                     for err in errors {
                         tracing::error!(index = e.log_id.index, error = %err, "queue command skipped");
                     }
-                    if outcome == MarkOutcome::Gap {
-                        answer = Applied(Bytes::from_static(GAP));
-                    }
+                    answer = EntryAnswer::of(outcome).encode();
                 }
                 EntryPayload::Membership(m) => {
                     self.state.lock().membership = StoredMembership::new(Some(e.log_id), m);
@@ -249,11 +247,74 @@ impl QueueMachine {
     }
 }
 
-/// What an entry's answer holds when it was skipped because an earlier
-/// batch of its proposer is missing (`ferry_queue`'s `Marks`): the
-/// proposer sends again from the missing one. Any other entry's answer
-/// is empty (applied, or a resend of a batch applied before).
-pub const GAP: &[u8] = b"gap";
+/// What a queue group's entry came to, as its answer (`Applied`) tells
+/// the proposer (`ferry_queue`'s `Marks`): empty when applied; `gap` when
+/// skipped because an earlier batch of its proposer is missing (it sends
+/// again from that one); `dup` and the refused positions (u32 LE each)
+/// of the copy applied before, for a resend; `dup?` for a resend of a
+/// batch applied too long ago to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryAnswer {
+    /// Applied.
+    Applied,
+    /// Skipped: an earlier batch of its proposer is missing.
+    Gap,
+    /// A resend; the applied copy's leader refused these positions.
+    Duplicate(Vec<u32>),
+    /// A resend of a batch applied too long ago to say what was refused.
+    Unknown,
+}
+
+const GAP: &[u8] = b"gap";
+const DUP: &[u8] = b"dup";
+const DUP_UNKNOWN: &[u8] = b"dup?";
+
+impl EntryAnswer {
+    /// The answer to an entry the queue decided `o` about.
+    pub fn of(o: MarkOutcome) -> Self {
+        match o {
+            MarkOutcome::Apply => EntryAnswer::Applied,
+            MarkOutcome::Gap => EntryAnswer::Gap,
+            MarkOutcome::Duplicate(v) => EntryAnswer::Duplicate(v),
+            MarkOutcome::DuplicateUnknown => EntryAnswer::Unknown,
+        }
+    }
+
+    /// As the entry's answer.
+    pub fn encode(&self) -> Applied {
+        Applied(match self {
+            EntryAnswer::Applied => Bytes::new(),
+            EntryAnswer::Gap => Bytes::from_static(GAP),
+            EntryAnswer::Unknown => Bytes::from_static(DUP_UNKNOWN),
+            EntryAnswer::Duplicate(v) => {
+                let mut b = DUP.to_vec();
+                for p in v {
+                    b.extend_from_slice(&p.to_le_bytes());
+                }
+                Bytes::from(b)
+            }
+        })
+    }
+
+    /// An entry's answer (anything else, e.g. a stream's or the metadata
+    /// group's, reads as applied).
+    pub fn decode(a: &Applied) -> Self {
+        let b = a.0.as_ref();
+        if b == GAP {
+            EntryAnswer::Gap
+        } else if b == DUP_UNKNOWN {
+            EntryAnswer::Unknown
+        } else if let Some(rest) = b.strip_prefix(DUP).filter(|r| r.len() % 4 == 0) {
+            EntryAnswer::Duplicate(
+                rest.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        } else {
+            EntryAnswer::Applied
+        }
+    }
+}
 
 /// At most this many entries, holding at most [`INLINE_COMMANDS`]
 /// commands, are applied where openraft asks; larger batches (a replica

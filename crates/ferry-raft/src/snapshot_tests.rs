@@ -190,11 +190,13 @@ fn the_committed_fixtures_read_back_and_the_writer_writes_the_newest() {
             proposer: 0x1111,
             seq: 3,
             index: 12,
+            refused: vec![(2, vec![1, 4])],
         },
         MarkRow {
             proposer: 0xfeed,
             seq: 1,
             index: 20,
+            refused: vec![],
         },
     ];
     check_fixture("queue-snapshot-v2.fqs", &img, true);

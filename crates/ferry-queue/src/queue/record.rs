@@ -7,7 +7,7 @@
 //! Purge    | 0x04 | upto u64 LE | count u32 LE | count × kept id u64 LE |
 //! Drop     | 0x05 | reason u8 | count u32 LE | count × id u64 LE |
 //! Retry    | 0x06 | count u32 LE | count × (id u64 LE, until u64 LE) |
-//! Mark     | 0x08 | proposer u64 LE | seq u64 LE |
+//! Mark     | 0x08 | proposer u64 LE | seq u64 LE | [count u32 LE | count × pos u32 LE] |
 //! flags: bit 0 = persistent (replay drops Enqueue records without it)
 //!        bit 1 = expires_at present (ms since the Unix epoch)
 //!        bit 2 = priority present (priority queues: the level it joined)
@@ -23,7 +23,9 @@
 //! ```
 //! A Mark opens a replicated queue's Raft entry: which proposer sent the
 //! entry's other records, and its number for them (publisher
-//! deduplication: `state::marks`). It is not a queue command.
+//! deduplication: `state::marks`), and the positions (in the proposer's
+//! batch, the Mark at 0) of the records the leader's length limit refused
+//! (absent: none). It is not a queue command.
 //! A message's id is the log index of its Enqueue record. The format is
 //! described with its invariants in `docs/queue-records.md`.
 
@@ -97,6 +99,8 @@ pub enum Record {
         proposer: u64,
         /// Its batch number (1, 2, ...).
         seq: u64,
+        /// The positions the leader refused, ascending.
+        refused: Vec<u32>,
     },
 }
 
@@ -217,12 +221,19 @@ pub fn encode_purge(upto: u64, keep: &[u64], out: &mut Vec<u8>) {
     }
 }
 
-/// A Mark record: the batch `seq` of proposer `proposer`.
-pub fn encode_mark(proposer: u64, seq: u64) -> Bytes {
-    let mut out = Vec::with_capacity(17);
+/// A Mark record: the batch `seq` of proposer `proposer`, whose records
+/// at `refused` the leader refused.
+pub fn encode_mark(proposer: u64, seq: u64, refused: &[u32]) -> Bytes {
+    let mut out = Vec::with_capacity(21 + 4 * refused.len());
     out.put_u8(TAG_MARK);
     out.put_u64_le(proposer);
     out.put_u64_le(seq);
+    if !refused.is_empty() {
+        out.put_u32_le(refused.len() as u32);
+        for p in refused {
+            out.put_u32_le(*p);
+        }
+    }
     Bytes::from(out)
 }
 
@@ -392,12 +403,27 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
             Ok(Record::Purge { upto, keep })
         }
         TAG_MARK => {
-            if payload.remaining() != 16 {
+            if payload.remaining() < 16 {
                 return Err(corrupt("mark length"));
             }
             let proposer = payload.get_u64_le();
             let seq = payload.get_u64_le();
-            Ok(Record::Mark { proposer, seq })
+            let mut refused = Vec::new();
+            if payload.has_remaining() {
+                if payload.remaining() < 4 {
+                    return Err(corrupt("mark refusals"));
+                }
+                let n = payload.get_u32_le() as usize;
+                if payload.remaining() != n.saturating_mul(4) {
+                    return Err(corrupt("mark refusals length"));
+                }
+                refused = (0..n).map(|_| payload.get_u32_le()).collect();
+            }
+            Ok(Record::Mark {
+                proposer,
+                seq,
+                refused,
+            })
         }
         other => Err(corrupt(&format!("unknown tag {other}"))),
     }
@@ -627,19 +653,34 @@ mod tests {
 
     #[test]
     fn marks_round_trip_and_wrong_lengths_are_errors() {
-        let m = encode_mark(0xfeed_beef_0000_0001, 42);
+        let m = encode_mark(0xfeed_beef_0000_0001, 42, &[]);
         assert_eq!(m.len(), 17);
         assert_eq!(
             decode(m.clone()).ok(),
             Some(Record::Mark {
                 proposer: 0xfeed_beef_0000_0001,
-                seq: 42
+                seq: 42,
+                refused: vec![]
             })
         );
         assert!(decode(m.slice(..16)).is_err());
         let mut long = m.to_vec();
         long.push(0);
         assert!(decode(Bytes::from(long)).is_err());
+        let r = encode_mark(5, 6, &[1, 4]);
+        assert_eq!(r.len(), 17 + 4 + 8);
+        assert_eq!(
+            decode(r.clone()).ok(),
+            Some(Record::Mark {
+                proposer: 5,
+                seq: 6,
+                refused: vec![1, 4]
+            })
+        );
+        assert!(decode(r.slice(..r.len() - 1)).is_err());
+        let mut lying = r.to_vec();
+        lying[17] = 0xff;
+        assert!(decode(Bytes::from(lying)).is_err());
     }
 
     #[test]

@@ -122,20 +122,26 @@ impl Replica {
     /// Applies a committed entry's records (each with its position): if
     /// a Mark opens it, only when it is its proposer's next batch
     /// (`state::Marks`); a resend or a batch past a gap is skipped (on the
-    /// leader its Enqueues leave the pending count). Returns what the
+    /// leader its Enqueues, which the resend's leader admitted, leave the
+    /// pending count). Returns what the
     /// Mark decided (Apply for an entry without one) and the records the
     /// queue could not apply — refused the same way on every replica.
     pub fn apply_entry(&self, records: Vec<(RecordPos, Bytes)>) -> (MarkOutcome, Vec<CoreError>) {
         let mut it = records.into_iter().peekable();
         let mut outcome = MarkOutcome::Apply;
         if let Some((pos, first)) = it.peek() {
-            if let Ok(Record::Mark { proposer, seq }) = record::decode(first.clone()) {
+            if let Ok(Record::Mark {
+                proposer,
+                seq,
+                refused,
+            }) = record::decode(first.clone())
+            {
                 outcome = self
                     .queue
                     .inner
                     .lock()
                     .state
-                    .check_mark(proposer, seq, pos.index);
+                    .check_mark(proposer, seq, pos.index, &refused);
                 it.next();
             }
         }

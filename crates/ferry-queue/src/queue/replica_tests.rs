@@ -530,12 +530,12 @@ fn numbered_entries_apply_once_and_in_their_order() {
             .collect();
         at
     };
-    let b1 = vec![encode_mark(7, 1), enqueue("a"), enqueue("b")];
-    let b2 = vec![encode_mark(7, 2), enqueue("c")];
-    let b3 = vec![encode_mark(7, 3), enqueue("d")];
+    let b1 = vec![encode_mark(7, 1, &[]), enqueue("a"), enqueue("b")];
+    let b2 = vec![encode_mark(7, 2, &[]), enqueue("c")];
+    let b3 = vec![encode_mark(7, 3, &[]), enqueue("d")];
     let steps = [
         (b1.clone(), MarkOutcome::Apply),
-        (b1, MarkOutcome::Duplicate),
+        (b1, MarkOutcome::Duplicate(vec![])),
         (b3.clone(), MarkOutcome::Gap),
         (b2, MarkOutcome::Apply),
         (b3, MarkOutcome::Apply),

@@ -107,8 +107,14 @@ impl QueueState {
     }
 
     /// Decides a replicated queue's entry by its Mark (see `marks`).
-    pub fn check_mark(&mut self, proposer: u64, seq: u64, index: u64) -> MarkOutcome {
-        self.marks.check(proposer, seq, index)
+    pub fn check_mark(
+        &mut self,
+        proposer: u64,
+        seq: u64,
+        index: u64,
+        refused: &[u32],
+    ) -> MarkOutcome {
+        self.marks.check(proposer, seq, index, refused)
     }
 
     /// An empty queue to replay a log into: nothing spills while

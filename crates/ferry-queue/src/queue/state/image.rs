@@ -50,7 +50,7 @@ pub struct ImageError(pub String);
 /// Version 1: the rows only. Version 2 adds the marks.
 const VERSION_1: u8 = 1;
 const VERSION: u8 = 2;
-const MARK_LEN: usize = 24;
+const MARK_LEN: usize = 28;
 const ROW_LEN: usize = 8 + 4 + 2 + 1 + 1 + 1 + 8 + 8 + 4;
 const HAS_UNTIL: u8 = 1;
 const HAS_DEADLINE: u8 = 2;
@@ -61,9 +61,8 @@ impl StateImage {
         self.rows.iter().map(|r| u64::from(r.len)).sum()
     }
 
-    /// The image's bytes: `version u8 | count u64 | rows | marks u32 |
-    /// marks × (proposer u64, seq u64, index u64)`, each row of fixed
-    /// size (see `docs/queue-snapshot.md`).
+    /// The image's bytes: `version u8 | count u64 | rows | marks`, each
+    /// row of fixed size (see `docs/queue-snapshot.md`, [`decode_marks`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut b =
             Vec::with_capacity(13 + self.rows.len() * ROW_LEN + self.marks.len() * MARK_LEN);
@@ -92,6 +91,14 @@ impl StateImage {
             b.extend_from_slice(&m.proposer.to_le_bytes());
             b.extend_from_slice(&m.seq.to_le_bytes());
             b.extend_from_slice(&m.index.to_le_bytes());
+            b.extend_from_slice(&(m.refused.len() as u32).to_le_bytes());
+            for (s, pos) in &m.refused {
+                b.extend_from_slice(&s.to_le_bytes());
+                b.extend_from_slice(&(pos.len() as u32).to_le_bytes());
+                for p in pos {
+                    b.extend_from_slice(&p.to_le_bytes());
+                }
+            }
         }
         b
     }
@@ -150,36 +157,63 @@ impl StateImage {
     }
 }
 
-/// `count u32 | count × (proposer u64, seq u64, index u64)`, by proposer.
-fn decode_marks(b: &[u8]) -> Result<Vec<MarkRow>, ImageError> {
-    let Some((count, rows)) = b.split_first_chunk::<4>() else {
-        return Err(ImageError("truncated marks".into()));
-    };
-    let n = u32::from_le_bytes(*count) as usize;
-    if rows.len() != n.saturating_mul(MARK_LEN) {
-        return Err(ImageError(format!(
-            "{} bytes for {n} marks of {MARK_LEN}",
-            rows.len()
-        )));
+/// `count u32 | count × mark`, by proposer; a mark is `proposer u64 |
+/// seq u64 | index u64 | r u32 | r × (seq u64 | k u32 | k × pos u32)`.
+fn decode_marks(mut b: &[u8]) -> Result<Vec<MarkRow>, ImageError> {
+    let n = take_u32(&mut b)? as usize;
+    // Each mark is at least 28 bytes: a count past what is there lies.
+    if n > b.len() / 28 {
+        return Err(ImageError(format!("{n} marks in {} bytes", b.len())));
     }
     let mut out: Vec<MarkRow> = Vec::with_capacity(n);
-    for c in rows.chunks_exact(MARK_LEN) {
-        let at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&c[i..i + 8]);
-            u64::from_le_bytes(a)
-        };
-        let m = MarkRow {
-            proposer: at(0),
-            seq: at(8),
-            index: at(16),
-        };
-        if out.last().is_some_and(|p| p.proposer >= m.proposer) {
-            return Err(ImageError(format!("mark {:x} out of order", m.proposer)));
+    for _ in 0..n {
+        let proposer = take_u64(&mut b)?;
+        let seq = take_u64(&mut b)?;
+        let index = take_u64(&mut b)?;
+        let r = take_u32(&mut b)? as usize;
+        if r > b.len() / 12 {
+            return Err(ImageError(format!("{r} refusals in {} bytes", b.len())));
         }
-        out.push(m);
+        let mut refused = Vec::with_capacity(r);
+        for _ in 0..r {
+            let s = take_u64(&mut b)?;
+            let k = take_u32(&mut b)? as usize;
+            if k > b.len() / 4 {
+                return Err(ImageError(format!("{k} positions in {} bytes", b.len())));
+            }
+            let pos = (0..k).map(|_| take_u32(&mut b)).collect::<Result<_, _>>()?;
+            refused.push((s, pos));
+        }
+        if out.last().is_some_and(|p| p.proposer >= proposer) {
+            return Err(ImageError(format!("mark {proposer:x} out of order")));
+        }
+        out.push(MarkRow {
+            proposer,
+            seq,
+            index,
+            refused,
+        });
+    }
+    if !b.is_empty() {
+        return Err(ImageError(format!("{} bytes after the marks", b.len())));
     }
     Ok(out)
+}
+
+fn take_u64(b: &mut &[u8]) -> Result<u64, ImageError> {
+    let (h, rest) = b
+        .split_first_chunk::<8>()
+        .ok_or_else(|| ImageError("truncated marks".into()))?;
+    *b = rest;
+    Ok(u64::from_le_bytes(*h))
+}
+
+fn take_u32(b: &mut &[u8]) -> Result<u32, ImageError> {
+    let (h, rest) = b
+        .split_first_chunk::<4>()
+        .ok_or_else(|| ImageError("truncated marks".into()))?;
+    *b = rest;
+    Ok(u32::from_le_bytes(*h))
 }
 
 impl QueueState {
@@ -268,8 +302,14 @@ mod tests {
         );
         st.enqueue(Entry::new(pos(7, 70), true, None), None, 30);
         st.hold(Entry::new(pos(9, 80), true, None), 5_000, None, 40);
-        assert_eq!(st.check_mark(0xab, 1, 2), super::super::MarkOutcome::Apply);
-        assert_eq!(st.check_mark(0x12, 1, 4), super::super::MarkOutcome::Apply);
+        assert_eq!(
+            st.check_mark(0xab, 1, 2, &[]),
+            super::super::MarkOutcome::Apply
+        );
+        assert_eq!(
+            st.check_mark(0x12, 1, 4, &[1, 3]),
+            super::super::MarkOutcome::Apply
+        );
         // 3 is delivered (checked out), then 7 returned once.
         let e = st.pop_ready().unwrap();
         assert_eq!(e.id, 5, "priority 2 first");
@@ -297,8 +337,12 @@ mod tests {
         assert_eq!(back.marks.len(), 2);
         let mut rebuilt = rebuilt;
         assert_eq!(
-            rebuilt.check_mark(0xab, 1, 20),
-            super::super::MarkOutcome::Duplicate
+            rebuilt.check_mark(0xab, 1, 20, &[]),
+            super::super::MarkOutcome::Duplicate(vec![])
+        );
+        assert_eq!(
+            rebuilt.check_mark(0x12, 1, 21, &[]),
+            super::super::MarkOutcome::Duplicate(vec![1, 3])
         );
     }
 
@@ -356,6 +400,7 @@ mod tests {
                     proposer: *p,
                     seq: 1,
                     index: 1,
+                    refused: vec![(1, vec![2])],
                 })
                 .collect(),
         };
@@ -365,5 +410,9 @@ mod tests {
         assert_eq!(StateImage::decode(&b).unwrap(), marks(&[2, 3]));
         assert!(StateImage::decode(&b[..b.len() - 1]).is_err());
         assert!(StateImage::decode(&b[..b.len() - 2 * MARK_LEN]).is_err());
+        let mut lying = b.clone();
+        let at = lying.len() - 2 * (MARK_LEN + 16) - 4;
+        lying[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(StateImage::decode(&lying).is_err(), "a lying mark count");
     }
 }
