@@ -4,8 +4,9 @@ restarted in turn; its leader killed (-9) while a consumer on a follower's node 
 follower cut off, healed, then the leader killed.
 Meanwhile a client keeps publishing through another node (and republishes what is nacked, as
 a client does). A checker compares what was confirmed with what a consumer finally gets: no
-confirmed message may be lost; a message appears twice only if its first publish was nacked
-(in doubt) and it was published again, or if it came again flagged redelivered. Against Ferry
+confirmed message may be lost, none consumed that was never published, none out of its
+publish order; a message appears twice only if its first publish was nacked (in doubt) and it
+was published again, or if it came again flagged redelivered. Against Ferry
 and (FERRY_ORACLE=1) a 3-node RabbitMQ 3.10 cluster with the same quorum queue."""
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.skipif(netns_available() is not None,
                                 reason=f"cluster lab: {netns_available()}")
 
 QUORUM = {"x-queue-type": "quorum"}
+# Bodies, in the order a test publishes them (one publisher, one confirm at a time).
+A = [f"a{i}" for i in range(200)]
+B = [f"b{i}" for i in range(200)]
+C = [f"c{i}" for i in range(20)]
 
 
 @pytest.fixture(params=KINDS)
@@ -66,11 +71,9 @@ def test_a_consumer_on_a_follower_keeps_consuming_through_its_leaders_kill(lab_c
     consumer = Consumer(c.nodes[consumer_node])
     consumer.start()
     try:
-        before, again1 = publish(c.nodes[publisher_node], "cq", [f"a{i}" for i in range(200)],
-                                 time.monotonic() + 60)
+        before, again1 = publish(c.nodes[publisher_node], "cq", A[:200], time.monotonic() + 60)
         c.nodes[leader].kill9()
-        during, again2 = publish(c.nodes[publisher_node], "cq", [f"b{i}" for i in range(200)],
-                                 time.monotonic() + 90)
+        during, again2 = publish(c.nodes[publisher_node], "cq", B[:200], time.monotonic() + 90)
         poll("the consumer got every confirmed message", consumer.bodies,
              lambda got: (before | during) <= got, timeout=90)
     finally:
@@ -78,7 +81,7 @@ def test_a_consumer_on_a_follower_keeps_consuming_through_its_leaders_kill(lab_c
         consumer.join(15)
     got = [b for b, _ in consumer.got]
     redelivered = frozenset(b for b, r in consumer.got if r)
-    check(kind, before | during, again1 | again2, got, redelivered)
+    check(kind, before | during, again1 | again2, got, redelivered, A[:200] + B[:200])
     never_nacked(kind, again1, again2)
     print(f"{kind}: the consumer reconnected {consumer.reconnects} times")
 
@@ -89,16 +92,16 @@ def test_a_partitioned_leader_loses_no_confirmed_message(lab_cluster):
     declare(c)
     leader = leader_index(lab, c, 0)
     follower = (leader + 1) % 3
-    before, again1 = publish(c.nodes[follower], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[follower], "cq", A[:100], time.monotonic() + 60)
 
     lab.isolate(leader + 1)
-    during, again2 = publish(c.nodes[follower], "cq", [f"b{i}" for i in range(50)], time.monotonic() + 90)
+    during, again2 = publish(c.nodes[follower], "cq", B[:50], time.monotonic() + 90)
     lab.heal()
     # The old leader rejoins: a publish through it is confirmed again.
-    after, again3 = publish(c.nodes[leader], "cq", [f"c{i}" for i in range(10)], time.monotonic() + 90)
+    after, again3 = publish(c.nodes[leader], "cq", C[:10], time.monotonic() + 90)
 
     got = drain(c.nodes[leader_index(lab, c, follower)])
-    check(kind, before | during | after, again1 | again2 | again3, got)
+    check(kind, before | during | after, again1 | again2 | again3, got, order=A[:100] + B[:50] + C[:10])
     never_nacked(kind, again1, again2, again3)
 
 
@@ -112,14 +115,14 @@ def test_an_isolated_follower_catches_up_and_the_leaders_loss_loses_nothing(lab_
     declare(c)
     leader = leader_index(lab, c, 0)
     cut, other = (leader + 1) % 3, (leader + 2) % 3
-    before, again1 = publish(c.nodes[other], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[other], "cq", A[:100], time.monotonic() + 60)
     lab.isolate(cut + 1)
-    during, again2 = publish(c.nodes[other], "cq", [f"b{i}" for i in range(100)], time.monotonic() + 90)
+    during, again2 = publish(c.nodes[other], "cq", B[:100], time.monotonic() + 90)
     lab.heal()
     c.nodes[leader].kill9()
-    after, again3 = publish(c.nodes[cut], "cq", [f"c{i}" for i in range(20)], time.monotonic() + 90)
+    after, again3 = publish(c.nodes[cut], "cq", C[:20], time.monotonic() + 90)
     got = drain(c.nodes[cut])
-    check(kind, before | during | after, again1 | again2 | again3, got)
+    check(kind, before | during | after, again1 | again2 | again3, got, order=A[:100] + B[:100] + C[:20])
     never_nacked(kind, again1, again2, again3)
 
 
@@ -129,22 +132,21 @@ def test_a_paused_leader_loses_no_confirmed_message(lab_cluster):
     declare(c)
     leader = leader_index(lab, c, 0)
     follower = (leader + 1) % 3
-    before, again1 = publish(c.nodes[follower], "cq", [f"a{i}" for i in range(100)], time.monotonic() + 60)
+    before, again1 = publish(c.nodes[follower], "cq", A[:100], time.monotonic() + 60)
     pids = processes(kind, c.nodes[leader])
     paused_at = time.monotonic()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        during, again2 = publish(c.nodes[follower], "cq", [f"b{i}" for i in range(50)],
-                                 time.monotonic() + 90)
+        during, again2 = publish(c.nodes[follower], "cq", B[:50], time.monotonic() + 90)
         # Paused for 20 s in all.
         time.sleep(max(0.0, 20 - (time.monotonic() - paused_at)))
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    after, again3 = publish(c.nodes[leader], "cq", [f"c{i}" for i in range(10)], time.monotonic() + 90)
+    after, again3 = publish(c.nodes[leader], "cq", C[:10], time.monotonic() + 90)
     got = drain(c.nodes[leader_index(lab, c, follower)])
-    check(kind, before | during | after, again1 | again2 | again3, got)
+    check(kind, before | during | after, again1 | again2 | again3, got, order=A[:100] + B[:50] + C[:10])
     never_nacked(kind, again1, again2, again3)
 
 
@@ -154,15 +156,18 @@ def test_a_rolling_restart_loses_no_confirmed_message(lab_cluster):
     declare(c)
     confirmed: set[str] = set()
     republished: set[str] = set()
-    ok, again = publish(c.nodes[0], "cq", [f"a{i}" for i in range(50)], time.monotonic() + 60)
+    order = A[:50]
+    ok, again = publish(c.nodes[0], "cq", order, time.monotonic() + 60)
     confirmed |= ok
     republished |= again
     for i in range(3):
         c.nodes[i].restart()
         # Through another node while this one comes back, then through it.
         for j, node in ((i + 1) % 3, c.nodes[(i + 1) % 3]), (i, c.nodes[i]):
-            ok, again = publish(node, "cq", [f"r{i}n{j}m{k}" for k in range(30)], time.monotonic() + 90)
+            bodies = [f"r{i}n{j}m{k}" for k in range(30)]
+            order = order + bodies
+            ok, again = publish(node, "cq", bodies, time.monotonic() + 90)
             confirmed |= ok
             republished |= again
     got = drain(c.nodes[leader_index(lab, c, 0)])
-    check(kind, confirmed, republished, got)
+    check(kind, confirmed, republished, got, order=order)

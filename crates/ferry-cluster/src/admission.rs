@@ -50,8 +50,10 @@ pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Result<Split, Vec<By
         Admission::NotServing => return Err(cmds),
     };
     if admitted.iter().all(|ok| *ok) {
+        let mut write = cmds;
+        mark_refusals(&mut write, &[]);
         return Ok(Split {
-            write: cmds,
+            write,
             refused: Vec::new(),
             ticket,
         });
@@ -65,18 +67,30 @@ pub(crate) fn split(replica: &Replica, cmds: Vec<Bytes>) -> Result<Split, Vec<By
             false => refused.push(u32::try_from(i).unwrap_or(u32::MAX)),
         }
     }
-    // A numbered batch's Mark (always admitted, first) records what was
-    // refused: a resend of the batch learns it (`state::marks`).
-    if let Some(first) = write.first_mut() {
-        if let Ok(Record::Mark { proposer, seq, .. }) = record::decode(first.clone()) {
-            *first = record::encode_mark(proposer, seq, &refused);
-        }
-    }
+    mark_refusals(&mut write, &refused);
     Ok(Split {
         write,
         refused,
         ticket,
     })
+}
+
+/// A numbered batch's Mark (always admitted, first) records what this
+/// leader refused (whatever a forwarder put there): a resend of the batch
+/// learns it (`state::marks`).
+fn mark_refusals(write: &mut [Bytes], refused: &[u32]) {
+    if let Some(first) = write.first_mut() {
+        if let Ok(Record::Mark {
+            proposer,
+            seq,
+            refused: was,
+        }) = record::decode(first.clone())
+        {
+            if was != refused {
+                *first = record::encode_mark(proposer, seq, refused);
+            }
+        }
+    }
 }
 
 /// Why a replica that does not serve cannot take a forward: the leader

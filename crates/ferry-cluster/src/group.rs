@@ -98,6 +98,7 @@ pub(crate) async fn snapshot_when_due(raft: FerryRaft, due: Arc<SnapshotDue>) {
 pub struct QueueGroup {
     slot: Arc<RaftSlot>,
     replica: Replica,
+    log: RaftLog,
     groups: Arc<RaftGroups>,
     id: u64,
     me: NodeId,
@@ -277,7 +278,7 @@ impl QueueGroup {
                 links,
                 id,
                 rx,
-                (Some(gate), Some(log)),
+                (Some(gate), Some(log.clone())),
                 true,
             )),
             tokio::spawn(run_puller(port.clone(), replica.clone())),
@@ -287,6 +288,7 @@ impl QueueGroup {
         Ok(QueueGroup {
             slot,
             replica,
+            log,
             groups,
             id,
             me,
@@ -314,9 +316,14 @@ impl QueueGroup {
     /// The group's figures for Prometheus (label: its id in hex), for
     /// the queue `vhost`/`name`.
     pub fn stats(&self, vhost: &str) -> GroupStats {
-        let mut s = self
-            .slot
-            .with_metrics(|m| stats_of(format!("{:016x}", self.id), m, self.me, &self.counters));
+        let mut s = self.slot.with_metrics(|m| {
+            stats_of(
+                format!("{:016x}", self.id),
+                m,
+                self.me,
+                (&self.counters, &self.log),
+            )
+        });
         s.awake = self.slot.is_awake();
         s.hibernations = self.slot.sleeps();
         s.queue = Some((vhost.to_owned(), self.replica.queue().name().to_string()));

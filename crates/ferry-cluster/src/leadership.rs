@@ -89,6 +89,25 @@ impl Leadership {
         }
     }
 
+    /// Whether this node leads the group (as its Raft says).
+    pub fn leads_here(&self) -> bool {
+        match self {
+            Leadership::Member { slot, me } => slot.with_leader(|l, _| l == Some(*me)),
+            Leadership::Outside(_) => false,
+        }
+    }
+
+    /// Returns once this node does not lead the group (at once if it
+    /// does not now), or the group stopped.
+    pub async fn until_not_leading(&self) {
+        let mut changes = self.changes();
+        while self.leads_here() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// A receiver of changes.
     pub fn changes(&self) -> Changes {
         match self {

@@ -53,9 +53,11 @@ pub(crate) const GAP_REASON: &str = "gap: an earlier batch of this proposer is m
 /// The reason given for a resend of a batch applied too long ago to say
 /// which of its records were refused (its publishers are nacked).
 pub(crate) const UNKNOWN_REASON: &str = "in doubt: a resend of a batch applied long ago";
-/// How long a batch's answer is waited for before it is sent again (a
-/// leader that stepped down may keep an answer it never gives).
-const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// A batch this node's Raft took as leader is sent again once this node
+/// no longer leads (openraft may keep the answer of a leader that stepped
+/// down for ever), or, whatever happens, after this long without an
+/// answer (a slow leader's commit is waited for, not duplicated).
+const ANSWER_WAIT: Duration = Duration::from_secs(60);
 /// Batches in flight at most (the oldest is settled before the next).
 const MAX_FLIGHT: usize = 64;
 
@@ -314,23 +316,19 @@ pub(crate) async fn run_proposer(
         loop {
             sent.sent_with = sent.mark;
             sent.alone = flight.is_empty();
-            sent.since = Instant::now();
             // Boxed: the task waits for proposals with a small future (an
             // idle queue's task stays small).
             let h = Box::pin(hand_over(&to, sent.cmds.clone(), flight.is_empty())).await;
+            sent.since = Instant::now();
             match h {
                 Handover::Local(answer) => {
                     let (answered, on_answer) = oneshot::channel::<()>();
                     let (tx, rx_outcome) = oneshot::channel();
+                    let lead = to.lead.clone();
                     tokio::spawn(async move {
                         // Bounded: an answer openraft keeps for ever
                         // would keep the group awake for ever.
-                        let o = tokio::time::timeout(ANSWER_WAIT, answer.outcome())
-                            .await
-                            .unwrap_or_else(|_| Outcome::Failed {
-                                why: format!("no answer within {ANSWER_WAIT:?}"),
-                                definite: false,
-                            });
+                        let o = answer.outcome_while_leading(&lead).await;
                         drop(answered);
                         let _ = tx.send(o);
                     });
@@ -435,7 +433,7 @@ async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Op
                                 n.mark(later);
                             }
                         }
-                        (String::new(), false)
+                        ("an earlier batch of this proposer is missing".into(), false)
                     }
                     None => ("skipped by the group".into(), true),
                 },
@@ -449,24 +447,13 @@ async fn settle_all(to: &Target, flight: &mut VecDeque<Sent>, numbering: &mut Op
                 }
                 break;
             }
-            if !why.is_empty() {
-                tracing::debug!(group = to.group, reason = %why, "a batch in doubt is sent again");
-                // Let the leadership settle (or a little while).
-                let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-            }
+            tracing::debug!(group = to.group, reason = %why, "a batch in doubt is sent again");
+            // Let the leadership settle (or a little while).
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
             s.sent_with = s.mark;
             s.alone = true;
-            s.since = Instant::now();
             let o = match Box::pin(hand_over(to, s.cmds.clone(), true)).await {
-                Handover::Local(answer) => {
-                    match tokio::time::timeout_at(s.late(), answer.outcome()).await {
-                        Ok(o) => o,
-                        Err(_) => Outcome::Failed {
-                            why: format!("no answer within {ANSWER_WAIT:?}"),
-                            definite: false,
-                        },
-                    }
-                }
+                Handover::Local(answer) => answer.outcome_while_leading(&to.lead).await,
                 Handover::Done(o) => o,
                 Handover::Blocked => stopped(),
             };
@@ -518,6 +505,20 @@ struct LocalAnswer {
 }
 
 impl LocalAnswer {
+    /// The answer, or a failure (in doubt) once this node no longer leads
+    /// or after [`ANSWER_WAIT`].
+    async fn outcome_while_leading(self, lead: &Leadership) -> Outcome {
+        let in_doubt = |why: &str| Outcome::Failed {
+            why: why.into(),
+            definite: false,
+        };
+        tokio::select! {
+            o = self.outcome() => o,
+            _ = lead.until_not_leading() => in_doubt("this node no longer leads the group"),
+            _ = tokio::time::sleep(ANSWER_WAIT) => in_doubt("no answer in time"),
+        }
+    }
+
     async fn outcome(self) -> Outcome {
         let failed = |why: String| {
             if let Some(r) = &self.replica {

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 /// This node's replica of a replicated stream's group.
 pub struct StreamGroup {
     raft: FerryRaft,
+    log: RaftLog,
     slot: Arc<RaftSlot>,
     stream: Arc<Stream>,
     groups: Arc<RaftGroups>,
@@ -68,6 +69,7 @@ impl StreamGroup {
         stream: Arc<Stream>,
     ) -> Result<(Self, Arc<dyn Proposer>), NodeError> {
         let (proposer, proposals) = GroupProposer::new();
+        let log_for_stats = log.clone();
         let (io, dir) = (log.io().clone(), log.dir().to_path_buf());
         // Receives a leader's snapshot file (chunks) when this replica lags
         // behind the leader's cut log.
@@ -129,6 +131,7 @@ impl StreamGroup {
         ))];
         let group = StreamGroup {
             raft,
+            log: log_for_stats,
             slot,
             stream,
             groups,
@@ -158,7 +161,7 @@ impl StreamGroup {
             format!("{:016x}", self.id),
             &self.raft.metrics().borrow(),
             self.me,
-            &self.counters,
+            (&self.counters, &self.log),
         );
         s.queue = Some((vhost.to_owned(), self.stream.name().to_string()));
         s

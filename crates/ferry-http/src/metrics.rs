@@ -210,6 +210,12 @@ fn raft_families(o: &mut Out, groups: &[ferry_cluster::node::GroupStats]) {
             |g| g.last_log_index,
         ),
         (
+            "ferry_raft_commit_index",
+            "gauge",
+            "Index of the last entry this node knows committed.",
+            |g| g.commit_index,
+        ),
+        (
             "ferry_raft_last_applied_index",
             "gauge",
             "Index of the last entry applied on this node.",

@@ -215,6 +215,12 @@ impl RaftLog {
         (st.last_purged, st.last())
     }
 
+    /// The highest log id this node knows committed (openraft tells the
+    /// store as the commit index moves; 0 before).
+    pub fn committed(&self) -> Option<LogId> {
+        self.shared.state.lock().committed
+    }
+
     /// The saved vote.
     pub fn vote(&self) -> Option<Vote> {
         self.shared.state.lock().vote

@@ -90,6 +90,21 @@ async fn three_seeds_form_a_cluster_and_survive_a_leader_kill() {
             .expect("ferry_raft_term");
         assert!(term >= 1, "{t}");
     }
+    // On the leader the commit index covers what it applied (the formation's
+    // entries at least), and none is past its log.
+    let figure = |t: &str, name: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{group=\"meta\"}} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {t}"))
+    };
+    let t = metrics(&nodes[k0]);
+    let (commit, applied, last) = (
+        figure(&t, "ferry_raft_commit_index"),
+        figure(&t, "ferry_raft_last_applied_index"),
+        figure(&t, "ferry_raft_last_log_index"),
+    );
+    assert!(commit >= 1 && commit >= applied && commit <= last, "{t}");
     let k = first[1..].parse::<usize>().expect("n<i>") - 1;
     nodes[k].kill9().await;
     let s = (k + 1) % 3;

@@ -70,16 +70,36 @@ def publish(node, queue: str, bodies: list[str], deadline: float) -> tuple[set[s
 
 
 def check(kind: str, confirmed: set[str], republished: set[str], got: list[str],
-          redelivered: frozenset[str] = frozenset()) -> None:
-    """`redelivered`: bodies that came (again) flagged redelivered, as after a failover."""
+          redelivered: frozenset[str] = frozenset(), order: list[str] | None = None) -> None:
+    """The checker: lost (confirmed, never consumed), phantom (consumed, never published),
+    duplicated (consumed twice, neither republished nor redelivered) and, given the publish
+    `order` (one publisher, each publish confirmed before the next), reordered (consumed
+    before a message published earlier; republished and redelivered ones aside) — each must
+    be none. `redelivered`: bodies that came (again) flagged redelivered, as after a
+    failover."""
     lost = confirmed - set(got)
     assert not lost, f"{kind}: confirmed and lost: {sorted(lost)[:10]}"
+    published = set(order) if order is not None else confirmed | republished
+    phantom = set(got) - published
+    assert not phantom, f"{kind}: consumed but never published: {sorted(phantom)[:10]}"
     seen: set[str] = set()
     twice = {b for b in got if b in seen or seen.add(b)}
     unexplained = twice - republished - redelivered
     assert not unexplained, f"{kind}: duplicates neither republished nor redelivered: {sorted(unexplained)}"
+    reordered = []
+    if order is not None:
+        at = {b: i for i, b in enumerate(order)}
+        firsts: list[str] = []
+        seen = set()
+        for b in got:
+            if b not in seen and b not in republished and b not in redelivered:
+                firsts.append(b)
+            seen.add(b)
+        reordered = [b for prev, b in zip(firsts, firsts[1:]) if at[b] < at[prev]]
+        assert not reordered, f"{kind}: consumed out of publish order: {reordered[:10]}"
     print(f"{kind}: {len(confirmed)} confirmed, {len(got)} consumed, {len(twice)} duplicates "
-          f"(republished after a nack or redelivered), {len(republished)} republished")
+          f"(republished after a nack or redelivered), {len(republished)} republished, "
+          f"0 lost, 0 phantom" + (", 0 reordered" if order is not None else ""))
 
 
 def never_nacked(kind: str, *again: set[str]) -> None:

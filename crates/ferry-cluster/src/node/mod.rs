@@ -103,6 +103,8 @@ pub(crate) struct NodeInner {
     groups: Arc<RaftGroups>,
     listener: Mutex<Option<Listener>>,
     meta: FerryRaft,
+    /// The metadata group's log (its commit index for the figures).
+    meta_log: RaftLog,
     sm: MetaMachine,
     recorded: Mutex<Recorded>,
     /// The data directory was new at this start.
@@ -195,6 +197,7 @@ impl ClusterNode {
         }
         .validate()
         .map_err(raft_err)?;
+        let meta_log = log.clone();
         let meta = Raft::new(
             id,
             Arc::new(raft_cfg),
@@ -213,6 +216,7 @@ impl ClusterNode {
             groups: groups.clone(),
             listener: Mutex::new(None),
             meta,
+            meta_log,
             sm,
             recorded: Mutex::new(recorded),
             fresh,
@@ -722,7 +726,7 @@ impl ClusterNode {
             "meta".into(),
             &self.inner.meta.metrics().borrow(),
             self.id(),
-            &self.inner.counters,
+            (&self.inner.counters, &self.inner.meta_log),
         )];
         let more = self.inner.group_stats.read().clone();
         if let Some(f) = more {

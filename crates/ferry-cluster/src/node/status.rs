@@ -53,6 +53,8 @@ pub struct GroupStats {
     pub last_log_index: u64,
     /// Index of the last entry applied here.
     pub last_applied_index: u64,
+    /// Index of the last entry this node knows committed.
+    pub commit_index: u64,
     /// Index of the last entry the current snapshot covers (0: none).
     pub snapshot_index: u64,
     /// The log holds nothing at or below this index (0: nothing purged).
@@ -136,7 +138,7 @@ pub fn stats_of(
     group: String,
     m: &crate::slot::Metrics,
     me: NodeId,
-    counters: &RaftCounters,
+    (counters, log): (&RaftCounters, &ferry_raft::RaftLog),
 ) -> GroupStats {
     use std::sync::atomic::Ordering::Relaxed;
     let last = m.last_log_index.unwrap_or(0);
@@ -156,6 +158,7 @@ pub fn stats_of(
         term: m.current_term,
         last_log_index: last,
         last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        commit_index: log.committed().map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         purged_index: m.purged.map_or(0, |l| l.index),
         awake: true,

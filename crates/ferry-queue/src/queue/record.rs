@@ -418,6 +418,9 @@ pub fn decode(mut payload: Bytes) -> Result<Record> {
                     return Err(corrupt("mark refusals length"));
                 }
                 refused = (0..n).map(|_| payload.get_u32_le()).collect();
+                if refused.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(corrupt("mark refusals out of order"));
+                }
             }
             Ok(Record::Mark {
                 proposer,
@@ -681,6 +684,7 @@ mod tests {
         let mut lying = r.to_vec();
         lying[17] = 0xff;
         assert!(decode(Bytes::from(lying)).is_err());
+        assert!(decode(encode_mark(5, 6, &[4, 1])).is_err(), "not ascending");
     }
 
     #[test]

@@ -181,7 +181,15 @@ fn decode_marks(mut b: &[u8]) -> Result<Vec<MarkRow>, ImageError> {
             if k > b.len() / 4 {
                 return Err(ImageError(format!("{k} positions in {} bytes", b.len())));
             }
-            let pos = (0..k).map(|_| take_u32(&mut b)).collect::<Result<_, _>>()?;
+            let pos: Vec<u32> = (0..k).map(|_| take_u32(&mut b)).collect::<Result<_, _>>()?;
+            // Refusals of this proposer's applied batches, by seq, each
+            // list ascending.
+            if s > seq || refused.last().is_some_and(|(p, _)| *p >= s) {
+                return Err(ImageError(format!("refusal of batch {s} out of place")));
+            }
+            if pos.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(ImageError("refused positions out of order".into()));
+            }
             refused.push((s, pos));
         }
         if out.last().is_some_and(|p| p.proposer >= proposer) {

@@ -101,7 +101,7 @@ impl Marks {
         let row = self.by.entry(proposer).or_default();
         row.seq = seq;
         row.index = index;
-        row.refused.retain(|(s, _)| seq - s < WINDOW);
+        row.refused.retain(|(s, _)| seq.saturating_sub(*s) < WINDOW);
         if !refused.is_empty() {
             row.refused.push((seq, refused.to_vec()));
         }
