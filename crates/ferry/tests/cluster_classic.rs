@@ -17,14 +17,6 @@ use std::time::Duration;
 
 use common::cluster::poll_until as until;
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_durable_queues_are_replicated_and_keep_their_features() {
     if skip_external("classic_durable_queues_are_replicated_and_keep_their_features") {
@@ -41,7 +33,7 @@ async fn classic_durable_queues_are_replicated_and_keep_their_features() {
         durable: true,
         ..Default::default()
     };
-    let priority = args(&[("x-max-priority", AMQPValue::ShortShortInt(5))]);
+    let priority = common::table(&[("x-max-priority", AMQPValue::ShortShortInt(5))]);
     ch1.queue_declare("pq".into(), durable, priority)
         .await
         .expect("declare a durable priority queue");
@@ -147,7 +139,7 @@ async fn classic_durable_queues_are_replicated_and_keep_their_features() {
     let other = (survivor + 1) % 3;
     let live = if other == leader { survivor } else { other };
     let (c, ch) = common::connect_channel(&nodes[live].amqp_url()).await;
-    let expiring = args(&[("x-expires", AMQPValue::LongInt(1500))]);
+    let expiring = common::table(&[("x-expires", AMQPValue::LongInt(1500))]);
     ch.queue_declare("eq".into(), durable, expiring)
         .await
         .expect("declare an expiring durable queue");

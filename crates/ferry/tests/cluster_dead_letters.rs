@@ -15,17 +15,9 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use std::time::Duration;
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 /// Receives `n` deliveries of `queue` through `url` (prefetch `n`) and
 /// rejects each without requeue; returns their bodies.
@@ -63,10 +55,14 @@ async fn rejected_messages_are_dead_lettered_across_a_failover() {
         ..Default::default()
     };
     let (c1, ch1) = common::connect_channel(&nodes[0].amqp_url()).await;
-    ch1.queue_declare("dlq".into(), durable, args(std::slice::from_ref(&quorum)))
-        .await
-        .expect("declare dlq");
-    let src_args = args(&[
+    ch1.queue_declare(
+        "dlq".into(),
+        durable,
+        common::table(std::slice::from_ref(&quorum)),
+    )
+    .await
+    .expect("declare dlq");
+    let src_args = common::table(&[
         quorum,
         ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
         (
