@@ -59,7 +59,7 @@ pub mod tls;
 pub mod wire;
 
 pub use error::{LinkError, NodeError, WireError};
-pub use handshake::{Identity, Secret};
+pub use handshake::{ClusterTag, Identity, Secret};
 pub use link::{Admission, Links, PeerLink};
 pub use listener::{Answer, Handler, Listener};
 pub use network::{stand, FerryRaft, GroupClient, GroupNetwork, RaftGroups};

@@ -90,6 +90,7 @@ fn identity(id: NodeId, advertise: String) -> Identity {
         name: format!("n{id}"),
         advertise,
         incarnation: 1,
+        cluster: crate::handshake::ClusterTag::default(),
     }
 }
 

@@ -258,12 +258,19 @@ fn init_logging(s: &Settings) -> Result<(), String> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     // openraft narrates every election and vote at INFO: its warnings and
-    // errors are what an operator needs, unless the filter names it.
+    // errors are what an operator needs, unless the filter names it — but
+    // not its replication tasks', which log each failed send to a peer that
+    // is down (every 100 ms, per group: a flood for one node away, which
+    // the failure detector reports once; a storage failure still stops the
+    // Raft core, which logs it).
     let quiet_raft = |f: &str| {
         if f.contains("openraft") {
             f.to_string()
         } else {
-            format!("{f},openraft=warn")
+            format!(
+                "{f},openraft=warn,openraft::replication=off,\
+                 openraft::engine::handler::replication_handler=error"
+            )
         }
     };
     let filter = match std::env::var("FERRY_LOG") {
@@ -455,7 +462,7 @@ async fn serve(s: Settings) -> Result<Option<String>, RunError> {
             None => std::future::pending().await,
         }
     };
-    let mut join = None;
+    let (mut join, mut refused) = (None, None);
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
@@ -467,6 +474,7 @@ async fn serve(s: Settings) -> Result<Option<String>, RunError> {
                 tracing::info!(cluster = %addr, "joining another cluster: shutting down to reset");
                 join = Some(addr);
             }
+            ferry_cluster::node::NodeExit::Refused(why) => refused = Some(why),
         },
     }
     http.shutdown().await;
@@ -475,5 +483,8 @@ async fn serve(s: Settings) -> Result<Option<String>, RunError> {
     }
     server.shutdown().await;
     tracing::info!("ferry stopped");
-    Ok(join)
+    match refused {
+        Some(why) => Err(RunError::Config(why)),
+        None => Ok(join),
+    }
 }

@@ -36,6 +36,10 @@ struct Starter {
     groups: Arc<Mutex<HashMap<u64, (String, Member)>>>,
     /// Queues whose groups this node is not in, served through them.
     outside: Arc<Mutex<HashMap<u64, OutsideGroup>>>,
+    /// Groups whose member on this (wiped) node is being rebuilt, with the
+    /// members their definitions record: until its member has heard its
+    /// group's membership, that is what it shows (without itself).
+    rebuilding: Arc<Mutex<HashMap<u64, Vec<u64>>>>,
 }
 
 impl GroupHost {
@@ -52,6 +56,7 @@ impl GroupHost {
                 syncer,
                 groups: Arc::new(Mutex::new(HashMap::new())),
                 outside: Arc::new(Mutex::new(HashMap::new())),
+                rebuilding: Arc::new(Mutex::new(HashMap::new())),
             },
             replicas: replicas.max(1),
         }
@@ -243,10 +248,15 @@ impl Starter {
             .filter_map(|id| voters.get(id).map(|n| (*id, n.addr.clone())))
             .collect();
         let links = self.node.links().clone();
+        self.rebuilding.lock().insert(p.group, p.replicas.clone());
         let rt = self.rt.clone();
         rt.spawn(async move {
             ferry_cluster::rebuild::ask_rebuild(links, p.group, members).await;
             let (group, queue) = (p.group, p.name().clone());
+            if !self.rebuilding.lock().contains_key(&group) {
+                // Removed from this node meanwhile (shrunk, deleted).
+                return;
+            }
             let started = tokio::task::spawn_blocking(move || self.start_member(p, false)).await;
             match started {
                 Ok(Ok(())) => tracing::info!(%queue, group, "rebuilding this node's replica of a queue from the others"),
@@ -464,14 +474,12 @@ impl ReplicaHost for GroupHost {
     }
 
     fn status(&self, group: u64) -> Option<ReplicaStatus> {
-        let m = self
+        let metrics = self
             .starter
             .groups
             .lock()
-            .get(&group)?
-            .1
-            .slot()
-            .with_metrics(Clone::clone);
+            .get(&group)
+            .map(|(_, g)| g.slot().with_metrics(Clone::clone));
         let names = self.starter.node.meta_state();
         let name = |id: &u64| {
             names
@@ -479,16 +487,34 @@ impl ReplicaHost for GroupHost {
                 .get(id)
                 .map_or_else(|| id.to_string(), |n| n.name.clone())
         };
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let me = self.starter.node.id();
         let groups = self.starter.node.groups();
+        // The voters of every configuration in force (while a member comes
+        // or goes, the old and the new one): those whose votes count now.
+        let heard = metrics.as_ref().and_then(|m| {
+            let membership = m.membership_config.membership();
+            membership.nodes().next()?;
+            let joint = membership.get_joint_config();
+            let mut voters: Vec<u64> = joint.first()?.iter().copied().collect();
+            voters.retain(|id| joint.iter().all(|c| c.contains(id)));
+            Some((m.current_leader, voters))
+        });
+        let (leader, voters) = match heard {
+            Some(h) => h,
+            // A rebuilt member that has not heard its group's membership
+            // yet: the others its definitions record, not its old self.
+            None => {
+                let recorded = self.starter.rebuilding.lock().get(&group)?.clone();
+                (None, recorded.into_iter().filter(|id| *id != me).collect())
+            }
+        };
         // By name (ids are hashes of addresses).
         let sorted = |mut v: Vec<String>| {
             v.sort();
             v
         };
         Some(ReplicaStatus {
-            leader: m.current_leader.as_ref().map(name),
+            leader: leader.as_ref().map(name),
             online: sorted(
                 voters
                     .iter()
@@ -501,6 +527,7 @@ impl ReplicaHost for GroupHost {
     }
 
     fn remove(&self, group: u64) {
+        self.starter.rebuilding.lock().remove(&group);
         if let Some(o) = self.starter.outside.lock().remove(&group) {
             o.shutdown();
         }

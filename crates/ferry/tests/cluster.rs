@@ -431,3 +431,141 @@ async fn a_wiped_node_is_rebuilt_from_the_others() {
         "the leader said why it rebuilt the node"
     );
 }
+
+/// A node whose data directory belongs to another cluster never links
+/// with this one, and both sides say why: three seeds form a cluster and
+/// stop; two of them are wiped and form a new cluster at the same
+/// addresses (same secret); the third comes back with the old cluster's
+/// data and dials them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_at_the_link() {
+    if skip_external("a_node_of_another_cluster_is_refused_at_the_link") {
+        return;
+    }
+    let ports = free_ports(3);
+    let (mut nodes, seeds) = three_seeds(&ports).await;
+    let recorded = |v: &[Value]| {
+        v.len() == 3
+            && leader(v).is_some()
+            && v.iter()
+                .all(|n| n["running"] == true && n["cluster_id"].is_string())
+    };
+    let old = until(&nodes[0], "the first cluster with its id", recorded).await;
+    for n in nodes.iter_mut() {
+        assert!(n.terminate().await.success());
+    }
+    for n in &mut nodes[1..] {
+        n.wipe_data_dir();
+    }
+    let (b, c) = nodes.split_at_mut(2);
+    tokio::join!(b[1].start_again(), c[0].start_again());
+    // Formed by the two (a majority of the seeds): all three seeds are its
+    // voters, the first one down.
+    let id_of = |v: &[Value]| {
+        v.iter()
+            .find(|n| n["name"] == "n2")
+            .map(|n| n["cluster_id"].clone())
+            .unwrap_or_default()
+    };
+    let new = until(&nodes[1], "a second cluster", |v| {
+        leader(v).is_some() && id_of(v).is_string()
+    })
+    .await;
+    assert_ne!(id_of(&new), id_of(&old), "a new cluster");
+    // The first node, on its old data (its own cluster has no majority
+    // now: it never says READY, so it is started by hand).
+    let d = nodes[0].data_dir().to_str().expect("utf-8 path").to_owned();
+    let env = node_env(1, &ports, &seeds, "s3cret");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    first
+        .args(["server", "--data-dir", &d, "--amqp-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "off", "--metrics-listen", "off"])
+        .env_remove("FERRY_CONFIG")
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().expect("run ferry");
+    let refused = |b: &Broker| b.stderr().contains("the peer belongs to another cluster");
+    common::cluster::poll_until("the second cluster refuses the first node's links", || {
+        refused(&nodes[1]) || refused(&nodes[2])
+    })
+    .await;
+    // Its pings are refused too: the second cluster never sees it running.
+    let v = common::cluster::nodes_of(&nodes[1]);
+    let _ = first.kill();
+    let _ = first.wait();
+    let up: Vec<&Value> = v.iter().filter(|n| n["running"] == true).collect();
+    assert_eq!(
+        up.len(),
+        2,
+        "only n2 and n3 run in the second cluster: {v:#?}"
+    );
+    assert!(up.iter().all(|n| n["name"] != "n1"), "{v:#?}");
+}
+
+/// Two seeds started with the same node name: they form the cluster with
+/// the third (no join checks them), then the one with the higher id stops
+/// with the reason; the other keeps the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_seeds_named_alike_one_stops() {
+    if skip_external("of_two_seeds_named_alike_one_stops") {
+        return;
+    }
+    let ports = free_ports(3);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut twins = Vec::new();
+    for i in [2, 3] {
+        let data = dir.path().join(format!("d{i}"));
+        let log = std::fs::File::create(dir.path().join(format!("log{i}"))).expect("log");
+        let mut env = node_env(i, &ports, &seeds, "s3cret");
+        env[0].1 = "n2".into();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["server", "--data-dir", data.to_str().expect("utf-8 path")])
+            .args(["--amqp-listen", "127.0.0.1:0", "--http-listen", "off"])
+            .args(["--metrics-listen", "off"])
+            .env_remove("FERRY_CONFIG")
+            .envs(env)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run ferry");
+        twins.push(child);
+    }
+    let first = start_node(node_env(1, &ports, &seeds, "s3cret")).await;
+    let mut exited = Vec::new();
+    common::cluster::poll_until("one of the two named n2 stops", || {
+        for (k, c) in twins.iter_mut().enumerate() {
+            if let Ok(Some(st)) = c.try_wait() {
+                exited.push((k, st));
+            }
+        }
+        !exited.is_empty()
+    })
+    .await;
+    let (k, status) = exited[0];
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join(format!("log{}", k + 2))).expect("log");
+    assert!(
+        log.contains("node name taken: n2 is the name of node"),
+        "{log}"
+    );
+    let v = until(&first, "n1 and one n2 running", |v| {
+        let mut up: Vec<&str> = v
+            .iter()
+            .filter(|n| n["running"] == true)
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        up.sort_unstable();
+        up == ["n1", "n2"]
+    })
+    .await;
+    let other = &mut twins[1 - k];
+    assert!(other.try_wait().expect("wait").is_none(), "{v:#?}");
+    let _ = other.kill();
+    let _ = other.wait();
+}

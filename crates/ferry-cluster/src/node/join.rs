@@ -26,6 +26,9 @@ pub enum NodeExit {
     /// It is to join the cluster at this address: the process resets its
     /// data directory and starts again with it as its seed.
     Join(String),
+    /// The cluster refused it (its node name is another member's): the
+    /// process stops with this reason.
+    Refused(String),
 }
 
 impl ClusterNode {
@@ -55,15 +58,25 @@ impl ClusterNode {
                 voters.len()
             )));
         }
-        let answer = self
-            .inner
-            .links
+        // Asked over links of their own that present no cluster id: this
+        // node's (its own cluster's) would be refused by the other cluster.
+        let me = crate::handshake::Identity {
+            cluster: crate::handshake::ClusterTag::default(),
+            ..self.inner.me.clone()
+        };
+        let links = crate::link::Links::new(
+            me,
+            self.inner.cfg.secret.clone(),
+            self.inner.cfg.tls.clone(),
+        );
+        let answer = links
             .link(id, addr)
             .request(KIND_PING, META_GROUP, Bytes::new(), ASK_TIMEOUT)
-            .await
-            .map_err(|e| {
-                ForgetError::Refused(format!("cluster node {addr} did not answer: {e}"))
-            })?;
+            .await;
+        links.close();
+        let answer = answer.map_err(|e| {
+            ForgetError::Refused(format!("cluster node {addr} did not answer: {e}"))
+        })?;
         if answer.body.first() != Some(&1) {
             return Err(ForgetError::Refused(format!(
                 "cluster node {addr} answers but its cluster has no leader now: try again later"

@@ -179,6 +179,7 @@ impl ClusterNode {
             name: cfg.name.clone(),
             advertise: cfg.advertise.clone(),
             incarnation,
+            cluster: crate::handshake::ClusterTag::new(recorded.cluster),
         };
         let links = Links::new(me.clone(), cfg.secret.clone(), cfg.tls.clone());
         links.set_admission(admission::admission(sm.clone()));
@@ -462,6 +463,12 @@ impl ClusterNode {
             if m.current_leader.is_some() && self.is_voter() {
                 let st = self.inner.sm.read(MetaState::clone);
                 let me = &self.inner.me;
+                if let Some(why) = name_taken(&st, &m, me) {
+                    tracing::error!(reason = %why, "the cluster refused this node");
+                    *self.inner.refused.lock() = Some(why.clone());
+                    self.inner.exit.send_replace(Some(NodeExit::Refused(why)));
+                    return;
+                }
                 let mut cmds = Vec::new();
                 let announced = st.nodes.get(&me.id).is_some_and(|m| {
                     m.name == me.name
@@ -506,6 +513,9 @@ impl ClusterNode {
             r.cluster = Some(id);
             r.clone()
         };
+        // Links from now on say so (those up already were checked with
+        // none recorded here, which is never refused).
+        self.inner.me.cluster.set(id);
         let (io, dir) = (self.inner.io.clone(), self.inner.cfg.dir.clone());
         let saved = tokio::task::spawn_blocking(move || rec.save(&*io, &dir)).await;
         if !matches!(saved, Ok(Ok(()))) {
@@ -752,4 +762,26 @@ impl ClusterNode {
             l.close();
         }
     }
+}
+
+/// Why this node must stop, if another member of its cluster carries its
+/// name: seeds that form the cluster together are not checked by a join,
+/// so two of them may have been started with the same `--node-name`.
+/// Of two such members the one with the higher id stops (every node sees
+/// the same pair; a name freed by a forget is free again).
+fn name_taken(
+    st: &MetaState,
+    m: &openraft::RaftMetrics<NodeId, BasicNode>,
+    me: &Identity,
+) -> Option<String> {
+    let membership = m.membership_config.membership();
+    let (other, info) = st.nodes.iter().find(|(other, info)| {
+        **other < me.id && info.name == me.name && membership.get_node(other).is_some()
+    })?;
+    Some(format!(
+        "{}{} is the name of node {other:016x} ({}); start this node with another --node-name",
+        rpc::NAME_TAKEN,
+        me.name,
+        info.advertise
+    ))
 }
