@@ -164,10 +164,20 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
         for (id, r) in answers {
             live.record(id, r);
         }
-        let changed = peers
-            .iter()
-            .zip(before)
-            .any(|((id, _), was)| live.alive(me, *id) != was);
+        let mut changed = false;
+        for ((id, addr), was) in peers.iter().zip(before) {
+            let now = live.alive(me, *id);
+            if now != was {
+                changed = true;
+                // Once per change (openraft's own complaints about a peer
+                // that is away are filtered out of the log).
+                if now {
+                    tracing::info!(node = %addr, "cluster node up");
+                } else {
+                    tracing::warn!(node = %addr, "cluster node down (no answer, or its link refused)");
+                }
+            }
+        }
         groups.set_alive(
             peers
                 .iter()

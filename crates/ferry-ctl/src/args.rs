@@ -68,6 +68,14 @@ pub enum CtlCommand {
     },
     /// Node summary: versions, object and message totals.
     Overview,
+    /// Runs a health check of the node (`/api/health/checks/CHECK`, as
+    /// `rabbitmq-diagnostics`): exit 0 when it passes, 1 when it fails
+    /// (with the reason), 3 when the node does not answer.
+    Health {
+        /// The check: `alarms`, `local-alarms`, `node-is-quorum-critical`.
+        #[arg(default_value = "alarms")]
+        check: String,
+    },
     /// The cluster: its members as the node at --url sees them.
     #[command(subcommand)]
     Cluster(ClusterCmd),

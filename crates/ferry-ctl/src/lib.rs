@@ -74,6 +74,7 @@ pub fn run(args: &CtlArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Resu
     match &args.command {
         CtlCommand::List { what } => list::list(&client, args, *what, out),
         CtlCommand::Overview => list::overview(&client, args, out),
+        CtlCommand::Health { check } => list::health(&client, check, out),
         CtlCommand::Cluster(args::ClusterCmd::Status) => cluster::status(&client, args, out),
         CtlCommand::Cluster(args::ClusterCmd::Rebalance) => cluster::rebalance(&client, out),
         CtlCommand::Cluster(args::ClusterCmd::Forget { node }) => {

@@ -158,6 +158,20 @@ pub fn list(
     out.text(&render(columns(what), &rows))
 }
 
+/// `ferry ctl health CHECK`: the check's verdict (an error, with the
+/// node's reason, when it fails).
+pub fn health(client: &Client, check: &str, out: &mut Output<'_>) -> Result<(), CtlError> {
+    let path = crate::client::api_path(&["health", "checks", check]);
+    let body = client.get(&path, "the health check")?;
+    if out.json {
+        return out.json(&body);
+    }
+    out.text(&format!(
+        "{check}: {}\n",
+        body["status"].as_str().unwrap_or("ok")
+    ))
+}
+
 pub fn overview(client: &Client, args: &CtlArgs, out: &mut Output<'_>) -> Result<(), CtlError> {
     let body = client.get("/api/overview", "the overview")?;
     if args.json {

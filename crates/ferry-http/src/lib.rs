@@ -144,6 +144,10 @@ pub fn api_router(ctx: Ctx) -> Router {
         .route("/api/rebalance/queues", post(overview::rebalance_queues))
         .route("/api/health/checks/alarms", get(overview::alarms))
         .route("/api/health/checks/local-alarms", get(overview::alarms))
+        .route(
+            "/api/health/checks/node-is-quorum-critical",
+            get(overview::quorum_critical),
+        )
         .route("/api/whoami", get(overview::whoami))
         .route("/api/extensions", get(overview::extensions))
         .route("/api/queues", get(queues::list))

@@ -508,6 +508,57 @@ pub async fn alarms(State(ctx): State<Ctx>) -> Response {
         .into_response()
 }
 
+/// GET /api/health/checks/node-is-quorum-critical (RabbitMQ's): 503 with
+/// the replicated queues and streams that would lose their majority if
+/// this node stopped now (it is one of their members, and without it
+/// fewer than a majority of their members are up as this node sees
+/// them), 200 otherwise — always on a node that is not clustered.
+pub async fn quorum_critical(State(ctx): State<Ctx>) -> Response {
+    let mut critical = Vec::new();
+    if ctx.cluster.is_some() {
+        let replicas = ctx.broker.replicas();
+        for vname in ctx.broker.vhost_names() {
+            let Ok(vh) = ctx.broker.vhost(&vname) else {
+                continue;
+            };
+            for (name, group, _) in vh.replicated_members() {
+                let Some(st) = replicas.status(group) else {
+                    continue;
+                };
+                let me = &ctx.node.name;
+                if !st.members.contains(me) {
+                    continue;
+                }
+                let others_up = st.online.iter().filter(|n| *n != me).count();
+                if others_up < st.members.len() / 2 + 1 {
+                    critical.push(json!({
+                        "name": name,
+                        "virtual_host": vname,
+                        "type": match vh.queue_ref(&name) {
+                            Some(ferry_queue::source::QueueRef::Stream(_)) => "stream",
+                            _ => "quorum",
+                        },
+                        "members": st.members,
+                        "online": st.online,
+                    }));
+                }
+            }
+        }
+    }
+    if critical.is_empty() {
+        return Json(json!({"status": "ok"})).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "failed",
+            "reason": "There are quorum queues that would lose their quorum if the target node is shut down",
+            "queues": critical,
+        })),
+    )
+        .into_response()
+}
+
 /// GET /api/whoami
 pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({"name": caller.name, "tags": caller.tags}))
