@@ -135,6 +135,7 @@ pub fn spawn(me: NodeId, links: &Arc<Links>, groups: Arc<RaftGroups>, peers: Pee
 
 async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Peers) {
     let mut live = Liveness::default();
+    let mut seen: HashMap<NodeId, bool> = HashMap::new();
     let mut watch: HashMap<u64, GroupWatch> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,13 +161,15 @@ async fn run(me: NodeId, links: Weak<Links>, groups: Arc<RaftGroups>, peers: Pee
             .collect();
         let answers = crate::join_all(pings).await;
         drop(l);
-        let before: Vec<bool> = peers.iter().map(|(id, _)| live.alive(me, *id)).collect();
         for (id, r) in answers {
             live.record(id, r);
         }
+        // Against what was seen at the last tick (liveness also lapses
+        // with time alone: a peer that stopped answering).
         let mut changed = false;
-        for ((id, addr), was) in peers.iter().zip(before) {
+        for (id, addr) in peers.iter().filter(|(id, _)| *id != me) {
             let now = live.alive(me, *id);
+            let was = seen.insert(*id, now).unwrap_or(false);
             if now != was {
                 changed = true;
                 // Once per change (openraft's own complaints about a peer

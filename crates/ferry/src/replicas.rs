@@ -257,7 +257,11 @@ impl Starter {
                 // Removed from this node meanwhile (shrunk, deleted).
                 return;
             }
+            let rebuilding = self.rebuilding.clone();
             let started = tokio::task::spawn_blocking(move || self.start_member(p, false)).await;
+            // Its member is in `groups` now (or failed to start: reopened
+            // by the next change of its replicas).
+            rebuilding.lock().remove(&group);
             match started {
                 Ok(Ok(())) => tracing::info!(%queue, group, "rebuilding this node's replica of a queue from the others"),
                 Ok(Err(e)) => tracing::error!(%queue, group, error = %e, "cannot start a rebuilt replica"),
@@ -489,8 +493,9 @@ impl ReplicaHost for GroupHost {
         };
         let me = self.starter.node.id();
         let groups = self.starter.node.groups();
-        // The voters of every configuration in force (while a member comes
-        // or goes, the old and the new one): those whose votes count now.
+        // The voters in every configuration in force (while a member comes
+        // or goes, those in both the old and the new one): the members a
+        // vote can be counted on whichever configuration decides.
         let heard = metrics.as_ref().and_then(|m| {
             let membership = m.membership_config.membership();
             membership.nodes().next()?;
@@ -499,14 +504,24 @@ impl ReplicaHost for GroupHost {
             voters.retain(|id| joint.iter().all(|c| c.contains(id)));
             Some((m.current_leader, voters))
         });
-        let (leader, voters) = match heard {
-            Some(h) => h,
+        let rebuilding = || self.starter.rebuilding.lock().get(&group).cloned();
+        let (leader, voters) = match (heard, metrics.is_some()) {
+            (Some(h), _) => h,
             // A rebuilt member that has not heard its group's membership
             // yet: the others its definitions record, not its old self.
-            None => {
-                let recorded = self.starter.rebuilding.lock().get(&group)?.clone();
-                (None, recorded.into_iter().filter(|id| *id != me).collect())
-            }
+            (None, _) if rebuilding().is_some() => (
+                None,
+                rebuilding()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|id| *id != me)
+                    .collect(),
+            ),
+            // A member of the group here whose Raft has not loaded a
+            // membership yet (just started): a member all the same (the
+            // broker's `set_replicas` must not reopen it).
+            (None, true) => (None, Vec::new()),
+            (None, false) => return None,
         };
         // By name (ids are hashes of addresses).
         let sorted = |mut v: Vec<String>| {

@@ -12,7 +12,8 @@ saw:
   two nodes), lost (confirmed, not in the stream), gaps (a missing offset below the end),
   phantom and nacked-but-delivered as above.
 
-Every figure but the operation counts must be 0. Each publish attempt is a message of its own
+Every figure but the operation counts must be 0, but the stream's nacked-but-delivered
+(reported: its in-doubt forwards are nacked; docs/reliability.md). Each publish attempt is a message of its own
 (body `P-SEQ`, header `attempt`): a message nacked or in doubt is published again as a new
 attempt, as a client does."""
 
@@ -61,6 +62,16 @@ class Attempts:
     def confirmed(self) -> set[str]:
         with self.lock:
             return {b for (b, _), o in self.outcome.items() if o == "ack"}
+
+    def confirmed_attempts(self) -> set[tuple[str, int]]:
+        """Each confirmed publish attempt (a body's earlier attempts, nacked or in doubt, may
+        be delivered too: they do not stand in for the confirmed one)."""
+        with self.lock:
+            return {k for k, o in self.outcome.items() if o == "ack"}
+
+    def snapshot(self) -> dict[tuple[str, int], str]:
+        with self.lock:
+            return dict(self.outcome)
 
     def count(self, what: str) -> int:
         with self.lock:
@@ -284,6 +295,7 @@ class Campaign:
         pubs += [Publisher(f"s{k}", order(k), STREAM, self.s_attempts, self.stop)
                  for k in range(min(2, self.n))]
         cons = [Consumer(f"c{k}", order(k), QUEUES, threading.Event()) for k in range(self.n)]
+        self.consumers = cons
         for t in pubs + cons:
             t.start()
         t0 = time.monotonic()
@@ -319,9 +331,8 @@ class Campaign:
 
     def check(self, cons: list[Consumer], reads: list[list[tuple[int, str, int]]]) -> dict:
         qa, sa = self.q_attempts, self.s_attempts
+        q_out, s_out = qa.snapshot(), sa.snapshot()
         got = [d for c in cons for d in c.got]
-        bodies = {b for b, _, _ in got}
-        published = {b for b, _ in qa.outcome}
         # One publish attempt delivered n times needs n - 1 of them flagged redelivered
         # (whatever the consumers' order: two unflagged copies are two leaders' deliveries).
         times: dict[tuple[str, int], list[int]] = {}
@@ -340,10 +351,10 @@ class Campaign:
             "queue_nacked": qa.count("nack"),
             "queue_in_doubt": qa.count("doubt"),
             "queue_delivered": len(got),
-            "queue_lost": len(qa.confirmed() - bodies),
-            "queue_phantom": len(bodies - published),
+            "queue_lost": len(qa.confirmed_attempts() - seen),
+            "queue_phantom": len(seen - set(q_out)),
             "queue_duplicated": len(dup),
-            "queue_nacked_but_delivered": sum(1 for k in seen if qa.outcome.get(k) == "nack"),
+            "queue_nacked_but_delivered": sum(1 for k in seen if q_out.get(k) == "nack"),
         }
         # The stream: every node's copy agrees offset by offset, has no gap, and holds
         # every confirmed message.
@@ -354,31 +365,37 @@ class Campaign:
                 if by_offset.setdefault(off, (b, a)) != (b, a):
                     diverging += 1
         offsets = sorted(by_offset)
-        first = offsets[0] if offsets else 0
-        gaps = (offsets[-1] - first + 1 - len(offsets)) if offsets else 0
-        in_stream = {b for b, _ in by_offset.values()}
+        # No retention here: the stream starts at offset 0.
+        gaps = (offsets[-1] + 1 - len(offsets)) if offsets else 0
+        in_stream = list(by_offset.values())
+        stored = set(in_stream)
         r.update({
             "stream_confirmed": len(sa.confirmed()),
             "stream_nacked": sa.count("nack"),
             "stream_in_doubt": sa.count("doubt"),
             "stream_length": len(offsets),
-            "stream_lost": len(sa.confirmed() - in_stream),
+            "stream_lost": len(sa.confirmed_attempts() - stored),
+            "stream_duplicated": len(in_stream) - len(stored),
             "stream_diverging": diverging,
             "stream_gaps": gaps,
             "stream_short_copies": sum(1 for read in reads if len(read) != len(offsets)),
-            "stream_phantom": len(in_stream - {b for b, _ in sa.outcome}),
-            "stream_nacked_but_delivered": sum(1 for v in by_offset.values()
-                                               if sa.outcome.get(v) == "nack"),
+            "stream_phantom": len(stored - set(s_out)),
+            "stream_nacked_but_delivered": sum(1 for v in stored if s_out.get(v) == "nack"),
         })
-        # Nacked-but-delivered is reported, not failed: a stream's append forwarded through a
-        # follower whose fate is in doubt is nacked (docs/cluster.md; queues deduplicate).
+        # The stream's nacked-but-delivered is reported, not failed: its append forwarded
+        # through a follower whose fate is in doubt is nacked (docs/cluster.md; a queue's
+        # forwarded batches are numbered and applied once, so its figure fails).
         bad = [k for k in r if k.endswith(("_lost", "_phantom", "_duplicated", "_diverging",
                                            "_gaps", "_short_copies")) and r[k]]
+        if r["queue_nacked_but_delivered"]:
+            bad.append("queue_nacked_but_delivered")
         r["failed"] = bad
         return r
 
     def close(self) -> None:
         self.stop.set()
+        for c in getattr(self, "consumers", []):
+            c.stop.set()
         self.cluster.close()
         self.lab.close()
 
@@ -396,7 +413,7 @@ def record(path: Path, args, r: dict) -> None:
     s = (f"{r['stream_confirmed']:,} confirmed, {r['stream_length']:,} offsets, "
          f"{r['stream_nacked']} nacked, {r['stream_in_doubt']} in doubt")
     checks = (f"lost {r['queue_lost']}+{r['stream_lost']}, phantom {r['queue_phantom']}+"
-              f"{r['stream_phantom']}, dup {r['queue_duplicated']}, diverging "
+              f"{r['stream_phantom']}, dup {r['queue_duplicated']}+{r['stream_duplicated']}, diverging "
               f"{r['stream_diverging']}, gaps {r['stream_gaps']}, short copies "
               f"{r['stream_short_copies']}, nacked-but-delivered "
               f"{r['queue_nacked_but_delivered']}+{r['stream_nacked_but_delivered']}")

@@ -779,7 +779,8 @@ fn name_taken(
         **other < me.id && info.name == me.name && membership.get_node(other).is_some()
     })?;
     Some(format!(
-        "{}{} is the name of node {other:016x} ({}); start this node with another --node-name",
+        "{}{} is the name of node {other:016x} ({}); wipe this node's data directory and start \
+         it with another --node-name",
         rpc::NAME_TAKEN,
         me.name,
         info.advertise
