@@ -22,7 +22,8 @@ ENV FERRY_DATA_DIR=/var/lib/ferry \
 # AMQP, management API and web UI, Prometheus, cluster links (when clustered).
 EXPOSE 5672 15672 15692 25672
 
-# RabbitMQ's alarms check through the management API (guest may log in from loopback).
+# RabbitMQ's alarms check through the management API, as guest from loopback (with another
+# default user, give the check its credentials: FERRY_USER / FERRY_PASSWORD in the container).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["ferry", "ctl", "--timeout", "4", "health", "alarms"]
 

@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         c.close()
     print(json.dumps(r, sort_keys=True), flush=True)
     if args.record:
-        record(Path(args.record), args, r)
+        # Relative to the repository (scripts/chaos runs this from tests/python).
+        record(Path(__file__).resolve().parents[3] / args.record, args, r)
     return 1 if r["failed"] else 0
 
 
