@@ -20,6 +20,14 @@ fn args(kind: &str) -> FieldTable {
     t
 }
 
+/// Each node's management API (a restarted node listens on a new port).
+fn apis(nodes: &[common::Broker]) -> Vec<Http> {
+    nodes
+        .iter()
+        .map(|b| Http::new(&b.endpoint("http").expect("http")))
+        .collect()
+}
+
 fn critical(http: &Http) -> (u16, Value) {
     http.req("GET", "/api/health/checks/node-is-quorum-critical", None)
 }
@@ -43,10 +51,7 @@ async fn a_node_is_quorum_critical_once_another_member_is_down() {
         .await
         .expect("declare hs");
     let _ = c.close(200, "bye".into()).await;
-    let http: Vec<Http> = nodes
-        .iter()
-        .map(|b| Http::new(&b.endpoint("http").expect("http")))
-        .collect();
+    let http = apis(&nodes);
     // Every member up (as each node's failure detector sees it): none critical.
     for h in &http {
         poll_until("no node is quorum critical", || critical(h).0 == 200).await;
@@ -98,10 +103,7 @@ async fn a_node_is_quorum_critical_once_another_member_is_down() {
 
     // Back: nobody critical again.
     nodes[2].start_again().await;
-    let http: Vec<Http> = nodes
-        .iter()
-        .map(|b| Http::new(&b.endpoint("http").expect("http")))
-        .collect();
+    let http = apis(&nodes);
     for h in &http {
         poll_until("no node is quorum critical again", || critical(h).0 == 200).await;
     }
